@@ -1,0 +1,224 @@
+//! This device's key packages on its homeserver (publish, stock, replenish), and
+//! claiming other users' packages to add them to groups.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use conclave_core::ids::{CredentialIdentity, DeviceId, UserId};
+use conclave_proto::client::v1 as proto;
+use openmls::prelude::KeyPackage;
+
+use super::{Client, call, invalid_response, to_datetime};
+use crate::connection::key_package_client;
+use crate::error::ClientError;
+use crate::key_package_stock::KeyPackageStock;
+use crate::mls;
+
+/// Ordinary packages per upload. A homeserver's default limit is 100 per upload;
+/// half of it leaves room for a lower configured limit and for the last-resort
+/// package riding along in the final upload.
+const UPLOAD_CHUNK: usize = 50;
+
+/// What a publication did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Ordinary packages uploaded (a new last-resort package comes with every
+    /// publication; none when the stock needed nothing).
+    pub published: usize,
+    /// The server's stock afterwards.
+    pub stock: KeyPackageStock,
+}
+
+/// A key package claimed for one device of a user, verified.
+#[derive(Debug, Clone)]
+pub struct ClaimedKeyPackage {
+    pub device_id: DeviceId,
+    /// `name@domain/device_id` of the device; the package's credential carries it.
+    pub credential_identity: CredentialIdentity,
+    /// The device's ordinary stock was empty, so this is its reusable last-resort
+    /// package.
+    pub last_resort: bool,
+    /// The KeyPackageRef (RFC 9420 §5.2) by which a Welcome names the package.
+    pub hash_ref: Vec<u8>,
+    /// The package exactly as the server sent it (TLS-encoded `KeyPackage`).
+    pub key_package_bytes: Vec<u8>,
+    /// The verified package, ready for an Add proposal.
+    pub key_package: KeyPackage,
+}
+
+impl Client {
+    /// Builds and uploads `count` ordinary key packages and a new last-resort one
+    /// (which replaces the previous on the server). Their private keys stay in
+    /// the local state; those of a batch the server refused are deleted again.
+    pub async fn publish_key_packages(&self, count: usize) -> Result<PublishOutcome, ClientError> {
+        let (session, channel, auth) = self.authenticated().await?;
+        let signer = self.state().signer(&session)?;
+        let mut client = key_package_client(channel, auth);
+        let mut remaining = count;
+        loop {
+            let chunk = remaining.min(UPLOAD_CHUNK);
+            remaining -= chunk;
+            let with_last_resort = remaining == 0;
+            let batch = self.state().transaction(|provider, _| {
+                mls::build_key_packages(
+                    provider,
+                    &signer,
+                    &session.credential_identity,
+                    chunk,
+                    with_last_resort,
+                    mls::KEY_PACKAGE_LIFETIME_SECONDS,
+                )
+                .map_err(ClientError::from)
+            })?;
+            let request = proto::UploadKeyPackagesRequest {
+                key_packages: batch.ordinary,
+                last_resort_key_package: batch.last_resort,
+            };
+            let result = call(
+                "publish key packages",
+                client.upload_key_packages(request),
+            )
+            .await;
+            let reply = match result {
+                Ok(reply) => reply,
+                Err(error) => {
+                    let forgotten = self.state().transaction(|provider, _| {
+                        mls::forget_key_packages(provider, &batch.hash_refs)
+                            .map_err(ClientError::from)
+                    });
+                    if let Err(forget_error) = forgotten {
+                        tracing::warn!(%forget_error, "could not delete the keys of refused key packages");
+                    }
+                    return Err(error);
+                }
+            };
+            tracing::debug!(chunk, with_last_resort, "uploaded key packages");
+            if with_last_resort {
+                let stock = to_stock("publish key packages", reply.stock)?;
+                return Ok(PublishOutcome {
+                    published: count,
+                    stock,
+                });
+            }
+        }
+    }
+
+    /// The server's stock of this device's unclaimed key packages.
+    pub async fn key_package_status(&self) -> Result<KeyPackageStock, ClientError> {
+        let (_, channel, auth) = self.authenticated().await?;
+        let reply = call(
+            "get key package stock",
+            key_package_client(channel, auth)
+                .get_key_package_stock(proto::GetKeyPackageStockRequest {}),
+        )
+        .await?;
+        to_stock("get key package stock", Some(reply))
+    }
+
+    /// Publishes key packages if the server's stock is low, following the
+    /// client's [`ReplenishPolicy`](crate::ReplenishPolicy) (by default: below 10
+    /// left, fill up to 50). Runs after every register and login; call it again
+    /// whenever convenient, it costs one request when nothing is needed.
+    pub async fn replenish_key_packages(&self) -> Result<PublishOutcome, ClientError> {
+        let stock = self.key_package_status().await?;
+        match self.replenish_policy.packages_to_publish(&stock) {
+            Some(count) => self.publish_key_packages(count).await,
+            None => Ok(PublishOutcome {
+                published: 0,
+                stock,
+            }),
+        }
+    }
+
+    /// Claims one key package for every device of `user_id` (each ordinary package
+    /// is handed out once; a device with none left yields its last-resort one),
+    /// and verifies every package: it must be valid, in Conclave's cipher suite,
+    /// and carry the credential of the device it was claimed for. One bad package
+    /// fails the whole claim.
+    pub async fn claim_key_packages(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<ClaimedKeyPackage>, ClientError> {
+        const OPERATION: &str = "claim key packages";
+        let (_, channel, auth) = self.authenticated().await?;
+        let reply = call(
+            OPERATION,
+            key_package_client(channel, auth).claim_key_packages(proto::ClaimKeyPackagesRequest {
+                user_id: user_id.to_string(),
+            }),
+        )
+        .await?;
+        let now = unix_now();
+        let mut seen = HashSet::new();
+        let mut claimed = Vec::with_capacity(reply.key_packages.len());
+        for entry in reply.key_packages {
+            let device_id: DeviceId = entry
+                .device_id
+                .parse()
+                .map_err(|error| invalid_response(OPERATION, format!("{error}")))?;
+            let credential_identity: CredentialIdentity = entry
+                .credential_identity
+                .parse()
+                .map_err(|error| invalid_response(OPERATION, format!("{error}")))?;
+            if credential_identity.user_id() != user_id
+                || credential_identity.device_id() != &device_id
+            {
+                return Err(invalid_response(
+                    OPERATION,
+                    format!(
+                        "a package for {credential_identity} came back for device {device_id} of {user_id}"
+                    ),
+                ));
+            }
+            if !seen.insert(device_id.clone()) {
+                return Err(invalid_response(
+                    OPERATION,
+                    format!("device {device_id} appears twice"),
+                ));
+            }
+            let verified =
+                mls::verify_claimed_key_package(&entry.key_package, &credential_identity, now)
+                    .map_err(|source| ClientError::InvalidClaimedKeyPackage {
+                        device_id: device_id.to_string(),
+                        source,
+                    })?;
+            if entry.last_resort && !verified.last_resort {
+                return Err(invalid_response(
+                    OPERATION,
+                    format!(
+                        "the package of device {device_id} is marked last-resort but has no last_resort extension"
+                    ),
+                ));
+            }
+            claimed.push(ClaimedKeyPackage {
+                device_id,
+                credential_identity,
+                last_resort: entry.last_resort,
+                hash_ref: verified.hash_ref,
+                key_package_bytes: entry.key_package,
+                key_package: verified.key_package,
+            });
+        }
+        Ok(claimed)
+    }
+}
+
+fn to_stock(
+    operation: &'static str,
+    stock: Option<proto::KeyPackageStock>,
+) -> Result<KeyPackageStock, ClientError> {
+    let stock = stock.ok_or_else(|| invalid_response(operation, "it has no stock"))?;
+    Ok(KeyPackageStock {
+        available: stock.available,
+        has_last_resort: stock.has_last_resort,
+        earliest_expiry: to_datetime(stock.earliest_expiry),
+    })
+}
+
+/// Seconds since the Unix epoch by the system clock; a clock set before 1970
+/// counts as the epoch itself, which only makes packages look not yet valid.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

@@ -1,0 +1,155 @@
+//! Reaching a homeserver: a gRPC channel over TLS (or plain HTTP/2 to loopback), the
+//! bearer-token interceptor, and the typed service clients built on them.
+
+use std::time::Duration;
+
+use conclave_proto::client::v1::account_service_client::AccountServiceClient;
+use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::server_url::ServerUrl;
+use crate::session::AccessToken;
+
+/// How long establishing a connection (TCP, TLS, HTTP/2) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ping an idle connection this often, so a dead server or NAT mapping is noticed
+/// before the next request rather than by it.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why no channel to the homeserver could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP, TLS or HTTP/2 setup failed; `reason` is the whole cause chain on one line.
+    #[error("cannot connect to {server_url}: {reason}")]
+    Unreachable { server_url: String, reason: String },
+    /// tonic refused the endpoint configuration (an internal mistake, not the user's).
+    #[error("cannot set up a connection to {server_url}: {reason}")]
+    Configuration { server_url: String, reason: String },
+    /// The access token cannot be sent as an HTTP header value.
+    #[error("the stored access token is not valid header text; log out and log in again")]
+    InvalidToken,
+}
+
+/// Opens a channel to `server_url`, with TLS for `https://` verified against the
+/// Mozilla root store compiled into the binary (webpki-roots), so nothing depends on
+/// the system's certificate setup.
+pub(crate) async fn connect(server_url: &ServerUrl) -> Result<Channel, ConnectError> {
+    let configuration = |error: tonic::transport::Error| ConnectError::Configuration {
+        server_url: server_url.to_string(),
+        reason: error_chain(&error),
+    };
+    let mut endpoint = Endpoint::from(server_url.uri().clone())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .user_agent(concat!("conclave-client/", env!("CARGO_PKG_VERSION")))
+        .map_err(configuration)?;
+    if server_url.uses_tls() {
+        let tls = ClientTlsConfig::new()
+            .with_webpki_roots()
+            .domain_name(server_url.host());
+        endpoint = endpoint.tls_config(tls).map_err(configuration)?;
+    }
+    tracing::debug!(%server_url, "connecting");
+    endpoint
+        .connect()
+        .await
+        .map_err(|error| ConnectError::Unreachable {
+            server_url: server_url.to_string(),
+            reason: error_chain(&error),
+        })
+}
+
+/// Adds `authorization: Bearer <token>` to every request, when there is a session.
+#[derive(Clone)]
+pub(crate) struct BearerAuth(Option<MetadataValue<Ascii>>);
+
+impl BearerAuth {
+    /// No authorization header: for Register and Login.
+    pub(crate) fn none() -> Self {
+        BearerAuth(None)
+    }
+
+    pub(crate) fn new(token: &AccessToken) -> Result<Self, ConnectError> {
+        let value = format!("Bearer {}", token.as_str())
+            .parse()
+            .map_err(|_| ConnectError::InvalidToken)?;
+        Ok(BearerAuth(Some(value)))
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(crate) type AccountClient = AccountServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub(crate) type KeyPackageClient = KeyPackageServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+pub(crate) fn account_client(channel: Channel, auth: BearerAuth) -> AccountClient {
+    AccountServiceClient::with_interceptor(channel, auth)
+}
+
+pub(crate) fn key_package_client(channel: Channel, auth: BearerAuth) -> KeyPackageClient {
+    KeyPackageServiceClient::with_interceptor(channel, auth)
+}
+
+/// An error and all its causes on one line ("transport error: tcp connect error:
+/// Connection refused"), since tonic's own Display shows only the outermost.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper and tonic often repeat the inner message in the outer one.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_is_added_only_with_a_token() {
+        let request = BearerAuth::none().call(tonic::Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+
+        let token = AccessToken::new("abc123".to_owned());
+        let request = BearerAuth::new(&token)
+            .unwrap()
+            .call(tonic::Request::new(()))
+            .unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer abc123"
+        );
+        assert!(BearerAuth::new(&AccessToken::new("bad\ntoken".to_owned())).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_one_clear_line() {
+        // Bind then drop a listener, so the port is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url: ServerUrl = format!("http://127.0.0.1:{port}").parse().unwrap();
+        let error = connect(&url).await.unwrap_err().to_string();
+        assert!(error.starts_with(&format!("cannot connect to {url}: ")), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The errors of the `Client` API. Every Display is one line that says what failed
+//! and why, including the homeserver's own message when it refused a request.
+
+use std::fmt;
+
+use conclave_core::ids::{DeviceId, IdError, UserId};
+use conclave_core::key_package::KeyPackageError;
+use tonic::Code;
+
+use crate::connection::ConnectError;
+use crate::mls::MlsError;
+use crate::server_url::ServerUrlError;
+use crate::state::StateError;
+
+/// Why a `Client` operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The local state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// An MLS operation on this device failed.
+    #[error(transparent)]
+    Mls(#[from] MlsError),
+    /// A server URL was refused.
+    #[error(transparent)]
+    ServerUrl(#[from] ServerUrlError),
+    /// A user name, user id or device id given by the caller is malformed.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// The homeserver could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The homeserver answered a request with an error status.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The operation needs a session and there is none.
+    #[error("not logged in: register or log in first")]
+    NotLoggedIn,
+    /// Register or login while a session exists; one state holds one device.
+    #[error("already logged in as {user_id}; log out first")]
+    AlreadyLoggedIn { user_id: UserId },
+    /// The homeserver's answer breaks the protocol (a malformed id, a session
+    /// for another user, ...). Nothing from it was stored.
+    #[error("the server's answer to {operation} is invalid: {reason}")]
+    InvalidResponse {
+        operation: &'static str,
+        reason: String,
+    },
+    /// RemoveDevice was asked to remove the device making the request.
+    #[error("device {0} is this device; log out instead")]
+    RemoveCurrentDevice(DeviceId),
+    /// A claimed key package failed verification; none of the claim is returned.
+    #[error("key package claimed for device {device_id} is invalid: {source}")]
+    InvalidClaimedKeyPackage {
+        device_id: String,
+        source: KeyPackageError,
+    },
+    /// Register or login succeeded (the session is stored) but the key packages
+    /// that let others add the device to groups could not be published.
+    #[error(
+        "{operation} succeeded as {user_id} (device {device_id}) but publishing key packages failed: {source}; publish them again later"
+    )]
+    PublishAfterEnrolment {
+        operation: &'static str,
+        user_id: UserId,
+        device_id: DeviceId,
+        source: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// The gRPC status code, if the homeserver refused the request.
+    pub fn rpc_code(&self) -> Option<Code> {
+        match self {
+            ClientError::Rpc(error) => Some(error.code),
+            ClientError::PublishAfterEnrolment { source, .. } => source.rpc_code(),
+            _ => None,
+        }
+    }
+}
+
+/// A request the homeserver answered with an error status (or that timed out).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct RpcError {
+    /// The operation, as the user would name it ("register", "claim key packages").
+    pub operation: &'static str,
+    pub code: Code,
+    /// The server's message, flattened to one line.
+    pub message: String,
+}
+
+impl RpcError {
+    pub(crate) fn from_status(operation: &'static str, status: &tonic::Status) -> Self {
+        RpcError {
+            operation,
+            code: status.code(),
+            message: status.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = code_words(self.code);
+        if self.message.is_empty() {
+            write!(f, "{} failed: {code}", self.operation)
+        } else {
+            write!(f, "{} failed: {} ({code})", self.operation, self.message)
+        }
+    }
+}
+
+/// The gRPC code in a few plain words: tonic's own descriptions are whole
+/// sentences, too long to follow a server's message on the same line.
+fn code_words(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "timed out",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "limit exceeded",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not supported by this server",
+        Code::Internal => "internal server error",
+        Code::Unavailable => "server unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "not authenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_errors_are_one_line_with_the_server_message() {
+        let status = tonic::Status::already_exists("username \"alice\" is\ntaken");
+        let error = ClientError::from(RpcError::from_status("register", &status));
+        assert_eq!(
+            error.to_string(),
+            "register failed: username \"alice\" is taken (already exists)"
+        );
+        assert_eq!(error.rpc_code(), Some(Code::AlreadyExists));
+
+        let status = tonic::Status::unauthenticated("");
+        let error = RpcError::from_status("whoami", &status);
+        assert_eq!(error.to_string(), "whoami failed: not authenticated");
+    }
+}

@@ -1,0 +1,14 @@
+//! Protocol rules that the homeserver and the client library must agree on, as plain
+//! functions and types: no async, no network, no database, no clock (time is an
+//! argument), no RNG.
+//!
+//! # Layout
+//! - [`ids`]: identifier newtypes (`Username`, `Domain`, `UserId`, `DeviceId`) and the
+//!   MLS credential identity `name@domain/device_id` that binds them together.
+//! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
+//!   verification.
+//! - [`key_package`]: the checks every uploaded or claimed KeyPackage must pass.
+
+pub mod ids;
+pub mod key_package;
+pub mod mls;

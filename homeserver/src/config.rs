@@ -1,0 +1,384 @@
+//! The homeserver's configuration: one TOML file, every key overridable by a
+//! `CONCLAVE_*` environment variable, validated as a whole before any port is bound.
+//!
+//! `conclave-homeserver.example.toml` at the repository root documents every key.
+//! Environment variables name a key by its path with `__` between levels:
+//! `CONCLAVE_DOMAIN`, `CONCLAVE_DATABASE__URL`, `CONCLAVE_CLIENT_API__LISTEN`.
+
+use conclave_core::ids::Domain;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the environment variables that override file settings.
+pub const ENV_PREFIX: &str = "CONCLAVE";
+
+/// Everything the homeserver can be told. Every field has a default, so running
+/// with no file at all gives a working single-machine server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain this homeserver is the authority for: users are `name@domain`.
+    pub domain: String,
+    pub database: DatabaseConfig,
+    pub client_api: ClientApiConfig,
+    pub http: HttpConfig,
+    pub registration: RegistrationConfig,
+    pub key_packages: KeyPackageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH?mode=rwc` (embedded; the directory is created) or
+    /// `postgres://USER@HOST/DB`.
+    pub url: String,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientApiConfig {
+    /// Address of the client gRPC API.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_private_key`, turns on TLS. Without TLS the
+    /// listen address must be a loopback address.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
+    /// Largest request message accepted, in bytes; bigger ones get RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoint (`/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+}
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    /// Anyone who can reach the client API.
+    Open,
+    /// Only with a registration token made by `conclave-homeserver registration-token create`.
+    Token,
+    /// Nobody.
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub policy: RegistrationPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyPackageConfig {
+    /// Longest lifetime a KeyPackage may declare, in days (RFC 9420 §16.8 advises
+    /// bounding it, because a package's keys are exposed for its whole lifetime).
+    pub max_lifetime_days: u64,
+    /// Most KeyPackages in one upload.
+    pub max_per_upload: usize,
+    /// Claims (one per target user) a device may make per minute.
+    pub claims_per_minute: u32,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `conclave_homeserver=debug,info`; the
+    /// `RUST_LOG` environment variable wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".to_owned(),
+            database: DatabaseConfig::default(),
+            client_api: ClientApiConfig::default(),
+            http: HttpConfig::default(),
+            registration: RegistrationConfig::default(),
+            key_packages: KeyPackageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://conclave-data/conclave.sqlite?mode=rwc".to_owned(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for ClientApiConfig {
+    fn default() -> Self {
+        ClientApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            tls_certificate: None,
+            tls_private_key: None,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
+        }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            policy: RegistrationPolicy::Open,
+        }
+    }
+}
+
+impl Default for KeyPackageConfig {
+    fn default() -> Self {
+        KeyPackageConfig {
+            max_lifetime_days: 90,
+            max_per_upload: 100,
+            claims_per_minute: 60,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded or makes no sense. Its message names
+/// the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, unreadable, not TOML, or has unknown keys or bad types.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is not allowed.
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// What kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl Config {
+    /// Reads the optional file, applies `CONCLAVE_*` overrides and validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true);
+        let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The domain, already known to be valid by [`Config::validate`].
+    pub fn domain(&self) -> Domain {
+        self.domain
+            .parse()
+            .expect("the domain is checked by Config::validate")
+    }
+
+    /// Checks every value that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if let Err(error) = self.domain.parse::<Domain>() {
+            return invalid("domain", error.to_string());
+        }
+        if let Err(reason) = database_kind(&self.database.url) {
+            return invalid("database.url", reason);
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1".to_owned());
+        }
+        let client_api = &self.client_api;
+        match (&client_api.tls_certificate, &client_api.tls_private_key) {
+            (Some(certificate), Some(private_key)) => {
+                for (key, path) in [
+                    ("client_api.tls_certificate", certificate),
+                    ("client_api.tls_private_key", private_key),
+                ] {
+                    if let Err(error) = std::fs::metadata(path) {
+                        return invalid(key, format!("cannot read {}: {error}", path.display()));
+                    }
+                }
+            }
+            (None, None) if !client_api.listen.ip().is_loopback() => {
+                return invalid(
+                    "client_api.listen",
+                    format!(
+                        "{} is not a loopback address, so the client API needs TLS: set client_api.tls_certificate and client_api.tls_private_key",
+                        client_api.listen
+                    ),
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return invalid(
+                    "client_api.tls_certificate",
+                    "set both tls_certificate and tls_private_key, or neither".to_owned(),
+                );
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&client_api.max_message_bytes) {
+            return invalid(
+                "client_api.max_message_bytes",
+                "must be between 1024 and 67108864".to_owned(),
+            );
+        }
+        let key_packages = &self.key_packages;
+        if !(1..=365).contains(&key_packages.max_lifetime_days) {
+            return invalid(
+                "key_packages.max_lifetime_days",
+                "must be between 1 and 365".to_owned(),
+            );
+        }
+        if !(1..=1000).contains(&key_packages.max_per_upload) {
+            return invalid(
+                "key_packages.max_per_upload",
+                "must be between 1 and 1000".to_owned(),
+            );
+        }
+        if key_packages.claims_per_minute == 0 {
+            return invalid(
+                "key_packages.claims_per_minute",
+                "must be at least 1".to_owned(),
+            );
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return invalid("log.filter", error.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Tells SQLite from PostgreSQL by the URL's scheme, or says why the URL is neither.
+pub fn database_kind(url: &str) -> Result<DatabaseKind, String> {
+    if url.starts_with("sqlite:") {
+        Ok(DatabaseKind::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(DatabaseKind::Postgres)
+    } else {
+        Err(format!(
+            "{url:?} is neither a sqlite: nor a postgres:// URL"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str, expected_error: Option<&str>) {
+        let result = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|built| built.try_deserialize::<Config>())
+            .map_err(ConfigError::from)
+            .and_then(|config| config.validate());
+        match (result, expected_error) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(expected)) => panic!("{toml:?} was accepted, expected {expected:?}"),
+            (Err(error), None) => panic!("{toml:?} was refused: {error}"),
+            (Err(error), Some(expected)) => assert!(
+                error.to_string().contains(expected),
+                "{toml:?} gave {error}, expected it to mention {expected:?}"
+            ),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        check("", None);
+        let config = Config::default();
+        assert_eq!(config.domain().as_str(), "localhost");
+        assert_eq!(config.client_api.listen.port(), 7400);
+        assert_eq!(config.http.listen.port(), 7480);
+        assert_eq!(config.registration.policy, RegistrationPolicy::Open);
+    }
+
+    #[test]
+    fn values_are_validated() {
+        for (toml, error) in [
+            ("domain = 'a.example'", None),
+            ("domain = 'A.example'", Some("domain")),
+            ("domain = ''", Some("domain")),
+            ("unknown_key = 1", Some("unknown field")),
+            ("[database]\nurl = 'mysql://x'", Some("database.url")),
+            ("[database]\nurl = 'postgres://root@127.0.0.1/test'", None),
+            ("[database]\nmax_connections = 0", Some("max_connections")),
+            ("[client_api]\nlisten = '0.0.0.0:7400'", Some("needs TLS")),
+            ("[client_api]\nlisten = 'not an address'", Some("listen")),
+            ("[client_api]\ntls_certificate = '/nonexistent.pem'", Some("both")),
+            (
+                "[client_api]\ntls_certificate = '/nonexistent.pem'\ntls_private_key = '/nonexistent.key'",
+                Some("cannot read /nonexistent.pem"),
+            ),
+            ("[client_api]\nmax_message_bytes = 10", Some("max_message_bytes")),
+            ("[registration]\npolicy = 'token'", None),
+            ("[registration]\npolicy = 'maybe'", Some("unknown variant")),
+            ("[key_packages]\nmax_lifetime_days = 0", Some("max_lifetime_days")),
+            ("[key_packages]\nmax_per_upload = 0", Some("max_per_upload")),
+            ("[key_packages]\nclaims_per_minute = 0", Some("claims_per_minute")),
+            ("[log]\nformat = 'json'", None),
+            ("[log]\nformat = 'xml'", Some("unknown variant")),
+        ] {
+            check(toml, error);
+        }
+    }
+
+    #[test]
+    fn example_file_is_the_default_configuration() {
+        let example = include_str!("../../conclave-homeserver.example.toml");
+        let config: Config = config::Config::builder()
+            .add_source(config::File::from_str(example, config::FileFormat::Toml))
+            .build()
+            .and_then(|built| built.try_deserialize())
+            .expect("the example file parses");
+        config.validate().expect("the example file is valid");
+        let default = Config::default();
+        assert_eq!(format!("{config:?}"), format!("{default:?}"));
+    }
+}

@@ -1,0 +1,76 @@
+//! `conclave.client.v1.KeyPackageService`: proto <-> domain conversion only.
+
+use super::auth::authenticate;
+use super::status::missing_field;
+use super::timestamp;
+use crate::service::Context;
+use crate::service::key_packages;
+use crate::store::KeyPackageStock;
+use conclave_proto::client::v1 as proto;
+use conclave_proto::client::v1::key_package_service_server::KeyPackageService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct KeyPackageApi {
+    pub(crate) context: Arc<Context>,
+}
+
+fn stock_to_proto(stock: KeyPackageStock) -> proto::KeyPackageStock {
+    proto::KeyPackageStock {
+        available: u32::try_from(stock.available).unwrap_or(u32::MAX),
+        has_last_resort: stock.has_last_resort,
+        earliest_expiry: stock.earliest_expiry_ms.map(timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl KeyPackageService for KeyPackageApi {
+    async fn upload_key_packages(
+        &self,
+        request: Request<proto::UploadKeyPackagesRequest>,
+    ) -> Result<Response<proto::UploadKeyPackagesResponse>, Status> {
+        let device = authenticate(&self.context, request.metadata()).await?;
+        let request = request.into_inner();
+        let stock = key_packages::upload(
+            &self.context,
+            &device,
+            request.key_packages,
+            request.last_resort_key_package,
+        )
+        .await?;
+        Ok(Response::new(proto::UploadKeyPackagesResponse {
+            stock: Some(stock_to_proto(stock)),
+        }))
+    }
+
+    async fn get_key_package_stock(
+        &self,
+        request: Request<proto::GetKeyPackageStockRequest>,
+    ) -> Result<Response<proto::KeyPackageStock>, Status> {
+        let device = authenticate(&self.context, request.metadata()).await?;
+        let stock = key_packages::stock(&self.context, &device).await?;
+        Ok(Response::new(stock_to_proto(stock)))
+    }
+
+    async fn claim_key_packages(
+        &self,
+        request: Request<proto::ClaimKeyPackagesRequest>,
+    ) -> Result<Response<proto::ClaimKeyPackagesResponse>, Status> {
+        let claimer = authenticate(&self.context, request.metadata()).await?;
+        let user_id = request.into_inner().user_id;
+        if user_id.is_empty() {
+            return Err(missing_field("user_id"));
+        }
+        let claimed = key_packages::claim(&self.context, &claimer, &user_id).await?;
+        let key_packages = claimed
+            .into_iter()
+            .map(|claimed| proto::ClaimedKeyPackage {
+                device_id: claimed.identity.device_id().to_string(),
+                credential_identity: claimed.identity.to_string(),
+                key_package: claimed.package.data,
+                last_resort: claimed.package.last_resort,
+            })
+            .collect();
+        Ok(Response::new(proto::ClaimKeyPackagesResponse { key_packages }))
+    }
+}

@@ -1,0 +1,85 @@
+//! The client gRPC API (tonic only): services, authentication, proto <-> domain
+//! conversion, and the one mapping of errors to statuses (`status.rs`).
+//!
+//! # Layout
+//! - [`account`]: `AccountService`.
+//! - [`key_package`]: `KeyPackageService`.
+//! - [`auth`]: bearer tokens.
+//! - [`status`]: domain errors -> `tonic::Status`.
+
+mod account;
+mod auth;
+mod key_package;
+mod status;
+
+use crate::service::Context;
+use conclave_proto::client::v1::account_service_server::AccountServiceServer;
+use conclave_proto::client::v1::key_package_service_server::KeyPackageServiceServer;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tower::util::MapResponseLayer;
+
+/// Certificate chain and key, both PEM, for TLS on the client API.
+pub(crate) struct TlsPem {
+    pub(crate) certificate: Vec<u8>,
+    pub(crate) private_key: Vec<u8>,
+}
+
+/// Serves the client API on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub(crate) async fn serve(
+    context: Arc<Context>,
+    listener: TcpListener,
+    tls: Option<TlsPem>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let max_message_bytes = context.config.client_api.max_message_bytes;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AccountServiceServer<account::AccountApi>>()
+        .await;
+    health_reporter
+        .set_serving::<KeyPackageServiceServer<key_package::KeyPackageApi>>()
+        .await;
+    let reflection_service = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled-in descriptor sets are valid");
+    let account_service = AccountServiceServer::new(account::AccountApi {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
+    let key_package_service = KeyPackageServiceServer::new(key_package::KeyPackageApi {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(
+            ServerTlsConfig::new().identity(Identity::from_pem(tls.certificate, tls.private_key)),
+        )?;
+    }
+    builder
+        .layer(MapResponseLayer::new(status::oversize_as_resource_exhausted(
+            max_message_bytes,
+        )))
+        .add_service(health_service)
+        .add_service(reflection_service)
+        .add_service(account_service)
+        .add_service(key_package_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Milliseconds since the epoch -> protobuf Timestamp.
+pub(crate) fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: unix_ms.div_euclid(1000),
+        nanos: i32::try_from(unix_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}

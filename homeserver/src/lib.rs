@@ -1,0 +1,163 @@
+//! The Conclave homeserver: its domain's MLS Authentication Service (accounts,
+//! devices, credential binding) and key-package directory, behind the client gRPC
+//! API, with an HTTP endpoint for health checks.
+//!
+//! [`run`] is the whole server; `main.rs` adds the command line, configuration
+//! loading and logging, and tests call [`run`] directly (see [`test_support`]).
+//!
+//! # Layout
+//! - [`config`]: the documented, validated configuration.
+//! - `rules`: the homeserver's own pure rules (request shapes, upload batches).
+//! - `store`: sea-orm entities, migrations and queries; the only module that knows sea-orm.
+//! - `service`: one file per use case, each a transaction over `store` guided by `rules`.
+//! - `grpc`: tonic services, authentication and the error -> status mapping.
+//! - `http`: `/healthz` and `/readyz`.
+//! - [`admin`]: operator commands run against the database (registration tokens).
+//! - [`test_support`]: an in-process homeserver for tests, here and in other crates.
+
+pub mod admin;
+pub mod config;
+mod grpc;
+mod http;
+mod rules;
+mod service;
+mod store;
+pub mod test_support;
+
+pub use service::{Clock, SystemClock};
+pub use store::{Store, StoreError};
+
+use config::Config;
+use service::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often expired key packages are deleted.
+const JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The bound sockets the server will serve on. Binding is separate from running so
+/// tests can bind port 0 and learn the address before the server starts.
+pub struct Listeners {
+    pub client_api: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses named in the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address).await.map_err(|error| {
+                std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+            })
+        };
+        Ok(Listeners {
+            client_api: bind(config.client_api.listen).await?,
+            http: bind(config.http.listen).await?,
+        })
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read {path}: {error}")]
+    ReadFile { path: String, error: std::io::Error },
+    #[error("client API: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP endpoint: {0}")]
+    Http(std::io::Error),
+}
+
+/// Connects to the database, applies migrations, and serves the client API and the
+/// HTTP endpoint until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests finish, and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    // rustls needs one process-wide crypto provider; a second install (tests run
+    // several servers in one process) is harmless, so its error is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let tls = read_tls_files(&config)?;
+    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    store.migrate().await?;
+    tracing::info!(
+        domain = %config.domain,
+        client_api = %listeners.client_api.local_addr().map_err(ServerError::Http)?,
+        http = %listeners.http.local_addr().map_err(ServerError::Http)?,
+        tls = tls.is_some(),
+        "homeserver started"
+    );
+
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut receiver = stop_receiver.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    };
+    let context = Arc::new(Context::new(store.clone(), config, clock));
+
+    let http_task = tokio::spawn(http::serve(store.clone(), listeners.http, stopped()));
+    let janitor_task = tokio::spawn(run_janitor(context.clone(), stopped()));
+    let grpc_shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_sender.send(true);
+    };
+    let grpc_result = grpc::serve(context, listeners.client_api, tls, grpc_shutdown).await;
+    let http_result = http_task.await.unwrap_or(Ok(()));
+    janitor_task.abort();
+    store.close().await?;
+    grpc_result?;
+    http_result.map_err(ServerError::Http)?;
+    tracing::info!("homeserver stopped");
+    Ok(())
+}
+
+fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {
+    let client_api = &config.client_api;
+    let (Some(certificate), Some(private_key)) =
+        (&client_api.tls_certificate, &client_api.tls_private_key)
+    else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| ServerError::ReadFile {
+            path: path.display().to_string(),
+            error,
+        })
+    };
+    Ok(Some(grpc::TlsPem {
+        certificate: read(certificate)?,
+        private_key: read(private_key)?,
+    }))
+}
+
+/// Deletes key packages a day after they expired, every hour, until stopped.
+async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
+    let work = async {
+        let mut interval = tokio::time::interval(JANITOR_INTERVAL);
+        loop {
+            interval.tick().await;
+            let cutoff_ms = context.now_ms() - 24 * 3600 * 1000;
+            match store::delete_expired_key_packages(context.store.connection(), cutoff_ms).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "deleted expired key packages"),
+                Err(error) => tracing::warn!(%error, "could not delete expired key packages"),
+            }
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stopped => {}
+    }
+}

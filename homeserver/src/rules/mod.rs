@@ -1,0 +1,11 @@
+//! The homeserver's own rules, as plain functions: no async, no database, no clock,
+//! no RNG. The service layer feeds them inputs and carries out their decisions.
+//! (Rules that clients share, such as identifiers and KeyPackage checks, live in
+//! `conclave-core`.)
+//!
+//! # Layout
+//! - [`account`]: what a registration or login request must look like.
+//! - [`key_package_upload`]: whether a batch of KeyPackages may be stored.
+
+pub(crate) mod account;
+pub(crate) mod key_package_upload;

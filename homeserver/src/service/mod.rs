@@ -1,0 +1,81 @@
+//! Use cases, one file each: take validated input, open a transaction, load, apply
+//! the rules, save, commit. This layer knows neither tonic nor sea-orm's types.
+//!
+//! # Layout
+//! - [`accounts`]: register, log in and out, authenticate a bearer token, devices.
+//! - [`key_packages`]: upload, stock and claim of KeyPackages.
+//! - [`registration_tokens`]: tokens an operator hands out under the `token` policy.
+//! - [`secrets`]: access tokens, registration tokens and password hashes.
+
+pub(crate) mod accounts;
+pub(crate) mod key_packages;
+pub(crate) mod registration_tokens;
+pub(crate) mod secrets;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+use conclave_core::ids::Domain;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The source of "now", so tests can move time (e.g. to expire a KeyPackage).
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// What every use case needs: the database, the settings and the clock.
+pub(crate) struct Context {
+    pub(crate) store: Store,
+    pub(crate) config: Config,
+    pub(crate) domain: Domain,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Per-device limit on key-package claims. In-process for now: each replica
+    /// counts on its own, so N replicas allow up to N times the rate.
+    pub(crate) claim_limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl Context {
+    pub(crate) fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Context {
+        let claims_per_minute = NonZeroU32::new(config.key_packages.claims_per_minute)
+            .unwrap_or(NonZeroU32::MIN);
+        Context {
+            store,
+            domain: config.domain(),
+            config,
+            clock,
+            claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// A failure that is the server's, not the client's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InternalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The password hashing task panicked or was cancelled.
+    #[error("password hashing failed: {0}")]
+    PasswordHashing(String),
+    /// A stored value breaks a rule it was checked against when stored.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,197 @@
+//! Queries for the key-package directory.
+
+use super::entities::key_package;
+use super::{Connection, StoreError};
+use crate::config::DatabaseKind;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, Value,
+};
+
+/// A verified KeyPackage ready to be stored.
+pub(crate) struct NewKeyPackage {
+    pub(crate) hash_ref: Vec<u8>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) not_after_ms: i64,
+}
+
+/// Which of these hash refs are stored already (for any device).
+pub(crate) async fn existing_hash_refs(
+    db: &impl Connection,
+    hash_refs: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let rows = key_package::Entity::find()
+        .select_only()
+        .column(key_package::Column::HashRef)
+        .filter(key_package::Column::HashRef.is_in(hash_refs))
+        .into_tuple::<Vec<u8>>()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// Stores ordinary packages, and replaces the device's last-resort package if one
+/// is given. Run it in the transaction that checked the batch.
+pub(crate) async fn insert_key_packages(
+    db: &impl Connection,
+    device_id: &str,
+    ordinary: Vec<NewKeyPackage>,
+    last_resort: Option<NewKeyPackage>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if last_resort.is_some() {
+        key_package::Entity::delete_many()
+            .filter(key_package::Column::DeviceId.eq(device_id))
+            .filter(key_package::Column::LastResort.eq(true))
+            .exec(db)
+            .await?;
+    }
+    let rows = ordinary
+        .into_iter()
+        .map(|package| (package, false))
+        .chain(last_resort.map(|package| (package, true)))
+        .map(|(package, last_resort)| key_package::ActiveModel {
+            device_id: Set(device_id.to_owned()),
+            hash_ref: Set(package.hash_ref),
+            data: Set(package.data),
+            last_resort: Set(last_resort),
+            not_after_ms: Set(package.not_after_ms),
+            claimed_at_ms: Set(None),
+            claimed_by: Set(None),
+            created_at_ms: Set(now_ms),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    if !rows.is_empty() {
+        key_package::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A device's unclaimed, unexpired packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyPackageStock {
+    pub(crate) available: u64,
+    pub(crate) has_last_resort: bool,
+    pub(crate) earliest_expiry_ms: Option<i64>,
+}
+
+#[derive(FromQueryResult)]
+struct StockRow {
+    last_resort: bool,
+    count: i64,
+    earliest: Option<i64>,
+}
+
+pub(crate) async fn key_package_stock(
+    db: &impl Connection,
+    device_id: &str,
+    now_ms: i64,
+) -> Result<KeyPackageStock, StoreError> {
+    let rows = key_package::Entity::find()
+        .select_only()
+        .column(key_package::Column::LastResort)
+        .column_as(Expr::col(key_package::Column::Id).count(), "count")
+        .column_as(
+            Expr::col(key_package::Column::NotAfterMs).min(),
+            "earliest",
+        )
+        .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::ClaimedAtMs.is_null())
+        .filter(key_package::Column::NotAfterMs.gt(now_ms))
+        .group_by(key_package::Column::LastResort)
+        .into_model::<StockRow>()
+        .all(db)
+        .await?;
+    let mut stock = KeyPackageStock {
+        available: 0,
+        has_last_resort: false,
+        earliest_expiry_ms: None,
+    };
+    for row in rows {
+        if row.last_resort {
+            stock.has_last_resort = row.count > 0;
+        } else {
+            stock.available = u64::try_from(row.count).unwrap_or(0);
+        }
+        stock.earliest_expiry_ms = match (stock.earliest_expiry_ms, row.earliest) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(stock)
+}
+
+/// A package handed out by a claim.
+#[derive(Debug, Clone, FromQueryResult)]
+pub(crate) struct ClaimedKeyPackage {
+    pub(crate) data: Vec<u8>,
+    pub(crate) last_resort: bool,
+}
+
+/// Hands out the device's oldest unclaimed, unexpired ordinary package and marks
+/// it claimed, in one statement, so each package goes to exactly one claimer. On
+/// PostgreSQL `FOR UPDATE SKIP LOCKED` lets concurrent claims take different rows
+/// instead of queueing on the same one and then finding it gone; SQLite runs one
+/// writer at a time, so the plain subquery is already atomic there. When the stock
+/// is empty, the device's last-resort package is returned without being consumed.
+pub(crate) async fn claim_key_package(
+    db: &impl Connection,
+    kind: DatabaseKind,
+    device_id: &str,
+    claimed_by: &str,
+    now_ms: i64,
+) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+    let (backend, sql) = match kind {
+        DatabaseKind::Postgres => (
+            sea_orm::DbBackend::Postgres,
+            "UPDATE key_packages SET claimed_at_ms = $1, claimed_by = $2 \
+             WHERE id = (SELECT id FROM key_packages \
+                         WHERE device_id = $3 AND last_resort = FALSE \
+                           AND claimed_at_ms IS NULL AND not_after_ms > $1 \
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING data, last_resort",
+        ),
+        DatabaseKind::Sqlite => (
+            sea_orm::DbBackend::Sqlite,
+            "UPDATE key_packages SET claimed_at_ms = ?1, claimed_by = ?2 \
+             WHERE id = (SELECT id FROM key_packages \
+                         WHERE device_id = ?3 AND last_resort = FALSE \
+                           AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
+                         ORDER BY id LIMIT 1) \
+             RETURNING data, last_resort",
+        ),
+    };
+    let values: [Value; 3] = [now_ms.into(), claimed_by.into(), device_id.into()];
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    if let Some(claimed) = ClaimedKeyPackage::find_by_statement(statement)
+        .one(db)
+        .await?
+    {
+        return Ok(Some(claimed));
+    }
+    Ok(key_package::Entity::find()
+        .select_only()
+        .column(key_package::Column::Data)
+        .column(key_package::Column::LastResort)
+        .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::LastResort.eq(true))
+        .filter(key_package::Column::NotAfterMs.gt(now_ms))
+        .into_model::<ClaimedKeyPackage>()
+        .one(db)
+        .await?)
+}
+
+/// Deletes packages that expired before `cutoff_ms`; they can never be used again.
+pub(crate) async fn delete_expired_key_packages(
+    db: &impl Connection,
+    cutoff_ms: i64,
+) -> Result<u64, StoreError> {
+    let result = key_package::Entity::delete_many()
+        .filter(key_package::Column::NotAfterMs.lt(cutoff_ms))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
