@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTO_FILES: &[&str] = &[
     "proto/conclave/client/v1/account.proto",
     "proto/conclave/client/v1/key_package.proto",
+    "proto/conclave/client/v1/group.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
+use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
+use conclave_proto::client::v1::group_service_client::GroupServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -82,9 +84,14 @@ impl BearerAuth {
 }
 
 impl Interceptor for BearerAuth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -99,6 +106,17 @@ pub(crate) fn account_client(channel: Channel, auth: BearerAuth) -> AccountClien
 
 pub(crate) fn key_package_client(channel: Channel, auth: BearerAuth) -> KeyPackageClient {
     KeyPackageServiceClient::with_interceptor(channel, auth)
+}
+
+pub(crate) type GroupClient = GroupServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub(crate) type DeliveryClient = DeliveryServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+pub(crate) fn group_client(channel: Channel, auth: BearerAuth) -> GroupClient {
+    GroupServiceClient::with_interceptor(channel, auth)
+}
+
+pub(crate) fn delivery_client(channel: Channel, auth: BearerAuth) -> DeliveryClient {
+    DeliveryServiceClient::with_interceptor(channel, auth)
 }
 
 /// An error and all its causes on one line ("transport error: tcp connect error:
@@ -149,7 +167,10 @@ mod tests {
             .port();
         let url: ServerUrl = format!("http://127.0.0.1:{port}").parse().unwrap();
         let error = connect(&url).await.unwrap_err().to_string();
-        assert!(error.starts_with(&format!("cannot connect to {url}: ")), "{error}");
+        assert!(
+            error.starts_with(&format!("cannot connect to {url}: ")),
+            "{error}"
+        );
         assert!(!error.contains('\n'), "{error}");
     }
 }

@@ -55,6 +55,45 @@ pub enum ClientError {
         device_id: String,
         source: KeyPackageError,
     },
+    /// No group on this device has this id or name.
+    #[error("no group {0:?} on this device; `groups` lists them")]
+    UnknownGroup(String),
+    /// Several groups have this name; the id says which.
+    #[error("{count} groups are named {name:?}; give the group id instead: {}", ids.join(", "))]
+    AmbiguousGroup {
+        name: String,
+        count: usize,
+        /// The candidates' ids, in hex.
+        ids: Vec<String>,
+    },
+    /// The group name given by the caller is refused.
+    #[error("{0}")]
+    InvalidGroupName(String),
+    /// This device is not (or not yet, or no longer) a member of the group.
+    #[error("this device is not a member of group {group} ({status})")]
+    NotAMember {
+        /// The group's name, or its id if it has none.
+        group: String,
+        status: crate::state::GroupStatus,
+    },
+    /// The user to remove has no device in the group.
+    #[error("{user_id} is not a member of group {group}")]
+    UserNotInGroup { user_id: UserId, group: String },
+    /// Removing one's own user: that is leaving.
+    #[error("to leave group {group}, use leave instead of removing yourself")]
+    RemoveSelf { group: String },
+    /// The user to invite has no device whose key package could be claimed.
+    #[error("{0} has no device that can be added (no key package to claim)")]
+    NoDevicesToAdd(UserId),
+    /// This device asked to leave the group; it cannot commit or send meanwhile.
+    #[error("this device is leaving group {0}; it can no longer change it or send to it")]
+    Leaving(String),
+    /// A commit kept losing the race for its epoch.
+    #[error("gave up on group {group} after losing the race for {attempts} epochs in a row")]
+    TooManyConflicts { group: String, attempts: u32 },
+    /// A test hook stopped the operation as a crash would.
+    #[error("simulated crash ({0})")]
+    SimulatedCrash(&'static str),
     /// Register or login succeeded (the session is stored) but the key packages
     /// that let others add the device to groups could not be published.
     #[error(
@@ -66,6 +105,13 @@ pub enum ClientError {
         device_id: DeviceId,
         source: Box<ClientError>,
     },
+}
+
+/// Lets a state transaction that runs MLS work return `ClientError` directly.
+impl From<rusqlite::Error> for ClientError {
+    fn from(error: rusqlite::Error) -> Self {
+        ClientError::State(StateError::Sqlite(error))
+    }
 }
 
 impl ClientError {
@@ -94,7 +140,11 @@ impl RpcError {
         RpcError {
             operation,
             code: status.code(),
-            message: status.message().split_whitespace().collect::<Vec<_>>().join(" "),
+            message: status
+                .message()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }

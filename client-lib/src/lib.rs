@@ -8,16 +8,30 @@
 //! `name@domain/device_id` by the homeserver) and publishes key packages; others
 //! claim those packages to add the device to groups.
 //!
+//! Groups live at a hub (the homeserver that created them), which orders
+//! everything: [`Client::create_group`], [`Client::invite`], [`Client::remove`],
+//! [`Client::leave`], [`Client::rotate`] and [`Client::send`] submit to it;
+//! [`Client::receive`] and [`Client::listen`] apply what it delivers, in log
+//! order. Every submission is stored with its intent and idempotency key before
+//! it is sent, so a crash is followed by a resend that the hub answers with the
+//! original result; a commit that loses its epoch to another member's is rebuilt
+//! for the next; a group whose local state is lost or diverged is rejoined by
+//! external commit.
+//!
 //! # Layout
 //! - [`client`]: [`Client`], one file per use case (account and devices, key
-//!   packages); the thin layer that moves bytes between the MLS core, the state
-//!   and the server.
-//! - `mls`: the openmls core (signature keys, credentials, building and checking
-//!   key packages) with no network and no clock.
+//!   packages, groups, messages, receiving, durable submissions, rejoining); the
+//!   thin layer that moves bytes between the MLS core, the state and the server.
+//! - `mls`: the openmls core (signature keys, credentials, key packages, group
+//!   configuration and metadata, commits, proposals, application messages, what
+//!   incoming messages do to a group, the message envelope) with no network and
+//!   no clock.
 //! - [`key_package_stock`]: the server-side stock and the pure rule for when to
 //!   replenish it.
-//! - `state`: the SQLite file: schema migrations, settings, session, wipe, and the
-//!   hand-written `OpenMlsProvider` (RustCrypto + `SqliteStorageProvider`).
+//! - `state`: the SQLite file: schema migrations, settings, session, wipe, the
+//!   group bookkeeping (groups, pending submissions, messages, held events,
+//!   cursors), and the hand-written `OpenMlsProvider` (RustCrypto +
+//!   `SqliteStorageProvider`).
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
 //!   bearer-token interceptor.
 //! - [`server_url`]: parsing a homeserver URL and the loopback rule for `http://`.
@@ -27,6 +41,11 @@
 //! **Architecture invariant:** the network layer (`connection`, `client`) never
 //! builds or parses MLS structures itself; it calls `mls`. `mls` never does I/O
 //! beyond the storage provider it is handed.
+//!
+//! **Architecture invariant:** an openmls operation and the client's own
+//! bookkeeping about it commit in one SQLite transaction; a commit is merged only
+//! after the hub accepted it; events are acknowledged only after the
+//! transaction that applied them committed.
 
 pub mod client;
 mod connection;
@@ -37,11 +56,15 @@ pub mod server_url;
 pub mod session;
 mod state;
 
-pub use client::{ClaimedKeyPackage, Client, Device, Enrolment, PublishOutcome, WhoAmI};
+pub use client::{
+    ClaimedKeyPackage, Client, CommitOutcome, Device, Enrolment, FailPoint, GroupId, GroupSummary,
+    Listener, Member, MembershipChange, PublishOutcome, ReceiveReport, ReceivedMessage,
+    SentMessage, WhoAmI,
+};
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};
 pub use key_package_stock::{KeyPackageStock, ReplenishPolicy};
-pub use mls::MlsError;
+pub use mls::{MessageBody, MlsError};
 pub use server_url::{ServerUrl, ServerUrlError};
 pub use session::Session;
-pub use state::{STATE_FILE_NAME, StateError};
+pub use state::{GroupStatus, STATE_FILE_NAME, StateError};

@@ -24,7 +24,9 @@ pub enum ServerUrlError {
     #[error("server URL {0:?} has no host")]
     MissingHost(String),
     /// The URL carries a path, query or user name; gRPC needs the bare origin.
-    #[error("server URL {0:?} must be just scheme, host and optional port, e.g. https://chat.example.org")]
+    #[error(
+        "server URL {0:?} must be just scheme, host and optional port, e.g. https://chat.example.org"
+    )]
     NotAnOrigin(String),
     /// `http://` to a host that is not loopback would send the access token in clear.
     #[error(
@@ -64,10 +66,13 @@ impl FromStr for ServerUrl {
     type Err = ServerUrlError;
 
     fn from_str(input: &str) -> Result<Self, ServerUrlError> {
-        let uri: Uri = input.parse().map_err(|error: http::uri::InvalidUri| ServerUrlError::Malformed {
-            url: input.to_owned(),
-            reason: error.to_string(),
-        })?;
+        let uri: Uri =
+            input
+                .parse()
+                .map_err(|error: http::uri::InvalidUri| ServerUrlError::Malformed {
+                    url: input.to_owned(),
+                    reason: error.to_string(),
+                })?;
         let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
             Some("https") => true,
             Some("http") => false,
@@ -93,9 +98,11 @@ impl FromStr for ServerUrl {
         };
         // The canonical text was assembled from parts of a URI that just parsed, so
         // it parses again; the error arm is kept rather than unwrapping anyway.
-        let uri = canonical.parse().map_err(|error: http::uri::InvalidUri| ServerUrlError::Malformed {
-            url: input.to_owned(),
-            reason: error.to_string(),
+        let uri = canonical.parse().map_err(|error: http::uri::InvalidUri| {
+            ServerUrlError::Malformed {
+                url: input.to_owned(),
+                reason: error.to_string(),
+            }
         })?;
         Ok(ServerUrl { uri, tls })
     }
@@ -148,9 +155,15 @@ mod tests {
     fn https_is_allowed_everywhere() {
         check("https://chat.example.org", Ok("https://chat.example.org"));
         check("https://chat.example.org/", Ok("https://chat.example.org"));
-        check("HTTPS://Chat.Example.org:8443", Ok("https://chat.example.org:8443"));
+        check(
+            "HTTPS://Chat.Example.org:8443",
+            Ok("https://chat.example.org:8443"),
+        );
         check("https://192.0.2.7:443", Ok("https://192.0.2.7:443"));
-        check("https://[2001:db8::1]:8443", Ok("https://[2001:db8::1]:8443"));
+        check(
+            "https://[2001:db8::1]:8443",
+            Ok("https://[2001:db8::1]:8443"),
+        );
     }
 
     #[test]
@@ -160,7 +173,10 @@ mod tests {
         check("http://localhost:8080/", Ok("http://localhost:8080"));
         check("http://LOCALHOST", Ok("http://localhost"));
         check("http://[::1]:8080", Ok("http://[::1]:8080"));
-        check("http://[::ffff:127.0.0.1]:8080", Ok("http://[::ffff:127.0.0.1]:8080"));
+        check(
+            "http://[::ffff:127.0.0.1]:8080",
+            Ok("http://[::ffff:127.0.0.1]:8080"),
+        );
         check("http://chat.example.org", Err(()));
         check("http://192.168.1.10:8080", Err(()));
         check("http://10.0.0.1", Err(()));

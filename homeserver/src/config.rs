@@ -25,6 +25,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub registration: RegistrationConfig,
     pub key_packages: KeyPackageConfig,
+    pub groups: GroupConfig,
     pub log: LogConfig,
 }
 
@@ -89,6 +90,19 @@ pub struct KeyPackageConfig {
     pub claims_per_minute: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Application messages may be for the current epoch or up to this many epochs
+    /// before it (messages sent just before a commit are still delivered).
+    pub past_epoch_window: u64,
+    /// Most member devices in one group.
+    pub max_members: u64,
+    /// Events older than this many days may be pruned even if some device has
+    /// not acknowledged them (it then rejoins by external commit).
+    pub retention_days: u64,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +129,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             registration: RegistrationConfig::default(),
             key_packages: KeyPackageConfig::default(),
+            groups: GroupConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -166,6 +181,16 @@ impl Default for KeyPackageConfig {
     }
 }
 
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            past_epoch_window: 5,
+            max_members: 10_000,
+            retention_days: 30,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -208,7 +233,8 @@ impl Config {
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
-            .try_parsing(true);
+            .try_parsing(true)
+            .source(Some(configuration_variables(std::env::vars())));
         let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
         config.validate()?;
         Ok(config)
@@ -236,13 +262,11 @@ impl Config {
         let client_api = &self.client_api;
         match (&client_api.tls_certificate, &client_api.tls_private_key) {
             (Some(certificate), Some(private_key)) => {
-                for (key, path) in [
-                    ("client_api.tls_certificate", certificate),
-                    ("client_api.tls_private_key", private_key),
-                ] {
-                    if let Err(error) = std::fs::metadata(path) {
-                        return invalid(key, format!("cannot read {}: {error}", path.display()));
-                    }
+                if let Err(reason) = check_certificate_file(certificate) {
+                    return invalid("client_api.tls_certificate", reason);
+                }
+                if let Err(reason) = check_private_key_file(private_key) {
+                    return invalid("client_api.tls_private_key", reason);
                 }
             }
             (None, None) if !client_api.listen.ip().is_loopback() => {
@@ -287,11 +311,88 @@ impl Config {
                 "must be at least 1".to_owned(),
             );
         }
+        let groups = &self.groups;
+        if groups.past_epoch_window > 100 {
+            return invalid("groups.past_epoch_window", "must be at most 100".to_owned());
+        }
+        if !(2..=100_000).contains(&groups.max_members) {
+            return invalid(
+                "groups.max_members",
+                "must be between 2 and 100000".to_owned(),
+            );
+        }
+        if !(1..=3650).contains(&groups.retention_days) {
+            return invalid(
+                "groups.retention_days",
+                "must be between 1 and 3650".to_owned(),
+            );
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
         Ok(())
     }
+}
+
+/// The file holds at least one PEM certificate, and nothing unreadable.
+fn check_certificate_file(path: &Path) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| {
+            format!(
+                "cannot read a PEM certificate from {}: {error}",
+                path.display()
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(format!("{} contains no PEM certificate", path.display()));
+    }
+    Ok(())
+}
+
+/// The file holds a PEM private key (PKCS#8, PKCS#1 or SEC1).
+fn check_private_key_file(path: &Path) -> Result<(), String> {
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path)
+        .map(drop)
+        .map_err(|error| {
+            format!(
+                "cannot read a PEM private key from {}: {error}",
+                path.display()
+            )
+        })
+}
+
+/// Top-level keys of [`Config`], i.e. the sections an environment variable can name.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "DOMAIN",
+    "DATABASE",
+    "CLIENT_API",
+    "HTTP",
+    "REGISTRATION",
+    "KEY_PACKAGES",
+    "GROUPS",
+    "LOG",
+];
+
+/// The `CONCLAVE_*` variables that name a configuration key. Others with the same
+/// prefix (the `conclave` CLI's `CONCLAVE_PASSWORD`, `CONCLAVE_SERVER`, ...) may be
+/// set in the same shell and are not configuration errors.
+fn configuration_variables(
+    variables: impl Iterator<Item = (String, String)>,
+) -> std::collections::HashMap<String, String> {
+    variables
+        .filter(|(name, _)| {
+            name.strip_prefix("CONCLAVE_").is_some_and(|key| {
+                TOP_LEVEL_KEYS
+                    .iter()
+                    .any(|top| key == *top || key.starts_with(&format!("{top}__")))
+            })
+        })
+        .collect()
 }
 
 /// Tells SQLite from PostgreSQL by the URL's scheme, or says why the URL is neither.
@@ -351,22 +452,63 @@ mod tests {
             ("[database]\nmax_connections = 0", Some("max_connections")),
             ("[client_api]\nlisten = '0.0.0.0:7400'", Some("needs TLS")),
             ("[client_api]\nlisten = 'not an address'", Some("listen")),
-            ("[client_api]\ntls_certificate = '/nonexistent.pem'", Some("both")),
+            (
+                "[client_api]\ntls_certificate = '/nonexistent.pem'",
+                Some("both"),
+            ),
             (
                 "[client_api]\ntls_certificate = '/nonexistent.pem'\ntls_private_key = '/nonexistent.key'",
-                Some("cannot read /nonexistent.pem"),
+                Some(
+                    "client_api.tls_certificate: cannot read a PEM certificate from /nonexistent.pem",
+                ),
             ),
-            ("[client_api]\nmax_message_bytes = 10", Some("max_message_bytes")),
+            (
+                "[client_api]\nmax_message_bytes = 10",
+                Some("max_message_bytes"),
+            ),
             ("[registration]\npolicy = 'token'", None),
-            ("[registration]\npolicy = 'maybe'", Some("unknown variant")),
-            ("[key_packages]\nmax_lifetime_days = 0", Some("max_lifetime_days")),
+            (
+                "[registration]\npolicy = 'maybe'",
+                Some("registration.policy"),
+            ),
+            (
+                "[key_packages]\nmax_lifetime_days = 0",
+                Some("max_lifetime_days"),
+            ),
             ("[key_packages]\nmax_per_upload = 0", Some("max_per_upload")),
-            ("[key_packages]\nclaims_per_minute = 0", Some("claims_per_minute")),
+            (
+                "[key_packages]\nclaims_per_minute = 0",
+                Some("claims_per_minute"),
+            ),
+            (
+                "[groups]\npast_epoch_window = 101",
+                Some("past_epoch_window"),
+            ),
+            ("[groups]\nmax_members = 1", Some("max_members")),
+            ("[groups]\nretention_days = 0", Some("retention_days")),
             ("[log]\nformat = 'json'", None),
-            ("[log]\nformat = 'xml'", Some("unknown variant")),
+            ("[log]\nformat = 'xml'", Some("log.format")),
         ] {
             check(toml, error);
         }
+    }
+
+    #[test]
+    fn only_configuration_variables_are_read_from_the_environment() {
+        let variables = [
+            ("CONCLAVE_DOMAIN", "a.example"),
+            ("CONCLAVE_DATABASE__URL", "postgres://x/y"),
+            ("CONCLAVE_PASSWORD", "secret"),
+            ("CONCLAVE_SERVER", "http://127.0.0.1:7400"),
+            ("CONCLAVE_DOMAINS", "x"),
+            ("HOME", "/root"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        let mut kept: Vec<String> = configuration_variables(variables.into_iter())
+            .into_keys()
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["CONCLAVE_DATABASE__URL", "CONCLAVE_DOMAIN"]);
     }
 
     #[test]

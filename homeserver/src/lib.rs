@@ -12,6 +12,7 @@
 //! - `service`: one file per use case, each a transaction over `store` guided by `rules`.
 //! - `grpc`: tonic services, authentication and the error -> status mapping.
 //! - `http`: `/healthz` and `/readyz`.
+//! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
 //! - [`admin`]: operator commands run against the database (registration tokens).
 //! - [`test_support`]: an in-process homeserver for tests, here and in other crates.
 
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod config;
 mod grpc;
 mod http;
+mod notify;
 mod rules;
 mod service;
 mod store;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How often expired key packages are deleted.
+/// How often the janitor runs.
 const JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The bound sockets the server will serve on. Binding is separate from running so
@@ -142,17 +144,38 @@ fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> 
     }))
 }
 
-/// Deletes key packages a day after they expired, every hour, until stopped.
+/// How long idempotency keys are remembered: a client retrying later than this
+/// gets its submission accepted again.
+const IDEMPOTENCY_RETENTION_MS: i64 = 7 * DAY_MS;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Every hour until stopped: deletes key packages a day after they expired, and
+/// prunes group logs (see `store::prune_group_events`).
 async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
     let work = async {
         let mut interval = tokio::time::interval(JANITOR_INTERVAL);
         loop {
             interval.tick().await;
-            let cutoff_ms = context.now_ms() - 24 * 3600 * 1000;
-            match store::delete_expired_key_packages(context.store.connection(), cutoff_ms).await {
+            let now_ms = context.now_ms();
+            let connection = context.store.connection();
+            match store::delete_expired_key_packages(connection, now_ms - DAY_MS).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted expired key packages"),
                 Err(error) => tracing::warn!(%error, "could not delete expired key packages"),
+            }
+            let retention_ms =
+                i64::try_from(context.config.groups.retention_days).unwrap_or(3650) * DAY_MS;
+            match store::prune_group_events(
+                connection,
+                context.store.kind(),
+                now_ms - retention_ms,
+                now_ms - IDEMPOTENCY_RETENTION_MS,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "pruned group events"),
+                Err(error) => tracing::warn!(%error, "could not prune group events"),
             }
         }
     };

@@ -19,7 +19,7 @@ const EXIT_BAD_CONFIG: u8 = 2;
 struct Cli {
     /// TOML configuration file (see conclave-homeserver.example.toml). Without one,
     /// the embedded defaults apply; CONCLAVE_* environment variables override both.
-    #[arg(long, global = true, env = "CONCLAVE_CONFIG")]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,

@@ -238,8 +238,7 @@ impl TestHomeserver {
     /// Stops the server gracefully and hands back its database, e.g. to restart.
     pub async fn stop(mut self) -> TestDatabase {
         self.shutdown_and_wait().await;
-        let database = std::mem::replace(&mut self.database, placeholder_database());
-        database
+        std::mem::replace(&mut self.database, placeholder_database())
     }
 
     async fn shutdown_and_wait(&mut self) {

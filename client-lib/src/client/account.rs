@@ -294,7 +294,10 @@ fn session_from_reply(
 ) -> Result<Session, ClientError> {
     let invalid = |reason: String| invalid_response(operation, reason);
     let user_id: UserId = reply.user_id.parse().map_err(|e| invalid(format!("{e}")))?;
-    let device_id: DeviceId = reply.device_id.parse().map_err(|e| invalid(format!("{e}")))?;
+    let device_id: DeviceId = reply
+        .device_id
+        .parse()
+        .map_err(|e| invalid(format!("{e}")))?;
     let credential_identity: CredentialIdentity = reply
         .credential_identity
         .parse()
@@ -313,7 +316,9 @@ fn session_from_reply(
     }
     let access_token = AccessToken::new(reply.access_token);
     if access_token.as_str().is_empty() || BearerAuth::new(&access_token).is_err() {
-        return Err(invalid("the access token is empty or not valid header text".to_owned()));
+        return Err(invalid(
+            "the access token is empty or not valid header text".to_owned(),
+        ));
     }
     Ok(Session {
         server_url: server_url.clone(),
@@ -351,14 +356,27 @@ mod tests {
         assert_eq!(session.signature_public_key, signer.public());
 
         for bad in [
-            reply("bob@localhost", DEVICE, "bob@localhost/00000000000000aa", "t"),
-            reply("alice@localhost", DEVICE, "alice@localhost/00000000000000bb", "t"),
+            reply(
+                "bob@localhost",
+                DEVICE,
+                "bob@localhost/00000000000000aa",
+                "t",
+            ),
+            reply(
+                "alice@localhost",
+                DEVICE,
+                "alice@localhost/00000000000000bb",
+                "t",
+            ),
             reply("alice@localhost", "nothex", IDENTITY, "t"),
             reply("alice@localhost", DEVICE, IDENTITY, ""),
             reply("alice@localhost", DEVICE, IDENTITY, "line\nbreak"),
         ] {
             let error = check(bad).unwrap_err();
-            assert!(matches!(error, ClientError::InvalidResponse { .. }), "{error}");
+            assert!(
+                matches!(error, ClientError::InvalidResponse { .. }),
+                "{error}"
+            );
         }
 
         let alice_elsewhere = ExpectedUser::Id("alice@example.org".parse().unwrap());
@@ -370,6 +388,11 @@ mod tests {
             &alice_elsewhere,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("enrolled the device as alice@localhost"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("enrolled the device as alice@localhost"),
+            "{error}"
+        );
     }
 }

@@ -22,9 +22,11 @@ const UPLOAD_CHUNK: usize = 50;
 /// What a publication did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishOutcome {
-    /// Ordinary packages uploaded (a new last-resort package comes with every
-    /// publication; none when the stock needed nothing).
+    /// Ordinary packages uploaded.
     pub published: usize,
+    /// Whether a new last-resort package was uploaded (it comes with every
+    /// publication, so this is false only when the stock needed nothing).
+    pub published_last_resort: bool,
     /// The server's stock afterwards.
     pub stock: KeyPackageStock,
 }
@@ -68,26 +70,26 @@ impl Client {
                     with_last_resort,
                     mls::KEY_PACKAGE_LIFETIME_SECONDS,
                 )
-                .map_err(ClientError::from)
             })?;
             let request = proto::UploadKeyPackagesRequest {
                 key_packages: batch.ordinary,
                 last_resort_key_package: batch.last_resort,
             };
-            let result = call(
-                "publish key packages",
-                client.upload_key_packages(request),
-            )
-            .await;
+            let result = call("publish key packages", client.upload_key_packages(request)).await;
             let reply = match result {
                 Ok(reply) => reply,
                 Err(error) => {
-                    let forgotten = self.state().transaction(|provider, _| {
-                        mls::forget_key_packages(provider, &batch.hash_refs)
-                            .map_err(ClientError::from)
-                    });
-                    if let Err(forget_error) = forgotten {
-                        tracing::warn!(%forget_error, "could not delete the keys of refused key packages");
+                    // Keys are deleted only when the server surely stored nothing;
+                    // after a timeout or a lost connection the packages may be
+                    // live, and without their keys their Welcomes could never be
+                    // opened.
+                    if error.rpc_code().is_some_and(upload_surely_refused) {
+                        let forgotten = self.state().transaction(|provider, _| {
+                            mls::forget_key_packages(provider, &batch.hash_refs)
+                        });
+                        if let Err(forget_error) = forgotten {
+                            tracing::warn!(%forget_error, "could not delete the keys of refused key packages");
+                        }
                     }
                     return Err(error);
                 }
@@ -97,6 +99,7 @@ impl Client {
                 let stock = to_stock("publish key packages", reply.stock)?;
                 return Ok(PublishOutcome {
                     published: count,
+                    published_last_resort: true,
                     stock,
                 });
             }
@@ -125,6 +128,7 @@ impl Client {
             Some(count) => self.publish_key_packages(count).await,
             None => Ok(PublishOutcome {
                 published: 0,
+                published_last_resort: false,
                 stock,
             }),
         }
@@ -201,6 +205,24 @@ impl Client {
         }
         Ok(claimed)
     }
+}
+
+/// Whether a failed upload certainly stored nothing: the server answered with a
+/// refusal, as opposed to a timeout, a lost connection or an internal error.
+fn upload_surely_refused(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::ResourceExhausted
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::Unimplemented
+    )
 }
 
 fn to_stock(

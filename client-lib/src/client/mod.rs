@@ -3,7 +3,12 @@
 //! holds the shared plumbing (state access, channels, calls, session checks).
 
 mod account;
+mod groups;
 mod key_packages;
+mod messages;
+mod rejoin;
+mod submit;
+mod sync;
 
 use std::future::Future;
 use std::path::Path;
@@ -14,7 +19,10 @@ use chrono::{DateTime, Utc};
 use tonic::transport::Channel;
 
 pub use account::{Device, Enrolment, WhoAmI};
+pub use groups::{CommitOutcome, GroupId, GroupSummary, Member, MembershipChange};
 pub use key_packages::{ClaimedKeyPackage, PublishOutcome};
+pub use messages::{Listener, ReceivedMessage, SentMessage};
+pub use sync::ReceiveReport;
 
 use crate::connection::{self, BearerAuth, error_chain};
 use crate::error::{ClientError, RpcError};
@@ -38,6 +46,26 @@ pub struct Client {
     /// `Channel` multiplexes requests over one HTTP/2 connection).
     channel: Mutex<Option<(ServerUrl, Channel)>>,
     replenish_policy: ReplenishPolicy,
+    /// Held by every group operation and by event processing, across their
+    /// network round trips: a submission is built, sent and applied (or undone)
+    /// before anything else touches the groups, so that, say, a listener never
+    /// sees the echo of a commit this client has not merged yet. Another process
+    /// on the same state is not excluded; the state copes with that on its own
+    /// (each step is a transaction, and an echo of our own commit merges it).
+    group_operations: tokio::sync::Mutex<()>,
+    /// A test hook: stop the next submission at this point, as a crash would.
+    fail_point: Mutex<Option<FailPoint>>,
+}
+
+/// Where a test can make the client stop as if it crashed. Not for production
+/// use: it exists to prove that stored intents survive a crash.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    /// After a submission is stored, before it is sent.
+    BeforeSend,
+    /// After the hub accepted a submission, before it is applied here.
+    AfterAccepted,
 }
 
 impl Client {
@@ -49,6 +77,8 @@ impl Client {
             state: Mutex::new(state),
             channel: Mutex::new(None),
             replenish_policy: ReplenishPolicy::default(),
+            group_operations: tokio::sync::Mutex::new(()),
+            fail_point: Mutex::new(None),
         })
     }
 
@@ -67,6 +97,34 @@ impl Client {
     /// logout, so logging in again needs no URL). Local only.
     pub fn remembered_server_url(&self) -> Result<Option<ServerUrl>, ClientError> {
         Ok(self.state().server_url()?)
+    }
+
+    /// Makes the next submission stop at `fail_point` with
+    /// [`ClientError::SimulatedCrash`], leaving the state as a crash there would.
+    /// For tests.
+    #[doc(hidden)]
+    pub fn set_fail_point(&self, fail_point: Option<FailPoint>) {
+        *self
+            .fail_point
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fail_point;
+    }
+
+    /// Fails with [`ClientError::SimulatedCrash`] if the test hook is set to
+    /// `here`, and clears it.
+    fn check_fail_point(&self, here: FailPoint) -> Result<(), ClientError> {
+        let mut fail_point = self
+            .fail_point
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *fail_point == Some(here) {
+            *fail_point = None;
+            return Err(ClientError::SimulatedCrash(match here {
+                FailPoint::BeforeSend => "before send",
+                FailPoint::AfterAccepted => "after the hub accepted",
+            }));
+        }
+        Ok(())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -112,6 +170,17 @@ async fn call<T>(
     operation: &'static str,
     request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, ClientError> {
+    call_with_status(operation, request)
+        .await
+        .map_err(|(error, _)| error.into())
+}
+
+/// Like [`call`], but a refusal also comes back as the status itself, whose
+/// details some callers read (a commit conflict names the winning commit).
+async fn call_with_status<T>(
+    operation: &'static str,
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, (RpcError, Option<tonic::Status>)> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => {
@@ -124,15 +193,22 @@ async fn call<T>(
                 }
             }
             tracing::debug!(operation, code = ?error.code, message = %error.message, "request refused");
-            Err(error.into())
+            Err((error, Some(status)))
         }
-        Err(_) => Err(RpcError {
-            operation,
-            code: tonic::Code::DeadlineExceeded,
-            message: format!("no answer within {} seconds", REQUEST_TIMEOUT.as_secs()),
-        }
-        .into()),
+        Err(_) => Err((
+            RpcError {
+                operation,
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer within {} seconds", REQUEST_TIMEOUT.as_secs()),
+            },
+            None,
+        )),
     }
+}
+
+/// The local clock in milliseconds since the Unix epoch, for bookkeeping columns.
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 /// A protobuf timestamp as a UTC time; `None` when unset or out of range.
@@ -145,5 +221,54 @@ fn invalid_response(operation: &'static str, reason: impl Into<String>) -> Clien
     ClientError::InvalidResponse {
         operation,
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers spawn client operations on multi-threaded runtimes; that needs the
+    /// futures to be `Send`, i.e. no state lock held across an `.await`.
+    #[test]
+    fn operations_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        fn assert_sync<T: Sync>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::open(dir.path()).unwrap();
+        assert_sync(&client);
+        let url: ServerUrl = "http://127.0.0.1:1".parse().unwrap();
+        let user: conclave_core::ids::UserId = "bob@localhost".parse().unwrap();
+        assert_send(&client.register(&url, "alice", "password", None, ""));
+        assert_send(&client.login(&url, "alice", "password", ""));
+        assert_send(&client.logout());
+        assert_send(&client.whoami());
+        assert_send(&client.devices());
+        assert_send(&client.publish_key_packages(1));
+        assert_send(&client.replenish_key_packages());
+        assert_send(&client.claim_key_packages(&user));
+        let group_id = GroupId::from_bytes(vec![1; 16]);
+        assert_send(&client.create_group("team"));
+        assert_send(&client.invite(&group_id, std::slice::from_ref(&user)));
+        assert_send(&client.remove(&group_id, &user));
+        assert_send(&client.leave(&group_id));
+        assert_send(&client.rotate(&group_id));
+        assert_send(&client.rejoin(&group_id));
+        assert_send(&client.send(&group_id, "hello"));
+        assert_send(&client.receive());
+        let mut listener = client.listen(None);
+        assert_send(&listener.next());
+    }
+
+    #[tokio::test]
+    async fn a_new_state_has_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::open(dir.path()).unwrap();
+        assert_eq!(client.session().unwrap(), None);
+        assert_eq!(client.remembered_server_url().unwrap(), None);
+        let error = client.whoami().await.unwrap_err();
+        assert!(matches!(error, ClientError::NotLoggedIn), "{error}");
+        let error = client.publish_key_packages(1).await.unwrap_err();
+        assert!(matches!(error, ClientError::NotLoggedIn), "{error}");
     }
 }

@@ -6,13 +6,12 @@ use conclave_core::key_package::{
 };
 use conclave_core::mls::CIPHERSUITE;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
-use openmls::prelude::{
-    Capabilities, ExtensionType, KeyPackage, KeyPackageIn, KeyPackageRef, Lifetime,
-};
+use openmls::prelude::{KeyPackage, KeyPackageIn, KeyPackageRef, Lifetime};
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider;
 use openmls_traits::storage::StorageProvider as _;
 
+use super::config::leaf_capabilities;
 use super::{MlsError, credential_with_key};
 use crate::state::MlsProvider;
 
@@ -39,16 +38,6 @@ pub(crate) struct KeyPackageBatch {
     /// References of every package above, whose private keys are now in storage;
     /// used to forget them if the upload fails.
     pub(crate) hash_refs: Vec<KeyPackageRef>,
-}
-
-/// Capabilities of every leaf this device creates. A package's extensions must be
-/// listed in its leaf's capabilities, and openmls's defaults do not list LastResort
-/// even when `mark_as_last_resort` adds it; so every package lists it, and all of
-/// this device's leaves advertise the same capabilities.
-fn leaf_capabilities() -> Capabilities {
-    Capabilities::builder()
-        .extensions(vec![ExtensionType::LastResort])
-        .build()
 }
 
 /// Builds `count` ordinary packages for this device, and a last-resort package
@@ -129,7 +118,13 @@ pub(crate) fn verify_claimed_key_package(
     // A decoding failure here is reported again, with the same cause, by
     // `verify_key_package` below, so an unreadable package just skips this step.
     let leaf_signature_key = KeyPackageIn::tls_deserialize(&mut &bytes[..])
-        .map(|package| package.unverified_credential().signature_key.as_slice().to_vec())
+        .map(|package| {
+            package
+                .unverified_credential()
+                .signature_key
+                .as_slice()
+                .to_vec()
+        })
         .unwrap_or_default();
     let owner = ExpectedOwner {
         identity,
@@ -169,7 +164,14 @@ mod tests {
         let signer = crate::mls::generate_signer().unwrap();
         let batch = state
             .transaction(|provider, _| {
-                build_key_packages(provider, &signer, &alice(), 3, true, KEY_PACKAGE_LIFETIME_SECONDS)
+                build_key_packages(
+                    provider,
+                    &signer,
+                    &alice(),
+                    3,
+                    true,
+                    KEY_PACKAGE_LIFETIME_SECONDS,
+                )
             })
             .unwrap();
         assert_eq!(batch.ordinary.len(), 3);
@@ -212,14 +214,24 @@ mod tests {
         let signer = crate::mls::generate_signer().unwrap();
         let batch = state
             .transaction(|provider, _| {
-                build_key_packages(provider, &signer, &alice(), 0, true, KEY_PACKAGE_LIFETIME_SECONDS)
+                build_key_packages(
+                    provider,
+                    &signer,
+                    &alice(),
+                    0,
+                    true,
+                    KEY_PACKAGE_LIFETIME_SECONDS,
+                )
             })
             .unwrap();
         let mallory: CredentialIdentity = "mallory@localhost/00000000000000bb".parse().unwrap();
         let error =
             verify_claimed_key_package(batch.last_resort.as_deref().unwrap(), &mallory, now())
                 .unwrap_err();
-        assert!(matches!(error, KeyPackageError::WrongOwner { .. }), "{error}");
+        assert!(
+            matches!(error, KeyPackageError::WrongOwner { .. }),
+            "{error}"
+        );
         let error = verify_claimed_key_package(b"not a key package", &alice(), now()).unwrap_err();
         assert!(matches!(error, KeyPackageError::Malformed(_)), "{error}");
     }

@@ -1,21 +1,47 @@
-//! The openmls core of the client: device signature keys, credentials, and key
-//! packages, made and checked with no network and no clock of their own (the
-//! provider brings crypto and storage; time comes in as an argument).
+//! The openmls core of the client: device signature keys, credentials, key
+//! packages and groups, made and checked with no network and no clock of their
+//! own (the provider brings crypto and storage; time comes in as an argument).
+//! Each function turns inputs into outputs (bytes to send, a decision about what
+//! arrived); `client` moves the bytes and keeps the books.
 //!
-//! The group operations of a later issue belong here too, beside these, so that
-//! `client` stays a thin layer that moves bytes between this core and the server.
+//! - `identity`: signature keys and credentials.
+//! - `key_packages`: building this device's key packages, checking claimed ones.
+//! - `config`: leaf capabilities and the create/join configuration of groups.
+//! - `metadata`: the group name, carried in a group-context extension.
+//! - `envelope`: the plaintext format of application messages.
+//! - `group`: creating a group, commits, proposals, application messages, members.
+//! - `incoming`: applying what the hub delivers; joining by Welcome or external
+//!   commit.
 
+mod config;
+mod envelope;
+mod group;
 mod identity;
+mod incoming;
 mod key_packages;
+mod metadata;
 
+pub use envelope::MessageBody;
+
+pub(crate) use envelope::{decode as decode_envelope, encode_text, from_stored, to_stored};
+pub(crate) use group::{
+    CommitKind, build_commit, create_group, delete_group, discard_own_commit, discard_own_leave,
+    encrypt, has_proposals_to_commit, is_leaving, leave_proposal, leaves_proposed_for_removal,
+    load_group, members, merge_own_commit, metadata,
+};
 pub(crate) use identity::{credential_with_key, generate_signer};
+pub(crate) use incoming::{
+    Incoming, join_by_external_commit, join_from_welcome, message_epoch, process_group_message,
+};
 pub(crate) use key_packages::{
     KEY_PACKAGE_LIFETIME_SECONDS, build_key_packages, forget_key_packages,
     verify_claimed_key_package,
 };
+pub(crate) use metadata::check_group_name;
 
+use conclave_core::ids::CredentialIdentity;
 use openmls::prelude::tls_codec;
-use openmls::prelude::{KeyPackageNewError, LibraryError};
+use openmls::prelude::{BasicCredential, Credential, KeyPackageNewError, LibraryError};
 use openmls_traits::types::CryptoError;
 
 /// Why an MLS operation on this device failed.
@@ -36,4 +62,28 @@ pub enum MlsError {
     /// Reading or writing the openmls storage failed.
     #[error("MLS storage error: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A group operation failed in openmls, or its input (from the hub) is
+    /// malformed; `reason` is openmls's message or ours.
+    #[error("cannot {operation}: {reason}")]
+    Group {
+        /// What was being done, as in "cannot {operation}".
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl MlsError {
+    pub(crate) fn group(operation: &'static str, reason: impl std::fmt::Display) -> MlsError {
+        MlsError::Group {
+            operation,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The device a leaf's credential names (`name@domain/device_id` in a
+/// BasicCredential), or `None`.
+pub(crate) fn device_identity(credential: &Credential) -> Option<CredentialIdentity> {
+    let basic = BasicCredential::try_from(credential.clone()).ok()?;
+    CredentialIdentity::from_bytes(basic.identity()).ok()
 }

@@ -1,10 +1,12 @@
 //! Durable local state: one SQLite file, `<state_dir>/state.sqlite`, holding the
 //! client's own tables (remembered settings, the device's session) and openmls's
-//! storage (signature key, key-package private keys, and later groups).
+//! storage (signature key, key-package private keys, groups), and the group
+//! bookkeeping in [`groups`].
 //!
 //! One file means one transaction can cover an openmls operation and the client's
 //! own bookkeeping, so a crash never leaves the two disagreeing.
 
+pub(crate) mod groups;
 mod provider;
 mod schema;
 
@@ -20,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::server_url::ServerUrl;
 use crate::session::{AccessToken, Session};
 
+pub use groups::GroupStatus;
 pub(crate) use provider::MlsProvider;
 
 /// Name of the database file inside the state directory.
@@ -108,6 +111,15 @@ impl State {
         MlsProvider::new(&self.crypto, &self.connection)
     }
 
+    /// Runs `operation` on the connection outside any transaction: for reads
+    /// (each statement is its own snapshot).
+    pub(crate) fn read<T, E>(
+        &self,
+        operation: impl FnOnce(&MlsProvider<'_>, &Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        operation(&self.provider(), &self.connection)
+    }
+
     /// Runs `operation` in one transaction, committed only if it returns `Ok`.
     /// Use it for anything that writes more than once: besides atomicity it turns
     /// many small commits (each a disk sync) into one.
@@ -116,13 +128,16 @@ impl State {
         operation: impl FnOnce(&MlsProvider<'_>, &Connection) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        E: From<StateError>,
+        E: From<rusqlite::Error>,
     {
-        let transaction = self.connection.transaction().map_err(StateError::from)?;
-        let provider = MlsProvider::new(&self.crypto, &transaction);
-        let value = operation(&provider, &transaction)?;
-        drop(provider);
-        transaction.commit().map_err(StateError::from)?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // reads and then writes fails at once (SQLITE_BUSY, no waiting) if another
+        // process wrote in between, such as a second `conclave` on the same state.
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = operation(&MlsProvider::new(&self.crypto, &transaction), &transaction)?;
+        transaction.commit()?;
         Ok(value)
     }
 
@@ -173,11 +188,14 @@ impl State {
         let credential_identity: CredentialIdentity = identity
             .parse()
             .map_err(|error| corrupt("credential identity", &error))?;
-        let user_id: UserId = user_id.parse().map_err(|error| corrupt("user id", &error))?;
+        let user_id: UserId = user_id
+            .parse()
+            .map_err(|error| corrupt("user id", &error))?;
         let device_id: DeviceId = device_id
             .parse()
             .map_err(|error| corrupt("device id", &error))?;
-        if credential_identity.user_id() != &user_id || credential_identity.device_id() != &device_id
+        if credential_identity.user_id() != &user_id
+            || credential_identity.device_id() != &device_id
         {
             return Err(StateError::Corrupt(format!(
                 "session credential identity {credential_identity} does not name user {user_id} and device {device_id}"
@@ -306,4 +324,158 @@ fn create_private_file(path: &Path) -> Result<(), StateError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openmls::prelude::{KeyPackageBundle, KeyPackageRef};
+    use openmls_traits::OpenMlsProvider as _;
+    use openmls_traits::crypto::OpenMlsCrypto as _;
+    use openmls_traits::storage::StorageProvider as _;
+
+    use super::*;
+    use crate::mls;
+
+    fn session(signer: &SignatureKeyPair) -> Session {
+        Session {
+            server_url: "http://127.0.0.1:7400".parse().unwrap(),
+            credential_identity: "alice@localhost/00000000000000aa".parse().unwrap(),
+            signature_public_key: signer.to_public_vec(),
+            access_token: AccessToken::new("secret-token".to_owned()),
+        }
+    }
+
+    /// Stores a session and a batch of key packages; returns the packages' refs.
+    fn enrol(state: &mut State, signer: &SignatureKeyPair) -> Vec<KeyPackageRef> {
+        let session = session(signer);
+        state.store_session(&session, signer).unwrap();
+        state
+            .transaction(|provider, _| {
+                mls::build_key_packages(
+                    provider,
+                    signer,
+                    &session.credential_identity,
+                    2,
+                    true,
+                    mls::KEY_PACKAGE_LIFETIME_SECONDS,
+                )
+            })
+            .unwrap()
+            .hash_refs
+    }
+
+    fn has_key_package(state: &State, hash_ref: &KeyPackageRef) -> bool {
+        state
+            .provider()
+            .storage()
+            .key_package::<_, KeyPackageBundle>(hash_ref)
+            .unwrap()
+            .is_some()
+    }
+
+    #[test]
+    fn session_and_keys_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = mls::generate_signer().unwrap();
+        let hash_refs = {
+            let mut state = State::open(dir.path()).unwrap();
+            assert_eq!(state.session().unwrap(), None);
+            assert_eq!(state.server_url().unwrap(), None);
+            enrol(&mut state, &signer)
+        };
+
+        let state = State::open(dir.path()).unwrap();
+        let stored = state.session().unwrap().unwrap();
+        assert_eq!(stored, session(&signer));
+        assert_eq!(stored.access_token.as_str(), "secret-token");
+        assert_eq!(
+            state.server_url().unwrap().unwrap().to_string(),
+            "http://127.0.0.1:7400"
+        );
+        let read_back = state.signer(&stored).unwrap();
+        assert_eq!(read_back.public(), signer.public());
+        // The private half survived too: a signature made with it verifies.
+        let signature = openmls_traits::signatures::Signer::sign(&read_back, b"hello").unwrap();
+        state
+            .provider()
+            .crypto()
+            .verify_signature(
+                conclave_core::mls::CIPHERSUITE.signature_algorithm(),
+                b"hello",
+                signer.public(),
+                &signature,
+            )
+            .unwrap();
+        assert!(
+            hash_refs
+                .iter()
+                .all(|hash_ref| has_key_package(&state, hash_ref))
+        );
+    }
+
+    #[test]
+    fn a_second_session_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let signer = mls::generate_signer().unwrap();
+        state.store_session(&session(&signer), &signer).unwrap();
+        assert!(state.store_session(&session(&signer), &signer).is_err());
+    }
+
+    #[test]
+    fn wipe_forgets_the_device_but_not_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = mls::generate_signer().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let hash_refs = enrol(&mut state, &signer);
+        let stored = state.session().unwrap().unwrap();
+
+        state.wipe_device().unwrap();
+        drop(state);
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.session().unwrap(), None);
+        assert!(matches!(
+            state.signer(&stored),
+            Err(StateError::MissingSigner)
+        ));
+        assert!(
+            !hash_refs
+                .iter()
+                .any(|hash_ref| has_key_package(&state, hash_ref))
+        );
+        assert_eq!(
+            state.server_url().unwrap().unwrap().to_string(),
+            "http://127.0.0.1:7400"
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(State::open(dir.path()).unwrap());
+        let connection = Connection::open(dir.path().join(STATE_FILE_NAME)).unwrap();
+        connection
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        drop(connection);
+        let error = State::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(error, StateError::TooNew { found: 99, .. }),
+            "{error}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directory_and_file_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("nested/state");
+        drop(State::open(&dir).unwrap());
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&parent.path().join("nested")), 0o700);
+        assert_eq!(mode(&dir.join(STATE_FILE_NAME)), 0o600);
+    }
 }

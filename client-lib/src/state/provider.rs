@@ -41,7 +41,10 @@ pub(crate) struct MlsProvider<'connection> {
 
 impl<'connection> MlsProvider<'connection> {
     /// A provider writing through `connection`, which may be a transaction.
-    pub(crate) fn new(crypto: &'connection RustCrypto, connection: &'connection Connection) -> Self {
+    pub(crate) fn new(
+        crypto: &'connection RustCrypto,
+        connection: &'connection Connection,
+    ) -> Self {
         MlsProvider {
             crypto,
             storage: SqliteStorageProvider::new(connection),

@@ -102,7 +102,9 @@ impl AccountService for AccountApi {
                 key_packages_available: u32::try_from(stock.available).unwrap_or(u32::MAX),
             });
         }
-        Ok(Response::new(proto::ListDevicesResponse { devices: listed }))
+        Ok(Response::new(proto::ListDevicesResponse {
+            devices: listed,
+        }))
     }
 
     async fn remove_device(

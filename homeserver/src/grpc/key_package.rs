@@ -69,8 +69,11 @@ impl KeyPackageService for KeyPackageApi {
                 credential_identity: claimed.identity.to_string(),
                 key_package: claimed.package.data,
                 last_resort: claimed.package.last_resort,
+                signature_public_key: claimed.signature_public_key,
             })
             .collect();
-        Ok(Response::new(proto::ClaimKeyPackagesResponse { key_packages }))
+        Ok(Response::new(proto::ClaimKeyPackagesResponse {
+            key_packages,
+        }))
     }
 }

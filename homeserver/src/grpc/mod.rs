@@ -2,18 +2,24 @@
 //! conversion, and the one mapping of errors to statuses (`status.rs`).
 //!
 //! # Layout
-//! - [`account`]: `AccountService`.
-//! - [`key_package`]: `KeyPackageService`.
-//! - [`auth`]: bearer tokens.
-//! - [`status`]: domain errors -> `tonic::Status`.
+//! - `account`: `AccountService`.
+//! - `key_package`: `KeyPackageService`.
+//! - `group`: `GroupService` (the hub).
+//! - `delivery`: `DeliveryService` (fetch, subscribe, ack).
+//! - `auth`: bearer tokens.
+//! - `status`: domain errors -> `tonic::Status`.
 
 mod account;
 mod auth;
+mod delivery;
+mod group;
 mod key_package;
 mod status;
 
 use crate::service::Context;
 use conclave_proto::client::v1::account_service_server::AccountServiceServer;
+use conclave_proto::client::v1::delivery_service_server::DeliveryServiceServer;
+use conclave_proto::client::v1::group_service_server::GroupServiceServer;
 use conclave_proto::client::v1::key_package_service_server::KeyPackageServiceServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +50,12 @@ pub(crate) async fn serve(
     health_reporter
         .set_serving::<KeyPackageServiceServer<key_package::KeyPackageApi>>()
         .await;
+    health_reporter
+        .set_serving::<GroupServiceServer<group::GroupApi>>()
+        .await;
+    health_reporter
+        .set_serving::<DeliveryServiceServer<delivery::DeliveryApi>>()
+        .await;
     let reflection_service = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -57,6 +69,14 @@ pub(crate) async fn serve(
         context: context.clone(),
     })
     .max_decoding_message_size(max_message_bytes);
+    let group_service = GroupServiceServer::new(group::GroupApi {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
+    let delivery_service = DeliveryServiceServer::new(delivery::DeliveryApi {
+        context: context.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
 
     let mut builder = Server::builder();
     if let Some(tls) = tls {
@@ -65,13 +85,15 @@ pub(crate) async fn serve(
         )?;
     }
     builder
-        .layer(MapResponseLayer::new(status::oversize_as_resource_exhausted(
-            max_message_bytes,
-        )))
+        .layer(MapResponseLayer::new(
+            status::oversize_as_resource_exhausted(max_message_bytes),
+        ))
         .add_service(health_service)
         .add_service(reflection_service)
         .add_service(account_service)
         .add_service(key_package_service)
+        .add_service(group_service)
+        .add_service(delivery_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -2,19 +2,21 @@
 //! documentation; the message always says what was wrong. Server-side failures
 //! are logged here and reported without internal detail.
 
+use crate::rules::hub::HubRejection;
 use crate::rules::key_package_upload::UploadRejection;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
+use crate::service::delivery::DeliveryError;
+use crate::service::groups::GroupError;
 use crate::service::key_packages::KeyPackageServiceError;
+use prost::Message;
 use tonic::{Code, Status};
 
 impl From<AccountError> for Status {
     fn from(error: AccountError) -> Status {
         let code = match &error {
             AccountError::Invalid(_) => Code::InvalidArgument,
-            AccountError::UsernameTaken(_) | AccountError::SignatureKeyTaken => {
-                Code::AlreadyExists
-            }
+            AccountError::UsernameTaken(_) | AccountError::SignatureKeyTaken => Code::AlreadyExists,
             AccountError::RegistrationClosed
             | AccountError::RegistrationTokenMissing
             | AccountError::RegistrationTokenRejected => Code::PermissionDenied,
@@ -93,5 +95,93 @@ pub(crate) fn oversize_as_resource_exhausted(
             }
         }
         response
+    }
+}
+
+impl From<GroupError> for Status {
+    fn from(error: GroupError) -> Status {
+        let code = match &error {
+            GroupError::Rejected(rejection) => hub_rejection_code(rejection),
+            GroupError::Idempotency(_) | GroupError::MissingField(_) => Code::InvalidArgument,
+            GroupError::UnknownGroup(_) => Code::NotFound,
+            GroupError::GroupExists(_) => Code::AlreadyExists,
+            GroupError::CommitConflict {
+                current_epoch,
+                winning_commit_seq,
+                ..
+            } => return commit_conflict(&error, *current_epoch, *winning_commit_seq),
+            GroupError::NotAMember(_) => Code::PermissionDenied,
+            GroupError::UnregisteredDevice { .. } | GroupError::UnclaimedKeyPackage { .. } => {
+                Code::FailedPrecondition
+            }
+            GroupError::ForeignDevice { .. } => Code::Unimplemented,
+            GroupError::TooManyMembers { .. } => Code::ResourceExhausted,
+            GroupError::Internal(internal) => return internal_status(internal),
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+fn hub_rejection_code(rejection: &HubRejection) -> Code {
+    match rejection {
+        HubRejection::SenderNotCaller { .. }
+        | HubRejection::NotAMember { .. }
+        | HubRejection::NonMemberProposal { .. }
+        | HubRejection::ExternalJoinNotAllowed(_) => Code::PermissionDenied,
+        // A stale epoch is normally turned into ABORTED with the winning commit by
+        // the service; these are the cases a retry on the same state cannot fix.
+        HubRejection::FutureEpoch { .. }
+        | HubRejection::StaleEpoch { .. }
+        | HubRejection::EpochOutsideWindow { .. } => Code::FailedPrecondition,
+        // The hub's own state disagreed with itself: not the client's fault.
+        HubRejection::DecisionMismatch(_) | HubRejection::Storage(_) => Code::Internal,
+        HubRejection::MalformedMessage { .. }
+        | HubRejection::NotPublicMessage { .. }
+        | HubRejection::NotPrivateMessage { .. }
+        | HubRejection::WrongContentType { .. }
+        | HubRejection::WrongGroup { .. }
+        | HubRejection::InvalidCommit(_)
+        | HubRejection::InvalidProposal(_)
+        | HubRejection::MissingWelcome { .. }
+        | HubRejection::UnexpectedWelcome
+        | HubRejection::WelcomeRecipientsMismatch { .. }
+        | HubRejection::InvalidWelcome(_)
+        | HubRejection::InvalidGroupInfo(_)
+        | HubRejection::InvalidCreation(_) => Code::InvalidArgument,
+    }
+}
+
+/// ABORTED, with a `CommitConflict` in the standard rich-error details (a
+/// `google.rpc.Status` whose `details` holds it as an `Any`), so the loser can find
+/// the winning commit without parsing the message.
+fn commit_conflict(error: &GroupError, current_epoch: u64, winning_commit_seq: u64) -> Status {
+    let conflict = conclave_proto::client::v1::CommitConflict {
+        current_epoch,
+        winning_commit_seq,
+    };
+    let message = error.to_string();
+    let details = tonic_types::pb::Status {
+        code: Code::Aborted as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: COMMIT_CONFLICT_TYPE_URL.to_owned(),
+            value: conflict.encode_to_vec(),
+        }],
+    };
+    Status::with_details(Code::Aborted, message, details.encode_to_vec().into())
+}
+
+/// Type URL of `CommitConflict` inside status details.
+pub(crate) const COMMIT_CONFLICT_TYPE_URL: &str =
+    "type.googleapis.com/conclave.client.v1.CommitConflict";
+
+impl From<DeliveryError> for Status {
+    fn from(error: DeliveryError) -> Status {
+        let code = match &error {
+            DeliveryError::NotAMember(_) => Code::NotFound,
+            DeliveryError::AckBeyondEnd { .. } => Code::InvalidArgument,
+            DeliveryError::Internal(internal) => return internal_status(internal),
+        };
+        Status::new(code, error.to_string())
     }
 }

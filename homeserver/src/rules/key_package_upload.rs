@@ -46,7 +46,9 @@ pub(crate) enum UploadRejection {
         reason: KeyPackageError,
     },
     /// The package given as last resort lacks the last_resort extension.
-    #[error("{0} lacks the last_resort extension (RFC 9420 §17.3) that a last-resort key package must carry")]
+    #[error(
+        "{0} lacks the last_resort extension (RFC 9420 §17.3) that a last-resort key package must carry"
+    )]
     NotLastResort(PackagePosition),
     /// The same package appears twice in the request, or is stored already.
     #[error("{0} was already uploaded")]
@@ -139,5 +141,295 @@ impl VerifiedUpload {
             .chain(&self.last_resort)
             .map(|package| package.hash_ref.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_core::ids::CredentialIdentity;
+    use conclave_core::mls::CIPHERSUITE;
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::{
+        BasicCredential, Capabilities, CredentialType, CredentialWithKey, ExtensionType,
+        KeyPackage, Lifetime,
+    };
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    const LIMIT: usize = 3;
+    const DAY: u64 = 24 * 60 * 60;
+
+    /// A device that builds its own KeyPackages, as a client would.
+    struct Device {
+        identity: CredentialIdentity,
+        signer: SignatureKeyPair,
+    }
+
+    impl Device {
+        fn new(identity: &str) -> Device {
+            Device {
+                identity: identity.parse().unwrap(),
+                signer: SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap(),
+            }
+        }
+
+        fn package(&self, last_resort: bool) -> Vec<u8> {
+            let capabilities = Capabilities::builder()
+                .extensions(vec![ExtensionType::LastResort])
+                .credentials(vec![CredentialType::Basic])
+                .build();
+            let mut builder = KeyPackage::builder()
+                .key_package_lifetime(Lifetime::new(DAY))
+                .leaf_node_capabilities(capabilities);
+            if last_resort {
+                builder = builder.mark_as_last_resort();
+            }
+            let credential_with_key = CredentialWithKey {
+                credential: BasicCredential::new(self.identity.to_bytes()).into(),
+                signature_key: self.signer.to_public_vec().into(),
+            };
+            builder
+                .build(
+                    CIPHERSUITE,
+                    &OpenMlsRustCrypto::default(),
+                    &self.signer,
+                    credential_with_key,
+                )
+                .unwrap()
+                .key_package()
+                .tls_serialize_detached()
+                .unwrap()
+        }
+
+        fn verify(
+            &self,
+            ordinary: &[Vec<u8>],
+            last_resort: Option<&[u8]>,
+        ) -> Result<VerifiedUpload, UploadRejection> {
+            let owner = ExpectedOwner {
+                identity: &self.identity,
+                signature_public_key: &self.signer.to_public_vec(),
+            };
+            // openmls's builder stamps packages with the system clock, so the
+            // policy's clock must be the system clock too.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let policy = KeyPackagePolicy {
+                now_unix_seconds: now,
+                max_lifetime_seconds: DAY,
+            };
+            verify_upload(ordinary, last_resort, &owner, &policy, LIMIT)
+        }
+    }
+
+    /// What an upload must come to: accepted with this many ordinary packages and
+    /// with or without a last-resort one, or refused with this message.
+    enum Expect {
+        Accepted { ordinary: usize, last_resort: bool },
+        Refused(&'static str),
+    }
+
+    fn check(name: &str, result: Result<VerifiedUpload, UploadRejection>, expect: Expect) {
+        match (result, expect) {
+            (
+                Ok(upload),
+                Expect::Accepted {
+                    ordinary,
+                    last_resort,
+                },
+            ) => {
+                assert_eq!(upload.ordinary.len(), ordinary, "{name}");
+                assert_eq!(upload.last_resort.is_some(), last_resort, "{name}");
+            }
+            (Ok(upload), Expect::Refused(message)) => {
+                panic!("{name}: accepted {upload:?}, expected {message:?}")
+            }
+            (Err(rejection), Expect::Accepted { .. }) => panic!("{name}: refused: {rejection}"),
+            (Err(rejection), Expect::Refused(message)) => {
+                let actual = rejection.to_string();
+                assert!(
+                    actual.starts_with(message),
+                    "{name}: refused with {actual:?}, expected {message:?}"
+                );
+            }
+        }
+    }
+
+    fn accepted(ordinary: usize, last_resort: bool) -> Expect {
+        Expect::Accepted {
+            ordinary,
+            last_resort,
+        }
+    }
+
+    #[test]
+    fn uploads_are_verified_as_a_whole() {
+        let device = Device::new("alice@a.example/00000000000000aa");
+        let other_device = Device::new("alice@a.example/00000000000000bb");
+        let [p0, p1, p2] = [(); 3].map(|()| device.package(false));
+        let last_resort = device.package(true);
+        let garbage = b"not a key package".to_vec();
+        let foreign = other_device.package(false);
+
+        for (name, ordinary, last, expect) in [
+            ("ordinary only", vec![p0.clone()], None, accepted(1, false)),
+            (
+                "last resort only",
+                vec![],
+                Some(last_resort.as_slice()),
+                accepted(0, true),
+            ),
+            (
+                "up to the limit, with a last resort",
+                vec![p0.clone(), p1.clone(), p2.clone()],
+                Some(last_resort.as_slice()),
+                accepted(3, true),
+            ),
+            (
+                "nothing",
+                vec![],
+                None,
+                Expect::Refused("the upload contains no key packages"),
+            ),
+            (
+                "over the limit, counted before any package is verified",
+                vec![garbage.clone(); LIMIT + 1],
+                None,
+                Expect::Refused("the upload contains 4 key packages, more than the limit of 3"),
+            ),
+            (
+                "empty package",
+                vec![p0.clone(), vec![]],
+                None,
+                Expect::Refused("key_packages[1] was rejected: key package is empty"),
+            ),
+            (
+                "bad package in the middle of a batch",
+                vec![p0.clone(), garbage.clone(), p1.clone()],
+                None,
+                Expect::Refused("key_packages[1] was rejected: key package does not decode"),
+            ),
+            (
+                "first bad package is the one named",
+                vec![p0.clone(), p1.clone(), foreign.clone()],
+                Some(garbage.as_slice()),
+                Expect::Refused("key_packages[2] was rejected: key package credential names"),
+            ),
+            (
+                "another device's package",
+                vec![foreign.clone()],
+                None,
+                Expect::Refused(
+                    "key_packages[0] was rejected: key package credential names \
+                     alice@a.example/00000000000000bb but the expected device is \
+                     alice@a.example/00000000000000aa",
+                ),
+            ),
+            (
+                "same package twice",
+                vec![p0.clone(), p1.clone(), p0.clone()],
+                None,
+                Expect::Refused("key_packages[2] was already uploaded"),
+            ),
+            (
+                "bad last resort",
+                vec![p0.clone()],
+                Some(garbage.as_slice()),
+                Expect::Refused(
+                    "last_resort_key_package was rejected: key package does not decode",
+                ),
+            ),
+            (
+                "ordinary package as last resort",
+                vec![],
+                Some(p0.as_slice()),
+                Expect::Refused(
+                    "last_resort_key_package lacks the last_resort extension (RFC 9420 §17.3)",
+                ),
+            ),
+            (
+                "last resort repeated among the ordinary ones",
+                vec![last_resort.clone()],
+                Some(last_resort.as_slice()),
+                Expect::Refused("last_resort_key_package was already uploaded"),
+            ),
+            (
+                "last-resort package as an ordinary one",
+                vec![last_resort.clone()],
+                None,
+                accepted(1, false),
+            ),
+        ] {
+            check(name, device.verify(&ordinary, last), expect);
+        }
+    }
+
+    #[test]
+    fn hash_refs_list_ordinary_packages_then_the_last_resort() {
+        let device = Device::new("alice@a.example/00000000000000aa");
+        let ordinary = vec![device.package(false), device.package(false)];
+        let last_resort = device.package(true);
+        let upload = device
+            .verify(&ordinary, Some(last_resort.as_slice()))
+            .unwrap();
+        let alone = |bytes: &[u8]| {
+            let single = device.verify(&[bytes.to_vec()], None).unwrap();
+            single.ordinary[0].hash_ref.clone()
+        };
+        let expected = vec![
+            alone(&ordinary[0]),
+            alone(&ordinary[1]),
+            alone(&last_resort),
+        ];
+        assert_eq!(upload.hash_refs(), expected);
+        let mut distinct = expected.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3);
+    }
+
+    #[test]
+    fn packages_stored_already_are_refused_by_position() {
+        let device = Device::new("alice@a.example/00000000000000aa");
+        let ordinary = vec![device.package(false), device.package(false)];
+        let last_resort = device.package(true);
+        let upload = device
+            .verify(&ordinary, Some(last_resort.as_slice()))
+            .unwrap();
+        let [first, second, last] = <[Vec<u8>; 3]>::try_from(upload.hash_refs()).unwrap();
+        let unrelated = vec![0; first.len()];
+
+        for (name, stored, expected) in [
+            ("nothing stored", vec![], None),
+            (
+                "only unrelated packages stored",
+                vec![unrelated.clone()],
+                None,
+            ),
+            (
+                "second ordinary stored",
+                vec![unrelated, second.clone()],
+                Some("key_packages[1] was already uploaded"),
+            ),
+            (
+                "last resort stored",
+                vec![last.clone()],
+                Some("last_resort_key_package was already uploaded"),
+            ),
+            (
+                "several stored: the first position is named",
+                vec![last, second, first],
+                Some("key_packages[0] was already uploaded"),
+            ),
+        ] {
+            let result = check_not_stored(&upload, &stored).map_err(|error| error.to_string());
+            assert_eq!(
+                result,
+                expected.map_or(Ok(()), |m| Err(m.to_owned())),
+                "{name}"
+            );
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! `conclave-core`.)
 //!
 //! # Layout
-//! - [`account`]: what a registration or login request must look like.
-//! - [`key_package_upload`]: whether a batch of KeyPackages may be stored.
+//! - `account`: what a registration or login request must look like.
+//! - `key_package_upload`: whether a batch of KeyPackages may be stored.
+//! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 
 pub(crate) mod account;
+pub(crate) mod hub;
 pub(crate) mod key_package_upload;

@@ -111,7 +111,19 @@ pub(crate) async fn register(
         RegistrationPolicy::Open => None,
     };
     // Cheap refusals before the expensive hash; the transaction below re-checks
-    // through the unique keys, which is what actually guarantees uniqueness.
+    // (spends the token, inserts through the unique keys), which is what actually
+    // guarantees both. The token comes first so that without a valid one nobody
+    // can probe which usernames exist.
+    if let Some(token_hash) = &token_hash
+        && !store::registration_token_usable(
+            context.store.connection(),
+            token_hash,
+            context.now_ms(),
+        )
+        .await?
+    {
+        return Err(AccountError::RegistrationTokenRejected);
+    }
     if store::find_user_by_username(context.store.connection(), username.as_str())
         .await?
         .is_some()
@@ -130,7 +142,10 @@ pub(crate) async fn register(
         .await?
         .ok_or_else(|| AccountError::UsernameTaken(username.to_string()))?;
     let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
-    transaction.commit().await.map_err(store::StoreError::from)?;
+    transaction
+        .commit()
+        .await
+        .map_err(store::StoreError::from)?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
     Ok(session)
 }
@@ -156,7 +171,10 @@ pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, 
     };
     let transaction = context.store.begin().await?;
     let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
-    transaction.commit().await.map_err(store::StoreError::from)?;
+    transaction
+        .commit()
+        .await
+        .map_err(store::StoreError::from)?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "logged in");
     Ok(session)
 }

@@ -90,11 +90,21 @@ pub(crate) async fn upload(
             .unwrap_or(i64::MAX / 1000)
             .saturating_mul(1000),
     };
-    let ordinary_rows = verified_ordinary.into_iter().zip(ordinary).map(to_row).collect();
+    let ordinary_rows = verified_ordinary
+        .into_iter()
+        .zip(ordinary)
+        .map(to_row)
+        .collect();
     let last_resort_row = verified_last_resort.zip(last_resort).map(to_row);
     let device_id = device.device_id().as_str();
-    store::insert_key_packages(&transaction, device_id, ordinary_rows, last_resort_row, now_ms)
-        .await?;
+    store::insert_key_packages(
+        &transaction,
+        device_id,
+        ordinary_rows,
+        last_resort_row,
+        now_ms,
+    )
+    .await?;
     let stock = store::key_package_stock(&transaction, device_id, now_ms).await?;
     transaction.commit().await.map_err(StoreError::from)?;
     tracing::debug!(device = %device.identity, available = stock.available, "key packages uploaded");
@@ -120,6 +130,7 @@ pub(crate) async fn stock_of(
 #[derive(Debug)]
 pub(crate) struct DeviceKeyPackage {
     pub(crate) identity: CredentialIdentity,
+    pub(crate) signature_public_key: Vec<u8>,
     pub(crate) package: ClaimedKeyPackage,
 }
 
@@ -166,6 +177,7 @@ pub(crate) async fn claim(
         if let Some(package) = package {
             claimed.push(DeviceKeyPackage {
                 identity: identity_of(context, &user.username, &device)?,
+                signature_public_key: device.signature_public_key,
                 package,
             });
         }

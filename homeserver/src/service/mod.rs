@@ -2,17 +2,24 @@
 //! the rules, save, commit. This layer knows neither tonic nor sea-orm's types.
 //!
 //! # Layout
-//! - [`accounts`]: register, log in and out, authenticate a bearer token, devices.
-//! - [`key_packages`]: upload, stock and claim of KeyPackages.
-//! - [`registration_tokens`]: tokens an operator hands out under the `token` policy.
-//! - [`secrets`]: access tokens, registration tokens and password hashes.
+//! - `accounts`: register, log in and out, authenticate a bearer token, devices.
+//! - `key_packages`: upload, stock and claim of KeyPackages.
+//! - `groups`: the hub: create groups, accept commits, proposals and messages.
+//! - `delivery`: fetch, stream and acknowledge what a device should receive.
+//! - `idempotency`: retried submissions return their first result.
+//! - `registration_tokens`: tokens an operator hands out under the `token` policy.
+//! - `secrets`: access tokens, registration tokens and password hashes.
 
 pub(crate) mod accounts;
+pub(crate) mod delivery;
+pub(crate) mod groups;
+pub(crate) mod idempotency;
 pub(crate) mod key_packages;
 pub(crate) mod registration_tokens;
 pub(crate) mod secrets;
 
 use crate::config::Config;
+use crate::notify::{LocalNotifier, Notifier};
 use crate::store::{Store, StoreError};
 use conclave_core::ids::Domain;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -47,18 +54,21 @@ pub(crate) struct Context {
     /// Per-device limit on key-package claims. In-process for now: each replica
     /// counts on its own, so N replicas allow up to N times the rate.
     pub(crate) claim_limiter: DefaultKeyedRateLimiter<String>,
+    /// Wakes subscribers when their groups' logs or their inboxes grow.
+    pub(crate) notifier: Arc<dyn Notifier>,
 }
 
 impl Context {
     pub(crate) fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Context {
-        let claims_per_minute = NonZeroU32::new(config.key_packages.claims_per_minute)
-            .unwrap_or(NonZeroU32::MIN);
+        let claims_per_minute =
+            NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
         Context {
             store,
             domain: config.domain(),
             config,
             clock,
             claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
+            notifier: Arc::new(LocalNotifier::default()),
         }
     }
 

@@ -2,8 +2,8 @@
 //! SHA-256 hashes, and passwords stored only as Argon2id hashes.
 
 use super::InternalError;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -68,8 +68,7 @@ pub(crate) async fn verify_password(
 }
 
 /// An Argon2id hash (default parameters) of a random password nobody knows.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Zq+rCl3Eyb2hM7V/9XNq6J1y2pVXuL3Zx5j5qUJbZ8E";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Zq+rCl3Eyb2hM7V/9XNq6J1y2pVXuL3Zx5j5qUJbZ8E";
 
 #[cfg(test)]
 mod tests {
@@ -90,8 +89,20 @@ mod tests {
     async fn passwords_verify_only_against_their_own_hash() {
         let hash = hash_password("correct horse".to_owned()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse".to_owned(), Some(hash.clone())).await.unwrap());
-        assert!(!verify_password("wrong horse".to_owned(), Some(hash)).await.unwrap());
-        assert!(!verify_password("correct horse".to_owned(), None).await.unwrap());
+        assert!(
+            verify_password("correct horse".to_owned(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("wrong horse".to_owned(), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("correct horse".to_owned(), None)
+                .await
+                .unwrap()
+        );
     }
 }

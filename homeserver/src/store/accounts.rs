@@ -190,3 +190,39 @@ pub(crate) async fn consume_registration_token(
         .await?;
     Ok(result.rows_affected == 1)
 }
+
+/// True if `device_id` is a device of user `username` bound to `signature_public_key`.
+pub(crate) async fn device_has_key(
+    db: &impl Connection,
+    device_id: &str,
+    username: &str,
+    signature_public_key: &[u8],
+) -> Result<bool, StoreError> {
+    let Some(device) = device::Entity::find_by_id(device_id.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if device.signature_public_key != signature_public_key {
+        return Ok(false);
+    }
+    let user = user::Entity::find_by_id(device.user_id).one(db).await?;
+    Ok(user.is_some_and(|user| user.username == username))
+}
+
+/// True if the token exists, has uses left and has not expired (without using it).
+pub(crate) async fn registration_token_usable(
+    db: &impl Connection,
+    token_hash: &[u8],
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let token = registration_token::Entity::find()
+        .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
+        .one(db)
+        .await?;
+    Ok(token.is_some_and(|token| {
+        token.uses_count < token.uses_allowed
+            && token.expires_at_ms.is_none_or(|expires| expires > now_ms)
+    }))
+}

@@ -109,3 +109,179 @@ pub(crate) mod key_package {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod group {
+    use sea_orm::entity::prelude::*;
+
+    /// A group this homeserver is the hub of.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "groups")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// The MLS group id (opaque bytes chosen by the creator).
+        #[sea_orm(unique)]
+        pub mls_group_id: Vec<u8>,
+        pub epoch: i64,
+        /// Sequence number of the newest event in the group's log (0: none yet).
+        pub last_seq: i64,
+        /// The serialised public group state (`rules::hub::HubGroup::to_state`).
+        pub state: Vec<u8>,
+        /// Credential identity of the creating device.
+        pub created_by: String,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod group_event {
+    use sea_orm::entity::prelude::*;
+
+    /// One entry of a group's ordered log.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// Dense per group, from 1.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        /// `store::EventKind` as a number.
+        pub kind: i16,
+        /// The epoch the message was sent in.
+        pub epoch: i64,
+        /// Credential identity of the submitting device, as authenticated.
+        pub sender_identity: String,
+        /// The MLSMessage as submitted.
+        pub message: Vec<u8>,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod group_commit {
+    use sea_orm::entity::prelude::*;
+
+    /// The one accepted commit of an epoch (the primary key forbids a second).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_commits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// The epoch the commit ended.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub epoch: i64,
+        pub seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod group_member {
+    use sea_orm::entity::prelude::*;
+
+    /// A device in a group's tree, with its delivery cursor.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// `name@domain/device_id`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        /// `name@domain`, to let other devices of a member user rejoin.
+        pub user_id: String,
+        pub device_id: String,
+        /// The device receives events with a larger sequence number (the commit
+        /// that added it, or 0 for the creator).
+        pub joined_after_seq: i64,
+        /// The commit that removed it: the last event it receives.
+        pub removed_at_seq: Option<i64>,
+        /// Everything up to here has been acknowledged.
+        pub acked_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod inbox {
+    use sea_orm::entity::prelude::*;
+
+    /// A device's inbox counters.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inboxes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: String,
+        pub last_seq: i64,
+        pub acked_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod inbox_event {
+    use sea_orm::entity::prelude::*;
+
+    /// A Welcome addressed to one device.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inbox_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub device_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub group_id: i64,
+        pub commit_seq: i64,
+        pub welcome: Vec<u8>,
+        pub ratchet_tree: Vec<u8>,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod submission {
+    use sea_orm::entity::prelude::*;
+
+    /// The result of an accepted submission, by the submitter's idempotency key.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "submissions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub idempotency_key: Vec<u8>,
+        /// SHA-256 of the request body, to refuse a reused key with another body.
+        pub request_hash: Vec<u8>,
+        pub group_id: i64,
+        pub seq: i64,
+        pub epoch: i64,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -94,10 +94,7 @@ pub(crate) async fn key_package_stock(
         .select_only()
         .column(key_package::Column::LastResort)
         .column_as(Expr::col(key_package::Column::Id).count(), "count")
-        .column_as(
-            Expr::col(key_package::Column::NotAfterMs).min(),
-            "earliest",
-        )
+        .column_as(Expr::col(key_package::Column::NotAfterMs).min(), "earliest")
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::ClaimedAtMs.is_null())
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
@@ -194,4 +191,17 @@ pub(crate) async fn delete_expired_key_packages(
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+/// True if the directory handed this key package out: an ordinary package that was
+/// claimed, or a last-resort package (handed out without being consumed).
+pub(crate) async fn key_package_was_claimed(
+    db: &impl Connection,
+    hash_ref: &[u8],
+) -> Result<bool, StoreError> {
+    let package = key_package::Entity::find()
+        .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
+        .one(db)
+        .await?;
+    Ok(package.is_some_and(|package| package.last_resort || package.claimed_at_ms.is_some()))
 }

@@ -3,7 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_integer_null, big_pk_auto, blob, boolean, integer, string, string_null,
+    big_integer, big_integer_null, big_pk_auto, blob, boolean, integer, small_integer, string,
+    string_null,
 };
 
 /// All migrations, oldest first.
@@ -11,7 +12,10 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateAccountsAndKeyPackages)]
+        vec![
+            Box::new(CreateAccountsAndKeyPackages),
+            Box::new(CreateGroupsAndDelivery),
+        ]
     }
 }
 
@@ -159,6 +163,262 @@ impl MigrationTrait for CreateAccountsAndKeyPackages {
                     .col(KeyPackages::LastResort)
                     .col(KeyPackages::ClaimedAtMs)
                     .col(KeyPackages::Id)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Groups {
+    Table,
+    Id,
+    MlsGroupId,
+    Epoch,
+    LastSeq,
+    State,
+    CreatedBy,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum GroupEvents {
+    Table,
+    GroupId,
+    Seq,
+    Kind,
+    Epoch,
+    SenderIdentity,
+    Message,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum GroupCommits {
+    Table,
+    GroupId,
+    Epoch,
+    Seq,
+}
+
+#[derive(DeriveIden)]
+enum GroupMembers {
+    Table,
+    GroupId,
+    Identity,
+    UserId,
+    DeviceId,
+    JoinedAfterSeq,
+    RemovedAtSeq,
+    AckedSeq,
+}
+
+#[derive(DeriveIden)]
+enum Inboxes {
+    Table,
+    DeviceId,
+    LastSeq,
+    AckedSeq,
+}
+
+#[derive(DeriveIden)]
+enum InboxEvents {
+    Table,
+    DeviceId,
+    Seq,
+    GroupId,
+    CommitSeq,
+    Welcome,
+    RatchetTree,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum Submissions {
+    Table,
+    Identity,
+    IdempotencyKey,
+    RequestHash,
+    GroupId,
+    Seq,
+    Epoch,
+    CreatedAtMs,
+}
+
+/// Groups hosted here (the hub role): their public MLS state, one ordered log each,
+/// one commit per epoch, members with their cursors, per-device inboxes, and the
+/// idempotency record of every submission.
+struct CreateGroupsAndDelivery;
+
+impl MigrationName for CreateGroupsAndDelivery {
+    fn name(&self) -> &str {
+        "m0002_create_groups_and_delivery"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateGroupsAndDelivery {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Groups::Table)
+                    .col(big_pk_auto(Groups::Id))
+                    .col(blob(Groups::MlsGroupId).unique_key())
+                    .col(big_integer(Groups::Epoch))
+                    .col(big_integer(Groups::LastSeq))
+                    .col(blob(Groups::State))
+                    .col(string(Groups::CreatedBy))
+                    .col(big_integer(Groups::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(GroupEvents::Table)
+                    .col(big_integer(GroupEvents::GroupId))
+                    .col(big_integer(GroupEvents::Seq))
+                    .col(small_integer(GroupEvents::Kind))
+                    .col(big_integer(GroupEvents::Epoch))
+                    .col(string(GroupEvents::SenderIdentity))
+                    .col(blob(GroupEvents::Message))
+                    .col(big_integer(GroupEvents::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(GroupEvents::GroupId)
+                            .col(GroupEvents::Seq),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(GroupEvents::Table, GroupEvents::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The primary key (group, epoch) is what makes "exactly one commit per
+        // epoch" hold across replicas, whatever the application code does.
+        manager
+            .create_table(
+                Table::create()
+                    .table(GroupCommits::Table)
+                    .col(big_integer(GroupCommits::GroupId))
+                    .col(big_integer(GroupCommits::Epoch))
+                    .col(big_integer(GroupCommits::Seq))
+                    .primary_key(
+                        Index::create()
+                            .col(GroupCommits::GroupId)
+                            .col(GroupCommits::Epoch),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(GroupCommits::Table, GroupCommits::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(GroupMembers::Table)
+                    .col(big_integer(GroupMembers::GroupId))
+                    .col(string(GroupMembers::Identity))
+                    .col(string(GroupMembers::UserId))
+                    .col(string(GroupMembers::DeviceId))
+                    .col(big_integer(GroupMembers::JoinedAfterSeq))
+                    .col(big_integer_null(GroupMembers::RemovedAtSeq))
+                    .col(big_integer(GroupMembers::AckedSeq))
+                    .primary_key(
+                        Index::create()
+                            .col(GroupMembers::GroupId)
+                            .col(GroupMembers::Identity),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(GroupMembers::Table, GroupMembers::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("group_members_by_device")
+                    .table(GroupMembers::Table)
+                    .col(GroupMembers::DeviceId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Inboxes::Table)
+                    .col(string(Inboxes::DeviceId).primary_key())
+                    .col(big_integer(Inboxes::LastSeq))
+                    .col(big_integer(Inboxes::AckedSeq))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Inboxes::Table, Inboxes::DeviceId)
+                            .to(Devices::Table, Devices::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(InboxEvents::Table)
+                    .col(string(InboxEvents::DeviceId))
+                    .col(big_integer(InboxEvents::Seq))
+                    .col(big_integer(InboxEvents::GroupId))
+                    .col(big_integer(InboxEvents::CommitSeq))
+                    .col(blob(InboxEvents::Welcome))
+                    .col(blob(InboxEvents::RatchetTree))
+                    .col(big_integer(InboxEvents::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(InboxEvents::DeviceId)
+                            .col(InboxEvents::Seq),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(InboxEvents::Table, InboxEvents::DeviceId)
+                            .to(Devices::Table, Devices::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(InboxEvents::Table, InboxEvents::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Submissions::Table)
+                    .col(string(Submissions::Identity))
+                    .col(blob(Submissions::IdempotencyKey))
+                    .col(blob(Submissions::RequestHash))
+                    .col(big_integer(Submissions::GroupId))
+                    .col(big_integer(Submissions::Seq))
+                    .col(big_integer(Submissions::Epoch))
+                    .col(big_integer(Submissions::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(Submissions::Identity)
+                            .col(Submissions::IdempotencyKey),
+                    )
                     .to_owned(),
             )
             .await?;

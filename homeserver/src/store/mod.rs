@@ -9,14 +9,19 @@
 
 mod accounts;
 mod entities;
+mod groups;
 mod key_packages;
 mod migrations;
 
 pub(crate) use accounts::*;
+pub(crate) use groups::*;
 pub(crate) use key_packages::*;
 
 use crate::config::{DatabaseKind, database_kind};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions,
+};
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
@@ -75,8 +80,17 @@ impl Store {
     }
 
     /// Starts a transaction; dropping it without `commit()` rolls it back.
+    ///
+    /// On SQLite it begins IMMEDIATE, taking the write lock up front: a deferred
+    /// transaction that reads and then writes fails with "database is locked" when
+    /// another writer got in between, instead of waiting its turn.
     pub(crate) async fn begin(&self) -> Result<Transaction, StoreError> {
-        Ok(self.connection.begin().await?)
+        let options = TransactionOptions {
+            isolation_level: None,
+            access_mode: None,
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        };
+        Ok(self.connection.begin_with_options(options).await?)
     }
 
     pub(crate) fn kind(&self) -> DatabaseKind {

@@ -1,0 +1,270 @@
+//! The command line, as clap parses it.
+
+// The doc comments below are clap's help text, read in a terminal, where a URL
+// in angle brackets or backticks would look odd.
+#![allow(rustdoc::bare_urls)]
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use conclave_client::ServerUrl;
+use conclave_core::ids::{DeviceId, UserId, Username};
+
+/// Default for `keys publish --count`: the replenish target.
+const DEFAULT_PUBLISH_COUNT: u16 = 50;
+
+/// Conclave: end-to-end encrypted group messaging on MLS (RFC 9420).
+///
+/// Every command prints human-readable text, or with --json one JSON object on
+/// stdout. Errors are one line on stderr starting with "error:", with exit code 1
+/// (2 for a malformed command line).
+#[derive(Debug, Parser)]
+#[command(name = "conclave", version)]
+pub(crate) struct Cli {
+    /// Homeserver URL, e.g. https://chat.example.org. Needed once: it is
+    /// remembered in the state. Plain http:// only to localhost, 127.0.0.0/8, ::1.
+    #[arg(long, global = true, env = "CONCLAVE_SERVER", value_name = "URL")]
+    pub(crate) server: Option<ServerUrl>,
+
+    /// Directory of this device's state (keys, session). Default:
+    /// ~/.local/share/conclave.
+    #[arg(long, global = true, env = "CONCLAVE_STATE", value_name = "DIR")]
+    pub(crate) state: Option<PathBuf>,
+
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Log to stderr (-v: this program at debug level, -vv: everything at debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create an account on the homeserver and enrol this device.
+    Register {
+        /// The new username (the part before @): lowercase letters, digits, '.', '_', '-'.
+        user: Username,
+        /// Token from the homeserver's operator, if registration needs one.
+        #[arg(long, value_name = "T")]
+        registration_token: Option<String>,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Enrol this device into an existing account.
+    Login {
+        /// Username, or full user id (alice@example.org).
+        user: String,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// End this device's session and forget its keys (the server URL is kept).
+    Logout,
+    /// Show who this device is, as the homeserver sees it.
+    Whoami,
+    /// List your devices, or remove one.
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesCommand>,
+    },
+    /// Manage key packages (what others need to add you to groups).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+    /// Create a group, manage its members, rotate your keys in it.
+    Group {
+        #[command(subcommand)]
+        action: GroupCommand,
+    },
+    /// List your groups (after fetching what is new, such as invitations).
+    Groups,
+    /// Send a text message to a group.
+    Send {
+        /// The group: its name, as `groups` shows it, or its hex id.
+        group: String,
+        /// The message. Read from stdin when absent or "-".
+        text: Option<String>,
+    },
+    /// Print messages as they arrive (with --json, one JSON object per line).
+    Listen {
+        /// Only this group's messages (name or hex id); default: all groups.
+        group: Option<String>,
+        /// Stop after this many seconds (an error if --count was not reached).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Stop after this many messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Chat in a group: lines read from stdin are sent, incoming messages shown.
+    Chat {
+        /// The group: its name or its hex id.
+        group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a group with you as its only member.
+    Create {
+        /// The group's name, shown to every member (1 to 64 characters).
+        name: String,
+    },
+    /// Add every device of each user to a group (your own user id adds your
+    /// other devices).
+    Invite {
+        /// The group: its name or its hex id.
+        group: String,
+        /// Users as name@domain.
+        #[arg(required = true)]
+        users: Vec<UserId>,
+    },
+    /// Remove every device of a user from a group.
+    Remove {
+        /// The group: its name or its hex id.
+        group: String,
+        /// The user, as name@domain.
+        user: UserId,
+    },
+    /// Leave a group (another member's client completes it).
+    Leave {
+        /// The group: its name or its hex id.
+        group: String,
+    },
+    /// Replace your keys in a group (a self-update, for post-compromise security).
+    Rotate {
+        /// The group: its name or its hex id.
+        group: String,
+    },
+    /// List a group's member devices.
+    Members {
+        /// The group: its name or its hex id.
+        group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevicesCommand {
+    /// Remove another of your devices (its session ends, its key packages go).
+    Remove {
+        /// The device id, as `devices` lists it.
+        device_id: DeviceId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Publish new key packages, plus a new last-resort package.
+    Publish {
+        /// How many ordinary key packages.
+        #[arg(long, default_value_t = DEFAULT_PUBLISH_COUNT, value_parser = clap::value_parser!(u16).range(0..=1000))]
+        count: u16,
+    },
+    /// Show how many of your key packages the homeserver still holds.
+    Status,
+    /// Claim one key package per device of a user (diagnostics: uses them up).
+    Claim {
+        /// The user, as name@domain.
+        user_id: UserId,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeviceArgs {
+    /// Name shown in your device list. Default: this machine's host name.
+    #[arg(long, value_name = "N")]
+    pub(crate) device_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PasswordArgs {
+    /// Read the password from the first line of FILE. Otherwise it comes from
+    /// $CONCLAVE_PASSWORD, or is asked for on the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_may_follow_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["conclave", "keys", "status", "--json", "--state", "/x"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.state, Some(PathBuf::from("/x")));
+        assert!(matches!(
+            cli.command,
+            Command::Keys {
+                action: KeysCommand::Status
+            }
+        ));
+    }
+
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "conclave",
+            "group",
+            "invite",
+            "team",
+            "bob@b.example",
+            "carol@c.example",
+        ])
+        .unwrap();
+        let Command::Group {
+            action: GroupCommand::Invite { group, users },
+        } = cli.command
+        else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(group, "team");
+        assert_eq!(users.len(), 2);
+        let cli =
+            Cli::try_parse_from(["conclave", "listen", "--count", "3", "--timeout", "10"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Listen {
+                group: None,
+                timeout: Some(10),
+                count: Some(3)
+            }
+        ));
+        let cli = Cli::try_parse_from(["conclave", "send", "team"]).unwrap();
+        assert!(matches!(cli.command, Command::Send { text: None, .. }));
+    }
+
+    #[test]
+    fn malformed_arguments_are_usage_errors() {
+        for args in [
+            &["conclave", "register", "Alice"][..],
+            &["conclave", "keys", "claim", "bob"],
+            &["conclave", "--server", "http://chat.example.org", "whoami"],
+            &["conclave", "devices", "remove", "xyz"],
+            &["conclave", "keys", "publish", "--count", "5000"],
+            &["conclave", "group", "invite", "team"],
+            &["conclave", "group", "remove", "team", "bob"],
+            &["conclave", "listen", "--count", "many"],
+        ] {
+            let error = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Each command: gather what it needs (server, password), call the library, and
+//! describe the result.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use conclave_client::{Client, ServerUrl};
+
+use crate::args::{Cli, Command, DeviceArgs, DevicesCommand, KeysCommand, PasswordArgs};
+use crate::messaging;
+use crate::output::{self, Report};
+use crate::password::{self, Confirm};
+
+/// Longest device name the homeserver accepts.
+const MAX_DEVICE_NAME_CHARS: usize = 64;
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
+    let state_dir = state_dir(cli.state)?;
+    let client = Client::open(&state_dir)?;
+    let explicit_server = cli.server;
+    match cli.command {
+        Command::Register {
+            user,
+            registration_token,
+            device,
+            password,
+        } => {
+            let server_url = server_for_enrolment(&client, explicit_server)?;
+            refuse_if_logged_in(&client)?;
+            let password = read_password(&password, Confirm::Twice)?;
+            let enrolment = client
+                .register(
+                    &server_url,
+                    user.as_str(),
+                    &password,
+                    registration_token,
+                    &device_name(device),
+                )
+                .await?;
+            Ok(output::enrolment("registered", &enrolment))
+        }
+        Command::Login {
+            user,
+            device,
+            password,
+        } => {
+            let server_url = server_for_enrolment(&client, explicit_server)?;
+            refuse_if_logged_in(&client)?;
+            let password = read_password(&password, Confirm::Once)?;
+            let enrolment = client
+                .login(&server_url, &user, &password, &device_name(device))
+                .await?;
+            Ok(output::enrolment("logged in", &enrolment))
+        }
+        command => {
+            check_session_server(&client, explicit_server.as_ref())?;
+            run_with_session(&client, command, cli.json).await
+        }
+    }
+}
+
+/// Commands that act through the stored session.
+async fn run_with_session(
+    client: &Client,
+    command: Command,
+    as_json: bool,
+) -> anyhow::Result<Report> {
+    Ok(match command {
+        Command::Logout => output::logout(&client.logout().await?),
+        Command::Whoami => output::whoami(&client.whoami().await?),
+        Command::Devices { action: None } => output::devices(&client.devices().await?),
+        Command::Devices {
+            action: Some(DevicesCommand::Remove { device_id }),
+        } => {
+            client.remove_device(&device_id).await?;
+            output::device_removed(device_id.as_str())
+        }
+        Command::Keys { action } => match action {
+            KeysCommand::Publish { count } => {
+                output::published(&client.publish_key_packages(usize::from(count)).await?)
+            }
+            KeysCommand::Status => output::stock(&client.key_package_status().await?),
+            KeysCommand::Claim { user_id } => {
+                let packages = client.claim_key_packages(&user_id).await?;
+                output::claimed(&user_id, &packages)
+            }
+        },
+        Command::Group { action } => messaging::group(client, action).await?,
+        Command::Groups => messaging::groups(client).await?,
+        Command::Send { group, text } => messaging::send(client, &group, text).await?,
+        Command::Listen {
+            group,
+            timeout,
+            count,
+        } => messaging::listen(client, group.as_deref(), timeout, count, as_json).await?,
+        Command::Chat { group } => messaging::chat(client, &group, as_json).await?,
+        Command::Register { .. } | Command::Login { .. } => {
+            bail!("internal error: enrolment commands are handled before this point")
+        }
+    })
+}
+
+/// Refuses before asking for a password that would not be used (the library
+/// refuses too, but only once it has the password).
+fn refuse_if_logged_in(client: &Client) -> anyhow::Result<()> {
+    if let Some(session) = client.session()? {
+        bail!("already logged in as {}; log out first", session.user_id());
+    }
+    Ok(())
+}
+
+/// `--state`, else `~/.local/share/conclave`.
+fn state_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .context("no state directory: pass --state DIR, or set CONCLAVE_STATE or HOME")?;
+    Ok(Path::new(&home).join(".local/share/conclave"))
+}
+
+/// The server to register or log in on: `--server`/`$CONCLAVE_SERVER`, else the
+/// one remembered from last time.
+fn server_for_enrolment(client: &Client, explicit: Option<ServerUrl>) -> anyhow::Result<ServerUrl> {
+    match explicit {
+        Some(server_url) => Ok(server_url),
+        None => client
+            .remembered_server_url()?
+            .context("no server known: pass --server URL once"),
+    }
+}
+
+/// A session always talks to the server it was enrolled on; a different
+/// `--server` is a mistake worth stopping for rather than silently ignoring.
+fn check_session_server(client: &Client, explicit: Option<&ServerUrl>) -> anyhow::Result<()> {
+    if let (Some(explicit), Some(session)) = (explicit, client.session()?)
+        && explicit != &session.server_url
+    {
+        bail!(
+            "this device is logged in on {}, not {explicit}; log out first to use another server",
+            session.server_url
+        );
+    }
+    Ok(())
+}
+
+fn read_password(args: &PasswordArgs, confirm: Confirm) -> anyhow::Result<String> {
+    password::obtain(
+        args.password_file.as_deref(),
+        std::env::var(password::PASSWORD_ENV).ok(),
+        confirm,
+    )
+}
+
+/// `--device-name`, else the host name (a label for the user's device list, so
+/// a missing or odd host name just leaves it empty).
+fn device_name(args: DeviceArgs) -> String {
+    if let Some(name) = args.device_name {
+        return name;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| {
+            name.chars().count() <= MAX_DEVICE_NAME_CHARS && !name.chars().any(char::is_control)
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,267 @@
+//! Messages: sending text to a group, and receiving what members send, either
+//! from the local store (everything [`Client::receive`] stored) or live from a
+//! [`Listener`] on the hub's Subscribe stream.
+//!
+//! Every received message is stored (with its log position) in the same
+//! transaction that advances the group past it, and marked read when a listener
+//! hands it out: after a crash, nothing is shown twice and nothing is lost.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conclave_core::ids::CredentialIdentity;
+use conclave_proto::client::v1 as proto;
+
+use super::groups::{GroupId, display};
+use super::submit::{Intent, backoff, is_transient_error};
+use super::{Client, call};
+use crate::connection::delivery_client;
+use crate::error::{ClientError, RpcError};
+use crate::mls::{self, MessageBody};
+use crate::state::StateError;
+use crate::state::groups::{self as stored, StoredMessage};
+
+/// Events taken from the stream into one transaction, at most.
+const STREAM_PAGE: usize = 500;
+
+/// A message of a group, as this device stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub group_id: GroupId,
+    /// The group's name (or its id, if it has none).
+    pub group_name: String,
+    /// Position in the group's log.
+    pub seq: u64,
+    /// The sending device, from the MLS credential that signed the message.
+    pub sender: CredentialIdentity,
+    /// When the hub accepted it; `None` for this device's own messages (the hub
+    /// does not report it back to the sender).
+    pub server_time: Option<DateTime<Utc>>,
+    pub body: MessageBody,
+    /// Sent by this device.
+    pub own: bool,
+}
+
+/// Where a sent message landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub group_id: GroupId,
+    /// Position in the group's log.
+    pub seq: u64,
+    /// The group's epoch when the hub took it.
+    pub epoch: u64,
+}
+
+impl Client {
+    /// Sends a text message to the group. Other members' pending proposals are
+    /// committed first (MLS forbids sending while proposals are pending). The
+    /// encrypted message is stored before it is sent, so after a crash it is
+    /// sent again, exactly once.
+    pub async fn send(&self, group_id: &GroupId, text: &str) -> Result<SentMessage, ClientError> {
+        let _operations = self.group_operations.lock().await;
+        self.resume_pending(Some(group_id.as_bytes())).await?;
+        let completion = self
+            .run_intent(
+                group_id.as_bytes(),
+                Intent::Text {
+                    body: text.to_owned(),
+                },
+            )
+            .await?;
+        let accepted = completion
+            .accepted
+            .ok_or_else(|| ClientError::InvalidResponse {
+                operation: "send message",
+                reason: "no message was sent".to_owned(),
+            })?;
+        Ok(SentMessage {
+            group_id: group_id.clone(),
+            seq: accepted.seq,
+            epoch: accepted.epoch,
+        })
+    }
+
+    /// The oldest message from another member not yet handed out (of one group,
+    /// or of any), marked read as it is returned. Local only.
+    pub fn take_unread(
+        &self,
+        group_id: Option<&GroupId>,
+    ) -> Result<Option<ReceivedMessage>, ClientError> {
+        let stored = self.state().transaction(|_, connection| {
+            let Some(message) = stored::take_unread(connection, group_id.map(GroupId::as_bytes))?
+            else {
+                return Ok(None);
+            };
+            let name = stored::group(connection, &message.group_id)?
+                .map(|row| display(&row))
+                .unwrap_or_else(|| hex::encode(&message.group_id));
+            Ok::<_, StateError>(Some((message, name)))
+        })?;
+        stored
+            .map(|(message, name)| to_received(message, name))
+            .transpose()
+    }
+
+    /// The newest `limit` messages of a group in log order, this device's own
+    /// included, read or not. Local only.
+    pub fn messages(
+        &self,
+        group_id: &GroupId,
+        limit: usize,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let name = self.display_name(group_id)?;
+        let messages = self
+            .state()
+            .read(|_, connection| stored::messages(connection, group_id.as_bytes(), limit))?;
+        messages
+            .into_iter()
+            .map(|message| to_received(message, name.clone()))
+            .collect()
+    }
+
+    /// A listener for messages from other members, of one group or of all.
+    pub fn listen(&self, group_id: Option<GroupId>) -> Listener<'_> {
+        Listener {
+            client: self,
+            group_id,
+            stream: None,
+            buffered: Vec::new(),
+            caught_up: false,
+            failures: 0,
+        }
+    }
+
+    async fn subscribe(&self) -> Result<tonic::Streaming<proto::DeliveryEvent>, ClientError> {
+        let (_, channel, auth) = self.authenticated().await?;
+        call(
+            "subscribe",
+            delivery_client(channel, auth).subscribe(proto::SubscribeRequest {}),
+        )
+        .await
+    }
+}
+
+/// Hands out messages from other members as they arrive: first those stored
+/// unread, then new ones from the hub's Subscribe stream, which it applies (and
+/// acknowledges) like [`Client::receive`] does, commits and Welcomes included.
+/// It reconnects on its own when the stream breaks.
+pub struct Listener<'a> {
+    client: &'a Client,
+    /// Only messages of this group; others stay unread for another listener.
+    group_id: Option<GroupId>,
+    stream: Option<tonic::Streaming<proto::DeliveryEvent>>,
+    /// Events taken from the stream and not applied yet.
+    buffered: Vec<proto::DeliveryEvent>,
+    /// Whether [`Client::receive`] (stored submissions, Fetch) ran since the
+    /// last (re)subscription.
+    caught_up: bool,
+    /// Failed subscriptions in a row, for the reconnection backoff.
+    failures: u32,
+}
+
+impl Listener<'_> {
+    /// The next message, waiting as long as it takes (wrap it in a timeout to
+    /// bound the wait). Cancelling it loses nothing: a message is marked read
+    /// only as it is returned, and events are acknowledged only once stored.
+    pub async fn next(&mut self) -> Result<ReceivedMessage, ClientError> {
+        loop {
+            if let Some(message) = self.client.take_unread(self.group_id.as_ref())? {
+                return Ok(message);
+            }
+            if !self.buffered.is_empty() {
+                // Applied from the buffer, which is emptied only once that
+                // succeeded: a cancelled call leaves the events for the next one
+                // (applying them twice changes nothing).
+                match self.client.apply_stream_events(self.buffered.clone()).await {
+                    Ok(_) => {
+                        self.buffered.clear();
+                        self.failures = 0;
+                    }
+                    Err(error) => self.wait_after_failure(error).await?,
+                }
+                continue;
+            }
+            if !self.caught_up {
+                match self.client.receive().await {
+                    Ok(_) => self.caught_up = true,
+                    Err(error) => self.wait_after_failure(error).await?,
+                }
+                continue;
+            }
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => {
+                    match self.client.subscribe().await {
+                        Ok(stream) => self.stream = Some(stream),
+                        Err(error) => self.wait_after_failure(error).await?,
+                    }
+                    continue;
+                }
+            };
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    self.buffered.push(event);
+                    // Whatever else has arrived already goes into the same
+                    // transaction; `message` is cancel-safe, so polling it once
+                    // with a zero timeout loses nothing.
+                    while self.buffered.len() < STREAM_PAGE {
+                        match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                            Ok(Ok(Some(event))) => self.buffered.push(event),
+                            _ => break,
+                        }
+                    }
+                }
+                // The hub ended the stream (shutting down, or this consumer fell
+                // behind): catch up and subscribe again, from the acknowledged
+                // cursors.
+                Ok(None) => {
+                    self.stream = None;
+                    self.caught_up = false;
+                }
+                Err(status) => {
+                    let error = RpcError::from_status("subscribe", &status);
+                    self.wait_after_failure(error.into()).await?;
+                }
+            }
+        }
+    }
+
+    /// After a passing failure, drops the stream and waits before catching up
+    /// and subscribing again; gives up on any other failure.
+    async fn wait_after_failure(&mut self, error: ClientError) -> Result<(), ClientError> {
+        if !is_transient_error(&error) {
+            return Err(error);
+        }
+        self.stream = None;
+        self.caught_up = false;
+        tracing::debug!(%error, failures = self.failures, "subscription failed; retrying");
+        tokio::time::sleep(backoff(self.failures)).await;
+        self.failures = self.failures.saturating_add(1);
+        Ok(())
+    }
+}
+
+fn to_received(message: StoredMessage, group_name: String) -> Result<ReceivedMessage, ClientError> {
+    let corrupt = |what: &str| StateError::Corrupt(format!("stored message sender {what}"));
+    let sender = CredentialIdentity::new(
+        message
+            .sender_user_id
+            .parse()
+            .map_err(|_| corrupt("user id"))?,
+        message
+            .sender_device_id
+            .parse()
+            .map_err(|_| corrupt("device id"))?,
+    );
+    Ok(ReceivedMessage {
+        group_id: GroupId::from_bytes(message.group_id),
+        group_name,
+        seq: message.seq,
+        sender,
+        server_time: message
+            .server_time_ms
+            .and_then(DateTime::from_timestamp_millis),
+        body: mls::from_stored(message.kind, message.body),
+        own: message.own,
+    })
+}

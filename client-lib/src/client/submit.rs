@@ -1,0 +1,792 @@
+//! Submissions to the hub that survive crashes and lost races.
+//!
+//! Each submission is built and stored (with the user's intent and a fresh
+//! idempotency key) in one transaction before it is first sent; it is resent
+//! with the same key and bytes until the hub answers, so a crash between
+//! sending and applying ends with the hub's original answer and nothing written
+//! twice. An accepted submission is applied (a commit merged) and forgotten in
+//! one transaction. A commit that lost its epoch to another member's is undone,
+//! the winner fetched and merged, and the intent applied again to the new epoch.
+
+use std::time::Duration;
+
+use conclave_core::ids::{CredentialIdentity, UserId};
+use conclave_proto::client::v1 as proto;
+use openmls::prelude::OpenMlsRand as _;
+use openmls_traits::OpenMlsProvider as _;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use super::key_packages::ClaimedKeyPackage;
+use super::{Client, FailPoint, call_with_status, now_ms};
+use crate::connection::group_client;
+use crate::error::{ClientError, RpcError};
+use crate::mls::{self, CommitKind};
+use crate::state::groups::{self as stored, PendingSubmission, SubmissionKind};
+use crate::state::{GroupStatus, MlsProvider, StateError};
+
+/// Epochs in a row a commit may lose before the operation gives up. Each loss
+/// means another member committed first, so the group is busy but moving.
+const MAX_LOST_RACES: u32 = 64;
+
+/// Bytes of randomness in an idempotency key (the hub takes 1 to 64).
+const IDEMPOTENCY_KEY_BYTES: usize = 16;
+
+/// Type URL of `CommitConflict` inside the status details of ABORTED.
+const COMMIT_CONFLICT_TYPE_URL: &str = "type.googleapis.com/conclave.client.v1.CommitConflict";
+
+/// What the user asked for. Stored as JSON with each submission, so that one
+/// that loses the race for its epoch can be rebuilt for the next epoch, even
+/// after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "intent", rename_all = "snake_case")]
+pub(crate) enum Intent {
+    /// Register a new group at the hub.
+    Create,
+    /// Add every device of these users that is not in the group yet.
+    Invite { users: Vec<String> },
+    /// Remove every device of this user.
+    Remove { user: String },
+    /// Replace this device's leaf keys.
+    Rotate,
+    /// Commit the proposals other members sent.
+    CommitProposals,
+    /// Propose this device's removal.
+    Leave,
+    /// Join again by external commit.
+    Rejoin,
+    /// Send a text message.
+    Text { body: String },
+}
+
+impl Intent {
+    pub(crate) fn to_json(&self) -> String {
+        // An enum of strings always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub(crate) fn from_json(text: &str) -> Result<Intent, StateError> {
+        serde_json::from_str(text)
+            .map_err(|error| StateError::Corrupt(format!("stored intent {text:?}: {error}")))
+    }
+}
+
+/// Where the hub put an accepted submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// Its position in the group's log (0 for a group creation).
+    pub(crate) seq: u64,
+    /// The group's epoch afterwards.
+    pub(crate) epoch: u64,
+}
+
+/// The hub's answer to one sending of a stored submission, once applied here.
+pub(crate) enum Sent {
+    /// Accepted and applied.
+    Accepted(Accepted),
+    /// Its epoch ended before it landed (another commit won): undone here. Catch
+    /// up to `winning_seq` (0: as far as there is) and apply the intent again.
+    LostRace { winning_seq: u64 },
+    /// Refused for good: undone here.
+    Refused(ClientError),
+}
+
+/// How one sending failed, before anything is applied.
+enum SendFailure {
+    Conflict {
+        winning_seq: u64,
+    },
+    Stale,
+    Refused(ClientError, Code),
+    /// No answer, or a passing failure: the submission is kept for a resend.
+    Unavailable(ClientError),
+}
+
+/// What running an intent achieved.
+pub(crate) struct Completion {
+    /// Where the winning submission landed; `None` if nothing had to be sent.
+    pub(crate) accepted: Option<Accepted>,
+    /// Epochs lost to other members' commits before one was won.
+    pub(crate) lost_races: u32,
+    /// The devices added or removed.
+    pub(crate) devices: Vec<CredentialIdentity>,
+}
+
+/// The next step towards an intent, decided against the group's current state.
+enum Prepared {
+    /// Stored and ready to send.
+    Submission {
+        submission: PendingSubmission,
+        devices: Vec<CredentialIdentity>,
+    },
+    /// The intent holds already (say, another member added the invitees).
+    Done,
+    /// Other members' proposals must be committed first: openmls refuses to
+    /// encrypt while proposals are pending.
+    CommitProposalsFirst,
+    /// The group's state is lost or diverged: rejoin first.
+    RejoinFirst,
+}
+
+/// A fresh idempotency key.
+pub(crate) fn idempotency_key(provider: &MlsProvider<'_>) -> Result<Vec<u8>, ClientError> {
+    provider
+        .rand()
+        .random_vec(IDEMPOTENCY_KEY_BYTES)
+        .map_err(|error| {
+            mls::MlsError::group("draw an idempotency key", format!("{error:?}")).into()
+        })
+}
+
+impl Client {
+    /// Runs an intent until the hub accepted a submission for it, or it holds
+    /// already, or it fails. Callers hold `group_operations`.
+    pub(crate) async fn run_intent(
+        &self,
+        group_id: &[u8],
+        intent: Intent,
+    ) -> Result<Completion, ClientError> {
+        let mut lost_races = 0;
+        // Claimed once, and reused when the commit has to be rebuilt.
+        let mut claimed: Option<Vec<ClaimedKeyPackage>> = None;
+        // Rejoins and proposal commits done on the way; a bound keeps a group that
+        // keeps failing from looping forever.
+        let mut detours = 0;
+        loop {
+            let (submission, devices) = match self.prepare(group_id, &intent, &mut claimed).await? {
+                Prepared::Submission {
+                    submission,
+                    devices,
+                } => (submission, devices),
+                Prepared::Done => {
+                    return Ok(Completion {
+                        accepted: None,
+                        lost_races,
+                        devices: Vec::new(),
+                    });
+                }
+                Prepared::CommitProposalsFirst if detours < 8 => {
+                    detours += 1;
+                    Box::pin(self.run_intent(group_id, Intent::CommitProposals)).await?;
+                    continue;
+                }
+                Prepared::RejoinFirst if detours < 8 => {
+                    detours += 1;
+                    Box::pin(self.rejoin_locked(group_id)).await?;
+                    continue;
+                }
+                Prepared::CommitProposalsFirst | Prepared::RejoinFirst => {
+                    return Err(ClientError::TooManyConflicts {
+                        group: hex::encode(group_id),
+                        attempts: detours,
+                    });
+                }
+            };
+            match self.send_and_apply(&submission).await? {
+                Sent::Accepted(accepted) => {
+                    return Ok(Completion {
+                        accepted: Some(accepted),
+                        lost_races,
+                        devices,
+                    });
+                }
+                Sent::Refused(error) => return Err(error),
+                Sent::LostRace { winning_seq } => {
+                    lost_races += 1;
+                    tracing::debug!(
+                        group = hex::encode(group_id),
+                        lost_races,
+                        winning_seq,
+                        "lost the race for an epoch; catching up"
+                    );
+                    if lost_races >= MAX_LOST_RACES {
+                        return Err(ClientError::TooManyConflicts {
+                            group: hex::encode(group_id),
+                            attempts: lost_races,
+                        });
+                    }
+                    self.catch_up(group_id, winning_seq).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends every stored submission (of one group, or all) that has no answer
+    /// yet, applies the answers, and re-runs the intents of those that lost
+    /// their race. Callers hold `group_operations`.
+    pub(crate) async fn resume_pending(&self, group_id: Option<&[u8]>) -> Result<(), ClientError> {
+        let pending = self
+            .state()
+            .read(|_, connection| stored::pending_submissions(connection, group_id))?;
+        for submission in pending {
+            tracing::info!(group = hex::encode(&submission.group_id), kind = ?submission.kind, "resuming a submission");
+            let intent = Intent::from_json(&submission.intent)?;
+            match self.send_and_apply(&submission).await? {
+                Sent::Accepted(_) => {}
+                Sent::Refused(error) => {
+                    tracing::warn!(group = hex::encode(&submission.group_id), %error, "a stored submission was refused");
+                }
+                Sent::LostRace { winning_seq } => {
+                    self.catch_up(&submission.group_id, winning_seq).await?;
+                    match intent {
+                        Intent::Create => {}
+                        Intent::Rejoin => {
+                            self.rejoin_locked(&submission.group_id).await?;
+                        }
+                        intent => {
+                            self.run_intent(&submission.group_id, intent).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a stored submission and applies the hub's answer. `Err` means it is
+    /// still stored (no answer, or a local failure) and will be resent.
+    pub(crate) async fn send_and_apply(
+        &self,
+        submission: &PendingSubmission,
+    ) -> Result<Sent, ClientError> {
+        self.check_fail_point(FailPoint::BeforeSend)?;
+        match self.send_pending(submission).await {
+            Ok(accepted) => {
+                self.check_fail_point(FailPoint::AfterAccepted)?;
+                self.apply_accepted(submission, accepted)?;
+                Ok(Sent::Accepted(accepted))
+            }
+            Err(SendFailure::Conflict { winning_seq }) => {
+                self.undo(submission, None)?;
+                Ok(Sent::LostRace { winning_seq })
+            }
+            Err(SendFailure::Stale) => {
+                self.undo(submission, None)?;
+                Ok(Sent::LostRace { winning_seq: 0 })
+            }
+            Err(SendFailure::Refused(error, code)) => {
+                self.undo(submission, Some(code))?;
+                Ok(Sent::Refused(error))
+            }
+            Err(SendFailure::Unavailable(error)) => Err(error),
+        }
+    }
+
+    /// Builds the next submission for an intent against the group as it is now,
+    /// and stores it.
+    async fn prepare(
+        &self,
+        group_id: &[u8],
+        intent: &Intent,
+        claimed: &mut Option<Vec<ClaimedKeyPackage>>,
+    ) -> Result<Prepared, ClientError> {
+        let session = self.require_session()?;
+        let signer = self.state().signer(&session)?;
+        if let Intent::Invite { users } = intent
+            && claimed.is_none()
+        {
+            *claimed = Some(self.claim_for_invitation(users).await?);
+        }
+        let claimed = claimed.as_deref().unwrap_or_default();
+        let me = &session.credential_identity;
+        self.state().transaction(|provider, connection| {
+            let group_name = |row: &stored::GroupRow| super::groups::display(row);
+            let row = stored::group(connection, group_id)?
+                .ok_or_else(|| ClientError::UnknownGroup(hex::encode(group_id)))?;
+            match row.status {
+                GroupStatus::Active => {}
+                GroupStatus::Rejoining => return Ok(Prepared::RejoinFirst),
+                GroupStatus::Creating | GroupStatus::Removed => {
+                    return Err(ClientError::NotAMember {
+                        group: group_name(&row),
+                        status: row.status,
+                    });
+                }
+            }
+            if row.needs_rejoin {
+                return Ok(Prepared::RejoinFirst);
+            }
+            let Some(mut group) = mls::load_group(provider, group_id)? else {
+                stored::set_needs_rejoin(connection, group_id, true)?;
+                return Ok(Prepared::RejoinFirst);
+            };
+            // Every stored submission of this group was resumed before, so a
+            // pending commit here is a leftover with no submission: drop it.
+            if group.pending_commit().is_some() {
+                mls::discard_own_commit(&mut group, provider)?;
+            }
+            let leaving = mls::is_leaving(&group);
+            let refuse_if_leaving = || {
+                if leaving {
+                    Err(ClientError::Leaving(group_name(&row)))
+                } else {
+                    Ok(())
+                }
+            };
+            let epoch = group.epoch().as_u64();
+            let members = mls::members(&group);
+            let mut devices = Vec::new();
+            let (kind, commit_kind) = match intent {
+                Intent::Create | Intent::Rejoin => {
+                    return Err(ClientError::InvalidResponse {
+                        operation: "submit",
+                        reason: "internal error: creation and rejoining are not prepared here"
+                            .to_owned(),
+                    });
+                }
+                Intent::Invite { .. } => {
+                    refuse_if_leaving()?;
+                    let to_add: Vec<&ClaimedKeyPackage> = claimed
+                        .iter()
+                        .filter(|package| {
+                            !members
+                                .iter()
+                                .any(|member| member.identity == package.credential_identity)
+                        })
+                        .collect();
+                    if to_add.is_empty() {
+                        return Ok(Prepared::Done);
+                    }
+                    devices = to_add
+                        .iter()
+                        .map(|package| package.credential_identity.clone())
+                        .collect();
+                    let key_packages = to_add
+                        .iter()
+                        .map(|package| package.key_package.clone())
+                        .collect();
+                    (SubmissionKind::Commit, Some(CommitKind::Add(key_packages)))
+                }
+                Intent::Remove { user } => {
+                    refuse_if_leaving()?;
+                    let user: UserId = user.parse()?;
+                    let leaves: Vec<_> = members
+                        .iter()
+                        .filter(|member| member.identity.user_id() == &user)
+                        .collect();
+                    if leaves.is_empty() {
+                        return Ok(Prepared::Done);
+                    }
+                    devices = leaves.iter().map(|leaf| leaf.identity.clone()).collect();
+                    // A device whose leave proposal is pending goes with the
+                    // proposal store, which every commit consumes; naming its leaf
+                    // again would be a duplicate removal.
+                    let proposed = mls::leaves_proposed_for_removal(&group);
+                    let leaves: Vec<_> = leaves
+                        .iter()
+                        .map(|leaf| leaf.leaf_index)
+                        .filter(|leaf_index| !proposed.contains(leaf_index))
+                        .collect();
+                    if leaves.is_empty() {
+                        (SubmissionKind::Commit, Some(CommitKind::PendingProposals))
+                    } else {
+                        (SubmissionKind::Commit, Some(CommitKind::Remove(leaves)))
+                    }
+                }
+                Intent::Rotate => {
+                    refuse_if_leaving()?;
+                    (SubmissionKind::Commit, Some(CommitKind::SelfUpdate))
+                }
+                Intent::CommitProposals => {
+                    if leaving || !mls::has_proposals_to_commit(&group) {
+                        return Ok(Prepared::Done);
+                    }
+                    (SubmissionKind::Commit, Some(CommitKind::PendingProposals))
+                }
+                Intent::Leave => {
+                    if leaving && row.leaving_epoch == Some(epoch) {
+                        return Ok(Prepared::Done);
+                    }
+                    (SubmissionKind::Proposal, None)
+                }
+                Intent::Text { .. } => {
+                    refuse_if_leaving()?;
+                    if mls::has_proposals_to_commit(&group) {
+                        return Ok(Prepared::CommitProposalsFirst);
+                    }
+                    (SubmissionKind::Message, None)
+                }
+            };
+            let (payload, welcome, extra) = match (commit_kind, intent) {
+                (Some(commit_kind), _) => {
+                    let commit = mls::build_commit(&mut group, provider, &signer, commit_kind)?;
+                    (commit.commit, commit.welcome, Some(commit.group_info))
+                }
+                (None, Intent::Leave) => {
+                    if leaving {
+                        // A stale proposal of an earlier attempt: replace it.
+                        mls::discard_own_leave(&mut group, provider)?;
+                    }
+                    (mls::leave_proposal(&mut group, provider, &signer)?, None, None)
+                }
+                (None, Intent::Text { body }) => {
+                    let plaintext = mls::encode_text(body);
+                    (mls::encrypt(&mut group, provider, &signer, &plaintext)?, None, None)
+                }
+                (None, _) => unreachable!("every other intent is a commit"),
+            };
+            let mut submission = PendingSubmission {
+                id: 0,
+                group_id: group_id.to_vec(),
+                kind,
+                intent: intent.to_json(),
+                idempotency_key: idempotency_key(provider)?,
+                payload,
+                welcome,
+                extra,
+                epoch,
+            };
+            submission.id = stored::insert_pending(connection, &submission, now_ms())?;
+            tracing::debug!(group = hex::encode(group_id), ?kind, epoch, me = %me, "stored a submission");
+            Ok(Prepared::Submission {
+                submission,
+                devices,
+            })
+        })
+    }
+
+    /// One key package per device of each user, verified. A user with none is
+    /// an error, unless it is this device's own user (whose other devices are
+    /// optional).
+    async fn claim_for_invitation(
+        &self,
+        users: &[String],
+    ) -> Result<Vec<ClaimedKeyPackage>, ClientError> {
+        let session = self.require_session()?;
+        let mut claimed = Vec::new();
+        for user in users {
+            let user: UserId = user.parse()?;
+            let packages = self.claim_key_packages(&user).await?;
+            let others = packages
+                .iter()
+                .filter(|package| package.credential_identity != session.credential_identity)
+                .count();
+            if others == 0 && &user != session.user_id() {
+                return Err(ClientError::NoDevicesToAdd(user));
+            }
+            claimed.extend(packages);
+        }
+        Ok(claimed)
+    }
+
+    /// Sends a stored submission once.
+    async fn send_pending(&self, submission: &PendingSubmission) -> Result<Accepted, SendFailure> {
+        let (_, channel, auth) = self
+            .authenticated()
+            .await
+            .map_err(SendFailure::Unavailable)?;
+        let mut client = group_client(channel, auth);
+        let key = submission.idempotency_key.clone();
+        let group_id = submission.group_id.clone();
+        let result = match submission.kind {
+            SubmissionKind::Create => call_with_status(
+                "create group",
+                client.create_group(proto::CreateGroupRequest {
+                    idempotency_key: key,
+                    group_info: submission.payload.clone(),
+                    ratchet_tree: submission.extra.clone().unwrap_or_default(),
+                }),
+            )
+            .await
+            .map(|reply| Accepted {
+                seq: 0,
+                epoch: reply.epoch,
+            }),
+            SubmissionKind::Commit => call_with_status(
+                "submit commit",
+                client.submit_commit(proto::SubmitCommitRequest {
+                    idempotency_key: key,
+                    group_id,
+                    commit: submission.payload.clone(),
+                    welcome: submission.welcome.clone(),
+                    group_info: submission.extra.clone().unwrap_or_default(),
+                }),
+            )
+            .await
+            .map(accepted),
+            SubmissionKind::Proposal => call_with_status(
+                "submit proposal",
+                client.submit_proposal(proto::SubmitProposalRequest {
+                    idempotency_key: key,
+                    group_id,
+                    proposal: submission.payload.clone(),
+                }),
+            )
+            .await
+            .map(accepted),
+            SubmissionKind::Message => call_with_status(
+                "send message",
+                client.send_message(proto::SendMessageRequest {
+                    idempotency_key: key,
+                    group_id,
+                    message: submission.payload.clone(),
+                }),
+            )
+            .await
+            .map(accepted),
+        };
+        result.map_err(|(error, status)| classify(submission.kind, error, status.as_ref()))
+    }
+
+    /// Applies an accepted submission and forgets it, in one transaction. If it
+    /// is gone already, its echo from the hub (or another process on this
+    /// state) applied it first.
+    fn apply_accepted(
+        &self,
+        submission: &PendingSubmission,
+        accepted: Accepted,
+    ) -> Result<(), ClientError> {
+        let session = self.require_session()?;
+        let me = &session.credential_identity;
+        let intent = Intent::from_json(&submission.intent)?;
+        let group_id = submission.group_id.as_slice();
+        self.state().transaction(|provider, connection| {
+            if !stored::delete_pending(connection, submission.id)? {
+                return Ok(());
+            }
+            match submission.kind {
+                SubmissionKind::Create => {
+                    stored::set_status(connection, group_id, GroupStatus::Active)?;
+                }
+                SubmissionKind::Commit if intent == Intent::Rejoin => {
+                    super::sync::finish_rejoin(provider, connection, me, group_id, accepted.seq)?;
+                }
+                SubmissionKind::Commit => {
+                    if let Some(mut group) = mls::load_group(provider, group_id)? {
+                        mls::merge_own_commit(&mut group, provider)?;
+                        super::sync::retry_held(provider, connection, me, group_id)?;
+                    }
+                }
+                SubmissionKind::Proposal => {
+                    stored::set_leaving_epoch(connection, group_id, Some(submission.epoch))?;
+                }
+                SubmissionKind::Message => {
+                    record_own_message(connection, me, submission, accepted.seq)?;
+                }
+            }
+            Ok::<_, ClientError>(())
+        })
+    }
+
+    /// Undoes a submission the hub did not take: drops the pending commit (or
+    /// proposal, or the provisional group) and the stored submission. `refusal`
+    /// is the code of a final refusal; `None` for a lost race.
+    fn undo(
+        &self,
+        submission: &PendingSubmission,
+        refusal: Option<Code>,
+    ) -> Result<(), ClientError> {
+        let intent = Intent::from_json(&submission.intent)?;
+        let group_id = submission.group_id.as_slice();
+        self.state().transaction(|provider, connection| {
+            if !stored::delete_pending(connection, submission.id)? {
+                return Ok(());
+            }
+            let group = mls::load_group(provider, group_id)?;
+            match (submission.kind, group) {
+                (SubmissionKind::Create, group) => {
+                    if let Some(mut group) = group {
+                        mls::delete_group(provider, &mut group)?;
+                    }
+                    stored::delete_group(connection, group_id)?;
+                }
+                (SubmissionKind::Commit, group) if intent == Intent::Rejoin => {
+                    if let Some(mut group) = group {
+                        mls::delete_group(provider, &mut group)?;
+                    }
+                    if matches!(refusal, Some(Code::PermissionDenied | Code::NotFound)) {
+                        // The hub no longer counts this user as a member.
+                        super::sync::mark_removed(provider, connection, group_id)?;
+                    } else {
+                        stored::set_needs_rejoin(connection, group_id, true)?;
+                    }
+                }
+                (SubmissionKind::Commit, Some(mut group)) => {
+                    if group.pending_commit().is_some() {
+                        mls::discard_own_commit(&mut group, provider)?;
+                    }
+                }
+                (SubmissionKind::Proposal, Some(mut group)) => {
+                    mls::discard_own_leave(&mut group, provider)?;
+                }
+                (SubmissionKind::Commit | SubmissionKind::Proposal, None)
+                | (SubmissionKind::Message, _) => {}
+            }
+            Ok::<_, ClientError>(())
+        })
+    }
+}
+
+/// Stores this device's own text message at the position the hub gave it.
+pub(crate) fn record_own_message(
+    connection: &rusqlite::Connection,
+    me: &CredentialIdentity,
+    submission: &PendingSubmission,
+    seq: u64,
+) -> Result<(), ClientError> {
+    if let Intent::Text { body } = Intent::from_json(&submission.intent)? {
+        stored::insert_message(
+            connection,
+            &stored::NewMessage {
+                group_id: &submission.group_id,
+                seq,
+                sender_user_id: &me.user_id().to_string(),
+                sender_device_id: me.device_id().as_str(),
+                server_time_ms: None,
+                kind: "text",
+                body: &body,
+                own: true,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn accepted(reply: proto::SubmitResponse) -> Accepted {
+    Accepted {
+        seq: reply.seq,
+        epoch: reply.epoch,
+    }
+}
+
+/// Sorts a refusal: a lost race (ABORTED with a `CommitConflict`), an epoch that
+/// ended (FAILED_PRECONDITION for a proposal or message), a passing failure worth
+/// a resend, or a final refusal.
+fn classify(kind: SubmissionKind, error: RpcError, status: Option<&tonic::Status>) -> SendFailure {
+    match error.code {
+        Code::Aborted => SendFailure::Conflict {
+            winning_seq: status
+                .and_then(commit_conflict)
+                .map_or(0, |conflict| conflict.winning_commit_seq),
+        },
+        Code::FailedPrecondition
+            if matches!(kind, SubmissionKind::Proposal | SubmissionKind::Message) =>
+        {
+            SendFailure::Stale
+        }
+        code if is_transient(code) => SendFailure::Unavailable(error.into()),
+        code => SendFailure::Refused(error.into(), code),
+    }
+}
+
+/// Codes after which the same request may well succeed later.
+pub(crate) fn is_transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
+    )
+}
+
+/// Whether a failed operation is worth retrying as it is (the server was not
+/// reached, or is busy), as opposed to refused.
+pub(crate) fn is_transient_error(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect(_) => true,
+        ClientError::Rpc(rpc) => is_transient(rpc.code),
+        _ => false,
+    }
+}
+
+/// The `CommitConflict` in the rich error details of an ABORTED status (a
+/// `google.rpc.Status` whose details hold it as an `Any`).
+fn commit_conflict(status: &tonic::Status) -> Option<proto::CommitConflict> {
+    let details = tonic_types::pb::Status::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .find(|any| any.type_url == COMMIT_CONFLICT_TYPE_URL)
+        .and_then(|any| proto::CommitConflict::decode(any.value.as_slice()).ok())
+}
+
+/// How long to wait before resubscribing after the `attempt`-th failure in a
+/// row: 100 ms doubling to 5 s. A retry schedule, not synchronisation.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intents_round_trip_as_json() {
+        for intent in [
+            Intent::Create,
+            Intent::Invite {
+                users: vec!["bob@localhost".into()],
+            },
+            Intent::Remove {
+                user: "bob@localhost".into(),
+            },
+            Intent::Rotate,
+            Intent::CommitProposals,
+            Intent::Leave,
+            Intent::Rejoin,
+            Intent::Text {
+                body: "hello".into(),
+            },
+        ] {
+            assert_eq!(Intent::from_json(&intent.to_json()).unwrap(), intent);
+        }
+        assert_eq!(
+            Intent::Text { body: "x".into() }.to_json(),
+            r#"{"intent":"text","body":"x"}"#
+        );
+    }
+
+    #[test]
+    fn commit_conflicts_are_read_from_the_status_details() {
+        let conflict = proto::CommitConflict {
+            current_epoch: 7,
+            winning_commit_seq: 42,
+        };
+        let details = tonic_types::pb::Status {
+            code: Code::Aborted as i32,
+            message: "lost".into(),
+            details: vec![prost_types::Any {
+                type_url: COMMIT_CONFLICT_TYPE_URL.into(),
+                value: conflict.encode_to_vec(),
+            }],
+        };
+        let status =
+            tonic::Status::with_details(Code::Aborted, "lost", details.encode_to_vec().into());
+        assert_eq!(commit_conflict(&status), Some(conflict));
+        let error = RpcError::from_status("submit commit", &status);
+        assert!(matches!(
+            classify(SubmissionKind::Commit, error, Some(&status)),
+            SendFailure::Conflict { winning_seq: 42 }
+        ));
+        assert_eq!(commit_conflict(&tonic::Status::aborted("no details")), None);
+    }
+
+    #[test]
+    fn refusals_are_sorted() {
+        let sort = |kind, code| {
+            let status = tonic::Status::new(code, "x");
+            classify(kind, RpcError::from_status("x", &status), Some(&status))
+        };
+        assert!(matches!(
+            sort(SubmissionKind::Message, Code::FailedPrecondition),
+            SendFailure::Stale
+        ));
+        assert!(matches!(
+            sort(SubmissionKind::Commit, Code::FailedPrecondition),
+            SendFailure::Refused(_, Code::FailedPrecondition)
+        ));
+        assert!(matches!(
+            sort(SubmissionKind::Commit, Code::Unavailable),
+            SendFailure::Unavailable(_)
+        ));
+        assert!(matches!(
+            sort(SubmissionKind::Proposal, Code::InvalidArgument),
+            SendFailure::Refused(_, Code::InvalidArgument)
+        ));
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(30), Duration::from_secs(5));
+    }
+}

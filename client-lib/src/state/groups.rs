@@ -1,0 +1,600 @@
+//! The client's own group bookkeeping beside openmls's group state: what it knows
+//! of each group (name, status, how far its log is processed), submissions the
+//! hub has not confirmed yet, received messages, events waiting for a commit,
+//! and the inbox cursor. Plain queries over a connection, which is usually a
+//! transaction that also carries openmls's writes.
+
+use std::fmt;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StateError;
+
+/// Where this device stands in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStatus {
+    /// Created here; the hub has not registered it yet.
+    Creating,
+    /// A member.
+    Active,
+    /// Joining again by external commit; the hub has not accepted it yet.
+    Rejoining,
+    /// No longer a member: removed by another member, or left.
+    Removed,
+}
+
+impl GroupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Creating => "creating",
+            GroupStatus::Active => "active",
+            GroupStatus::Rejoining => "rejoining",
+            GroupStatus::Removed => "removed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<GroupStatus, StateError> {
+        match text {
+            "creating" => Ok(GroupStatus::Creating),
+            "active" => Ok(GroupStatus::Active),
+            "rejoining" => Ok(GroupStatus::Rejoining),
+            "removed" => Ok(GroupStatus::Removed),
+            other => Err(StateError::Corrupt(format!("group status {other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of `client_groups`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupRow {
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) name: String,
+    pub(crate) status: GroupStatus,
+    /// Every event of the group's log up to here is processed.
+    pub(crate) last_seq: u64,
+    /// The epoch at which the hub took this device's leave proposal.
+    pub(crate) leaving_epoch: Option<u64>,
+    /// The local state is lost or diverged: rejoin by external commit.
+    pub(crate) needs_rejoin: bool,
+}
+
+/// Which RPC carries a pending submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubmissionKind {
+    Create,
+    Commit,
+    Proposal,
+    Message,
+}
+
+impl SubmissionKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SubmissionKind::Create => "create",
+            SubmissionKind::Commit => "commit",
+            SubmissionKind::Proposal => "proposal",
+            SubmissionKind::Message => "message",
+        }
+    }
+
+    fn parse(text: &str) -> Result<SubmissionKind, StateError> {
+        match text {
+            "create" => Ok(SubmissionKind::Create),
+            "commit" => Ok(SubmissionKind::Commit),
+            "proposal" => Ok(SubmissionKind::Proposal),
+            "message" => Ok(SubmissionKind::Message),
+            other => Err(StateError::Corrupt(format!("submission kind {other:?}"))),
+        }
+    }
+}
+
+/// A submission stored before it was first sent, kept until the hub's answer is
+/// applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingSubmission {
+    /// Row id; 0 for one not inserted yet.
+    pub(crate) id: i64,
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) kind: SubmissionKind,
+    /// The intent as JSON (see `client::intent`).
+    pub(crate) intent: String,
+    pub(crate) idempotency_key: Vec<u8>,
+    /// The MLSMessage submitted; for a creation, the GroupInfo.
+    pub(crate) payload: Vec<u8>,
+    /// For a commit: the Welcome, if it adds members.
+    pub(crate) welcome: Option<Vec<u8>>,
+    /// For a commit: the new GroupInfo; for a creation: the ratchet tree.
+    pub(crate) extra: Option<Vec<u8>>,
+    /// The group's epoch when it was built.
+    pub(crate) epoch: u64,
+}
+
+/// A message as stored: received, or sent by this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredMessage {
+    pub(crate) id: i64,
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) seq: u64,
+    pub(crate) sender_user_id: String,
+    pub(crate) sender_device_id: String,
+    pub(crate) server_time_ms: Option<i64>,
+    pub(crate) kind: String,
+    pub(crate) body: String,
+    pub(crate) own: bool,
+}
+
+/// A group event kept until the commit for its epoch has been processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldEvent {
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) seq: u64,
+    pub(crate) epoch: u64,
+    pub(crate) message: Vec<u8>,
+    pub(crate) sender_user_id: String,
+    pub(crate) sender_device_id: String,
+    pub(crate) server_time_ms: Option<i64>,
+}
+
+/// SQLite integers are signed; sequence numbers and epochs never come near 2^63.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A `client_groups` row as SQLite returns it, before its status is parsed.
+type RawGroupRow = (Vec<u8>, String, String, i64, Option<i64>, bool);
+
+fn group_row(row: &Row<'_>) -> rusqlite::Result<RawGroupRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn to_group_row(
+    (group_id, name, status, last_seq, leaving_epoch, needs_rejoin): RawGroupRow,
+) -> Result<GroupRow, StateError> {
+    Ok(GroupRow {
+        group_id,
+        name,
+        status: GroupStatus::parse(&status)?,
+        last_seq: from_sql(last_seq),
+        leaving_epoch: leaving_epoch.map(from_sql),
+        needs_rejoin,
+    })
+}
+
+const GROUP_COLUMNS: &str = "group_id, name, status, last_seq, leaving_epoch, needs_rejoin";
+
+pub(crate) fn group(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<Option<GroupRow>, StateError> {
+    connection
+        .query_row(
+            &format!("SELECT {GROUP_COLUMNS} FROM client_groups WHERE group_id = ?1"),
+            [group_id],
+            group_row,
+        )
+        .optional()?
+        .map(to_group_row)
+        .transpose()
+}
+
+/// Every group, by name then id.
+pub(crate) fn groups(connection: &Connection) -> Result<Vec<GroupRow>, StateError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {GROUP_COLUMNS} FROM client_groups ORDER BY name, group_id"
+    ))?;
+    let rows = statement
+        .query_map([], group_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(to_group_row).collect()
+}
+
+/// Inserts a group, or replaces everything known about it.
+pub(crate) fn put_group(
+    connection: &Connection,
+    row: &GroupRow,
+    now_ms: i64,
+) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO client_groups
+             (group_id, name, status, last_seq, leaving_epoch, needs_rejoin, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (group_id) DO UPDATE SET
+             name = excluded.name, status = excluded.status, last_seq = excluded.last_seq,
+             leaving_epoch = excluded.leaving_epoch, needs_rejoin = excluded.needs_rejoin,
+             updated_at_ms = excluded.updated_at_ms",
+        params![
+            row.group_id,
+            row.name,
+            row.status.as_str(),
+            to_sql(row.last_seq),
+            row.leaving_epoch.map(to_sql),
+            row.needs_rejoin,
+            now_ms,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks the group's log processed up to `seq` (never backwards).
+pub(crate) fn advance_last_seq(
+    connection: &Connection,
+    group_id: &[u8],
+    seq: u64,
+) -> Result<(), StateError> {
+    connection.execute(
+        "UPDATE client_groups SET last_seq = MAX(last_seq, ?2) WHERE group_id = ?1",
+        params![group_id, to_sql(seq)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_status(
+    connection: &Connection,
+    group_id: &[u8],
+    status: GroupStatus,
+) -> Result<(), StateError> {
+    connection.execute(
+        "UPDATE client_groups SET status = ?2 WHERE group_id = ?1",
+        params![group_id, status.as_str()],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_leaving_epoch(
+    connection: &Connection,
+    group_id: &[u8],
+    epoch: Option<u64>,
+) -> Result<(), StateError> {
+    connection.execute(
+        "UPDATE client_groups SET leaving_epoch = ?2 WHERE group_id = ?1",
+        params![group_id, epoch.map(to_sql)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_needs_rejoin(
+    connection: &Connection,
+    group_id: &[u8],
+    needs_rejoin: bool,
+) -> Result<(), StateError> {
+    connection.execute(
+        "UPDATE client_groups SET needs_rejoin = ?2 WHERE group_id = ?1",
+        params![group_id, needs_rejoin],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn delete_group(connection: &Connection, group_id: &[u8]) -> Result<(), StateError> {
+    connection.execute("DELETE FROM client_groups WHERE group_id = ?1", [group_id])?;
+    delete_pending_for_group(connection, group_id)?;
+    delete_held_for_group(connection, group_id)?;
+    Ok(())
+}
+
+/// Stores a submission before it is sent; returns its row id.
+pub(crate) fn insert_pending(
+    connection: &Connection,
+    submission: &PendingSubmission,
+    now_ms: i64,
+) -> Result<i64, StateError> {
+    connection.execute(
+        "INSERT INTO pending_submissions
+             (group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            submission.group_id,
+            submission.kind.as_str(),
+            submission.intent,
+            submission.idempotency_key,
+            submission.payload,
+            submission.welcome,
+            submission.extra,
+            to_sql(submission.epoch),
+            now_ms,
+        ],
+    )?;
+    Ok(connection.last_insert_rowid())
+}
+
+/// Pending submissions, oldest first; of one group, or of all.
+pub(crate) fn pending_submissions(
+    connection: &Connection,
+    group_id: Option<&[u8]>,
+) -> Result<Vec<PendingSubmission>, StateError> {
+    let mut statement = connection.prepare(
+        "SELECT id, group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch
+         FROM pending_submissions WHERE ?1 IS NULL OR group_id = ?1 ORDER BY id",
+    )?;
+    let rows = statement
+        .query_map([group_id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+                row.get::<_, Vec<u8>>(5)?,
+                row.get::<_, Option<Vec<u8>>>(6)?,
+                row.get::<_, Option<Vec<u8>>>(7)?,
+                row.get::<_, i64>(8)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(
+            |(id, group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch)| {
+                Ok(PendingSubmission {
+                    id,
+                    group_id,
+                    kind: SubmissionKind::parse(&kind)?,
+                    intent,
+                    idempotency_key,
+                    payload,
+                    welcome,
+                    extra,
+                    epoch: from_sql(epoch),
+                })
+            },
+        )
+        .collect()
+}
+
+/// Deletes a pending submission; false if it was gone already (another process
+/// completed it).
+pub(crate) fn delete_pending(connection: &Connection, id: i64) -> Result<bool, StateError> {
+    Ok(connection.execute("DELETE FROM pending_submissions WHERE id = ?1", [id])? > 0)
+}
+
+/// Deletes the pending submission that carries exactly `payload` (its echo came
+/// back from the hub); false if there was none.
+pub(crate) fn delete_pending_with_payload(
+    connection: &Connection,
+    group_id: &[u8],
+    payload: &[u8],
+) -> Result<Option<PendingSubmission>, StateError> {
+    let found = pending_submissions(connection, Some(group_id))?
+        .into_iter()
+        .find(|submission| submission.payload == payload);
+    if let Some(submission) = &found {
+        delete_pending(connection, submission.id)?;
+    }
+    Ok(found)
+}
+
+pub(crate) fn delete_pending_for_group(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<(), StateError> {
+    connection.execute(
+        "DELETE FROM pending_submissions WHERE group_id = ?1",
+        [group_id],
+    )?;
+    Ok(())
+}
+
+/// Whether a commit of this device for the group awaits the hub's answer.
+pub(crate) fn has_pending_commit(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<bool, StateError> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pending_submissions WHERE group_id = ?1 AND kind = 'commit')",
+        [group_id],
+        |row| row.get(0),
+    )?)
+}
+
+/// A message to store.
+pub(crate) struct NewMessage<'a> {
+    pub(crate) group_id: &'a [u8],
+    pub(crate) seq: u64,
+    pub(crate) sender_user_id: &'a str,
+    pub(crate) sender_device_id: &'a str,
+    pub(crate) server_time_ms: Option<i64>,
+    pub(crate) kind: &'a str,
+    pub(crate) body: &'a str,
+    pub(crate) own: bool,
+}
+
+/// Stores a message, unread unless it is this device's own. A message already
+/// stored at that position is left as it is (false).
+pub(crate) fn insert_message(
+    connection: &Connection,
+    message: &NewMessage<'_>,
+) -> Result<bool, StateError> {
+    let inserted = connection.execute(
+        "INSERT INTO messages
+             (group_id, seq, sender_user_id, sender_device_id, server_time_ms, kind, body, own, unread)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (group_id, seq) DO NOTHING",
+        params![
+            message.group_id,
+            to_sql(message.seq),
+            message.sender_user_id,
+            message.sender_device_id,
+            message.server_time_ms,
+            message.kind,
+            message.body,
+            message.own,
+            !message.own,
+        ],
+    )?;
+    Ok(inserted > 0)
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, group_id, seq, sender_user_id, sender_device_id, server_time_ms, kind, body, own";
+
+fn stored_message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: row.get(0)?,
+        group_id: row.get(1)?,
+        seq: from_sql(row.get(2)?),
+        sender_user_id: row.get(3)?,
+        sender_device_id: row.get(4)?,
+        server_time_ms: row.get(5)?,
+        kind: row.get(6)?,
+        body: row.get(7)?,
+        own: row.get(8)?,
+    })
+}
+
+/// Takes the oldest unread message (of one group, or of any) and marks it read,
+/// in one statement pair inside the caller's transaction.
+pub(crate) fn take_unread(
+    connection: &Connection,
+    group_id: Option<&[u8]>,
+) -> Result<Option<StoredMessage>, StateError> {
+    let message = connection
+        .query_row(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE unread = 1 AND (?1 IS NULL OR group_id = ?1) ORDER BY id LIMIT 1"
+            ),
+            [group_id],
+            stored_message,
+        )
+        .optional()?;
+    if let Some(message) = &message {
+        connection.execute("UPDATE messages SET unread = 0 WHERE id = ?1", [message.id])?;
+    }
+    Ok(message)
+}
+
+/// The group's messages in log order, own ones included: the newest `limit`.
+pub(crate) fn messages(
+    connection: &Connection,
+    group_id: &[u8],
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StateError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM
+             (SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2)
+         ORDER BY seq"
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(statement
+        .query_map(params![group_id, limit], stored_message)?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn hold_event(connection: &Connection, event: &HeldEvent) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO held_events
+             (group_id, seq, epoch, message, sender_user_id, sender_device_id, server_time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (group_id, seq) DO NOTHING",
+        params![
+            event.group_id,
+            to_sql(event.seq),
+            to_sql(event.epoch),
+            event.message,
+            event.sender_user_id,
+            event.sender_device_id,
+            event.server_time_ms,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The group's held events, in log order.
+pub(crate) fn held_events(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<Vec<HeldEvent>, StateError> {
+    let mut statement = connection.prepare(
+        "SELECT group_id, seq, epoch, message, sender_user_id, sender_device_id, server_time_ms
+         FROM held_events WHERE group_id = ?1 ORDER BY seq",
+    )?;
+    Ok(statement
+        .query_map([group_id], |row| {
+            Ok(HeldEvent {
+                group_id: row.get(0)?,
+                seq: from_sql(row.get(1)?),
+                epoch: from_sql(row.get(2)?),
+                message: row.get(3)?,
+                sender_user_id: row.get(4)?,
+                sender_device_id: row.get(5)?,
+                server_time_ms: row.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn delete_held(
+    connection: &Connection,
+    group_id: &[u8],
+    seq: u64,
+) -> Result<(), StateError> {
+    connection.execute(
+        "DELETE FROM held_events WHERE group_id = ?1 AND seq = ?2",
+        params![group_id, to_sql(seq)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn delete_held_for_group(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<(), StateError> {
+    connection.execute("DELETE FROM held_events WHERE group_id = ?1", [group_id])?;
+    Ok(())
+}
+
+/// Every inbox event up to here is processed.
+pub(crate) fn inbox_seq(connection: &Connection) -> Result<u64, StateError> {
+    let seq: Option<i64> = connection
+        .query_row("SELECT seq FROM inbox_cursor WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(seq.map_or(0, from_sql))
+}
+
+pub(crate) fn advance_inbox_seq(connection: &Connection, seq: u64) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO inbox_cursor (id, seq) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        [to_sql(seq)],
+    )?;
+    Ok(())
+}
+
+/// Runs `work` inside a savepoint of the caller's transaction: rolled back (and
+/// the error or the rejected value returned) if `keep` says no, released if yes.
+/// Lets one transaction apply many events while a failing one leaves no trace.
+pub(crate) fn savepoint<T, E>(
+    connection: &Connection,
+    work: impl FnOnce() -> Result<T, E>,
+    keep: impl FnOnce(&T) -> bool,
+) -> Result<T, E>
+where
+    E: From<rusqlite::Error>,
+{
+    connection.execute_batch("SAVEPOINT event")?;
+    let result = work();
+    let keep = matches!(&result, Ok(value) if keep(value));
+    if keep {
+        connection.execute_batch("RELEASE event")?;
+    } else {
+        connection.execute_batch("ROLLBACK TO event; RELEASE event")?;
+    }
+    result
+}

@@ -1,0 +1,530 @@
+//! The `conclave` binary, run as a person or a script would run it.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use conclave_homeserver::test_support::TestHomeserver;
+use serde_json::Value;
+
+use crate::support::PASSWORD;
+
+/// Generous: the first run of a debug binary can be slow on a loaded machine.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `conclave` with `args`, in an environment holding nothing of the caller's
+/// Conclave settings. Uses tokio's process API: the homeserver runs on this
+/// test's runtime and must keep serving while the command runs.
+async fn conclave(args: &[&str], env: &[(&str, &str)]) -> Output {
+    conclave_with_stdin(args, env, None).await
+}
+
+/// [`conclave`] with `stdin` as its standard input (else none).
+async fn conclave_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let home = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"));
+    command
+        .args(args)
+        .env_remove("CONCLAVE_SERVER")
+        .env_remove("CONCLAVE_STATE")
+        .env_remove("CONCLAVE_PASSWORD")
+        .env_remove("RUST_LOG")
+        .env("HOME", home.path())
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        // Dropping the pipe closes it: the command sees the end of its input.
+    }
+    tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("conclave {args:?} did not finish"))
+        .unwrap()
+}
+
+/// Runs a command that must succeed, returning its stdout.
+async fn succeed(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = conclave(args, env).await;
+    assert!(
+        output.status.success(),
+        "conclave {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a command that must print JSON lines, one object each.
+async fn succeed_json_lines(args: &[&str]) -> Vec<Value> {
+    let stdout = succeed(args, &[]).await;
+    stdout
+        .lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap();
+            assert!(value.is_object(), "{line}");
+            value
+        })
+        .collect()
+}
+
+/// Runs a command that must print exactly one JSON object.
+async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let stdout = succeed(args, env).await;
+    assert_eq!(stdout.trim_end().lines().count(), 1, "one line: {stdout}");
+    let value: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(value.is_object(), "{stdout}");
+    value
+}
+
+/// Runs a command that must fail with one `error:` line and exit code 1.
+async fn fail(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = conclave(args, env).await;
+    assert_eq!(output.status.code(), Some(1), "conclave {args:?}");
+    assert!(output.stdout.is_empty(), "nothing on stdout");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    stderr.trim_end().to_owned()
+}
+
+fn path(dir: &Path) -> &str {
+    dir.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn walkthrough() {
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let alice_dir = tempfile::tempdir().unwrap();
+    let bob_dir = tempfile::tempdir().unwrap();
+    let alice = path(alice_dir.path());
+    let bob = path(bob_dir.path());
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+
+    let registered = succeed(
+        &["--server", &url, "--state", alice, "register", "alice"],
+        &password,
+    )
+    .await;
+    assert!(
+        registered.starts_with("registered alice@localhost as device "),
+        "{registered}"
+    );
+    assert!(
+        registered.contains("published 50 key packages"),
+        "{registered}"
+    );
+    succeed(
+        &[
+            "--server",
+            &url,
+            "--state",
+            bob,
+            "register",
+            "bob",
+            "--device-name",
+            "bob's laptop",
+        ],
+        &password,
+    )
+    .await;
+
+    // From here on the server comes from the state.
+    let published = succeed(&["--state", alice, "keys", "publish", "--count", "5"], &[]).await;
+    assert!(
+        published.starts_with("published 5 key packages"),
+        "{published}"
+    );
+
+    let status = succeed_json(&["--state", alice, "keys", "status", "--json"], &[]).await;
+    assert_eq!(status["available"], 55);
+    assert_eq!(status["has_last_resort"], true);
+    assert!(status["earliest_expiry"].is_string(), "{status}");
+
+    let claimed = succeed_json(
+        &["--state", alice, "keys", "claim", "bob@localhost", "--json"],
+        &[],
+    )
+    .await;
+    assert_eq!(claimed["user_id"], "bob@localhost");
+    let packages = claimed["key_packages"].as_array().unwrap();
+    assert_eq!(packages.len(), 1, "{claimed}");
+    let package = &packages[0];
+    let bob_device = package["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        package["credential_identity"],
+        format!("bob@localhost/{bob_device}")
+    );
+    assert_eq!(package["last_resort"], false);
+    assert_eq!(
+        package["hash_ref"].as_str().unwrap().len(),
+        64,
+        "SHA-256, hex"
+    );
+    let size = package["size"].as_u64().unwrap();
+    assert_eq!(
+        package["key_package"].as_str().unwrap().len() as u64,
+        size * 2
+    );
+
+    let whoami = succeed(&["--state", alice, "whoami"], &[]).await;
+    assert!(whoami.contains("alice@localhost"), "{whoami}");
+    assert!(whoami.contains(&url), "{whoami}");
+
+    let devices = succeed_json(&["--state", alice, "devices", "--json"], &[]).await;
+    let devices = devices["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["current"], true);
+    assert_eq!(devices[0]["key_packages_available"], 55);
+    let bob_devices = succeed_json(&["--state", bob, "devices", "--json"], &[]).await;
+    assert_eq!(bob_devices["devices"][0]["device_id"], bob_device.as_str());
+    assert_eq!(bob_devices["devices"][0]["display_name"], "bob's laptop");
+
+    let logged_out = succeed(&["--state", alice, "logout"], &[]).await;
+    assert!(
+        logged_out.starts_with("logged out alice@localhost"),
+        "{logged_out}"
+    );
+    let error = fail(&["--state", alice, "whoami"], &[]).await;
+    assert_eq!(error, "error: not logged in: register or log in first");
+
+    // Logging in again needs no --server: it was remembered.
+    let login = succeed_json(&["--state", alice, "login", "alice", "--json"], &password).await;
+    assert_eq!(login["user_id"], "alice@localhost");
+    assert_eq!(login["server"], url.as_str());
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_exit_code_1() {
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = path(state_dir.path());
+    let password_dir = tempfile::tempdir().unwrap();
+    let password_file = password_dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let password_file = path(&password_file);
+
+    let error = fail(&["--state", state, "register", "carol"], &[]).await;
+    assert_eq!(error, "error: no server known: pass --server URL once");
+    let error = fail(&["--state", state, "keys", "status"], &[]).await;
+    assert!(error.contains("not logged in"), "{error}");
+
+    let no_password = fail(
+        &["--server", &url, "--state", state, "register", "carol"],
+        &[],
+    )
+    .await;
+    assert!(no_password.contains("--password-file"), "{no_password}");
+
+    let carol = [
+        "--server",
+        &url,
+        "--state",
+        state,
+        "register",
+        "carol",
+        "--password-file",
+        password_file,
+    ];
+    succeed(&carol, &[]).await;
+    let error = fail(&carol, &[]).await;
+    assert_eq!(
+        error,
+        "error: already logged in as carol@localhost; log out first"
+    );
+
+    // The server's refusal, in one line.
+    let other_dir = tempfile::tempdir().unwrap();
+    let error = fail(
+        &[
+            "--server",
+            &url,
+            "--state",
+            path(other_dir.path()),
+            "register",
+            "carol",
+            "--password-file",
+            password_file,
+        ],
+        &[],
+    )
+    .await;
+    assert!(error.starts_with("error: register failed: "), "{error}");
+    assert!(error.ends_with("(already exists)"), "{error}");
+
+    let error = fail(
+        &["--state", state, "keys", "claim", "nobody@localhost"],
+        &[],
+    )
+    .await;
+    assert!(error.contains("(not found)"), "{error}");
+
+    let error = fail(
+        &["--server", "http://127.0.0.2:1", "--state", state, "whoami"],
+        &[],
+    )
+    .await;
+    assert!(
+        error.contains("log out first to use another server"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_with_code_2() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = path(state_dir.path());
+    for args in [
+        &["--state", state, "frobnicate"][..],
+        &["--state", state, "register", "Not A Name"],
+        &[
+            "--server",
+            "http://chat.example.org",
+            "--state",
+            state,
+            "whoami",
+        ],
+    ] {
+        let output = conclave(args, &[]).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// Three people through the CLI: create a group, invite, talk, listen, remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_walkthrough() {
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [alice, bob, carol] = [0, 1, 2].map(|index| path(dirs[index].path()));
+    for (state, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
+        succeed(
+            &["--server", &url, "--state", state, "register", name],
+            &password,
+        )
+        .await;
+    }
+
+    let created = succeed_json(
+        &["--state", alice, "group", "create", "team", "--json"],
+        &[],
+    )
+    .await;
+    assert_eq!(created["name"], "team");
+    assert_eq!(created["epoch"], 0);
+    assert_eq!(created["member_devices"], 1);
+    let group_id = created["group_id"].as_str().unwrap().to_owned();
+    assert_eq!(group_id.len(), 32, "16 bytes in hex");
+
+    let invited = succeed_json(
+        &[
+            "--state",
+            alice,
+            "group",
+            "invite",
+            "team",
+            "bob@localhost",
+            "carol@localhost",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(invited["group_id"], group_id.as_str());
+    assert_eq!(invited["added"].as_array().unwrap().len(), 2);
+    assert_eq!(invited["epoch"], 1);
+
+    // Bob's next command fetches the invitation first.
+    let groups = succeed_json(&["--state", bob, "groups", "--json"], &[]).await;
+    let listed = groups["groups"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{groups}");
+    assert_eq!(listed[0]["group_id"], group_id.as_str());
+    assert_eq!(listed[0]["name"], "team");
+    assert_eq!(listed[0]["status"], "active");
+    assert_eq!(listed[0]["member_devices"], 3);
+    let text = succeed(&["--state", bob, "groups"], &[]).await;
+    assert!(text.contains("team") && text.contains("active"), "{text}");
+
+    // A message as an argument, and one from stdin (by the hex id).
+    let sent = succeed_json(
+        &["--state", alice, "send", "team", "hello team", "--json"],
+        &[],
+    )
+    .await;
+    assert!(sent["seq"].as_u64().unwrap() > 0);
+    let output = conclave_with_stdin(
+        &["--state", alice, "send", &group_id, "-"],
+        &[],
+        Some("from stdin\n"),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for state in [bob, carol] {
+        let lines = succeed_json_lines(&[
+            "--state",
+            state,
+            "listen",
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+            "--json",
+        ])
+        .await;
+        assert_eq!(lines.len(), 2);
+        for (line, body) in lines.iter().zip(["hello team", "from stdin"]) {
+            assert_eq!(line["group_id"], group_id.as_str());
+            assert_eq!(line["group"], "team");
+            assert_eq!(line["sender"], "alice@localhost");
+            assert_eq!(line["type"], "text");
+            assert_eq!(line["body"], body);
+            assert!(line["server_time"].is_string(), "{line}");
+        }
+    }
+
+    // A listener that is already waiting when the message is sent.
+    let listen = [
+        "--state",
+        bob,
+        "listen",
+        "team",
+        "--count",
+        "1",
+        "--timeout",
+        "60",
+        "--json",
+    ];
+    let send = ["--state", carol, "send", "team", "hi from carol"];
+    let (lines, sent) = tokio::join!(succeed_json_lines(&listen), succeed(&send, &[]));
+    assert!(sent.starts_with("sent"), "{sent}");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["sender"], "carol@localhost");
+    assert_eq!(lines[0]["body"], "hi from carol");
+    let text = succeed(
+        &[
+            "--state",
+            alice,
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "60",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        text.contains("[team] carol@localhost: hi from carol"),
+        "{text}"
+    );
+
+    // Chat: each line typed is sent; the end of input ends the chat.
+    let output = conclave_with_stdin(
+        &["--state", alice, "chat", "team"],
+        &[],
+        Some("line one\n\nline two\n"),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = succeed_json_lines(&[
+        "--state",
+        bob,
+        "listen",
+        "--count",
+        "2",
+        "--timeout",
+        "60",
+        "--json",
+    ])
+    .await;
+    let bodies: Vec<&str> = lines
+        .iter()
+        .map(|line| line["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["line one", "line two"]);
+
+    let removed = succeed_json(
+        &[
+            "--state",
+            alice,
+            "group",
+            "remove",
+            "team",
+            "carol@localhost",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    let removed_devices = removed["removed"].as_array().unwrap();
+    assert_eq!(removed_devices.len(), 1);
+    assert!(
+        removed_devices[0]
+            .as_str()
+            .unwrap()
+            .starts_with("carol@localhost/"),
+        "{removed}"
+    );
+
+    let groups = succeed_json(&["--state", carol, "groups", "--json"], &[]).await;
+    assert_eq!(groups["groups"][0]["status"], "removed", "{groups}");
+    let error = fail(&["--state", carol, "send", "team", "still there?"], &[]).await;
+    assert!(error.contains("not a member"), "{error}");
+
+    let members = succeed_json(&["--state", bob, "group", "members", "team", "--json"], &[]).await;
+    let users: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 2, "{members}");
+    assert!(users.contains(&"alice@localhost") && users.contains(&"bob@localhost"));
+    assert_eq!(
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|member| member["this_device"] == true)
+            .count(),
+        1
+    );
+
+    let rotated = succeed_json(&["--state", bob, "group", "rotate", "team", "--json"], &[]).await;
+    assert_eq!(rotated["epoch"], 3);
+    succeed(&["--state", bob, "group", "leave", "team"], &[]).await;
+    // Alice's client commits Bob's leave proposal as it fetches it.
+    let members = succeed_json(
+        &["--state", alice, "group", "members", "team", "--json"],
+        &[],
+    )
+    .await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members}");
+    let groups = succeed_json(&["--state", bob, "groups", "--json"], &[]).await;
+    assert_eq!(groups["groups"][0]["status"], "removed", "{groups}");
+
+    let error = fail(&["--state", alice, "send", "nonesuch", "hello"], &[]).await;
+    assert!(error.contains("no group \"nonesuch\""), "{error}");
+}

@@ -1,0 +1,307 @@
+//! Groups end to end through the library: creation, invitations, messages to
+//! every device, removal, leaving, key rotation and rejoining after a lost
+//! state, on both of the homeserver's databases.
+
+use std::collections::BTreeSet;
+
+use conclave_client::{GroupId, GroupStatus, MessageBody};
+use conclave_core::ids::{CredentialIdentity, UserId};
+use conclave_homeserver::test_support::DatabaseChoice;
+
+use crate::support::{
+    GROUP_STOCK, TestDevice, login, register, start_server, take_all_unread, within,
+};
+
+fn user(id: &str) -> UserId {
+    id.parse().unwrap()
+}
+
+/// Texts a device has unread, with their senders.
+fn unread_texts(device: &TestDevice) -> BTreeSet<(CredentialIdentity, String)> {
+    take_all_unread(device)
+        .into_iter()
+        .map(|message| {
+            let MessageBody::Text(text) = message.body else {
+                panic!("not a text message: {message:?}");
+            };
+            (message.sender, text)
+        })
+        .collect()
+}
+
+async fn receive(device: &TestDevice) -> conclave_client::ReceiveReport {
+    within(60, "receive", device.client.receive())
+        .await
+        .unwrap_or_else(|error| panic!("receive on {}: {error}", device.identity()))
+}
+
+/// Every device agrees on the group's epoch, authenticator and members.
+fn assert_same_state(devices: &[&TestDevice], group_id: &GroupId, members: usize) {
+    let summaries: Vec<_> = devices
+        .iter()
+        .map(|device| device.client.group(group_id).unwrap())
+        .collect();
+    for summary in &summaries {
+        assert_eq!(summary.status, GroupStatus::Active);
+        assert_eq!(summary.member_devices, members, "{summary:?}");
+        assert_eq!(summary.epoch, summaries[0].epoch, "{summaries:#?}");
+        assert_eq!(
+            summary.epoch_authenticator, summaries[0].epoch_authenticator,
+            "{summaries:#?}"
+        );
+        assert_eq!(summary.tree_hash, summaries[0].tree_hash);
+    }
+}
+
+async fn conversation(database: DatabaseChoice) {
+    let server = start_server(database).await;
+    let (alice1, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (alice2, _) = login(&server, "alice", GROUP_STOCK).await;
+    let (bob1, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (bob2, _) = login(&server, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
+
+    let created = alice1.client.create_group("team").await.unwrap();
+    assert_eq!(created.name, "team");
+    assert_eq!(created.status, GroupStatus::Active);
+    assert_eq!(created.epoch, Some(0));
+    assert_eq!(created.member_devices, 1);
+    let group_id = created.group_id;
+    assert_eq!(alice1.client.find_group("team").unwrap(), group_id);
+
+    // Inviting alice's own user adds her other device.
+    let invited = alice1
+        .client
+        .invite(
+            &group_id,
+            &[
+                user("alice@localhost"),
+                user("bob@localhost"),
+                user("carol@localhost"),
+            ],
+        )
+        .await
+        .unwrap();
+    let expected: BTreeSet<CredentialIdentity> = [&alice2, &bob1, &bob2, &carol]
+        .iter()
+        .map(|device| device.identity())
+        .collect();
+    assert_eq!(
+        invited.devices.iter().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
+    assert_eq!(invited.epoch, 1);
+
+    for device in [&alice2, &bob1, &bob2, &carol] {
+        let report = receive(device).await;
+        assert_eq!(report.joined, vec![group_id.clone()]);
+        // The name travels in the group's context.
+        let summary = device.client.group(&group_id).unwrap();
+        assert_eq!(summary.name, "team");
+        assert_eq!(device.client.find_group("team").unwrap(), group_id);
+        let members = device.client.members(&group_id).unwrap();
+        assert_eq!(members.len(), 5);
+        assert_eq!(
+            members.iter().filter(|member| member.this_device).count(),
+            1
+        );
+    }
+    let everyone = [&alice1, &alice2, &bob1, &bob2, &carol];
+    assert_same_state(&everyone, &group_id, 5);
+
+    // Every device talks; every other device reads it, from the right sender.
+    for device in everyone {
+        let text = format!("hello from {}", device.identity());
+        let sent = device.client.send(&group_id, &text).await.unwrap();
+        assert!(sent.seq > 0);
+    }
+    for device in everyone {
+        receive(device).await;
+        let expected: BTreeSet<(CredentialIdentity, String)> = everyone
+            .iter()
+            .filter(|other| other.identity() != device.identity())
+            .map(|other| (other.identity(), format!("hello from {}", other.identity())))
+            .collect();
+        assert_eq!(unread_texts(device), expected, "{}", device.identity());
+        // Its own message is in its history, not unread.
+        let history = device.client.messages(&group_id, 100).unwrap();
+        assert_eq!(history.len(), 5);
+        assert_eq!(history.iter().filter(|message| message.own).count(), 1);
+        assert!(history.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    }
+
+    // Carol is removed: both of nobody's... her one device goes, and receives
+    // nothing after.
+    let removed = alice1
+        .client
+        .remove(&group_id, &user("carol@localhost"))
+        .await
+        .unwrap();
+    assert_eq!(removed.devices, vec![carol.identity()]);
+    let report = receive(&carol).await;
+    assert_eq!(report.removed, vec![group_id.clone()]);
+    assert_eq!(
+        carol.client.group(&group_id).unwrap().status,
+        GroupStatus::Removed
+    );
+    alice1
+        .client
+        .send(&group_id, "carol is gone")
+        .await
+        .unwrap();
+    let report = receive(&carol).await;
+    assert_eq!(report.new_messages, 0);
+    assert!(carol.client.take_unread(None).unwrap().is_none());
+    let error = carol
+        .client
+        .send(&group_id, "still here?")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not a member"), "{error}");
+    let remaining = [&alice1, &alice2, &bob1, &bob2];
+    for device in remaining {
+        receive(device).await;
+    }
+    assert_same_state(&remaining, &group_id, 4);
+    for device in [&alice2, &bob1, &bob2] {
+        let texts = unread_texts(device);
+        assert_eq!(
+            texts,
+            BTreeSet::from([(alice1.identity(), "carol is gone".to_owned())])
+        );
+    }
+
+    // Bob's second device leaves: a proposal, which another member's client
+    // commits as soon as it receives it.
+    bob2.client.leave(&group_id).await.unwrap();
+    assert!(bob2.client.group(&group_id).unwrap().leaving);
+    receive(&alice1).await;
+    let report = receive(&bob2).await;
+    assert_eq!(report.removed, vec![group_id.clone()]);
+    let remaining = [&alice1, &alice2, &bob1];
+    for device in remaining {
+        receive(device).await;
+    }
+    assert_same_state(&remaining, &group_id, 3);
+
+    // A key rotation (self-update) by alice's second device.
+    let before = alice2.client.group(&group_id).unwrap().epoch.unwrap();
+    let rotated = alice2.client.rotate(&group_id).await.unwrap();
+    assert_eq!(rotated.epoch, before + 1);
+    for device in remaining {
+        receive(device).await;
+    }
+    assert_same_state(&remaining, &group_id, 3);
+
+    // Bob's first device loses its state of the group; the next events make it
+    // rejoin by external commit, and it reads what is sent after that.
+    bob1.client.discard_group_state(&group_id).unwrap();
+    alice1
+        .client
+        .send(&group_id, "sent while bob's state was lost")
+        .await
+        .unwrap();
+    let report = receive(&bob1).await;
+    assert_eq!(report.rejoined, vec![group_id.clone()]);
+    for device in remaining {
+        receive(device).await;
+    }
+    assert_same_state(&remaining, &group_id, 3);
+    take_all_unread(&bob1);
+    alice1.client.send(&group_id, "welcome back").await.unwrap();
+    receive(&bob1).await;
+    assert_eq!(
+        unread_texts(&bob1),
+        BTreeSet::from([(alice1.identity(), "welcome back".to_owned())])
+    );
+    // Bob's rejoined device talks again, and everyone reads it.
+    bob1.client.send(&group_id, "hi again").await.unwrap();
+    for device in [&alice1, &alice2] {
+        receive(device).await;
+        let texts = unread_texts(device);
+        assert!(
+            texts.contains(&(bob1.identity(), "hi again".to_owned())),
+            "{texts:?}"
+        );
+    }
+    assert_same_state(&remaining, &group_id, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_on_sqlite() {
+    conversation(DatabaseChoice::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_on_postgres() {
+    conversation(DatabaseChoice::Postgres).await;
+}
+
+/// A listener started before anything exists gets the Welcome and the messages
+/// from the live stream, in order; the same client sends while it listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_streams_welcomes_and_messages() {
+    let server = start_server(DatabaseChoice::Sqlite).await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+
+    let mut listener = bob.client.listen(None);
+    let alice_side = async {
+        let group_id = alice.client.create_group("live").await.unwrap().group_id;
+        alice
+            .client
+            .invite(&group_id, &[user("bob@localhost")])
+            .await
+            .unwrap();
+        for text in ["one", "two", "three"] {
+            alice.client.send(&group_id, text).await.unwrap();
+        }
+        group_id
+    };
+    let bob_side = async {
+        let mut received = Vec::new();
+        for _ in 0..3 {
+            received.push(listener.next().await.unwrap());
+        }
+        received
+    };
+    let (group_id, received) = within(60, "three messages", async {
+        tokio::join!(alice_side, bob_side)
+    })
+    .await;
+    let texts: Vec<&str> = received
+        .iter()
+        .map(|message| message.body.text().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    for message in &received {
+        assert_eq!(message.sender, alice.identity());
+        assert_eq!(message.group_id, group_id);
+        assert_eq!(message.group_name, "live");
+        assert!(!message.own);
+    }
+
+    // Bob sends on the client he listens with; Alice answers; Bob's listener
+    // shows the answer, not his own message.
+    let bob_side = async {
+        bob.client.send(&group_id, "from bob").await.unwrap();
+        listener.next().await.unwrap()
+    };
+    let alice_side = async {
+        let message = alice
+            .client
+            .listen(Some(group_id.clone()))
+            .next()
+            .await
+            .unwrap();
+        assert_eq!(message.body.text(), Some("from bob"));
+        alice.client.send(&group_id, "reply").await.unwrap();
+    };
+    let (answer, ()) = within(60, "an answer", async {
+        tokio::join!(bob_side, alice_side)
+    })
+    .await;
+    assert_eq!(answer.body.text(), Some("reply"));
+    assert_eq!(answer.sender, alice.identity());
+    assert!(bob.client.take_unread(None).unwrap().is_none());
+}

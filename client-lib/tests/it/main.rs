@@ -1,0 +1,8 @@
+//! End-to-end tests of the client library and the `conclave` CLI against a real
+//! homeserver running in this process (`conclave_homeserver::test_support`).
+
+mod cli;
+mod groups;
+mod library;
+mod recovery;
+mod support;

@@ -1,0 +1,104 @@
+//! `conclave.client.v1.DeliveryService`: proto <-> domain conversion only.
+
+use super::auth::authenticate;
+use super::timestamp;
+use crate::service::Context;
+use crate::service::delivery::{self, Acks, Delivery, SUBSCRIBER_BUFFER};
+use conclave_proto::client::v1 as proto;
+use conclave_proto::client::v1::delivery_service_server::DeliveryService;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+pub(crate) struct DeliveryApi {
+    pub(crate) context: Arc<Context>,
+}
+
+fn delivery_to_proto(delivery: Delivery) -> proto::DeliveryEvent {
+    let event = match delivery {
+        Delivery::Group {
+            mls_group_id,
+            event,
+        } => {
+            let (sender_user_id, sender_device_id) = event
+                .sender_identity
+                .rsplit_once('/')
+                .map(|(user, device)| (user.to_owned(), device.to_owned()))
+                .unwrap_or_default();
+            proto::delivery_event::Event::GroupEvent(proto::GroupEvent {
+                group_id: mls_group_id.as_ref().clone(),
+                seq: u64::try_from(event.seq).unwrap_or(0),
+                message: event.message,
+                sender_user_id,
+                sender_device_id,
+                server_time: Some(timestamp(event.created_at_ms)),
+            })
+        }
+        Delivery::Inbox {
+            mls_group_id,
+            event,
+        } => proto::delivery_event::Event::InboxEvent(proto::InboxEvent {
+            seq: u64::try_from(event.seq).unwrap_or(0),
+            server_time: Some(timestamp(event.created_at_ms)),
+            event: Some(proto::inbox_event::Event::Welcome(proto::WelcomeEvent {
+                group_id: mls_group_id,
+                welcome: event.welcome,
+                ratchet_tree: event.ratchet_tree,
+                commit_seq: u64::try_from(event.commit_seq).unwrap_or(0),
+            })),
+        }),
+    };
+    proto::DeliveryEvent { event: Some(event) }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::DeliveryEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DeliveryService for DeliveryApi {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let device = authenticate(&self.context, request.metadata()).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_BUFFER);
+        tokio::spawn(delivery::subscribe(self.context.clone(), device, sender));
+        let stream = ReceiverStream::new(receiver)
+            .map(|item| item.map(delivery_to_proto).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchRequest>,
+    ) -> Result<Response<proto::FetchResponse>, Status> {
+        let device = authenticate(&self.context, request.metadata()).await?;
+        let limit = request.into_inner().limit;
+        let events = delivery::fetch(&self.context, &device, limit)
+            .await?
+            .into_iter()
+            .map(delivery_to_proto)
+            .collect();
+        Ok(Response::new(proto::FetchResponse { events }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<proto::AckRequest>,
+    ) -> Result<Response<proto::AckResponse>, Status> {
+        let device = authenticate(&self.context, request.metadata()).await?;
+        let request = request.into_inner();
+        let acks = Acks {
+            groups: request
+                .groups
+                .into_iter()
+                .map(|ack| (ack.group_id, ack.seq))
+                .collect(),
+            inbox_seq: request.inbox_seq,
+        };
+        delivery::ack(&self.context, &device, acks).await?;
+        Ok(Response::new(proto::AckResponse {}))
+    }
+}
