@@ -130,101 +130,97 @@ async fn conversation(database: DatabaseChoice) {
         assert!(history.windows(2).all(|pair| pair[0].seq < pair[1].seq));
     }
 
-    // Carol is removed: both of nobody's... her one device goes, and receives
-    // nothing after.
+    // Bob is removed: both his devices go, and receive nothing after.
     let removed = alice1
         .client
-        .remove(&group_id, &user("carol@localhost"))
+        .remove(&group_id, &user("bob@localhost"))
         .await
         .unwrap();
-    assert_eq!(removed.devices, vec![carol.identity()]);
-    let report = receive(&carol).await;
-    assert_eq!(report.removed, vec![group_id.clone()]);
     assert_eq!(
-        carol.client.group(&group_id).unwrap().status,
-        GroupStatus::Removed
+        removed.devices.iter().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([bob1.identity(), bob2.identity()])
     );
-    alice1
-        .client
-        .send(&group_id, "carol is gone")
-        .await
-        .unwrap();
-    let report = receive(&carol).await;
-    assert_eq!(report.new_messages, 0);
-    assert!(carol.client.take_unread(None).unwrap().is_none());
-    let error = carol
-        .client
-        .send(&group_id, "still here?")
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("not a member"), "{error}");
-    let remaining = [&alice1, &alice2, &bob1, &bob2];
+    for device in [&bob1, &bob2] {
+        let report = receive(device).await;
+        assert_eq!(report.removed, vec![group_id.clone()]);
+        assert_eq!(
+            device.client.group(&group_id).unwrap().status,
+            GroupStatus::Removed
+        );
+    }
+    alice1.client.send(&group_id, "bob is gone").await.unwrap();
+    for device in [&bob1, &bob2] {
+        let report = receive(device).await;
+        assert_eq!(report.new_messages, 0);
+        assert!(device.client.take_unread(None).unwrap().is_none());
+        let error = device
+            .client
+            .send(&group_id, "still here?")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("not a member"), "{error}");
+    }
+    let remaining = [&alice1, &alice2, &carol];
     for device in remaining {
         receive(device).await;
     }
-    assert_same_state(&remaining, &group_id, 4);
-    for device in [&alice2, &bob1, &bob2] {
-        let texts = unread_texts(device);
+    assert_same_state(&remaining, &group_id, 3);
+    for device in [&alice2, &carol] {
         assert_eq!(
-            texts,
-            BTreeSet::from([(alice1.identity(), "carol is gone".to_owned())])
+            unread_texts(device),
+            BTreeSet::from([(alice1.identity(), "bob is gone".to_owned())])
         );
     }
 
-    // Bob's second device leaves: a proposal, which another member's client
+    // Alice's second device leaves: a proposal, which another member's client
     // commits as soon as it receives it.
-    bob2.client.leave(&group_id).await.unwrap();
-    assert!(bob2.client.group(&group_id).unwrap().leaving);
-    receive(&alice1).await;
-    let report = receive(&bob2).await;
+    alice2.client.leave(&group_id).await.unwrap();
+    assert!(alice2.client.group(&group_id).unwrap().leaving);
+    let error = alice2.client.send(&group_id, "bye").await.unwrap_err();
+    assert!(error.to_string().contains("leaving"), "{error}");
+    receive(&carol).await;
+    let report = receive(&alice2).await;
     assert_eq!(report.removed, vec![group_id.clone()]);
-    let remaining = [&alice1, &alice2, &bob1];
+    let remaining = [&alice1, &carol];
     for device in remaining {
         receive(device).await;
     }
-    assert_same_state(&remaining, &group_id, 3);
+    assert_same_state(&remaining, &group_id, 2);
 
-    // A key rotation (self-update) by alice's second device.
-    let before = alice2.client.group(&group_id).unwrap().epoch.unwrap();
-    let rotated = alice2.client.rotate(&group_id).await.unwrap();
+    // A key rotation (self-update) by Carol.
+    let before = carol.client.group(&group_id).unwrap().epoch.unwrap();
+    let rotated = carol.client.rotate(&group_id).await.unwrap();
     assert_eq!(rotated.epoch, before + 1);
-    for device in remaining {
-        receive(device).await;
-    }
-    assert_same_state(&remaining, &group_id, 3);
+    receive(&alice1).await;
+    assert_same_state(&remaining, &group_id, 2);
 
-    // Bob's first device loses its state of the group; the next events make it
+    // Carol's device loses its state of the group; the next events make it
     // rejoin by external commit, and it reads what is sent after that.
-    bob1.client.discard_group_state(&group_id).unwrap();
+    carol.client.discard_group_state(&group_id).unwrap();
     alice1
         .client
-        .send(&group_id, "sent while bob's state was lost")
+        .send(&group_id, "sent while carol's state was lost")
         .await
         .unwrap();
-    let report = receive(&bob1).await;
+    let report = receive(&carol).await;
     assert_eq!(report.rejoined, vec![group_id.clone()]);
-    for device in remaining {
-        receive(device).await;
-    }
-    assert_same_state(&remaining, &group_id, 3);
-    take_all_unread(&bob1);
+    receive(&alice1).await;
+    assert_same_state(&remaining, &group_id, 2);
+    assert!(carol.client.take_unread(None).unwrap().is_none());
     alice1.client.send(&group_id, "welcome back").await.unwrap();
-    receive(&bob1).await;
+    receive(&carol).await;
     assert_eq!(
-        unread_texts(&bob1),
+        unread_texts(&carol),
         BTreeSet::from([(alice1.identity(), "welcome back".to_owned())])
     );
-    // Bob's rejoined device talks again, and everyone reads it.
-    bob1.client.send(&group_id, "hi again").await.unwrap();
-    for device in [&alice1, &alice2] {
-        receive(device).await;
-        let texts = unread_texts(device);
-        assert!(
-            texts.contains(&(bob1.identity(), "hi again".to_owned())),
-            "{texts:?}"
-        );
-    }
-    assert_same_state(&remaining, &group_id, 3);
+    // Carol's rejoined device talks again, and Alice reads it.
+    carol.client.send(&group_id, "hi again").await.unwrap();
+    receive(&alice1).await;
+    assert_eq!(
+        unread_texts(&alice1),
+        BTreeSet::from([(carol.identity(), "hi again".to_owned())])
+    );
+    assert_same_state(&remaining, &group_id, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

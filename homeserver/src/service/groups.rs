@@ -108,17 +108,8 @@ pub(crate) async fn create(
         "create",
         &[&request.group_info, &request.ratchet_tree],
     )?;
-    if let Some(previous) = submission
-        .previous_outcome(context.store.connection())
-        .await?
-    {
-        let outcome = previous?;
-        let group =
-            store::find_group_headers(context.store.connection(), vec![outcome.group_row_id])
-                .await?
-                .pop()
-                .ok_or_else(|| GroupError::UnknownGroup(String::new()))?;
-        return Ok((group.mls_group_id, Accepted::from(outcome).epoch));
+    if let Some(created) = previous_creation(context, &submission).await? {
+        return Ok(created);
     }
     let hub_group = HubGroup::create(&request.group_info, &request.ratchet_tree, &device.identity)?;
     let mls_group_id = hub_group.group_id();
@@ -133,8 +124,15 @@ pub(crate) async fn create(
         &identity,
         now_ms,
     )
-    .await?
-    .ok_or_else(|| GroupError::GroupExists(group_name(&mls_group_id)))?;
+    .await?;
+    let Some(group) = group else {
+        drop(transaction);
+        // A retry that raced its original finds the original's result here.
+        return match previous_creation(context, &submission).await? {
+            Some(created) => Ok(created),
+            None => Err(GroupError::GroupExists(group_name(&mls_group_id))),
+        };
+    };
     add_member(&transaction, group.id, &device.identity, 0).await?;
     submission
         .record(
@@ -150,6 +148,27 @@ pub(crate) async fn create(
     transaction.commit().await.map_err(StoreError::from)?;
     tracing::info!(group = %group_name(&mls_group_id), creator = %identity, "group created");
     Ok((mls_group_id, epoch))
+}
+
+/// The group and epoch an earlier identical CreateGroup produced.
+async fn previous_creation(
+    context: &Context,
+    submission: &Submission<'_>,
+) -> Result<Option<(Vec<u8>, u64)>, GroupError> {
+    let connection = context.store.connection();
+    let Some(previous) = submission.previous_outcome(connection).await? else {
+        return Ok(None);
+    };
+    let outcome = previous?;
+    let group = store::find_group_headers(connection, vec![outcome.group_row_id])
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            GroupError::Internal(InternalError::Corrupt(
+                "an idempotency record names a group that does not exist".to_owned(),
+            ))
+        })?;
+    Ok(Some((group.mls_group_id, Accepted::from(outcome).epoch)))
 }
 
 async fn add_member(
@@ -204,10 +223,12 @@ pub(crate) async fn submit_commit(
         ],
     )?;
     let transaction = context.store.begin().await?;
+    // The idempotency check comes after the lock: a retry racing its original
+    // then waits for it and finds its outcome, instead of being judged on its own.
+    let group = lock_group(&transaction, &request.group_id).await?;
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
         return Ok(previous?.into());
     }
-    let group = lock_group(&transaction, &request.group_id).await?;
     let mut hub_group = load_state(&group)?;
     let decision = match hub_group.check_commit(&CommitSubmission {
         sender: &device.identity,
@@ -433,10 +454,12 @@ pub(crate) async fn submit_proposal(
         &[&request.group_id, &request.proposal],
     )?;
     let transaction = context.store.begin().await?;
+    // The idempotency check comes after the lock: a retry racing its original
+    // then waits for it and finds its outcome, instead of being judged on its own.
+    let group = lock_group(&transaction, &request.group_id).await?;
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
         return Ok(previous?.into());
     }
-    let group = lock_group(&transaction, &request.group_id).await?;
     let mut hub_group = load_state(&group)?;
     hub_group.add_proposal(&device.identity, &request.proposal)?;
     let seq = group.last_seq + 1;
@@ -501,12 +524,13 @@ pub(crate) async fn send_message(
         &[&request.group_id, &request.message],
     )?;
     let transaction = context.store.begin().await?;
-    if let Some(previous) = submission.previous_outcome(&transaction).await? {
-        return Ok(previous?.into());
-    }
     let group = store::lock_group_header(&transaction, &request.group_id)
         .await?
         .ok_or_else(|| GroupError::UnknownGroup(group_name(&request.group_id)))?;
+    // After the lock, for the reason given in `submit_commit`.
+    if let Some(previous) = submission.previous_outcome(&transaction).await? {
+        return Ok(previous?.into());
+    }
     let is_member = store::find_member(&transaction, group.id, &identity)
         .await?
         .is_some_and(|member| member.removed_at_seq.is_none());

@@ -16,8 +16,11 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 /// Conclave: end-to-end encrypted group messaging on MLS (RFC 9420).
 ///
 /// Every command prints human-readable text, or with --json one JSON object on
-/// stdout. Errors are one line on stderr starting with "error:", with exit code 1
-/// (2 for a malformed command line).
+/// stdout (listen and chat: one per message, as they arrive). Group and message
+/// commands first fetch what is new (invitations, messages, commits). GROUP is a
+/// group's name, as `groups` shows it, or its hex id. Errors are one line on
+/// stderr starting with "error:", with exit code 1 (2 for a malformed command
+/// line).
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version)]
 pub(crate) struct Cli {

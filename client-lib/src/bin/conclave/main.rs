@@ -1,8 +1,9 @@
 //! `conclave`: the command-line client, for people and scripts, built on
 //! `conclave_client`.
 //!
-//! Output goes to stdout (text, or one JSON object with `--json`); errors are one
-//! `error: ...` line on stderr with exit code 1; clap's usage errors exit with 2.
+//! Output goes to stdout (text, or one JSON object with `--json`; JSON lines for
+//! `listen` and `chat`); errors are one `error: ...` line on stderr with exit
+//! code 1; clap's usage errors exit with 2.
 //! Logs go to stderr only with `-v`.
 
 mod args;
