@@ -6,7 +6,9 @@
 //! `CONCLAVE_DOMAIN`, `CONCLAVE_DATABASE__URL`, `CONCLAVE_CLIENT_API__LISTEN`.
 
 use conclave_core::ids::Domain;
+use conclave_federation::peers::{PeerRegistry, PeerSettings};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub key_packages: KeyPackageConfig,
     pub groups: GroupConfig,
+    pub federation: FederationConfig,
     pub log: LogConfig,
 }
 
@@ -103,6 +106,62 @@ pub struct GroupConfig {
     pub retention_days: u64,
 }
 
+/// Federation with the homeservers of other domains (`conclave.federation.v1`),
+/// over mutual TLS on a port of its own. Off unless `certificate`, `private_key`
+/// and `trust_roots` are all set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Address of the federation API. Always TLS, so any address is allowed.
+    pub listen: SocketAddr,
+    /// PEM certificate chain for this homeserver's domain (a SAN dNSName equal to
+    /// `domain`, allowed for server and client authentication): presented to
+    /// peers calling in, and as client certificate when calling them.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// PEM bundle of the CA certificates that certify peers (an enterprise CA
+    /// bundle, or the development CA of `conclave-homeserver dev-certs`).
+    pub trust_roots: Option<PathBuf>,
+    /// Largest federation request message accepted, in bytes; bigger ones get
+    /// RESOURCE_EXHAUSTED. Also the largest answer accepted from a peer.
+    pub max_message_bytes: usize,
+    /// Requests one peer domain may make per minute; more get RESOURCE_EXHAUSTED.
+    pub peer_requests_per_minute: u32,
+    /// Deadline of each call to a peer, in seconds (connecting included).
+    pub call_timeout_seconds: u64,
+    /// The peers, by domain. Requests for and from other domains are refused.
+    pub peers: BTreeMap<String, FederationPeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationPeerConfig {
+    /// `https://HOST[:PORT]` of the peer's federation API. The peer is
+    /// authenticated by its domain, whatever the host.
+    pub endpoint: String,
+    /// If set, the SHA-256 of the DER certificate the peer must present (64 hex
+    /// digits, `:` separators allowed), on top of the trust roots.
+    pub pinned_sha256: Option<String>,
+}
+
+impl FederationConfig {
+    /// True when certificate, key and trust roots are all set.
+    pub fn enabled(&self) -> bool {
+        self.certificate.is_some() && self.private_key.is_some() && self.trust_roots.is_some()
+    }
+
+    /// The configured peers, checked.
+    pub fn peer_registry(&self, own_domain: Domain) -> Result<PeerRegistry, String> {
+        let settings = self.peers.iter().map(|(domain, peer)| PeerSettings {
+            domain,
+            endpoint: &peer.endpoint,
+            pinned_sha256: peer.pinned_sha256.as_deref(),
+        });
+        PeerRegistry::new(own_domain, settings).map_err(|error| error.to_string())
+    }
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,6 +189,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             key_packages: KeyPackageConfig::default(),
             groups: GroupConfig::default(),
+            federation: FederationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -187,6 +247,21 @@ impl Default for GroupConfig {
             past_epoch_window: 5,
             max_members: 10_000,
             retention_days: 30,
+        }
+    }
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7401)),
+            certificate: None,
+            private_key: None,
+            trust_roots: None,
+            max_message_bytes: 4 * 1024 * 1024,
+            peer_requests_per_minute: 6000,
+            call_timeout_seconds: 10,
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -327,8 +402,77 @@ impl Config {
                 "must be between 1 and 3650".to_owned(),
             );
         }
+        self.validate_federation()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The `[federation]` section: off entirely, or files that parse and fit the
+    /// domain, and well-formed peers.
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let federation = &self.federation;
+        if !(1024..=64 * 1024 * 1024).contains(&federation.max_message_bytes) {
+            return invalid(
+                "federation.max_message_bytes",
+                "must be between 1024 and 67108864".to_owned(),
+            );
+        }
+        if federation.peer_requests_per_minute == 0 {
+            return invalid(
+                "federation.peer_requests_per_minute",
+                "must be at least 1".to_owned(),
+            );
+        }
+        if !(1..=300).contains(&federation.call_timeout_seconds) {
+            return invalid(
+                "federation.call_timeout_seconds",
+                "must be between 1 and 300".to_owned(),
+            );
+        }
+        let (Some(certificate), Some(private_key), Some(trust_roots)) = (
+            &federation.certificate,
+            &federation.private_key,
+            &federation.trust_roots,
+        ) else {
+            if federation.certificate.is_some()
+                || federation.private_key.is_some()
+                || federation.trust_roots.is_some()
+            {
+                return invalid(
+                    "federation.certificate",
+                    "set certificate, private_key and trust_roots together (federation on), or none of them (off)".to_owned(),
+                );
+            }
+            if !federation.peers.is_empty() {
+                return invalid(
+                    "federation.peers",
+                    "peers are configured but federation is off: set federation.certificate, private_key and trust_roots".to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        use conclave_federation::tls;
+        let error_in = |key| {
+            move |error: tls::TlsError| ConfigError::Invalid {
+                key,
+                reason: error.to_string(),
+            }
+        };
+        let chain =
+            tls::read_certificate_chain(certificate).map_err(error_in("federation.certificate"))?;
+        let key = tls::read_private_key(private_key).map_err(error_in("federation.private_key"))?;
+        let roots =
+            tls::read_trust_roots(trust_roots).map_err(error_in("federation.trust_roots"))?;
+        if let Err(error) = tls::TlsMaterial::new(&self.domain(), chain, key, roots) {
+            return invalid("federation.certificate", error.to_string());
+        }
+        if let Err(reason) = federation.peer_registry(self.domain()) {
+            return invalid("federation.peers", reason);
         }
         Ok(())
     }
@@ -375,6 +519,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "REGISTRATION",
     "KEY_PACKAGES",
     "GROUPS",
+    "FEDERATION",
     "LOG",
 ];
 
@@ -486,10 +631,141 @@ mod tests {
             ),
             ("[groups]\nmax_members = 1", Some("max_members")),
             ("[groups]\nretention_days = 0", Some("retention_days")),
+            ("[federation]\nlisten = '0.0.0.0:7401'", None),
+            (
+                "[federation]\ncertificate = '/nonexistent.pem'",
+                Some("set certificate, private_key and trust_roots together"),
+            ),
+            (
+                "[federation]\ncertificate = '/nonexistent.pem'\nprivate_key = '/nonexistent.key'\ntrust_roots = '/nonexistent-ca.pem'",
+                Some("federation.certificate: cannot read a PEM certificate from /nonexistent.pem"),
+            ),
+            (
+                "[federation.peers.'b.example']\nendpoint = 'https://b.example'",
+                Some("federation.peers: peers are configured but federation is off"),
+            ),
+            (
+                "[federation.peers.'b.example']\nendpoint = 'https://b.example'\nport = 1",
+                Some("unknown field"),
+            ),
+            (
+                "[federation]\nmax_message_bytes = 10",
+                Some("federation.max_message_bytes"),
+            ),
+            (
+                "[federation]\npeer_requests_per_minute = 0",
+                Some("federation.peer_requests_per_minute"),
+            ),
+            (
+                "[federation]\ncall_timeout_seconds = 0",
+                Some("federation.call_timeout_seconds"),
+            ),
             ("[log]\nformat = 'json'", None),
             ("[log]\nformat = 'xml'", Some("log.format")),
         ] {
             check(toml, error);
+        }
+    }
+
+    #[test]
+    fn federation_files_and_peers_are_checked() {
+        use conclave_federation::dev_certs::DevCertificateAuthority;
+        let directory = tempfile::tempdir().unwrap();
+        let write = |name: &str, contents: &str| {
+            let path = directory.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            path.display().to_string()
+        };
+        let authority = DevCertificateAuthority::generate(1_800_000_000).unwrap();
+        let a = authority.issue(&"a.example".parse().unwrap(), &[]).unwrap();
+        let b = authority.issue(&"b.example".parse().unwrap(), &[]).unwrap();
+        let ca = write("ca.pem", &authority.certificate_pem());
+        let a_certificate = write("a.pem", &a.certificate_pem);
+        let a_key = write("a.key.pem", &a.private_key_pem);
+        let b_key = write("b.key.pem", &b.private_key_pem);
+        let federation = |domain: &str, certificate: &str, key: &str, roots: &str, peers: &str| {
+            format!(
+                "domain = '{domain}'\n[federation]\ncertificate = '{certificate}'\nprivate_key = '{key}'\ntrust_roots = '{roots}'\n{peers}"
+            )
+        };
+        let b_peer = "[federation.peers.'b.example']\nendpoint = 'https://127.0.0.2:7401'";
+        for (toml, error) in [
+            (
+                federation("a.example", &a_certificate, &a_key, &ca, b_peer),
+                None,
+            ),
+            (
+                federation(
+                    "a.example",
+                    &a_certificate,
+                    &a_key,
+                    &ca,
+                    &format!("{b_peer}\npinned_sha256 = '{}'", b.pin),
+                ),
+                None,
+            ),
+            (
+                federation("b.example", &a_certificate, &a_key, &ca, ""),
+                Some(
+                    r#"federation.certificate: the certificate is valid for ["a.example"], not for this homeserver's domain b.example"#,
+                ),
+            ),
+            (
+                federation("a.example", &a_certificate, &b_key, &ca, ""),
+                Some("federation.certificate:"),
+            ),
+            (
+                federation("a.example", &a_certificate, &a_key, &a_key, ""),
+                Some("federation.trust_roots:"),
+            ),
+            (
+                federation("a.example", &a_certificate, &ca, &ca, ""),
+                Some("federation.private_key: cannot read a PEM private key"),
+            ),
+            (
+                federation(
+                    "a.example",
+                    &a_certificate,
+                    &a_key,
+                    &ca,
+                    "[federation.peers.'b.example']\nendpoint = 'http://127.0.0.2:7401'",
+                ),
+                Some(
+                    "federation.peers: peer \"b.example\": endpoint \"http://127.0.0.2:7401\" must be an https:// URL",
+                ),
+            ),
+            (
+                federation(
+                    "a.example",
+                    &a_certificate,
+                    &a_key,
+                    &ca,
+                    "[federation.peers.'a.example']\nendpoint = 'https://127.0.0.1:7401'",
+                ),
+                Some("is this homeserver's own domain"),
+            ),
+            (
+                federation(
+                    "a.example",
+                    &a_certificate,
+                    &a_key,
+                    &ca,
+                    "[federation.peers.'B.example']\nendpoint = 'https://127.0.0.2:7401'",
+                ),
+                Some("federation.peers: peer \"B.example\""),
+            ),
+            (
+                federation(
+                    "a.example",
+                    &a_certificate,
+                    &a_key,
+                    &ca,
+                    &format!("{b_peer}\npinned_sha256 = 'abcd'"),
+                ),
+                Some("pinned_sha256"),
+            ),
+        ] {
+            check(&toml, error);
         }
     }
 

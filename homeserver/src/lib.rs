@@ -1,6 +1,7 @@
 //! The Conclave homeserver: its domain's MLS Authentication Service (accounts,
 //! devices, credential binding) and key-package directory, behind the client gRPC
-//! API, with an HTTP endpoint for health checks.
+//! API, with an HTTP endpoint for health checks and, when configured, the
+//! federation API for the homeservers of other domains (mutual TLS).
 //!
 //! [`run`] is the whole server; `main.rs` adds the command line, configuration
 //! loading and logging, and tests call [`run`] directly (see [`test_support`]).
@@ -10,7 +11,8 @@
 //! - `rules`: the homeserver's own pure rules (request shapes, upload batches).
 //! - `store`: sea-orm entities, migrations and queries; the only module that knows sea-orm.
 //! - `service`: one file per use case, each a transaction over `store` guided by `rules`.
-//! - `grpc`: tonic services, authentication and the error -> status mapping.
+//! - `grpc`: tonic services (client API and federation API), authentication and
+//!   the error -> status mapping.
 //! - `http`: `/healthz` and `/readyz`.
 //! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
 //! - [`admin`]: operator commands run against the database (registration tokens).
@@ -29,22 +31,32 @@ pub mod test_support;
 pub use service::{Clock, SystemClock};
 pub use store::{Store, StoreError};
 
+use conclave_federation::client::{ClientOptions, FederationClient};
+use conclave_federation::server::PeerGate;
+use conclave_federation::tls::TlsMaterial;
 use config::Config;
 use service::Context;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// How often the janitor runs.
 const JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
+/// HTTP/2 PING interval on connections to peers, and how long a PING may go
+/// unanswered before the connection is dropped (and re-made on the next call).
+const FEDERATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const FEDERATION_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bound sockets the server will serve on. Binding is separate from running so
 /// tests can bind port 0 and learn the address before the server starts.
 pub struct Listeners {
     pub client_api: TcpListener,
     pub http: TcpListener,
+    /// The federation API's listener: present exactly when federation is on.
+    pub federation: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -55,9 +67,15 @@ impl Listeners {
                 std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
             })
         };
+        let federation = if config.federation.enabled() {
+            Some(bind(config.federation.listen).await?)
+        } else {
+            None
+        };
         Ok(Listeners {
             client_api: bind(config.client_api.listen).await?,
             http: bind(config.http.listen).await?,
+            federation,
         })
     }
 }
@@ -73,6 +91,12 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint: {0}")]
     Http(std::io::Error),
+    /// The federation settings or files cannot be used, or the listener does not
+    /// match them.
+    #[error("federation: {0}")]
+    FederationSetup(String),
+    #[error("federation API: {0}")]
+    FederationApi(tonic::transport::Error),
 }
 
 /// Connects to the database, applies migrations, and serves the client API and the
@@ -89,12 +113,34 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let tls = read_tls_files(&config)?;
+    let federation = match (prepare_federation(&config)?, listeners.federation) {
+        (Some(federation), Some(listener)) => Some((federation, listener)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ServerError::FederationSetup(
+                "federation is configured but no federation listener was bound".to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ServerError::FederationSetup(
+                "a federation listener was bound but federation is off".to_owned(),
+            ));
+        }
+    };
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     store.migrate().await?;
+    let federation_address = match &federation {
+        Some((_, listener)) => listener
+            .local_addr()
+            .map_err(ServerError::Http)?
+            .to_string(),
+        None => "off".to_owned(),
+    };
     tracing::info!(
         domain = %config.domain,
         client_api = %listeners.client_api.local_addr().map_err(ServerError::Http)?,
         http = %listeners.http.local_addr().map_err(ServerError::Http)?,
+        federation = %federation_address,
         tls = tls.is_some(),
         "homeserver started"
     );
@@ -106,9 +152,22 @@ pub async fn run(
             let _ = receiver.wait_for(|stop| *stop).await;
         }
     };
-    let context = Arc::new(Context::new(store.clone(), config, clock));
+    let mut context = Context::new(store.clone(), config, clock);
+    if let Some((federation, _)) = &federation {
+        context = context.with_federation(federation.client.clone());
+    }
+    let context = Arc::new(context);
 
     let http_task = tokio::spawn(http::serve(store.clone(), listeners.http, stopped()));
+    let federation_task = federation.map(|(federation, listener)| {
+        tokio::spawn(grpc::federation::serve(
+            context.clone(),
+            listener,
+            federation.server_tls,
+            federation.gate,
+            stopped(),
+        ))
+    });
     let janitor_task = tokio::spawn(run_janitor(context.clone(), stopped()));
     let grpc_shutdown = async move {
         shutdown.await;
@@ -117,12 +176,67 @@ pub async fn run(
     };
     let grpc_result = grpc::serve(context, listeners.client_api, tls, grpc_shutdown).await;
     let http_result = http_task.await.unwrap_or(Ok(()));
+    let federation_result = match federation_task {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     janitor_task.abort();
     store.close().await?;
     grpc_result?;
     http_result.map_err(ServerError::Http)?;
+    federation_result.map_err(ServerError::FederationApi)?;
     tracing::info!("homeserver stopped");
     Ok(())
+}
+
+/// What serving and calling peers needs, made from the `[federation]` settings.
+struct Federation {
+    /// The federation listener's TLS configuration (client certificates required).
+    server_tls: Arc<rustls::ServerConfig>,
+    gate: Arc<PeerGate>,
+    client: Arc<FederationClient>,
+}
+
+/// Reads the federation files and builds the peer registry, the gate and the
+/// client; `None` when federation is off.
+fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError> {
+    let settings = &config.federation;
+    let (Some(certificate), Some(private_key), Some(trust_roots)) = (
+        &settings.certificate,
+        &settings.private_key,
+        &settings.trust_roots,
+    ) else {
+        return Ok(None);
+    };
+    let setup = |error: &dyn std::fmt::Display| ServerError::FederationSetup(error.to_string());
+    let domain = config.domain();
+    let material = TlsMaterial::load(&domain, certificate, private_key, trust_roots)
+        .map_err(|error| setup(&error))?;
+    let registry = settings
+        .peer_registry(domain)
+        .map_err(|error| setup(&error))?;
+    let call_timeout = Duration::from_secs(settings.call_timeout_seconds);
+    let options = ClientOptions {
+        call_timeout,
+        connect_timeout: call_timeout,
+        keepalive_interval: FEDERATION_KEEPALIVE_INTERVAL,
+        keepalive_timeout: FEDERATION_KEEPALIVE_TIMEOUT,
+        max_message_bytes: settings.max_message_bytes,
+    };
+    let client =
+        FederationClient::new(&material, &registry, &options).map_err(|error| setup(&error))?;
+    let requests_per_minute =
+        NonZeroU32::new(settings.peer_requests_per_minute).unwrap_or(NonZeroU32::MIN);
+    tracing::info!(
+        peers = ?registry.iter().map(|peer| peer.domain.to_string()).collect::<Vec<_>>(),
+        certificate_sha256 = %material.certificate_pin(),
+        "federation on"
+    );
+    Ok(Some(Federation {
+        server_tls: material.server_config().map_err(|error| setup(&error))?,
+        gate: Arc::new(PeerGate::new(registry, requests_per_minute)),
+        client: Arc::new(client),
+    }))
 }
 
 fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {

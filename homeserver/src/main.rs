@@ -3,9 +3,12 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use conclave_core::ids::Domain;
+use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
 use conclave_homeserver::config::{Config, LogFormat};
-use conclave_homeserver::{Listeners, SystemClock};
-use std::path::PathBuf;
+use conclave_homeserver::{Clock as _, Listeners, SystemClock};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -32,6 +35,21 @@ enum Command {
     /// Manage registration tokens (for `registration.policy = "token"`).
     #[command(subcommand)]
     RegistrationToken(RegistrationTokenCommand),
+    /// Make a development CA and a certificate per domain, to try federation on one
+    /// machine, and print the [federation] settings to use. Not for production:
+    /// the CA's private key is not kept. Needs no configuration.
+    DevCerts {
+        /// Directory for the PEM files (created if missing; existing files are
+        /// never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// A domain to certify (SAN dNSName); repeat for each homeserver.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// An IP address to add to every certificate (SAN iPAddress); repeatable.
+        #[arg(long = "ip")]
+        ip_addresses: Vec<IpAddr>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +67,20 @@ enum RegistrationTokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::DevCerts {
+        out,
+        domains,
+        ip_addresses,
+    }) = &cli.command
+    {
+        return match dev_certs(out, domains, ip_addresses) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("conclave-homeserver: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -70,6 +102,7 @@ fn main() -> ExitCode {
             Command::RegistrationToken(RegistrationTokenCommand::Create { uses, valid_days }) => {
                 create_registration_token(config, uses, valid_days).await
             }
+            Command::DevCerts { .. } => unreachable!("handled before the configuration is loaded"),
         }
     });
     match result {
@@ -102,6 +135,118 @@ async fn create_registration_token(
     )
     .await?;
     println!("{}", token.token);
+    Ok(())
+}
+
+/// `dev-certs`: writes `ca.pem`, and `DOMAIN.pem` and `DOMAIN.key.pem` per domain,
+/// into `out`, and prints each homeserver's federation settings.
+fn dev_certs(out: &Path, domains: &[String], ip_addresses: &[IpAddr]) -> anyhow::Result<()> {
+    let mut parsed: Vec<Domain> = Vec::new();
+    for domain in domains {
+        let domain: Domain = domain.parse()?;
+        anyhow::ensure!(
+            !parsed.contains(&domain),
+            "--domain {domain} is given twice"
+        );
+        parsed.push(domain);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", out.display()))?;
+    let ca_path = out.join("ca.pem");
+    let paths = |domain: &Domain| {
+        (
+            out.join(format!("{domain}.pem")),
+            out.join(format!("{domain}.key.pem")),
+        )
+    };
+    // Check every file first, so a refusal leaves nothing half-written.
+    let mut all_paths = vec![ca_path.clone()];
+    for domain in &parsed {
+        let (certificate, key) = paths(domain);
+        all_paths.extend([certificate, key]);
+    }
+    for path in &all_paths {
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists already; remove it or choose another --out",
+            path.display()
+        );
+    }
+    let now_unix_seconds = SystemClock.now_ms() / 1000;
+    let authority = DevCertificateAuthority::generate(now_unix_seconds)?;
+    let issued = parsed
+        .iter()
+        .map(|domain| authority.issue(domain, ip_addresses))
+        .collect::<Result<Vec<DevCertificate>, _>>()?;
+    write_new_file(&ca_path, &authority.certificate_pem(), false)?;
+    for certificate in &issued {
+        let (certificate_path, key_path) = paths(&certificate.domain);
+        write_new_file(&certificate_path, &certificate.certificate_pem, false)?;
+        write_new_file(&key_path, &certificate.private_key_pem, true)?;
+    }
+
+    println!(
+        "Wrote a development CA and certificates to {}:",
+        out.display()
+    );
+    println!("  ca.pem  the CA: trust_roots of every homeserver");
+    for certificate in &issued {
+        println!(
+            "  {domain}.pem, {domain}.key.pem  certificate (SHA-256 {pin}) and key of {domain}",
+            domain = certificate.domain,
+            pin = certificate.pin,
+        );
+    }
+    for certificate in &issued {
+        let (certificate_path, key_path) = paths(&certificate.domain);
+        println!();
+        println!(
+            "# Configuration of the homeserver for {}",
+            certificate.domain
+        );
+        println!("domain = \"{}\"", certificate.domain);
+        println!();
+        println!("[federation]");
+        println!("certificate = \"{}\"", certificate_path.display());
+        println!("private_key = \"{}\"", key_path.display());
+        println!("trust_roots = \"{}\"", ca_path.display());
+        for peer in issued
+            .iter()
+            .filter(|peer| peer.domain != certificate.domain)
+        {
+            println!();
+            println!("[federation.peers.\"{}\"]", peer.domain);
+            println!(
+                "# Where {}'s federation API listens (its federation.listen).",
+                peer.domain
+            );
+            println!("endpoint = \"https://{}:7401\"", peer.domain);
+            println!("# pinned_sha256 = \"{}\"", peer.pin);
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` with `contents`, failing if it exists; `private` files are
+/// readable by their owner only.
+fn write_new_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -4,8 +4,12 @@
 //! server named by `CONCLAVE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). A test that asks for PostgreSQL
 //! fails loudly when it cannot reach it; it never skips.
+//!
+//! For federation tests, [`TestOptions`] takes the domain and a [`TestFederation`]
+//! (the `[federation]` settings and a listener bound in advance, so that every
+//! peer's address is known before any server starts).
 
-use crate::config::{Config, RegistrationPolicy};
+use crate::config::{Config, FederationConfig, RegistrationPolicy};
 use crate::service::{Clock, SystemClock};
 use crate::{Listeners, ServerError, store};
 use std::net::SocketAddr;
@@ -126,6 +130,10 @@ pub struct TestOptions {
     pub database: DatabaseChoice,
     pub registration_policy: RegistrationPolicy,
     pub clock: Arc<dyn Clock>,
+    /// The homeserver's domain (default `localhost`).
+    pub domain: String,
+    /// Federation on, with these settings; off when `None`.
+    pub federation: Option<TestFederation>,
     /// Applied to the configuration last, for anything else a test needs.
     pub configure: Box<dyn FnOnce(&mut Config) + Send>,
 }
@@ -136,16 +144,30 @@ impl Default for TestOptions {
             database: DatabaseChoice::Sqlite,
             registration_policy: RegistrationPolicy::Open,
             clock: Arc::new(SystemClock),
+            domain: "localhost".to_owned(),
+            federation: None,
             configure: Box::new(|_| {}),
         }
     }
 }
 
-/// A homeserver for domain `localhost` running in this process on 127.0.0.1
-/// ports chosen by the OS. Stopped when dropped (or with [`TestHomeserver::stop`]).
+/// The federation side of a test server.
+pub struct TestFederation {
+    /// The federation API's listener, bound before the server starts (e.g. on
+    /// `127.0.0.2:0`) so its address can go into the peers' settings first;
+    /// `settings.listen` is set to its address.
+    pub listener: TcpListener,
+    /// The `[federation]` section: certificate, key, trust roots, peers, limits.
+    pub settings: FederationConfig,
+}
+
+/// A homeserver running in this process: the client API and HTTP endpoint on
+/// 127.0.0.1 ports chosen by the OS, the federation API (if on) on its own
+/// listener. Stopped when dropped (or with [`TestHomeserver::stop`]).
 pub struct TestHomeserver {
     client_address: SocketAddr,
     http_address: SocketAddr,
+    federation_address: Option<SocketAddr>,
     config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServerError>>>,
@@ -163,25 +185,58 @@ impl TestHomeserver {
         let mut config = Config::default();
         config.database.url = database.url().to_owned();
         config.registration.policy = options.registration_policy;
+        config.domain = options.domain;
+        let federation_listener = options.federation.map(|federation| {
+            config.federation = federation.settings;
+            federation.listener
+        });
         (options.configure)(&mut config);
-        Self::start_on(config, database, options.clock).await
+        Self::start_on_listener(config, database, options.clock, federation_listener).await
     }
 
-    /// Starts a server on an existing database, e.g. to restart one.
+    /// Starts a server on an existing database, e.g. to restart one. With
+    /// federation on, its listener is bound at `config.federation.listen` (the
+    /// address it had before).
     pub async fn start_on(
-        mut config: Config,
+        config: Config,
         database: TestDatabase,
         clock: Arc<dyn Clock>,
     ) -> TestHomeserver {
+        Self::start_on_listener(config, database, clock, None).await
+    }
+
+    async fn start_on_listener(
+        mut config: Config,
+        database: TestDatabase,
+        clock: Arc<dyn Clock>,
+        federation_listener: Option<TcpListener>,
+    ) -> TestHomeserver {
         let bind = || TcpListener::bind("127.0.0.1:0");
+        let federation = match federation_listener {
+            Some(listener) => Some(listener),
+            None if config.federation.enabled() => Some(
+                TcpListener::bind(config.federation.listen)
+                    .await
+                    .expect("cannot bind the federation listener"),
+            ),
+            None => None,
+        };
         let listeners = Listeners {
             client_api: bind().await.expect("cannot bind 127.0.0.1:0"),
             http: bind().await.expect("cannot bind 127.0.0.1:0"),
+            federation,
         };
         let client_address = listeners.client_api.local_addr().expect("bound socket");
         let http_address = listeners.http.local_addr().expect("bound socket");
+        let federation_address = listeners
+            .federation
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("bound socket"));
         config.client_api.listen = client_address;
         config.http.listen = http_address;
+        if let Some(address) = federation_address {
+            config.federation.listen = address;
+        }
         config.validate().expect("the test configuration is valid");
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::run(config.clone(), listeners, clock, async move {
@@ -190,6 +245,7 @@ impl TestHomeserver {
         let server = TestHomeserver {
             client_address,
             http_address,
+            federation_address,
             config,
             shutdown: Some(shutdown),
             task: Some(task),
@@ -229,6 +285,11 @@ impl TestHomeserver {
 
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// Where the federation API listens, when federation is on.
+    pub fn federation_address(&self) -> Option<SocketAddr> {
+        self.federation_address
     }
 
     pub fn config(&self) -> &Config {

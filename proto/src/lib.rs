@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //! - [`client::v1`]: `conclave.client.v1`, spoken between a device and its homeserver.
-//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+//! - [`federation::v1`]: `conclave.federation.v1`, spoken between the homeservers of
+//!   different domains over mutual TLS.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the client API, for gRPC
+//!   server reflection on the client port.
 
 pub mod client {
     pub mod v1 {
@@ -12,7 +15,16 @@ pub mod client {
     }
 }
 
-/// Encoded `FileDescriptorSet` of every Conclave package (with the well-known types
-/// they import), served by gRPC reflection so `grpcurl` works without `.proto` files.
+pub mod federation {
+    pub mod v1 {
+        #![allow(unreachable_pub, clippy::all)]
+        tonic::include_proto!("conclave.federation.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of the client API, `conclave.client.v1` (with the
+/// well-known types it imports), served by gRPC reflection on the client port so
+/// `grpcurl` works without `.proto` files. The federation API is left out: the
+/// client port does not serve it.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/conclave_descriptor.bin"));

@@ -1,17 +1,21 @@
-//! The client gRPC API (tonic only): services, authentication, proto <-> domain
-//! conversion, and the one mapping of errors to statuses (`status.rs`).
+//! The gRPC APIs (tonic only): the client API's services, authentication, the
+//! federation API served to peers, proto <-> domain conversion, and the one
+//! mapping of errors to statuses (`status.rs`).
 //!
 //! # Layout
 //! - `account`: `AccountService`.
 //! - `key_package`: `KeyPackageService`.
 //! - `group`: `GroupService` (the hub).
 //! - `delivery`: `DeliveryService` (fetch, subscribe, ack).
+//! - `federation`: `conclave.federation.v1.FederationService`, on its own
+//!   mutual-TLS listener.
 //! - `auth`: bearer tokens.
 //! - `status`: domain errors -> `tonic::Status`.
 
 mod account;
 mod auth;
 mod delivery;
+pub(crate) mod federation;
 mod group;
 mod key_package;
 mod status;

@@ -7,8 +7,11 @@ use crate::rules::key_package_upload::UploadRejection;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::delivery::DeliveryError;
+use crate::service::federation::CredentialCheckError;
 use crate::service::groups::GroupError;
 use crate::service::key_packages::KeyPackageServiceError;
+use conclave_federation::client::{CallError, RefusalKind};
+use conclave_federation::identity::PeerRefusal;
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -43,7 +46,64 @@ impl From<KeyPackageServiceError> for Status {
             KeyPackageServiceError::UnknownUser(_) => Code::NotFound,
             KeyPackageServiceError::ForeignUser { .. } => Code::FailedPrecondition,
             KeyPackageServiceError::RateLimited { .. } => Code::ResourceExhausted,
+            KeyPackageServiceError::Remote(remote) => return remote_status(remote),
             KeyPackageServiceError::Internal(internal) => return internal_status(internal),
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+/// A call to a peer failed: the status the calling device gets.
+fn remote_status(error: &CallError) -> Status {
+    let code = match error {
+        CallError::UnknownPeer(_) => Code::FailedPrecondition,
+        CallError::Unavailable { .. } => Code::Unavailable,
+        CallError::Refused { kind, .. } => match kind {
+            RefusalKind::InvalidArgument => Code::InvalidArgument,
+            RefusalKind::NotFound => Code::NotFound,
+            RefusalKind::FailedPrecondition => Code::FailedPrecondition,
+            RefusalKind::ResourceExhausted => Code::ResourceExhausted,
+            // The peer does not accept this homeserver (certificate, pin, peer
+            // list): its operators must act; a retry changes nothing.
+            RefusalKind::PermissionDenied | RefusalKind::Unauthenticated => {
+                Code::FailedPrecondition
+            }
+            RefusalKind::Other => Code::Unavailable,
+        },
+        // The peer broke the protocol; not the device's fault, nor ours, and
+        // the message names the peer.
+        CallError::InvalidResponse { .. } => Code::Internal,
+        CallError::ForeignRequester { .. } => {
+            tracing::error!(%error, "request failed on the server side");
+            return Status::internal("internal error; the server's log has the details");
+        }
+    };
+    Status::new(code, error.to_string())
+}
+
+/// A peer's request refused before any use case ran: UNAUTHENTICATED without a
+/// usable client certificate, PERMISSION_DENIED when the certificate does not
+/// speak for the domain the request names.
+pub(crate) fn peer_refusal(refusal: PeerRefusal) -> Status {
+    let code = match &refusal {
+        PeerRefusal::NoClientCertificate | PeerRefusal::UnreadableCertificate { .. } => {
+            Code::Unauthenticated
+        }
+        PeerRefusal::NotValidForDomain { .. }
+        | PeerRefusal::UnknownPeer { .. }
+        | PeerRefusal::PinMismatch { .. } => Code::PermissionDenied,
+        PeerRefusal::RateLimited { .. } => Code::ResourceExhausted,
+    };
+    Status::new(code, refusal.to_string())
+}
+
+impl From<CredentialCheckError> for Status {
+    fn from(error: CredentialCheckError) -> Status {
+        let code = match &error {
+            CredentialCheckError::InvalidIdentity(_)
+            | CredentialCheckError::ForeignIdentity { .. }
+            | CredentialCheckError::MissingKey => Code::InvalidArgument,
+            CredentialCheckError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())
     }
@@ -114,7 +174,7 @@ impl From<GroupError> for Status {
             GroupError::UnregisteredDevice { .. } | GroupError::UnclaimedKeyPackage { .. } => {
                 Code::FailedPrecondition
             }
-            GroupError::ForeignDevice { .. } => Code::Unimplemented,
+            GroupError::ForeignDevice { .. } => Code::FailedPrecondition,
             GroupError::TooManyMembers { .. } => Code::ResourceExhausted,
             GroupError::Internal(internal) => return internal_status(internal),
         };

@@ -114,10 +114,18 @@ async fn read_page(
         };
         for event in events {
             *position = event.seq;
+            let is_commit = event.kind == store::EventKind::Commit as i16;
             page.push(Delivery::Group {
                 mls_group_id: mls_group_id.clone(),
                 event,
             });
+            // A commit may remove this device: `memberships` was read before it
+            // and does not say so, so this group's events stop here until the
+            // caller reads the memberships again (the next Fetch, or the stream's
+            // reload after a commit). Otherwise events after the removal leak.
+            if is_commit {
+                break;
+            }
         }
     }
     Ok(page)

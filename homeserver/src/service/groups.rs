@@ -46,8 +46,11 @@ pub(crate) enum GroupError {
     /// A new leaf names a device that is not registered with that key.
     #[error("{identity} is not a registered device with this signature key")]
     UnregisteredDevice { identity: String },
-    /// A new leaf belongs to another domain, and this homeserver does not federate yet.
-    #[error("{identity} belongs to domain {domain}; this homeserver does not federate yet")]
+    /// A new leaf belongs to another domain. Refused until the federation outbox
+    /// exists: such a member could be validated but would never receive anything.
+    #[error(
+        "{identity} belongs to domain {domain}: members on other domains need the federation outbox, which is not available yet"
+    )]
     ForeignDevice { identity: String, domain: String },
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]

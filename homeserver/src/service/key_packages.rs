@@ -1,5 +1,7 @@
 //! The key-package directory: devices upload verified KeyPackages; claimers get one
-//! per device of a user, each ordinary package handed out exactly once.
+//! per device of a user, each ordinary package handed out exactly once. A claim
+//! for a user of another domain is forwarded to that domain's homeserver, for the
+//! calling device.
 
 use super::accounts::{AccountError, AuthenticatedDevice, identity_of};
 use super::{Context, InternalError};
@@ -9,6 +11,8 @@ use crate::rules::key_package_upload::{
 use crate::store::{self, ClaimedKeyPackage, KeyPackageStock, NewKeyPackage, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError, UserId};
 use conclave_core::key_package::{ExpectedOwner, KeyPackagePolicy, VerifiedKeyPackage};
+use conclave_federation::client::{CallError, FederationClient};
+use conclave_federation::peers::UnknownPeer;
 
 const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
 
@@ -24,13 +28,17 @@ pub(crate) enum KeyPackageServiceError {
     /// No such user on this homeserver.
     #[error("user {0} does not exist")]
     UnknownUser(String),
-    /// The user belongs to another domain, and this homeserver does not federate.
+    /// The user belongs to another domain, and this homeserver does not federate
+    /// (or a peer asked: peers are answered for this domain only, never relayed).
     #[error("user {user} is on domain {domain}, and this homeserver serves only {own}")]
     ForeignUser {
         user: String,
         domain: String,
         own: String,
     },
+    /// The user's homeserver is not a peer, could not be reached, or refused.
+    #[error(transparent)]
+    Remote(#[from] CallError),
     /// The caller claims too often.
     #[error("too many key-package claims: at most {per_minute} per minute; retry later")]
     RateLimited { per_minute: u32 },
@@ -134,36 +142,86 @@ pub(crate) struct DeviceKeyPackage {
     pub(crate) package: ClaimedKeyPackage,
 }
 
-/// Claims one package per device of `user_id`. Devices with nothing to give are
-/// left out.
+/// Claims one package per device of `user_id` for the calling device. Devices with
+/// nothing to give are left out. A user of another domain is claimed from that
+/// domain's homeserver when federation is on.
 pub(crate) async fn claim(
     context: &Context,
     claimer: &AuthenticatedDevice,
     user_id: &str,
 ) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
     let user_id: UserId = user_id.parse()?;
+    let federation = if user_id.domain() == &context.domain {
+        None
+    } else {
+        let federation = context.federation.as_ref();
+        let federation = federation.ok_or_else(|| foreign_user(context, &user_id))?;
+        if !federation.is_peer(user_id.domain()) {
+            return Err(CallError::UnknownPeer(UnknownPeer(user_id.domain().clone())).into());
+        }
+        Some(federation)
+    };
+    // Refusals above cost no rate. Forwarded claims count against the device's
+    // rate too: the peer limits this device again, on its side.
+    check_claim_rate(context, &claimer.identity)?;
+    match federation {
+        None => claim_local(context, &claimer.identity, &user_id).await,
+        Some(federation) => claim_remote(federation, &claimer.identity, &user_id).await,
+    }
+}
+
+/// Claims one package per device of `user_id`, a user of this domain, for
+/// `requester`, a device of the peer domain that asked (its domain already
+/// checked against the peer's certificate). The same directory and the same
+/// per-requester rate limit as local claims.
+pub(crate) async fn claim_for_peer(
+    context: &Context,
+    requester: &CredentialIdentity,
+    user_id: &str,
+) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+    let user_id: UserId = user_id.parse()?;
     if user_id.domain() != &context.domain {
-        return Err(KeyPackageServiceError::ForeignUser {
-            user: user_id.to_string(),
-            domain: user_id.domain().to_string(),
-            own: context.domain.to_string(),
-        });
+        return Err(foreign_user(context, &user_id));
     }
-    if context
+    check_claim_rate(context, requester)?;
+    claim_local(context, requester, &user_id).await
+}
+
+fn foreign_user(context: &Context, user_id: &UserId) -> KeyPackageServiceError {
+    KeyPackageServiceError::ForeignUser {
+        user: user_id.to_string(),
+        domain: user_id.domain().to_string(),
+        own: context.domain.to_string(),
+    }
+}
+
+/// Counts one claim of `claimer` (keyed by its full credential identity, so local
+/// devices and devices of each peer domain never share a count).
+fn check_claim_rate(
+    context: &Context,
+    claimer: &CredentialIdentity,
+) -> Result<(), KeyPackageServiceError> {
+    context
         .claim_limiter
-        .check_key(&claimer.device_id().as_str().to_owned())
-        .is_err()
-    {
-        return Err(KeyPackageServiceError::RateLimited {
+        .check_key(&claimer.to_string())
+        .map_err(|_| KeyPackageServiceError::RateLimited {
             per_minute: context.config.key_packages.claims_per_minute,
-        });
-    }
+        })
+}
+
+/// Hands out one package per device of `user_id`, a user of this domain, recording
+/// `claimed_by` as the claimer.
+async fn claim_local(
+    context: &Context,
+    claimed_by: &CredentialIdentity,
+    user_id: &UserId,
+) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
     let connection = context.store.connection();
     let user = store::find_user_by_username(connection, user_id.username().as_str())
         .await?
         .ok_or_else(|| KeyPackageServiceError::UnknownUser(user_id.to_string()))?;
     let now_ms = context.now_ms();
-    let claimed_by = claimer.identity.to_string();
+    let claimed_by = claimed_by.to_string();
     let mut claimed = Vec::new();
     for device in store::list_devices(connection, user.id).await? {
         let package = store::claim_key_package(
@@ -183,6 +241,27 @@ pub(crate) async fn claim(
         }
     }
     claimed.sort_by(|a, b| a.identity.device_id().cmp(b.identity.device_id()));
-    tracing::debug!(claimer = %claimer.identity, user = %user_id, devices = claimed.len(), "key packages claimed");
+    tracing::debug!(claimer = %claimed_by, user = %user_id, devices = claimed.len(), "key packages claimed");
     Ok(claimed)
+}
+
+/// Asks the user's homeserver, as `claimer`, and relays what it handed out.
+async fn claim_remote(
+    federation: &FederationClient,
+    claimer: &CredentialIdentity,
+    user_id: &UserId,
+) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+    let claimed = federation.claim_key_packages(claimer, user_id).await?;
+    tracing::debug!(claimer = %claimer, user = %user_id, devices = claimed.len(), "key packages claimed from a peer");
+    Ok(claimed
+        .into_iter()
+        .map(|remote| DeviceKeyPackage {
+            identity: remote.identity,
+            signature_public_key: remote.signature_public_key,
+            package: ClaimedKeyPackage {
+                data: remote.key_package,
+                last_resort: remote.last_resort,
+            },
+        })
+        .collect())
 }

@@ -6,12 +6,15 @@
 //! - `key_packages`: upload, stock and claim of KeyPackages.
 //! - `groups`: the hub: create groups, accept commits, proposals and messages.
 //! - `delivery`: fetch, stream and acknowledge what a device should receive.
+//! - `federation`: the credential checks peers of other domains ask for (their
+//!   key-package claims go through `key_packages`).
 //! - `idempotency`: retried submissions return their first result.
 //! - `registration_tokens`: tokens an operator hands out under the `token` policy.
 //! - `secrets`: access tokens, registration tokens and password hashes.
 
 pub(crate) mod accounts;
 pub(crate) mod delivery;
+pub(crate) mod federation;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod key_packages;
@@ -22,6 +25,7 @@ use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::store::{Store, StoreError};
 use conclave_core::ids::Domain;
+use conclave_federation::client::FederationClient;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -51,11 +55,15 @@ pub(crate) struct Context {
     pub(crate) config: Config,
     pub(crate) domain: Domain,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Per-device limit on key-package claims. In-process for now: each replica
-    /// counts on its own, so N replicas allow up to N times the rate.
+    /// Per-claimer limit on key-package claims, keyed by credential identity: a
+    /// local device, or a device of a peer domain claiming through its
+    /// homeserver. In-process for now: each replica counts on its own, so N
+    /// replicas allow up to N times the rate.
     pub(crate) claim_limiter: DefaultKeyedRateLimiter<String>,
     /// Wakes subscribers when their groups' logs or their inboxes grow.
     pub(crate) notifier: Arc<dyn Notifier>,
+    /// Calls the homeservers of other domains; `None` when federation is off.
+    pub(crate) federation: Option<Arc<FederationClient>>,
 }
 
 impl Context {
@@ -69,6 +77,15 @@ impl Context {
             clock,
             claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
             notifier: Arc::new(LocalNotifier::default()),
+            federation: None,
+        }
+    }
+
+    /// The same context, calling peers through `federation`.
+    pub(crate) fn with_federation(self, federation: Arc<FederationClient>) -> Context {
+        Context {
+            federation: Some(federation),
+            ..self
         }
     }
 

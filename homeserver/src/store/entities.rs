@@ -99,7 +99,8 @@ pub(crate) mod key_package {
         pub not_after_ms: i64,
         /// Set when an ordinary package is claimed; it is then never handed out again.
         pub claimed_at_ms: Option<i64>,
-        /// Who claimed it, as `name@domain/device_id`.
+        /// Who claimed it, as `name@domain/device_id`; for a last-resort package,
+        /// who was handed it last (it stays available).
         pub claimed_by: Option<String>,
         pub created_at_ms: i64,
     }

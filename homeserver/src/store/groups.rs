@@ -96,19 +96,22 @@ pub(crate) struct GroupHeader {
     pub(crate) last_seq: i64,
 }
 
+/// Narrows a query on groups to their light part: everything but the state.
+fn header_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<group::Entity> {
+    select.select_only().columns([
+        group::Column::Id,
+        group::Column::MlsGroupId,
+        group::Column::Epoch,
+        group::Column::LastSeq,
+    ])
+}
+
 /// Loads the light part of a group and locks its row (see [`lock_group`]).
 pub(crate) async fn lock_group_header(
     db: &impl Connection,
     mls_group_id: &[u8],
 ) -> Result<Option<GroupHeader>, StoreError> {
-    Ok(group::Entity::find()
-        .select_only()
-        .columns([
-            group::Column::Id,
-            group::Column::MlsGroupId,
-            group::Column::Epoch,
-            group::Column::LastSeq,
-        ])
+    Ok(header_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
         .lock_exclusive()
         .into_model::<GroupHeader>()
@@ -121,14 +124,7 @@ pub(crate) async fn find_group_header(
     db: &impl Connection,
     mls_group_id: &[u8],
 ) -> Result<Option<GroupHeader>, StoreError> {
-    Ok(group::Entity::find()
-        .select_only()
-        .columns([
-            group::Column::Id,
-            group::Column::MlsGroupId,
-            group::Column::Epoch,
-            group::Column::LastSeq,
-        ])
+    Ok(header_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
         .into_model::<GroupHeader>()
         .one(db)
@@ -149,14 +145,7 @@ pub(crate) async fn find_group_headers(
     db: &impl Connection,
     row_ids: Vec<i64>,
 ) -> Result<Vec<GroupHeader>, StoreError> {
-    Ok(group::Entity::find()
-        .select_only()
-        .columns([
-            group::Column::Id,
-            group::Column::MlsGroupId,
-            group::Column::Epoch,
-            group::Column::LastSeq,
-        ])
+    Ok(header_columns(group::Entity::find())
         .filter(group::Column::Id.is_in(row_ids))
         .into_model::<GroupHeader>()
         .all(db)
@@ -547,4 +536,204 @@ pub(crate) async fn prune_group_events(
     ))
     .await?;
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::test_support::{DatabaseChoice, TestDatabase};
+
+    /// Log entries of test groups: `LOG_LENGTH` each.
+    const LOG_LENGTH: i64 = 10;
+    /// Creation times far above the retention cutoff, for groups whose log must
+    /// be pruned by cursors alone.
+    const RECENT_MS: i64 = 1_000_000;
+    /// The retention cutoff of the test: only the log of the group whose events
+    /// were made at 1000, 2000, ... ms has events older than this (seqs 1 to 5).
+    const RETENTION_CUTOFF_MS: i64 = 5_500;
+
+    /// A group whose log holds `LOG_LENGTH` events, event `seq` made at
+    /// `created_at_ms(seq)`.
+    async fn group_with_log(store: &Store, name: &str, created_at_ms: impl Fn(i64) -> i64) -> i64 {
+        let db = store.connection();
+        let group = insert_group(db, name.as_bytes(), 0, Vec::new(), "creator", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        for seq in 1..=LOG_LENGTH {
+            let event = NewEvent {
+                group_row_id: group.id,
+                seq,
+                kind: EventKind::Application,
+                epoch: 0,
+                sender_identity: "sender",
+                message: b"message",
+                now_ms: created_at_ms(seq),
+            };
+            append_event(db, event).await.unwrap();
+        }
+        update_group(db, group.id, 0, LOG_LENGTH, None)
+            .await
+            .unwrap();
+        group.id
+    }
+
+    /// A member device that joined after `joined_after_seq`, acknowledged up to
+    /// `acked_seq`, and was removed by the commit at `removed_at_seq`, if given.
+    async fn member(
+        store: &Store,
+        group_row_id: i64,
+        name: &str,
+        joined_after_seq: i64,
+        acked_seq: i64,
+        removed_at_seq: Option<i64>,
+    ) {
+        let db = store.connection();
+        let identity = format!("{name}@localhost/00000000000000a1");
+        let user_id = format!("{name}@localhost");
+        upsert_member(
+            db,
+            group_row_id,
+            &identity,
+            &user_id,
+            "00000000000000a1",
+            joined_after_seq,
+        )
+        .await
+        .unwrap();
+        advance_member_cursor(db, group_row_id, &identity, acked_seq)
+            .await
+            .unwrap();
+        if let Some(seq) = removed_at_seq {
+            mark_removed(db, group_row_id, &identity, seq)
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn remaining(store: &Store, group_row_id: i64) -> Vec<i64> {
+        events_after(store.connection(), group_row_id, 0, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.seq)
+            .collect()
+    }
+
+    async fn submission(store: &Store, key: &[u8], created_at_ms: i64) {
+        let record = SubmissionRecord {
+            identity: "alice@localhost/00000000000000a1".to_owned(),
+            idempotency_key: key.to_vec(),
+            request_hash: vec![0; 32],
+            group_id: 0,
+            seq: 1,
+            epoch: 0,
+            created_at_ms,
+        };
+        insert_submission(store.connection(), record).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_what_no_member_needs_or_what_is_too_old() {
+        for choice in DatabaseChoice::ALL {
+            check_pruning(choice).await;
+        }
+    }
+
+    async fn check_pruning(choice: DatabaseChoice) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let recent = |seq| RECENT_MS + seq;
+
+        // (case, group, events expected to remain)
+        let mut cases = Vec::new();
+        let group = group_with_log(&store, "cursors", recent).await;
+        member(&store, group, "alice", 0, 7, None).await;
+        member(&store, group, "bob", 0, 4, None).await;
+        cases.push((
+            "the lowest cursor of current members",
+            group,
+            (5..=10).collect(),
+        ));
+
+        let group = group_with_log(&store, "late joiner", recent).await;
+        member(&store, group, "alice", 0, 6, None).await;
+        member(&store, group, "dave", 8, 8, None).await;
+        cases.push((
+            "a member added later holds nothing back",
+            group,
+            (7..=10).collect(),
+        ));
+
+        let group = group_with_log(&store, "removed, unread", recent).await;
+        member(&store, group, "alice", 0, 10, None).await;
+        member(&store, group, "carol", 0, 3, Some(6)).await;
+        cases.push((
+            "a removed member that has not read its removal",
+            group,
+            (4..=10).collect(),
+        ));
+
+        let group = group_with_log(&store, "removed, read", recent).await;
+        member(&store, group, "alice", 0, 9, None).await;
+        member(&store, group, "carol", 0, 6, Some(6)).await;
+        cases.push(("a removed member that read its removal", group, vec![10]));
+
+        let group = group_with_log(&store, "nobody left", recent).await;
+        member(&store, group, "carol", 0, 5, Some(5)).await;
+        cases.push(("no member needs anything", group, Vec::new()));
+
+        let group = group_with_log(&store, "old", |seq| seq * 1000).await;
+        member(&store, group, "alice", 0, 2, None).await;
+        cases.push((
+            "events older than the retention go, read or not",
+            group,
+            (6..=10).collect(),
+        ));
+
+        submission(&store, b"old", RETENTION_CUTOFF_MS - 1).await;
+        submission(&store, b"recent", RECENT_MS).await;
+
+        let deleted = prune_group_events(
+            store.connection(),
+            store.kind(),
+            RETENTION_CUTOFF_MS,
+            RETENTION_CUTOFF_MS,
+        )
+        .await
+        .unwrap();
+        let mut expected_deleted = 0;
+        for (case, group, expected) in cases {
+            let expected: Vec<i64> = expected;
+            assert_eq!(
+                remaining(&store, group).await,
+                expected,
+                "{choice:?}: {case}"
+            );
+            expected_deleted += LOG_LENGTH as u64 - expected.len() as u64;
+        }
+        assert_eq!(deleted, expected_deleted, "{choice:?}: deleted count");
+        let identity = "alice@localhost/00000000000000a1";
+        assert!(
+            find_submission(store.connection(), identity, b"old")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            find_submission(store.connection(), identity, b"recent")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // Pruning again deletes nothing more.
+        let again = prune_group_events(store.connection(), store.kind(), RETENTION_CUTOFF_MS, 0)
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "{choice:?}");
+        store.close().await.unwrap();
+    }
 }

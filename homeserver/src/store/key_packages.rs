@@ -169,6 +169,15 @@ pub(crate) async fn claim_key_package(
     {
         return Ok(Some(claimed));
     }
+    // The last-resort package stays available; `claimed_by` records that the
+    // directory handed it out, which is what lets an Add use it.
+    key_package::Entity::update_many()
+        .col_expr(key_package::Column::ClaimedBy, Expr::value(claimed_by))
+        .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::LastResort.eq(true))
+        .filter(key_package::Column::NotAfterMs.gt(now_ms))
+        .exec(db)
+        .await?;
     Ok(key_package::Entity::find()
         .select_only()
         .column(key_package::Column::Data)
@@ -194,7 +203,8 @@ pub(crate) async fn delete_expired_key_packages(
 }
 
 /// True if the directory handed this key package out: an ordinary package that was
-/// claimed, or a last-resort package (handed out without being consumed).
+/// claimed, or a last-resort package that was handed out (without being consumed)
+/// at least once.
 pub(crate) async fn key_package_was_claimed(
     db: &impl Connection,
     hash_ref: &[u8],
@@ -203,5 +213,7 @@ pub(crate) async fn key_package_was_claimed(
         .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
         .one(db)
         .await?;
-    Ok(package.is_some_and(|package| package.last_resort || package.claimed_at_ms.is_some()))
+    Ok(package.is_some_and(|package| {
+        package.claimed_at_ms.is_some() || (package.last_resort && package.claimed_by.is_some())
+    }))
 }

@@ -62,6 +62,17 @@ impl Store {
             .max_connections(max_connections)
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
+        // Write-ahead logging lets readers (delivery streams) run while a writer
+        // commits, and costs one sync per commit instead of the rollback journal's
+        // several. `synchronous = FULL` keeps that sync: an acknowledged
+        // submission survives power loss, not only a crash of the process.
+        options.map_sqlx_sqlite_opts(|sqlite| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+        });
         let connection = Database::connect(options).await?;
         Ok(Store { connection, kind })
     }

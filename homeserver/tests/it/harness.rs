@@ -370,16 +370,15 @@ impl<'a> KeyPackageBuilder<'a> {
 
     /// The TLS-serialised KeyPackage (bare, not wrapped in an MLSMessage).
     pub(crate) fn build(self) -> Vec<u8> {
-        let provider = OpenMlsRustCrypto::default();
-        // openmls refuses a package with an extension its leaf does not list, and
-        // `mark_as_last_resort` does not list LastResort by itself.
-        let capabilities = Capabilities::builder()
-            .extensions(vec![ExtensionType::LastResort])
-            .credentials(vec![CredentialType::Basic])
-            .build();
+        self.build_in(&OpenMlsRustCrypto::default())
+    }
+
+    /// [`KeyPackageBuilder::build`], keeping the package's private keys in
+    /// `provider`, so that the device holding it can join from a Welcome.
+    pub(crate) fn build_in(self, provider: &OpenMlsRustCrypto) -> Vec<u8> {
         let mut builder = KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(self.lifetime_seconds))
-            .leaf_node_capabilities(capabilities);
+            .leaf_node_capabilities(capabilities());
         if self.last_resort {
             builder = builder.mark_as_last_resort();
         }
@@ -388,12 +387,22 @@ impl<'a> KeyPackageBuilder<'a> {
             signature_key: self.signer.to_public_vec().into(),
         };
         builder
-            .build(CIPHERSUITE, &provider, self.signer, credential_with_key)
+            .build(CIPHERSUITE, provider, self.signer, credential_with_key)
             .expect("openmls builds the key package")
             .key_package()
             .tls_serialize_detached()
             .expect("a key package serialises")
     }
+}
+
+/// The capabilities of every leaf a test device makes: openmls refuses a package
+/// with an extension its leaf does not list, and `mark_as_last_resort` does not
+/// list LastResort by itself.
+pub(crate) fn capabilities() -> Capabilities {
+    Capabilities::builder()
+        .extensions(vec![ExtensionType::LastResort])
+        .credentials(vec![CredentialType::Basic])
+        .build()
 }
 
 /// `count` valid ordinary packages of `device`.

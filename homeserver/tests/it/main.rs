@@ -10,7 +10,17 @@
 //! - [`key_package_input`]: refused uploads and claims.
 //! - [`key_packages`]: the directory: stock, claims, last resort, rate limit.
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
+//! - [`federation`]: homeservers of several domains: forwarded claims, credential
+//!   checks, and the refusals of mutual TLS.
 //! - [`server`]: health, reflection, HTTP probes, restart, TLS.
+//! - [`groups_harness`]: group clients holding real openmls groups.
+//! - [`groups`]: the hub's happy paths: invite, join, messages, acks, removal, rejoin.
+//! - [`commit_races`]: one commit per epoch, for a pair and for many at once;
+//!   concurrent retries of one submission.
+//! - [`group_input`]: refused submissions, idempotent retries, the size limit.
+//! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
+//!   offline catch-up.
+//! - [`crash`]: the binary killed under load, restarted, retries landing once.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`. The PostgreSQL variant fails, never skips,
@@ -35,7 +45,14 @@ macro_rules! on_both_databases {
 
 mod account_input;
 mod accounts;
+mod commit_races;
 mod concurrency;
+mod crash;
+mod delivery;
+mod federation;
+mod group_input;
+mod groups;
+mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;

@@ -1,0 +1,274 @@
+//! Benchmark 1: application messages through one homeserver. One group holds a
+//! creator, up to 100 sender devices and one receiver device, each a real
+//! openmls member that joined from the Welcome. Each sender sends its share of
+//! the messages one after another (the next when the previous SendMessage
+//! returned), all senders at once; the receiver's Subscribe stream is read as it
+//! yields. Latency is from just before a SendMessage call to the moment the
+//! receiver's stream yields that message; throughput is the message count over
+//! the time from the first send to the last arrival.
+//!
+//! Encryption is done before the timed section (its cost is reported beside
+//! the figures), and the receiver decrypts every message after it, so the run
+//! also checks that what arrived is what was sent.
+
+use crate::api::{self, Api};
+use crate::devices::enrol_user;
+use crate::mls::{self, Member};
+use crate::report::Samples;
+use crate::server;
+use anyhow::{Context as _, anyhow, bail, ensure};
+use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_proto::client::v1::delivery_event::Event;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Longest wait for the next message at the receiver before the run is failed.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct ThroughputSettings {
+    /// Messages per run, split evenly between the senders.
+    pub(crate) messages: usize,
+    /// Numbers of concurrent senders, one run each.
+    pub(crate) sender_counts: Vec<usize>,
+}
+
+/// One run's figures.
+#[derive(Debug)]
+pub(crate) struct ThroughputRun {
+    pub(crate) database: DatabaseChoice,
+    pub(crate) senders: usize,
+    pub(crate) messages: usize,
+    /// From the first send to the last arrival.
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Samples,
+    /// Encryption time per message, spent before the timed section.
+    pub(crate) encryption_per_message: Duration,
+    /// Calls answered UNAVAILABLE and retried during the run.
+    pub(crate) retries: u64,
+}
+
+impl ThroughputRun {
+    pub(crate) fn messages_per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// A message as the receiver saw it.
+struct Arrival {
+    message: Vec<u8>,
+    at: Instant,
+}
+
+pub(crate) async fn run(
+    database: DatabaseChoice,
+    settings: &ThroughputSettings,
+) -> anyhow::Result<Vec<ThroughputRun>> {
+    let server = server::start(database).await;
+    let url = server.client_url();
+    let api = Api::connect(&url).await?;
+    let max_senders = settings.sender_counts.iter().copied().max().unwrap_or(1);
+
+    let creator_device = one_device(enrol_user(&api, "creator", 1).await?)?;
+    let new_group = mls::create_group(creator_device)?;
+    let mut creator = new_group.creator;
+    let group_id = api
+        .create_group(
+            &creator.device.session,
+            new_group.group_info,
+            new_group.ratchet_tree,
+        )
+        .await?;
+    let sender_devices = enrol_user(&api, "sender", max_senders).await?;
+    let receiver_device = one_device(enrol_user(&api, "receiver", 1).await?)?;
+    let mut claimed = api
+        .claim(&creator.device.session, &sender_devices[0].session.user_id)
+        .await?;
+    claimed.extend(
+        api.claim(&creator.device.session, &receiver_device.session.user_id)
+            .await?,
+    );
+    let commit = creator.commit_adds(mls::verified_key_packages(&claimed)?)?;
+    api.submit_commit(&creator.device.session, &group_id, &commit)
+        .await?;
+    creator.merge_own_commit()?;
+    let ratchet_tree = creator.ratchet_tree()?;
+    let welcome = commit
+        .welcome
+        .as_deref()
+        .context("the add commit has no Welcome")?;
+    let mut senders = sender_devices
+        .into_iter()
+        .map(|device| Member::join(device, welcome, &ratchet_tree))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut receiver = Member::join(receiver_device, welcome, &ratchet_tree)?;
+
+    let receiver_api = Api::connect(&url).await?;
+    let mut stream = receiver_api.subscribe(&receiver.device.session).await?;
+    let (arrival_sender, mut arrivals) = mpsc::unbounded_channel();
+    let receiver_task = tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            let at = Instant::now();
+            if let Some(Event::GroupEvent(event)) = event.event {
+                let arrival = Arrival {
+                    message: event.message,
+                    at,
+                };
+                if arrival_sender.send(arrival).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    // A first message makes sure the receiver's stream is live before timing.
+    let warm_up = creator.encrypt(b"warm-up")?;
+    api.send_message(&creator.device.session, &group_id, warm_up.clone())
+        .await?;
+    while next_arrival(&mut arrivals).await?.message != warm_up {}
+
+    let mut sender_apis = Vec::with_capacity(max_senders);
+    for _ in 0..max_senders {
+        sender_apis.push(Api::connect(&url).await?);
+    }
+    let mut runs = Vec::new();
+    for &sender_count in &settings.sender_counts {
+        let run = run_once(
+            database,
+            settings.messages,
+            &mut senders[..sender_count],
+            &sender_apis,
+            &group_id,
+            &mut receiver,
+            &mut arrivals,
+        )
+        .await
+        .with_context(|| format!("the run with {sender_count} senders"))?;
+        eprintln!(
+            "  {} senders: {:.0} messages/s, p50 {:?}, p99 {:?}",
+            sender_count,
+            run.messages_per_second(),
+            run.latencies.median(),
+            run.latencies.percentile(0.99)
+        );
+        runs.push(run);
+    }
+    receiver_task.abort();
+    drop((api, receiver_api, sender_apis));
+    server::stop(server).await;
+    Ok(runs)
+}
+
+fn one_device(mut devices: Vec<mls::Device>) -> anyhow::Result<mls::Device> {
+    devices
+        .pop()
+        .ok_or_else(|| anyhow!("no device was enrolled"))
+}
+
+async fn next_arrival(arrivals: &mut mpsc::UnboundedReceiver<Arrival>) -> anyhow::Result<Arrival> {
+    match tokio::time::timeout(ARRIVAL_TIMEOUT, arrivals.recv()).await {
+        Ok(Some(arrival)) => Ok(arrival),
+        Ok(None) => bail!("the receiver's stream ended"),
+        Err(_) => bail!("the receiver got nothing for {ARRIVAL_TIMEOUT:?}"),
+    }
+}
+
+async fn run_once(
+    database: DatabaseChoice,
+    message_count: usize,
+    senders: &mut [Member],
+    sender_apis: &[Api],
+    group_id: &[u8],
+    receiver: &mut Member,
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+) -> anyhow::Result<ThroughputRun> {
+    let sender_count = senders.len();
+    let plaintexts: Vec<Vec<u8>> = (0..message_count)
+        .map(|index| format!("{sender_count} senders, message {index}").into_bytes())
+        .collect();
+    let encryption_started = Instant::now();
+    let mut work: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); sender_count];
+    for (index, plaintext) in plaintexts.iter().enumerate() {
+        let sender = index % sender_count;
+        work[sender].push((index, senders[sender].encrypt(plaintext)?));
+    }
+    let encryption_per_message = encryption_started.elapsed() / message_count as u32;
+    let index_of: HashMap<Vec<u8>, usize> = work
+        .iter()
+        .flatten()
+        .map(|(index, message)| (message.clone(), *index))
+        .collect();
+
+    let retries_before = api::retries();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(sender_count);
+    for ((messages, sender), api) in work.into_iter().zip(senders.iter()).zip(sender_apis) {
+        let api = api.clone();
+        let session = sender.device.session.clone();
+        let group_id = group_id.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut sent_at = Vec::with_capacity(messages.len());
+            for (index, message) in messages {
+                sent_at.push((index, Instant::now()));
+                api.send_message(&session, &group_id, message).await?;
+            }
+            anyhow::Ok(sent_at)
+        }));
+    }
+
+    let mut received_at = vec![None; message_count];
+    let mut arrival_order = Vec::with_capacity(message_count);
+    let mut last_arrival = started;
+    while arrival_order.len() < message_count {
+        let arrival = match next_arrival(arrivals).await {
+            Ok(arrival) => arrival,
+            Err(error) => {
+                // A sender that failed explains a silent receiver better.
+                for task in tasks.into_iter().filter(|task| task.is_finished()) {
+                    task.await??;
+                }
+                return Err(error);
+            }
+        };
+        let Some(&index) = index_of.get(&arrival.message) else {
+            continue;
+        };
+        ensure!(
+            received_at[index].is_none(),
+            "message {index} arrived twice"
+        );
+        received_at[index] = Some(arrival.at);
+        last_arrival = arrival.at;
+        arrival_order.push((index, arrival.message));
+    }
+    let elapsed = last_arrival - started;
+
+    let mut latencies = Vec::with_capacity(message_count);
+    for task in tasks {
+        for (index, sent_at) in task.await?? {
+            let received_at = received_at[index].context("a message never arrived")?;
+            latencies.push(received_at.saturating_duration_since(sent_at));
+        }
+    }
+
+    // Outside the timed section: everything that arrived decrypts to what was sent.
+    for (index, message) in arrival_order {
+        let plaintext = receiver.decrypt(&message)?;
+        ensure!(
+            plaintext == plaintexts[index],
+            "message {index} decrypted to something else"
+        );
+    }
+
+    Ok(ThroughputRun {
+        database,
+        senders: sender_count,
+        messages: message_count,
+        elapsed,
+        latencies: Samples::new(latencies),
+        encryption_per_message,
+        retries: api::retries() - retries_before,
+    })
+}

@@ -1,0 +1,32 @@
+//! Federation between Conclave homeservers: mutually authenticated gRPC
+//! (`conclave.federation.v1`) over rustls, with the rules that decide which domain
+//! a calling peer may act for.
+//!
+//! A peer is trusted for a domain only if its client certificate chains to one of
+//! the configured trust roots (checked in the TLS handshake) and is valid for that
+//! domain's DNS name (checked per request, against the domain the request names),
+//! the domain is a configured peer, and the certificate is the pinned one if the
+//! peer is pinned. In the other direction this homeserver accepts a peer's server
+//! certificate only if it chains to the same roots, is valid for the peer's
+//! domain, and matches the pin.
+//!
+//! The RPCs themselves are served by the homeserver (it owns the use cases); this
+//! crate gives it the TLS configurations, the connection stream, the per-request
+//! gate, and the client for calling peers.
+//!
+//! # Layout
+//! - [`peers`]: pure: the peer registry from configuration, endpoints, certificate pins.
+//! - [`identity`]: pure: does a client certificate speak for the domain a request names?
+//! - [`tls`]: PEM loading and the rustls server and client configurations.
+//! - [`server`]: the TLS connection stream for tonic and the per-request [`server::PeerGate`]
+//!   (identity, pin, per-peer rate limit, logged refusals).
+//! - [`client`]: [`client::FederationClient`], one reused channel per peer, with
+//!   deadlines and keepalive, and failures as [`client::CallError`].
+//! - [`dev_certs`]: a development CA and per-domain certificates (rcgen).
+
+pub mod client;
+pub mod dev_certs;
+pub mod identity;
+pub mod peers;
+pub mod server;
+pub mod tls;

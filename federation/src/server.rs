@@ -1,0 +1,255 @@
+//! The serving side of federation, apart from the RPCs themselves (which the
+//! homeserver implements): the stream of mutually authenticated TLS connections
+//! handed to tonic, and the [`PeerGate`] every request passes before it reaches a
+//! use case.
+
+use crate::identity::{PeerRefusal, check_peer_certificate};
+use crate::peers::PeerRegistry;
+use conclave_core::ids::Domain;
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A peer whose request passed the gate: its certificate is valid for `domain`
+/// under the trust roots (and the pin), `domain` is a configured peer, and it is
+/// within its rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedPeer {
+    pub domain: Domain,
+}
+
+/// Decides, per request, whether the calling peer may act for the domain the
+/// request names, and limits each peer domain's request rate.
+pub struct PeerGate {
+    registry: PeerRegistry,
+    requests_per_minute: NonZeroU32,
+    /// Per peer domain; keys are only ever configured peers, so the map is bounded.
+    limiter: DefaultKeyedRateLimiter<Domain>,
+}
+
+impl PeerGate {
+    pub fn new(registry: PeerRegistry, requests_per_minute: NonZeroU32) -> PeerGate {
+        PeerGate {
+            registry,
+            requests_per_minute,
+            limiter: RateLimiter::keyed(Quota::per_minute(requests_per_minute)),
+        }
+    }
+
+    /// Admits a request made for `claimed` over a connection whose client
+    /// presented `peer_certificates`, or refuses it; every refusal is logged with
+    /// the domain the request was made for.
+    pub fn admit(
+        &self,
+        peer_certificates: Option<&[CertificateDer<'_>]>,
+        claimed: &Domain,
+    ) -> Result<AuthenticatedPeer, PeerRefusal> {
+        let result =
+            check_peer_certificate(peer_certificates, claimed, &self.registry).and_then(|()| {
+                self.limiter
+                    .check_key(claimed)
+                    .map_err(|_| PeerRefusal::RateLimited {
+                        domain: claimed.clone(),
+                        per_minute: self.requests_per_minute.get(),
+                    })
+            });
+        match result {
+            Ok(()) => Ok(AuthenticatedPeer {
+                domain: claimed.clone(),
+            }),
+            Err(refusal) => {
+                tracing::warn!(peer_domain = %claimed, %refusal, "refused a federation request");
+                Err(refusal)
+            }
+        }
+    }
+
+    pub fn registry(&self) -> &PeerRegistry {
+        &self.registry
+    }
+}
+
+/// Most TLS handshakes in progress at once; beyond it, new connections wait in
+/// the listen backlog.
+const MAX_HANDSHAKES_IN_PROGRESS: usize = 256;
+
+type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Send>>;
+
+/// The federation listener's connections, each through a completed TLS handshake
+/// with a verified client certificate, for tonic's `serve_with_incoming`.
+///
+/// Handshakes run concurrently inside the stream (a slow or silent client holds
+/// up nobody) and are abandoned after the handshake timeout; failures are logged
+/// with the remote address. Dropping the stream closes the listening socket at
+/// once, so a stopped server refuses new connections immediately.
+pub struct TlsIncoming {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    handshakes: FuturesUnordered<Handshake>,
+}
+
+impl TlsIncoming {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> TlsIncoming {
+        TlsIncoming {
+            listener,
+            acceptor: TlsAcceptor::from(config),
+            handshake_timeout,
+            handshakes: FuturesUnordered::new(),
+        }
+    }
+
+    fn start_handshake(&self, tcp: TcpStream, remote: SocketAddr) {
+        let accept = self.acceptor.accept(tcp);
+        let timeout = self.handshake_timeout;
+        self.handshakes.push(Box::pin(async move {
+            match tokio::time::timeout(timeout, accept).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(error)) => {
+                    tracing::warn!(%remote, %error, "federation TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(%remote, ?timeout, "federation TLS handshake timed out");
+                    None
+                }
+            }
+        }));
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = Result<TlsStream<TcpStream>, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while this.handshakes.len() < MAX_HANDSHAKES_IN_PROGRESS {
+            match this.listener.poll_accept(cx) {
+                Poll::Ready(Ok((tcp, remote))) => {
+                    let _ = tcp.set_nodelay(true);
+                    this.start_handshake(tcp, remote);
+                }
+                // tonic logs the error and polls again (e.g. after EMFILE).
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Some(stream))) => return Poll::Ready(Some(Ok(stream))),
+                // A failed handshake: look at the next one.
+                Poll::Ready(Some(None)) => continue,
+                // No handshake in progress, or none finished: the listener's and
+                // the handshakes' wakers are registered.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::{CertificatePin, PeerSettings};
+
+    fn domain(name: &str) -> Domain {
+        name.parse().unwrap()
+    }
+
+    fn certificate(name: &str) -> CertificateDer<'static> {
+        rcgen::generate_simple_self_signed(vec![name.to_owned()])
+            .unwrap()
+            .cert
+            .der()
+            .clone()
+    }
+
+    fn gate(per_minute: u32, pinned: Option<CertificatePin>) -> PeerGate {
+        let pin = pinned.map(|pin| pin.to_string());
+        let registry = PeerRegistry::new(
+            domain("a.example"),
+            [
+                PeerSettings {
+                    domain: "b.example",
+                    endpoint: "https://127.0.0.2:7401",
+                    pinned_sha256: pin.as_deref(),
+                },
+                PeerSettings {
+                    domain: "c.example",
+                    endpoint: "https://127.0.0.3:7401",
+                    pinned_sha256: None,
+                },
+            ],
+        )
+        .unwrap();
+        PeerGate::new(registry, NonZeroU32::new(per_minute).unwrap())
+    }
+
+    #[test]
+    fn requests_are_admitted_only_for_the_certificates_domain() {
+        let gate = gate(100, None);
+        let b = [certificate("b.example")];
+        let c = [certificate("c.example")];
+        assert_eq!(
+            gate.admit(Some(&b), &domain("b.example")),
+            Ok(AuthenticatedPeer {
+                domain: domain("b.example")
+            })
+        );
+        assert!(matches!(
+            gate.admit(Some(&c), &domain("b.example")),
+            Err(PeerRefusal::NotValidForDomain { .. })
+        ));
+        assert_eq!(
+            gate.admit(None, &domain("b.example")),
+            Err(PeerRefusal::NoClientCertificate)
+        );
+        assert_eq!(gate.registry().own_domain(), &domain("a.example"));
+    }
+
+    #[test]
+    fn each_peer_has_its_own_rate() {
+        let gate = gate(2, None);
+        let b = [certificate("b.example")];
+        let c = [certificate("c.example")];
+        for _ in 0..2 {
+            gate.admit(Some(&b), &domain("b.example")).unwrap();
+        }
+        assert_eq!(
+            gate.admit(Some(&b), &domain("b.example")),
+            Err(PeerRefusal::RateLimited {
+                domain: domain("b.example"),
+                per_minute: 2
+            })
+        );
+        // c is counted apart.
+        gate.admit(Some(&c), &domain("c.example")).unwrap();
+    }
+
+    #[test]
+    fn certificates_are_checked_before_the_rate() {
+        let gate = gate(1, Some(CertificatePin::of(b"another certificate")));
+        let b = [certificate("b.example")];
+        for _ in 0..3 {
+            assert!(matches!(
+                gate.admit(Some(&b), &domain("b.example")),
+                Err(PeerRefusal::PinMismatch { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What peers of other domains ask this homeserver as its domain's Authentication
+//! Service: is this credential identity and signature key one of our devices?
+//! (Their key-package claims go through the directory, `key_packages::claim_for_peer`.)
+//! The grpc layer has already checked that the peer may act for the domain the
+//! request names.
+
+use super::Context;
+use super::InternalError;
+use crate::store::{self, StoreError};
+use conclave_core::ids::{CredentialIdentity, IdError};
+
+/// Why a credential check was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CredentialCheckError {
+    /// The identity is not `name@domain/device_id`.
+    #[error(transparent)]
+    InvalidIdentity(#[from] IdError),
+    /// The identity belongs to another domain: this homeserver answers for its own.
+    #[error(
+        "credential identity {identity} is on domain {domain}; this homeserver answers for {own} only"
+    )]
+    ForeignIdentity {
+        identity: String,
+        domain: String,
+        own: String,
+    },
+    /// No signature key to compare.
+    #[error("signature_public_key is required")]
+    MissingKey,
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl From<StoreError> for CredentialCheckError {
+    fn from(error: StoreError) -> Self {
+        CredentialCheckError::Internal(error.into())
+    }
+}
+
+/// True if `identity` is a current device of this domain enrolled with exactly
+/// `signature_public_key`.
+pub(crate) async fn verify_credential(
+    context: &Context,
+    identity: &str,
+    signature_public_key: &[u8],
+) -> Result<bool, CredentialCheckError> {
+    let identity: CredentialIdentity = identity.parse()?;
+    let domain = identity.user_id().domain();
+    if domain != &context.domain {
+        return Err(CredentialCheckError::ForeignIdentity {
+            identity: identity.to_string(),
+            domain: domain.to_string(),
+            own: context.domain.to_string(),
+        });
+    }
+    if signature_public_key.is_empty() {
+        return Err(CredentialCheckError::MissingKey);
+    }
+    Ok(store::device_has_key(
+        context.store.connection(),
+        identity.device_id().as_str(),
+        identity.user_id().username().as_str(),
+        signature_public_key,
+    )
+    .await?)
+}

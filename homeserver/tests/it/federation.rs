@@ -1,0 +1,966 @@
+//! Federation between homeservers of different domains, all in this process: a
+//! development CA and certificates made with rcgen at test time, a homeserver per
+//! domain (a.example on 127.0.0.1, b.example on 127.0.0.2, c.example on
+//! 127.0.0.3) with a database of its own, mutual TLS between them.
+//!
+//! What is proved: a client's claim for a user of another domain is forwarded by
+//! its homeserver and answered from that domain's directory (each package once,
+//! the last-resort one after that, rate-limited per requester); VerifyCredential
+//! answers for the domain's devices; and every way of acting for a domain one is
+//! not certified for, or of calling without a trusted certificate, is refused
+//! with nothing consumed.
+
+use crate::groups_harness::{Change, Client};
+use crate::harness::{
+    Api, TestDevice, assert_refused, channel, key_packages, last_resort_key_package, stock_counts,
+    within_timeout,
+};
+use conclave_core::ids::{CredentialIdentity, Domain};
+use conclave_federation::client::{CallError, ClientOptions, FederationClient, RefusalKind};
+use conclave_federation::dev_certs::DevCertificateAuthority;
+use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
+use conclave_federation::tls::TlsMaterial;
+use conclave_homeserver::config::{Config, FederationConfig, FederationPeerConfig};
+use conclave_homeserver::test_support::{
+    DatabaseChoice, TestFederation, TestHomeserver, TestOptions,
+};
+use conclave_homeserver::{Clock, SystemClock};
+use conclave_proto::client::v1 as client_proto;
+use conclave_proto::federation::v1 as proto;
+use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+on_both_databases!(claims_are_forwarded_to_the_users_homeserver);
+
+/// The loopback address each test domain's federation API listens on: one per
+/// domain, so that endpoints differ by host as they would between organisations.
+fn address_of(domain: &str) -> &'static str {
+    match domain {
+        "a.example" => "127.0.0.1",
+        "b.example" => "127.0.0.2",
+        "c.example" => "127.0.0.3",
+        other => panic!("no test address for {other}"),
+    }
+}
+
+fn domain(name: &str) -> Domain {
+    name.parse().expect("a valid domain")
+}
+
+/// A certificate and key written to files, as a homeserver is configured with.
+struct Issued {
+    domain: Domain,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    certificate_pem: String,
+    private_key_pem: String,
+    pin: CertificatePin,
+}
+
+/// A development CA and the files it issued, in a temporary directory.
+struct Pki {
+    directory: tempfile::TempDir,
+    authority: DevCertificateAuthority,
+    trust_roots: PathBuf,
+    issued_files: AtomicUsize,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let authority = DevCertificateAuthority::generate(SystemClock.now_ms() / 1000)
+            .expect("a development CA");
+        let trust_roots = directory.path().join("ca.pem");
+        std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");
+        Pki {
+            directory,
+            authority,
+            trust_roots,
+            issued_files: AtomicUsize::new(0),
+        }
+    }
+
+    fn ca_pem(&self) -> String {
+        self.authority.certificate_pem()
+    }
+
+    /// A new certificate for `name` (every call makes another one).
+    fn issue(&self, name: &str) -> Issued {
+        let issued = self
+            .authority
+            .issue(&domain(name), &[])
+            .expect("a certificate");
+        let number = self.issued_files.fetch_add(1, Ordering::SeqCst);
+        let certificate = self.directory.path().join(format!("{name}-{number}.pem"));
+        let private_key = self
+            .directory
+            .path()
+            .join(format!("{name}-{number}.key.pem"));
+        std::fs::write(&certificate, &issued.certificate_pem).expect("write a certificate");
+        std::fs::write(&private_key, &issued.private_key_pem).expect("write a key");
+        Issued {
+            domain: issued.domain,
+            certificate,
+            private_key,
+            certificate_pem: issued.certificate_pem,
+            private_key_pem: issued.private_key_pem,
+            pin: issued.pin,
+        }
+    }
+
+    /// A federation client acting as `issued`'s domain, with `peers` (domain ->
+    /// endpoint), as a homeserver (or an impostor holding a real certificate)
+    /// would call.
+    fn client_as(&self, issued: &Issued, peers: &[(&str, String)]) -> FederationClient {
+        let material = TlsMaterial::load(
+            &issued.domain,
+            &issued.certificate,
+            &issued.private_key,
+            &self.trust_roots,
+        )
+        .expect("usable TLS material");
+        let registry = PeerRegistry::new(
+            issued.domain.clone(),
+            peers.iter().map(|(domain, endpoint)| PeerSettings {
+                domain,
+                endpoint,
+                pinned_sha256: None,
+            }),
+        )
+        .expect("valid peers");
+        FederationClient::new(&material, &registry, &client_options()).expect("a client")
+    }
+}
+
+fn client_options() -> ClientOptions {
+    ClientOptions {
+        call_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+        max_message_bytes: 4 * 1024 * 1024,
+    }
+}
+
+/// Per-domain changes to a network's configuration, made knowing every domain's
+/// certificate (for pins).
+type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Homeservers of several domains, each a peer of all the others.
+struct Network {
+    pki: Pki,
+    servers: BTreeMap<String, TestHomeserver>,
+    certificates: BTreeMap<String, Issued>,
+}
+
+impl Network {
+    async fn start(database: DatabaseChoice, domains: &[&str]) -> Network {
+        Network::start_with(Pki::new(), database, domains, |_, _| Box::new(|_| {})).await
+    }
+
+    /// Binds every federation listener first, so each server starts knowing its
+    /// peers' addresses; then starts them, applying `configure(domain, certificates)`.
+    async fn start_with(
+        pki: Pki,
+        database: DatabaseChoice,
+        domains: &[&str],
+        configure: impl Fn(&str, &BTreeMap<String, Issued>) -> Configure,
+    ) -> Network {
+        let mut listeners = BTreeMap::new();
+        for name in domains {
+            let listener = TcpListener::bind((address_of(name), 0))
+                .await
+                .expect("bind a federation listener");
+            listeners.insert(name.to_string(), listener);
+        }
+        let endpoints: BTreeMap<String, String> = listeners
+            .iter()
+            .map(|(name, listener)| {
+                let address = listener.local_addr().expect("a bound listener");
+                (name.clone(), format!("https://{address}"))
+            })
+            .collect();
+        let certificates: BTreeMap<String, Issued> = domains
+            .iter()
+            .map(|name| (name.to_string(), pki.issue(name)))
+            .collect();
+        let mut servers = BTreeMap::new();
+        for name in domains {
+            let issued = &certificates[*name];
+            let peers = endpoints
+                .iter()
+                .filter(|(peer, _)| peer.as_str() != *name)
+                .map(|(peer, endpoint)| {
+                    let peer_config = FederationPeerConfig {
+                        endpoint: endpoint.clone(),
+                        pinned_sha256: None,
+                    };
+                    (peer.clone(), peer_config)
+                })
+                .collect();
+            let settings = FederationConfig {
+                certificate: Some(issued.certificate.clone()),
+                private_key: Some(issued.private_key.clone()),
+                trust_roots: Some(pki.trust_roots.clone()),
+                peers,
+                ..FederationConfig::default()
+            };
+            let server = TestHomeserver::start_with(TestOptions {
+                database,
+                domain: name.to_string(),
+                federation: Some(TestFederation {
+                    listener: listeners.remove(*name).expect("a listener per domain"),
+                    settings,
+                }),
+                configure: configure(name, &certificates),
+                ..TestOptions::default()
+            })
+            .await;
+            servers.insert(name.to_string(), server);
+        }
+        Network {
+            pki,
+            servers,
+            certificates,
+        }
+    }
+
+    fn server(&self, name: &str) -> &TestHomeserver {
+        &self.servers[name]
+    }
+
+    async fn api(&self, name: &str) -> Api {
+        Api::connect(self.server(name)).await
+    }
+
+    /// `https://127.0.0.x:PORT` of `name`'s federation API.
+    fn endpoint(&self, name: &str) -> String {
+        let address = self
+            .server(name)
+            .federation_address()
+            .expect("federation is on");
+        format!("https://{address}")
+    }
+
+    /// A federation client with `name`'s own certificate, calling `peers`.
+    fn client_as(&self, name: &str, peers: &[&str]) -> FederationClient {
+        let peers: Vec<(&str, String)> = peers
+            .iter()
+            .map(|peer| (*peer, self.endpoint(peer)))
+            .collect();
+        self.pki.client_as(&self.certificates[name], &peers)
+    }
+}
+
+/// Bob on b.example with two devices: the first with two ordinary packages, the
+/// second with one, both with a last-resort package.
+struct Bob {
+    first: TestDevice,
+    second: TestDevice,
+    first_ordinary: Vec<Vec<u8>>,
+    second_ordinary: Vec<Vec<u8>>,
+    first_last_resort: Vec<u8>,
+    second_last_resort: Vec<u8>,
+}
+
+impl Bob {
+    async fn register(api: &Api) -> Bob {
+        let first = api.register("bob").await;
+        let second = api.login("bob").await;
+        let first_ordinary = key_packages(&first, 2);
+        let second_ordinary = key_packages(&second, 1);
+        let first_last_resort = last_resort_key_package(&first);
+        let second_last_resort = last_resort_key_package(&second);
+        for (device, ordinary, last_resort) in [
+            (&first, &first_ordinary, &first_last_resort),
+            (&second, &second_ordinary, &second_last_resort),
+        ] {
+            api.upload(device, ordinary.clone(), Some(last_resort.clone()))
+                .await
+                .expect("bob's upload");
+        }
+        Bob {
+            first,
+            second,
+            first_ordinary,
+            second_ordinary,
+            first_last_resort,
+            second_last_resort,
+        }
+    }
+
+    /// Both devices' stocks, as b.example reports them.
+    async fn stocks(&self, api: &Api) -> [(u32, bool); 2] {
+        [
+            stock_counts(&api.stock(&self.first).await),
+            stock_counts(&api.stock(&self.second).await),
+        ]
+    }
+}
+
+/// Asserts that a federation call failed with a refusal of `kind` whose message
+/// contains `fragment`.
+#[track_caller]
+fn assert_call_refused<T: std::fmt::Debug>(
+    case: &str,
+    result: Result<T, CallError>,
+    kind: RefusalKind,
+    fragment: &str,
+) {
+    match result {
+        Err(CallError::Refused {
+            kind: refused,
+            message,
+            ..
+        }) => {
+            assert_eq!(refused, kind, "{case}: {message}");
+            assert!(
+                message.contains(fragment),
+                "{case}: {message:?} does not mention {fragment:?}"
+            );
+        }
+        other => panic!("{case}: expected a {kind:?} refusal, got {other:?}"),
+    }
+}
+
+async fn claims_are_forwarded_to_the_users_homeserver(database: DatabaseChoice) {
+    let network = Network::start(database, &["a.example", "b.example"]).await;
+    let a = network.api("a.example").await;
+    let b = network.api("b.example").await;
+    let alice = a.register("alice").await;
+    let bob = Bob::register(&b).await;
+    assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
+
+    // One package per device, ordinary ones first, each handed out once.
+    let first_claim = a.claim(&alice, "bob@b.example").await;
+    let mut by_device: BTreeMap<String, client_proto::ClaimedKeyPackage> = first_claim
+        .into_iter()
+        .map(|claimed| (claimed.credential_identity.clone(), claimed))
+        .collect();
+    assert_eq!(by_device.len(), 2, "one package per device of bob");
+    let first = by_device
+        .remove(&bob.first.identity)
+        .expect("bob's first device");
+    let second = by_device
+        .remove(&bob.second.identity)
+        .expect("bob's second device");
+    for (claimed, device, ordinary) in [
+        (&first, &bob.first, &bob.first_ordinary),
+        (&second, &bob.second, &bob.second_ordinary),
+    ] {
+        assert_eq!(claimed.device_id, device.device_id);
+        assert_eq!(claimed.signature_public_key, device.signer.to_public_vec());
+        assert!(!claimed.last_resort);
+        assert!(
+            ordinary.contains(&claimed.key_package),
+            "an uploaded package"
+        );
+    }
+    assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+
+    // The second claim takes the first device's other package and the second
+    // device's last-resort one; the third gets last-resort packages only.
+    let second_claim = a.claim(&alice, "bob@b.example").await;
+    let handed_out: Vec<(&str, &[u8], bool)> = second_claim
+        .iter()
+        .map(|claimed| {
+            (
+                claimed.credential_identity.as_str(),
+                claimed.key_package.as_slice(),
+                claimed.last_resort,
+            )
+        })
+        .collect();
+    let other_first = bob
+        .first_ordinary
+        .iter()
+        .find(|package| **package != first.key_package)
+        .expect("bob's first device has two packages");
+    let mut expected = vec![
+        (bob.first.identity.as_str(), other_first.as_slice(), false),
+        (
+            bob.second.identity.as_str(),
+            bob.second_last_resort.as_slice(),
+            true,
+        ),
+    ];
+    expected.sort_by_key(|(identity, _, _)| identity.rsplit('/').next().map(str::to_owned));
+    assert_eq!(handed_out, expected, "ordered by device id");
+    assert_eq!(bob.stocks(&b).await, [(0, true), (0, true)]);
+
+    let third_claim = a.claim(&alice, "bob@b.example").await;
+    let last_resort: Vec<(&[u8], bool)> = third_claim
+        .iter()
+        .map(|claimed| (claimed.key_package.as_slice(), claimed.last_resort))
+        .collect();
+    let mut expected_last_resort = [
+        (&bob.first, bob.first_last_resort.as_slice()),
+        (&bob.second, bob.second_last_resort.as_slice()),
+    ];
+    expected_last_resort.sort_by(|x, y| x.0.device_id.cmp(&y.0.device_id));
+    assert_eq!(
+        last_resort,
+        expected_last_resort.map(|(_, package)| (package, true))
+    );
+    assert_eq!(bob.stocks(&b).await, [(0, true), (0, true)]);
+
+    // Claims of local users still go to the local directory.
+    let alice_device = a.login("alice").await;
+    a.upload(&alice_device, key_packages(&alice_device, 1), None)
+        .await
+        .expect("alice's upload");
+    let local = a.claim(&alice, "alice@a.example").await;
+    assert_eq!(local.len(), 1);
+    assert_eq!(local[0].credential_identity, alice_device.identity);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_verified_by_their_domain() {
+    within_timeout(async {
+        let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+        let b = network.api("b.example").await;
+        let bob = b.register("bob").await;
+        let bob_logged_out = b.login("bob").await;
+        b.logout(&bob_logged_out.token).await.expect("logout");
+        let a_calls = network.client_as("a.example", &["b.example"]);
+        let identity = |text: &str| -> CredentialIdentity { text.parse().expect("an identity") };
+        let bob_key = bob.signer.to_public_vec();
+        let other_key = crate::harness::new_signer().to_public_vec();
+        for (case, credential, key, expected) in [
+            ("bob's device and key", bob.identity.clone(), &bob_key, true),
+            (
+                "bob's device, another key",
+                bob.identity.clone(),
+                &other_key,
+                false,
+            ),
+            (
+                "an unknown device of bob",
+                "bob@b.example/00000000000000ff".to_owned(),
+                &bob_key,
+                false,
+            ),
+            (
+                "an unknown user",
+                format!("nobody@b.example/{}", bob.device_id),
+                &bob_key,
+                false,
+            ),
+            (
+                "a logged-out device",
+                bob_logged_out.identity.clone(),
+                &bob_logged_out.signer.to_public_vec(),
+                false,
+            ),
+        ] {
+            let answer = a_calls
+                .verify_credential(&identity(&credential), key)
+                .await
+                .unwrap_or_else(|error| panic!("{case}: {error}"));
+            assert_eq!(answer, expected, "{case}");
+        }
+
+        // b answers for b.example only, and wants a key.
+        let mut raw = a_calls
+            .peer_client(&domain("b.example"))
+            .expect("b is a peer");
+        for (case, credential, key, fragment) in [
+            (
+                "an identity of another domain",
+                format!("carol@c.example/{}", bob.device_id),
+                bob_key.clone(),
+                "this homeserver answers for b.example only",
+            ),
+            (
+                "no key",
+                bob.identity.clone(),
+                vec![],
+                "signature_public_key is required",
+            ),
+            ("malformed", "bob".to_owned(), bob_key.clone(), "is invalid"),
+        ] {
+            let result = raw
+                .verify_credential(proto::VerifyCredentialRequest {
+                    asking_domain: "a.example".to_owned(),
+                    credential_identity: credential,
+                    signature_public_key: key,
+                })
+                .await;
+            assert_refused(case, result, Code::InvalidArgument, fragment);
+        }
+    })
+    .await;
+}
+
+/// A claim of bob's packages on b, made directly over a channel of the test's own.
+fn claim_request(requester: &str) -> proto::ClaimKeyPackagesRequest {
+    proto::ClaimKeyPackagesRequest {
+        requester: requester.to_owned(),
+        user_id: "bob@b.example".to_owned(),
+    }
+}
+
+/// Calls b's ClaimKeyPackages over a channel made by tonic's own TLS: trusting
+/// `ca_pem`, presenting `identity` if any. Returns the answer, or how the attempt
+/// failed.
+async fn claim_with_tonic_tls(
+    endpoint: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<proto::ClaimKeyPackagesResponse, TonicFailure> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("b.example");
+    if let Some((certificate, key)) = identity {
+        tls = tls.identity(Identity::from_pem(certificate, key));
+    }
+    let channel = Channel::from_shared(endpoint.to_owned())
+        .expect("a valid URL")
+        .tls_config(tls)
+        .expect("a TLS configuration")
+        .connect()
+        .await
+        .map_err(|error| TonicFailure::Connect(format!("{error:?}")))?;
+    FederationServiceClient::new(channel)
+        .claim_key_packages(claim_request("mallory@a.example/0000000000000001"))
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(TonicFailure::Call)
+}
+
+#[derive(Debug)]
+enum TonicFailure {
+    Connect(String),
+    Call(tonic::Status),
+}
+
+/// The attempt was refused during the TLS handshake, before any handler ran. In
+/// TLS 1.3 the server checks the client certificate after the client considers
+/// the handshake done, so the refusal reaches the client either while connecting
+/// or on its first call, as the server's alert or as a closed connection (which
+/// of these is a race, and so is the status code tonic makes of it). What counts
+/// is that the failure is the transport's: a status sent by a handler carries no
+/// transport error.
+#[track_caller]
+fn assert_refused_at_tls(
+    case: &str,
+    result: Result<proto::ClaimKeyPackagesResponse, TonicFailure>,
+) {
+    match result {
+        Err(TonicFailure::Connect(error)) => eprintln!("{case}: refused while connecting: {error}"),
+        Err(TonicFailure::Call(status))
+            if std::error::Error::source(&status)
+                .is_some_and(|source| source.is::<tonic::transport::Error>()) => {}
+        other => panic!("{case}: expected a refusal at the TLS layer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_cannot_act_for_other_domains() {
+    within_timeout(async {
+        let network = Network::start(
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example", "c.example"],
+        )
+        .await;
+        let b = network.api("b.example").await;
+        let bob = Bob::register(&b).await;
+        let b_endpoint = network.endpoint("b.example");
+        let mut c_calls = network
+            .client_as("c.example", &["b.example"])
+            .peer_client(&domain("b.example"))
+            .expect("b is a peer of c");
+        let d = network.pki.issue("d.example");
+        let mut d_calls = network
+            .pki
+            .client_as(&d, &[("b.example", b_endpoint.clone())])
+            .peer_client(&domain("b.example"))
+            .expect("b is a peer of d");
+
+        // c holds a valid certificate for c.example, and tries to act for others.
+        for (case, requester, code, fragment) in [
+            (
+                "c claims for a device of a.example",
+                "alice@a.example/0000000000000001",
+                Code::PermissionDenied,
+                r#"the client certificate is valid for ["c.example"], not for a.example"#,
+            ),
+            (
+                "c claims for a device of b.example",
+                "bob@b.example/0000000000000001",
+                Code::PermissionDenied,
+                r#"the client certificate is valid for ["c.example"], not for b.example"#,
+            ),
+            (
+                "c claims with a malformed requester",
+                "carol",
+                Code::InvalidArgument,
+                "requester:",
+            ),
+        ] {
+            let result = c_calls.claim_key_packages(claim_request(requester)).await;
+            assert_refused(case, result, code, fragment);
+            assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)], "{case}");
+        }
+        let result = c_calls
+            .verify_credential(proto::VerifyCredentialRequest {
+                asking_domain: "a.example".to_owned(),
+                credential_identity: bob.first.identity.clone(),
+                signature_public_key: bob.first.signer.to_public_vec(),
+            })
+            .await;
+        assert_refused(
+            "c verifies a credential for a.example",
+            result,
+            Code::PermissionDenied,
+            "not for a.example",
+        );
+
+        // d is certified by the same CA, but is no peer of b.
+        let result = d_calls
+            .claim_key_packages(claim_request("dave@d.example/0000000000000001"))
+            .await;
+        assert_refused(
+            "d is not a peer",
+            result,
+            Code::PermissionDenied,
+            "d.example is not a federation peer of this homeserver",
+        );
+
+        // c may act for c.example, but b answers for b.example's users only and
+        // never relays to a third domain.
+        let result = c_calls
+            .claim_key_packages(proto::ClaimKeyPackagesRequest {
+                requester: "carol@c.example/0000000000000001".to_owned(),
+                user_id: "alice@a.example".to_owned(),
+            })
+            .await;
+        assert_refused(
+            "c claims a user of a.example from b",
+            result,
+            Code::FailedPrecondition,
+            "this homeserver serves only b.example",
+        );
+
+        // Without a trusted client certificate, the handshake fails.
+        let ca_pem = network.pki.ca_pem();
+        let other_authority = Pki::new();
+        let untrusted = other_authority.issue("a.example");
+        for (case, identity) in [
+            ("no client certificate", None),
+            (
+                "a client certificate of another CA",
+                Some((
+                    untrusted.certificate_pem.as_str(),
+                    untrusted.private_key_pem.as_str(),
+                )),
+            ),
+        ] {
+            let result = claim_with_tonic_tls(&b_endpoint, &ca_pem, identity).await;
+            assert_refused_at_tls(case, result);
+            assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)], "{case}");
+        }
+        // The control: the same tonic client with a's real certificate gets through,
+        // and its claim for a device of a.example (which that certificate speaks
+        // for) succeeds.
+        let a_certificate = &network.certificates["a.example"];
+        let claimed = claim_with_tonic_tls(
+            &b_endpoint,
+            &ca_pem,
+            Some((
+                &a_certificate.certificate_pem,
+                &a_certificate.private_key_pem,
+            )),
+        )
+        .await
+        .expect("a's certificate speaks for a.example");
+        assert_eq!(claimed.key_packages.len(), 2);
+        assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+
+        // Plaintext HTTP/2 to the federation port gets nowhere.
+        let plaintext = Channel::from_shared(b_endpoint.replace("https://", "http://"))
+            .expect("a valid URL")
+            .connect()
+            .await;
+        if let Ok(channel) = plaintext {
+            let result = FederationServiceClient::new(channel)
+                .claim_key_packages(claim_request("mallory@a.example/0000000000000001"))
+                .await;
+            assert!(result.is_err(), "a plaintext claim succeeded: {result:?}");
+        }
+        assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_certificates_must_match() {
+    within_timeout(async {
+        // b pins a to another certificate of a.example, also from the trusted CA.
+        let pki = Pki::new();
+        let other_a_pin = pki.issue("a.example").pin.to_string();
+        let network = Network::start_with(
+            pki,
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example"],
+            move |name, certificates| {
+                let b_pin = certificates["b.example"].pin.to_string();
+                let other_a_pin = other_a_pin.clone();
+                match name {
+                    // a pins b correctly: a's side of the handshake succeeds.
+                    "a.example" => Box::new(move |config: &mut Config| {
+                        pin(config, "b.example", &b_pin);
+                    }),
+                    _ => Box::new(move |config: &mut Config| {
+                        pin(config, "a.example", &other_a_pin);
+                    }),
+                }
+            },
+        )
+        .await;
+        let a = network.api("a.example").await;
+        let b = network.api("b.example").await;
+        let alice = a.register("alice").await;
+        let bob = Bob::register(&b).await;
+        let result = a.try_claim(&alice.token, "bob@b.example").await;
+        assert_refused(
+            "b pins another certificate of a",
+            result,
+            Code::FailedPrecondition,
+            &format!(
+                "b.example refused the request: the client certificate (SHA-256 {}) is not the one pinned for a.example",
+                network.certificates["a.example"].pin
+            ),
+        );
+        assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
+
+        // a pins b to another certificate of b.example: a refuses b's server
+        // certificate before anything is sent.
+        let pki = Pki::new();
+        let other_b_pin = pki.issue("b.example").pin.to_string();
+        let network = Network::start_with(
+            pki,
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example"],
+            move |name, _| {
+                let other_b_pin = other_b_pin.clone();
+                match name {
+                    "a.example" => Box::new(move |config: &mut Config| {
+                        pin(config, "b.example", &other_b_pin);
+                    }),
+                    _ => Box::new(|_: &mut Config| {}),
+                }
+            },
+        )
+        .await;
+        let a = network.api("a.example").await;
+        let b = network.api("b.example").await;
+        let alice = a.register("alice").await;
+        let bob = Bob::register(&b).await;
+        let result = a.try_claim(&alice.token, "bob@b.example").await;
+        assert_refused(
+            "a pins another certificate of b",
+            result,
+            Code::Unavailable,
+            "is not the one pinned for this peer",
+        );
+        assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
+
+        // Both pins right: the claim goes through.
+        let network = Network::start_with(
+            Pki::new(),
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example"],
+            |name, certificates| {
+                let peer = if name == "a.example" { "b.example" } else { "a.example" };
+                let peer_pin = certificates[peer].pin.to_string();
+                Box::new(move |config: &mut Config| pin(config, peer, &peer_pin))
+            },
+        )
+        .await;
+        let a = network.api("a.example").await;
+        let b = network.api("b.example").await;
+        let alice = a.register("alice").await;
+        let bob = Bob::register(&b).await;
+        assert_eq!(a.claim(&alice, "bob@b.example").await.len(), 2);
+        assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+    })
+    .await;
+}
+
+/// Pins `peer` in `config` to `sha256`.
+fn pin(config: &mut Config, peer: &str, sha256: &str) {
+    config
+        .federation
+        .peers
+        .get_mut(peer)
+        .expect("a configured peer")
+        .pinned_sha256 = Some(sha256.to_owned());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_unreachable_peers() {
+    within_timeout(async {
+        let mut network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+        let a = network.api("a.example").await;
+        let alice = a.register("alice").await;
+        let bob = Bob::register(&network.api("b.example").await).await;
+
+        let result = a.try_claim(&alice.token, "dave@d.example").await;
+        assert_refused(
+            "a domain that is not a peer",
+            result,
+            Code::FailedPrecondition,
+            "domain d.example is not a federation peer of this homeserver",
+        );
+
+        // b stops: a's claim finds nobody there, and consumes nothing.
+        let b_server = network.servers.remove("b.example").expect("b");
+        let b_config = b_server.config().clone();
+        let b_database = b_server.stop().await;
+        let result = a.try_claim(&alice.token, "bob@b.example").await;
+        assert_refused(
+            "b is down",
+            result,
+            Code::Unavailable,
+            "b.example is unreachable",
+        );
+
+        // b comes back on its database and address: a reconnects by itself.
+        let b_server = TestHomeserver::start_on(b_config, b_database, Arc::new(SystemClock)).await;
+        let b = Api::connect(&b_server).await;
+        assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
+        assert_eq!(a.claim(&alice, "bob@b.example").await.len(), 2);
+        assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_rate_limited_per_requester() {
+    within_timeout(async {
+        let network = Network::start_with(
+            Pki::new(),
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example"],
+            |name, _| match name {
+                "b.example" => Box::new(|config: &mut Config| {
+                    config.key_packages.claims_per_minute = 2;
+                }),
+                _ => Box::new(|_: &mut Config| {}),
+            },
+        )
+        .await;
+        let a = network.api("a.example").await;
+        let b = network.api("b.example").await;
+        let alice = a.register("alice").await;
+        let carol = a.register("carol").await;
+        let bob = Bob::register(&b).await;
+        a.claim(&alice, "bob@b.example").await;
+        a.claim(&alice, "bob@b.example").await;
+        assert_eq!(bob.stocks(&b).await, [(0, true), (0, true)]);
+        // Stock of ordinary packages is gone; refill, so a refused claim would show.
+        b.upload(&bob.first, key_packages(&bob.first, 1), None)
+            .await
+            .expect("bob's upload");
+        let result = a.try_claim(&alice.token, "bob@b.example").await;
+        assert_refused(
+            "alice's third claim in a minute",
+            result,
+            Code::ResourceExhausted,
+            "b.example refused the request: too many key-package claims: at most 2 per minute",
+        );
+        assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
+        // The limit is per requester: carol, on the same peer, still may.
+        assert_eq!(a.claim(&carol, "bob@b.example").await.len(), 2);
+        assert_eq!(bob.stocks(&b).await, [(0, true), (0, true)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_requests_are_limited_in_rate_and_size() {
+    within_timeout(async {
+        let network = Network::start_with(
+            Pki::new(),
+            DatabaseChoice::Sqlite,
+            &["a.example", "b.example", "c.example"],
+            |name, _| match name {
+                "b.example" => Box::new(|config: &mut Config| {
+                    config.federation.peer_requests_per_minute = 3;
+                    config.federation.max_message_bytes = 1024;
+                }),
+                _ => Box::new(|_: &mut Config| {}),
+            },
+        )
+        .await;
+        let b = network.api("b.example").await;
+        let bob = b.register("bob").await;
+        let identity: CredentialIdentity = bob.identity.parse().expect("an identity");
+        let key = bob.signer.to_public_vec();
+        let a_calls = network.client_as("a.example", &["b.example"]);
+        let c_calls = network.client_as("c.example", &["b.example"]);
+        for _ in 0..3 {
+            assert!(
+                a_calls
+                    .verify_credential(&identity, &key)
+                    .await
+                    .expect("verify")
+            );
+        }
+        let result = a_calls.verify_credential(&identity, &key).await;
+        assert_call_refused(
+            "a's fourth request in a minute",
+            result,
+            RefusalKind::ResourceExhausted,
+            "a.example sent more than 3 federation requests per minute",
+        );
+        // Each peer has a count of its own.
+        assert!(
+            c_calls
+                .verify_credential(&identity, &key)
+                .await
+                .expect("verify")
+        );
+
+        let result = c_calls.verify_credential(&identity, &vec![7; 4096]).await;
+        assert_call_refused(
+            "a request over the size limit",
+            result,
+            RefusalKind::ResourceExhausted,
+            "larger than the limit of 1024 bytes",
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_members_wait_for_the_outbox() {
+    within_timeout(async {
+        let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+        let mut alice =
+            Client::register(&channel(network.server("a.example")).await, "alice").await;
+        let _bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
+        alice.create_group().await;
+        // The forwarded claim hands out bob's real packages, which openmls accepts
+        // into a commit; the hub refuses the remote member, honestly, for now.
+        let key_packages = alice.claim(&["bob@b.example"]).await;
+        assert_eq!(key_packages.len(), 1);
+        let result = alice.try_commit(Change::Add(key_packages)).await;
+        assert_refused(
+            "adding a member of b.example",
+            result,
+            Code::FailedPrecondition,
+            "members on other domains need the federation outbox, which is not available yet",
+        );
+        assert_eq!(alice.epoch(), 0, "the commit was not merged");
+    })
+    .await;
+}
