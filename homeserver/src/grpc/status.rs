@@ -175,7 +175,9 @@ impl From<GroupError> for Status {
                 Code::FailedPrecondition
             }
             GroupError::ForeignDevice { .. } => Code::FailedPrecondition,
-            GroupError::TooManyMembers { .. } => Code::ResourceExhausted,
+            GroupError::TooManyMembers { .. } | GroupError::TooManyProposals { .. } => {
+                Code::ResourceExhausted
+            }
             GroupError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())

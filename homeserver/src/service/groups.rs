@@ -55,6 +55,9 @@ pub(crate) enum GroupError {
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]
     UnclaimedKeyPackage { identity: String },
+    /// Too many proposals wait for a commit in this epoch.
+    #[error("the group already has {limit} proposals waiting for a commit in this epoch")]
+    TooManyProposals { limit: u64 },
     /// The group would exceed the configured size.
     #[error("the group would have {would_have} members, more than the limit of {limit}")]
     TooManyMembers { would_have: u64, limit: u64 },
@@ -83,6 +86,10 @@ impl From<Outcome> for Accepted {
         }
     }
 }
+
+/// Proposals a group may collect in one epoch: each is kept in the group's state
+/// until a commit covers it, so an unbounded number would grow every load and save.
+const MAX_PROPOSALS_PER_EPOCH: u64 = 100;
 
 fn group_name(mls_group_id: &[u8]) -> String {
     hex::encode(mls_group_id)
@@ -463,39 +470,94 @@ pub(crate) async fn submit_proposal(
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
         return Ok(previous?.into());
     }
+    // The epoch began with the commit that ended the previous one (or with the
+    // group, at sequence number 0).
+    let epoch_start_seq = store::commit_seq(&transaction, group.id, group.epoch - 1)
+        .await?
+        .unwrap_or(0);
+    let pending =
+        store::count_events_after(&transaction, group.id, EventKind::Proposal, epoch_start_seq)
+            .await?;
+    if pending >= MAX_PROPOSALS_PER_EPOCH {
+        return Err(GroupError::TooManyProposals {
+            limit: MAX_PROPOSALS_PER_EPOCH,
+        });
+    }
     let mut hub_group = load_state(&group)?;
     hub_group.add_proposal(&device.identity, &request.proposal)?;
-    let seq = group.last_seq + 1;
+    let accepted = append_and_commit(
+        context,
+        transaction,
+        &submission,
+        LogAppend {
+            group_row_id: group.id,
+            last_seq: group.last_seq,
+            group_epoch: group.epoch,
+            message_epoch: group.epoch,
+            kind: EventKind::Proposal,
+            message: &request.proposal,
+            new_state: Some(hub_group.to_state()),
+        },
+    )
+    .await?;
+    Ok(accepted)
+}
+
+/// A log entry that changes nothing but the log (and, for a proposal, the stored
+/// proposals): everything about a proposal or an application message after its
+/// checks passed.
+struct LogAppend<'a> {
+    group_row_id: i64,
+    last_seq: i64,
+    group_epoch: i64,
+    /// The epoch the message was sent in (application messages may be a little
+    /// behind the group).
+    message_epoch: i64,
+    kind: EventKind,
+    message: &'a [u8],
+    /// The group's public state, when the submission changed it.
+    new_state: Option<Vec<u8>>,
+}
+
+/// Appends the entry at the next sequence number, records the idempotency key,
+/// commits, and wakes the group's subscribers.
+async fn append_and_commit(
+    context: &Context,
+    transaction: store::Transaction,
+    submission: &Submission<'_>,
+    append: LogAppend<'_>,
+) -> Result<Accepted, GroupError> {
+    let seq = append.last_seq + 1;
     let now_ms = context.now_ms();
     store::append_event(
         &transaction,
         NewEvent {
-            group_row_id: group.id,
+            group_row_id: append.group_row_id,
             seq,
-            kind: EventKind::Proposal,
-            epoch: group.epoch,
-            sender_identity: &identity,
-            message: &request.proposal,
+            kind: append.kind,
+            epoch: append.message_epoch,
+            sender_identity: submission.identity,
+            message: append.message,
             now_ms,
         },
     )
     .await?;
     store::update_group(
         &transaction,
-        group.id,
-        group.epoch,
+        append.group_row_id,
+        append.group_epoch,
         seq,
-        Some(hub_group.to_state()),
+        append.new_state,
     )
     .await?;
     let outcome = Outcome {
-        group_row_id: group.id,
+        group_row_id: append.group_row_id,
         seq,
-        epoch: group.epoch,
+        epoch: append.group_epoch,
     };
     submission.record(&transaction, outcome, now_ms).await?;
     transaction.commit().await.map_err(StoreError::from)?;
-    context.notifier.publish(&Topic::Group(group.id));
+    context.notifier.publish(&Topic::Group(append.group_row_id));
     Ok(outcome.into())
 }
 
@@ -546,31 +608,21 @@ pub(crate) async fn send_message(
         u64::try_from(group.epoch).unwrap_or(0),
         PastEpochWindow(context.config.groups.past_epoch_window),
     )?;
-    let seq = group.last_seq + 1;
-    let now_ms = context.now_ms();
-    store::append_event(
-        &transaction,
-        NewEvent {
+    append_and_commit(
+        context,
+        transaction,
+        &submission,
+        LogAppend {
             group_row_id: group.id,
-            seq,
+            last_seq: group.last_seq,
+            group_epoch: group.epoch,
+            message_epoch: to_i64(message_epoch),
             kind: EventKind::Application,
-            epoch: to_i64(message_epoch),
-            sender_identity: &identity,
             message: &request.message,
-            now_ms,
+            new_state: None,
         },
     )
-    .await?;
-    store::update_group(&transaction, group.id, group.epoch, seq, None).await?;
-    let outcome = Outcome {
-        group_row_id: group.id,
-        seq,
-        epoch: group.epoch,
-    };
-    submission.record(&transaction, outcome, now_ms).await?;
-    transaction.commit().await.map_err(StoreError::from)?;
-    context.notifier.publish(&Topic::Group(group.id));
-    Ok(outcome.into())
+    .await
 }
 
 /// The newest GroupInfo and tree, for devices of member users only.

@@ -199,6 +199,23 @@ pub(crate) async fn append_event(
     Ok(())
 }
 
+/// How many log entries of `kind` the group has after `after_seq` (a range of
+/// the primary key, so only those entries are read).
+pub(crate) async fn count_events_after(
+    db: &impl Connection,
+    group_row_id: i64,
+    kind: EventKind,
+    after_seq: i64,
+) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(group_event::Entity::find()
+        .filter(group_event::Column::GroupId.eq(group_row_id))
+        .filter(group_event::Column::Seq.gt(after_seq))
+        .filter(group_event::Column::Kind.eq(kind as i16))
+        .count(db)
+        .await?)
+}
+
 /// Records the commit that ended `epoch`; `Ok(false)` if that epoch has one.
 pub(crate) async fn insert_commit(
     db: &impl Connection,
