@@ -19,6 +19,7 @@ on_both_databases!(
     garbage_and_unknown_groups_are_refused,
     idempotency_keys_make_retries_safe,
     oversize_requests_are_refused,
+    proposals_per_epoch_are_bounded,
 );
 
 /// Asserts that a refusal changed nothing: `owner` (a synced member) lists the
@@ -707,4 +708,30 @@ async fn oversize_requests_are_refused(database: DatabaseChoice) {
     let text = "x".repeat(MAX_MESSAGE_BYTES - 4096);
     alice.send(&text).await;
     assert_eq!(texts(&bob.sync().await), [text]);
+}
+
+/// The hub keeps proposals in the group's state until a commit covers them, so it
+/// takes at most 100 per epoch (counted from the commit that began the epoch).
+async fn proposals_per_epoch_are_bounded(database: DatabaseChoice) {
+    let server = start(database).await;
+    let channel = channel(&server).await;
+    let mut alice = Client::register(&channel, "alice").await;
+    let mut bob = Client::register(&channel, "bob").await;
+    form_group(&mut alice, &mut [&mut bob]).await;
+    for _ in 0..100 {
+        let proposal = bob.propose_self_update();
+        let request = bob.proposal_request(proposal);
+        bob.try_submit_proposal(request).await.expect("proposed");
+    }
+    alice.sync().await;
+    let before = alice.summary().await;
+    let proposal = bob.propose_self_update();
+    let request = bob.proposal_request(proposal);
+    assert_refused(
+        "the 101st proposal of an epoch",
+        bob.try_submit_proposal(request).await,
+        Code::ResourceExhausted,
+        "the group already has 100 proposals waiting for a commit in this epoch",
+    );
+    assert_unchanged(&alice, &before, &[]).await;
 }
