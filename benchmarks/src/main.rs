@@ -12,7 +12,7 @@
 //! - `throughput`: benchmark 1, message throughput and end-to-end latency.
 //! - `scaling`: benchmarks 2 to 4 on one growing group: fan-out, add commits at
 //!   the hub and at a member, writes per message.
-//! - `postgres`: PostgreSQL's row and WAL counters.
+//! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
 //! - `report`: percentiles and Markdown tables.
 
 mod api;
@@ -160,6 +160,9 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", commit_table(&scaling_results));
     println!("{}", write_table(&scaling_results));
     println!("{}", build_table(&scaling_results));
+    if scaling_results.iter().any(|r| !r.round_trips.is_empty()) {
+        println!("{}", round_trip_table(&scaling_results));
+    }
     for results in &scaling_results {
         for (phase, retries) in &results.retries {
             println!(
@@ -361,6 +364,24 @@ fn build_table(results: &[ScalingResults]) -> Table {
                 seconds(step.enrolment),
                 seconds(step.submit),
                 count(step.tree_bytes as u64),
+            ]);
+        }
+    }
+    table
+}
+
+fn round_trip_table(results: &[ScalingResults]) -> Table {
+    let mut table = Table::new(
+        "Diagnostic: one PostgreSQL query with one bytea parameter (sea-orm, sqlx 0.9 over TCP, as the homeserver connects), ms",
+        vec!["Parameter bytes", "median", "min", "max"],
+    );
+    for result in results {
+        for (size, durations) in &result.round_trips {
+            table.row(vec![
+                count(*size as u64),
+                ms(durations.median()),
+                ms(durations.min()),
+                ms(durations.max()),
             ]);
         }
     }

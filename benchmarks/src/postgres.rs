@@ -5,13 +5,18 @@
 //! disturb them (cluster-wide counters such as the WAL position would be).
 //!
 //! PostgreSQL 15 publishes a backend's counters when it goes idle, at most once
-//! a second, and at the latest 10 seconds later, so [`WriteCounters::snapshot`]
+//! a second, and at the latest 10 seconds later, so [`DatabaseProbe::snapshot`]
 //! first waits for the server's pooled connections to have published theirs.
+//!
+//! [`DatabaseProbe::round_trips`] times single queries with one bytea parameter
+//! of growing size through the same stack as the homeserver (sea-orm over sqlx
+//! 0.9 over TCP), which shows what a large parameter costs by itself.
 
+use crate::report::Samples;
 use anyhow::Context as _;
-use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection, DbBackend, Statement, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// PostgreSQL's `PGSTAT_IDLE_INTERVAL` (10 s), plus a margin.
 const STATS_FLUSH_WAIT: Duration = Duration::from_millis(11_000);
@@ -68,17 +73,23 @@ impl Snapshot {
     }
 }
 
+/// Sizes of the parameter in [`DatabaseProbe::round_trips`]: on both sides of
+/// the size where, on the reference machine, a query became 40 ms slower.
+const PARAMETER_SIZES: [usize; 6] = [1_000, 16_000, 20_000, 64_000, 200_000, 2_000_000];
+/// Queries timed per size.
+const ROUND_TRIPS_PER_SIZE: usize = 7;
+
 /// A connection of its own to the homeserver's database.
-pub(crate) struct WriteCounters {
+pub(crate) struct DatabaseProbe {
     connection: DatabaseConnection,
 }
 
-impl WriteCounters {
-    pub(crate) async fn connect(url: &str) -> anyhow::Result<WriteCounters> {
+impl DatabaseProbe {
+    pub(crate) async fn connect(url: &str) -> anyhow::Result<DatabaseProbe> {
         let connection = Database::connect(url)
             .await
             .context("cannot connect to the benchmark's PostgreSQL database")?;
-        Ok(WriteCounters { connection })
+        Ok(DatabaseProbe { connection })
     }
 
     /// The counters once every backend has published what it did so far.
@@ -103,6 +114,26 @@ impl WriteCounters {
             );
         }
         Ok(Snapshot { tables })
+    }
+
+    /// `SELECT length($1::bytea)` with a parameter of each of [`PARAMETER_SIZES`].
+    pub(crate) async fn round_trips(&self) -> anyhow::Result<Vec<(usize, Samples)>> {
+        let mut results = Vec::with_capacity(PARAMETER_SIZES.len());
+        for size in PARAMETER_SIZES {
+            let mut durations = Vec::with_capacity(ROUND_TRIPS_PER_SIZE);
+            for _ in 0..ROUND_TRIPS_PER_SIZE {
+                let statement = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT length($1::bytea) AS n",
+                    [Value::from(vec![7u8; size])],
+                );
+                let started = Instant::now();
+                self.connection.query_one_raw(statement).await?;
+                durations.push(started.elapsed());
+            }
+            results.push((size, Samples::new(durations)));
+        }
+        Ok(results)
     }
 
     pub(crate) async fn close(self) -> anyhow::Result<()> {

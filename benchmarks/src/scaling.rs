@@ -2,10 +2,10 @@
 //! (10, 100, 1,000, 10,000 members). At each size:
 //!
 //! - writes: the creator sends messages one after another; the SendMessage
-//!   latency, and on PostgreSQL the rows and WAL bytes written per message;
+//!   latency, and on PostgreSQL the rows written per message;
 //! - fan-out (at the fan-out sizes): every member device, caught up by Ack,
-//!   opens a Subscribe stream; one message is sent and timed until the last
-//!   stream yields it;
+//!   opens a Subscribe stream; after a warm-up message, each timed message is
+//!   sent to an idle server and timed until the last stream yields it;
 //! - commits: single-member add commits, each timed three ways: the creator
 //!   building it with openmls, SubmitCommit at the hub (the hub's validation
 //!   is internal to the homeserver, so it is measured through the public gRPC
@@ -22,7 +22,7 @@
 use crate::api::{self, Api, Session};
 use crate::devices::enrol_user;
 use crate::mls::{self, Member};
-use crate::postgres::{WriteCounters, Writes};
+use crate::postgres::{DatabaseProbe, Writes};
 use crate::report::Samples;
 use crate::server;
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 
 /// Longest wait for one message to reach every subscriber.
 const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Added to the pause between fan-out messages (see [`Scaling::fan_out`]).
+const SETTLE_MARGIN: Duration = Duration::from_millis(500);
 /// Acks and Subscribe calls in flight at once.
 const CALL_CONCURRENCY: usize = 64;
 
@@ -118,6 +120,9 @@ pub(crate) struct ScalingResults {
     pub(crate) commits: Vec<CommitStep>,
     pub(crate) writes: Vec<WriteStep>,
     pub(crate) fan_outs: Vec<FanOutStep>,
+    /// PostgreSQL only: (parameter bytes, query durations), see
+    /// [`DatabaseProbe::round_trips`].
+    pub(crate) round_trips: Vec<(usize, Samples)>,
     /// Calls answered UNAVAILABLE and retried, by phase (only phases with any).
     pub(crate) retries: Vec<(String, u64)>,
     /// Set when a step failed: the results above are those that finished.
@@ -137,7 +142,8 @@ struct Scaling {
     last_seq: u64,
     /// Users enrolled so far, for unique names.
     users: usize,
-    counters: Option<WriteCounters>,
+    /// PostgreSQL only.
+    probe: Option<DatabaseProbe>,
 }
 
 pub(crate) async fn run(
@@ -145,19 +151,24 @@ pub(crate) async fn run(
     settings: &ScalingSettings,
 ) -> anyhow::Result<ScalingResults> {
     let server = server::start(database).await;
-    let counters = match database {
+    let probe = match database {
         DatabaseChoice::Postgres => {
-            Some(WriteCounters::connect(&server.config().database.url).await?)
+            Some(DatabaseProbe::connect(&server.config().database.url).await?)
         }
         DatabaseChoice::Sqlite => None,
     };
-    let mut scaling = Scaling::start(server.client_url(), counters).await?;
+    let round_trips = match &probe {
+        Some(probe) => probe.round_trips().await?,
+        None => Vec::new(),
+    };
+    let mut scaling = Scaling::start(server.client_url(), probe).await?;
     let mut results = ScalingResults {
         database,
         builds: Vec::new(),
         commits: Vec::new(),
         writes: Vec::new(),
         fan_outs: Vec::new(),
+        round_trips,
         retries: Vec::new(),
         failure: None,
     };
@@ -165,8 +176,8 @@ pub(crate) async fn run(
         eprintln!("  failed: {error:#}");
         results.failure = Some(format!("{error:#}"));
     }
-    if let Some(counters) = scaling.counters.take() {
-        counters.close().await?;
+    if let Some(probe) = scaling.probe.take() {
+        probe.close().await?;
     }
     drop(scaling);
     server::stop(server).await;
@@ -175,7 +186,7 @@ pub(crate) async fn run(
 
 impl Scaling {
     /// The creator makes the group and adds the observer.
-    async fn start(url: String, counters: Option<WriteCounters>) -> anyhow::Result<Scaling> {
+    async fn start(url: String, probe: Option<DatabaseProbe>) -> anyhow::Result<Scaling> {
         let api = Api::connect(&url).await?;
         let creator_device = enrol_user(&api, "creator", 1)
             .await?
@@ -216,7 +227,7 @@ impl Scaling {
             observer,
             last_seq: accepted.seq,
             users: 0,
-            counters,
+            probe,
         })
     }
 
@@ -370,8 +381,8 @@ impl Scaling {
                     .encrypt(format!("message {index} at {size}").as_bytes())
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let before = match &self.counters {
-            Some(counters) => Some(counters.snapshot().await?),
+        let before = match &self.probe {
+            Some(probe) => Some(probe.snapshot().await?),
             None => None,
         };
         let mut send = Vec::with_capacity(messages);
@@ -384,10 +395,8 @@ impl Scaling {
             send.push(started.elapsed());
             self.last_seq = accepted.seq;
         }
-        let writes = match (&self.counters, before) {
-            (Some(counters), Some(before)) => {
-                Some(before.writes_until(&counters.snapshot().await?))
-            }
+        let writes = match (&self.probe, before) {
+            (Some(probe), Some(before)) => Some(before.writes_until(&probe.snapshot().await?)),
             _ => None,
         };
         Ok(WriteStep {
@@ -493,8 +502,16 @@ impl Scaling {
         let result = async {
             let warm_up = self.deliver_to_all(subscribers, &mut arrivals).await?;
             let mut timed = Vec::with_capacity(settings.fan_out_messages);
+            let mut previous = warm_up.arrivals.max();
             for _ in 0..settings.fan_out_messages {
-                timed.push(self.deliver_to_all(subscribers, &mut arrivals).await?);
+                // After yielding an event, each subscriber reads the database once
+                // more before it waits; a message sent meanwhile would queue behind
+                // those reads. Letting them finish measures a message to an idle
+                // group. They take about as long as the delivery did.
+                tokio::time::sleep(previous * 2 + SETTLE_MARGIN).await;
+                let deliveries = self.deliver_to_all(subscribers, &mut arrivals).await?;
+                previous = deliveries.arrivals.max();
+                timed.push(deliveries);
             }
             anyhow::Ok((warm_up, timed))
         }

@@ -28,7 +28,7 @@ use conclave_proto::client::v1::key_package_service_server::KeyPackageServiceSer
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower::util::MapResponseLayer;
 
@@ -98,7 +98,13 @@ pub(crate) async fn serve(
         .add_service(key_package_service)
         .add_service(group_service)
         .add_service(delivery_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Nagle's algorithm would hold small responses back until the peer's
+        // delayed ACK (up to ~40 ms); tonic applies TCP_NODELAY only to listeners it
+        // binds itself, so it is set here.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 
