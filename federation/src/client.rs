@@ -69,6 +69,8 @@ pub enum RefusalKind {
     Unauthenticated,
     /// The peer's rate limit (per requester or per peer) or size limit.
     ResourceExhausted,
+    /// What was asked for is no longer there (e.g. pruned events).
+    OutOfRange,
     /// Any other code that means "no" rather than "try again".
     Other,
 }
@@ -113,6 +115,15 @@ pub struct RemoteKeyPackage {
     pub last_resort: bool,
     /// The signature key the peer bound to the device.
     pub signature_public_key: Vec<u8>,
+}
+
+/// A domain's answer about a new group leaf of one of its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafCheck {
+    /// The identity is a current device with exactly that signature key.
+    pub registered: bool,
+    /// The key package asked about was handed out by the domain's directory.
+    pub key_package_claimed: bool,
 }
 
 /// Calls the federation API of configured peers, as this homeserver.
@@ -210,18 +221,134 @@ impl FederationClient {
         identity: &CredentialIdentity,
         signature_public_key: &[u8],
     ) -> Result<bool, CallError> {
+        Ok(self
+            .check_leaf(identity, signature_public_key, None)
+            .await?
+            .registered)
+    }
+
+    /// Asks `identity`'s homeserver, as a hub about to accept a new group leaf:
+    /// is `identity` one of its devices with `signature_public_key`, and (for an
+    /// Add) did its directory hand out the key package `key_package_ref`?
+    pub async fn check_leaf(
+        &self,
+        identity: &CredentialIdentity,
+        signature_public_key: &[u8],
+        key_package_ref: Option<&[u8]>,
+    ) -> Result<LeafCheck, CallError> {
         let domain = identity.user_id().domain();
         let mut client = self.peer_client(domain)?;
         let request = self.request(proto::VerifyCredentialRequest {
             asking_domain: self.own_domain.to_string(),
             credential_identity: identity.to_string(),
             signature_public_key: signature_public_key.to_vec(),
+            key_package_ref: key_package_ref.map(<[u8]>::to_vec).unwrap_or_default(),
         });
         let response = client
             .verify_credential(request)
             .await
-            .map_err(|status| call_error(domain, "VerifyCredential", status))?;
-        Ok(response.into_inner().registered)
+            .map_err(|status| call_error(domain, "VerifyCredential", status))?
+            .into_inner();
+        Ok(LeafCheck {
+            registered: response.registered,
+            key_package_claimed: response.key_package_claimed,
+        })
+    }
+
+    /// Relays a submission of a device of this homeserver to the group's hub.
+    pub async fn submit_to_hub(
+        &self,
+        hub: &Domain,
+        submission: proto::SubmitToHubRequest,
+    ) -> Result<proto::SubmitToHubResponse, CallError> {
+        self.check_own(&submission.sender)?;
+        let mut client = self.peer_client(hub)?;
+        client
+            .submit_to_hub(self.request(submission))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| call_error(hub, "SubmitToHub", status))
+    }
+
+    /// Delivers a batch of a hosted group's events to a follower domain.
+    pub async fn deliver_events(
+        &self,
+        follower: &Domain,
+        group_id: Vec<u8>,
+        events: Vec<proto::FederatedEvent>,
+        member_count: u64,
+    ) -> Result<proto::DeliverEventsResponse, CallError> {
+        let mut client = self.peer_client(follower)?;
+        let request = self.request(proto::DeliverEventsRequest {
+            hub_domain: self.own_domain.to_string(),
+            group_id,
+            events,
+            member_count,
+        });
+        client
+            .deliver_events(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| call_error(follower, "DeliverEvents", status))
+    }
+
+    /// Fetches a group's events after `after_seq` from its hub, to repair this
+    /// homeserver's copy.
+    pub async fn fetch_events(
+        &self,
+        hub: &Domain,
+        group_id: Vec<u8>,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<proto::FetchEventsResponse, CallError> {
+        let mut client = self.peer_client(hub)?;
+        let request = self.request(proto::FetchEventsRequest {
+            follower_domain: self.own_domain.to_string(),
+            group_id,
+            after_seq,
+            limit,
+        });
+        client
+            .fetch_events(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| call_error(hub, "FetchEvents", status))
+    }
+
+    /// Fetches a group's newest GroupInfo from its hub, for `requester`, a device
+    /// of this homeserver.
+    pub async fn fetch_group_info(
+        &self,
+        hub: &Domain,
+        requester: &CredentialIdentity,
+        group_id: Vec<u8>,
+    ) -> Result<proto::FetchGroupInfoResponse, CallError> {
+        self.check_own(&requester.to_string())?;
+        let mut client = self.peer_client(hub)?;
+        let request = self.request(proto::FetchGroupInfoRequest {
+            requester: requester.to_string(),
+            group_id,
+        });
+        client
+            .fetch_group_info(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| call_error(hub, "FetchGroupInfo", status))
+    }
+
+    /// Refuses to send a request for a device of another domain.
+    fn check_own(&self, identity: &str) -> Result<(), CallError> {
+        let own = identity
+            .parse::<CredentialIdentity>()
+            .is_ok_and(|identity| identity.user_id().domain() == &self.own_domain);
+        if own {
+            Ok(())
+        } else {
+            Err(CallError::ForeignRequester {
+                requester: identity.to_owned(),
+                own_domain: self.own_domain.clone(),
+            })
+        }
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -368,6 +495,7 @@ fn call_error(domain: &Domain, rpc: &'static str, status: Status) -> CallError {
         Code::PermissionDenied => refused(RefusalKind::PermissionDenied),
         Code::Unauthenticated => refused(RefusalKind::Unauthenticated),
         Code::ResourceExhausted => refused(RefusalKind::ResourceExhausted),
+        Code::OutOfRange => refused(RefusalKind::OutOfRange),
         _ => refused(RefusalKind::Other),
     };
     match &error {

@@ -30,3 +30,53 @@ pub async fn create_registration_token(
     store.close().await?;
     Ok(token)
 }
+
+/// One peer domain's federation delivery, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerOutboxStatus {
+    pub domain: String,
+    /// True if the domain is in this homeserver's `[federation.peers]`.
+    pub configured: bool,
+    /// Events of hosted groups the domain has not confirmed yet.
+    pub outbox_depth: i64,
+    /// Milliseconds since the Unix epoch.
+    pub last_success_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<i64>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i64,
+}
+
+/// Each peer's outbox depth, last success and last error, from the database
+/// (so it works while the server runs, and shows what every replica did).
+pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, AdminError> {
+    let store = Store::connect(&config.database.url, 1).await?;
+    store.migrate().await?;
+    let connection = store.connection();
+    let depths = crate::store::outbox_depths(connection, store.backend()).await?;
+    let recorded = crate::store::peer_statuses(connection).await?;
+    let mut domains: std::collections::BTreeSet<String> =
+        config.federation.peers.keys().cloned().collect();
+    domains.extend(depths.iter().map(|(domain, _)| domain.clone()));
+    domains.extend(recorded.iter().map(|status| status.domain.clone()));
+    let statuses = domains
+        .into_iter()
+        .map(|domain| {
+            let record = recorded.iter().find(|status| status.domain == domain);
+            PeerOutboxStatus {
+                configured: config.federation.peers.contains_key(&domain),
+                outbox_depth: depths
+                    .iter()
+                    .find(|(peer, _)| *peer == domain)
+                    .map_or(0, |(_, depth)| *depth),
+                last_success_at_ms: record.and_then(|status| status.last_success_at_ms),
+                last_error: record.and_then(|status| status.last_error.clone()),
+                last_error_at_ms: record.and_then(|status| status.last_error_at_ms),
+                consecutive_failures: record.map_or(0, |status| status.consecutive_failures),
+                domain,
+            }
+        })
+        .collect();
+    store.close().await?;
+    Ok(statuses)
+}

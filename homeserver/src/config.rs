@@ -130,6 +130,9 @@ pub struct FederationConfig {
     pub peer_requests_per_minute: u32,
     /// Deadline of each call to a peer, in seconds (connecting included).
     pub call_timeout_seconds: u64,
+    /// Most events per batch delivered to a follower domain (the federation
+    /// message size limits a batch too).
+    pub outbox_batch_size: u64,
     /// The peers, by domain. Requests for and from other domains are refused.
     pub peers: BTreeMap<String, FederationPeerConfig>,
 }
@@ -261,6 +264,7 @@ impl Default for FederationConfig {
             max_message_bytes: 4 * 1024 * 1024,
             peer_requests_per_minute: 6000,
             call_timeout_seconds: 10,
+            outbox_batch_size: 100,
             peers: BTreeMap::new(),
         }
     }
@@ -432,6 +436,12 @@ impl Config {
             return invalid(
                 "federation.call_timeout_seconds",
                 "must be between 1 and 300".to_owned(),
+            );
+        }
+        if !(1..=1000).contains(&federation.outbox_batch_size) {
+            return invalid(
+                "federation.outbox_batch_size",
+                "must be between 1 and 1000".to_owned(),
             );
         }
         let (Some(certificate), Some(private_key), Some(trust_roots)) = (

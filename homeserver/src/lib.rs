@@ -153,8 +153,15 @@ pub async fn run(
         }
     };
     let mut context = Context::new(store.clone(), config, clock);
+    let mut federation_peers = Vec::new();
     if let Some((federation, _)) = &federation {
         context = context.with_federation(federation.client.clone());
+        federation_peers = federation
+            .gate
+            .registry()
+            .iter()
+            .map(|peer| peer.domain.clone())
+            .collect();
     }
     let context = Arc::new(context);
 
@@ -169,6 +176,14 @@ pub async fn run(
         ))
     });
     let janitor_task = tokio::spawn(run_janitor(context.clone(), stopped()));
+    let outbox_task = context.federation.clone().map(|client| {
+        tokio::spawn(service::outbox::run(
+            context.clone(),
+            client,
+            federation_peers.clone(),
+            stopped(),
+        ))
+    });
     let grpc_shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down");
@@ -181,6 +196,9 @@ pub async fn run(
         None => Ok(()),
     };
     janitor_task.abort();
+    if let Some(task) = outbox_task {
+        task.abort();
+    }
     store.close().await?;
     grpc_result?;
     http_result.map_err(ServerError::Http)?;
@@ -290,6 +308,11 @@ async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "pruned group events"),
                 Err(error) => tracing::warn!(%error, "could not prune group events"),
+            }
+            if let Err(error) =
+                store::prune_delivered_federation_records(connection, context.store.backend()).await
+            {
+                tracing::warn!(%error, "could not prune delivered federation records");
             }
         }
     };

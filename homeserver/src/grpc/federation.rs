@@ -5,7 +5,10 @@
 use super::status::{self, missing_field, peer_refusal};
 use crate::service::Context;
 use crate::service::federation;
+use crate::service::follower::{self, IncomingBatch};
+use crate::service::groups::{self, GroupError, NewCommit, NewMessage, NewProposal};
 use crate::service::key_packages;
+use crate::service::outbox;
 use conclave_core::ids::{CredentialIdentity, Domain, IdError};
 use conclave_federation::identity::{PeerRefusal, presented_dns_names};
 use conclave_federation::server::{PeerGate, TlsIncoming};
@@ -13,6 +16,8 @@ use conclave_proto::federation::v1 as proto;
 use conclave_proto::federation::v1::federation_service_server::{
     FederationService, FederationServiceServer,
 };
+use proto::submit_to_hub_request::Submission as Relayed;
+use proto::submit_to_hub_response::Outcome;
 use rustls_pki_types::CertificateDer;
 use std::future::Future;
 use std::str::FromStr;
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tower::util::MapResponseLayer;
 
 /// A peer must complete its TLS handshake within this time.
@@ -98,6 +103,46 @@ fn parse_naming_field<T: FromStr<Err = IdError>>(
         .map_err(|error| refused(Status::invalid_argument(format!("{field}: {error}"))))
 }
 
+/// Logs a refusal of an admitted peer's request with the peer's domain.
+fn refused(peer: &Domain, status: Status) -> Status {
+    match status.code() {
+        Code::Internal | Code::Unavailable => {
+            tracing::warn!(peer_domain = %peer, code = ?status.code(), reason = status.message(), "federation request failed");
+        }
+        _ => {
+            tracing::info!(peer_domain = %peer, code = ?status.code(), reason = status.message(), "refused a federation request");
+        }
+    }
+    status
+}
+
+/// The hub's verdict on a relayed submission, for the follower to show its
+/// device. Failures that are the hub's own (database, a peer it could not ask)
+/// are errors of the call instead, so the follower reports the hub unavailable.
+fn rejection(peer: &Domain, error: GroupError) -> Result<proto::Rejected, Status> {
+    let conflict = match &error {
+        GroupError::CommitConflict {
+            current_epoch,
+            winning_commit_seq,
+            ..
+        } => Some(proto::CommitConflict {
+            current_epoch: *current_epoch,
+            winning_commit_seq: *winning_commit_seq,
+        }),
+        _ => None,
+    };
+    let status = Status::from(error);
+    if matches!(status.code(), Code::Internal | Code::Unavailable) {
+        return Err(refused(peer, status));
+    }
+    tracing::debug!(peer_domain = %peer, code = ?status.code(), reason = status.message(), "refused a relayed submission");
+    Ok(proto::Rejected {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        commit_conflict: conflict,
+    })
+}
+
 impl FederationApi {
     /// Lets the request through if its connection's certificate speaks for `domain`.
     fn admit(
@@ -155,14 +200,154 @@ impl FederationService for FederationApi {
         if message.credential_identity.is_empty() {
             return Err(missing_field("credential_identity"));
         }
-        let registered = federation::verify_credential(
+        let key_package_ref =
+            (!message.key_package_ref.is_empty()).then_some(message.key_package_ref.as_slice());
+        let verdict = federation::verify_credential(
             &self.context,
             &message.credential_identity,
             &message.signature_public_key,
+            key_package_ref,
         )
         .await?;
         Ok(Response::new(proto::VerifyCredentialResponse {
-            registered,
+            registered: verdict.registered,
+            key_package_claimed: verdict.key_package_claimed,
+        }))
+    }
+
+    async fn submit_to_hub(
+        &self,
+        request: Request<proto::SubmitToHubRequest>,
+    ) -> Result<Response<proto::SubmitToHubResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let sender: CredentialIdentity =
+            parse_naming_field(&certificates, "sender", &message.sender)?;
+        let peer = sender.user_id().domain().clone();
+        self.admit(&certificates, &peer)?;
+        let Some(submission) = message.submission else {
+            return Err(refused(&peer, missing_field("submission")));
+        };
+        let context = &self.context;
+        let result = match submission {
+            Relayed::Commit(bundle) => {
+                groups::submit_commit(
+                    context,
+                    &sender,
+                    NewCommit {
+                        idempotency_key: message.idempotency_key,
+                        group_id: message.group_id,
+                        commit: bundle.commit,
+                        welcome: bundle.welcome,
+                        group_info: bundle.group_info,
+                    },
+                )
+                .await
+            }
+            Relayed::Proposal(proposal) => {
+                groups::submit_proposal(
+                    context,
+                    &sender,
+                    NewProposal {
+                        idempotency_key: message.idempotency_key,
+                        group_id: message.group_id,
+                        proposal,
+                    },
+                )
+                .await
+            }
+            Relayed::ApplicationMessage(application_message) => {
+                groups::send_message(
+                    context,
+                    &sender,
+                    NewMessage {
+                        idempotency_key: message.idempotency_key,
+                        group_id: message.group_id,
+                        message: application_message,
+                    },
+                )
+                .await
+            }
+        };
+        let outcome = match result {
+            Ok(accepted) => Outcome::Accepted(proto::Accepted {
+                seq: accepted.seq,
+                epoch: accepted.epoch,
+            }),
+            Err(error) => Outcome::Rejected(rejection(&peer, error)?),
+        };
+        Ok(Response::new(proto::SubmitToHubResponse {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn deliver_events(
+        &self,
+        request: Request<proto::DeliverEventsRequest>,
+    ) -> Result<Response<proto::DeliverEventsResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let hub: Domain = parse_naming_field(&certificates, "hub_domain", &message.hub_domain)?;
+        self.admit(&certificates, &hub)?;
+        if message.group_id.is_empty() {
+            return Err(refused(&hub, missing_field("group_id")));
+        }
+        let last_seq = follower::apply_batch(
+            &self.context,
+            IncomingBatch {
+                hub: hub.clone(),
+                mls_group_id: message.group_id,
+                events: message.events,
+                member_count: message.member_count,
+            },
+        )
+        .await
+        .map_err(|error| refused(&hub, error.into()))?;
+        Ok(Response::new(proto::DeliverEventsResponse { last_seq }))
+    }
+
+    async fn fetch_events(
+        &self,
+        request: Request<proto::FetchEventsRequest>,
+    ) -> Result<Response<proto::FetchEventsResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let follower: Domain =
+            parse_naming_field(&certificates, "follower_domain", &message.follower_domain)?;
+        self.admit(&certificates, &follower)?;
+        let (events, last_seq) = outbox::fetch_for_follower(
+            &self.context,
+            &follower,
+            &message.group_id,
+            message.after_seq,
+            message.limit,
+        )
+        .await
+        .map_err(|error| refused(&follower, error.into()))?;
+        Ok(Response::new(proto::FetchEventsResponse {
+            events,
+            last_seq,
+        }))
+    }
+
+    async fn fetch_group_info(
+        &self,
+        request: Request<proto::FetchGroupInfoRequest>,
+    ) -> Result<Response<proto::FetchGroupInfoResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let requester: CredentialIdentity =
+            parse_naming_field(&certificates, "requester", &message.requester)?;
+        let peer = requester.user_id().domain().clone();
+        self.admit(&certificates, &peer)?;
+        let (group_info, ratchet_tree, epoch) =
+            groups::group_info(&self.context, requester.user_id(), &message.group_id)
+                .await
+                .map_err(|error| refused(&peer, error.into()))?;
+        Ok(Response::new(proto::FetchGroupInfoResponse {
+            group_info,
+            ratchet_tree,
+            epoch,
         }))
     }
 }

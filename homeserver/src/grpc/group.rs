@@ -3,6 +3,7 @@
 use super::auth::authenticate;
 use crate::service::Context;
 use crate::service::groups::{self, Accepted, NewCommit, NewGroup, NewMessage, NewProposal};
+use crate::service::routing::{self, GroupSubmission};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::group_service_server::GroupService;
 use std::sync::Arc;
@@ -49,16 +50,16 @@ impl GroupService for GroupApi {
     ) -> Result<Response<proto::SubmitResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
         let request = request.into_inner();
-        let accepted = groups::submit_commit(
+        let accepted = routing::submit(
             &self.context,
             &device,
-            NewCommit {
+            GroupSubmission::Commit(NewCommit {
                 idempotency_key: request.idempotency_key,
                 group_id: request.group_id,
                 commit: request.commit,
                 welcome: request.welcome,
                 group_info: request.group_info,
-            },
+            }),
         )
         .await?;
         Ok(submit_response(accepted))
@@ -70,14 +71,14 @@ impl GroupService for GroupApi {
     ) -> Result<Response<proto::SubmitResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
         let request = request.into_inner();
-        let accepted = groups::submit_proposal(
+        let accepted = routing::submit(
             &self.context,
             &device,
-            NewProposal {
+            GroupSubmission::Proposal(NewProposal {
                 idempotency_key: request.idempotency_key,
                 group_id: request.group_id,
                 proposal: request.proposal,
-            },
+            }),
         )
         .await?;
         Ok(submit_response(accepted))
@@ -89,14 +90,14 @@ impl GroupService for GroupApi {
     ) -> Result<Response<proto::SubmitResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
         let request = request.into_inner();
-        let accepted = groups::send_message(
+        let accepted = routing::submit(
             &self.context,
             &device,
-            NewMessage {
+            GroupSubmission::Message(NewMessage {
                 idempotency_key: request.idempotency_key,
                 group_id: request.group_id,
                 message: request.message,
-            },
+            }),
         )
         .await?;
         Ok(submit_response(accepted))
@@ -109,7 +110,7 @@ impl GroupService for GroupApi {
         let device = authenticate(&self.context, request.metadata()).await?;
         let group_id = request.into_inner().group_id;
         let (group_info, ratchet_tree, epoch) =
-            groups::group_info(&self.context, &device, &group_id).await?;
+            routing::group_info(&self.context, &device, &group_id).await?;
         Ok(Response::new(proto::GetGroupInfoResponse {
             group_info,
             ratchet_tree,

@@ -8,8 +8,10 @@ use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::delivery::DeliveryError;
 use crate::service::federation::CredentialCheckError;
+use crate::service::follower::FollowerError;
 use crate::service::groups::GroupError;
 use crate::service::key_packages::KeyPackageServiceError;
+use crate::service::outbox::FetchEventsError;
 use conclave_federation::client::{CallError, RefusalKind};
 use conclave_federation::identity::PeerRefusal;
 use prost::Message;
@@ -68,7 +70,7 @@ fn remote_status(error: &CallError) -> Status {
             RefusalKind::PermissionDenied | RefusalKind::Unauthenticated => {
                 Code::FailedPrecondition
             }
-            RefusalKind::Other => Code::Unavailable,
+            RefusalKind::OutOfRange | RefusalKind::Other => Code::Unavailable,
         },
         // The peer broke the protocol; not the device's fault, nor ours, and
         // the message names the peer.
@@ -134,16 +136,23 @@ const RESOURCE_EXHAUSTED: &str = "8";
 /// tonic refuses a request larger than `max_decoding_message_size` with
 /// OUT_OF_RANGE, but a size limit is RESOURCE_EXHAUSTED in gRPC's own vocabulary
 /// (and in ours). The refusal happens before any handler runs, as a trailers-only
-/// response, so the status is in the response headers; this rewrites it there. No
-/// handler of ours returns OUT_OF_RANGE, so nothing else is affected.
+/// response, so the status is in the response headers; this rewrites it there.
+/// Only tonic's size refusal is rewritten (recognised by its message): a
+/// handler's own OUT_OF_RANGE (FetchEvents of pruned events) stays.
 pub(crate) fn oversize_as_resource_exhausted(
     limit: usize,
 ) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
     move |mut response| {
         let headers = response.headers_mut();
-        if headers
-            .get("grpc-status")
-            .is_some_and(|status| status == OUT_OF_RANGE)
+        let is_size_refusal = headers.get("grpc-message").is_some_and(|message| {
+            String::from_utf8_lossy(message.as_bytes())
+                .replace("%20", " ")
+                .contains("message length too large")
+        });
+        if is_size_refusal
+            && headers
+                .get("grpc-status")
+                .is_some_and(|status| status == OUT_OF_RANGE)
         {
             headers.insert(
                 "grpc-status",
@@ -175,6 +184,21 @@ impl From<GroupError> for Status {
                 Code::FailedPrecondition
             }
             GroupError::ForeignDevice { .. } => Code::FailedPrecondition,
+            GroupError::RemoteCheckFailed { .. } | GroupError::HubUnavailable { .. } => {
+                Code::Unavailable
+            }
+            GroupError::RejectedByHub {
+                code,
+                message,
+                commit_conflict,
+            } => {
+                return match commit_conflict {
+                    Some((current_epoch, winning_commit_seq)) => {
+                        commit_conflict_status(message.clone(), *current_epoch, *winning_commit_seq)
+                    }
+                    None => Status::new(Code::from_i32(*code), message.clone()),
+                };
+            }
             GroupError::TooManyMembers { .. } | GroupError::TooManyProposals { .. } => {
                 Code::ResourceExhausted
             }
@@ -217,11 +241,14 @@ fn hub_rejection_code(rejection: &HubRejection) -> Code {
 /// `google.rpc.Status` whose `details` holds it as an `Any`), so the loser can find
 /// the winning commit without parsing the message.
 fn commit_conflict(error: &GroupError, current_epoch: u64, winning_commit_seq: u64) -> Status {
+    commit_conflict_status(error.to_string(), current_epoch, winning_commit_seq)
+}
+
+fn commit_conflict_status(message: String, current_epoch: u64, winning_commit_seq: u64) -> Status {
     let conflict = conclave_proto::client::v1::CommitConflict {
         current_epoch,
         winning_commit_seq,
     };
-    let message = error.to_string();
     let details = tonic_types::pb::Status {
         code: Code::Aborted as i32,
         message: message.clone(),
@@ -236,6 +263,30 @@ fn commit_conflict(error: &GroupError, current_epoch: u64, winning_commit_seq: u
 /// Type URL of `CommitConflict` inside status details.
 pub(crate) const COMMIT_CONFLICT_TYPE_URL: &str =
     "type.googleapis.com/conclave.client.v1.CommitConflict";
+
+impl From<FollowerError> for Status {
+    fn from(error: FollowerError) -> Status {
+        let code = match &error {
+            FollowerError::InvalidBatch(_) => Code::InvalidArgument,
+            FollowerError::NotTheHub { .. } => Code::PermissionDenied,
+            FollowerError::NotFollowed { .. } => Code::FailedPrecondition,
+            FollowerError::RepairFailed { .. } | FollowerError::Busy(_) => Code::Unavailable,
+            FollowerError::Internal(internal) => return internal_status(internal),
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<FetchEventsError> for Status {
+    fn from(error: FetchEventsError) -> Status {
+        let code = match &error {
+            FetchEventsError::UnknownGroup(_) => Code::NotFound,
+            FetchEventsError::Pruned { .. } => Code::OutOfRange,
+            FetchEventsError::Internal(internal) => return internal_status(internal),
+        };
+        Status::new(code, error.to_string())
+    }
+}
 
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {

@@ -17,6 +17,8 @@ pub(crate) enum Topic {
     Group(i64),
     /// A device's inbox grew (by device id).
     Inbox(String),
+    /// A hosted group with follower domains grew: the federation outbox has work.
+    Outbox,
 }
 
 /// Publishes wake-ups and registers interest in topics.

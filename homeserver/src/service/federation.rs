@@ -37,13 +37,24 @@ impl From<StoreError> for CredentialCheckError {
     }
 }
 
-/// True if `identity` is a current device of this domain enrolled with exactly
-/// `signature_public_key`.
+/// The answer to a peer's credential check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CredentialVerdict {
+    /// The identity is a current device of this domain with exactly that key.
+    pub(crate) registered: bool,
+    /// The key package asked about is one of that device's and was handed out.
+    pub(crate) key_package_claimed: bool,
+}
+
+/// Checks that `identity` is a current device of this domain enrolled with
+/// exactly `signature_public_key` and, if `key_package_ref` is given, that the
+/// directory handed that package of the device out.
 pub(crate) async fn verify_credential(
     context: &Context,
     identity: &str,
     signature_public_key: &[u8],
-) -> Result<bool, CredentialCheckError> {
+    key_package_ref: Option<&[u8]>,
+) -> Result<CredentialVerdict, CredentialCheckError> {
     let identity: CredentialIdentity = identity.parse()?;
     let domain = identity.user_id().domain();
     if domain != &context.domain {
@@ -56,11 +67,23 @@ pub(crate) async fn verify_credential(
     if signature_public_key.is_empty() {
         return Err(CredentialCheckError::MissingKey);
     }
-    Ok(store::device_has_key(
-        context.store.connection(),
-        identity.device_id().as_str(),
+    let connection = context.store.connection();
+    let device_id = identity.device_id().as_str();
+    let registered = store::device_has_key(
+        connection,
+        device_id,
         identity.user_id().username().as_str(),
         signature_public_key,
     )
-    .await?)
+    .await?;
+    let key_package_claimed = match key_package_ref {
+        Some(hash_ref) if registered => {
+            store::key_package_was_claimed(connection, hash_ref, device_id).await?
+        }
+        _ => false,
+    };
+    Ok(CredentialVerdict {
+        registered,
+        key_package_claimed,
+    })
 }

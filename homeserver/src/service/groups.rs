@@ -5,6 +5,7 @@
 
 use super::accounts::AuthenticatedDevice;
 use super::idempotency::{IdempotencyError, Outcome, Submission};
+use super::remote_leaves::{self, VouchedLeaves};
 use super::{Context, InternalError};
 use crate::notify::Topic;
 use crate::rules::hub::{
@@ -12,7 +13,7 @@ use crate::rules::hub::{
     check_application_message,
 };
 use crate::store::{self, EventKind, GroupRecord, NewEvent, StoreError};
-use conclave_core::ids::CredentialIdentity;
+use conclave_core::ids::{CredentialIdentity, UserId};
 
 /// Why a group submission failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +47,25 @@ pub(crate) enum GroupError {
     /// A new leaf names a device that is not registered with that key.
     #[error("{identity} is not a registered device with this signature key")]
     UnregisteredDevice { identity: String },
-    /// A new leaf belongs to another domain. Refused until the federation outbox
-    /// exists: such a member could be validated but would never receive anything.
+    /// A new leaf belongs to a domain this homeserver does not federate with.
     #[error(
-        "{identity} belongs to domain {domain}: members on other domains need the federation outbox, which is not available yet"
+        "{identity} belongs to domain {domain}, which is not a federation peer of this homeserver"
     )]
     ForeignDevice { identity: String, domain: String },
+    /// The homeserver of a new leaf's domain could not be asked about it.
+    #[error("could not check {identity} with its homeserver: {reason}; retry later")]
+    RemoteCheckFailed { identity: String, reason: String },
+    /// The group is hosted by another domain and its hub could not be reached or
+    /// refused this homeserver.
+    #[error("the group's hub {hub} is unavailable: {reason}; retry with the same idempotency key")]
+    HubUnavailable { hub: String, reason: String },
+    /// The group's hub refused the submission (relayed as the hub said it).
+    #[error("{message}")]
+    RejectedByHub {
+        code: i32,
+        message: String,
+        commit_conflict: Option<(u64, u64)>,
+    },
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]
     UnclaimedKeyPackage { identity: String },
@@ -143,7 +157,7 @@ pub(crate) async fn create(
             None => Err(GroupError::GroupExists(group_name(&mls_group_id))),
         };
     };
-    add_member(&transaction, group.id, &device.identity, 0).await?;
+    add_member(context, &transaction, group.id, &device.identity, 0).await?;
     submission
         .record(
             &transaction,
@@ -182,11 +196,14 @@ async fn previous_creation(
 }
 
 async fn add_member(
+    context: &Context,
     transaction: &store::Transaction,
     group_row_id: i64,
     identity: &CredentialIdentity,
     joined_after_seq: i64,
 ) -> Result<(), StoreError> {
+    let domain = identity.user_id().domain();
+    let remote_domain = (domain != &context.domain).then(|| domain.to_string());
     store::upsert_member(
         transaction,
         group_row_id,
@@ -194,6 +211,7 @@ async fn add_member(
         &identity.user_id().to_string(),
         identity.device_id().as_str(),
         joined_after_seq,
+        remote_domain.as_deref(),
     )
     .await
 }
@@ -206,10 +224,12 @@ pub(crate) struct NewCommit {
     pub(crate) group_info: Vec<u8>,
 }
 
-/// Accepts a commit for the group's current epoch, or explains why not.
+/// Accepts a commit for the group's current epoch, or explains why not. `sender`
+/// is the authenticated submitting device: one of this homeserver's, or one a
+/// follower domain's homeserver authenticated and relayed.
 pub(crate) async fn submit_commit(
     context: &Context,
-    device: &AuthenticatedDevice,
+    sender: &CredentialIdentity,
     request: NewCommit,
 ) -> Result<Accepted, GroupError> {
     if request.commit.is_empty() {
@@ -218,7 +238,44 @@ pub(crate) async fn submit_commit(
     if request.group_info.is_empty() {
         return Err(GroupError::MissingField("group_info"));
     }
-    let identity = device.identity.to_string();
+    // New leaves of other domains need their homeservers' word, asked without
+    // holding the group's lock: the first attempt finds which, they are asked,
+    // and the commit is judged again. A group that keeps changing meanwhile
+    // gets a few tries.
+    let mut vouched = VouchedLeaves::default();
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        match try_commit(context, sender, &request, &vouched).await? {
+            CommitAttempt::Accepted(accepted) => return Ok(accepted),
+            CommitAttempt::AskRemoteDomains { added, changed } => {
+                vouched = remote_leaves::vouch_for(context, &added, &changed).await?;
+            }
+        }
+    }
+    Err(GroupError::RemoteCheckFailed {
+        identity: sender.to_string(),
+        reason: "the group changed while the homeservers of its new members were asked".to_owned(),
+    })
+}
+
+/// Rounds of "ask the remote domains, judge again" before giving up.
+const MAX_COMMIT_ATTEMPTS: usize = 3;
+
+enum CommitAttempt {
+    Accepted(Accepted),
+    /// The commit has leaves of other domains not vouched for yet.
+    AskRemoteDomains {
+        added: Vec<NewLeaf>,
+        changed: Vec<NewLeaf>,
+    },
+}
+
+async fn try_commit(
+    context: &Context,
+    sender: &CredentialIdentity,
+    request: &NewCommit,
+    vouched: &VouchedLeaves,
+) -> Result<CommitAttempt, GroupError> {
+    let identity = sender.to_string();
     let welcome = request.welcome.as_deref().unwrap_or_default();
     let submission = Submission::new(
         &identity,
@@ -237,11 +294,11 @@ pub(crate) async fn submit_commit(
     // then waits for it and finds its outcome, instead of being judged on its own.
     let group = lock_group(&transaction, &request.group_id).await?;
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
-        return Ok(previous?.into());
+        return Ok(CommitAttempt::Accepted(previous?.into()));
     }
     let mut hub_group = load_state(&group)?;
     let decision = match hub_group.check_commit(&CommitSubmission {
-        sender: &device.identity,
+        sender,
         commit: &request.commit,
         welcome: request.welcome.as_deref(),
         group_info: &request.group_info,
@@ -263,7 +320,23 @@ pub(crate) async fn submit_commit(
         }
         Err(rejection) => return Err(rejection.into()),
     };
-    check_new_leaves(context, &transaction, &decision).await?;
+    let unvouched = |leaves: &[NewLeaf], is_add: bool| -> Vec<NewLeaf> {
+        leaves
+            .iter()
+            .filter(|leaf| leaf.identity.user_id().domain() != &context.domain)
+            .filter(|leaf| !vouched.contains(leaf))
+            .filter(|leaf| is_add || !remote_leaves::is_cached(context, leaf))
+            .cloned()
+            .collect()
+    };
+    let (added, changed) = (
+        unvouched(&decision.added, true),
+        unvouched(&decision.changed_leaves, false),
+    );
+    if !added.is_empty() || !changed.is_empty() {
+        return Ok(CommitAttempt::AskRemoteDomains { added, changed });
+    }
+    check_local_leaves(context, &transaction, &decision).await?;
     check_group_size(context, &transaction, group.id, &decision).await?;
 
     let seq = group.last_seq + 1;
@@ -295,8 +368,17 @@ pub(crate) async fn submit_commit(
     )
     .await?;
     let removed = decision.removed.clone();
-    let added = decision.added.clone();
-    let joiner = decision.external.then(|| device.identity.clone());
+    let mut added = decision.added.clone();
+    if decision.external {
+        // The joiner is a new member like an added one, without a Welcome.
+        added.extend(
+            decision
+                .changed_leaves
+                .iter()
+                .filter(|leaf| &leaf.identity == sender)
+                .cloned(),
+        );
+    }
     let new_epoch = decision.new_epoch;
     hub_group.apply_commit(decision)?;
     store::update_group(
@@ -311,15 +393,17 @@ pub(crate) async fn submit_commit(
         store::mark_removed(&transaction, group.id, &identity.to_string(), seq).await?;
     }
     for leaf in &added {
-        add_member(&transaction, group.id, &leaf.identity, seq).await?;
+        add_member(context, &transaction, group.id, &leaf.identity, seq).await?;
     }
-    if let Some(joiner) = &joiner {
-        add_member(&transaction, group.id, joiner, seq).await?;
-    }
+    let is_local = |identity: &CredentialIdentity| identity.user_id().domain() == &context.domain;
     let mut woken_inboxes = Vec::new();
+    let mut ratchet_tree = None;
     if let Some(welcome) = &request.welcome {
-        let ratchet_tree = hub_group.ratchet_tree();
-        for leaf in &added {
+        let tree = ratchet_tree.get_or_insert_with(|| hub_group.ratchet_tree());
+        let welcomed = added
+            .iter()
+            .filter(|leaf| leaf.key_package_ref.is_some() && is_local(&leaf.identity));
+        for leaf in welcomed {
             let device_id = leaf.identity.device_id().as_str();
             store::append_inbox_event(
                 &transaction,
@@ -327,13 +411,27 @@ pub(crate) async fn submit_commit(
                 group.id,
                 seq,
                 welcome,
-                &ratchet_tree,
+                tree,
                 now_ms,
             )
             .await?;
             woken_inboxes.push(device_id.to_owned());
         }
     }
+    let followers_changed = record_for_followers(
+        context,
+        &transaction,
+        FollowerChanges {
+            group_row_id: group.id,
+            seq,
+            added: added.iter().map(|leaf| &leaf.identity).collect(),
+            removed: &removed,
+            welcome: request.welcome.as_deref(),
+            ratchet_tree: &mut ratchet_tree,
+            hub_group: &hub_group,
+        },
+    )
+    .await?;
     let outcome = Outcome {
         group_row_id: group.id,
         seq,
@@ -346,8 +444,151 @@ pub(crate) async fn submit_commit(
     for device_id in woken_inboxes {
         context.notifier.publish(&Topic::Inbox(device_id));
     }
+    if followers_changed {
+        context.notifier.publish(&Topic::Outbox);
+    } else {
+        wake_outbox_if_followed(context, group.id).await?;
+    }
     tracing::debug!(group = %group_name(&group.mls_group_id), seq, epoch = new_epoch, committer = %identity, "commit accepted");
-    Ok(outcome.into())
+    Ok(CommitAttempt::Accepted(outcome.into()))
+}
+
+/// What an accepted commit changed for devices of other domains.
+struct FollowerChanges<'a> {
+    group_row_id: i64,
+    seq: i64,
+    /// Every device the commit added or that joined by it.
+    added: Vec<&'a CredentialIdentity>,
+    removed: &'a [CredentialIdentity],
+    welcome: Option<&'a [u8]>,
+    /// The new epoch's tree, if already serialised.
+    ratchet_tree: &'a mut Option<Vec<u8>>,
+    hub_group: &'a HubGroup,
+}
+
+/// Records, for the follower domains concerned, which of their devices the
+/// commit added and removed, the Welcome they need (once for all of them), and
+/// their outbox cursors: a domain whose first device joins starts receiving at
+/// this commit; a domain whose last device leaves stops after it. Returns true if
+/// some domain was concerned.
+async fn record_for_followers(
+    context: &Context,
+    transaction: &store::Transaction,
+    changes: FollowerChanges<'_>,
+) -> Result<bool, GroupError> {
+    let remote_domain = |identity: &CredentialIdentity| {
+        let domain = identity.user_id().domain();
+        (domain != &context.domain).then(|| domain.to_string())
+    };
+    let mut joined_domains = std::collections::BTreeSet::new();
+    let mut left_domains = std::collections::BTreeSet::new();
+    for (identity, added) in changes
+        .added
+        .iter()
+        .map(|identity| (*identity, true))
+        .chain(changes.removed.iter().map(|identity| (identity, false)))
+    {
+        let Some(domain) = remote_domain(identity) else {
+            continue;
+        };
+        store::insert_membership_change(
+            transaction,
+            store::MembershipChangeRecord {
+                group_id: changes.group_row_id,
+                seq: changes.seq,
+                identity: identity.to_string(),
+                domain: domain.clone(),
+                added,
+            },
+        )
+        .await?;
+        if added {
+            joined_domains.insert(domain);
+        } else {
+            left_domains.insert(domain);
+        }
+    }
+    if joined_domains.is_empty() && left_domains.is_empty() {
+        return Ok(false);
+    }
+    if let Some(welcome) = changes.welcome
+        && !joined_domains.is_empty()
+    {
+        let tree = changes
+            .ratchet_tree
+            .get_or_insert_with(|| changes.hub_group.ratchet_tree());
+        store::insert_remote_welcome(
+            transaction,
+            store::RemoteWelcomeRecord {
+                group_id: changes.group_row_id,
+                seq: changes.seq,
+                welcome: welcome.to_vec(),
+                ratchet_tree: tree.clone(),
+            },
+        )
+        .await?;
+    }
+    for domain in &joined_domains {
+        let cursor = store::find_peer_cursor(transaction, changes.group_row_id, domain).await?;
+        let rejoined = |delivered_seq| store::PeerCursorRecord {
+            group_id: changes.group_row_id,
+            peer_domain: domain.clone(),
+            joined_after_seq: changes.seq - 1,
+            delivered_seq,
+            until_seq: None,
+        };
+        let cursor = match cursor {
+            // Still a follower: nothing changes.
+            Some(cursor) if cursor.until_seq.is_none() => continue,
+            // Left, and everything up to its leaving was delivered: it starts
+            // again at this commit.
+            Some(cursor)
+                if cursor
+                    .until_seq
+                    .is_some_and(|until| cursor.delivered_seq >= until) =>
+            {
+                rejoined(changes.seq - 1)
+            }
+            // Left, and still receiving what came before: it continues from there.
+            Some(cursor) => store::PeerCursorRecord {
+                until_seq: None,
+                ..cursor
+            },
+            None => rejoined(changes.seq - 1),
+        };
+        store::save_peer_cursor(transaction, cursor).await?;
+    }
+    let still_members =
+        store::remote_domains_with_members(transaction, changes.group_row_id).await?;
+    for domain in left_domains.difference(&joined_domains) {
+        if still_members.contains(domain) {
+            continue;
+        }
+        if let Some(cursor) =
+            store::find_peer_cursor(transaction, changes.group_row_id, domain).await?
+        {
+            store::save_peer_cursor(
+                transaction,
+                store::PeerCursorRecord {
+                    until_seq: Some(changes.seq),
+                    ..cursor
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Wakes the federation outbox if the group has follower domains.
+async fn wake_outbox_if_followed(context: &Context, group_row_id: i64) -> Result<(), GroupError> {
+    if context.federation.is_none() {
+        return Ok(());
+    }
+    if store::has_followers(context.store.connection(), group_row_id).await? {
+        context.notifier.publish(&Topic::Outbox);
+    }
+    Ok(())
 }
 
 async fn lock_group(
@@ -371,19 +612,44 @@ fn load_state(group: &GroupRecord) -> Result<HubGroup, GroupError> {
     })
 }
 
-/// Every new or changed leaf must be a device registered here with exactly that
-/// signature key, and every Add must use a key package the directory handed out.
-async fn check_new_leaves(
+/// Every new or changed leaf of this domain must be a device registered here with
+/// exactly that signature key, and every Add of one must use a key package the
+/// directory handed out. (Leaves of other domains were vouched for by theirs.)
+async fn check_local_leaves(
     context: &Context,
     transaction: &store::Transaction,
     decision: &CommitDecision,
 ) -> Result<(), GroupError> {
-    for leaf in decision.added.iter().chain(&decision.changed_leaves) {
-        check_registered(context, transaction, leaf).await?;
+    let is_local = |leaf: &&NewLeaf| leaf.identity.user_id().domain() == &context.domain;
+    for leaf in decision
+        .added
+        .iter()
+        .chain(&decision.changed_leaves)
+        .filter(is_local)
+    {
+        let registered = store::device_has_key(
+            transaction,
+            leaf.identity.device_id().as_str(),
+            leaf.identity.user_id().username().as_str(),
+            &leaf.signature_key,
+        )
+        .await?;
+        if !registered {
+            return Err(GroupError::UnregisteredDevice {
+                identity: leaf.identity.to_string(),
+            });
+        }
     }
-    for leaf in &decision.added {
+    for leaf in decision.added.iter().filter(is_local) {
         let claimed = match &leaf.key_package_ref {
-            Some(hash_ref) => store::key_package_was_claimed(transaction, hash_ref).await?,
+            Some(hash_ref) => {
+                store::key_package_was_claimed(
+                    transaction,
+                    hash_ref,
+                    leaf.identity.device_id().as_str(),
+                )
+                .await?
+            }
             None => false,
         };
         if !claimed {
@@ -393,36 +659,6 @@ async fn check_new_leaves(
         }
     }
     Ok(())
-}
-
-/// The Authentication Service check of one leaf. Leaves of other domains are the
-/// federation issue's seam: their homeserver will be asked.
-async fn check_registered(
-    context: &Context,
-    transaction: &store::Transaction,
-    leaf: &NewLeaf,
-) -> Result<(), GroupError> {
-    let domain = leaf.identity.user_id().domain();
-    if domain != &context.domain {
-        return Err(GroupError::ForeignDevice {
-            identity: leaf.identity.to_string(),
-            domain: domain.to_string(),
-        });
-    }
-    let registered = store::device_has_key(
-        transaction,
-        leaf.identity.device_id().as_str(),
-        leaf.identity.user_id().username().as_str(),
-        &leaf.signature_key,
-    )
-    .await?;
-    if registered {
-        Ok(())
-    } else {
-        Err(GroupError::UnregisteredDevice {
-            identity: leaf.identity.to_string(),
-        })
-    }
 }
 
 async fn check_group_size(
@@ -447,16 +683,17 @@ pub(crate) struct NewProposal {
     pub(crate) proposal: Vec<u8>,
 }
 
-/// Accepts a proposal by reference for the current epoch.
+/// Accepts a proposal by reference for the current epoch, from `sender` (see
+/// [`submit_commit`]).
 pub(crate) async fn submit_proposal(
     context: &Context,
-    device: &AuthenticatedDevice,
+    sender: &CredentialIdentity,
     request: NewProposal,
 ) -> Result<Accepted, GroupError> {
     if request.proposal.is_empty() {
         return Err(GroupError::MissingField("proposal"));
     }
-    let identity = device.identity.to_string();
+    let identity = sender.to_string();
     let submission = Submission::new(
         &identity,
         &request.idempotency_key,
@@ -484,7 +721,7 @@ pub(crate) async fn submit_proposal(
         });
     }
     let mut hub_group = load_state(&group)?;
-    hub_group.add_proposal(&device.identity, &request.proposal)?;
+    hub_group.add_proposal(sender, &request.proposal)?;
     let accepted = append_and_commit(
         context,
         transaction,
@@ -558,6 +795,7 @@ async fn append_and_commit(
     submission.record(&transaction, outcome, now_ms).await?;
     transaction.commit().await.map_err(StoreError::from)?;
     context.notifier.publish(&Topic::Group(append.group_row_id));
+    wake_outbox_if_followed(context, append.group_row_id).await?;
     Ok(outcome.into())
 }
 
@@ -572,7 +810,7 @@ pub(crate) struct NewMessage {
 /// idempotency record; the group's (large) state is neither read nor written.
 pub(crate) async fn send_message(
     context: &Context,
-    device: &AuthenticatedDevice,
+    sender: &CredentialIdentity,
     request: NewMessage,
 ) -> Result<Accepted, GroupError> {
     if request.message.is_empty() {
@@ -581,7 +819,7 @@ pub(crate) async fn send_message(
     if request.group_id.is_empty() {
         return Err(GroupError::MissingField("group_id"));
     }
-    let identity = device.identity.to_string();
+    let identity = sender.to_string();
     let submission = Submission::new(
         &identity,
         &request.idempotency_key,
@@ -589,7 +827,7 @@ pub(crate) async fn send_message(
         &[&request.group_id, &request.message],
     )?;
     let transaction = context.store.begin().await?;
-    let group = store::lock_group_header(&transaction, &request.group_id)
+    let group = store::lock_group_header(&transaction, &request.group_id, false)
         .await?
         .ok_or_else(|| GroupError::UnknownGroup(group_name(&request.group_id)))?;
     // After the lock, for the reason given in `submit_commit`.
@@ -625,20 +863,21 @@ pub(crate) async fn send_message(
     .await
 }
 
-/// The newest GroupInfo and tree, for devices of member users only.
+/// The newest GroupInfo and tree of a hosted group, for devices of member users
+/// only (of any domain).
 pub(crate) async fn group_info(
     context: &Context,
-    device: &AuthenticatedDevice,
+    requester: &UserId,
     mls_group_id: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>, u64), GroupError> {
     let connection = context.store.connection();
     let unknown = || GroupError::UnknownGroup(group_name(mls_group_id));
-    let group = store::find_group(connection, mls_group_id)
+    let group = store::find_hosted_group(connection, mls_group_id)
         .await?
         .ok_or_else(unknown)?;
     // Not a member user: answer as if the group did not exist, so group ids cannot
     // be probed.
-    if !store::user_is_member(connection, group.id, &device.user_id().to_string()).await? {
+    if !store::user_is_member(connection, group.id, &requester.to_string()).await? {
         return Err(unknown());
     }
     let hub_group = load_state(&group)?;
@@ -680,8 +919,13 @@ pub(crate) async fn list(
             .iter()
             .find(|member| member.group_id == header.id)
             .map_or(0, |member| member.acked_seq);
+        let member_count = match header.hub_member_count {
+            // A follower's copy: the hub knows the whole membership.
+            Some(count) => u64::try_from(count).unwrap_or(0),
+            None => store::member_count(connection, header.id).await?,
+        };
         summaries.push(GroupSummary {
-            member_count: store::member_count(connection, header.id).await?,
+            member_count,
             mls_group_id: header.mls_group_id,
             epoch: u64::try_from(header.epoch).unwrap_or(0),
             last_seq: u64::try_from(header.last_seq).unwrap_or(0),

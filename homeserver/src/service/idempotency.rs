@@ -33,6 +33,15 @@ pub(crate) struct Outcome {
     pub(crate) epoch: i64,
 }
 
+/// Checks a key's length, for a submission judged elsewhere (relayed to a hub).
+pub(crate) fn check_key(key: &[u8]) -> Result<(), IdempotencyError> {
+    if KEY_LENGTH.contains(&key.len()) {
+        Ok(())
+    } else {
+        Err(IdempotencyError::KeyLength(key.len()))
+    }
+}
+
 impl<'a> Submission<'a> {
     /// `parts` are the request's fields; each is length-prefixed before hashing so
     /// that no two different requests hash alike.
@@ -42,9 +51,7 @@ impl<'a> Submission<'a> {
         kind: &str,
         parts: &[&[u8]],
     ) -> Result<Submission<'a>, IdempotencyError> {
-        if !KEY_LENGTH.contains(&key.len()) {
-            return Err(IdempotencyError::KeyLength(key.len()));
-        }
+        check_key(key)?;
         let mut hasher = Sha256::new();
         hasher.update(kind.as_bytes());
         for part in parts {

@@ -15,10 +15,14 @@
 pub(crate) mod accounts;
 pub(crate) mod delivery;
 pub(crate) mod federation;
+pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod key_packages;
+pub(crate) mod outbox;
 pub(crate) mod registration_tokens;
+pub(crate) mod remote_leaves;
+pub(crate) mod routing;
 pub(crate) mod secrets;
 
 use crate::config::Config;
@@ -64,6 +68,8 @@ pub(crate) struct Context {
     pub(crate) notifier: Arc<dyn Notifier>,
     /// Calls the homeservers of other domains; `None` when federation is off.
     pub(crate) federation: Option<Arc<FederationClient>>,
+    /// Other domains' recent answers about their devices' credentials.
+    pub(crate) credential_cache: remote_leaves::CredentialCache,
 }
 
 impl Context {
@@ -78,6 +84,7 @@ impl Context {
             claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
+            credential_cache: remote_leaves::CredentialCache::default(),
         }
     }
 

@@ -211,6 +211,22 @@ pub(crate) async fn device_has_key(
     Ok(user.is_some_and(|user| user.username == username))
 }
 
+/// True if `device_id` is a current device of user `username`.
+pub(crate) async fn device_of_user(
+    db: &impl Connection,
+    device_id: &str,
+    username: &str,
+) -> Result<bool, StoreError> {
+    let Some(device) = device::Entity::find_by_id(device_id.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let user = user::Entity::find_by_id(device.user_id).one(db).await?;
+    Ok(user.is_some_and(|user| user.username == username))
+}
+
 /// True if the token exists, has uses left and has not expired (without using it).
 pub(crate) async fn registration_token_usable(
     db: &impl Connection,

@@ -114,7 +114,8 @@ pub(crate) mod key_package {
 pub(crate) mod group {
     use sea_orm::entity::prelude::*;
 
-    /// A group this homeserver is the hub of.
+    /// A group this homeserver is the hub of, or (with `hub_domain`) a follower's
+    /// copy of a group hosted by another domain.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "groups")]
     pub struct Model {
@@ -126,11 +127,17 @@ pub(crate) mod group {
         pub epoch: i64,
         /// Sequence number of the newest event in the group's log (0: none yet).
         pub last_seq: i64,
-        /// The serialised public group state (`rules::hub::HubGroup::to_state`).
+        /// The serialised public group state (`rules::hub::HubGroup::to_state`);
+        /// empty for a follower's copy.
         pub state: Vec<u8>,
-        /// Credential identity of the creating device.
+        /// Credential identity of the creating device (at a follower: the sender
+        /// of the first event it received).
         pub created_by: String,
         pub created_at_ms: i64,
+        /// The hub's domain, for a group hosted elsewhere; `None` if hosted here.
+        pub hub_domain: Option<String>,
+        /// At a follower: the group's member count as the hub last reported it.
+        pub hub_member_count: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -211,6 +218,9 @@ pub(crate) mod group_member {
         pub removed_at_seq: Option<i64>,
         /// Everything up to here has been acknowledged.
         pub acked_seq: i64,
+        /// At the hub, the domain of a device of another domain (its homeserver
+        /// delivers to it and keeps its cursor); `None` for a local device.
+        pub remote_domain: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -279,6 +289,102 @@ pub(crate) mod submission {
         pub seq: i64,
         pub epoch: i64,
         pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod federation_peer_group {
+    use sea_orm::entity::prelude::*;
+
+    /// At the hub: a follower domain's outbox cursor in one group's log.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "federation_peer_groups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub peer_domain: String,
+        /// The domain receives events after this one: the commit that (last)
+        /// added its first device comes next.
+        pub joined_after_seq: i64,
+        /// The follower has every event up to here.
+        pub delivered_seq: i64,
+        /// The commit that removed the domain's last device: its last event. `None`
+        /// while the domain has members.
+        pub until_seq: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod remote_membership_change {
+    use sea_orm::entity::prelude::*;
+
+    /// At the hub: a device of another domain added (or joined) or removed by the
+    /// commit at `seq`, for that domain's homeserver.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "remote_membership_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        pub domain: String,
+        /// True for added, false for removed.
+        pub added: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod remote_welcome {
+    use sea_orm::entity::prelude::*;
+
+    /// At the hub: the Welcome of a commit that added devices of other domains,
+    /// with the new epoch's ratchet tree, stored once for all of them.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "remote_welcomes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub welcome: Vec<u8>,
+        pub ratchet_tree: Vec<u8>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod federation_peer {
+    use sea_orm::entity::prelude::*;
+
+    /// How delivery to a peer domain went, for operators.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "federation_peers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub domain: String,
+        pub last_success_at_ms: Option<i64>,
+        pub last_error: Option<String>,
+        pub last_error_at_ms: Option<i64>,
+        /// Failed attempts since the last success.
+        pub consecutive_failures: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

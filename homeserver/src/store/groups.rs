@@ -73,15 +73,17 @@ pub(crate) async fn insert_group(
     }
 }
 
-/// Loads a group and locks its row until the transaction ends (`FOR UPDATE` on
-/// PostgreSQL; on SQLite the IMMEDIATE transaction already holds the write lock),
-/// so submissions to one group are applied one at a time, on every replica.
+/// Loads a group hosted here and locks its row until the transaction ends (`FOR
+/// UPDATE` on PostgreSQL; on SQLite the IMMEDIATE transaction already holds the
+/// write lock), so submissions to one group are applied one at a time, on every
+/// replica.
 pub(crate) async fn lock_group(
     db: &impl Connection,
     mls_group_id: &[u8],
 ) -> Result<Option<GroupRecord>, StoreError> {
     Ok(group::Entity::find()
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
+        .filter(group::Column::HubDomain.is_null())
         .lock_exclusive()
         .one(db)
         .await?)
@@ -94,6 +96,9 @@ pub(crate) struct GroupHeader {
     pub(crate) mls_group_id: Vec<u8>,
     pub(crate) epoch: i64,
     pub(crate) last_seq: i64,
+    /// The hub's domain for a follower's copy; `None` if hosted here.
+    pub(crate) hub_domain: Option<String>,
+    pub(crate) hub_member_count: Option<i64>,
 }
 
 /// Narrows a query on groups to their light part: everything but the state.
@@ -103,16 +108,24 @@ fn header_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<gro
         group::Column::MlsGroupId,
         group::Column::Epoch,
         group::Column::LastSeq,
+        group::Column::HubDomain,
+        group::Column::HubMemberCount,
     ])
 }
 
-/// Loads the light part of a group and locks its row (see [`lock_group`]).
+/// Loads the light part of a group and locks its row (see [`lock_group`]):
+/// hosted groups only, unless `any_hub`.
 pub(crate) async fn lock_group_header(
     db: &impl Connection,
     mls_group_id: &[u8],
+    any_hub: bool,
 ) -> Result<Option<GroupHeader>, StoreError> {
-    Ok(header_columns(group::Entity::find())
-        .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
+    let mut query = header_columns(group::Entity::find())
+        .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()));
+    if !any_hub {
+        query = query.filter(group::Column::HubDomain.is_null());
+    }
+    Ok(query
         .lock_exclusive()
         .into_model::<GroupHeader>()
         .one(db)
@@ -131,12 +144,14 @@ pub(crate) async fn find_group_header(
         .await?)
 }
 
-pub(crate) async fn find_group(
+/// A group hosted here, with its state.
+pub(crate) async fn find_hosted_group(
     db: &impl Connection,
     mls_group_id: &[u8],
 ) -> Result<Option<GroupRecord>, StoreError> {
     Ok(group::Entity::find()
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
+        .filter(group::Column::HubDomain.is_null())
         .one(db)
         .await?)
 }
@@ -256,7 +271,8 @@ pub(crate) async fn commit_seq(
 }
 
 /// Adds a device to a group (or re-adds a removed one), delivering events after
-/// `joined_after_seq`.
+/// `joined_after_seq`. `remote_domain` is the device's domain if it is not this
+/// homeserver's.
 pub(crate) async fn upsert_member(
     db: &impl Connection,
     group_row_id: i64,
@@ -264,6 +280,7 @@ pub(crate) async fn upsert_member(
     user_id: &str,
     device_id: &str,
     joined_after_seq: i64,
+    remote_domain: Option<&str>,
 ) -> Result<(), StoreError> {
     group_member::Entity::insert(group_member::ActiveModel {
         group_id: Set(group_row_id),
@@ -273,6 +290,7 @@ pub(crate) async fn upsert_member(
         joined_after_seq: Set(joined_after_seq),
         removed_at_seq: Set(None),
         acked_seq: Set(joined_after_seq),
+        remote_domain: Set(remote_domain.map(str::to_owned)),
     })
     .on_conflict(
         OnConflict::columns([
@@ -337,13 +355,15 @@ pub(crate) async fn user_is_member(
 }
 
 /// Every membership of a local device (current ones, and past ones whose last
-/// events are not yet acknowledged).
+/// events are not yet acknowledged). Devices of other domains are left out even
+/// if their id is the same: a peer chooses its devices' ids.
 pub(crate) async fn memberships_of_device(
     db: &impl Connection,
     device_id: &str,
 ) -> Result<Vec<MemberRecord>, StoreError> {
     Ok(group_member::Entity::find()
         .filter(group_member::Column::DeviceId.eq(device_id))
+        .filter(group_member::Column::RemoteDomain.is_null())
         .filter(
             Condition::any()
                 .add(group_member::Column::RemovedAtSeq.is_null())
@@ -505,6 +525,31 @@ pub(crate) async fn advance_inbox_cursor(
     Ok(())
 }
 
+/// Log entries no local device and no follower domain still needs: at or below
+/// the cursor of every local member device that has yet to read them, and of
+/// every follower domain that has yet to receive them (devices of other domains
+/// are their homeservers' concern). With neither, the whole log may go. `{old}`
+/// is the retention cutoff's placeholder.
+macro_rules! prune_events_sql {
+    ($old:literal) => {
+        concat!(
+            "DELETE FROM group_events WHERE created_at_ms < ",
+            $old,
+            " OR (seq <= ( \
+               SELECT COALESCE(MIN(m.acked_seq), (SELECT g.last_seq FROM groups g WHERE g.id = group_events.group_id)) \
+               FROM group_members m WHERE m.group_id = group_events.group_id \
+                 AND m.remote_domain IS NULL \
+                 AND (m.removed_at_seq IS NULL OR m.acked_seq < m.removed_at_seq)) \
+             AND seq <= ( \
+               SELECT COALESCE(MIN(p.delivered_seq), (SELECT g.last_seq FROM groups g WHERE g.id = group_events.group_id)) \
+               FROM federation_peer_groups p WHERE p.group_id = group_events.group_id \
+                 AND (p.until_seq IS NULL OR p.delivered_seq < p.until_seq)))"
+        )
+    };
+}
+const PRUNE_EVENTS_POSTGRES: &str = prune_events_sql!("$1");
+const PRUNE_EVENTS_SQLITE: &str = prune_events_sql!("?1");
+
 /// Deletes log entries no device still needs: those at or below the cursor of
 /// every member device that has yet to read them, and those older than
 /// `retention_cutoff_ms` whatever the cursors say (a device that was offline that
@@ -523,18 +568,12 @@ pub(crate) async fn prune_group_events(
     let (backend, prune_events, prune_submissions) = match kind {
         DatabaseKind::Postgres => (
             sea_orm::DbBackend::Postgres,
-            "DELETE FROM group_events WHERE created_at_ms < $1 OR seq <= ( \
-               SELECT COALESCE(MIN(m.acked_seq), (SELECT g.last_seq FROM groups g WHERE g.id = group_events.group_id)) \
-               FROM group_members m WHERE m.group_id = group_events.group_id \
-                 AND (m.removed_at_seq IS NULL OR m.acked_seq < m.removed_at_seq))",
+            PRUNE_EVENTS_POSTGRES,
             "DELETE FROM submissions WHERE created_at_ms < $1",
         ),
         DatabaseKind::Sqlite => (
             sea_orm::DbBackend::Sqlite,
-            "DELETE FROM group_events WHERE created_at_ms < ?1 OR seq <= ( \
-               SELECT COALESCE(MIN(m.acked_seq), (SELECT g.last_seq FROM groups g WHERE g.id = group_events.group_id)) \
-               FROM group_members m WHERE m.group_id = group_events.group_id \
-                 AND (m.removed_at_seq IS NULL OR m.acked_seq < m.removed_at_seq))",
+            PRUNE_EVENTS_SQLITE,
             "DELETE FROM submissions WHERE created_at_ms < ?1",
         ),
     };
@@ -616,6 +655,7 @@ mod tests {
             &user_id,
             "00000000000000a1",
             joined_after_seq,
+            None,
         )
         .await
         .unwrap();

@@ -202,15 +202,17 @@ pub(crate) async fn delete_expired_key_packages(
     Ok(result.rows_affected)
 }
 
-/// True if the directory handed this key package out: an ordinary package that was
-/// claimed, or a last-resort package that was handed out (without being consumed)
-/// at least once.
+/// True if the directory handed this key package of `device_id` out: an
+/// ordinary package that was claimed, or a last-resort package that was handed
+/// out (without being consumed) at least once.
 pub(crate) async fn key_package_was_claimed(
     db: &impl Connection,
     hash_ref: &[u8],
+    device_id: &str,
 ) -> Result<bool, StoreError> {
     let package = key_package::Entity::find()
         .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
+        .filter(key_package::Column::DeviceId.eq(device_id))
         .one(db)
         .await?;
     Ok(package.is_some_and(|package| {

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(CreateAccountsAndKeyPackages),
             Box::new(CreateGroupsAndDelivery),
+            Box::new(AddFederatedGroups),
         ]
     }
 }
@@ -419,6 +420,199 @@ impl MigrationTrait for CreateGroupsAndDelivery {
                             .col(Submissions::Identity)
                             .col(Submissions::IdempotencyKey),
                     )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum FederationPeerGroups {
+    Table,
+    GroupId,
+    PeerDomain,
+    JoinedAfterSeq,
+    DeliveredSeq,
+    UntilSeq,
+}
+
+#[derive(DeriveIden)]
+enum RemoteMembershipChanges {
+    Table,
+    GroupId,
+    Seq,
+    Identity,
+    Domain,
+    Added,
+}
+
+#[derive(DeriveIden)]
+enum RemoteWelcomes {
+    Table,
+    GroupId,
+    Seq,
+    Welcome,
+    RatchetTree,
+}
+
+#[derive(DeriveIden)]
+enum FederationPeers {
+    Table,
+    Domain,
+    LastSuccessAtMs,
+    LastError,
+    LastErrorAtMs,
+    ConsecutiveFailures,
+}
+
+#[derive(DeriveIden)]
+enum GroupsFederation {
+    #[sea_orm(iden = "groups")]
+    Table,
+    HubDomain,
+    HubMemberCount,
+}
+
+#[derive(DeriveIden)]
+enum GroupMembersFederation {
+    #[sea_orm(iden = "group_members")]
+    Table,
+    RemoteDomain,
+}
+
+/// Groups that span domains. At the hub: which domain each member device is on,
+/// each follower domain's outbox cursor per group (the log itself is the outbox,
+/// so a message costs no extra write per peer), the membership changes and
+/// Welcomes followers need, stored once per commit, and each peer's delivery
+/// status. At a follower: groups hosted elsewhere (`hub_domain`), whose log is
+/// the copy the hub delivered.
+struct AddFederatedGroups;
+
+impl MigrationName for AddFederatedGroups {
+    fn name(&self) -> &str {
+        "m0003_add_federated_groups"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddFederatedGroups {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsFederation::Table)
+                    .add_column(string_null(GroupsFederation::HubDomain))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsFederation::Table)
+                    .add_column(big_integer_null(GroupsFederation::HubMemberCount))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupMembersFederation::Table)
+                    .add_column(string_null(GroupMembersFederation::RemoteDomain))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FederationPeerGroups::Table)
+                    .col(big_integer(FederationPeerGroups::GroupId))
+                    .col(string(FederationPeerGroups::PeerDomain))
+                    .col(big_integer(FederationPeerGroups::JoinedAfterSeq))
+                    .col(big_integer(FederationPeerGroups::DeliveredSeq))
+                    .col(big_integer_null(FederationPeerGroups::UntilSeq))
+                    .primary_key(
+                        Index::create()
+                            .col(FederationPeerGroups::GroupId)
+                            .col(FederationPeerGroups::PeerDomain),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(FederationPeerGroups::Table, FederationPeerGroups::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("federation_peer_groups_by_peer")
+                    .table(FederationPeerGroups::Table)
+                    .col(FederationPeerGroups::PeerDomain)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RemoteMembershipChanges::Table)
+                    .col(big_integer(RemoteMembershipChanges::GroupId))
+                    .col(big_integer(RemoteMembershipChanges::Seq))
+                    .col(string(RemoteMembershipChanges::Identity))
+                    .col(string(RemoteMembershipChanges::Domain))
+                    .col(boolean(RemoteMembershipChanges::Added))
+                    .primary_key(
+                        Index::create()
+                            .col(RemoteMembershipChanges::GroupId)
+                            .col(RemoteMembershipChanges::Seq)
+                            .col(RemoteMembershipChanges::Identity),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(
+                                RemoteMembershipChanges::Table,
+                                RemoteMembershipChanges::GroupId,
+                            )
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(RemoteWelcomes::Table)
+                    .col(big_integer(RemoteWelcomes::GroupId))
+                    .col(big_integer(RemoteWelcomes::Seq))
+                    .col(blob(RemoteWelcomes::Welcome))
+                    .col(blob(RemoteWelcomes::RatchetTree))
+                    .primary_key(
+                        Index::create()
+                            .col(RemoteWelcomes::GroupId)
+                            .col(RemoteWelcomes::Seq),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(RemoteWelcomes::Table, RemoteWelcomes::GroupId)
+                            .to(Groups::Table, Groups::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FederationPeers::Table)
+                    .col(string(FederationPeers::Domain).primary_key())
+                    .col(big_integer_null(FederationPeers::LastSuccessAtMs))
+                    .col(string_null(FederationPeers::LastError))
+                    .col(big_integer_null(FederationPeers::LastErrorAtMs))
+                    .col(big_integer(FederationPeers::ConsecutiveFailures))
                     .to_owned(),
             )
             .await?;

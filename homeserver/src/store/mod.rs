@@ -9,11 +9,13 @@
 
 mod accounts;
 mod entities;
+mod federation;
 mod groups;
 mod key_packages;
 mod migrations;
 
 pub(crate) use accounts::*;
+pub(crate) use federation::*;
 pub(crate) use groups::*;
 pub(crate) use key_packages::*;
 
@@ -106,6 +108,14 @@ impl Store {
 
     pub(crate) fn kind(&self) -> DatabaseKind {
         self.kind
+    }
+
+    /// The SQL dialect, for the few statements written by hand.
+    pub(crate) fn backend(&self) -> sea_orm::DbBackend {
+        match self.kind {
+            DatabaseKind::Postgres => sea_orm::DbBackend::Postgres,
+            DatabaseKind::Sqlite => sea_orm::DbBackend::Sqlite,
+        }
     }
 
     pub(crate) fn connection(&self) -> &DatabaseConnection {

@@ -491,6 +491,7 @@ async fn credentials_are_verified_by_their_domain() {
                     asking_domain: "a.example".to_owned(),
                     credential_identity: credential,
                     signature_public_key: key,
+                    key_package_ref: Vec::new(),
                 })
                 .await;
             assert_refused(case, result, Code::InvalidArgument, fragment);
@@ -614,6 +615,7 @@ async fn peers_cannot_act_for_other_domains() {
                 asking_domain: "a.example".to_owned(),
                 credential_identity: bob.first.identity.clone(),
                 signature_public_key: bob.first.signer.to_public_vec(),
+                key_package_ref: Vec::new(),
             })
             .await;
         assert_refused(
@@ -941,26 +943,89 @@ async fn peer_requests_are_limited_in_rate_and_size() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_members_wait_for_the_outbox() {
+on_both_databases!(a_group_spans_domains_through_the_hub);
+
+/// Syncs `client` until `done` holds for it, or fails after a few seconds: events
+/// from another domain arrive through the hub's outbox, asynchronously.
+async fn sync_until(client: &mut Client, done: impl Fn(&Client) -> bool) {
+    for _ in 0..200 {
+        client.sync().await;
+        if done(client) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{}: the expected events did not arrive", client.identity());
+}
+
+/// The hub path with members on three domains, at the RPC level: a hub (a)
+/// accepts members of b and c after asking their homeservers, delivers Welcomes
+/// and events through its outbox, and judges submissions its followers relay;
+/// followers deliver to their devices through the same Fetch as local groups.
+async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
     within_timeout(async {
-        let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+        let network = Network::start(choice, &["a.example", "b.example", "c.example"]).await;
         let mut alice =
             Client::register(&channel(network.server("a.example")).await, "alice").await;
-        let _bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
+        let mut bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
+        let mut carol =
+            Client::register(&channel(network.server("c.example")).await, "carol").await;
         alice.create_group().await;
-        // The forwarded claim hands out bob's real packages, which openmls accepts
-        // into a commit; the hub refuses the remote member, honestly, for now.
-        let key_packages = alice.claim(&["bob@b.example"]).await;
-        assert_eq!(key_packages.len(), 1);
-        let result = alice.try_commit(Change::Add(key_packages)).await;
+        let invited = alice.invite(&["bob@b.example", "carol@c.example"]).await;
+        assert_eq!(invited.epoch, 1);
+
+        sync_until(&mut bob, |bob| bob.group.is_some()).await;
+        sync_until(&mut carol, |carol| carol.group.is_some()).await;
+        assert_eq!(bob.epoch(), 1);
+        assert_eq!(bob.group_id(), alice.group_id());
+
+        // A follower's device submits through its own homeserver, which relays to
+        // the hub and returns the hub's sequence number.
+        let sent = bob.send("hello from b").await;
+        assert_eq!(sent.seq, invited.seq + 1);
+        let sent = carol.send("hello from c").await;
+        assert_eq!(sent.seq, invited.seq + 2);
+        sync_until(&mut alice, |alice| alice.received.len() == 2).await;
+        sync_until(&mut bob, |bob| bob.received.len() == 1).await;
+        sync_until(&mut carol, |carol| carol.received.len() == 1).await;
+        let texts = |client: &Client| -> Vec<String> {
+            client
+                .received
+                .iter()
+                .map(|received| String::from_utf8_lossy(&received.plaintext).into_owned())
+                .collect()
+        };
+        assert_eq!(texts(&alice), ["hello from b", "hello from c"]);
+        assert_eq!(texts(&bob), ["hello from c"]);
+        assert_eq!(texts(&carol), ["hello from b"]);
+        // Each follower's copy has the hub's sequence numbers.
+        assert_eq!(bob.summary().await.last_seq, sent.seq);
+        assert_eq!(bob.summary().await.member_count, 3);
+
+        // A follower's member commits (removing carol); the hub orders it and
+        // everyone, carol included, sees it.
+        let carol_identity = carol.identity().to_owned();
+        let too_late = carol.encrypt(b"still here?");
+        let leaf = bob.leaf_of(&carol_identity);
+        let removal = bob.commit(Change::Remove(vec![leaf])).await;
+        sync_until(&mut alice, |alice| alice.epoch() == removal.epoch).await;
+        sync_until(&mut carol, |carol| carol.group_seq == removal.seq).await;
+        let request = carol.message_request(too_late);
+        let result = carol.try_send_message(request).await;
         assert_refused(
-            "adding a member of b.example",
+            "a removed member of c sends",
             result,
-            Code::FailedPrecondition,
-            "members on other domains need the federation outbox, which is not available yet",
+            Code::PermissionDenied,
+            "not a member",
         );
-        assert_eq!(alice.epoch(), 0, "the commit was not merged");
+        // The removed domain receives nothing after its removal.
+        alice.send("after carol left").await;
+        sync_until(&mut bob, |bob| bob.received.len() == 2).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            carol.fetch(0).await.is_empty(),
+            "c got events after its removal"
+        );
     })
     .await;
 }

@@ -548,8 +548,8 @@ async fn garbage_and_unknown_groups_are_refused(database: DatabaseChoice) {
     assert_refused(
         "GetGroupInfo with an empty group id",
         alice.try_group_info(&[]).await,
-        Code::NotFound,
-        "does not exist",
+        Code::InvalidArgument,
+        "group_id is required",
     );
     assert_unchanged(&alice, &before, &[&bob, &erin]).await;
 

@@ -1,0 +1,380 @@
+//! The hub's federation outbox: each follower domain of a hosted group receives
+//! the group's log after its cursor, in order, in batches, until it has
+//! everything (or, once its last device left, up to the commit that removed it).
+//!
+//! The log itself is the outbox: a message costs no extra write per follower
+//! domain, only the follower's cursor moves, after the follower confirmed what it
+//! has (`DeliverEventsResponse.last_seq`). A batch lost on the way, or delivered
+//! twice (a retry, or two replicas sending at once), is harmless: the follower
+//! applies each `(group, seq)` once. One task per peer domain sends its batches
+//! one at a time (so each group's events leave in order), wakes when a followed
+//! group grows, and after a failure waits with exponential backoff and jitter.
+//!
+//! Events travel as `conclave.federation.v1.FederatedEvent`, the wire type of the
+//! federation client this module drives.
+
+use super::{Context, InternalError};
+use crate::notify::Topic;
+use crate::store::{self, EventKind, EventRecord, PendingDelivery, StoreError};
+use conclave_core::ids::Domain;
+use conclave_federation::client::{CallError, FederationClient};
+use conclave_proto::federation::v1 as proto;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Groups looked at per pass for one peer.
+const GROUPS_PER_PASS: u64 = 64;
+/// With no wake-up, pending work is looked for this often anyway (a wake-up is
+/// lost when another replica stored the event).
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Backoff after the first failure, doubled per failure up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs one delivery task per configured peer until `stopped` resolves.
+pub(crate) async fn run(
+    context: Arc<Context>,
+    federation: Arc<FederationClient>,
+    peers: Vec<Domain>,
+    stopped: impl Future<Output = ()>,
+) {
+    let tasks: Vec<_> = peers
+        .into_iter()
+        .map(|peer| tokio::spawn(deliver_to_peer(context.clone(), federation.clone(), peer)))
+        .collect();
+    stopped.await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient>, peer: Domain) {
+    let waker = Arc::new(Notify::new());
+    context.notifier.register(Topic::Outbox, &waker);
+    let mut failures: u32 = 0;
+    loop {
+        match deliver_pending(&context, &federation, &peer).await {
+            Ok(Progress::More) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Progress::Done) => {
+                failures = 0;
+                let _ = tokio::time::timeout(POLL_INTERVAL, waker.notified()).await;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let reason = error.to_string();
+                tracing::warn!(peer_domain = %peer, failures, %reason, "federation delivery failed; backing off");
+                if let Err(error) = store::record_peer_failure(
+                    context.store.connection(),
+                    peer.as_str(),
+                    &reason,
+                    context.now_ms(),
+                )
+                .await
+                {
+                    tracing::warn!(peer_domain = %peer, %error, "could not record a delivery failure");
+                }
+                tokio::time::sleep(backoff(failures, random_fraction())).await;
+            }
+        }
+    }
+}
+
+/// Whether a pass left work behind.
+enum Progress {
+    More,
+    Done,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl From<StoreError> for DeliveryError {
+    fn from(error: StoreError) -> Self {
+        DeliveryError::Internal(error.into())
+    }
+}
+
+/// Sends one batch for each group with undelivered events for `peer`.
+async fn deliver_pending(
+    context: &Context,
+    federation: &FederationClient,
+    peer: &Domain,
+) -> Result<Progress, DeliveryError> {
+    let pending = store::pending_deliveries(
+        context.store.connection(),
+        context.store.backend(),
+        peer.as_str(),
+        GROUPS_PER_PASS,
+    )
+    .await?;
+    if pending.is_empty() {
+        return Ok(Progress::Done);
+    }
+    for delivery in &pending {
+        deliver_batch(context, federation, peer, delivery).await?;
+    }
+    store::record_peer_success(context.store.connection(), peer.as_str(), context.now_ms()).await?;
+    Ok(Progress::More)
+}
+
+async fn deliver_batch(
+    context: &Context,
+    federation: &FederationClient,
+    peer: &Domain,
+    delivery: &PendingDelivery,
+) -> Result<(), DeliveryError> {
+    let connection = context.store.connection();
+    let (events, last_seq) = events_for_follower(
+        context,
+        delivery.group_row_id,
+        peer,
+        delivery.delivered_seq,
+        delivery.end_seq,
+        context.config.federation.outbox_batch_size,
+    )
+    .await?;
+    if events.is_empty() {
+        // Everything up to the end was pruned (retention): nothing to send.
+        store::set_peer_delivered(connection, delivery.group_row_id, peer.as_str(), last_seq)
+            .await?;
+        return Ok(());
+    }
+    let member_count = store::member_count(connection, delivery.group_row_id).await?;
+    let sent_through = events.last().map_or(0, |event| event.seq);
+    let answer = federation
+        .deliver_events(peer, delivery.mls_group_id.clone(), events, member_count)
+        .await;
+    let confirmed = match answer {
+        Ok(answer) => to_i64(answer.last_seq),
+        Err(CallError::Refused { kind, message, .. }) => {
+            // The follower will not take these events, now or later (e.g. the
+            // devices they were for are gone): retrying would block the group
+            // forever, so its delivery to this domain ends here.
+            tracing::error!(
+                peer_domain = %peer,
+                group = %hex::encode(&delivery.mls_group_id),
+                ?kind,
+                reason = %message,
+                "follower refused a group's events; delivery of this group to it ends"
+            );
+            store::record_peer_failure(
+                connection,
+                peer.as_str(),
+                &format!(
+                    "refused the events of group {}: {message}",
+                    hex::encode(&delivery.mls_group_id)
+                ),
+                context.now_ms(),
+            )
+            .await?;
+            store::end_peer_delivery(
+                connection,
+                delivery.group_row_id,
+                peer.as_str(),
+                delivery.end_seq,
+            )
+            .await?;
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    tracing::debug!(peer_domain = %peer, group = %hex::encode(&delivery.mls_group_id), sent_through, confirmed, "delivered a batch");
+    store::set_peer_delivered(connection, delivery.group_row_id, peer.as_str(), confirmed).await?;
+    Ok(())
+}
+
+/// Up to `limit` events of a hosted group after `after_seq` and up to
+/// `end_seq`, as follower domain `peer` receives them (with its devices'
+/// membership changes and Welcomes), within the federation message size; and
+/// the last sequence number they cover.
+pub(crate) async fn events_for_follower(
+    context: &Context,
+    group_row_id: i64,
+    peer: &Domain,
+    after_seq: i64,
+    end_seq: i64,
+    limit: u64,
+) -> Result<(Vec<proto::FederatedEvent>, i64), StoreError> {
+    let connection = context.store.connection();
+    let records =
+        store::events_after(connection, group_row_id, after_seq, Some(end_seq), limit).await?;
+    let Some(last) = records.last() else {
+        return Ok((Vec::new(), end_seq));
+    };
+    let changes =
+        store::membership_changes(connection, group_row_id, peer.as_str(), after_seq, last.seq)
+            .await?;
+    // Half the limit leaves room for the envelope; a single event larger than
+    // that still goes (alone), since the hub accepted it.
+    let byte_budget = context.config.federation.max_message_bytes / 2;
+    let mut used = 0;
+    let mut events = Vec::with_capacity(records.len());
+    for record in records {
+        let mut event = federated_event(record);
+        for change in changes
+            .iter()
+            .filter(|change| change.seq == to_i64(event.seq))
+        {
+            if change.added {
+                event.added.push(change.identity.clone());
+            } else {
+                event.removed.push(change.identity.clone());
+            }
+        }
+        if !event.added.is_empty()
+            && let Some(welcome) =
+                store::find_remote_welcome(connection, group_row_id, to_i64(event.seq)).await?
+        {
+            event.welcome = welcome.welcome;
+            event.ratchet_tree = welcome.ratchet_tree;
+        }
+        let size = event.message.len() + event.welcome.len() + event.ratchet_tree.len() + 256;
+        if !events.is_empty() && used + size > byte_budget {
+            break;
+        }
+        used += size;
+        events.push(event);
+    }
+    let covered = events.last().map_or(after_seq, |event| to_i64(event.seq));
+    Ok((events, covered))
+}
+
+/// Why a follower's FetchEvents was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchEventsError {
+    /// Not hosted here, or the asking domain never had members in it: answered
+    /// alike, so group ids cannot be probed.
+    #[error("group {0} is not hosted here for your domain")]
+    UnknownGroup(String),
+    /// Events after `after_seq` were pruned.
+    #[error(
+        "events of group {group} after {after_seq} were pruned; the first kept is {first_kept}"
+    )]
+    Pruned {
+        group: String,
+        after_seq: u64,
+        first_kept: u64,
+    },
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl From<StoreError> for FetchEventsError {
+    fn from(error: StoreError) -> Self {
+        FetchEventsError::Internal(error.into())
+    }
+}
+
+/// Events of a hosted group after `after_seq`, for follower domain `peer` to
+/// repair its copy: only from the commit that (last) added its devices, and only
+/// up to the commit that removed them. Returns the events and the last sequence
+/// number the domain is due.
+pub(crate) async fn fetch_for_follower(
+    context: &Context,
+    peer: &Domain,
+    mls_group_id: &[u8],
+    after_seq: u64,
+    limit: u32,
+) -> Result<(Vec<proto::FederatedEvent>, u64), FetchEventsError> {
+    let connection = context.store.connection();
+    let unknown = || FetchEventsError::UnknownGroup(hex::encode(mls_group_id));
+    let group = store::find_group_header(connection, mls_group_id)
+        .await?
+        .filter(|group| group.hub_domain.is_none())
+        .ok_or_else(unknown)?;
+    let cursor = store::find_peer_cursor(connection, group.id, peer.as_str())
+        .await?
+        .ok_or_else(unknown)?;
+    let end_seq = cursor.until_seq.unwrap_or(group.last_seq);
+    let after_seq = to_i64(after_seq).max(cursor.joined_after_seq);
+    let batch_size = context.config.federation.outbox_batch_size;
+    let limit = match u64::from(limit) {
+        0 => batch_size,
+        limit => limit.min(batch_size),
+    };
+    let (events, _) =
+        events_for_follower(context, group.id, peer, after_seq, end_seq, limit).await?;
+    if let Some(first) = events.first()
+        && to_i64(first.seq) > after_seq + 1
+    {
+        return Err(FetchEventsError::Pruned {
+            group: hex::encode(mls_group_id),
+            after_seq: u64::try_from(after_seq).unwrap_or(0),
+            first_kept: first.seq,
+        });
+    }
+    if events.is_empty() && after_seq < end_seq {
+        return Err(FetchEventsError::Pruned {
+            group: hex::encode(mls_group_id),
+            after_seq: u64::try_from(after_seq).unwrap_or(0),
+            first_kept: u64::try_from(end_seq).unwrap_or(0) + 1,
+        });
+    }
+    Ok((events, u64::try_from(end_seq).unwrap_or(0)))
+}
+
+fn federated_event(record: EventRecord) -> proto::FederatedEvent {
+    let kind = match record.kind {
+        kind if kind == EventKind::Commit as i16 => proto::EventKind::Commit,
+        kind if kind == EventKind::Proposal as i16 => proto::EventKind::Proposal,
+        _ => proto::EventKind::Application,
+    };
+    proto::FederatedEvent {
+        seq: u64::try_from(record.seq).unwrap_or(0),
+        kind: kind as i32,
+        epoch: u64::try_from(record.epoch).unwrap_or(0),
+        sender: record.sender_identity,
+        message: record.message,
+        created_at_ms: record.created_at_ms,
+        ..Default::default()
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The wait after the `failures`-th failure in a row: exponential, capped, with
+/// "equal jitter" (between half and all of it) so that peers recovering together
+/// do not retry in step. `fraction` is uniform in [0, 1).
+fn backoff(failures: u32, fraction: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let full = FIRST_BACKOFF
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_BACKOFF);
+    full.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
+}
+
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    // No randomness only means no jitter.
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_within_half() {
+        assert_eq!(backoff(1, 1.0), FIRST_BACKOFF);
+        assert_eq!(backoff(1, 0.0), FIRST_BACKOFF / 2);
+        assert_eq!(backoff(3, 1.0), FIRST_BACKOFF * 4);
+        assert_eq!(backoff(40, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(40, 0.0), MAX_BACKOFF / 2);
+        let fraction = random_fraction();
+        assert!((0.0..1.0).contains(&fraction));
+    }
+}
