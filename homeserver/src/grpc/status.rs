@@ -268,8 +268,12 @@ impl From<FollowerError> for Status {
     fn from(error: FollowerError) -> Status {
         let code = match &error {
             FollowerError::InvalidBatch(_) => Code::InvalidArgument,
-            FollowerError::NotTheHub { .. } => Code::PermissionDenied,
-            FollowerError::NotFollowed { .. } => Code::FailedPrecondition,
+            // FAILED_PRECONDITION, not PERMISSION_DENIED: the refusal is about
+            // this group, and the hub's outbox ends only such refusals' groups
+            // (PERMISSION_DENIED is the gate refusing the peer as a whole).
+            FollowerError::NotTheHub { .. } | FollowerError::NotFollowed { .. } => {
+                Code::FailedPrecondition
+            }
             FollowerError::RepairFailed { .. } | FollowerError::Busy(_) => Code::Unavailable,
             FollowerError::Internal(internal) => return internal_status(internal),
         };

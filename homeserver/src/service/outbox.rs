@@ -17,7 +17,7 @@ use super::{Context, InternalError};
 use crate::notify::Topic;
 use crate::store::{self, EventKind, EventRecord, PendingDelivery, StoreError};
 use conclave_core::ids::Domain;
-use conclave_federation::client::{CallError, FederationClient};
+use conclave_federation::client::{CallError, FederationClient, RefusalKind};
 use conclave_proto::federation::v1 as proto;
 use std::future::Future;
 use std::sync::Arc;
@@ -157,13 +157,23 @@ async fn deliver_batch(
         .await;
     let confirmed = match answer {
         Ok(answer) => to_i64(answer.last_seq),
-        Err(CallError::Refused { kind, message, .. }) => {
-            // The follower will not take these events, now or later (e.g. the
-            // devices they were for are gone): retrying would block the group
-            // forever, so its delivery to this domain ends here.
+        // Refusals of this group's events (not of this homeserver, nor of the
+        // rate): the follower will not take them, now or later (e.g. the
+        // devices they were for are gone, or another domain claims the group).
+        // Retrying would block the group forever, so its delivery to this domain
+        // ends here, logged and shown in the peer's status.
+        Err(CallError::Refused {
+            kind:
+                kind @ (RefusalKind::FailedPrecondition
+                | RefusalKind::InvalidArgument
+                | RefusalKind::NotFound),
+            message,
+            ..
+        }) => {
+            let group = hex::encode(&delivery.mls_group_id);
             tracing::error!(
                 peer_domain = %peer,
-                group = %hex::encode(&delivery.mls_group_id),
+                %group,
                 ?kind,
                 reason = %message,
                 "follower refused a group's events; delivery of this group to it ends"
@@ -171,10 +181,7 @@ async fn deliver_batch(
             store::record_peer_failure(
                 connection,
                 peer.as_str(),
-                &format!(
-                    "refused the events of group {}: {message}",
-                    hex::encode(&delivery.mls_group_id)
-                ),
+                &format!("refused the events of group {group}: {message}"),
                 context.now_ms(),
             )
             .await?;
@@ -187,6 +194,8 @@ async fn deliver_batch(
             .await?;
             return Ok(());
         }
+        // Unreachable, rate-limited, or refusing this homeserver (certificate,
+        // pin, peer list): the whole peer waits and retries.
         Err(error) => return Err(error.into()),
     };
     tracing::debug!(peer_domain = %peer, group = %hex::encode(&delivery.mls_group_id), sent_through, confirmed, "delivered a batch");
