@@ -137,9 +137,19 @@ pub struct RpcError {
 
 impl RpcError {
     pub(crate) fn from_status(operation: &'static str, status: &tonic::Status) -> Self {
+        // A status the server sent has no source; one tonic made here from a
+        // broken connection does. A request refused by a server that is shutting
+        // down (HTTP/2 GOAWAY) comes back INTERNAL that way, unprocessed: the
+        // server was not reached, so it is worth a retry, not a final refusal.
+        let broken_connection = std::error::Error::source(status).is_some()
+            && matches!(status.code(), Code::Internal | Code::Unknown);
         RpcError {
             operation,
-            code: status.code(),
+            code: if broken_connection {
+                Code::Unavailable
+            } else {
+                status.code()
+            },
             message: status
                 .message()
                 .split_whitespace()
@@ -201,5 +211,20 @@ mod tests {
         let status = tonic::Status::unauthenticated("");
         let error = RpcError::from_status("whoami", &status);
         assert_eq!(error.to_string(), "whoami failed: not authenticated");
+    }
+
+    #[test]
+    fn a_broken_connection_is_unavailable_but_a_server_s_internal_error_is_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "GOAWAY");
+        let mut status =
+            tonic::Status::internal("connection error received: not a result of an error");
+        status.set_source(std::sync::Arc::new(io));
+        assert_eq!(
+            RpcError::from_status("send", &status).code,
+            Code::Unavailable
+        );
+
+        let status = tonic::Status::internal("internal error; the server's log has the details");
+        assert_eq!(RpcError::from_status("send", &status).code, Code::Internal);
     }
 }

@@ -354,6 +354,7 @@ impl FederationClient {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.call_timeout);
+        crate::trace_context::inject(request.metadata_mut());
         request
     }
 }

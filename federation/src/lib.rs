@@ -23,6 +23,8 @@
 //! - [`client`]: [`client::FederationClient`], one reused channel per peer, with
 //!   deadlines and keepalive, and failures as [`client::CallError`].
 //! - [`dev_certs`]: a development CA and per-domain certificates (rcgen).
+//! - [`trace_context`]: W3C trace context on federation calls: injected into
+//!   outgoing requests, and the parent of each served request's span.
 
 pub mod client;
 pub mod dev_certs;
@@ -30,3 +32,4 @@ pub mod identity;
 pub mod peers;
 pub mod server;
 pub mod tls;
+pub mod trace_context;

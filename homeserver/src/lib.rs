@@ -176,6 +176,10 @@ pub async fn run(
         ))
     });
     let janitor_task = tokio::spawn(run_janitor(context.clone(), stopped()));
+    let catch_up_context = context.clone();
+    let catch_up_task = tokio::spawn(async move {
+        service::follower::catch_up_on_start(&catch_up_context).await;
+    });
     let outbox_task = context.federation.clone().map(|client| {
         tokio::spawn(service::outbox::run(
             context.clone(),
@@ -196,6 +200,7 @@ pub async fn run(
         None => Ok(()),
     };
     janitor_task.abort();
+    catch_up_task.abort();
     if let Some(task) = outbox_task {
         task.abort();
     }

@@ -35,6 +35,9 @@ enum Command {
     /// Manage registration tokens (for `registration.policy = "token"`).
     #[command(subcommand)]
     RegistrationToken(RegistrationTokenCommand),
+    /// Federation with other domains' homeservers.
+    #[command(subcommand)]
+    Federation(FederationCommand),
     /// Make a development CA and a certificate per domain, to try federation on one
     /// machine, and print the [federation] settings to use. Not for production:
     /// the CA's private key is not kept. Needs no configuration.
@@ -49,6 +52,19 @@ enum Command {
         /// An IP address to add to every certificate (SAN iPAddress); repeatable.
         #[arg(long = "ip")]
         ip_addresses: Vec<IpAddr>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Show each peer domain's outbox: events of groups hosted here it has not
+    /// confirmed yet, its last successful delivery, and the last error. Reads
+    /// the database, so it works beside running servers (and shows what every
+    /// replica did).
+    Status {
+        /// One JSON object per peer, one per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -102,6 +118,9 @@ fn main() -> ExitCode {
             Command::RegistrationToken(RegistrationTokenCommand::Create { uses, valid_days }) => {
                 create_registration_token(config, uses, valid_days).await
             }
+            Command::Federation(FederationCommand::Status { json }) => {
+                federation_status(config, json).await
+            }
             Command::DevCerts { .. } => unreachable!("handled before the configuration is loaded"),
         }
     });
@@ -120,6 +139,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conclave_homeserver::run(config, listeners, Arc::new(SystemClock), shutdown_signal())
         .await
         .context("homeserver failed")
+}
+
+async fn federation_status(config: Config, json: bool) -> anyhow::Result<()> {
+    let statuses = conclave_homeserver::admin::federation_status(config).await?;
+    if json {
+        for status in &statuses {
+            println!("{}", serde_json::to_string(status)?);
+        }
+        return Ok(());
+    }
+    if statuses.is_empty() {
+        println!("no federation peers are configured or recorded");
+        return Ok(());
+    }
+    let time = |at_ms: Option<i64>| {
+        at_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(
+                || "never".to_owned(),
+                |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            )
+    };
+    for status in statuses {
+        let configured = if status.configured {
+            ""
+        } else {
+            " (not configured)"
+        };
+        println!("{}{configured}", status.domain);
+        println!("  outbox depth:  {} events", status.outbox_depth);
+        println!("  last success:  {}", time(status.last_success_at_ms));
+        match &status.last_error {
+            Some(error) => println!(
+                "  last error:    {} ({error}; {} failures since the last success)",
+                time(status.last_error_at_ms),
+                status.consecutive_failures
+            ),
+            None => println!("  last error:    none"),
+        }
+    }
+    Ok(())
 }
 
 async fn create_registration_token(
@@ -267,14 +327,50 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Logs to stderr (human or JSON, filtered by `log.filter` or `RUST_LOG`), and
+/// gives every INFO-or-higher span an OpenTelemetry trace and span id, so that
+/// federation calls carry W3C trace context (`conclave_federation::trace_context`)
+/// and a request's spans on every domain share one trace id. Nothing exports
+/// spans yet: the tracer provider has no exporter, so spans only carry ids.
 fn init_tracing(config: &Config) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let log_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log_layer = match config.log.format {
+        LogFormat::Human => log_layer.with_filter(filter).boxed(),
+        LogFormat::Json => log_layer.json().with_filter(filter).boxed(),
+    };
+
+    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("conclave-homeserver")
+                .build(),
+        )
+        .build();
+    let tracer = tracer_provider.tracer("conclave-homeserver");
+    opentelemetry::global::set_tracer_provider(tracer_provider);
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    // Its own filter, apart from the log filter, so that trace context still
+    // propagates when logging is turned down to WARN. Spans only: events would
+    // be kept as span events, for no exporter to read.
+    let trace_filter = tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+    })
+    .with_max_level_hint(tracing::Level::INFO);
+    let trace_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(trace_filter);
+
+    tracing_subscriber::registry()
+        .with(log_layer)
+        .with(trace_layer)
+        .init();
 }

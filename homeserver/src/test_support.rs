@@ -11,6 +11,7 @@
 
 use crate::config::{Config, FederationConfig, RegistrationPolicy};
 use crate::service::{Clock, SystemClock};
+use crate::store::Store;
 use crate::{Listeners, ServerError, store};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,7 +163,8 @@ pub struct TestFederation {
 }
 
 /// A homeserver running in this process: the client API and HTTP endpoint on
-/// 127.0.0.1 ports chosen by the OS, the federation API (if on) on its own
+/// 127.0.0.1 ports chosen by the OS (the same again after a restart with
+/// [`TestHomeserver::start_on`]), the federation API (if on) on its own
 /// listener. Stopped when dropped (or with [`TestHomeserver::stop`]).
 pub struct TestHomeserver {
     client_address: SocketAddr,
@@ -184,6 +186,9 @@ impl TestHomeserver {
         let database = TestDatabase::create(options.database).await;
         let mut config = Config::default();
         config.database.url = database.url().to_owned();
+        // Ports chosen by the OS, unless `configure` says otherwise.
+        config.client_api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.registration.policy = options.registration_policy;
         config.domain = options.domain;
         let federation_listener = options.federation.map(|federation| {
@@ -194,9 +199,12 @@ impl TestHomeserver {
         Self::start_on_listener(config, database, options.clock, federation_listener).await
     }
 
-    /// Starts a server on an existing database, e.g. to restart one. With
-    /// federation on, its listener is bound at `config.federation.listen` (the
-    /// address it had before).
+    /// Starts a server on an existing database, e.g. to restart one with the
+    /// configuration of its previous run: the client API and the HTTP endpoint
+    /// are bound at `config.client_api.listen` and `config.http.listen` (port 0:
+    /// 127.0.0.1 on a port chosen by the OS), and with federation on, its
+    /// listener at `config.federation.listen`; so clients and peers find the
+    /// restarted server where they found the previous one.
     pub async fn start_on(
         config: Config,
         database: TestDatabase,
@@ -211,7 +219,6 @@ impl TestHomeserver {
         clock: Arc<dyn Clock>,
         federation_listener: Option<TcpListener>,
     ) -> TestHomeserver {
-        let bind = || TcpListener::bind("127.0.0.1:0");
         let federation = match federation_listener {
             Some(listener) => Some(listener),
             None if config.federation.enabled() => Some(
@@ -222,8 +229,8 @@ impl TestHomeserver {
             None => None,
         };
         let listeners = Listeners {
-            client_api: bind().await.expect("cannot bind 127.0.0.1:0"),
-            http: bind().await.expect("cannot bind 127.0.0.1:0"),
+            client_api: bind_or_any(config.client_api.listen).await,
+            http: bind_or_any(config.http.listen).await,
             federation,
         };
         let client_address = listeners.client_api.local_addr().expect("bound socket");
@@ -296,6 +303,32 @@ impl TestHomeserver {
         &self.config
     }
 
+    /// What this homeserver's database holds of a group (hosted here, or a
+    /// follower's copy), read directly; `None` if it knows no such group. For
+    /// tests that check what a refused or repeated request left behind.
+    pub async fn stored_group(&self, mls_group_id: &[u8]) -> Option<StoredGroup> {
+        let store = Store::connect(&self.config.database.url, 1)
+            .await
+            .expect("cannot open the test homeserver's database");
+        let connection = store.connection();
+        let header = store::find_group_header(connection, mls_group_id)
+            .await
+            .expect("cannot read a group");
+        let stored = match header {
+            Some(header) => Some(StoredGroup {
+                hub_domain: header.hub_domain,
+                epoch: u64::try_from(header.epoch).expect("a stored epoch is not negative"),
+                last_seq: u64::try_from(header.last_seq).expect("a stored seq is not negative"),
+                member_devices: store::member_count(connection, header.id)
+                    .await
+                    .expect("cannot count a group's members"),
+            }),
+            None => None,
+        };
+        store.close().await.expect("cannot close the database");
+        stored
+    }
+
     /// Stops the server gracefully and hands back its database, e.g. to restart.
     pub async fn stop(mut self) -> TestDatabase {
         self.shutdown_and_wait().await;
@@ -312,6 +345,31 @@ impl TestHomeserver {
                 .expect("the test homeserver failed");
         }
     }
+}
+
+/// A group as a test homeserver stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    /// The hub's domain for a follower's copy; `None` if hosted here.
+    pub hub_domain: Option<String>,
+    pub epoch: u64,
+    /// The newest sequence number of the group's log (or of this copy of it).
+    pub last_seq: u64,
+    /// Current member devices of the group here (for a follower's copy, this
+    /// domain's devices only).
+    pub member_devices: u64,
+}
+
+/// Binds `address`, or 127.0.0.1 on a port chosen by the OS if its port is 0.
+async fn bind_or_any(address: SocketAddr) -> TcpListener {
+    let address = if address.port() == 0 {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        address
+    };
+    TcpListener::bind(address)
+        .await
+        .unwrap_or_else(|error| panic!("cannot bind {address}: {error}"))
 }
 
 /// An empty stand-in, left behind when [`TestHomeserver::stop`] moves the real

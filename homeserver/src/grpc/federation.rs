@@ -3,6 +3,7 @@
 //! the domain it names before it reaches a use case; proto <-> domain conversion.
 
 use super::status::{self, missing_field, peer_refusal};
+use crate::notify::Topic;
 use crate::service::Context;
 use crate::service::federation;
 use crate::service::follower::{self, IncomingBatch};
@@ -56,6 +57,9 @@ pub(crate) async fn serve(
     Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Each request's span continues the caller's trace (W3C traceparent).
+        // First, so outermost: it changes the response body type.
+        .layer(conclave_federation::trace_context::server_layer())
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
@@ -152,8 +156,11 @@ impl FederationApi {
     ) -> Result<(), Status> {
         self.gate
             .admit(Some(certificates), domain)
-            .map(drop)
-            .map_err(peer_refusal)
+            .map_err(peer_refusal)?;
+        self.context
+            .notifier
+            .publish(&Topic::PeerAlive(domain.to_string()));
+        Ok(())
     }
 }
 

@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower::util::MapResponseLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Certificate chain and key, both PEM, for TLS on the client API.
 pub(crate) struct TlsPem {
@@ -89,6 +91,16 @@ pub(crate) async fn serve(
         )?;
     }
     builder
+        // Each request in its own span and trace. First, so outermost: it
+        // changes the response body type, which the layer below must not see.
+        // Statuses other than OK only at DEBUG: a NOT_FOUND is no failure of the
+        // server, and server-side failures are logged where they happen.
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(client_request_span)
+                .on_request(())
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
@@ -114,4 +126,23 @@ pub(crate) fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
         seconds: unix_ms.div_euclid(1000),
         nanos: i32::try_from(unix_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
+}
+
+/// The span of one client API request, `client_request` with the gRPC path
+/// (`/package.Service/Method`): the root of a new trace, which federation calls
+/// made while serving the request carry to peers
+/// (`conclave_federation::trace_context`). A trace context sent by the client is
+/// ignored: clients are not trusted to choose trace ids. Its `trace_id` field
+/// puts the trace id on every log line within the request.
+fn client_request_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "client_request",
+        rpc.path = %request.uri().path(),
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    // Fails only without the OpenTelemetry layer (tests), when there is no trace.
+    let _ = span.set_parent(opentelemetry::Context::new());
+    conclave_federation::trace_context::record_trace_id(&span);
+    span
 }

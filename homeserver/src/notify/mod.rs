@@ -19,6 +19,8 @@ pub(crate) enum Topic {
     Inbox(String),
     /// A hosted group with follower domains grew: the federation outbox has work.
     Outbox,
+    /// A peer domain made an authenticated request: it is reachable.
+    PeerAlive(String),
 }
 
 /// Publishes wake-ups and registers interest in topics.

@@ -202,6 +202,109 @@ pub(crate) async fn apply_batch(
     }
 }
 
+/// Brings this copy of a group up to `until_seq` with events fetched from the
+/// hub, unless it has them already. For a device told that its commit lost
+/// the epoch to the commit at `until_seq`: it fetches that commit next, here,
+/// and the hub's outbox may not have delivered it yet (still in flight, or
+/// waiting out a backoff or this homeserver's rate limit). Without it, the
+/// device would rebuild its commit on the old epoch and lose again, until it
+/// gives up.
+pub(crate) async fn catch_up(
+    context: &Context,
+    hub: &Domain,
+    mls_group_id: &[u8],
+    until_seq: u64,
+) -> Result<(), FollowerError> {
+    let until_seq = i64::try_from(until_seq).unwrap_or(i64::MAX);
+    let Some(group) = store::find_group_header(context.store.connection(), mls_group_id).await?
+    else {
+        return Ok(());
+    };
+    if group.last_seq >= until_seq {
+        return Ok(());
+    }
+    repair(
+        context,
+        hub,
+        mls_group_id,
+        group.last_seq,
+        until_seq.saturating_add(1),
+    )
+    .await
+    .map(drop)
+}
+
+/// At start: asks the hub of every group followed here for what it has after
+/// this copy's end, and applies it. The hubs' outboxes would deliver it too,
+/// but possibly only after their backoff from when this homeserver was down;
+/// the request also tells each hub that this homeserver is back.
+pub(crate) async fn catch_up_on_start(context: &Context) {
+    let Some(federation) = context.federation.as_ref() else {
+        return;
+    };
+    let followed = match store::followed_groups(context.store.connection()).await {
+        Ok(followed) => followed,
+        Err(error) => {
+            tracing::warn!(%error, "could not list followed groups to catch up");
+            return;
+        }
+    };
+    let mut unreachable = std::collections::BTreeSet::new();
+    for (mls_group_id, hub, mut have) in followed {
+        if unreachable.contains(&hub) {
+            continue;
+        }
+        let Ok(hub_domain) = hub.parse::<Domain>() else {
+            continue;
+        };
+        let group = hex::encode(&mls_group_id);
+        loop {
+            let answer = federation
+                .fetch_events(
+                    &hub_domain,
+                    mls_group_id.clone(),
+                    u64::try_from(have).unwrap_or(0),
+                    0,
+                )
+                .await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error @ CallError::Unavailable { .. }) => {
+                    tracing::info!(hub_domain = %hub, %error, "hub unreachable; its outbox will deliver");
+                    unreachable.insert(hub.clone());
+                    break;
+                }
+                Err(error) => {
+                    tracing::info!(hub_domain = %hub, %group, %error, "could not catch up a group at start");
+                    break;
+                }
+            };
+            if answer.events.is_empty() {
+                break;
+            }
+            let outcome = match check_batch(&context.domain, answer.events) {
+                Ok(events) => {
+                    apply_events(context, &hub_domain, &mls_group_id, &events, 0, false).await
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(Applied::Through(last_seq)) if last_seq > have => {
+                    have = last_seq;
+                    if u64::try_from(have).unwrap_or(0) >= answer.last_seq {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(hub_domain = %hub, %group, %error, "could not apply a group's events at start");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Fetches and applies the events between `have` and `next_seq` from the hub.
 /// Returns true if the hub no longer has them (pruned by its retention): the
 /// gap is then accepted, and the devices here recover by rejoining.
@@ -331,6 +434,7 @@ async fn apply_events(
                 sender_identity: &event.sender,
                 message: &event.message,
                 now_ms,
+                trace_parent: None,
             },
         )
         .await?;

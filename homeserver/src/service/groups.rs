@@ -364,6 +364,7 @@ async fn try_commit(
             sender_identity: &identity,
             message: &request.commit,
             now_ms,
+            trace_parent: context.trace_parent_for_outbox(),
         },
     )
     .await?;
@@ -776,6 +777,7 @@ async fn append_and_commit(
             sender_identity: submission.identity,
             message: append.message,
             now_ms,
+            trace_parent: context.trace_parent_for_outbox(),
         },
     )
     .await?;

@@ -99,6 +99,14 @@ impl Context {
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
+
+    /// The current request's W3C `traceparent`, to keep with an event that the
+    /// outbox may deliver to other domains; `None` without federation.
+    pub(crate) fn trace_parent_for_outbox(&self) -> Option<String> {
+        self.federation
+            .as_ref()
+            .and_then(|_| conclave_federation::trace_context::current_traceparent())
+    }
 }
 
 /// A failure that is the server's, not the client's.

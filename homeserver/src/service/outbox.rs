@@ -8,7 +8,8 @@
 //! twice (a retry, or two replicas sending at once), is harmless: the follower
 //! applies each `(group, seq)` once. One task per peer domain sends its batches
 //! one at a time (so each group's events leave in order), wakes when a followed
-//! group grows, and after a failure waits with exponential backoff and jitter.
+//! group grows, and after a failure waits with exponential backoff and jitter,
+//! cut short when the peer calls this homeserver (it is up again).
 //!
 //! Events travel as `conclave.federation.v1.FederatedEvent`, the wire type of the
 //! federation client this module drives.
@@ -18,11 +19,13 @@ use crate::notify::Topic;
 use crate::store::{self, EventKind, EventRecord, PendingDelivery, StoreError};
 use conclave_core::ids::Domain;
 use conclave_federation::client::{CallError, FederationClient, RefusalKind};
+use conclave_federation::trace_context;
 use conclave_proto::federation::v1 as proto;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 /// Groups looked at per pass for one peer.
 const GROUPS_PER_PASS: u64 = 64;
@@ -53,6 +56,12 @@ pub(crate) async fn run(
 async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient>, peer: Domain) {
     let waker = Arc::new(Notify::new());
     context.notifier.register(Topic::Outbox, &waker);
+    // A request from the peer proves it is up again: no need to sit out the
+    // rest of a long backoff.
+    let peer_alive = Arc::new(Notify::new());
+    context
+        .notifier
+        .register(Topic::PeerAlive(peer.to_string()), &peer_alive);
     let mut failures: u32 = 0;
     loop {
         match deliver_pending(&context, &federation, &peer).await {
@@ -78,7 +87,17 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
                 {
                     tracing::warn!(peer_domain = %peer, %error, "could not record a delivery failure");
                 }
-                tokio::time::sleep(backoff(failures, random_fraction())).await;
+                let wait = backoff(failures, random_fraction());
+                let started = tokio::time::Instant::now();
+                if tokio::time::timeout(wait, peer_alive.notified())
+                    .await
+                    .is_ok()
+                {
+                    // Retry soon, though never faster than the first backoff: a
+                    // peer that calls often but refuses our calls is not hammered.
+                    tracing::info!(peer_domain = %peer, "peer called in; retrying delivery");
+                    tokio::time::sleep_until(started + FIRST_BACKOFF).await;
+                }
             }
         }
     }
@@ -135,7 +154,7 @@ async fn deliver_batch(
     delivery: &PendingDelivery,
 ) -> Result<(), DeliveryError> {
     let connection = context.store.connection();
-    let (events, last_seq) = events_for_follower(
+    let (events, traceparents, last_seq) = events_for_follower(
         context,
         delivery.group_row_id,
         peer,
@@ -152,8 +171,14 @@ async fn deliver_batch(
     }
     let member_count = store::member_count(connection, delivery.group_row_id).await?;
     let sent_through = events.last().map_or(0, |event| event.seq);
+    let span = trace_context::delivery_span(
+        peer.as_str(),
+        &hex::encode(&delivery.mls_group_id),
+        traceparents.iter().map(String::as_str),
+    );
     let answer = federation
         .deliver_events(peer, delivery.mls_group_id.clone(), events, member_count)
+        .instrument(span)
         .await;
     let confirmed = match answer {
         Ok(answer) => to_i64(answer.last_seq),
@@ -205,8 +230,8 @@ async fn deliver_batch(
 
 /// Up to `limit` events of a hosted group after `after_seq` and up to
 /// `end_seq`, as follower domain `peer` receives them (with its devices'
-/// membership changes and Welcomes), within the federation message size; and
-/// the last sequence number they cover.
+/// membership changes and Welcomes), within the federation message size; the
+/// traces they were submitted in; and the last sequence number they cover.
 pub(crate) async fn events_for_follower(
     context: &Context,
     group_row_id: i64,
@@ -214,12 +239,12 @@ pub(crate) async fn events_for_follower(
     after_seq: i64,
     end_seq: i64,
     limit: u64,
-) -> Result<(Vec<proto::FederatedEvent>, i64), StoreError> {
+) -> Result<(Vec<proto::FederatedEvent>, Vec<String>, i64), StoreError> {
     let connection = context.store.connection();
     let records =
         store::events_after(connection, group_row_id, after_seq, Some(end_seq), limit).await?;
     let Some(last) = records.last() else {
-        return Ok((Vec::new(), end_seq));
+        return Ok((Vec::new(), Vec::new(), end_seq));
     };
     let changes =
         store::membership_changes(connection, group_row_id, peer.as_str(), after_seq, last.seq)
@@ -229,7 +254,9 @@ pub(crate) async fn events_for_follower(
     let byte_budget = context.config.federation.max_message_bytes / 2;
     let mut used = 0;
     let mut events = Vec::with_capacity(records.len());
-    for record in records {
+    let mut traceparents = Vec::new();
+    for mut record in records {
+        let traceparent = record.trace_parent.take();
         let mut event = federated_event(record);
         for change in changes
             .iter()
@@ -254,9 +281,10 @@ pub(crate) async fn events_for_follower(
         }
         used += size;
         events.push(event);
+        traceparents.extend(traceparent);
     }
     let covered = events.last().map_or(after_seq, |event| to_i64(event.seq));
-    Ok((events, covered))
+    Ok((events, traceparents, covered))
 }
 
 /// Why a follower's FetchEvents was refused.
@@ -312,7 +340,7 @@ pub(crate) async fn fetch_for_follower(
         0 => batch_size,
         limit => limit.min(batch_size),
     };
-    let (events, _) =
+    let (events, _, _) =
         events_for_follower(context, group.id, peer, after_seq, end_seq, limit).await?;
     if let Some(first) = events.first()
         && to_i64(first.seq) > after_seq + 1

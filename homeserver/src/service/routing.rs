@@ -6,6 +6,7 @@
 
 use super::Context;
 use super::accounts::AuthenticatedDevice;
+use super::follower;
 use super::groups::{self, Accepted, GroupError, NewCommit, NewMessage, NewProposal};
 use super::idempotency;
 use crate::store;
@@ -155,6 +156,15 @@ async fn relay(
             epoch: accepted.epoch,
         }),
         Some(proto::submit_to_hub_response::Outcome::Rejected(rejected)) => {
+            // The client API promises a commit that lost its epoch the winner's
+            // position, to fetch it from here: have it here first.
+            if let Some(conflict) = &rejected.commit_conflict
+                && let Err(error) =
+                    follower::catch_up(context, hub, &mls_group_id, conflict.winning_commit_seq)
+                        .await
+            {
+                tracing::warn!(hub_domain = %hub, group = %hex::encode(&mls_group_id), %error, "could not fetch the commit that won the epoch from the hub");
+            }
             Err(GroupError::RejectedByHub {
                 code: rejected.code,
                 message: rejected.message,

@@ -167,6 +167,9 @@ pub(crate) mod group_event {
         /// The MLSMessage as submitted.
         pub message: Vec<u8>,
         pub created_at_ms: i64,
+        /// W3C `traceparent` of the request that submitted it, if traced: the
+        /// outbox's delivery of it to other domains continues that trace.
+        pub trace_parent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

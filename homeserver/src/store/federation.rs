@@ -350,6 +350,35 @@ pub(crate) async fn insert_follower_group(
     }
 }
 
+/// This homeserver's copies of groups hosted elsewhere that still have member
+/// devices here: (MLS group id, hub domain, newest sequence number).
+pub(crate) async fn followed_groups(
+    db: &impl Connection,
+) -> Result<Vec<(Vec<u8>, String, i64)>, StoreError> {
+    let followed = group::Entity::find()
+        .select_only()
+        .columns([
+            group::Column::MlsGroupId,
+            group::Column::HubDomain,
+            group::Column::LastSeq,
+        ])
+        .filter(group::Column::HubDomain.is_not_null())
+        .filter(
+            group::Column::Id.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(group_member::Column::GroupId)
+                    .from(group_member::Entity)
+                    .and_where(group_member::Column::RemovedAtSeq.is_null())
+                    .to_owned(),
+            ),
+        )
+        .order_by_asc(group::Column::Id)
+        .into_tuple::<(Vec<u8>, String, i64)>()
+        .all(db)
+        .await?;
+    Ok(followed)
+}
+
 /// Saves a follower copy's position after applying events.
 pub(crate) async fn update_follower_group(
     db: &impl Connection,

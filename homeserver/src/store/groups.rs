@@ -194,6 +194,8 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) sender_identity: &'a str,
     pub(crate) message: &'a [u8],
     pub(crate) now_ms: i64,
+    /// W3C `traceparent` of the submitting request, kept for the outbox.
+    pub(crate) trace_parent: Option<String>,
 }
 
 pub(crate) async fn append_event(
@@ -208,6 +210,7 @@ pub(crate) async fn append_event(
         sender_identity: Set(event.sender_identity.to_owned()),
         message: Set(event.message.to_vec()),
         created_at_ms: Set(event.now_ms),
+        trace_parent: Set(event.trace_parent),
     })
     .exec_without_returning(db)
     .await?;
@@ -626,6 +629,7 @@ mod tests {
                 sender_identity: "sender",
                 message: b"message",
                 now_ms: created_at_ms(seq),
+                trace_parent: None,
             };
             append_event(db, event).await.unwrap();
         }

@@ -475,6 +475,13 @@ enum GroupsFederation {
 }
 
 #[derive(DeriveIden)]
+enum GroupEventsFederation {
+    #[sea_orm(iden = "group_events")]
+    Table,
+    TraceParent,
+}
+
+#[derive(DeriveIden)]
 enum GroupMembersFederation {
     #[sea_orm(iden = "group_members")]
     Table,
@@ -482,6 +489,8 @@ enum GroupMembersFederation {
 }
 
 /// Groups that span domains. At the hub: which domain each member device is on,
+/// the trace each event was submitted in (its delivery to followers continues
+/// it),
 /// each follower domain's outbox cursor per group (the log itself is the outbox,
 /// so a message costs no extra write per peer), the membership changes and
 /// Welcomes followers need, stored once per commit, and each peer's delivery
@@ -512,6 +521,14 @@ impl MigrationTrait for AddFederatedGroups {
                 Table::alter()
                     .table(GroupsFederation::Table)
                     .add_column(big_integer_null(GroupsFederation::HubMemberCount))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupEventsFederation::Table)
+                    .add_column(string_null(GroupEventsFederation::TraceParent))
                     .to_owned(),
             )
             .await?;

@@ -1029,3 +1029,102 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
     })
     .await;
 }
+/// Spans seen, as (name, rpc.path, trace_id), once their trace id is recorded.
+type SeenSpans = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+struct SpanRecorder {
+    pending: std::sync::Mutex<BTreeMap<u64, (String, String)>>,
+    seen: SeenSpans,
+}
+
+#[derive(Default)]
+struct Fields {
+    path: String,
+    trace_id: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "rpc.path" => self.path = format!("{value:?}"),
+            "trace_id" => self.trace_id = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        self.pending.lock().unwrap().insert(
+            id.into_u64(),
+            (attrs.metadata().name().to_owned(), fields.path),
+        );
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        if fields.trace_id.is_empty() {
+            return;
+        }
+        if let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((name.clone(), path.clone(), fields.trace_id));
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_forwarded_claim_is_one_trace_across_domains() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let seen = SeenSpans::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(SpanRecorder {
+            pending: Default::default(),
+            seen: seen.clone(),
+        })
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+    let a = network.api("a.example").await;
+    let b = network.api("b.example").await;
+    let alice = a.register("alice").await;
+    let _bob = Bob::register(&b).await;
+    seen.lock().unwrap().clear();
+    let claimed = a.claim(&alice, "bob@b.example").await;
+    assert_eq!(claimed.len(), 2);
+
+    let seen = seen.lock().unwrap().clone();
+    eprintln!("{seen:#?}");
+    let client_claims: Vec<_> = seen
+        .iter()
+        .filter(|(name, path, _)| name == "client_request" && path.ends_with("/ClaimKeyPackages"))
+        .collect();
+    let federation_claims: Vec<_> = seen
+        .iter()
+        .filter(|(name, path, _)| {
+            name == "federation_request" && path.ends_with("/ClaimKeyPackages")
+        })
+        .collect();
+    assert_eq!(client_claims.len(), 1, "{seen:?}");
+    assert_eq!(federation_claims.len(), 1, "{seen:?}");
+    assert_eq!(client_claims[0].2, federation_claims[0].2);
+    assert_eq!(client_claims[0].2.len(), 32);
+}

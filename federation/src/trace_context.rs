@@ -1,0 +1,485 @@
+//! W3C trace context (`traceparent`, `tracestate`) on federation calls, so that
+//! one trace follows a request from the homeserver that makes it to the peer that
+//! serves it.
+//!
+//! Both sides work on the OpenTelemetry context that `tracing-opentelemetry`
+//! keeps for each `tracing` span; without its layer in the subscriber, spans have
+//! no OpenTelemetry context and every function here does nothing (nothing is
+//! injected, and server spans are roots), so tests and tools need no setup.
+//!
+//! - Calling a peer: [`inject`] the current span's context into the request's
+//!   metadata.
+//! - Serving a peer: [`server_layer`] wraps every request in a
+//!   `federation_request` span whose parent is the context the peer sent
+//!   ([`server_span`]), or a new root span when it sent none or garbage.
+//!
+//! The wire format is always W3C trace context ([`TraceContextPropagator`]),
+//! whatever global propagator the process installed: it is part of the
+//! federation protocol between homeservers, not a deployment choice.
+
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, KeyRef, MetadataMap};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnResponse, GrpcMakeClassifier,
+    MakeSpan, TraceLayer,
+};
+use tracing::{Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Writes the trace context of the current span into `metadata` (`traceparent`,
+/// and `tracestate` when the trace has one), replacing any already there. Writes
+/// nothing when there is no current trace.
+pub fn inject(metadata: &mut MetadataMap) {
+    let mut context = Span::current().context();
+    if !context.span().span_context().is_valid() {
+        // The current `tracing` span may be one the OpenTelemetry layer filters
+        // out (a debug span, say); the layer still makes the nearest span it does
+        // track the current OpenTelemetry context while that span is entered.
+        context = Context::current();
+    }
+    TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+}
+
+/// The current span's trace context as a W3C `traceparent` value, to be kept
+/// with something that leaves later on another path (an event the outbox
+/// delivers); `None` when there is no current trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut metadata = MetadataMap::new();
+    inject(&mut metadata);
+    metadata
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The span of one delivery of a batch of events to a peer,
+/// `federation_delivery`: a child of the trace the first event was submitted
+/// in, linked to the traces of the others (W3C `traceparent` values as
+/// [`current_traceparent`] made them; invalid ones are skipped), so that a
+/// message's trace leads to its delivery to every domain. A new root when no
+/// event has a trace.
+pub fn delivery_span<'a>(
+    peer_domain: &str,
+    group: &str,
+    traceparents: impl IntoIterator<Item = &'a str>,
+) -> Span {
+    let span = tracing::info_span!(
+        "federation_delivery",
+        peer_domain,
+        group,
+        otel.kind = "producer",
+        trace_id = tracing::field::Empty,
+    );
+    let mut parent_set = false;
+    for traceparent in traceparents {
+        let mut headers = http::HeaderMap::new();
+        let Ok(value) = http::HeaderValue::from_str(traceparent) else {
+            continue;
+        };
+        headers.insert("traceparent", value);
+        let context = extract_headers(&headers);
+        let span_context = context.span().span_context().clone();
+        if !span_context.is_valid() {
+            continue;
+        }
+        if parent_set {
+            span.add_link(span_context);
+        } else {
+            // Fails only without the OpenTelemetry layer: then there is no trace.
+            let _ = span.set_parent(context);
+            parent_set = true;
+        }
+    }
+    if !parent_set {
+        // A root of its own, not a child of whatever span is current.
+        let _ = span.set_parent(Context::new());
+    }
+    record_trace_id(&span);
+    span
+}
+
+/// The trace context a peer sent in `metadata`: a context whose span is the
+/// peer's (remote) span, or an empty context when the metadata has no valid
+/// `traceparent`.
+pub fn extract(metadata: &MetadataMap) -> Context {
+    extract_from(&MetadataExtractor(metadata))
+}
+
+/// The trace context in HTTP/2 request headers, as [`extract`].
+pub fn extract_headers(headers: &http::HeaderMap) -> Context {
+    extract_from(&HeaderExtractor(headers))
+}
+
+fn extract_from(extractor: &dyn Extractor) -> Context {
+    // Starting from an empty context rather than the current one: a request
+    // without a valid `traceparent` must start a new trace, never join whatever
+    // span happens to be current where the request is read.
+    TraceContextPropagator::new().extract_with_context(&Context::new(), extractor)
+}
+
+/// The span for one request a peer made: `federation_request`, with the gRPC
+/// path (`/package.Service/Method`), a child of the trace context the peer sent
+/// (a new root when it sent none), and the trace id in its `trace_id` field so
+/// that log lines within the request show it.
+pub fn server_span<B>(request: &http::Request<B>) -> Span {
+    let span = tracing::info_span!(
+        "federation_request",
+        rpc.path = %request.uri().path(),
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    // Fails only when the span is disabled or there is no OpenTelemetry layer;
+    // then there is no trace to join, and the request is served all the same.
+    let _ = span.set_parent(extract_headers(request.headers()));
+    record_trace_id(&span);
+    span
+}
+
+/// Records the OpenTelemetry trace id of `span` in its `trace_id` field (which
+/// the span must declare, as `trace_id = tracing::field::Empty`), so that the
+/// log lines within it carry the id; does nothing if the span has no trace.
+///
+/// This starts the span's OpenTelemetry span, so call it only after
+/// [`OpenTelemetrySpanExt::set_parent`](tracing_opentelemetry::OpenTelemetrySpanExt::set_parent).
+pub fn record_trace_id(span: &Span) {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+    }
+}
+
+/// [`MakeSpan`] of [`server_layer`]: [`server_span`] for any request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerSpan;
+
+impl<B> MakeSpan<B> for ServerSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> Span {
+        server_span(request)
+    }
+}
+
+/// The layer [`server_layer`] returns.
+pub type ServerTraceLayer = TraceLayer<
+    GrpcMakeClassifier,
+    ServerSpan,
+    (),
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
+>;
+
+/// A tower layer for the federation server (`tonic::transport::Server::layer`):
+/// serves each request, and streams its response, inside [`server_span`].
+///
+/// It changes the response body type, so it must be the outermost layer, that
+/// is the first `.layer(..)` on the server builder: tonic's builder wraps each
+/// later layer inside the earlier ones.
+///
+/// A response with a gRPC error status is logged at DEBUG only (with its code
+/// and latency): refusals and server-side failures are logged where they happen,
+/// and a peer's NOT_FOUND is no error of this server.
+pub fn server_layer() -> ServerTraceLayer {
+    TraceLayer::new_for_grpc()
+        .make_span_with(ServerSpan)
+        .on_request(())
+        .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
+}
+
+/// Writes propagation fields into tonic request metadata.
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        // The propagator writes only `traceparent` and `tracestate`, with values
+        // it made from a valid span context; a value that is no valid header
+        // (which would be a propagator bug) is dropped rather than sent.
+        let Ok(key) = AsciiMetadataKey::from_bytes(key.as_bytes()) else {
+            return;
+        };
+        // An empty `tracestate` (the trace has none) is not sent at all.
+        if value.is_empty() {
+            self.0.remove(key);
+        } else if let Ok(value) = AsciiMetadataValue::try_from(value) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Reads propagation fields from tonic request metadata.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .map(|key| match key {
+                KeyRef::Ascii(key) => key.as_str(),
+                KeyRef::Binary(key) => key.as_str(),
+            })
+            .collect()
+    }
+}
+
+/// Reads propagation fields from HTTP request headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{TraceId, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Runs `f` with a subscriber that gives spans OpenTelemetry contexts (an SDK
+    /// tracer provider without exporter, as the homeserver has today).
+    fn with_tracing<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn trace_id(span: &Span) -> TraceId {
+        span.context().span().span_context().trace_id()
+    }
+
+    fn is_lower_hex(text: &str, length: usize) -> bool {
+        text.len() == length
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    }
+
+    /// The parts of a `traceparent`, checked against the W3C format
+    /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+    fn traceparent_parts(metadata: &MetadataMap) -> (String, String) {
+        let traceparent = metadata
+            .get("traceparent")
+            .expect("a traceparent is injected")
+            .to_str()
+            .expect("traceparent is ASCII");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[0], "00", "{traceparent}");
+        assert!(is_lower_hex(parts[1], 32), "{traceparent}");
+        assert!(is_lower_hex(parts[2], 16), "{traceparent}");
+        assert!(is_lower_hex(parts[3], 2), "{traceparent}");
+        assert_ne!(parts[1], "0".repeat(32), "{traceparent}");
+        assert_ne!(parts[2], "0".repeat(16), "{traceparent}");
+        (parts[1].to_owned(), parts[2].to_owned())
+    }
+
+    #[test]
+    fn inject_writes_the_current_span_s_traceparent() {
+        let (metadata, span_trace_id, span_id) = with_tracing(|| {
+            let span = tracing::info_span!("claim");
+            let _entered = span.enter();
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            let span_context = span.context().span().span_context().clone();
+            (metadata, span_context.trace_id(), span_context.span_id())
+        });
+        let (trace_id, parent_id) = traceparent_parts(&metadata);
+        assert_eq!(trace_id, span_trace_id.to_string());
+        assert_eq!(parent_id, span_id.to_string());
+    }
+
+    #[test]
+    fn inject_falls_back_to_the_nearest_traced_span() {
+        // As in the homeserver, the OpenTelemetry layer sees INFO spans only while
+        // the log layer may see DEBUG ones; the current span is a DEBUG span
+        // inside an INFO one.
+        use tracing_subscriber::Layer as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            );
+        let (metadata, outer_trace_id) = tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("client_request");
+            let _outer = outer.enter();
+            let inner = tracing::debug_span!("detail");
+            let _inner = inner.enter();
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            (metadata, trace_id(&outer))
+        });
+        let (trace_id, _) = traceparent_parts(&metadata);
+        assert_eq!(trace_id, outer_trace_id.to_string());
+    }
+
+    #[test]
+    fn inject_without_a_span_writes_nothing() {
+        let metadata = with_tracing(|| {
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            metadata
+        });
+        assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn inject_without_the_opentelemetry_layer_writes_nothing() {
+        let subscriber = tracing_subscriber::registry();
+        let metadata = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("claim");
+            let _entered = span.enter();
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            metadata
+        });
+        assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn extracted_context_parents_a_span_of_the_same_trace() {
+        let (metadata, caller_trace_id, caller_span_id) = with_tracing(|| {
+            let span = tracing::info_span!("claim");
+            let _entered = span.enter();
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            let span_context = span.context().span().span_context().clone();
+            (metadata, span_context.trace_id(), span_context.span_id())
+        });
+
+        // The serving side: another subscriber (another process, in real life),
+        // with no span current.
+        let remote = extract(&metadata);
+        assert!(remote.span().span_context().is_remote());
+        assert_eq!(remote.span().span_context().trace_id(), caller_trace_id);
+        assert_eq!(remote.span().span_context().span_id(), caller_span_id);
+        let (child_trace_id, child_span_id) = with_tracing(|| {
+            let child = tracing::info_span!("served");
+            child.set_parent(remote).expect("the layer is installed");
+            let span_context = child.context().span().span_context().clone();
+            (span_context.trace_id(), span_context.span_id())
+        });
+        assert_eq!(child_trace_id, caller_trace_id);
+        assert_ne!(child_span_id, caller_span_id);
+    }
+
+    #[test]
+    fn server_span_joins_the_callers_trace() {
+        let (metadata, caller_trace_id) = with_tracing(|| {
+            let span = tracing::info_span!("claim");
+            let _entered = span.enter();
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            (metadata, trace_id(&span))
+        });
+        let mut request = http::Request::new(());
+        *request.uri_mut() = "/conclave.federation.v1.FederationService/ClaimKeyPackages"
+            .parse()
+            .expect("a valid path");
+        *request.headers_mut() = metadata.into_headers();
+        let served_trace_id = with_tracing(|| trace_id(&server_span(&request)));
+        assert_eq!(served_trace_id, caller_trace_id);
+    }
+
+    #[test]
+    fn server_span_without_trace_context_starts_a_new_trace() {
+        let (outer_trace_id, served_trace_id) = with_tracing(|| {
+            // Whatever is current where the request is read is not its parent.
+            let outer = tracing::info_span!("connection");
+            let _entered = outer.enter();
+            let served = server_span(&http::Request::new(()));
+            (trace_id(&outer), trace_id(&served))
+        });
+        assert_ne!(served_trace_id, TraceId::INVALID);
+        assert_ne!(served_trace_id, outer_trace_id);
+    }
+
+    #[test]
+    fn garbage_yields_an_empty_context() {
+        let garbage = [
+            "garbage",
+            "",
+            "00-00000000000000000000000000000000-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ];
+        for traceparent in garbage {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(
+                "traceparent",
+                traceparent.parse().expect("ASCII metadata value"),
+            );
+            metadata.insert("tracestate", "=,=,===".parse().expect("ASCII"));
+            // Inside a span, so that falling back to the current context would show.
+            let context = with_tracing(|| {
+                let span = tracing::info_span!("connection");
+                let _entered = span.enter();
+                extract(&metadata)
+            });
+            assert!(
+                !context.span().span_context().is_valid(),
+                "{traceparent:?} gave {context:?}"
+            );
+            assert!(!context.has_active_span(), "{traceparent:?}");
+        }
+        assert!(!extract(&MetadataMap::new()).has_active_span());
+    }
+
+    #[test]
+    fn a_delivery_continues_its_first_event_s_trace() {
+        let (first, second, delivery_trace, current_trace) = with_tracing(|| {
+            let traceparent_of = |name: &'static str| {
+                let span = tracing::info_span!("submission", name);
+                let _entered = span.enter();
+                (
+                    current_traceparent().expect("a traceparent"),
+                    trace_id(&span),
+                )
+            };
+            let (first, first_trace) = traceparent_of("first");
+            let (second, _) = traceparent_of("second");
+            let current = tracing::info_span!("outbox");
+            let _entered = current.enter();
+            let delivery = delivery_span("b.example", "0a0b", [first.as_str(), "garbage", &second]);
+            (first_trace, second, trace_id(&delivery), trace_id(&current))
+        });
+        assert_eq!(
+            delivery_trace, first,
+            "the delivery joins the first event's trace"
+        );
+        assert!(second.starts_with("00-"));
+        assert_ne!(
+            delivery_trace, current_trace,
+            "not the current span's trace"
+        );
+
+        let (root, current) = with_tracing(|| {
+            let current = tracing::info_span!("outbox");
+            let _entered = current.enter();
+            let delivery = delivery_span("b.example", "0a0b", ["garbage"]);
+            (trace_id(&delivery), trace_id(&current))
+        });
+        assert_ne!(root, TraceId::INVALID);
+        assert_ne!(root, current, "without traced events, a root of its own");
+        assert_eq!(current_traceparent(), None, "no trace without a subscriber");
+    }
+}

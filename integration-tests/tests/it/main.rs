@@ -1,0 +1,53 @@
+//! Multi-domain end-to-end tests: a homeserver per domain (a.example,
+//! b.example, c.example) in this process, each with a database of its own and a
+//! federation listener on a loopback address of its own, peered with the others
+//! over mutual TLS; users on each domain drive them through the real client
+//! library. Every test runs on SQLite and on PostgreSQL.
+//!
+//! # Layout
+//! - [`harness`]: the development PKI, the network of homeservers (stop and
+//!   restart one domain on its database and addresses), users with client
+//!   state of their own, and raw federation clients.
+//! - [`federation_smoke`]: claiming key packages of users of other domains, a
+//!   domain's restart.
+//! - [`federated_groups`]: one group with members on three domains:
+//!   invitations, ordered messages, removal, rotation.
+//! - [`rejoin`]: devices of a follower domain rejoining by external commit.
+//! - [`commit_races`]: members on different domains committing in the same
+//!   epoch.
+//! - [`outages`]: a follower down while the group is busy; the hub restarting
+//!   mid-burst.
+//! - [`federation_refusals`]: federation calls that act for another domain, or
+//!   come without a trusted certificate, refused with nothing stored.
+
+/// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
+/// the tests `sqlite` and `postgres`, each under the harness's timeout.
+/// Attributes before a name go on both tests. The
+/// PostgreSQL variant fails, never skips, when PostgreSQL is unreachable.
+macro_rules! on_both_databases {
+    ($($(#[$attribute:meta])* $name:ident),* $(,)?) => {$(
+        mod $name {
+            use conclave_homeserver::test_support::DatabaseChoice;
+
+            $(#[$attribute])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                crate::harness::within_timeout(super::$name(DatabaseChoice::Sqlite)).await;
+            }
+
+            $(#[$attribute])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                crate::harness::within_timeout(super::$name(DatabaseChoice::Postgres)).await;
+            }
+        }
+    )*};
+}
+
+mod commit_races;
+mod federated_groups;
+mod federation_refusals;
+mod federation_smoke;
+mod harness;
+mod outages;
+mod rejoin;
