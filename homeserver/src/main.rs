@@ -172,11 +172,16 @@ async fn federation_status(config: Config, json: bool) -> anyhow::Result<()> {
         println!("  last success:  {}", time(status.last_success_at_ms));
         match &status.last_error {
             Some(error) => println!(
-                "  last error:    {} ({error}; {} failures since the last success)",
-                time(status.last_error_at_ms),
-                status.consecutive_failures
+                "  last error:    {} ({error})",
+                time(status.last_error_at_ms)
             ),
             None => println!("  last error:    none"),
+        }
+        if status.consecutive_failures > 0 {
+            println!(
+                "  failing:       {} attempt(s) since the last success",
+                status.consecutive_failures
+            );
         }
     }
     Ok(())
