@@ -255,6 +255,23 @@ impl Api {
         Ok(response.into_inner())
     }
 
+    /// The groups the device is a member of, with each one's newest sequence number.
+    pub(crate) async fn list_groups(
+        &self,
+        session: &Session,
+    ) -> anyhow::Result<Vec<proto::GroupSummary>> {
+        let response = with_retries(|| {
+            let (mut client, request) = (
+                self.groups(),
+                authorized(session, proto::ListGroupsRequest {}),
+            );
+            async move { client.list_groups(request).await }
+        })
+        .await
+        .with_context(|| format!("listing the groups of {}", session.identity))?;
+        Ok(response.into_inner().groups)
+    }
+
     /// Moves the device's cursor in `group_id` to `seq` and its inbox cursor to
     /// `inbox_seq` (0 leaves it).
     pub(crate) async fn ack(

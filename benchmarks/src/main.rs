@@ -12,11 +12,18 @@
 //! - `throughput`: benchmark 1, message throughput and end-to-end latency.
 //! - `scaling`: benchmarks 2 to 4 on one growing group: fan-out, add commits at
 //!   the hub and at a member, writes per message.
+//! - `federation`: benchmarks 5 and 6 across two domains: end-to-end latency
+//!   through the hub and the follower, and hub-to-follower throughput (live,
+//!   and catching up after the follower was down) per outbox batch size.
+//! - `milestones`: moments inside the in-process homeservers, from their own
+//!   debug events, which split the cross-domain latency.
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
 //! - `report`: percentiles and Markdown tables.
 
 mod api;
 mod devices;
+mod federation;
+mod milestones;
 mod mls;
 mod postgres;
 mod report;
@@ -26,13 +33,15 @@ mod throughput;
 
 use clap::{Parser, ValueEnum};
 use conclave_homeserver::test_support::DatabaseChoice;
+use federation::{FederationResults, FederationSettings};
 use report::{Table, count, ms, seconds};
 use scaling::{ScalingResults, ScalingSettings};
 use std::time::Instant;
 use throughput::{ThroughputRun, ThroughputSettings};
 
 /// Conclave's benchmark: message throughput and latency, fan-out, add commits at
-/// the hub and at a member, and database writes per message. See BENCHMARKS.md.
+/// the hub and at a member, database writes per message, and the same across
+/// two federated domains. See BENCHMARKS.md.
 #[derive(Debug, Parser)]
 #[command(name = "conclave-bench")]
 struct Args {
@@ -42,6 +51,20 @@ struct Args {
     /// The database(s) to run the homeserver on.
     #[arg(long, value_enum, default_value_t = DatabaseArg::Both)]
     database: DatabaseArg,
+    /// Only these parts (comma-separated; all when not given).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    part: Vec<Part>,
+}
+
+/// The benchmark's parts, each on homeservers of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Benchmark 1: application messages through one homeserver.
+    Throughput,
+    /// Benchmarks 2 to 4: one group grown to each size.
+    Scaling,
+    /// Benchmarks 5 and 6: two federated homeservers.
+    Federation,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +88,15 @@ fn throughput_settings(quick: bool) -> ThroughputSettings {
     ThroughputSettings {
         messages: if quick { 300 } else { 3000 },
         sender_counts: vec![1, 10, 100],
+    }
+}
+
+fn federation_settings(quick: bool) -> FederationSettings {
+    FederationSettings {
+        latency_messages: if quick { 100 } else { 500 },
+        throughput_messages: if quick { 2000 } else { 10_000 },
+        senders: 10,
+        batch_sizes: vec![1, 10, 100],
     }
 }
 
@@ -92,13 +124,22 @@ fn scaling_settings(quick: bool) -> ScalingSettings {
     }
 }
 
-/// Server-side errors go to stderr (`RUST_LOG` chooses more, e.g. `info`).
+/// Server-side errors go to stderr (`RUST_LOG` chooses more, e.g. `info`);
+/// two of the homeserver's debug events are recorded apart, whatever the log
+/// shows (see `milestones`).
 fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(milestones::layer())
         .init();
 }
 
@@ -122,11 +163,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut loads = Vec::new();
     let databases = args.database.choices();
+    let runs = |part: Part| args.part.is_empty() || args.part.contains(&part);
     let throughput = throughput_settings(args.quick);
     let scaling = scaling_settings(args.quick);
+    let federation = federation_settings(args.quick);
 
     let mut throughput_runs = Vec::new();
-    for &database in &databases {
+    for &database in databases.iter().filter(|_| runs(Part::Throughput)) {
         let phase = format!("throughput on {}", server::database_name(database));
         loads.push((phase.clone(), load_average()));
         eprintln!(
@@ -137,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         throughput_runs.extend(throughput::run(database, &throughput).await?);
     }
     let mut scaling_results = Vec::new();
-    for &database in &databases {
+    for &database in databases.iter().filter(|_| runs(Part::Scaling)) {
         let phase = format!("growing group on {}", server::database_name(database));
         loads.push((phase.clone(), load_average()));
         eprintln!(
@@ -147,19 +190,80 @@ async fn main() -> anyhow::Result<()> {
         );
         scaling_results.push(scaling::run(database, &scaling).await?);
     }
+    let mut federation_results = Vec::new();
+    for &database in databases.iter().filter(|_| runs(Part::Federation)) {
+        let phase = format!("federation on {}", server::database_name(database));
+        loads.push((phase.clone(), load_average()));
+        eprintln!(
+            "[{:>6.1} s] {phase} (load average {})",
+            started.elapsed().as_secs_f64(),
+            load_average()
+        );
+        federation_results.push(federation::run(database, &federation).await);
+    }
     loads.push(("end".to_owned(), load_average()));
     eprintln!("[{:>6.1} s] done", started.elapsed().as_secs_f64());
 
+    let parts: Vec<String> = args
+        .part
+        .iter()
+        .filter_map(|part| part.to_possible_value())
+        .map(|value| value.get_name().to_owned())
+        .collect();
     println!(
-        "## conclave-bench{} ({} s)\n",
+        "## conclave-bench{}{} ({} s)\n",
         if args.quick { " --quick" } else { "" },
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" --part {}", parts.join(","))
+        },
         started.elapsed().as_secs()
     );
-    println!("{}", throughput_table(&throughput_runs, &throughput));
-    println!("{}", fan_out_table(&scaling_results));
-    println!("{}", commit_table(&scaling_results));
-    println!("{}", write_table(&scaling_results));
-    println!("{}", build_table(&scaling_results));
+    if runs(Part::Throughput) {
+        println!("{}", throughput_table(&throughput_runs, &throughput));
+    }
+    if runs(Part::Scaling) {
+        println!("{}", fan_out_table(&scaling_results));
+        println!("{}", commit_table(&scaling_results));
+        println!("{}", write_table(&scaling_results));
+        println!("{}", build_table(&scaling_results));
+    }
+    if runs(Part::Federation) {
+        println!("{}", cross_domain_latency_table(&federation_results));
+        if federation_results.iter().any(|results| {
+            results
+                .latency
+                .as_ref()
+                .is_some_and(|latency| latency.split.is_some())
+        }) {
+            println!("{}", latency_split_table(&federation_results));
+        }
+        println!(
+            "{}",
+            live_federation_table(&federation_results, &federation)
+        );
+        println!("{}", backlog_table(&federation_results, &federation));
+        if federation_results
+            .iter()
+            .flat_map(|results| &results.batches)
+            .any(|run| run.live.writes.is_some())
+        {
+            println!("{}", federation_write_table(&federation_results));
+        }
+        for results in &federation_results {
+            let database = server::database_name(results.database);
+            if results.retries > 0 {
+                println!(
+                    "- {database}: {} calls answered UNAVAILABLE and retried in benchmarks 5 and 6",
+                    results.retries
+                );
+            }
+            if let Some(failure) = &results.failure {
+                println!("**{database}, federation: stopped early:** {failure}\n");
+            }
+        }
+    }
     if scaling_results.iter().any(|r| !r.round_trips.is_empty()) {
         println!("{}", round_trip_table(&scaling_results));
     }
@@ -382,6 +486,255 @@ fn round_trip_table(results: &[ScalingResults]) -> Table {
                 ms(durations.median()),
                 ms(durations.min()),
                 ms(durations.max()),
+            ]);
+        }
+    }
+    table
+}
+
+fn cross_domain_latency_table(results: &[FederationResults]) -> Table {
+    let mut table = Table::new(
+        "5. Across domains: messages one at a time (a.example hosts the group, b.example follows; ms from the SendMessage call to the receiver's stream yielding it)",
+        vec![
+            "Database",
+            "Path",
+            "Messages",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "sender's SendMessage p50 ms",
+            "p99 ms",
+        ],
+    );
+    for result in results {
+        let Some(latency) = &result.latency else {
+            continue;
+        };
+        let paths = [
+            (
+                "a→a (same domain)",
+                &latency.same_domain,
+                &latency.send_at_hub,
+            ),
+            (
+                "a→b (hub to follower)",
+                &latency.hub_to_follower,
+                &latency.send_at_hub,
+            ),
+            (
+                "b→a (follower to hub, relayed)",
+                &latency.follower_to_hub,
+                &latency.send_at_follower,
+            ),
+            (
+                "b→b (relayed, back through the outbox)",
+                &latency.follower_to_follower,
+                &latency.send_at_follower,
+            ),
+        ];
+        for (path, arrivals, sends) in paths {
+            table.row(vec![
+                server::database_name(result.database).to_owned(),
+                path.to_owned(),
+                count(latency.messages as u64),
+                ms(arrivals.median()),
+                ms(arrivals.percentile(0.99)),
+                ms(arrivals.max()),
+                ms(sends.median()),
+                ms(sends.percentile(0.99)),
+            ]);
+        }
+    }
+    table
+}
+
+fn latency_split_table(results: &[FederationResults]) -> Table {
+    let mut table = Table::new(
+        "5b. Where the time goes: p50 ms from the SendMessage call to each moment (one event per batch; the homeservers' moments from their own debug events)",
+        vec![
+            "Database",
+            "Path",
+            "SendMessage returned",
+            "b committed the batch",
+            "receiver's stream yielded it",
+            "a's outbox had b's answer",
+        ],
+    );
+    for result in results {
+        let Some(latency) = &result.latency else {
+            continue;
+        };
+        let database = server::database_name(result.database);
+        table.row(vec![
+            database.to_owned(),
+            "a→a".to_owned(),
+            ms(latency.send_at_hub.median()),
+            String::new(),
+            ms(latency.same_domain.median()),
+            String::new(),
+        ]);
+        let Some((from_hub, from_follower)) = &latency.split else {
+            continue;
+        };
+        for (path, send, split, arrival) in [
+            (
+                "a→b",
+                &latency.send_at_hub,
+                from_hub,
+                &latency.hub_to_follower,
+            ),
+            (
+                "b→b",
+                &latency.send_at_follower,
+                from_follower,
+                &latency.follower_to_follower,
+            ),
+        ] {
+            table.row(vec![
+                database.to_owned(),
+                path.to_owned(),
+                ms(send.median()),
+                ms(split.follower_committed.median()),
+                ms(arrival.median()),
+                ms(split.hub_answered.median()),
+            ]);
+        }
+    }
+    table
+}
+
+fn live_federation_table(results: &[FederationResults], settings: &FederationSettings) -> Table {
+    let mut table = Table::new(
+        format!(
+            "6a. Hub to follower, live: {} messages from {} concurrent senders on a.example",
+            count(settings.throughput_messages as u64),
+            settings.senders
+        ),
+        vec![
+            "Database",
+            "hub's outbox_batch_size",
+            "sent, messages/s",
+            "at a's receiver, messages/s",
+            "at b's receiver, events/s",
+            "b's last after a's last, s",
+            "latency at a p50 / p99 ms",
+            "latency at b p50 / p99 ms",
+        ],
+    );
+    for result in results {
+        for run in &result.batches {
+            let live = &run.live;
+            let messages = live.messages as u64;
+            table.row(vec![
+                server::database_name(result.database).to_owned(),
+                run.batch_size.to_string(),
+                format!("{:.0}", federation::rate(messages, live.sending)),
+                format!("{:.0}", federation::rate(messages, live.at_hub.elapsed)),
+                format!(
+                    "{:.0}",
+                    federation::rate(messages, live.at_follower.elapsed)
+                ),
+                seconds(live.at_follower.elapsed.saturating_sub(live.at_hub.elapsed)),
+                format!(
+                    "{} / {}",
+                    ms(live.at_hub.latencies.median()),
+                    ms(live.at_hub.latencies.percentile(0.99))
+                ),
+                format!(
+                    "{} / {}",
+                    ms(live.at_follower.latencies.median()),
+                    ms(live.at_follower.latencies.percentile(0.99))
+                ),
+            ]);
+        }
+    }
+    table
+}
+
+fn federation_write_table(results: &[FederationResults]) -> Table {
+    let mut table = Table::new(
+        "6c. Rows written per message during the live runs (PostgreSQL's counters; inserted/updated/deleted per message)",
+        vec![
+            "Database",
+            "hub's outbox_batch_size",
+            "a.example rows/message",
+            "of which",
+            "b.example rows/message",
+            "of which",
+        ],
+    );
+    for result in results {
+        for run in &result.batches {
+            let Some((hub, follower)) = &run.live.writes else {
+                continue;
+            };
+            let messages = run.live.messages as f64;
+            let describe = |writes: &postgres::Writes| {
+                let per_message = |value: i64| value as f64 / messages;
+                (
+                    format!("{:.2}", per_message(writes.rows())),
+                    writes
+                        .tables
+                        .iter()
+                        .map(|(table, rows)| {
+                            format!(
+                                "{table} {:.3}/{:.3}/{:.3}",
+                                per_message(rows.inserted),
+                                per_message(rows.updated),
+                                per_message(rows.deleted)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            };
+            let (hub_rows, hub_tables) = describe(hub);
+            let (follower_rows, follower_tables) = describe(follower);
+            table.row(vec![
+                server::database_name(result.database).to_owned(),
+                run.batch_size.to_string(),
+                hub_rows,
+                hub_tables,
+                follower_rows,
+                follower_tables,
+            ]);
+        }
+    }
+    table
+}
+
+fn backlog_table(results: &[FederationResults], settings: &FederationSettings) -> Table {
+    let mut table = Table::new(
+        format!(
+            "6b. Hub to follower, backlog: {} messages stored on a.example while b.example was down, then b.example started again",
+            count(settings.throughput_messages as u64)
+        ),
+        vec![
+            "Database",
+            "hub's outbox_batch_size",
+            "sending them, s",
+            "b's start until ready, s",
+            "b started → first events seen, s",
+            "catch-up, events/s",
+            "b started → all, s",
+            "b started → all, events/s",
+        ],
+    );
+    for result in results {
+        for run in &result.batches {
+            let backlog = &run.backlog;
+            table.row(vec![
+                server::database_name(result.database).to_owned(),
+                run.batch_size.to_string(),
+                seconds(backlog.sending),
+                format!("{:.2}", backlog.start.as_secs_f64()),
+                seconds(backlog.to_first),
+                backlog.catch_up_rate().map_or_else(
+                    || "n/a (all there at the first look)".to_owned(),
+                    |rate| format!("{rate:.0}"),
+                ),
+                seconds(backlog.total),
+                format!("{:.0}", federation::rate(backlog.events, backlog.total)),
             ]);
         }
     }

@@ -3,6 +3,7 @@
 //! the benchmark's way raised and everything else at its defaults (notably a
 //! pool of 10 database connections).
 
+use conclave_homeserver::config::Config;
 use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use std::time::Duration;
 
@@ -13,15 +14,18 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) async fn start(database: DatabaseChoice) -> TestHomeserver {
     TestHomeserver::start_with(TestOptions {
         database,
-        configure: Box::new(|config| {
-            // Building a 10,000-member group claims key packages faster than a
-            // person would, and the default limit is exactly 10,000 members.
-            config.key_packages.claims_per_minute = 1_000_000;
-            config.groups.max_members = 100_000;
-        }),
+        configure: Box::new(raise_limits),
         ..TestOptions::default()
     })
     .await
+}
+
+/// The limits every homeserver of the benchmark runs with, raised from the
+/// defaults: building a 10,000-member group claims key packages faster than a
+/// person would, and the default limit is exactly 10,000 members.
+pub(crate) fn raise_limits(config: &mut Config) {
+    config.key_packages.claims_per_minute = 1_000_000;
+    config.groups.max_members = 100_000;
 }
 
 /// Stops the server gracefully and drops its database. A server that does not

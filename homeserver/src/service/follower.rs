@@ -423,21 +423,18 @@ async fn apply_events(
     let mut epoch = group.epoch;
     let mut last_seq = group.last_seq;
     let mut woken_inboxes = Vec::new();
+    let mut rows = Vec::with_capacity(new_events.len());
     for event in new_events {
-        store::append_event(
-            &transaction,
-            NewEvent {
-                group_row_id: group.id,
-                seq: event.seq,
-                kind: event.kind,
-                epoch: event.epoch,
-                sender_identity: &event.sender,
-                message: &event.message,
-                now_ms,
-                trace_parent: None,
-            },
-        )
-        .await?;
+        rows.push(NewEvent {
+            group_row_id: group.id,
+            seq: event.seq,
+            kind: event.kind,
+            epoch: event.epoch,
+            sender_identity: &event.sender,
+            message: &event.message,
+            now_ms,
+            trace_parent: None,
+        });
         last_seq = event.seq;
         epoch = epoch.max(event.epoch);
         if event.kind != EventKind::Commit {
@@ -478,6 +475,9 @@ async fn apply_events(
             }
         }
     }
+    // One statement for the batch's log rows (member and inbox rows refer to
+    // the group, not to these).
+    store::append_events(&transaction, rows).await?;
     let member_count = if member_count > 0 {
         member_count
     } else {

@@ -35,6 +35,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Backoff after the first failure, doubled per failure up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a peer's last success is written while deliveries keep succeeding.
+const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs one delivery task per configured peer until `stopped` resolves.
 pub(crate) async fn run(
@@ -43,14 +45,14 @@ pub(crate) async fn run(
     peers: Vec<Domain>,
     stopped: impl Future<Output = ()>,
 ) {
-    let tasks: Vec<_> = peers
-        .into_iter()
-        .map(|peer| tokio::spawn(deliver_to_peer(context.clone(), federation.clone(), peer)))
-        .collect();
-    stopped.await;
-    for task in tasks {
-        task.abort();
+    // A JoinSet aborts its tasks when dropped, so they stop with this future
+    // even when it is aborted before `stopped` resolves.
+    let mut tasks = tokio::task::JoinSet::new();
+    for peer in peers {
+        tasks.spawn(deliver_to_peer(context.clone(), federation.clone(), peer));
     }
+    stopped.await;
+    tasks.abort_all();
 }
 
 async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient>, peer: Domain) {
@@ -63,15 +65,32 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
         .notifier
         .register(Topic::PeerAlive(peer.to_string()), &peer_alive);
     let mut failures: u32 = 0;
+    let mut last_recorded = None;
     loop {
         match deliver_pending(&context, &federation, &peer).await {
-            Ok(Progress::More) => {
+            Ok(progress) => {
+                // The status row is for operators: written after a failure
+                // streak ends, else at most every few seconds, not per batch.
+                let due = last_recorded
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= SUCCESS_RECORD_INTERVAL);
+                if matches!(progress, Progress::More) && (failures > 0 || due) {
+                    match store::record_peer_success(
+                        context.store.connection(),
+                        peer.as_str(),
+                        context.now_ms(),
+                    )
+                    .await
+                    {
+                        Ok(()) => last_recorded = Some(tokio::time::Instant::now()),
+                        Err(error) => {
+                            tracing::warn!(peer_domain = %peer, %error, "could not record a delivery success");
+                        }
+                    }
+                }
                 failures = 0;
-                continue;
-            }
-            Ok(Progress::Done) => {
-                failures = 0;
-                let _ = tokio::time::timeout(POLL_INTERVAL, waker.notified()).await;
+                if matches!(progress, Progress::Done) {
+                    let _ = tokio::time::timeout(POLL_INTERVAL, waker.notified()).await;
+                }
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
@@ -143,7 +162,6 @@ async fn deliver_pending(
     for delivery in &pending {
         deliver_batch(context, federation, peer, delivery).await?;
     }
-    store::record_peer_success(context.store.connection(), peer.as_str(), context.now_ms()).await?;
     Ok(Progress::More)
 }
 

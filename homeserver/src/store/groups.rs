@@ -202,7 +202,19 @@ pub(crate) async fn append_event(
     db: &impl Connection,
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
-    group_event::Entity::insert(group_event::ActiveModel {
+    append_events(db, vec![event]).await
+}
+
+/// Rows per multi-row INSERT.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Appends several entries, in as few statements as the limits allow (a
+/// follower applying a batch).
+pub(crate) async fn append_events(
+    db: &impl Connection,
+    events: Vec<NewEvent<'_>>,
+) -> Result<(), StoreError> {
+    let mut rows = events.into_iter().map(|event| group_event::ActiveModel {
         group_id: Set(event.group_row_id),
         seq: Set(event.seq),
         kind: Set(event.kind as i16),
@@ -211,10 +223,18 @@ pub(crate) async fn append_event(
         message: Set(event.message.to_vec()),
         created_at_ms: Set(event.now_ms),
         trace_parent: Set(event.trace_parent),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    });
+    // Chunks keep each statement far below the databases' limits on bound
+    // parameters (8 per row), whatever a batch's length.
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        group_event::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await?;
+    }
 }
 
 /// How many log entries of `kind` the group has after `after_seq` (a range of
