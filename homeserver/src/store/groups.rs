@@ -205,8 +205,9 @@ pub(crate) async fn append_event(
     append_events(db, vec![event]).await
 }
 
-/// Rows per multi-row INSERT.
-const ROWS_PER_INSERT: usize = 500;
+/// Most rows, and message bytes, per multi-row INSERT of log entries.
+const ROWS_PER_INSERT: usize = 100;
+const BYTES_PER_INSERT: usize = 12 * 1024;
 
 /// Appends several entries, in as few statements as the limits allow (a
 /// follower applying a batch).
@@ -214,27 +215,47 @@ pub(crate) async fn append_events(
     db: &impl Connection,
     events: Vec<NewEvent<'_>>,
 ) -> Result<(), StoreError> {
-    let mut rows = events.into_iter().map(|event| group_event::ActiveModel {
-        group_id: Set(event.group_row_id),
-        seq: Set(event.seq),
-        kind: Set(event.kind as i16),
-        epoch: Set(event.epoch),
-        sender_identity: Set(event.sender_identity.to_owned()),
-        message: Set(event.message.to_vec()),
-        created_at_ms: Set(event.now_ms),
-        trace_parent: Set(event.trace_parent),
-    });
-    // Chunks keep each statement far below the databases' limits on bound
-    // parameters (8 per row), whatever a batch's length.
-    loop {
-        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
-        if chunk.is_empty() {
-            return Ok(());
+    // Statements stay small: few rows each (far below the databases' limits on
+    // bound parameters, 8 per row, whatever a batch's length), and at most about
+    // 12 KB, below the sizes at which PostgreSQL statements stall
+    // on Nagle's algorithm (BENCHMARKS.md, finding 2). A larger message goes alone.
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for event in events {
+        // The message, the sender, and the other columns and framing.
+        let bytes = event.message.len() + event.sender_identity.len() + 64;
+        if !chunk.is_empty()
+            && (chunk.len() == ROWS_PER_INSERT || chunk_bytes + bytes > BYTES_PER_INSERT)
+        {
+            insert_event_rows(db, std::mem::take(&mut chunk)).await?;
+            chunk_bytes = 0;
         }
-        group_event::Entity::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
+        chunk_bytes += bytes;
+        chunk.push(group_event::ActiveModel {
+            group_id: Set(event.group_row_id),
+            seq: Set(event.seq),
+            kind: Set(event.kind as i16),
+            epoch: Set(event.epoch),
+            sender_identity: Set(event.sender_identity.to_owned()),
+            message: Set(event.message.to_vec()),
+            created_at_ms: Set(event.now_ms),
+            trace_parent: Set(event.trace_parent),
+        });
     }
+    if !chunk.is_empty() {
+        insert_event_rows(db, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn insert_event_rows(
+    db: &impl Connection,
+    rows: Vec<group_event::ActiveModel>,
+) -> Result<(), StoreError> {
+    group_event::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
 
 /// How many log entries of `kind` the group has after `after_seq` (a range of
