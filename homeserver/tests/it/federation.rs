@@ -1128,3 +1128,59 @@ async fn a_forwarded_claim_is_one_trace_across_domains() {
     assert_eq!(client_claims[0].2, federation_claims[0].2);
     assert_eq!(client_claims[0].2.len(), 32);
 }
+
+/// One trace follows a message from a follower's device to the hub and back out
+/// through the hub's outbox: the device's SendMessage at b.example, the relay to
+/// a.example (SubmitToHub), the outbox's delivery (which continues the trace the
+/// event was submitted in) and b.example's DeliverEvents.
+#[tokio::test(flavor = "current_thread")]
+async fn a_relayed_message_and_its_delivery_are_one_trace() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let seen = SeenSpans::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(SpanRecorder {
+            pending: Default::default(),
+            seen: seen.clone(),
+        })
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+    let mut alice = Client::register(&channel(network.server("a.example")).await, "alice").await;
+    let mut bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
+    alice.create_group().await;
+    alice.invite(&["bob@b.example"]).await;
+    sync_until(&mut bob, |bob| bob.group.is_some()).await;
+
+    seen.lock().unwrap().clear();
+    let sent = bob.send("traced").await;
+    sync_until(&mut alice, |alice| alice.received.len() == 1).await;
+    sync_until(&mut bob, |bob| bob.group_seq == sent.seq).await;
+
+    let seen = seen.lock().unwrap().clone();
+    let trace_of = |name: &str, path_end: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(span, path, _)| span == name && path.ends_with(path_end))
+            .map(|(_, _, trace_id)| trace_id.clone())
+            .collect()
+    };
+    let sends = trace_of("client_request", "/SendMessage");
+    assert_eq!(sends.len(), 1, "{seen:#?}");
+    let trace = &sends[0];
+    assert_eq!(trace.len(), 32, "{seen:#?}");
+    assert_eq!(
+        trace_of("federation_request", "/SubmitToHub"),
+        [trace.clone()],
+        "{seen:#?}"
+    );
+    assert!(
+        trace_of("federation_delivery", "").contains(trace),
+        "the outbox's delivery continues the trace: {seen:#?}"
+    );
+    assert!(
+        trace_of("federation_request", "/DeliverEvents").contains(trace),
+        "b.example's DeliverEvents is in the trace: {seen:#?}"
+    );
+}
