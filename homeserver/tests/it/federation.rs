@@ -1172,7 +1172,7 @@ async fn a_relayed_message_and_its_delivery_are_one_trace() {
     assert_eq!(trace.len(), 32, "{seen:#?}");
     assert_eq!(
         trace_of("federation_request", "/SubmitToHub"),
-        [trace.clone()],
+        std::slice::from_ref(trace),
         "{seen:#?}"
     );
     assert!(
