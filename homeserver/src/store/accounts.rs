@@ -198,17 +198,9 @@ pub(crate) async fn device_has_key(
     username: &str,
     signature_public_key: &[u8],
 ) -> Result<bool, StoreError> {
-    let Some(device) = device::Entity::find_by_id(device_id.to_owned())
-        .one(db)
+    Ok(find_device_of_user(db, device_id, username)
         .await?
-    else {
-        return Ok(false);
-    };
-    if device.signature_public_key != signature_public_key {
-        return Ok(false);
-    }
-    let user = user::Entity::find_by_id(device.user_id).one(db).await?;
-    Ok(user.is_some_and(|user| user.username == username))
+        .is_some_and(|device| device.signature_public_key == signature_public_key))
 }
 
 /// True if `device_id` is a current device of user `username`.
@@ -217,14 +209,26 @@ pub(crate) async fn device_of_user(
     device_id: &str,
     username: &str,
 ) -> Result<bool, StoreError> {
+    Ok(find_device_of_user(db, device_id, username)
+        .await?
+        .is_some())
+}
+
+async fn find_device_of_user(
+    db: &impl Connection,
+    device_id: &str,
+    username: &str,
+) -> Result<Option<DeviceRecord>, StoreError> {
     let Some(device) = device::Entity::find_by_id(device_id.to_owned())
         .one(db)
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let user = user::Entity::find_by_id(device.user_id).one(db).await?;
-    Ok(user.is_some_and(|user| user.username == username))
+    Ok(user
+        .is_some_and(|user| user.username == username)
+        .then_some(device))
 }
 
 /// True if the token exists, has uses left and has not expired (without using it).

@@ -1088,8 +1088,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_forwarded_claim_is_one_trace_across_domains() {
+/// Records this thread's spans (with OpenTelemetry trace ids) until the guard
+/// is dropped.
+fn record_spans() -> (SeenSpans, tracing::subscriber::DefaultGuard) {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     let seen = SeenSpans::default();
@@ -1100,7 +1101,12 @@ async fn a_forwarded_claim_is_one_trace_across_domains() {
             seen: seen.clone(),
         })
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    (seen, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_forwarded_claim_is_one_trace_across_domains() {
+    let (seen, _default) = record_spans();
 
     let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
     let a = network.api("a.example").await;
@@ -1135,17 +1141,7 @@ async fn a_forwarded_claim_is_one_trace_across_domains() {
 /// event was submitted in) and b.example's DeliverEvents.
 #[tokio::test(flavor = "current_thread")]
 async fn a_relayed_message_and_its_delivery_are_one_trace() {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let seen = SeenSpans::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanRecorder {
-            pending: Default::default(),
-            seen: seen.clone(),
-        })
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (seen, _default) = record_spans();
 
     let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
     let mut alice = Client::register(&channel(network.server("a.example")).await, "alice").await;
