@@ -145,6 +145,17 @@ fn init_logging() {
 
 /// The 1, 5 and 15 minute load averages, to show whether anything else was
 /// using the machine.
+/// Notes the load average at the start of a part (for the report) and says on
+/// stderr which part starts.
+fn announce_phase(loads: &mut Vec<(String, String)>, started: std::time::Instant, phase: String) {
+    let load = load_average();
+    eprintln!(
+        "[{:>6.1} s] {phase} (load average {load})",
+        started.elapsed().as_secs_f64()
+    );
+    loads.push((phase, load));
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| {
@@ -170,34 +181,28 @@ async fn main() -> anyhow::Result<()> {
 
     let mut throughput_runs = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Throughput)) {
-        let phase = format!("throughput on {}", server::database_name(database));
-        loads.push((phase.clone(), load_average()));
-        eprintln!(
-            "[{:>6.1} s] {phase} (load average {})",
-            started.elapsed().as_secs_f64(),
-            load_average()
+        announce_phase(
+            &mut loads,
+            started,
+            format!("throughput on {}", server::database_name(database)),
         );
         throughput_runs.extend(throughput::run(database, &throughput).await?);
     }
     let mut scaling_results = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Scaling)) {
-        let phase = format!("growing group on {}", server::database_name(database));
-        loads.push((phase.clone(), load_average()));
-        eprintln!(
-            "[{:>6.1} s] {phase} (load average {})",
-            started.elapsed().as_secs_f64(),
-            load_average()
+        announce_phase(
+            &mut loads,
+            started,
+            format!("growing group on {}", server::database_name(database)),
         );
         scaling_results.push(scaling::run(database, &scaling).await?);
     }
     let mut federation_results = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Federation)) {
-        let phase = format!("federation on {}", server::database_name(database));
-        loads.push((phase.clone(), load_average()));
-        eprintln!(
-            "[{:>6.1} s] {phase} (load average {})",
-            started.elapsed().as_secs_f64(),
-            load_average()
+        announce_phase(
+            &mut loads,
+            started,
+            format!("federation on {}", server::database_name(database)),
         );
         federation_results.push(federation::run(database, &federation).await);
     }
