@@ -52,8 +52,8 @@ pub struct PeerOutboxStatus {
 pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, AdminError> {
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
-    let connection = store.connection();
-    let depths = crate::store::outbox_depths(connection, store.backend()).await?;
+    let connection = &store;
+    let depths = crate::store::outbox_depths(connection).await?;
     let recorded = crate::store::peer_statuses(connection).await?;
     let mut domains: std::collections::BTreeSet<String> =
         config.federation.peers.keys().cloned().collect();

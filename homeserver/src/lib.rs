@@ -294,7 +294,7 @@ async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
         loop {
             interval.tick().await;
             let now_ms = context.now_ms();
-            let connection = context.store.connection();
+            let connection = &context.store;
             match store::delete_expired_key_packages(connection, now_ms - DAY_MS).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted expired key packages"),
@@ -304,7 +304,6 @@ async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
                 i64::try_from(context.config.groups.retention_days).unwrap_or(3650) * DAY_MS;
             match store::prune_group_events(
                 connection,
-                context.store.kind(),
                 now_ms - retention_ms,
                 now_ms - IDEMPOTENCY_RETENTION_MS,
             )
@@ -314,9 +313,7 @@ async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
                 Ok(deleted) => tracing::info!(deleted, "pruned group events"),
                 Err(error) => tracing::warn!(%error, "could not prune group events"),
             }
-            if let Err(error) =
-                store::prune_delivered_federation_records(connection, context.store.backend()).await
-            {
+            if let Err(error) = store::prune_delivered_federation_records(connection).await {
                 tracing::warn!(%error, "could not prune delivered federation records");
             }
         }

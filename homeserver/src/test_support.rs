@@ -310,7 +310,7 @@ impl TestHomeserver {
         let store = Store::connect(&self.config.database.url, 1)
             .await
             .expect("cannot open the test homeserver's database");
-        let connection = store.connection();
+        let connection = &store;
         let header = store::find_group_header(connection, mls_group_id)
             .await
             .expect("cannot read a group");

@@ -10,4 +10,5 @@
 
 pub(crate) mod account;
 pub(crate) mod hub;
+pub(crate) mod ids;
 pub(crate) mod key_package_upload;

@@ -115,16 +115,11 @@ pub(crate) async fn register(
     // guarantees both. The token comes first so that without a valid one nobody
     // can probe which usernames exist.
     if let Some(token_hash) = &token_hash
-        && !store::registration_token_usable(
-            context.store.connection(),
-            token_hash,
-            context.now_ms(),
-        )
-        .await?
+        && !store::registration_token_usable(&context.store, token_hash, context.now_ms()).await?
     {
         return Err(AccountError::RegistrationTokenRejected);
     }
-    if store::find_user_by_username(context.store.connection(), username.as_str())
+    if store::find_user_by_username(&context.store, username.as_str())
         .await?
         .is_some()
     {
@@ -159,7 +154,7 @@ pub(crate) struct Login {
 pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
     check_enrolment(&request.device)?;
-    let user = store::find_user_by_username(context.store.connection(), username.as_str()).await?;
+    let user = store::find_user_by_username(&context.store, username.as_str()).await?;
     let password_matches = secrets::verify_password(
         request.password,
         user.as_ref().map(|user| user.password_hash.clone()),
@@ -227,14 +222,12 @@ pub(crate) async fn authenticate(
     access_token: Option<&str>,
 ) -> Result<AuthenticatedDevice, AccountError> {
     let access_token = access_token.ok_or(AccountError::MissingToken)?;
-    let (device, user) = store::find_device_by_token_hash(
-        context.store.connection(),
-        &secrets::hash_token(access_token),
-    )
-    .await?
-    .ok_or(AccountError::InvalidToken)?;
+    let (device, user) =
+        store::find_device_by_token_hash(&context.store, &secrets::hash_token(access_token))
+            .await?
+            .ok_or(AccountError::InvalidToken)?;
     store::touch_device(
-        context.store.connection(),
+        &context.store,
         &device.id,
         context.now_ms(),
         LAST_SEEN_GRANULARITY_MS,
@@ -282,7 +275,7 @@ pub(crate) async fn list_devices(
     context: &Context,
     device: &AuthenticatedDevice,
 ) -> Result<Vec<DeviceRecord>, AccountError> {
-    Ok(store::list_devices(context.store.connection(), device.user_row_id).await?)
+    Ok(store::list_devices(&context.store, device.user_row_id).await?)
 }
 
 /// Removes one of the caller's own devices.
@@ -291,7 +284,7 @@ pub(crate) async fn remove_device(
     caller: &AuthenticatedDevice,
     device_id: &str,
 ) -> Result<(), AccountError> {
-    if !store::delete_device(context.store.connection(), caller.user_row_id, device_id).await? {
+    if !store::delete_device(&context.store, caller.user_row_id, device_id).await? {
         return Err(AccountError::UnknownDevice(device_id.to_owned()));
     }
     tracing::info!(user = %caller.user_id(), device = device_id, by = %caller.device_id(), "device removed");

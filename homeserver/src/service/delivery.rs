@@ -70,7 +70,7 @@ async fn read_page(
     group_ids: &HashMap<i64, Arc<Vec<u8>>>,
     limit: u64,
 ) -> Result<Vec<Delivery>, DeliveryError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let mut page = Vec::new();
     for event in store::inbox_events_after(connection, device_id, positions.inbox, limit).await? {
         positions.inbox = event.seq;
@@ -136,7 +136,7 @@ async fn load_memberships(
     context: &Context,
     device_id: &str,
 ) -> Result<(Vec<MemberRecord>, HashMap<i64, Arc<Vec<u8>>>), DeliveryError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let memberships = store::memberships_of_device(connection, device_id).await?;
     let headers = store::find_group_headers(
         connection,
@@ -162,7 +162,7 @@ pub(crate) async fn fetch(
     };
     let device_id = device.device_id().as_str();
     let (memberships, group_ids) = load_memberships(context, device_id).await?;
-    let (inbox_acked, _) = store::inbox_position(context.store.connection(), device_id).await?;
+    let (inbox_acked, _) = store::inbox_position(&context.store, device_id).await?;
     let mut positions = Positions {
         inbox: inbox_acked,
         groups: HashMap::new(),
@@ -261,7 +261,7 @@ async fn stream_events(
     context
         .notifier
         .register(Topic::Inbox(device_id.to_owned()), &waker);
-    let (inbox_acked, _) = store::inbox_position(context.store.connection(), device_id).await?;
+    let (inbox_acked, _) = store::inbox_position(&context.store, device_id).await?;
     let mut positions = Positions {
         inbox: inbox_acked,
         groups: HashMap::new(),

@@ -67,7 +67,7 @@ pub(crate) async fn verify_credential(
     if signature_public_key.is_empty() {
         return Err(CredentialCheckError::MissingKey);
     }
-    let connection = context.store.connection();
+    let connection = &context.store;
     let device_id = identity.device_id().as_str();
     let registered = store::device_has_key(
         connection,

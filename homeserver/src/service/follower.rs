@@ -216,8 +216,7 @@ pub(crate) async fn catch_up(
     until_seq: u64,
 ) -> Result<(), FollowerError> {
     let until_seq = i64::try_from(until_seq).unwrap_or(i64::MAX);
-    let Some(group) = store::find_group_header(context.store.connection(), mls_group_id).await?
-    else {
+    let Some(group) = store::find_group_header(&context.store, mls_group_id).await? else {
         return Ok(());
     };
     if group.last_seq >= until_seq {
@@ -242,7 +241,7 @@ pub(crate) async fn catch_up_on_start(context: &Context) {
     let Some(federation) = context.federation.as_ref() else {
         return;
     };
-    let followed = match store::followed_groups(context.store.connection()).await {
+    let followed = match store::followed_groups(&context.store).await {
         Ok(followed) => followed,
         Err(error) => {
             tracing::warn!(%error, "could not list followed groups to catch up");

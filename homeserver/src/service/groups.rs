@@ -179,7 +179,7 @@ async fn previous_creation(
     context: &Context,
     submission: &Submission<'_>,
 ) -> Result<Option<(Vec<u8>, u64)>, GroupError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let Some(previous) = submission.previous_outcome(connection).await? else {
         return Ok(None);
     };
@@ -586,7 +586,7 @@ async fn wake_outbox_if_followed(context: &Context, group_row_id: i64) -> Result
     if context.federation.is_none() {
         return Ok(());
     }
-    if store::has_followers(context.store.connection(), group_row_id).await? {
+    if store::has_followers(&context.store, group_row_id).await? {
         context.notifier.publish(&Topic::Outbox);
     }
     Ok(())
@@ -872,7 +872,7 @@ pub(crate) async fn group_info(
     requester: &UserId,
     mls_group_id: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>, u64), GroupError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let unknown = || GroupError::UnknownGroup(group_name(mls_group_id));
     let group = store::find_hosted_group(connection, mls_group_id)
         .await?
@@ -904,7 +904,7 @@ pub(crate) async fn list(
     context: &Context,
     device: &AuthenticatedDevice,
 ) -> Result<Vec<GroupSummary>, GroupError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let memberships: Vec<_> = store::memberships_of_device(connection, device.device_id().as_str())
         .await?
         .into_iter()

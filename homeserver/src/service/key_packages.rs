@@ -131,7 +131,7 @@ pub(crate) async fn stock_of(
     context: &Context,
     device_id: &str,
 ) -> Result<KeyPackageStock, KeyPackageServiceError> {
-    Ok(store::key_package_stock(context.store.connection(), device_id, context.now_ms()).await?)
+    Ok(store::key_package_stock(&context.store, device_id, context.now_ms()).await?)
 }
 
 /// One device's package, as handed to a claimer.
@@ -216,7 +216,7 @@ async fn claim_local(
     claimed_by: &CredentialIdentity,
     user_id: &UserId,
 ) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let user = store::find_user_by_username(connection, user_id.username().as_str())
         .await?
         .ok_or_else(|| KeyPackageServiceError::UnknownUser(user_id.to_string()))?;
@@ -224,14 +224,7 @@ async fn claim_local(
     let claimed_by = claimed_by.to_string();
     let mut claimed = Vec::new();
     for device in store::list_devices(connection, user.id).await? {
-        let package = store::claim_key_package(
-            connection,
-            context.store.kind(),
-            &device.id,
-            &claimed_by,
-            now_ms,
-        )
-        .await?;
+        let package = store::claim_key_package(connection, &device.id, &claimed_by, now_ms).await?;
         if let Some(package) = package {
             claimed.push(DeviceKeyPackage {
                 identity: identity_of(context, &user.username, &device)?,

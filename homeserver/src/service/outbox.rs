@@ -75,7 +75,7 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
                     .is_none_or(|at: tokio::time::Instant| at.elapsed() >= SUCCESS_RECORD_INTERVAL);
                 if matches!(progress, Progress::More) && (failures > 0 || due) {
                     match store::record_peer_success(
-                        context.store.connection(),
+                        &context.store,
                         peer.as_str(),
                         context.now_ms(),
                     )
@@ -97,7 +97,7 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
                 let reason = error.to_string();
                 tracing::warn!(peer_domain = %peer, failures, %reason, "federation delivery failed; backing off");
                 if let Err(error) = store::record_peer_failure(
-                    context.store.connection(),
+                    &context.store,
                     peer.as_str(),
                     &reason,
                     context.now_ms(),
@@ -149,13 +149,7 @@ async fn deliver_pending(
     federation: &FederationClient,
     peer: &Domain,
 ) -> Result<Progress, DeliveryError> {
-    let pending = store::pending_deliveries(
-        context.store.connection(),
-        context.store.backend(),
-        peer.as_str(),
-        GROUPS_PER_PASS,
-    )
-    .await?;
+    let pending = store::pending_deliveries(&context.store, peer.as_str(), GROUPS_PER_PASS).await?;
     if pending.is_empty() {
         return Ok(Progress::Done);
     }
@@ -171,7 +165,7 @@ async fn deliver_batch(
     peer: &Domain,
     delivery: &PendingDelivery,
 ) -> Result<(), DeliveryError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let (events, traceparents, last_seq) = events_for_follower(
         context,
         delivery.group_row_id,
@@ -258,7 +252,7 @@ pub(crate) async fn events_for_follower(
     end_seq: i64,
     limit: u64,
 ) -> Result<(Vec<proto::FederatedEvent>, Vec<String>, i64), StoreError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let records =
         store::events_after(connection, group_row_id, after_seq, Some(end_seq), limit).await?;
     let Some(last) = records.last() else {
@@ -342,7 +336,7 @@ pub(crate) async fn fetch_for_follower(
     after_seq: u64,
     limit: u32,
 ) -> Result<(Vec<proto::FederatedEvent>, u64), FetchEventsError> {
-    let connection = context.store.connection();
+    let connection = &context.store;
     let unknown = || FetchEventsError::UnknownGroup(hex::encode(mls_group_id));
     let group = store::find_group_header(connection, mls_group_id)
         .await?

@@ -23,7 +23,7 @@ pub(crate) async fn create(
     let expires_at_ms = valid_for_ms.map(|valid_for| now_ms.saturating_add(valid_for));
     let uses = i32::try_from(uses_allowed).unwrap_or(i32::MAX);
     store::insert_registration_token(
-        context.store.connection(),
+        &context.store,
         &secrets::hash_token(&token),
         uses,
         expires_at_ms,

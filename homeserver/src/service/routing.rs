@@ -84,7 +84,7 @@ async fn hub_of(context: &Context, mls_group_id: &[u8]) -> Result<Option<Domain>
     if mls_group_id.is_empty() {
         return Err(GroupError::MissingField("group_id"));
     }
-    let header = store::find_group_header(context.store.connection(), mls_group_id).await?;
+    let header = store::find_group_header(&context.store, mls_group_id).await?;
     let Some(hub) = header.and_then(|header| header.hub_domain) else {
         return Ok(None);
     };

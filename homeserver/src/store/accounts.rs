@@ -18,7 +18,11 @@ pub(crate) async fn insert_user(
         created_at_ms: Set(now_ms),
         ..Default::default()
     };
-    match new_user.insert(db).await.map_err(StoreError::from) {
+    match new_user
+        .insert(db.database())
+        .await
+        .map_err(StoreError::from)
+    {
         Ok(record) => Ok(Some(record)),
         Err(error) if error.is_unique_violation() => Ok(None),
         Err(error) => Err(error),
@@ -31,7 +35,7 @@ pub(crate) async fn find_user_by_username(
 ) -> Result<Option<UserRecord>, StoreError> {
     Ok(user::Entity::find()
         .filter(user::Column::Username.eq(username))
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -60,7 +64,7 @@ pub(crate) async fn insert_device(
         last_seen_at_ms: Set(new_device.now_ms),
     };
     match device::Entity::insert(model)
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await
         .map_err(StoreError::from)
     {
@@ -77,7 +81,7 @@ pub(crate) async fn signature_key_in_use(
 ) -> Result<bool, StoreError> {
     Ok(device::Entity::find()
         .filter(device::Column::SignaturePublicKey.eq(signature_public_key.to_vec()))
-        .one(db)
+        .one(db.database())
         .await?
         .is_some())
 }
@@ -89,12 +93,14 @@ pub(crate) async fn find_device_by_token_hash(
 ) -> Result<Option<(DeviceRecord, UserRecord)>, StoreError> {
     let Some(device) = device::Entity::find()
         .filter(device::Column::AccessTokenHash.eq(access_token_hash.to_vec()))
-        .one(db)
+        .one(db.database())
         .await?
     else {
         return Ok(None);
     };
-    let user = user::Entity::find_by_id(device.user_id).one(db).await?;
+    let user = user::Entity::find_by_id(device.user_id)
+        .one(db.database())
+        .await?;
     Ok(user.map(|user| (device, user)))
 }
 
@@ -107,7 +113,7 @@ pub(crate) async fn list_devices(
         .filter(device::Column::UserId.eq(user_id))
         .order_by_asc(device::Column::CreatedAtMs)
         .order_by_asc(device::Column::Id)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -121,7 +127,7 @@ pub(crate) async fn delete_device(
     let result = device::Entity::delete_many()
         .filter(device::Column::UserId.eq(user_id))
         .filter(device::Column::Id.eq(device_id))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(result.rows_affected == 1)
 }
@@ -138,7 +144,7 @@ pub(crate) async fn touch_device(
         .col_expr(device::Column::LastSeenAtMs, Expr::value(now_ms))
         .filter(device::Column::Id.eq(device_id))
         .filter(device::Column::LastSeenAtMs.lt(now_ms - granularity_ms))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -158,7 +164,7 @@ pub(crate) async fn insert_registration_token(
         created_at_ms: Set(now_ms),
         ..Default::default()
     }
-    .insert(db)
+    .insert(db.database())
     .await?;
     Ok(())
 }
@@ -186,7 +192,7 @@ pub(crate) async fn consume_registration_token(
                 .is_null()
                 .or(registration_token::Column::ExpiresAtMs.gt(now_ms)),
         )
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(result.rows_affected == 1)
 }
@@ -220,12 +226,14 @@ async fn find_device_of_user(
     username: &str,
 ) -> Result<Option<DeviceRecord>, StoreError> {
     let Some(device) = device::Entity::find_by_id(device_id.to_owned())
-        .one(db)
+        .one(db.database())
         .await?
     else {
         return Ok(None);
     };
-    let user = user::Entity::find_by_id(device.user_id).one(db).await?;
+    let user = user::Entity::find_by_id(device.user_id)
+        .one(db.database())
+        .await?;
     Ok(user
         .is_some_and(|user| user.username == username)
         .then_some(device))
@@ -239,7 +247,7 @@ pub(crate) async fn registration_token_usable(
 ) -> Result<bool, StoreError> {
     let token = registration_token::Entity::find()
         .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
-        .one(db)
+        .one(db.database())
         .await?;
     Ok(token.is_some_and(|token| {
         token.uses_count < token.uses_allowed

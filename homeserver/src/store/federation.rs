@@ -7,6 +7,7 @@ use super::entities::{
     remote_welcome,
 };
 use super::{Connection, StoreError};
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
@@ -26,7 +27,7 @@ pub(crate) async fn find_peer_cursor(
 ) -> Result<Option<PeerCursorRecord>, StoreError> {
     Ok(
         federation_peer_group::Entity::find_by_id((group_row_id, peer_domain.to_owned()))
-            .one(db)
+            .one(db.database())
             .await?,
     )
 }
@@ -49,7 +50,7 @@ pub(crate) async fn save_peer_cursor(
             ])
             .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
@@ -68,7 +69,7 @@ pub(crate) async fn set_peer_delivered(
         )
         .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
         .filter(federation_peer_group::Column::PeerDomain.eq(peer_domain))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -81,7 +82,7 @@ pub(crate) async fn has_followers(
     Ok(federation_peer_group::Entity::find()
         .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
         .filter(federation_peer_group::Column::UntilSeq.is_null())
-        .one(db)
+        .one(db.database())
         .await?
         .is_some())
 }
@@ -102,7 +103,7 @@ pub(crate) async fn end_peer_delivery(
         .col_expr(federation_peer_group::Column::UntilSeq, Expr::value(seq))
         .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
         .filter(federation_peer_group::Column::PeerDomain.eq(peer_domain))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -120,7 +121,7 @@ pub(crate) async fn remote_domains_with_members(
         .filter(group_member::Column::RemovedAtSeq.is_null())
         .filter(group_member::Column::RemoteDomain.is_not_null())
         .into_tuple::<String>()
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -138,7 +139,7 @@ pub(crate) async fn insert_membership_change(
             .do_nothing()
             .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
@@ -158,7 +159,7 @@ pub(crate) async fn membership_changes(
         .filter(remote_membership_change::Column::Seq.lte(up_to_seq))
         .order_by_asc(remote_membership_change::Column::Seq)
         .order_by_asc(remote_membership_change::Column::Identity)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -167,7 +168,7 @@ pub(crate) async fn insert_remote_welcome(
     welcome: RemoteWelcomeRecord,
 ) -> Result<(), StoreError> {
     remote_welcome::Entity::insert(remote_welcome::ActiveModel::from(welcome))
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
@@ -178,7 +179,7 @@ pub(crate) async fn find_remote_welcome(
     seq: i64,
 ) -> Result<Option<RemoteWelcomeRecord>, StoreError> {
     Ok(remote_welcome::Entity::find_by_id((group_row_id, seq))
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -197,10 +198,10 @@ pub(crate) struct PendingDelivery {
 /// group order.
 pub(crate) async fn pending_deliveries(
     db: &impl Connection,
-    backend: sea_orm::DbBackend,
     peer_domain: &str,
     limit: u64,
 ) -> Result<Vec<PendingDelivery>, StoreError> {
+    let backend = db.database().get_database_backend();
     let placeholder = |n: usize| match backend {
         sea_orm::DbBackend::Postgres => format!("${n}"),
         _ => format!("?{n}"),
@@ -221,16 +222,14 @@ pub(crate) async fn pending_deliveries(
             sql,
             [peer_domain.into(), limit.into()],
         ))
-        .all(db)
+        .all(db.database())
         .await?,
     )
 }
 
 /// Events each peer domain has yet to receive, summed over its groups.
-pub(crate) async fn outbox_depths(
-    db: &impl Connection,
-    backend: sea_orm::DbBackend,
-) -> Result<Vec<(String, i64)>, StoreError> {
+pub(crate) async fn outbox_depths(db: &impl Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let backend = db.database().get_database_backend();
     #[derive(FromQueryResult)]
     struct Depth {
         peer_domain: String,
@@ -243,7 +242,7 @@ pub(crate) async fn outbox_depths(
          GROUP BY p.peer_domain ORDER BY p.peer_domain";
     Ok(
         Depth::find_by_statement(Statement::from_string(backend, sql))
-            .all(db)
+            .all(db.database())
             .await?
             .into_iter()
             .map(|row| (row.peer_domain, row.depth))
@@ -272,7 +271,7 @@ pub(crate) async fn record_peer_success(
             ])
             .to_owned(),
     )
-    .exec_without_returning(db)
+    .exec_without_returning(db.database())
     .await?;
     Ok(())
 }
@@ -286,7 +285,7 @@ pub(crate) async fn record_peer_failure(
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     let existing = federation_peer::Entity::find_by_id(domain.to_owned())
-        .one(db)
+        .one(db.database())
         .await?;
     let failures = existing
         .as_ref()
@@ -309,7 +308,7 @@ pub(crate) async fn record_peer_failure(
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(failures)
 }
@@ -319,7 +318,7 @@ pub(crate) async fn peer_statuses(
 ) -> Result<Vec<PeerStatusRecord>, StoreError> {
     Ok(federation_peer::Entity::find()
         .order_by_asc(federation_peer::Column::Domain)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -343,7 +342,7 @@ pub(crate) async fn insert_follower_group(
         hub_member_count: Set(None),
         ..Default::default()
     };
-    match model.insert(db).await.map_err(StoreError::from) {
+    match model.insert(db.database()).await.map_err(StoreError::from) {
         Ok(record) => Ok(Some(record)),
         Err(error) if error.is_unique_violation() => Ok(None),
         Err(error) => Err(error),
@@ -374,7 +373,7 @@ pub(crate) async fn followed_groups(
         )
         .order_by_asc(group::Column::Id)
         .into_tuple::<(Vec<u8>, String, i64)>()
-        .all(db)
+        .all(db.database())
         .await?;
     Ok(followed)
 }
@@ -392,7 +391,7 @@ pub(crate) async fn update_follower_group(
         .col_expr(group::Column::LastSeq, Expr::value(last_seq))
         .col_expr(group::Column::HubMemberCount, Expr::value(hub_member_count))
         .filter(group::Column::Id.eq(row_id))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -401,8 +400,8 @@ pub(crate) async fn update_follower_group(
 /// domain concerned has received.
 pub(crate) async fn prune_delivered_federation_records(
     db: &impl Connection,
-    backend: sea_orm::DbBackend,
 ) -> Result<(), StoreError> {
+    let backend = db.database().get_database_backend();
     for sql in [
         "DELETE FROM remote_membership_changes WHERE seq <= ( \
            SELECT p.delivered_seq FROM federation_peer_groups p \
@@ -412,7 +411,9 @@ pub(crate) async fn prune_delivered_federation_records(
            SELECT MIN(p.delivered_seq) FROM federation_peer_groups p \
            WHERE p.group_id = remote_welcomes.group_id)",
     ] {
-        db.execute_raw(Statement::from_string(backend, sql)).await?;
+        db.database()
+            .execute_raw(Statement::from_string(backend, sql))
+            .await?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use super::entities::{
     group, group_commit, group_event, group_member, inbox, inbox_event, submission,
 };
 use super::{Connection, StoreError};
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -34,7 +35,7 @@ pub(crate) async fn find_submission(
     Ok(submission::Entity::find()
         .filter(submission::Column::Identity.eq(identity))
         .filter(submission::Column::IdempotencyKey.eq(idempotency_key.to_vec()))
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -43,7 +44,7 @@ pub(crate) async fn insert_submission(
     record: SubmissionRecord,
 ) -> Result<(), StoreError> {
     submission::Entity::insert(submission::ActiveModel::from(record))
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
@@ -66,7 +67,7 @@ pub(crate) async fn insert_group(
         created_at_ms: Set(now_ms),
         ..Default::default()
     };
-    match model.insert(db).await.map_err(StoreError::from) {
+    match model.insert(db.database()).await.map_err(StoreError::from) {
         Ok(record) => Ok(Some(record)),
         Err(error) if error.is_unique_violation() => Ok(None),
         Err(error) => Err(error),
@@ -85,7 +86,7 @@ pub(crate) async fn lock_group(
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
         .filter(group::Column::HubDomain.is_null())
         .lock_exclusive()
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -128,7 +129,7 @@ pub(crate) async fn lock_group_header(
     Ok(query
         .lock_exclusive()
         .into_model::<GroupHeader>()
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -140,7 +141,7 @@ pub(crate) async fn find_group_header(
     Ok(header_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
         .into_model::<GroupHeader>()
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -152,7 +153,7 @@ pub(crate) async fn find_hosted_group(
     Ok(group::Entity::find()
         .filter(group::Column::MlsGroupId.eq(mls_group_id.to_vec()))
         .filter(group::Column::HubDomain.is_null())
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -163,7 +164,7 @@ pub(crate) async fn find_group_headers(
     Ok(header_columns(group::Entity::find())
         .filter(group::Column::Id.is_in(row_ids))
         .into_model::<GroupHeader>()
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -181,7 +182,10 @@ pub(crate) async fn update_group(
     if let Some(state) = state {
         update = update.col_expr(group::Column::State, Expr::value(state));
     }
-    update.filter(group::Column::Id.eq(row_id)).exec(db).await?;
+    update
+        .filter(group::Column::Id.eq(row_id))
+        .exec(db.database())
+        .await?;
     Ok(())
 }
 
@@ -253,7 +257,7 @@ async fn insert_event_rows(
     rows: Vec<group_event::ActiveModel>,
 ) -> Result<(), StoreError> {
     group_event::Entity::insert_many(rows)
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
@@ -271,7 +275,7 @@ pub(crate) async fn count_events_after(
         .filter(group_event::Column::GroupId.eq(group_row_id))
         .filter(group_event::Column::Seq.gt(after_seq))
         .filter(group_event::Column::Kind.eq(kind as i16))
-        .count(db)
+        .count(db.database())
         .await?)
 }
 
@@ -288,7 +292,7 @@ pub(crate) async fn insert_commit(
         seq: Set(seq),
     };
     match group_commit::Entity::insert(model)
-        .exec_without_returning(db)
+        .exec_without_returning(db.database())
         .await
         .map_err(StoreError::from)
     {
@@ -310,7 +314,7 @@ pub(crate) async fn commit_seq(
         .filter(group_commit::Column::GroupId.eq(group_row_id))
         .filter(group_commit::Column::Epoch.eq(epoch))
         .into_tuple::<i64>()
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -348,7 +352,7 @@ pub(crate) async fn upsert_member(
         ])
         .to_owned(),
     )
-    .exec_without_returning(db)
+    .exec_without_returning(db.database())
     .await?;
     Ok(())
 }
@@ -365,7 +369,7 @@ pub(crate) async fn mark_removed(
         .filter(group_member::Column::GroupId.eq(group_row_id))
         .filter(group_member::Column::Identity.eq(identity))
         .filter(group_member::Column::RemovedAtSeq.is_null())
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -379,7 +383,7 @@ pub(crate) async fn find_member(
     Ok(group_member::Entity::find()
         .filter(group_member::Column::GroupId.eq(group_row_id))
         .filter(group_member::Column::Identity.eq(identity))
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -393,7 +397,7 @@ pub(crate) async fn user_is_member(
         .filter(group_member::Column::GroupId.eq(group_row_id))
         .filter(group_member::Column::UserId.eq(user_id))
         .filter(group_member::Column::RemovedAtSeq.is_null())
-        .one(db)
+        .one(db.database())
         .await?
         .is_some())
 }
@@ -417,7 +421,7 @@ pub(crate) async fn memberships_of_device(
                 ),
         )
         .order_by_asc(group_member::Column::GroupId)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -430,7 +434,7 @@ pub(crate) async fn member_count(
     Ok(group_member::Entity::find()
         .filter(group_member::Column::GroupId.eq(group_row_id))
         .filter(group_member::Column::RemovedAtSeq.is_null())
-        .count(db)
+        .count(db.database())
         .await?)
 }
 
@@ -451,7 +455,7 @@ pub(crate) async fn events_after(
     Ok(query
         .order_by_asc(group_event::Column::Seq)
         .limit(limit)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -467,7 +471,7 @@ pub(crate) async fn advance_member_cursor(
         .filter(group_member::Column::GroupId.eq(group_row_id))
         .filter(group_member::Column::Identity.eq(identity))
         .filter(group_member::Column::AckedSeq.lt(seq))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -492,7 +496,7 @@ pub(crate) async fn append_inbox_event(
             .do_nothing()
             .to_owned(),
     )
-    .exec_without_returning(db)
+    .exec_without_returning(db.database())
     .await?;
     inbox::Entity::update_many()
         .col_expr(
@@ -500,10 +504,10 @@ pub(crate) async fn append_inbox_event(
             Expr::col(inbox::Column::LastSeq).add(1),
         )
         .filter(inbox::Column::DeviceId.eq(device_id))
-        .exec(db)
+        .exec(db.database())
         .await?;
     let seq = inbox::Entity::find_by_id(device_id.to_owned())
-        .one(db)
+        .one(db.database())
         .await?
         .map(|row| row.last_seq)
         .unwrap_or(1);
@@ -516,7 +520,7 @@ pub(crate) async fn append_inbox_event(
         ratchet_tree: Set(ratchet_tree.to_vec()),
         created_at_ms: Set(now_ms),
     })
-    .exec_without_returning(db)
+    .exec_without_returning(db.database())
     .await?;
     Ok(seq)
 }
@@ -527,7 +531,7 @@ pub(crate) async fn inbox_position(
     device_id: &str,
 ) -> Result<(i64, i64), StoreError> {
     Ok(inbox::Entity::find_by_id(device_id.to_owned())
-        .one(db)
+        .one(db.database())
         .await?
         .map(|row| (row.acked_seq, row.last_seq))
         .unwrap_or((0, 0)))
@@ -544,7 +548,7 @@ pub(crate) async fn inbox_events_after(
         .filter(inbox_event::Column::Seq.gt(after_seq))
         .order_by_asc(inbox_event::Column::Seq)
         .limit(limit)
-        .all(db)
+        .all(db.database())
         .await?)
 }
 
@@ -559,12 +563,12 @@ pub(crate) async fn advance_inbox_cursor(
         .col_expr(inbox::Column::AckedSeq, Expr::value(seq))
         .filter(inbox::Column::DeviceId.eq(device_id))
         .filter(inbox::Column::AckedSeq.lt(seq))
-        .exec(db)
+        .exec(db.database())
         .await?;
     inbox_event::Entity::delete_many()
         .filter(inbox_event::Column::DeviceId.eq(device_id))
         .filter(inbox_event::Column::Seq.lte(seq))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(())
 }
@@ -601,27 +605,27 @@ const PRUNE_EVENTS_SQLITE: &str = prune_events_sql!("?1");
 /// `submission_cutoff_ms`. Returns the number of log entries deleted.
 pub(crate) async fn prune_group_events(
     db: &impl Connection,
-    kind: crate::config::DatabaseKind,
     retention_cutoff_ms: i64,
     submission_cutoff_ms: i64,
 ) -> Result<u64, StoreError> {
-    use crate::config::DatabaseKind;
     use sea_orm::Statement;
     // A member still needs events if it is current, or removed but has not yet
     // read up to its removal. With no such member, the whole log may go.
-    let (backend, prune_events, prune_submissions) = match kind {
-        DatabaseKind::Postgres => (
+    let backend = db.database().get_database_backend();
+    let (backend, prune_events, prune_submissions) = match backend {
+        sea_orm::DbBackend::Postgres => (
             sea_orm::DbBackend::Postgres,
             PRUNE_EVENTS_POSTGRES,
             "DELETE FROM submissions WHERE created_at_ms < $1",
         ),
-        DatabaseKind::Sqlite => (
+        _ => (
             sea_orm::DbBackend::Sqlite,
             PRUNE_EVENTS_SQLITE,
             "DELETE FROM submissions WHERE created_at_ms < ?1",
         ),
     };
     let deleted = db
+        .database()
         .execute_raw(Statement::from_sql_and_values(
             backend,
             prune_events,
@@ -629,12 +633,13 @@ pub(crate) async fn prune_group_events(
         ))
         .await?
         .rows_affected();
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        prune_submissions,
-        [submission_cutoff_ms.into()],
-    ))
-    .await?;
+    db.database()
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            prune_submissions,
+            [submission_cutoff_ms.into()],
+        ))
+        .await?;
     Ok(deleted)
 }
 
@@ -656,7 +661,7 @@ mod tests {
     /// A group whose log holds `LOG_LENGTH` events, event `seq` made at
     /// `created_at_ms(seq)`.
     async fn group_with_log(store: &Store, name: &str, created_at_ms: impl Fn(i64) -> i64) -> i64 {
-        let db = store.connection();
+        let db = store;
         let group = insert_group(db, name.as_bytes(), 0, Vec::new(), "creator", 0)
             .await
             .unwrap()
@@ -690,7 +695,7 @@ mod tests {
         acked_seq: i64,
         removed_at_seq: Option<i64>,
     ) {
-        let db = store.connection();
+        let db = store;
         let identity = format!("{name}@localhost/00000000000000a1");
         let user_id = format!("{name}@localhost");
         upsert_member(
@@ -715,7 +720,7 @@ mod tests {
     }
 
     async fn remaining(store: &Store, group_row_id: i64) -> Vec<i64> {
-        events_after(store.connection(), group_row_id, 0, None, 100)
+        events_after(&store, group_row_id, 0, None, 100)
             .await
             .unwrap()
             .into_iter()
@@ -733,7 +738,7 @@ mod tests {
             epoch: 0,
             created_at_ms,
         };
-        insert_submission(store.connection(), record).await.unwrap();
+        insert_submission(&store, record).await.unwrap();
     }
 
     #[tokio::test]
@@ -798,14 +803,9 @@ mod tests {
         submission(&store, b"old", RETENTION_CUTOFF_MS - 1).await;
         submission(&store, b"recent", RECENT_MS).await;
 
-        let deleted = prune_group_events(
-            store.connection(),
-            store.kind(),
-            RETENTION_CUTOFF_MS,
-            RETENTION_CUTOFF_MS,
-        )
-        .await
-        .unwrap();
+        let deleted = prune_group_events(&store, RETENTION_CUTOFF_MS, RETENTION_CUTOFF_MS)
+            .await
+            .unwrap();
         let mut expected_deleted = 0;
         for (case, group, expected) in cases {
             let expected: Vec<i64> = expected;
@@ -819,20 +819,20 @@ mod tests {
         assert_eq!(deleted, expected_deleted, "{choice:?}: deleted count");
         let identity = "alice@localhost/00000000000000a1";
         assert!(
-            find_submission(store.connection(), identity, b"old")
+            find_submission(&store, identity, b"old")
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            find_submission(store.connection(), identity, b"recent")
+            find_submission(&store, identity, b"recent")
                 .await
                 .unwrap()
                 .is_some()
         );
 
         // Pruning again deletes nothing more.
-        let again = prune_group_events(store.connection(), store.kind(), RETENTION_CUTOFF_MS, 0)
+        let again = prune_group_events(&store, RETENTION_CUTOFF_MS, 0)
             .await
             .unwrap();
         assert_eq!(again, 0, "{choice:?}");

@@ -2,7 +2,7 @@
 
 use super::entities::key_package;
 use super::{Connection, StoreError};
-use crate::config::DatabaseKind;
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, Value,
@@ -25,7 +25,7 @@ pub(crate) async fn existing_hash_refs(
         .column(key_package::Column::HashRef)
         .filter(key_package::Column::HashRef.is_in(hash_refs))
         .into_tuple::<Vec<u8>>()
-        .all(db)
+        .all(db.database())
         .await?;
     Ok(rows)
 }
@@ -43,7 +43,7 @@ pub(crate) async fn insert_key_packages(
         key_package::Entity::delete_many()
             .filter(key_package::Column::DeviceId.eq(device_id))
             .filter(key_package::Column::LastResort.eq(true))
-            .exec(db)
+            .exec(db.database())
             .await?;
     }
     let rows = ordinary
@@ -64,7 +64,7 @@ pub(crate) async fn insert_key_packages(
         .collect::<Vec<_>>();
     if !rows.is_empty() {
         key_package::Entity::insert_many(rows)
-            .exec_without_returning(db)
+            .exec_without_returning(db.database())
             .await?;
     }
     Ok(())
@@ -100,7 +100,7 @@ pub(crate) async fn key_package_stock(
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .group_by(key_package::Column::LastResort)
         .into_model::<StockRow>()
-        .all(db)
+        .all(db.database())
         .await?;
     let mut stock = KeyPackageStock {
         available: 0,
@@ -136,13 +136,13 @@ pub(crate) struct ClaimedKeyPackage {
 /// is empty, the device's last-resort package is returned without being consumed.
 pub(crate) async fn claim_key_package(
     db: &impl Connection,
-    kind: DatabaseKind,
     device_id: &str,
     claimed_by: &str,
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
-    let (backend, sql) = match kind {
-        DatabaseKind::Postgres => (
+    let backend = db.database().get_database_backend();
+    let (backend, sql) = match backend {
+        sea_orm::DbBackend::Postgres => (
             sea_orm::DbBackend::Postgres,
             "UPDATE key_packages SET claimed_at_ms = $1, claimed_by = $2 \
              WHERE id = (SELECT id FROM key_packages \
@@ -151,7 +151,7 @@ pub(crate) async fn claim_key_package(
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING data, last_resort",
         ),
-        DatabaseKind::Sqlite => (
+        _ => (
             sea_orm::DbBackend::Sqlite,
             "UPDATE key_packages SET claimed_at_ms = ?1, claimed_by = ?2 \
              WHERE id = (SELECT id FROM key_packages \
@@ -164,7 +164,7 @@ pub(crate) async fn claim_key_package(
     let values: [Value; 3] = [now_ms.into(), claimed_by.into(), device_id.into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
     if let Some(claimed) = ClaimedKeyPackage::find_by_statement(statement)
-        .one(db)
+        .one(db.database())
         .await?
     {
         return Ok(Some(claimed));
@@ -176,7 +176,7 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(key_package::Entity::find()
         .select_only()
@@ -186,7 +186,7 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .into_model::<ClaimedKeyPackage>()
-        .one(db)
+        .one(db.database())
         .await?)
 }
 
@@ -197,7 +197,7 @@ pub(crate) async fn delete_expired_key_packages(
 ) -> Result<u64, StoreError> {
     let result = key_package::Entity::delete_many()
         .filter(key_package::Column::NotAfterMs.lt(cutoff_ms))
-        .exec(db)
+        .exec(db.database())
         .await?;
     Ok(result.rows_affected)
 }
@@ -213,7 +213,7 @@ pub(crate) async fn key_package_was_claimed(
     let package = key_package::Entity::find()
         .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
         .filter(key_package::Column::DeviceId.eq(device_id))
-        .one(db)
+        .one(db.database())
         .await?;
     Ok(package.is_some_and(|package| {
         package.claimed_at_ms.is_some() || (package.last_resort && package.claimed_by.is_some())

@@ -4,10 +4,14 @@
 //! and single-statement updates, never by process memory, so several replicas on one
 //! PostgreSQL behave as one.
 //!
-//! Query functions take any connection (`&Store` for one statement, a
-//! [`Transaction`] for several that must commit together).
+//! Query functions take any [`Connection`] (`&Store` for one statement, a
+//! [`Transaction`] for several that must commit together) and return the
+//! store's own records, never sea-orm's models: database integers are converted
+//! to sequence numbers, epochs and ids with checks (`convert`), so a corrupt
+//! value is an error naming its row, never a silent 0.
 
 mod accounts;
+pub(crate) mod convert;
 mod entities;
 mod federation;
 mod groups;
@@ -21,26 +25,64 @@ pub(crate) use key_packages::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
 pub(crate) use entities::device::Model as DeviceRecord;
 pub(crate) use entities::user::Model as UserRecord;
-pub(crate) use sea_orm::DatabaseTransaction as Transaction;
-pub(crate) use sea_orm::TransactionTrait;
 
-/// A database failure that is not the caller's fault (unreachable, broken query).
+/// A failure that is not the caller's fault.
 #[derive(Debug, thiserror::Error)]
-#[error("database error: {0}")]
-pub struct StoreError(#[from] DbErr);
+pub enum StoreError {
+    /// The database is unreachable or refused a statement.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    /// A stored value breaks a rule it was checked against when stored, e.g. a
+    /// negative sequence number.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
 
 impl StoreError {
     /// True if the statement broke a unique key, i.e. the row already exists.
     pub(crate) fn is_unique_violation(&self) -> bool {
-        matches!(self.0.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+        match self {
+            StoreError::Database(error) => {
+                matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+            }
+            StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// An open transaction: the writes of one use case, applied together by
+/// [`Transaction::commit`] or not at all (dropping it rolls back).
+pub(crate) struct Transaction(DatabaseTransaction);
+
+impl Transaction {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
+    }
+}
+
+/// Anything a query can run on: the pool ([`Store`]) or an open [`Transaction`].
+pub(crate) trait Connection: Sync {
+    /// The sea-orm connection behind it, for the queries in this module.
+    fn database(&self) -> &impl ConnectionTrait;
+}
+
+impl Connection for Store {
+    fn database(&self) -> &impl ConnectionTrait {
+        &self.connection
+    }
+}
+
+impl Connection for Transaction {
+    fn database(&self) -> &impl ConnectionTrait {
+        &self.0
     }
 }
 
@@ -103,23 +145,13 @@ impl Store {
             access_mode: None,
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         };
-        Ok(self.connection.begin_with_options(options).await?)
+        Ok(Transaction(
+            self.connection.begin_with_options(options).await?,
+        ))
     }
 
     pub(crate) fn kind(&self) -> DatabaseKind {
         self.kind
-    }
-
-    /// The SQL dialect, for the few statements written by hand.
-    pub(crate) fn backend(&self) -> sea_orm::DbBackend {
-        match self.kind {
-            DatabaseKind::Postgres => sea_orm::DbBackend::Postgres,
-            DatabaseKind::Sqlite => sea_orm::DbBackend::Sqlite,
-        }
-    }
-
-    pub(crate) fn connection(&self) -> &DatabaseConnection {
-        &self.connection
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -151,10 +183,6 @@ fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
-/// Anything a query can run on: the pool or an open transaction.
-pub(crate) trait Connection: ConnectionTrait {}
-impl<C: ConnectionTrait> Connection for C {}
 
 /// Creates an empty PostgreSQL database (for tests that need one of their own) and
 /// returns its URL. `admin_url` names any database on the server, e.g. `postgres`.
