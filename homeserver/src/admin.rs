@@ -38,13 +38,13 @@ pub struct PeerOutboxStatus {
     /// True if the domain is in this homeserver's `[federation.peers]`.
     pub configured: bool,
     /// Events of hosted groups the domain has not confirmed yet.
-    pub outbox_depth: i64,
+    pub outbox_depth: u64,
     /// Milliseconds since the Unix epoch.
     pub last_success_at_ms: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<i64>,
     /// Failed attempts since the last success.
-    pub consecutive_failures: i64,
+    pub consecutive_failures: u64,
 }
 
 /// Each peer's outbox depth, last success and last error, from the database

@@ -311,15 +311,16 @@ impl TestHomeserver {
             .await
             .expect("cannot open the test homeserver's database");
         let connection = &store;
-        let header = store::find_group_header(connection, mls_group_id)
+        let group_id = crate::rules::ids::GroupId::from(mls_group_id);
+        let header = store::find_group_header(connection, &group_id)
             .await
             .expect("cannot read a group");
         let stored = match header {
             Some(header) => Some(StoredGroup {
                 hub_domain: header.hub_domain,
-                epoch: u64::try_from(header.epoch).expect("a stored epoch is not negative"),
-                last_seq: u64::try_from(header.last_seq).expect("a stored seq is not negative"),
-                member_devices: store::member_count(connection, header.id)
+                epoch: header.epoch.get(),
+                last_seq: header.last_seq.get(),
+                member_devices: store::member_count(connection, header.key)
                     .await
                     .expect("cannot count a group's members"),
             }),

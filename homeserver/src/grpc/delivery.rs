@@ -2,6 +2,7 @@
 
 use super::auth::authenticate;
 use super::timestamp;
+use crate::rules::ids::{GroupId, Seq};
 use crate::service::Context;
 use crate::service::delivery::{self, Acks, Delivery, SUBSCRIBER_BUFFER};
 use conclave_proto::client::v1 as proto;
@@ -17,37 +18,33 @@ pub(crate) struct DeliveryApi {
 
 fn delivery_to_proto(delivery: Delivery) -> proto::DeliveryEvent {
     let event = match delivery {
-        Delivery::Group {
-            mls_group_id,
-            event,
-        } => {
+        Delivery::Group { group_id, event } => {
             let (sender_user_id, sender_device_id) = event
                 .sender_identity
                 .rsplit_once('/')
                 .map(|(user, device)| (user.to_owned(), device.to_owned()))
                 .unwrap_or_default();
             proto::delivery_event::Event::GroupEvent(proto::GroupEvent {
-                group_id: mls_group_id.as_ref().clone(),
-                seq: u64::try_from(event.seq).unwrap_or(0),
+                group_id: group_id.as_bytes().to_vec(),
+                seq: event.seq.get(),
                 message: event.message,
                 sender_user_id,
                 sender_device_id,
                 server_time: Some(timestamp(event.created_at_ms)),
             })
         }
-        Delivery::Inbox {
-            mls_group_id,
-            event,
-        } => proto::delivery_event::Event::InboxEvent(proto::InboxEvent {
-            seq: u64::try_from(event.seq).unwrap_or(0),
-            server_time: Some(timestamp(event.created_at_ms)),
-            event: Some(proto::inbox_event::Event::Welcome(proto::WelcomeEvent {
-                group_id: mls_group_id,
-                welcome: event.welcome,
-                ratchet_tree: event.ratchet_tree,
-                commit_seq: u64::try_from(event.commit_seq).unwrap_or(0),
-            })),
-        }),
+        Delivery::Inbox { group_id, event } => {
+            proto::delivery_event::Event::InboxEvent(proto::InboxEvent {
+                seq: event.seq.get(),
+                server_time: Some(timestamp(event.created_at_ms)),
+                event: Some(proto::inbox_event::Event::Welcome(proto::WelcomeEvent {
+                    group_id: group_id.into_bytes(),
+                    welcome: event.welcome,
+                    ratchet_tree: event.ratchet_tree,
+                    commit_seq: event.commit_seq.get(),
+                })),
+            })
+        }
     };
     proto::DeliveryEvent { event: Some(event) }
 }
@@ -94,9 +91,9 @@ impl DeliveryService for DeliveryApi {
             groups: request
                 .groups
                 .into_iter()
-                .map(|ack| (ack.group_id, ack.seq))
+                .map(|ack| (GroupId::new(ack.group_id), Seq::new(ack.seq)))
                 .collect(),
-            inbox_seq: request.inbox_seq,
+            inbox_seq: Seq::new(request.inbox_seq),
         };
         delivery::ack(&self.context, &device, acks).await?;
         Ok(Response::new(proto::AckResponse {}))

@@ -4,6 +4,7 @@
 
 use super::status::{self, missing_field, peer_refusal};
 use crate::notify::Topic;
+use crate::rules::ids::{GroupId, Seq};
 use crate::service::Context;
 use crate::service::federation;
 use crate::service::follower::{self, IncomingBatch};
@@ -130,8 +131,8 @@ fn rejection(peer: &Domain, error: GroupError) -> Result<proto::Rejected, Status
             winning_commit_seq,
             ..
         } => Some(proto::CommitConflict {
-            current_epoch: *current_epoch,
-            winning_commit_seq: *winning_commit_seq,
+            current_epoch: current_epoch.get(),
+            winning_commit_seq: winning_commit_seq.get(),
         }),
         _ => None,
     };
@@ -243,7 +244,7 @@ impl FederationService for FederationApi {
                     &sender,
                     NewCommit {
                         idempotency_key: message.idempotency_key,
-                        group_id: message.group_id,
+                        group_id: GroupId::new(message.group_id),
                         commit: bundle.commit,
                         welcome: bundle.welcome,
                         group_info: bundle.group_info,
@@ -257,7 +258,7 @@ impl FederationService for FederationApi {
                     &sender,
                     NewProposal {
                         idempotency_key: message.idempotency_key,
-                        group_id: message.group_id,
+                        group_id: GroupId::new(message.group_id),
                         proposal,
                     },
                 )
@@ -269,7 +270,7 @@ impl FederationService for FederationApi {
                     &sender,
                     NewMessage {
                         idempotency_key: message.idempotency_key,
-                        group_id: message.group_id,
+                        group_id: GroupId::new(message.group_id),
                         message: application_message,
                     },
                 )
@@ -278,8 +279,8 @@ impl FederationService for FederationApi {
         };
         let outcome = match result {
             Ok(accepted) => Outcome::Accepted(proto::Accepted {
-                seq: accepted.seq,
-                epoch: accepted.epoch,
+                seq: accepted.seq.get(),
+                epoch: accepted.epoch.get(),
             }),
             Err(error) => Outcome::Rejected(rejection(&peer, error)?),
         };
@@ -303,14 +304,16 @@ impl FederationService for FederationApi {
             &self.context,
             IncomingBatch {
                 hub: hub.clone(),
-                mls_group_id: message.group_id,
+                mls_group_id: GroupId::new(message.group_id),
                 events: message.events,
                 member_count: message.member_count,
             },
         )
         .await
         .map_err(|error| refused(&hub, error.into()))?;
-        Ok(Response::new(proto::DeliverEventsResponse { last_seq }))
+        Ok(Response::new(proto::DeliverEventsResponse {
+            last_seq: last_seq.get(),
+        }))
     }
 
     async fn fetch_events(
@@ -325,15 +328,15 @@ impl FederationService for FederationApi {
         let (events, last_seq) = outbox::fetch_for_follower(
             &self.context,
             &follower,
-            &message.group_id,
-            message.after_seq,
+            &GroupId::new(message.group_id),
+            Seq::new(message.after_seq),
             message.limit,
         )
         .await
         .map_err(|error| refused(&follower, error.into()))?;
         Ok(Response::new(proto::FetchEventsResponse {
             events,
-            last_seq,
+            last_seq: last_seq.get(),
         }))
     }
 
@@ -347,14 +350,17 @@ impl FederationService for FederationApi {
             parse_naming_field(&certificates, "requester", &message.requester)?;
         let peer = requester.user_id().domain().clone();
         self.admit(&certificates, &peer)?;
-        let (group_info, ratchet_tree, epoch) =
-            groups::group_info(&self.context, requester.user_id(), &message.group_id)
-                .await
-                .map_err(|error| refused(&peer, error.into()))?;
+        let (group_info, ratchet_tree, epoch) = groups::group_info(
+            &self.context,
+            requester.user_id(),
+            &GroupId::new(message.group_id),
+        )
+        .await
+        .map_err(|error| refused(&peer, error.into()))?;
         Ok(Response::new(proto::FetchGroupInfoResponse {
             group_info,
             ratchet_tree,
-            epoch,
+            epoch: epoch.get(),
         }))
     }
 }

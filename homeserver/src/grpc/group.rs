@@ -1,6 +1,7 @@
 //! `conclave.client.v1.GroupService`: proto <-> domain conversion only.
 
 use super::auth::authenticate;
+use crate::rules::ids::GroupId;
 use crate::service::Context;
 use crate::service::groups::{self, Accepted, NewCommit, NewGroup, NewMessage, NewProposal};
 use crate::service::routing::{self, GroupSubmission};
@@ -15,8 +16,8 @@ pub(crate) struct GroupApi {
 
 fn submit_response(accepted: Accepted) -> Response<proto::SubmitResponse> {
     Response::new(proto::SubmitResponse {
-        seq: accepted.seq,
-        epoch: accepted.epoch,
+        seq: accepted.seq.get(),
+        epoch: accepted.epoch.get(),
     })
 }
 
@@ -39,8 +40,8 @@ impl GroupService for GroupApi {
         )
         .await?;
         Ok(Response::new(proto::CreateGroupResponse {
-            group_id,
-            epoch,
+            group_id: group_id.into_bytes(),
+            epoch: epoch.get(),
         }))
     }
 
@@ -55,7 +56,7 @@ impl GroupService for GroupApi {
             &device,
             GroupSubmission::Commit(NewCommit {
                 idempotency_key: request.idempotency_key,
-                group_id: request.group_id,
+                group_id: GroupId::new(request.group_id),
                 commit: request.commit,
                 welcome: request.welcome,
                 group_info: request.group_info,
@@ -76,7 +77,7 @@ impl GroupService for GroupApi {
             &device,
             GroupSubmission::Proposal(NewProposal {
                 idempotency_key: request.idempotency_key,
-                group_id: request.group_id,
+                group_id: GroupId::new(request.group_id),
                 proposal: request.proposal,
             }),
         )
@@ -95,7 +96,7 @@ impl GroupService for GroupApi {
             &device,
             GroupSubmission::Message(NewMessage {
                 idempotency_key: request.idempotency_key,
-                group_id: request.group_id,
+                group_id: GroupId::new(request.group_id),
                 message: request.message,
             }),
         )
@@ -108,13 +109,13 @@ impl GroupService for GroupApi {
         request: Request<proto::GetGroupInfoRequest>,
     ) -> Result<Response<proto::GetGroupInfoResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
-        let group_id = request.into_inner().group_id;
+        let group_id = GroupId::new(request.into_inner().group_id);
         let (group_info, ratchet_tree, epoch) =
             routing::group_info(&self.context, &device, &group_id).await?;
         Ok(Response::new(proto::GetGroupInfoResponse {
             group_info,
             ratchet_tree,
-            epoch,
+            epoch: epoch.get(),
         }))
     }
 
@@ -127,11 +128,11 @@ impl GroupService for GroupApi {
         let groups = summaries
             .into_iter()
             .map(|summary| proto::GroupSummary {
-                group_id: summary.mls_group_id,
-                epoch: summary.epoch,
+                group_id: summary.group_id.into_bytes(),
+                epoch: summary.epoch.get(),
                 member_count: u32::try_from(summary.member_count).unwrap_or(u32::MAX),
-                last_seq: summary.last_seq,
-                acked_seq: summary.acked_seq,
+                last_seq: summary.last_seq.get(),
+                acked_seq: summary.acked_seq.get(),
             })
             .collect();
         Ok(Response::new(proto::ListGroupsResponse { groups }))

@@ -12,6 +12,7 @@ use crate::service::follower::FollowerError;
 use crate::service::groups::GroupError;
 use crate::service::key_packages::KeyPackageServiceError;
 use crate::service::outbox::FetchEventsError;
+use crate::store::StoreError;
 use conclave_federation::client::{CallError, RefusalKind};
 use conclave_federation::identity::PeerRefusal;
 use prost::Message;
@@ -112,12 +113,22 @@ impl From<CredentialCheckError> for Status {
 }
 
 fn internal_status(error: &InternalError) -> Status {
+    match error {
+        InternalError::Store(store) => store_status(store),
+        InternalError::PasswordHashing(_) | InternalError::Corrupt(_) => {
+            tracing::error!(%error, "request failed on the server side");
+            Status::internal("internal error; the server's log has the details")
+        }
+    }
+}
+
+fn store_status(error: &StoreError) -> Status {
     tracing::error!(%error, "request failed on the server side");
     match error {
         // Most database errors are passing (unreachable, failover, pool timeout):
         // UNAVAILABLE tells the client to retry the same call.
-        InternalError::Store(_) => Status::unavailable("the database is unavailable; retry"),
-        InternalError::PasswordHashing(_) | InternalError::Corrupt(_) => {
+        StoreError::Database(_) => Status::unavailable("the database is unavailable; retry"),
+        StoreError::Corrupt(_) => {
             Status::internal("internal error; the server's log has the details")
         }
     }
@@ -178,7 +189,9 @@ impl From<GroupError> for Status {
                 current_epoch,
                 winning_commit_seq,
                 ..
-            } => return commit_conflict(&error, *current_epoch, *winning_commit_seq),
+            } => {
+                return commit_conflict(&error, current_epoch.get(), winning_commit_seq.get());
+            }
             GroupError::NotAMember(_) => Code::PermissionDenied,
             GroupError::UnregisteredDevice { .. } | GroupError::UnclaimedKeyPackage { .. } => {
                 Code::FailedPrecondition
@@ -199,9 +212,7 @@ impl From<GroupError> for Status {
                     None => Status::new(Code::from_i32(*code), message.clone()),
                 };
             }
-            GroupError::TooManyMembers { .. } | GroupError::TooManyProposals { .. } => {
-                Code::ResourceExhausted
-            }
+            GroupError::Store(store) => return store_status(store),
             GroupError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())
@@ -220,6 +231,9 @@ fn hub_rejection_code(rejection: &HubRejection) -> Code {
         | HubRejection::StaleEpoch { .. }
         | HubRejection::EpochOutsideWindow { .. } => Code::FailedPrecondition,
         // The hub's own state disagreed with itself: not the client's fault.
+        HubRejection::TooManyProposals { .. } | HubRejection::TooManyMembers { .. } => {
+            Code::ResourceExhausted
+        }
         HubRejection::DecisionMismatch(_) | HubRejection::Storage(_) => Code::Internal,
         HubRejection::MalformedMessage { .. }
         | HubRejection::NotPublicMessage { .. }
@@ -275,6 +289,7 @@ impl From<FollowerError> for Status {
                 Code::FailedPrecondition
             }
             FollowerError::RepairFailed { .. } | FollowerError::Busy(_) => Code::Unavailable,
+            FollowerError::Store(store) => return store_status(store),
             FollowerError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())
@@ -286,6 +301,7 @@ impl From<FetchEventsError> for Status {
         let code = match &error {
             FetchEventsError::UnknownGroup(_) => Code::NotFound,
             FetchEventsError::Pruned { .. } => Code::OutOfRange,
+            FetchEventsError::Store(store) => return store_status(store),
             FetchEventsError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())
@@ -295,8 +311,10 @@ impl From<FetchEventsError> for Status {
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {
         let code = match &error {
-            DeliveryError::NotAMember(_) => Code::NotFound,
-            DeliveryError::AckBeyondEnd { .. } => Code::InvalidArgument,
+            DeliveryError::UnknownGroup(_) => Code::NotFound,
+            DeliveryError::NotAMember(_) => Code::PermissionDenied,
+            DeliveryError::AckBeyondEnd(_) => Code::InvalidArgument,
+            DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };
         Status::new(code, error.to_string())

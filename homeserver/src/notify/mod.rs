@@ -6,6 +6,7 @@
 //! This in-process implementation serves one replica; the cluster issue adds a
 //! Redis implementation of the same [`Notifier`] so replicas wake each other.
 
+use crate::rules::ids::GroupKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
@@ -13,8 +14,8 @@ use tokio::sync::Notify;
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Topic {
-    /// A group's log grew (by the group's row id).
-    Group(i64),
+    /// A group's log grew.
+    Group(GroupKey),
     /// A device's inbox grew (by device id).
     Inbox(String),
     /// A hosted group with follower domains grew: the federation outbox has work.
@@ -88,11 +89,11 @@ mod tests {
         let notifier = LocalNotifier::default();
         let interested = Arc::new(Notify::new());
         let other = Arc::new(Notify::new());
-        notifier.register(Topic::Group(1), &interested);
-        notifier.register(Topic::Group(1), &interested);
+        notifier.register(Topic::Group(GroupKey::from_row(1)), &interested);
+        notifier.register(Topic::Group(GroupKey::from_row(1)), &interested);
         notifier.register(Topic::Inbox("d".to_owned()), &other);
         // Published before anyone waits: the permit is kept.
-        notifier.publish(&Topic::Group(1));
+        notifier.publish(&Topic::Group(GroupKey::from_row(1)));
         tokio::time::timeout(Duration::from_secs(5), interested.notified())
             .await
             .expect("the registered subscriber is woken");
@@ -108,9 +109,9 @@ mod tests {
     fn dropped_subscribers_are_forgotten() {
         let notifier = LocalNotifier::default();
         let waker = Arc::new(Notify::new());
-        notifier.register(Topic::Group(7), &waker);
+        notifier.register(Topic::Group(GroupKey::from_row(7)), &waker);
         drop(waker);
-        notifier.publish(&Topic::Group(7));
+        notifier.publish(&Topic::Group(GroupKey::from_row(7)));
         assert!(notifier.wakers.lock().unwrap().is_empty());
     }
 }

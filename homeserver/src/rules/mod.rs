@@ -9,6 +9,8 @@
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 
 pub(crate) mod account;
+pub(crate) mod delivery;
+pub(crate) mod federation;
 pub(crate) mod hub;
 pub(crate) mod ids;
 pub(crate) mod key_package_upload;

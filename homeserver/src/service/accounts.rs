@@ -137,10 +137,7 @@ pub(crate) async fn register(
         .await?
         .ok_or_else(|| AccountError::UsernameTaken(username.to_string()))?;
     let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
-    transaction
-        .commit()
-        .await
-        .map_err(store::StoreError::from)?;
+    transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
     Ok(session)
 }
@@ -166,10 +163,7 @@ pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, 
     };
     let transaction = context.store.begin().await?;
     let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
-    transaction
-        .commit()
-        .await
-        .map_err(store::StoreError::from)?;
+    transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "logged in");
     Ok(session)
 }

@@ -6,7 +6,9 @@
 use super::accounts::AuthenticatedDevice;
 use super::{Context, InternalError};
 use crate::notify::Topic;
-use crate::store::{self, EventRecord, InboxEventRecord, MemberRecord, StoreError};
+use crate::rules::delivery::{AckCheck, check_ack, unread_window};
+use crate::rules::ids::{GroupId, GroupKey, Seq};
+use crate::store::{self, EventKind, InboxEvent, LogEvent, Membership, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
@@ -22,42 +24,38 @@ pub(crate) const SUBSCRIBER_BUFFER: usize = 64;
 /// Why a delivery request failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeliveryError {
+    /// No group with this id is known here.
+    #[error("group {0} does not exist")]
+    UnknownGroup(GroupId),
+    /// The group exists but the device never was a member.
     #[error("you are not a member of group {0}")]
-    NotAMember(String),
-    #[error("cannot acknowledge {what} {seq}: the newest is {newest}")]
-    AckBeyondEnd {
-        what: &'static str,
-        seq: u64,
-        newest: u64,
-    },
+    NotAMember(GroupId),
+    #[error(transparent)]
+    AckBeyondEnd(#[from] AckCheck),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for DeliveryError {
-    fn from(error: StoreError) -> Self {
-        DeliveryError::Internal(error.into())
-    }
 }
 
 /// One event for a device, with the group's MLS id for group events.
 #[derive(Debug, Clone)]
 pub(crate) enum Delivery {
     Group {
-        mls_group_id: Arc<Vec<u8>>,
-        event: EventRecord,
+        group_id: Arc<GroupId>,
+        event: LogEvent,
     },
     Inbox {
-        mls_group_id: Vec<u8>,
-        event: InboxEventRecord,
+        group_id: GroupId,
+        event: InboxEvent,
     },
 }
 
 /// How far a device has been served, per group and in its inbox.
 #[derive(Debug, Default)]
 struct Positions {
-    inbox: i64,
-    groups: HashMap<i64, i64>,
+    inbox: Seq,
+    groups: HashMap<GroupKey, Seq>,
 }
 
 /// Reads up to `limit` events after the positions, inbox first (a Welcome must be
@@ -66,23 +64,25 @@ async fn read_page(
     context: &Context,
     device_id: &str,
     positions: &mut Positions,
-    memberships: &[MemberRecord],
-    group_ids: &HashMap<i64, Arc<Vec<u8>>>,
+    memberships: &[Membership],
+    group_ids: &HashMap<GroupKey, Arc<GroupId>>,
     limit: u64,
 ) -> Result<Vec<Delivery>, DeliveryError> {
     let connection = &context.store;
     let mut page = Vec::new();
     for event in store::inbox_events_after(connection, device_id, positions.inbox, limit).await? {
         positions.inbox = event.seq;
-        let mls_group_id = store::find_group_headers(connection, vec![event.group_id])
+        let group_id = store::find_group_headers(connection, &[event.group])
             .await?
             .pop()
-            .map(|group| group.mls_group_id)
-            .unwrap_or_default();
-        page.push(Delivery::Inbox {
-            mls_group_id,
-            event,
-        });
+            .map(|group| group.group_id)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "inbox entry {} of {device_id} names a group that does not exist",
+                    event.seq
+                ))
+            })?;
+        page.push(Delivery::Inbox { group_id, event });
     }
     for member in memberships {
         let remaining = limit.saturating_sub(page.len() as u64);
@@ -91,32 +91,28 @@ async fn read_page(
         }
         let position = positions
             .groups
-            .entry(member.group_id)
+            .entry(member.group)
             .or_insert(member.acked_seq);
-        // A device removed and later added again starts after the re-adding commit.
-        *position = (*position).max(member.joined_after_seq);
-        if member
-            .removed_at_seq
-            .is_some_and(|removed| *position >= removed)
-        {
+        let Some(window) = unread_window(*position, member.joined_after_seq, member.removed_at_seq)
+        else {
             continue;
-        }
+        };
         let events = store::events_after(
             connection,
-            member.group_id,
-            *position,
-            member.removed_at_seq,
+            member.group,
+            window.after,
+            window.up_to,
             remaining,
         )
         .await?;
-        let Some(mls_group_id) = group_ids.get(&member.group_id) else {
+        let Some(group_id) = group_ids.get(&member.group) else {
             continue;
         };
         for event in events {
             *position = event.seq;
-            let is_commit = event.kind == store::EventKind::Commit as i16;
+            let is_commit = event.kind == EventKind::Commit;
             page.push(Delivery::Group {
-                mls_group_id: mls_group_id.clone(),
+                group_id: group_id.clone(),
                 event,
             });
             // A commit may remove this device: `memberships` was read before it
@@ -135,17 +131,14 @@ async fn read_page(
 async fn load_memberships(
     context: &Context,
     device_id: &str,
-) -> Result<(Vec<MemberRecord>, HashMap<i64, Arc<Vec<u8>>>), DeliveryError> {
+) -> Result<(Vec<Membership>, HashMap<GroupKey, Arc<GroupId>>), DeliveryError> {
     let connection = &context.store;
     let memberships = store::memberships_of_device(connection, device_id).await?;
-    let headers = store::find_group_headers(
-        connection,
-        memberships.iter().map(|member| member.group_id).collect(),
-    )
-    .await?;
+    let keys: Vec<GroupKey> = memberships.iter().map(|member| member.group).collect();
+    let headers = store::find_group_headers(connection, &keys).await?;
     let group_ids = headers
         .into_iter()
-        .map(|header| (header.id, Arc::new(header.mls_group_id)))
+        .map(|header| (header.key, Arc::new(header.group_id)))
         .collect();
     Ok((memberships, group_ids))
 }
@@ -162,9 +155,9 @@ pub(crate) async fn fetch(
     };
     let device_id = device.device_id().as_str();
     let (memberships, group_ids) = load_memberships(context, device_id).await?;
-    let (inbox_acked, _) = store::inbox_position(&context.store, device_id).await?;
+    let inbox = store::inbox_position(&context.store, device_id).await?;
     let mut positions = Positions {
-        inbox: inbox_acked,
+        inbox: inbox.acked_seq,
         groups: HashMap::new(),
     };
     read_page(
@@ -181,8 +174,8 @@ pub(crate) async fn fetch(
 /// Acknowledgements of one device.
 pub(crate) struct Acks {
     /// (MLS group id, sequence number).
-    pub(crate) groups: Vec<(Vec<u8>, u64)>,
-    pub(crate) inbox_seq: u64,
+    pub(crate) groups: Vec<(GroupId, Seq)>,
+    pub(crate) inbox_seq: Seq,
 }
 
 /// Moves the device's cursors forward. All acknowledgements are checked before
@@ -196,44 +189,26 @@ pub(crate) async fn ack(
     let device_id = device.device_id().as_str();
     let transaction = context.store.begin().await?;
     let mut advances = Vec::with_capacity(acks.groups.len());
-    for (mls_group_id, seq) in acks.groups {
-        let not_a_member = || DeliveryError::NotAMember(hex::encode(&mls_group_id));
-        let group = store::find_group_header(&transaction, &mls_group_id)
+    for (group_id, seq) in acks.groups {
+        let group = store::find_group_header(&transaction, &group_id)
             .await?
-            .ok_or_else(not_a_member)?;
-        let member = store::find_member(&transaction, group.id, &identity)
+            .ok_or_else(|| DeliveryError::UnknownGroup(group_id.clone()))?;
+        let member = store::find_member(&transaction, group.key, &identity)
             .await?
-            .ok_or_else(not_a_member)?;
+            .ok_or_else(|| DeliveryError::NotAMember(group_id.clone()))?;
         let newest = member.removed_at_seq.unwrap_or(group.last_seq);
-        if i64::try_from(seq).map_or(true, |seq| seq > newest) {
-            return Err(DeliveryError::AckBeyondEnd {
-                what: "group sequence number",
-                seq,
-                newest: u64::try_from(newest).unwrap_or(0),
-            });
-        }
-        advances.push((group.id, i64::try_from(seq).unwrap_or(0)));
+        check_ack("group sequence number", seq, newest)?;
+        advances.push((group.key, seq));
     }
-    if acks.inbox_seq > 0 {
-        let (_, last) = store::inbox_position(&transaction, device_id).await?;
-        if i64::try_from(acks.inbox_seq).map_or(true, |seq| seq > last) {
-            return Err(DeliveryError::AckBeyondEnd {
-                what: "inbox sequence number",
-                seq: acks.inbox_seq,
-                newest: u64::try_from(last).unwrap_or(0),
-            });
-        }
-        store::advance_inbox_cursor(
-            &transaction,
-            device_id,
-            i64::try_from(acks.inbox_seq).unwrap_or(0),
-        )
-        .await?;
+    if acks.inbox_seq > Seq::ZERO {
+        let inbox = store::inbox_position(&transaction, device_id).await?;
+        check_ack("inbox sequence number", acks.inbox_seq, inbox.last_seq)?;
+        store::advance_inbox_cursor(&transaction, device_id, acks.inbox_seq).await?;
     }
-    for (group_row_id, seq) in advances {
-        store::advance_member_cursor(&transaction, group_row_id, &identity, seq).await?;
+    for (group, seq) in advances {
+        store::advance_member_cursor(&transaction, group, &identity, seq).await?;
     }
-    transaction.commit().await.map_err(StoreError::from)?;
+    transaction.commit().await?;
     Ok(())
 }
 
@@ -261,9 +236,9 @@ async fn stream_events(
     context
         .notifier
         .register(Topic::Inbox(device_id.to_owned()), &waker);
-    let (inbox_acked, _) = store::inbox_position(&context.store, device_id).await?;
+    let inbox = store::inbox_position(&context.store, device_id).await?;
     let mut positions = Positions {
-        inbox: inbox_acked,
+        inbox: inbox.acked_seq,
         groups: HashMap::new(),
     };
     let mut memberships_stale = true;
@@ -275,7 +250,7 @@ async fn stream_events(
             for member in &memberships {
                 context
                     .notifier
-                    .register(Topic::Group(member.group_id), &waker);
+                    .register(Topic::Group(member.group), &waker);
             }
             memberships_stale = false;
         }
@@ -299,7 +274,7 @@ async fn stream_events(
             // A Welcome or a removal changes which logs this device reads.
             let changes_memberships = match &delivery {
                 Delivery::Inbox { .. } => true,
-                Delivery::Group { event, .. } => event.kind == store::EventKind::Commit as i16,
+                Delivery::Group { event, .. } => event.kind == EventKind::Commit,
             };
             memberships_stale |= changes_memberships;
             if sender.send(Ok(delivery)).await.is_err() {

@@ -15,7 +15,11 @@
 
 use super::{Context, InternalError};
 use crate::notify::Topic;
-use crate::store::{self, EventKind, GroupHeader, NewEvent, StoreError};
+use crate::rules::ids::{Epoch, GroupId, Seq};
+use crate::store::{
+    self, EventKind, GroupHeader, Hosting, NewEvent, NewInboxEvent, NewMember, StoreError,
+    Transaction,
+};
 use conclave_core::ids::{CredentialIdentity, Domain};
 use conclave_federation::client::{CallError, RefusalKind};
 use conclave_proto::federation::v1 as proto;
@@ -29,7 +33,7 @@ pub(crate) enum FollowerError {
     /// The sending peer is not the group's hub.
     #[error("group {group} is hosted by {actual}, not by {sender}")]
     NotTheHub {
-        group: String,
+        group: GroupId,
         actual: String,
         sender: String,
     },
@@ -37,33 +41,29 @@ pub(crate) enum FollowerError {
     #[error(
         "group {group} has no member devices on {own}, and this batch does not begin with a commit adding one"
     )]
-    NotFollowed { group: String, own: String },
+    NotFollowed { group: GroupId, own: String },
     /// A gap before the batch could not be repaired from the hub (yet).
     #[error(
         "events of group {group} after {have} are missing here and the hub could not supply them: {reason}"
     )]
     RepairFailed {
-        group: String,
-        have: i64,
+        group: GroupId,
+        have: Seq,
         reason: String,
     },
     /// Another batch for the same new group is being applied; retry.
     #[error("group {0} is being created by another delivery; retry")]
-    Busy(String),
+    Busy(GroupId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for FollowerError {
-    fn from(error: StoreError) -> Self {
-        FollowerError::Internal(error.into())
-    }
 }
 
 /// A batch as the hub sent it.
 pub(crate) struct IncomingBatch {
     pub(crate) hub: Domain,
-    pub(crate) mls_group_id: Vec<u8>,
+    pub(crate) mls_group_id: GroupId,
     pub(crate) events: Vec<proto::FederatedEvent>,
     pub(crate) member_count: u64,
 }
@@ -71,9 +71,9 @@ pub(crate) struct IncomingBatch {
 /// An event that passed the batch checks.
 #[derive(Debug, Clone)]
 struct CheckedEvent {
-    seq: i64,
+    seq: Seq,
     kind: EventKind,
-    epoch: i64,
+    epoch: Epoch,
     sender: String,
     message: Vec<u8>,
     added: Vec<CredentialIdentity>,
@@ -95,12 +95,19 @@ fn check_batch(
     }
     let mut checked: Vec<CheckedEvent> = Vec::with_capacity(events.len());
     for event in events {
-        let seq = i64::try_from(event.seq).unwrap_or(0);
-        if seq < 1 {
+        // Both are stored as signed 64-bit integers.
+        if event.seq < 1 || i64::try_from(event.seq).is_err() {
             return invalid(format!("seq {} is out of range", event.seq));
         }
+        if i64::try_from(event.epoch).is_err() {
+            return invalid(format!(
+                "event {}: epoch {} is out of range",
+                event.seq, event.epoch
+            ));
+        }
+        let seq = Seq::new(event.seq);
         if let Some(previous) = checked.last()
-            && seq != previous.seq + 1
+            && seq != previous.seq.next()
         {
             return invalid(format!(
                 "events must have consecutive seqs: {} follows {}",
@@ -155,7 +162,7 @@ fn check_batch(
         checked.push(CheckedEvent {
             seq,
             kind,
-            epoch: i64::try_from(event.epoch).unwrap_or(i64::MAX),
+            epoch: Epoch::new(event.epoch),
             sender: event.sender,
             message: event.message,
             added,
@@ -169,9 +176,9 @@ fn check_batch(
 /// How applying went.
 enum Applied {
     /// The copy now ends at this sequence number.
-    Through(i64),
+    Through(Seq),
     /// Events after `have` are missing before the batch.
-    Gap { have: i64 },
+    Gap { have: Seq },
 }
 
 /// Applies a batch from the group's hub; returns the copy's newest sequence
@@ -179,19 +186,19 @@ enum Applied {
 pub(crate) async fn apply_batch(
     context: &Context,
     batch: IncomingBatch,
-) -> Result<u64, FollowerError> {
+) -> Result<Seq, FollowerError> {
     let events = check_batch(&context.domain, batch.events)?;
-    let group = hex::encode(&batch.mls_group_id);
-    let member_count = i64::try_from(batch.member_count).unwrap_or(i64::MAX);
-    let (hub, mls_group_id) = (&batch.hub, batch.mls_group_id.as_slice());
+    let group = batch.mls_group_id.clone();
+    let member_count = batch.member_count;
+    let (hub, mls_group_id) = (&batch.hub, &batch.mls_group_id);
     match apply_events(context, hub, mls_group_id, &events, member_count, false).await? {
-        Applied::Through(last_seq) => Ok(u64::try_from(last_seq).unwrap_or(0)),
+        Applied::Through(last_seq) => Ok(last_seq),
         Applied::Gap { have } => {
-            let first_seq = events.first().map_or(0, |event| event.seq);
+            let first_seq = events.first().map_or(Seq::ZERO, |event| event.seq);
             let allow_gap = repair(context, hub, mls_group_id, have, first_seq).await?;
             match apply_events(context, hub, mls_group_id, &events, member_count, allow_gap).await?
             {
-                Applied::Through(last_seq) => Ok(u64::try_from(last_seq).unwrap_or(0)),
+                Applied::Through(last_seq) => Ok(last_seq),
                 Applied::Gap { have } => Err(FollowerError::RepairFailed {
                     group,
                     have,
@@ -212,25 +219,18 @@ pub(crate) async fn apply_batch(
 pub(crate) async fn catch_up(
     context: &Context,
     hub: &Domain,
-    mls_group_id: &[u8],
-    until_seq: u64,
+    mls_group_id: &GroupId,
+    until_seq: Seq,
 ) -> Result<(), FollowerError> {
-    let until_seq = i64::try_from(until_seq).unwrap_or(i64::MAX);
     let Some(group) = store::find_group_header(&context.store, mls_group_id).await? else {
         return Ok(());
     };
     if group.last_seq >= until_seq {
         return Ok(());
     }
-    repair(
-        context,
-        hub,
-        mls_group_id,
-        group.last_seq,
-        until_seq.saturating_add(1),
-    )
-    .await
-    .map(drop)
+    repair(context, hub, mls_group_id, group.last_seq, until_seq.next())
+        .await
+        .map(drop)
 }
 
 /// At start: asks the hub of every group followed here for what it has after
@@ -256,15 +256,10 @@ pub(crate) async fn catch_up_on_start(context: &Context) {
         let Ok(hub_domain) = hub.parse::<Domain>() else {
             continue;
         };
-        let group = hex::encode(&mls_group_id);
+        let group = mls_group_id.clone();
         loop {
             let answer = federation
-                .fetch_events(
-                    &hub_domain,
-                    mls_group_id.clone(),
-                    u64::try_from(have).unwrap_or(0),
-                    0,
-                )
+                .fetch_events(&hub_domain, mls_group_id.as_bytes().to_vec(), have.get(), 0)
                 .await;
             let answer = match answer {
                 Ok(answer) => answer,
@@ -290,7 +285,7 @@ pub(crate) async fn catch_up_on_start(context: &Context) {
             match outcome {
                 Ok(Applied::Through(last_seq)) if last_seq > have => {
                     have = last_seq;
-                    if u64::try_from(have).unwrap_or(0) >= answer.last_seq {
+                    if have.get() >= answer.last_seq {
                         break;
                     }
                 }
@@ -310,11 +305,11 @@ pub(crate) async fn catch_up_on_start(context: &Context) {
 async fn repair(
     context: &Context,
     hub: &Domain,
-    mls_group_id: &[u8],
-    mut have: i64,
-    next_seq: i64,
+    mls_group_id: &GroupId,
+    mut have: Seq,
+    next_seq: Seq,
 ) -> Result<bool, FollowerError> {
-    let group = hex::encode(mls_group_id);
+    let group = mls_group_id.clone();
     let failed = |have, reason: String| FollowerError::RepairFailed {
         group: group.clone(),
         have,
@@ -323,15 +318,10 @@ async fn repair(
     let Some(federation) = context.federation.as_ref() else {
         return Err(failed(have, "federation is off".to_owned()));
     };
-    tracing::warn!(hub_domain = %hub, %group, have, next_seq, "repairing a gap in a group's copy");
-    while have + 1 < next_seq {
+    tracing::warn!(hub_domain = %hub, %group, %have, %next_seq, "repairing a gap in a group's copy");
+    while have.next() < next_seq {
         let answer = federation
-            .fetch_events(
-                hub,
-                mls_group_id.to_vec(),
-                u64::try_from(have).unwrap_or(0),
-                0,
-            )
+            .fetch_events(hub, mls_group_id.as_bytes().to_vec(), have.get(), 0)
             .await;
         let answer = match answer {
             Ok(answer) => answer,
@@ -340,7 +330,7 @@ async fn repair(
                 message,
                 ..
             }) => {
-                tracing::warn!(hub_domain = %hub, %group, have, %message, "the hub pruned the missing events; accepting the gap");
+                tracing::warn!(hub_domain = %hub, %group, %have, %message, "the hub pruned the missing events; accepting the gap");
                 return Ok(true);
             }
             Err(error) => return Err(failed(have, error.to_string())),
@@ -348,7 +338,7 @@ async fn repair(
         let missing: Vec<_> = answer
             .events
             .into_iter()
-            .take_while(|event| i64::try_from(event.seq).is_ok_and(|seq| seq < next_seq))
+            .take_while(|event| event.seq < next_seq.get())
             .collect();
         if missing.is_empty() {
             return Err(failed(have, "the hub sent no events".to_owned()));
@@ -371,14 +361,14 @@ async fn repair(
 async fn apply_events(
     context: &Context,
     hub: &Domain,
-    mls_group_id: &[u8],
+    mls_group_id: &GroupId,
     events: &[CheckedEvent],
-    member_count: i64,
+    member_count: u64,
     allow_gap: bool,
 ) -> Result<Applied, FollowerError> {
-    let group_name = hex::encode(mls_group_id);
+    let group_name = mls_group_id.clone();
     let transaction = context.store.begin().await?;
-    let group = match store::lock_group_header(&transaction, mls_group_id, true).await? {
+    let group = match store::lock_group_header(&transaction, mls_group_id, Hosting::Any).await? {
         Some(group) => {
             if group.hub_domain.as_deref() != Some(hub.as_str()) {
                 return Err(FollowerError::NotTheHub {
@@ -401,7 +391,7 @@ async fn apply_events(
         // All seen before: a repeated batch.
         return Ok(Applied::Through(group.last_seq));
     };
-    let has_members = store::member_count(&transaction, group.id).await? > 0;
+    let has_members = store::member_count(&transaction, group.key).await? > 0;
     let adds_members = adds_local_devices(&transaction, first).await?;
     if !has_members && !adds_members {
         return Err(FollowerError::NotFollowed {
@@ -412,7 +402,7 @@ async fn apply_events(
     // A domain whose devices all left and that is added again continues at the
     // commit that adds it: the events between are none of its business.
     let rejoins = !has_members && adds_members;
-    if first.seq != group.last_seq + 1 && !rejoins && !allow_gap {
+    if first.seq != group.last_seq.next() && !rejoins && !allow_gap {
         return Ok(Applied::Gap {
             have: group.last_seq,
         });
@@ -425,7 +415,7 @@ async fn apply_events(
     let mut rows = Vec::with_capacity(new_events.len());
     for event in new_events {
         rows.push(NewEvent {
-            group_row_id: group.id,
+            group: group.key,
             seq: event.seq,
             kind: event.kind,
             epoch: event.epoch,
@@ -439,9 +429,9 @@ async fn apply_events(
         if event.kind != EventKind::Commit {
             continue;
         }
-        epoch = epoch.max(event.epoch.saturating_add(1));
+        epoch = epoch.max(event.epoch.next());
         for identity in &event.removed {
-            store::mark_removed(&transaction, group.id, &identity.to_string(), event.seq).await?;
+            store::mark_removed(&transaction, group.key, &identity.to_string(), event.seq).await?;
         }
         for identity in &event.added {
             if !is_local_device(&transaction, identity).await? {
@@ -449,27 +439,24 @@ async fn apply_events(
                 continue;
             }
             let device_id = identity.device_id().as_str();
-            store::upsert_member(
-                &transaction,
-                group.id,
-                &identity.to_string(),
-                &identity.user_id().to_string(),
+            let member = NewMember {
+                identity: &identity.to_string(),
+                user_id: &identity.user_id().to_string(),
                 device_id,
-                event.seq,
-                None,
-            )
-            .await?;
+                joined_after_seq: event.seq,
+                remote_domain: None,
+            };
+            store::upsert_member(&transaction, group.key, member).await?;
             if let Some((welcome, ratchet_tree)) = &event.welcome {
-                store::append_inbox_event(
-                    &transaction,
+                let inbox_event = NewInboxEvent {
                     device_id,
-                    group.id,
-                    event.seq,
+                    group: group.key,
+                    commit_seq: event.seq,
                     welcome,
                     ratchet_tree,
                     now_ms,
-                )
-                .await?;
+                };
+                store::append_inbox_event(&transaction, inbox_event).await?;
                 woken_inboxes.push(device_id.to_owned());
             }
         }
@@ -482,13 +469,13 @@ async fn apply_events(
     } else {
         group.hub_member_count.unwrap_or_default()
     };
-    store::update_follower_group(&transaction, group.id, epoch, last_seq, member_count).await?;
-    transaction.commit().await.map_err(StoreError::from)?;
-    context.notifier.publish(&Topic::Group(group.id));
+    store::update_follower_group(&transaction, group.key, epoch, last_seq, member_count).await?;
+    transaction.commit().await?;
+    context.notifier.publish(&Topic::Group(group.key));
     for device_id in woken_inboxes {
         context.notifier.publish(&Topic::Inbox(device_id));
     }
-    tracing::debug!(hub_domain = %hub, group = %group_name, last_seq, "applied events from the hub");
+    tracing::debug!(hub_domain = %hub, group = %group_name, %last_seq, "applied events from the hub");
     Ok(Applied::Through(last_seq))
 }
 
@@ -496,12 +483,12 @@ async fn apply_events(
 /// commit adding a device of this domain.
 async fn create_copy(
     context: &Context,
-    transaction: &store::Transaction,
+    transaction: &Transaction,
     hub: &Domain,
-    mls_group_id: &[u8],
+    mls_group_id: &GroupId,
     events: &[CheckedEvent],
 ) -> Result<GroupHeader, FollowerError> {
-    let group_name = hex::encode(mls_group_id);
+    let group_name = mls_group_id.clone();
     let not_followed = || FollowerError::NotFollowed {
         group: group_name.clone(),
         own: context.domain.to_string(),
@@ -519,7 +506,7 @@ async fn create_copy(
     )
     .await?
     .ok_or_else(|| FollowerError::Busy(group_name.clone()))?;
-    store::lock_group_header(transaction, mls_group_id, true)
+    store::lock_group_header(transaction, mls_group_id, Hosting::Any)
         .await?
         .ok_or_else(|| FollowerError::Busy(group_name))
 }
@@ -527,7 +514,7 @@ async fn create_copy(
 /// True if the event is a commit adding at least one current device of this
 /// homeserver.
 async fn adds_local_devices(
-    transaction: &store::Transaction,
+    transaction: &Transaction,
     event: &CheckedEvent,
 ) -> Result<bool, FollowerError> {
     if event.kind != EventKind::Commit {
@@ -542,7 +529,7 @@ async fn adds_local_devices(
 }
 
 async fn is_local_device(
-    transaction: &store::Transaction,
+    transaction: &Transaction,
     identity: &CredentialIdentity,
 ) -> Result<bool, StoreError> {
     store::device_of_user(

@@ -1,7 +1,8 @@
 //! Idempotent submissions: a client-chosen key per device names a submission, so a
 //! retry after a lost response returns the original result and writes nothing new.
 
-use crate::store::{self, Connection, StoreError, SubmissionRecord};
+use crate::rules::ids::{Epoch, GroupKey, Seq};
+use crate::store::{self, Connection, StoreError, SubmissionRecord, Transaction};
 use sha2::{Digest, Sha256};
 
 /// Shortest and longest idempotency key, in bytes.
@@ -28,9 +29,9 @@ pub(crate) struct Submission<'a> {
 /// What an earlier identical submission produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    pub(crate) group_row_id: i64,
-    pub(crate) seq: i64,
-    pub(crate) epoch: i64,
+    pub(crate) group: GroupKey,
+    pub(crate) seq: Seq,
+    pub(crate) epoch: Epoch,
 }
 
 /// Checks a key's length, for a submission judged elsewhere (relayed to a hub).
@@ -77,7 +78,7 @@ impl<'a> Submission<'a> {
             return Ok(Some(Err(IdempotencyError::ReusedWithDifferentBody)));
         }
         Ok(Some(Ok(Outcome {
-            group_row_id: record.group_id,
+            group: record.group,
             seq: record.seq,
             epoch: record.epoch,
         })))
@@ -86,7 +87,7 @@ impl<'a> Submission<'a> {
     /// Records the result, in the transaction that produced it.
     pub(crate) async fn record(
         &self,
-        db: &impl Connection,
+        db: &Transaction,
         outcome: Outcome,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -96,7 +97,7 @@ impl<'a> Submission<'a> {
                 identity: self.identity.to_owned(),
                 idempotency_key: self.key.to_vec(),
                 request_hash: self.request_hash.clone(),
-                group_id: outcome.group_row_id,
+                group: outcome.group,
                 seq: outcome.seq,
                 epoch: outcome.epoch,
                 created_at_ms: now_ms,

@@ -114,7 +114,7 @@ pub(crate) async fn upload(
     )
     .await?;
     let stock = store::key_package_stock(&transaction, device_id, now_ms).await?;
-    transaction.commit().await.map_err(StoreError::from)?;
+    transaction.commit().await?;
     tracing::debug!(device = %device.identity, available = stock.available, "key packages uploaded");
     Ok(stock)
 }

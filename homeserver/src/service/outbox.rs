@@ -16,7 +16,8 @@
 
 use super::{Context, InternalError};
 use crate::notify::Topic;
-use crate::store::{self, EventKind, EventRecord, PendingDelivery, StoreError};
+use crate::rules::ids::{GroupId, GroupKey, Seq};
+use crate::store::{self, EventKind, LogEvent, PendingDelivery, StoreError};
 use conclave_core::ids::Domain;
 use conclave_federation::client::{CallError, FederationClient, RefusalKind};
 use conclave_federation::trace_context;
@@ -168,7 +169,7 @@ async fn deliver_batch(
     let connection = &context.store;
     let (events, traceparents, last_seq) = events_for_follower(
         context,
-        delivery.group_row_id,
+        delivery.group,
         peer,
         delivery.delivered_seq,
         delivery.end_seq,
@@ -177,23 +178,27 @@ async fn deliver_batch(
     .await?;
     if events.is_empty() {
         // Everything up to the end was pruned (retention): nothing to send.
-        store::set_peer_delivered(connection, delivery.group_row_id, peer.as_str(), last_seq)
-            .await?;
+        store::set_peer_delivered(connection, delivery.group, peer.as_str(), last_seq).await?;
         return Ok(());
     }
-    let member_count = store::member_count(connection, delivery.group_row_id).await?;
+    let member_count = store::member_count(connection, delivery.group).await?;
     let sent_through = events.last().map_or(0, |event| event.seq);
     let span = trace_context::delivery_span(
         peer.as_str(),
-        &hex::encode(&delivery.mls_group_id),
+        &delivery.group_id.to_string(),
         traceparents.iter().map(String::as_str),
     );
     let answer = federation
-        .deliver_events(peer, delivery.mls_group_id.clone(), events, member_count)
+        .deliver_events(
+            peer,
+            delivery.group_id.as_bytes().to_vec(),
+            events,
+            member_count,
+        )
         .instrument(span)
         .await;
     let confirmed = match answer {
-        Ok(answer) => to_i64(answer.last_seq),
+        Ok(answer) => Seq::new(answer.last_seq),
         // Refusals of this group's events (not of this homeserver, nor of the
         // rate): the follower will not take them, now or later (e.g. the
         // devices they were for are gone, or another domain claims the group).
@@ -207,7 +212,7 @@ async fn deliver_batch(
             message,
             ..
         }) => {
-            let group = hex::encode(&delivery.mls_group_id);
+            let group = delivery.group_id.to_string();
             tracing::error!(
                 peer_domain = %peer,
                 %group,
@@ -222,21 +227,16 @@ async fn deliver_batch(
                 context.now_ms(),
             )
             .await?;
-            store::end_peer_delivery(
-                connection,
-                delivery.group_row_id,
-                peer.as_str(),
-                delivery.end_seq,
-            )
-            .await?;
+            store::end_peer_delivery(connection, delivery.group, peer.as_str(), delivery.end_seq)
+                .await?;
             return Ok(());
         }
         // Unreachable, rate-limited, or refusing this homeserver (certificate,
         // pin, peer list): the whole peer waits and retries.
         Err(error) => return Err(error.into()),
     };
-    tracing::debug!(peer_domain = %peer, group = %hex::encode(&delivery.mls_group_id), sent_through, confirmed, "delivered a batch");
-    store::set_peer_delivered(connection, delivery.group_row_id, peer.as_str(), confirmed).await?;
+    tracing::debug!(peer_domain = %peer, group = %delivery.group_id, sent_through, %confirmed, "delivered a batch");
+    store::set_peer_delivered(connection, delivery.group, peer.as_str(), confirmed).await?;
     Ok(())
 }
 
@@ -246,21 +246,19 @@ async fn deliver_batch(
 /// traces they were submitted in; and the last sequence number they cover.
 pub(crate) async fn events_for_follower(
     context: &Context,
-    group_row_id: i64,
+    group: GroupKey,
     peer: &Domain,
-    after_seq: i64,
-    end_seq: i64,
+    after_seq: Seq,
+    end_seq: Seq,
     limit: u64,
-) -> Result<(Vec<proto::FederatedEvent>, Vec<String>, i64), StoreError> {
+) -> Result<(Vec<proto::FederatedEvent>, Vec<String>, Seq), StoreError> {
     let connection = &context.store;
-    let records =
-        store::events_after(connection, group_row_id, after_seq, Some(end_seq), limit).await?;
+    let records = store::events_after(connection, group, after_seq, Some(end_seq), limit).await?;
     let Some(last) = records.last() else {
         return Ok((Vec::new(), Vec::new(), end_seq));
     };
     let changes =
-        store::membership_changes(connection, group_row_id, peer.as_str(), after_seq, last.seq)
-            .await?;
+        store::membership_changes(connection, group, peer.as_str(), after_seq, last.seq).await?;
     // Half the limit leaves room for the envelope; a single event larger than
     // that still goes (alone), since the hub accepted it.
     let byte_budget = context.config.federation.max_message_bytes / 2;
@@ -272,7 +270,7 @@ pub(crate) async fn events_for_follower(
         let mut event = federated_event(record);
         for change in changes
             .iter()
-            .filter(|change| change.seq == to_i64(event.seq))
+            .filter(|change| change.seq.get() == event.seq)
         {
             if change.added {
                 event.added.push(change.identity.clone());
@@ -281,11 +279,11 @@ pub(crate) async fn events_for_follower(
             }
         }
         if !event.added.is_empty()
-            && let Some(welcome) =
-                store::find_remote_welcome(connection, group_row_id, to_i64(event.seq)).await?
+            && let Some((welcome, ratchet_tree)) =
+                store::find_remote_welcome(connection, group, Seq::new(event.seq)).await?
         {
-            event.welcome = welcome.welcome;
-            event.ratchet_tree = welcome.ratchet_tree;
+            event.welcome = welcome;
+            event.ratchet_tree = ratchet_tree;
         }
         let size = event.message.len() + event.welcome.len() + event.ratchet_tree.len() + 256;
         if !events.is_empty() && used + size > byte_budget {
@@ -295,7 +293,7 @@ pub(crate) async fn events_for_follower(
         events.push(event);
         traceparents.extend(traceparent);
     }
-    let covered = events.last().map_or(after_seq, |event| to_i64(event.seq));
+    let covered = events.last().map_or(after_seq, |event| Seq::new(event.seq));
     Ok((events, traceparents, covered))
 }
 
@@ -305,24 +303,20 @@ pub(crate) enum FetchEventsError {
     /// Not hosted here, or the asking domain never had members in it: answered
     /// alike, so group ids cannot be probed.
     #[error("group {0} is not hosted here for your domain")]
-    UnknownGroup(String),
+    UnknownGroup(GroupId),
     /// Events after `after_seq` were pruned.
     #[error(
         "events of group {group} after {after_seq} were pruned; the first kept is {first_kept}"
     )]
     Pruned {
-        group: String,
-        after_seq: u64,
-        first_kept: u64,
+        group: GroupId,
+        after_seq: Seq,
+        first_kept: Seq,
     },
     #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
     Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for FetchEventsError {
-    fn from(error: StoreError) -> Self {
-        FetchEventsError::Internal(error.into())
-    }
 }
 
 /// Events of a hosted group after `after_seq`, for follower domain `peer` to
@@ -332,66 +326,62 @@ impl From<StoreError> for FetchEventsError {
 pub(crate) async fn fetch_for_follower(
     context: &Context,
     peer: &Domain,
-    mls_group_id: &[u8],
-    after_seq: u64,
+    mls_group_id: &GroupId,
+    after_seq: Seq,
     limit: u32,
-) -> Result<(Vec<proto::FederatedEvent>, u64), FetchEventsError> {
+) -> Result<(Vec<proto::FederatedEvent>, Seq), FetchEventsError> {
     let connection = &context.store;
-    let unknown = || FetchEventsError::UnknownGroup(hex::encode(mls_group_id));
+    let unknown = || FetchEventsError::UnknownGroup(mls_group_id.clone());
     let group = store::find_group_header(connection, mls_group_id)
         .await?
         .filter(|group| group.hub_domain.is_none())
         .ok_or_else(unknown)?;
-    let cursor = store::find_peer_cursor(connection, group.id, peer.as_str())
+    let cursor = store::find_peer_cursor(connection, group.key, peer.as_str())
         .await?
         .ok_or_else(unknown)?;
     let end_seq = cursor.until_seq.unwrap_or(group.last_seq);
-    let after_seq = to_i64(after_seq).max(cursor.joined_after_seq);
+    let after_seq = after_seq.max(cursor.joined_after_seq);
     let batch_size = context.config.federation.outbox_batch_size;
     let limit = match u64::from(limit) {
         0 => batch_size,
         limit => limit.min(batch_size),
     };
     let (events, _, _) =
-        events_for_follower(context, group.id, peer, after_seq, end_seq, limit).await?;
+        events_for_follower(context, group.key, peer, after_seq, end_seq, limit).await?;
     if let Some(first) = events.first()
-        && to_i64(first.seq) > after_seq + 1
+        && first.seq > after_seq.next().get()
     {
         return Err(FetchEventsError::Pruned {
-            group: hex::encode(mls_group_id),
-            after_seq: u64::try_from(after_seq).unwrap_or(0),
-            first_kept: first.seq,
+            group: mls_group_id.clone(),
+            after_seq,
+            first_kept: Seq::new(first.seq),
         });
     }
     if events.is_empty() && after_seq < end_seq {
         return Err(FetchEventsError::Pruned {
-            group: hex::encode(mls_group_id),
-            after_seq: u64::try_from(after_seq).unwrap_or(0),
-            first_kept: u64::try_from(end_seq).unwrap_or(0) + 1,
+            group: mls_group_id.clone(),
+            after_seq,
+            first_kept: end_seq.next(),
         });
     }
-    Ok((events, u64::try_from(end_seq).unwrap_or(0)))
+    Ok((events, end_seq))
 }
 
-fn federated_event(record: EventRecord) -> proto::FederatedEvent {
+fn federated_event(record: LogEvent) -> proto::FederatedEvent {
     let kind = match record.kind {
-        kind if kind == EventKind::Commit as i16 => proto::EventKind::Commit,
-        kind if kind == EventKind::Proposal as i16 => proto::EventKind::Proposal,
-        _ => proto::EventKind::Application,
+        EventKind::Commit => proto::EventKind::Commit,
+        EventKind::Proposal => proto::EventKind::Proposal,
+        EventKind::Application => proto::EventKind::Application,
     };
     proto::FederatedEvent {
-        seq: u64::try_from(record.seq).unwrap_or(0),
+        seq: record.seq.get(),
         kind: kind as i32,
-        epoch: u64::try_from(record.epoch).unwrap_or(0),
+        epoch: record.epoch.get(),
         sender: record.sender_identity,
         message: record.message,
         created_at_ms: record.created_at_ms,
         ..Default::default()
     }
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The wait after the `failures`-th failure in a row: exponential, capped, with

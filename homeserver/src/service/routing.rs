@@ -9,6 +9,7 @@ use super::accounts::AuthenticatedDevice;
 use super::follower;
 use super::groups::{self, Accepted, GroupError, NewCommit, NewMessage, NewProposal};
 use super::idempotency;
+use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::store;
 use conclave_core::ids::Domain;
 use conclave_federation::client::{CallError, RefusalKind};
@@ -23,7 +24,7 @@ pub(crate) enum GroupSubmission {
 }
 
 impl GroupSubmission {
-    fn group_id(&self) -> &[u8] {
+    fn group_id(&self) -> &GroupId {
         match self {
             GroupSubmission::Commit(commit) => &commit.group_id,
             GroupSubmission::Proposal(proposal) => &proposal.group_id,
@@ -65,22 +66,26 @@ pub(crate) async fn submit(
 pub(crate) async fn group_info(
     context: &Context,
     device: &AuthenticatedDevice,
-    mls_group_id: &[u8],
-) -> Result<(Vec<u8>, Vec<u8>, u64), GroupError> {
+    mls_group_id: &GroupId,
+) -> Result<(Vec<u8>, Vec<u8>, Epoch), GroupError> {
     let Some(hub) = hub_of(context, mls_group_id).await? else {
         return groups::group_info(context, device.user_id(), mls_group_id).await;
     };
     let federation = federation_to(context, &hub)?;
     let answer = federation
-        .fetch_group_info(&hub, &device.identity, mls_group_id.to_vec())
+        .fetch_group_info(&hub, &device.identity, mls_group_id.as_bytes().to_vec())
         .await
         .map_err(|error| hub_error(&hub, mls_group_id, error))?;
-    Ok((answer.group_info, answer.ratchet_tree, answer.epoch))
+    Ok((
+        answer.group_info,
+        answer.ratchet_tree,
+        Epoch::new(answer.epoch),
+    ))
 }
 
 /// The hub's domain if the group is a follower's copy; `None` if it is hosted
 /// here or unknown (the hub path then answers as for any unknown group).
-async fn hub_of(context: &Context, mls_group_id: &[u8]) -> Result<Option<Domain>, GroupError> {
+async fn hub_of(context: &Context, mls_group_id: &GroupId) -> Result<Option<Domain>, GroupError> {
     if mls_group_id.is_empty() {
         return Err(GroupError::MissingField("group_id"));
     }
@@ -90,8 +95,7 @@ async fn hub_of(context: &Context, mls_group_id: &[u8]) -> Result<Option<Domain>
     };
     hub.parse().map(Some).map_err(|_| {
         GroupError::Internal(super::InternalError::Corrupt(format!(
-            "group {} names an invalid hub domain {hub:?}",
-            hex::encode(mls_group_id)
+            "group {mls_group_id} names an invalid hub domain {hub:?}"
         )))
     })
 }
@@ -119,7 +123,7 @@ async fn relay(
     // The same key rules as for local submissions, checked before the call.
     idempotency::check_key(submission.idempotency_key())?;
     let federation = federation_to(context, hub)?;
-    let mls_group_id = submission.group_id().to_vec();
+    let mls_group_id = submission.group_id().clone();
     let (idempotency_key, relayed) = match submission {
         GroupSubmission::Commit(commit) => (
             commit.idempotency_key,
@@ -144,7 +148,7 @@ async fn relay(
             proto::SubmitToHubRequest {
                 sender: device.identity.to_string(),
                 idempotency_key,
-                group_id: mls_group_id.clone(),
+                group_id: mls_group_id.as_bytes().to_vec(),
                 submission: Some(relayed),
             },
         )
@@ -152,18 +156,22 @@ async fn relay(
         .map_err(|error| hub_error(hub, &mls_group_id, error))?;
     match answer.outcome {
         Some(proto::submit_to_hub_response::Outcome::Accepted(accepted)) => Ok(Accepted {
-            seq: accepted.seq,
-            epoch: accepted.epoch,
+            seq: Seq::new(accepted.seq),
+            epoch: Epoch::new(accepted.epoch),
         }),
         Some(proto::submit_to_hub_response::Outcome::Rejected(rejected)) => {
             // The client API promises a commit that lost its epoch the winner's
             // position, to fetch it from here: have it here first.
             if let Some(conflict) = &rejected.commit_conflict
-                && let Err(error) =
-                    follower::catch_up(context, hub, &mls_group_id, conflict.winning_commit_seq)
-                        .await
+                && let Err(error) = follower::catch_up(
+                    context,
+                    hub,
+                    &mls_group_id,
+                    Seq::new(conflict.winning_commit_seq),
+                )
+                .await
             {
-                tracing::warn!(hub_domain = %hub, group = %hex::encode(&mls_group_id), %error, "could not fetch the commit that won the epoch from the hub");
+                tracing::warn!(hub_domain = %hub, group = %mls_group_id, %error, "could not fetch the commit that won the epoch from the hub");
             }
             Err(GroupError::RejectedByHub {
                 code: rejected.code,
@@ -183,12 +191,12 @@ async fn relay(
 /// A failed call to the hub, as the device should see it: a group the hub does
 /// not know is unknown; anything else is the hub being unavailable (the device
 /// retries with the same idempotency key).
-fn hub_error(hub: &Domain, mls_group_id: &[u8], error: CallError) -> GroupError {
+fn hub_error(hub: &Domain, mls_group_id: &GroupId, error: CallError) -> GroupError {
     match error {
         CallError::Refused {
             kind: RefusalKind::NotFound,
             ..
-        } => GroupError::UnknownGroup(hex::encode(mls_group_id)),
+        } => GroupError::UnknownGroup(mls_group_id.clone()),
         error => GroupError::HubUnavailable {
             hub: hub.to_string(),
             reason: error.to_string(),

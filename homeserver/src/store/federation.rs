@@ -2,11 +2,14 @@
 //! cursors, the membership changes and Welcomes kept for them, and each peer's
 //! delivery status. At a follower: its copies of groups hosted elsewhere.
 
+use super::convert::{group_row, seq_to_db, to_i64, to_seq, to_u64};
 use super::entities::{
     federation_peer, federation_peer_group, group, group_member, remote_membership_change,
     remote_welcome,
 };
-use super::{Connection, StoreError};
+use super::{Connection, StoreError, Transaction};
+use crate::rules::federation::FollowerCursor;
+use crate::rules::ids::{GroupId, GroupKey, Seq};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -14,30 +17,55 @@ use sea_orm::{
     QuerySelect, Set, Statement,
 };
 
-pub(crate) use federation_peer::Model as PeerStatusRecord;
-pub(crate) use federation_peer_group::Model as PeerCursorRecord;
-pub(crate) use remote_membership_change::Model as MembershipChangeRecord;
-pub(crate) use remote_welcome::Model as RemoteWelcomeRecord;
+/// A peer's delivery status, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerStatusRecord {
+    pub(crate) domain: String,
+    pub(crate) last_success_at_ms: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_error_at_ms: Option<i64>,
+    pub(crate) consecutive_failures: u64,
+}
 
 /// A follower domain's cursor in a group's log.
 pub(crate) async fn find_peer_cursor(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
     peer_domain: &str,
-) -> Result<Option<PeerCursorRecord>, StoreError> {
-    Ok(
-        federation_peer_group::Entity::find_by_id((group_row_id, peer_domain.to_owned()))
+) -> Result<Option<FollowerCursor>, StoreError> {
+    let Some(model) =
+        federation_peer_group::Entity::find_by_id((group.row_id(), peer_domain.to_owned()))
             .one(db.database())
-            .await?,
-    )
+            .await?
+    else {
+        return Ok(None);
+    };
+    let row = format!("{} cursor of {peer_domain}", group_row(group));
+    Ok(Some(FollowerCursor {
+        joined_after_seq: to_seq(model.joined_after_seq, &row, "joined_after_seq")?,
+        delivered_seq: to_seq(model.delivered_seq, &row, "delivered_seq")?,
+        until_seq: model
+            .until_seq
+            .map(|seq| to_seq(seq, &row, "until_seq"))
+            .transpose()?,
+    }))
 }
 
 /// Inserts or replaces a follower domain's cursor.
 pub(crate) async fn save_peer_cursor(
-    db: &impl Connection,
-    cursor: PeerCursorRecord,
+    db: &Transaction,
+    group: GroupKey,
+    peer_domain: &str,
+    cursor: FollowerCursor,
 ) -> Result<(), StoreError> {
-    federation_peer_group::Entity::insert(federation_peer_group::ActiveModel::from(cursor))
+    let model = federation_peer_group::ActiveModel {
+        group_id: Set(group.row_id()),
+        peer_domain: Set(peer_domain.to_owned()),
+        joined_after_seq: Set(seq_to_db(cursor.joined_after_seq)?),
+        delivered_seq: Set(seq_to_db(cursor.delivered_seq)?),
+        until_seq: Set(cursor.until_seq.map(seq_to_db).transpose()?),
+    };
+    federation_peer_group::Entity::insert(model)
         .on_conflict(
             OnConflict::columns([
                 federation_peer_group::Column::GroupId,
@@ -58,16 +86,16 @@ pub(crate) async fn save_peer_cursor(
 /// Moves a follower domain's cursor to `seq`: what the follower reported having.
 pub(crate) async fn set_peer_delivered(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
     peer_domain: &str,
-    seq: i64,
+    seq: Seq,
 ) -> Result<(), StoreError> {
     federation_peer_group::Entity::update_many()
         .col_expr(
             federation_peer_group::Column::DeliveredSeq,
-            Expr::value(seq),
+            Expr::value(seq_to_db(seq)?),
         )
-        .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
+        .filter(federation_peer_group::Column::GroupId.eq(group.row_id()))
         .filter(federation_peer_group::Column::PeerDomain.eq(peer_domain))
         .exec(db.database())
         .await?;
@@ -77,10 +105,10 @@ pub(crate) async fn set_peer_delivered(
 /// True if some follower domain still receives the group's events.
 pub(crate) async fn has_followers(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
 ) -> Result<bool, StoreError> {
     Ok(federation_peer_group::Entity::find()
-        .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
+        .filter(federation_peer_group::Column::GroupId.eq(group.row_id()))
         .filter(federation_peer_group::Column::UntilSeq.is_null())
         .one(db.database())
         .await?
@@ -91,17 +119,18 @@ pub(crate) async fn has_followers(
 /// had left there.
 pub(crate) async fn end_peer_delivery(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
     peer_domain: &str,
-    seq: i64,
+    seq: Seq,
 ) -> Result<(), StoreError> {
+    let seq = seq_to_db(seq)?;
     federation_peer_group::Entity::update_many()
         .col_expr(
             federation_peer_group::Column::DeliveredSeq,
             Expr::value(seq),
         )
         .col_expr(federation_peer_group::Column::UntilSeq, Expr::value(seq))
-        .filter(federation_peer_group::Column::GroupId.eq(group_row_id))
+        .filter(federation_peer_group::Column::GroupId.eq(group.row_id()))
         .filter(federation_peer_group::Column::PeerDomain.eq(peer_domain))
         .exec(db.database())
         .await?;
@@ -111,13 +140,13 @@ pub(crate) async fn end_peer_delivery(
 /// The domains other than this one with a current member device in the group.
 pub(crate) async fn remote_domains_with_members(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
 ) -> Result<Vec<String>, StoreError> {
     Ok(group_member::Entity::find()
         .select_only()
         .column(group_member::Column::RemoteDomain)
         .distinct()
-        .filter(group_member::Column::GroupId.eq(group_row_id))
+        .filter(group_member::Column::GroupId.eq(group.row_id()))
         .filter(group_member::Column::RemovedAtSeq.is_null())
         .filter(group_member::Column::RemoteDomain.is_not_null())
         .into_tuple::<String>()
@@ -125,11 +154,30 @@ pub(crate) async fn remote_domains_with_members(
         .await?)
 }
 
+/// A device of a follower domain that a commit added or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MembershipChangeRecord {
+    pub(crate) group: GroupKey,
+    /// The commit.
+    pub(crate) seq: Seq,
+    pub(crate) identity: String,
+    pub(crate) domain: String,
+    /// Added (true) or removed (false).
+    pub(crate) added: bool,
+}
+
 pub(crate) async fn insert_membership_change(
-    db: &impl Connection,
+    db: &Transaction,
     change: MembershipChangeRecord,
 ) -> Result<(), StoreError> {
-    remote_membership_change::Entity::insert(remote_membership_change::ActiveModel::from(change))
+    let model = remote_membership_change::ActiveModel {
+        group_id: Set(change.group.row_id()),
+        seq: Set(seq_to_db(change.seq)?),
+        identity: Set(change.identity),
+        domain: Set(change.domain),
+        added: Set(change.added),
+    };
+    remote_membership_change::Entity::insert(model)
         .on_conflict(
             OnConflict::columns([
                 remote_membership_change::Column::GroupId,
@@ -147,51 +195,86 @@ pub(crate) async fn insert_membership_change(
 /// The changes for devices of `domain` made by commits in `(after_seq, up_to_seq]`.
 pub(crate) async fn membership_changes(
     db: &impl Connection,
-    group_row_id: i64,
+    group: GroupKey,
     domain: &str,
-    after_seq: i64,
-    up_to_seq: i64,
+    after_seq: Seq,
+    up_to_seq: Seq,
 ) -> Result<Vec<MembershipChangeRecord>, StoreError> {
-    Ok(remote_membership_change::Entity::find()
-        .filter(remote_membership_change::Column::GroupId.eq(group_row_id))
+    remote_membership_change::Entity::find()
+        .filter(remote_membership_change::Column::GroupId.eq(group.row_id()))
         .filter(remote_membership_change::Column::Domain.eq(domain))
-        .filter(remote_membership_change::Column::Seq.gt(after_seq))
-        .filter(remote_membership_change::Column::Seq.lte(up_to_seq))
+        .filter(remote_membership_change::Column::Seq.gt(seq_to_db(after_seq)?))
+        .filter(remote_membership_change::Column::Seq.lte(seq_to_db(up_to_seq)?))
         .order_by_asc(remote_membership_change::Column::Seq)
         .order_by_asc(remote_membership_change::Column::Identity)
         .all(db.database())
-        .await?)
+        .await?
+        .into_iter()
+        .map(|model| {
+            let row = format!("{} membership change", group_row(group));
+            Ok(MembershipChangeRecord {
+                group,
+                seq: to_seq(model.seq, &row, "seq")?,
+                identity: model.identity,
+                domain: model.domain,
+                added: model.added,
+            })
+        })
+        .collect()
 }
 
+/// The Welcome of the commit at `seq` and the ratchet tree of the epoch it
+/// starts, kept once for all follower domains it adds devices of.
 pub(crate) async fn insert_remote_welcome(
-    db: &impl Connection,
-    welcome: RemoteWelcomeRecord,
+    db: &Transaction,
+    group: GroupKey,
+    seq: Seq,
+    welcome: &[u8],
+    ratchet_tree: &[u8],
 ) -> Result<(), StoreError> {
-    remote_welcome::Entity::insert(remote_welcome::ActiveModel::from(welcome))
+    let model = remote_welcome::ActiveModel {
+        group_id: Set(group.row_id()),
+        seq: Set(seq_to_db(seq)?),
+        welcome: Set(welcome.to_vec()),
+        ratchet_tree: Set(ratchet_tree.to_vec()),
+    };
+    remote_welcome::Entity::insert(model)
         .exec_without_returning(db.database())
         .await?;
     Ok(())
 }
 
+/// The Welcome and ratchet tree kept for followers by [`insert_remote_welcome`].
 pub(crate) async fn find_remote_welcome(
     db: &impl Connection,
-    group_row_id: i64,
-    seq: i64,
-) -> Result<Option<RemoteWelcomeRecord>, StoreError> {
-    Ok(remote_welcome::Entity::find_by_id((group_row_id, seq))
-        .one(db.database())
-        .await?)
+    group: GroupKey,
+    seq: Seq,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    Ok(
+        remote_welcome::Entity::find_by_id((group.row_id(), seq_to_db(seq)?))
+            .one(db.database())
+            .await?
+            .map(|model| (model.welcome, model.ratchet_tree)),
+    )
 }
 
 /// A group with events a follower domain has not received yet.
-#[derive(Debug, Clone, FromQueryResult)]
+#[derive(Debug, Clone)]
 pub(crate) struct PendingDelivery {
-    pub(crate) group_row_id: i64,
-    pub(crate) mls_group_id: Vec<u8>,
-    pub(crate) delivered_seq: i64,
+    pub(crate) group: GroupKey,
+    pub(crate) group_id: GroupId,
+    pub(crate) delivered_seq: Seq,
     /// The last event the domain gets: the log's end, or the commit that removed
     /// the domain's last device.
-    pub(crate) end_seq: i64,
+    pub(crate) end_seq: Seq,
+}
+
+#[derive(Debug, Clone, FromQueryResult)]
+struct PendingRow {
+    group_row_id: i64,
+    mls_group_id: Vec<u8>,
+    delivered_seq: i64,
+    end_seq: i64,
 }
 
 /// Groups with events for `peer_domain` not yet delivered, at most `limit`, in
@@ -215,20 +298,30 @@ pub(crate) async fn pending_deliveries(
         placeholder(1),
         placeholder(2),
     );
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Ok(
-        PendingDelivery::find_by_statement(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [peer_domain.into(), limit.into()],
-        ))
-        .all(db.database())
-        .await?,
-    )
+    let limit = to_i64(limit, "limit")?;
+    PendingRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [peer_domain.into(), limit.into()],
+    ))
+    .all(db.database())
+    .await?
+    .into_iter()
+    .map(|row| {
+        let group = GroupKey::from_row(row.group_row_id);
+        let name = format!("{} cursor of {peer_domain}", group_row(group));
+        Ok(PendingDelivery {
+            group,
+            group_id: GroupId::new(row.mls_group_id),
+            delivered_seq: to_seq(row.delivered_seq, &name, "delivered_seq")?,
+            end_seq: to_seq(row.end_seq, &name, "end_seq")?,
+        })
+    })
+    .collect()
 }
 
 /// Events each peer domain has yet to receive, summed over its groups.
-pub(crate) async fn outbox_depths(db: &impl Connection) -> Result<Vec<(String, i64)>, StoreError> {
+pub(crate) async fn outbox_depths(db: &impl Connection) -> Result<Vec<(String, u64)>, StoreError> {
     let backend = db.database().get_database_backend();
     #[derive(FromQueryResult)]
     struct Depth {
@@ -240,14 +333,15 @@ pub(crate) async fn outbox_depths(db: &impl Connection) -> Result<Vec<(String, i
              THEN COALESCE(p.until_seq, g.last_seq) - p.delivered_seq ELSE 0 END) AS BIGINT) AS depth \
          FROM federation_peer_groups p JOIN groups g ON g.id = p.group_id \
          GROUP BY p.peer_domain ORDER BY p.peer_domain";
-    Ok(
-        Depth::find_by_statement(Statement::from_string(backend, sql))
-            .all(db.database())
-            .await?
-            .into_iter()
-            .map(|row| (row.peer_domain, row.depth))
-            .collect(),
-    )
+    Depth::find_by_statement(Statement::from_string(backend, sql))
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(|row| {
+            let depth = to_u64(row.depth, format!("outbox of {}", row.peer_domain), "depth")?;
+            Ok((row.peer_domain, depth))
+        })
+        .collect()
 }
 
 /// Records a successful delivery to `domain`.
@@ -316,23 +410,37 @@ pub(crate) async fn record_peer_failure(
 pub(crate) async fn peer_statuses(
     db: &impl Connection,
 ) -> Result<Vec<PeerStatusRecord>, StoreError> {
-    Ok(federation_peer::Entity::find()
+    federation_peer::Entity::find()
         .order_by_asc(federation_peer::Column::Domain)
         .all(db.database())
-        .await?)
+        .await?
+        .into_iter()
+        .map(|model| {
+            let row = format!("status of peer {}", model.domain);
+            let consecutive_failures =
+                to_u64(model.consecutive_failures, &row, "consecutive_failures")?;
+            Ok(PeerStatusRecord {
+                domain: model.domain,
+                last_success_at_ms: model.last_success_at_ms,
+                last_error: model.last_error,
+                last_error_at_ms: model.last_error_at_ms,
+                consecutive_failures,
+            })
+        })
+        .collect()
 }
 
 /// Creates a follower's copy of a group hosted by `hub_domain`, empty (its
 /// first event comes next); `Ok(None)` if the MLS group id is taken.
 pub(crate) async fn insert_follower_group(
-    db: &impl Connection,
-    mls_group_id: &[u8],
+    db: &Transaction,
+    group_id: &GroupId,
     hub_domain: &str,
     created_by: &str,
     now_ms: i64,
-) -> Result<Option<super::GroupRecord>, StoreError> {
+) -> Result<Option<GroupKey>, StoreError> {
     let model = group::ActiveModel {
-        mls_group_id: Set(mls_group_id.to_vec()),
+        mls_group_id: Set(group_id.as_bytes().to_vec()),
         epoch: Set(0),
         last_seq: Set(0),
         state: Set(Vec::new()),
@@ -343,7 +451,7 @@ pub(crate) async fn insert_follower_group(
         ..Default::default()
     };
     match model.insert(db.database()).await.map_err(StoreError::from) {
-        Ok(record) => Ok(Some(record)),
+        Ok(record) => Ok(Some(GroupKey::from_row(record.id))),
         Err(error) if error.is_unique_violation() => Ok(None),
         Err(error) => Err(error),
     }
@@ -353,7 +461,7 @@ pub(crate) async fn insert_follower_group(
 /// devices here: (MLS group id, hub domain, newest sequence number).
 pub(crate) async fn followed_groups(
     db: &impl Connection,
-) -> Result<Vec<(Vec<u8>, String, i64)>, StoreError> {
+) -> Result<Vec<(GroupId, String, Seq)>, StoreError> {
     let followed = group::Entity::find()
         .select_only()
         .columns([
@@ -375,22 +483,35 @@ pub(crate) async fn followed_groups(
         .into_tuple::<(Vec<u8>, String, i64)>()
         .all(db.database())
         .await?;
-    Ok(followed)
+    followed
+        .into_iter()
+        .map(|(group_id, hub, last_seq)| {
+            let group_id = GroupId::new(group_id);
+            let last_seq = to_seq(last_seq, format!("group {group_id}"), "last_seq")?;
+            Ok((group_id, hub, last_seq))
+        })
+        .collect()
 }
 
 /// Saves a follower copy's position after applying events.
 pub(crate) async fn update_follower_group(
-    db: &impl Connection,
-    row_id: i64,
-    epoch: i64,
-    last_seq: i64,
-    hub_member_count: i64,
+    db: &Transaction,
+    group: GroupKey,
+    epoch: crate::rules::ids::Epoch,
+    last_seq: Seq,
+    hub_member_count: u64,
 ) -> Result<(), StoreError> {
     group::Entity::update_many()
-        .col_expr(group::Column::Epoch, Expr::value(epoch))
-        .col_expr(group::Column::LastSeq, Expr::value(last_seq))
-        .col_expr(group::Column::HubMemberCount, Expr::value(hub_member_count))
-        .filter(group::Column::Id.eq(row_id))
+        .col_expr(
+            group::Column::Epoch,
+            Expr::value(super::convert::epoch_to_db(epoch)?),
+        )
+        .col_expr(group::Column::LastSeq, Expr::value(seq_to_db(last_seq)?))
+        .col_expr(
+            group::Column::HubMemberCount,
+            Expr::value(to_i64(hub_member_count, "member count")?),
+        )
+        .filter(group::Column::Id.eq(group.row_id()))
         .exec(db.database())
         .await?;
     Ok(())

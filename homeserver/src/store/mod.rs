@@ -15,13 +15,23 @@ pub(crate) mod convert;
 mod entities;
 mod federation;
 mod groups;
+mod inbox;
 mod key_packages;
+mod log;
+mod members;
 mod migrations;
+mod pruning;
+mod submissions;
 
 pub(crate) use accounts::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
+pub(crate) use inbox::*;
 pub(crate) use key_packages::*;
+pub(crate) use log::*;
+pub(crate) use members::*;
+pub(crate) use pruning::*;
+pub(crate) use submissions::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{
@@ -90,7 +100,6 @@ impl Connection for Transaction {
 #[derive(Clone, Debug)]
 pub struct Store {
     connection: DatabaseConnection,
-    kind: DatabaseKind,
 }
 
 impl Store {
@@ -118,7 +127,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
         });
         let connection = Database::connect(options).await?;
-        Ok(Store { connection, kind })
+        Ok(Store { connection })
     }
 
     /// Applies every migration not yet applied.
@@ -148,10 +157,6 @@ impl Store {
         Ok(Transaction(
             self.connection.begin_with_options(options).await?,
         ))
-    }
-
-    pub(crate) fn kind(&self) -> DatabaseKind {
-        self.kind
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -162,7 +162,7 @@ async fn acknowledgements_move_cursors_forward_only(database: DatabaseChoice) {
     assert_refused(
         "a group the device is not in",
         carol.try_ack(ack(1)).await,
-        Code::NotFound,
+        Code::PermissionDenied,
         "you are not a member of group",
     );
     let unknown = proto::AckRequest {

@@ -47,6 +47,12 @@ pub(crate) enum HubRejection {
         /// The group id it was submitted to, in hex.
         expected: String,
     },
+    /// Too many proposals wait for a commit in this epoch.
+    #[error("the group already has {limit} proposals waiting for a commit in this epoch")]
+    TooManyProposals { limit: u64 },
+    /// The commit would take the group past the configured size.
+    #[error("the group would have {would_have} members, more than the limit of {limit}")]
+    TooManyMembers { would_have: u64, limit: u64 },
     /// The message is for an epoch that has ended: another commit won it. (Only
     /// handshakes can be stale; old application messages get [`Self::EpochOutsideWindow`].)
     #[error("message is for epoch {message_epoch} but the group is at epoch {current_epoch}")]

@@ -23,6 +23,8 @@
 //! - `state`: the group's public state as one blob, and back.
 //! - `create`: a new group from its creator's GroupInfo and ratchet tree.
 //! - `commit`: whether a commit may end the epoch ([`CommitDecision`]), and merging it.
+//! - `commit_plan`: what an accepted commit changes besides the MLS state (members,
+//!   Welcome recipients, follower domains), the group size and proposal limits.
 //! - `leaves`: which leaves a staged commit adds, changes and removes, and Conclave's
 //!   rules on them.
 //! - `welcome` and `group_info`: the checks on what travels with a commit.
@@ -31,6 +33,7 @@
 
 mod application;
 mod commit;
+mod commit_plan;
 mod create;
 mod error;
 mod group_info;
@@ -45,6 +48,7 @@ mod welcome;
 
 pub(crate) use application::{PastEpochWindow, check_application_message};
 pub(crate) use commit::{CommitDecision, CommitSubmission, NewLeaf};
+pub(crate) use commit_plan::{CommitPlan, check_group_size, check_proposal_room, plan_commit};
 #[allow(
     unused_imports,
     reason = "the service reads `from_state` errors through Display; tests match on it"

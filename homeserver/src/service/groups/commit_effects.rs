@@ -1,0 +1,144 @@
+//! Carrying out an accepted commit's plan (`rules::hub::plan_commit`): member
+//! rows, Welcomes in the added devices' inboxes, and for follower domains the
+//! membership changes, one Welcome copy and their outbox cursors. Also the
+//! directory checks a commit's new local leaves must pass first.
+
+use super::super::Context;
+use super::GroupError;
+use crate::rules::federation::{cursor_on_join, cursor_on_last_leave};
+use crate::rules::hub::{CommitDecision, CommitPlan, NewLeaf};
+use crate::rules::ids::{GroupKey, Seq};
+use crate::store::{self, MembershipChangeRecord, NewInboxEvent, NewMember, Transaction};
+use conclave_core::ids::CredentialIdentity;
+
+/// Writes the plan of the commit at `seq`. `welcome`: the submitted Welcome and
+/// the new epoch's ratchet tree, when the commit came with one.
+pub(super) async fn apply_plan(
+    context: &Context,
+    transaction: &Transaction,
+    group: GroupKey,
+    seq: Seq,
+    plan: &CommitPlan,
+    welcome: Option<(&[u8], &[u8])>,
+) -> Result<(), GroupError> {
+    for identity in &plan.removed {
+        store::mark_removed(transaction, group, &identity.to_string(), seq).await?;
+    }
+    for identity in &plan.joined {
+        add_member(context, transaction, group, identity, seq).await?;
+    }
+    if let Some((welcome, ratchet_tree)) = welcome {
+        for recipient in &plan.welcome_recipients {
+            let event = NewInboxEvent {
+                device_id: recipient.device_id().as_str(),
+                group,
+                commit_seq: seq,
+                welcome,
+                ratchet_tree,
+                now_ms: context.now_ms(),
+            };
+            store::append_inbox_event(transaction, event).await?;
+        }
+        if !plan.joined_domains.is_empty() {
+            store::insert_remote_welcome(transaction, group, seq, welcome, ratchet_tree).await?;
+        }
+    }
+    for (identity, added) in &plan.follower_changes {
+        let change = MembershipChangeRecord {
+            group,
+            seq,
+            identity: identity.to_string(),
+            domain: identity.user_id().domain().to_string(),
+            added: *added,
+        };
+        store::insert_membership_change(transaction, change).await?;
+    }
+    for domain in &plan.joined_domains {
+        let existing = store::find_peer_cursor(transaction, group, domain.as_str()).await?;
+        if let Some(cursor) = cursor_on_join(existing, seq) {
+            store::save_peer_cursor(transaction, group, domain.as_str(), cursor).await?;
+        }
+    }
+    if !plan.left_domains.is_empty() {
+        let still_members = store::remote_domains_with_members(transaction, group).await?;
+        for domain in &plan.left_domains {
+            if still_members.iter().any(|member| member == domain.as_str()) {
+                continue;
+            }
+            let existing = store::find_peer_cursor(transaction, group, domain.as_str()).await?;
+            if let Some(cursor) = cursor_on_last_leave(existing, seq) {
+                store::save_peer_cursor(transaction, group, domain.as_str(), cursor).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn add_member(
+    context: &Context,
+    transaction: &Transaction,
+    group: GroupKey,
+    identity: &CredentialIdentity,
+    joined_after_seq: Seq,
+) -> Result<(), GroupError> {
+    let domain = identity.user_id().domain();
+    let remote_domain = (domain != &context.domain).then(|| domain.to_string());
+    let member = NewMember {
+        identity: &identity.to_string(),
+        user_id: &identity.user_id().to_string(),
+        device_id: identity.device_id().as_str(),
+        joined_after_seq,
+        remote_domain: remote_domain.as_deref(),
+    };
+    store::upsert_member(transaction, group, member).await?;
+    Ok(())
+}
+
+/// Every new or changed leaf of this domain must be a device registered here with
+/// exactly that signature key, and every Add of one must use a key package the
+/// directory handed out. (Leaves of other domains were vouched for by theirs.)
+pub(super) async fn check_local_leaves(
+    context: &Context,
+    transaction: &Transaction,
+    decision: &CommitDecision,
+) -> Result<(), GroupError> {
+    let is_local = |leaf: &&NewLeaf| leaf.identity.user_id().domain() == &context.domain;
+    for leaf in decision
+        .added
+        .iter()
+        .chain(&decision.changed_leaves)
+        .filter(is_local)
+    {
+        let registered = store::device_has_key(
+            transaction,
+            leaf.identity.device_id().as_str(),
+            leaf.identity.user_id().username().as_str(),
+            &leaf.signature_key,
+        )
+        .await?;
+        if !registered {
+            return Err(GroupError::UnregisteredDevice {
+                identity: leaf.identity.to_string(),
+            });
+        }
+    }
+    for leaf in decision.added.iter().filter(is_local) {
+        let claimed = match &leaf.key_package_ref {
+            Some(hash_ref) => {
+                store::key_package_was_claimed(
+                    transaction,
+                    hash_ref,
+                    leaf.identity.device_id().as_str(),
+                )
+                .await?
+            }
+            None => false,
+        };
+        if !claimed {
+            return Err(GroupError::UnclaimedKeyPackage {
+                identity: leaf.identity.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

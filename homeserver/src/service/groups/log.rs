@@ -1,0 +1,109 @@
+//! What every hub use case shares: locking a hosted group and loading its public
+//! state, and appending one entry to its log (with the idempotency record, the
+//! commit of the transaction and the wake-ups).
+
+use super::super::Context;
+use super::super::InternalError;
+use super::super::idempotency::{Outcome, Submission};
+use super::{Accepted, GroupError};
+use crate::notify::Topic;
+use crate::rules::hub::HubGroup;
+use crate::rules::ids::{Epoch, GroupId, GroupKey, Seq};
+use crate::store::{self, EventKind, HostedGroup, NewEvent, Transaction};
+
+/// Locks a group hosted here for the rest of the transaction.
+pub(super) async fn lock_hosted_group(
+    transaction: &Transaction,
+    group_id: &GroupId,
+) -> Result<HostedGroup, GroupError> {
+    if group_id.is_empty() {
+        return Err(GroupError::MissingField("group_id"));
+    }
+    store::lock_group(transaction, group_id)
+        .await?
+        .ok_or_else(|| GroupError::UnknownGroup(group_id.clone()))
+}
+
+/// The group's public MLS state.
+pub(super) fn load_state(group: &HostedGroup) -> Result<HubGroup, GroupError> {
+    HubGroup::from_state(&group.state).map_err(|error| {
+        GroupError::Internal(InternalError::Corrupt(format!(
+            "state of group {}: {error}",
+            group.group_id
+        )))
+    })
+}
+
+/// A log entry that changes nothing but the log (and, for a proposal, the stored
+/// proposals): everything about a proposal or an application message after its
+/// checks passed.
+pub(super) struct LogAppend<'a> {
+    pub(super) group: GroupKey,
+    pub(super) last_seq: Seq,
+    pub(super) group_epoch: Epoch,
+    /// The epoch the message was sent in (application messages may be a little
+    /// behind the group).
+    pub(super) message_epoch: Epoch,
+    pub(super) kind: EventKind,
+    pub(super) message: &'a [u8],
+    /// The group's public state, when the submission changed it.
+    pub(super) new_state: Option<Vec<u8>>,
+}
+
+/// Appends the entry at the next sequence number, records the idempotency key,
+/// commits, and wakes the group's subscribers.
+pub(super) async fn append_and_commit(
+    context: &Context,
+    transaction: Transaction,
+    submission: &Submission<'_>,
+    append: LogAppend<'_>,
+) -> Result<Accepted, GroupError> {
+    let seq = append.last_seq.next();
+    let now_ms = context.now_ms();
+    store::append_event(
+        &transaction,
+        NewEvent {
+            group: append.group,
+            seq,
+            kind: append.kind,
+            epoch: append.message_epoch,
+            sender_identity: submission.identity,
+            message: append.message,
+            now_ms,
+            trace_parent: context.trace_parent_for_outbox(),
+        },
+    )
+    .await?;
+    store::update_group(
+        &transaction,
+        append.group,
+        append.group_epoch,
+        seq,
+        append.new_state,
+    )
+    .await?;
+    let outcome = Outcome {
+        group: append.group,
+        seq,
+        epoch: append.group_epoch,
+    };
+    submission.record(&transaction, outcome, now_ms).await?;
+    transaction.commit().await?;
+    context.notifier.publish(&Topic::Group(append.group));
+    wake_outbox_if_followed(context, append.group).await?;
+    Ok(outcome.into())
+}
+
+/// Wakes the federation outbox if the group has follower domains.
+pub(super) async fn wake_outbox_if_followed(
+    context: &Context,
+    group: GroupKey,
+) -> Result<(), GroupError> {
+    if context.federation.is_none() {
+        return Ok(());
+    }
+    if store::has_followers(&context.store, group).await? {
+        context.notifier.publish(&Topic::Outbox);
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The hub: the use cases of groups hosted here, one file each. Each submission
+//! is one transaction: lock the group's row, check idempotency, apply
+//! `rules::hub`, write what the rules decided, record the idempotency key,
+//! commit; then wake subscribers.
+//!
+//! # Layout
+//! - `create_group`: a group whose only member is its creator.
+//! - `submit_commit`: the one commit that ends an epoch; `commit_effects` writes
+//!   what the commit's plan decided (members, Welcomes, follower domains).
+//! - `submit_proposal`, `send_message`: entries that only grow the log.
+//! - `get_group_info`, `list_groups`: reads.
+//! - `log`: locking a hosted group, loading its state, appending to its log.
+
+mod commit_effects;
+mod create_group;
+mod get_group_info;
+mod list_groups;
+mod log;
+mod send_message;
+mod submit_commit;
+mod submit_proposal;
+
+pub(crate) use create_group::{NewGroup, create};
+pub(crate) use get_group_info::group_info;
+pub(crate) use list_groups::list;
+pub(crate) use send_message::{NewMessage, send_message};
+pub(crate) use submit_commit::{NewCommit, submit_commit};
+pub(crate) use submit_proposal::{NewProposal, submit_proposal};
+
+use super::InternalError;
+use super::idempotency::{IdempotencyError, Outcome};
+use crate::rules::hub::HubRejection;
+use crate::rules::ids::{Epoch, GroupId, Seq};
+use crate::store::StoreError;
+
+/// Why a group submission or read failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GroupError {
+    /// The MLS content was refused by the hub's rules.
+    #[error(transparent)]
+    Rejected(#[from] HubRejection),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    /// A required field is empty.
+    #[error("{0} is required")]
+    MissingField(&'static str),
+    /// No group with this id is known here.
+    #[error("group {0} does not exist")]
+    UnknownGroup(GroupId),
+    /// The group id is taken.
+    #[error("group {0} already exists")]
+    GroupExists(GroupId),
+    /// Another commit won the epoch this commit was for.
+    #[error(
+        "commit is for epoch {message_epoch} but the group is at epoch {current_epoch}: the commit at sequence number {winning_commit_seq} won; fetch it, merge it and retry"
+    )]
+    CommitConflict {
+        message_epoch: Epoch,
+        current_epoch: Epoch,
+        winning_commit_seq: Seq,
+    },
+    /// The caller is not (or no longer) a member.
+    #[error("you are not a member of group {0}")]
+    NotAMember(GroupId),
+    /// A new leaf names a device that is not registered with that key.
+    #[error("{identity} is not a registered device with this signature key")]
+    UnregisteredDevice { identity: String },
+    /// A new leaf belongs to a domain this homeserver does not federate with.
+    #[error(
+        "{identity} belongs to domain {domain}, which is not a federation peer of this homeserver"
+    )]
+    ForeignDevice { identity: String, domain: String },
+    /// The homeserver of a new leaf's domain could not be asked about it.
+    #[error("could not check {identity} with its homeserver: {reason}; retry later")]
+    RemoteCheckFailed { identity: String, reason: String },
+    /// The group is hosted by another domain and its hub could not be reached or
+    /// refused this homeserver.
+    #[error("the group's hub {hub} is unavailable: {reason}; retry with the same idempotency key")]
+    HubUnavailable { hub: String, reason: String },
+    /// The group's hub refused the submission; `code` is the gRPC status code the
+    /// hub answered with on the federation wire (SubmitToHubResponse), handed on
+    /// to the device as it is.
+    #[error("{message}")]
+    RejectedByHub {
+        code: i32,
+        message: String,
+        commit_conflict: Option<(u64, u64)>,
+    },
+    /// An Add uses a key package that was not handed out by the directory.
+    #[error("the key package added for {identity} was not claimed through the directory")]
+    UnclaimedKeyPackage { identity: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+/// Where an accepted submission landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    pub(crate) seq: Seq,
+    pub(crate) epoch: Epoch,
+}
+
+impl From<Outcome> for Accepted {
+    fn from(outcome: Outcome) -> Self {
+        Accepted {
+            seq: outcome.seq,
+            epoch: outcome.epoch,
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! SubmitCommit: the one commit that ends the group's current epoch. New leaves
+//! of other domains are vouched for by their homeservers first, asked without
+//! holding the group's lock; then the commit is judged, and what its plan
+//! decided is written in one transaction.
+
+use super::super::Context;
+use super::super::idempotency::{Outcome, Submission};
+use super::super::remote_leaves::{self, VouchedLeaves};
+use super::commit_effects::{apply_plan, check_local_leaves};
+use super::log::{load_state, lock_hosted_group, wake_outbox_if_followed};
+use super::{Accepted, GroupError};
+use crate::notify::Topic;
+use crate::rules::hub::{CommitSubmission, HubRejection, NewLeaf, check_group_size, plan_commit};
+use crate::rules::ids::{Epoch, GroupId};
+use crate::store::{self, EventKind, NewEvent};
+use conclave_core::ids::CredentialIdentity;
+
+pub(crate) struct NewCommit {
+    pub(crate) idempotency_key: Vec<u8>,
+    pub(crate) group_id: GroupId,
+    pub(crate) commit: Vec<u8>,
+    pub(crate) welcome: Option<Vec<u8>>,
+    pub(crate) group_info: Vec<u8>,
+}
+
+/// Rounds of "ask the remote domains, judge again" before giving up.
+const MAX_COMMIT_ATTEMPTS: usize = 3;
+
+/// Accepts a commit for the group's current epoch, or explains why not. `sender`
+/// is the authenticated submitting device: one of this homeserver's, or one a
+/// follower domain's homeserver authenticated and relayed.
+pub(crate) async fn submit_commit(
+    context: &Context,
+    sender: &CredentialIdentity,
+    request: NewCommit,
+) -> Result<Accepted, GroupError> {
+    if request.commit.is_empty() {
+        return Err(GroupError::MissingField("commit"));
+    }
+    if request.group_info.is_empty() {
+        return Err(GroupError::MissingField("group_info"));
+    }
+    // A group that keeps changing while the remote domains are asked gets a
+    // few tries.
+    let mut vouched = VouchedLeaves::default();
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        match try_commit(context, sender, &request, &vouched).await? {
+            CommitAttempt::Accepted(accepted) => return Ok(accepted),
+            CommitAttempt::AskRemoteDomains { added, changed } => {
+                vouched = remote_leaves::vouch_for(context, &added, &changed).await?;
+            }
+        }
+    }
+    Err(GroupError::RemoteCheckFailed {
+        identity: sender.to_string(),
+        reason: "the group changed while the homeservers of its new members were asked".to_owned(),
+    })
+}
+
+enum CommitAttempt {
+    Accepted(Accepted),
+    /// The commit has leaves of other domains not vouched for yet.
+    AskRemoteDomains {
+        added: Vec<NewLeaf>,
+        changed: Vec<NewLeaf>,
+    },
+}
+
+async fn try_commit(
+    context: &Context,
+    sender: &CredentialIdentity,
+    request: &NewCommit,
+    vouched: &VouchedLeaves,
+) -> Result<CommitAttempt, GroupError> {
+    let identity = sender.to_string();
+    let welcome = request.welcome.as_deref().unwrap_or_default();
+    let submission = Submission::new(
+        &identity,
+        &request.idempotency_key,
+        "commit",
+        &[
+            request.group_id.as_bytes(),
+            &request.commit,
+            &[u8::from(request.welcome.is_some())],
+            welcome,
+            &request.group_info,
+        ],
+    )?;
+    let transaction = context.store.begin().await?;
+    // The idempotency check comes after the lock: a retry racing its original
+    // then waits for it and finds its outcome, instead of being judged on its own.
+    let group = lock_hosted_group(&transaction, &request.group_id).await?;
+    if let Some(previous) = submission.previous_outcome(&transaction).await? {
+        return Ok(CommitAttempt::Accepted(previous?.into()));
+    }
+    let mut hub_group = load_state(&group)?;
+    let decision = match hub_group.check_commit(&CommitSubmission {
+        sender,
+        commit: &request.commit,
+        welcome: request.welcome.as_deref(),
+        group_info: &request.group_info,
+    }) {
+        Ok(decision) => decision,
+        Err(HubRejection::StaleEpoch {
+            message_epoch,
+            current_epoch,
+        }) => {
+            let message_epoch = Epoch::new(message_epoch);
+            let winning_commit_seq = store::commit_seq(&transaction, group.key, message_epoch)
+                .await?
+                .unwrap_or_default();
+            return Err(GroupError::CommitConflict {
+                message_epoch,
+                current_epoch: Epoch::new(current_epoch),
+                winning_commit_seq,
+            });
+        }
+        Err(rejection) => return Err(rejection.into()),
+    };
+    let unvouched = |leaves: &[NewLeaf], is_add: bool| -> Vec<NewLeaf> {
+        leaves
+            .iter()
+            .filter(|leaf| leaf.identity.user_id().domain() != &context.domain)
+            .filter(|leaf| !vouched.contains(leaf))
+            .filter(|leaf| is_add || !remote_leaves::is_cached(context, leaf))
+            .cloned()
+            .collect()
+    };
+    let (added, changed) = (
+        unvouched(&decision.added, true),
+        unvouched(&decision.changed_leaves, false),
+    );
+    if !added.is_empty() || !changed.is_empty() {
+        return Ok(CommitAttempt::AskRemoteDomains { added, changed });
+    }
+    check_local_leaves(context, &transaction, &decision).await?;
+    let members = store::member_count(&transaction, group.key).await?;
+    check_group_size(members, &decision, context.config.groups.max_members)?;
+
+    let seq = group.last_seq.next();
+    let ended_epoch = group.epoch;
+    if !store::insert_commit(&transaction, group.key, ended_epoch, seq).await? {
+        // The row lock makes this unreachable in practice; the primary key is the
+        // guarantee if the lock is ever bypassed.
+        let winning_commit_seq = store::commit_seq(&transaction, group.key, ended_epoch)
+            .await?
+            .unwrap_or_default();
+        return Err(GroupError::CommitConflict {
+            message_epoch: ended_epoch,
+            current_epoch: ended_epoch,
+            winning_commit_seq,
+        });
+    }
+    let now_ms = context.now_ms();
+    store::append_event(
+        &transaction,
+        NewEvent {
+            group: group.key,
+            seq,
+            kind: EventKind::Commit,
+            epoch: ended_epoch,
+            sender_identity: &identity,
+            message: &request.commit,
+            now_ms,
+            trace_parent: context.trace_parent_for_outbox(),
+        },
+    )
+    .await?;
+    let plan = plan_commit(
+        &decision,
+        sender,
+        &context.domain,
+        request.welcome.is_some(),
+    );
+    let new_epoch = Epoch::new(decision.new_epoch);
+    hub_group.apply_commit(decision)?;
+    store::update_group(
+        &transaction,
+        group.key,
+        new_epoch,
+        seq,
+        Some(hub_group.to_state()),
+    )
+    .await?;
+    let ratchet_tree = (request.welcome.is_some()
+        && (!plan.welcome_recipients.is_empty() || !plan.joined_domains.is_empty()))
+    .then(|| hub_group.ratchet_tree());
+    let welcome = request.welcome.as_deref().zip(ratchet_tree.as_deref());
+    apply_plan(context, &transaction, group.key, seq, &plan, welcome).await?;
+    let outcome = Outcome {
+        group: group.key,
+        seq,
+        epoch: new_epoch,
+    };
+    submission.record(&transaction, outcome, now_ms).await?;
+    transaction.commit().await?;
+
+    context.notifier.publish(&Topic::Group(group.key));
+    for recipient in &plan.welcome_recipients {
+        let device_id = recipient.device_id().as_str().to_owned();
+        context.notifier.publish(&Topic::Inbox(device_id));
+    }
+    if plan.concerns_followers() {
+        context.notifier.publish(&Topic::Outbox);
+    } else {
+        wake_outbox_if_followed(context, group.key).await?;
+    }
+    tracing::debug!(group = %group.group_id, %seq, epoch = %new_epoch, committer = %identity, "commit accepted");
+    Ok(CommitAttempt::Accepted(outcome.into()))
+}

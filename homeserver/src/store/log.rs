@@ -1,0 +1,173 @@
+//! Queries for groups' ordered logs: appending events (in few statements for a
+//! follower's batch), reading them after a position, counting a kind.
+
+use super::convert::{epoch_to_db, group_row, seq_to_db, to_epoch, to_seq};
+use super::entities::group_event;
+use super::{Connection, StoreError, Transaction};
+use crate::rules::ids::{Epoch, GroupKey, Seq};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+
+/// What a log entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    Commit = 1,
+    Proposal = 2,
+    Application = 3,
+}
+
+impl EventKind {
+    fn from_db(value: i16, row: &str) -> Result<EventKind, StoreError> {
+        match value {
+            1 => Ok(EventKind::Commit),
+            2 => Ok(EventKind::Proposal),
+            3 => Ok(EventKind::Application),
+            other => Err(StoreError::Corrupt(format!(
+                "{row}: kind is {other}, which is no event kind"
+            ))),
+        }
+    }
+}
+
+/// One entry of a group's log, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct LogEvent {
+    pub(crate) seq: Seq,
+    pub(crate) kind: EventKind,
+    /// The epoch the message was sent in.
+    pub(crate) epoch: Epoch,
+    /// Credential identity of the submitting device, as authenticated.
+    pub(crate) sender_identity: String,
+    /// The MLSMessage as submitted.
+    pub(crate) message: Vec<u8>,
+    pub(crate) created_at_ms: i64,
+    /// W3C `traceparent` of the submitting request, kept for the outbox.
+    pub(crate) trace_parent: Option<String>,
+}
+
+impl TryFrom<group_event::Model> for LogEvent {
+    type Error = StoreError;
+    fn try_from(model: group_event::Model) -> Result<LogEvent, StoreError> {
+        let group = GroupKey::from_row(model.group_id);
+        let row = format!("{} event {}", group_row(group), model.seq);
+        Ok(LogEvent {
+            seq: to_seq(model.seq, &row, "seq")?,
+            kind: EventKind::from_db(model.kind, &row)?,
+            epoch: to_epoch(model.epoch, &row, "epoch")?,
+            sender_identity: model.sender_identity,
+            message: model.message,
+            created_at_ms: model.created_at_ms,
+            trace_parent: model.trace_parent,
+        })
+    }
+}
+
+/// A new log entry.
+pub(crate) struct NewEvent<'a> {
+    pub(crate) group: GroupKey,
+    pub(crate) seq: Seq,
+    pub(crate) kind: EventKind,
+    pub(crate) epoch: Epoch,
+    pub(crate) sender_identity: &'a str,
+    pub(crate) message: &'a [u8],
+    pub(crate) now_ms: i64,
+    /// W3C `traceparent` of the submitting request, kept for the outbox.
+    pub(crate) trace_parent: Option<String>,
+}
+
+pub(crate) async fn append_event(db: &Transaction, event: NewEvent<'_>) -> Result<(), StoreError> {
+    append_events(db, vec![event]).await
+}
+
+/// Most rows, and message bytes, per multi-row INSERT of log entries.
+const ROWS_PER_INSERT: usize = 100;
+const BYTES_PER_INSERT: usize = 12 * 1024;
+
+/// Appends several entries, in as few statements as the limits allow (a
+/// follower applying a batch).
+pub(crate) async fn append_events(
+    db: &Transaction,
+    events: Vec<NewEvent<'_>>,
+) -> Result<(), StoreError> {
+    // Statements stay small: few rows each (far below the databases' limits on
+    // bound parameters, 8 per row, whatever a batch's length), and at most about
+    // 12 KB, below the sizes at which PostgreSQL statements stall
+    // on Nagle's algorithm (BENCHMARKS.md, finding 2). A larger message goes alone.
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for event in events {
+        // The message, the sender, and the other columns and framing.
+        let bytes = event.message.len() + event.sender_identity.len() + 64;
+        if !chunk.is_empty()
+            && (chunk.len() == ROWS_PER_INSERT || chunk_bytes + bytes > BYTES_PER_INSERT)
+        {
+            insert_event_rows(db, std::mem::take(&mut chunk)).await?;
+            chunk_bytes = 0;
+        }
+        chunk_bytes += bytes;
+        chunk.push(group_event::ActiveModel {
+            group_id: Set(event.group.row_id()),
+            seq: Set(seq_to_db(event.seq)?),
+            kind: Set(event.kind as i16),
+            epoch: Set(epoch_to_db(event.epoch)?),
+            sender_identity: Set(event.sender_identity.to_owned()),
+            message: Set(event.message.to_vec()),
+            created_at_ms: Set(event.now_ms),
+            trace_parent: Set(event.trace_parent),
+        });
+    }
+    if !chunk.is_empty() {
+        insert_event_rows(db, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn insert_event_rows(
+    db: &Transaction,
+    rows: Vec<group_event::ActiveModel>,
+) -> Result<(), StoreError> {
+    group_event::Entity::insert_many(rows)
+        .exec_without_returning(db.database())
+        .await?;
+    Ok(())
+}
+
+/// How many log entries of `kind` the group has after `after_seq` (a range of
+/// the primary key, so only those entries are read).
+pub(crate) async fn count_events_after(
+    db: &impl Connection,
+    group: GroupKey,
+    kind: EventKind,
+    after_seq: Seq,
+) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(group_event::Entity::find()
+        .filter(group_event::Column::GroupId.eq(group.row_id()))
+        .filter(group_event::Column::Seq.gt(seq_to_db(after_seq)?))
+        .filter(group_event::Column::Kind.eq(kind as i16))
+        .count(db.database())
+        .await?)
+}
+
+/// Log entries after `after_seq` up to `up_to_seq` (inclusive, if given), oldest first.
+pub(crate) async fn events_after(
+    db: &impl Connection,
+    group: GroupKey,
+    after_seq: Seq,
+    up_to_seq: Option<Seq>,
+    limit: u64,
+) -> Result<Vec<LogEvent>, StoreError> {
+    let mut query = group_event::Entity::find()
+        .filter(group_event::Column::GroupId.eq(group.row_id()))
+        .filter(group_event::Column::Seq.gt(seq_to_db(after_seq)?));
+    if let Some(up_to_seq) = up_to_seq {
+        query = query.filter(group_event::Column::Seq.lte(seq_to_db(up_to_seq)?));
+    }
+    query
+        .order_by_asc(group_event::Column::Seq)
+        .limit(limit)
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(LogEvent::try_from)
+        .collect()
+}
