@@ -382,7 +382,7 @@ impl Federation {
     }
 
     /// The events of `hub`'s hosted groups that `follower` has not confirmed.
-    pub(crate) async fn outbox_depth(&self, hub: &str, follower: &str) -> i64 {
+    pub(crate) async fn outbox_depth(&self, hub: &str, follower: &str) -> u64 {
         self.outbox_status(hub, follower).await.outbox_depth
     }
 

@@ -80,7 +80,7 @@ async fn a_follower_that_was_down_receives_everything_once(database: DatabaseCho
     // None of it reached b.example, and all of it waits for it.
     assert_eq!(
         network.outbox_depth("a.example", "b.example").await,
-        MESSAGES_WHILE_DOWN as i64
+        MESSAGES_WHILE_DOWN as u64
     );
 
     network.start_again("b.example").await;
