@@ -10,6 +10,7 @@ const CLIENT_PROTO_FILES: &[&str] = &[
     "proto/conclave/client/v1/account.proto",
     "proto/conclave/client/v1/key_package.proto",
     "proto/conclave/client/v1/group.proto",
+    "proto/conclave/client/v1/status.proto",
 ];
 
 /// The federation API, served on the federation port to other homeservers only.

@@ -1,5 +1,7 @@
 //! Conclave's gRPC APIs, generated at build time from the versioned `.proto` files in
-//! `proto/` (which document every service, RPC and field).
+//! `proto/` (which document every service, RPC and field; `tests/documented.rs`
+//! keeps it so). `proto/conclave/client/v1/status.proto` is the one table of which
+//! gRPC status code a homeserver answers for which meaning, for both APIs.
 //!
 //! # Layout
 //! - [`client::v1`]: `conclave.client.v1`, spoken between a device and its homeserver.
