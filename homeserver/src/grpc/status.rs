@@ -196,7 +196,10 @@ impl From<GroupError> for Status {
             GroupError::UnregisteredDevice { .. } | GroupError::UnclaimedKeyPackage { .. } => {
                 Code::FailedPrecondition
             }
-            GroupError::ForeignDevice { .. } => Code::FailedPrecondition,
+            GroupError::ForeignDevice { .. } | GroupError::HubNotAPeer { .. } => {
+                Code::FailedPrecondition
+            }
+            GroupError::HubRateLimited { .. } => Code::ResourceExhausted,
             GroupError::RemoteCheckFailed { .. } | GroupError::HubUnavailable { .. } => {
                 Code::Unavailable
             }

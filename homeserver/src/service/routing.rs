@@ -108,9 +108,8 @@ fn federation_to<'a>(
         .federation
         .as_deref()
         .filter(|federation| federation.is_peer(hub))
-        .ok_or_else(|| GroupError::HubUnavailable {
+        .ok_or_else(|| GroupError::HubNotAPeer {
             hub: hub.to_string(),
-            reason: "it is not a federation peer of this homeserver (any more)".to_owned(),
         })
 }
 
@@ -189,14 +188,23 @@ async fn relay(
 }
 
 /// A failed call to the hub, as the device should see it: a group the hub does
-/// not know is unknown; anything else is the hub being unavailable (the device
-/// retries with the same idempotency key).
+/// not know is unknown; the hub's rate limit is this homeserver's; anything else
+/// is the hub being unavailable (the device retries with the same idempotency
+/// key).
 fn hub_error(hub: &Domain, mls_group_id: &GroupId, error: CallError) -> GroupError {
     match error {
         CallError::Refused {
             kind: RefusalKind::NotFound,
             ..
         } => GroupError::UnknownGroup(mls_group_id.clone()),
+        CallError::Refused {
+            kind: RefusalKind::ResourceExhausted,
+            message,
+            ..
+        } => GroupError::HubRateLimited {
+            hub: hub.to_string(),
+            reason: message,
+        },
         error => GroupError::HubUnavailable {
             hub: hub.to_string(),
             reason: error.to_string(),

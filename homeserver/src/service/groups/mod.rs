@@ -50,11 +50,13 @@ pub(crate) enum GroupError {
     /// The group id is taken.
     #[error("group {0} already exists")]
     GroupExists(GroupId),
-    /// Another commit won the epoch this commit was for.
+    /// Another commit won the epoch this commit or proposal was for.
     #[error(
-        "commit is for epoch {message_epoch} but the group is at epoch {current_epoch}: the commit at sequence number {winning_commit_seq} won; fetch it, merge it and retry"
+        "{what} is for epoch {message_epoch} but the group is at epoch {current_epoch}: the commit at sequence number {winning_commit_seq} won; fetch it, merge it and retry"
     )]
     CommitConflict {
+        /// "commit" or "proposal".
+        what: &'static str,
         message_epoch: Epoch,
         current_epoch: Epoch,
         winning_commit_seq: Seq,
@@ -77,6 +79,12 @@ pub(crate) enum GroupError {
     /// refused this homeserver.
     #[error("the group's hub {hub} is unavailable: {reason}; retry with the same idempotency key")]
     HubUnavailable { hub: String, reason: String },
+    /// The group's hub refused this homeserver for now (its rate limit).
+    #[error("the group's hub {hub} is busy: {reason}; retry later")]
+    HubRateLimited { hub: String, reason: String },
+    /// The group is hosted by a domain that is not (any more) a federation peer.
+    #[error("the group's hub {hub} is not a federation peer of this homeserver")]
+    HubNotAPeer { hub: String },
     /// The group's hub refused the submission; `code` is the gRPC status code the
     /// hub answered with on the federation wire (SubmitToHubResponse), handed on
     /// to the device as it is.

@@ -110,6 +110,7 @@ async fn try_commit(
                 .await?
                 .unwrap_or_default();
             return Err(GroupError::CommitConflict {
+                what: "commit",
                 message_epoch,
                 current_epoch: Epoch::new(current_epoch),
                 winning_commit_seq,
@@ -146,6 +147,7 @@ async fn try_commit(
             .await?
             .unwrap_or_default();
         return Err(GroupError::CommitConflict {
+            what: "commit",
             message_epoch: ended_epoch,
             current_epoch: ended_epoch,
             winning_commit_seq,

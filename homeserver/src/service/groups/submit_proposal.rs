@@ -5,8 +5,8 @@ use super::super::Context;
 use super::super::idempotency::Submission;
 use super::log::{LogAppend, append_and_commit, load_state, lock_hosted_group};
 use super::{Accepted, GroupError};
-use crate::rules::hub::check_proposal_room;
-use crate::rules::ids::{GroupId, Seq};
+use crate::rules::hub::{HubRejection, check_proposal_room};
+use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::store::{self, EventKind};
 use conclave_core::ids::CredentialIdentity;
 
@@ -57,7 +57,27 @@ pub(crate) async fn submit_proposal(
     .await?;
     check_proposal_room(pending)?;
     let mut hub_group = load_state(&group)?;
-    hub_group.add_proposal(sender, &request.proposal)?;
+    match hub_group.add_proposal(sender, &request.proposal) {
+        Ok(()) => {}
+        // A commit ended the proposal's epoch: the same answer as to a commit
+        // that lost its epoch, so the device can fetch the winner.
+        Err(HubRejection::StaleEpoch {
+            message_epoch,
+            current_epoch,
+        }) => {
+            let message_epoch = Epoch::new(message_epoch);
+            let winning_commit_seq = store::commit_seq(&transaction, group.key, message_epoch)
+                .await?
+                .unwrap_or_default();
+            return Err(GroupError::CommitConflict {
+                what: "proposal",
+                message_epoch,
+                current_epoch: Epoch::new(current_epoch),
+                winning_commit_seq,
+            });
+        }
+        Err(rejection) => return Err(rejection.into()),
+    }
     append_and_commit(
         context,
         transaction,

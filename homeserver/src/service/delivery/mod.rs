@@ -1,0 +1,71 @@
+//! Delivery to a device, one use case per file: what lies after its cursors (its
+//! groups' logs and its inbox), polled with `fetch` or streamed with
+//! `subscribe`, and `ack` to move the cursors. A device receives a group's
+//! events after the commit that added it, up to and including the commit that
+//! removed it (`rules::delivery`).
+//!
+//! # Layout
+//! - `pages`: reading one page of events after a device's positions.
+//! - `fetch`, `ack`, `subscribe`: the three RPCs.
+
+mod ack;
+mod fetch;
+mod pages;
+mod subscribe;
+
+pub(crate) use ack::{Acks, ack};
+pub(crate) use fetch::fetch;
+pub(crate) use subscribe::subscribe;
+
+use super::InternalError;
+use crate::rules::delivery::AckCheck;
+use crate::rules::ids::GroupId;
+use crate::rules::ids::{GroupKey, Seq};
+use crate::store::{InboxEvent, LogEvent, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most events in one page.
+pub(crate) const MAX_PAGE: u64 = 1000;
+/// Page size when the client does not say.
+pub(crate) const DEFAULT_PAGE: u64 = 100;
+/// Events buffered per subscriber: a slow consumer fills its own buffer and waits,
+/// and nobody else does.
+pub(crate) const SUBSCRIBER_BUFFER: usize = 64;
+
+/// Why a delivery request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    /// No group with this id is known here.
+    #[error("group {0} does not exist")]
+    UnknownGroup(GroupId),
+    /// The group exists but the device never was a member.
+    #[error("you are not a member of group {0}")]
+    NotAMember(GroupId),
+    #[error(transparent)]
+    AckBeyondEnd(#[from] AckCheck),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+/// One event for a device, with the group's MLS id for group events.
+#[derive(Debug, Clone)]
+pub(crate) enum Delivery {
+    Group {
+        group_id: Arc<GroupId>,
+        event: LogEvent,
+    },
+    Inbox {
+        group_id: GroupId,
+        event: InboxEvent,
+    },
+}
+
+/// How far a device has been served, per group and in its inbox.
+#[derive(Debug, Default)]
+pub(super) struct Positions {
+    pub(super) inbox: Seq,
+    pub(super) groups: HashMap<GroupKey, Seq>,
+}
