@@ -11,6 +11,7 @@
 pub(crate) mod account;
 pub(crate) mod delivery;
 pub(crate) mod federation;
+pub(crate) mod follower_batch;
 pub(crate) mod hub;
 pub(crate) mod ids;
 pub(crate) mod key_package_upload;
