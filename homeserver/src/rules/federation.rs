@@ -1,8 +1,39 @@
 //! The hub's rules for its follower domains: when a domain starts and stops
 //! receiving a group's events (its outbox cursor), as plain functions of the
-//! cursor and the commit that changed the domain's membership.
+//! cursor and the commit that changed the domain's membership; how large a
+//! batch may be; how long to wait after failed deliveries.
 
 use crate::rules::ids::Seq;
+use std::time::Duration;
+
+/// The wait after the first failed delivery, doubled per failure up to the
+/// maximum.
+pub(crate) const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait after the `failures`-th failure in a row: exponential, capped, with
+/// "equal jitter" (between half and all of it) so that peers recovering together
+/// do not retry in step. `fraction` is uniform in [0, 1).
+pub(crate) fn retry_backoff(failures: u32, fraction: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let full = FIRST_RETRY_BACKOFF
+        .saturating_mul(1u32 << exponent)
+        .min(MAX_RETRY_BACKOFF);
+    full.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
+}
+
+/// The bytes of events one DeliverEvents may carry, given the largest message
+/// the peer accepts: half of it, which leaves room for the envelope. A single
+/// event larger than that still goes, alone, since the hub accepted it.
+pub(crate) fn outbox_byte_budget(max_message_bytes: usize) -> usize {
+    max_message_bytes / 2
+}
+
+/// An event's size on the wire, counting the message, the Welcome and tree it
+/// may carry, and a generous allowance for the other fields.
+pub(crate) fn event_wire_size(message: &[u8], welcome: &[u8], ratchet_tree: &[u8]) -> usize {
+    message.len() + welcome.len() + ratchet_tree.len() + 256
+}
 
 /// A follower domain's position in a group's log at the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +137,21 @@ mod tests {
         for (case, existing, expected) in cases {
             assert_eq!(cursor_on_join(existing, commit), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_within_half() {
+        assert_eq!(retry_backoff(1, 1.0), FIRST_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(1, 0.0), FIRST_RETRY_BACKOFF / 2);
+        assert_eq!(retry_backoff(3, 1.0), FIRST_RETRY_BACKOFF * 4);
+        assert_eq!(retry_backoff(40, 1.0), MAX_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(40, 0.0), MAX_RETRY_BACKOFF / 2);
+    }
+
+    #[test]
+    fn a_batch_fills_half_the_message_limit() {
+        assert_eq!(outbox_byte_budget(4 << 20), 2 << 20);
+        assert_eq!(event_wire_size(&[0; 10], &[0; 5], &[0; 1]), 272);
     }
 
     #[test]

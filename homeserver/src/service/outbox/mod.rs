@@ -1,0 +1,165 @@
+//! The hub's federation outbox: each follower domain of a hosted group receives
+//! the group's log after its cursor, in order, in batches, until it has
+//! everything (or, once its last device left, up to the commit that removed it).
+//!
+//! The log itself is the outbox: a message costs no extra write per follower
+//! domain, only the follower's cursor moves, after the follower confirmed what it
+//! has (`DeliverEventsResponse.last_seq`). A batch lost on the way, or delivered
+//! twice (a retry, or two replicas sending at once), is harmless: the follower
+//! applies each `(group, seq)` once. One task per peer domain sends its batches
+//! one at a time (so each group's events leave in order), wakes when a followed
+//! group grows, and after a failure waits with exponential backoff and jitter,
+//! cut short when the peer calls this homeserver (it is up again).
+//!
+//! Events travel as `conclave.federation.v1.FederatedEvent`, the wire type of the
+//! federation client this module drives.
+
+//!
+//! # Layout
+//! - this file: one delivery task per peer, its wake-ups and backoff
+//!   (`rules::federation::retry_backoff`).
+//! - `deliver_batch`: one pass over the groups with events a peer lacks.
+//! - `fetch_events`: FetchEvents, a follower repairing its copy.
+
+mod deliver_batch;
+mod fetch_events;
+
+pub(crate) use fetch_events::{FetchEventsError, fetch_for_follower};
+
+use super::Context;
+use crate::notify::Topic;
+use crate::rules::federation::{FIRST_RETRY_BACKOFF, retry_backoff};
+use crate::store::{self, StoreError};
+use conclave_core::ids::Domain;
+use conclave_federation::client::{CallError, FederationClient};
+use deliver_batch::deliver_pending;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Groups looked at per pass for one peer.
+const GROUPS_PER_PASS: u64 = 64;
+/// With no wake-up, pending work is looked for this often anyway (a wake-up is
+/// lost when another replica stored the event).
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a peer's last success is written while deliveries keep succeeding.
+const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs one delivery task per configured peer until `stopped` resolves.
+pub(crate) async fn run(
+    context: Arc<Context>,
+    federation: Arc<FederationClient>,
+    peers: Vec<Domain>,
+    stopped: impl Future<Output = ()>,
+) {
+    // A JoinSet aborts its tasks when dropped, so they stop with this future
+    // even when it is aborted before `stopped` resolves.
+    let mut tasks = tokio::task::JoinSet::new();
+    for peer in peers {
+        tasks.spawn(deliver_to_peer(context.clone(), federation.clone(), peer));
+    }
+    stopped.await;
+    tasks.abort_all();
+}
+
+async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient>, peer: Domain) {
+    let waker = Arc::new(Notify::new());
+    context.notifier.register(Topic::Outbox, &waker);
+    // A request from the peer proves it is up again: no need to sit out the
+    // rest of a long backoff.
+    let peer_alive = Arc::new(Notify::new());
+    context
+        .notifier
+        .register(Topic::PeerAlive(peer.to_string()), &peer_alive);
+    let mut failures: u32 = 0;
+    let mut last_recorded = None;
+    loop {
+        match deliver_pending(&context, &federation, &peer).await {
+            Ok(progress) => {
+                // The status row is for operators: written after a failure
+                // streak ends, else at most every few seconds, not per batch.
+                let due = last_recorded
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= SUCCESS_RECORD_INTERVAL);
+                if matches!(progress, Progress::More) && (failures > 0 || due) {
+                    match store::record_peer_success(
+                        &context.store,
+                        peer.as_str(),
+                        context.now_ms(),
+                    )
+                    .await
+                    {
+                        Ok(()) => last_recorded = Some(tokio::time::Instant::now()),
+                        Err(error) => {
+                            tracing::warn!(peer_domain = %peer, %error, "could not record a delivery success");
+                        }
+                    }
+                }
+                failures = 0;
+                if matches!(progress, Progress::Done) {
+                    let _ = tokio::time::timeout(POLL_INTERVAL, waker.notified()).await;
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let reason = error.to_string();
+                tracing::warn!(peer_domain = %peer, failures, %reason, "federation delivery failed; backing off");
+                if let Err(error) = store::record_peer_failure(
+                    &context.store,
+                    peer.as_str(),
+                    &reason,
+                    context.now_ms(),
+                )
+                .await
+                {
+                    tracing::warn!(peer_domain = %peer, %error, "could not record a delivery failure");
+                }
+                let wait = retry_backoff(failures, random_fraction());
+                let started = tokio::time::Instant::now();
+                if tokio::time::timeout(wait, peer_alive.notified())
+                    .await
+                    .is_ok()
+                {
+                    // Retry soon, though never faster than the first backoff: a
+                    // peer that calls often but refuses our calls is not hammered.
+                    tracing::info!(peer_domain = %peer, "peer called in; retrying delivery");
+                    tokio::time::sleep_until(started + FIRST_RETRY_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a pass left work behind.
+pub(super) enum Progress {
+    More,
+    Done,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DeliveryError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A uniform number in [0, 1), for the backoff's jitter.
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    // No randomness only means no jitter.
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jitter_fraction_is_in_range() {
+        let fraction = random_fraction();
+        assert!((0.0..1.0).contains(&fraction));
+    }
+}
