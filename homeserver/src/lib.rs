@@ -43,8 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How often the janitor runs.
-const JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
 /// HTTP/2 PING interval on connections to peers, and how long a PING may go
 /// unanswered before the connection is dropped (and re-made on the next call).
 const FEDERATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -175,7 +173,7 @@ pub async fn run(
             stopped(),
         ))
     });
-    let janitor_task = tokio::spawn(run_janitor(context.clone(), stopped()));
+    let janitor_task = tokio::spawn(service::janitor::run(context.clone(), stopped()));
     let catch_up_context = context.clone();
     let catch_up_task = tokio::spawn(async move {
         service::follower::catch_up_on_start(&catch_up_context).await;
@@ -279,47 +277,4 @@ fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> 
         certificate: read(certificate)?,
         private_key: read(private_key)?,
     }))
-}
-
-/// How long idempotency keys are remembered: a client retrying later than this
-/// gets its submission accepted again.
-const IDEMPOTENCY_RETENTION_MS: i64 = 7 * DAY_MS;
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// Every hour until stopped: deletes key packages a day after they expired, and
-/// prunes group logs (see `store::prune_group_events`).
-async fn run_janitor(context: Arc<Context>, stopped: impl Future<Output = ()>) {
-    let work = async {
-        let mut interval = tokio::time::interval(JANITOR_INTERVAL);
-        loop {
-            interval.tick().await;
-            let now_ms = context.now_ms();
-            let connection = &context.store;
-            match store::delete_expired_key_packages(connection, now_ms - DAY_MS).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "deleted expired key packages"),
-                Err(error) => tracing::warn!(%error, "could not delete expired key packages"),
-            }
-            let retention_ms =
-                i64::try_from(context.config.groups.retention_days).unwrap_or(3650) * DAY_MS;
-            match store::prune_group_events(
-                connection,
-                now_ms - retention_ms,
-                now_ms - IDEMPOTENCY_RETENTION_MS,
-            )
-            .await
-            {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "pruned group events"),
-                Err(error) => tracing::warn!(%error, "could not prune group events"),
-            }
-            if let Err(error) = store::prune_delivered_federation_records(connection).await {
-                tracing::warn!(%error, "could not prune delivered federation records");
-            }
-        }
-    };
-    tokio::select! {
-        () = work => {}
-        () = stopped => {}
-    }
 }

@@ -15,3 +15,4 @@ pub(crate) mod follower_batch;
 pub(crate) mod hub;
 pub(crate) mod ids;
 pub(crate) mod key_package_upload;
+pub(crate) mod retention;

@@ -18,6 +18,7 @@ pub(crate) mod federation;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
+pub(crate) mod janitor;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
 pub(crate) mod registration_tokens;

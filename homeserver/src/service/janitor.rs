@@ -1,0 +1,53 @@
+//! The janitor: every hour, deletes key packages a day after they expired,
+//! prunes group logs of what no device or follower domain still needs or what
+//! is older than the retention (`rules::retention`), forgets old idempotency
+//! records, and the membership changes and Welcomes every follower received.
+
+use super::Context;
+use crate::rules::retention;
+use crate::store;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the janitor runs.
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs until `stopped` resolves.
+pub(crate) async fn run(context: Arc<Context>, stopped: impl Future<Output = ()>) {
+    let work = async {
+        let mut interval = tokio::time::interval(INTERVAL);
+        loop {
+            interval.tick().await;
+            clean_up(&context).await;
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stopped => {}
+    }
+}
+
+async fn clean_up(context: &Context) {
+    let cutoffs = retention::cutoffs(context.now_ms(), context.config.groups.retention_days);
+    let store = &context.store;
+    match store::delete_expired_key_packages(store, cutoffs.key_packages_expired_before_ms).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "deleted expired key packages"),
+        Err(error) => tracing::warn!(%error, "could not delete expired key packages"),
+    }
+    match store::prune_group_events(
+        store,
+        cutoffs.events_before_ms,
+        cutoffs.submissions_before_ms,
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "pruned group events"),
+        Err(error) => tracing::warn!(%error, "could not prune group events"),
+    }
+    if let Err(error) = store::prune_delivered_federation_records(store).await {
+        tracing::warn!(%error, "could not prune delivered federation records");
+    }
+}
