@@ -27,6 +27,8 @@ mod rules;
 mod service;
 mod store;
 pub mod test_support;
+#[cfg(test)]
+mod tidy;
 
 pub use service::{Clock, SystemClock};
 pub use store::{Store, StoreError};

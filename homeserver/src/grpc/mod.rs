@@ -124,7 +124,8 @@ pub(crate) async fn serve(
 pub(crate) fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: unix_ms.div_euclid(1000),
-        nanos: i32::try_from(unix_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        // Below 10^9, so it fits.
+        nanos: (unix_ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 

@@ -28,10 +28,11 @@ pub(crate) struct Cutoffs {
 pub(crate) fn cutoffs(now_ms: i64, retention_days: u64) -> Cutoffs {
     let retention_ms = i64::try_from(retention_days)
         .ok()
-        .and_then(|days| days.checked_mul(DAY_MS))
-        .unwrap_or(i64::MAX);
+        .and_then(|days| days.checked_mul(DAY_MS));
+    // A retention too long to count in milliseconds keeps everything.
+    let events_before_ms = retention_ms.map_or(i64::MIN, |ms| now_ms.saturating_sub(ms));
     Cutoffs {
-        events_before_ms: now_ms.saturating_sub(retention_ms),
+        events_before_ms,
         submissions_before_ms: now_ms.saturating_sub(IDEMPOTENCY_RETENTION_MS),
         key_packages_expired_before_ms: now_ms.saturating_sub(EXPIRED_KEY_PACKAGE_GRACE_MS),
     }
@@ -49,9 +50,6 @@ mod tests {
         assert_eq!(cutoffs.submissions_before_ms, 93 * DAY_MS);
         assert_eq!(cutoffs.key_packages_expired_before_ms, 99 * DAY_MS);
         // A retention too long to count in milliseconds keeps everything.
-        assert_eq!(
-            super::cutoffs(now, u64::MAX).events_before_ms,
-            now - i64::MAX
-        );
+        assert_eq!(super::cutoffs(now, u64::MAX).events_before_ms, i64::MIN);
     }
 }
