@@ -1,16 +1,23 @@
-//! Use cases, one file each: take validated input, open a transaction, load, apply
-//! the rules, save, commit. This layer knows neither tonic nor sea-orm's types.
+//! Use cases, one file each, named after what the user does: take validated
+//! input, open a transaction, load, ask `rules` for a decision, write what it
+//! says, commit, then wake subscribers. This layer knows neither tonic nor
+//! sea-orm (the `tidy` tests check); its errors are one enum per concern,
+//! mapped to gRPC statuses in `grpc/status.rs` only.
 //!
 //! # Layout
 //! - `accounts`: register, log in and out, authenticate a bearer token, devices.
-//! - `key_packages`: upload, stock and claim of KeyPackages.
-//! - `groups`: the hub: create groups, accept commits, proposals and messages.
-//! - `delivery`: fetch, stream and acknowledge what a device should receive.
-//! - `federation`: the credential checks peers of other domains ask for (their
-//!   key-package claims go through `key_packages`).
+//! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
+//!   other domains, and for peers).
+//! - `registration_tokens`, `secrets`: tokens, password hashes.
+//! - `federation`: the credential checks peers of other domains ask for.
+//! - `groups/`: the hub: create, commit, propose, send, group info, list.
+//! - `routing`: a submission goes to the hub here or is relayed to the group's
+//!   hub; `remote_leaves`: other domains vouch for their devices' leaves.
+//! - `delivery/`: fetch, stream and acknowledge what a device should receive.
+//! - `outbox/`: the hub's delivery to follower domains, and FetchEvents.
+//! - `follower/`: applying a hub's events to this homeserver's copy.
 //! - `idempotency`: retried submissions return their first result.
-//! - `registration_tokens`: tokens an operator hands out under the `token` policy.
-//! - `secrets`: access tokens, registration tokens and password hashes.
+//! - `janitor`: hourly clean-up.
 
 pub(crate) mod accounts;
 pub(crate) mod delivery;
