@@ -86,6 +86,14 @@ impl Connection for Transaction {
     }
 }
 
+/// A reference to a connection is one too, so `&store` works where `store` is
+/// already a reference (as in the store's own tests).
+impl<C: Connection> Connection for &C {
+    fn database(&self) -> &impl ConnectionTrait {
+        (**self).database()
+    }
+}
+
 /// The connection pool, and which kind of database is behind it.
 #[derive(Clone, Debug)]
 pub struct Store {
