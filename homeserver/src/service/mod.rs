@@ -6,15 +6,14 @@
 //! - `key_packages`: upload, stock and claim of KeyPackages.
 //! - `groups`: the hub: create groups, accept commits, proposals and messages.
 //! - `delivery`: fetch, stream and acknowledge what a device should receive.
-//! - `federation`: the credential checks peers of other domains ask for (their
-//!   key-package claims go through `key_packages`).
+//! - `verify_credential`: the credential checks peers of other domains ask for
+//!   (their key-package claims go through `key_packages`).
 //! - `idempotency`: retried submissions return their first result.
 //! - `registration_tokens`: tokens an operator hands out under the `token` policy.
 //! - `secrets`: access tokens, registration tokens and password hashes.
 
 pub(crate) mod accounts;
 pub(crate) mod delivery;
-pub(crate) mod federation;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
@@ -24,6 +23,10 @@ pub(crate) mod registration_tokens;
 pub(crate) mod remote_leaves;
 pub(crate) mod routing;
 pub(crate) mod secrets;
+pub(crate) mod verify_credential;
+
+/// The old path of `verify_credential`, which `grpc/federation.rs` still uses.
+pub(crate) use verify_credential as federation;
 
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};

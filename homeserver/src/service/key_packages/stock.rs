@@ -1,0 +1,21 @@
+//! A device's stock: how many packages it has left to give.
+
+use super::KeyPackageServiceError;
+use crate::service::Context;
+use crate::service::accounts::AuthenticatedDevice;
+use crate::store::{self, KeyPackageStock};
+
+pub(crate) async fn stock(
+    context: &Context,
+    device: &AuthenticatedDevice,
+) -> Result<KeyPackageStock, KeyPackageServiceError> {
+    stock_of(context, device.device_id().as_str()).await
+}
+
+/// The stock of any device (the caller checks that the device is the caller's).
+pub(crate) async fn stock_of(
+    context: &Context,
+    device_id: &str,
+) -> Result<KeyPackageStock, KeyPackageServiceError> {
+    Ok(store::key_package_stock(&context.store, device_id, context.now_ms()).await?)
+}

@@ -1,0 +1,68 @@
+//! Uploading: a device stores a verified batch of its KeyPackages.
+
+use super::KeyPackageServiceError;
+use crate::rules::key_package_upload::{VerifiedUpload, check_not_stored, verify_upload};
+use crate::service::Context;
+use crate::service::accounts::AuthenticatedDevice;
+use crate::store::{self, KeyPackageStock, NewKeyPackage, StoreError};
+use conclave_core::key_package::{ExpectedOwner, KeyPackagePolicy, VerifiedKeyPackage};
+
+const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
+
+/// Verifies and stores a batch from the calling device: all of it, or nothing.
+pub(crate) async fn upload(
+    context: &Context,
+    device: &AuthenticatedDevice,
+    ordinary: Vec<Vec<u8>>,
+    last_resort: Option<Vec<u8>>,
+) -> Result<KeyPackageStock, KeyPackageServiceError> {
+    let now_ms = context.now_ms();
+    let policy = KeyPackagePolicy {
+        now_unix_seconds: u64::try_from(now_ms / 1000).unwrap_or(0),
+        max_lifetime_seconds: context.config.key_packages.max_lifetime_days * SECONDS_PER_DAY,
+    };
+    let owner = ExpectedOwner {
+        identity: &device.identity,
+        signature_public_key: &device.signature_public_key,
+    };
+    let upload = verify_upload(
+        &ordinary,
+        last_resort.as_deref(),
+        &owner,
+        &policy,
+        context.config.key_packages.max_per_upload,
+    )?;
+    let transaction = context.store.begin().await?;
+    let stored = store::existing_hash_refs(&transaction, upload.hash_refs()).await?;
+    check_not_stored(&upload, &stored)?;
+    let VerifiedUpload {
+        ordinary: verified_ordinary,
+        last_resort: verified_last_resort,
+    } = upload;
+    let to_row = |(package, data): (VerifiedKeyPackage, Vec<u8>)| NewKeyPackage {
+        hash_ref: package.hash_ref,
+        data,
+        not_after_ms: i64::try_from(package.not_after_unix_seconds)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    };
+    let ordinary_rows = verified_ordinary
+        .into_iter()
+        .zip(ordinary)
+        .map(to_row)
+        .collect();
+    let last_resort_row = verified_last_resort.zip(last_resort).map(to_row);
+    let device_id = device.device_id().as_str();
+    store::insert_key_packages(
+        &transaction,
+        device_id,
+        ordinary_rows,
+        last_resort_row,
+        now_ms,
+    )
+    .await?;
+    let stock = store::key_package_stock(&transaction, device_id, now_ms).await?;
+    transaction.commit().await.map_err(StoreError::from)?;
+    tracing::debug!(device = %device.identity, available = stock.available, "key packages uploaded");
+    Ok(stock)
+}
