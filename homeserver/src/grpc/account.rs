@@ -91,10 +91,11 @@ impl AccountService for AccountApi {
         let devices = accounts::list_devices(&self.context, &caller).await?;
         let mut listed = Vec::with_capacity(devices.len());
         for device in devices {
-            let stock = crate::service::key_packages::stock_of(&self.context, &device.id).await?;
+            let stock =
+                crate::service::key_packages::stock_of(&self.context, &device.device_id).await?;
             listed.push(proto::Device {
-                current: device.id == caller.device_id().as_str(),
-                device_id: device.id,
+                current: &device.device_id == caller.device_id(),
+                device_id: device.device_id.to_string(),
                 display_name: device.display_name,
                 signature_public_key: device.signature_public_key,
                 created_at: Some(timestamp(device.created_at_ms)),

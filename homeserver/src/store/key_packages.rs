@@ -1,7 +1,9 @@
 //! Queries for the key-package directory.
 
+use super::convert::to_u64;
 use super::entities::key_package;
 use super::{Connection, StoreError};
+use conclave_core::ids::{CredentialIdentity, DeviceId};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -34,14 +36,14 @@ pub(crate) async fn existing_hash_refs(
 /// is given. Run it in the transaction that checked the batch.
 pub(crate) async fn insert_key_packages(
     db: &impl Connection,
-    device_id: &str,
+    device_id: &DeviceId,
     ordinary: Vec<NewKeyPackage>,
     last_resort: Option<NewKeyPackage>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     if last_resort.is_some() {
         key_package::Entity::delete_many()
-            .filter(key_package::Column::DeviceId.eq(device_id))
+            .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
             .filter(key_package::Column::LastResort.eq(true))
             .exec(db.database())
             .await?;
@@ -51,7 +53,7 @@ pub(crate) async fn insert_key_packages(
         .map(|package| (package, false))
         .chain(last_resort.map(|package| (package, true)))
         .map(|(package, last_resort)| key_package::ActiveModel {
-            device_id: Set(device_id.to_owned()),
+            device_id: Set(device_id.as_str().to_owned()),
             hash_ref: Set(package.hash_ref),
             data: Set(package.data),
             last_resort: Set(last_resort),
@@ -87,7 +89,7 @@ struct StockRow {
 
 pub(crate) async fn key_package_stock(
     db: &impl Connection,
-    device_id: &str,
+    device_id: &DeviceId,
     now_ms: i64,
 ) -> Result<KeyPackageStock, StoreError> {
     let rows = key_package::Entity::find()
@@ -95,7 +97,7 @@ pub(crate) async fn key_package_stock(
         .column(key_package::Column::LastResort)
         .column_as(Expr::col(key_package::Column::Id).count(), "count")
         .column_as(Expr::col(key_package::Column::NotAfterMs).min(), "earliest")
-        .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
         .filter(key_package::Column::ClaimedAtMs.is_null())
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .group_by(key_package::Column::LastResort)
@@ -111,7 +113,8 @@ pub(crate) async fn key_package_stock(
         if row.last_resort {
             stock.has_last_resort = row.count > 0;
         } else {
-            stock.available = u64::try_from(row.count).unwrap_or(0);
+            let rows = format!("ordinary key packages of device {device_id}");
+            stock.available = to_u64(row.count, rows, "count")?;
         }
         stock.earliest_expiry_ms = match (stock.earliest_expiry_ms, row.earliest) {
             (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
@@ -122,10 +125,27 @@ pub(crate) async fn key_package_stock(
 }
 
 /// A package handed out by a claim.
-#[derive(Debug, Clone, FromQueryResult)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClaimedKeyPackage {
+    /// The TLS-serialised KeyPackage exactly as uploaded.
     pub(crate) data: Vec<u8>,
+    /// True for the device's last-resort package, which the claim did not consume.
     pub(crate) last_resort: bool,
+}
+
+#[derive(FromQueryResult)]
+struct ClaimedRow {
+    data: Vec<u8>,
+    last_resort: bool,
+}
+
+impl From<ClaimedRow> for ClaimedKeyPackage {
+    fn from(row: ClaimedRow) -> ClaimedKeyPackage {
+        ClaimedKeyPackage {
+            data: row.data,
+            last_resort: row.last_resort,
+        }
+    }
 }
 
 /// Hands out the device's oldest unclaimed, unexpired ordinary package and marks
@@ -136,10 +156,12 @@ pub(crate) struct ClaimedKeyPackage {
 /// is empty, the device's last-resort package is returned without being consumed.
 pub(crate) async fn claim_key_package(
     db: &impl Connection,
-    device_id: &str,
-    claimed_by: &str,
+    device_id: &DeviceId,
+    claimed_by: &CredentialIdentity,
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+    let device_id = device_id.as_str();
+    let claimed_by = claimed_by.to_string();
     let backend = db.database().get_database_backend();
     let (backend, sql) = match backend {
         sea_orm::DbBackend::Postgres => (
@@ -161,13 +183,13 @@ pub(crate) async fn claim_key_package(
              RETURNING data, last_resort",
         ),
     };
-    let values: [Value; 3] = [now_ms.into(), claimed_by.into(), device_id.into()];
+    let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
-    if let Some(claimed) = ClaimedKeyPackage::find_by_statement(statement)
+    if let Some(claimed) = ClaimedRow::find_by_statement(statement)
         .one(db.database())
         .await?
     {
-        return Ok(Some(claimed));
+        return Ok(Some(claimed.into()));
     }
     // The last-resort package stays available; `claimed_by` records that the
     // directory handed it out, which is what lets an Add use it.
@@ -185,9 +207,10 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
-        .into_model::<ClaimedKeyPackage>()
+        .into_model::<ClaimedRow>()
         .one(db.database())
-        .await?)
+        .await?
+        .map(ClaimedKeyPackage::from))
 }
 
 /// Deletes packages that expired before `cutoff_ms`; they can never be used again.

@@ -31,9 +31,6 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
-pub(crate) use entities::device::Model as DeviceRecord;
-pub(crate) use entities::user::Model as UserRecord;
-
 /// A failure that is not the caller's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

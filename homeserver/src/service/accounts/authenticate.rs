@@ -19,15 +19,14 @@ pub(crate) async fn authenticate(
             .ok_or(AccountError::InvalidToken)?;
     store::touch_device(
         &context.store,
-        &device.id,
+        &device.device_id,
         context.now_ms(),
         LAST_SEEN_GRANULARITY_MS,
     )
     .await?;
-    let identity = identity_of(context, &user.username, &device)?;
     Ok(AuthenticatedDevice {
-        user_row_id: user.id,
-        identity,
+        user: user.key,
+        identity: identity_of(context, &user.username, &device.device_id),
         signature_public_key: device.signature_public_key,
     })
 }

@@ -4,7 +4,7 @@
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{AccountRuleError, check_display_name, check_signature_key};
 use crate::service::{Context, secrets};
-use crate::store::{self, NewDevice};
+use crate::store::{self, NewDevice, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
 
 pub(super) fn check_enrolment(device: &Enrolment) -> Result<(), AccountRuleError> {
@@ -15,7 +15,7 @@ pub(super) fn check_enrolment(device: &Enrolment) -> Result<(), AccountRuleError
 pub(super) async fn enrol_device(
     context: &Context,
     transaction: &store::Transaction,
-    user_row_id: i64,
+    user: UserKey,
     username: &Username,
     device: Enrolment,
 ) -> Result<Session, AccountError> {
@@ -27,8 +27,8 @@ pub(super) async fn enrol_device(
     let inserted = store::insert_device(
         transaction,
         NewDevice {
-            device_id: device_id.as_str(),
-            user_id: user_row_id,
+            device_id: &device_id,
+            user,
             display_name: &device.display_name,
             signature_public_key: &device.signature_public_key,
             access_token_hash: &secrets::hash_token(&access_token),

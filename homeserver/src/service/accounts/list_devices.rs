@@ -4,9 +4,10 @@ use super::{AccountError, AuthenticatedDevice};
 use crate::service::Context;
 use crate::store::{self, DeviceRecord};
 
+/// The caller's devices, oldest first.
 pub(crate) async fn list_devices(
     context: &Context,
-    device: &AuthenticatedDevice,
+    caller: &AuthenticatedDevice,
 ) -> Result<Vec<DeviceRecord>, AccountError> {
-    Ok(store::list_devices(&context.store, device.user_row_id).await?)
+    Ok(store::list_devices(&context.store, caller.user).await?)
 }

@@ -15,7 +15,7 @@ pub(crate) struct Login {
 pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
     check_enrolment(&request.device)?;
-    let user = store::find_user_by_username(&context.store, username.as_str()).await?;
+    let user = store::find_user_by_username(&context.store, &username).await?;
     let password_matches = secrets::verify_password(
         request.password,
         user.as_ref().map(|user| user.password_hash.clone()),
@@ -26,7 +26,7 @@ pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, 
         _ => return Err(AccountError::WrongCredentials),
     };
     let transaction = context.store.begin().await?;
-    let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
+    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
     transaction
         .commit()
         .await

@@ -1,6 +1,7 @@
 //! Logging out: the calling device removes itself.
 
-use super::{AccountError, AuthenticatedDevice, remove_device};
+use super::remove_device::remove;
+use super::{AccountError, AuthenticatedDevice};
 use crate::service::Context;
 
 /// Logs the calling device out: it is removed with its token and key packages.
@@ -8,5 +9,5 @@ pub(crate) async fn logout(
     context: &Context,
     device: &AuthenticatedDevice,
 ) -> Result<(), AccountError> {
-    remove_device(context, device, device.device_id().as_str()).await
+    remove(context, device, device.device_id()).await
 }

@@ -26,7 +26,7 @@ pub(crate) use remove_device::remove_device;
 
 use super::{Context, InternalError};
 use crate::rules::account::AccountRuleError;
-use crate::store::{self, DeviceRecord};
+use crate::store::{self, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
 
 /// Why an account request failed.
@@ -75,7 +75,8 @@ impl From<store::StoreError> for AccountError {
 /// A device whose bearer token checked out.
 #[derive(Debug, Clone)]
 pub(crate) struct AuthenticatedDevice {
-    pub(crate) user_row_id: i64,
+    /// The user the device belongs to.
+    pub(crate) user: UserKey,
     pub(crate) identity: CredentialIdentity,
     pub(crate) signature_public_key: Vec<u8>,
 }
@@ -103,24 +104,14 @@ pub(crate) struct Session {
     pub(crate) access_token: String,
 }
 
-/// Rebuilds the credential identity of a stored device.
+/// The credential identity of a device of a user of this domain.
 pub(crate) fn identity_of(
     context: &Context,
-    username: &str,
-    device: &DeviceRecord,
-) -> Result<CredentialIdentity, AccountError> {
-    // Both were validated before they were stored; a failure means the database
-    // was edited by hand, which is the server's problem, not the client's.
-    let corrupt = |what: &str| {
-        AccountError::Internal(InternalError::Corrupt(format!(
-            "{what} of device {} is not valid",
-            device.id
-        )))
-    };
-    let username: Username = username.parse().map_err(|_| corrupt("username"))?;
-    let device_id: DeviceId = device.id.parse().map_err(|_| corrupt("device id"))?;
-    Ok(CredentialIdentity::new(
-        UserId::new(username, context.domain.clone()),
-        device_id,
-    ))
+    username: &Username,
+    device_id: &DeviceId,
+) -> CredentialIdentity {
+    CredentialIdentity::new(
+        UserId::new(username.clone(), context.domain.clone()),
+        device_id.clone(),
+    )
 }

@@ -39,7 +39,7 @@ pub(crate) async fn register(
     {
         return Err(AccountError::RegistrationTokenRejected);
     }
-    if store::find_user_by_username(&context.store, username.as_str())
+    if store::find_user_by_username(&context.store, &username)
         .await?
         .is_some()
     {
@@ -53,10 +53,10 @@ pub(crate) async fn register(
     {
         return Err(AccountError::RegistrationTokenRejected);
     }
-    let user = store::insert_user(&transaction, username.as_str(), &password_hash, now_ms)
+    let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
         .await?
         .ok_or_else(|| AccountError::UsernameTaken(username.to_string()))?;
-    let session = enrol_device(context, &transaction, user.id, &username, request.device).await?;
+    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
     transaction
         .commit()
         .await

@@ -46,17 +46,17 @@ pub(super) async fn claim_local(
     user_id: &UserId,
 ) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
     let connection = &context.store;
-    let user = store::find_user_by_username(connection, user_id.username().as_str())
+    let user = store::find_user_by_username(connection, user_id.username())
         .await?
         .ok_or_else(|| KeyPackageServiceError::UnknownUser(user_id.to_string()))?;
     let now_ms = context.now_ms();
-    let claimed_by = claimed_by.to_string();
     let mut claimed = Vec::new();
-    for device in store::list_devices(connection, user.id).await? {
-        let package = store::claim_key_package(connection, &device.id, &claimed_by, now_ms).await?;
+    for device in store::list_devices(connection, user.key).await? {
+        let package =
+            store::claim_key_package(connection, &device.device_id, claimed_by, now_ms).await?;
         if let Some(package) = package {
             claimed.push(DeviceKeyPackage {
-                identity: identity_of(context, &user.username, &device)?,
+                identity: identity_of(context, &user.username, &device.device_id),
                 signature_public_key: device.signature_public_key,
                 package,
             });

@@ -4,18 +4,19 @@ use super::KeyPackageServiceError;
 use crate::service::Context;
 use crate::service::accounts::AuthenticatedDevice;
 use crate::store::{self, KeyPackageStock};
+use conclave_core::ids::DeviceId;
 
 pub(crate) async fn stock(
     context: &Context,
     device: &AuthenticatedDevice,
 ) -> Result<KeyPackageStock, KeyPackageServiceError> {
-    stock_of(context, device.device_id().as_str()).await
+    stock_of(context, device.device_id()).await
 }
 
 /// The stock of any device (the caller checks that the device is the caller's).
 pub(crate) async fn stock_of(
     context: &Context,
-    device_id: &str,
+    device_id: &DeviceId,
 ) -> Result<KeyPackageStock, KeyPackageServiceError> {
     Ok(store::key_package_stock(&context.store, device_id, context.now_ms()).await?)
 }

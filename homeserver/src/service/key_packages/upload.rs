@@ -52,7 +52,7 @@ pub(crate) async fn upload(
         .map(to_row)
         .collect();
     let last_resort_row = verified_last_resort.zip(last_resort).map(to_row);
-    let device_id = device.device_id().as_str();
+    let device_id = device.device_id();
     store::insert_key_packages(
         &transaction,
         device_id,
