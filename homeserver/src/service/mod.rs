@@ -115,11 +115,9 @@ impl Context {
 /// A failure that is the server's, not the client's.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InternalError {
+    /// The database failed, or holds a value that does not fit its type.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The password hashing task panicked or was cancelled.
-    #[error("password hashing failed: {0}")]
-    PasswordHashing(String),
     /// A stored value breaks a rule it was checked against when stored.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -5,7 +5,6 @@
 //! request names.
 
 use super::Context;
-use super::InternalError;
 use crate::store::{self, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError};
 
@@ -27,14 +26,9 @@ pub(crate) enum CredentialCheckError {
     /// No signature key to compare.
     #[error("signature_public_key is required")]
     MissingKey,
+    /// The database failed, or holds a value that does not fit its type.
     #[error(transparent)]
-    Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for CredentialCheckError {
-    fn from(error: StoreError) -> Self {
-        CredentialCheckError::Internal(error.into())
-    }
+    Store(#[from] StoreError),
 }
 
 /// The answer to a peer's credential check.

@@ -27,10 +27,7 @@ pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, 
     };
     let transaction = context.store.begin().await?;
     let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
-    transaction
-        .commit()
-        .await
-        .map_err(store::StoreError::from)?;
+    transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "logged in");
     Ok(session)
 }

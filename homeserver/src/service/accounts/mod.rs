@@ -24,9 +24,10 @@ pub(crate) use logout::logout;
 pub(crate) use register::{Registration, register};
 pub(crate) use remove_device::remove_device;
 
-use super::{Context, InternalError};
+use super::Context;
+use super::secrets::PasswordHashError;
 use crate::rules::account::AccountRuleError;
-use crate::store::{self, UserKey};
+use crate::store::{StoreError, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
 
 /// Why an account request failed.
@@ -37,7 +38,7 @@ pub(crate) enum AccountError {
     Invalid(#[from] AccountRuleError),
     /// The username is taken.
     #[error("username {0} is already taken")]
-    UsernameTaken(String),
+    UsernameTaken(Username),
     /// The signature key is bound to another device already.
     #[error("this signature key is already bound to another device; generate a new key pair")]
     SignatureKeyTaken,
@@ -59,17 +60,15 @@ pub(crate) enum AccountError {
     /// The token is unknown or was revoked.
     #[error("the access token is invalid or was revoked; log in again")]
     InvalidToken,
-    /// The caller has no device with that id.
+    /// The caller has no device with that id (as the request spelled it).
     #[error("you have no device {0}")]
     UnknownDevice(String),
+    /// A password could not be hashed or checked.
     #[error(transparent)]
-    Internal(#[from] InternalError),
-}
-
-impl From<store::StoreError> for AccountError {
-    fn from(error: store::StoreError) -> Self {
-        AccountError::Internal(error.into())
-    }
+    PasswordHash(#[from] PasswordHashError),
+    /// The database failed, or holds a value that does not fit its type.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A device whose bearer token checked out.

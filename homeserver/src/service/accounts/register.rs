@@ -43,7 +43,7 @@ pub(crate) async fn register(
         .await?
         .is_some()
     {
-        return Err(AccountError::UsernameTaken(username.to_string()));
+        return Err(AccountError::UsernameTaken(username.clone()));
     }
     let password_hash = secrets::hash_password(request.password).await?;
     let now_ms = context.now_ms();
@@ -55,12 +55,9 @@ pub(crate) async fn register(
     }
     let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
         .await?
-        .ok_or_else(|| AccountError::UsernameTaken(username.to_string()))?;
+        .ok_or_else(|| AccountError::UsernameTaken(username.clone()))?;
     let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
-    transaction
-        .commit()
-        .await
-        .map_err(store::StoreError::from)?;
+    transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
     Ok(session)
 }

@@ -2,7 +2,7 @@
 //! directory for a user of this domain, or forwarded to the user's homeserver.
 
 use super::forward_claim::forward_claim;
-use super::{DeviceKeyPackage, KeyPackageServiceError, check_claim_rate, foreign_user};
+use super::{ClaimError, DeviceKeyPackage, check_claim_rate, foreign_user};
 use crate::service::Context;
 use crate::service::accounts::{AuthenticatedDevice, identity_of};
 use crate::store;
@@ -17,7 +17,7 @@ pub(crate) async fn claim(
     context: &Context,
     claimer: &AuthenticatedDevice,
     user_id: &str,
-) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let user_id: UserId = user_id.parse()?;
     let federation = if user_id.domain() == &context.domain {
         None
@@ -44,11 +44,11 @@ pub(super) async fn claim_local(
     context: &Context,
     claimed_by: &CredentialIdentity,
     user_id: &UserId,
-) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let connection = &context.store;
     let user = store::find_user_by_username(connection, user_id.username())
         .await?
-        .ok_or_else(|| KeyPackageServiceError::UnknownUser(user_id.to_string()))?;
+        .ok_or_else(|| ClaimError::UnknownUser(user_id.clone()))?;
     let now_ms = context.now_ms();
     let mut claimed = Vec::new();
     for device in store::list_devices(connection, user.key).await? {

@@ -2,7 +2,7 @@
 //! this domain.
 
 use super::claim::claim_local;
-use super::{DeviceKeyPackage, KeyPackageServiceError, check_claim_rate, foreign_user};
+use super::{ClaimError, DeviceKeyPackage, check_claim_rate, foreign_user};
 use crate::service::Context;
 use conclave_core::ids::{CredentialIdentity, UserId};
 
@@ -14,7 +14,7 @@ pub(crate) async fn claim_for_peer(
     context: &Context,
     requester: &CredentialIdentity,
     user_id: &str,
-) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let user_id: UserId = user_id.parse()?;
     if user_id.domain() != &context.domain {
         return Err(foreign_user(context, &user_id));

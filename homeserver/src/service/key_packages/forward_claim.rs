@@ -1,7 +1,7 @@
 //! A device's claim for a user of another domain, forwarded to that domain's
 //! homeserver through the `FederationClient`.
 
-use super::{DeviceKeyPackage, KeyPackageServiceError};
+use super::{ClaimError, DeviceKeyPackage};
 use crate::store::ClaimedKeyPackage;
 use conclave_core::ids::{CredentialIdentity, UserId};
 use conclave_federation::client::FederationClient;
@@ -11,7 +11,7 @@ pub(super) async fn forward_claim(
     federation: &FederationClient,
     claimer: &CredentialIdentity,
     user_id: &UserId,
-) -> Result<Vec<DeviceKeyPackage>, KeyPackageServiceError> {
+) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let claimed = federation.claim_key_packages(claimer, user_id).await?;
     tracing::debug!(claimer = %claimer, user = %user_id, devices = claimed.len(), "key packages claimed from a peer");
     Ok(claimed

@@ -19,27 +19,22 @@ mod upload;
 pub(crate) use claim::claim;
 pub(crate) use claim_for_peer::claim_for_peer;
 pub(crate) use stock::{stock, stock_of};
-pub(crate) use upload::upload;
+pub(crate) use upload::{UploadError, upload};
 
-use super::accounts::AccountError;
-use super::{Context, InternalError};
-use crate::rules::key_package_upload::UploadRejection;
+use super::Context;
 use crate::store::{ClaimedKeyPackage, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError, UserId};
 use conclave_federation::client::CallError;
 
-/// Why a key-package request failed.
+/// Why a claim of a user's KeyPackages failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KeyPackageServiceError {
-    /// The upload was refused; nothing of it was stored.
-    #[error(transparent)]
-    Rejected(#[from] UploadRejection),
+pub(crate) enum ClaimError {
     /// The claimed user id is malformed.
     #[error(transparent)]
     InvalidUserId(#[from] IdError),
     /// No such user on this homeserver.
     #[error("user {0} does not exist")]
-    UnknownUser(String),
+    UnknownUser(UserId),
     /// The user belongs to another domain, and this homeserver does not federate
     /// (or a peer asked: peers are answered for this domain only, never relayed).
     #[error("user {user} is on domain {domain}, and this homeserver serves only {own}")]
@@ -54,23 +49,9 @@ pub(crate) enum KeyPackageServiceError {
     /// The caller claims too often.
     #[error("too many key-package claims: at most {per_minute} per minute; retry later")]
     RateLimited { per_minute: u32 },
+    /// The database failed, or holds a value that does not fit its type.
     #[error(transparent)]
-    Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for KeyPackageServiceError {
-    fn from(error: StoreError) -> Self {
-        KeyPackageServiceError::Internal(error.into())
-    }
-}
-
-impl From<AccountError> for KeyPackageServiceError {
-    fn from(error: AccountError) -> Self {
-        match error {
-            AccountError::Internal(internal) => KeyPackageServiceError::Internal(internal),
-            other => KeyPackageServiceError::Internal(InternalError::Corrupt(other.to_string())),
-        }
-    }
+    Store(#[from] StoreError),
 }
 
 /// One device's package, as handed to a claimer.
@@ -81,8 +62,8 @@ pub(crate) struct DeviceKeyPackage {
     pub(crate) package: ClaimedKeyPackage,
 }
 
-pub(super) fn foreign_user(context: &Context, user_id: &UserId) -> KeyPackageServiceError {
-    KeyPackageServiceError::ForeignUser {
+pub(super) fn foreign_user(context: &Context, user_id: &UserId) -> ClaimError {
+    ClaimError::ForeignUser {
         user: user_id.to_string(),
         domain: user_id.domain().to_string(),
         own: context.domain.to_string(),
@@ -94,11 +75,11 @@ pub(super) fn foreign_user(context: &Context, user_id: &UserId) -> KeyPackageSer
 pub(super) fn check_claim_rate(
     context: &Context,
     claimer: &CredentialIdentity,
-) -> Result<(), KeyPackageServiceError> {
+) -> Result<(), ClaimError> {
     context
         .claim_limiter
         .check_key(&claimer.to_string())
-        .map_err(|_| KeyPackageServiceError::RateLimited {
+        .map_err(|_| ClaimError::RateLimited {
             per_minute: context.config.key_packages.claims_per_minute,
         })
 }

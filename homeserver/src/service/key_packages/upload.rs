@@ -1,7 +1,8 @@
 //! Uploading: a device stores a verified batch of its KeyPackages.
 
-use super::KeyPackageServiceError;
-use crate::rules::key_package_upload::{VerifiedUpload, check_not_stored, verify_upload};
+use crate::rules::key_package_upload::{
+    UploadRejection, VerifiedUpload, check_not_stored, verify_upload,
+};
 use crate::service::Context;
 use crate::service::accounts::AuthenticatedDevice;
 use crate::store::{self, KeyPackageStock, NewKeyPackage, StoreError};
@@ -9,13 +10,24 @@ use conclave_core::key_package::{ExpectedOwner, KeyPackagePolicy, VerifiedKeyPac
 
 const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
 
+/// Why an upload failed; nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    /// The batch breaks a rule: a package is invalid, repeated or stored already.
+    #[error(transparent)]
+    Rejected(#[from] UploadRejection),
+    /// The database failed, or holds a value that does not fit its type.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Verifies and stores a batch from the calling device: all of it, or nothing.
 pub(crate) async fn upload(
     context: &Context,
     device: &AuthenticatedDevice,
     ordinary: Vec<Vec<u8>>,
     last_resort: Option<Vec<u8>>,
-) -> Result<KeyPackageStock, KeyPackageServiceError> {
+) -> Result<KeyPackageStock, UploadError> {
     let now_ms = context.now_ms();
     let policy = KeyPackagePolicy {
         now_unix_seconds: u64::try_from(now_ms / 1000).unwrap_or(0),
@@ -62,7 +74,7 @@ pub(crate) async fn upload(
     )
     .await?;
     let stock = store::key_package_stock(&transaction, device_id, now_ms).await?;
-    transaction.commit().await.map_err(StoreError::from)?;
+    transaction.commit().await?;
     tracing::debug!(device = %device.identity, available = stock.available, "key packages uploaded");
     Ok(stock)
 }
