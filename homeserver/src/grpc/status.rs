@@ -24,9 +24,7 @@ impl From<AccountError> for Status {
         let code = match &error {
             AccountError::Invalid(_) => Code::InvalidArgument,
             AccountError::UsernameTaken(_) | AccountError::SignatureKeyTaken => Code::AlreadyExists,
-            AccountError::RegistrationClosed
-            | AccountError::RegistrationTokenMissing
-            | AccountError::RegistrationTokenRejected => Code::PermissionDenied,
+            AccountError::RegistrationRefused(_) => Code::PermissionDenied,
             AccountError::WrongCredentials
             | AccountError::MissingToken
             | AccountError::InvalidToken => Code::Unauthenticated,
@@ -55,7 +53,7 @@ impl From<ClaimError> for Status {
         let code = match &error {
             ClaimError::InvalidUserId(_) => Code::InvalidArgument,
             ClaimError::UnknownUser(_) => Code::NotFound,
-            ClaimError::ForeignUser { .. } => Code::FailedPrecondition,
+            ClaimError::Refused(_) => Code::FailedPrecondition,
             ClaimError::RateLimited { .. } => Code::ResourceExhausted,
             ClaimError::Remote(remote) => return remote_status(remote),
             ClaimError::Store(store) => return store_status(store),
@@ -117,9 +115,9 @@ pub(crate) fn peer_refusal(refusal: PeerRefusal) -> Status {
 impl From<CredentialCheckError> for Status {
     fn from(error: CredentialCheckError) -> Status {
         let code = match &error {
-            CredentialCheckError::InvalidIdentity(_)
-            | CredentialCheckError::ForeignIdentity { .. }
-            | CredentialCheckError::MissingKey => Code::InvalidArgument,
+            CredentialCheckError::InvalidIdentity(_) | CredentialCheckError::Rejected(_) => {
+                Code::InvalidArgument
+            }
             CredentialCheckError::Store(store) => return store_status(store),
         };
         Status::new(code, error.to_string())

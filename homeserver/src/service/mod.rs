@@ -9,17 +9,17 @@
 //! - `verify_credential`: the credential checks peers of other domains ask for
 //!   (their key-package claims go through `key_packages`).
 //! - `idempotency`: retried submissions return their first result.
-//! - `registration_tokens`: tokens an operator hands out under the `token` policy.
+//! - `create_registration_token`: tokens an operator hands out under the `token` policy.
 //! - `secrets`: access tokens, registration tokens and password hashes.
 
 pub(crate) mod accounts;
+pub(crate) mod create_registration_token;
 pub(crate) mod delivery;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
-pub(crate) mod registration_tokens;
 pub(crate) mod remote_leaves;
 pub(crate) mod routing;
 pub(crate) mod secrets;

@@ -1,12 +1,12 @@
-//! Queries for users, devices and registration tokens. They return the store's
+//! Queries for users and devices. They return the store's
 //! own records, with identifiers parsed (a stored value that does not parse is
 //! [`StoreError::Corrupt`], naming its row).
 
 use super::convert::to_parsed;
-use super::entities::{device, registration_token, user};
+use super::entities::{device, user};
 use super::{Connection, StoreError};
 use conclave_core::ids::{DeviceId, Username};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 /// A user's row, as its devices refer to it. Only the store makes one, from a
@@ -206,54 +206,6 @@ pub(crate) async fn touch_device(
     Ok(())
 }
 
-pub(crate) async fn insert_registration_token(
-    db: &impl Connection,
-    token_hash: &[u8],
-    uses_allowed: i32,
-    expires_at_ms: Option<i64>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    registration_token::ActiveModel {
-        token_hash: Set(token_hash.to_vec()),
-        uses_allowed: Set(uses_allowed),
-        uses_count: Set(0),
-        expires_at_ms: Set(expires_at_ms),
-        created_at_ms: Set(now_ms),
-        ..Default::default()
-    }
-    .insert(db.database())
-    .await?;
-    Ok(())
-}
-
-/// Uses up one use of a registration token, atomically (one conditional UPDATE,
-/// so concurrent registrations cannot overspend a single-use token). `Ok(false)`
-/// if the token is unknown, expired or used up.
-pub(crate) async fn consume_registration_token(
-    db: &impl Connection,
-    token_hash: &[u8],
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let result = registration_token::Entity::update_many()
-        .col_expr(
-            registration_token::Column::UsesCount,
-            Expr::col(registration_token::Column::UsesCount).add(1),
-        )
-        .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
-        .filter(
-            Expr::col(registration_token::Column::UsesCount)
-                .lt(Expr::col(registration_token::Column::UsesAllowed)),
-        )
-        .filter(
-            registration_token::Column::ExpiresAtMs
-                .is_null()
-                .or(registration_token::Column::ExpiresAtMs.gt(now_ms)),
-        )
-        .exec(db.database())
-        .await?;
-    Ok(result.rows_affected == 1)
-}
-
 /// True if `device_id` is a device of user `username` bound to `signature_public_key`.
 pub(crate) async fn device_has_key(
     db: &impl Connection,
@@ -294,20 +246,4 @@ async fn find_device_of_user(
     Ok(user
         .is_some_and(|user| user.username == username)
         .then_some(device))
-}
-
-/// True if the token exists, has uses left and has not expired (without using it).
-pub(crate) async fn registration_token_usable(
-    db: &impl Connection,
-    token_hash: &[u8],
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let token = registration_token::Entity::find()
-        .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
-        .one(db.database())
-        .await?;
-    Ok(token.is_some_and(|token| {
-        token.uses_count < token.uses_allowed
-            && token.expires_at_ms.is_none_or(|expires| expires > now_ms)
-    }))
 }

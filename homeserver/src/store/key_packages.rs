@@ -3,6 +3,7 @@
 use super::convert::to_u64;
 use super::entities::key_package;
 use super::{Connection, StoreError};
+use crate::rules::key_package_stock::{ClaimRecord, KindCount, was_handed_out};
 use conclave_core::ids::{CredentialIdentity, DeviceId};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -72,26 +73,26 @@ pub(crate) async fn insert_key_packages(
     Ok(())
 }
 
-/// A device's unclaimed, unexpired packages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyPackageStock {
-    pub(crate) available: u64,
-    pub(crate) has_last_resort: bool,
-    pub(crate) earliest_expiry_ms: Option<i64>,
+/// A device's packages that a claim could still take, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ClaimableCounts {
+    pub(crate) ordinary: KindCount,
+    pub(crate) last_resort: KindCount,
 }
 
 #[derive(FromQueryResult)]
-struct StockRow {
+struct CountRow {
     last_resort: bool,
     count: i64,
     earliest: Option<i64>,
 }
 
-pub(crate) async fn key_package_stock(
+/// Counts the device's unclaimed, unexpired packages of each kind, in one query.
+pub(crate) async fn claimable_counts(
     db: &impl Connection,
     device_id: &DeviceId,
     now_ms: i64,
-) -> Result<KeyPackageStock, StoreError> {
+) -> Result<ClaimableCounts, StoreError> {
     let rows = key_package::Entity::find()
         .select_only()
         .column(key_package::Column::LastResort)
@@ -101,27 +102,23 @@ pub(crate) async fn key_package_stock(
         .filter(key_package::Column::ClaimedAtMs.is_null())
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .group_by(key_package::Column::LastResort)
-        .into_model::<StockRow>()
+        .into_model::<CountRow>()
         .all(db.database())
         .await?;
-    let mut stock = KeyPackageStock {
-        available: 0,
-        has_last_resort: false,
-        earliest_expiry_ms: None,
-    };
+    let mut counts = ClaimableCounts::default();
     for row in rows {
-        if row.last_resort {
-            stock.has_last_resort = row.count > 0;
+        let (kind, name) = if row.last_resort {
+            (&mut counts.last_resort, "last-resort")
         } else {
-            let rows = format!("ordinary key packages of device {device_id}");
-            stock.available = to_u64(row.count, rows, "count")?;
-        }
-        stock.earliest_expiry_ms = match (stock.earliest_expiry_ms, row.earliest) {
-            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-            (a, b) => a.or(b),
+            (&mut counts.ordinary, "ordinary")
+        };
+        let rows = format!("{name} key packages of device {device_id}");
+        *kind = KindCount {
+            count: to_u64(row.count, rows, "count")?,
+            earliest_expiry_ms: row.earliest,
         };
     }
-    Ok(stock)
+    Ok(counts)
 }
 
 /// A package handed out by a claim.
@@ -225,20 +222,33 @@ pub(crate) async fn delete_expired_key_packages(
     Ok(result.rows_affected)
 }
 
-/// True if the directory handed this key package of `device_id` out: an
-/// ordinary package that was claimed, or a last-resort package that was handed
-/// out (without being consumed) at least once.
-pub(crate) async fn key_package_was_claimed(
+/// What the directory recorded of the claims of this key package of `device_id`;
+/// `None` if the device has no such package.
+async fn find_claim_record(
     db: &impl Connection,
     hash_ref: &[u8],
     device_id: &str,
-) -> Result<bool, StoreError> {
+) -> Result<Option<ClaimRecord>, StoreError> {
     let package = key_package::Entity::find()
         .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
         .filter(key_package::Column::DeviceId.eq(device_id))
         .one(db.database())
         .await?;
-    Ok(package.is_some_and(|package| {
-        package.claimed_at_ms.is_some() || (package.last_resort && package.claimed_by.is_some())
+    Ok(package.map(|package| ClaimRecord {
+        last_resort: package.last_resort,
+        taken: package.claimed_at_ms.is_some(),
+        claimer_recorded: package.claimed_by.is_some(),
     }))
+}
+
+/// True if the directory handed this key package of `device_id` out (see
+/// [`was_handed_out`]).
+pub(crate) async fn key_package_was_claimed(
+    db: &impl Connection,
+    hash_ref: &[u8],
+    device_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(find_claim_record(db, hash_ref, device_id)
+        .await?
+        .is_some_and(was_handed_out))
 }

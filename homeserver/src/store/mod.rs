@@ -17,11 +17,13 @@ mod federation;
 mod groups;
 mod key_packages;
 mod migrations;
+mod registration_tokens;
 
 pub(crate) use accounts::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
 pub(crate) use key_packages::*;
+pub(crate) use registration_tokens::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{

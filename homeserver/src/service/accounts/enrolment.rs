@@ -2,16 +2,12 @@
 //! and bearer token to the device's signature key.
 
 use super::{AccountError, Enrolment, Session};
-use crate::rules::account::{AccountRuleError, check_display_name, check_signature_key};
 use crate::service::{Context, secrets};
 use crate::store::{self, NewDevice, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
 
-pub(super) fn check_enrolment(device: &Enrolment) -> Result<(), AccountRuleError> {
-    check_signature_key(&device.signature_public_key)?;
-    check_display_name(&device.display_name)
-}
-
+/// Enrols a checked device of `user` in `transaction`; fails if its signature
+/// key is bound to another device already.
 pub(super) async fn enrol_device(
     context: &Context,
     transaction: &store::Transaction,

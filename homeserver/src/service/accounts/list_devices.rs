@@ -27,9 +27,10 @@ pub(crate) async fn list_devices(
     caller: &AuthenticatedDevice,
 ) -> Result<Vec<ListedDevice>, AccountError> {
     let devices = store::list_devices(&context.store, caller.user).await?;
+    let now_ms = context.now_ms();
     let mut listed = Vec::with_capacity(devices.len());
     for device in devices {
-        let stock = key_packages::stock_of(context, &device.device_id).await?;
+        let stock = key_packages::stock_of(&context.store, &device.device_id, now_ms).await?;
         listed.push(ListedDevice {
             current: &device.device_id == caller.device_id(),
             device_id: device.device_id,

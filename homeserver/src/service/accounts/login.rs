@@ -1,8 +1,8 @@
 //! Logging in: a new device of an existing user.
 
-use super::enrolment::{check_enrolment, enrol_device};
+use super::enrolment::enrol_device;
 use super::{AccountError, Enrolment, Session};
-use crate::rules::account::parse_login_name;
+use crate::rules::account::{check_device, parse_login_name};
 use crate::service::{Context, secrets};
 use crate::store;
 
@@ -14,7 +14,10 @@ pub(crate) struct Login {
 
 pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
-    check_enrolment(&request.device)?;
+    check_device(
+        &request.device.signature_public_key,
+        &request.device.display_name,
+    )?;
     let user = store::find_user_by_username(&context.store, &username).await?;
     let password_matches = secrets::verify_password(
         request.password,

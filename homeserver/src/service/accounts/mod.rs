@@ -27,6 +27,7 @@ pub(crate) use remove_device::remove_device;
 use super::Context;
 use super::secrets::PasswordHashError;
 use crate::rules::account::AccountRuleError;
+use crate::rules::registration::RegistrationRefusal;
 use crate::store::{StoreError, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
 
@@ -42,15 +43,9 @@ pub(crate) enum AccountError {
     /// The signature key is bound to another device already.
     #[error("this signature key is already bound to another device; generate a new key pair")]
     SignatureKeyTaken,
-    /// Registration is closed on this homeserver.
-    #[error("registration is closed on this homeserver")]
-    RegistrationClosed,
-    /// The `token` policy is on and the token is missing.
-    #[error("this homeserver requires a registration token")]
-    RegistrationTokenMissing,
-    /// The token is unknown, expired or used up.
-    #[error("the registration token is unknown, expired or used up")]
-    RegistrationTokenRejected,
+    /// The registration policy refused, or the registration token did.
+    #[error(transparent)]
+    RegistrationRefused(#[from] RegistrationRefusal),
     /// Wrong username or password (deliberately one error for both).
     #[error("wrong username or password")]
     WrongCredentials,

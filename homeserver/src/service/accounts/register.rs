@@ -1,16 +1,17 @@
 //! Registering: a new user with its first device.
 
-use super::enrolment::{check_enrolment, enrol_device};
+use super::enrolment::enrol_device;
 use super::{AccountError, Enrolment, Session};
-use crate::config::RegistrationPolicy;
-use crate::rules::account::{AccountRuleError, check_password};
-use crate::service::{Context, registration_tokens, secrets};
+use crate::rules::account::{AccountRuleError, check_device, check_password};
+use crate::rules::registration::{Admission, RegistrationRefusal, admit};
+use crate::service::{Context, secrets};
 use crate::store;
 use conclave_core::ids::Username;
 
 pub(crate) struct Registration {
     pub(crate) username: String,
     pub(crate) password: String,
+    /// Empty if the request carries none.
     pub(crate) registration_token: String,
     pub(crate) device: Enrolment,
 }
@@ -21,37 +22,42 @@ pub(crate) async fn register(
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
     check_password(&request.password)?;
-    check_enrolment(&request.device)?;
-    let token_hash = match context.config.registration.policy {
-        RegistrationPolicy::Closed => return Err(AccountError::RegistrationClosed),
-        RegistrationPolicy::Token if request.registration_token.is_empty() => {
-            return Err(AccountError::RegistrationTokenMissing);
-        }
-        RegistrationPolicy::Token => Some(secrets::hash_token(&request.registration_token)),
-        RegistrationPolicy::Open => None,
+    check_device(
+        &request.device.signature_public_key,
+        &request.device.display_name,
+    )?;
+    let token_hash = match admit(
+        context.config.registration.policy,
+        &request.registration_token,
+    )? {
+        Admission::Open => None,
+        Admission::Token(token) => Some(secrets::hash_token(token)),
     };
     // Cheap refusals before the expensive hash; the transaction below re-checks
     // (spends the token, inserts through the unique keys), which is what actually
     // guarantees both. The token comes first so that without a valid one nobody
     // can probe which usernames exist.
-    if let Some(token_hash) = &token_hash
-        && !store::registration_token_usable(&context.store, token_hash, context.now_ms()).await?
-    {
-        return Err(AccountError::RegistrationTokenRejected);
+    if let Some(token_hash) = &token_hash {
+        let token = store::find_registration_token(&context.store, token_hash).await?;
+        if !token.is_some_and(|token| token.is_usable(context.now_ms())) {
+            return Err(RegistrationRefusal::TokenRejected.into());
+        }
     }
     if store::find_user_by_username(&context.store, &username)
         .await?
         .is_some()
     {
-        return Err(AccountError::UsernameTaken(username.clone()));
+        return Err(AccountError::UsernameTaken(username));
     }
     let password_hash = secrets::hash_password(request.password).await?;
     let now_ms = context.now_ms();
     let transaction = context.store.begin().await?;
+    // Spending the use inside the registration's transaction gives it back if
+    // the registration fails.
     if let Some(token_hash) = token_hash
-        && !registration_tokens::consume(&transaction, &token_hash, now_ms).await?
+        && !store::consume_registration_token(&transaction, &token_hash, now_ms).await?
     {
-        return Err(AccountError::RegistrationTokenRejected);
+        return Err(RegistrationRefusal::TokenRejected.into());
     }
     let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
         .await?

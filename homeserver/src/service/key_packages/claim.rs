@@ -2,13 +2,12 @@
 //! directory for a user of this domain, or forwarded to the user's homeserver.
 
 use super::forward_claim::forward_claim;
-use super::{ClaimError, DeviceKeyPackage, check_claim_rate, foreign_user};
+use super::{ClaimError, DeviceKeyPackage, check_claim_rate};
+use crate::rules::key_package_claim::{ClaimRoute, Reach, route_device_claim};
 use crate::service::Context;
 use crate::service::accounts::{AuthenticatedDevice, identity_of};
 use crate::store;
 use conclave_core::ids::{CredentialIdentity, UserId};
-use conclave_federation::client::CallError;
-use conclave_federation::peers::UnknownPeer;
 
 /// Claims one package per device of `user_id` for the calling device. Devices with
 /// nothing to give are left out. A user of another domain is claimed from that
@@ -19,22 +18,20 @@ pub(crate) async fn claim(
     user_id: &str,
 ) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let user_id: UserId = user_id.parse()?;
-    let federation = if user_id.domain() == &context.domain {
-        None
-    } else {
-        let federation = context.federation.as_ref();
-        let federation = federation.ok_or_else(|| foreign_user(context, &user_id))?;
-        if !federation.is_peer(user_id.domain()) {
-            return Err(CallError::UnknownPeer(UnknownPeer(user_id.domain().clone())).into());
-        }
-        Some(federation)
+    let reach = match &context.federation {
+        None => Reach::FederationOff,
+        Some(federation) if federation.is_peer(user_id.domain()) => Reach::Peer(federation),
+        Some(_) => Reach::NotAPeer,
     };
+    let route = route_device_claim(&user_id, &context.domain, reach)?;
     // Refusals above cost no rate. Forwarded claims count against the device's
     // rate too: the peer limits this device again, on its side.
     check_claim_rate(context, &claimer.identity)?;
-    match federation {
-        None => claim_local(context, &claimer.identity, &user_id).await,
-        Some(federation) => forward_claim(federation, &claimer.identity, &user_id).await,
+    match route {
+        ClaimRoute::Directory => claim_local(context, &claimer.identity, &user_id).await,
+        ClaimRoute::Forward(federation) => {
+            forward_claim(federation, &claimer.identity, &user_id).await
+        }
     }
 }
 

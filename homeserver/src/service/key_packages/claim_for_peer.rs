@@ -2,7 +2,8 @@
 //! this domain.
 
 use super::claim::claim_local;
-use super::{ClaimError, DeviceKeyPackage, check_claim_rate, foreign_user};
+use super::{ClaimError, DeviceKeyPackage, check_claim_rate};
+use crate::rules::key_package_claim::check_peer_claim;
 use crate::service::Context;
 use conclave_core::ids::{CredentialIdentity, UserId};
 
@@ -16,9 +17,7 @@ pub(crate) async fn claim_for_peer(
     user_id: &str,
 ) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let user_id: UserId = user_id.parse()?;
-    if user_id.domain() != &context.domain {
-        return Err(foreign_user(context, &user_id));
-    }
+    check_peer_claim(&user_id, &context.domain)?;
     check_claim_rate(context, requester)?;
     claim_local(context, requester, &user_id).await
 }

@@ -21,7 +21,10 @@ pub(crate) use claim_for_peer::claim_for_peer;
 pub(crate) use stock::{stock, stock_of};
 pub(crate) use upload::{UploadError, upload};
 
+pub(crate) use crate::rules::key_package_stock::KeyPackageStock;
+
 use super::Context;
+use crate::rules::key_package_claim::ClaimRefusal;
 use crate::store::{ClaimedKeyPackage, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError, UserId};
 use conclave_federation::client::CallError;
@@ -35,15 +38,10 @@ pub(crate) enum ClaimError {
     /// No such user on this homeserver.
     #[error("user {0} does not exist")]
     UnknownUser(UserId),
-    /// The user belongs to another domain, and this homeserver does not federate
-    /// (or a peer asked: peers are answered for this domain only, never relayed).
-    #[error("user {user} is on domain {domain}, and this homeserver serves only {own}")]
-    ForeignUser {
-        user: String,
-        domain: String,
-        own: String,
-    },
-    /// The user's homeserver is not a peer, could not be reached, or refused.
+    /// The user's domain is not served here, nor reachable from here.
+    #[error(transparent)]
+    Refused(#[from] ClaimRefusal),
+    /// The user's homeserver could not be reached, or refused.
     #[error(transparent)]
     Remote(#[from] CallError),
     /// The caller claims too often.
@@ -60,14 +58,6 @@ pub(crate) struct DeviceKeyPackage {
     pub(crate) identity: CredentialIdentity,
     pub(crate) signature_public_key: Vec<u8>,
     pub(crate) package: ClaimedKeyPackage,
-}
-
-pub(super) fn foreign_user(context: &Context, user_id: &UserId) -> ClaimError {
-    ClaimError::ForeignUser {
-        user: user_id.to_string(),
-        domain: user_id.domain().to_string(),
-        own: context.domain.to_string(),
-    }
 }
 
 /// Counts one claim of `claimer` (keyed by its full credential identity, so local

@@ -1,14 +1,14 @@
 //! Uploading: a device stores a verified batch of its KeyPackages.
 
+use super::stock::stock_of;
+use crate::rules::key_package_stock::KeyPackageStock;
 use crate::rules::key_package_upload::{
-    UploadRejection, VerifiedUpload, check_not_stored, verify_upload,
+    UploadRejection, VerifiedUpload, check_not_stored, not_after_ms, upload_policy, verify_upload,
 };
 use crate::service::Context;
 use crate::service::accounts::AuthenticatedDevice;
-use crate::store::{self, KeyPackageStock, NewKeyPackage, StoreError};
-use conclave_core::key_package::{ExpectedOwner, KeyPackagePolicy, VerifiedKeyPackage};
-
-const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
+use crate::store::{self, NewKeyPackage, StoreError};
+use conclave_core::key_package::{ExpectedOwner, VerifiedKeyPackage};
 
 /// Why an upload failed; nothing of it was stored.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +29,7 @@ pub(crate) async fn upload(
     last_resort: Option<Vec<u8>>,
 ) -> Result<KeyPackageStock, UploadError> {
     let now_ms = context.now_ms();
-    let policy = KeyPackagePolicy {
-        now_unix_seconds: u64::try_from(now_ms / 1000).unwrap_or(0),
-        max_lifetime_seconds: context.config.key_packages.max_lifetime_days * SECONDS_PER_DAY,
-    };
+    let settings = &context.config.key_packages;
     let owner = ExpectedOwner {
         identity: &device.identity,
         signature_public_key: &device.signature_public_key,
@@ -41,8 +38,8 @@ pub(crate) async fn upload(
         &ordinary,
         last_resort.as_deref(),
         &owner,
-        &policy,
-        context.config.key_packages.max_per_upload,
+        &upload_policy(now_ms, settings.max_lifetime_days),
+        settings.max_per_upload,
     )?;
     let transaction = context.store.begin().await?;
     let stored = store::existing_hash_refs(&transaction, upload.hash_refs()).await?;
@@ -54,9 +51,7 @@ pub(crate) async fn upload(
     let to_row = |(package, data): (VerifiedKeyPackage, Vec<u8>)| NewKeyPackage {
         hash_ref: package.hash_ref,
         data,
-        not_after_ms: i64::try_from(package.not_after_unix_seconds)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000),
+        not_after_ms: not_after_ms(package.not_after_unix_seconds),
     };
     let ordinary_rows = verified_ordinary
         .into_iter()
@@ -73,7 +68,7 @@ pub(crate) async fn upload(
         now_ms,
     )
     .await?;
-    let stock = store::key_package_stock(&transaction, device_id, now_ms).await?;
+    let stock = stock_of(&transaction, device_id, now_ms).await?;
     transaction.commit().await?;
     tracing::debug!(device = %device.identity, available = stock.available, "key packages uploaded");
     Ok(stock)
