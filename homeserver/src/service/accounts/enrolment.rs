@@ -1,10 +1,10 @@
 //! Enrolling a device, the step register and login share: bind a fresh device id
 //! and bearer token to the device's signature key.
 
-use super::{AccountError, Enrolment, Session};
+use super::{AccountError, Enrolment, Session, identity_of};
 use crate::service::{Context, secrets};
 use crate::store::{self, NewDevice, UserKey};
-use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
+use conclave_core::ids::{DeviceId, Username};
 
 /// Enrols a checked device of `user` in `transaction`; fails if its signature
 /// key is bound to another device already.
@@ -38,9 +38,8 @@ pub(super) async fn enrol_device(
         // collision, 1 in 2^64, lands here too and the client simply retries.)
         return Err(AccountError::SignatureKeyTaken);
     }
-    let user_id = UserId::new(username.clone(), context.domain.clone());
     Ok(Session {
-        identity: CredentialIdentity::new(user_id, device_id),
+        identity: identity_of(context, username, &device_id),
         access_token,
     })
 }
