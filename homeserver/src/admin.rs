@@ -2,7 +2,9 @@
 //! (the `conclave-homeserver registration-token ...` subcommands).
 
 use crate::config::Config;
-use crate::service::registration_tokens::{self, NewRegistrationToken};
+use crate::service::create_registration_token::{
+    NewRegistrationToken, create_registration_token as create,
+};
 use crate::service::{Clock, Context};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -26,7 +28,7 @@ pub async fn create_registration_token(
     store.migrate().await?;
     let context = Context::new(store.clone(), config, clock);
     let valid_for_ms = valid_for_days.map(|days| i64::from(days) * 24 * 3600 * 1000);
-    let token = registration_tokens::create(&context, uses, valid_for_ms).await?;
+    let token = create(&context, uses, valid_for_ms).await?;
     store.close().await?;
     Ok(token)
 }

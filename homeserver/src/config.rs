@@ -63,17 +63,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
-/// Who may create an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegistrationPolicy {
-    /// Anyone who can reach the client API.
-    Open,
-    /// Only with a registration token made by `conclave-homeserver registration-token create`.
-    Token,
-    /// Nobody.
-    Closed,
-}
+/// Who may create an account (a rule, so it lives in `rules::registration`).
+pub use crate::rules::registration::RegistrationPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - [`config`]: the documented, validated configuration.
-//! - `rules`: the homeserver's own pure rules (request shapes, upload batches).
+//! - `rules`: the homeserver's own pure rules (request shapes, registration,
+//!   upload batches, stock and claims, the hub's MLS validation).
 //! - `store`: sea-orm entities, migrations and queries; the only module that knows sea-orm.
 //! - `service`: one file per use case, each a transaction over `store` guided by `rules`.
 //! - `grpc`: tonic services (client API and federation API), authentication and

@@ -89,19 +89,19 @@ impl AccountService for AccountApi {
     ) -> Result<Response<proto::ListDevicesResponse>, Status> {
         let caller = authenticate(&self.context, request.metadata()).await?;
         let devices = accounts::list_devices(&self.context, &caller).await?;
-        let mut listed = Vec::with_capacity(devices.len());
-        for device in devices {
-            let stock = crate::service::key_packages::stock_of(&self.context, &device.id).await?;
-            listed.push(proto::Device {
-                current: device.id == caller.device_id().as_str(),
-                device_id: device.id,
+        let listed = devices
+            .into_iter()
+            .map(|device| proto::Device {
+                device_id: device.device_id.to_string(),
                 display_name: device.display_name,
                 signature_public_key: device.signature_public_key,
                 created_at: Some(timestamp(device.created_at_ms)),
                 last_seen_at: Some(timestamp(device.last_seen_at_ms)),
-                key_packages_available: u32::try_from(stock.available).unwrap_or(u32::MAX),
-            });
-        }
+                key_packages_available: u32::try_from(device.key_packages_available)
+                    .unwrap_or(u32::MAX),
+                current: device.current,
+            })
+            .collect();
         Ok(Response::new(proto::ListDevicesResponse {
             devices: listed,
         }))

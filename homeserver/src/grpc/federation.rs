@@ -6,11 +6,11 @@ use super::status::{self, missing_field, peer_refusal};
 use crate::notify::Topic;
 use crate::rules::ids::{GroupId, Seq};
 use crate::service::Context;
-use crate::service::federation;
 use crate::service::follower::{self, IncomingBatch};
 use crate::service::groups::{self, GroupError, NewCommit, NewMessage, NewProposal};
 use crate::service::key_packages;
 use crate::service::outbox;
+use crate::service::verify_credential;
 use conclave_core::ids::{CredentialIdentity, Domain, IdError};
 use conclave_federation::identity::{PeerRefusal, presented_dns_names};
 use conclave_federation::server::{PeerGate, TlsIncoming};
@@ -210,7 +210,7 @@ impl FederationService for FederationApi {
         }
         let key_package_ref =
             (!message.key_package_ref.is_empty()).then_some(message.key_package_ref.as_slice());
-        let verdict = federation::verify_credential(
+        let verdict = verify_credential::verify_credential(
             &self.context,
             &message.credential_identity,
             &message.signature_public_key,

@@ -7,11 +7,12 @@ use crate::rules::key_package_upload::UploadRejection;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::delivery::DeliveryError;
-use crate::service::federation::CredentialCheckError;
 use crate::service::follower::FollowerError;
 use crate::service::groups::GroupError;
-use crate::service::key_packages::KeyPackageServiceError;
+use crate::service::key_packages::{ClaimError, UploadError};
 use crate::service::outbox::FetchEventsError;
+use crate::service::secrets::PasswordHashError;
+use crate::service::verify_credential::CredentialCheckError;
 use crate::store::StoreError;
 use conclave_federation::client::{CallError, RefusalKind};
 use conclave_federation::identity::PeerRefusal;
@@ -23,36 +24,47 @@ impl From<AccountError> for Status {
         let code = match &error {
             AccountError::Invalid(_) => Code::InvalidArgument,
             AccountError::UsernameTaken(_) | AccountError::SignatureKeyTaken => Code::AlreadyExists,
-            AccountError::RegistrationClosed
-            | AccountError::RegistrationTokenMissing
-            | AccountError::RegistrationTokenRejected => Code::PermissionDenied,
+            AccountError::RegistrationRefused(_) => Code::PermissionDenied,
             AccountError::WrongCredentials
             | AccountError::MissingToken
             | AccountError::InvalidToken => Code::Unauthenticated,
             AccountError::UnknownDevice(_) => Code::NotFound,
-            AccountError::Internal(internal) => return internal_status(internal),
+            AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
+            AccountError::Store(store) => return store_status(store),
         };
         Status::new(code, error.to_string())
     }
 }
 
-impl From<KeyPackageServiceError> for Status {
-    fn from(error: KeyPackageServiceError) -> Status {
+impl From<UploadError> for Status {
+    fn from(error: UploadError) -> Status {
         let code = match &error {
-            KeyPackageServiceError::Rejected(UploadRejection::TooMany { .. }) => {
-                Code::ResourceExhausted
-            }
-            KeyPackageServiceError::Rejected(UploadRejection::Duplicate(_)) => Code::AlreadyExists,
-            KeyPackageServiceError::Rejected(_) | KeyPackageServiceError::InvalidUserId(_) => {
-                Code::InvalidArgument
-            }
-            KeyPackageServiceError::UnknownUser(_) => Code::NotFound,
-            KeyPackageServiceError::ForeignUser { .. } => Code::FailedPrecondition,
-            KeyPackageServiceError::RateLimited { .. } => Code::ResourceExhausted,
-            KeyPackageServiceError::Remote(remote) => return remote_status(remote),
-            KeyPackageServiceError::Internal(internal) => return internal_status(internal),
+            UploadError::Rejected(UploadRejection::TooMany { .. }) => Code::ResourceExhausted,
+            UploadError::Rejected(UploadRejection::Duplicate(_)) => Code::AlreadyExists,
+            UploadError::Rejected(_) => Code::InvalidArgument,
+            UploadError::Store(store) => return store_status(store),
         };
         Status::new(code, error.to_string())
+    }
+}
+
+impl From<ClaimError> for Status {
+    fn from(error: ClaimError) -> Status {
+        let code = match &error {
+            ClaimError::InvalidUserId(_) => Code::InvalidArgument,
+            ClaimError::UnknownUser(_) => Code::NotFound,
+            ClaimError::Refused(_) => Code::FailedPrecondition,
+            ClaimError::RateLimited { .. } => Code::ResourceExhausted,
+            ClaimError::Remote(remote) => return remote_status(remote),
+            ClaimError::Store(store) => return store_status(store),
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Status {
+        store_status(&error)
     }
 }
 
@@ -103,10 +115,10 @@ pub(crate) fn peer_refusal(refusal: PeerRefusal) -> Status {
 impl From<CredentialCheckError> for Status {
     fn from(error: CredentialCheckError) -> Status {
         let code = match &error {
-            CredentialCheckError::InvalidIdentity(_)
-            | CredentialCheckError::ForeignIdentity { .. }
-            | CredentialCheckError::MissingKey => Code::InvalidArgument,
-            CredentialCheckError::Internal(internal) => return internal_status(internal),
+            CredentialCheckError::InvalidIdentity(_) | CredentialCheckError::Rejected(_) => {
+                Code::InvalidArgument
+            }
+            CredentialCheckError::Store(store) => return store_status(store),
         };
         Status::new(code, error.to_string())
     }
@@ -115,9 +127,9 @@ impl From<CredentialCheckError> for Status {
 fn internal_status(error: &InternalError) -> Status {
     match error {
         InternalError::Store(store) => store_status(store),
-        InternalError::PasswordHashing(_) | InternalError::Corrupt(_) => {
+        InternalError::Corrupt(_) => {
             tracing::error!(%error, "request failed on the server side");
-            Status::internal("internal error; the server's log has the details")
+            server_fault()
         }
     }
 }
@@ -128,10 +140,19 @@ fn store_status(error: &StoreError) -> Status {
         // Most database errors are passing (unreachable, failover, pool timeout):
         // UNAVAILABLE tells the client to retry the same call.
         StoreError::Database(_) => Status::unavailable("the database is unavailable; retry"),
-        StoreError::Corrupt(_) => {
-            Status::internal("internal error; the server's log has the details")
-        }
+        // A retry would read the same corrupt row.
+        StoreError::Corrupt(_) => server_fault(),
     }
+}
+
+fn password_hash_status(error: &PasswordHashError) -> Status {
+    tracing::error!(%error, "request failed on the server side");
+    server_fault()
+}
+
+/// INTERNAL, with no detail: the server's log has it.
+fn server_fault() -> Status {
+    Status::internal("internal error; the server's log has the details")
 }
 
 /// A required message field was left unset.

@@ -57,6 +57,15 @@ pub(crate) fn check_display_name(name: &str) -> Result<(), AccountRuleError> {
     }
 }
 
+/// The device a registration or login enrols: a signature key and a display name.
+pub(crate) fn check_device(
+    signature_public_key: &[u8],
+    display_name: &str,
+) -> Result<(), AccountRuleError> {
+    check_signature_key(signature_public_key)?;
+    check_display_name(display_name)
+}
+
 /// A login may name the user as `alice` or as `alice@own.domain`.
 pub(crate) fn parse_login_name(input: &str, own: &Domain) -> Result<Username, AccountRuleError> {
     match input.split_once('@') {
@@ -98,6 +107,34 @@ mod tests {
         assert!(check_display_name(&"é".repeat(64)).is_ok());
         assert!(check_display_name(&"é".repeat(65)).is_err());
         assert!(check_display_name("tab\there").is_err());
+    }
+
+    #[test]
+    fn devices_need_a_key_and_a_fitting_name() {
+        let long_name = "x".repeat(65);
+        for (case, key, name, expected) in [
+            ("good", &[7u8; 32][..], "laptop", Ok(())),
+            (
+                "no key",
+                &[][..],
+                "laptop",
+                Err(AccountRuleError::SignatureKey(0)),
+            ),
+            (
+                "bad name",
+                &[7; 32][..],
+                long_name.as_str(),
+                Err(AccountRuleError::DisplayName),
+            ),
+            (
+                "both bad: the key is named",
+                &[7; 3][..],
+                "\n",
+                Err(AccountRuleError::SignatureKey(3)),
+            ),
+        ] {
+            assert_eq!(check_device(key, name), expected, "{case}");
+        }
     }
 
     #[test]

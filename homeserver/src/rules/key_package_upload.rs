@@ -5,6 +5,26 @@ use conclave_core::key_package::{
 };
 use std::collections::HashSet;
 
+const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
+
+/// The policy packages are verified against at `now_ms` (milliseconds since the
+/// Unix epoch; a clock before 1970 counts as 1970), when a package may live at
+/// most `max_lifetime_days`.
+pub(crate) fn upload_policy(now_ms: i64, max_lifetime_days: u64) -> KeyPackagePolicy {
+    KeyPackagePolicy {
+        now_unix_seconds: (now_ms.max(0) / 1000).unsigned_abs(),
+        max_lifetime_seconds: max_lifetime_days.saturating_mul(SECONDS_PER_DAY),
+    }
+}
+
+/// A package's `not_after` (seconds since the Unix epoch) as the store keeps
+/// it, in milliseconds; one beyond what fits is kept as the latest that does.
+pub(crate) fn not_after_ms(not_after_unix_seconds: u64) -> i64 {
+    i64::try_from(not_after_unix_seconds)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
 /// A batch that passed every check.
 #[derive(Debug)]
 pub(crate) struct VerifiedUpload {
@@ -262,6 +282,36 @@ mod tests {
         Expect::Accepted {
             ordinary,
             last_resort,
+        }
+    }
+
+    #[test]
+    fn the_policy_takes_its_time_from_the_argument() {
+        for (now_ms, days, now_seconds, lifetime_seconds) in [
+            (1_700_000_000_999, 90, 1_700_000_000, 90 * DAY),
+            (0, 1, 0, DAY),
+            (-1_500, 1, 0, DAY),
+            (1_000, u64::MAX, 1, u64::MAX),
+        ] {
+            let policy = upload_policy(now_ms, days);
+            assert_eq!(policy.now_unix_seconds, now_seconds, "{now_ms}");
+            assert_eq!(policy.max_lifetime_seconds, lifetime_seconds, "{days}");
+        }
+    }
+
+    #[test]
+    fn expiry_is_kept_in_milliseconds() {
+        for (seconds, milliseconds) in [
+            (0, 0),
+            (1_700_000_000, 1_700_000_000_000),
+            (
+                u64::try_from(i64::MAX / 1000).unwrap(),
+                i64::MAX / 1000 * 1000,
+            ),
+            (u64::try_from(i64::MAX).unwrap(), i64::MAX),
+            (u64::MAX, i64::MAX / 1000 * 1000),
+        ] {
+            assert_eq!(not_after_ms(seconds), milliseconds, "{seconds}");
         }
     }
 

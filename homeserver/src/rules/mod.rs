@@ -5,14 +5,24 @@
 //!
 //! # Layout
 //! - `account`: what a registration or login request must look like.
+//! - `registration`: who may register (the policy) and whether a registration
+//!   token can still be used.
 //! - `key_package_upload`: whether a batch of KeyPackages may be stored.
+//! - `key_package_stock`: a device's stock, and which packages were handed out.
+//! - `key_package_claim`: where a claim is served (this directory, a peer, or
+//!   nowhere).
+//! - `credential_check`: which credential checks peers may ask.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 
 pub(crate) mod account;
+pub(crate) mod credential_check;
 pub(crate) mod delivery;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;
 pub(crate) mod hub;
 pub(crate) mod ids;
+pub(crate) mod key_package_claim;
+pub(crate) mod key_package_stock;
 pub(crate) mod key_package_upload;
+pub(crate) mod registration;
 pub(crate) mod retention;

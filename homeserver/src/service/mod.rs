@@ -8,8 +8,9 @@
 //! - `accounts`: register, log in and out, authenticate a bearer token, devices.
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
-//! - `registration_tokens`, `secrets`: tokens, password hashes.
-//! - `federation`: the credential checks peers of other domains ask for.
+//! - `verify_credential`: the credential checks peers of other domains ask for.
+//! - `create_registration_token`, `secrets`: tokens an operator hands out,
+//!   access tokens and password hashes.
 //! - `groups/`: the hub: create, commit, propose, send, group info, list.
 //! - `routing`: a submission goes to the hub here or is relayed to the group's
 //!   hub; `remote_leaves`: other domains vouch for their devices' leaves.
@@ -20,18 +21,18 @@
 //! - `janitor`: hourly clean-up.
 
 pub(crate) mod accounts;
+pub(crate) mod create_registration_token;
 pub(crate) mod delivery;
-pub(crate) mod federation;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod janitor;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
-pub(crate) mod registration_tokens;
 pub(crate) mod remote_leaves;
 pub(crate) mod routing;
 pub(crate) mod secrets;
+pub(crate) mod verify_credential;
 
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
@@ -120,11 +121,9 @@ impl Context {
 /// A failure that is the server's, not the client's.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InternalError {
+    /// The database failed, or holds a value that does not fit its type.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The password hashing task panicked or was cancelled.
-    #[error("password hashing failed: {0}")]
-    PasswordHashing(String),
     /// A stored value breaks a rule it was checked against when stored.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

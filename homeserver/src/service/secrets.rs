@@ -1,7 +1,6 @@
 //! Secrets: bearer tokens from the OS random number generator, stored only as
 //! SHA-256 hashes, and passwords stored only as Argon2id hashes.
 
-use super::InternalError;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
@@ -28,22 +27,37 @@ pub(crate) fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Why a password could not be hashed or checked: the server's failure, never
+/// the client's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PasswordHashError {
+    /// The operating system's random number generator gave no salt.
+    #[error("no random salt for a password hash: {0}")]
+    Salt(getrandom::Error),
+    /// Argon2 refused the salt or the password.
+    #[error("argon2 could not hash a password: {0}")]
+    Hash(argon2::password_hash::Error),
+    /// A stored hash is not a PHC string that Argon2 can read.
+    #[error("a stored password hash is unreadable: {0}")]
+    UnreadableHash(argon2::password_hash::Error),
+    /// The blocking task that hashes panicked or was cancelled.
+    #[error("the password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Hashes a password with Argon2id (default parameters, random salt) on a blocking
 /// thread, so the async workers stay free.
-pub(crate) async fn hash_password(password: String) -> Result<String, InternalError> {
+pub(crate) async fn hash_password(password: String) -> Result<String, PasswordHashError> {
     tokio::task::spawn_blocking(move || {
         let mut salt_bytes = [0u8; 16];
-        getrandom::fill(&mut salt_bytes)
-            .map_err(|error| InternalError::PasswordHashing(error.to_string()))?;
-        let salt = SaltString::encode_b64(&salt_bytes)
-            .map_err(|error| InternalError::PasswordHashing(error.to_string()))?;
+        getrandom::fill(&mut salt_bytes).map_err(PasswordHashError::Salt)?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(PasswordHashError::Hash)?;
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
-            .map_err(|error| InternalError::PasswordHashing(error.to_string()))
+            .map_err(PasswordHashError::Hash)
     })
-    .await
-    .map_err(|error| InternalError::PasswordHashing(error.to_string()))?
+    .await?
 }
 
 /// Checks a password against a stored hash. With no stored hash (unknown user) it
@@ -52,19 +66,17 @@ pub(crate) async fn hash_password(password: String) -> Result<String, InternalEr
 pub(crate) async fn verify_password(
     password: String,
     stored_hash: Option<String>,
-) -> Result<bool, InternalError> {
+) -> Result<bool, PasswordHashError> {
     tokio::task::spawn_blocking(move || {
         let known_user = stored_hash.is_some();
         let hash_text = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let hash = PasswordHash::new(&hash_text)
-            .map_err(|error| InternalError::PasswordHashing(error.to_string()))?;
+        let hash = PasswordHash::new(&hash_text).map_err(PasswordHashError::UnreadableHash)?;
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .is_ok();
         Ok(known_user && matches)
     })
-    .await
-    .map_err(|error| InternalError::PasswordHashing(error.to_string()))?
+    .await?
 }
 
 /// An Argon2id hash (default parameters) of a random password nobody knows.

@@ -1,19 +1,70 @@
-//! Queries for users, devices and registration tokens.
+//! Queries for users and devices. They return the store's
+//! own records, with identifiers parsed (a stored value that does not parse is
+//! [`StoreError::Corrupt`], naming its row).
 
-use super::entities::{device, registration_token, user};
-use super::{Connection, DeviceRecord, StoreError, UserRecord};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use super::convert::to_parsed;
+use super::entities::{device, user};
+use super::{Connection, StoreError};
+use conclave_core::ids::{DeviceId, Username};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+
+/// A user's row, as its devices refer to it. Only the store makes one, from a
+/// row it read or wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserKey(i64);
+
+/// A user of this homeserver.
+#[derive(Debug, Clone)]
+pub(crate) struct UserRecord {
+    pub(crate) key: UserKey,
+    pub(crate) username: Username,
+    /// Argon2id hash in PHC string format.
+    pub(crate) password_hash: String,
+}
+
+/// A device of a user of this homeserver.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceRecord {
+    pub(crate) device_id: DeviceId,
+    pub(crate) display_name: String,
+    /// The Ed25519 key bound to the device's credential.
+    pub(crate) signature_public_key: Vec<u8>,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) created_at_ms: i64,
+    /// Milliseconds since the Unix epoch, written at most once a minute.
+    pub(crate) last_seen_at_ms: i64,
+}
+
+fn user_record(model: user::Model) -> Result<UserRecord, StoreError> {
+    let row = format!("user row {}", model.id);
+    Ok(UserRecord {
+        key: UserKey(model.id),
+        username: to_parsed(&model.username, &row, "username")?,
+        password_hash: model.password_hash,
+    })
+}
+
+fn device_record(model: device::Model) -> Result<DeviceRecord, StoreError> {
+    let row = format!("device row {:?}", model.id);
+    Ok(DeviceRecord {
+        device_id: to_parsed(&model.id, &row, "id")?,
+        display_name: model.display_name,
+        signature_public_key: model.signature_public_key,
+        created_at_ms: model.created_at_ms,
+        last_seen_at_ms: model.last_seen_at_ms,
+    })
+}
 
 /// Inserts a user; `Ok(None)` if the username is taken.
 pub(crate) async fn insert_user(
     db: &impl Connection,
-    username: &str,
+    username: &Username,
     password_hash: &str,
     now_ms: i64,
 ) -> Result<Option<UserRecord>, StoreError> {
     let new_user = user::ActiveModel {
-        username: Set(username.to_owned()),
+        username: Set(username.as_str().to_owned()),
         password_hash: Set(password_hash.to_owned()),
         created_at_ms: Set(now_ms),
         ..Default::default()
@@ -23,7 +74,7 @@ pub(crate) async fn insert_user(
         .await
         .map_err(StoreError::from)
     {
-        Ok(record) => Ok(Some(record)),
+        Ok(model) => user_record(model).map(Some),
         Err(error) if error.is_unique_violation() => Ok(None),
         Err(error) => Err(error),
     }
@@ -31,18 +82,20 @@ pub(crate) async fn insert_user(
 
 pub(crate) async fn find_user_by_username(
     db: &impl Connection,
-    username: &str,
+    username: &Username,
 ) -> Result<Option<UserRecord>, StoreError> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Username.eq(username))
+    user::Entity::find()
+        .filter(user::Column::Username.eq(username.as_str()))
         .one(db.database())
-        .await?)
+        .await?
+        .map(user_record)
+        .transpose()
 }
 
 /// What a new device row holds.
 pub(crate) struct NewDevice<'a> {
-    pub(crate) device_id: &'a str,
-    pub(crate) user_id: i64,
+    pub(crate) device_id: &'a DeviceId,
+    pub(crate) user: UserKey,
     pub(crate) display_name: &'a str,
     pub(crate) signature_public_key: &'a [u8],
     pub(crate) access_token_hash: &'a [u8],
@@ -55,8 +108,8 @@ pub(crate) async fn insert_device(
     new_device: NewDevice<'_>,
 ) -> Result<bool, StoreError> {
     let model = device::ActiveModel {
-        id: Set(new_device.device_id.to_owned()),
-        user_id: Set(new_device.user_id),
+        id: Set(new_device.device_id.as_str().to_owned()),
+        user_id: Set(new_device.user.0),
         display_name: Set(new_device.display_name.to_owned()),
         signature_public_key: Set(new_device.signature_public_key.to_vec()),
         access_token_hash: Set(new_device.access_token_hash.to_vec()),
@@ -101,32 +154,36 @@ pub(crate) async fn find_device_by_token_hash(
     let user = user::Entity::find_by_id(device.user_id)
         .one(db.database())
         .await?;
-    Ok(user.map(|user| (device, user)))
+    user.map(|user| Ok((device_record(device)?, user_record(user)?)))
+        .transpose()
 }
 
 /// A user's devices, oldest first.
 pub(crate) async fn list_devices(
     db: &impl Connection,
-    user_id: i64,
+    user: UserKey,
 ) -> Result<Vec<DeviceRecord>, StoreError> {
-    Ok(device::Entity::find()
-        .filter(device::Column::UserId.eq(user_id))
+    device::Entity::find()
+        .filter(device::Column::UserId.eq(user.0))
         .order_by_asc(device::Column::CreatedAtMs)
         .order_by_asc(device::Column::Id)
         .all(db.database())
-        .await?)
+        .await?
+        .into_iter()
+        .map(device_record)
+        .collect()
 }
 
 /// Deletes one of a user's devices (its key packages go with it, by foreign key);
 /// `Ok(false)` if the user has no such device.
 pub(crate) async fn delete_device(
     db: &impl Connection,
-    user_id: i64,
-    device_id: &str,
+    user: UserKey,
+    device_id: &DeviceId,
 ) -> Result<bool, StoreError> {
     let result = device::Entity::delete_many()
-        .filter(device::Column::UserId.eq(user_id))
-        .filter(device::Column::Id.eq(device_id))
+        .filter(device::Column::UserId.eq(user.0))
+        .filter(device::Column::Id.eq(device_id.as_str()))
         .exec(db.database())
         .await?;
     Ok(result.rows_affected == 1)
@@ -136,65 +193,17 @@ pub(crate) async fn delete_device(
 /// not each cost a write.
 pub(crate) async fn touch_device(
     db: &impl Connection,
-    device_id: &str,
+    device_id: &DeviceId,
     now_ms: i64,
     granularity_ms: i64,
 ) -> Result<(), StoreError> {
     device::Entity::update_many()
         .col_expr(device::Column::LastSeenAtMs, Expr::value(now_ms))
-        .filter(device::Column::Id.eq(device_id))
+        .filter(device::Column::Id.eq(device_id.as_str()))
         .filter(device::Column::LastSeenAtMs.lt(now_ms - granularity_ms))
         .exec(db.database())
         .await?;
     Ok(())
-}
-
-pub(crate) async fn insert_registration_token(
-    db: &impl Connection,
-    token_hash: &[u8],
-    uses_allowed: i32,
-    expires_at_ms: Option<i64>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    registration_token::ActiveModel {
-        token_hash: Set(token_hash.to_vec()),
-        uses_allowed: Set(uses_allowed),
-        uses_count: Set(0),
-        expires_at_ms: Set(expires_at_ms),
-        created_at_ms: Set(now_ms),
-        ..Default::default()
-    }
-    .insert(db.database())
-    .await?;
-    Ok(())
-}
-
-/// Uses up one use of a registration token, atomically (one conditional UPDATE,
-/// so concurrent registrations cannot overspend a single-use token). `Ok(false)`
-/// if the token is unknown, expired or used up.
-pub(crate) async fn consume_registration_token(
-    db: &impl Connection,
-    token_hash: &[u8],
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let result = registration_token::Entity::update_many()
-        .col_expr(
-            registration_token::Column::UsesCount,
-            Expr::col(registration_token::Column::UsesCount).add(1),
-        )
-        .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
-        .filter(
-            Expr::col(registration_token::Column::UsesCount)
-                .lt(Expr::col(registration_token::Column::UsesAllowed)),
-        )
-        .filter(
-            registration_token::Column::ExpiresAtMs
-                .is_null()
-                .or(registration_token::Column::ExpiresAtMs.gt(now_ms)),
-        )
-        .exec(db.database())
-        .await?;
-    Ok(result.rows_affected == 1)
 }
 
 /// True if `device_id` is a device of user `username` bound to `signature_public_key`.
@@ -224,7 +233,7 @@ async fn find_device_of_user(
     db: &impl Connection,
     device_id: &str,
     username: &str,
-) -> Result<Option<DeviceRecord>, StoreError> {
+) -> Result<Option<device::Model>, StoreError> {
     let Some(device) = device::Entity::find_by_id(device_id.to_owned())
         .one(db.database())
         .await?
@@ -237,20 +246,4 @@ async fn find_device_of_user(
     Ok(user
         .is_some_and(|user| user.username == username)
         .then_some(device))
-}
-
-/// True if the token exists, has uses left and has not expired (without using it).
-pub(crate) async fn registration_token_usable(
-    db: &impl Connection,
-    token_hash: &[u8],
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let token = registration_token::Entity::find()
-        .filter(registration_token::Column::TokenHash.eq(token_hash.to_vec()))
-        .one(db.database())
-        .await?;
-    Ok(token.is_some_and(|token| {
-        token.uses_count < token.uses_allowed
-            && token.expires_at_ms.is_none_or(|expires| expires > now_ms)
-    }))
 }

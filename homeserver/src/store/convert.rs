@@ -6,6 +6,7 @@
 use super::StoreError;
 use crate::rules::ids::{Epoch, GroupKey, Seq};
 use std::fmt::Display;
+use std::str::FromStr;
 
 /// A stored non-negative integer, or corruption in `row`.
 pub(crate) fn to_u64(value: i64, row: impl Display, column: &str) -> Result<u64, StoreError> {
@@ -19,6 +20,18 @@ pub(crate) fn to_seq(value: i64, row: impl Display, column: &str) -> Result<Seq,
 
 pub(crate) fn to_epoch(value: i64, row: impl Display, column: &str) -> Result<Epoch, StoreError> {
     to_u64(value, row, column).map(Epoch::new)
+}
+
+/// A stored text value parsed into its domain type (a username, a device id), or
+/// corruption in `row`: it was checked when it was stored.
+pub(crate) fn to_parsed<T>(value: &str, row: impl Display, column: &str) -> Result<T, StoreError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    value.parse().map_err(|error| {
+        StoreError::Corrupt(format!("{row}: {column} {value:?} is not valid: {error}"))
+    })
 }
 
 /// A counter as the database stores it.
@@ -56,5 +69,16 @@ mod tests {
         assert_eq!(seq_to_db(Seq::new(3)).unwrap(), 3);
         assert!(seq_to_db(Seq::new(u64::MAX)).is_err());
         assert!(epoch_to_db(Epoch::new(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn text_that_does_not_parse_is_an_error_naming_the_row() {
+        let parsed: Result<u8, _> = to_parsed("7", "device row x", "count");
+        assert_eq!(parsed.unwrap(), 7);
+        let error = to_parsed::<u8>("-1", "device row x", "count").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "stored data is corrupt: device row x: count \"-1\" is not valid: invalid digit found in string"
+        );
     }
 }

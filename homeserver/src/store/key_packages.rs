@@ -1,7 +1,10 @@
 //! Queries for the key-package directory.
 
+use super::convert::to_u64;
 use super::entities::key_package;
 use super::{Connection, StoreError};
+use crate::rules::key_package_stock::{ClaimRecord, KindCount, was_handed_out};
+use conclave_core::ids::{CredentialIdentity, DeviceId};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -34,14 +37,14 @@ pub(crate) async fn existing_hash_refs(
 /// is given. Run it in the transaction that checked the batch.
 pub(crate) async fn insert_key_packages(
     db: &impl Connection,
-    device_id: &str,
+    device_id: &DeviceId,
     ordinary: Vec<NewKeyPackage>,
     last_resort: Option<NewKeyPackage>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     if last_resort.is_some() {
         key_package::Entity::delete_many()
-            .filter(key_package::Column::DeviceId.eq(device_id))
+            .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
             .filter(key_package::Column::LastResort.eq(true))
             .exec(db.database())
             .await?;
@@ -51,7 +54,7 @@ pub(crate) async fn insert_key_packages(
         .map(|package| (package, false))
         .chain(last_resort.map(|package| (package, true)))
         .map(|(package, last_resort)| key_package::ActiveModel {
-            device_id: Set(device_id.to_owned()),
+            device_id: Set(device_id.as_str().to_owned()),
             hash_ref: Set(package.hash_ref),
             data: Set(package.data),
             last_resort: Set(last_resort),
@@ -70,62 +73,76 @@ pub(crate) async fn insert_key_packages(
     Ok(())
 }
 
-/// A device's unclaimed, unexpired packages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyPackageStock {
-    pub(crate) available: u64,
-    pub(crate) has_last_resort: bool,
-    pub(crate) earliest_expiry_ms: Option<i64>,
+/// A device's packages that a claim could still take, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ClaimableCounts {
+    pub(crate) ordinary: KindCount,
+    pub(crate) last_resort: KindCount,
 }
 
 #[derive(FromQueryResult)]
-struct StockRow {
+struct CountRow {
     last_resort: bool,
     count: i64,
     earliest: Option<i64>,
 }
 
-pub(crate) async fn key_package_stock(
+/// Counts the device's unclaimed, unexpired packages of each kind, in one query.
+pub(crate) async fn claimable_counts(
     db: &impl Connection,
-    device_id: &str,
+    device_id: &DeviceId,
     now_ms: i64,
-) -> Result<KeyPackageStock, StoreError> {
+) -> Result<ClaimableCounts, StoreError> {
     let rows = key_package::Entity::find()
         .select_only()
         .column(key_package::Column::LastResort)
         .column_as(Expr::col(key_package::Column::Id).count(), "count")
         .column_as(Expr::col(key_package::Column::NotAfterMs).min(), "earliest")
-        .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
         .filter(key_package::Column::ClaimedAtMs.is_null())
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .group_by(key_package::Column::LastResort)
-        .into_model::<StockRow>()
+        .into_model::<CountRow>()
         .all(db.database())
         .await?;
-    let mut stock = KeyPackageStock {
-        available: 0,
-        has_last_resort: false,
-        earliest_expiry_ms: None,
-    };
+    let mut counts = ClaimableCounts::default();
     for row in rows {
-        if row.last_resort {
-            stock.has_last_resort = row.count > 0;
+        let (kind, name) = if row.last_resort {
+            (&mut counts.last_resort, "last-resort")
         } else {
-            stock.available = u64::try_from(row.count).unwrap_or(0);
-        }
-        stock.earliest_expiry_ms = match (stock.earliest_expiry_ms, row.earliest) {
-            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-            (a, b) => a.or(b),
+            (&mut counts.ordinary, "ordinary")
+        };
+        let rows = format!("{name} key packages of device {device_id}");
+        *kind = KindCount {
+            count: to_u64(row.count, rows, "count")?,
+            earliest_expiry_ms: row.earliest,
         };
     }
-    Ok(stock)
+    Ok(counts)
 }
 
 /// A package handed out by a claim.
-#[derive(Debug, Clone, FromQueryResult)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClaimedKeyPackage {
+    /// The TLS-serialised KeyPackage exactly as uploaded.
     pub(crate) data: Vec<u8>,
+    /// True for the device's last-resort package, which the claim did not consume.
     pub(crate) last_resort: bool,
+}
+
+#[derive(FromQueryResult)]
+struct ClaimedRow {
+    data: Vec<u8>,
+    last_resort: bool,
+}
+
+impl From<ClaimedRow> for ClaimedKeyPackage {
+    fn from(row: ClaimedRow) -> ClaimedKeyPackage {
+        ClaimedKeyPackage {
+            data: row.data,
+            last_resort: row.last_resort,
+        }
+    }
 }
 
 /// Hands out the device's oldest unclaimed, unexpired ordinary package and marks
@@ -136,10 +153,12 @@ pub(crate) struct ClaimedKeyPackage {
 /// is empty, the device's last-resort package is returned without being consumed.
 pub(crate) async fn claim_key_package(
     db: &impl Connection,
-    device_id: &str,
-    claimed_by: &str,
+    device_id: &DeviceId,
+    claimed_by: &CredentialIdentity,
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+    let device_id = device_id.as_str();
+    let claimed_by = claimed_by.to_string();
     let backend = db.database().get_database_backend();
     let (backend, sql) = match backend {
         sea_orm::DbBackend::Postgres => (
@@ -161,13 +180,13 @@ pub(crate) async fn claim_key_package(
              RETURNING data, last_resort",
         ),
     };
-    let values: [Value; 3] = [now_ms.into(), claimed_by.into(), device_id.into()];
+    let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
-    if let Some(claimed) = ClaimedKeyPackage::find_by_statement(statement)
+    if let Some(claimed) = ClaimedRow::find_by_statement(statement)
         .one(db.database())
         .await?
     {
-        return Ok(Some(claimed));
+        return Ok(Some(claimed.into()));
     }
     // The last-resort package stays available; `claimed_by` records that the
     // directory handed it out, which is what lets an Add use it.
@@ -185,9 +204,10 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
-        .into_model::<ClaimedKeyPackage>()
+        .into_model::<ClaimedRow>()
         .one(db.database())
-        .await?)
+        .await?
+        .map(ClaimedKeyPackage::from))
 }
 
 /// Deletes packages that expired before `cutoff_ms`; they can never be used again.
@@ -202,20 +222,33 @@ pub(crate) async fn delete_expired_key_packages(
     Ok(result.rows_affected)
 }
 
-/// True if the directory handed this key package of `device_id` out: an
-/// ordinary package that was claimed, or a last-resort package that was handed
-/// out (without being consumed) at least once.
-pub(crate) async fn key_package_was_claimed(
+/// What the directory recorded of the claims of this key package of `device_id`;
+/// `None` if the device has no such package.
+async fn find_claim_record(
     db: &impl Connection,
     hash_ref: &[u8],
     device_id: &str,
-) -> Result<bool, StoreError> {
+) -> Result<Option<ClaimRecord>, StoreError> {
     let package = key_package::Entity::find()
         .filter(key_package::Column::HashRef.eq(hash_ref.to_vec()))
         .filter(key_package::Column::DeviceId.eq(device_id))
         .one(db.database())
         .await?;
-    Ok(package.is_some_and(|package| {
-        package.claimed_at_ms.is_some() || (package.last_resort && package.claimed_by.is_some())
+    Ok(package.map(|package| ClaimRecord {
+        last_resort: package.last_resort,
+        taken: package.claimed_at_ms.is_some(),
+        claimer_recorded: package.claimed_by.is_some(),
     }))
+}
+
+/// True if the directory handed this key package of `device_id` out (see
+/// [`was_handed_out`]).
+pub(crate) async fn key_package_was_claimed(
+    db: &impl Connection,
+    hash_ref: &[u8],
+    device_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(find_claim_record(db, hash_ref, device_id)
+        .await?
+        .is_some_and(was_handed_out))
 }

@@ -21,6 +21,7 @@ mod log;
 mod members;
 mod migrations;
 mod pruning;
+mod registration_tokens;
 mod submissions;
 
 pub(crate) use accounts::*;
@@ -31,6 +32,7 @@ pub(crate) use key_packages::*;
 pub(crate) use log::*;
 pub(crate) use members::*;
 pub(crate) use pruning::*;
+pub(crate) use registration_tokens::*;
 pub(crate) use submissions::*;
 
 use crate::config::{DatabaseKind, database_kind};
@@ -40,9 +42,6 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
-
-pub(crate) use entities::device::Model as DeviceRecord;
-pub(crate) use entities::user::Model as UserRecord;
 
 /// A failure that is not the caller's fault.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +92,14 @@ impl Connection for Store {
 impl Connection for Transaction {
     fn database(&self) -> &impl ConnectionTrait {
         &self.0
+    }
+}
+
+/// A reference to a connection is one too, so `&store` works where `store` is
+/// already a reference (as in the store's own tests).
+impl<C: Connection> Connection for &C {
+    fn database(&self) -> &impl ConnectionTrait {
+        (**self).database()
     }
 }
 

@@ -5,7 +5,7 @@
 //! request names.
 
 use super::Context;
-use super::InternalError;
+use crate::rules::credential_check::{CredentialCheckRejection, check_credential_query};
 use crate::store::{self, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError};
 
@@ -15,26 +15,12 @@ pub(crate) enum CredentialCheckError {
     /// The identity is not `name@domain/device_id`.
     #[error(transparent)]
     InvalidIdentity(#[from] IdError),
-    /// The identity belongs to another domain: this homeserver answers for its own.
-    #[error(
-        "credential identity {identity} is on domain {domain}; this homeserver answers for {own} only"
-    )]
-    ForeignIdentity {
-        identity: String,
-        domain: String,
-        own: String,
-    },
-    /// No signature key to compare.
-    #[error("signature_public_key is required")]
-    MissingKey,
+    /// The identity is of another domain, or there is no key to compare.
     #[error(transparent)]
-    Internal(#[from] InternalError),
-}
-
-impl From<StoreError> for CredentialCheckError {
-    fn from(error: StoreError) -> Self {
-        CredentialCheckError::Internal(error.into())
-    }
+    Rejected(#[from] CredentialCheckRejection),
+    /// The database failed, or holds a value that does not fit its type.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The answer to a peer's credential check.
@@ -56,17 +42,7 @@ pub(crate) async fn verify_credential(
     key_package_ref: Option<&[u8]>,
 ) -> Result<CredentialVerdict, CredentialCheckError> {
     let identity: CredentialIdentity = identity.parse()?;
-    let domain = identity.user_id().domain();
-    if domain != &context.domain {
-        return Err(CredentialCheckError::ForeignIdentity {
-            identity: identity.to_string(),
-            domain: domain.to_string(),
-            own: context.domain.to_string(),
-        });
-    }
-    if signature_public_key.is_empty() {
-        return Err(CredentialCheckError::MissingKey);
-    }
+    check_credential_query(&identity, signature_public_key, &context.domain)?;
     let connection = &context.store;
     let device_id = identity.device_id().as_str();
     let registered = store::device_has_key(
@@ -76,6 +52,8 @@ pub(crate) async fn verify_credential(
         signature_public_key,
     )
     .await?;
+    // A package is only asked about for a registered device: for any other,
+    // the answer is no without a query.
     let key_package_claimed = match key_package_ref {
         Some(hash_ref) if registered => {
             store::key_package_was_claimed(connection, hash_ref, device_id).await?

@@ -1,0 +1,13 @@
+//! Logging out: the calling device removes itself.
+
+use super::remove_device::remove;
+use super::{AccountError, AuthenticatedDevice};
+use crate::service::Context;
+
+/// Logs the calling device out: it is removed with its token and key packages.
+pub(crate) async fn logout(
+    context: &Context,
+    device: &AuthenticatedDevice,
+) -> Result<(), AccountError> {
+    remove(context, device, device.device_id()).await
+}

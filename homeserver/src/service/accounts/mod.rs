@@ -1,0 +1,111 @@
+//! Accounts and devices: registration, login, logout, bearer-token authentication
+//! and device management. Enrolling a device binds its credential identity
+//! `name@domain/device_id` to its signature key: this is the homeserver acting as
+//! its domain's MLS Authentication Service.
+//!
+//! # Layout
+//! One use case per file: `register`, `login`, `logout`, `authenticate`,
+//! `list_devices`, `remove_device`; `enrolment` is the step register and login
+//! share. This module holds what they share: the error, the authenticated device,
+//! the session.
+
+mod authenticate;
+mod enrolment;
+mod list_devices;
+mod login;
+mod logout;
+mod register;
+mod remove_device;
+
+pub(crate) use authenticate::authenticate;
+pub(crate) use list_devices::list_devices;
+pub(crate) use login::{Login, login};
+pub(crate) use logout::logout;
+pub(crate) use register::{Registration, register};
+pub(crate) use remove_device::remove_device;
+
+use super::Context;
+use super::secrets::PasswordHashError;
+use crate::rules::account::AccountRuleError;
+use crate::rules::registration::RegistrationRefusal;
+use crate::store::{StoreError, UserKey};
+use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
+
+/// Why an account request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AccountError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] AccountRuleError),
+    /// The username is taken.
+    #[error("username {0} is already taken")]
+    UsernameTaken(Username),
+    /// The signature key is bound to another device already.
+    #[error("this signature key is already bound to another device; generate a new key pair")]
+    SignatureKeyTaken,
+    /// The registration policy refused, or the registration token did.
+    #[error(transparent)]
+    RegistrationRefused(#[from] RegistrationRefusal),
+    /// Wrong username or password (deliberately one error for both).
+    #[error("wrong username or password")]
+    WrongCredentials,
+    /// No `authorization: Bearer` metadata.
+    #[error("missing access token: send the metadata 'authorization: Bearer <token>'")]
+    MissingToken,
+    /// The token is unknown or was revoked.
+    #[error("the access token is invalid or was revoked; log in again")]
+    InvalidToken,
+    /// The caller has no device with that id (as the request spelled it).
+    #[error("you have no device {0}")]
+    UnknownDevice(String),
+    /// A password could not be hashed or checked.
+    #[error(transparent)]
+    PasswordHash(#[from] PasswordHashError),
+    /// The database failed, or holds a value that does not fit its type.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A device whose bearer token checked out.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthenticatedDevice {
+    /// The user the device belongs to.
+    pub(crate) user: UserKey,
+    pub(crate) identity: CredentialIdentity,
+    pub(crate) signature_public_key: Vec<u8>,
+}
+
+impl AuthenticatedDevice {
+    pub(crate) fn user_id(&self) -> &UserId {
+        self.identity.user_id()
+    }
+
+    pub(crate) fn device_id(&self) -> &DeviceId {
+        self.identity.device_id()
+    }
+}
+
+/// The device to enrol.
+pub(crate) struct Enrolment {
+    pub(crate) signature_public_key: Vec<u8>,
+    pub(crate) display_name: String,
+}
+
+/// A new device's session, returned once.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) identity: CredentialIdentity,
+    pub(crate) access_token: String,
+}
+
+/// The credential identity of a device of a user of this domain.
+pub(crate) fn identity_of(
+    context: &Context,
+    username: &Username,
+    device_id: &DeviceId,
+) -> CredentialIdentity {
+    CredentialIdentity::new(
+        UserId::new(username.clone(), context.domain.clone()),
+        device_id.clone(),
+    )
+}

@@ -1,0 +1,69 @@
+//! Registering: a new user with its first device.
+
+use super::enrolment::enrol_device;
+use super::{AccountError, Enrolment, Session};
+use crate::rules::account::{AccountRuleError, check_device, check_password};
+use crate::rules::registration::{Admission, RegistrationRefusal, admit};
+use crate::service::{Context, secrets};
+use crate::store;
+use conclave_core::ids::Username;
+
+pub(crate) struct Registration {
+    pub(crate) username: String,
+    pub(crate) password: String,
+    /// Empty if the request carries none.
+    pub(crate) registration_token: String,
+    pub(crate) device: Enrolment,
+}
+
+pub(crate) async fn register(
+    context: &Context,
+    request: Registration,
+) -> Result<Session, AccountError> {
+    let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
+    check_password(&request.password)?;
+    check_device(
+        &request.device.signature_public_key,
+        &request.device.display_name,
+    )?;
+    let token_hash = match admit(
+        context.config.registration.policy,
+        &request.registration_token,
+    )? {
+        Admission::Open => None,
+        Admission::Token(token) => Some(secrets::hash_token(token)),
+    };
+    // Cheap refusals before the expensive hash; the transaction below re-checks
+    // (spends the token, inserts through the unique keys), which is what actually
+    // guarantees both. The token comes first so that without a valid one nobody
+    // can probe which usernames exist.
+    if let Some(token_hash) = &token_hash {
+        let token = store::find_registration_token(&context.store, token_hash).await?;
+        if !token.is_some_and(|token| token.is_usable(context.now_ms())) {
+            return Err(RegistrationRefusal::TokenRejected.into());
+        }
+    }
+    if store::find_user_by_username(&context.store, &username)
+        .await?
+        .is_some()
+    {
+        return Err(AccountError::UsernameTaken(username));
+    }
+    let password_hash = secrets::hash_password(request.password).await?;
+    let now_ms = context.now_ms();
+    let transaction = context.store.begin().await?;
+    // Spending the use inside the registration's transaction gives it back if
+    // the registration fails.
+    if let Some(token_hash) = token_hash
+        && !store::consume_registration_token(&transaction, &token_hash, now_ms).await?
+    {
+        return Err(RegistrationRefusal::TokenRejected.into());
+    }
+    let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
+        .await?
+        .ok_or_else(|| AccountError::UsernameTaken(username.clone()))?;
+    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
+    transaction.commit().await?;
+    tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
+    Ok(session)
+}

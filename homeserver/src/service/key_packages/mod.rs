@@ -1,0 +1,75 @@
+//! The key-package directory: devices upload verified KeyPackages; claimers get one
+//! per device of a user, each ordinary package handed out exactly once. A claim
+//! for a user of another domain is forwarded to that domain's homeserver, for the
+//! calling device.
+//!
+//! # Layout
+//! One use case per file: `upload`, `stock`, `claim` (a device's claim, served
+//! from this directory), `forward_claim` (a device's claim for a user of another
+//! domain, through its homeserver), `claim_for_peer` (a peer's claim for a user of
+//! this domain). This module holds what they share: the error, the claimed
+//! package, the claim rate limit.
+
+mod claim;
+mod claim_for_peer;
+mod forward_claim;
+mod stock;
+mod upload;
+
+pub(crate) use claim::claim;
+pub(crate) use claim_for_peer::claim_for_peer;
+pub(crate) use stock::{stock, stock_of};
+pub(crate) use upload::{UploadError, upload};
+
+pub(crate) use crate::rules::key_package_stock::KeyPackageStock;
+
+use super::Context;
+use crate::rules::key_package_claim::ClaimRefusal;
+use crate::store::{ClaimedKeyPackage, StoreError};
+use conclave_core::ids::{CredentialIdentity, IdError, UserId};
+use conclave_federation::client::CallError;
+
+/// Why a claim of a user's KeyPackages failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimError {
+    /// The claimed user id is malformed.
+    #[error(transparent)]
+    InvalidUserId(#[from] IdError),
+    /// No such user on this homeserver.
+    #[error("user {0} does not exist")]
+    UnknownUser(UserId),
+    /// The user's domain is not served here, nor reachable from here.
+    #[error(transparent)]
+    Refused(#[from] ClaimRefusal),
+    /// The user's homeserver could not be reached, or refused.
+    #[error(transparent)]
+    Remote(#[from] CallError),
+    /// The caller claims too often.
+    #[error("too many key-package claims: at most {per_minute} per minute; retry later")]
+    RateLimited { per_minute: u32 },
+    /// The database failed, or holds a value that does not fit its type.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One device's package, as handed to a claimer.
+#[derive(Debug)]
+pub(crate) struct DeviceKeyPackage {
+    pub(crate) identity: CredentialIdentity,
+    pub(crate) signature_public_key: Vec<u8>,
+    pub(crate) package: ClaimedKeyPackage,
+}
+
+/// Counts one claim of `claimer` (keyed by its full credential identity, so local
+/// devices and devices of each peer domain never share a count).
+pub(super) fn check_claim_rate(
+    context: &Context,
+    claimer: &CredentialIdentity,
+) -> Result<(), ClaimError> {
+    context
+        .claim_limiter
+        .check_key(&claimer.to_string())
+        .map_err(|_| ClaimError::RateLimited {
+            per_minute: context.config.key_packages.claims_per_minute,
+        })
+}
