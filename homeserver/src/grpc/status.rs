@@ -224,16 +224,15 @@ impl From<GroupError> for Status {
             GroupError::RemoteCheckFailed { .. } | GroupError::HubUnavailable { .. } => {
                 Code::Unavailable
             }
-            GroupError::RejectedByHub {
-                code,
-                message,
-                commit_conflict,
-            } => {
-                return match commit_conflict {
-                    Some((current_epoch, winning_commit_seq)) => {
-                        commit_conflict_status(message.clone(), *current_epoch, *winning_commit_seq)
-                    }
-                    None => Status::new(Code::from_i32(*code), message.clone()),
+            GroupError::RejectedByHub(rejected) => {
+                let message = rejected.message.clone();
+                return match &rejected.commit_conflict {
+                    Some(conflict) => commit_conflict_status(
+                        message,
+                        conflict.current_epoch,
+                        conflict.winning_commit_seq,
+                    ),
+                    None => Status::new(Code::from_i32(rejected.code), message),
                 };
             }
             GroupError::Store(store) => return store_status(store),

@@ -172,13 +172,7 @@ async fn relay(
             {
                 tracing::warn!(hub_domain = %hub, group = %mls_group_id, %error, "could not fetch the commit that won the epoch from the hub");
             }
-            Err(GroupError::RejectedByHub {
-                code: rejected.code,
-                message: rejected.message,
-                commit_conflict: rejected
-                    .commit_conflict
-                    .map(|conflict| (conflict.current_epoch, conflict.winning_commit_seq)),
-            })
+            Err(GroupError::RejectedByHub(rejected))
         }
         None => Err(GroupError::HubUnavailable {
             hub: hub.to_string(),

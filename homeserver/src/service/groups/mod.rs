@@ -85,15 +85,11 @@ pub(crate) enum GroupError {
     /// The group is hosted by a domain that is not (any more) a federation peer.
     #[error("the group's hub {hub} is not a federation peer of this homeserver")]
     HubNotAPeer { hub: String },
-    /// The group's hub refused the submission; `code` is the gRPC status code the
-    /// hub answered with on the federation wire (SubmitToHubResponse), handed on
-    /// to the device as it is.
-    #[error("{message}")]
-    RejectedByHub {
-        code: i32,
-        message: String,
-        commit_conflict: Option<(u64, u64)>,
-    },
+    /// The group's hub refused the submission: its answer on the federation
+    /// wire (`SubmitToHubResponse.rejected`), handed on to the device as it is,
+    /// uninterpreted here (`grpc/status.rs` turns it into the device's status).
+    #[error("{}", .0.message)]
+    RejectedByHub(conclave_proto::federation::v1::Rejected),
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]
     UnclaimedKeyPackage { identity: String },
