@@ -34,6 +34,27 @@ pub(super) fn load_state(group: &HostedGroup) -> Result<HubGroup, GroupError> {
     })
 }
 
+/// The answer to a commit or proposal for an epoch another commit ended:
+/// ABORTED with the winner's position, so the device can fetch and merge it.
+pub(super) async fn lost_epoch(
+    transaction: &Transaction,
+    group: &HostedGroup,
+    what: &'static str,
+    message_epoch: u64,
+    current_epoch: u64,
+) -> Result<GroupError, GroupError> {
+    let message_epoch = Epoch::new(message_epoch);
+    let winning_commit_seq = store::commit_seq(transaction, group.key, message_epoch)
+        .await?
+        .unwrap_or_default();
+    Ok(GroupError::CommitConflict {
+        what,
+        message_epoch,
+        current_epoch: Epoch::new(current_epoch),
+        winning_commit_seq,
+    })
+}
+
 /// A log entry that changes nothing but the log (and, for a proposal, the stored
 /// proposals): everything about a proposal or an application message after its
 /// checks passed.

@@ -7,12 +7,15 @@ use super::super::Context;
 use super::super::idempotency::{Outcome, Submission};
 use super::super::remote_leaves::{self, VouchedLeaves};
 use super::commit_effects::{apply_plan, check_local_leaves};
-use super::log::{load_state, lock_hosted_group, wake_outbox_if_followed};
+use super::log::{load_state, lock_hosted_group, lost_epoch, wake_outbox_if_followed};
 use super::{Accepted, GroupError};
 use crate::notify::Topic;
-use crate::rules::hub::{CommitSubmission, HubRejection, NewLeaf, check_group_size, plan_commit};
+use crate::rules::hub::{
+    CommitDecision, CommitSubmission, HubGroup, HubRejection, NewLeaf, check_group_size,
+    plan_commit,
+};
 use crate::rules::ids::{Epoch, GroupId};
-use crate::store::{self, EventKind, NewEvent};
+use crate::store::{self, EventKind, HostedGroup, NewEvent, Transaction};
 use conclave_core::ids::CredentialIdentity;
 
 pub(crate) struct NewCommit {
@@ -66,6 +69,8 @@ enum CommitAttempt {
     },
 }
 
+/// One attempt: judge the commit under the group's lock and, if nothing needs
+/// asking elsewhere first, accept it.
 async fn try_commit(
     context: &Context,
     sender: &CredentialIdentity,
@@ -93,7 +98,7 @@ async fn try_commit(
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
         return Ok(CommitAttempt::Accepted(previous?.into()));
     }
-    let mut hub_group = load_state(&group)?;
+    let hub_group = load_state(&group)?;
     let decision = match hub_group.check_commit(&CommitSubmission {
         sender,
         commit: &request.commit,
@@ -105,16 +110,10 @@ async fn try_commit(
             message_epoch,
             current_epoch,
         }) => {
-            let message_epoch = Epoch::new(message_epoch);
-            let winning_commit_seq = store::commit_seq(&transaction, group.key, message_epoch)
-                .await?
-                .unwrap_or_default();
-            return Err(GroupError::CommitConflict {
-                what: "commit",
-                message_epoch,
-                current_epoch: Epoch::new(current_epoch),
-                winning_commit_seq,
-            });
+            let lost = "commit";
+            return Err(
+                lost_epoch(&transaction, &group, lost, message_epoch, current_epoch).await?,
+            );
         }
         Err(rejection) => return Err(rejection.into()),
     };
@@ -137,21 +136,45 @@ async fn try_commit(
     check_local_leaves(context, &transaction, &decision).await?;
     let members = store::member_count(&transaction, group.key).await?;
     check_group_size(members, &decision, context.config.groups.max_members)?;
+    let judged = Judged {
+        group,
+        hub_group,
+        decision,
+    };
+    let accepted = accept(context, transaction, &submission, request, sender, judged).await?;
+    Ok(CommitAttempt::Accepted(accepted))
+}
 
+/// A commit that passed every check, with the group it was judged against.
+struct Judged {
+    group: HostedGroup,
+    hub_group: HubGroup,
+    decision: CommitDecision,
+}
+
+/// Writes an accepted commit: the epoch's one commit, the log entry, the new
+/// state, what the commit's plan decided and the idempotency record, in the
+/// transaction; then wakes the subscribers and, if concerned, the outbox.
+async fn accept(
+    context: &Context,
+    transaction: Transaction,
+    submission: &Submission<'_>,
+    request: &NewCommit,
+    sender: &CredentialIdentity,
+    judged: Judged,
+) -> Result<Accepted, GroupError> {
+    let Judged {
+        group,
+        mut hub_group,
+        decision,
+    } = judged;
     let seq = group.last_seq.next();
     let ended_epoch = group.epoch;
     if !store::insert_commit(&transaction, group.key, ended_epoch, seq).await? {
         // The row lock makes this unreachable in practice; the primary key is the
         // guarantee if the lock is ever bypassed.
-        let winning_commit_seq = store::commit_seq(&transaction, group.key, ended_epoch)
-            .await?
-            .unwrap_or_default();
-        return Err(GroupError::CommitConflict {
-            what: "commit",
-            message_epoch: ended_epoch,
-            current_epoch: ended_epoch,
-            winning_commit_seq,
-        });
+        let (lost, epoch) = ("commit", ended_epoch.get());
+        return Err(lost_epoch(&transaction, &group, lost, epoch, epoch).await?);
     }
     let now_ms = context.now_ms();
     store::append_event(
@@ -161,7 +184,7 @@ async fn try_commit(
             seq,
             kind: EventKind::Commit,
             epoch: ended_epoch,
-            sender_identity: &identity,
+            sender_identity: submission.identity,
             message: &request.commit,
             now_ms,
             trace_parent: context.trace_parent_for_outbox(),
@@ -176,14 +199,8 @@ async fn try_commit(
     );
     let new_epoch = Epoch::new(decision.new_epoch);
     hub_group.apply_commit(decision)?;
-    store::update_group(
-        &transaction,
-        group.key,
-        new_epoch,
-        seq,
-        Some(hub_group.to_state()),
-    )
-    .await?;
+    let state = Some(hub_group.to_state());
+    store::update_group(&transaction, group.key, new_epoch, seq, state).await?;
     let ratchet_tree = (request.welcome.is_some()
         && (!plan.welcome_recipients.is_empty() || !plan.joined_domains.is_empty()))
     .then(|| hub_group.ratchet_tree());
@@ -207,6 +224,6 @@ async fn try_commit(
     } else {
         wake_outbox_if_followed(context, group.key).await?;
     }
-    tracing::debug!(group = %group.group_id, %seq, epoch = %new_epoch, committer = %identity, "commit accepted");
-    Ok(CommitAttempt::Accepted(outcome.into()))
+    tracing::debug!(group = %group.group_id, %seq, epoch = %new_epoch, committer = %submission.identity, "commit accepted");
+    Ok(outcome.into())
 }

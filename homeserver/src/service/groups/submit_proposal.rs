@@ -3,10 +3,10 @@
 
 use super::super::Context;
 use super::super::idempotency::Submission;
-use super::log::{LogAppend, append_and_commit, load_state, lock_hosted_group};
+use super::log::{LogAppend, append_and_commit, load_state, lock_hosted_group, lost_epoch};
 use super::{Accepted, GroupError};
 use crate::rules::hub::{HubRejection, check_proposal_room};
-use crate::rules::ids::{Epoch, GroupId, Seq};
+use crate::rules::ids::{GroupId, Seq};
 use crate::store::{self, EventKind};
 use conclave_core::ids::CredentialIdentity;
 
@@ -65,16 +65,10 @@ pub(crate) async fn submit_proposal(
             message_epoch,
             current_epoch,
         }) => {
-            let message_epoch = Epoch::new(message_epoch);
-            let winning_commit_seq = store::commit_seq(&transaction, group.key, message_epoch)
-                .await?
-                .unwrap_or_default();
-            return Err(GroupError::CommitConflict {
-                what: "proposal",
-                message_epoch,
-                current_epoch: Epoch::new(current_epoch),
-                winning_commit_seq,
-            });
+            let lost = "proposal";
+            return Err(
+                lost_epoch(&transaction, &group, lost, message_epoch, current_epoch).await?,
+            );
         }
         Err(rejection) => return Err(rejection.into()),
     }
