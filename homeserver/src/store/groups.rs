@@ -642,7 +642,7 @@ pub(crate) async fn prune_group_events(
 mod tests {
     use super::*;
     use crate::store::Store;
-    use crate::test_support::{DatabaseChoice, TestDatabase};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
 
     /// Log entries of test groups: `LOG_LENGTH` each.
     const LOG_LENGTH: i64 = 10;
