@@ -11,7 +11,7 @@
 //! not certified for, or of calling without a trusted certificate, is refused
 //! with nothing consumed.
 
-use crate::groups_harness::{Change, Client};
+use crate::groups_harness::{Change, Client, EVENT_TIMEOUT};
 use crate::harness::{
     Api, TestDevice, assert_refused, channel, key_packages, last_resort_key_package, stock_counts,
     within_timeout,
@@ -22,10 +22,11 @@ use conclave_homeserver::config::Config;
 use conclave_proto::client::v1 as client_proto;
 use conclave_proto::federation::v1 as proto;
 use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
-use conclave_test_support::{DatabaseChoice, IssuedCertificate, RawFailure, TestNetwork, TestPki};
+use conclave_test_support::{
+    Backoff, DatabaseChoice, IssuedCertificate, RawFailure, TestNetwork, TestPki, within,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -648,17 +649,22 @@ async fn peer_requests_are_limited_in_rate_and_size() {
 
 on_both_databases!(a_group_spans_domains_through_the_hub);
 
-/// Syncs `client` until `done` holds for it, or fails after a few seconds: events
-/// from another domain arrive through the hub's outbox, asynchronously.
+/// Syncs `client` until `done` holds for it, for at most [`EVENT_TIMEOUT`]:
+/// events from another domain arrive through the hub's outbox, asynchronously,
+/// and Fetch offers no wait.
 async fn sync_until(client: &mut Client, done: impl Fn(&Client) -> bool) {
-    for _ in 0..200 {
-        client.sync().await;
-        if done(client) {
-            return;
+    let what = format!("{}'s expected events", client.identity());
+    within(EVENT_TIMEOUT, &what, async {
+        let mut backoff = Backoff::new();
+        loop {
+            client.sync().await;
+            if done(client) {
+                return;
+            }
+            backoff.pause().await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{}: the expected events did not arrive", client.identity());
+    })
+    .await;
 }
 
 /// The hub path with members on three domains, at the RPC level: a hub (a)
@@ -721,10 +727,13 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
             Code::PermissionDenied,
             "not a member",
         );
-        // The removed domain receives nothing after its removal.
+        // The removed domain receives nothing after its removal: once the hub's
+        // outbox has nothing left for b or c (so whatever the hub was to send c
+        // has been confirmed by c), carol has nothing new.
         alice.send("after carol left").await;
         sync_until(&mut bob, |bob| bob.received.len() == 2).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        network.outbox_drained("a.example", "b.example").await;
+        network.outbox_drained("a.example", "c.example").await;
         assert!(
             carol.fetch(0).await.is_empty(),
             "c got events after its removal"
