@@ -744,9 +744,21 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
 /// Spans seen, as (name, rpc.path, trace_id), once their trace id is recorded.
 type SeenSpans = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
 
+thread_local! {
+    /// Where the spans made on this thread go, while a trace test records them.
+    static RECORDING: std::cell::RefCell<Option<SeenSpans>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether spans made on this thread are being recorded.
+fn recording_here() -> bool {
+    RECORDING.with(|recording| recording.borrow().is_some())
+}
+
+/// Records the spans of the threads that [`record_spans`] names, with their
+/// OpenTelemetry trace ids.
 struct SpanRecorder {
+    /// Spans made on a recording thread, by id: (name, rpc.path).
     pending: std::sync::Mutex<BTreeMap<u64, (String, String)>>,
-    seen: SeenSpans,
 }
 
 #[derive(Default)]
@@ -791,29 +803,63 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
         if fields.trace_id.is_empty() {
             return;
         }
-        if let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()) {
-            self.seen
-                .lock()
-                .unwrap()
-                .push((name.clone(), path.clone(), fields.trace_id));
-        }
+        let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()).cloned() else {
+            return;
+        };
+        RECORDING.with(|recording| {
+            if let Some(seen) = recording.borrow().as_ref() {
+                seen.lock().unwrap().push((name, path, fields.trace_id));
+            }
+        });
     }
 }
 
-/// Records this thread's spans (with OpenTelemetry trace ids) until the guard
-/// is dropped.
-fn record_spans() -> (SeenSpans, tracing::subscriber::DefaultGuard) {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let seen = SeenSpans::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanRecorder {
+/// Stops recording this thread's spans when dropped.
+struct RecordingGuard;
+
+impl Drop for RecordingGuard {
+    fn drop(&mut self) {
+        RECORDING.with(|recording| recording.borrow_mut().take());
+    }
+}
+
+/// Records the spans made on this thread (with OpenTelemetry trace ids) until
+/// the guard is dropped. A trace test runs on a current-thread runtime, so
+/// every span of its homeservers is made on its thread.
+///
+/// The recorder is the process's global subscriber, installed once, and picks
+/// the recording threads itself; spans of other threads are disabled for it.
+/// A subscriber set as one thread's default (`set_default`) would miss spans:
+/// while it is the only scoped subscriber, `tracing` caches each callsite's
+/// interest as the default subscriber of whichever thread reaches the callsite
+/// first says, so a callsite first reached by a concurrent test (with no
+/// subscriber) stays disabled for the recording thread too.
+fn record_spans() -> (SeenSpans, RecordingGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layers = SpanRecorder {
             pending: Default::default(),
-            seen: seen.clone(),
-        })
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    (seen, tracing::subscriber::set_default(subscriber))
+        }
+        .and_then(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        // A dynamic filter: asked at every span, on the thread that makes it
+        // (a plain `filter_fn` is asked once per callsite, on whichever thread
+        // reaches it first, and its answer kept).
+        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+            recording_here()
+        }));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layers))
+            .expect("no other global subscriber in the homeserver's tests");
+        // Again, now that the recorder is the global default: for a callsite
+        // that another thread was registering while the recorder was set.
+        tracing::callsite::rebuild_interest_cache();
+    });
+    let seen = SeenSpans::default();
+    RECORDING.with(|recording| *recording.borrow_mut() = Some(seen.clone()));
+    (seen, RecordingGuard)
 }
 
 #[tokio::test(flavor = "current_thread")]
