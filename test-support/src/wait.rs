@@ -13,10 +13,21 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Awaits `future` for at most `limit`; panics naming `what` when it takes
 /// longer.
-pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {} seconds", limit.as_secs_f32()))
+///
+/// `future` is moved to the heap at once: a whole test's future is large, and
+/// each async layer around it would otherwise hold another copy of it in its
+/// own state, on the test thread's stack.
+pub fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> impl Future<Output = T> {
+    let timeout = tokio::time::timeout(limit, Box::pin(future));
+    async move {
+        timeout
+            .await
+            .unwrap_or_else(|_| panic!("{what} took longer than {} seconds", limit.as_secs_f32()))
+    }
 }
 
 /// Calls `poll` until it returns `Some`, for at most `limit` in all (panicking

@@ -123,8 +123,12 @@ pub(crate) async fn start_server(database: DatabaseChoice) -> TestHomeserver {
 }
 
 /// Waits for `future` at most `seconds`, panicking with `what` if it takes longer.
-pub(crate) async fn within<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
-    conclave_test_support::within(std::time::Duration::from_secs(seconds), what, future).await
+pub(crate) fn within<T>(
+    seconds: u64,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> impl Future<Output = T> {
+    conclave_test_support::within(std::time::Duration::from_secs(seconds), what, future)
 }
 
 /// Every unread message of a device, in arrival order.

@@ -24,8 +24,8 @@ use tonic::{Code, Request, Status};
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs one test body with a deadline.
-pub(crate) async fn within_timeout(test: impl Future<Output = ()>) {
-    conclave_test_support::within(TEST_TIMEOUT, "the test", test).await;
+pub(crate) fn within_timeout(test: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    conclave_test_support::within(TEST_TIMEOUT, "the test", test)
 }
 
 /// A server on `database` with every other option at its default.

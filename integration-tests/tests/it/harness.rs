@@ -43,14 +43,14 @@ const STOCK: ReplenishPolicy = ReplenishPolicy {
 
 /// Runs one test body with a deadline, logging to the test output when
 /// `RUST_LOG` is set (e.g. `RUST_LOG=conclave_homeserver=debug`).
-pub(crate) async fn within_timeout(test: impl Future<Output = ()>) {
+pub(crate) fn within_timeout(test: impl Future<Output = ()>) -> impl Future<Output = ()> {
     conclave_test_support::init_logging();
-    conclave_test_support::within(TEST_TIMEOUT, "the test", test).await;
+    conclave_test_support::within(TEST_TIMEOUT, "the test", test)
 }
 
 /// Awaits `future` for at most [`DELIVERY_TIMEOUT`], panicking with `what`.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    conclave_test_support::within(DELIVERY_TIMEOUT, what, future).await
+fn within<T>(what: &str, future: impl Future<Output = T>) -> impl Future<Output = T> {
+    conclave_test_support::within(DELIVERY_TIMEOUT, what, future)
 }
 
 /// The raw call was refused with `code` by a handler (or the gate in front of

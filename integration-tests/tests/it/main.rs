@@ -21,10 +21,6 @@
 //! - [`federation_refusals`]: federation calls that act for another domain, or
 //!   come without a trusted certificate, refused with nothing stored.
 
-// The futures of the longest tests nest deeper than the compiler's default
-// query depth allows for computing their layout.
-#![recursion_limit = "256"]
-
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout;
 /// attributes before a name go on both (see
