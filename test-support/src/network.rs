@@ -39,11 +39,12 @@ type Configure = dyn Fn(&str, &Certificates, &mut Config) + Send + Sync;
 /// Homeservers of several domains, each a federation peer of all the others,
 /// found by domain name.
 pub struct TestNetwork {
+    /// Declared first, so dropped first: before the files they read.
+    homeservers: BTreeMap<String, DomainHomeserver>,
+    certificates: Arc<Certificates>,
     /// Issued the homeservers' certificates (whose files must outlive them) and
     /// issues more for raw clients.
     pki: TestPki,
-    certificates: Arc<Certificates>,
-    homeservers: BTreeMap<String, DomainHomeserver>,
 }
 
 /// One domain's homeserver, running or stopped.
@@ -175,9 +176,9 @@ impl TestNetworkBuilder {
             homeservers.insert(domain, DomainHomeserver::Running(server));
         }
         TestNetwork {
-            pki,
-            certificates,
             homeservers,
+            certificates,
+            pki,
         }
     }
 }
