@@ -37,29 +37,17 @@ use crate::postgres::{DatabaseProbe, Writes};
 use crate::report::Samples;
 use crate::server;
 use anyhow::{Context as _, anyhow, bail, ensure};
-use conclave_core::ids::Domain;
-use conclave_federation::dev_certs::DevCertificateAuthority;
-use conclave_homeserver::SystemClock;
-use conclave_homeserver::config::{Config, FederationConfig, FederationPeerConfig};
-use conclave_homeserver::test_support::{
-    DatabaseChoice, TestDatabase, TestFederation, TestHomeserver, TestOptions,
-};
+use conclave_homeserver::config::FederationConfig;
 use conclave_proto::client::v1::delivery_event::Event;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The domain hosting the group, and where its federation API listens.
+/// The domain hosting the group.
 const HUB: &str = "a.example";
-const HUB_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// The domain following it.
 const FOLLOWER: &str = "b.example";
-const FOLLOWER_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// Longest wait for the next event at a receiver, or for b.example's copy to
 /// grow, before the run is failed. Longer than the outbox's longest backoff
@@ -67,7 +55,8 @@ const FOLLOWER_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often b.example's copy is looked at while it catches up.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How long a graceful stop of b.example may take before the run fails.
+/// How long a graceful stop of b.example may take before the run fails (and of
+/// both homeservers at the end, before they are aborted).
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Federation requests each homeserver accepts from its peer per minute. The
 /// default (6,000, as a burst, then 100 a second) is below what the outbox
@@ -230,11 +219,11 @@ async fn run_pair(
     measure_latency: bool,
     results: &mut FederationResults,
 ) -> anyhow::Result<()> {
-    let mut pair = Pair::start(database, batch_size).await?;
+    let mut pair = start_pair(database, batch_size).await;
     let probes = match database {
         DatabaseChoice::Postgres => Some((
-            DatabaseProbe::connect(&pair.hub.config().database.url).await?,
-            DatabaseProbe::connect(&pair.follower()?.config().database.url).await?,
+            DatabaseProbe::connect(&pair.config(HUB).database.url).await?,
+            DatabaseProbe::connect(&pair.config(FOLLOWER).database.url).await?,
         )),
         DatabaseChoice::Sqlite => None,
     };
@@ -285,7 +274,7 @@ async fn run_pair(
         hub_probe.close().await?;
         follower_probe.close().await?;
     }
-    pair.stop().await;
+    stop_pair(pair).await;
     outcome
 }
 
@@ -294,154 +283,31 @@ pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-/// The two homeservers, and the certificates they use.
-struct Pair {
-    /// Holds the CA certificate and each domain's certificate and key, which
-    /// the homeservers read when they start.
-    _certificates: TempDir,
-    hub: TestHomeserver,
-    /// b.example while it runs.
-    follower: Option<TestHomeserver>,
-    /// b.example's configuration (its federation address included) and
-    /// database while it is stopped.
-    stopped_follower: Option<(Config, TestDatabase)>,
-}
-
-impl Pair {
-    /// Binds both federation listeners first, so that each homeserver starts
-    /// knowing the other's address, then starts them.
-    async fn start(database: DatabaseChoice, batch_size: u64) -> anyhow::Result<Pair> {
-        let directory = tempfile::tempdir().context("cannot create a temporary directory")?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let authority = DevCertificateAuthority::generate(i64::try_from(now)?)?;
-        let trust_roots = directory.path().join("ca.pem");
-        std::fs::write(&trust_roots, authority.certificate_pem())?;
-        let hub_listener = TcpListener::bind((HUB_HOST, 0))
-            .await
-            .with_context(|| format!("cannot bind {HUB_HOST}:0"))?;
-        let follower_listener = TcpListener::bind((FOLLOWER_HOST, 0))
-            .await
-            .with_context(|| format!("cannot bind {FOLLOWER_HOST}:0"))?;
-        let hub_settings = federation_settings(
-            &authority,
-            directory.path(),
-            HUB,
-            (FOLLOWER, follower_listener.local_addr()?),
-        )?;
-        let follower_settings = federation_settings(
-            &authority,
-            directory.path(),
-            FOLLOWER,
-            (HUB, hub_listener.local_addr()?),
-        )?;
-        let hub =
-            start_homeserver(database, HUB, hub_listener, hub_settings, Some(batch_size)).await;
-        let follower = start_homeserver(
-            database,
-            FOLLOWER,
-            follower_listener,
-            follower_settings,
-            None,
-        )
-        .await;
-        Ok(Pair {
-            _certificates: directory,
-            hub,
-            follower: Some(follower),
-            stopped_follower: None,
-        })
-    }
-
-    fn follower(&self) -> anyhow::Result<&TestHomeserver> {
-        self.follower
-            .as_ref()
-            .ok_or_else(|| anyhow!("{FOLLOWER} is not running"))
-    }
-
-    /// Stops b.example gracefully, keeping its database and configuration.
-    async fn stop_follower(&mut self) -> anyhow::Result<()> {
-        let server = self
-            .follower
-            .take()
-            .ok_or_else(|| anyhow!("{FOLLOWER} is not running"))?;
-        let config = server.config().clone();
-        let database = tokio::time::timeout(STOP_TIMEOUT, server.stop())
-            .await
-            .map_err(|_| anyhow!("{FOLLOWER} did not stop within {STOP_TIMEOUT:?}"))?;
-        self.stopped_follower = Some((config, database));
-        Ok(())
-    }
-
-    /// Starts b.example again on its database, at its federation address (the
-    /// client API gets a new port).
-    async fn start_follower(&mut self) -> anyhow::Result<()> {
-        let (config, database) = self
-            .stopped_follower
-            .take()
-            .ok_or_else(|| anyhow!("{FOLLOWER} is not stopped"))?;
-        let server = TestHomeserver::start_on(config, database, Arc::new(SystemClock)).await;
-        self.follower = Some(server);
-        Ok(())
-    }
-
-    /// Stops both and drops their databases.
-    async fn stop(self) {
-        if let Some(follower) = self.follower {
-            server::stop(follower).await;
-        }
-        server::stop(self.hub).await;
-    }
-}
-
-/// The `[federation]` section of `domain`: a certificate for it from
-/// `authority`, written to `directory`, and the other domain as its one peer.
-fn federation_settings(
-    authority: &DevCertificateAuthority,
-    directory: &Path,
-    domain: &str,
-    (peer, peer_address): (&str, SocketAddr),
-) -> anyhow::Result<FederationConfig> {
-    let issued = authority.issue(&domain.parse::<Domain>()?, &[])?;
-    let certificate = directory.join(format!("{domain}.pem"));
-    let private_key = directory.join(format!("{domain}.key.pem"));
-    std::fs::write(&certificate, &issued.certificate_pem)?;
-    std::fs::write(&private_key, &issued.private_key_pem)?;
-    let peer_config = FederationPeerConfig {
-        endpoint: format!("https://{peer_address}"),
-        pinned_sha256: None,
-    };
-    Ok(FederationConfig {
-        certificate: Some(certificate),
-        private_key: Some(private_key),
-        trust_roots: Some(directory.join("ca.pem")),
-        peers: [(peer.to_owned(), peer_config)].into_iter().collect(),
-        ..FederationConfig::default()
-    })
-}
-
-/// Starts `domain`'s homeserver with the benchmark's limits, federation on, and
-/// (if given) this outbox batch size.
-async fn start_homeserver(
-    database: DatabaseChoice,
-    domain: &str,
-    listener: TcpListener,
-    settings: FederationConfig,
-    outbox_batch_size: Option<u64>,
-) -> TestHomeserver {
-    TestHomeserver::start_with(TestOptions {
-        database,
-        domain: domain.to_owned(),
-        federation: Some(TestFederation { listener, settings }),
-        configure: Box::new(move |config| {
+/// The two homeservers with the benchmark's limits, federation on, and this
+/// outbox batch size at the hub; a.example's federation API on 127.0.0.1,
+/// b.example's on 127.0.0.2 (see `conclave_test_support::network`).
+async fn start_pair(database: DatabaseChoice, batch_size: u64) -> TestNetwork {
+    TestNetwork::builder(&[HUB, FOLLOWER], database)
+        .configure(move |domain, _, config| {
             server::raise_limits(config);
             config.federation.peer_requests_per_minute = PEER_REQUESTS_PER_MINUTE;
-            if let Some(batch_size) = outbox_batch_size {
+            if domain == HUB {
                 config.federation.outbox_batch_size = batch_size;
             }
-        }),
-        ..TestOptions::default()
-    })
-    .await
+        })
+        .start()
+        .await
+}
+
+/// Stops both homeservers gracefully and drops their databases. Homeservers
+/// that do not stop within a while are dropped instead, which aborts them.
+async fn stop_pair(pair: TestNetwork) {
+    if tokio::time::timeout(STOP_TIMEOUT, pair.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("  the homeservers did not stop within {STOP_TIMEOUT:?}; aborted them");
+    }
 }
 
 /// A group event as a receiver's stream yielded it.
@@ -590,9 +456,9 @@ impl FederatedGroup {
     /// one commit (the hub claims b.example's key packages from b.example, and
     /// asks it about their credentials), waits until b.example has its copy,
     /// and opens both receivers' streams.
-    async fn set_up(pair: &Pair, sender_count: usize) -> anyhow::Result<FederatedGroup> {
-        let hub_url = pair.hub.client_url();
-        let follower_url = pair.follower()?.client_url();
+    async fn set_up(pair: &TestNetwork, sender_count: usize) -> anyhow::Result<FederatedGroup> {
+        let hub_url = pair.client_url(HUB);
+        let follower_url = pair.client_url(FOLLOWER);
         let hub_api = Api::connect(&hub_url).await?;
         let follower_api = Api::connect(&follower_url).await?;
         let creator_device = one_device(enrol_user(&hub_api, "creator", 1).await?)?;
@@ -836,20 +702,26 @@ impl FederatedGroup {
     /// Benchmark 6, backlog: stops b.example, sends `messages` on a.example,
     /// starts b.example again and watches its copy until it has them all (its
     /// client API answers once it is ready).
-    async fn backlog(&mut self, pair: &mut Pair, messages: usize) -> anyhow::Result<BacklogRun> {
+    async fn backlog(
+        &mut self,
+        pair: &mut TestNetwork,
+        messages: usize,
+    ) -> anyhow::Result<BacklogRun> {
         // b.example's clients go first, so that no open stream holds up its
         // graceful stop.
         self.at_follower = None;
         self.follower_api = None;
-        pair.stop_follower().await?;
+        tokio::time::timeout(STOP_TIMEOUT, pair.stop(FOLLOWER))
+            .await
+            .map_err(|_| anyhow!("{FOLLOWER} did not stop within {STOP_TIMEOUT:?}"))?;
         let sent = self.send_from_hub(messages, "backlog").await?;
         let (before, target) = (sent.first_seq - 1, self.last_seq);
         // Timed from the start, not from readiness: b.example may begin to catch
         // up before it reports ready.
         let starting = Instant::now();
-        pair.start_follower().await?;
+        pair.start_again(FOLLOWER).await;
         let start = starting.elapsed();
-        let api = Api::connect(&pair.follower()?.client_url()).await?;
+        let api = Api::connect(&pair.client_url(FOLLOWER)).await?;
         let session = &self.remote_receiver.device.session;
         let mut first: Option<(Instant, u64)> = None;
         let (mut seen, mut progressed) = (before, starting);

@@ -32,7 +32,7 @@ mod server;
 mod throughput;
 
 use clap::{Parser, ValueEnum};
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::DatabaseChoice;
 use federation::{FederationResults, FederationSettings};
 use report::{Table, count, ms, seconds};
 use scaling::{ScalingResults, ScalingSettings};

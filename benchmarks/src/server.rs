@@ -1,10 +1,10 @@
-//! The homeserver under test: `conclave_homeserver::test_support`'s in-process
-//! server on 127.0.0.1, on a fresh database, with the limits that would get in
+//! The homeserver under test: `conclave_test_support`'s in-process server on
+//! 127.0.0.1, on a fresh database, with the limits that would get in
 //! the benchmark's way raised and everything else at its defaults (notably a
 //! pool of 10 database connections).
 
 use conclave_homeserver::config::Config;
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use std::time::Duration;
 
 /// How long a graceful stop may take.
@@ -12,12 +12,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts a homeserver on a fresh database of this kind.
 pub(crate) async fn start(database: DatabaseChoice) -> TestHomeserver {
-    TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(raise_limits),
-        ..TestOptions::default()
-    })
-    .await
+    TestHomeserver::start_with(TestOptions::on(database).configure(raise_limits)).await
 }
 
 /// The limits every homeserver of the benchmark runs with, raised from the

@@ -1,5 +1,6 @@
 //! Operator commands that act on the database directly, without a running server
-//! (the `conclave-homeserver registration-token ...` subcommands).
+//! (the `conclave-homeserver registration-token ...` subcommands), and what they
+//! read of it (federation status, a group's overview).
 
 use crate::config::Config;
 use crate::service::create_registration_token::{
@@ -81,4 +82,40 @@ pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, 
         .collect();
     store.close().await?;
     Ok(statuses)
+}
+
+/// A group as this homeserver's database holds it: hosted here, or a
+/// follower's copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupOverview {
+    /// The hub's domain for a follower's copy; `None` if hosted here.
+    pub hub_domain: Option<String>,
+    pub epoch: u64,
+    /// The newest sequence number of the group's log (or of this copy of it).
+    pub last_seq: u64,
+    /// Current member devices of the group here (for a follower's copy, this
+    /// domain's devices only).
+    pub member_devices: u64,
+}
+
+/// What the database holds of the group `mls_group_id`; `None` if it knows no
+/// such group.
+pub async fn group_overview(
+    config: Config,
+    mls_group_id: &[u8],
+) -> Result<Option<GroupOverview>, AdminError> {
+    let store = Store::connect(&config.database.url, 1).await?;
+    store.migrate().await?;
+    let group_id = crate::rules::ids::GroupId::from(mls_group_id);
+    let overview = match crate::store::find_group_header(&store, &group_id).await? {
+        Some(header) => Some(GroupOverview {
+            epoch: header.epoch.get(),
+            last_seq: header.last_seq.get(),
+            member_devices: crate::store::member_count(&store, header.key).await?,
+            hub_domain: header.hub_domain,
+        }),
+        None => None,
+    };
+    store.close().await?;
+    Ok(overview)
 }

@@ -4,7 +4,8 @@
 //! federation API for the homeservers of other domains (mutual TLS).
 //!
 //! [`run`] is the whole server; `main.rs` adds the command line, configuration
-//! loading and logging, and tests call [`run`] directly (see [`test_support`]).
+//! loading and logging, and tests call [`run`] directly (through the
+//! `conclave-test-support` crate, which is no part of this one).
 //!
 //! # Layout
 //! - [`config`]: the documented, validated configuration.
@@ -16,8 +17,8 @@
 //!   the error -> status mapping.
 //! - `http`: `/healthz` and `/readyz`.
 //! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
-//! - [`admin`]: operator commands run against the database (registration tokens).
-//! - [`test_support`]: an in-process homeserver for tests, here and in other crates.
+//! - [`admin`]: operator commands run against the database (registration tokens,
+//!   federation status, a group's overview).
 
 pub mod admin;
 pub mod config;
@@ -27,7 +28,6 @@ mod notify;
 mod rules;
 mod service;
 mod store;
-pub mod test_support;
 #[cfg(test)]
 mod tidy;
 

@@ -57,7 +57,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         folder: "",
-        exempt: &["tidy.rs", "main.rs", "test_support.rs"],
+        exempt: &["tidy.rs", "main.rs"],
         forbidden: &[
             ".unwrap_or(0)",
             "unwrap_or(i64::MAX)",

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use conclave_homeserver::test_support::TestHomeserver;
+use conclave_test_support::TestHomeserver;
 use serde_json::Value;
 
 use crate::support::PASSWORD;

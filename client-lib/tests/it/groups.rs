@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use conclave_client::{GroupId, GroupStatus, MessageBody};
 use conclave_core::ids::{CredentialIdentity, UserId};
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::DatabaseChoice;
 
 use crate::support::{
     GROUP_STOCK, TestDevice, login, register, start_server, take_all_unread, within,
@@ -52,6 +52,8 @@ fn assert_same_state(devices: &[&TestDevice], group_id: &GroupId, members: usize
         assert_eq!(summary.tree_hash, summaries[0].tree_hash);
     }
 }
+
+conclave_test_support::on_both_databases!(conversation);
 
 async fn conversation(database: DatabaseChoice) {
     let server = start_server(database).await;
@@ -221,16 +223,6 @@ async fn conversation(database: DatabaseChoice) {
         BTreeSet::from([(carol.identity(), "hi again".to_owned())])
     );
     assert_same_state(&remaining, &group_id, 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conversation_on_sqlite() {
-    conversation(DatabaseChoice::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conversation_on_postgres() {
-    conversation(DatabaseChoice::Postgres).await;
 }
 
 /// A listener started before anything exists gets the Welcome and the messages

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use conclave_client::{ClientError, ReplenishPolicy};
 use conclave_core::ids::{DeviceId, UserId};
-use conclave_homeserver::test_support::{TestHomeserver, TestOptions};
+use conclave_test_support::{TestHomeserver, TestOptions};
 use tonic::Code;
 
 use crate::support::{PASSWORD, SMALL_STOCK, TestDevice, login, register, server_url};
@@ -287,10 +287,9 @@ fn stored_key_packages(device: &TestDevice) -> i64 {
 
 #[tokio::test]
 async fn a_refused_upload_leaves_no_keys_behind() {
-    let server = TestHomeserver::start_with(TestOptions {
-        configure: Box::new(|config| config.key_packages.max_per_upload = 10),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::default().configure(|config| config.key_packages.max_per_upload = 10),
+    )
     .await;
     let (alice, _) = register(&server, "alice", SMALL_STOCK).await;
     // Two ordinary packages and the last-resort one.

@@ -1,5 +1,5 @@
 //! End-to-end tests of the client library and the `conclave` CLI against a real
-//! homeserver running in this process (`conclave_homeserver::test_support`).
+//! homeserver running in this process (`conclave-test-support`).
 
 mod cli;
 mod groups;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use conclave_client::{ClientError, FailPoint, GroupId, MessageBody};
 use conclave_core::ids::UserId;
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::DatabaseChoice;
 
 use crate::support::{
     GROUP_STOCK, Reopen as _, TestDevice, register, start_server, take_all_unread, within,
@@ -52,10 +52,16 @@ async fn group_of(devices: &[&TestDevice], users: &[&str]) -> GroupId {
     group_id
 }
 
+conclave_test_support::on_both_databases!(concurrent_commits, offline_catch_up);
+
+/// Rounds of [`concurrent_commits`].
+const COMMIT_ROUNDS: u64 = 100;
+
 /// Two members commit in the same epoch, round after round: the hub takes
 /// exactly one, the other loses, catches up, and commits again on the next
 /// epoch. A third member follows. In the end all agree on the group's state.
-async fn concurrent_commits(database: DatabaseChoice, rounds: u64) {
+async fn concurrent_commits(database: DatabaseChoice) {
+    let rounds = COMMIT_ROUNDS;
     let server = start_server(database).await;
     let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
     let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
@@ -123,16 +129,6 @@ async fn concurrent_commits(database: DatabaseChoice, rounds: u64) {
     assert_eq!(alice.client.members(&group_id).unwrap().len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commits_on_sqlite() {
-    concurrent_commits(DatabaseChoice::Sqlite, 100).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commits_on_postgres() {
-    concurrent_commits(DatabaseChoice::Postgres, 100).await;
-}
-
 /// A device whose client was not running while 1,000 messages were sent reads
 /// all of them, in order, once; a restart after that shows none again.
 async fn offline_catch_up(database: DatabaseChoice) {
@@ -182,16 +178,6 @@ async fn offline_catch_up(database: DatabaseChoice) {
         bob.client.messages(&group_id, 2000).unwrap().len(),
         MESSAGES
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_catch_up_on_sqlite() {
-    offline_catch_up(DatabaseChoice::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_catch_up_on_postgres() {
-    offline_catch_up(DatabaseChoice::Postgres).await;
 }
 
 fn assert_simulated_crash(result: Result<impl std::fmt::Debug, ClientError>) {

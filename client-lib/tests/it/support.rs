@@ -3,11 +3,10 @@
 use std::future::Future;
 
 use conclave_client::{Client, Enrolment, ReceivedMessage, ReplenishPolicy, ServerUrl};
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use tempfile::TempDir;
 
-/// Every test user's password (the homeserver wants at least 8 bytes).
-pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub(crate) use conclave_test_support::PASSWORD;
 
 /// A small stock, so tests can use it up with a few claims (the homeserver limits
 /// claims per minute).
@@ -115,35 +114,21 @@ pub(crate) const GROUP_STOCK: ReplenishPolicy = ReplenishPolicy {
     target: 4,
 };
 
-/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=conclave_client=debug`).
-pub(crate) fn init_logging() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .init();
-        }
-    });
-}
-
-/// A homeserver on the given database. PostgreSQL must be running (the test
-/// support panics with a clear message if it is not).
+/// A homeserver on the given database, logging to the test output when
+/// `RUST_LOG` is set (e.g. `RUST_LOG=conclave_client=debug`). PostgreSQL must be
+/// running (the test support panics with a clear message if it is not).
 pub(crate) async fn start_server(database: DatabaseChoice) -> TestHomeserver {
-    init_logging();
-    TestHomeserver::start_with(TestOptions {
-        database,
-        ..TestOptions::default()
-    })
-    .await
+    conclave_test_support::init_logging();
+    TestHomeserver::start_with(TestOptions::on(database)).await
 }
 
 /// Waits for `future` at most `seconds`, panicking with `what` if it takes longer.
-pub(crate) async fn within<T>(seconds: u64, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(std::time::Duration::from_secs(seconds), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {seconds} seconds"))
+pub(crate) fn within<T>(
+    seconds: u64,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> impl Future<Output = T> {
+    conclave_test_support::within(std::time::Duration::from_secs(seconds), what, future)
 }
 
 /// Every unread message of a device, in arrival order.

@@ -196,31 +196,3 @@ fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates an empty PostgreSQL database (for tests that need one of their own) and
-/// returns its URL. `admin_url` names any database on the server, e.g. `postgres`.
-pub(crate) async fn create_postgres_database(
-    admin_url: &str,
-    name: &str,
-) -> Result<String, StoreError> {
-    let admin = Database::connect(admin_url).await?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await?;
-    admin.close().await?;
-    let (base, _) = admin_url.rsplit_once('/').ok_or_else(|| {
-        StoreError::from(DbErr::Custom(format!(
-            "{admin_url} does not end in /DATABASE"
-        )))
-    })?;
-    Ok(format!("{base}/{name}"))
-}
-
-/// Drops a database made by [`create_postgres_database`], closing its connections.
-pub(crate) async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
-    let admin = Database::connect(admin_url).await?;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await?;
-    admin.close().await?;
-    Ok(())
-}

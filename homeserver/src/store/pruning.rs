@@ -83,7 +83,7 @@ mod tests {
         append_event, events_after, find_submission, insert_group, insert_submission, mark_removed,
         update_group, upsert_member,
     };
-    use crate::test_support::{DatabaseChoice, TestDatabase};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
 
     /// Log entries of test groups: `LOG_LENGTH` each.
     const LOG_LENGTH: i64 = 10;

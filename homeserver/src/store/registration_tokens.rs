@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use crate::rules::registration::cases;
     use crate::store::Store;
-    use crate::test_support::{DatabaseChoice, TestDatabase};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
 
     #[tokio::test]
     async fn spending_a_use_follows_the_rule() {

@@ -3,12 +3,12 @@
 
 use crate::harness::{
     Api, TestDevice, assert_refused, key_packages, login_request, new_signer, register_request,
-    start, with_authorization,
+    start, start_with_api, with_authorization,
 };
-use conclave_homeserver::test_support::DatabaseChoice;
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
+use conclave_test_support::DatabaseChoice;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -36,8 +36,7 @@ async fn assert_unchanged(case: &str, api: &Api, alice: &TestDevice) {
 }
 
 async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let bob_signer = new_signer();
     let bob = || register_request("bob", &bob_signer);
@@ -130,8 +129,7 @@ async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
 }
 
 async fn bad_logins_change_nothing(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let signer = new_signer();
     let alice_login = || login_request("alice", &signer);

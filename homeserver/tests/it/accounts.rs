@@ -1,10 +1,8 @@
 //! Accounts and devices: what Register, Login, WhoAmI, ListDevices, RemoveDevice
 //! and Logout do when they succeed.
 
-use crate::harness::{Api, assert_status, key_packages, last_resort_key_package, start};
-use conclave_homeserver::test_support::{
-    AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions,
-};
+use crate::harness::{Api, assert_status, key_packages, start_with_api};
+use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -23,8 +21,7 @@ fn is_device_id(text: &str) -> bool {
 }
 
 async fn register_login_and_whoami(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
 
     let first = api.register("alice").await;
     assert_eq!(first.user_id, "alice@localhost");
@@ -69,18 +66,11 @@ async fn register_login_and_whoami(database: DatabaseChoice) {
 }
 
 async fn list_devices_reports_each_device(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let first = api.register("alice").await;
     let second = api.login("alice").await;
     let other_user = api.register("bob").await;
-    api.upload(
-        &first,
-        key_packages(&first, 2),
-        Some(last_resort_key_package(&first)),
-    )
-    .await
-    .expect("upload");
+    api.stock_up(&first, 2).await;
 
     for caller in [&first, &second] {
         let devices = api.list_devices(caller).await;
@@ -126,12 +116,7 @@ async fn list_devices_reports_each_device(database: DatabaseChoice) {
 
 async fn last_seen_follows_activity_at_minute_granularity(database: DatabaseChoice) {
     let clock = Arc::new(AdjustableClock::default());
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        clock: clock.clone(),
-        ..TestOptions::default()
-    })
-    .await;
+    let server = TestHomeserver::start_with(TestOptions::on(database).clock(clock.clone())).await;
     let api = Api::connect(&server).await;
     let active = api.register("alice").await;
     let _idle = api.login("alice").await; // never makes a request of its own
@@ -172,18 +157,11 @@ async fn last_seen_follows_activity_at_minute_granularity(database: DatabaseChoi
 }
 
 async fn removing_a_device_revokes_it(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let removed = api.register("alice").await;
     let remover = api.login("alice").await;
     let claimer = api.register("bob").await;
-    api.upload(
-        &removed,
-        key_packages(&removed, 2),
-        Some(last_resort_key_package(&removed)),
-    )
-    .await
-    .expect("upload");
+    api.stock_up(&removed, 2).await;
     api.upload(&remover, key_packages(&remover, 1), None)
         .await
         .expect("upload");
@@ -222,8 +200,7 @@ async fn removing_a_device_revokes_it(database: DatabaseChoice) {
 }
 
 async fn removing_another_users_device_is_not_found(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let bob = api.register("bob").await;
     api.upload(&bob, key_packages(&bob, 2), None)
@@ -257,18 +234,11 @@ async fn removing_another_users_device_is_not_found(database: DatabaseChoice) {
 }
 
 async fn logout_revokes_the_session(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let leaving = api.register("alice").await;
     let staying = api.login("alice").await;
     let claimer = api.register("bob").await;
-    api.upload(
-        &leaving,
-        key_packages(&leaving, 1),
-        Some(last_resort_key_package(&leaving)),
-    )
-    .await
-    .expect("upload");
+    api.stock_up(&leaving, 1).await;
 
     api.logout(&leaving.token).await.expect("logout");
 

@@ -2,9 +2,11 @@
 //! `CommitConflict` where the winner is, merges it and retries; and however many
 //! submissions race for one epoch, the database lets exactly one through.
 
-use crate::groups_harness::{Change, Client, assert_in_sync, commit_conflict, form_group, texts};
-use crate::harness::{assert_refused, channel, start};
-use conclave_homeserver::test_support::DatabaseChoice;
+use crate::groups_harness::{
+    Change, assert_in_sync, commit_conflict, form_group, start_with_clients, texts,
+};
+use crate::harness::assert_refused;
+use conclave_test_support::DatabaseChoice;
 use std::sync::Arc;
 use tokio::sync::Barrier;
 use tonic::Code;
@@ -20,11 +22,8 @@ on_both_databases!(
 const RACERS: usize = 10;
 
 async fn the_loser_of_a_race_merges_the_winner_and_retries(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, _, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
 
     // Both commit in epoch 1; Alice's arrives first.
@@ -81,10 +80,7 @@ async fn the_loser_of_a_race_merges_the_winner_and_retries(database: DatabaseCho
 }
 
 async fn concurrent_commits_for_one_epoch_let_exactly_one_through(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
+    let (_server, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
 
     // Alice builds many different valid commits for epoch 1 (each with new path
@@ -169,11 +165,8 @@ where
 /// A client that timed out and retried may have its retries in flight beside the
 /// original: they must all get the original's result, and it must land once.
 async fn concurrent_retries_of_one_submission_land_once(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut erin = Client::register(&channel, "erin").await;
+    let (_server, _, [mut alice, mut bob, mut erin]) =
+        start_with_clients(database, ["alice", "bob", "erin"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
     let sender = alice.sender();
 

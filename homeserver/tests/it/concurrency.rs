@@ -4,11 +4,11 @@
 
 use crate::harness::{
     Api, TestDevice, assert_refused, key_packages, last_resort_key_package, login_request,
-    new_signer, register_request, start, stock_counts,
+    new_signer, register_request, start_with_api, stock_counts,
 };
 use conclave_homeserver::SystemClock;
 use conclave_homeserver::config::RegistrationPolicy;
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::Barrier;
@@ -25,11 +25,9 @@ const CLAIMS: usize = 80;
 const CLAIMERS: usize = 8;
 
 async fn concurrent_claims_hand_out_each_package_once(database: DatabaseChoice) {
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(|config| config.key_packages.claims_per_minute = 1000),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database).configure(|config| config.key_packages.claims_per_minute = 1000),
+    )
     .await;
     let api = Api::connect(&server).await;
     let bob = api.register("bob").await;
@@ -106,8 +104,7 @@ where
 }
 
 async fn concurrent_uploads_and_logins_all_succeed(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (server, api) = start_with_api(database).await;
     let mut devices = Vec::with_capacity(WRITERS);
     for index in 0..WRITERS {
         devices.push(Arc::new(api.register(&format!("user{index}")).await));
@@ -155,11 +152,9 @@ fn successes<T: std::fmt::Debug>(
 }
 
 async fn concurrent_registrations_neither_overspend_nor_duplicate(database: DatabaseChoice) {
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        registration_policy: RegistrationPolicy::Token,
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database).registration(RegistrationPolicy::Token),
+    )
     .await;
     let create_token = |uses| {
         let config = server.config().clone();

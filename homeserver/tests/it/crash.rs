@@ -5,7 +5,7 @@
 //! with, the log is dense, and nothing is in it twice.
 
 use crate::groups_harness::{Client, EVENT_TIMEOUT, Sender, form_group};
-use conclave_homeserver::test_support::{DatabaseChoice, TestDatabase};
+use conclave_test_support::{DatabaseChoice, TestDatabase};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Stdio;

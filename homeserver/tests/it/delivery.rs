@@ -3,10 +3,11 @@
 //! it is added to; streams carry only the device's own groups; and a device that
 //! was offline catches up on everything, in order, once.
 
-use crate::groups_harness::{Change, Client, Received, form_group, group_seqs, texts, welcomes};
-use crate::harness::{channel, start};
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver};
+use crate::groups_harness::{
+    Change, Client, Received, form_group, group_seqs, start_with_clients, texts, welcomes,
+};
 use conclave_proto::client::v1 as proto;
+use conclave_test_support::{DatabaseChoice, TestHomeserver};
 use std::time::Instant;
 use tonic::transport::Channel;
 
@@ -30,10 +31,7 @@ const OFFLINE_MESSAGES: usize = 1000;
 const PAGE: u32 = 100;
 
 async fn subscribe_replays_then_pushes_and_resumes_from_the_cursor(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
+    let (_server, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
     alice.send("one").await;
     alice.send("two").await;
@@ -85,10 +83,8 @@ fn group_event(event: proto::GroupEvent) -> proto::DeliveryEvent {
 async fn a_welcome_arrives_on_the_stream_and_the_stream_follows_the_new_group(
     database: DatabaseChoice,
 ) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, _, [mut alice, mut carol]) =
+        start_with_clients(database, ["alice", "carol"]).await;
     // Carol listens before she is in any group.
     let mut stream = carol.subscribe().await;
     alice.create_group().await;
@@ -112,12 +108,8 @@ async fn a_welcome_arrives_on_the_stream_and_the_stream_follows_the_new_group(
 }
 
 async fn subscribers_receive_only_their_own_groups(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
-    let mut dave = Client::register(&channel, "dave").await;
+    let (_server, _, [mut alice, mut bob, mut carol, mut dave]) =
+        start_with_clients(database, ["alice", "bob", "carol", "dave"]).await;
     let first_group = form_group(&mut alice, &mut [&mut bob]).await;
     let second_group = form_group(&mut carol, &mut [&mut dave]).await;
     let mut bob_stream = bob.subscribe().await;
@@ -166,10 +158,7 @@ async fn small_window_channel(server: &TestHomeserver) -> Channel {
 }
 
 async fn a_removed_subscriber_receives_nothing_after_its_removal(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
+    let (server, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
     let mut carol = Client::register(&small_window_channel(&server).await, "carol").await;
     form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
 
@@ -207,11 +196,8 @@ async fn a_removed_subscriber_receives_nothing_after_its_removal(database: Datab
 }
 
 async fn an_offline_member_catches_up_on_a_thousand_messages(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, _, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
 
     let encrypting = Instant::now();

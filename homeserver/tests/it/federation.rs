@@ -1,7 +1,8 @@
-//! Federation between homeservers of different domains, all in this process: a
-//! development CA and certificates made with rcgen at test time, a homeserver per
-//! domain (a.example on 127.0.0.1, b.example on 127.0.0.2, c.example on
-//! 127.0.0.3) with a database of its own, mutual TLS between them.
+//! Federation between homeservers of different domains, all in this process
+//! (`conclave_test_support::TestNetwork`): a development CA and certificates
+//! made at test time, a homeserver per domain (a.example on 127.0.0.1,
+//! b.example on 127.0.0.2, c.example on 127.0.0.3) with a database of its own,
+//! mutual TLS between them.
 //!
 //! What is proved: a client's claim for a user of another domain is forwarded by
 //! its homeserver and answered from that domain's directory (each package once,
@@ -10,253 +11,29 @@
 //! not certified for, or of calling without a trusted certificate, is refused
 //! with nothing consumed.
 
-use crate::groups_harness::{Change, Client};
+use crate::groups_harness::{Change, Client, EVENT_TIMEOUT};
 use crate::harness::{
     Api, TestDevice, assert_refused, channel, key_packages, last_resort_key_package, stock_counts,
     within_timeout,
 };
 use conclave_core::ids::{CredentialIdentity, Domain};
-use conclave_federation::client::{CallError, ClientOptions, FederationClient, RefusalKind};
-use conclave_federation::dev_certs::DevCertificateAuthority;
-use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
-use conclave_federation::tls::TlsMaterial;
-use conclave_homeserver::config::{Config, FederationConfig, FederationPeerConfig};
-use conclave_homeserver::test_support::{
-    DatabaseChoice, TestFederation, TestHomeserver, TestOptions,
-};
-use conclave_homeserver::{Clock, SystemClock};
+use conclave_federation::client::{CallError, RefusalKind};
+use conclave_homeserver::config::Config;
 use conclave_proto::client::v1 as client_proto;
 use conclave_proto::federation::v1 as proto;
 use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
+use conclave_test_support::{
+    Backoff, DatabaseChoice, IssuedCertificate, RawFailure, TestNetwork, TestPki, within,
+};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio::net::TcpListener;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 on_both_databases!(claims_are_forwarded_to_the_users_homeserver);
 
-/// The loopback address each test domain's federation API listens on: one per
-/// domain, so that endpoints differ by host as they would between organisations.
-fn address_of(domain: &str) -> &'static str {
-    match domain {
-        "a.example" => "127.0.0.1",
-        "b.example" => "127.0.0.2",
-        "c.example" => "127.0.0.3",
-        other => panic!("no test address for {other}"),
-    }
-}
-
 fn domain(name: &str) -> Domain {
     name.parse().expect("a valid domain")
-}
-
-/// A certificate and key written to files, as a homeserver is configured with.
-struct Issued {
-    domain: Domain,
-    certificate: PathBuf,
-    private_key: PathBuf,
-    certificate_pem: String,
-    private_key_pem: String,
-    pin: CertificatePin,
-}
-
-/// A development CA and the files it issued, in a temporary directory.
-struct Pki {
-    directory: tempfile::TempDir,
-    authority: DevCertificateAuthority,
-    trust_roots: PathBuf,
-    issued_files: AtomicUsize,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let directory = tempfile::tempdir().expect("a temporary directory");
-        let authority = DevCertificateAuthority::generate(SystemClock.now_ms() / 1000)
-            .expect("a development CA");
-        let trust_roots = directory.path().join("ca.pem");
-        std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");
-        Pki {
-            directory,
-            authority,
-            trust_roots,
-            issued_files: AtomicUsize::new(0),
-        }
-    }
-
-    fn ca_pem(&self) -> String {
-        self.authority.certificate_pem()
-    }
-
-    /// A new certificate for `name` (every call makes another one).
-    fn issue(&self, name: &str) -> Issued {
-        let issued = self
-            .authority
-            .issue(&domain(name), &[])
-            .expect("a certificate");
-        let number = self.issued_files.fetch_add(1, Ordering::SeqCst);
-        let certificate = self.directory.path().join(format!("{name}-{number}.pem"));
-        let private_key = self
-            .directory
-            .path()
-            .join(format!("{name}-{number}.key.pem"));
-        std::fs::write(&certificate, &issued.certificate_pem).expect("write a certificate");
-        std::fs::write(&private_key, &issued.private_key_pem).expect("write a key");
-        Issued {
-            domain: issued.domain,
-            certificate,
-            private_key,
-            certificate_pem: issued.certificate_pem,
-            private_key_pem: issued.private_key_pem,
-            pin: issued.pin,
-        }
-    }
-
-    /// A federation client acting as `issued`'s domain, with `peers` (domain ->
-    /// endpoint), as a homeserver (or an impostor holding a real certificate)
-    /// would call.
-    fn client_as(&self, issued: &Issued, peers: &[(&str, String)]) -> FederationClient {
-        let material = TlsMaterial::load(
-            &issued.domain,
-            &issued.certificate,
-            &issued.private_key,
-            &self.trust_roots,
-        )
-        .expect("usable TLS material");
-        let registry = PeerRegistry::new(
-            issued.domain.clone(),
-            peers.iter().map(|(domain, endpoint)| PeerSettings {
-                domain,
-                endpoint,
-                pinned_sha256: None,
-            }),
-        )
-        .expect("valid peers");
-        FederationClient::new(&material, &registry, &client_options()).expect("a client")
-    }
-}
-
-fn client_options() -> ClientOptions {
-    ClientOptions {
-        call_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(10),
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_timeout: Duration::from_secs(10),
-        max_message_bytes: 4 * 1024 * 1024,
-    }
-}
-
-/// Per-domain changes to a network's configuration, made knowing every domain's
-/// certificate (for pins).
-type Configure = Box<dyn FnOnce(&mut Config) + Send>;
-
-/// Homeservers of several domains, each a peer of all the others.
-struct Network {
-    pki: Pki,
-    servers: BTreeMap<String, TestHomeserver>,
-    certificates: BTreeMap<String, Issued>,
-}
-
-impl Network {
-    async fn start(database: DatabaseChoice, domains: &[&str]) -> Network {
-        Network::start_with(Pki::new(), database, domains, |_, _| Box::new(|_| {})).await
-    }
-
-    /// Binds every federation listener first, so each server starts knowing its
-    /// peers' addresses; then starts them, applying `configure(domain, certificates)`.
-    async fn start_with(
-        pki: Pki,
-        database: DatabaseChoice,
-        domains: &[&str],
-        configure: impl Fn(&str, &BTreeMap<String, Issued>) -> Configure,
-    ) -> Network {
-        let mut listeners = BTreeMap::new();
-        for name in domains {
-            let listener = TcpListener::bind((address_of(name), 0))
-                .await
-                .expect("bind a federation listener");
-            listeners.insert(name.to_string(), listener);
-        }
-        let endpoints: BTreeMap<String, String> = listeners
-            .iter()
-            .map(|(name, listener)| {
-                let address = listener.local_addr().expect("a bound listener");
-                (name.clone(), format!("https://{address}"))
-            })
-            .collect();
-        let certificates: BTreeMap<String, Issued> = domains
-            .iter()
-            .map(|name| (name.to_string(), pki.issue(name)))
-            .collect();
-        let mut servers = BTreeMap::new();
-        for name in domains {
-            let issued = &certificates[*name];
-            let peers = endpoints
-                .iter()
-                .filter(|(peer, _)| peer.as_str() != *name)
-                .map(|(peer, endpoint)| {
-                    let peer_config = FederationPeerConfig {
-                        endpoint: endpoint.clone(),
-                        pinned_sha256: None,
-                    };
-                    (peer.clone(), peer_config)
-                })
-                .collect();
-            let settings = FederationConfig {
-                certificate: Some(issued.certificate.clone()),
-                private_key: Some(issued.private_key.clone()),
-                trust_roots: Some(pki.trust_roots.clone()),
-                peers,
-                ..FederationConfig::default()
-            };
-            let server = TestHomeserver::start_with(TestOptions {
-                database,
-                domain: name.to_string(),
-                federation: Some(TestFederation {
-                    listener: listeners.remove(*name).expect("a listener per domain"),
-                    settings,
-                }),
-                configure: configure(name, &certificates),
-                ..TestOptions::default()
-            })
-            .await;
-            servers.insert(name.to_string(), server);
-        }
-        Network {
-            pki,
-            servers,
-            certificates,
-        }
-    }
-
-    fn server(&self, name: &str) -> &TestHomeserver {
-        &self.servers[name]
-    }
-
-    async fn api(&self, name: &str) -> Api {
-        Api::connect(self.server(name)).await
-    }
-
-    /// `https://127.0.0.x:PORT` of `name`'s federation API.
-    fn endpoint(&self, name: &str) -> String {
-        let address = self
-            .server(name)
-            .federation_address()
-            .expect("federation is on");
-        format!("https://{address}")
-    }
-
-    /// A federation client with `name`'s own certificate, calling `peers`.
-    fn client_as(&self, name: &str, peers: &[&str]) -> FederationClient {
-        let peers: Vec<(&str, String)> = peers
-            .iter()
-            .map(|peer| (*peer, self.endpoint(peer)))
-            .collect();
-        self.pki.client_as(&self.certificates[name], &peers)
-    }
 }
 
 /// Bob on b.example with two devices: the first with two ordinary packages, the
@@ -305,6 +82,16 @@ impl Bob {
     }
 }
 
+/// Alice on a.example and [`Bob`] on b.example, each with a client of their
+/// homeserver: `(a, alice, b, bob)`.
+async fn alice_and_bob(network: &TestNetwork) -> (Api, TestDevice, Api, Bob) {
+    let a = Api::connect(network.server("a.example")).await;
+    let b = Api::connect(network.server("b.example")).await;
+    let alice = a.register("alice").await;
+    let bob = Bob::register(&b).await;
+    (a, alice, b, bob)
+}
+
 /// Asserts that a federation call failed with a refusal of `kind` whose message
 /// contains `fragment`.
 #[track_caller]
@@ -331,11 +118,8 @@ fn assert_call_refused<T: std::fmt::Debug>(
 }
 
 async fn claims_are_forwarded_to_the_users_homeserver(database: DatabaseChoice) {
-    let network = Network::start(database, &["a.example", "b.example"]).await;
-    let a = network.api("a.example").await;
-    let b = network.api("b.example").await;
-    let alice = a.register("alice").await;
-    let bob = Bob::register(&b).await;
+    let network = TestNetwork::start(&["a.example", "b.example"], database).await;
+    let (a, alice, b, bob) = alice_and_bob(&network).await;
     assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
 
     // One package per device, ordinary ones first, each handed out once.
@@ -424,12 +208,12 @@ async fn claims_are_forwarded_to_the_users_homeserver(database: DatabaseChoice) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_verified_by_their_domain() {
     within_timeout(async {
-        let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
-        let b = network.api("b.example").await;
+        let network = TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Sqlite).await;
+        let b = Api::connect(network.server("b.example")).await;
         let bob = b.register("bob").await;
         let bob_logged_out = b.login("bob").await;
         b.logout(&bob_logged_out.token).await.expect("logout");
-        let a_calls = network.client_as("a.example", &["b.example"]);
+        let a_calls = network.federation_client_as("a.example", &["b.example"]);
         let identity = |text: &str| -> CredentialIdentity { text.parse().expect("an identity") };
         let bob_key = bob.signer.to_public_vec();
         let other_key = crate::harness::new_signer().to_public_vec();
@@ -508,38 +292,20 @@ fn claim_request(requester: &str) -> proto::ClaimKeyPackagesRequest {
     }
 }
 
-/// Calls b's ClaimKeyPackages over a channel made by tonic's own TLS: trusting
-/// `ca_pem`, presenting `identity` if any. Returns the answer, or how the attempt
-/// failed.
+/// Calls b's ClaimKeyPackages over a channel made by tonic's own TLS, trusting
+/// the network's CA and presenting `identity` if any. Returns the answer, or how
+/// the attempt failed.
 async fn claim_with_tonic_tls(
-    endpoint: &str,
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-) -> Result<proto::ClaimKeyPackagesResponse, TonicFailure> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("b.example");
-    if let Some((certificate, key)) = identity {
-        tls = tls.identity(Identity::from_pem(certificate, key));
-    }
-    let channel = Channel::from_shared(endpoint.to_owned())
-        .expect("a valid URL")
-        .tls_config(tls)
-        .expect("a TLS configuration")
-        .connect()
-        .await
-        .map_err(|error| TonicFailure::Connect(format!("{error:?}")))?;
-    FederationServiceClient::new(channel)
+    network: &TestNetwork,
+    identity: Option<&IssuedCertificate>,
+) -> Result<proto::ClaimKeyPackagesResponse, RawFailure> {
+    network
+        .raw_federation_client("b.example", identity)
+        .await?
         .claim_key_packages(claim_request("mallory@a.example/0000000000000001"))
         .await
         .map(tonic::Response::into_inner)
-        .map_err(TonicFailure::Call)
-}
-
-#[derive(Debug)]
-enum TonicFailure {
-    Connect(String),
-    Call(tonic::Status),
+        .map_err(RawFailure::Call)
 }
 
 /// The attempt was refused during the TLS handshake, before any handler ran. In
@@ -550,13 +316,10 @@ enum TonicFailure {
 /// is that the failure is the transport's: a status sent by a handler carries no
 /// transport error.
 #[track_caller]
-fn assert_refused_at_tls(
-    case: &str,
-    result: Result<proto::ClaimKeyPackagesResponse, TonicFailure>,
-) {
+fn assert_refused_at_tls(case: &str, result: Result<proto::ClaimKeyPackagesResponse, RawFailure>) {
     match result {
-        Err(TonicFailure::Connect(error)) => eprintln!("{case}: refused while connecting: {error}"),
-        Err(TonicFailure::Call(status))
+        Err(RawFailure::Connect(error)) => eprintln!("{case}: refused while connecting: {error}"),
+        Err(RawFailure::Call(status))
             if std::error::Error::source(&status)
                 .is_some_and(|source| source.is::<tonic::transport::Error>()) => {}
         other => panic!("{case}: expected a refusal at the TLS layer, got {other:?}"),
@@ -566,22 +329,22 @@ fn assert_refused_at_tls(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_cannot_act_for_other_domains() {
     within_timeout(async {
-        let network = Network::start(
-            DatabaseChoice::Sqlite,
+        let network = TestNetwork::start(
             &["a.example", "b.example", "c.example"],
+            DatabaseChoice::Sqlite,
         )
         .await;
-        let b = network.api("b.example").await;
+        let b = Api::connect(network.server("b.example")).await;
         let bob = Bob::register(&b).await;
         let b_endpoint = network.endpoint("b.example");
         let mut c_calls = network
-            .client_as("c.example", &["b.example"])
+            .federation_client_as("c.example", &["b.example"])
             .peer_client(&domain("b.example"))
             .expect("b is a peer of c");
-        let d = network.pki.issue("d.example");
+        let d = network.pki().issue("d.example");
         let mut d_calls = network
-            .pki
-            .client_as(&d, &[("b.example", b_endpoint.clone())])
+            .pki()
+            .federation_client(&d, &[("b.example", b_endpoint.clone())])
             .peer_client(&domain("b.example"))
             .expect("b is a peer of d");
 
@@ -652,37 +415,22 @@ async fn peers_cannot_act_for_other_domains() {
         );
 
         // Without a trusted client certificate, the handshake fails.
-        let ca_pem = network.pki.ca_pem();
-        let other_authority = Pki::new();
-        let untrusted = other_authority.issue("a.example");
+        let untrusted = TestPki::new().issue("a.example");
         for (case, identity) in [
             ("no client certificate", None),
-            (
-                "a client certificate of another CA",
-                Some((
-                    untrusted.certificate_pem.as_str(),
-                    untrusted.private_key_pem.as_str(),
-                )),
-            ),
+            ("a client certificate of another CA", Some(&untrusted)),
         ] {
-            let result = claim_with_tonic_tls(&b_endpoint, &ca_pem, identity).await;
+            let result = claim_with_tonic_tls(&network, identity).await;
             assert_refused_at_tls(case, result);
             assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)], "{case}");
         }
         // The control: the same tonic client with a's real certificate gets through,
         // and its claim for a device of a.example (which that certificate speaks
         // for) succeeds.
-        let a_certificate = &network.certificates["a.example"];
-        let claimed = claim_with_tonic_tls(
-            &b_endpoint,
-            &ca_pem,
-            Some((
-                &a_certificate.certificate_pem,
-                &a_certificate.private_key_pem,
-            )),
-        )
-        .await
-        .expect("a's certificate speaks for a.example");
+        let a_certificate = network.certificate("a.example");
+        let claimed = claim_with_tonic_tls(&network, Some(a_certificate))
+            .await
+            .expect("a's certificate speaks for a.example");
         assert_eq!(claimed.key_packages.len(), 2);
         assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
 
@@ -706,31 +454,20 @@ async fn peers_cannot_act_for_other_domains() {
 async fn pinned_certificates_must_match() {
     within_timeout(async {
         // b pins a to another certificate of a.example, also from the trusted CA.
-        let pki = Pki::new();
+        let pki = TestPki::new();
         let other_a_pin = pki.issue("a.example").pin.to_string();
-        let network = Network::start_with(
-            pki,
-            DatabaseChoice::Sqlite,
-            &["a.example", "b.example"],
-            move |name, certificates| {
-                let b_pin = certificates["b.example"].pin.to_string();
-                let other_a_pin = other_a_pin.clone();
-                match name {
-                    // a pins b correctly: a's side of the handshake succeeds.
-                    "a.example" => Box::new(move |config: &mut Config| {
-                        pin(config, "b.example", &b_pin);
-                    }),
-                    _ => Box::new(move |config: &mut Config| {
-                        pin(config, "a.example", &other_a_pin);
-                    }),
+        let network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Sqlite)
+            .pki(pki)
+            .configure(move |name, certificates, config| match name {
+                // a pins b correctly: a's side of the handshake succeeds.
+                "a.example" => {
+                    pin(config, "b.example", &certificates["b.example"].pin.to_string());
                 }
-            },
-        )
-        .await;
-        let a = network.api("a.example").await;
-        let b = network.api("b.example").await;
-        let alice = a.register("alice").await;
-        let bob = Bob::register(&b).await;
+                _ => pin(config, "a.example", &other_a_pin),
+            })
+            .start()
+            .await;
+        let (a, alice, b, bob) = alice_and_bob(&network).await;
         let result = a.try_claim(&alice.token, "bob@b.example").await;
         assert_refused(
             "b pins another certificate of a",
@@ -738,34 +475,23 @@ async fn pinned_certificates_must_match() {
             Code::FailedPrecondition,
             &format!(
                 "b.example refused the request: the client certificate (SHA-256 {}) is not the one pinned for a.example",
-                network.certificates["a.example"].pin
+                network.certificate("a.example").pin
             ),
         );
         assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
 
         // a pins b to another certificate of b.example: a refuses b's server
         // certificate before anything is sent.
-        let pki = Pki::new();
+        let pki = TestPki::new();
         let other_b_pin = pki.issue("b.example").pin.to_string();
-        let network = Network::start_with(
-            pki,
-            DatabaseChoice::Sqlite,
-            &["a.example", "b.example"],
-            move |name, _| {
-                let other_b_pin = other_b_pin.clone();
-                match name {
-                    "a.example" => Box::new(move |config: &mut Config| {
-                        pin(config, "b.example", &other_b_pin);
-                    }),
-                    _ => Box::new(|_: &mut Config| {}),
-                }
-            },
-        )
-        .await;
-        let a = network.api("a.example").await;
-        let b = network.api("b.example").await;
-        let alice = a.register("alice").await;
-        let bob = Bob::register(&b).await;
+        let network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Sqlite)
+            .pki(pki)
+            .configure_domain("a.example", move |config| {
+                pin(config, "b.example", &other_b_pin);
+            })
+            .start()
+            .await;
+        let (a, alice, b, bob) = alice_and_bob(&network).await;
         let result = a.try_claim(&alice.token, "bob@b.example").await;
         assert_refused(
             "a pins another certificate of b",
@@ -776,21 +502,14 @@ async fn pinned_certificates_must_match() {
         assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
 
         // Both pins right: the claim goes through.
-        let network = Network::start_with(
-            Pki::new(),
-            DatabaseChoice::Sqlite,
-            &["a.example", "b.example"],
-            |name, certificates| {
+        let network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Sqlite)
+            .configure(|name, certificates, config| {
                 let peer = if name == "a.example" { "b.example" } else { "a.example" };
-                let peer_pin = certificates[peer].pin.to_string();
-                Box::new(move |config: &mut Config| pin(config, peer, &peer_pin))
-            },
-        )
-        .await;
-        let a = network.api("a.example").await;
-        let b = network.api("b.example").await;
-        let alice = a.register("alice").await;
-        let bob = Bob::register(&b).await;
+                pin(config, peer, &certificates[peer].pin.to_string());
+            })
+            .start()
+            .await;
+        let (a, alice, b, bob) = alice_and_bob(&network).await;
         assert_eq!(a.claim(&alice, "bob@b.example").await.len(), 2);
         assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
     })
@@ -810,10 +529,9 @@ fn pin(config: &mut Config, peer: &str, sha256: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_unreachable_peers() {
     within_timeout(async {
-        let mut network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
-        let a = network.api("a.example").await;
-        let alice = a.register("alice").await;
-        let bob = Bob::register(&network.api("b.example").await).await;
+        let mut network =
+            TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Sqlite).await;
+        let (a, alice, _, bob) = alice_and_bob(&network).await;
 
         let result = a.try_claim(&alice.token, "dave@d.example").await;
         assert_refused(
@@ -824,9 +542,7 @@ async fn unknown_and_unreachable_peers() {
         );
 
         // b stops: a's claim finds nobody there, and consumes nothing.
-        let b_server = network.servers.remove("b.example").expect("b");
-        let b_config = b_server.config().clone();
-        let b_database = b_server.stop().await;
+        network.stop("b.example").await;
         let result = a.try_claim(&alice.token, "bob@b.example").await;
         assert_refused(
             "b is down",
@@ -836,8 +552,8 @@ async fn unknown_and_unreachable_peers() {
         );
 
         // b comes back on its database and address: a reconnects by itself.
-        let b_server = TestHomeserver::start_on(b_config, b_database, Arc::new(SystemClock)).await;
-        let b = Api::connect(&b_server).await;
+        network.start_again("b.example").await;
+        let b = Api::connect(network.server("b.example")).await;
         assert_eq!(bob.stocks(&b).await, [(2, true), (1, true)]);
         assert_eq!(a.claim(&alice, "bob@b.example").await.len(), 2);
         assert_eq!(bob.stocks(&b).await, [(1, true), (0, true)]);
@@ -848,23 +564,14 @@ async fn unknown_and_unreachable_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_rate_limited_per_requester() {
     within_timeout(async {
-        let network = Network::start_with(
-            Pki::new(),
-            DatabaseChoice::Sqlite,
-            &["a.example", "b.example"],
-            |name, _| match name {
-                "b.example" => Box::new(|config: &mut Config| {
-                    config.key_packages.claims_per_minute = 2;
-                }),
-                _ => Box::new(|_: &mut Config| {}),
-            },
-        )
-        .await;
-        let a = network.api("a.example").await;
-        let b = network.api("b.example").await;
-        let alice = a.register("alice").await;
+        let network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Sqlite)
+            .configure_domain("b.example", |config| {
+                config.key_packages.claims_per_minute = 2;
+            })
+            .start()
+            .await;
+        let (a, alice, b, bob) = alice_and_bob(&network).await;
         let carol = a.register("carol").await;
-        let bob = Bob::register(&b).await;
         a.claim(&alice, "bob@b.example").await;
         a.claim(&alice, "bob@b.example").await;
         assert_eq!(bob.stocks(&b).await, [(0, true), (0, true)]);
@@ -890,25 +597,22 @@ async fn claims_are_rate_limited_per_requester() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_requests_are_limited_in_rate_and_size() {
     within_timeout(async {
-        let network = Network::start_with(
-            Pki::new(),
-            DatabaseChoice::Sqlite,
+        let network = TestNetwork::builder(
             &["a.example", "b.example", "c.example"],
-            |name, _| match name {
-                "b.example" => Box::new(|config: &mut Config| {
-                    config.federation.peer_requests_per_minute = 3;
-                    config.federation.max_message_bytes = 1024;
-                }),
-                _ => Box::new(|_: &mut Config| {}),
-            },
+            DatabaseChoice::Sqlite,
         )
+        .configure_domain("b.example", |config| {
+            config.federation.peer_requests_per_minute = 3;
+            config.federation.max_message_bytes = 1024;
+        })
+        .start()
         .await;
-        let b = network.api("b.example").await;
+        let b = Api::connect(network.server("b.example")).await;
         let bob = b.register("bob").await;
         let identity: CredentialIdentity = bob.identity.parse().expect("an identity");
         let key = bob.signer.to_public_vec();
-        let a_calls = network.client_as("a.example", &["b.example"]);
-        let c_calls = network.client_as("c.example", &["b.example"]);
+        let a_calls = network.federation_client_as("a.example", &["b.example"]);
+        let c_calls = network.federation_client_as("c.example", &["b.example"]);
         for _ in 0..3 {
             assert!(
                 a_calls
@@ -945,17 +649,22 @@ async fn peer_requests_are_limited_in_rate_and_size() {
 
 on_both_databases!(a_group_spans_domains_through_the_hub);
 
-/// Syncs `client` until `done` holds for it, or fails after a few seconds: events
-/// from another domain arrive through the hub's outbox, asynchronously.
+/// Syncs `client` until `done` holds for it, for at most [`EVENT_TIMEOUT`]:
+/// events from another domain arrive through the hub's outbox, asynchronously,
+/// and Fetch offers no wait.
 async fn sync_until(client: &mut Client, done: impl Fn(&Client) -> bool) {
-    for _ in 0..200 {
-        client.sync().await;
-        if done(client) {
-            return;
+    let what = format!("{}'s expected events", client.identity());
+    within(EVENT_TIMEOUT, &what, async {
+        let mut backoff = Backoff::new();
+        loop {
+            client.sync().await;
+            if done(client) {
+                return;
+            }
+            backoff.pause().await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{}: the expected events did not arrive", client.identity());
+    })
+    .await;
 }
 
 /// The hub path with members on three domains, at the RPC level: a hub (a)
@@ -964,7 +673,7 @@ async fn sync_until(client: &mut Client, done: impl Fn(&Client) -> bool) {
 /// followers deliver to their devices through the same Fetch as local groups.
 async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
     within_timeout(async {
-        let network = Network::start(choice, &["a.example", "b.example", "c.example"]).await;
+        let network = TestNetwork::start(&["a.example", "b.example", "c.example"], choice).await;
         let mut alice =
             Client::register(&channel(network.server("a.example")).await, "alice").await;
         let mut bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
@@ -1018,10 +727,13 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
             Code::PermissionDenied,
             "not a member",
         );
-        // The removed domain receives nothing after its removal.
+        // The removed domain receives nothing after its removal: once the hub's
+        // outbox has nothing left for b or c (so whatever the hub was to send c
+        // has been confirmed by c), carol has nothing new.
         alice.send("after carol left").await;
         sync_until(&mut bob, |bob| bob.received.len() == 2).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        network.outbox_drained("a.example", "b.example").await;
+        network.outbox_drained("a.example", "c.example").await;
         assert!(
             carol.fetch(0).await.is_empty(),
             "c got events after its removal"
@@ -1032,9 +744,21 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
 /// Spans seen, as (name, rpc.path, trace_id), once their trace id is recorded.
 type SeenSpans = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
 
+thread_local! {
+    /// Where the spans made on this thread go, while a trace test records them.
+    static RECORDING: std::cell::RefCell<Option<SeenSpans>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether spans made on this thread are being recorded.
+fn recording_here() -> bool {
+    RECORDING.with(|recording| recording.borrow().is_some())
+}
+
+/// Records the spans of the threads that [`record_spans`] names, with their
+/// OpenTelemetry trace ids.
 struct SpanRecorder {
+    /// Spans made on a recording thread, by id: (name, rpc.path).
     pending: std::sync::Mutex<BTreeMap<u64, (String, String)>>,
-    seen: SeenSpans,
 }
 
 #[derive(Default)]
@@ -1079,40 +803,71 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
         if fields.trace_id.is_empty() {
             return;
         }
-        if let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()) {
-            self.seen
-                .lock()
-                .unwrap()
-                .push((name.clone(), path.clone(), fields.trace_id));
-        }
+        let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()).cloned() else {
+            return;
+        };
+        RECORDING.with(|recording| {
+            if let Some(seen) = recording.borrow().as_ref() {
+                seen.lock().unwrap().push((name, path, fields.trace_id));
+            }
+        });
     }
 }
 
-/// Records this thread's spans (with OpenTelemetry trace ids) until the guard
-/// is dropped.
-fn record_spans() -> (SeenSpans, tracing::subscriber::DefaultGuard) {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let seen = SeenSpans::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanRecorder {
+/// Stops recording this thread's spans when dropped.
+struct RecordingGuard;
+
+impl Drop for RecordingGuard {
+    fn drop(&mut self) {
+        RECORDING.with(|recording| recording.borrow_mut().take());
+    }
+}
+
+/// Records the spans made on this thread (with OpenTelemetry trace ids) until
+/// the guard is dropped. A trace test runs on a current-thread runtime, so
+/// every span of its homeservers is made on its thread.
+///
+/// The recorder is the process's global subscriber, installed once, and picks
+/// the recording threads itself; spans of other threads are disabled for it.
+/// A subscriber set as one thread's default (`set_default`) would miss spans:
+/// while it is the only scoped subscriber, `tracing` caches each callsite's
+/// interest as the default subscriber of whichever thread reaches the callsite
+/// first says, so a callsite first reached by a concurrent test (with no
+/// subscriber) stays disabled for the recording thread too.
+fn record_spans() -> (SeenSpans, RecordingGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layers = SpanRecorder {
             pending: Default::default(),
-            seen: seen.clone(),
-        })
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    (seen, tracing::subscriber::set_default(subscriber))
+        }
+        .and_then(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        // A dynamic filter: asked at every span, on the thread that makes it
+        // (a plain `filter_fn` is asked once per callsite, on whichever thread
+        // reaches it first, and its answer kept).
+        .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+            recording_here()
+        }));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layers))
+            .expect("no other global subscriber in the homeserver's tests");
+        // Again, now that the recorder is the global default: for a callsite
+        // that another thread was registering while the recorder was set.
+        tracing::callsite::rebuild_interest_cache();
+    });
+    let seen = SeenSpans::default();
+    RECORDING.with(|recording| *recording.borrow_mut() = Some(seen.clone()));
+    (seen, RecordingGuard)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_forwarded_claim_is_one_trace_across_domains() {
     let (seen, _default) = record_spans();
 
-    let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
-    let a = network.api("a.example").await;
-    let b = network.api("b.example").await;
-    let alice = a.register("alice").await;
-    let _bob = Bob::register(&b).await;
+    let network = TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Sqlite).await;
+    let (a, alice, _, _bob) = alice_and_bob(&network).await;
     seen.lock().unwrap().clear();
     let claimed = a.claim(&alice, "bob@b.example").await;
     assert_eq!(claimed.len(), 2);
@@ -1143,7 +898,7 @@ async fn a_forwarded_claim_is_one_trace_across_domains() {
 async fn a_relayed_message_and_its_delivery_are_one_trace() {
     let (seen, _default) = record_spans();
 
-    let network = Network::start(DatabaseChoice::Sqlite, &["a.example", "b.example"]).await;
+    let network = TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Sqlite).await;
     let mut alice = Client::register(&channel(network.server("a.example")).await, "alice").await;
     let mut bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
     alice.create_group().await;

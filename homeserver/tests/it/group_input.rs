@@ -4,11 +4,12 @@
 //! retries, and the request size limit.
 
 use crate::groups_harness::{
-    Change, Client, assert_in_sync, commit_conflict, form_group, texts, welcomes,
+    Change, Client, assert_in_sync, commit_conflict, form_group, start_with_clients, texts,
+    welcomes,
 };
-use crate::harness::{KeyPackageBuilder, assert_refused, channel, new_signer, start};
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use crate::harness::{KeyPackageBuilder, assert_refused, channel, new_signer};
 use conclave_proto::client::v1 as proto;
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use openmls::prelude::{GroupId, MlsGroup};
 use tonic::Code;
 
@@ -38,11 +39,8 @@ async fn assert_unchanged(owner: &Client, before: &proto::GroupSummary, others: 
 }
 
 async fn handshakes_must_be_public_and_for_the_current_epoch(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, _, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
     let before = alice.summary().await;
 
@@ -126,12 +124,8 @@ fn impostor_group(mallory: &mut Client, group_id: &[u8], epoch: u64) {
 }
 
 async fn commits_come_from_members_and_add_registered_claimed_devices(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut erin = Client::register(&channel, "erin").await;
-    let mut mallory = Client::register(&channel, "mallory").await;
+    let (_server, _, [mut alice, mut bob, mut erin, mut mallory]) =
+        start_with_clients(database, ["alice", "bob", "erin", "mallory"]).await;
     let group_id = form_group(&mut alice, &mut [&mut bob]).await;
     let before = alice.summary().await;
 
@@ -218,11 +212,8 @@ async fn commits_come_from_members_and_add_registered_claimed_devices(database: 
 }
 
 async fn welcomes_travel_only_with_the_adds_they_welcome(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut erin = Client::register(&channel, "erin").await;
+    let (_server, _, [mut alice, mut bob, mut erin]) =
+        start_with_clients(database, ["alice", "bob", "erin"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
     let before = alice.summary().await;
     let claimed = alice.claim(&["erin@localhost"]).await;
@@ -294,11 +285,8 @@ async fn welcomes_travel_only_with_the_adds_they_welcome(database: DatabaseChoic
 }
 
 async fn garbage_and_unknown_groups_are_refused(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut erin = Client::register(&channel, "erin").await;
+    let (_server, _, [mut alice, mut bob, mut erin]) =
+        start_with_clients(database, ["alice", "bob", "erin"]).await;
     let group_id = form_group(&mut alice, &mut [&mut bob]).await;
     let before = alice.summary().await;
     let garbage = b"garbage".to_vec();
@@ -560,11 +548,8 @@ async fn garbage_and_unknown_groups_are_refused(database: DatabaseChoice) {
 }
 
 async fn idempotency_keys_make_retries_safe(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut erin = Client::register(&channel, "erin").await;
+    let (_server, _, [mut alice, mut bob, mut erin]) =
+        start_with_clients(database, ["alice", "bob", "erin"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
 
     // A message, retried with its key, lands once.
@@ -683,11 +668,10 @@ async fn idempotency_keys_make_retries_safe(database: DatabaseChoice) {
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 async fn oversize_requests_are_refused(database: DatabaseChoice) {
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(|config| config.client_api.max_message_bytes = MAX_MESSAGE_BYTES),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database)
+            .configure(|config| config.client_api.max_message_bytes = MAX_MESSAGE_BYTES),
+    )
     .await;
     let channel = channel(&server).await;
     let mut alice = Client::register(&channel, "alice").await;
@@ -713,10 +697,7 @@ async fn oversize_requests_are_refused(database: DatabaseChoice) {
 /// The hub keeps proposals in the group's state until a commit covers them, so it
 /// takes at most 100 per epoch (counted from the commit that began the epoch).
 async fn proposals_per_epoch_are_bounded(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
+    let (_server, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
     for _ in 0..100 {
         let proposal = bob.propose_self_update();

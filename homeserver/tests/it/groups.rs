@@ -4,11 +4,12 @@
 //! self-update and external rejoin.
 
 use crate::groups_harness::{
-    Change, Client, Received, assert_in_sync, form_group, group_seqs, texts, welcomes,
+    Change, Client, Received, assert_in_sync, form_group, group_seqs, start_with_clients, texts,
+    welcomes,
 };
-use crate::harness::{assert_refused, channel, start};
-use conclave_homeserver::test_support::DatabaseChoice;
+use crate::harness::assert_refused;
 use conclave_proto::client::v1 as proto;
+use conclave_test_support::DatabaseChoice;
 use std::time::{Duration, SystemTime};
 use tonic::Code;
 
@@ -40,11 +41,8 @@ fn received(seq: u64, sender: &Client, text: &str) -> Received {
 
 async fn invited_devices_join_and_read_each_others_messages(database: DatabaseChoice) {
     let started = SystemTime::now();
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, channel, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     let mut carol_phone = Client::login(&channel, "carol").await;
     let dave = Client::register(&channel, "dave").await;
 
@@ -111,11 +109,8 @@ async fn invited_devices_join_and_read_each_others_messages(database: DatabaseCh
 }
 
 async fn acknowledgements_move_cursors_forward_only(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let carol = Client::register(&channel, "carol").await;
+    let (_server, _, [mut alice, mut bob, carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     let group_id = form_group(&mut alice, &mut [&mut bob]).await;
     alice.send("two").await;
     alice.send("three").await;
@@ -197,11 +192,8 @@ async fn acknowledgements_move_cursors_forward_only(database: DatabaseChoice) {
 }
 
 async fn proposals_removal_and_self_update(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut carol = Client::register(&channel, "carol").await;
+    let (_server, channel, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
     let mut carol_phone = Client::login(&channel, "carol").await;
     form_group(&mut alice, &mut [&mut bob, &mut carol, &mut carol_phone]).await;
 
@@ -280,11 +272,8 @@ async fn proposals_removal_and_self_update(database: DatabaseChoice) {
 }
 
 async fn devices_of_member_users_rejoin_by_external_commit(database: DatabaseChoice) {
-    let server = start(database).await;
-    let channel = channel(&server).await;
-    let mut alice = Client::register(&channel, "alice").await;
-    let mut bob = Client::register(&channel, "bob").await;
-    let mut mallory = Client::register(&channel, "mallory").await;
+    let (_server, channel, [mut alice, mut bob, mut mallory]) =
+        start_with_clients(database, ["alice", "bob", "mallory"]).await;
     let group_id = form_group(&mut alice, &mut [&mut bob]).await;
     alice.send("before the laptop").await;
     bob.sync().await;

@@ -4,13 +4,16 @@
 //! application messages as PrivateMessages; the ratchet tree travels beside the
 //! GroupInfo and the Welcome, never inside them.
 
-use crate::harness::{Api, KeyPackageBuilder, TestDevice, authorized, capabilities};
+use crate::harness::{
+    Api, KeyPackageBuilder, TestDevice, authorized, capabilities, channel, start,
+};
 use conclave_core::mls::{CIPHERSUITE, verification_crypto};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::delivery_event::Event;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_proto::client::v1::group_service_client::GroupServiceClient;
 use conclave_proto::client::v1::inbox_event;
+use conclave_test_support::{DatabaseChoice, TestHomeserver};
 use openmls::prelude::OpenMlsProvider as _;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
@@ -907,6 +910,24 @@ pub(crate) fn texts(received: &[Received]) -> Vec<String> {
         .iter()
         .map(|message| String::from_utf8(message.plaintext.clone()).expect("UTF-8 text"))
         .collect()
+}
+
+/// A server on `database`, a channel to it, and a client registered there for
+/// each of `names` (in that order), each with key packages published.
+pub(crate) async fn start_with_clients<const N: usize>(
+    database: DatabaseChoice,
+    names: [&str; N],
+) -> (TestHomeserver, Channel, [Client; N]) {
+    let server = start(database).await;
+    let channel = channel(&server).await;
+    let mut clients = Vec::with_capacity(N);
+    for name in names {
+        clients.push(Client::register(&channel, name).await);
+    }
+    let Ok(clients) = <[Client; N]>::try_from(clients) else {
+        unreachable!("one client per name");
+    };
+    (server, channel, clients)
 }
 
 /// `creator` makes a group and adds every device of the members' users (through

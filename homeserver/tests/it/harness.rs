@@ -3,10 +3,10 @@
 //! KeyPackages built with openmls exactly as a device would build them.
 
 use conclave_core::mls::{CIPHERSUITE, verification_crypto};
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
+use conclave_test_support::{DatabaseChoice, PASSWORD, TestHomeserver, TestOptions};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
     BasicCredential, Capabilities, CredentialType, CredentialWithKey, ExtensionType, KeyPackage,
@@ -20,26 +20,24 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-/// The password of every test account.
-const PASSWORD: &str = "correct horse battery staple";
-
 /// Longest a whole test may take; a hang fails instead of blocking the run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs one test body with a deadline.
-pub(crate) async fn within_timeout(test: impl Future<Output = ()>) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("the test did not finish within its timeout");
+pub(crate) fn within_timeout(test: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    conclave_test_support::within(TEST_TIMEOUT, "the test", test)
 }
 
 /// A server on `database` with every other option at its default.
 pub(crate) async fn start(database: DatabaseChoice) -> TestHomeserver {
-    TestHomeserver::start_with(TestOptions {
-        database,
-        ..TestOptions::default()
-    })
-    .await
+    TestHomeserver::start_with(TestOptions::on(database)).await
+}
+
+/// [`start`], and a client of its API.
+pub(crate) async fn start_with_api(database: DatabaseChoice) -> (TestHomeserver, Api) {
+    let server = start(database).await;
+    let api = Api::connect(&server).await;
+    (server, api)
 }
 
 /// A plaintext channel to the server's client API.
@@ -259,6 +257,15 @@ impl Api {
             .into_inner()
             .stock
             .expect("an upload response carries the stock"))
+    }
+
+    /// Uploads `count` new ordinary packages of `device` and a last-resort one;
+    /// panics on failure.
+    pub(crate) async fn stock_up(&self, device: &TestDevice, count: usize) {
+        let last_resort = last_resort_key_package(device);
+        self.upload(device, key_packages(device, count), Some(last_resort))
+            .await
+            .expect("upload");
     }
 
     pub(crate) async fn try_stock(&self, token: &str) -> Result<proto::KeyPackageStock, Status> {

@@ -5,9 +5,7 @@ use crate::harness::{
     Api, KeyPackageBuilder, TestDevice, assert_refused, key_packages, last_resort_key_package,
     new_signer, stock_counts,
 };
-use conclave_homeserver::test_support::{
-    AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions,
-};
+use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -23,15 +21,11 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// A server with small limits, so every limit can be hit cheaply.
 async fn start_with_small_limits(database: DatabaseChoice) -> TestHomeserver {
-    TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(|config| {
-            config.key_packages.max_per_upload = MAX_PER_UPLOAD;
-            config.key_packages.max_lifetime_days = 1;
-            config.client_api.max_message_bytes = MAX_MESSAGE_BYTES;
-        }),
-        ..TestOptions::default()
-    })
+    TestHomeserver::start_with(TestOptions::on(database).configure(|config| {
+        config.key_packages.max_per_upload = MAX_PER_UPLOAD;
+        config.key_packages.max_lifetime_days = 1;
+        config.client_api.max_message_bytes = MAX_MESSAGE_BYTES;
+    }))
     .await
 }
 
@@ -205,12 +199,7 @@ async fn bad_uploads_store_nothing(database: DatabaseChoice) {
 
 async fn expired_key_packages_are_refused_and_never_handed_out(database: DatabaseChoice) {
     let clock = Arc::new(AdjustableClock::default());
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        clock: clock.clone(),
-        ..TestOptions::default()
-    })
-    .await;
+    let server = TestHomeserver::start_with(TestOptions::on(database).clock(clock.clone())).await;
     let api = Api::connect(&server).await;
     let alice = api.register("alice").await;
     let bob = api.register("bob").await;
@@ -271,13 +260,7 @@ async fn bad_claims_hand_out_nothing(database: DatabaseChoice) {
     let api = Api::connect(&server).await;
     let alice = api.register("alice").await;
     let claimer = api.register("bob").await;
-    api.upload(
-        &alice,
-        key_packages(&alice, 2),
-        Some(last_resort_key_package(&alice)),
-    )
-    .await
-    .expect("upload");
+    api.stock_up(&alice, 2).await;
 
     for (case, user_id, code, message) in [
         (

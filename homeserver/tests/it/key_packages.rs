@@ -3,10 +3,11 @@
 //! claim rate limit.
 
 use crate::harness::{
-    Api, assert_refused, key_packages, last_resort_key_package, not_after, start, stock_counts,
+    Api, assert_refused, key_packages, last_resort_key_package, not_after, start_with_api,
+    stock_counts,
 };
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use conclave_proto::client::v1 as proto;
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use std::collections::HashSet;
 use tonic::Code;
 
@@ -23,8 +24,7 @@ fn earliest_expiry(stock: &proto::KeyPackageStock) -> Option<i64> {
 }
 
 async fn upload_reports_the_stock(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let other_device = api.login("alice").await;
     let empty = api.stock(&alice).await;
@@ -60,8 +60,7 @@ async fn upload_reports_the_stock(database: DatabaseChoice) {
 }
 
 async fn claims_hand_out_each_package_once_then_the_last_resort(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let claimer = api.register("alice").await;
     let with_last_resort = api.register("bob").await;
     let without_last_resort = api.login("bob").await;
@@ -139,8 +138,7 @@ async fn claims_hand_out_each_package_once_then_the_last_resort(database: Databa
 }
 
 async fn a_new_last_resort_package_replaces_the_old(database: DatabaseChoice) {
-    let server = start(database).await;
-    let api = Api::connect(&server).await;
+    let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let bob = api.register("bob").await;
     let first = last_resort_key_package(&bob);
@@ -167,11 +165,10 @@ async fn a_new_last_resort_package_replaces_the_old(database: DatabaseChoice) {
 
 async fn claims_are_rate_limited_per_device(database: DatabaseChoice) {
     const PER_MINUTE: u32 = 3;
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(|config| config.key_packages.claims_per_minute = PER_MINUTE),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database)
+            .configure(|config| config.key_packages.claims_per_minute = PER_MINUTE),
+    )
     .await;
     let api = Api::connect(&server).await;
     let alice = api.register("alice").await;

@@ -23,24 +23,12 @@
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
-/// the tests `sqlite` and `postgres`. The PostgreSQL variant fails, never skips,
-/// when PostgreSQL is unreachable.
+/// the tests `sqlite` and `postgres`, each under the harness's timeout (see
+/// `conclave_test_support::on_both_databases`).
 macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use conclave_homeserver::test_support::DatabaseChoice;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                crate::harness::within_timeout(super::$name(DatabaseChoice::Sqlite)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                crate::harness::within_timeout(super::$name(DatabaseChoice::Postgres)).await;
-            }
-        }
-    )*};
+    ($($names:tt)*) => {
+        conclave_test_support::on_both_databases!(within crate::harness::within_timeout; $($names)*);
+    };
 }
 
 mod account_input;

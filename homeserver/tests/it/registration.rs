@@ -6,10 +6,8 @@ use crate::harness::{
 };
 use conclave_homeserver::SystemClock;
 use conclave_homeserver::config::RegistrationPolicy;
-use conclave_homeserver::test_support::{
-    AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions,
-};
 use conclave_proto::client::v1 as proto;
+use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -45,11 +43,9 @@ async fn create_token(server: &TestHomeserver, uses: u32, valid_for_days: Option
 }
 
 async fn closed_registration_refuses_everyone(database: DatabaseChoice) {
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        registration_policy: RegistrationPolicy::Closed,
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database).registration(RegistrationPolicy::Closed),
+    )
     .await;
     let api = Api::connect(&server).await;
     let token = create_token(&server, 1, None).await;
@@ -64,12 +60,11 @@ async fn closed_registration_refuses_everyone(database: DatabaseChoice) {
 
 async fn token_registration_spends_tokens_only_on_success(database: DatabaseChoice) {
     let clock = Arc::new(AdjustableClock::default());
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        registration_policy: RegistrationPolicy::Token,
-        clock: clock.clone(),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database)
+            .registration(RegistrationPolicy::Token)
+            .clock(clock.clone()),
+    )
     .await;
     let api = Api::connect(&server).await;
     let single_use = create_token(&server, 1, None).await;

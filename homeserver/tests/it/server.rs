@@ -5,8 +5,8 @@ use crate::harness::{
     Api, assert_refused, channel, key_packages, last_resort_key_package, login_request, new_signer,
     register_request, start,
 };
-use conclave_homeserver::test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use conclave_homeserver::{Clock, SystemClock};
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use prost::Message as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,12 +173,7 @@ async fn reflection_describes_the_api(database: DatabaseChoice) {
 
 async fn state_survives_a_restart(database: DatabaseChoice) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        clock: clock.clone(),
-        ..TestOptions::default()
-    })
-    .await;
+    let server = TestHomeserver::start_with(TestOptions::on(database).clock(clock.clone())).await;
     let api = Api::connect(&server).await;
     let alice = api.register("alice").await;
     let claimer = api.register("bob").await;
@@ -223,14 +218,10 @@ async fn tls_serves_the_client_api(database: DatabaseChoice) {
     std::fs::write(&certificate_path, &certificate_pem).expect("write the certificate");
     std::fs::write(&private_key_path, certified.signing_key.serialize_pem())
         .expect("write the key");
-    let server = TestHomeserver::start_with(TestOptions {
-        database,
-        configure: Box::new(move |config| {
-            config.client_api.tls_certificate = Some(certificate_path);
-            config.client_api.tls_private_key = Some(private_key_path);
-        }),
-        ..TestOptions::default()
-    })
+    let server = TestHomeserver::start_with(TestOptions::on(database).configure(move |config| {
+        config.client_api.tls_certificate = Some(certificate_path);
+        config.client_api.tls_private_key = Some(private_key_path);
+    }))
     .await;
     let tls_url = format!("https://{}", server.client_address());
 

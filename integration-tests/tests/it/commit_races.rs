@@ -9,11 +9,11 @@
 //! its device, even while the hub's deliveries to it lag behind.
 
 use conclave_client::{CommitOutcome, GroupId, GroupStatus};
-use conclave_homeserver::test_support::DatabaseChoice;
 use conclave_proto::federation::v1 as proto;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
 use tonic::Code;
 
-use crate::harness::{Federation, THREE_DOMAINS, User, assert_same_state};
+use crate::harness::{THREE_DOMAINS, User, assert_same_state};
 
 on_both_databases!(
     concurrent_commits_converge,
@@ -25,11 +25,17 @@ on_both_databases!(
 const ROTATION_ROUNDS: usize = 3;
 
 async fn concurrent_commits_converge(database: DatabaseChoice) {
-    let network = Federation::start(database, &THREE_DOMAINS).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
-    let carol = User::register(&network, "carol@c.example").await;
-    let dave = User::register(&network, "dave@c.example").await;
+    let network = TestNetwork::start(&THREE_DOMAINS, database).await;
+    let [alice, bob, carol, dave] = User::register_all(
+        &network,
+        [
+            "alice@a.example",
+            "bob@b.example",
+            "carol@c.example",
+            "dave@c.example",
+        ],
+    )
+    .await;
     let group_id = alice.create_group("races").await;
     alice.invite(&group_id, &[&bob, &carol, &dave]).await;
     let mut members = vec![&alice, &bob, &carol, &dave];
@@ -102,9 +108,8 @@ async fn converge(group_id: &GroupId, members: &[&User], epoch: u64) {
 }
 
 async fn a_commit_loses_to_one_its_homeserver_has_not_received_yet(database: DatabaseChoice) {
-    let mut network = Federation::start(database, &["a.example", "b.example"]).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
+    let mut network = TestNetwork::start(&["a.example", "b.example"], database).await;
+    let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
     let group_id = alice.create_group("a lagging copy").await;
     alice.invite(&group_id, &[&bob]).await;
     converge(&group_id, &[&alice, &bob], 1).await;
@@ -119,10 +124,10 @@ async fn a_commit_loses_to_one_its_homeserver_has_not_received_yet(database: Dat
             config.federation.peer_requests_per_minute = 1;
         })
         .await;
-    let as_the_hub = network.identity("a.example");
+    let as_the_hub = network.pki().issue("a.example");
     for expected in [Code::Ok, Code::ResourceExhausted] {
         let mut client = network
-            .federation_client("b.example", Some(&as_the_hub))
+            .raw_federation_client("b.example", Some(&as_the_hub))
             .await
             .expect("a connection as a.example");
         let result = client

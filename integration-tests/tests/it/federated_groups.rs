@@ -7,18 +7,16 @@ use std::collections::BTreeSet;
 
 use conclave_client::{ClientError, GroupStatus};
 use conclave_core::ids::CredentialIdentity;
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
 use tonic::Code;
 
-use crate::harness::{Federation, Logged, THREE_DOMAINS, User, assert_same_state, logged};
+use crate::harness::{ALICE_BOB_AND_CAROL, Logged, THREE_DOMAINS, User, assert_same_state, logged};
 
 on_both_databases!(one_group_across_three_domains);
 
 async fn one_group_across_three_domains(database: DatabaseChoice) {
-    let network = Federation::start(database, &THREE_DOMAINS).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
-    let carol = User::register(&network, "carol@c.example").await;
+    let network = TestNetwork::start(&THREE_DOMAINS, database).await;
+    let [alice, bob, carol] = User::register_all(&network, ALICE_BOB_AND_CAROL).await;
     let everyone = [&alice, &bob, &carol];
 
     // Alice invites one user of each other domain; their homeservers deliver

@@ -17,15 +17,12 @@
 //! and alice's devices get nothing new, and the group still works.
 
 use conclave_client::GroupId;
-use conclave_homeserver::test_support::DatabaseChoice;
 use conclave_proto::federation::v1 as proto;
+use conclave_test_support::{DatabaseChoice, IssuedCertificate, RawFailure, TestNetwork, TestPki};
 use proto::submit_to_hub_request::Submission;
 use tonic::Code;
 
-use crate::harness::{
-    Federation, PemIdentity, Pki, RawFailure, THREE_DOMAINS, User, assert_refused,
-    assert_refused_at_tls,
-};
+use crate::harness::{THREE_DOMAINS, User, assert_refused, assert_refused_at_tls, group_of};
 
 on_both_databases!(calls_for_other_domains_are_refused_and_store_nothing);
 
@@ -33,25 +30,21 @@ on_both_databases!(calls_for_other_domains_are_refused_and_store_nothing);
 const UNKNOWN_BOB_DEVICE: &str = "bob@b.example/ffffffffffffffff";
 
 async fn calls_for_other_domains_are_refused_and_store_nothing(database: DatabaseChoice) {
-    let network = Federation::start(database, &THREE_DOMAINS).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
-    let group_id = alice.create_group("refusals").await;
-    alice.invite(&group_id, &[&bob]).await;
-    bob.receive_until("the Welcome", |user| user.epoch(&group_id) == Some(1))
-        .await;
+    let network = TestNetwork::start(&THREE_DOMAINS, database).await;
+    let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
+    let group_id = group_of(&alice, "refusals", &[&bob]).await;
     alice.send(&group_id, "before the attempts").await;
     bob.next_messages(&group_id, 1).await;
     network.outbox_drained("a.example", "b.example").await;
     // Both devices have read everything there is (their own echoes included).
     alice.receive().await;
     bob.receive().await;
-    let hub_before = network.stored_group("a.example", &group_id).await;
-    let copy_before = network.stored_group("b.example", &group_id).await;
+    let hub_before = network.stored_group("a.example", group_id.as_bytes()).await;
+    let copy_before = network.stored_group("b.example", group_id.as_bytes()).await;
     let copy = copy_before.clone().expect("b.example follows the group");
     assert_eq!(copy.hub_domain.as_deref(), Some("a.example"));
 
-    let c = network.identity("c.example");
+    let c = network.pki().issue("c.example");
     // The control: c's certificate and the raw client work, for what c may do.
     let claim = proto::ClaimKeyPackagesRequest {
         requester: "carol@c.example/0000000000000001".to_owned(),
@@ -126,7 +119,7 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
 
     // (ii, iii) No client certificate, or one the network's CA did not issue
     // (for the hub's own domain): the connection is refused.
-    let untrusted = Pki::new().identity("a.example");
+    let untrusted = TestPki::new().issue("a.example");
     for (case, identity) in [
         ("no client certificate", None),
         ("a certificate of another CA", Some(&untrusted)),
@@ -190,15 +183,17 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
 
     // Nothing was stored, and nothing reaches the members.
     assert_eq!(
-        network.stored_group("b.example", &group_id).await,
+        network.stored_group("b.example", group_id.as_bytes()).await,
         copy_before
     );
     assert_eq!(
-        network.stored_group("a.example", &group_id).await,
+        network.stored_group("a.example", group_id.as_bytes()).await,
         hub_before
     );
     assert_eq!(
-        network.stored_group("b.example", &unknown_group).await,
+        network
+            .stored_group("b.example", unknown_group.as_bytes())
+            .await,
         None
     );
     assert_eq!(bob.receive().await.events, 0);
@@ -214,9 +209,9 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
 
 /// Connects to `to`'s federation API presenting `identity`, and makes one call.
 async fn call<T, F>(
-    network: &Federation,
+    network: &TestNetwork,
     to: &str,
-    identity: Option<&PemIdentity>,
+    identity: Option<&IssuedCertificate>,
     make_call: impl FnOnce(
         proto::federation_service_client::FederationServiceClient<tonic::transport::Channel>,
     ) -> F,
@@ -224,7 +219,7 @@ async fn call<T, F>(
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let client = network.federation_client(to, identity).await?;
+    let client = network.raw_federation_client(to, identity).await?;
     make_call(client)
         .await
         .map(tonic::Response::into_inner)
@@ -232,9 +227,9 @@ where
 }
 
 async fn deliver(
-    network: &Federation,
+    network: &TestNetwork,
     to: &str,
-    identity: Option<&PemIdentity>,
+    identity: Option<&IssuedCertificate>,
     request: proto::DeliverEventsRequest,
 ) -> Result<proto::DeliverEventsResponse, RawFailure> {
     call(network, to, identity, |mut client| async move {
@@ -244,9 +239,9 @@ async fn deliver(
 }
 
 async fn submit(
-    network: &Federation,
+    network: &TestNetwork,
     to: &str,
-    identity: Option<&PemIdentity>,
+    identity: Option<&IssuedCertificate>,
     request: proto::SubmitToHubRequest,
 ) -> Result<proto::SubmitToHubResponse, RawFailure> {
     call(network, to, identity, |mut client| async move {

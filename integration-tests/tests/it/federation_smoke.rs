@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
 use tonic::Code;
 
-use crate::harness::{Federation, THREE_DOMAINS, User};
+use crate::harness::{ALICE_BOB_AND_CAROL, THREE_DOMAINS, User};
 
 on_both_databases!(
     key_packages_are_claimed_across_domains,
@@ -17,10 +17,8 @@ on_both_databases!(
 );
 
 async fn key_packages_are_claimed_across_domains(database: DatabaseChoice) {
-    let network = Federation::start(database, &THREE_DOMAINS).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
-    let carol = User::register(&network, "carol@c.example").await;
+    let network = TestNetwork::start(&THREE_DOMAINS, database).await;
+    let [alice, bob, carol] = User::register_all(&network, ALICE_BOB_AND_CAROL).await;
     let everyone = [&alice, &bob, &carol];
     let initial_stock = bob.stock().await.available;
 
@@ -56,9 +54,8 @@ async fn key_packages_are_claimed_across_domains(database: DatabaseChoice) {
 }
 
 async fn a_restarted_domain_is_reached_again(database: DatabaseChoice) {
-    let mut network = Federation::start(database, &["a.example", "b.example"]).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
+    let mut network = TestNetwork::start(&["a.example", "b.example"], database).await;
+    let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
     let federation_address = network.federation_address("b.example");
     let initial_stock = bob.stock().await.available;
 

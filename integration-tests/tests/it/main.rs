@@ -5,9 +5,10 @@
 //! library. Every test runs on SQLite and on PostgreSQL.
 //!
 //! # Layout
-//! - [`harness`]: the development PKI, the network of homeservers (stop and
-//!   restart one domain on its database and addresses), users with client
-//!   state of their own, and raw federation clients.
+//! - [`harness`]: users with client state of their own on a
+//!   `conclave_test_support::TestNetwork` (the development PKI and the
+//!   homeservers, which stop and restart one domain on its database and
+//!   addresses), and the checks of raw federation calls.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -21,27 +22,13 @@
 //!   come without a trusted certificate, refused with nothing stored.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
-/// the tests `sqlite` and `postgres`, each under the harness's timeout.
-/// Attributes before a name go on both tests. The
-/// PostgreSQL variant fails, never skips, when PostgreSQL is unreachable.
+/// the tests `sqlite` and `postgres`, each under the harness's timeout;
+/// attributes before a name go on both (see
+/// `conclave_test_support::on_both_databases`).
 macro_rules! on_both_databases {
-    ($($(#[$attribute:meta])* $name:ident),* $(,)?) => {$(
-        mod $name {
-            use conclave_homeserver::test_support::DatabaseChoice;
-
-            $(#[$attribute])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                crate::harness::within_timeout(super::$name(DatabaseChoice::Sqlite)).await;
-            }
-
-            $(#[$attribute])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                crate::harness::within_timeout(super::$name(DatabaseChoice::Postgres)).await;
-            }
-        }
-    )*};
+    ($($names:tt)*) => {
+        conclave_test_support::on_both_databases!(within crate::harness::within_timeout; $($names)*);
+    };
 }
 
 mod commit_races;

@@ -11,10 +11,10 @@
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use conclave_client::GroupId;
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
 use tokio::sync::Notify;
 
-use crate::harness::{Federation, Logged, THREE_DOMAINS, User, logged};
+use crate::harness::{ALICE_BOB_AND_CAROL, Logged, THREE_DOMAINS, User, group_of, logged};
 
 on_both_databases!(
     a_follower_that_was_down_receives_everything_once,
@@ -29,16 +29,9 @@ const MESSAGES_WHILE_DOWN: usize = 1000;
 const BURST_PER_SENDER: usize = 30;
 
 /// Members on all three domains: alice (a.example, the hub), bob, carol.
-async fn three_member_group(network: &Federation) -> (GroupId, User, User, User) {
-    let alice = User::register(network, "alice@a.example").await;
-    let bob = User::register(network, "bob@b.example").await;
-    let carol = User::register(network, "carol@c.example").await;
-    let group_id = alice.create_group("outages").await;
-    alice.invite(&group_id, &[&bob, &carol]).await;
-    for user in [&bob, &carol] {
-        user.receive_until("the Welcome", |user| user.epoch(&group_id) == Some(1))
-            .await;
-    }
+async fn three_member_group(network: &TestNetwork) -> (GroupId, User, User, User) {
+    let [alice, bob, carol] = User::register_all(network, ALICE_BOB_AND_CAROL).await;
+    let group_id = group_of(&alice, "outages", &[&bob, &carol]).await;
     (group_id, alice, bob, carol)
 }
 
@@ -54,12 +47,11 @@ async fn send_numbered(sender: &User, group_id: &GroupId, name: &str, count: usi
 }
 
 async fn a_follower_that_was_down_receives_everything_once(database: DatabaseChoice) {
-    let mut network = Federation::start(database, &THREE_DOMAINS).await;
+    let mut network = TestNetwork::start(&THREE_DOMAINS, database).await;
     let (group_id, alice, bob, carol) = three_member_group(&network).await;
     // Two more senders, so that the burst is over sooner: each client sends
     // one message at a time.
-    let anne = User::register(&network, "anne@a.example").await;
-    let chris = User::register(&network, "chris@c.example").await;
+    let [anne, chris] = User::register_all(&network, ["anne@a.example", "chris@c.example"]).await;
     alice.invite(&group_id, &[&anne, &chris]).await;
     for user in [&anne, &chris] {
         user.receive_until("the Welcome", |user| user.epoch(&group_id) == Some(2))
@@ -102,8 +94,8 @@ async fn a_follower_that_was_down_receives_everything_once(database: DatabaseCho
     assert_eq!(bob.history(&group_id), log);
     network.outbox_drained("a.example", "b.example").await;
     network.outbox_drained("a.example", "c.example").await;
-    let hub = network.stored_group("a.example", &group_id).await;
-    let copy = network.stored_group("b.example", &group_id).await;
+    let hub = network.stored_group("a.example", group_id.as_bytes()).await;
+    let copy = network.stored_group("b.example", group_id.as_bytes()).await;
     assert_eq!(
         copy.map(|group| group.last_seq),
         hub.map(|group| group.last_seq)
@@ -158,7 +150,7 @@ impl Burst {
 }
 
 async fn a_hub_restart_loses_and_duplicates_nothing(database: DatabaseChoice) {
-    let mut network = Federation::start(database, &THREE_DOMAINS).await;
+    let mut network = TestNetwork::start(&THREE_DOMAINS, database).await;
     let (group_id, alice, bob, carol) = three_member_group(&network).await;
     let members = [&alice, &bob, &carol];
 

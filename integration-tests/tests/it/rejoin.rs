@@ -8,22 +8,18 @@
 //! ways.
 
 use conclave_client::GroupId;
-use conclave_homeserver::test_support::DatabaseChoice;
+use conclave_test_support::{DatabaseChoice, TestNetwork};
 
-use crate::harness::{Federation, User, assert_same_state};
+use crate::harness::{User, assert_same_state, group_of};
 
 on_both_databases!(a_device_of_another_domain_rejoins_by_external_commit);
 
 async fn a_device_of_another_domain_rejoins_by_external_commit(database: DatabaseChoice) {
-    let network = Federation::start(database, &["a.example", "b.example"]).await;
-    let alice = User::register(&network, "alice@a.example").await;
-    let bob = User::register(&network, "bob@b.example").await;
-    let group_id = alice.create_group("rejoin").await;
-    alice.invite(&group_id, &[&bob]).await;
-    bob.receive_until("the Welcome", |user| user.epoch(&group_id) == Some(1))
-        .await;
+    let network = TestNetwork::start(&["a.example", "b.example"], database).await;
+    let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
+    let group_id = group_of(&alice, "rejoin", &[&bob]).await;
     assert_same_state(&[&alice, &bob], &group_id, 2);
-    let copy = network.stored_group("b.example", &group_id).await;
+    let copy = network.stored_group("b.example", group_id.as_bytes()).await;
     assert_eq!(
         copy.and_then(|group| group.hub_domain).as_deref(),
         Some("a.example")
@@ -44,8 +40,8 @@ async fn a_device_of_another_domain_rejoins_by_external_commit(database: Databas
         .await;
     // The commit replaced bob's leaf: still two members, one state.
     assert_same_state(&[&alice, &bob], &group_id, 2);
-    let hub = network.stored_group("a.example", &group_id).await;
-    let copy = network.stored_group("b.example", &group_id).await;
+    let hub = network.stored_group("a.example", group_id.as_bytes()).await;
+    let copy = network.stored_group("b.example", group_id.as_bytes()).await;
     assert_eq!(hub.as_ref().map(|group| group.member_devices), Some(2));
     assert_eq!(copy.as_ref().map(|group| group.member_devices), Some(1));
     assert_eq!(
@@ -71,7 +67,7 @@ async fn a_device_of_another_domain_rejoins_by_external_commit(database: Databas
         .await;
     }
     assert_same_state(&[&alice, &bob, &bob_laptop], &group_id, 3);
-    let copy = network.stored_group("b.example", &group_id).await;
+    let copy = network.stored_group("b.example", group_id.as_bytes()).await;
     assert_eq!(copy.map(|group| group.member_devices), Some(2));
     assert_conversation(
         &group_id,

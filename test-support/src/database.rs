@@ -1,0 +1,132 @@
+//! A database that exists for one test server and is removed afterwards: an
+//! SQLite file in a temporary directory, or a fresh PostgreSQL database on the
+//! server named by `CONCLAVE_TEST_POSTGRES_URL` (default
+//! [`DEFAULT_TEST_POSTGRES_URL`]). A test that asks for PostgreSQL fails loudly
+//! when it cannot reach it; it never skips.
+
+use sea_orm::{ConnectionTrait as _, Database, DbErr};
+
+/// The PostgreSQL server tests use, unless `CONCLAVE_TEST_POSTGRES_URL` says otherwise.
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseChoice {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseChoice {
+    /// Both, for tests that must pass on each.
+    pub const ALL: [DatabaseChoice; 2] = [DatabaseChoice::Sqlite, DatabaseChoice::Postgres];
+}
+
+/// A database that exists for one test and is removed when dropped.
+pub struct TestDatabase {
+    url: String,
+    /// Keeps the SQLite file's directory alive.
+    _directory: tempfile::TempDir,
+    /// For PostgreSQL: the admin URL and the database's name, to drop it.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(choice: DatabaseChoice) -> TestDatabase {
+        let directory = tempfile::tempdir().expect("cannot create a temporary directory");
+        match choice {
+            DatabaseChoice::Sqlite => TestDatabase {
+                url: format!(
+                    "sqlite://{}?mode=rwc",
+                    directory.path().join("conclave.sqlite").display()
+                ),
+                _directory: directory,
+                postgres: None,
+            },
+            DatabaseChoice::Postgres => {
+                let admin_url = std::env::var("CONCLAVE_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned());
+                let name = format!("conclave_test_{}", hex::encode(random_bytes_8()));
+                let url = create_postgres_database(&admin_url, &name)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!(
+                            "this test needs PostgreSQL at {admin_url} (set CONCLAVE_TEST_POSTGRES_URL, or start it; see README.md): {error}"
+                        )
+                    });
+                TestDatabase {
+                    url,
+                    _directory: directory,
+                    postgres: Some((admin_url, name)),
+                }
+            }
+        }
+    }
+
+    /// An empty stand-in that owns nothing to remove, for a struct whose real
+    /// database was moved out (see `TestHomeserver::stop`).
+    pub(crate) fn placeholder() -> TestDatabase {
+        TestDatabase {
+            url: String::new(),
+            _directory: tempfile::tempdir().expect("cannot create a temporary directory"),
+            postgres: None,
+        }
+    }
+
+    /// The URL a homeserver's `database.url` takes.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async, maybe inside a runtime: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime
+                .block_on(drop_postgres_database(&admin_url, &name))
+                .ok()
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("warning: could not drop a test database");
+        }
+    }
+}
+
+/// 64 random bits, for a database name no other test run uses.
+fn random_bytes_8() -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    bytes
+}
+
+/// Creates an empty PostgreSQL database and returns its URL. `admin_url` names
+/// any database on the server, e.g. `postgres`.
+async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbErr> {
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| DbErr::Custom(format!("{admin_url} does not end in /DATABASE")))?;
+    let admin = Database::connect(admin_url).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    admin.close().await?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`create_postgres_database`], closing its connections.
+async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbErr> {
+    let admin = Database::connect(admin_url).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await?;
+    admin.close().await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Fixtures for Conclave's tests (and its benchmark): homeservers running in the
+//! test's process, each on a database of its own, alone or as a network of
+//! federated domains with a development CA made at test time. A dev-dependency
+//! only: nothing of this crate is compiled into the homeserver.
+//!
+//! # Layout
+//! - [`database`]: a fresh SQLite file or PostgreSQL database per server,
+//!   removed afterwards.
+//! - [`clock`]: a clock tests can move forward.
+//! - [`homeserver`]: one homeserver in this process, started, stopped,
+//!   restarted on its database and addresses.
+//! - [`pki`]: a development CA and the certificates it issues, as files.
+//! - [`network`]: homeservers of several domains, each a federation peer of all
+//!   the others, on loopback addresses of their own.
+//! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
+//!   sleep).
+
+pub mod clock;
+pub mod database;
+pub mod homeserver;
+pub mod network;
+pub mod pki;
+pub mod wait;
+
+pub use clock::AdjustableClock;
+pub use database::{DatabaseChoice, TestDatabase};
+pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
+pub use network::{RawFailure, TestNetwork};
+pub use pki::{IssuedCertificate, TestPki};
+pub use wait::{Backoff, eventually, within};
+
+/// The password of every test account (the homeserver wants at least 8 bytes).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Logs to the test output when `RUST_LOG` is set (e.g.
+/// `RUST_LOG=conclave_homeserver=debug`); once per process.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// Turns each `async fn name(database: DatabaseChoice)` into a module `name`
+/// with the tests `sqlite` and `postgres`, each run by `$within` (a function
+/// that awaits the test, e.g. under a deadline). Attributes before a name go on
+/// both tests. The PostgreSQL variant fails, never skips, when PostgreSQL is
+/// unreachable.
+///
+/// Without `within ...;`, the tests await the function as it is.
+///
+/// ```ignore
+/// conclave_test_support::on_both_databases!(within crate::harness::within_timeout; a_test);
+/// ```
+#[macro_export]
+macro_rules! on_both_databases {
+    (within $within:path; $($(#[$attribute:meta])* $name:ident),* $(,)?) => {$(
+        mod $name {
+            $(#[$attribute])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $within(super::$name($crate::DatabaseChoice::Sqlite)).await;
+            }
+
+            $(#[$attribute])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $within(super::$name($crate::DatabaseChoice::Postgres)).await;
+            }
+        }
+    )*};
+    ($($(#[$attribute:meta])* $name:ident),* $(,)?) => {
+        $crate::on_both_databases!(within ::std::convert::identity; $($(#[$attribute])* $name),*);
+    };
+}

@@ -1,0 +1,127 @@
+//! A development CA made at test time and the certificates it issues, written
+//! to files in a temporary directory (a homeserver is configured with paths).
+
+use conclave_core::ids::Domain;
+use conclave_federation::client::{ClientOptions, FederationClient};
+use conclave_federation::dev_certs::DevCertificateAuthority;
+use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
+use conclave_federation::tls::TlsMaterial;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tempfile::TempDir;
+
+/// A development CA and the files it issued. The files live as long as this
+/// value.
+pub struct TestPki {
+    directory: TempDir,
+    authority: DevCertificateAuthority,
+    /// The CA certificate, as every homeserver of a network trusts it.
+    trust_roots: PathBuf,
+    /// Certificates issued so far, to name each one's files apart.
+    issued: AtomicUsize,
+}
+
+/// A certificate for one domain and its private key, in PEM and as files.
+pub struct IssuedCertificate {
+    pub domain: Domain,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    /// SHA-256 of the certificate, as `pinned_sha256` takes it.
+    pub pin: CertificatePin,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs();
+        let authority = DevCertificateAuthority::generate(
+            i64::try_from(now).expect("the time fits a certificate"),
+        )
+        .expect("a development CA");
+        let trust_roots = directory.path().join("ca.pem");
+        std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");
+        TestPki {
+            directory,
+            authority,
+            trust_roots,
+            issued: AtomicUsize::new(0),
+        }
+    }
+
+    /// The CA certificate in PEM.
+    pub fn ca_pem(&self) -> String {
+        self.authority.certificate_pem()
+    }
+
+    /// The CA certificate's file, a homeserver's `trust_roots`.
+    pub fn trust_roots(&self) -> &Path {
+        &self.trust_roots
+    }
+
+    /// A new certificate for `domain` (its SAN dNSName); every call makes
+    /// another one.
+    pub fn issue(&self, domain: &str) -> IssuedCertificate {
+        let domain: Domain = domain.parse().expect("a valid domain");
+        let issued = self.authority.issue(&domain, &[]).expect("a certificate");
+        let number = self.issued.fetch_add(1, Ordering::SeqCst);
+        let directory = self.directory.path();
+        let certificate = directory.join(format!("{domain}-{number}.pem"));
+        let private_key = directory.join(format!("{domain}-{number}.key.pem"));
+        std::fs::write(&certificate, &issued.certificate_pem).expect("write a certificate");
+        std::fs::write(&private_key, &issued.private_key_pem).expect("write a key");
+        IssuedCertificate {
+            domain: issued.domain,
+            certificate,
+            private_key,
+            certificate_pem: issued.certificate_pem,
+            private_key_pem: issued.private_key_pem,
+            pin: issued.pin,
+        }
+    }
+
+    /// A federation client acting as `issued`'s domain and trusting this CA,
+    /// with `peers` (domain, `https://` endpoint): as a homeserver calls its
+    /// peers, or as an impostor holding a real certificate would.
+    pub fn federation_client(
+        &self,
+        issued: &IssuedCertificate,
+        peers: &[(&str, String)],
+    ) -> FederationClient {
+        let material = TlsMaterial::load(
+            &issued.domain,
+            &issued.certificate,
+            &issued.private_key,
+            &self.trust_roots,
+        )
+        .expect("usable TLS material");
+        let registry = PeerRegistry::new(
+            issued.domain.clone(),
+            peers.iter().map(|(domain, endpoint)| PeerSettings {
+                domain,
+                endpoint,
+                pinned_sha256: None,
+            }),
+        )
+        .expect("valid peers");
+        let options = ClientOptions {
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
+        };
+        FederationClient::new(&material, &registry, &options).expect("a federation client")
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        TestPki::new()
+    }
+}
