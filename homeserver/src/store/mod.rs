@@ -195,4 +195,3 @@ fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
