@@ -5,6 +5,7 @@ use super::super::Context;
 use super::catch_up::repair;
 use super::{Applied, FollowerError, IncomingBatch, check_wire_batch};
 use crate::notify::Topic;
+use crate::rules::follower_batch::InvalidBatch;
 use crate::rules::follower_batch::{CheckedEvent, CheckedKind};
 use crate::rules::ids::{GroupId, Seq};
 use crate::store::{
@@ -22,6 +23,10 @@ pub(crate) async fn apply_batch(
     let events = check_wire_batch(&context.domain, batch.events)?;
     let group = batch.mls_group_id.clone();
     let member_count = batch.member_count;
+    // Stored as a signed 64-bit integer, like every counter.
+    if i64::try_from(member_count).is_err() {
+        return Err(InvalidBatch(format!("member_count {member_count} is out of range")).into());
+    }
     let (hub, mls_group_id) = (&batch.hub, &batch.mls_group_id);
     match apply_events(context, hub, mls_group_id, &events, member_count, false).await? {
         Applied::Through(last_seq) => Ok(last_seq),
