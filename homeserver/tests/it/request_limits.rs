@@ -4,7 +4,7 @@
 //! `key_package_input`; DeliverEvents' limits are `rules::follower_batch`'s.)
 
 use crate::groups_harness::{form_group, start_with_clients};
-use crate::harness::{assert_status, new_signer, register_request};
+use crate::harness::{assert_status, login_request, new_signer, register_request};
 use conclave_proto::client::v1 as proto;
 use conclave_test_support::DatabaseChoice;
 use tonic::Code;
@@ -116,4 +116,22 @@ async fn long_input_gets_a_short_precise_error(database: DatabaseChoice) {
         Code::NotFound,
         "does not exist",
     ));
+
+    // Secrets are never echoed: not a wrong password, not a token.
+    let password = "a-wrong-password-that-must-not-be-shown";
+    let mut login = login_request("alice", &new_signer());
+    login.password = password.to_owned();
+    let status = assert_status(
+        alice.api.try_login(login).await,
+        Code::Unauthenticated,
+        "wrong username or password",
+    );
+    assert!(!status.message().contains(password));
+    let token = "a-token-that-must-not-be-shown";
+    let status = assert_status(
+        alice.api.who_am_i(token).await,
+        Code::Unauthenticated,
+        "invalid or was revoked",
+    );
+    assert!(!status.message().contains(token));
 }
