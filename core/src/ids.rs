@@ -14,8 +14,22 @@ pub const MAX_DOMAIN_LENGTH: usize = 253;
 /// Number of hex digits in a device id.
 pub const DEVICE_ID_HEX_DIGITS: usize = 16;
 
-/// Why an identifier was refused. The messages name the offending input, so they
-/// can be shown to the user as they are.
+/// Most characters of an input echoed into an error message; the rest is cut
+/// and marked with an ellipsis, so a hostile or mistaken 100 KB value cannot
+/// make an error message (a gRPC header) too large to send.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// `input` as an error message shows it: whole if at most [`MAX_ECHO_CHARS`]
+/// characters long, else its first [`MAX_ECHO_CHARS`] characters and `…`.
+pub fn echo(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_owned(),
+    }
+}
+
+/// Why an identifier was refused. The messages name the offending input (cut by
+/// [`echo`]), so they can be shown to the user as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The username breaks the character or length rules.
@@ -62,7 +76,7 @@ impl FromStr for Username {
         if USERNAME_LENGTH.contains(&input.len()) && starts_well && input.chars().all(allowed) {
             Ok(Username(input.to_owned()))
         } else {
-            Err(IdError::Username(input.to_owned()))
+            Err(IdError::Username(echo(input)))
         }
     }
 }
@@ -92,7 +106,7 @@ impl FromStr for Domain {
         if input.len() <= MAX_DOMAIN_LENGTH && input.split('.').all(valid_label) {
             Ok(Domain(input.to_owned()))
         } else {
-            Err(IdError::Domain(input.to_owned()))
+            Err(IdError::Domain(echo(input)))
         }
     }
 }
@@ -122,7 +136,7 @@ impl FromStr for UserId {
     type Err = IdError;
 
     fn from_str(input: &str) -> Result<Self, IdError> {
-        let invalid = || IdError::UserId(input.to_owned());
+        let invalid = || IdError::UserId(echo(input));
         let (name, domain) = input.split_once('@').ok_or_else(invalid)?;
         Ok(UserId {
             username: name.parse().map_err(|_| invalid())?,
@@ -161,7 +175,7 @@ impl FromStr for DeviceId {
         if input.len() == DEVICE_ID_HEX_DIGITS && input.chars().all(hex) {
             Ok(DeviceId(input.to_owned()))
         } else {
-            Err(IdError::DeviceId(input.to_owned()))
+            Err(IdError::DeviceId(echo(input)))
         }
     }
 }
@@ -190,7 +204,7 @@ impl CredentialIdentity {
     /// Parses the raw bytes of a BasicCredential's identity.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
         let text = std::str::from_utf8(bytes)
-            .map_err(|_| IdError::CredentialIdentity(String::from_utf8_lossy(bytes).into()))?;
+            .map_err(|_| IdError::CredentialIdentity(echo(&String::from_utf8_lossy(bytes))))?;
         text.parse()
     }
 
@@ -203,7 +217,7 @@ impl FromStr for CredentialIdentity {
     type Err = IdError;
 
     fn from_str(input: &str) -> Result<Self, IdError> {
-        let invalid = || IdError::CredentialIdentity(input.to_owned());
+        let invalid = || IdError::CredentialIdentity(echo(input));
         let (user, device) = input.rsplit_once('/').ok_or_else(invalid)?;
         Ok(CredentialIdentity {
             user_id: user.parse().map_err(|_| invalid())?,
@@ -232,6 +246,22 @@ display_as_str!(Username, Domain, DeviceId);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_inputs_are_echoed_cut_with_an_ellipsis() {
+        assert_eq!(echo("bob"), "bob");
+        let exactly = "é".repeat(MAX_ECHO_CHARS);
+        assert_eq!(echo(&exactly), exactly);
+        let long = "é".repeat(100_000);
+        assert_eq!(echo(&long), format!("{}…", "é".repeat(MAX_ECHO_CHARS)));
+        let error = long.parse::<Username>().expect_err("too long");
+        assert!(error.to_string().len() < 300, "{error}");
+        assert!(
+            error
+                .to_string()
+                .ends_with("starting with a letter or digit")
+        );
+    }
 
     fn check<T: FromStr<Err = IdError> + fmt::Display>(input: &str, valid: bool) {
         match input.parse::<T>() {

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`ids`]: identifier newtypes (`Username`, `Domain`, `UserId`, `DeviceId`) and the
-//!   MLS credential identity `name@domain/device_id` that binds them together.
+//!   MLS credential identity `name@domain/device_id` that binds them together;
+//!   `echo`, how an error message shows an input (cut at a fixed length).
 //! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
 //!   verification.
 //! - [`key_package`]: the checks every uploaded or claimed KeyPackage must pass.

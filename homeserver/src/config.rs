@@ -5,6 +5,7 @@
 //! Environment variables name a key by its path with `__` between levels:
 //! `CONCLAVE_DOMAIN`, `CONCLAVE_DATABASE__URL`, `CONCLAVE_CLIENT_API__LISTEN`.
 
+use crate::rules::limits::{MAX_DELIVERED_EVENTS, MAX_MEMBERSHIP_CHANGES};
 use conclave_core::ids::Domain;
 use conclave_federation::peers::{PeerRegistry, PeerSettings};
 use serde::Deserialize;
@@ -385,10 +386,11 @@ impl Config {
         if groups.past_epoch_window > 100 {
             return invalid("groups.past_epoch_window", "must be at most 100".to_owned());
         }
-        if !(2..=100_000).contains(&groups.max_members) {
+        // At most what a follower accepts as one commit's membership changes.
+        if !(2..=MAX_MEMBERSHIP_CHANGES as u64).contains(&groups.max_members) {
             return invalid(
                 "groups.max_members",
-                "must be between 2 and 100000".to_owned(),
+                format!("must be between 2 and {MAX_MEMBERSHIP_CHANGES}"),
             );
         }
         if !(1..=3650).contains(&groups.retention_days) {
@@ -429,10 +431,11 @@ impl Config {
                 "must be between 1 and 300".to_owned(),
             );
         }
-        if !(1..=1000).contains(&federation.outbox_batch_size) {
+        // At most what a follower accepts in one DeliverEvents.
+        if !(1..=MAX_DELIVERED_EVENTS as u64).contains(&federation.outbox_batch_size) {
             return invalid(
                 "federation.outbox_batch_size",
-                "must be between 1 and 1000".to_owned(),
+                format!("must be between 1 and {MAX_DELIVERED_EVENTS}"),
             );
         }
         let (Some(certificate), Some(private_key), Some(trust_roots)) = (

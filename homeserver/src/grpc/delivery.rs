@@ -3,6 +3,7 @@
 use super::auth::authenticate;
 use super::timestamp;
 use crate::rules::ids::{GroupId, Seq};
+use crate::rules::limits::{MAX_ACK_GROUPS, check_count};
 use crate::service::Context;
 use crate::service::delivery::{self, Acks, Delivery, SUBSCRIBER_BUFFER};
 use conclave_proto::client::v1 as proto;
@@ -87,6 +88,7 @@ impl DeliveryService for DeliveryApi {
     ) -> Result<Response<proto::AckResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
         let request = request.into_inner();
+        check_count("groups", request.groups.len(), MAX_ACK_GROUPS)?;
         let acks = Acks {
             groups: request
                 .groups

@@ -105,7 +105,7 @@ fn parse_naming_field<T: FromStr<Err = IdError>>(
     }
     value
         .parse()
-        .map_err(|error| refused(Status::invalid_argument(format!("{field}: {error}"))))
+        .map_err(|error| refused(status::invalid_argument(format!("{field}: {error}"))))
 }
 
 /// Logs a refusal of an admitted peer's request with the peer's domain.

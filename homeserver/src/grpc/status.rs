@@ -4,6 +4,7 @@
 
 use crate::rules::hub::HubRejection;
 use crate::rules::key_package_upload::UploadRejection;
+use crate::rules::limits::TooManyEntries;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::delivery::DeliveryError;
@@ -32,19 +33,18 @@ impl From<AccountError> for Status {
             AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
             AccountError::Store(store) => return store_status(store),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
 impl From<UploadError> for Status {
     fn from(error: UploadError) -> Status {
         let code = match &error {
-            UploadError::Rejected(UploadRejection::TooMany { .. }) => Code::ResourceExhausted,
             UploadError::Rejected(UploadRejection::Duplicate(_)) => Code::AlreadyExists,
             UploadError::Rejected(_) => Code::InvalidArgument,
             UploadError::Store(store) => return store_status(store),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
@@ -58,7 +58,14 @@ impl From<ClaimError> for Status {
             ClaimError::Remote(remote) => return remote_status(remote),
             ClaimError::Store(store) => return store_status(store),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
+    }
+}
+
+/// A repeated field over its documented limit: the request's shape is wrong.
+impl From<TooManyEntries> for Status {
+    fn from(error: TooManyEntries) -> Status {
+        status(Code::InvalidArgument, error.to_string())
     }
 }
 
@@ -93,7 +100,7 @@ fn remote_status(error: &CallError) -> Status {
             return Status::internal("internal error; the server's log has the details");
         }
     };
-    Status::new(code, error.to_string())
+    status(code, error.to_string())
 }
 
 /// A peer's request refused before any use case ran: UNAUTHENTICATED without a
@@ -109,7 +116,7 @@ pub(crate) fn peer_refusal(refusal: PeerRefusal) -> Status {
         | PeerRefusal::PinMismatch { .. } => Code::PermissionDenied,
         PeerRefusal::RateLimited { .. } => Code::ResourceExhausted,
     };
-    Status::new(code, refusal.to_string())
+    status(code, refusal.to_string())
 }
 
 impl From<CredentialCheckError> for Status {
@@ -120,7 +127,7 @@ impl From<CredentialCheckError> for Status {
             }
             CredentialCheckError::Store(store) => return store_status(store),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
@@ -153,6 +160,32 @@ fn password_hash_status(error: &PasswordHashError) -> Status {
 /// INTERNAL, with no detail: the server's log has it.
 fn server_fault() -> Status {
     Status::internal("internal error; the server's log has the details")
+}
+
+/// Longest status message sent, in characters. Messages say what was wrong and
+/// echo input cut short at its source (`conclave_core::ids::echo`, `GroupId`'s
+/// display); this bound catches everything else (a peer's refusal relayed, an
+/// MLS library's error), so that no message outgrows the `grpc-message` header
+/// (up to 3 bytes sent per byte, percent-encoded).
+pub(crate) const MAX_STATUS_MESSAGE_CHARS: usize = 512;
+
+/// `message`, cut to [`MAX_STATUS_MESSAGE_CHARS`] with an ellipsis if longer.
+fn bounded_message(message: String) -> String {
+    match message.char_indices().nth(MAX_STATUS_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
+    }
+}
+
+/// The status with `code` and `message`, the message bounded: every status the
+/// homeserver makes is made here.
+fn status(code: Code, message: String) -> Status {
+    Status::new(code, bounded_message(message))
+}
+
+/// INVALID_ARGUMENT with a message made by the conversion layer.
+pub(crate) fn invalid_argument(message: String) -> Status {
+    status(Code::InvalidArgument, message)
 }
 
 /// A required message field was left unset.
@@ -232,13 +265,13 @@ impl From<GroupError> for Status {
                         conflict.current_epoch,
                         conflict.winning_commit_seq,
                     ),
-                    None => Status::new(Code::from_i32(rejected.code), message),
+                    None => status(Code::from_i32(rejected.code), message),
                 };
             }
             GroupError::Store(store) => return store_status(store),
             GroupError::Internal(internal) => return internal_status(internal),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
@@ -282,6 +315,7 @@ fn commit_conflict(error: &GroupError, current_epoch: u64, winning_commit_seq: u
 }
 
 fn commit_conflict_status(message: String, current_epoch: u64, winning_commit_seq: u64) -> Status {
+    let message = bounded_message(message);
     let conflict = conclave_proto::client::v1::CommitConflict {
         current_epoch,
         winning_commit_seq,
@@ -315,7 +349,7 @@ impl From<FollowerError> for Status {
             FollowerError::Store(store) => return store_status(store),
             FollowerError::Internal(internal) => return internal_status(internal),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
@@ -327,7 +361,7 @@ impl From<FetchEventsError> for Status {
             FetchEventsError::Store(store) => return store_status(store),
             FetchEventsError::Internal(internal) => return internal_status(internal),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
     }
 }
 
@@ -340,6 +374,24 @@ impl From<DeliveryError> for Status {
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };
-        Status::new(code, error.to_string())
+        status(code, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_with_an_ellipsis() {
+        assert_eq!(bounded_message("short".to_owned()), "short");
+        let long = status(Code::InvalidArgument, "x".repeat(100_000));
+        assert_eq!(long.message().chars().count(), MAX_STATUS_MESSAGE_CHARS + 1);
+        assert!(long.message().ends_with('…'));
+        let multibyte = bounded_message("é".repeat(MAX_STATUS_MESSAGE_CHARS + 1));
+        assert_eq!(
+            multibyte,
+            format!("{}…", "é".repeat(MAX_STATUS_MESSAGE_CHARS))
+        );
     }
 }

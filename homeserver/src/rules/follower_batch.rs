@@ -1,11 +1,13 @@
 //! What a follower accepts of a batch of a group's events from the group's hub,
 //! judged on the batch alone: consecutive sequence numbers, known kinds,
 //! parsable identities, membership changes only in commits and only for devices
-//! of the follower's own domain, a Welcome only with added devices and its tree.
+//! of the follower's own domain, a Welcome only with added devices and its tree,
+//! and no more events or membership changes than `rules::limits` allows.
 //! (Whether the sender is the group's hub, and whether the group is followed
 //! here, needs the database: the service checks those.)
 
 use crate::rules::ids::{Epoch, Seq};
+use crate::rules::limits::{MAX_DELIVERED_EVENTS, MAX_MEMBERSHIP_CHANGES, check_count};
 use conclave_core::ids::{CredentialIdentity, Domain};
 
 /// Which kind of log entry an event is.
@@ -70,8 +72,19 @@ pub(crate) fn check_batch(
     if events.is_empty() {
         return invalid("events is empty".to_owned());
     }
+    check_count("events", events.len(), MAX_DELIVERED_EVENTS)
+        .map_err(|refusal| InvalidBatch(refusal.to_string()))?;
     let mut checked: Vec<CheckedEvent> = Vec::with_capacity(events.len());
-    for event in events {
+    for (index, event) in events.into_iter().enumerate() {
+        // Before anything is parsed: the membership changes cost work per entry.
+        for (field, identities) in [("added", &event.added), ("removed", &event.removed)] {
+            check_count(
+                format!("events[{index}].{field}"),
+                identities.len(),
+                MAX_MEMBERSHIP_CHANGES,
+            )
+            .map_err(|refusal| InvalidBatch(refusal.to_string()))?;
+        }
         // Both are stored as signed 64-bit integers.
         if event.seq < 1 || i64::try_from(event.seq).is_err() {
             return invalid(format!("seq {} is out of range", event.seq));
@@ -256,6 +269,22 @@ mod tests {
                     ..commit(1)
                 }],
                 "added devices",
+            ),
+            (
+                "too many events",
+                (1..=MAX_DELIVERED_EVENTS as u64 + 1).map(event).collect(),
+                "events has 1001 entries, more than the limit of 1000",
+            ),
+            (
+                "too many removed devices",
+                vec![
+                    commit(1),
+                    IncomingEvent {
+                        removed: vec![BOB.to_owned(); MAX_MEMBERSHIP_CHANGES + 1],
+                        ..commit(2)
+                    },
+                ],
+                "events[1].removed has 100001 entries, more than the limit of 100000",
             ),
         ];
         for (case, events, fragment) in cases {

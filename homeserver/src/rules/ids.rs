@@ -33,9 +33,19 @@ impl From<&[u8]> for GroupId {
     }
 }
 
+/// Most bytes of a group id shown (as hex) in messages and logs; a longer id is
+/// cut and marked with an ellipsis, so a client's 100 KB group id cannot make an
+/// error message too large to send.
+pub(crate) const MAX_SHOWN_GROUP_ID_BYTES: usize = 32;
+
 impl fmt::Display for GroupId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(&hex::encode(&self.0))
+        match self.0.get(..MAX_SHOWN_GROUP_ID_BYTES) {
+            Some(shown) if self.0.len() > MAX_SHOWN_GROUP_ID_BYTES => {
+                write!(formatter, "{}…", hex::encode(shown))
+            }
+            _ => formatter.write_str(&hex::encode(&self.0)),
+        }
     }
 }
 
@@ -122,5 +132,25 @@ impl Epoch {
 impl fmt::Display for Epoch {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(formatter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_group_ids_are_shown_cut() {
+        assert_eq!(GroupId::new(vec![0xab; 2]).to_string(), "abab");
+        let at_the_limit = GroupId::new(vec![0xab; MAX_SHOWN_GROUP_ID_BYTES]);
+        assert_eq!(
+            at_the_limit.to_string(),
+            "ab".repeat(MAX_SHOWN_GROUP_ID_BYTES)
+        );
+        let long = GroupId::new(vec![0xab; 100_000]);
+        assert_eq!(
+            long.to_string(),
+            format!("{}…", "ab".repeat(MAX_SHOWN_GROUP_ID_BYTES))
+        );
     }
 }

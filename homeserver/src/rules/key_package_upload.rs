@@ -57,7 +57,7 @@ pub(crate) enum UploadRejection {
     #[error("the upload contains no key packages")]
     Empty,
     /// More packages than one upload may carry.
-    #[error("the upload contains {count} key packages, more than the limit of {limit}")]
+    #[error("key_packages has {count} entries, more than the limit of {limit}")]
     TooMany { count: usize, limit: usize },
     /// One package failed verification.
     #[error("{position} was rejected: {reason}")]
@@ -348,7 +348,7 @@ mod tests {
                 "over the limit, counted before any package is verified",
                 vec![garbage.clone(); LIMIT + 1],
                 None,
-                Expect::Refused("the upload contains 4 key packages, more than the limit of 3"),
+                Expect::Refused("key_packages has 4 entries, more than the limit of 3"),
             ),
             (
                 "empty package",

@@ -13,6 +13,7 @@
 //!   nowhere).
 //! - `credential_check`: which credential checks peers may ask.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
+//! - `limits`: how many entries each repeated field of a request may carry.
 
 pub(crate) mod account;
 pub(crate) mod credential_check;
@@ -24,5 +25,6 @@ pub(crate) mod ids;
 pub(crate) mod key_package_claim;
 pub(crate) mod key_package_stock;
 pub(crate) mod key_package_upload;
+pub(crate) mod limits;
 pub(crate) mod registration;
 pub(crate) mod retention;

@@ -141,9 +141,9 @@ async fn bad_uploads_store_nothing(database: DatabaseChoice) {
             "more than max_per_upload",
             good.clone(),
             None,
-            Code::ResourceExhausted,
+            Code::InvalidArgument,
             format!(
-                "the upload contains {} key packages, more than the limit of {MAX_PER_UPLOAD}",
+                "key_packages has {} entries, more than the limit of {MAX_PER_UPLOAD}",
                 MAX_PER_UPLOAD + 1
             ),
         ),

@@ -21,6 +21,8 @@
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
+//! - [`request_limits`]: repeated fields over their limits, and long input
+//!   echoed into short error messages.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -45,4 +47,5 @@ mod harness;
 mod key_package_input;
 mod key_packages;
 mod registration;
+mod request_limits;
 mod server;
