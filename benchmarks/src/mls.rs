@@ -9,12 +9,12 @@
 
 use crate::api::{Commit, Session};
 use anyhow::{Context as _, anyhow};
-use conclave_core::mls::CIPHERSUITE;
+use conclave_core::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE};
 use conclave_proto::client::v1 as proto;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, KeyPackageIn, Lifetime, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
+    BasicCredential, Capabilities, CredentialWithKey, ExtensionType, KeyPackage, KeyPackageIn,
+    Lifetime, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn,
     PURE_PLAINTEXT_WIRE_FORMAT_POLICY, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
     RatchetTreeIn, StagedWelcome,
 };
@@ -60,8 +60,14 @@ impl Device {
     /// A fresh TLS-serialised KeyPackage; its private keys stay in this device's
     /// storage, so the device can join from a Welcome that uses it.
     pub(crate) fn key_package(&self) -> anyhow::Result<Vec<u8>> {
+        // The homeserver refuses a package whose leaf does not list Conclave's
+        // group metadata extension.
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::Unknown(GROUP_METADATA_EXTENSION_TYPE)])
+            .build();
         let bundle = KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(KEY_PACKAGE_LIFETIME_SECONDS))
+            .leaf_node_capabilities(capabilities)
             .build(
                 CIPHERSUITE,
                 &self.provider,

@@ -7,13 +7,13 @@ use std::fmt;
 
 use openmls::prelude::tls_codec::{self, Deserialize as _};
 use openmls::prelude::{
-    BasicCredential, CredentialType, KeyPackage, KeyPackageIn, KeyPackageVerifyError,
-    ProtocolVersion,
+    BasicCredential, CredentialType, ExtensionType, KeyPackage, KeyPackageIn,
+    KeyPackageVerifyError, ProtocolVersion,
 };
 use openmls::treesync::errors::LifetimeError;
 
 use crate::ids::{CredentialIdentity, IdError};
-use crate::mls::{CIPHERSUITE, verification_crypto};
+use crate::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE, verification_crypto};
 
 /// How far a package's `not_before` may lie ahead of the verifier's clock. Device
 /// clocks run a few minutes fast often enough that refusing them would lose uploads,
@@ -170,11 +170,24 @@ pub enum KeyPackageError {
         /// The owner's registered signature key.
         expected: Vec<u8>,
     },
+    /// The leaf's capabilities do not list an extension every Conclave group
+    /// carries in its context, so no group could add the package (RFC 9420
+    /// §12.1.1).
+    #[error(
+        "key package leaf capabilities lack extension type {extension_type:#06x} ({name}), which every conclave group requires"
+    )]
+    MissingExtensionCapability {
+        /// The extension type the capabilities must list.
+        extension_type: u16,
+        /// What the extension is.
+        name: &'static str,
+    },
 }
 
 /// Checks a TLS-serialised KeyPackage (RFC 9420 §10, not wrapped in an MLSMessage)
-/// against the device that must own it and the policy, and returns it with its
-/// KeyPackageRef and lifetime.
+/// against the device that must own it and the policy (and that its leaf lists the
+/// extensions every Conclave group carries), and returns it with its KeyPackageRef
+/// and lifetime.
 ///
 /// The checks run cheapest first: decoding, protocol version and cipher suite, then
 /// signatures and structure (openmls's `KeyPackageIn::validate`), lifetime against
@@ -249,6 +262,18 @@ pub fn verify_key_package(
         return Err(KeyPackageError::WrongSignatureKey {
             found: signature_key.to_vec(),
             expected: owner.signature_public_key.to_vec(),
+        });
+    }
+
+    let group_metadata = ExtensionType::Unknown(GROUP_METADATA_EXTENSION_TYPE);
+    if !leaf_node
+        .capabilities()
+        .extensions()
+        .contains(&group_metadata)
+    {
+        return Err(KeyPackageError::MissingExtensionCapability {
+            extension_type: GROUP_METADATA_EXTENSION_TYPE,
+            name: "group metadata",
         });
     }
 
@@ -335,6 +360,8 @@ mod tests {
         credential: Credential,
         lifetime_seconds: u64,
         last_resort: bool,
+        /// Whether the leaf lists Conclave's group metadata extension.
+        group_metadata: bool,
     }
 
     /// A built package: its wire bytes, and what the test needs to know about it.
@@ -353,6 +380,7 @@ mod tests {
                 credential: BasicCredential::new(identity.as_bytes().to_vec()).into(),
                 lifetime_seconds: MAX_LIFETIME,
                 last_resort: false,
+                group_metadata: true,
             }
         }
 
@@ -361,8 +389,12 @@ mod tests {
             let signer = SignatureKeyPair::new(self.ciphersuite.signature_algorithm()).unwrap();
             // openmls refuses a package whose extensions its leaf does not list, and
             // `mark_as_last_resort` does not list LastResort by itself: clients must too.
+            let mut extensions = vec![ExtensionType::LastResort];
+            if self.group_metadata {
+                extensions.push(ExtensionType::Unknown(GROUP_METADATA_EXTENSION_TYPE));
+            }
             let capabilities = Capabilities::builder()
-                .extensions(vec![ExtensionType::LastResort])
+                .extensions(extensions)
                 .credentials(vec![CredentialType::Basic, UNKNOWN_CREDENTIAL_TYPE])
                 .build();
             let mut builder = KeyPackage::builder()
@@ -590,6 +622,27 @@ mod tests {
         ] {
             check(name, &built.bytes, owner, built.made_at(), expect);
         }
+    }
+
+    #[test]
+    fn packages_must_support_the_group_metadata_extension() {
+        let built = Fixture {
+            group_metadata: false,
+            ..Fixture::device(ALICE_AA)
+        }
+        .build();
+        let owner = (ALICE_AA, built.signature_public_key.as_slice());
+        let expect = refused(
+            "key package leaf capabilities lack extension type 0xf0c1 (group metadata), \
+             which every conclave group requires",
+        );
+        check(
+            "no group metadata",
+            &built.bytes,
+            owner,
+            built.made_at(),
+            expect,
+        );
     }
 
     #[test]

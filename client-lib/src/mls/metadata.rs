@@ -7,8 +7,9 @@
 use openmls::prelude::{GroupContext, UnknownExtension};
 use serde::{Deserialize, Serialize};
 
-/// The extension's type, from the private-use range (RFC 9420 §17.3).
-pub(crate) const GROUP_METADATA_EXTENSION_TYPE: u16 = 0xf0c1;
+/// The extension's type, from the private-use range (RFC 9420 §17.3); defined in
+/// `conclave-core`, whose key-package rules require every leaf to list it.
+pub(crate) use conclave_core::mls::GROUP_METADATA_EXTENSION_TYPE;
 
 /// Longest group name, in characters.
 pub(crate) const MAX_GROUP_NAME_CHARS: usize = 64;

@@ -238,7 +238,7 @@ impl From<GroupError> for Status {
             GroupError::Rejected(rejection) => hub_rejection_code(rejection),
             GroupError::Idempotency(_) | GroupError::MissingField(_) => Code::InvalidArgument,
             GroupError::UnknownGroup(_) => Code::NotFound,
-            GroupError::GroupExists(_) => Code::AlreadyExists,
+            GroupError::GroupExists(_) | GroupError::Replayed { .. } => Code::AlreadyExists,
             GroupError::CommitConflict {
                 current_epoch,
                 winning_commit_seq,

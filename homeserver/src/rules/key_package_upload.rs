@@ -168,7 +168,7 @@ impl VerifiedUpload {
 mod tests {
     use super::*;
     use conclave_core::ids::CredentialIdentity;
-    use conclave_core::mls::CIPHERSUITE;
+    use conclave_core::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE};
     use openmls::prelude::tls_codec::Serialize as _;
     use openmls::prelude::{
         BasicCredential, Capabilities, CredentialType, CredentialWithKey, ExtensionType,
@@ -196,7 +196,10 @@ mod tests {
 
         fn package(&self, last_resort: bool) -> Vec<u8> {
             let capabilities = Capabilities::builder()
-                .extensions(vec![ExtensionType::LastResort])
+                .extensions(vec![
+                    ExtensionType::LastResort,
+                    ExtensionType::Unknown(GROUP_METADATA_EXTENSION_TYPE),
+                ])
                 .credentials(vec![CredentialType::Basic])
                 .build();
             let mut builder = KeyPackage::builder()

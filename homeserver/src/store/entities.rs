@@ -170,6 +170,9 @@ pub(crate) mod group_event {
         /// W3C `traceparent` of the request that submitted it, if traced: the
         /// outbox's delivery of it to other domains continues that trace.
         pub trace_parent: Option<String>,
+        /// SHA-256 of `message`, unique per group, for entries the hub accepted
+        /// (replay protection); NULL for older entries and a follower's copies.
+        pub message_digest: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

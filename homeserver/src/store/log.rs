@@ -72,6 +72,10 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) now_ms: i64,
     /// W3C `traceparent` of the submitting request, kept for the outbox.
     pub(crate) trace_parent: Option<String>,
+    /// SHA-256 of `message` at the hub, unique per group (see
+    /// [`find_event_by_digest`]); `None` for a follower's copies of the hub's
+    /// events, which the hub has already judged.
+    pub(crate) message_digest: Option<Vec<u8>>,
 }
 
 pub(crate) async fn append_event(db: &Transaction, event: NewEvent<'_>) -> Result<(), StoreError> {
@@ -89,14 +93,14 @@ pub(crate) async fn append_events(
     events: Vec<NewEvent<'_>>,
 ) -> Result<(), StoreError> {
     // Statements stay small: few rows each (far below the databases' limits on
-    // bound parameters, 8 per row, whatever a batch's length), and at most about
+    // bound parameters, 9 per row, whatever a batch's length), and at most about
     // 12 KB, below the sizes at which PostgreSQL statements stall
     // on Nagle's algorithm (BENCHMARKS.md, finding 2). A larger message goes alone.
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
     for event in events {
         // The message, the sender, and the other columns and framing.
-        let bytes = event.message.len() + event.sender_identity.len() + 64;
+        let bytes = event.message.len() + event.sender_identity.len() + 96;
         if !chunk.is_empty()
             && (chunk.len() == ROWS_PER_INSERT || chunk_bytes + bytes > BYTES_PER_INSERT)
         {
@@ -113,6 +117,7 @@ pub(crate) async fn append_events(
             message: Set(event.message.to_vec()),
             created_at_ms: Set(event.now_ms),
             trace_parent: Set(event.trace_parent),
+            message_digest: Set(event.message_digest),
         });
     }
     if !chunk.is_empty() {
@@ -129,6 +134,27 @@ async fn insert_event_rows(
         .exec_without_returning(db.database())
         .await?;
     Ok(())
+}
+
+/// The sequence number of the group's log entry whose message has this SHA-256,
+/// if the hub accepted one (a lookup in the unique index on
+/// `(group_id, message_digest)`, which is also what keeps a second such entry
+/// out should two replicas race).
+pub(crate) async fn find_event_by_digest(
+    db: &impl Connection,
+    group: GroupKey,
+    message_digest: &[u8],
+) -> Result<Option<Seq>, StoreError> {
+    let found = group_event::Entity::find()
+        .select_only()
+        .column(group_event::Column::Seq)
+        .filter(group_event::Column::GroupId.eq(group.row_id()))
+        .filter(group_event::Column::MessageDigest.eq(message_digest.to_vec()))
+        .into_tuple::<i64>()
+        .one(db.database())
+        .await?;
+    let row = format!("{} event with a message digest", group_row(group));
+    found.map(|seq| to_seq(seq, &row, "seq")).transpose()
 }
 
 /// How many log entries of `kind` the group has after `after_seq` (a range of

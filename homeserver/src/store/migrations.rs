@@ -3,8 +3,8 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_integer_null, big_pk_auto, blob, boolean, integer, small_integer, string,
-    string_null,
+    big_integer, big_integer_null, big_pk_auto, blob, blob_null, boolean, integer, small_integer,
+    string, string_null,
 };
 
 /// All migrations, oldest first.
@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateAccountsAndKeyPackages),
             Box::new(CreateGroupsAndDelivery),
             Box::new(AddFederatedGroups),
+            Box::new(AddMessageDigests),
         ]
     }
 }
@@ -630,6 +631,57 @@ impl MigrationTrait for AddFederatedGroups {
                     .col(string_null(FederationPeers::LastError))
                     .col(big_integer_null(FederationPeers::LastErrorAtMs))
                     .col(big_integer(FederationPeers::ConsecutiveFailures))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum GroupEventsDigest {
+    #[sea_orm(iden = "group_events")]
+    Table,
+    GroupId,
+    MessageDigest,
+}
+
+/// Replay protection at the hub: the SHA-256 of every message the hub accepts
+/// into a group's log, unique per group, so the same bytes cannot be stored
+/// twice (a member resubmitting another's ciphertext as its own), whichever
+/// replica receives them. A column of the log entry and one index, so a
+/// message still costs one log row. Rows from before this migration, and a
+/// follower's copies of a hub's events, have no digest (NULL): both databases
+/// let any number of NULLs share a unique index. A pruned entry takes its
+/// digest with it; by then its epoch is far outside the window a message may
+/// be sent in.
+struct AddMessageDigests;
+
+impl MigrationName for AddMessageDigests {
+    fn name(&self) -> &str {
+        "m0004_add_message_digests"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddMessageDigests {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupEventsDigest::Table)
+                    .add_column(blob_null(GroupEventsDigest::MessageDigest))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("group_events_by_message_digest")
+                    .table(GroupEventsDigest::Table)
+                    .col(GroupEventsDigest::GroupId)
+                    .col(GroupEventsDigest::MessageDigest)
+                    .unique()
                     .to_owned(),
             )
             .await?;

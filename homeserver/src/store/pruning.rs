@@ -117,6 +117,7 @@ mod tests {
                 message: b"message",
                 now_ms: created_at_ms(seq),
                 trace_parent: None,
+                message_digest: None,
             };
             append_event(&db, event).await.unwrap();
         }

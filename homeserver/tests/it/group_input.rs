@@ -19,6 +19,7 @@ on_both_databases!(
     welcomes_travel_only_with_the_adds_they_welcome,
     garbage_and_unknown_groups_are_refused,
     idempotency_keys_make_retries_safe,
+    replayed_messages_are_refused,
     oversize_requests_are_refused,
     proposals_per_epoch_are_bounded,
 );
@@ -545,6 +546,88 @@ async fn garbage_and_unknown_groups_are_refused(database: DatabaseChoice) {
     bob.send("after all that").await;
     assert_eq!(texts(&alice.sync().await), ["after all that"]);
     assert_eq!(alice.group_id(), group_id);
+}
+
+/// The same MLS message bytes enter a group's log once: a member cannot resubmit
+/// another's ciphertext as its own, nor a device its own message under a new
+/// idempotency key (issue 10, finding 5); the original key still returns the
+/// original result.
+async fn replayed_messages_are_refused(database: DatabaseChoice) {
+    let (_server, _, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
+    form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
+
+    let message = alice.encrypt(b"only once");
+    let original = alice.message_request(message.clone());
+    let sent = alice
+        .try_send_message(original.clone())
+        .await
+        .expect("sent");
+    assert_eq!(texts(&bob.sync().await), ["only once"]);
+    carol.sync().await;
+    alice.sync().await;
+    let before = alice.summary().await;
+    let replayed = format!(
+        "this message is already in the group's log at sequence number {}",
+        sent.seq
+    );
+
+    // Bob replays Alice's ciphertext under his own, new idempotency key.
+    let request = bob.message_request(message.clone());
+    assert_refused(
+        "another member's message replayed",
+        bob.try_send_message(request).await,
+        Code::AlreadyExists,
+        &replayed,
+    );
+    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+
+    // Alice resubmits her own message under a new key.
+    let request = alice.message_request(message);
+    assert_refused(
+        "an own message under a new key",
+        alice.try_send_message(request).await,
+        Code::AlreadyExists,
+        &replayed,
+    );
+    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+
+    // Her retry with the original key still gets the original result.
+    let again = alice.try_send_message(original).await.expect("retried");
+    assert_eq!(again, sent);
+    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+
+    // A proposal is accepted once in its epoch, too: the proposer under a new
+    // key gets ALREADY_EXISTS; another member cannot submit it at all.
+    let proposal = bob.propose_self_update();
+    let request = bob.proposal_request(proposal.clone());
+    let proposed = bob.try_submit_proposal(request).await.expect("proposed");
+    alice.sync().await;
+    bob.sync().await;
+    carol.sync().await;
+    let before = alice.summary().await;
+    let request = bob.proposal_request(proposal.clone());
+    assert_refused(
+        "an own proposal under a new key",
+        bob.try_submit_proposal(request).await,
+        Code::AlreadyExists,
+        &format!(
+            "this message is already in the group's log at sequence number {}",
+            proposed.seq
+        ),
+    );
+    let request = carol.proposal_request(proposal);
+    assert_refused(
+        "another member's proposal replayed",
+        carol.try_submit_proposal(request).await,
+        Code::PermissionDenied,
+        "but the caller is",
+    );
+    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+    alice.commit(Change::PendingProposals).await;
+    bob.sync().await;
+    carol.sync().await;
+    assert_in_sync(&[&alice, &bob, &carol]).await;
 }
 
 async fn idempotency_keys_make_retries_safe(database: DatabaseChoice) {

@@ -2,7 +2,7 @@
 //! speaks the generated gRPC API, registered devices with real Ed25519 keys, and
 //! KeyPackages built with openmls exactly as a device would build them.
 
-use conclave_core::mls::{CIPHERSUITE, verification_crypto};
+use conclave_core::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE, verification_crypto};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
@@ -339,6 +339,8 @@ pub(crate) struct KeyPackageBuilder<'a> {
     signer: &'a SignatureKeyPair,
     lifetime_seconds: u64,
     last_resort: bool,
+    /// Whether the leaf lists Conclave's group metadata extension.
+    group_metadata: bool,
 }
 
 impl<'a> KeyPackageBuilder<'a> {
@@ -349,6 +351,7 @@ impl<'a> KeyPackageBuilder<'a> {
             signer: &device.signer,
             lifetime_seconds: DEFAULT_LIFETIME_SECONDS,
             last_resort: false,
+            group_metadata: true,
         }
     }
 
@@ -375,6 +378,12 @@ impl<'a> KeyPackageBuilder<'a> {
         self
     }
 
+    /// The leaf's capabilities leave out Conclave's group metadata extension.
+    pub(crate) fn without_group_metadata(mut self) -> Self {
+        self.group_metadata = false;
+        self
+    }
+
     /// The TLS-serialised KeyPackage (bare, not wrapped in an MLSMessage).
     pub(crate) fn build(self) -> Vec<u8> {
         self.build_in(&OpenMlsRustCrypto::default())
@@ -385,7 +394,14 @@ impl<'a> KeyPackageBuilder<'a> {
     pub(crate) fn build_in(self, provider: &OpenMlsRustCrypto) -> Vec<u8> {
         let mut builder = KeyPackage::builder()
             .key_package_lifetime(Lifetime::new(self.lifetime_seconds))
-            .leaf_node_capabilities(capabilities());
+            .leaf_node_capabilities(if self.group_metadata {
+                capabilities()
+            } else {
+                Capabilities::builder()
+                    .extensions(vec![ExtensionType::LastResort])
+                    .credentials(vec![CredentialType::Basic])
+                    .build()
+            });
         if self.last_resort {
             builder = builder.mark_as_last_resort();
         }
@@ -404,10 +420,14 @@ impl<'a> KeyPackageBuilder<'a> {
 
 /// The capabilities of every leaf a test device makes: openmls refuses a package
 /// with an extension its leaf does not list, and `mark_as_last_resort` does not
-/// list LastResort by itself.
+/// list LastResort by itself; the homeserver refuses a package whose leaf does
+/// not list Conclave's group metadata extension.
 pub(crate) fn capabilities() -> Capabilities {
     Capabilities::builder()
-        .extensions(vec![ExtensionType::LastResort])
+        .extensions(vec![
+            ExtensionType::LastResort,
+            ExtensionType::Unknown(GROUP_METADATA_EXTENSION_TYPE),
+        ])
         .credentials(vec![CredentialType::Basic])
         .build()
 }

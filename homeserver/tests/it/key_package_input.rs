@@ -59,6 +59,9 @@ async fn bad_uploads_store_nothing(database: DatabaseChoice) {
     let too_long = KeyPackageBuilder::new(&alice)
         .lifetime_seconds(2 * 24 * 3600)
         .build();
+    let no_group_metadata = KeyPackageBuilder::new(&alice)
+        .without_group_metadata()
+        .build();
     let (g0, g1, g2) = (good[0].clone(), good[1].clone(), good[2].clone());
 
     let invalid = Code::InvalidArgument;
@@ -115,6 +118,13 @@ async fn bad_uploads_store_nothing(database: DatabaseChoice) {
             None,
             invalid,
             "key_packages[0] was rejected: key package lifetime spans".to_owned(),
+        ),
+        (
+            "leaf without the group metadata capability",
+            vec![g0.clone(), no_group_metadata],
+            None,
+            invalid,
+            "key_packages[1] was rejected: key package leaf capabilities lack extension type 0xf0c1 (group metadata), which every conclave group requires".to_owned(),
         ),
         (
             "ordinary package as last resort",

@@ -112,6 +112,8 @@ pub(super) async fn apply_events(
             message: &event.message,
             now_ms,
             trace_parent: None,
+            // The hub judged replays; its copy's order is what counts here.
+            message_digest: None,
         });
         last_seq = event.seq;
         epoch = epoch.max(event.epoch);

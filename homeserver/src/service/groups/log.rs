@@ -10,6 +10,7 @@ use crate::notify::Topic;
 use crate::rules::hub::HubGroup;
 use crate::rules::ids::{Epoch, GroupId, GroupKey, Seq};
 use crate::store::{self, EventKind, HostedGroup, NewEvent, Transaction};
+use sha2::{Digest, Sha256};
 
 /// Locks a group hosted here for the rest of the transaction.
 pub(super) async fn lock_hosted_group(
@@ -55,6 +56,31 @@ pub(super) async fn lost_epoch(
     })
 }
 
+/// The SHA-256 of a message the hub accepts, unique per group in the log (the
+/// index on `group_events (group_id, message_digest)`).
+pub(super) fn message_digest(message: &[u8]) -> Vec<u8> {
+    Sha256::digest(message).to_vec()
+}
+
+/// Refuses a message whose exact bytes are already in the group's log:
+/// a member replaying another's ciphertext (which the hub would otherwise
+/// record as its own), or a device resubmitting its own message under a new
+/// idempotency key. MLS framing carries fresh randomness (a PrivateMessage's
+/// reuse guard and generation, a PublicMessage's signature over its epoch), so
+/// identical bytes are never two legitimate messages. Call after the group is
+/// locked and the idempotency key was looked up (a retry with the same key gets
+/// its first result, not this refusal).
+pub(super) async fn check_not_replayed(
+    transaction: &Transaction,
+    group: GroupKey,
+    message_digest: &[u8],
+) -> Result<(), GroupError> {
+    match store::find_event_by_digest(transaction, group, message_digest).await? {
+        Some(seq) => Err(GroupError::Replayed { seq }),
+        None => Ok(()),
+    }
+}
+
 /// A log entry that changes nothing but the log (and, for a proposal, the stored
 /// proposals): everything about a proposal or an application message after its
 /// checks passed.
@@ -81,6 +107,8 @@ pub(super) async fn append_and_commit(
 ) -> Result<Accepted, GroupError> {
     let seq = append.last_seq.next();
     let now_ms = context.now_ms();
+    let digest = message_digest(append.message);
+    check_not_replayed(&transaction, append.group, &digest).await?;
     store::append_event(
         &transaction,
         NewEvent {
@@ -92,6 +120,7 @@ pub(super) async fn append_and_commit(
             message: append.message,
             now_ms,
             trace_parent: context.trace_parent_for_outbox(),
+            message_digest: Some(digest),
         },
     )
     .await?;

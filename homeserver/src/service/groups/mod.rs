@@ -61,6 +61,12 @@ pub(crate) enum GroupError {
         current_epoch: Epoch,
         winning_commit_seq: Seq,
     },
+    /// The exact bytes of this message are already in the group's log (a replay,
+    /// or a resubmission under a new idempotency key).
+    #[error(
+        "this message is already in the group's log at sequence number {seq}; the same bytes are accepted once (retry with the original idempotency key to get its result)"
+    )]
+    Replayed { seq: Seq },
     /// The caller is not (or no longer) a member.
     #[error("you are not a member of group {0}")]
     NotAMember(GroupId),

@@ -7,7 +7,9 @@ use super::super::Context;
 use super::super::idempotency::{Outcome, Submission};
 use super::super::remote_leaves::{self, VouchedLeaves};
 use super::commit_effects::{apply_plan, check_local_leaves};
-use super::log::{load_state, lock_hosted_group, lost_epoch, wake_outbox_if_followed};
+use super::log::{
+    load_state, lock_hosted_group, lost_epoch, message_digest, wake_outbox_if_followed,
+};
 use super::{Accepted, GroupError};
 use crate::notify::Topic;
 use crate::rules::hub::{
@@ -188,6 +190,9 @@ async fn accept(
             message: &request.commit,
             now_ms,
             trace_parent: context.trace_parent_for_outbox(),
+            // No lookup first: a commit's bytes end their epoch, so the same
+            // bytes again are refused as stale (ABORTED) before this point.
+            message_digest: Some(message_digest(&request.commit)),
         },
     )
     .await?;
