@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`ids`]: identifier newtypes (`Username`, `Domain`, `UserId`, `DeviceId`) and the
-//!   MLS credential identity `name@domain/device_id` that binds them together.
+//!   MLS credential identity `name@domain/device_id` that binds them together, and
+//!   the rule for names shown to people (display names): no controls, bidirectional
+//!   controls or invisible characters, normalised to NFC.
 //! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
 //!   verification.
 //! - [`key_package`]: the checks every uploaded or claimed KeyPackage must pass.
