@@ -12,9 +12,10 @@ pub(crate) struct Login {
     pub(crate) device: Enrolment,
 }
 
-pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, AccountError> {
+pub(crate) async fn login(context: &Context, mut request: Login) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
-    check_device(
+    // Stored as checked: in NFC.
+    request.device.display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;

@@ -18,11 +18,12 @@ pub(crate) struct Registration {
 
 pub(crate) async fn register(
     context: &Context,
-    request: Registration,
+    mut request: Registration,
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
     check_password(&request.password)?;
-    check_device(
+    // Stored as checked: in NFC.
+    request.device.display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
