@@ -50,7 +50,10 @@ pub(crate) async fn register(
     {
         return Err(AccountError::UsernameTaken(username));
     }
-    let password_hash = secrets::hash_password(request.password).await?;
+    let password_hash = context
+        .password_hasher
+        .hash_password(request.password)
+        .await?;
     let now_ms = context.now_ms();
     let transaction = context.store.begin().await?;
     // Spending the use inside the registration's transaction gives it back if
