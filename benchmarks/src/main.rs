@@ -17,12 +17,15 @@
 //!   and catching up after the follower was down) per outbox batch size.
 //! - `milestones`: moments inside the in-process homeservers, from their own
 //!   debug events, which split the cross-domain latency.
+//! - `memory`: benchmark 7, the process's memory after 1,000 registrations
+//!   (an Argon2id hash each).
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
 //! - `report`: percentiles and Markdown tables.
 
 mod api;
 mod devices;
 mod federation;
+mod memory;
 mod milestones;
 mod mls;
 mod postgres;
@@ -34,6 +37,7 @@ mod throughput;
 use clap::{Parser, ValueEnum};
 use conclave_test_support::DatabaseChoice;
 use federation::{FederationResults, FederationSettings};
+use memory::{MemoryRun, MemorySettings};
 use report::{Table, count, ms, seconds};
 use scaling::{ScalingResults, ScalingSettings};
 use std::time::Instant;
@@ -65,6 +69,8 @@ enum Part {
     Scaling,
     /// Benchmarks 5 and 6: two federated homeservers.
     Federation,
+    /// Benchmark 7: the process's memory after many registrations.
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +103,13 @@ fn federation_settings(quick: bool) -> FederationSettings {
         throughput_messages: if quick { 2000 } else { 10_000 },
         senders: 10,
         batch_sizes: vec![1, 10, 100],
+    }
+}
+
+fn memory_settings(quick: bool) -> MemorySettings {
+    MemorySettings {
+        registrations: if quick { 100 } else { 1000 },
+        concurrency: 32,
     }
 }
 
@@ -178,7 +191,18 @@ async fn main() -> anyhow::Result<()> {
     let throughput = throughput_settings(args.quick);
     let scaling = scaling_settings(args.quick);
     let federation = federation_settings(args.quick);
+    let memory = memory_settings(args.quick);
 
+    // First, so that no other part's memory is counted in its figures.
+    let mut memory_runs = Vec::new();
+    for &database in databases.iter().filter(|_| runs(Part::Memory)) {
+        announce_phase(
+            &mut loads,
+            started,
+            format!("registrations on {}", server::database_name(database)),
+        );
+        memory_runs.push(memory::run(database, &memory).await?);
+    }
     let mut throughput_runs = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Throughput)) {
         announce_phase(
@@ -269,6 +293,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if runs(Part::Memory) {
+        println!("{}", memory_table(&memory_runs, &memory));
+    }
     if scaling_results.iter().any(|r| !r.round_trips.is_empty()) {
         println!("{}", round_trip_table(&scaling_results));
     }
@@ -295,6 +322,37 @@ async fn main() -> anyhow::Result<()> {
         loads.join("; ")
     );
     Ok(())
+}
+
+fn memory_table(runs: &[MemoryRun], settings: &MemorySettings) -> Table {
+    let mut table = Table::new(
+        format!(
+            "7. Memory: {} registrations, {} at a time (resident set size of the whole process)",
+            count(settings.registrations as u64),
+            settings.concurrency
+        ),
+        vec![
+            "Database",
+            "RSS before MB",
+            "RSS after MB",
+            "peak RSS MB",
+            "registrations/s",
+        ],
+    );
+    let megabytes = |bytes: u64| format!("{:.0}", bytes as f64 / 1e6);
+    for run in runs {
+        table.row(vec![
+            server::database_name(run.database).to_owned(),
+            megabytes(run.rss_before),
+            megabytes(run.rss_after),
+            megabytes(run.peak),
+            format!(
+                "{:.1}",
+                settings.registrations as f64 / run.elapsed.as_secs_f64()
+            ),
+        ]);
+    }
+    table
 }
 
 fn throughput_table(runs: &[ThroughputRun], settings: &ThroughputSettings) -> Table {

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`ids`]: identifier newtypes (`Username`, `Domain`, `UserId`, `DeviceId`) and the
 //!   MLS credential identity `name@domain/device_id` that binds them together;
+//!   the rule for names shown to people (display names): no controls,
+//!   bidirectional controls or invisible characters, normalised to NFC; and
 //!   `echo`, how an error message shows an input (cut at a fixed length).
 //! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
 //!   verification.

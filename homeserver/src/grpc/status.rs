@@ -153,6 +153,11 @@ fn store_status(error: &StoreError) -> Status {
 }
 
 fn password_hash_status(error: &PasswordHashError) -> Status {
+    // Overload passes: the same call may succeed later.
+    if let PasswordHashError::Busy { .. } = error {
+        tracing::warn!(%error, "password hashing is saturated");
+        return Status::unavailable(error.to_string());
+    }
     tracing::error!(%error, "request failed on the server side");
     server_fault()
 }

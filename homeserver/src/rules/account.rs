@@ -1,6 +1,6 @@
 //! Rules for account and device requests.
 
-use conclave_core::ids::{Domain, IdError, Username};
+use conclave_core::ids::{Domain, HiddenCharacter, IdError, Username, normalize_display_text};
 use conclave_core::mls::SIGNATURE_PUBLIC_KEY_LENGTH;
 
 /// Shortest and longest password, in bytes. The upper bound keeps a hostile
@@ -28,9 +28,14 @@ pub(crate) enum AccountRuleError {
     /// The device's signature key is missing or not an Ed25519 public key.
     #[error("device.signature_public_key must be a 32-byte Ed25519 public key, got {0} bytes")]
     SignatureKey(usize),
-    /// The display name is too long or contains control characters.
-    #[error("device.display_name must be at most 64 characters without control characters")]
-    DisplayName,
+    /// The display name is too long.
+    #[error("device.display_name must be at most 64 characters, got {0}")]
+    DisplayNameLength(usize),
+    /// The display name holds a control, bidirectional or invisible character.
+    #[error(
+        "device.display_name may not contain {0}: no control characters, line separators, bidirectional controls or invisible characters"
+    )]
+    DisplayNameCharacter(HiddenCharacter),
 }
 
 pub(crate) fn check_password(password: &str) -> Result<(), AccountRuleError> {
@@ -49,19 +54,26 @@ pub(crate) fn check_signature_key(key: &[u8]) -> Result<(), AccountRuleError> {
     }
 }
 
-pub(crate) fn check_display_name(name: &str) -> Result<(), AccountRuleError> {
-    if name.chars().count() <= MAX_DISPLAY_NAME_CHARS && !name.chars().any(char::is_control) {
-        Ok(())
+/// A device's display name follows the rule for names shown to people
+/// ([`normalize_display_text`]) and is at most 64 characters once in NFC.
+/// Returns the name to store: its NFC form.
+pub(crate) fn check_display_name(name: &str) -> Result<String, AccountRuleError> {
+    let normalized =
+        normalize_display_text(name).map_err(AccountRuleError::DisplayNameCharacter)?;
+    let length = normalized.chars().count();
+    if length <= MAX_DISPLAY_NAME_CHARS {
+        Ok(normalized)
     } else {
-        Err(AccountRuleError::DisplayName)
+        Err(AccountRuleError::DisplayNameLength(length))
     }
 }
 
 /// The device a registration or login enrols: a signature key and a display name.
+/// Returns the display name to store (NFC).
 pub(crate) fn check_device(
     signature_public_key: &[u8],
     display_name: &str,
-) -> Result<(), AccountRuleError> {
+) -> Result<String, AccountRuleError> {
     check_signature_key(signature_public_key)?;
     check_display_name(display_name)
 }
@@ -102,18 +114,45 @@ mod tests {
             Err(AccountRuleError::SignatureKey(0))
         );
         assert!(check_signature_key(&[7; 33]).is_err());
-        assert!(check_display_name("").is_ok());
-        assert!(check_display_name("Alice's laptop").is_ok());
-        assert!(check_display_name(&"é".repeat(64)).is_ok());
-        assert!(check_display_name(&"é".repeat(65)).is_err());
-        assert!(check_display_name("tab\there").is_err());
+    }
+
+    #[test]
+    fn display_names() {
+        use conclave_core::ids::HiddenCharacterKind::*;
+        let refused = |character, kind| {
+            Err(AccountRuleError::DisplayNameCharacter(HiddenCharacter {
+                character,
+                kind,
+            }))
+        };
+        // 64 decomposed é are 128 characters, but 64 once in NFC.
+        let decomposed = "e\u{301}".repeat(64);
+        for (input, expected) in [
+            ("", Ok(String::new())),
+            ("Alice's laptop", Ok("Alice's laptop".to_owned())),
+            (&"é".repeat(64), Ok("é".repeat(64))),
+            (&decomposed, Ok("é".repeat(64))),
+            (
+                &"é".repeat(65),
+                Err(AccountRuleError::DisplayNameLength(65)),
+            ),
+            ("tab\there", refused('\t', Control)),
+            ("laptop\u{202E}", refused('\u{202E}', Bidirectional)),
+            ("\u{2066}laptop", refused('\u{2066}', Bidirectional)),
+            ("lap\u{200B}top", refused('\u{200B}', Invisible)),
+            ("\u{FEFF}", refused('\u{FEFF}', Invisible)),
+        ] {
+            assert_eq!(check_display_name(input), expected, "{input:?}");
+        }
+        let message = check_display_name("a\u{202E}").unwrap_err().to_string();
+        assert!(message.contains("U+202E"), "{message}");
     }
 
     #[test]
     fn devices_need_a_key_and_a_fitting_name() {
         let long_name = "x".repeat(65);
         for (case, key, name, expected) in [
-            ("good", &[7u8; 32][..], "laptop", Ok(())),
+            ("good", &[7u8; 32][..], "laptop", Ok("laptop".to_owned())),
             (
                 "no key",
                 &[][..],
@@ -124,7 +163,7 @@ mod tests {
                 "bad name",
                 &[7; 32][..],
                 long_name.as_str(),
-                Err(AccountRuleError::DisplayName),
+                Err(AccountRuleError::DisplayNameLength(65)),
             ),
             (
                 "both bad: the key is named",

@@ -79,6 +79,8 @@ pub(crate) struct Context {
     pub(crate) federation: Option<Arc<FederationClient>>,
     /// Other domains' recent answers about their devices' credentials.
     pub(crate) credential_cache: remote_leaves::CredentialCache,
+    /// Argon2id for Register and Login: a bounded number at once, reusing memory.
+    pub(crate) password_hasher: secrets::PasswordHasher,
 }
 
 impl Context {
@@ -94,6 +96,7 @@ impl Context {
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
             credential_cache: remote_leaves::CredentialCache::default(),
+            password_hasher: secrets::PasswordHasher::new(),
         }
     }
 

@@ -1,11 +1,15 @@
 //! Secrets: bearer tokens from the OS random number generator, stored only as
-//! SHA-256 hashes, and passwords stored only as Argon2id hashes.
+//! SHA-256 hashes, and passwords stored only as Argon2id hashes, computed by a
+//! [`PasswordHasher`] that bounds how many run at once and reuses their memory.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// A fresh 256-bit secret from the OS RNG, as unpadded base64url (43 characters).
 pub(crate) fn new_token() -> String {
@@ -27,16 +31,24 @@ pub(crate) fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Why a password could not be hashed or checked: the server's failure, never
-/// the client's.
+/// Why a password could not be hashed or checked.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PasswordHashError {
+    /// Every hashing slot stayed busy for as long as a request may wait: the
+    /// server is overloaded with registrations and logins; retry later.
+    #[error(
+        "the server is busy hashing other passwords and none of its {slots} slots came free within {waited_seconds} s; retry later"
+    )]
+    Busy { slots: usize, waited_seconds: u64 },
     /// The operating system's random number generator gave no salt.
     #[error("no random salt for a password hash: {0}")]
     Salt(getrandom::Error),
-    /// Argon2 refused the salt or the password.
+    /// Argon2 refused the parameters, the salt or the password.
     #[error("argon2 could not hash a password: {0}")]
-    Hash(argon2::password_hash::Error),
+    Hash(argon2::Error),
+    /// The PHC string could not be written or read.
+    #[error("a password hash could not be encoded: {0}")]
+    Encoding(argon2::password_hash::Error),
     /// A stored hash is not a PHC string that Argon2 can read.
     #[error("a stored password hash is unreadable: {0}")]
     UnreadableHash(argon2::password_hash::Error),
@@ -45,38 +57,174 @@ pub(crate) enum PasswordHashError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Hashes a password with Argon2id (default parameters, random salt) on a blocking
-/// thread, so the async workers stay free.
-pub(crate) async fn hash_password(password: String) -> Result<String, PasswordHashError> {
-    tokio::task::spawn_blocking(move || {
-        let mut salt_bytes = [0u8; 16];
-        getrandom::fill(&mut salt_bytes).map_err(PasswordHashError::Salt)?;
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(PasswordHashError::Hash)?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(PasswordHashError::Hash)
-    })
-    .await?
+/// How long a request waits for a hashing slot before it is answered
+/// [`PasswordHashError::Busy`]. A request whose gRPC deadline is shorter is
+/// dropped by the transport at its deadline, which gives up its place in the
+/// queue.
+const MAX_SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// Argon2id with its default parameters (m = 19 MiB, t = 2, p = 1), which every
+/// new hash uses.
+fn default_argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
 }
 
-/// Checks a password against a stored hash. With no stored hash (unknown user) it
-/// still does the work of a check against a dummy hash, so response times do not
-/// tell which usernames exist.
-pub(crate) async fn verify_password(
-    password: String,
-    stored_hash: Option<String>,
-) -> Result<bool, PasswordHashError> {
-    tokio::task::spawn_blocking(move || {
+/// Hashes and checks passwords, at most one per core at a time.
+///
+/// Each Argon2id hash needs 19 MiB of working memory. Allocated afresh per hash,
+/// by many requests at once, glibc's allocator kept it (RSS reached about 1.65 GB
+/// after 1,000 registrations). So the number of hashes in flight is bounded by a
+/// semaphore sized to the cores, and each slot keeps its working memory: a hash
+/// takes a buffer from the pool and puts it back, and the pool never holds more
+/// buffers than there are slots. Clones share the slots and buffers.
+#[derive(Clone)]
+pub(crate) struct PasswordHasher {
+    slots: Arc<Semaphore>,
+    /// Number of slots (the semaphore's initial permits), for messages.
+    slot_count: usize,
+    /// Working memory of idle slots, each `Params::default().block_count()` blocks.
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+impl PasswordHasher {
+    /// One slot per core the process may use.
+    pub(crate) fn new() -> PasswordHasher {
+        let slot_count = std::thread::available_parallelism().map_or(1, usize::from);
+        PasswordHasher::with_slots(slot_count)
+    }
+
+    pub(crate) fn with_slots(slot_count: usize) -> PasswordHasher {
+        PasswordHasher {
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            buffers: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `work` on a blocking thread with a slot and a working-memory buffer of
+    /// at least `blocks` blocks.
+    async fn with_slot<T: Send + 'static>(
+        &self,
+        blocks: usize,
+        work: impl FnOnce(&mut [Block]) -> Result<T, PasswordHashError> + Send + 'static,
+    ) -> Result<T, PasswordHashError> {
+        let permit = tokio::time::timeout(MAX_SLOT_WAIT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| PasswordHashError::Busy {
+                slots: self.slot_count,
+                waited_seconds: MAX_SLOT_WAIT.as_secs(),
+            })?
+            .expect("the hashing semaphore is never closed");
+        let buffers = self.buffers.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut buffer = pooled.unwrap_or_default();
+            if buffer.len() < blocks {
+                buffer.resize(blocks, Block::default());
+            }
+            let result = work(&mut buffer[..blocks]);
+            // Only buffers of the default size go back: a stored hash with larger
+            // parameters must not grow the pool for good.
+            if buffer.len() == Params::DEFAULT_M_COST as usize {
+                buffers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(buffer);
+            }
+            drop(permit);
+            result
+        })
+        .await?
+    }
+
+    /// Hashes a password with Argon2id (default parameters, random salt) into a
+    /// PHC string.
+    pub(crate) async fn hash_password(
+        &self,
+        password: String,
+    ) -> Result<String, PasswordHashError> {
+        let blocks = Params::default().block_count();
+        self.with_slot(blocks, move |memory| {
+            let mut salt_bytes = [0u8; 16];
+            getrandom::fill(&mut salt_bytes).map_err(PasswordHashError::Salt)?;
+            let salt = SaltString::encode_b64(&salt_bytes).map_err(PasswordHashError::Encoding)?;
+            let argon2 = default_argon2();
+            let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+            argon2
+                .hash_password_into_with_memory(
+                    password.as_bytes(),
+                    &salt_bytes,
+                    &mut output,
+                    memory,
+                )
+                .map_err(PasswordHashError::Hash)?;
+            let hash = PasswordHash {
+                algorithm: argon2::ARGON2ID_IDENT,
+                version: Some(Version::V0x13.into()),
+                params: Params::default()
+                    .try_into()
+                    .map_err(PasswordHashError::Encoding)?,
+                salt: Some(salt.as_salt()),
+                hash: Some(Output::new(&output).map_err(PasswordHashError::Encoding)?),
+            };
+            Ok(hash.to_string())
+        })
+        .await
+    }
+
+    /// Checks a password against a stored hash. With no stored hash (unknown user)
+    /// it still does the work of a check against a dummy hash, so response times
+    /// do not tell which usernames exist.
+    pub(crate) async fn verify_password(
+        &self,
+        password: String,
+        stored_hash: Option<String>,
+    ) -> Result<bool, PasswordHashError> {
         let known_user = stored_hash.is_some();
         let hash_text = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let hash = PasswordHash::new(&hash_text).map_err(PasswordHashError::UnreadableHash)?;
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok();
+        let (params, algorithm, version) = {
+            let hash = PasswordHash::new(&hash_text).map_err(PasswordHashError::UnreadableHash)?;
+            let params = Params::try_from(&hash).map_err(PasswordHashError::UnreadableHash)?;
+            let algorithm =
+                Algorithm::try_from(hash.algorithm).map_err(PasswordHashError::UnreadableHash)?;
+            let version = hash
+                .version
+                .map(Version::try_from)
+                .transpose()
+                .map_err(|error| PasswordHashError::UnreadableHash(error.into()))?
+                .unwrap_or_default();
+            (params, algorithm, version)
+        };
+        let blocks = params.block_count();
+        let matches = self
+            .with_slot(blocks, move |memory| {
+                let hash =
+                    PasswordHash::new(&hash_text).map_err(PasswordHashError::UnreadableHash)?;
+                let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+                    return Err(PasswordHashError::UnreadableHash(
+                        argon2::password_hash::Error::PhcStringField,
+                    ));
+                };
+                let mut salt_bytes = [0u8; 64];
+                let salt_bytes = salt
+                    .decode_b64(&mut salt_bytes)
+                    .map_err(PasswordHashError::UnreadableHash)?;
+                let mut output = vec![0u8; expected.len()];
+                let argon2 = Argon2::new(algorithm, version, params);
+                argon2
+                    .hash_password_into_with_memory(
+                        password.as_bytes(),
+                        salt_bytes,
+                        &mut output,
+                        memory,
+                    )
+                    .map_err(PasswordHashError::Hash)?;
+                // `Output`'s equality is constant-time.
+                Ok(Output::new(&output).is_ok_and(|computed| computed == expected))
+            })
+            .await?;
         Ok(known_user && matches)
-    })
-    .await?
+    }
 }
 
 /// An Argon2id hash (default parameters) of a random password nobody knows.
@@ -99,22 +247,90 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_verify_only_against_their_own_hash() {
-        let hash = hash_password("correct horse".to_owned()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"));
+        let hasher = PasswordHasher::with_slots(1);
+        let hash = hasher
+            .hash_password("correct horse".to_owned())
+            .await
+            .unwrap();
         assert!(
-            verify_password("correct horse".to_owned(), Some(hash.clone()))
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify_password("correct horse".to_owned(), Some(hash.clone()))
                 .await
                 .unwrap()
         );
         assert!(
-            !verify_password("wrong horse".to_owned(), Some(hash))
+            !hasher
+                .verify_password("wrong horse".to_owned(), Some(hash))
                 .await
                 .unwrap()
         );
         assert!(
-            !verify_password("correct horse".to_owned(), None)
+            !hasher
+                .verify_password("correct horse".to_owned(), None)
                 .await
                 .unwrap()
         );
+    }
+
+    /// Hashes made before the pool (by `argon2`'s `PasswordHasher`) still verify,
+    /// including ones with other parameters.
+    #[tokio::test]
+    async fn hashes_of_the_plain_argon2_api_verify() {
+        use argon2::password_hash::PasswordHasher as _;
+        let hasher = PasswordHasher::with_slots(2);
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        for argon2 in [
+            Argon2::default(),
+            Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(8 * 1024, 3, 1, None).unwrap(),
+            ),
+        ] {
+            let hash = argon2
+                .hash_password(b"old password", &salt)
+                .unwrap()
+                .to_string();
+            assert!(
+                hasher
+                    .verify_password("old password".to_owned(), Some(hash.clone()))
+                    .await
+                    .unwrap(),
+                "{hash}"
+            );
+            assert!(
+                !hasher
+                    .verify_password("other password".to_owned(), Some(hash))
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(hasher.buffers.lock().unwrap().len() <= 2);
+    }
+
+    /// More hashes than slots, all at once: each waits its turn and succeeds, and
+    /// the pool holds no more buffers than slots.
+    #[tokio::test]
+    async fn concurrent_hashes_share_the_slots() {
+        let hasher = PasswordHasher::with_slots(2);
+        let hashes = futures::future::join_all(
+            (0..6).map(|index| hasher.hash_password(format!("password {index}"))),
+        )
+        .await;
+        for (index, hash) in hashes.into_iter().enumerate() {
+            let hash = hash.unwrap();
+            assert!(
+                hasher
+                    .verify_password(format!("password {index}"), Some(hash))
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(hasher.buffers.lock().unwrap().len(), 2);
+        assert_eq!(hasher.slots.available_permits(), 2);
     }
 }

@@ -15,6 +15,8 @@ use tonic::{Code, Status};
 on_both_databases!(
     malformed_registrations_change_nothing,
     bad_logins_change_nothing,
+    hidden_characters_in_names_are_refused_by_name,
+    display_names_are_stored_in_nfc,
     requests_without_a_valid_token_are_unauthenticated,
 );
 
@@ -103,7 +105,19 @@ async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
                 ..bob()
             },
             Code::InvalidArgument,
-            "device.display_name must be at most 64 characters".to_owned(),
+            "device.display_name may not contain U+0009 (a control character)".to_owned(),
+        ),
+        (
+            "display name too long",
+            proto::RegisterRequest {
+                device: Some(proto::DeviceEnrolment {
+                    signature_public_key: bob_signer.to_public_vec(),
+                    display_name: "x".repeat(65),
+                }),
+                ..bob()
+            },
+            Code::InvalidArgument,
+            "device.display_name must be at most 64 characters, got 65".to_owned(),
         ),
         (
             "duplicate username",
@@ -204,6 +218,95 @@ async fn bad_logins_change_nothing(database: DatabaseChoice) {
     api.try_login(alice_login())
         .await
         .expect("the right password still works");
+}
+
+/// Display names and usernames holding bidirectional controls, invisible or
+/// control characters: Register and Login both answer INVALID_ARGUMENT naming the
+/// character as U+XXXX, and store nothing.
+async fn hidden_characters_in_names_are_refused_by_name(database: DatabaseChoice) {
+    let (_server, api) = start_with_api(database).await;
+    let alice = api.register("alice").await;
+    let signer = new_signer();
+    let device = |display_name: &str| {
+        Some(proto::DeviceEnrolment {
+            signature_public_key: signer.to_public_vec(),
+            display_name: display_name.to_owned(),
+        })
+    };
+    let display_names = [
+        ("right-to-left override", "phone\u{202E}txt.exe", "U+202E"),
+        ("left-to-right embedding", "\u{202A}phone", "U+202A"),
+        ("first strong isolate", "phone\u{2068}", "U+2068"),
+        ("pop directional isolate", "phone\u{2069}", "U+2069"),
+        ("right-to-left mark", "phone\u{200F}", "U+200F"),
+        ("arabic letter mark", "phone\u{061C}", "U+061C"),
+        ("zero-width space", "ph\u{200B}one", "U+200B"),
+        ("zero-width joiner", "ph\u{200D}one", "U+200D"),
+        ("word joiner", "ph\u{2060}one", "U+2060"),
+        ("byte-order mark", "\u{FEFF}phone", "U+FEFF"),
+        ("line separator", "ph\u{2028}one", "U+2028"),
+        ("escape", "ph\u{1B}[31mone", "U+001B"),
+        ("stray variation selector", "\u{FE0F}phone", "U+FE0F"),
+    ];
+    for (case, display_name, character) in display_names {
+        let message = format!("device.display_name may not contain {character}");
+        let registration = api
+            .try_register(proto::RegisterRequest {
+                device: device(display_name),
+                ..register_request("bob", &signer)
+            })
+            .await;
+        assert_refused(case, registration, Code::InvalidArgument, &message);
+        assert_unchanged(case, &api, &alice).await;
+        let login = api
+            .try_login(proto::LoginRequest {
+                device: device(display_name),
+                ..login_request("alice", &signer)
+            })
+            .await;
+        assert_refused(case, login, Code::InvalidArgument, &message);
+        assert_unchanged(case, &api, &alice).await;
+    }
+    for (case, username, character) in [
+        ("username with an override", "bob\u{202E}", "U+202E"),
+        ("username with a zero-width space", "b\u{200B}ob", "U+200B"),
+        ("username with a byte-order mark", "\u{FEFF}bob", "U+FEFF"),
+    ] {
+        let message = format!("it contains {character}, which usernames may not contain");
+        let registration = api.try_register(register_request(username, &signer)).await;
+        let status = assert_refused(case, registration, Code::InvalidArgument, &message);
+        assert!(
+            !status.message().contains(|c: char| c > '\u{7F}'),
+            "{case}: the message echoes the character: {:?}",
+            status.message()
+        );
+        assert_unchanged(case, &api, &alice).await;
+        let login = api.try_login(login_request(username, &signer)).await;
+        assert_refused(case, login, Code::InvalidArgument, &message);
+        assert_unchanged(case, &api, &alice).await;
+    }
+    api.try_register(register_request("bob", &signer))
+        .await
+        .expect("bob registers with a plain name after all");
+}
+
+/// A display name is stored in NFC: a decomposed é comes back composed.
+async fn display_names_are_stored_in_nfc(database: DatabaseChoice) {
+    let (_server, api) = start_with_api(database).await;
+    let signer = new_signer();
+    let session = api
+        .try_register(proto::RegisterRequest {
+            device: Some(proto::DeviceEnrolment {
+                signature_public_key: signer.to_public_vec(),
+                display_name: "Zoe\u{308}'s te\u{301}le\u{301}phone".to_owned(),
+            }),
+            ..register_request("zoe", &signer)
+        })
+        .await
+        .expect("a decomposed name is fine");
+    let devices = api.try_list_devices(&session.access_token).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].display_name, "Zo\u{EB}'s t\u{E9}l\u{E9}phone");
 }
 
 /// Calls every authenticated RPC with one `authorization` value (or none), each

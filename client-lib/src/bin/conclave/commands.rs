@@ -160,10 +160,8 @@ fn device_name(args: DeviceArgs) -> String {
         return name;
     }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
         .ok()
-        .filter(|name| {
-            name.chars().count() <= MAX_DEVICE_NAME_CHARS && !name.chars().any(char::is_control)
-        })
+        .and_then(|name| conclave_core::ids::normalize_display_text(name.trim()).ok())
+        .filter(|name| name.chars().count() <= MAX_DEVICE_NAME_CHARS)
         .unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 use super::enrolment::enrol_device;
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{check_device, parse_login_name};
-use crate::service::{Context, secrets};
+use crate::service::Context;
 use crate::store;
 
 pub(crate) struct Login {
@@ -12,18 +12,21 @@ pub(crate) struct Login {
     pub(crate) device: Enrolment,
 }
 
-pub(crate) async fn login(context: &Context, request: Login) -> Result<Session, AccountError> {
+pub(crate) async fn login(context: &Context, mut request: Login) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
-    check_device(
+    // Stored as checked: in NFC.
+    request.device.display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
     let user = store::find_user_by_username(&context.store, &username).await?;
-    let password_matches = secrets::verify_password(
-        request.password,
-        user.as_ref().map(|user| user.password_hash.clone()),
-    )
-    .await?;
+    let password_matches = context
+        .password_hasher
+        .verify_password(
+            request.password,
+            user.as_ref().map(|user| user.password_hash.clone()),
+        )
+        .await?;
     let user = match user {
         Some(user) if password_matches => user,
         _ => return Err(AccountError::WrongCredentials),

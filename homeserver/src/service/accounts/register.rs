@@ -18,11 +18,12 @@ pub(crate) struct Registration {
 
 pub(crate) async fn register(
     context: &Context,
-    request: Registration,
+    mut request: Registration,
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
     check_password(&request.password)?;
-    check_device(
+    // Stored as checked: in NFC.
+    request.device.display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
@@ -49,7 +50,10 @@ pub(crate) async fn register(
     {
         return Err(AccountError::UsernameTaken(username));
     }
-    let password_hash = secrets::hash_password(request.password).await?;
+    let password_hash = context
+        .password_hasher
+        .hash_password(request.password)
+        .await?;
     let now_ms = context.now_ms();
     let transaction = context.store.begin().await?;
     // Spending the use inside the registration's transaction gives it back if
