@@ -83,7 +83,7 @@ impl FromStr for Username {
         let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
         if let Some(character) = input.chars().find(|&c| !allowed(c)) {
             return Err(IdError::UsernameCharacter {
-                username: input.to_owned(),
+                username: echo(input),
                 character,
             });
         }
@@ -447,7 +447,7 @@ mod tests {
             assert_eq!(
                 error,
                 IdError::UsernameCharacter {
-                    username: input.to_owned(),
+                    username: echo(input),
                     character
                 },
                 "{input:?}"
