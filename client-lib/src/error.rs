@@ -2,10 +2,12 @@
 //! and why, including the homeserver's own message when it refused a request.
 
 use std::fmt;
+use std::time::Duration;
 
 use conclave_core::ids::{DeviceId, IdError, UserId};
 use conclave_core::key_package::KeyPackageError;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::connection::ConnectError;
 use crate::mls::MlsError;
@@ -123,6 +125,15 @@ impl ClientError {
             _ => None,
         }
     }
+    /// How long to wait before trying again, when the homeserver said so: a
+    /// Register or Login refused by its brute-force limits (RESOURCE_EXHAUSTED
+    /// with a `google.rpc.RetryInfo`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Rpc(error) => error.retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// A request the homeserver answered with an error status (or that timed out).
@@ -133,6 +144,9 @@ pub struct RpcError {
     pub code: Code,
     /// The server's message, flattened to one line.
     pub message: String,
+    /// The delay the server asked for before the same request may succeed (a
+    /// `google.rpc.RetryInfo` in the status details), if any.
+    pub retry_after: Option<Duration>,
 }
 
 impl RpcError {
@@ -155,6 +169,9 @@ impl RpcError {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" "),
+            retry_after: status
+                .get_details_retry_info()
+                .and_then(|retry_info| retry_info.retry_delay),
         }
     }
 }
@@ -211,6 +228,28 @@ mod tests {
         let status = tonic::Status::unauthenticated("");
         let error = RpcError::from_status("whoami", &status);
         assert_eq!(error.to_string(), "whoami failed: not authenticated");
+    }
+
+    #[test]
+    fn a_retry_delay_in_the_status_details_is_kept() {
+        let details =
+            tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_millis(59_500)));
+        let status = tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "too many register and login attempts from this address; try again in 60 s",
+            details,
+        );
+        let error = ClientError::from(RpcError::from_status("login", &status));
+        assert_eq!(error.retry_after(), Some(Duration::from_millis(59_500)));
+        assert_eq!(
+            error.to_string(),
+            "login failed: too many register and login attempts from this address; try again in 60 s (limit exceeded)"
+        );
+        let status = tonic::Status::resource_exhausted("claims per minute");
+        assert_eq!(
+            ClientError::from(RpcError::from_status("claim", &status)).retry_after(),
+            None
+        );
     }
 
     #[test]

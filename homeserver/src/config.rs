@@ -30,6 +30,7 @@ pub struct Config {
     pub key_packages: KeyPackageConfig,
     pub groups: GroupConfig,
     pub federation: FederationConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -157,6 +158,42 @@ impl FederationConfig {
     }
 }
 
+/// Brute-force limits on Register and Login, per source address (an IPv4
+/// address, or an IPv6 /64). The source is the TCP peer: behind a load balancer
+/// that is the balancer, unless it preserves client addresses at the IP level
+/// (PROXY protocol is not supported, and `X-Forwarded-For` is not trusted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Register and Login attempts one source address may make per minute,
+    /// sustained; more get RESOURCE_EXHAUSTED with the delay to wait.
+    pub auth_attempts_per_minute: u32,
+    /// Attempts an address that was idle may make at once before the
+    /// per-minute rate applies.
+    pub auth_attempt_burst: u32,
+    /// Failed logins in a row to one account from one address that cost no
+    /// wait; after them each attempt waits, doubling from
+    /// `login_backoff_initial_seconds`, until a login succeeds.
+    pub login_failures_before_backoff: u32,
+    /// The first wait after the free failures, in seconds.
+    pub login_backoff_initial_seconds: u64,
+    /// The longest wait, in seconds.
+    pub login_backoff_max_seconds: u64,
+}
+
+impl LimitsConfig {
+    /// The limits as the rules take them.
+    pub(crate) fn attempt_policy(&self) -> crate::rules::attempt_limits::AttemptPolicy {
+        crate::rules::attempt_limits::AttemptPolicy {
+            attempts_per_minute: self.auth_attempts_per_minute,
+            attempt_burst: self.auth_attempt_burst,
+            free_login_failures: self.login_failures_before_backoff,
+            login_backoff_initial_ms: self.login_backoff_initial_seconds.saturating_mul(1000),
+            login_backoff_max_ms: self.login_backoff_max_seconds.saturating_mul(1000),
+        }
+    }
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -185,6 +222,7 @@ impl Default for Config {
             key_packages: KeyPackageConfig::default(),
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -258,6 +296,18 @@ impl Default for FederationConfig {
             call_timeout_seconds: 10,
             outbox_batch_size: 100,
             peers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            auth_attempts_per_minute: 10,
+            auth_attempt_burst: 20,
+            login_failures_before_backoff: 5,
+            login_backoff_initial_seconds: 1,
+            login_backoff_max_seconds: 900,
         }
     }
 }
@@ -400,6 +450,7 @@ impl Config {
             );
         }
         self.validate_federation()?;
+        self.validate_limits()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -408,6 +459,48 @@ impl Config {
 }
 
 impl Config {
+    /// The `[limits]` section.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        let limits = &self.limits;
+        // At most one a millisecond: the bucket counts in whole milliseconds.
+        if !(1..=60_000).contains(&limits.auth_attempts_per_minute) {
+            return invalid(
+                "limits.auth_attempts_per_minute",
+                "must be between 1 and 60000",
+            );
+        }
+        if !(1..=10_000).contains(&limits.auth_attempt_burst) {
+            return invalid("limits.auth_attempt_burst", "must be between 1 and 10000");
+        }
+        if limits.login_failures_before_backoff > 1000 {
+            return invalid(
+                "limits.login_failures_before_backoff",
+                "must be at most 1000",
+            );
+        }
+        if !(1..=3600).contains(&limits.login_backoff_initial_seconds) {
+            return invalid(
+                "limits.login_backoff_initial_seconds",
+                "must be between 1 and 3600",
+            );
+        }
+        if !(limits.login_backoff_initial_seconds..=86_400)
+            .contains(&limits.login_backoff_max_seconds)
+        {
+            return invalid(
+                "limits.login_backoff_max_seconds",
+                "must be between login_backoff_initial_seconds and 86400",
+            );
+        }
+        Ok(())
+    }
+
     /// The `[federation]` section: off entirely, or files that parse and fit the
     /// domain, and well-formed peers.
     fn validate_federation(&self) -> Result<(), ConfigError> {
@@ -524,6 +617,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "KEY_PACKAGES",
     "GROUPS",
     "FEDERATION",
+    "LIMITS",
     "LOG",
 ];
 
@@ -664,6 +758,27 @@ mod tests {
                 "[federation]\ncall_timeout_seconds = 0",
                 Some("federation.call_timeout_seconds"),
             ),
+            (
+                "[limits]\nauth_attempts_per_minute = 0",
+                Some("limits.auth_attempts_per_minute"),
+            ),
+            (
+                "[limits]\nauth_attempt_burst = 0",
+                Some("limits.auth_attempt_burst"),
+            ),
+            (
+                "[limits]\nlogin_failures_before_backoff = 1001",
+                Some("limits.login_failures_before_backoff"),
+            ),
+            (
+                "[limits]\nlogin_backoff_initial_seconds = 0",
+                Some("limits.login_backoff_initial_seconds"),
+            ),
+            (
+                "[limits]\nlogin_backoff_initial_seconds = 60\nlogin_backoff_max_seconds = 30",
+                Some("limits.login_backoff_max_seconds"),
+            ),
+            ("[limits]\nlogin_failures_before_backoff = 0", None),
             ("[log]\nformat = 'json'", None),
             ("[log]\nformat = 'xml'", Some("log.format")),
         ] {

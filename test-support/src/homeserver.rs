@@ -114,6 +114,14 @@ impl TestHomeserver {
         config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.registration.policy = options.registration_policy;
         config.domain = options.domain;
+        // Every test client connects from 127.0.0.1, and tests register and log
+        // in far more devices (and fail far more logins, checking that refusals
+        // change nothing) than one address may by default: the attempt limits
+        // are as loose as the configuration allows, unless `configure` says
+        // otherwise (as the tests of the limits do).
+        config.limits.auth_attempts_per_minute = 60_000;
+        config.limits.auth_attempt_burst = 10_000;
+        config.limits.login_failures_before_backoff = 1000;
         let federation_listener = options.federation.map(|federation| {
             config.federation = federation.settings;
             federation.listener

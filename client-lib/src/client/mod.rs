@@ -200,6 +200,7 @@ async fn call_with_status<T>(
                 operation,
                 code: tonic::Code::DeadlineExceeded,
                 message: format!("no answer within {} seconds", REQUEST_TIMEOUT.as_secs()),
+                retry_after: None,
             },
             None,
         )),

@@ -312,3 +312,30 @@ async fn a_refused_upload_leaves_no_keys_behind() {
     alice.client.publish_key_packages(5).await.unwrap();
     assert_eq!(stored_key_packages(&alice), 9);
 }
+
+/// A login refused by the homeserver's brute-force limits carries the delay to
+/// wait, for the CLI to show.
+#[tokio::test]
+async fn a_limited_login_says_when_to_try_again() {
+    let server = TestHomeserver::start_with(TestOptions::default().configure(|config| {
+        config.limits.auth_attempts_per_minute = 1;
+        config.limits.auth_attempt_burst = 1;
+    }))
+    .await;
+    register(&server, "alice", SMALL_STOCK).await;
+
+    let second = TestDevice::new(SMALL_STOCK);
+    let error = second
+        .client
+        .login(&server_url(&server), "alice", PASSWORD, "second device")
+        .await
+        .unwrap_err();
+    assert_eq!(error.rpc_code(), Some(Code::ResourceExhausted), "{error}");
+    let retry_after = error.retry_after().expect("a retry delay");
+    assert!(
+        !retry_after.is_zero() && retry_after <= std::time::Duration::from_secs(60),
+        "{retry_after:?}"
+    );
+    assert!(error.to_string().contains("try again in"), "{error}");
+    assert_eq!(second.client.session().unwrap(), None);
+}

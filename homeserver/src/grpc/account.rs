@@ -3,6 +3,7 @@
 use super::auth::authenticate;
 use super::status::missing_field;
 use super::timestamp;
+use crate::rules::attempt_limits::Source;
 use crate::service::Context;
 use crate::service::accounts::{self, Enrolment, Login, Registration, Session};
 use conclave_proto::client::v1 as proto;
@@ -22,6 +23,15 @@ fn enrolment(device: Option<proto::DeviceEnrolment>) -> Result<Enrolment, Status
     })
 }
 
+/// Where a request comes from, for the attempt limits: the TCP peer's address
+/// (behind a load balancer, the balancer's unless it preserves client addresses
+/// at the IP level; no header such as `X-Forwarded-For` is trusted).
+fn source_of<T>(request: &Request<T>) -> Source {
+    request
+        .remote_addr()
+        .map_or(Source::Unknown, |address| Source::of(address.ip()))
+}
+
 fn session_to_proto(session: Session) -> proto::Session {
     proto::Session {
         user_id: session.identity.user_id().to_string(),
@@ -37,6 +47,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::Session>, Status> {
+        let source = source_of(&request);
         let request = request.into_inner();
         let registration = Registration {
             username: request.username,
@@ -44,7 +55,7 @@ impl AccountService for AccountApi {
             registration_token: request.registration_token,
             device: enrolment(request.device)?,
         };
-        let session = accounts::register(&self.context, registration).await?;
+        let session = accounts::register(&self.context, source, registration).await?;
         Ok(Response::new(session_to_proto(session)))
     }
 
@@ -52,13 +63,14 @@ impl AccountService for AccountApi {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::Session>, Status> {
+        let source = source_of(&request);
         let request = request.into_inner();
         let login = Login {
             username: request.username,
             password: request.password,
             device: enrolment(request.device)?,
         };
-        let session = accounts::login(&self.context, login).await?;
+        let session = accounts::login(&self.context, source, login).await?;
         Ok(Response::new(session_to_proto(session)))
     }
 

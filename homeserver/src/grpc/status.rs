@@ -2,6 +2,7 @@
 //! documentation; the message always says what was wrong. Server-side failures
 //! are logged here and reported without internal detail.
 
+use crate::rules::attempt_limits::AttemptRefusal;
 use crate::rules::hub::HubRejection;
 use crate::rules::key_package_upload::UploadRejection;
 use crate::rules::limits::TooManyEntries;
@@ -18,7 +19,9 @@ use crate::store::StoreError;
 use conclave_federation::client::{CallError, RefusalKind};
 use conclave_federation::identity::PeerRefusal;
 use prost::Message;
+use std::time::Duration;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 impl From<AccountError> for Status {
     fn from(error: AccountError) -> Status {
@@ -30,6 +33,7 @@ impl From<AccountError> for Status {
             | AccountError::MissingToken
             | AccountError::InvalidToken => Code::Unauthenticated,
             AccountError::UnknownDevice(_) => Code::NotFound,
+            AccountError::TooManyAttempts(refusal) => return too_many_attempts(refusal),
             AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
             AccountError::Store(store) => return store_status(store),
         };
@@ -160,6 +164,18 @@ fn password_hash_status(error: &PasswordHashError) -> Status {
     }
     tracing::error!(%error, "request failed on the server side");
     server_fault()
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in the rich-error details:
+/// the delay after which the same attempt would be let through.
+fn too_many_attempts(refusal: &AttemptRefusal) -> Status {
+    let details =
+        ErrorDetails::with_retry_info(Some(Duration::from_millis(refusal.retry_after_ms)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        bounded_message(refusal.to_string()),
+        details,
+    )
 }
 
 /// INTERNAL, with no detail: the server's log has it.

@@ -14,8 +14,11 @@
 //! - `credential_check`: which credential checks peers may ask.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 //! - `limits`: how many entries each repeated field of a request may carry.
+//! - `attempt_limits`: brute-force limits on Register and Login (a bucket per
+//!   source address, a back-off per account and source after failed logins).
 
 pub(crate) mod account;
+pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;
 pub(crate) mod federation;

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - `accounts`: register, log in and out, authenticate a bearer token, devices.
+//! - `attempt_limiter`: where the brute-force limits on Register and Login keep
+//!   their state (in-process now; Redis in a cluster).
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
@@ -21,6 +23,7 @@
 //! - `janitor`: hourly clean-up.
 
 pub(crate) mod accounts;
+pub(crate) mod attempt_limiter;
 pub(crate) mod create_registration_token;
 pub(crate) mod delivery;
 pub(crate) mod follower;
@@ -37,6 +40,7 @@ pub(crate) mod verify_credential;
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::store::{Store, StoreError};
+use attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use conclave_core::ids::Domain;
 use conclave_federation::client::FederationClient;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -81,12 +85,15 @@ pub(crate) struct Context {
     pub(crate) credential_cache: remote_leaves::CredentialCache,
     /// Argon2id for Register and Login: a bounded number at once, reusing memory.
     pub(crate) password_hasher: secrets::PasswordHasher,
+    /// Brute-force limits on Register and Login, checked before any hashing.
+    pub(crate) attempt_limiter: Arc<dyn AttemptLimiter>,
 }
 
 impl Context {
     pub(crate) fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Context {
         let claims_per_minute =
             NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
+        let attempt_policy = config.limits.attempt_policy();
         Context {
             store,
             domain: config.domain(),
@@ -97,6 +104,7 @@ impl Context {
             federation: None,
             credential_cache: remote_leaves::CredentialCache::default(),
             password_hasher: secrets::PasswordHasher::new(),
+            attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`accounts`]: register, login, whoami, devices, logout.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`account_input`]: malformed account requests and bad credentials.
+//! - [`attempt_limits`]: brute-force limits on Register and Login, per address
+//!   and per account and address.
 //! - [`key_package_input`]: refused uploads and claims.
 //! - [`key_packages`]: the directory: stock, claims, last resort, rate limit.
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
@@ -35,6 +37,7 @@ macro_rules! on_both_databases {
 
 mod account_input;
 mod accounts;
+mod attempt_limits;
 mod commit_races;
 mod concurrency;
 mod crash;

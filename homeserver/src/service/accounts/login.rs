@@ -3,6 +3,7 @@
 use super::enrolment::enrol_device;
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{check_device, parse_login_name};
+use crate::rules::attempt_limits::{Attempt, Source};
 use crate::service::Context;
 use crate::store;
 
@@ -12,13 +13,26 @@ pub(crate) struct Login {
     pub(crate) device: Enrolment,
 }
 
-pub(crate) async fn login(context: &Context, mut request: Login) -> Result<Session, AccountError> {
+/// Logs in from `source`. The attempt limits come after the cheap checks of the
+/// request and before anything else: a refused attempt reads no account and
+/// hashes nothing.
+pub(crate) async fn login(
+    context: &Context,
+    source: Source,
+    mut request: Login,
+) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
     // Stored as checked: in NFC.
     request.device.display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
+    let limiter = &context.attempt_limiter;
+    let attempt = Attempt::Login {
+        source,
+        account: username.clone(),
+    };
+    limiter.admit(attempt, context.now_ms()).await?;
     let user = store::find_user_by_username(&context.store, &username).await?;
     let password_matches = context
         .password_hasher
@@ -29,8 +43,16 @@ pub(crate) async fn login(context: &Context, mut request: Login) -> Result<Sessi
         .await?;
     let user = match user {
         Some(user) if password_matches => user,
-        _ => return Err(AccountError::WrongCredentials),
+        _ => {
+            limiter
+                .record_login_failure(username, source, context.now_ms())
+                .await;
+            return Err(AccountError::WrongCredentials);
+        }
     };
+    // The password was right: whatever happens to the enrolment below, this
+    // source has stopped guessing.
+    limiter.record_login_success(username.clone(), source).await;
     let transaction = context.store.begin().await?;
     let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
     transaction.commit().await?;

@@ -27,6 +27,7 @@ pub(crate) use remove_device::remove_device;
 use super::Context;
 use super::secrets::PasswordHashError;
 use crate::rules::account::AccountRuleError;
+use crate::rules::attempt_limits::AttemptRefusal;
 use crate::rules::registration::RegistrationRefusal;
 use crate::store::{StoreError, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
@@ -46,6 +47,9 @@ pub(crate) enum AccountError {
     /// The registration policy refused, or the registration token did.
     #[error(transparent)]
     RegistrationRefused(#[from] RegistrationRefusal),
+    /// A brute-force limit refused the attempt before any password was hashed.
+    #[error(transparent)]
+    TooManyAttempts(#[from] AttemptRefusal),
     /// Wrong username or password (deliberately one error for both).
     #[error("wrong username or password")]
     WrongCredentials,
@@ -108,4 +112,79 @@ pub(crate) fn identity_of(
         UserId::new(username.clone(), context.domain.clone()),
         device_id.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::rules::attempt_limits::{Attempt, Limit, Source};
+    use crate::service::{SystemClock, secrets};
+    use crate::store::{self, Store};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    const SOURCE: Source = Source::V4(Ipv4Addr::LOCALHOST);
+
+    fn enrolment() -> Enrolment {
+        Enrolment {
+            signature_public_key: vec![7; 32],
+            display_name: "laptop".to_owned(),
+        }
+    }
+
+    /// A context whose password hasher has no slot: a hash would wait for one
+    /// that never comes and end in `PasswordHashError::Busy` (after 30 s), so
+    /// any other answer shows that nothing was hashed. The source's bucket
+    /// holds one attempt, spent here, so the next attempt is refused.
+    async fn context_with_spent_bucket(database: &TestDatabase) -> Context {
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut config = Config::default();
+        config.limits.auth_attempt_burst = 1;
+        config.limits.auth_attempts_per_minute = 1;
+        let mut context = Context::new(store, config, Arc::new(SystemClock));
+        context.password_hasher = secrets::PasswordHasher::with_slots(0);
+        let now_ms = context.now_ms();
+        context
+            .attempt_limiter
+            .admit(Attempt::Register { source: SOURCE }, now_ms)
+            .await
+            .unwrap();
+        context
+    }
+
+    #[tokio::test]
+    async fn refused_attempts_hash_nothing_and_write_nothing() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let context = context_with_spent_bucket(&database).await;
+            let registration = Registration {
+                username: "alice".to_owned(),
+                password: "correct horse battery staple".to_owned(),
+                registration_token: String::new(),
+                device: enrolment(),
+            };
+            let refused = register(&context, SOURCE, registration).await;
+            assert!(
+                matches!(&refused, Err(AccountError::TooManyAttempts(refusal)) if refusal.limit == Limit::SourceRate),
+                "{choice:?}: {refused:?}"
+            );
+            let alice: Username = "alice".parse().unwrap();
+            let stored = store::find_user_by_username(&context.store, &alice).await;
+            assert!(stored.unwrap().is_none(), "{choice:?}: alice was created");
+
+            let login_attempt = Login {
+                username: "alice".to_owned(),
+                password: "guess".to_owned(),
+                device: enrolment(),
+            };
+            let refused = login(&context, SOURCE, login_attempt).await;
+            assert!(
+                matches!(&refused, Err(AccountError::TooManyAttempts(_))),
+                "{choice:?}: {refused:?}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use super::enrolment::enrol_device;
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{AccountRuleError, check_device, check_password};
+use crate::rules::attempt_limits::{Attempt, Source};
 use crate::rules::registration::{Admission, RegistrationRefusal, admit};
 use crate::service::{Context, secrets};
 use crate::store;
@@ -16,8 +17,12 @@ pub(crate) struct Registration {
     pub(crate) device: Enrolment,
 }
 
+/// Registers from `source`. The attempt limit comes after the cheap checks of
+/// the request and before anything else: a refused attempt reads nothing (so
+/// it cannot probe usernames), writes nothing and hashes nothing.
 pub(crate) async fn register(
     context: &Context,
+    source: Source,
     mut request: Registration,
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
@@ -34,6 +39,10 @@ pub(crate) async fn register(
         Admission::Open => None,
         Admission::Token(token) => Some(secrets::hash_token(token)),
     };
+    context
+        .attempt_limiter
+        .admit(Attempt::Register { source }, context.now_ms())
+        .await?;
     // Cheap refusals before the expensive hash; the transaction below re-checks
     // (spends the token, inserts through the unique keys), which is what actually
     // guarantees both. The token comes first so that without a valid one nobody
