@@ -5,7 +5,8 @@
 //! mapped to gRPC statuses in `grpc/status.rs` only.
 //!
 //! # Layout
-//! - `accounts`: register, log in and out, authenticate a bearer token, devices.
+//! - `accounts`: enrolment challenges, register, log in and out, authenticate a
+//!   bearer token, devices.
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
@@ -36,6 +37,7 @@ pub(crate) mod verify_credential;
 
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
+use crate::rules::enrolment::ChallengeKey;
 use crate::store::{Store, StoreError};
 use conclave_core::ids::Domain;
 use conclave_federation::client::FederationClient;
@@ -81,6 +83,9 @@ pub(crate) struct Context {
     pub(crate) credential_cache: remote_leaves::CredentialCache,
     /// Argon2id for Register and Login: a bounded number at once, reusing memory.
     pub(crate) password_hasher: secrets::PasswordHasher,
+    /// The domain's enrolment-challenge secret, read from the database (or made
+    /// there) on first use; see `accounts::enrolment`.
+    pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
 }
 
 impl Context {
@@ -97,6 +102,7 @@ impl Context {
             federation: None,
             credential_cache: remote_leaves::CredentialCache::default(),
             password_hasher: secrets::PasswordHasher::new(),
+            challenge_key: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`accounts`]: register, login, whoami, devices, logout.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`account_input`]: malformed account requests and bad credentials.
+//! - [`possession`]: proof of possession of the enrolled key: challenges,
+//!   forged, stale and misdirected proofs.
 //! - [`key_package_input`]: refused uploads and claims.
 //! - [`key_packages`]: the directory: stock, claims, last resort, rate limit.
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
@@ -46,6 +48,7 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod possession;
 mod registration;
 mod request_limits;
 mod server;

@@ -1,6 +1,6 @@
 //! Registering: a new user with its first device.
 
-use super::enrolment::enrol_device;
+use super::enrolment::{check_proof, enrol_device};
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{AccountRuleError, check_device, check_password};
 use crate::rules::registration::{Admission, RegistrationRefusal, admit};
@@ -22,11 +22,16 @@ pub(crate) async fn register(
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
     check_password(&request.password)?;
-    // Stored as checked: in NFC.
-    request.device.display_name = check_device(
+    let display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
+    // The proof is over the request as sent, so it is checked before the display
+    // name is normalised; and before any database work but reading whether its
+    // challenge was used.
+    let challenge = check_proof(context, &username, &request.device).await?;
+    // Stored as checked: in NFC.
+    request.device.display_name = display_name;
     let token_hash = match admit(
         context.config.registration.policy,
         &request.registration_token,
@@ -66,7 +71,15 @@ pub(crate) async fn register(
     let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
         .await?
         .ok_or_else(|| AccountError::UsernameTaken(username.clone()))?;
-    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
+    let session = enrol_device(
+        context,
+        &transaction,
+        user.key,
+        &username,
+        request.device,
+        &challenge,
+    )
+    .await?;
     transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
     Ok(session)
