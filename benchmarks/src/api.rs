@@ -3,11 +3,14 @@
 //! idempotency keys handled here.
 
 use anyhow::Context as _;
+use conclave_core::enrolment::EnrolmentTranscript;
+use conclave_core::ids::{Domain, Username};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_proto::client::v1::group_service_client::GroupServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
+use openmls_basic_credential::SignatureKeyPair;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -114,17 +117,57 @@ impl Api {
         DeliveryServiceClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
     }
 
-    /// Creates `username` and enrols its first device with this signature key.
+    /// The device `signer` enrols as `username`, with its proof of possession
+    /// over a fresh challenge.
+    async fn enrolment(
+        &self,
+        username: &str,
+        signer: &SignatureKeyPair,
+    ) -> anyhow::Result<proto::DeviceEnrolment> {
+        let challenge = with_retries(|| {
+            let mut client = self.accounts();
+            async move {
+                client
+                    .begin_enrolment(proto::BeginEnrolmentRequest {})
+                    .await
+            }
+        })
+        .await
+        .context("beginning an enrolment")?
+        .into_inner();
+        let domain: Domain = challenge.domain.parse()?;
+        let username: Username = username.parse()?;
+        let device = proto::DeviceEnrolment {
+            signature_public_key: signer.to_public_vec(),
+            display_name: "benchmark".to_owned(),
+            ..Default::default()
+        };
+        let possession_signature = EnrolmentTranscript {
+            domain: &domain,
+            username: &username,
+            challenge: &challenge.challenge,
+            signature_public_key: &device.signature_public_key,
+            display_name: &device.display_name,
+        }
+        .sign(signer)?;
+        Ok(proto::DeviceEnrolment {
+            challenge: challenge.challenge,
+            possession_signature,
+            ..device
+        })
+    }
+
+    /// Creates `username` and enrols its first device with `signer`'s key.
     pub(crate) async fn register(
         &self,
         username: &str,
-        signature_public_key: Vec<u8>,
+        signer: &SignatureKeyPair,
     ) -> anyhow::Result<Session> {
         let message = proto::RegisterRequest {
             username: username.to_owned(),
             password: PASSWORD.to_owned(),
             registration_token: String::new(),
-            device: Some(enrolment(signature_public_key)),
+            device: Some(self.enrolment(username, signer).await?),
         };
         let session = with_retries(|| {
             let (mut client, message) = (self.accounts(), message.clone());
@@ -135,16 +178,16 @@ impl Api {
         to_session(session.into_inner())
     }
 
-    /// Enrols another device of `username`.
+    /// Enrols another device of `username`, with `signer`'s key.
     pub(crate) async fn login(
         &self,
         username: &str,
-        signature_public_key: Vec<u8>,
+        signer: &SignatureKeyPair,
     ) -> anyhow::Result<Session> {
         let message = proto::LoginRequest {
             username: username.to_owned(),
             password: PASSWORD.to_owned(),
-            device: Some(enrolment(signature_public_key)),
+            device: Some(self.enrolment(username, signer).await?),
         };
         let session = with_retries(|| {
             let (mut client, message) = (self.accounts(), message.clone());
@@ -321,13 +364,6 @@ pub(crate) struct Commit {
     pub(crate) commit: Vec<u8>,
     pub(crate) welcome: Option<Vec<u8>>,
     pub(crate) group_info: Vec<u8>,
-}
-
-fn enrolment(signature_public_key: Vec<u8>) -> proto::DeviceEnrolment {
-    proto::DeviceEnrolment {
-        signature_public_key,
-        display_name: "benchmark".to_owned(),
-    }
 }
 
 fn to_session(session: proto::Session) -> anyhow::Result<Session> {

@@ -31,9 +31,9 @@ pub(crate) async fn enrol_user(
 async fn enrol_device(api: &Api, username: &str, register: bool) -> anyhow::Result<Device> {
     let signer = new_signer()?;
     let session = if register {
-        api.register(username, signer.to_public_vec()).await?
+        api.register(username, &signer).await?
     } else {
-        api.login(username, signer.to_public_vec()).await?
+        api.login(username, &signer).await?
     };
     let device = Device {
         session,

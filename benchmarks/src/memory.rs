@@ -49,8 +49,7 @@ pub(crate) async fn run(
             let api = api.clone();
             async move {
                 let signer = new_signer()?;
-                api.register(&format!("memory{index}"), signer.to_public_vec())
-                    .await
+                api.register(&format!("memory{index}"), &signer).await
             }
         })
         .buffer_unordered(settings.concurrency)

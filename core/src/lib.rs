@@ -11,7 +11,10 @@
 //! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
 //!   verification.
 //! - [`key_package`]: the checks every uploaded or claimed KeyPackage must pass.
+//! - [`enrolment`]: the transcript a device signs at enrolment to prove it holds
+//!   the private key of the signature key it enrols.
 
+pub mod enrolment;
 pub mod ids;
 pub mod key_package;
 pub mod mls;

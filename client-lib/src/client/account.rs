@@ -2,9 +2,10 @@
 //! whoami, and the account's device list.
 
 use chrono::{DateTime, Utc};
-use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
+use conclave_core::ids::{CredentialIdentity, DeviceId, Domain, UserId, Username};
 use conclave_proto::client::v1 as proto;
 use openmls_basic_credential::SignatureKeyPair;
+use tonic::transport::Channel;
 
 use super::{Client, call, invalid_response, to_datetime};
 use crate::connection::{BearerAuth, account_client};
@@ -84,11 +85,13 @@ impl Client {
         self.refuse_if_logged_in()?;
         let signer = mls::generate_signer()?;
         let channel = self.channel(server_url).await?;
+        let device =
+            proved_enrolment("register", &channel, &signer, &username, None, device_name).await?;
         let request = proto::RegisterRequest {
             username: username.to_string(),
             password: password.to_owned(),
             registration_token: registration_token.unwrap_or_default(),
-            device: Some(enrolment(&signer, device_name)),
+            device: Some(device),
         };
         let reply = call(
             "register",
@@ -126,10 +129,16 @@ impl Client {
         self.refuse_if_logged_in()?;
         let signer = mls::generate_signer()?;
         let channel = self.channel(server_url).await?;
+        let (username, domain) = match &expected {
+            ExpectedUser::Name(username) => (username, None),
+            ExpectedUser::Id(user_id) => (user_id.username(), Some(user_id.domain())),
+        };
+        let device =
+            proved_enrolment("login", &channel, &signer, username, domain, device_name).await?;
         let request = proto::LoginRequest {
             username: user.to_owned(),
             password: password.to_owned(),
-            device: Some(enrolment(&signer, device_name)),
+            device: Some(device),
         };
         let reply = call(
             "login",
@@ -275,11 +284,44 @@ impl Client {
     }
 }
 
-fn enrolment(signer: &SignatureKeyPair, device_name: &str) -> proto::DeviceEnrolment {
-    proto::DeviceEnrolment {
+/// The device of a Register or Login request, with its proof of possession: a
+/// fresh challenge from the server (BeginEnrolment), signed with the device's
+/// key for `username`. The domain signed is the server's own, as it names it; a
+/// login that names the full user id (`expected_domain`) refuses a server of
+/// another domain before sending the password.
+async fn proved_enrolment(
+    operation: &'static str,
+    channel: &Channel,
+    signer: &SignatureKeyPair,
+    username: &Username,
+    expected_domain: Option<&Domain>,
+    device_name: &str,
+) -> Result<proto::DeviceEnrolment, ClientError> {
+    let challenge = call(
+        operation,
+        account_client(channel.clone(), BearerAuth::none())
+            .begin_enrolment(proto::BeginEnrolmentRequest {}),
+    )
+    .await?;
+    let domain: Domain = challenge.domain.parse().map_err(|error| {
+        invalid_response(operation, format!("the enrolment challenge's {error}"))
+    })?;
+    if let Some(expected) = expected_domain
+        && *expected != domain
+    {
+        return Err(invalid_response(
+            operation,
+            format!("the server is the homeserver of {domain}, not of {expected}"),
+        ));
+    }
+    let possession_signature =
+        mls::sign_enrolment(signer, &domain, username, &challenge.challenge, device_name)?;
+    Ok(proto::DeviceEnrolment {
         signature_public_key: signer.to_public_vec(),
         display_name: device_name.to_owned(),
-    }
+        challenge: challenge.challenge,
+        possession_signature,
+    })
 }
 
 /// Checks a Register/Login answer and turns it into a session: every id must

@@ -29,7 +29,7 @@ pub(crate) use group::{
     encrypt, has_proposals_to_commit, is_leaving, leave_proposal, leaves_proposed_for_removal,
     load_group, members, merge_own_commit, metadata,
 };
-pub(crate) use identity::{credential_with_key, generate_signer};
+pub(crate) use identity::{credential_with_key, generate_signer, sign_enrolment};
 pub(crate) use incoming::{
     Incoming, join_by_external_commit, join_from_welcome, message_epoch, process_group_message,
 };
@@ -62,6 +62,9 @@ pub enum MlsError {
     /// Reading or writing the openmls storage failed.
     #[error("MLS storage error: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// The device's proof of possession at enrolment could not be made.
+    #[error("cannot sign the enrolment: {0}")]
+    SignEnrolment(#[from] conclave_core::enrolment::PossessionError),
     /// A group operation failed in openmls, or its input (from the hub) is
     /// malformed; `reason` is openmls's message or ours.
     #[error("cannot {operation}: {reason}")]

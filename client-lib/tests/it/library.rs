@@ -258,6 +258,24 @@ async fn refusals_are_one_clear_line() {
         .unwrap_err();
     assert_eq!(error.rpc_code(), Some(Code::Unauthenticated), "{error}");
 
+    // A login naming a user of another domain signs nothing for this server
+    // and sends it no password.
+    let error = carol
+        .client
+        .login(&url, "alice@elsewhere.example", PASSWORD, "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::InvalidResponse { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("the server is the homeserver of localhost, not of elsewhere.example"),
+        "{message}"
+    );
+    assert_eq!(carol.client.session().unwrap(), None);
+
     // Malformed input is refused before any request.
     let error = carol
         .client

@@ -20,6 +20,8 @@ fn enrolment(device: Option<proto::DeviceEnrolment>) -> Result<Enrolment, Status
     Ok(Enrolment {
         signature_public_key: device.signature_public_key,
         display_name: device.display_name,
+        challenge: device.challenge,
+        possession_signature: device.possession_signature,
     })
 }
 
@@ -43,6 +45,18 @@ fn session_to_proto(session: Session) -> proto::Session {
 
 #[tonic::async_trait]
 impl AccountService for AccountApi {
+    async fn begin_enrolment(
+        &self,
+        _request: Request<proto::BeginEnrolmentRequest>,
+    ) -> Result<Response<proto::EnrolmentChallenge>, Status> {
+        let begun = accounts::begin_enrolment(&self.context).await?;
+        Ok(Response::new(proto::EnrolmentChallenge {
+            challenge: begun.challenge.bytes,
+            expires_at: Some(timestamp(begun.challenge.expires_at_ms)),
+            domain: begun.domain.to_string(),
+        }))
+    }
+
     async fn register(
         &self,
         request: Request<proto::RegisterRequest>,

@@ -3,6 +3,7 @@
 //! are logged here and reported without internal detail.
 
 use crate::rules::attempt_limits::AttemptRefusal;
+use crate::rules::enrolment::PossessionRefusal;
 use crate::rules::hub::HubRejection;
 use crate::rules::key_package_upload::UploadRejection;
 use crate::rules::limits::TooManyEntries;
@@ -27,6 +28,11 @@ impl From<AccountError> for Status {
     fn from(error: AccountError) -> Status {
         let code = match &error {
             AccountError::Invalid(_) => Code::InvalidArgument,
+            // A stale challenge: the request is right but needs a new one.
+            AccountError::Possession(
+                PossessionRefusal::Expired { .. } | PossessionRefusal::AlreadyUsed,
+            ) => Code::FailedPrecondition,
+            AccountError::Possession(_) => Code::InvalidArgument,
             AccountError::UsernameTaken(_) | AccountError::SignatureKeyTaken => Code::AlreadyExists,
             AccountError::RegistrationRefused(_) => Code::PermissionDenied,
             AccountError::WrongCredentials

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `account`: what a registration or login request must look like.
+//! - `enrolment`: enrolment challenges and the proof of possession of the key a
+//!   device enrols.
 //! - `registration`: who may register (the policy) and whether a registration
 //!   token can still be used.
 //! - `key_package_upload`: whether a batch of KeyPackages may be stored.
@@ -21,6 +23,7 @@ pub(crate) mod account;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;
+pub(crate) mod enrolment;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;
 pub(crate) mod hub;

@@ -12,6 +12,11 @@ const IDEMPOTENCY_RETENTION_MS: i64 = 7 * DAY_MS;
 /// name it in a commit).
 const EXPIRED_KEY_PACKAGE_GRACE_MS: i64 = DAY_MS;
 
+/// How long the use of an enrolment challenge is remembered after the challenge
+/// expired: a replica whose clock runs behind still accepts the challenge for a
+/// while, and must still find it used.
+const ENROLMENT_CHALLENGE_GRACE_MS: i64 = 3600 * 1000;
+
 /// Times (milliseconds since the Unix epoch) below which things may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cutoffs {
@@ -22,6 +27,8 @@ pub(crate) struct Cutoffs {
     pub(crate) submissions_before_ms: i64,
     /// Key packages that expired before this go.
     pub(crate) key_packages_expired_before_ms: i64,
+    /// Uses of enrolment challenges that expired before this go.
+    pub(crate) enrolment_challenges_before_ms: i64,
 }
 
 /// The cut-offs at `now_ms` for a retention of `retention_days`.
@@ -35,6 +42,7 @@ pub(crate) fn cutoffs(now_ms: i64, retention_days: u64) -> Cutoffs {
         events_before_ms,
         submissions_before_ms: now_ms.saturating_sub(IDEMPOTENCY_RETENTION_MS),
         key_packages_expired_before_ms: now_ms.saturating_sub(EXPIRED_KEY_PACKAGE_GRACE_MS),
+        enrolment_challenges_before_ms: now_ms.saturating_sub(ENROLMENT_CHALLENGE_GRACE_MS),
     }
 }
 
@@ -49,6 +57,7 @@ mod tests {
         assert_eq!(cutoffs.events_before_ms, 70 * DAY_MS);
         assert_eq!(cutoffs.submissions_before_ms, 93 * DAY_MS);
         assert_eq!(cutoffs.key_packages_expired_before_ms, 99 * DAY_MS);
+        assert_eq!(cutoffs.enrolment_challenges_before_ms, now - 3600 * 1000);
         // A retention too long to count in milliseconds keeps everything.
         assert_eq!(super::cutoffs(now, u64::MAX).events_before_ms, i64::MIN);
     }

@@ -1,7 +1,8 @@
 //! The janitor: every hour, deletes key packages a day after they expired,
 //! prunes group logs of what no device or follower domain still needs or what
 //! is older than the retention (`rules::retention`), forgets old idempotency
-//! records, and the membership changes and Welcomes every follower received.
+//! records, the uses of expired enrolment challenges, and the membership
+//! changes and Welcomes every follower received.
 
 use super::Context;
 use crate::rules::retention;
@@ -46,6 +47,13 @@ async fn clean_up(context: &Context) {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, "pruned group events"),
         Err(error) => tracing::warn!(%error, "could not prune group events"),
+    }
+    match store::delete_expired_enrolment_challenges(store, cutoffs.enrolment_challenges_before_ms)
+        .await
+    {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "forgot used enrolment challenges"),
+        Err(error) => tracing::warn!(%error, "could not forget used enrolment challenges"),
     }
     if let Err(error) = store::prune_delivered_federation_records(store).await {
         tracing::warn!(%error, "could not prune delivered federation records");

@@ -5,7 +5,8 @@
 //! mapped to gRPC statuses in `grpc/status.rs` only.
 //!
 //! # Layout
-//! - `accounts`: register, log in and out, authenticate a bearer token, devices.
+//! - `accounts`: enrolment challenges, register, log in and out, authenticate a
+//!   bearer token, devices.
 //! - `attempt_limiter`: where the brute-force limits on Register and Login keep
 //!   their state (in-process now; Redis in a cluster).
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
@@ -39,6 +40,7 @@ pub(crate) mod verify_credential;
 
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
+use crate::rules::enrolment::ChallengeKey;
 use crate::store::{Store, StoreError};
 use attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use conclave_core::ids::Domain;
@@ -87,6 +89,9 @@ pub(crate) struct Context {
     pub(crate) password_hasher: secrets::PasswordHasher,
     /// Brute-force limits on Register and Login, checked before any hashing.
     pub(crate) attempt_limiter: Arc<dyn AttemptLimiter>,
+    /// The domain's enrolment-challenge secret, read from the database (or made
+    /// there) on first use; see `accounts::enrolment`.
+    pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
 }
 
 impl Context {
@@ -105,6 +110,7 @@ impl Context {
             credential_cache: remote_leaves::CredentialCache::default(),
             password_hasher: secrets::PasswordHasher::new(),
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
+            challenge_key: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -20,7 +20,12 @@ pub(crate) fn new_token() -> String {
 
 /// Eight random bytes from the OS RNG (for device ids).
 pub(crate) fn random_bytes_8() -> [u8; 8] {
-    let mut bytes = [0u8; 8];
+    random_bytes()
+}
+
+/// `N` random bytes from the OS RNG (device ids, challenges, secrets).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
     bytes
 }

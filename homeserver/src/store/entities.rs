@@ -398,3 +398,42 @@ pub(crate) mod federation_peer {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod server_secret {
+    use sea_orm::entity::prelude::*;
+
+    /// A secret of the whole domain, shared by its replicas.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "server_secrets")]
+    pub struct Model {
+        /// What the secret is for, e.g. `enrolment_challenge`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub secret: Vec<u8>,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod used_enrolment_challenge {
+    use sea_orm::entity::prelude::*;
+
+    /// An enrolment challenge that an enrolment used, kept until it expires.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "used_enrolment_challenges")]
+    pub struct Model {
+        /// SHA-256 of the challenge.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub challenge_digest: Vec<u8>,
+        pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateGroupsAndDelivery),
             Box::new(AddFederatedGroups),
             Box::new(AddMessageDigests),
+            Box::new(AddEnrolmentChallenges),
         ]
     }
 }
@@ -682,6 +683,69 @@ impl MigrationTrait for AddMessageDigests {
                     .col(GroupEventsDigest::GroupId)
                     .col(GroupEventsDigest::MessageDigest)
                     .unique()
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum ServerSecrets {
+    Table,
+    Name,
+    Secret,
+    CreatedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum UsedEnrolmentChallenges {
+    Table,
+    ChallengeDigest,
+    ExpiresAtMs,
+}
+
+/// Proof of possession at enrolment. `server_secrets` holds secrets of the whole
+/// domain, made by the first replica that needs one and read by the others (the
+/// key of the enrolment challenges' MAC); `used_enrolment_challenges` makes each
+/// challenge good for one enrolment (its digest is the primary key) until it
+/// expires, when the janitor deletes it (by the index on the expiry).
+struct AddEnrolmentChallenges;
+
+impl MigrationName for AddEnrolmentChallenges {
+    fn name(&self) -> &str {
+        "m0005_add_enrolment_challenges"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddEnrolmentChallenges {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ServerSecrets::Table)
+                    .col(string(ServerSecrets::Name).primary_key())
+                    .col(blob(ServerSecrets::Secret))
+                    .col(big_integer(ServerSecrets::CreatedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(UsedEnrolmentChallenges::Table)
+                    .col(blob(UsedEnrolmentChallenges::ChallengeDigest).primary_key())
+                    .col(big_integer(UsedEnrolmentChallenges::ExpiresAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("used_enrolment_challenges_by_expiry")
+                    .table(UsedEnrolmentChallenges::Table)
+                    .col(UsedEnrolmentChallenges::ExpiresAtMs)
                     .to_owned(),
             )
             .await?;

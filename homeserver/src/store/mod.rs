@@ -12,6 +12,7 @@
 
 mod accounts;
 pub(crate) mod convert;
+mod enrolment;
 mod entities;
 mod federation;
 mod groups;
@@ -25,6 +26,7 @@ mod registration_tokens;
 mod submissions;
 
 pub(crate) use accounts::*;
+pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
 pub(crate) use inbox::*;

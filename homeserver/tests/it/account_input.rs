@@ -2,8 +2,8 @@
 //! that names the problem, and no change to any account.
 
 use crate::harness::{
-    Api, TestDevice, assert_refused, key_packages, login_request, new_signer, register_request,
-    start, start_with_api, with_authorization,
+    Api, TestDevice, assert_refused, device, key_packages, login_request, new_signer,
+    register_request, start, start_with_api, with_authorization,
 };
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
@@ -87,7 +87,7 @@ async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
             proto::RegisterRequest {
                 device: Some(proto::DeviceEnrolment {
                     signature_public_key: vec![7; 31],
-                    display_name: String::new(),
+                    ..Default::default()
                 }),
                 ..bob()
             },
@@ -98,10 +98,7 @@ async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
         (
             "display name with a control character",
             proto::RegisterRequest {
-                device: Some(proto::DeviceEnrolment {
-                    signature_public_key: bob_signer.to_public_vec(),
-                    display_name: "tab\there".to_owned(),
-                }),
+                device: Some(device(&bob_signer, "tab\there")),
                 ..bob()
             },
             Code::InvalidArgument,
@@ -110,10 +107,7 @@ async fn malformed_registrations_change_nothing(database: DatabaseChoice) {
         (
             "display name too long",
             proto::RegisterRequest {
-                device: Some(proto::DeviceEnrolment {
-                    signature_public_key: bob_signer.to_public_vec(),
-                    display_name: "x".repeat(65),
-                }),
+                device: Some(device(&bob_signer, &"x".repeat(65))),
                 ..bob()
             },
             Code::InvalidArgument,
@@ -203,7 +197,7 @@ async fn bad_logins_change_nothing(database: DatabaseChoice) {
             proto::LoginRequest {
                 device: Some(proto::DeviceEnrolment {
                     signature_public_key: vec![7; 33],
-                    display_name: String::new(),
+                    ..Default::default()
                 }),
                 ..alice_login()
             },
@@ -227,12 +221,7 @@ async fn hidden_characters_in_names_are_refused_by_name(database: DatabaseChoice
     let (_server, api) = start_with_api(database).await;
     let alice = api.register("alice").await;
     let signer = new_signer();
-    let device = |display_name: &str| {
-        Some(proto::DeviceEnrolment {
-            signature_public_key: signer.to_public_vec(),
-            display_name: display_name.to_owned(),
-        })
-    };
+    let device = |display_name: &str| Some(device(&signer, display_name));
     let display_names = [
         ("right-to-left override", "phone\u{202E}txt.exe", "U+202E"),
         ("left-to-right embedding", "\u{202A}phone", "U+202A"),
@@ -296,10 +285,7 @@ async fn display_names_are_stored_in_nfc(database: DatabaseChoice) {
     let signer = new_signer();
     let session = api
         .try_register(proto::RegisterRequest {
-            device: Some(proto::DeviceEnrolment {
-                signature_public_key: signer.to_public_vec(),
-                display_name: "Zoe\u{308}'s te\u{301}le\u{301}phone".to_owned(),
-            }),
+            device: Some(device(&signer, "Zoe\u{308}'s te\u{301}le\u{301}phone")),
             ..register_request("zoe", &signer)
         })
         .await

@@ -2,6 +2,8 @@
 //! speaks the generated gRPC API, registered devices with real Ed25519 keys, and
 //! KeyPackages built with openmls exactly as a device would build them.
 
+use conclave_core::enrolment::EnrolmentTranscript;
+use conclave_core::ids::{Domain, Username};
 use conclave_core::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE, verification_crypto};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
@@ -14,7 +16,10 @@ use openmls::prelude::{
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::crypto::OpenMlsCrypto as _;
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -67,9 +72,39 @@ pub(crate) struct TestDevice {
     pub(crate) signer: SignatureKeyPair,
 }
 
-/// A fresh Ed25519 key pair of Conclave's cipher suite.
+/// A fresh Ed25519 key pair of Conclave's cipher suite. The harness keeps its
+/// private key, to sign enrolments that enrol it as a device would (see
+/// [`Api::try_register`]).
 pub(crate) fn new_signer() -> SignatureKeyPair {
-    SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).expect("Ed25519 key generation")
+    let scheme = CIPHERSUITE.signature_algorithm();
+    let (private, public) = verification_crypto()
+        .signature_key_gen(scheme)
+        .expect("Ed25519 key generation");
+    private_keys()
+        .lock()
+        .expect("the key registry is not poisoned")
+        .insert(public.clone(), private.clone());
+    SignatureKeyPair::from_raw(scheme, private, public)
+}
+
+/// Private keys of the key pairs [`new_signer`] made, by public key.
+fn private_keys() -> &'static Mutex<HashMap<Vec<u8>, Vec<u8>>> {
+    static KEYS: OnceLock<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// The key pair [`new_signer`] made with this public key, if any.
+fn known_signer(public_key: &[u8]) -> Option<SignatureKeyPair> {
+    let keys = private_keys()
+        .lock()
+        .expect("the key registry is not poisoned");
+    keys.get(public_key).map(|private| {
+        SignatureKeyPair::from_raw(
+            CIPHERSUITE.signature_algorithm(),
+            private.clone(),
+            public_key.to_vec(),
+        )
+    })
 }
 
 /// A Register request for `username` with the test password and a fresh key.
@@ -93,10 +128,21 @@ pub(crate) fn login_request(username: &str, signer: &SignatureKeyPair) -> proto:
     }
 }
 
+/// A device without its proof of possession, which [`Api::try_register`] and
+/// [`Api::try_login`] add.
 fn enrolment(signer: &SignatureKeyPair) -> proto::DeviceEnrolment {
     proto::DeviceEnrolment {
         signature_public_key: signer.to_public_vec(),
         display_name: "test device".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A device with a key of `signer` and `display_name`, without its proof.
+pub(crate) fn device(signer: &SignatureKeyPair, display_name: &str) -> proto::DeviceEnrolment {
+    proto::DeviceEnrolment {
+        display_name: display_name.to_owned(),
+        ..enrolment(signer)
     }
 }
 
@@ -160,7 +206,70 @@ impl Api {
         Api::new(channel(server).await)
     }
 
+    pub(crate) async fn try_begin_enrolment(&self) -> Result<proto::EnrolmentChallenge, Status> {
+        let request = proto::BeginEnrolmentRequest {};
+        Ok(self
+            .accounts
+            .clone()
+            .begin_enrolment(request)
+            .await?
+            .into_inner())
+    }
+
+    /// A fresh enrolment challenge; panics if there is none.
+    pub(crate) async fn begin_enrolment(&self) -> proto::EnrolmentChallenge {
+        self.try_begin_enrolment()
+            .await
+            .expect("BeginEnrolment answers")
+    }
+
+    /// Adds the proof of possession a device adds, when `device` carries neither
+    /// challenge nor signature, its key came from [`new_signer`], and `username`
+    /// names a user of this server (otherwise the request is refused before the
+    /// proof matters, or the test sends a proof of its own).
+    async fn prove_possession(&self, username: &str, device: Option<&mut proto::DeviceEnrolment>) {
+        let Some(device) = device else { return };
+        if !device.challenge.is_empty() || !device.possession_signature.is_empty() {
+            return;
+        }
+        let Some(signer) = known_signer(&device.signature_public_key) else {
+            return;
+        };
+        let local_part = username.split('@').next().unwrap_or_default();
+        let Ok(username) = local_part.parse::<Username>() else {
+            return;
+        };
+        // Without a challenge (the server cannot be reached, say) the request
+        // goes as it is, and meets the same trouble.
+        let Ok(challenge) = self.try_begin_enrolment().await else {
+            return;
+        };
+        let domain: Domain = challenge.domain.parse().expect("the server's domain");
+        device.possession_signature = EnrolmentTranscript {
+            domain: &domain,
+            username: &username,
+            challenge: &challenge.challenge,
+            signature_public_key: &device.signature_public_key,
+            display_name: &device.display_name,
+        }
+        .sign(&signer)
+        .expect("signing the enrolment");
+        device.challenge = challenge.challenge;
+    }
+
+    /// Register, with a proof of possession added as a device adds it (see
+    /// [`Api::prove_possession`]).
     pub(crate) async fn try_register(
+        &self,
+        mut request: proto::RegisterRequest,
+    ) -> Result<proto::Session, Status> {
+        self.prove_possession(&request.username, request.device.as_mut())
+            .await;
+        self.try_register_as_is(request).await
+    }
+
+    /// Register exactly as `request` says.
+    pub(crate) async fn try_register_as_is(
         &self,
         request: proto::RegisterRequest,
     ) -> Result<proto::Session, Status> {
@@ -177,7 +286,18 @@ impl Api {
         test_device(session, signer)
     }
 
+    /// Login, with a proof of possession added as for [`Api::try_register`].
     pub(crate) async fn try_login(
+        &self,
+        mut request: proto::LoginRequest,
+    ) -> Result<proto::Session, Status> {
+        self.prove_possession(&request.username, request.device.as_mut())
+            .await;
+        self.try_login_as_is(request).await
+    }
+
+    /// Login exactly as `request` says.
+    pub(crate) async fn try_login_as_is(
         &self,
         request: proto::LoginRequest,
     ) -> Result<proto::Session, Status> {

@@ -9,6 +9,8 @@
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
+//! - [`possession`]: proof of possession of the enrolled key: challenges,
+//!   forged, stale and misdirected proofs.
 //! - [`key_package_input`]: refused uploads and claims.
 //! - [`key_packages`]: the directory: stock, claims, last resort, rate limit.
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
@@ -49,6 +51,7 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod possession;
 mod registration;
 mod request_limits;
 mod server;

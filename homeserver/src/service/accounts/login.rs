@@ -1,6 +1,6 @@
 //! Logging in: a new device of an existing user.
 
-use super::enrolment::enrol_device;
+use super::enrolment::{check_proof, enrol_device};
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{check_device, parse_login_name};
 use crate::rules::attempt_limits::{Attempt, Source};
@@ -22,8 +22,7 @@ pub(crate) async fn login(
     mut request: Login,
 ) -> Result<Session, AccountError> {
     let username = parse_login_name(&request.username, &context.domain)?;
-    // Stored as checked: in NFC.
-    request.device.display_name = check_device(
+    let display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
@@ -33,6 +32,12 @@ pub(crate) async fn login(
         account: username.clone(),
     };
     limiter.admit(attempt, context.now_ms()).await?;
+    // Over the request as sent, before normalisation; after the attempt limit and
+    // before the password hash, so a request without a valid proof costs no
+    // Argon2 work.
+    let challenge = check_proof(context, &username, &request.device).await?;
+    // Stored as checked: in NFC.
+    request.device.display_name = display_name;
     let user = store::find_user_by_username(&context.store, &username).await?;
     let password_matches = context
         .password_hasher
@@ -54,7 +59,15 @@ pub(crate) async fn login(
     // source has stopped guessing.
     limiter.record_login_success(username.clone(), source).await;
     let transaction = context.store.begin().await?;
-    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
+    let session = enrol_device(
+        context,
+        &transaction,
+        user.key,
+        &username,
+        request.device,
+        &challenge,
+    )
+    .await?;
     transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "logged in");
     Ok(session)

@@ -3,13 +3,18 @@
 //! `name@domain/device_id` to its signature key: this is the homeserver acting as
 //! its domain's MLS Authentication Service.
 //!
+//! Register and Login enrol a device only with proof that it holds the private
+//! key it enrols: a signature over a transcript that binds a fresh challenge from
+//! `begin_enrolment` (`rules::enrolment`, `conclave_core::enrolment`).
+//!
 //! # Layout
-//! One use case per file: `register`, `login`, `logout`, `authenticate`,
-//! `list_devices`, `remove_device`; `enrolment` is the step register and login
-//! share. This module holds what they share: the error, the authenticated device,
+//! One use case per file: `begin_enrolment`, `register`, `login`, `logout`,
+//! `authenticate`, `list_devices`, `remove_device`; `enrolment` holds the steps
+//! register and login share (the proof of possession, and binding the device). This module holds what they share: the error, the authenticated device,
 //! the session.
 
 mod authenticate;
+mod begin_enrolment;
 mod enrolment;
 mod list_devices;
 mod login;
@@ -18,6 +23,7 @@ mod register;
 mod remove_device;
 
 pub(crate) use authenticate::authenticate;
+pub(crate) use begin_enrolment::begin_enrolment;
 pub(crate) use list_devices::list_devices;
 pub(crate) use login::{Login, login};
 pub(crate) use logout::logout;
@@ -28,6 +34,7 @@ use super::Context;
 use super::secrets::PasswordHashError;
 use crate::rules::account::AccountRuleError;
 use crate::rules::attempt_limits::AttemptRefusal;
+use crate::rules::enrolment::PossessionRefusal;
 use crate::rules::registration::RegistrationRefusal;
 use crate::store::{StoreError, UserKey};
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId, Username};
@@ -38,6 +45,10 @@ pub(crate) enum AccountError {
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] AccountRuleError),
+    /// The device did not prove it holds the key it enrols, or its challenge is
+    /// stale.
+    #[error(transparent)]
+    Possession(#[from] PossessionRefusal),
     /// The username is taken.
     #[error("username {0} is already taken")]
     UsernameTaken(Username),
@@ -89,10 +100,14 @@ impl AuthenticatedDevice {
     }
 }
 
-/// The device to enrol.
+/// The device to enrol, with its proof of possession.
 pub(crate) struct Enrolment {
     pub(crate) signature_public_key: Vec<u8>,
     pub(crate) display_name: String,
+    /// From BeginEnrolment; empty if the request carries none.
+    pub(crate) challenge: Vec<u8>,
+    /// The key's signature over the enrolment transcript; empty if none.
+    pub(crate) possession_signature: Vec<u8>,
 }
 
 /// A new device's session, returned once.

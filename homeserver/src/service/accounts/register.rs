@@ -1,6 +1,6 @@
 //! Registering: a new user with its first device.
 
-use super::enrolment::enrol_device;
+use super::enrolment::{check_proof, enrol_device};
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{AccountRuleError, check_device, check_password};
 use crate::rules::attempt_limits::{Attempt, Source};
@@ -27,8 +27,7 @@ pub(crate) async fn register(
 ) -> Result<Session, AccountError> {
     let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
     check_password(&request.password)?;
-    // Stored as checked: in NFC.
-    request.device.display_name = check_device(
+    let display_name = check_device(
         &request.device.signature_public_key,
         &request.device.display_name,
     )?;
@@ -43,6 +42,12 @@ pub(crate) async fn register(
         .attempt_limiter
         .admit(Attempt::Register { source }, context.now_ms())
         .await?;
+    // The proof is over the request as sent, so it is checked before the display
+    // name is normalised; after the attempt limit and before any
+    // database work but reading whether its challenge was used.
+    let challenge = check_proof(context, &username, &request.device).await?;
+    // Stored as checked: in NFC.
+    request.device.display_name = display_name;
     // Cheap refusals before the expensive hash; the transaction below re-checks
     // (spends the token, inserts through the unique keys), which is what actually
     // guarantees both. The token comes first so that without a valid one nobody
@@ -75,7 +80,15 @@ pub(crate) async fn register(
     let user = store::insert_user(&transaction, &username, &password_hash, now_ms)
         .await?
         .ok_or_else(|| AccountError::UsernameTaken(username.clone()))?;
-    let session = enrol_device(context, &transaction, user.key, &username, request.device).await?;
+    let session = enrol_device(
+        context,
+        &transaction,
+        user.key,
+        &username,
+        request.device,
+        &challenge,
+    )
+    .await?;
     transaction.commit().await?;
     tracing::info!(user = %session.identity.user_id(), device = %session.identity.device_id(), "registered");
     Ok(session)
