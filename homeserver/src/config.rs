@@ -30,6 +30,7 @@ pub struct Config {
     pub key_packages: KeyPackageConfig,
     pub groups: GroupConfig,
     pub federation: FederationConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -157,6 +158,38 @@ impl FederationConfig {
     }
 }
 
+/// What one caller may hold of the server's time and connections, on both gRPC
+/// listeners (the client API and the federation API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Deadline of every call, in seconds: a call not answered by then ends
+    /// with DEADLINE_EXCEEDED (a caller's shorter `grpc-timeout` wins). A
+    /// Subscribe stream is bound by it only until it starts streaming.
+    pub call_deadline_seconds: u64,
+    /// Subscribe streams one device may hold open at once (on this server
+    /// process); a newer one closes the device's oldest with RESOURCE_EXHAUSTED.
+    pub subscribe_streams_per_device: usize,
+    /// Subscribe streams one HTTP/2 connection may carry at once; one more is
+    /// refused with RESOURCE_EXHAUSTED. Below `http2_max_concurrent_streams`, so
+    /// a connection full of streams can still make calls.
+    pub subscribe_streams_per_connection: usize,
+    /// HTTP/2 streams (calls in progress) one connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); a client waits for a free one.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest header list (metadata) of one request, in bytes
+    /// (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one is refused.
+    pub http2_max_header_list_size: u32,
+    /// Seconds between HTTP/2 PINGs on every connection, and how long an answer
+    /// may take before the connection is closed: a peer that went away without
+    /// closing is noticed, and its streams end.
+    pub http2_keepalive_interval_seconds: u64,
+    pub http2_keepalive_timeout_seconds: u64,
+    /// Seconds a connection may be silent before the kernel sends TCP keepalive
+    /// probes (SO_KEEPALIVE), for dead peers behind HTTP/2-unaware middleboxes.
+    pub tcp_keepalive_seconds: u64,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -185,6 +218,7 @@ impl Default for Config {
             key_packages: KeyPackageConfig::default(),
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -258,6 +292,21 @@ impl Default for FederationConfig {
             call_timeout_seconds: 10,
             outbox_batch_size: 100,
             peers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            call_deadline_seconds: 30,
+            subscribe_streams_per_device: 4,
+            subscribe_streams_per_connection: 8,
+            http2_max_concurrent_streams: 100,
+            http2_max_header_list_size: 8192,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 10,
+            tcp_keepalive_seconds: 60,
         }
     }
 }
@@ -400,6 +449,7 @@ impl Config {
             );
         }
         self.validate_federation()?;
+        self.validate_limits()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -482,6 +532,78 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The `[limits]` section: every value in a range where the server still
+    /// works, and room on a connection for calls beside its Subscribe streams.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
+            (
+                "limits.call_deadline_seconds",
+                limits.call_deadline_seconds,
+                1,
+                3600,
+            ),
+            (
+                "limits.subscribe_streams_per_device",
+                limits.subscribe_streams_per_device as u64,
+                1,
+                64,
+            ),
+            (
+                "limits.http2_max_concurrent_streams",
+                u64::from(limits.http2_max_concurrent_streams),
+                2,
+                10_000,
+            ),
+            // gRPC needs a few hundred bytes of headers; 1 MiB is plenty for
+            // any metadata a client has reason to send.
+            (
+                "limits.http2_max_header_list_size",
+                u64::from(limits.http2_max_header_list_size),
+                1024,
+                1024 * 1024,
+            ),
+            (
+                "limits.http2_keepalive_interval_seconds",
+                limits.http2_keepalive_interval_seconds,
+                1,
+                3600,
+            ),
+            (
+                "limits.http2_keepalive_timeout_seconds",
+                limits.http2_keepalive_timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "limits.tcp_keepalive_seconds",
+                limits.tcp_keepalive_seconds,
+                1,
+                7200,
+            ),
+        ];
+        for (key, value, least, most) in ranges {
+            if !(least..=most).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be between {least} and {most}"),
+                });
+            }
+        }
+        let most_per_connection = limits.http2_max_concurrent_streams as usize - 1;
+        if !(1..=most_per_connection).contains(&limits.subscribe_streams_per_connection) {
+            return Err(ConfigError::Invalid {
+                key: "limits.subscribe_streams_per_connection",
+                reason: format!(
+                    "must be between 1 and {most_per_connection} (below limits.http2_max_concurrent_streams, so calls still fit beside the streams)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The file holds at least one PEM certificate, and nothing unreadable.
 fn check_certificate_file(path: &Path) -> Result<(), String> {
     use rustls_pki_types::CertificateDer;
@@ -524,6 +646,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "KEY_PACKAGES",
     "GROUPS",
     "FEDERATION",
+    "LIMITS",
     "LOG",
 ];
 
@@ -663,6 +786,34 @@ mod tests {
             (
                 "[federation]\ncall_timeout_seconds = 0",
                 Some("federation.call_timeout_seconds"),
+            ),
+            (
+                "[limits]\ncall_deadline_seconds = 0",
+                Some("limits.call_deadline_seconds"),
+            ),
+            (
+                "[limits]\nsubscribe_streams_per_device = 0",
+                Some("limits.subscribe_streams_per_device: must be between 1 and 64"),
+            ),
+            (
+                "[limits]\nhttp2_max_concurrent_streams = 10\nsubscribe_streams_per_connection = 10",
+                Some("limits.subscribe_streams_per_connection: must be between 1 and 9"),
+            ),
+            (
+                "[limits]\nhttp2_max_concurrent_streams = 10\nsubscribe_streams_per_connection = 9",
+                None,
+            ),
+            (
+                "[limits]\nhttp2_max_header_list_size = 100",
+                Some("limits.http2_max_header_list_size"),
+            ),
+            (
+                "[limits]\nhttp2_keepalive_timeout_seconds = 0",
+                Some("limits.http2_keepalive_timeout_seconds"),
+            ),
+            (
+                "[limits]\ntcp_keepalive_seconds = 0",
+                Some("limits.tcp_keepalive_seconds"),
             ),
             ("[log]\nformat = 'json'", None),
             ("[log]\nformat = 'xml'", Some("log.format")),

@@ -14,6 +14,7 @@
 //! - `credential_check`: which credential checks peers may ask.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 //! - `limits`: how many entries each repeated field of a request may carry.
+//! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
 pub(crate) mod credential_check;
@@ -28,3 +29,4 @@ pub(crate) mod key_package_upload;
 pub(crate) mod limits;
 pub(crate) mod registration;
 pub(crate) mod retention;
+pub(crate) mod streams;

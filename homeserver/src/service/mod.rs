@@ -36,6 +36,7 @@ pub(crate) mod verify_credential;
 
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
+use crate::rules::streams::StreamLimits;
 use crate::store::{Store, StoreError};
 use conclave_core::ids::Domain;
 use conclave_federation::client::FederationClient;
@@ -81,10 +82,16 @@ pub(crate) struct Context {
     pub(crate) credential_cache: remote_leaves::CredentialCache,
     /// Argon2id for Register and Login: a bounded number at once, reusing memory.
     pub(crate) password_hasher: secrets::PasswordHasher,
+    /// The Subscribe streams open now, per device and per connection.
+    pub(crate) subscribe_streams: delivery::SubscribeStreams,
 }
 
 impl Context {
     pub(crate) fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Context {
+        let stream_limits = StreamLimits {
+            per_device: config.limits.subscribe_streams_per_device,
+            per_connection: config.limits.subscribe_streams_per_connection,
+        };
         let claims_per_minute =
             NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
         Context {
@@ -97,6 +104,7 @@ impl Context {
             federation: None,
             credential_cache: remote_leaves::CredentialCache::default(),
             password_hasher: secrets::PasswordHasher::new(),
+            subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
         }
     }
 
