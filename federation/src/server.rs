@@ -97,6 +97,8 @@ pub struct TlsIncoming {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    /// Idle time before TCP keepalive probes on accepted sockets; none if `None`.
+    tcp_keepalive: Option<Duration>,
     handshakes: FuturesUnordered<Handshake>,
 }
 
@@ -110,7 +112,18 @@ impl TlsIncoming {
             listener,
             acceptor: TlsAcceptor::from(config),
             handshake_timeout,
+            tcp_keepalive: None,
             handshakes: FuturesUnordered::new(),
+        }
+    }
+
+    /// Turns on TCP keepalive on every accepted socket, probing after `idle`
+    /// without traffic, so a peer that vanished without closing is noticed even
+    /// where HTTP/2 PINGs are not sent.
+    pub fn with_tcp_keepalive(self, idle: Duration) -> TlsIncoming {
+        TlsIncoming {
+            tcp_keepalive: Some(idle),
+            ..self
         }
     }
 
@@ -142,6 +155,14 @@ impl Stream for TlsIncoming {
             match this.listener.poll_accept(cx) {
                 Poll::Ready(Ok((tcp, remote))) => {
                     let _ = tcp.set_nodelay(true);
+                    if let Some(idle) = this.tcp_keepalive {
+                        let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+                        if let Err(error) =
+                            socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)
+                        {
+                            tracing::debug!(%remote, %error, "cannot turn on TCP keepalive");
+                        }
+                    }
                     this.start_handshake(tcp, remote);
                 }
                 // tonic logs the error and polls again (e.g. after EMFILE).

@@ -158,10 +158,12 @@ impl FederationConfig {
     }
 }
 
-/// Brute-force limits on Register and Login, per source address (an IPv4
-/// address, or an IPv6 /64). The source is the TCP peer: behind a load balancer
-/// that is the balancer, unless it preserves client addresses at the IP level
-/// (PROXY protocol is not supported, and `X-Forwarded-For` is not trusted).
+/// What one caller may cost the server, on both gRPC listeners (the client API
+/// and the federation API): Register and Login attempts per source address (an
+/// IPv4 address, or an IPv6 /64; the source is the TCP peer, so behind a load
+/// balancer it is the balancer unless it preserves client addresses at the IP
+/// level: PROXY protocol is not supported, and `X-Forwarded-For` is not
+/// trusted), and the time, streams and connections a caller may hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -179,6 +181,31 @@ pub struct LimitsConfig {
     pub login_backoff_initial_seconds: u64,
     /// The longest wait, in seconds.
     pub login_backoff_max_seconds: u64,
+    /// Deadline of every call, in seconds: a call not answered by then ends
+    /// with DEADLINE_EXCEEDED (a caller's shorter `grpc-timeout` wins). A
+    /// Subscribe stream is bound by it only until it starts streaming.
+    pub call_deadline_seconds: u64,
+    /// Subscribe streams one device may hold open at once (on this server
+    /// process); a newer one closes the device's oldest with RESOURCE_EXHAUSTED.
+    pub subscribe_streams_per_device: usize,
+    /// Subscribe streams one HTTP/2 connection may carry at once; one more is
+    /// refused with RESOURCE_EXHAUSTED. Below `http2_max_concurrent_streams`, so
+    /// a connection full of streams can still make calls.
+    pub subscribe_streams_per_connection: usize,
+    /// HTTP/2 streams (calls in progress) one connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); a client waits for a free one.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest header list (metadata) of one request, in bytes
+    /// (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one is refused.
+    pub http2_max_header_list_size: u32,
+    /// Seconds between HTTP/2 PINGs on every connection, and how long an answer
+    /// may take before the connection is closed: a peer that went away without
+    /// closing is noticed, and its streams end.
+    pub http2_keepalive_interval_seconds: u64,
+    pub http2_keepalive_timeout_seconds: u64,
+    /// Seconds a connection may be silent before the kernel sends TCP keepalive
+    /// probes (SO_KEEPALIVE), for dead peers behind HTTP/2-unaware middleboxes.
+    pub tcp_keepalive_seconds: u64,
 }
 
 impl LimitsConfig {
@@ -308,6 +335,14 @@ impl Default for LimitsConfig {
             login_failures_before_backoff: 5,
             login_backoff_initial_seconds: 1,
             login_backoff_max_seconds: 900,
+            call_deadline_seconds: 30,
+            subscribe_streams_per_device: 4,
+            subscribe_streams_per_connection: 8,
+            http2_max_concurrent_streams: 100,
+            http2_max_header_list_size: 8192,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 10,
+            tcp_keepalive_seconds: 60,
         }
     }
 }
@@ -450,7 +485,8 @@ impl Config {
             );
         }
         self.validate_federation()?;
-        self.validate_limits()?;
+        self.validate_attempt_limits()?;
+        self.validate_connection_limits()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -459,8 +495,8 @@ impl Config {
 }
 
 impl Config {
-    /// The `[limits]` section.
-    fn validate_limits(&self) -> Result<(), ConfigError> {
+    /// The `[limits]` section's attempt limits.
+    fn validate_attempt_limits(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -570,6 +606,79 @@ impl Config {
         }
         if let Err(reason) = federation.peer_registry(self.domain()) {
             return invalid("federation.peers", reason);
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The `[limits]` section's call and connection limits: every value in a
+    /// range where the server still works, and room on a connection for calls
+    /// beside its Subscribe streams.
+    fn validate_connection_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
+            (
+                "limits.call_deadline_seconds",
+                limits.call_deadline_seconds,
+                1,
+                3600,
+            ),
+            (
+                "limits.subscribe_streams_per_device",
+                limits.subscribe_streams_per_device as u64,
+                1,
+                64,
+            ),
+            (
+                "limits.http2_max_concurrent_streams",
+                u64::from(limits.http2_max_concurrent_streams),
+                2,
+                10_000,
+            ),
+            // gRPC needs a few hundred bytes of headers; 1 MiB is plenty for
+            // any metadata a client has reason to send.
+            (
+                "limits.http2_max_header_list_size",
+                u64::from(limits.http2_max_header_list_size),
+                1024,
+                1024 * 1024,
+            ),
+            (
+                "limits.http2_keepalive_interval_seconds",
+                limits.http2_keepalive_interval_seconds,
+                1,
+                3600,
+            ),
+            (
+                "limits.http2_keepalive_timeout_seconds",
+                limits.http2_keepalive_timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "limits.tcp_keepalive_seconds",
+                limits.tcp_keepalive_seconds,
+                1,
+                7200,
+            ),
+        ];
+        for (key, value, least, most) in ranges {
+            if !(least..=most).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be between {least} and {most}"),
+                });
+            }
+        }
+        let most_per_connection = limits.http2_max_concurrent_streams as usize - 1;
+        if !(1..=most_per_connection).contains(&limits.subscribe_streams_per_connection) {
+            return Err(ConfigError::Invalid {
+                key: "limits.subscribe_streams_per_connection",
+                reason: format!(
+                    "must be between 1 and {most_per_connection} (below limits.http2_max_concurrent_streams, so calls still fit beside the streams)"
+                ),
+            });
         }
         Ok(())
     }
@@ -779,6 +888,33 @@ mod tests {
                 Some("limits.login_backoff_max_seconds"),
             ),
             ("[limits]\nlogin_failures_before_backoff = 0", None),
+                "[limits]\ncall_deadline_seconds = 0",
+                Some("limits.call_deadline_seconds"),
+            ),
+            (
+                "[limits]\nsubscribe_streams_per_device = 0",
+                Some("limits.subscribe_streams_per_device: must be between 1 and 64"),
+            ),
+            (
+                "[limits]\nhttp2_max_concurrent_streams = 10\nsubscribe_streams_per_connection = 10",
+                Some("limits.subscribe_streams_per_connection: must be between 1 and 9"),
+            ),
+            (
+                "[limits]\nhttp2_max_concurrent_streams = 10\nsubscribe_streams_per_connection = 9",
+                None,
+            ),
+            (
+                "[limits]\nhttp2_max_header_list_size = 100",
+                Some("limits.http2_max_header_list_size"),
+            ),
+            (
+                "[limits]\nhttp2_keepalive_timeout_seconds = 0",
+                Some("limits.http2_keepalive_timeout_seconds"),
+            ),
+            (
+                "[limits]\ntcp_keepalive_seconds = 0",
+                Some("limits.tcp_keepalive_seconds"),
+            ),
             ("[log]\nformat = 'json'", None),
             ("[log]\nformat = 'xml'", Some("log.format")),
         ] {

@@ -5,7 +5,7 @@ use super::timestamp;
 use crate::rules::ids::{GroupId, Seq};
 use crate::rules::limits::{MAX_ACK_GROUPS, check_count};
 use crate::service::Context;
-use crate::service::delivery::{self, Acks, Delivery, SUBSCRIBER_BUFFER};
+use crate::service::delivery::{self, Acks, ConnectionKey, Delivery, SUBSCRIBER_BUFFER};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::delivery_service_server::DeliveryService;
 use std::pin::Pin;
@@ -50,6 +50,15 @@ fn delivery_to_proto(delivery: Delivery) -> proto::DeliveryEvent {
     proto::DeliveryEvent { event: Some(event) }
 }
 
+/// The request's connection, by its addresses (tonic puts them in the request's
+/// extensions, with TLS and without); `None` on a transport without addresses.
+fn connection_key<T>(request: &Request<T>) -> Option<ConnectionKey> {
+    Some(ConnectionKey {
+        local: request.local_addr()?,
+        remote: request.remote_addr()?,
+    })
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::DeliveryEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -61,8 +70,14 @@ impl DeliveryService for DeliveryApi {
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
+        let slot = delivery::open_stream(&self.context, &device, connection_key(&request))?;
         let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_BUFFER);
-        tokio::spawn(delivery::subscribe(self.context.clone(), device, sender));
+        tokio::spawn(delivery::subscribe(
+            self.context.clone(),
+            device,
+            slot,
+            sender,
+        ));
         let stream = ReceiverStream::new(receiver)
             .map(|item| item.map(delivery_to_proto).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))

@@ -26,16 +26,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 use tower::util::MapResponseLayer;
 
 /// A peer must complete its TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 PING interval on peers' connections, and how long an answer may take
-/// before the connection is dropped.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct FederationApi {
     pub(crate) context: Arc<Context>,
@@ -52,20 +47,24 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = context.config.federation.max_message_bytes;
+    let limits = context.config.limits.clone();
     let service = FederationServiceServer::new(FederationApi { context, gate })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+    let incoming = TlsIncoming::new(listener, tls, HANDSHAKE_TIMEOUT)
+        .with_tcp_keepalive(super::tcp_keepalive(&limits));
+    super::server_builder(&limits)
         // Each request's span continues the caller's trace (W3C traceparent).
         // First, so outermost: it changes the response body type.
         .layer(conclave_federation::trace_context::server_layer())
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
+        .layer(super::deadline::DeadlineLayer::new(super::call_deadline(
+            &limits,
+        )))
         .add_service(service)
-        .serve_with_incoming_shutdown(TlsIncoming::new(listener, tls, HANDSHAKE_TIMEOUT), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

@@ -11,15 +11,22 @@
 //!   mutual-TLS listener.
 //! - `auth`: bearer tokens.
 //! - `status`: domain errors -> `tonic::Status`.
+//! - `deadline`: every call's deadline.
+//!
+//! Both listeners apply `[limits]` the same way ([`server_builder`]): HTTP/2
+//! streams per connection, header list size, keepalive PINGs, TCP keepalive
+//! and the call deadline.
 
 mod account;
 mod auth;
+mod deadline;
 mod delivery;
 pub(crate) mod federation;
 mod group;
 mod key_package;
 mod status;
 
+use crate::config::LimitsConfig;
 use crate::service::Context;
 use conclave_proto::client::v1::account_service_server::AccountServiceServer;
 use conclave_proto::client::v1::delivery_service_server::DeliveryServiceServer;
@@ -27,6 +34,7 @@ use conclave_proto::client::v1::group_service_server::GroupServiceServer;
 use conclave_proto::client::v1::key_package_service_server::KeyPackageServiceServer;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -84,7 +92,8 @@ pub(crate) async fn serve(
     })
     .max_decoding_message_size(max_message_bytes);
 
-    let mut builder = Server::builder();
+    let limits = &context.config.limits;
+    let mut builder = server_builder(limits);
     if let Some(tls) = tls {
         builder = builder.tls_config(
             ServerTlsConfig::new().identity(Identity::from_pem(tls.certificate, tls.private_key)),
@@ -104,6 +113,7 @@ pub(crate) async fn serve(
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
+        .layer(deadline::DeadlineLayer::new(call_deadline(limits)))
         .add_service(health_service)
         .add_service(reflection_service)
         .add_service(account_service)
@@ -113,11 +123,40 @@ pub(crate) async fn serve(
         // Nagle's algorithm would hold small responses back until the peer's
         // delayed ACK (up to ~40 ms); tonic applies TCP_NODELAY only to listeners it
         // binds itself, so it is set here.
+        // The TCP keepalive, likewise.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(tcp_keepalive(limits))),
             shutdown,
         )
         .await
+}
+
+/// A tonic server with the HTTP/2 limits of `[limits]`, for both listeners.
+/// Flow-control windows stay at HTTP/2's 64 KiB: they bound what a peer can
+/// make the server buffer per stream, and larger ones would only raise that.
+pub(crate) fn server_builder(limits: &LimitsConfig) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .http2_max_header_list_size(limits.http2_max_header_list_size)
+        .http2_keepalive_interval(Some(Duration::from_secs(
+            limits.http2_keepalive_interval_seconds,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_secs(
+            limits.http2_keepalive_timeout_seconds,
+        )))
+}
+
+/// Every call's deadline on the server's side.
+pub(crate) fn call_deadline(limits: &LimitsConfig) -> Duration {
+    Duration::from_secs(limits.call_deadline_seconds)
+}
+
+/// Idle time before TCP keepalive probes. tonic's `Server::tcp_keepalive`
+/// applies only to listeners it binds, so each listener sets it on its sockets.
+pub(crate) fn tcp_keepalive(limits: &LimitsConfig) -> Duration {
+    Duration::from_secs(limits.tcp_keepalive_seconds)
 }
 
 /// Milliseconds since the epoch -> protobuf Timestamp.

@@ -220,6 +220,18 @@ pub(crate) fn missing_field(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
 }
 
+/// DEADLINE_EXCEEDED: a call was not answered within `deadline`, the server's
+/// own (`limits.call_deadline_seconds`) or the caller's shorter `grpc-timeout`.
+pub(crate) fn deadline_exceeded(deadline: std::time::Duration) -> Status {
+    status(
+        Code::DeadlineExceeded,
+        format!(
+            "the call was not answered within its deadline of {} ms (limits.call_deadline_seconds, or the caller's shorter grpc-timeout)",
+            deadline.as_millis()
+        ),
+    )
+}
+
 /// gRPC code OUT_OF_RANGE, as it appears in the `grpc-status` header.
 const OUT_OF_RANGE: &str = "11";
 /// gRPC code RESOURCE_EXHAUSTED.
@@ -398,6 +410,9 @@ impl From<DeliveryError> for Status {
             DeliveryError::UnknownGroup(_) => Code::NotFound,
             DeliveryError::NotAMember(_) => Code::PermissionDenied,
             DeliveryError::AckBeyondEnd(_) => Code::InvalidArgument,
+            DeliveryError::TooManyStreams(_) | DeliveryError::StreamReplaced { .. } => {
+                Code::ResourceExhausted
+            }
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };

@@ -18,6 +18,7 @@
 //! - `limits`: how many entries each repeated field of a request may carry.
 //! - `attempt_limits`: brute-force limits on Register and Login (a bucket per
 //!   source address, a back-off per account and source after failed logins).
+//! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
 pub(crate) mod attempt_limits;
@@ -34,3 +35,4 @@ pub(crate) mod key_package_upload;
 pub(crate) mod limits;
 pub(crate) mod registration;
 pub(crate) mod retention;
+pub(crate) mod streams;

@@ -41,6 +41,7 @@ pub(crate) mod verify_credential;
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
+use crate::rules::streams::StreamLimits;
 use crate::store::{Store, StoreError};
 use attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use conclave_core::ids::Domain;
@@ -92,10 +93,16 @@ pub(crate) struct Context {
     /// The domain's enrolment-challenge secret, read from the database (or made
     /// there) on first use; see `accounts::enrolment`.
     pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
+    /// The Subscribe streams open now, per device and per connection.
+    pub(crate) subscribe_streams: delivery::SubscribeStreams,
 }
 
 impl Context {
     pub(crate) fn new(store: Store, config: Config, clock: Arc<dyn Clock>) -> Context {
+        let stream_limits = StreamLimits {
+            per_device: config.limits.subscribe_streams_per_device,
+            per_connection: config.limits.subscribe_streams_per_connection,
+        };
         let claims_per_minute =
             NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
         let attempt_policy = config.limits.attempt_policy();
@@ -111,6 +118,7 @@ impl Context {
             password_hasher: secrets::PasswordHasher::new(),
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
             challenge_key: tokio::sync::OnceCell::new(),
+            subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
         }
     }
 

@@ -27,6 +27,8 @@
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
 //! - [`request_limits`]: repeated fields over their limits, and long input
 //!   echoed into short error messages.
+//! - [`connection_limits`]: Subscribe streams per device and per connection,
+//!   the call deadline, and the listeners' HTTP/2 settings.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -42,6 +44,7 @@ mod accounts;
 mod attempt_limits;
 mod commit_races;
 mod concurrency;
+mod connection_limits;
 mod crash;
 mod delivery;
 mod federation;

@@ -7,20 +7,25 @@
 //! # Layout
 //! - `pages`: reading one page of events after a device's positions.
 //! - `fetch`, `ack`, `subscribe`: the three RPCs.
+//! - `streams`: the Subscribe streams open now, within their limits per device
+//!   and per connection.
 
 mod ack;
 mod fetch;
 mod pages;
+mod streams;
 mod subscribe;
 
 pub(crate) use ack::{Acks, ack};
 pub(crate) use fetch::fetch;
-pub(crate) use subscribe::subscribe;
+pub(crate) use streams::{ConnectionKey, SubscribeStreams};
+pub(crate) use subscribe::{open_stream, subscribe};
 
 use super::InternalError;
 use crate::rules::delivery::AckCheck;
 use crate::rules::ids::GroupId;
 use crate::rules::ids::{GroupKey, Seq};
+use crate::rules::streams::StreamRefusal;
 use crate::store::{InboxEvent, LogEvent, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +49,16 @@ pub(crate) enum DeliveryError {
     NotAMember(GroupId),
     #[error(transparent)]
     AckBeyondEnd(#[from] AckCheck),
+    /// A new Subscribe stream would exceed a limit.
+    #[error(transparent)]
+    TooManyStreams(#[from] StreamRefusal),
+    /// The stream was closed because its device opened more streams than it may
+    /// hold; the newer one took its place.
+    #[error(
+        "this stream was closed: the device opened more than {limit} Subscribe streams \
+         (limits.subscribe_streams_per_device), and a newer one took its place"
+    )]
+    StreamReplaced { limit: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

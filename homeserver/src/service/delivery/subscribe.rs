@@ -1,9 +1,11 @@
 //! Subscribe: replays what the device missed, then streams new events as their
-//! wake-ups arrive.
+//! wake-ups arrive, each stream within its device's and connection's limits
+//! (`streams`).
 
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
 use super::pages::{load_memberships, read_page};
+use super::streams::{ConnectionKey, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
 use crate::notify::Topic;
 use crate::store::{self, EventKind};
@@ -11,15 +13,41 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
+/// A place for a new stream of `device` on `connection`, or the limit it would
+/// exceed. Over the device's limit, the device's oldest stream ends instead.
+pub(crate) fn open_stream(
+    context: &Context,
+    device: &AuthenticatedDevice,
+    connection: Option<ConnectionKey>,
+) -> Result<StreamSlot, DeliveryError> {
+    Ok(context
+        .subscribe_streams
+        .open(device.device_id().as_str(), connection)?)
+}
+
 /// Streams everything after the device's cursors, then new events as they come,
-/// into `sender`, until the receiver is dropped. Errors end the stream with the
-/// error as its last item.
+/// into `sender`, until the receiver is dropped or a newer stream of the device
+/// takes `slot`'s place. Errors end the stream with the error as its last item.
+/// The slot is held until the stream ends, however it ends.
 pub(crate) async fn subscribe(
     context: Arc<Context>,
     device: AuthenticatedDevice,
+    mut slot: StreamSlot,
     sender: mpsc::Sender<Result<Delivery, DeliveryError>>,
 ) {
-    if let Err(error) = stream_events(&context, &device, &sender).await {
+    let result = tokio::select! {
+        result = stream_events(&context, &device, &sender) => result,
+        () = slot.replaced() => {
+            let limit = context.subscribe_streams.limits().per_device;
+            tracing::debug!(device_id = %device.device_id(), limit, "a newer stream replaced a Subscribe stream");
+            // Not waited for: a consumer whose buffer is full may be the dead
+            // stream this one replaced, and its task should end now. Such a
+            // stream ends without a status.
+            let _ = sender.try_send(Err(DeliveryError::StreamReplaced { limit }));
+            return;
+        }
+    };
+    if let Err(error) = result {
         let _ = sender.send(Err(error)).await;
     }
 }
