@@ -1,12 +1,12 @@
 //! Queries for the key-package directory.
 
 use super::convert::to_u64;
-use super::entities::key_package;
+use super::entities::{key_package, key_package_claim};
 use super::{Connection, StoreError};
 use crate::rules::key_package_stock::{ClaimRecord, KindCount, was_handed_out};
 use conclave_core::ids::{CredentialIdentity, DeviceId};
 use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, Value,
 };
@@ -134,6 +134,8 @@ pub(crate) struct ClaimedKeyPackage {
 struct ClaimedRow {
     data: Vec<u8>,
     last_resort: bool,
+    hash_ref: Vec<u8>,
+    not_after_ms: i64,
 }
 
 impl From<ClaimedRow> for ClaimedKeyPackage {
@@ -168,7 +170,7 @@ pub(crate) async fn claim_key_package(
                          WHERE device_id = $3 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > $1 \
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING data, last_resort",
+             RETURNING data, last_resort, hash_ref, not_after_ms",
         ),
         _ => (
             sea_orm::DbBackend::Sqlite,
@@ -177,15 +179,17 @@ pub(crate) async fn claim_key_package(
                          WHERE device_id = ?3 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
                          ORDER BY id LIMIT 1) \
-             RETURNING data, last_resort",
+             RETURNING data, last_resort, hash_ref, not_after_ms",
         ),
     };
     let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
+    let claimer_domain = claimed_by_domain(&claimed_by).to_owned();
     if let Some(claimed) = ClaimedRow::find_by_statement(statement)
         .one(db.database())
         .await?
     {
+        record_claim(db, &claimed, &claimer_domain, device_id).await?;
         return Ok(Some(claimed.into()));
     }
     // The last-resort package stays available; `claimed_by` records that the
@@ -197,26 +201,98 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .exec(db.database())
         .await?;
-    Ok(key_package::Entity::find()
+    let last_resort = key_package::Entity::find()
         .select_only()
         .column(key_package::Column::Data)
         .column(key_package::Column::LastResort)
+        .column(key_package::Column::HashRef)
+        .column(key_package::Column::NotAfterMs)
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .into_model::<ClaimedRow>()
         .one(db.database())
-        .await?
-        .map(ClaimedKeyPackage::from))
+        .await?;
+    if let Some(claimed) = &last_resort {
+        record_claim(db, claimed, &claimer_domain, device_id).await?;
+    }
+    Ok(last_resort.map(ClaimedKeyPackage::from))
 }
 
-/// Deletes packages that expired before `cutoff_ms`; they can never be used again.
+/// The domain of a claimer's credential identity, `name@domain/device_id`.
+fn claimed_by_domain(claimed_by: &str) -> &str {
+    claimed_by
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map_or(claimed_by, |(domain, _)| domain)
+}
+
+/// Records that the directory handed a package to a device of
+/// `claimer_domain`: once per package and domain, however often a last-resort
+/// package goes to the same domain.
+async fn record_claim(
+    db: &impl Connection,
+    claimed: &ClaimedRow,
+    claimer_domain: &str,
+    device_id: &str,
+) -> Result<(), StoreError> {
+    let model = key_package_claim::ActiveModel {
+        hash_ref: Set(claimed.hash_ref.clone()),
+        claimer_domain: Set(claimer_domain.to_owned()),
+        device_id: Set(device_id.to_owned()),
+        not_after_ms: Set(claimed.not_after_ms),
+    };
+    key_package_claim::Entity::insert(model)
+        .on_conflict(
+            OnConflict::columns([
+                key_package_claim::Column::HashRef,
+                key_package_claim::Column::ClaimerDomain,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db.database())
+        .await?;
+    Ok(())
+}
+
+/// Of the key packages `hash_refs`, those the directory handed to a device of
+/// one of `claimer_domains`, as (hash_ref, device_id) pairs: one lookup by the
+/// claims' primary key.
+pub(crate) async fn packages_claimed_by(
+    db: &impl Connection,
+    hash_refs: &[Vec<u8>],
+    claimer_domains: &[&str],
+) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+    if hash_refs.is_empty() || claimer_domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = key_package_claim::Entity::find()
+        .select_only()
+        .column(key_package_claim::Column::HashRef)
+        .column(key_package_claim::Column::DeviceId)
+        .filter(key_package_claim::Column::HashRef.is_in(hash_refs.iter().cloned()))
+        .filter(key_package_claim::Column::ClaimerDomain.is_in(claimer_domains.iter().copied()))
+        .distinct()
+        .into_tuple::<(Vec<u8>, String)>()
+        .all(db.database())
+        .await?;
+    Ok(rows)
+}
+
+/// Deletes packages that expired before `cutoff_ms`, and the records of who
+/// claimed them (a Welcome for an expired package is refused by its device
+/// anyway); returns how many packages went.
 pub(crate) async fn delete_expired_key_packages(
     db: &impl Connection,
     cutoff_ms: i64,
 ) -> Result<u64, StoreError> {
     let result = key_package::Entity::delete_many()
         .filter(key_package::Column::NotAfterMs.lt(cutoff_ms))
+        .exec(db.database())
+        .await?;
+    key_package_claim::Entity::delete_many()
+        .filter(key_package_claim::Column::NotAfterMs.lt(cutoff_ms))
         .exec(db.database())
         .await?;
     Ok(result.rows_affected)
