@@ -163,8 +163,9 @@ pub(crate) fn check_batch(
             CheckedKind::Proposal => ClaimedContent::Proposal,
             CheckedKind::Application => ClaimedContent::Application,
         };
-        let commit_sender = check_message(&event.message, claimed, group_id.as_bytes(), event.epoch)
-            .map_err(|reason| InvalidBatch(format!("event {seq}: message: {reason}")))?;
+        let commit_sender =
+            check_message(&event.message, claimed, group_id.as_bytes(), event.epoch)
+                .map_err(|reason| InvalidBatch(format!("event {seq}: message: {reason}")))?;
         let mut recipients = Vec::new();
         if let Some((welcome, ratchet_tree)) = &welcome {
             recipients = welcome_recipients(welcome)
@@ -177,8 +178,8 @@ pub(crate) fn check_batch(
         // here for devices that never joined.
         match commit_sender {
             Some(CommitSender::ExternalJoiner) => {
-                let only_the_joiner = added.is_empty()
-                    || (added.len() == 1 && added[0].to_string() == event.sender);
+                let only_the_joiner =
+                    added.is_empty() || (added.len() == 1 && added[0].to_string() == event.sender);
                 if welcome.is_some() || !only_the_joiner {
                     return invalid(format!(
                         "event {seq}: an external commit adds only its sender, without a Welcome"
@@ -325,7 +326,10 @@ mod tests {
         assert_eq!(checked.len(), 4);
         assert_eq!(checked[0].added[0].to_string(), BOB);
         assert!(checked[0].welcome.is_some());
-        assert_eq!(checked[0].welcome_recipients, vec![wire.bob_key_package_ref]);
+        assert_eq!(
+            checked[0].welcome_recipients,
+            vec![wire.bob_key_package_ref]
+        );
         assert_eq!(checked[3].added[0].to_string(), DAVE);
         assert!(checked[3].welcome_recipients.is_empty());
     }

@@ -16,8 +16,8 @@ use conclave_core::mls::{CIPHERSUITE, verification_crypto};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{ContentType, GroupId, MlsMessageBodyIn, RatchetTreeIn, Sender};
 
-use crate::rules::hub::{content_type_name, decode_message, decoding_error, describe};
 use crate::rules::hub::wire_format_name;
+use crate::rules::hub::{content_type_name, decode_message, decoding_error, describe};
 use crate::rules::ids;
 
 /// Which log entry an event claims to be, for [`check_message`].

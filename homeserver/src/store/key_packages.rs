@@ -328,3 +328,116 @@ pub(crate) async fn key_package_was_claimed(
         .await?
         .is_some_and(was_handed_out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewDevice, Store, insert_device, insert_user};
+    use conclave_core::ids::Username;
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    const ORDINARY: &[u8] = b"ordinary ref";
+    const LAST_RESORT: &[u8] = b"last-resort ref";
+    const ORDINARY_EXPIRES_MS: i64 = 10_000;
+    const LAST_RESORT_EXPIRES_MS: i64 = 20_000;
+
+    #[tokio::test]
+    async fn claims_are_recorded_per_domain_and_expire_with_their_package() {
+        for choice in DatabaseChoice::ALL {
+            check_claim_records(choice).await;
+        }
+    }
+
+    async fn check_claim_records(choice: DatabaseChoice) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let username: Username = "bob".parse().unwrap();
+        let user = insert_user(&store, &username, "hash", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let device_id: DeviceId = "00000000000000b1".parse().unwrap();
+        let new_device = NewDevice {
+            device_id: &device_id,
+            user: user.key,
+            display_name: "phone",
+            signature_public_key: b"key",
+            access_token_hash: b"token",
+            now_ms: 0,
+        };
+        assert!(insert_device(&store, new_device).await.unwrap());
+        let package = |hash_ref: &[u8], not_after_ms| NewKeyPackage {
+            hash_ref: hash_ref.to_vec(),
+            data: hash_ref.to_vec(),
+            not_after_ms,
+        };
+        insert_key_packages(
+            &store,
+            &device_id,
+            vec![package(ORDINARY, ORDINARY_EXPIRES_MS)],
+            Some(package(LAST_RESORT, LAST_RESORT_EXPIRES_MS)),
+            0,
+        )
+        .await
+        .unwrap();
+
+        // a.example takes the ordinary package, then the last-resort one,
+        // twice; c.example the last-resort one.
+        let claimer = |text: &str| text.parse::<CredentialIdentity>().unwrap();
+        let alice = claimer("alice@a.example/00000000000000a1");
+        let carol = claimer("carol@c.example/00000000000000c1");
+        for (claimed_by, expected) in [
+            (&alice, ORDINARY),
+            (&alice, LAST_RESORT),
+            (&alice, LAST_RESORT),
+            (&carol, LAST_RESORT),
+        ] {
+            let claimed = claim_key_package(&store, &device_id, claimed_by, 1)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claimed.data, expected, "{choice:?}");
+        }
+
+        let refs = [ORDINARY.to_vec(), LAST_RESORT.to_vec(), b"unknown".to_vec()];
+        let claimed_by = |domains: &'static [&'static str]| {
+            let store = &store;
+            let refs = &refs;
+            async move {
+                let mut found = packages_claimed_by(store, refs, domains).await.unwrap();
+                found.sort();
+                found
+                    .into_iter()
+                    .map(|(hash_ref, device)| {
+                        assert_eq!(device, "00000000000000b1");
+                        hash_ref
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (ordinary, last_resort) = (ORDINARY.to_vec(), LAST_RESORT.to_vec());
+        assert_eq!(
+            claimed_by(&["a.example"]).await,
+            vec![last_resort.clone(), ordinary.clone()],
+            "{choice:?}"
+        );
+        assert_eq!(claimed_by(&["c.example"]).await, vec![last_resort.clone()]);
+        assert_eq!(
+            claimed_by(&["a.example", "c.example"]).await,
+            vec![last_resort.clone(), ordinary.clone()]
+        );
+        assert!(claimed_by(&["b.example"]).await.is_empty());
+        assert!(claimed_by(&[]).await.is_empty());
+
+        // The records go with their packages.
+        delete_expired_key_packages(&store, ORDINARY_EXPIRES_MS + 1)
+            .await
+            .unwrap();
+        assert_eq!(claimed_by(&["a.example"]).await, vec![last_resort.clone()]);
+        delete_expired_key_packages(&store, LAST_RESORT_EXPIRES_MS + 1)
+            .await
+            .unwrap();
+        assert!(claimed_by(&["a.example", "c.example"]).await.is_empty());
+    }
+}

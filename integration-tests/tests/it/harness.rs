@@ -19,11 +19,9 @@ use conclave_client::{
     SentMessage, ServerUrl,
 };
 use conclave_core::ids::{CredentialIdentity, UserId};
-use conclave_test_support::wait::DELIVERY_TIMEOUT;
 use conclave_proto::federation::v1 as proto;
-use conclave_test_support::{
-    IssuedCertificate, PASSWORD, RawFailure, TestNetwork, eventually,
-};
+use conclave_test_support::wait::DELIVERY_TIMEOUT;
+use conclave_test_support::{IssuedCertificate, PASSWORD, RawFailure, TestNetwork, eventually};
 use tempfile::TempDir;
 use tonic::Code;
 

@@ -23,8 +23,9 @@ use conclave_proto::federation::v1 as proto;
 use conclave_test_support::{DatabaseChoice, IssuedCertificate, TestNetwork};
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    BasicCredential, CredentialWithKey, KeyPackage, KeyPackageIn, MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
-    MlsGroup, MlsGroupCreateConfig, OpenMlsProvider as _, ProtocolVersion,
+    BasicCredential, CredentialWithKey, KeyPackage, KeyPackageIn,
+    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY, MlsGroup, MlsGroupCreateConfig, OpenMlsProvider as _,
+    ProtocolVersion,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
@@ -49,8 +50,12 @@ async fn a_peer_cannot_invent_groups_at_a_follower(database: DatabaseChoice) {
     alice.receive().await;
     bob.receive().await;
     let bob_groups = bob.client.groups().expect("bob's groups").len();
-    let copy_of_a = network.stored_group("b.example", hosted_by_a.as_bytes()).await;
-    let own_of_b = network.stored_group("b.example", hosted_by_b.as_bytes()).await;
+    let copy_of_a = network
+        .stored_group("b.example", hosted_by_a.as_bytes())
+        .await;
+    let own_of_b = network
+        .stored_group("b.example", hosted_by_b.as_bytes())
+        .await;
 
     let c = network.pki().issue("c.example");
     let a = network.pki().issue("a.example");
@@ -139,11 +144,15 @@ async fn a_peer_cannot_invent_groups_at_a_follower(database: DatabaseChoice) {
 
     // Nothing was stored, and bob's device sees nothing new.
     assert_eq!(
-        network.stored_group("b.example", hosted_by_a.as_bytes()).await,
+        network
+            .stored_group("b.example", hosted_by_a.as_bytes())
+            .await,
         copy_of_a
     );
     assert_eq!(
-        network.stored_group("b.example", hosted_by_b.as_bytes()).await,
+        network
+            .stored_group("b.example", hosted_by_b.as_bytes())
+            .await,
         own_of_b
     );
     assert_eq!(bob.receive().await.events, 0);
@@ -159,9 +168,14 @@ async fn a_peer_cannot_invent_groups_at_a_follower(database: DatabaseChoice) {
     // without Conclave's metadata).
     let controlled = new_group("control");
     let event = eve.group_adding(&controlled, &claimed_by_c, &bob_identity);
-    let answer = deliver(&network, "b.example", Some(&c), delivery(&controlled, event))
-        .await
-        .expect("a Welcome for a package claimed by c.example is accepted");
+    let answer = deliver(
+        &network,
+        "b.example",
+        Some(&c),
+        delivery(&controlled, event),
+    )
+    .await
+    .expect("a Welcome for a package claimed by c.example is accepted");
     assert_eq!(answer.last_seq, 1);
     let stored = network
         .stored_group("b.example", controlled.as_bytes())
@@ -196,19 +210,24 @@ async fn claim_key_package(
         requester: requester.to_owned(),
         user_id: "bob@b.example".to_owned(),
     };
-    let claimed = call(network, "b.example", Some(certificate), |mut client| async move {
-        client.claim_key_packages(request).await
-    })
+    let claimed = call(
+        network,
+        "b.example",
+        Some(certificate),
+        |mut client| async move { client.claim_key_packages(request).await },
+    )
     .await
     .expect("a claim of bob's key packages");
     let [package] = claimed.key_packages.as_slice() else {
         panic!("bob has one device: {claimed:?}");
     };
-    let key_package = KeyPackageIn::tls_deserialize_exact(&package.key_package)
+    KeyPackageIn::tls_deserialize_exact(&package.key_package)
         .expect("a key package")
-        .validate(OpenMlsRustCrypto::default().crypto(), ProtocolVersion::Mls10)
-        .expect("a valid key package");
-    key_package
+        .validate(
+            OpenMlsRustCrypto::default().crypto(),
+            ProtocolVersion::Mls10,
+        )
+        .expect("a valid key package")
 }
 
 /// An MLS device of the test's own making, whose credential names whatever
@@ -268,7 +287,11 @@ impl Device {
         )
         .expect("a group");
         let (commit, welcome, _) = group
-            .add_members(&self.provider, &self.signer, &[key_package.clone()])
+            .add_members(
+                &self.provider,
+                &self.signer,
+                std::slice::from_ref(key_package),
+            )
             .expect("a commit adding the package");
         group
             .merge_pending_commit(&self.provider)
