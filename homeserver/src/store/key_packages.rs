@@ -160,6 +160,7 @@ pub(crate) async fn claim_key_package(
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
     let device_id = device_id.as_str();
+    let claimer_domain = claimed_by.user_id().domain().as_str();
     let claimed_by = claimed_by.to_string();
     let backend = db.database().get_database_backend();
     let (backend, sql) = match backend {
@@ -184,12 +185,11 @@ pub(crate) async fn claim_key_package(
     };
     let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
-    let claimer_domain = claimed_by_domain(&claimed_by).to_owned();
     if let Some(claimed) = ClaimedRow::find_by_statement(statement)
         .one(db.database())
         .await?
     {
-        record_claim(db, &claimed, &claimer_domain, device_id).await?;
+        record_claim(db, &claimed, claimer_domain, device_id).await?;
         return Ok(Some(claimed.into()));
     }
     // The last-resort package stays available; `claimed_by` records that the
@@ -214,17 +214,9 @@ pub(crate) async fn claim_key_package(
         .one(db.database())
         .await?;
     if let Some(claimed) = &last_resort {
-        record_claim(db, claimed, &claimer_domain, device_id).await?;
+        record_claim(db, claimed, claimer_domain, device_id).await?;
     }
     Ok(last_resort.map(ClaimedKeyPackage::from))
-}
-
-/// The domain of a claimer's credential identity, `name@domain/device_id`.
-fn claimed_by_domain(claimed_by: &str) -> &str {
-    claimed_by
-        .split_once('@')
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map_or(claimed_by, |(domain, _)| domain)
 }
 
 /// Records that the directory handed a package to a device of
