@@ -377,7 +377,9 @@ pub(crate) const COMMIT_CONFLICT_TYPE_URL: &str =
 impl From<FollowerError> for Status {
     fn from(error: FollowerError) -> Status {
         let code = match &error {
-            FollowerError::InvalidBatch(_) => Code::InvalidArgument,
+            FollowerError::InvalidBatch(_) | FollowerError::UnclaimedWelcome { .. } => {
+                Code::InvalidArgument
+            }
             // FAILED_PRECONDITION, not PERMISSION_DENIED: the refusal is about
             // this group, and the hub's outbox ends only such refusals' groups
             // (PERMISSION_DENIED is the gate refusing the peer as a whole).

@@ -2,11 +2,16 @@
 //! judged on the batch alone: consecutive sequence numbers, known kinds,
 //! parsable identities, membership changes only in commits and only for devices
 //! of the follower's own domain, a Welcome only with added devices and its tree,
-//! and no more events or membership changes than `rules::limits` allows.
-//! (Whether the sender is the group's hub, and whether the group is followed
-//! here, needs the database: the service checks those.)
+//! no more events or membership changes than `rules::limits` allows, and MLS
+//! bytes that are what the event says they are (`rules::follower_mls`).
+//! (Whether the sender is the group's hub, whether the group is followed here,
+//! and whether a Welcome is for key packages the hub's side claimed, needs the
+//! database: the service checks those.)
 
-use crate::rules::ids::{Epoch, Seq};
+use crate::rules::follower_mls::{
+    ClaimedContent, CommitSender, check_message, check_ratchet_tree, welcome_recipients,
+};
+use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::rules::limits::{MAX_DELIVERED_EVENTS, MAX_MEMBERSHIP_CHANGES, check_count};
 use conclave_core::ids::{CredentialIdentity, Domain};
 
@@ -59,13 +64,18 @@ pub(crate) struct CheckedEvent {
     pub(crate) removed: Vec<CredentialIdentity>,
     /// The Welcome and the new epoch's ratchet tree, for the added devices.
     pub(crate) welcome: Option<(Vec<u8>, Vec<u8>)>,
+    /// The KeyPackageRefs the Welcome is addressed to (of every added device,
+    /// of any domain); empty without a Welcome.
+    pub(crate) welcome_recipients: Vec<Vec<u8>>,
 }
 
-/// Checks a batch's shape: consecutive sequence numbers, known kinds, parsable
-/// identities, membership changes only in commits and only for devices of
-/// `own` domain, a Welcome only with added devices.
+/// Checks a batch of group `group_id`'s events: consecutive sequence numbers,
+/// known kinds, parsable identities, membership changes only in commits and
+/// only for devices of `own` domain, a Welcome only with added devices, and the
+/// MLS bytes of each event.
 pub(crate) fn check_batch(
     own: &Domain,
+    group_id: &GroupId,
     events: Vec<IncomingEvent>,
 ) -> Result<Vec<CheckedEvent>, InvalidBatch> {
     let invalid = |reason: String| Err(InvalidBatch(reason));
@@ -148,6 +158,41 @@ pub(crate) fn check_batch(
                 ));
             }
         };
+        let claimed = match kind {
+            CheckedKind::Commit => ClaimedContent::Commit,
+            CheckedKind::Proposal => ClaimedContent::Proposal,
+            CheckedKind::Application => ClaimedContent::Application,
+        };
+        let commit_sender =
+            check_message(&event.message, claimed, group_id.as_bytes(), event.epoch)
+                .map_err(|reason| InvalidBatch(format!("event {seq}: message: {reason}")))?;
+        let mut recipients = Vec::new();
+        if let Some((welcome, ratchet_tree)) = &welcome {
+            recipients = welcome_recipients(welcome)
+                .map_err(|reason| InvalidBatch(format!("event {seq}: welcome: {reason}")))?;
+            check_ratchet_tree(ratchet_tree, group_id.as_bytes())
+                .map_err(|reason| InvalidBatch(format!("event {seq}: ratchet_tree: {reason}")))?;
+        }
+        // A device joins by a Welcome, or by an external commit of its own (which
+        // needs none and adds no one else). Anything else would make member rows
+        // here for devices that never joined.
+        match commit_sender {
+            Some(CommitSender::ExternalJoiner) => {
+                let only_the_joiner =
+                    added.is_empty() || (added.len() == 1 && added[0].to_string() == event.sender);
+                if welcome.is_some() || !only_the_joiner {
+                    return invalid(format!(
+                        "event {seq}: an external commit adds only its sender, without a Welcome"
+                    ));
+                }
+            }
+            Some(CommitSender::Member) if welcome.is_none() && !added.is_empty() => {
+                return invalid(format!(
+                    "event {seq}: a commit adding devices needs a Welcome for them unless it is the external commit of the one it adds"
+                ));
+            }
+            _ => {}
+        }
         checked.push(CheckedEvent {
             seq,
             kind,
@@ -157,6 +202,7 @@ pub(crate) fn check_batch(
             added,
             removed,
             welcome,
+            welcome_recipients: recipients,
         });
     }
     Ok(checked)
@@ -165,48 +211,140 @@ pub(crate) fn check_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::hub::tests::fixture::{
+        ALICE, BOB, Change, DAVE, Device, GroupFixture, bytes,
+    };
+    use openmls::prelude::OpenMlsProvider as _;
 
-    const BOB: &str = "bob@b.example/00000000000000b1";
+    /// Real MLS bytes of one group, as its hub would deliver them to the
+    /// follower of `localhost` (the fixture's domain): Alice's commit adding
+    /// Bob (epoch 0) with its Welcome and the new tree, then in epoch 1 an
+    /// application message, a proposal, and Dave's external commit.
+    struct Wire {
+        group_id: GroupId,
+        commit: Vec<u8>,
+        welcome: Vec<u8>,
+        ratchet_tree: Vec<u8>,
+        bob_key_package_ref: Vec<u8>,
+        application: Vec<u8>,
+        proposal: Vec<u8>,
+        external_commit: Vec<u8>,
+    }
 
-    fn event(seq: u64) -> IncomingEvent {
-        IncomingEvent {
-            seq,
-            kind: IncomingKind::Application,
-            epoch: 1,
-            sender: "alice@a.example/00000000000000a1".to_owned(),
-            message: vec![1],
-            added: Vec::new(),
-            removed: Vec::new(),
-            welcome: Vec::new(),
-            ratchet_tree: Vec::new(),
+    impl Wire {
+        fn new() -> Wire {
+            let mut fixture = GroupFixture::with_members(1);
+            let key_package = fixture.invite(Device::new(BOB));
+            let bob_key_package_ref = key_package
+                .hash_ref(fixture.invited(BOB).provider.crypto())
+                .unwrap()
+                .as_slice()
+                .to_vec();
+            let added = fixture.commit(0, Change::Add(vec![key_package]));
+            fixture.accept(&added);
+            let alice = &mut fixture.members[0];
+            let application = alice
+                .group
+                .create_message(&alice.device.provider, &alice.device.signer, b"hello")
+                .unwrap();
+            let application = bytes(&application);
+            let proposal = fixture.propose_self_update(0);
+            let external_commit = fixture.external_commit(Device::new(DAVE)).commit;
+            Wire {
+                group_id: GroupId::new(fixture.hub.group_id()),
+                commit: added.commit,
+                welcome: added.welcome.unwrap(),
+                ratchet_tree: fixture.hub.ratchet_tree(),
+                bob_key_package_ref,
+                application,
+                proposal,
+                external_commit,
+            }
+        }
+
+        fn event(&self, seq: u64) -> IncomingEvent {
+            IncomingEvent {
+                seq,
+                kind: IncomingKind::Application,
+                epoch: 1,
+                sender: ALICE.to_owned(),
+                message: self.application.clone(),
+                added: Vec::new(),
+                removed: Vec::new(),
+                welcome: Vec::new(),
+                ratchet_tree: Vec::new(),
+            }
+        }
+
+        /// The commit adding Bob, with his Welcome.
+        fn adding(&self, seq: u64) -> IncomingEvent {
+            IncomingEvent {
+                kind: IncomingKind::Commit,
+                epoch: 0,
+                message: self.commit.clone(),
+                added: vec![BOB.to_owned()],
+                welcome: self.welcome.clone(),
+                ratchet_tree: self.ratchet_tree.clone(),
+                ..self.event(seq)
+            }
+        }
+
+        fn proposing(&self, seq: u64) -> IncomingEvent {
+            IncomingEvent {
+                kind: IncomingKind::Proposal,
+                message: self.proposal.clone(),
+                ..self.event(seq)
+            }
+        }
+
+        /// Dave's external commit, which adds him.
+        fn joining(&self, seq: u64) -> IncomingEvent {
+            IncomingEvent {
+                kind: IncomingKind::Commit,
+                sender: DAVE.to_owned(),
+                message: self.external_commit.clone(),
+                added: vec![DAVE.to_owned()],
+                ..self.event(seq)
+            }
         }
     }
 
-    fn commit(seq: u64) -> IncomingEvent {
-        IncomingEvent {
-            kind: IncomingKind::Commit,
-            ..event(seq)
-        }
+    fn own() -> Domain {
+        "localhost".parse().unwrap()
     }
 
     #[test]
     fn well_formed_batches_pass() {
-        let own: Domain = "b.example".parse().unwrap();
-        let adding = IncomingEvent {
-            added: vec![BOB.to_owned()],
-            welcome: vec![2],
-            ratchet_tree: vec![3],
-            ..commit(4)
-        };
-        let checked = check_batch(&own, vec![adding, event(5), event(6)]).unwrap();
-        assert_eq!(checked.len(), 3);
+        let wire = Wire::new();
+        let batch = vec![
+            wire.adding(4),
+            wire.event(5),
+            wire.proposing(6),
+            wire.joining(7),
+        ];
+        let checked = check_batch(&own(), &wire.group_id, batch).unwrap();
+        assert_eq!(checked.len(), 4);
         assert_eq!(checked[0].added[0].to_string(), BOB);
         assert!(checked[0].welcome.is_some());
+        assert_eq!(
+            checked[0].welcome_recipients,
+            vec![wire.bob_key_package_ref]
+        );
+        assert_eq!(checked[3].added[0].to_string(), DAVE);
+        assert!(checked[3].welcome_recipients.is_empty());
     }
 
+    /// Refusals of a batch's shape, before any MLS bytes are looked at.
     #[test]
     fn malformed_batches_are_refused_with_the_reason() {
-        let own: Domain = "b.example".parse().unwrap();
+        let wire = Wire::new();
+        let event = |seq| wire.event(seq);
+        let commit = |seq| IncomingEvent {
+            kind: IncomingKind::Commit,
+            epoch: 0,
+            message: wire.commit.clone(),
+            ..wire.event(seq)
+        };
         let cases: Vec<(&str, Vec<IncomingEvent>, &str)> = vec![
             ("empty", vec![], "events is empty"),
             ("gap inside", vec![event(1), event(3)], "consecutive"),
@@ -242,7 +380,7 @@ mod tests {
                     added: vec!["carol@c.example/00000000000000c1".to_owned()],
                     ..commit(1)
                 }],
-                "is not a device of b.example",
+                "is not a device of localhost",
             ),
             (
                 "membership change in a message",
@@ -255,18 +393,16 @@ mod tests {
             (
                 "welcome without tree",
                 vec![IncomingEvent {
-                    added: vec![BOB.to_owned()],
-                    welcome: vec![1],
-                    ..commit(1)
+                    ratchet_tree: vec![],
+                    ..wire.adding(1)
                 }],
                 "ratchet tree",
             ),
             (
                 "welcome without added devices",
                 vec![IncomingEvent {
-                    welcome: vec![1],
-                    ratchet_tree: vec![1],
-                    ..commit(1)
+                    added: vec![],
+                    ..wire.adding(1)
                 }],
                 "added devices",
             ),
@@ -287,8 +423,192 @@ mod tests {
                 "events[1].removed has 100001 entries, more than the limit of 100000",
             ),
         ];
+        check_refusals(&wire.group_id, cases);
+    }
+
+    /// Refusals of MLS bytes that are not what the event says they are:
+    /// garbage of every kind, messages of the wrong type, group or epoch.
+    #[test]
+    fn events_whose_mls_bytes_are_not_what_they_claim_are_refused() {
+        let wire = Wire::new();
+        let other_group = GroupFixture::with_members(2);
+        let garbage = b"not an MLS message".to_vec();
+        // The tree ends with the signature of its last leaf (Bob's).
+        let mut spoilt_tree = wire.ratchet_tree.clone();
+        *spoilt_tree.last_mut().unwrap() ^= 1;
+        let cases: Vec<(&str, Vec<IncomingEvent>, &str)> = vec![
+            (
+                "garbage commit",
+                vec![IncomingEvent {
+                    message: garbage.clone(),
+                    ..wire.adding(1)
+                }],
+                "event 1: message: it is not an MLSMessage",
+            ),
+            (
+                "garbage proposal",
+                vec![IncomingEvent {
+                    message: garbage.clone(),
+                    ..wire.proposing(1)
+                }],
+                "event 1: message: it is not an MLSMessage",
+            ),
+            (
+                "garbage application message, after a good one",
+                vec![
+                    wire.event(1),
+                    IncomingEvent {
+                        message: garbage.clone(),
+                        ..wire.event(2)
+                    },
+                ],
+                "event 2: message: it is not an MLSMessage",
+            ),
+            (
+                "a commit with trailing bytes",
+                vec![IncomingEvent {
+                    message: [wire.commit.clone(), vec![0]].concat(),
+                    ..wire.adding(1)
+                }],
+                "event 1: message: it is not an MLSMessage: 1 unexpected bytes follow it",
+            ),
+            (
+                "an application message as a commit",
+                vec![IncomingEvent {
+                    kind: IncomingKind::Commit,
+                    ..wire.event(1)
+                }],
+                "a commit must be a PublicMessage, not a PrivateMessage",
+            ),
+            (
+                "a commit as an application message",
+                vec![IncomingEvent {
+                    kind: IncomingKind::Application,
+                    added: vec![],
+                    welcome: vec![],
+                    ratchet_tree: vec![],
+                    ..wire.adding(1)
+                }],
+                "an application message must be a PrivateMessage, not a PublicMessage",
+            ),
+            (
+                "a proposal as a commit",
+                vec![IncomingEvent {
+                    kind: IncomingKind::Commit,
+                    ..wire.proposing(1)
+                }],
+                "it carries a proposal but the event is a commit",
+            ),
+            (
+                "a Welcome as a commit",
+                vec![IncomingEvent {
+                    message: wire.welcome.clone(),
+                    ..wire.adding(1)
+                }],
+                "a commit must be a PublicMessage, not a Welcome",
+            ),
+            (
+                "a commit of another epoch",
+                vec![IncomingEvent {
+                    epoch: 3,
+                    ..wire.adding(1)
+                }],
+                "it is for epoch 0 but the event is for epoch 3",
+            ),
+            (
+                "an application message of another epoch",
+                vec![IncomingEvent {
+                    epoch: 0,
+                    ..wire.event(1)
+                }],
+                "it is for epoch 1 but the event is for epoch 0",
+            ),
+            (
+                "garbage Welcome",
+                vec![IncomingEvent {
+                    welcome: garbage.clone(),
+                    ..wire.adding(1)
+                }],
+                "event 1: welcome: it is not an MLSMessage",
+            ),
+            (
+                "a commit as the Welcome",
+                vec![IncomingEvent {
+                    welcome: wire.commit.clone(),
+                    ..wire.adding(1)
+                }],
+                "event 1: welcome: the message carries a PublicMessage, not a Welcome",
+            ),
+            (
+                "garbage ratchet tree",
+                vec![IncomingEvent {
+                    ratchet_tree: garbage.clone(),
+                    ..wire.adding(1)
+                }],
+                "event 1: ratchet_tree: it does not decode",
+            ),
+            (
+                "a ratchet tree with trailing bytes",
+                vec![IncomingEvent {
+                    ratchet_tree: [wire.ratchet_tree.clone(), vec![0]].concat(),
+                    ..wire.adding(1)
+                }],
+                "event 1: ratchet_tree: 1 unexpected bytes follow it",
+            ),
+            (
+                "a ratchet tree whose last leaf's signature is spoilt",
+                vec![IncomingEvent {
+                    ratchet_tree: spoilt_tree,
+                    ..wire.adding(1)
+                }],
+                "event 1: ratchet_tree: it does not verify",
+            ),
+            (
+                "a member's commit adding a device without a Welcome",
+                vec![IncomingEvent {
+                    welcome: vec![],
+                    ratchet_tree: vec![],
+                    ..wire.adding(1)
+                }],
+                "event 1: a commit adding devices needs a Welcome",
+            ),
+            (
+                "an external commit adding another device than its sender",
+                vec![IncomingEvent {
+                    added: vec![BOB.to_owned()],
+                    ..wire.joining(1)
+                }],
+                "event 1: an external commit adds only its sender",
+            ),
+            (
+                "an external commit with a Welcome",
+                vec![IncomingEvent {
+                    welcome: wire.welcome.clone(),
+                    ratchet_tree: wire.ratchet_tree.clone(),
+                    ..wire.joining(1)
+                }],
+                "event 1: an external commit adds only its sender, without a Welcome",
+            ),
+        ];
+        check_refusals(&wire.group_id, cases);
+
+        // Every message of the batch names its group, and it must be this one.
+        let other_id = GroupId::new(other_group.hub.group_id());
+        for (case, event) in [
+            ("commit", wire.adding(1)),
+            ("proposal", wire.proposing(1)),
+            ("application message", wire.event(1)),
+        ] {
+            check_refusals(
+                &other_id,
+                vec![(case, vec![event], "event 1: message: it is for group")],
+            );
+        }
+    }
+
+    fn check_refusals(group_id: &GroupId, cases: Vec<(&str, Vec<IncomingEvent>, &str)>) {
         for (case, events, fragment) in cases {
-            match check_batch(&own, events) {
+            match check_batch(&own(), group_id, events) {
                 Err(InvalidBatch(reason)) => {
                     assert!(reason.contains(fragment), "{case}: {reason}")
                 }

@@ -14,6 +14,8 @@
 //! - `key_package_claim`: where a claim is served (this directory, a peer, or
 //!   nowhere).
 //! - `credential_check`: which credential checks peers may ask.
+//! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
+//!   and the MLS checks it can make on each event without the group's state.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 //! - `limits`: how many entries each repeated field of a request may carry.
 //! - `attempt_limits`: brute-force limits on Register and Login (a bucket per
@@ -27,6 +29,7 @@ pub(crate) mod delivery;
 pub(crate) mod enrolment;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;
+pub(crate) mod follower_mls;
 pub(crate) mod hub;
 pub(crate) mod ids;
 pub(crate) mod key_package_claim;

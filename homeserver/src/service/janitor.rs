@@ -1,8 +1,9 @@
-//! The janitor: every hour, deletes key packages a day after they expired,
-//! prunes group logs of what no device or follower domain still needs or what
-//! is older than the retention (`rules::retention`), forgets old idempotency
-//! records, the uses of expired enrolment challenges, and the membership
-//! changes and Welcomes every follower received.
+//! The janitor: every hour, deletes key packages (and the records of which
+//! domains claimed them) a day after they expired, prunes group logs of what no
+//! device or follower domain still needs or what is older than the retention
+//! (`rules::retention`), forgets old idempotency records, the uses of expired
+//! enrolment challenges, and the membership changes and Welcomes every follower
+//! received.
 
 use super::Context;
 use crate::rules::retention;

@@ -330,6 +330,30 @@ pub(crate) mod federation_peer_group {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub(crate) mod key_package_claim {
+    use sea_orm::entity::prelude::*;
+
+    /// The directory handed key package `hash_ref` of `device_id` to a device of
+    /// `claimer_domain` (this domain's own, or a peer's).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_package_claims")]
+    pub struct Model {
+        /// The KeyPackageRef (RFC 9420 §5.2), as `key_packages.hash_ref`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub hash_ref: Vec<u8>,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub claimer_domain: String,
+        pub device_id: String,
+        /// The package's end of life: the record goes with it.
+        pub not_after_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub(crate) mod remote_membership_change {
     use sea_orm::entity::prelude::*;
 

@@ -1,12 +1,12 @@
 //! Queries for the key-package directory.
 
 use super::convert::to_u64;
-use super::entities::key_package;
+use super::entities::{key_package, key_package_claim};
 use super::{Connection, StoreError};
 use crate::rules::key_package_stock::{ClaimRecord, KindCount, was_handed_out};
 use conclave_core::ids::{CredentialIdentity, DeviceId};
 use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, Value,
 };
@@ -134,6 +134,8 @@ pub(crate) struct ClaimedKeyPackage {
 struct ClaimedRow {
     data: Vec<u8>,
     last_resort: bool,
+    hash_ref: Vec<u8>,
+    not_after_ms: i64,
 }
 
 impl From<ClaimedRow> for ClaimedKeyPackage {
@@ -158,6 +160,7 @@ pub(crate) async fn claim_key_package(
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
     let device_id = device_id.as_str();
+    let claimer_domain = claimed_by.user_id().domain().as_str();
     let claimed_by = claimed_by.to_string();
     let backend = db.database().get_database_backend();
     let (backend, sql) = match backend {
@@ -168,7 +171,7 @@ pub(crate) async fn claim_key_package(
                          WHERE device_id = $3 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > $1 \
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING data, last_resort",
+             RETURNING data, last_resort, hash_ref, not_after_ms",
         ),
         _ => (
             sea_orm::DbBackend::Sqlite,
@@ -177,7 +180,7 @@ pub(crate) async fn claim_key_package(
                          WHERE device_id = ?3 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
                          ORDER BY id LIMIT 1) \
-             RETURNING data, last_resort",
+             RETURNING data, last_resort, hash_ref, not_after_ms",
         ),
     };
     let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
@@ -186,6 +189,7 @@ pub(crate) async fn claim_key_package(
         .one(db.database())
         .await?
     {
+        record_claim(db, &claimed, claimer_domain, device_id).await?;
         return Ok(Some(claimed.into()));
     }
     // The last-resort package stays available; `claimed_by` records that the
@@ -197,26 +201,90 @@ pub(crate) async fn claim_key_package(
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .exec(db.database())
         .await?;
-    Ok(key_package::Entity::find()
+    let last_resort = key_package::Entity::find()
         .select_only()
         .column(key_package::Column::Data)
         .column(key_package::Column::LastResort)
+        .column(key_package::Column::HashRef)
+        .column(key_package::Column::NotAfterMs)
         .filter(key_package::Column::DeviceId.eq(device_id))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .into_model::<ClaimedRow>()
         .one(db.database())
-        .await?
-        .map(ClaimedKeyPackage::from))
+        .await?;
+    if let Some(claimed) = &last_resort {
+        record_claim(db, claimed, claimer_domain, device_id).await?;
+    }
+    Ok(last_resort.map(ClaimedKeyPackage::from))
 }
 
-/// Deletes packages that expired before `cutoff_ms`; they can never be used again.
+/// Records that the directory handed a package to a device of
+/// `claimer_domain`: once per package and domain, however often a last-resort
+/// package goes to the same domain.
+async fn record_claim(
+    db: &impl Connection,
+    claimed: &ClaimedRow,
+    claimer_domain: &str,
+    device_id: &str,
+) -> Result<(), StoreError> {
+    let model = key_package_claim::ActiveModel {
+        hash_ref: Set(claimed.hash_ref.clone()),
+        claimer_domain: Set(claimer_domain.to_owned()),
+        device_id: Set(device_id.to_owned()),
+        not_after_ms: Set(claimed.not_after_ms),
+    };
+    key_package_claim::Entity::insert(model)
+        .on_conflict(
+            OnConflict::columns([
+                key_package_claim::Column::HashRef,
+                key_package_claim::Column::ClaimerDomain,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db.database())
+        .await?;
+    Ok(())
+}
+
+/// Of the key packages `hash_refs`, those the directory handed to a device of
+/// one of `claimer_domains`, as (hash_ref, device_id) pairs: one lookup by the
+/// claims' primary key.
+pub(crate) async fn packages_claimed_by(
+    db: &impl Connection,
+    hash_refs: &[Vec<u8>],
+    claimer_domains: &[&str],
+) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+    if hash_refs.is_empty() || claimer_domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = key_package_claim::Entity::find()
+        .select_only()
+        .column(key_package_claim::Column::HashRef)
+        .column(key_package_claim::Column::DeviceId)
+        .filter(key_package_claim::Column::HashRef.is_in(hash_refs.iter().cloned()))
+        .filter(key_package_claim::Column::ClaimerDomain.is_in(claimer_domains.iter().copied()))
+        .distinct()
+        .into_tuple::<(Vec<u8>, String)>()
+        .all(db.database())
+        .await?;
+    Ok(rows)
+}
+
+/// Deletes packages that expired before `cutoff_ms`, and the records of who
+/// claimed them (a Welcome for an expired package is refused by its device
+/// anyway); returns how many packages went.
 pub(crate) async fn delete_expired_key_packages(
     db: &impl Connection,
     cutoff_ms: i64,
 ) -> Result<u64, StoreError> {
     let result = key_package::Entity::delete_many()
         .filter(key_package::Column::NotAfterMs.lt(cutoff_ms))
+        .exec(db.database())
+        .await?;
+    key_package_claim::Entity::delete_many()
+        .filter(key_package_claim::Column::NotAfterMs.lt(cutoff_ms))
         .exec(db.database())
         .await?;
     Ok(result.rows_affected)
@@ -251,4 +319,117 @@ pub(crate) async fn key_package_was_claimed(
     Ok(find_claim_record(db, hash_ref, device_id)
         .await?
         .is_some_and(was_handed_out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewDevice, Store, insert_device, insert_user};
+    use conclave_core::ids::Username;
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    const ORDINARY: &[u8] = b"ordinary ref";
+    const LAST_RESORT: &[u8] = b"last-resort ref";
+    const ORDINARY_EXPIRES_MS: i64 = 10_000;
+    const LAST_RESORT_EXPIRES_MS: i64 = 20_000;
+
+    #[tokio::test]
+    async fn claims_are_recorded_per_domain_and_expire_with_their_package() {
+        for choice in DatabaseChoice::ALL {
+            check_claim_records(choice).await;
+        }
+    }
+
+    async fn check_claim_records(choice: DatabaseChoice) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let username: Username = "bob".parse().unwrap();
+        let user = insert_user(&store, &username, "hash", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let device_id: DeviceId = "00000000000000b1".parse().unwrap();
+        let new_device = NewDevice {
+            device_id: &device_id,
+            user: user.key,
+            display_name: "phone",
+            signature_public_key: b"key",
+            access_token_hash: b"token",
+            now_ms: 0,
+        };
+        assert!(insert_device(&store, new_device).await.unwrap());
+        let package = |hash_ref: &[u8], not_after_ms| NewKeyPackage {
+            hash_ref: hash_ref.to_vec(),
+            data: hash_ref.to_vec(),
+            not_after_ms,
+        };
+        insert_key_packages(
+            &store,
+            &device_id,
+            vec![package(ORDINARY, ORDINARY_EXPIRES_MS)],
+            Some(package(LAST_RESORT, LAST_RESORT_EXPIRES_MS)),
+            0,
+        )
+        .await
+        .unwrap();
+
+        // a.example takes the ordinary package, then the last-resort one,
+        // twice; c.example the last-resort one.
+        let claimer = |text: &str| text.parse::<CredentialIdentity>().unwrap();
+        let alice = claimer("alice@a.example/00000000000000a1");
+        let carol = claimer("carol@c.example/00000000000000c1");
+        for (claimed_by, expected) in [
+            (&alice, ORDINARY),
+            (&alice, LAST_RESORT),
+            (&alice, LAST_RESORT),
+            (&carol, LAST_RESORT),
+        ] {
+            let claimed = claim_key_package(&store, &device_id, claimed_by, 1)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claimed.data, expected, "{choice:?}");
+        }
+
+        let refs = [ORDINARY.to_vec(), LAST_RESORT.to_vec(), b"unknown".to_vec()];
+        let claimed_by = |domains: &'static [&'static str]| {
+            let store = &store;
+            let refs = &refs;
+            async move {
+                let mut found = packages_claimed_by(store, refs, domains).await.unwrap();
+                found.sort();
+                found
+                    .into_iter()
+                    .map(|(hash_ref, device)| {
+                        assert_eq!(device, "00000000000000b1");
+                        hash_ref
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (ordinary, last_resort) = (ORDINARY.to_vec(), LAST_RESORT.to_vec());
+        assert_eq!(
+            claimed_by(&["a.example"]).await,
+            vec![last_resort.clone(), ordinary.clone()],
+            "{choice:?}"
+        );
+        assert_eq!(claimed_by(&["c.example"]).await, vec![last_resort.clone()]);
+        assert_eq!(
+            claimed_by(&["a.example", "c.example"]).await,
+            vec![last_resort.clone(), ordinary.clone()]
+        );
+        assert!(claimed_by(&["b.example"]).await.is_empty());
+        assert!(claimed_by(&[]).await.is_empty());
+
+        // The records go with their packages.
+        delete_expired_key_packages(&store, ORDINARY_EXPIRES_MS + 1)
+            .await
+            .unwrap();
+        assert_eq!(claimed_by(&["a.example"]).await, vec![last_resort.clone()]);
+        delete_expired_key_packages(&store, LAST_RESORT_EXPIRES_MS + 1)
+            .await
+            .unwrap();
+        assert!(claimed_by(&["a.example", "c.example"]).await.is_empty());
+    }
 }

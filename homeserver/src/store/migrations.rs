@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddFederatedGroups),
             Box::new(AddMessageDigests),
             Box::new(AddEnrolmentChallenges),
+            Box::new(AddKeyPackageClaims),
         ]
     }
 }
@@ -749,6 +750,104 @@ impl MigrationTrait for AddEnrolmentChallenges {
                     .to_owned(),
             )
             .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum KeyPackageClaims {
+    Table,
+    HashRef,
+    ClaimerDomain,
+    DeviceId,
+    NotAfterMs,
+}
+
+/// Which domains the directory handed each key package to, so a follower can
+/// check that a Welcome its hub delivers for a device here is addressed to a
+/// package the hub's side claimed. A row per package and claiming domain (a
+/// last-resort package is handed out again and again, but recorded once per
+/// domain), keyed so the check is one lookup; the janitor deletes rows with
+/// their package's lifetime. Packages claimed before this migration are
+/// recorded from `key_packages.claimed_by` (for a last-resort package, its last
+/// claimer).
+struct AddKeyPackageClaims;
+
+impl MigrationName for AddKeyPackageClaims {
+    fn name(&self) -> &str {
+        "m0006_add_key_package_claims"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddKeyPackageClaims {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(KeyPackageClaims::Table)
+                    .col(blob(KeyPackageClaims::HashRef))
+                    .col(string(KeyPackageClaims::ClaimerDomain))
+                    .col(string(KeyPackageClaims::DeviceId))
+                    .col(big_integer(KeyPackageClaims::NotAfterMs))
+                    .primary_key(
+                        Index::create()
+                            .col(KeyPackageClaims::HashRef)
+                            .col(KeyPackageClaims::ClaimerDomain),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("key_package_claims_by_expiry")
+                    .table(KeyPackageClaims::Table)
+                    .col(KeyPackageClaims::NotAfterMs)
+                    .to_owned(),
+            )
+            .await?;
+        let connection = manager.get_connection();
+        let claimed = Query::select()
+            .columns([
+                KeyPackages::HashRef,
+                KeyPackages::DeviceId,
+                KeyPackages::NotAfterMs,
+                KeyPackages::ClaimedBy,
+            ])
+            .from(KeyPackages::Table)
+            .and_where(Expr::col(KeyPackages::ClaimedBy).is_not_null())
+            .to_owned();
+        for row in connection.query_all(&claimed).await? {
+            let hash_ref: Vec<u8> = row.try_get("", "hash_ref")?;
+            let device_id: String = row.try_get("", "device_id")?;
+            let not_after_ms: i64 = row.try_get("", "not_after_ms")?;
+            let claimed_by: String = row.try_get("", "claimed_by")?;
+            // `name@domain/device_id`, written by this server.
+            let Some(domain) = claimed_by
+                .split_once('@')
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .map(|(domain, _)| domain.to_owned())
+            else {
+                continue;
+            };
+            let insert = Query::insert()
+                .into_table(KeyPackageClaims::Table)
+                .columns([
+                    KeyPackageClaims::HashRef,
+                    KeyPackageClaims::ClaimerDomain,
+                    KeyPackageClaims::DeviceId,
+                    KeyPackageClaims::NotAfterMs,
+                ])
+                .values_panic([
+                    hash_ref.into(),
+                    domain.into(),
+                    device_id.into(),
+                    not_after_ms.into(),
+                ])
+                .to_owned();
+            connection.execute(&insert).await?;
+        }
         Ok(())
     }
 }

@@ -8,10 +8,10 @@
 //!   or alice's device: PERMISSION_DENIED.
 //! - A caller without a client certificate, or with one of another CA: refused
 //!   at the TLS handshake (or UNAUTHENTICATED).
-//! - c.example delivers events for itself, but of a group another domain hosts,
-//!   or of a group b.example does not know whose batch adds no device of
-//!   b.example: FAILED_PRECONDITION (the protocol's refusal of a group's
-//!   events, after which a hub stops delivering that group to the follower).
+//! - c.example delivers events for itself, but forged ones (not MLS, or adding
+//!   a device of another domain): INVALID_ARGUMENT, before the follower looks
+//!   at whose group it is (`rogue_hub` makes the same attempts with well-formed
+//!   MLS, for the refusals that come after).
 //!
 //! After all of them nothing is stored: neither copy of the group moved, bob's
 //! and alice's devices get nothing new, and the group still works.
@@ -22,7 +22,9 @@ use conclave_test_support::{DatabaseChoice, IssuedCertificate, RawFailure, TestN
 use proto::submit_to_hub_request::Submission;
 use tonic::Code;
 
-use crate::harness::{THREE_DOMAINS, User, assert_refused, assert_refused_at_tls, group_of};
+use crate::harness::{
+    THREE_DOMAINS, User, assert_refused, assert_refused_at_tls, call, deliver, group_of,
+};
 
 on_both_databases!(calls_for_other_domains_are_refused_and_store_nothing);
 
@@ -132,23 +134,8 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
         assert_refused_at_tls(&format!("{case}, submitting"), result);
     }
 
-    // (iv) c delivers as itself: not the group's hub, and for a group b does
-    // not know, nothing that adds a device of b.
-    let result = deliver(
-        &network,
-        "b.example",
-        Some(&c),
-        delivery("c.example", &group_id, next_event()),
-    )
-    .await;
-    // FAILED_PRECONDITION, as the protocol has it: a refusal of this group's
-    // events, not of the peer (the hub's outbox stops delivering just them).
-    assert_refused(
-        "c delivers events of a.example's group as its hub",
-        result,
-        Code::FailedPrecondition,
-        "is hosted by a.example, not by c.example",
-    );
+    // (iv) c delivers as itself: forged events, of the group or of one b does
+    // not know, are refused for what they are before anything else.
     let unknown_group = GroupId::from_bytes(b"a group b.example does not know".to_vec());
     let first_seq = |event: proto::FederatedEvent| proto::FederatedEvent { seq: 1, ..event };
     let commit = |added: &str| proto::FederatedEvent {
@@ -156,29 +143,35 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
         added: vec![added.to_owned()],
         ..first_seq(next_event())
     };
-    for (case, event, code, fragment) in [
+    for (case, group, event, fragment) in [
         (
-            "a message first",
-            first_seq(next_event()),
-            Code::FailedPrecondition,
-            "has no member devices on b.example",
+            "c delivers forged events of a.example's group as its hub",
+            &group_id,
+            next_event(),
+            "message: it is not an MLSMessage",
         ),
         (
-            "a commit adding an unknown device of b.example first",
+            "a forged message first",
+            &unknown_group,
+            first_seq(next_event()),
+            "message: it is not an MLSMessage",
+        ),
+        (
+            "a forged commit adding a device of b.example first",
+            &unknown_group,
             commit(UNKNOWN_BOB_DEVICE),
-            Code::FailedPrecondition,
-            "has no member devices on b.example",
+            "message: it is not an MLSMessage",
         ),
         (
             "a commit adding a device of c.example first",
+            &unknown_group,
             commit("carol@c.example/0000000000000001"),
-            Code::InvalidArgument,
             "is not a device of b.example",
         ),
     ] {
-        let request = delivery("c.example", &unknown_group, event);
+        let request = delivery("c.example", group, event);
         let result = deliver(&network, "b.example", Some(&c), request).await;
-        assert_refused(case, result, code, fragment);
+        assert_refused(case, result, Code::InvalidArgument, fragment);
     }
 
     // Nothing was stored, and nothing reaches the members.
@@ -205,37 +198,6 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
     let received = bob.next_messages(&group_id, 1).await;
     assert_eq!(received[0].seq, sent.seq);
     assert_eq!(received[0].body.text(), Some("after the attempts"));
-}
-
-/// Connects to `to`'s federation API presenting `identity`, and makes one call.
-async fn call<T, F>(
-    network: &TestNetwork,
-    to: &str,
-    identity: Option<&IssuedCertificate>,
-    make_call: impl FnOnce(
-        proto::federation_service_client::FederationServiceClient<tonic::transport::Channel>,
-    ) -> F,
-) -> Result<T, RawFailure>
-where
-    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let client = network.raw_federation_client(to, identity).await?;
-    make_call(client)
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(RawFailure::Call)
-}
-
-async fn deliver(
-    network: &TestNetwork,
-    to: &str,
-    identity: Option<&IssuedCertificate>,
-    request: proto::DeliverEventsRequest,
-) -> Result<proto::DeliverEventsResponse, RawFailure> {
-    call(network, to, identity, |mut client| async move {
-        client.deliver_events(request).await
-    })
-    .await
 }
 
 async fn submit(

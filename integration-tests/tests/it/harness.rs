@@ -19,8 +19,9 @@ use conclave_client::{
     SentMessage, ServerUrl,
 };
 use conclave_core::ids::{CredentialIdentity, UserId};
+use conclave_proto::federation::v1 as proto;
 use conclave_test_support::wait::DELIVERY_TIMEOUT;
-use conclave_test_support::{PASSWORD, RawFailure, TestNetwork, eventually};
+use conclave_test_support::{IssuedCertificate, PASSWORD, RawFailure, TestNetwork, eventually};
 use tempfile::TempDir;
 use tonic::Code;
 
@@ -437,4 +438,36 @@ fn assert_passing(error: &ClientError, what: &str) {
             Some(Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
         );
     assert!(passing, "{what}: {error}");
+}
+
+/// Connects to `to`'s federation API presenting `identity`, and makes one call.
+pub(crate) async fn call<T, F>(
+    network: &TestNetwork,
+    to: &str,
+    identity: Option<&IssuedCertificate>,
+    make_call: impl FnOnce(
+        proto::federation_service_client::FederationServiceClient<tonic::transport::Channel>,
+    ) -> F,
+) -> Result<T, RawFailure>
+where
+    F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let client = network.raw_federation_client(to, identity).await?;
+    make_call(client)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(RawFailure::Call)
+}
+
+/// Calls `to`'s DeliverEvents presenting `identity`.
+pub(crate) async fn deliver(
+    network: &TestNetwork,
+    to: &str,
+    identity: Option<&IssuedCertificate>,
+    request: proto::DeliverEventsRequest,
+) -> Result<proto::DeliverEventsResponse, RawFailure> {
+    call(network, to, identity, |mut client| async move {
+        client.deliver_events(request).await
+    })
+    .await
 }

@@ -20,6 +20,9 @@
 //!   mid-burst.
 //! - [`federation_refusals`]: federation calls that act for another domain, or
 //!   come without a trusted certificate, refused with nothing stored.
+//! - [`rogue_hub`]: a peer delivering groups it made up (garbage, Welcomes for
+//!   key packages it never claimed, groups another domain hosts), refused with
+//!   nothing stored.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout;
@@ -38,3 +41,4 @@ mod federation_smoke;
 mod harness;
 mod outages;
 mod rejoin;
+mod rogue_hub;

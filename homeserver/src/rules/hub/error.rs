@@ -155,7 +155,7 @@ pub(crate) struct CorruptState(pub(crate) String);
 
 /// openmls's error messages start with a capital and end with a period; ours are
 /// lowercase sentences without one, so its text is adjusted before being embedded.
-pub(super) fn describe(error: &impl std::fmt::Display) -> String {
+pub(crate) fn describe(error: &impl std::fmt::Display) -> String {
     let text = error.to_string();
     let text = text.trim_end_matches('.');
     let mut chars = text.chars();

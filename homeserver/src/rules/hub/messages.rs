@@ -20,7 +20,7 @@ pub(super) fn decode(bytes: &[u8], what: &'static str) -> Result<MlsMessageIn, H
 /// Uses the `io::Read` decoder rather than `DeserializeBytes`: tls_codec's byte-slice
 /// decoders can panic on truncated input in debug builds, and these bytes come from
 /// the network.
-pub(super) fn decode_message(bytes: &[u8]) -> Result<MlsMessageIn, String> {
+pub(crate) fn decode_message(bytes: &[u8]) -> Result<MlsMessageIn, String> {
     if bytes.is_empty() {
         return Err("it is empty".to_owned());
     }
@@ -35,7 +35,7 @@ pub(super) fn decode_message(bytes: &[u8]) -> Result<MlsMessageIn, String> {
 
 /// Says in words why tls_codec refused some bytes (its Display prints variant names
 /// such as `endOfStream`).
-pub(super) fn decoding_error(error: &tls_codec::Error) -> String {
+pub(crate) fn decoding_error(error: &tls_codec::Error) -> String {
     match error {
         tls_codec::Error::EndOfStream => "it ends before the structure it encodes does".to_owned(),
         tls_codec::Error::UnknownValue(value) => {
@@ -119,7 +119,7 @@ pub(super) fn device_identity(credential: &Credential) -> Result<CredentialIdent
 }
 
 /// The RFC 9420 name of a wire format, for error messages.
-pub(super) fn wire_format_name(wire_format: WireFormat) -> &'static str {
+pub(crate) fn wire_format_name(wire_format: WireFormat) -> &'static str {
     match wire_format {
         WireFormat::PublicMessage => "PublicMessage",
         WireFormat::PrivateMessage => "PrivateMessage",
@@ -133,7 +133,7 @@ pub(super) fn wire_format_name(wire_format: WireFormat) -> &'static str {
 }
 
 /// The name of a content type, as used in `what` and in error messages.
-pub(super) fn content_type_name(content_type: ContentType) -> &'static str {
+pub(crate) fn content_type_name(content_type: ContentType) -> &'static str {
     match content_type {
         ContentType::Application => "application message",
         ContentType::Proposal => "proposal",

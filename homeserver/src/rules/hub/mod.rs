@@ -43,7 +43,7 @@ mod proposal;
 mod state;
 mod storage;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod welcome;
 
 pub(crate) use application::{PastEpochWindow, check_application_message};
@@ -55,6 +55,9 @@ pub(crate) use commit_plan::{CommitPlan, check_group_size, check_proposal_room, 
 )]
 pub(crate) use error::CorruptState;
 pub(crate) use error::HubRejection;
+// The decoding a follower shares with the hub (`rules::follower_mls`).
+pub(crate) use error::describe;
+pub(crate) use messages::{content_type_name, decode_message, decoding_error, wire_format_name};
 
 use conclave_core::ids::CredentialIdentity;
 use conclave_core::mls::verification_crypto;

@@ -3,7 +3,7 @@
 
 use super::super::Context;
 use super::catch_up::repair;
-use super::{Applied, FollowerError, IncomingBatch, check_wire_batch};
+use super::{Applied, FollowerError, IncomingBatch, check_wire_batch, log_refusal};
 use crate::notify::Topic;
 use crate::rules::follower_batch::InvalidBatch;
 use crate::rules::follower_batch::{CheckedEvent, CheckedKind};
@@ -13,6 +13,7 @@ use crate::store::{
     Transaction,
 };
 use conclave_core::ids::{CredentialIdentity, Domain};
+use std::collections::BTreeSet;
 
 /// Applies a batch from the group's hub; returns the copy's newest sequence
 /// number, which the hub continues after.
@@ -20,7 +21,19 @@ pub(crate) async fn apply_batch(
     context: &Context,
     batch: IncomingBatch,
 ) -> Result<Seq, FollowerError> {
-    let events = check_wire_batch(&context.domain, batch.events)?;
+    let (hub, mls_group_id) = (batch.hub.clone(), batch.mls_group_id.clone());
+    let result = apply_checked_batch(context, batch).await;
+    if let Err(error) = &result {
+        log_refusal(&hub, &mls_group_id, error);
+    }
+    result
+}
+
+async fn apply_checked_batch(
+    context: &Context,
+    batch: IncomingBatch,
+) -> Result<Seq, FollowerError> {
+    let events = check_wire_batch(&context.domain, &batch.mls_group_id, batch.events)?;
     let group = batch.mls_group_id.clone();
     let member_count = batch.member_count;
     // Stored as a signed 64-bit integer, like every counter.
@@ -124,6 +137,27 @@ pub(super) async fn apply_events(
         for identity in &event.removed {
             store::mark_removed(&transaction, group.key, &identity.to_string(), event.seq).await?;
         }
+        // The devices here whose key packages the Welcome is addressed to, of
+        // those the directory handed to the hub's domain or the committer's (who
+        // claims the packages it adds).
+        let committer_domain = event
+            .sender
+            .parse::<CredentialIdentity>()
+            .map(|sender| sender.user_id().domain().to_string())
+            .unwrap_or_default();
+        let mut claimer_domains = vec![hub.as_str()];
+        if !committer_domain.is_empty() && committer_domain != hub.as_str() {
+            claimer_domains.push(committer_domain.as_str());
+        }
+        let welcomed: BTreeSet<String> = if event.welcome.is_some() {
+            store::packages_claimed_by(&transaction, &event.welcome_recipients, &claimer_domains)
+                .await?
+                .into_iter()
+                .map(|(_, device_id)| device_id)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         for identity in &event.added {
             if !is_local_device(&transaction, identity).await? {
                 // Gone since it was added (logged out): nothing to deliver to.
@@ -137,6 +171,13 @@ pub(super) async fn apply_events(
                 joined_after_seq: event.seq,
                 remote_domain: None,
             };
+            if event.welcome.is_some() && !welcomed.contains(device_id) {
+                return Err(FollowerError::UnclaimedWelcome {
+                    seq: event.seq,
+                    device: identity.to_string(),
+                    claimers: claimer_domains.join(" or "),
+                });
+            }
             store::upsert_member(&transaction, group.key, member).await?;
             if let Some((welcome, ratchet_tree)) = &event.welcome {
                 let inbox_event = NewInboxEvent {

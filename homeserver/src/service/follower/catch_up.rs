@@ -4,7 +4,7 @@
 
 use super::super::Context;
 use super::apply_batch::apply_events;
-use super::{Applied, FollowerError, check_wire_batch};
+use super::{Applied, FollowerError, check_wire_batch, log_refusal};
 use crate::rules::ids::{GroupId, Seq};
 use crate::store;
 use conclave_core::ids::Domain;
@@ -29,9 +29,11 @@ pub(crate) async fn catch_up(
     if group.last_seq >= until_seq {
         return Ok(());
     }
-    repair(context, hub, mls_group_id, group.last_seq, until_seq.next())
-        .await
-        .map(drop)
+    let result = repair(context, hub, mls_group_id, group.last_seq, until_seq.next()).await;
+    if let Err(error) = &result {
+        log_refusal(hub, mls_group_id, error);
+    }
+    result.map(drop)
 }
 
 /// At start: asks the hub of every group followed here for what it has after
@@ -77,7 +79,7 @@ pub(crate) async fn catch_up_on_start(context: &Context) {
             if answer.events.is_empty() {
                 break;
             }
-            let outcome = match check_wire_batch(&context.domain, answer.events) {
+            let outcome = match check_wire_batch(&context.domain, &mls_group_id, answer.events) {
                 Ok(events) => {
                     apply_events(context, &hub_domain, &mls_group_id, &events, 0, false).await
                 }
@@ -144,7 +146,7 @@ pub(super) async fn repair(
         if missing.is_empty() {
             return Err(failed(have, "the hub sent no events".to_owned()));
         }
-        let missing = check_wire_batch(&context.domain, missing)?;
+        let missing = check_wire_batch(&context.domain, mls_group_id, missing)?;
         match apply_events(context, hub, mls_group_id, &missing, 0, false).await? {
             Applied::Through(last_seq) if last_seq > have => have = last_seq,
             _ => {

@@ -4,11 +4,16 @@
 //! through the same cursors and streams as a local group's.
 //!
 //! What a batch may do: only the group's hub may send it (the first batch fixes
-//! the hub); a group unknown here, or one with no member devices here any more,
-//! is accepted only from a commit that adds devices of this domain; membership
-//! changes may name devices of this domain only. A gap before the batch (this
-//! copy lost events, e.g. restored from a backup) is repaired from the hub with
-//! FetchEvents first.
+//! the hub, and a group hosted here takes no events from a peer); a group
+//! unknown here, or one with no member devices here any more, is accepted only
+//! from a commit that adds devices of this domain; membership changes may name
+//! devices of this domain only; every event's MLS bytes must be what the event
+//! says (`rules::follower_mls`); a Welcome for a device here must be addressed
+//! to a key package of that device that this directory handed to the hub's
+//! domain or the committer's. A gap before the batch (this copy lost events,
+//! e.g. restored from a backup) is repaired from the hub with FetchEvents first,
+//! and the fetched events pass the same checks. Every refusal is logged with
+//! the peer's domain and the group.
 //!
 //! Events arrive as `conclave.federation.v1.FederatedEvent`, the wire type of the
 //! federation client, and are checked by `rules::follower_batch`.
@@ -45,6 +50,16 @@ pub(crate) enum FollowerError {
         group: GroupId,
         actual: String,
         sender: String,
+    },
+    /// A Welcome for a device here is not addressed to a key package of that
+    /// device that this directory handed to the hub's or the committer's domain.
+    #[error(
+        "event {seq}: the Welcome for {device} is not addressed to a key package of that device that this directory handed to {claimers}"
+    )]
+    UnclaimedWelcome {
+        seq: Seq,
+        device: String,
+        claimers: String,
     },
     /// The group has no member devices here and the batch adds none.
     #[error(
@@ -85,12 +100,34 @@ pub(super) enum Applied {
     Gap { have: Seq },
 }
 
-/// Checks events as they came over the wire.
+/// Checks events of group `mls_group_id` as they came over the wire.
 pub(super) fn check_wire_batch(
     own: &Domain,
+    mls_group_id: &GroupId,
     events: Vec<proto::FederatedEvent>,
 ) -> Result<Vec<CheckedEvent>, InvalidBatch> {
-    check_batch(own, events.into_iter().map(incoming_event).collect())
+    check_batch(
+        own,
+        mls_group_id,
+        events.into_iter().map(incoming_event).collect(),
+    )
+}
+
+/// Logs a refusal of a peer's events (not a passing failure), naming the peer
+/// and the group, for the operator.
+pub(super) fn log_refusal(peer: &Domain, mls_group_id: &GroupId, error: &FollowerError) {
+    match error {
+        FollowerError::InvalidBatch(_)
+        | FollowerError::NotTheHub { .. }
+        | FollowerError::UnclaimedWelcome { .. }
+        | FollowerError::NotFollowed { .. } => {
+            tracing::warn!(peer_domain = %peer, group = %mls_group_id, %error, "refused a group's events from a peer");
+        }
+        FollowerError::RepairFailed { .. }
+        | FollowerError::Busy(_)
+        | FollowerError::Store(_)
+        | FollowerError::Internal(_) => {}
+    }
 }
 
 fn incoming_event(event: proto::FederatedEvent) -> IncomingEvent {

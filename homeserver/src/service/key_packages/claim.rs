@@ -48,9 +48,12 @@ pub(super) async fn claim_local(
         .ok_or_else(|| ClaimError::UnknownUser(user_id.clone()))?;
     let now_ms = context.now_ms();
     let mut claimed = Vec::new();
-    for device in store::list_devices(connection, user.key).await? {
+    // A package handed out and the record of which domain it went to (which a
+    // follower checks Welcomes against) are written together.
+    let transaction = connection.begin().await?;
+    for device in store::list_devices(&transaction, user.key).await? {
         let package =
-            store::claim_key_package(connection, &device.device_id, claimed_by, now_ms).await?;
+            store::claim_key_package(&transaction, &device.device_id, claimed_by, now_ms).await?;
         if let Some(package) = package {
             claimed.push(DeviceKeyPackage {
                 identity: identity_of(context, &user.username, &device.device_id),
@@ -59,6 +62,7 @@ pub(super) async fn claim_local(
             });
         }
     }
+    transaction.commit().await?;
     claimed.sort_by(|a, b| a.identity.device_id().cmp(b.identity.device_id()));
     tracing::debug!(claimer = %claimed_by, user = %user_id, devices = claimed.len(), "key packages claimed");
     Ok(claimed)
