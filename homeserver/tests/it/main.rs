@@ -23,6 +23,8 @@
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
 //! - [`request_limits`]: repeated fields over their limits, and long input
 //!   echoed into short error messages.
+//! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
+//!   and mutations of them.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -40,6 +42,7 @@ mod concurrency;
 mod crash;
 mod delivery;
 mod federation;
+mod fuzz_smoke;
 mod group_input;
 mod groups;
 mod groups_harness;

@@ -43,7 +43,7 @@ mod proposal;
 mod state;
 mod storage;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod welcome;
 
 pub(crate) use application::{PastEpochWindow, check_application_message};

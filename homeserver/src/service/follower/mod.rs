@@ -86,7 +86,7 @@ pub(super) enum Applied {
 }
 
 /// Checks events as they came over the wire.
-pub(super) fn check_wire_batch(
+pub(crate) fn check_wire_batch(
     own: &Domain,
     events: Vec<proto::FederatedEvent>,
 ) -> Result<Vec<CheckedEvent>, InvalidBatch> {

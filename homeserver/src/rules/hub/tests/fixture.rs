@@ -19,27 +19,27 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use super::super::{CommitDecision, CommitSubmission, HubGroup, NewLeaf};
 
 /// The devices `GroupFixture::with_members(n)` puts in its group, in leaf order.
-pub(super) const ALICE: &str = "alice@localhost/00000000000000a1";
-pub(super) const BOB: &str = "bob@localhost/00000000000000b1";
-pub(super) const CAROL: &str = "carol@localhost/00000000000000c1";
+pub(crate) const ALICE: &str = "alice@localhost/00000000000000a1";
+pub(crate) const BOB: &str = "bob@localhost/00000000000000b1";
+pub(crate) const CAROL: &str = "carol@localhost/00000000000000c1";
 const FOUNDERS: [&str; 3] = [ALICE, BOB, CAROL];
 /// Devices that join later.
-pub(super) const ALICE_SECOND: &str = "alice@localhost/00000000000000a2";
-pub(super) const DAVE: &str = "dave@localhost/00000000000000d1";
-pub(super) const ERIN: &str = "erin@localhost/00000000000000e1";
-pub(super) const MALLORY: &str = "mallory@localhost/00000000000000f1";
+pub(crate) const ALICE_SECOND: &str = "alice@localhost/00000000000000a2";
+pub(crate) const DAVE: &str = "dave@localhost/00000000000000d1";
+pub(crate) const ERIN: &str = "erin@localhost/00000000000000e1";
+pub(crate) const MALLORY: &str = "mallory@localhost/00000000000000f1";
 
 /// How many past epochs clients keep secrets for.
 const MAX_PAST_EPOCHS: usize = 5;
 
-pub(super) fn identity(text: &str) -> CredentialIdentity {
+pub(crate) fn identity(text: &str) -> CredentialIdentity {
     text.parse().unwrap()
 }
 
 /// The group configuration every client uses: Conclave's cipher suite, handshakes
 /// as PublicMessages (application messages are always PrivateMessages), and the
 /// ratchet tree travelling beside the GroupInfo rather than inside it.
-pub(super) fn create_config() -> MlsGroupCreateConfig {
+pub(crate) fn create_config() -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .wire_format_policy(MIXED_PLAINTEXT_WIRE_FORMAT_POLICY)
@@ -53,23 +53,23 @@ fn join_config() -> MlsGroupJoinConfig {
 }
 
 /// One client device: its credential, signature key and openmls storage.
-pub(super) struct Device {
+pub(crate) struct Device {
     /// The device as the service authenticates it: the caller of its submissions.
-    pub(super) identity: CredentialIdentity,
+    pub(crate) identity: CredentialIdentity,
     /// The identity bytes in its MLS BasicCredential (normally `identity`).
     credential: Vec<u8>,
-    pub(super) provider: OpenMlsRustCrypto,
-    pub(super) signer: SignatureKeyPair,
+    pub(crate) provider: OpenMlsRustCrypto,
+    pub(crate) signer: SignatureKeyPair,
 }
 
 impl Device {
-    pub(super) fn new(identity: &str) -> Device {
+    pub(crate) fn new(identity: &str) -> Device {
         Device::with_credential(identity, identity.as_bytes())
     }
 
     /// A device authenticated as `identity` whose credential carries other bytes
     /// (which need not name a device at all).
-    pub(super) fn with_credential(identity: &str, credential: &[u8]) -> Device {
+    pub(crate) fn with_credential(identity: &str, credential: &[u8]) -> Device {
         Device {
             identity: self::identity(identity),
             credential: credential.to_vec(),
@@ -80,12 +80,12 @@ impl Device {
 
     /// The same device (identity and signature key) on empty storage: a device that
     /// lost its group state.
-    pub(super) fn restored(&self) -> Device {
+    pub(crate) fn restored(&self) -> Device {
         self.restored_as(&self.identity.to_string())
     }
 
     /// Another device holding this device's signature key.
-    pub(super) fn restored_as(&self, identity: &str) -> Device {
+    pub(crate) fn restored_as(&self, identity: &str) -> Device {
         // The key pair is not Clone; copying it through a storage provider is the
         // public way to duplicate it.
         let provider = OpenMlsRustCrypto::default();
@@ -101,7 +101,7 @@ impl Device {
         }
     }
 
-    pub(super) fn credential_with_key(&self) -> CredentialWithKey {
+    pub(crate) fn credential_with_key(&self) -> CredentialWithKey {
         CredentialWithKey {
             credential: BasicCredential::new(self.credential.clone()).into(),
             signature_key: self.signer.to_public_vec().into(),
@@ -109,7 +109,7 @@ impl Device {
     }
 
     /// A fresh key package; its private keys stay in this device's storage.
-    pub(super) fn key_package(&self) -> KeyPackage {
+    pub(crate) fn key_package(&self) -> KeyPackage {
         KeyPackage::builder()
             .build(
                 CIPHERSUITE,
@@ -123,7 +123,7 @@ impl Device {
     }
 
     /// The leaf this device brings to a commit.
-    pub(super) fn leaf(&self) -> NewLeaf {
+    pub(crate) fn leaf(&self) -> NewLeaf {
         NewLeaf {
             identity: self.identity.clone(),
             signature_key: self.signer.to_public_vec(),
@@ -132,7 +132,7 @@ impl Device {
     }
 
     /// The leaf an Add of this key package brings.
-    pub(super) fn added_leaf(&self, key_package: &KeyPackage) -> NewLeaf {
+    pub(crate) fn added_leaf(&self, key_package: &KeyPackage) -> NewLeaf {
         let key_package_ref = key_package.hash_ref(self.provider.crypto()).unwrap();
         NewLeaf {
             key_package_ref: Some(key_package_ref.as_slice().to_vec()),
@@ -142,13 +142,13 @@ impl Device {
 }
 
 /// A member: a device and its view of the group.
-pub(super) struct Member {
-    pub(super) device: Device,
-    pub(super) group: MlsGroup,
+pub(crate) struct Member {
+    pub(crate) device: Device,
+    pub(crate) group: MlsGroup,
 }
 
 /// What a commit changes, as a client asks for it.
-pub(super) enum Change {
+pub(crate) enum Change {
     Add(Vec<KeyPackage>),
     Remove(Vec<u32>),
     SelfUpdate,
@@ -161,15 +161,15 @@ pub(super) enum Change {
 
 /// A commit as a client submits it, with everything owned.
 #[derive(Clone)]
-pub(super) struct Submitted {
-    pub(super) sender: CredentialIdentity,
-    pub(super) commit: Vec<u8>,
-    pub(super) welcome: Option<Vec<u8>>,
-    pub(super) group_info: Vec<u8>,
+pub(crate) struct Submitted {
+    pub(crate) sender: CredentialIdentity,
+    pub(crate) commit: Vec<u8>,
+    pub(crate) welcome: Option<Vec<u8>>,
+    pub(crate) group_info: Vec<u8>,
 }
 
 impl Submitted {
-    pub(super) fn submission(&self) -> CommitSubmission<'_> {
+    pub(crate) fn submission(&self) -> CommitSubmission<'_> {
         CommitSubmission {
             sender: &self.sender,
             commit: &self.commit,
@@ -180,9 +180,9 @@ impl Submitted {
 }
 
 /// A group of real clients and the hub that hosts it.
-pub(super) struct GroupFixture {
-    pub(super) hub: HubGroup,
-    pub(super) members: Vec<Member>,
+pub(crate) struct GroupFixture {
+    pub(crate) hub: HubGroup,
+    pub(crate) members: Vec<Member>,
     /// Devices whose key packages were handed out, waiting for a Welcome.
     invited: Vec<Device>,
     /// A device that built an external commit, waiting for the hub to accept it.
@@ -192,13 +192,13 @@ pub(super) struct GroupFixture {
 impl GroupFixture {
     /// Alice creates the group and registers it with the hub; if `count` > 1 she adds
     /// Bob and then Carol in one commit that the hub accepts. At most 3.
-    pub(super) fn with_members(count: usize) -> GroupFixture {
+    pub(crate) fn with_members(count: usize) -> GroupFixture {
         GroupFixture::build(None, &FOUNDERS[..count])
     }
 
     /// A group under a chosen group id, of these devices (the first creates it and
     /// adds the others).
-    pub(super) fn with_group_id(group_id: GroupId, founders: &[&str]) -> GroupFixture {
+    pub(crate) fn with_group_id(group_id: GroupId, founders: &[&str]) -> GroupFixture {
         GroupFixture::build(Some(group_id), founders)
     }
 
@@ -243,14 +243,14 @@ impl GroupFixture {
 
     /// Hands out a key package of a new device, which joins when a Welcome for it
     /// is accepted.
-    pub(super) fn invite(&mut self, device: Device) -> KeyPackage {
+    pub(crate) fn invite(&mut self, device: Device) -> KeyPackage {
         let key_package = device.key_package();
         self.invited.push(device);
         key_package
     }
 
     /// The invited device with this identity.
-    pub(super) fn invited(&self, name: &str) -> &Device {
+    pub(crate) fn invited(&self, name: &str) -> &Device {
         let identity = identity(name);
         self.invited
             .iter()
@@ -260,7 +260,7 @@ impl GroupFixture {
 
     /// A member builds a commit (pending in its group until accepted) with the
     /// GroupInfo of the epoch it creates.
-    pub(super) fn commit(&mut self, member: usize, change: Change) -> Submitted {
+    pub(crate) fn commit(&mut self, member: usize, change: Change) -> Submitted {
         let Member { device, group } = &mut self.members[member];
         let builder = group.commit_builder();
         let builder = match &change {
@@ -310,7 +310,7 @@ impl GroupFixture {
 
     /// A device joins by external commit from the hub's GroupInfo and tree; it
     /// becomes a member when the hub accepts the commit.
-    pub(super) fn external_commit(&mut self, device: Device) -> Submitted {
+    pub(crate) fn external_commit(&mut self, device: Device) -> Submitted {
         let MlsMessageBodyIn::GroupInfo(group_info) = decode(&self.hub.group_info()).extract()
         else {
             panic!("the hub's group info is not a GroupInfo");
@@ -343,13 +343,13 @@ impl GroupFixture {
 
     /// The hub checks and applies a commit; every member follows, added devices join
     /// from the Welcome and the hub's tree.
-    pub(super) fn accept(&mut self, submitted: &Submitted) {
+    pub(crate) fn accept(&mut self, submitted: &Submitted) {
         let decision = self.hub.check_commit(&submitted.submission()).unwrap();
         self.apply(decision, submitted);
     }
 
     /// Applies an accepted decision at the hub and brings the clients along.
-    pub(super) fn apply(&mut self, decision: CommitDecision, submitted: &Submitted) {
+    pub(crate) fn apply(&mut self, decision: CommitDecision, submitted: &Submitted) {
         let (external, removed) = (decision.external, decision.removed.clone());
         let added = decision.added.clone();
         let epoch = self.hub.epoch();
@@ -422,7 +422,7 @@ impl GroupFixture {
     }
 
     /// Every member has the hub's epoch and exactly the hub's ratchet tree.
-    pub(super) fn assert_in_sync(&self) {
+    pub(crate) fn assert_in_sync(&self) {
         let tree = self.hub.ratchet_tree();
         for member in &self.members {
             let name = &member.device.identity;
@@ -453,13 +453,13 @@ impl GroupFixture {
     }
 
     /// A member advances the group one epoch by a self-update the hub accepts.
-    pub(super) fn advance(&mut self, member: usize) {
+    pub(crate) fn advance(&mut self, member: usize) {
         let submitted = self.commit(member, Change::SelfUpdate);
         self.accept(&submitted);
     }
 
     /// A member proposes a self-update, as a PublicMessage.
-    pub(super) fn propose_self_update(&mut self, member: usize) -> Vec<u8> {
+    pub(crate) fn propose_self_update(&mut self, member: usize) -> Vec<u8> {
         let Member { device, group } = &mut self.members[member];
         let (proposal, _) = group
             .propose_self_update(
@@ -472,10 +472,10 @@ impl GroupFixture {
     }
 }
 
-pub(super) fn bytes(message: &MlsMessageOut) -> Vec<u8> {
+pub(crate) fn bytes(message: &MlsMessageOut) -> Vec<u8> {
     message.to_bytes().unwrap()
 }
 
-pub(super) fn decode(bytes: &[u8]) -> MlsMessageIn {
+pub(crate) fn decode(bytes: &[u8]) -> MlsMessageIn {
     MlsMessageIn::tls_deserialize_exact(bytes).unwrap()
 }

@@ -1,7 +1,7 @@
 //! The hub's rules against real openmls clients: every commit, proposal and message
 //! here is made by openmls as a Conclave client would make it, or spoilt from one.
 
-mod fixture;
+pub(crate) mod fixture;
 
 use conclave_core::ids::CredentialIdentity;
 use openmls::messages::group_info::VerifiableGroupInfo;
