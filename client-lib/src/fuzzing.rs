@@ -70,15 +70,17 @@ impl Fixture {
 
     /// Applies one event as a page of one, then forgets what it did.
     fn apply(&self, event: proto::DeliveryEvent) -> Result<(), ClientError> {
-        self.state.borrow_mut().rolled_back(|provider, connection| {
-            apply_event(
-                provider,
-                connection,
-                &self.me,
-                event,
-                &mut PageOutcome::default(),
-            )
-        })?
+        self.state
+            .borrow_mut()
+            .rolled_back(|provider, connection| {
+                apply_event(
+                    provider,
+                    connection,
+                    &self.me,
+                    event,
+                    &mut PageOutcome::default(),
+                )
+            })?
     }
 }
 
@@ -116,14 +118,16 @@ mod seeds {
     fn group_event(seq: u64, message: Vec<u8>) -> proto::DeliveryEvent {
         let (sender_user_id, sender_device_id) = MEMBER.rsplit_once('/').unwrap();
         proto::DeliveryEvent {
-            event: Some(proto::delivery_event::Event::GroupEvent(proto::GroupEvent {
-                group_id: GROUP_ID.to_vec(),
-                seq,
-                message,
-                sender_user_id: sender_user_id.to_owned(),
-                sender_device_id: sender_device_id.to_owned(),
-                server_time: None,
-            })),
+            event: Some(proto::delivery_event::Event::GroupEvent(
+                proto::GroupEvent {
+                    group_id: GROUP_ID.to_vec(),
+                    seq,
+                    message,
+                    sender_user_id: sender_user_id.to_owned(),
+                    sender_device_id: sender_device_id.to_owned(),
+                    server_time: None,
+                },
+            )),
         }
     }
 
@@ -146,8 +150,7 @@ mod seeds {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_secs();
-                let batch =
-                    mls::build_key_packages(provider, &bob_signer, &bob, 1, false, 3600)?;
+                let batch = mls::build_key_packages(provider, &bob_signer, &bob, 1, false, 3600)?;
                 let bob_package =
                     mls::verify_claimed_key_package(&batch.ordinary[0], &bob, now).unwrap();
                 let add = mls::build_commit(
@@ -159,23 +162,31 @@ mod seeds {
                 mls::merge_own_commit(&mut group, provider)?;
                 let proposal = mls::leave_proposal(&mut group, provider, &signer)?;
                 let welcome = proto::DeliveryEvent {
-                    event: Some(proto::delivery_event::Event::InboxEvent(proto::InboxEvent {
-                        seq: 1,
-                        server_time: None,
-                        event: Some(proto::inbox_event::Event::Welcome(proto::WelcomeEvent {
-                            group_id: b"another group".to_vec(),
-                            welcome: add.welcome.unwrap(),
-                            ratchet_tree: group
-                                .export_ratchet_tree()
-                                .tls_serialize_detached()
-                                .unwrap(),
-                            commit_seq: 3,
-                        })),
-                    })),
+                    event: Some(proto::delivery_event::Event::InboxEvent(
+                        proto::InboxEvent {
+                            seq: 1,
+                            server_time: None,
+                            event: Some(proto::inbox_event::Event::Welcome(proto::WelcomeEvent {
+                                group_id: b"another group".to_vec(),
+                                welcome: add.welcome.unwrap(),
+                                ratchet_tree: group
+                                    .export_ratchet_tree()
+                                    .tls_serialize_detached()
+                                    .unwrap(),
+                                commit_seq: 3,
+                            })),
+                        },
+                    )),
                 };
                 Ok::<_, ClientError>(vec![
-                    ("application-message", group_event(2, message).encode_to_vec()),
-                    ("commit-self-update", group_event(2, self_update.commit).encode_to_vec()),
+                    (
+                        "application-message",
+                        group_event(2, message).encode_to_vec(),
+                    ),
+                    (
+                        "commit-self-update",
+                        group_event(2, self_update.commit).encode_to_vec(),
+                    ),
                     ("commit-add", group_event(2, add.commit).encode_to_vec()),
                     ("proposal-leave", group_event(3, proposal).encode_to_vec()),
                     ("welcome", welcome.encode_to_vec()),
@@ -204,7 +215,8 @@ mod seeds {
             assert!(!row.needs_rejoin, "{name}");
         }
         if std::env::var_os("CONCLAVE_WRITE_FUZZ_SEEDS").is_some() {
-            let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/delivery_event");
+            let folder =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/delivery_event");
             if folder.exists() {
                 std::fs::remove_dir_all(&folder).unwrap();
             }

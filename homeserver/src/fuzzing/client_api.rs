@@ -116,10 +116,7 @@ fn register(config: &Config, request: &proto::RegisterRequest) -> Judged {
         .as_ref()
         .ok_or_else(|| missing_field("device").status_parts())?;
     let checks = || -> Result<(), AccountError> {
-        let _: Username = request
-            .username
-            .parse()
-            .map_err(AccountRuleError::from)?;
+        let _: Username = request.username.parse().map_err(AccountRuleError::from)?;
         check_password(&request.password)?;
         check_device(&device.signature_public_key, &device.display_name)?;
         admit(config.registration.policy, &request.registration_token)?;
@@ -365,8 +362,9 @@ fn remove_device(request: proto::RemoveDeviceRequest) -> Judged {
     if request.device_id.is_empty() {
         return Err(missing_field("device_id").status_parts());
     }
-    let _: DeviceId = request.device_id.parse().map_err(|_| {
-        AccountError::UnknownDevice(request.device_id.clone()).status_parts()
-    })?;
+    let _: DeviceId = request
+        .device_id
+        .parse()
+        .map_err(|_| AccountError::UnknownDevice(request.device_id.clone()).status_parts())?;
     Ok(())
 }

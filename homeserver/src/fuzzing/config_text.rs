@@ -18,7 +18,11 @@ pub(super) fn judge_config(data: &[u8]) -> Result<(), String> {
     config.client_api.tls_certificate = None;
     config.client_api.tls_private_key = None;
     let federation = &mut config.federation;
-    (federation.certificate, federation.private_key, federation.trust_roots) = (None, None, None);
+    (
+        federation.certificate,
+        federation.private_key,
+        federation.trust_roots,
+    ) = (None, None, None);
     let peers = std::mem::take(&mut federation.peers);
     config.validate().map_err(|error| error.to_string())?;
     config.federation.peers = peers;

@@ -155,7 +155,9 @@ fn deliver_events(fixture: &Fixture, request: proto::DeliverEventsRequest) -> Ju
         check_wire_batch(&fixture.own_domain, request.events)?;
         let member_count = request.member_count;
         if i64::try_from(member_count).is_err() {
-            return Err(InvalidBatch(format!("member_count {member_count} is out of range")).into());
+            return Err(
+                InvalidBatch(format!("member_count {member_count} is out of range")).into(),
+            );
         }
         Ok(())
     };

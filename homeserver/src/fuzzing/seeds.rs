@@ -8,9 +8,7 @@
 //! `fuzz/corpus/` and the fixture (`scripts/fuzz seeds` does this). Write them
 //! together or not at all: the hub seeds verify only against their fixture.
 
-use super::client_api::{
-    judge_client_request, judge_hub_handshake, judge_key_package_upload,
-};
+use super::client_api::{judge_client_request, judge_hub_handshake, judge_key_package_upload};
 use super::config_text::judge_config;
 use super::federation_api::{judge_federation_request, judge_follower_batch};
 use super::fixture::Fixture;
@@ -147,15 +145,14 @@ fn make_seeds() -> Seeds {
             .unwrap(),
     };
 
-    let commit_request = |submitted: &crate::rules::hub::tests::fixture::Submitted| {
-        client::SubmitCommitRequest {
+    let commit_request =
+        |submitted: &crate::rules::hub::tests::fixture::Submitted| client::SubmitCommitRequest {
             idempotency_key: vec![2; 16],
             group_id: group_id.clone(),
             commit: submitted.commit.clone(),
             welcome: submitted.welcome.clone(),
             group_info: submitted.group_info.clone(),
-        }
-    };
+        };
     let proposal_request = client::SubmitProposalRequest {
         idempotency_key: vec![3; 16],
         group_id: group_id.clone(),
@@ -235,69 +232,230 @@ fn make_seeds() -> Seeds {
         passes,
     };
     let seeds = vec![
-        seed("hub_handshake", "commit-self-update", with_selector(hub_selector(0, 0), &commit_request(&self_update)), true),
-        seed("hub_handshake", "commit-add", with_selector(hub_selector(0, 1), &commit_request(&add)), true),
-        seed("hub_handshake", "proposal-self-update", with_selector(hub_selector(1, 2), &proposal_request), true),
-        seed("hub_handshake", "application-message", with_selector(hub_selector(2, 0), &message_request), true),
-        seed("hub_handshake", "create-group", with_selector(hub_selector(3, 0), &create), true),
-        seed("key_package_upload", "three-packages", with_selector(0, &upload), true),
-        seed("key_package_upload", "last-resort-only", with_selector(0, &client::UploadKeyPackagesRequest {
-            key_packages: Vec::new(),
-            last_resort_key_package: upload.last_resort_key_package.clone(),
-        }), true),
-        seed("client_request", "register", with_selector(client_selector(0, 0), &client::RegisterRequest {
-            username: "erin".to_owned(),
-            password: "correct horse battery staple".to_owned(),
-            registration_token: String::new(),
-            device: device(),
-        }), true),
-        seed("client_request", "login", with_selector(client_selector(1, 0), &client::LoginRequest {
-            username: "erin@localhost".to_owned(),
-            password: "correct horse battery staple".to_owned(),
-            device: device(),
-        }), true),
-        seed("client_request", "upload", with_selector(client_selector(2, 0), &upload), true),
-        seed("client_request", "claim", with_selector(client_selector(3, 0), &client::ClaimKeyPackagesRequest {
-            user_id: "bob@localhost".to_owned(),
-        }), true),
-        seed("client_request", "create-group", with_selector(client_selector(4, 0), &create), true),
-        seed("client_request", "commit", with_selector(client_selector(5, 1), &commit_request(&add)), true),
-        seed("client_request", "proposal", with_selector(client_selector(6, 2), &proposal_request), true),
-        seed("client_request", "message", with_selector(client_selector(7, 0), &message_request), true),
-        seed("client_request", "group-info", with_selector(client_selector(8, 0), &client::GetGroupInfoRequest {
-            group_id: group_id.clone(),
-        }), true),
-        seed("client_request", "ack", with_selector(client_selector(9, 0), &client::AckRequest {
-            groups: vec![client::GroupAck { group_id: group_id.clone(), seq: 2 }],
-            inbox_seq: 0,
-        }), true),
-        seed("client_request", "remove-device", with_selector(client_selector(10, 0), &client::RemoveDeviceRequest {
-            device_id: "00000000000000a2".to_owned(),
-        }), true),
-        seed("federation_request", "claim", with_selector(0, &federation::ClaimKeyPackagesRequest {
-            requester: "dave@b.example/00000000000000d1".to_owned(),
-            user_id: "bob@localhost".to_owned(),
-        }), true),
-        seed("federation_request", "verify-credential", with_selector(1, &federation::VerifyCredentialRequest {
-            asking_domain: "b.example".to_owned(),
-            credential_identity: bob_identity,
-            signature_public_key: bob_key,
-            key_package_ref: Vec::new(),
-        }), true),
+        seed(
+            "hub_handshake",
+            "commit-self-update",
+            with_selector(hub_selector(0, 0), &commit_request(&self_update)),
+            true,
+        ),
+        seed(
+            "hub_handshake",
+            "commit-add",
+            with_selector(hub_selector(0, 1), &commit_request(&add)),
+            true,
+        ),
+        seed(
+            "hub_handshake",
+            "proposal-self-update",
+            with_selector(hub_selector(1, 2), &proposal_request),
+            true,
+        ),
+        seed(
+            "hub_handshake",
+            "application-message",
+            with_selector(hub_selector(2, 0), &message_request),
+            true,
+        ),
+        seed(
+            "hub_handshake",
+            "create-group",
+            with_selector(hub_selector(3, 0), &create),
+            true,
+        ),
+        seed(
+            "key_package_upload",
+            "three-packages",
+            with_selector(0, &upload),
+            true,
+        ),
+        seed(
+            "key_package_upload",
+            "last-resort-only",
+            with_selector(
+                0,
+                &client::UploadKeyPackagesRequest {
+                    key_packages: Vec::new(),
+                    last_resort_key_package: upload.last_resort_key_package.clone(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "register",
+            with_selector(
+                client_selector(0, 0),
+                &client::RegisterRequest {
+                    username: "erin".to_owned(),
+                    password: "correct horse battery staple".to_owned(),
+                    registration_token: String::new(),
+                    device: device(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "login",
+            with_selector(
+                client_selector(1, 0),
+                &client::LoginRequest {
+                    username: "erin@localhost".to_owned(),
+                    password: "correct horse battery staple".to_owned(),
+                    device: device(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "upload",
+            with_selector(client_selector(2, 0), &upload),
+            true,
+        ),
+        seed(
+            "client_request",
+            "claim",
+            with_selector(
+                client_selector(3, 0),
+                &client::ClaimKeyPackagesRequest {
+                    user_id: "bob@localhost".to_owned(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "create-group",
+            with_selector(client_selector(4, 0), &create),
+            true,
+        ),
+        seed(
+            "client_request",
+            "commit",
+            with_selector(client_selector(5, 1), &commit_request(&add)),
+            true,
+        ),
+        seed(
+            "client_request",
+            "proposal",
+            with_selector(client_selector(6, 2), &proposal_request),
+            true,
+        ),
+        seed(
+            "client_request",
+            "message",
+            with_selector(client_selector(7, 0), &message_request),
+            true,
+        ),
+        seed(
+            "client_request",
+            "group-info",
+            with_selector(
+                client_selector(8, 0),
+                &client::GetGroupInfoRequest {
+                    group_id: group_id.clone(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "ack",
+            with_selector(
+                client_selector(9, 0),
+                &client::AckRequest {
+                    groups: vec![client::GroupAck {
+                        group_id: group_id.clone(),
+                        seq: 2,
+                    }],
+                    inbox_seq: 0,
+                },
+            ),
+            true,
+        ),
+        seed(
+            "client_request",
+            "remove-device",
+            with_selector(
+                client_selector(10, 0),
+                &client::RemoveDeviceRequest {
+                    device_id: "00000000000000a2".to_owned(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "federation_request",
+            "claim",
+            with_selector(
+                0,
+                &federation::ClaimKeyPackagesRequest {
+                    requester: "dave@b.example/00000000000000d1".to_owned(),
+                    user_id: "bob@localhost".to_owned(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "federation_request",
+            "verify-credential",
+            with_selector(
+                1,
+                &federation::VerifyCredentialRequest {
+                    asking_domain: "b.example".to_owned(),
+                    credential_identity: bob_identity,
+                    signature_public_key: bob_key,
+                    key_package_ref: Vec::new(),
+                },
+            ),
+            true,
+        ),
         // Dave is no member, but membership is the database's to say.
-        seed("federation_request", "submit-to-hub", with_selector(2, &relayed), true),
-        seed("federation_request", "deliver-events", with_selector(3, &deliver), true),
-        seed("federation_request", "fetch-events", with_selector(4, &federation::FetchEventsRequest {
-            follower_domain: "b.example".to_owned(),
-            group_id: group_id.clone(),
-            after_seq: 0,
-            limit: 10,
-        }), true),
-        seed("federation_request", "fetch-group-info", with_selector(5, &federation::FetchGroupInfoRequest {
-            requester: "dave@b.example/00000000000000d1".to_owned(),
-            group_id: group_id.clone(),
-        }), true),
-        seed("follower_batch", "commit-and-message", deliver.encode_to_vec(), true),
+        seed(
+            "federation_request",
+            "submit-to-hub",
+            with_selector(2, &relayed),
+            true,
+        ),
+        seed(
+            "federation_request",
+            "deliver-events",
+            with_selector(3, &deliver),
+            true,
+        ),
+        seed(
+            "federation_request",
+            "fetch-events",
+            with_selector(
+                4,
+                &federation::FetchEventsRequest {
+                    follower_domain: "b.example".to_owned(),
+                    group_id: group_id.clone(),
+                    after_seq: 0,
+                    limit: 10,
+                },
+            ),
+            true,
+        ),
+        seed(
+            "federation_request",
+            "fetch-group-info",
+            with_selector(
+                5,
+                &federation::FetchGroupInfoRequest {
+                    requester: "dave@b.example/00000000000000d1".to_owned(),
+                    group_id: group_id.clone(),
+                },
+            ),
+            true,
+        ),
+        seed(
+            "follower_batch",
+            "commit-and-message",
+            deliver.encode_to_vec(),
+            true,
+        ),
         seed("config", "example", example_config, true),
         seed("config", "federation-peers", federated_config, true),
     ];
@@ -322,9 +480,8 @@ fn seeds_reach_every_check() {
             "key_package_upload" => judge_key_package_upload(&group, &seed.data),
             "hub_handshake" => judge_hub_handshake(&group, &seed.data),
             "follower_batch" => judge_follower_batch(&group, &seed.data),
-            "config" => judge_config(&seed.data).map_err(|message| {
-                crate::grpc::StatusParts { code: -1, message }
-            }),
+            "config" => judge_config(&seed.data)
+                .map_err(|message| crate::grpc::StatusParts { code: -1, message }),
             other => panic!("no target {other}"),
         };
         assert_eq!(
