@@ -6,7 +6,7 @@
 //! the same state.
 //!
 //! The cargo-fuzz target `fuzz/fuzz_targets/delivery_event.rs` wraps
-//! [`delivery_event`]; the in-workspace smoke (`tests/fuzz_smoke.rs`) runs it over
+//! [`delivery_event`]; the in-workspace smoke (`tests/it/fuzz_smoke.rs`) runs it over
 //! `fuzz/corpus/delivery_event/` and `fuzz/regressions/delivery_event/` plus
 //! deterministic mutations. Always compiled (no cargo feature), so the
 //! workspace is built once.
@@ -21,9 +21,12 @@ use conclave_proto::client::v1 as proto;
 use prost::Message as _;
 use std::cell::RefCell;
 
+/// A fuzz target: its name and the function it runs on each input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The names of the fuzz targets, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` know them, with the function each one runs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("delivery_event", delivery_event)];
+pub const TARGETS: &[Target] = &[("delivery_event", delivery_event)];
 
 /// The fixture group's id: fixed, so seeds made by another instance of the
 /// fixture (the seeds test) name the same group. openmls's keys cannot be

@@ -9,8 +9,18 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-/// Mutated inputs tried per target.
+/// Mutated inputs tried per target, unless `CONCLAVE_FUZZ_SMOKE_MUTATIONS`
+/// asks for another number (a longer unguided run, where cargo-fuzz cannot).
 pub const MUTATIONS_PER_TARGET: usize = 3000;
+
+fn mutations_per_target() -> usize {
+    match std::env::var("CONCLAVE_FUZZ_SMOKE_MUTATIONS") {
+        Ok(count) => count
+            .parse()
+            .unwrap_or_else(|_| panic!("CONCLAVE_FUZZ_SMOKE_MUTATIONS={count} is not a count")),
+        Err(_) => MUTATIONS_PER_TARGET,
+    }
+}
 
 /// The repository's `fuzz/` folder.
 fn fuzz_folder() -> PathBuf {
@@ -134,7 +144,7 @@ pub fn run(target: &str, function: fn(&[u8])) {
             (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
         });
     let mut random = SplitMix(seed);
-    for mutation in 0..MUTATIONS_PER_TARGET {
+    for mutation in 0..mutations_per_target() {
         let input = &inputs[random.below(inputs.len())].1;
         let other = &inputs[random.below(inputs.len())].1;
         let data = mutate(&mut random, input, other);

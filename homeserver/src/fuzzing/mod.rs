@@ -6,7 +6,7 @@
 //! fixture group), and the mapping of every refusal to its gRPC status.
 //!
 //! The cargo-fuzz targets in `fuzz/` are thin wrappers around these; the
-//! in-workspace smoke (`tests/fuzz_smoke.rs`) runs them over the seed corpora
+//! in-workspace smoke (`tests/it/fuzz_smoke.rs`) runs them over the seed corpora
 //! and the kept regression inputs in `fuzz/` plus deterministic mutations of them.
 //! Always compiled (no cargo feature), so the workspace is built once.
 //!
@@ -32,9 +32,12 @@ pub use client_api::{client_request, hub_handshake, key_package_upload};
 pub use config_text::config;
 pub use federation_api::{federation_request, follower_batch};
 
+/// A fuzz target: its name and the function it runs on each input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The names of the fuzz targets, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` know them, with the function each one runs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("client_request", client_request),
     ("federation_request", federation_request),
     ("key_package_upload", key_package_upload),
