@@ -37,6 +37,8 @@
 //! - [`server_url`]: parsing a homeserver URL and the loopback rule for `http://`.
 //! - [`session`]: the stored session of this device.
 //! - [`error`]: [`ClientError`], one line per failure.
+//! - `fuzzing` (hidden): the fuzz target's entry point (delivery events applied
+//!   to a fixture device), for `fuzz/` and the in-workspace smoke.
 //!
 //! **Architecture invariant:** the network layer (`connection`, `client`) never
 //! builds or parses MLS structures itself; it calls `mls`. `mls` never does I/O
@@ -50,6 +52,8 @@
 pub mod client;
 mod connection;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key_package_stock;
 mod mls;
 pub mod server_url;

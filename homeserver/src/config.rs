@@ -396,6 +396,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses TOML text as a configuration file, without the environment and
+    /// unvalidated: the part of [`Config::load`] that reads a file's contents
+    /// (for the configuration fuzzer, `crate::fuzzing::config`).
+    pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let source = config::File::from_str(text, config::FileFormat::Toml);
+        let config = config::Config::builder()
+            .add_source(source)
+            .build()?
+            .try_deserialize()?;
+        Ok(config)
+    }
+
     /// The domain, already known to be valid by [`Config::validate`].
     pub fn domain(&self) -> Domain {
         self.domain

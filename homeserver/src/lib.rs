@@ -19,9 +19,13 @@
 //! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
+//! - `fuzzing` (hidden): one entry point per decoder of outside bytes, for the
+//!   cargo-fuzz targets in `fuzz/` and the in-workspace smoke of them.
 
 pub mod admin;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http;
 mod notify;

@@ -14,9 +14,12 @@
 //!   the others, on loopback addresses of their own.
 //! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
 //!   sleep).
+//! - [`fuzz_smoke`]: the fuzz targets run over their corpora, kept crash inputs
+//!   and deterministic mutations of them.
 
 pub mod clock;
 pub mod database;
+pub mod fuzz_smoke;
 pub mod homeserver;
 pub mod network;
 pub mod pki;

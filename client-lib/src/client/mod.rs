@@ -10,6 +10,8 @@ mod rejoin;
 mod submit;
 mod sync;
 
+pub(crate) use sync::{PageOutcome, apply_event};
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};

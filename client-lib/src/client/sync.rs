@@ -219,19 +219,7 @@ impl Client {
         self.state().transaction(|provider, connection| {
             let mut outcome = PageOutcome::default();
             for event in events {
-                match event.event {
-                    Some(Event::GroupEvent(event)) => {
-                        let event = GroupEventData::from(event);
-                        let ack = outcome.acks.entry(event.group_id.clone()).or_default();
-                        *ack = (*ack).max(event.seq);
-                        apply_group_event(provider, connection, me, &event, &mut outcome)?;
-                    }
-                    Some(Event::InboxEvent(event)) => {
-                        outcome.inbox_ack = outcome.inbox_ack.max(event.seq);
-                        apply_inbox_event(provider, connection, event, &mut outcome)?;
-                    }
-                    None => {}
-                }
+                apply_event(provider, connection, me, event, &mut outcome)?;
             }
             Ok::<_, ClientError>(outcome)
         })
@@ -354,6 +342,30 @@ fn duty(
         return Ok(Duty::CommitProposals);
     }
     Ok(Duty::None)
+}
+
+/// Applies one event of a page, as delivered (also the client's fuzz target,
+/// `crate::fuzzing::delivery_event`).
+pub(crate) fn apply_event(
+    provider: &MlsProvider<'_>,
+    connection: &Connection,
+    me: &CredentialIdentity,
+    event: proto::DeliveryEvent,
+    outcome: &mut PageOutcome,
+) -> Result<(), ClientError> {
+    match event.event {
+        Some(Event::GroupEvent(event)) => {
+            let event = GroupEventData::from(event);
+            let ack = outcome.acks.entry(event.group_id.clone()).or_default();
+            *ack = (*ack).max(event.seq);
+            apply_group_event(provider, connection, me, &event, outcome)
+        }
+        Some(Event::InboxEvent(event)) => {
+            outcome.inbox_ack = outcome.inbox_ack.max(event.seq);
+            apply_inbox_event(provider, connection, event, outcome)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Applies one group event: skipped if already processed, held if the group

@@ -69,13 +69,29 @@ pub(crate) fn create_group(
     identity: &CredentialIdentity,
     name: &str,
 ) -> Result<NewGroup, MlsError> {
+    create_group_with_id(provider, signer, identity, name, None)
+}
+
+/// [`create_group`], under a chosen group id (`None`: a random one).
+pub(crate) fn create_group_with_id(
+    provider: &MlsProvider<'_>,
+    signer: &SignatureKeyPair,
+    identity: &CredentialIdentity,
+    name: &str,
+    group_id: Option<&[u8]>,
+) -> Result<NewGroup, MlsError> {
     let config = create_config(&GroupMetadata::new(name))?;
-    let group = MlsGroup::new(
-        provider,
-        signer,
-        &config,
-        credential_with_key(identity, signer),
-    )
+    let credential_with_key = credential_with_key(identity, signer);
+    let group = match group_id {
+        Some(group_id) => MlsGroup::new_with_group_id(
+            provider,
+            signer,
+            &config,
+            GroupId::from_slice(group_id),
+            credential_with_key,
+        ),
+        None => MlsGroup::new(provider, signer, &config, credential_with_key),
+    }
     .map_err(|error| MlsError::group("create the group", error))?;
     let group_info = group
         .export_group_info(provider.crypto(), signer, false)

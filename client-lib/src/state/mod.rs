@@ -88,11 +88,21 @@ impl State {
         create_private_directory(state_dir)?;
         let path = state_dir.join(STATE_FILE_NAME);
         create_private_file(&path)?;
-        let mut connection = Connection::open(&path).map_err(|source| StateError::Open {
+        let connection = Connection::open(&path).map_err(|source| StateError::Open {
             path: path.clone(),
             source,
         })?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
+        State::prepare(connection)
+    }
+
+    /// A state in memory, gone when dropped (the fuzzing fixture's).
+    pub(crate) fn in_memory() -> Result<State, StateError> {
+        State::prepare(Connection::open_in_memory()?)
+    }
+
+    /// Brings both the client's and openmls's tables up to date.
+    fn prepare(mut connection: Connection) -> Result<State, StateError> {
         // secure_delete overwrites deleted rows, so a logout or a used key package
         // does not leave private keys behind in free pages of the file.
         connection.execute_batch("PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")?;
@@ -138,6 +148,18 @@ impl State {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let value = operation(&MlsProvider::new(&self.crypto, &transaction), &transaction)?;
         transaction.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `operation` in one transaction that is always rolled back: the
+    /// fuzzing fixture judges each input from the same state.
+    pub(crate) fn rolled_back<T>(
+        &mut self,
+        operation: impl FnOnce(&MlsProvider<'_>, &Connection) -> T,
+    ) -> Result<T, rusqlite::Error> {
+        let transaction = self.connection.transaction()?;
+        let value = operation(&MlsProvider::new(&self.crypto, &transaction), &transaction);
+        transaction.rollback()?;
         Ok(value)
     }
 

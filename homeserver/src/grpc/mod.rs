@@ -27,6 +27,8 @@ mod key_package;
 mod status;
 
 use crate::config::LimitsConfig;
+pub(crate) use status::{StatusParts, ToStatusParts, invalid_argument, missing_field};
+
 use crate::service::Context;
 use conclave_proto::client::v1::account_service_server::AccountServiceServer;
 use conclave_proto::client::v1::delivery_service_server::DeliveryServiceServer;

@@ -215,6 +215,42 @@ pub(crate) fn invalid_argument(message: String) -> Status {
     status(Code::InvalidArgument, message)
 }
 
+/// A status reduced to what the fuzzing entry points (`crate::fuzzing`) look
+/// at: the code (as its number) and the message. Making one runs the same
+/// conversion a served request's error goes through, so the fuzzers cover it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StatusParts {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+}
+
+impl StatusParts {
+    /// What tonic answers for a request that does not decode as its message
+    /// (INTERNAL, as the gRPC documentation prescribes for parse failures),
+    /// before any handler runs.
+    pub(crate) fn undecodable(error: &prost::DecodeError) -> StatusParts {
+        Status::internal(error.to_string()).status_parts()
+    }
+}
+
+/// Any error the gRPC layer turns into a status, as its [`StatusParts`].
+pub(crate) trait ToStatusParts {
+    fn status_parts(self) -> StatusParts;
+}
+
+impl<E> ToStatusParts for E
+where
+    Status: From<E>,
+{
+    fn status_parts(self) -> StatusParts {
+        let status = Status::from(self);
+        StatusParts {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+        }
+    }
+}
+
 /// A required message field was left unset.
 pub(crate) fn missing_field(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))

@@ -29,6 +29,8 @@
 //!   echoed into short error messages.
 //! - [`connection_limits`]: Subscribe streams per device and per connection,
 //!   the call deadline, and the listeners' HTTP/2 settings.
+//! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
+//!   and mutations of them.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -48,6 +50,7 @@ mod connection_limits;
 mod crash;
 mod delivery;
 mod federation;
+mod fuzz_smoke;
 mod group_input;
 mod groups;
 mod groups_harness;

@@ -101,7 +101,7 @@ pub(super) enum Applied {
 }
 
 /// Checks events of group `mls_group_id` as they came over the wire.
-pub(super) fn check_wire_batch(
+pub(crate) fn check_wire_batch(
     own: &Domain,
     mls_group_id: &GroupId,
     events: Vec<proto::FederatedEvent>,
