@@ -900,6 +900,7 @@ mod tests {
                 Some("limits.login_backoff_max_seconds"),
             ),
             ("[limits]\nlogin_failures_before_backoff = 0", None),
+            (
                 "[limits]\ncall_deadline_seconds = 0",
                 Some("limits.call_deadline_seconds"),
             ),

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::grpc::{StatusParts, ToStatusParts as _, missing_field};
 use crate::rules::account::{AccountRuleError, check_device, check_password, parse_login_name};
 use crate::rules::delivery::check_ack;
+use crate::rules::enrolment::{PossessionProof, PossessionRefusal, check_possession};
 use crate::rules::hub::{
     CommitSubmission, HubGroup, PastEpochWindow, check_application_message, check_group_size,
     check_proposal_room, plan_commit,
@@ -46,7 +47,7 @@ pub(super) fn judge_client_request(fixture: &Fixture, data: &[u8]) -> Judged {
     let config = Config::default();
     let caller = fixture.caller(selector / CLIENT_RPCS);
     match selector % CLIENT_RPCS {
-        0 => register(&config, &decode(message)?),
+        0 => register(fixture, &config, &decode(message)?),
         1 => login(fixture, decode(message)?),
         2 => upload(fixture, &config, caller, decode(message)?),
         3 => claim(fixture, decode(message)?),
@@ -110,16 +111,17 @@ pub(super) fn decode<M: Message + Default>(message: &[u8]) -> Result<M, StatusPa
     M::decode(message).map_err(|error| StatusParts::undecodable(&error))
 }
 
-fn register(config: &Config, request: &proto::RegisterRequest) -> Judged {
+fn register(fixture: &Fixture, config: &Config, request: &proto::RegisterRequest) -> Judged {
     let device = request
         .device
         .as_ref()
         .ok_or_else(|| missing_field("device").status_parts())?;
     let checks = || -> Result<(), AccountError> {
-        let _: Username = request.username.parse().map_err(AccountRuleError::from)?;
+        let username: Username = request.username.parse().map_err(AccountRuleError::from)?;
         check_password(&request.password)?;
         check_device(&device.signature_public_key, &device.display_name)?;
         admit(config.registration.policy, &request.registration_token)?;
+        check_proof(fixture, &username, device)?;
         Ok(())
     };
     checks().map_err(|error| error.status_parts())
@@ -130,11 +132,30 @@ fn login(fixture: &Fixture, request: proto::LoginRequest) -> Judged {
         .device
         .ok_or_else(|| missing_field("device").status_parts())?;
     let checks = || -> Result<(), AccountError> {
-        parse_login_name(&request.username, &fixture.own_domain)?;
+        let username = parse_login_name(&request.username, &fixture.own_domain)?;
         check_device(&device.signature_public_key, &device.display_name)?;
+        check_proof(fixture, &username, &device)?;
         Ok(())
     };
     checks().map_err(|error| error.status_parts())
+}
+
+/// The proof of possession, as Register and Login check it before the database
+/// says whether its challenge was used.
+fn check_proof(
+    fixture: &Fixture,
+    username: &Username,
+    device: &proto::DeviceEnrolment,
+) -> Result<(), PossessionRefusal> {
+    let proof = PossessionProof {
+        challenge: &device.challenge,
+        signature: &device.possession_signature,
+        signature_public_key: &device.signature_public_key,
+        display_name: &device.display_name,
+    };
+    let key = &fixture.challenge_key;
+    check_possession(key, fixture.now_ms, &fixture.own_domain, username, proof)?;
+    Ok(())
 }
 
 fn upload(

@@ -5,6 +5,7 @@
 //! checks. Kept as a file because openmls's key generation cannot be seeded:
 //! a group made afresh would verify none of the seeds.
 
+use crate::rules::enrolment::{CHALLENGE_KEY_LENGTH, ChallengeKey};
 use crate::rules::hub::{HubGroup, MemberLeaf};
 use conclave_core::ids::{CredentialIdentity, Domain};
 
@@ -27,7 +28,13 @@ pub(super) struct Fixture {
     /// run's outcome never depends on the day it runs.
     pub(super) now_ms: i64,
     pub(super) own_domain: Domain,
+    /// The key of the enrolment challenges the fuzzed Register and Login check
+    /// (the seeds' challenges are made with it).
+    pub(super) challenge_key: ChallengeKey,
 }
+
+/// The bytes of [`Fixture::challenge_key`]: fixed, so seeds stay valid.
+pub(super) const CHALLENGE_KEY: [u8; CHALLENGE_KEY_LENGTH] = [0x5a; CHALLENGE_KEY_LENGTH];
 
 impl Fixture {
     fn load() -> Fixture {
@@ -49,6 +56,7 @@ impl Fixture {
             hub,
             now_ms: made_at_ms + 60_000,
             own_domain: OWN_DOMAIN.parse().expect("a valid domain"),
+            challenge_key: ChallengeKey::from_bytes(&CHALLENGE_KEY).expect("a key's length"),
         }
     }
 

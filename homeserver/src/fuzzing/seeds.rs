@@ -11,10 +11,13 @@
 use super::client_api::{judge_client_request, judge_hub_handshake, judge_key_package_upload};
 use super::config_text::judge_config;
 use super::federation_api::{judge_federation_request, judge_follower_batch};
-use super::fixture::Fixture;
+use super::fixture::{CHALLENGE_KEY, Fixture, OWN_DOMAIN};
+use crate::rules::enrolment::{ChallengeKey, issue_challenge};
 use crate::rules::hub::tests::fixture::{
     ALICE, Change, DAVE, Device, GroupFixture, bytes, create_config,
 };
+use conclave_core::enrolment::EnrolmentTranscript;
+use conclave_core::ids::{Domain, Username};
 use conclave_core::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE};
 use conclave_proto::client::v1 as client;
 use conclave_proto::federation::v1 as federation;
@@ -24,6 +27,7 @@ use openmls::prelude::{
     BasicCredential, Capabilities, CredentialType, CredentialWithKey, ExtensionType, KeyPackage,
     Lifetime, MlsGroup,
 };
+use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -190,7 +194,9 @@ fn make_seeds() -> Seeds {
             federation::FederatedEvent {
                 seq: 2,
                 kind: federation::EventKind::Application.into(),
-                epoch: 2,
+                // Written before the commit (a member with a commit pending
+                // sends nothing), so of the epoch before it.
+                epoch: 1,
                 sender: "alice@a.example/00000000000000a1".to_owned(),
                 message: message.clone(),
                 created_at_ms: made_at_ms,
@@ -208,10 +214,27 @@ fn make_seeds() -> Seeds {
         ),
     };
 
-    let device = || {
+    // A device with a valid proof of possession for `username`, under the
+    // fixture's challenge key and clock.
+    let device_key = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
+    let challenge_key = ChallengeKey::from_bytes(&CHALLENGE_KEY).unwrap();
+    let device = |username: &str| {
+        let challenge = issue_challenge(&challenge_key, made_at_ms, [3; 16]).bytes;
+        let display_name = "Erin's laptop";
+        let domain: Domain = OWN_DOMAIN.parse().unwrap();
+        let username: Username = username.parse().unwrap();
+        let transcript = EnrolmentTranscript {
+            domain: &domain,
+            username: &username,
+            challenge: &challenge,
+            signature_public_key: device_key.public(),
+            display_name,
+        };
         Some(client::DeviceEnrolment {
-            signature_public_key: vec![7; 32],
-            display_name: "Erin's laptop".to_owned(),
+            signature_public_key: device_key.public().to_vec(),
+            display_name: display_name.to_owned(),
+            possession_signature: transcript.sign(&device_key).unwrap(),
+            challenge,
         })
     };
     let example_config = std::fs::read(repository().join("conclave-homeserver.example.toml"))
@@ -289,7 +312,7 @@ fn make_seeds() -> Seeds {
                     username: "erin".to_owned(),
                     password: "correct horse battery staple".to_owned(),
                     registration_token: String::new(),
-                    device: device(),
+                    device: device("erin"),
                 },
             ),
             true,
@@ -302,7 +325,7 @@ fn make_seeds() -> Seeds {
                 &client::LoginRequest {
                     username: "erin@localhost".to_owned(),
                     password: "correct horse battery staple".to_owned(),
-                    device: device(),
+                    device: device("erin"),
                 },
             ),
             true,

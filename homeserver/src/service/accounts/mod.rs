@@ -146,6 +146,9 @@ mod tests {
         Enrolment {
             signature_public_key: vec![7; 32],
             display_name: "laptop".to_owned(),
+            // Never looked at: the attempt limit refuses first.
+            challenge: Vec::new(),
+            possession_signature: Vec::new(),
         }
     }
 
