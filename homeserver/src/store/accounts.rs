@@ -116,15 +116,7 @@ pub(crate) async fn insert_device(
         created_at_ms: Set(new_device.now_ms),
         last_seen_at_ms: Set(new_device.now_ms),
     };
-    match device::Entity::insert(model)
-        .exec_without_returning(db.database())
-        .await
-        .map_err(StoreError::from)
-    {
-        Ok(_) => Ok(true),
-        Err(error) if error.is_unique_violation() => Ok(false),
-        Err(error) => Err(error),
-    }
+    super::insert_unless_taken(db, model).await
 }
 
 /// True if some device already has this signature key.

@@ -65,15 +65,7 @@ pub(crate) async fn record_enrolment_challenge_use(
         challenge_digest: Set(challenge_digest.to_vec()),
         expires_at_ms: Set(expires_at_ms),
     };
-    match used_enrolment_challenge::Entity::insert(model)
-        .exec_without_returning(db.database())
-        .await
-        .map_err(StoreError::from)
-    {
-        Ok(_) => Ok(true),
-        Err(error) if error.is_unique_violation() => Ok(false),
-        Err(error) => Err(error),
-    }
+    super::insert_unless_taken(db, model).await
 }
 
 /// Forgets the uses of challenges that expired before `before_ms`; returns how

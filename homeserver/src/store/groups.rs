@@ -236,15 +236,7 @@ pub(crate) async fn insert_commit(
         epoch: Set(epoch_to_db(epoch)?),
         seq: Set(seq_to_db(seq)?),
     };
-    match group_commit::Entity::insert(model)
-        .exec_without_returning(db.database())
-        .await
-        .map_err(StoreError::from)
-    {
-        Ok(_) => Ok(true),
-        Err(error) if error.is_unique_violation() => Ok(false),
-        Err(error) => Err(error),
-    }
+    super::insert_unless_taken(db, model).await
 }
 
 /// Sequence number of the commit that ended `epoch`.

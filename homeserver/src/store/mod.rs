@@ -79,6 +79,24 @@ impl Transaction {
     }
 }
 
+/// Inserts `model`; `false` if a unique key already holds such a row (the
+/// database, not a read before the write, decides who was first).
+async fn insert_unless_taken<A>(db: &impl Connection, model: A) -> Result<bool, StoreError>
+where
+    A: sea_orm::ActiveModelTrait + Send,
+    <A::Entity as sea_orm::EntityTrait>::Model: sea_orm::IntoActiveModel<A>,
+{
+    match <A::Entity as sea_orm::EntityTrait>::insert(model)
+        .exec_without_returning(db.database())
+        .await
+        .map_err(StoreError::from)
+    {
+        Ok(_) => Ok(true),
+        Err(error) if error.is_unique_violation() => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Anything a query can run on: the pool ([`Store`]) or an open [`Transaction`].
 pub(crate) trait Connection: Sync {
     /// The sea-orm connection behind it, for the queries in this module.
