@@ -8,7 +8,9 @@
 //! - `accounts`: enrolment challenges, register, log in and out, authenticate a
 //!   bearer token, devices.
 //! - `attempt_limiter`: where the brute-force limits on Register and Login keep
-//!   their state (in-process now; Redis in a cluster).
+//!   their state (in-process, or shared through Redis in a cluster).
+//! - `rate_limiter`: where the per-key rate limits (key-package claims, and a
+//!   cluster's federation requests per peer) keep their state.
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
@@ -33,6 +35,7 @@ pub(crate) mod idempotency;
 pub(crate) mod janitor;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
+pub(crate) mod rate_limiter;
 pub(crate) mod remote_leaves;
 pub(crate) mod routing;
 pub(crate) mod secrets;
@@ -41,13 +44,13 @@ pub(crate) mod verify_credential;
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
+use crate::rules::rate::Rate;
 use crate::rules::streams::StreamLimits;
 use crate::store::{Store, StoreError};
 use attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use conclave_core::ids::Domain;
 use conclave_federation::client::FederationClient;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use rate_limiter::{KeyedRateLimiter, LocalRateLimiter};
 use std::sync::Arc;
 
 /// The source of "now", so tests can move time (e.g. to expire a KeyPackage).
@@ -77,9 +80,9 @@ pub(crate) struct Context {
     pub(crate) clock: Arc<dyn Clock>,
     /// Per-claimer limit on key-package claims, keyed by credential identity: a
     /// local device, or a device of a peer domain claiming through its
-    /// homeserver. In-process for now: each replica counts on its own, so N
-    /// replicas allow up to N times the rate.
-    pub(crate) claim_limiter: DefaultKeyedRateLimiter<String>,
+    /// homeserver. In-process when this server runs alone; shared through
+    /// Redis by a cluster's replicas.
+    pub(crate) claim_limiter: Arc<dyn KeyedRateLimiter>,
     /// Wakes subscribers when their groups' logs or their inboxes grow.
     pub(crate) notifier: Arc<dyn Notifier>,
     /// Calls the homeservers of other domains; `None` when federation is off.
@@ -103,15 +106,17 @@ impl Context {
             per_device: config.limits.subscribe_streams_per_device,
             per_connection: config.limits.subscribe_streams_per_connection,
         };
-        let claims_per_minute =
-            NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
+        let claims_per_minute = config.key_packages.claims_per_minute;
         let attempt_policy = config.limits.attempt_policy();
         Context {
             store,
             domain: config.domain(),
             config,
             clock,
-            claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
+            claim_limiter: Arc::new(LocalRateLimiter::new(Rate::per_minute(
+                claims_per_minute,
+                claims_per_minute,
+            ))),
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
             credential_cache: remote_leaves::CredentialCache::default(),
