@@ -191,7 +191,7 @@ pub async fn run(
             context.clone(),
             listener,
             federation.server_tls,
-            federation.gate,
+            peer_gate(federation.gate, &context),
             stopped(),
         ))
     });
@@ -280,6 +280,30 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
         gate: Arc::new(PeerGate::new(registry, requests_per_minute)),
         client: Arc::new(client),
     }))
+}
+
+/// The federation gate to serve with: in a cluster, one that counts each
+/// peer's requests in Redis together with the other replicas (the gate's
+/// registry and rate stay as configured).
+fn peer_gate(gate: Arc<PeerGate>, context: &Context) -> Arc<PeerGate> {
+    let Some(link) = &context.redis else {
+        return gate;
+    };
+    let per_minute = context.config.federation.peer_requests_per_minute;
+    let shared = cluster::SharedRateLimiter::new(
+        link.clone(),
+        "peers",
+        rules::rate::Rate::per_minute(per_minute, per_minute),
+    );
+    let limiter = service::rate_limiter::PeerRequestLimiter {
+        limiter: Arc::new(shared),
+        clock: context.clock.clone(),
+    };
+    Arc::new(PeerGate::with_rate_limiter(
+        gate.registry().clone(),
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+        Arc::new(limiter),
+    ))
 }
 
 fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {

@@ -41,7 +41,7 @@ pub(crate) mod routing;
 pub(crate) mod secrets;
 pub(crate) mod verify_credential;
 
-use crate::cluster::RedisLink;
+use crate::cluster::{RedisLink, SharedAttemptLimiter, SharedRateLimiter};
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
@@ -114,17 +114,14 @@ impl Context {
             per_device: config.limits.subscribe_streams_per_device,
             per_connection: config.limits.subscribe_streams_per_connection,
         };
-        let claims_per_minute = config.key_packages.claims_per_minute;
         let attempt_policy = config.limits.attempt_policy();
+        let claim_rate = claim_rate(&config);
         Context {
             store,
             domain: config.domain(),
             config,
             clock,
-            claim_limiter: Arc::new(LocalRateLimiter::new(Rate::per_minute(
-                claims_per_minute,
-                claims_per_minute,
-            ))),
+            claim_limiter: Arc::new(LocalRateLimiter::new(claim_rate)),
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
             redis: None,
@@ -146,8 +143,19 @@ impl Context {
 
     /// The same context, one replica of a cluster sharing `redis`.
     pub(crate) fn with_redis(self, redis: Arc<RedisLink>) -> Context {
+        // The limits count once for all replicas, in Redis (each replica
+        // falls back to its own count while Redis is unreachable).
+        let attempt_policy = self.config.limits.attempt_policy();
+        let attempt_limiter = Arc::new(SharedAttemptLimiter::new(redis.clone(), attempt_policy));
+        let claim_limiter = Arc::new(SharedRateLimiter::new(
+            redis.clone(),
+            "claims",
+            claim_rate(&self.config),
+        ));
         Context {
             redis: Some(redis),
+            attempt_limiter,
+            claim_limiter,
             ..self
         }
     }
@@ -163,6 +171,12 @@ impl Context {
             .as_ref()
             .and_then(|_| conclave_federation::trace_context::current_traceparent())
     }
+}
+
+/// Claims per claimer: `claims_per_minute` at once, then that many a minute.
+fn claim_rate(config: &Config) -> Rate {
+    let per_minute = config.key_packages.claims_per_minute;
+    Rate::per_minute(per_minute, per_minute)
 }
 
 /// A failure that is the server's, not the client's.
