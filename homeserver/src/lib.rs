@@ -57,6 +57,11 @@ use tokio::net::TcpListener;
 const FEDERATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const FEDERATION_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a replica starting in cluster mode waits for Redis to answer
+/// before it serves anyway (each replica counting its own limits until Redis
+/// answers).
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
 /// The bound sockets the server will serve on. Binding is separate from running so
 /// tests can bind port 0 and learn the address before the server starts.
 pub struct Listeners {
@@ -182,6 +187,17 @@ pub async fn run(
         tracing::info!(key_prefix = %context.config.redis.key_prefix, "cluster mode: connecting to Redis");
         context = context.with_redis(link);
         _redis_pushes = Some(pushes);
+    }
+    if let Some(link) = &context.redis {
+        // A reachable Redis answers within this, so the limits are shared from
+        // the first request; an unreachable one delays the start no longer.
+        let mut up = link.watch_up();
+        if tokio::time::timeout(REDIS_START_WAIT, up.wait_for(|up| *up))
+            .await
+            .is_err()
+        {
+            tracing::warn!(wait = ?REDIS_START_WAIT, "Redis did not answer at start; serving with limits per replica until it does");
+        }
     }
     let context = Arc::new(context);
 

@@ -1,7 +1,7 @@
 //! Shared limits in cluster mode, in-process: two homeservers of one domain on
 //! one PostgreSQL database and one Redis (a key prefix of the test's own)
-//! count Register and Login attempts, failed logins and key-package claims
-//! once for both: requests spread over the two replicas meet ONE budget, not
+//! count Register and Login attempts, failed logins, key-package claims and
+//! a peer's federation requests once for both: requests spread over the two replicas meet ONE budget, not
 //! twice it. (`integration-tests`' `cluster_limits` does the same with
 //! replicas as processes.)
 
@@ -9,7 +9,9 @@ use crate::harness::{Api, assert_status, key_packages, login_request, new_signer
 use conclave_homeserver::config::Config;
 use conclave_homeserver::{Listeners, SystemClock};
 use conclave_proto::client::v1 as proto;
-use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use conclave_core::ids::CredentialIdentity;
+use conclave_federation::client::{CallError, RefusalKind};
+use conclave_test_support::{DatabaseChoice, TestHomeserver, TestNetwork, TestOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -20,10 +22,12 @@ use tonic::transport::Endpoint;
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A second replica of a test homeserver: the same configuration (database,
-/// Redis and its prefix), its own ports; shut down when dropped (dropping
-/// `_shutdown` ends the server's shutdown future).
+/// Redis and its prefix, federation certificate), its own ports; shut down
+/// when dropped (dropping `_shutdown` ends the server's shutdown future).
 struct Replica {
     client_url: String,
+    /// Its federation listener, when federation is on.
+    federation_address: Option<SocketAddr>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -33,8 +37,15 @@ impl Replica {
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         config.client_api.listen = any_port;
         config.http.listen = any_port;
+        // On the first replica's address (its certificate's peers trust it),
+        // another port.
+        config.federation.listen.set_port(0);
         let listeners = Listeners::bind(&config).await.expect("bind the replica");
         let client_url = format!("http://{}", listeners.client_api.local_addr().unwrap());
+        let federation_address = listeners
+            .federation
+            .as_ref()
+            .map(|listener| listener.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
         tokio::spawn(conclave_homeserver::run(
             config,
@@ -48,19 +59,25 @@ impl Replica {
         // start ends the test with the harness's timeout and its log.
         Replica {
             client_url,
+            federation_address,
             _shutdown: shutdown,
         }
     }
 }
 
-/// The first replica, on a fresh PostgreSQL database, in cluster mode with a
-/// Redis key prefix no other test uses; `limits` sets the limits under test.
-async fn first_replica(limits: impl FnOnce(&mut Config) + Send + 'static) -> TestHomeserver {
+/// A Redis key prefix no other test uses.
+fn fresh_prefix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let prefix = format!("test-cluster-limits-{}-{nanos}", std::process::id());
+    format!("test-cluster-limits-{}-{nanos}", std::process::id())
+}
+
+/// The first replica, on a fresh PostgreSQL database, in cluster mode with a
+/// Redis key prefix of its own; `limits` sets the limits under test.
+async fn first_replica(limits: impl FnOnce(&mut Config) + Send + 'static) -> TestHomeserver {
+    let prefix = fresh_prefix();
     let options = TestOptions::on(DatabaseChoice::Postgres).configure(move |config| {
         config.redis.url = Some(REDIS_URL.to_owned());
         config.redis.key_prefix = prefix;
@@ -187,6 +204,52 @@ async fn claims_over_two_replicas_share_one_rate() {
             );
         }
         assert_eq!(replicas[1].stock(&alice).await.available, 5);
+    })
+    .await;
+}
+
+/// A peer's federation requests, spread over two replicas of b.example, meet
+/// one rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_requests_over_two_replicas_share_one_rate() {
+    within_timeout(async {
+        let prefix = fresh_prefix();
+        let network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Postgres)
+            .configure_domain("b.example", move |config| {
+                config.federation.peer_requests_per_minute = 3;
+                config.redis.url = Some(REDIS_URL.to_owned());
+                config.redis.key_prefix = prefix.clone();
+            })
+            .start()
+            .await;
+        let first = network.server("b.example");
+        let second = Replica::of(first).await;
+        let bob = Api::connect(first).await.register("bob").await;
+        let identity: CredentialIdentity = bob.identity.parse().expect("an identity");
+        let key = bob.signer.to_public_vec();
+        let second_endpoint = format!("https://{}", second.federation_address.unwrap());
+        let replicas = [
+            network.federation_client_as("a.example", &["b.example"]),
+            network
+                .pki()
+                .federation_client(network.certificate("a.example"), &[("b.example", second_endpoint)]),
+        ];
+        for call in 0..3 {
+            let verified = replicas[call % 2].verify_credential(&identity, &key).await;
+            assert!(verified.expect("verify"), "call {call}");
+        }
+        for replica in &replicas {
+            match replica.verify_credential(&identity, &key).await {
+                Err(CallError::Refused { kind, message, .. }) => {
+                    assert_eq!(kind, RefusalKind::ResourceExhausted, "{message}");
+                    assert!(
+                        message.contains("a.example sent more than 3 federation requests per minute"),
+                        "{message}"
+                    );
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
     })
     .await;
 }
