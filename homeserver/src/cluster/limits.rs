@@ -42,9 +42,7 @@
 //! carried over (Redis restarted empty, or kept its own).
 
 use super::RedisLink;
-use crate::rules::attempt_limits::{
-    self, Attempt, AttemptPolicy, AttemptRefusal, Limit, Source,
-};
+use crate::rules::attempt_limits::{self, Attempt, AttemptPolicy, AttemptRefusal, Limit, Source};
 use crate::rules::rate::{Rate, RateExceeded};
 use crate::service::attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use crate::service::rate_limiter::{KeyedRateLimiter, LocalRateLimiter};
@@ -346,7 +344,14 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), state.wait_for(|now| *now == up))
             .await
             .unwrap_or_else(|_| {
-                panic!("Redis did not become {}", if up { "reachable (this test needs redis-server)" } else { "unreachable" })
+                panic!(
+                    "Redis did not become {}",
+                    if up {
+                        "reachable (this test needs redis-server)"
+                    } else {
+                        "unreachable"
+                    }
+                )
             })
             .unwrap();
     }
@@ -455,8 +460,16 @@ mod tests {
     async fn the_shared_rate_limiter_passes_the_cases_as_two_replicas() {
         let prefix = fresh_prefix("rates");
         let replicas = [
-            SharedRateLimiter::new(link(SHARED_REDIS, &prefix).await, "claims", rate_cases::RATE),
-            SharedRateLimiter::new(link(SHARED_REDIS, &prefix).await, "claims", rate_cases::RATE),
+            SharedRateLimiter::new(
+                link(SHARED_REDIS, &prefix).await,
+                "claims",
+                rate_cases::RATE,
+            ),
+            SharedRateLimiter::new(
+                link(SHARED_REDIS, &prefix).await,
+                "claims",
+                rate_cases::RATE,
+            ),
         ];
         rate_cases::check_cases(&[&replicas[0], &replicas[1]], "").await;
         let keys = keys_and_ttls(&replicas[0].link, &prefix).await;
@@ -479,8 +492,14 @@ mod tests {
             ..POLICY
         };
         let replicas = [
-            Arc::new(SharedAttemptLimiter::new(link(SHARED_REDIS, &prefix).await, policy)),
-            Arc::new(SharedAttemptLimiter::new(link(SHARED_REDIS, &prefix).await, policy)),
+            Arc::new(SharedAttemptLimiter::new(
+                link(SHARED_REDIS, &prefix).await,
+                policy,
+            )),
+            Arc::new(SharedAttemptLimiter::new(
+                link(SHARED_REDIS, &prefix).await,
+                policy,
+            )),
         ];
         let source = Source::V4(Ipv4Addr::new(198, 51, 100, 7));
         let now_ms = 1_700_000_000_000;
@@ -514,7 +533,10 @@ mod tests {
         async fn spend_the_burst(limiter: &SharedAttemptLimiter, attempt: Attempt) -> [bool; 3] {
             let mut admitted = [false; 3];
             for outcome in &mut admitted {
-                *outcome = limiter.admit(attempt.clone(), 1_700_000_000_000).await.is_ok();
+                *outcome = limiter
+                    .admit(attempt.clone(), 1_700_000_000_000)
+                    .await
+                    .is_ok();
             }
             admitted
         }

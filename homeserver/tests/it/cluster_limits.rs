@@ -6,11 +6,11 @@
 //! replicas as processes.)
 
 use crate::harness::{Api, assert_status, key_packages, login_request, new_signer, within_timeout};
+use conclave_core::ids::CredentialIdentity;
+use conclave_federation::client::{CallError, RefusalKind};
 use conclave_homeserver::config::Config;
 use conclave_homeserver::{Listeners, SystemClock};
 use conclave_proto::client::v1 as proto;
-use conclave_core::ids::CredentialIdentity;
-use conclave_federation::client::{CallError, RefusalKind};
 use conclave_test_support::{DatabaseChoice, TestHomeserver, TestNetwork, TestOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -230,9 +230,10 @@ async fn peer_requests_over_two_replicas_share_one_rate() {
         let second_endpoint = format!("https://{}", second.federation_address.unwrap());
         let replicas = [
             network.federation_client_as("a.example", &["b.example"]),
-            network
-                .pki()
-                .federation_client(network.certificate("a.example"), &[("b.example", second_endpoint)]),
+            network.pki().federation_client(
+                network.certificate("a.example"),
+                &[("b.example", second_endpoint)],
+            ),
         ];
         for call in 0..3 {
             let verified = replicas[call % 2].verify_credential(&identity, &key).await;
@@ -243,7 +244,8 @@ async fn peer_requests_over_two_replicas_share_one_rate() {
                 Err(CallError::Refused { kind, message, .. }) => {
                     assert_eq!(kind, RefusalKind::ResourceExhausted, "{message}");
                     assert!(
-                        message.contains("a.example sent more than 3 federation requests per minute"),
+                        message
+                            .contains("a.example sent more than 3 federation requests per minute"),
                         "{message}"
                     );
                 }
