@@ -4,6 +4,9 @@
 //! only: nothing of this crate is compiled into the homeserver.
 //!
 //! # Layout
+//! - [`cluster`]: replicas of one domain, each a process of the real
+//!   `conclave-homeserver` binary, on one PostgreSQL database and a private
+//!   Redis; killed, terminated and restarted one by one.
 //! - [`database`]: a fresh SQLite file or PostgreSQL database per server,
 //!   removed afterwards.
 //! - [`clock`]: a clock tests can move forward.
@@ -18,6 +21,7 @@
 //!   and deterministic mutations of them.
 
 pub mod clock;
+pub mod cluster;
 pub mod database;
 pub mod fuzz_smoke;
 pub mod homeserver;
@@ -26,6 +30,7 @@ pub mod pki;
 pub mod wait;
 
 pub use clock::AdjustableClock;
+pub use cluster::{ClusterOptions, TestCluster, TestRedis};
 pub use database::{DatabaseChoice, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
