@@ -72,7 +72,9 @@ pub const BINARY_VARIABLE: &str = "CONCLAVE_HOMESERVER_BINARY";
 pub struct ClusterOptions {
     /// How many replicas (at least 1, at most 254).
     pub replicas: usize,
-    /// Whether to start a private `redis-server` and pass it in `[redis]`.
+    /// Whether to start a private `redis-server` and pass it to every
+    /// replica in `[redis]` (`url`, and a `key_prefix` of the cluster's own),
+    /// which makes the replicas a cluster.
     pub redis: bool,
     /// The cluster's domain (default `localhost`).
     pub domain: String,
@@ -182,6 +184,9 @@ impl TestCluster {
         // (and anything else on 127.0.0.x) never want the same address.
         let prefix = random_bytes::<2>();
         let prefix = [prefix[0] % 100 + 100, prefix[1]];
+        // Its own keys and channels, should a test point replicas of two
+        // clusters at one Redis.
+        let key_prefix = format!("conclave-test-{}", hex::encode(random_bytes::<6>()));
         let mut replicas = Vec::with_capacity(options.replicas);
         for index in 0..options.replicas {
             let host = Ipv4Addr::new(
@@ -221,6 +226,15 @@ impl TestCluster {
                     ("login_failures_before_backoff", 1000.into()),
                 ]),
             );
+            if let Some(redis) = &redis {
+                config.insert(
+                    "redis".into(),
+                    table([
+                        ("url", redis.url().into()),
+                        ("key_prefix", key_prefix.clone().into()),
+                    ]),
+                );
+            }
             merge(&mut config, &extra);
             let config_path = directory.path().join(format!("replica-{index}.toml"));
             std::fs::write(&config_path, config.to_string())

@@ -1,5 +1,5 @@
 //! The cluster harness at its simplest: two replicas of one domain, each a
-//! process of the real binary on one PostgreSQL database. An account
+//! process of the real binary on one PostgreSQL database and one Redis. An account
 //! registered through one replica logs in through the other, and a replica
 //! killed and restarted comes back on its addresses.
 
@@ -10,7 +10,7 @@ use crate::harness::{User, within_timeout};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_made_on_one_replica_logs_in_on_the_other() {
     within_timeout(async {
-        let cluster = TestCluster::start(ClusterOptions::replicas(2)).await;
+        let cluster = TestCluster::start(ClusterOptions::replicas(2).with_redis()).await;
         let first = User::register_at(&cluster.client_url(0), "alice@localhost").await;
         let second = User::login_at(&cluster.client_url(1), "alice@localhost").await;
         assert_ne!(first.identity(), second.identity(), "two devices");

@@ -14,6 +14,10 @@
 //! - [`cluster_smoke`]: replicas of one domain, each a process of the real
 //!   binary (`conclave_test_support::TestCluster`), sharing accounts; a
 //!   replica killed and restarted.
+//! - [`cluster_commit_races`]: devices on two replicas committing in the same
+//!   epoch, 500 rounds.
+//! - [`cluster_crash`]: a replica killed while clients on both send; clients
+//!   reach the survivor through a `TestBalancer`.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -39,6 +43,8 @@ macro_rules! on_both_databases {
     };
 }
 
+mod cluster_commit_races;
+mod cluster_crash;
 mod cluster_smoke;
 mod commit_races;
 mod federated_groups;
