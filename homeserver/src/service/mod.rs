@@ -22,6 +22,7 @@
 //! - `follower/`: applying a hub's events to this homeserver's copy.
 //! - `idempotency`: retried submissions return their first result.
 //! - `janitor`: hourly clean-up.
+//! - `leases`: background work (outboxes, janitor) on one replica at a time.
 
 pub(crate) mod accounts;
 pub(crate) mod attempt_limiter;
@@ -32,6 +33,7 @@ pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod janitor;
 pub(crate) mod key_packages;
+pub(crate) mod leases;
 pub(crate) mod outbox;
 pub(crate) mod remote_leaves;
 pub(crate) mod routing;
@@ -95,6 +97,8 @@ pub(crate) struct Context {
     pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
     /// The Subscribe streams open now, per device and per connection.
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
+    /// This replica's id and its leases on background work.
+    pub(crate) leases: leases::Leases,
 }
 
 impl Context {
@@ -107,6 +111,7 @@ impl Context {
             NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
         let attempt_policy = config.limits.attempt_policy();
         Context {
+            leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,
             domain: config.domain(),
             config,
