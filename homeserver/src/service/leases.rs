@@ -164,7 +164,9 @@ impl Leases {
     async fn release(&self, name: &str) {
         let release = store::release_lease(&self.store, name, &self.replica_id);
         match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
-            Ok(Ok(true)) => tracing::info!(lease = name, "released the lease"),
+            Ok(Ok(true)) => {
+                tracing::info!(lease = name, replica = %self.replica_id, "released the lease");
+            }
             Ok(Ok(false)) => {}
             Ok(Err(error)) => {
                 tracing::warn!(lease = name, %error, "could not release the lease; it expires");

@@ -18,6 +18,9 @@
 //!   epoch.
 //! - [`outages`]: a follower down while the group is busy; the hub restarting
 //!   mid-burst.
+//! - [`outbox_leases`]: two replicas of a domain on one PostgreSQL database:
+//!   one sends its outbox to a peer, another takes over when it stops or is
+//!   killed.
 //! - [`federation_refusals`]: federation calls that act for another domain, or
 //!   come without a trusted certificate, refused with nothing stored.
 //! - [`rogue_hub`]: a peer delivering groups it made up (garbage, Welcomes for
@@ -40,5 +43,6 @@ mod federation_refusals;
 mod federation_smoke;
 mod harness;
 mod outages;
+mod outbox_leases;
 mod rejoin;
 mod rogue_hub;
