@@ -5,9 +5,10 @@
 //! The log itself is the outbox: a message costs no extra write per follower
 //! domain, only the follower's cursor moves, after the follower confirmed what it
 //! has (`DeliverEventsResponse.last_seq`). A batch lost on the way, or delivered
-//! twice (a retry, or two replicas sending at once), is harmless: the follower
-//! applies each `(group, seq)` once. One task per peer domain sends its batches
-//! one at a time (so each group's events leave in order), wakes when a followed
+//! twice (a retry, or one still on the wire from a replica that lost the
+//! peer's lease), is harmless: the follower applies each `(group, seq)` once.
+//! One task per peer domain sends its batches one at a time (so each group's
+//! events leave in order), wakes when a followed
 //! group grows, and after a failure waits with exponential backoff and jitter,
 //! cut short when the peer calls this homeserver (it is up again). Of a
 //! domain's replicas, only the one holding the peer's lease (`outbox:{peer}`,
