@@ -18,6 +18,8 @@
 //!   epoch, 500 rounds.
 //! - [`cluster_crash`]: a replica killed while clients on both send; clients
 //!   reach the survivor through a `TestBalancer`.
+//! - [`cluster_outbox`]: the replica sending a federated domain's outbox
+//!   killed; the other takes over, the peer receives everything once.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -48,6 +50,7 @@ macro_rules! on_both_databases {
 
 mod cluster_commit_races;
 mod cluster_crash;
+mod cluster_outbox;
 mod cluster_smoke;
 mod commit_races;
 mod federated_groups;
