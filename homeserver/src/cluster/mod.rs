@@ -9,7 +9,11 @@
 //! # Layout
 //! - `link.rs`: the connection (RESP3, reconnecting, re-subscribing), whether
 //!   Redis is up, and the key prefix.
+//! - `limits.rs`: the rate limits the replicas share (attempts, claims, peer
+//!   requests), one Lua script per operation, with local fallback.
 
+mod limits;
 mod link;
 
+pub(crate) use limits::{SharedAttemptLimiter, SharedRateLimiter};
 pub(crate) use link::{RedisLink, check_redis_url};

@@ -18,6 +18,8 @@
 //!   epoch, 500 rounds.
 //! - [`cluster_crash`]: a replica killed while clients on both send; clients
 //!   reach the survivor through a `TestBalancer`.
+//! - [`cluster_limits`]: login failures spread over three replicas meet one
+//!   shared back-off; without Redis each replica counts its own.
 //! - [`cluster_outbox`]: the replica sending a federated domain's outbox
 //!   killed; the other takes over, the peer receives everything once.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
@@ -50,6 +52,7 @@ macro_rules! on_both_databases {
 
 mod cluster_commit_races;
 mod cluster_crash;
+mod cluster_limits;
 mod cluster_outbox;
 mod cluster_smoke;
 mod commit_races;
