@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::service::create_registration_token::{
     NewRegistrationToken, create_registration_token as create,
 };
+use crate::service::leases::outbox_lease;
 use crate::service::{Clock, Context};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -48,16 +49,26 @@ pub struct PeerOutboxStatus {
     pub last_error_at_ms: Option<i64>,
     /// Failed attempts since the last success.
     pub consecutive_failures: u64,
+    /// The replica id of the replica that sends to the domain (the holder of
+    /// the outbox's lease, as each replica logs its id at start); `None` if no
+    /// replica has held it, or the last holder released it.
+    pub outbox_owner: Option<String>,
+    /// When that lease expires unless renewed, in milliseconds since the Unix
+    /// epoch; in the past, the holder is gone and another replica is about to
+    /// take over.
+    pub outbox_lease_expires_at_ms: Option<i64>,
 }
 
-/// Each peer's outbox depth, last success and last error, from the database
-/// (so it works while the server runs, and shows what every replica did).
+/// Each peer's outbox depth, last success and last error, and which replica
+/// sends to it, from the database (so it works while the server runs, and
+/// shows what every replica did).
 pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, AdminError> {
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
     let connection = &store;
     let depths = crate::store::outbox_depths(connection).await?;
     let recorded = crate::store::peer_statuses(connection).await?;
+    let leases = crate::store::leases(connection).await?;
     let mut domains: std::collections::BTreeSet<String> =
         config.federation.peers.keys().cloned().collect();
     domains.extend(depths.iter().map(|(domain, _)| domain.clone()));
@@ -66,6 +77,8 @@ pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, 
         .into_iter()
         .map(|domain| {
             let record = recorded.iter().find(|status| status.domain == domain);
+            let lease_name = outbox_lease(&domain);
+            let lease = leases.iter().find(|lease| lease.name == lease_name);
             PeerOutboxStatus {
                 configured: config.federation.peers.contains_key(&domain),
                 outbox_depth: depths
@@ -76,6 +89,8 @@ pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, 
                 last_error: record.and_then(|status| status.last_error.clone()),
                 last_error_at_ms: record.and_then(|status| status.last_error_at_ms),
                 consecutive_failures: record.map_or(0, |status| status.consecutive_failures),
+                outbox_owner: lease.map(|lease| lease.owner.clone()),
+                outbox_lease_expires_at_ms: lease.map(|lease| lease.expires_at_ms),
                 domain,
             }
         })

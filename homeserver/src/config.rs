@@ -31,6 +31,7 @@ pub struct Config {
     pub groups: GroupConfig,
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
+    pub leases: LeasesConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
 }
@@ -222,6 +223,19 @@ impl LimitsConfig {
     }
 }
 
+/// Leases on the background work that runs on one replica at a time (each
+/// peer's outbox, the janitor; see `service::leases`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasesConfig {
+    /// How long a lease lasts without renewal, in milliseconds: after a replica
+    /// dies, another takes its work over within this time.
+    pub ttl_ms: u64,
+    /// How often the holder renews, and how often other replicas try to take
+    /// the lease, in milliseconds; at most a third of `ttl_ms`.
+    pub renew_interval_ms: u64,
+}
+
 /// Cluster mode: several replicas of this domain's homeserver on one
 /// PostgreSQL database, waking each other and sharing their limits through
 /// Redis. Off (one process, as on the embedded default) unless `url` is set.
@@ -270,6 +284,7 @@ impl Default for Config {
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
             limits: LimitsConfig::default(),
+            leases: LeasesConfig::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
         }
@@ -364,6 +379,15 @@ impl Default for LimitsConfig {
             http2_keepalive_interval_seconds: 30,
             http2_keepalive_timeout_seconds: 10,
             tcp_keepalive_seconds: 60,
+        }
+    }
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            ttl_ms: 8000,
+            renew_interval_ms: 2500,
         }
     }
 }
@@ -535,6 +559,7 @@ impl Config {
         self.validate_federation()?;
         self.validate_attempt_limits()?;
         self.validate_connection_limits()?;
+        self.validate_leases()?;
         self.validate_redis()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
@@ -768,6 +793,30 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The `[leases]` section: the holder's renewals must fit well inside the
+    /// lease (see `service::leases` for the margin this leaves).
+    fn validate_leases(&self) -> Result<(), ConfigError> {
+        let leases = &self.leases;
+        if !(100..=60_000).contains(&leases.renew_interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "leases.renew_interval_ms",
+                reason: "must be between 100 and 60000".to_owned(),
+            });
+        }
+        let least = leases.renew_interval_ms.saturating_mul(3);
+        if !(least..=600_000).contains(&leases.ttl_ms) {
+            return Err(ConfigError::Invalid {
+                key: "leases.ttl_ms",
+                reason: format!(
+                    "must be between {least} (three times leases.renew_interval_ms) and 600000"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The file holds at least one PEM certificate, and nothing unreadable.
 fn check_certificate_file(path: &Path) -> Result<(), String> {
     use rustls_pki_types::CertificateDer;
@@ -939,6 +988,16 @@ mod tests {
             ),
             ("[groups]\nmax_members = 1", Some("max_members")),
             ("[groups]\nretention_days = 0", Some("retention_days")),
+            ("[leases]\nttl_ms = 3000\nrenew_interval_ms = 1000", None),
+            (
+                "[leases]\nttl_ms = 2999\nrenew_interval_ms = 1000",
+                Some("leases.ttl_ms"),
+            ),
+            (
+                "[leases]\nrenew_interval_ms = 99",
+                Some("leases.renew_interval_ms"),
+            ),
+            ("[leases]\nttl_ms = 600001", Some("leases.ttl_ms")),
             ("[federation]\nlisten = '0.0.0.0:7401'", None),
             (
                 "[federation]\ncertificate = '/nonexistent.pem'",

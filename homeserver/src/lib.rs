@@ -200,6 +200,7 @@ pub async fn run(
         }
     }
     let context = Arc::new(context);
+    tracing::info!(replica = %context.leases.replica_id(), "replica id for background work leases");
 
     let http_task = tokio::spawn(http::serve(store.clone(), listeners.http, stopped()));
     let federation_task = federation.map(|(federation, listener)| {
@@ -235,10 +236,12 @@ pub async fn run(
         Some(task) => task.await.unwrap_or(Ok(())),
         None => Ok(()),
     };
-    janitor_task.abort();
     catch_up_task.abort();
-    if let Some(task) = outbox_task {
-        task.abort();
+    // The janitor and the outboxes stop when `stopped` resolves and release
+    // their leases, so another replica takes their work over at once: wait for
+    // that (bounded; an unreleased lease still expires).
+    for task in std::iter::once(janitor_task).chain(outbox_task) {
+        finish_or_abort(task, BACKGROUND_STOP_TIMEOUT).await;
     }
     store.close().await?;
     grpc_result?;
@@ -246,6 +249,18 @@ pub async fn run(
     federation_result.map_err(ServerError::FederationApi)?;
     tracing::info!("homeserver stopped");
     Ok(())
+}
+
+/// Longest the background tasks may take to stop and release their leases once
+/// the server stops.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits for `task` to end, at most `timeout`; then aborts it.
+async fn finish_or_abort(mut task: tokio::task::JoinHandle<()>, timeout: Duration) {
+    if tokio::time::timeout(timeout, &mut task).await.is_err() {
+        tracing::warn!("a background task did not stop in time; aborted");
+        task.abort();
+    }
 }
 
 /// What serving and calling peers needs, made from the `[federation]` settings.

@@ -183,6 +183,20 @@ async fn federation_status(config: Config, json: bool) -> anyhow::Result<()> {
                 status.consecutive_failures
             );
         }
+        match (&status.outbox_owner, status.outbox_lease_expires_at_ms) {
+            (Some(owner), Some(expires_at_ms)) => {
+                let state = if expires_at_ms < SystemClock.now_ms() {
+                    "expired"
+                } else {
+                    "until"
+                };
+                println!(
+                    "  sender:        replica {owner} (lease {state} {})",
+                    time(Some(expires_at_ms))
+                );
+            }
+            _ => println!("  sender:        none (no replica holds the outbox's lease)"),
+        }
     }
     Ok(())
 }

@@ -298,7 +298,7 @@ async fn bind_or_any(address: SocketAddr) -> TcpListener {
 }
 
 /// A minimal HTTP/1.1 GET of /readyz, so tests need no HTTP client library.
-async fn readyz_ok(address: SocketAddr) -> bool {
+pub(crate) async fn readyz_ok(address: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
         return false;

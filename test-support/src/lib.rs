@@ -19,6 +19,8 @@
 //!   the others, on loopback addresses of their own.
 //! - [`redis_server`]: a private `redis-server` per test, stopped and started
 //!   again on its port (Redis outages).
+//! - [`replica`]: one more replica of a domain, on a runtime of its own, so a
+//!   test can kill it as SIGKILL would.
 //! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
 //!   sleep).
 //! - [`fuzz_smoke`]: the fuzz targets run over their corpora, kept crash inputs
@@ -33,6 +35,7 @@ pub mod homeserver;
 pub mod network;
 pub mod pki;
 pub mod redis_server;
+pub mod replica;
 pub mod wait;
 
 pub use balancer::TestBalancer;
@@ -43,6 +46,7 @@ pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};
 pub use redis_server::TestRedis;
+pub use replica::KillableReplica;
 pub use wait::{Backoff, eventually, within};
 
 /// The password of every test account (the homeserver wants at least 8 bytes).

@@ -6,6 +6,7 @@ use conclave_federation::client::{ClientOptions, FederationClient};
 use conclave_federation::dev_certs::DevCertificateAuthority;
 use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
 use conclave_federation::tls::TlsMaterial;
+use conclave_homeserver::config::{FederationConfig, FederationPeerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -117,6 +118,36 @@ impl TestPki {
             max_message_bytes: 4 * 1024 * 1024,
         };
         FederationClient::new(&material, &registry, &options).expect("a federation client")
+    }
+}
+
+impl TestPki {
+    /// The `[federation]` settings of a homeserver presenting `issued`,
+    /// trusting this CA, with `peers` (domain, `https://` endpoint) and every
+    /// other setting at its default (the listener comes with
+    /// [`crate::TestFederation`]).
+    pub fn federation_settings(
+        &self,
+        issued: &IssuedCertificate,
+        peers: &[(&str, String)],
+    ) -> FederationConfig {
+        let peers = peers
+            .iter()
+            .map(|(domain, endpoint)| {
+                let peer = FederationPeerConfig {
+                    endpoint: endpoint.clone(),
+                    pinned_sha256: None,
+                };
+                (domain.to_string(), peer)
+            })
+            .collect();
+        FederationConfig {
+            certificate: Some(issued.certificate.clone()),
+            private_key: Some(issued.private_key.clone()),
+            trust_roots: Some(self.trust_roots.clone()),
+            peers,
+            ..FederationConfig::default()
+        }
     }
 }
 

@@ -4,8 +4,12 @@
 //! (`rules::retention`), forgets old idempotency records, the uses of expired
 //! enrolment challenges, and the membership changes and Welcomes every follower
 //! received.
+//!
+//! One replica of a domain does this at a time: the one holding the `janitor`
+//! lease (`leases`); the others wait to take over.
 
 use super::Context;
+use super::leases::JANITOR_LEASE;
 use crate::rules::retention;
 use crate::store;
 use std::future::Future;
@@ -15,19 +19,21 @@ use std::time::Duration;
 /// How often the janitor runs.
 const INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Runs until `stopped` resolves.
+/// Runs until `stopped` resolves, cleaning up while this replica holds the
+/// janitor's lease (first at once when it takes it, then every [`INTERVAL`]);
+/// then releases the lease.
 pub(crate) async fn run(context: Arc<Context>, stopped: impl Future<Output = ()>) {
-    let work = async {
+    let work = || async {
         let mut interval = tokio::time::interval(INTERVAL);
         loop {
             interval.tick().await;
             clean_up(&context).await;
         }
     };
-    tokio::select! {
-        () = work => {}
-        () = stopped => {}
-    }
+    context
+        .leases
+        .run_while_holding(JANITOR_LEASE, stopped, work)
+        .await;
 }
 
 async fn clean_up(context: &Context) {

@@ -24,6 +24,7 @@
 //! - `follower/`: applying a hub's events to this homeserver's copy.
 //! - `idempotency`: retried submissions return their first result.
 //! - `janitor`: hourly clean-up.
+//! - `leases`: background work (outboxes, janitor) on one replica at a time.
 
 pub(crate) mod accounts;
 pub(crate) mod attempt_limiter;
@@ -34,6 +35,7 @@ pub(crate) mod groups;
 pub(crate) mod idempotency;
 pub(crate) mod janitor;
 pub(crate) mod key_packages;
+pub(crate) mod leases;
 pub(crate) mod outbox;
 pub(crate) mod rate_limiter;
 pub(crate) mod remote_leaves;
@@ -106,6 +108,8 @@ pub(crate) struct Context {
     pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
     /// The Subscribe streams open now, per device and per connection.
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
+    /// This replica's id and its leases on background work.
+    pub(crate) leases: leases::Leases,
 }
 
 impl Context {
@@ -117,6 +121,7 @@ impl Context {
         let attempt_policy = config.limits.attempt_policy();
         let claim_rate = claim_rate(&config);
         Context {
+            leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,
             domain: config.domain(),
             config,

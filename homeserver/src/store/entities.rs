@@ -461,3 +461,26 @@ pub(crate) mod used_enrolment_challenge {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod background_lease {
+    use sea_orm::entity::prelude::*;
+
+    /// Who runs a background job (see `store::leases`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "background_leases")]
+    pub struct Model {
+        /// The job, e.g. `janitor` or `outbox:b.example`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        /// The replica id of the holder.
+        pub owner: String,
+        /// The holder's clock when it took or last renewed the lease, plus the
+        /// lease's time to live.
+        pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddMessageDigests),
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
+            Box::new(AddBackgroundLeases),
         ]
     }
 }
@@ -849,5 +850,40 @@ impl MigrationTrait for AddKeyPackageClaims {
             connection.execute(&insert).await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum BackgroundLeases {
+    Table,
+    Name,
+    Owner,
+    ExpiresAtMs,
+}
+
+/// Leases on the background work that must run on one replica at a time (a
+/// peer's outbox, the janitor): a row per job naming the replica that holds it
+/// and until when. No row, or an expired one, means the job is free.
+struct AddBackgroundLeases;
+
+impl MigrationName for AddBackgroundLeases {
+    fn name(&self) -> &str {
+        "m0007_add_background_leases"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddBackgroundLeases {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(BackgroundLeases::Table)
+                    .col(string(BackgroundLeases::Name).primary_key())
+                    .col(string(BackgroundLeases::Owner))
+                    .col(big_integer(BackgroundLeases::ExpiresAtMs))
+                    .to_owned(),
+            )
+            .await
     }
 }

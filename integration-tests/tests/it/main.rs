@@ -20,6 +20,8 @@
 //!   reach the survivor through a `TestBalancer`.
 //! - [`cluster_limits`]: login failures spread over three replicas meet one
 //!   shared back-off; without Redis each replica counts its own.
+//! - [`cluster_outbox`]: the replica sending a federated domain's outbox
+//!   killed; the other takes over, the peer receives everything once.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -29,6 +31,9 @@
 //!   epoch.
 //! - [`outages`]: a follower down while the group is busy; the hub restarting
 //!   mid-burst.
+//! - [`outbox_leases`]: two replicas of a domain on one PostgreSQL database:
+//!   one sends its outbox to a peer, another takes over when it stops or is
+//!   killed.
 //! - [`federation_refusals`]: federation calls that act for another domain, or
 //!   come without a trusted certificate, refused with nothing stored.
 //! - [`rogue_hub`]: a peer delivering groups it made up (garbage, Welcomes for
@@ -48,6 +53,7 @@ macro_rules! on_both_databases {
 mod cluster_commit_races;
 mod cluster_crash;
 mod cluster_limits;
+mod cluster_outbox;
 mod cluster_smoke;
 mod commit_races;
 mod federated_groups;
@@ -55,5 +61,6 @@ mod federation_refusals;
 mod federation_smoke;
 mod harness;
 mod outages;
+mod outbox_leases;
 mod rejoin;
 mod rogue_hub;

@@ -5,11 +5,14 @@
 //! The log itself is the outbox: a message costs no extra write per follower
 //! domain, only the follower's cursor moves, after the follower confirmed what it
 //! has (`DeliverEventsResponse.last_seq`). A batch lost on the way, or delivered
-//! twice (a retry, or two replicas sending at once), is harmless: the follower
-//! applies each `(group, seq)` once. One task per peer domain sends its batches
-//! one at a time (so each group's events leave in order), wakes when a followed
+//! twice (a retry, or one still on the wire from a replica that lost the
+//! peer's lease), is harmless: the follower applies each `(group, seq)` once.
+//! One task per peer domain sends its batches one at a time (so each group's
+//! events leave in order), wakes when a followed
 //! group grows, and after a failure waits with exponential backoff and jitter,
-//! cut short when the peer calls this homeserver (it is up again).
+//! cut short when the peer calls this homeserver (it is up again). Of a
+//! domain's replicas, only the one holding the peer's lease (`outbox:{peer}`,
+//! see `leases`) sends to it; the others wait to take over.
 //!
 //! Events travel as `conclave.federation.v1.FederatedEvent`, the wire type of the
 //! federation client this module drives.
@@ -27,6 +30,7 @@ mod fetch_events;
 pub(crate) use fetch_events::{FetchEventsError, fetch_for_follower};
 
 use super::Context;
+use super::leases::outbox_lease;
 use crate::notify::Topic;
 use crate::rules::federation::{FIRST_RETRY_BACKOFF, retry_backoff};
 use crate::store::{self, StoreError};
@@ -46,21 +50,37 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a peer's last success is written while deliveries keep succeeding.
 const SUCCESS_RECORD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Runs one delivery task per configured peer until `stopped` resolves.
+/// Runs one delivery task per configured peer until `stopped` resolves, each
+/// sending while this replica holds the peer's lease; returns once every task
+/// has stopped and released its lease.
 pub(crate) async fn run(
     context: Arc<Context>,
     federation: Arc<FederationClient>,
     peers: Vec<Domain>,
     stopped: impl Future<Output = ()>,
 ) {
+    let (stop, stop_receiver) = tokio::sync::watch::channel(false);
     // A JoinSet aborts its tasks when dropped, so they stop with this future
     // even when it is aborted before `stopped` resolves.
     let mut tasks = tokio::task::JoinSet::new();
     for peer in peers {
-        tasks.spawn(deliver_to_peer(context.clone(), federation.clone(), peer));
+        let (context, federation) = (context.clone(), federation.clone());
+        let mut stop_receiver = stop_receiver.clone();
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop_receiver.wait_for(|stop| *stop).await;
+            };
+            let lease = outbox_lease(peer.as_str());
+            let work = || deliver_to_peer(context.clone(), federation.clone(), peer.clone());
+            context
+                .leases
+                .run_while_holding(&lease, stopped, work)
+                .await;
+        });
     }
     stopped.await;
-    tasks.abort_all();
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient>, peer: Domain) {
