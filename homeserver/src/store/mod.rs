@@ -16,6 +16,7 @@ mod enrolment;
 mod entities;
 mod federation;
 mod groups;
+mod heads;
 mod inbox;
 mod key_packages;
 mod log;
@@ -29,6 +30,7 @@ pub(crate) use accounts::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
+pub(crate) use heads::*;
 pub(crate) use inbox::*;
 pub(crate) use key_packages::*;
 pub(crate) use log::*;
@@ -215,3 +217,7 @@ fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Fixtures other modules' tests share.
+#[cfg(test)]
+pub(crate) use heads::tests as heads_tests;
