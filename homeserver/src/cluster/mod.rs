@@ -9,7 +9,11 @@
 //! # Layout
 //! - `link.rs`: the connection (RESP3, reconnecting, re-subscribing), whether
 //!   Redis is up, and the key prefix.
+//! - `pubsub.rs`: publishing, subscribing and reading push messages on the
+//!   link, for the wake-ups across replicas (`notify::ClusterNotifier`).
 
 mod link;
+mod pubsub;
 
 pub(crate) use link::{RedisLink, check_redis_url};
+pub(crate) use pubsub::{PushEvent, Pushes, next_push};

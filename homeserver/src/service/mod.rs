@@ -22,6 +22,8 @@
 //! - `follower/`: applying a hub's events to this homeserver's copy.
 //! - `idempotency`: retried submissions return their first result.
 //! - `janitor`: hourly clean-up.
+//! - `resync`: in a cluster, the periodic look at the database that bounds
+//!   the delay of a lost wake-up.
 
 pub(crate) mod accounts;
 pub(crate) mod attempt_limiter;
@@ -34,6 +36,7 @@ pub(crate) mod janitor;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
 pub(crate) mod remote_leaves;
+pub(crate) mod resync;
 pub(crate) mod routing;
 pub(crate) mod secrets;
 pub(crate) mod verify_credential;
@@ -137,6 +140,11 @@ impl Context {
             federation: Some(federation),
             ..self
         }
+    }
+
+    /// The same context, waking subscribers through `notifier`.
+    pub(crate) fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Context {
+        Context { notifier, ..self }
     }
 
     /// The same context, one replica of a cluster sharing `redis`.
