@@ -625,6 +625,20 @@ impl TestRedis {
         self.child.is_some()
     }
 
+    /// How many connections are subscribed to `channel` now (`PUBSUB
+    /// NUMSUB`), e.g. to wait until every replica listens for wake-ups;
+    /// `None` while the server does not answer.
+    pub async fn subscribers(&self, channel: &str) -> Option<u64> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let reply = redis_command(address, &["PUBSUB", "NUMSUB", channel]).await?;
+        // RESP: *2, $len, the channel, :count.
+        reply
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(':'))
+            .and_then(|count| count.trim().parse().ok())
+    }
+
     /// Kills the server (SIGKILL: an outage, not a shutdown) and waits until
     /// it is gone. Whatever it held is lost; it has no persistence.
     pub fn stop(&mut self) {
@@ -850,4 +864,26 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
     bytes
+}
+
+/// Sends one command to the Redis at `address` and returns its reply as
+/// text; `None` when it cannot be reached (or says nothing within 5 s).
+async fn redis_command(address: SocketAddr, words: &[&str]) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = format!("*{}\r\n", words.len());
+    for word in words {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = vec![0u8; 4096];
+        let read = stream.read(&mut reply).await.ok()?;
+        reply.truncate(read);
+        (read > 0).then(|| String::from_utf8_lossy(&reply).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
 }

@@ -17,8 +17,6 @@
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
-//! - [`redis_server`]: a private `redis-server` per test, stopped and started again
-//!   on its port (Redis outages).
 //! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
 //!   sleep).
 //! - [`fuzz_smoke`]: the fuzz targets run over their corpora, kept crash inputs
@@ -32,7 +30,6 @@ pub mod fuzz_smoke;
 pub mod homeserver;
 pub mod network;
 pub mod pki;
-pub mod redis_server;
 pub mod wait;
 
 pub use balancer::TestBalancer;
@@ -42,7 +39,6 @@ pub use database::{DatabaseChoice, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};
-pub use redis_server::TestRedis;
 pub use wait::{Backoff, eventually, within};
 
 /// The password of every test account (the homeserver wants at least 8 bytes).

@@ -18,6 +18,9 @@
 //!   epoch, 500 rounds.
 //! - [`cluster_crash`]: a replica killed while clients on both send; clients
 //!   reach the survivor through a `TestBalancer`.
+//! - [`cluster_wakeups`]: a message streamed from another replica than the
+//!   one it was sent through; delivery through a Redis outage and instant
+//!   again after it.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -46,6 +49,7 @@ macro_rules! on_both_databases {
 mod cluster_commit_races;
 mod cluster_crash;
 mod cluster_smoke;
+mod cluster_wakeups;
 mod commit_races;
 mod federated_groups;
 mod federation_refusals;
