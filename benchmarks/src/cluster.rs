@@ -50,7 +50,7 @@ async fn run_cluster(
     replicas: usize,
     settings: &ThroughputSettings,
 ) -> anyhow::Result<Vec<ThroughputRun>> {
-    let redis = TestRedis::launch().await;
+    let redis = TestRedis::start().await;
     let url = redis.url();
     let first = TestHomeserver::start_with(TestOptions::on(DatabaseChoice::Postgres).configure(
         move |config| {

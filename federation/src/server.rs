@@ -6,6 +6,7 @@
 use crate::identity::{PeerRefusal, check_peer_certificate};
 use crate::peers::PeerRegistry;
 use conclave_core::ids::Domain;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rustls::ServerConfig;
@@ -29,41 +30,72 @@ pub struct AuthenticatedPeer {
     pub domain: Domain,
 }
 
+/// Counts each peer domain's requests against its rate. The gate's own is
+/// in-process ([`PeerGate::new`]); a homeserver running as several replicas
+/// gives the gate one that the replicas share ([`PeerGate::with_rate_limiter`]),
+/// so this crate knows nothing of where the counts are kept.
+pub trait PeerRateLimiter: Send + Sync + 'static {
+    /// Counts one request of `peer`; `false` if it is over its rate (and then
+    /// nothing is counted).
+    fn check<'a>(&'a self, peer: &'a Domain) -> BoxFuture<'a, bool>;
+}
+
+/// Requests per peer domain in this process's memory; keys are only ever
+/// configured peers (the certificate check comes first), so the map is bounded.
+struct LocalPeerRateLimiter(DefaultKeyedRateLimiter<Domain>);
+
+impl PeerRateLimiter for LocalPeerRateLimiter {
+    fn check<'a>(&'a self, peer: &'a Domain) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(self.0.check_key(peer).is_ok()))
+    }
+}
+
 /// Decides, per request, whether the calling peer may act for the domain the
 /// request names, and limits each peer domain's request rate.
 pub struct PeerGate {
     registry: PeerRegistry,
     requests_per_minute: NonZeroU32,
-    /// Per peer domain; keys are only ever configured peers, so the map is bounded.
-    limiter: DefaultKeyedRateLimiter<Domain>,
+    limiter: Arc<dyn PeerRateLimiter>,
 }
 
 impl PeerGate {
+    /// A gate counting each peer's requests in this process.
     pub fn new(registry: PeerRegistry, requests_per_minute: NonZeroU32) -> PeerGate {
+        let limiter =
+            LocalPeerRateLimiter(RateLimiter::keyed(Quota::per_minute(requests_per_minute)));
+        PeerGate::with_rate_limiter(registry, requests_per_minute, Arc::new(limiter))
+    }
+
+    /// A gate counting each peer's requests with `limiter`, which applies
+    /// `requests_per_minute` (named in refusals).
+    pub fn with_rate_limiter(
+        registry: PeerRegistry,
+        requests_per_minute: NonZeroU32,
+        limiter: Arc<dyn PeerRateLimiter>,
+    ) -> PeerGate {
         PeerGate {
             registry,
             requests_per_minute,
-            limiter: RateLimiter::keyed(Quota::per_minute(requests_per_minute)),
+            limiter,
         }
     }
 
     /// Admits a request made for `claimed` over a connection whose client
     /// presented `peer_certificates`, or refuses it; every refusal is logged with
-    /// the domain the request was made for.
-    pub fn admit(
+    /// the domain the request was made for. The certificate is checked first,
+    /// so only configured peers are ever counted.
+    pub async fn admit(
         &self,
         peer_certificates: Option<&[CertificateDer<'_>]>,
         claimed: &Domain,
     ) -> Result<AuthenticatedPeer, PeerRefusal> {
-        let result =
-            check_peer_certificate(peer_certificates, claimed, &self.registry).and_then(|()| {
-                self.limiter
-                    .check_key(claimed)
-                    .map_err(|_| PeerRefusal::RateLimited {
-                        domain: claimed.clone(),
-                        per_minute: self.requests_per_minute.get(),
-                    })
+        let mut result = check_peer_certificate(peer_certificates, claimed, &self.registry);
+        if result.is_ok() && !self.limiter.check(claimed).await {
+            result = Err(PeerRefusal::RateLimited {
+                domain: claimed.clone(),
+                per_minute: self.requests_per_minute.get(),
             });
+        }
         match result {
             Ok(()) => Ok(AuthenticatedPeer {
                 domain: claimed.clone(),
@@ -221,54 +253,82 @@ mod tests {
         PeerGate::new(registry, NonZeroU32::new(per_minute).unwrap())
     }
 
-    #[test]
-    fn requests_are_admitted_only_for_the_certificates_domain() {
+    #[tokio::test]
+    async fn requests_are_admitted_only_for_the_certificates_domain() {
         let gate = gate(100, None);
         let b = [certificate("b.example")];
         let c = [certificate("c.example")];
         assert_eq!(
-            gate.admit(Some(&b), &domain("b.example")),
+            gate.admit(Some(&b), &domain("b.example")).await,
             Ok(AuthenticatedPeer {
                 domain: domain("b.example")
             })
         );
         assert!(matches!(
-            gate.admit(Some(&c), &domain("b.example")),
+            gate.admit(Some(&c), &domain("b.example")).await,
             Err(PeerRefusal::NotValidForDomain { .. })
         ));
         assert_eq!(
-            gate.admit(None, &domain("b.example")),
+            gate.admit(None, &domain("b.example")).await,
             Err(PeerRefusal::NoClientCertificate)
         );
         assert_eq!(gate.registry().own_domain(), &domain("a.example"));
     }
 
-    #[test]
-    fn each_peer_has_its_own_rate() {
+    #[tokio::test]
+    async fn each_peer_has_its_own_rate() {
         let gate = gate(2, None);
         let b = [certificate("b.example")];
         let c = [certificate("c.example")];
         for _ in 0..2 {
-            gate.admit(Some(&b), &domain("b.example")).unwrap();
+            gate.admit(Some(&b), &domain("b.example")).await.unwrap();
         }
         assert_eq!(
-            gate.admit(Some(&b), &domain("b.example")),
+            gate.admit(Some(&b), &domain("b.example")).await,
             Err(PeerRefusal::RateLimited {
                 domain: domain("b.example"),
                 per_minute: 2
             })
         );
         // c is counted apart.
-        gate.admit(Some(&c), &domain("c.example")).unwrap();
+        gate.admit(Some(&c), &domain("c.example")).await.unwrap();
     }
 
-    #[test]
-    fn certificates_are_checked_before_the_rate() {
+    #[tokio::test]
+    async fn an_injected_limiter_decides_the_rate() {
+        /// Lets through every peer but c.example.
+        struct AllButC;
+        impl PeerRateLimiter for AllButC {
+            fn check<'a>(&'a self, peer: &'a Domain) -> BoxFuture<'a, bool> {
+                Box::pin(std::future::ready(peer.as_str() != "c.example"))
+            }
+        }
+        let gate = PeerGate::with_rate_limiter(
+            gate(1, None).registry().clone(),
+            NonZeroU32::new(7).unwrap(),
+            Arc::new(AllButC),
+        );
+        let b = [certificate("b.example")];
+        let c = [certificate("c.example")];
+        for _ in 0..3 {
+            gate.admit(Some(&b), &domain("b.example")).await.unwrap();
+        }
+        assert_eq!(
+            gate.admit(Some(&c), &domain("c.example")).await,
+            Err(PeerRefusal::RateLimited {
+                domain: domain("c.example"),
+                per_minute: 7
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn certificates_are_checked_before_the_rate() {
         let gate = gate(1, Some(CertificatePin::of(b"another certificate")));
         let b = [certificate("b.example")];
         for _ in 0..3 {
             assert!(matches!(
-                gate.admit(Some(&b), &domain("b.example")),
+                gate.admit(Some(&b), &domain("b.example")).await,
                 Err(PeerRefusal::PinMismatch { .. })
             ));
         }

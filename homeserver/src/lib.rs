@@ -58,6 +58,11 @@ use tokio::net::TcpListener;
 const FEDERATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const FEDERATION_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a replica starting in cluster mode waits for Redis to answer
+/// before it serves anyway (each replica counting its own limits until Redis
+/// answers).
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
 /// The bound sockets the server will serve on. Binding is separate from running so
 /// tests can bind port 0 and learn the address before the server starts.
 pub struct Listeners {
@@ -188,6 +193,17 @@ pub async fn run(
             .with_notifier(notifier.clone());
         cluster_notifier = Some((notifier, link, pushes));
     }
+    if let Some(link) = &context.redis {
+        // A reachable Redis answers within this, so the limits are shared from
+        // the first request; an unreachable one delays the start no longer.
+        let mut up = link.watch_up();
+        if tokio::time::timeout(REDIS_START_WAIT, up.wait_for(|up| *up))
+            .await
+            .is_err()
+        {
+            tracing::warn!(wait = ?REDIS_START_WAIT, "Redis did not answer at start; serving with limits per replica until it does");
+        }
+    }
     let context = Arc::new(context);
 
     let health = http::Health {
@@ -208,7 +224,7 @@ pub async fn run(
             context.clone(),
             listener,
             federation.server_tls,
-            federation.gate,
+            peer_gate(federation.gate, &context),
             stopped(),
         ))
     });
@@ -300,6 +316,30 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
         gate: Arc::new(PeerGate::new(registry, requests_per_minute)),
         client: Arc::new(client),
     }))
+}
+
+/// The federation gate to serve with: in a cluster, one that counts each
+/// peer's requests in Redis together with the other replicas (the gate's
+/// registry and rate stay as configured).
+fn peer_gate(gate: Arc<PeerGate>, context: &Context) -> Arc<PeerGate> {
+    let Some(link) = &context.redis else {
+        return gate;
+    };
+    let per_minute = context.config.federation.peer_requests_per_minute;
+    let shared = cluster::SharedRateLimiter::new(
+        link.clone(),
+        "peers",
+        rules::rate::Rate::per_minute(per_minute, per_minute),
+    );
+    let limiter = service::rate_limiter::PeerRequestLimiter {
+        limiter: Arc::new(shared),
+        clock: context.clock.clone(),
+    };
+    Arc::new(PeerGate::with_rate_limiter(
+        gate.registry().clone(),
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+        Arc::new(limiter),
+    ))
 }
 
 fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {

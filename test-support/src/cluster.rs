@@ -1,7 +1,7 @@
 //! A cluster of one domain: several replicas of the homeserver, each a separate
 //! process of the real `conclave-homeserver` binary (`run`, with a TOML file
 //! this harness writes), all on one fresh PostgreSQL database and, when asked,
-//! a private `redis-server` ([`TestRedis`]).
+//! a private `redis-server` ([`TestRedis`](crate::TestRedis)).
 //!
 //! Separate processes, not tasks in the test's process, because what a cluster
 //! must survive happens to processes: SIGKILL ([`TestCluster::kill`]), SIGTERM
@@ -33,6 +33,7 @@
 //! builds it.
 
 use crate::database::{DatabaseChoice, TestDatabase};
+use crate::redis_server::TestRedis;
 use crate::wait::{Backoff, within};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -54,11 +55,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// or after SIGKILL.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest a private Redis may take to answer its first PING.
-const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How many lines of a log are printed when a replica dies or a test fails.
-const LOG_TAIL_LINES: usize = 60;
+pub(crate) const LOG_TAIL_LINES: usize = 60;
 
 /// How often the watcher looks for replicas that exited on their own.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -170,7 +168,7 @@ impl TestCluster {
             .expect("cannot create a temporary directory");
         let database = TestDatabase::create(DatabaseChoice::Postgres).await;
         let redis = if options.redis {
-            Some(TestRedis::launch().await)
+            Some(TestRedis::start().await)
         } else {
             None
         };
@@ -415,6 +413,8 @@ impl TestCluster {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
+        // Plain log lines in the files, as they are printed on failure.
+        command.env("NO_COLOR", "1");
         // The file is the whole configuration: CONCLAVE_* variables of the
         // test's environment would override it.
         for (name, _) in std::env::vars_os() {
@@ -583,136 +583,6 @@ fn watch(replicas: &Mutex<Vec<Replica>>, watching: &AtomicBool) {
     }
 }
 
-/// A private `redis-server` on a loopback port of its own, without
-/// persistence, for one test to stop and start at will. Stopped when dropped.
-pub struct TestRedis {
-    port: u16,
-    child: Option<Child>,
-    log_path: PathBuf,
-    /// Holds the log and the server's working directory.
-    directory: tempfile::TempDir,
-}
-
-impl TestRedis {
-    /// Starts `redis-server` on 127.0.0.1 on a free port and waits until it
-    /// answers; panics (never skips) when `redis-server` cannot run.
-    pub async fn launch() -> TestRedis {
-        let directory = tempfile::Builder::new()
-            .prefix("conclave-redis-")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        let port = free_address(Ipv4Addr::LOCALHOST).port();
-        let mut redis = TestRedis {
-            port,
-            child: None,
-            log_path: directory.path().join("redis.log"),
-            directory,
-        };
-        redis.start().await;
-        redis
-    }
-
-    /// `redis://127.0.0.1:PORT`, for `[redis] url`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// How many connections are subscribed to `channel` now (`PUBSUB
-    /// NUMSUB`), e.g. to wait until every replica listens for wake-ups;
-    /// `None` while the server does not answer.
-    pub async fn subscribers(&self, channel: &str) -> Option<u64> {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let reply = redis_command(address, &["PUBSUB", "NUMSUB", channel]).await?;
-        // RESP: *2, $len, the channel, :count.
-        reply
-            .lines()
-            .rev()
-            .find_map(|line| line.strip_prefix(':'))
-            .and_then(|count| count.trim().parse().ok())
-    }
-
-    /// Kills the server (SIGKILL: an outage, not a shutdown) and waits until
-    /// it is gone. Whatever it held is lost; it has no persistence.
-    pub fn stop(&mut self) {
-        let mut child = self.child.take().expect("the test Redis is not running");
-        let _ = child.kill();
-        child.wait().expect("cannot wait for redis-server");
-    }
-
-    /// Starts the server (again, after [`stop`](Self::stop)) on its port and
-    /// waits until it answers.
-    pub async fn start(&mut self) {
-        assert!(self.child.is_none(), "the test Redis is running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("cannot open the Redis log");
-        let stderr = log.try_clone().expect("cannot share the Redis log");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.directory.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "this test needs redis-server on the PATH (apt-get install redis-server; see README.md): {error}"
-                )
-            });
-        self.child = Some(child);
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let answered = tokio::time::timeout(REDIS_READY_TIMEOUT, async {
-            let mut backoff = Backoff::new();
-            loop {
-                if let Some(child) = self.child.as_mut()
-                    && let Ok(Some(status)) = child.try_wait()
-                {
-                    self.child = None;
-                    panic!(
-                        "redis-server exited while starting ({status}); its log ends:\n{}",
-                        tail(&self.log_path, LOG_TAIL_LINES)
-                    );
-                }
-                if redis_ping(address).await {
-                    return;
-                }
-                backoff.pause().await;
-            }
-        })
-        .await;
-        if answered.is_err() {
-            panic!(
-                "redis-server on port {} did not answer within {} seconds; its log ends:\n{}",
-                self.port,
-                REDIS_READY_TIMEOUT.as_secs(),
-                tail(&self.log_path, LOG_TAIL_LINES)
-            );
-        }
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The `conclave-homeserver` binary to run: `CONCLAVE_HOMESERVER_BINARY`, or
 /// the one beside the running test executable. Panics, with the command that
 /// builds it, when it is missing or older than a source it was built from.
@@ -782,7 +652,7 @@ fn newer_source(binary: &Path, built: SystemTime) -> Option<PathBuf> {
 
 /// A loopback address with a port no one listens on now (bound and released:
 /// the replica binds it itself, and keeps it across restarts).
-fn free_address(host: Ipv4Addr) -> SocketAddr {
+pub(crate) fn free_address(host: Ipv4Addr) -> SocketAddr {
     let listener = TcpListener::bind((host, 0))
         .unwrap_or_else(|error| panic!("cannot bind {host}:0: {error}"));
     listener
@@ -815,7 +685,7 @@ fn merge(base: &mut toml::Table, extra: &toml::Table) {
 }
 
 /// The last `lines` lines of the file at `path` (its last 64 KiB at most).
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {
         return format!("(no log at {})", path.display());
     };
@@ -847,43 +717,8 @@ pub async fn http_get_ok(address: SocketAddr, path: &str) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
-/// Whether a Redis server at `address` answers PING.
-async fn redis_ping(address: SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut answer = [0u8; 7];
-    stream.read_exact(&mut answer).await.is_ok() && &answer == b"+PONG\r\n"
-}
-
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
     bytes
-}
-
-/// Sends one command to the Redis at `address` and returns its reply as
-/// text; `None` when it cannot be reached (or says nothing within 5 s).
-async fn redis_command(address: SocketAddr, words: &[&str]) -> Option<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut request = format!("*{}\r\n", words.len());
-    for word in words {
-        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
-    }
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut reply = vec![0u8; 4096];
-        let read = stream.read(&mut reply).await.ok()?;
-        reply.truncate(read);
-        (read > 0).then(|| String::from_utf8_lossy(&reply).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
 }

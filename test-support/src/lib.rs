@@ -4,19 +4,21 @@
 //! only: nothing of this crate is compiled into the homeserver.
 //!
 //! # Layout
+//! - [`balancer`]: a TCP load balancer in front of a cluster's replicas, so
+//!   that clients move to a surviving replica as they would in production.
+//! - [`clock`]: a clock tests can move forward.
 //! - [`cluster`]: replicas of one domain, each a process of the real
 //!   `conclave-homeserver` binary, on one PostgreSQL database and a private
 //!   Redis; killed, terminated and restarted one by one.
 //! - [`database`]: a fresh SQLite file or PostgreSQL database per server,
 //!   removed afterwards.
-//! - [`balancer`]: a TCP load balancer in front of a cluster's replicas, so
-//!   that clients move to a surviving replica as they would in production.
-//! - [`clock`]: a clock tests can move forward.
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
 //!   restarted on its database and addresses.
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
+//! - [`redis_server`]: a private `redis-server` per test, stopped and started
+//!   again on its port (Redis outages).
 //! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
 //!   sleep).
 //! - [`fuzz_smoke`]: the fuzz targets run over their corpora, kept crash inputs
@@ -30,15 +32,17 @@ pub mod fuzz_smoke;
 pub mod homeserver;
 pub mod network;
 pub mod pki;
+pub mod redis_server;
 pub mod wait;
 
 pub use balancer::TestBalancer;
 pub use clock::AdjustableClock;
-pub use cluster::{ClusterOptions, TestCluster, TestRedis};
+pub use cluster::{ClusterOptions, TestCluster};
 pub use database::{DatabaseChoice, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};
+pub use redis_server::TestRedis;
 pub use wait::{Backoff, eventually, within};
 
 /// The password of every test account (the homeserver wants at least 8 bytes).

@@ -149,13 +149,14 @@ fn rejection(peer: &Domain, error: GroupError) -> Result<proto::Rejected, Status
 
 impl FederationApi {
     /// Lets the request through if its connection's certificate speaks for `domain`.
-    fn admit(
+    async fn admit(
         &self,
         certificates: &[CertificateDer<'static>],
         domain: &Domain,
     ) -> Result<(), Status> {
         self.gate
             .admit(Some(certificates), domain)
+            .await
             .map_err(peer_refusal)?;
         self.context
             .notifier
@@ -174,7 +175,8 @@ impl FederationService for FederationApi {
         let message = request.into_inner();
         let requester: CredentialIdentity =
             parse_naming_field(&certificates, "requester", &message.requester)?;
-        self.admit(&certificates, requester.user_id().domain())?;
+        self.admit(&certificates, requester.user_id().domain())
+            .await?;
         if message.user_id.is_empty() {
             return Err(missing_field("user_id"));
         }
@@ -203,7 +205,7 @@ impl FederationService for FederationApi {
         let message = request.into_inner();
         let asking_domain: Domain =
             parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
-        self.admit(&certificates, &asking_domain)?;
+        self.admit(&certificates, &asking_domain).await?;
         if message.credential_identity.is_empty() {
             return Err(missing_field("credential_identity"));
         }
@@ -231,7 +233,7 @@ impl FederationService for FederationApi {
         let sender: CredentialIdentity =
             parse_naming_field(&certificates, "sender", &message.sender)?;
         let peer = sender.user_id().domain().clone();
-        self.admit(&certificates, &peer)?;
+        self.admit(&certificates, &peer).await?;
         let Some(submission) = message.submission else {
             return Err(refused(&peer, missing_field("submission")));
         };
@@ -295,7 +297,7 @@ impl FederationService for FederationApi {
         let certificates = peer_certificates(&request)?;
         let message = request.into_inner();
         let hub: Domain = parse_naming_field(&certificates, "hub_domain", &message.hub_domain)?;
-        self.admit(&certificates, &hub)?;
+        self.admit(&certificates, &hub).await?;
         if message.group_id.is_empty() {
             return Err(refused(&hub, missing_field("group_id")));
         }
@@ -323,7 +325,7 @@ impl FederationService for FederationApi {
         let message = request.into_inner();
         let follower: Domain =
             parse_naming_field(&certificates, "follower_domain", &message.follower_domain)?;
-        self.admit(&certificates, &follower)?;
+        self.admit(&certificates, &follower).await?;
         let (events, last_seq) = outbox::fetch_for_follower(
             &self.context,
             &follower,
@@ -348,7 +350,7 @@ impl FederationService for FederationApi {
         let requester: CredentialIdentity =
             parse_naming_field(&certificates, "requester", &message.requester)?;
         let peer = requester.user_id().domain().clone();
-        self.admit(&certificates, &peer)?;
+        self.admit(&certificates, &peer).await?;
         let (group_info, ratchet_tree, epoch) = groups::group_info(
             &self.context,
             requester.user_id(),

@@ -18,6 +18,7 @@
 //! against a spray it would have to refuse some correct logins, so an attacker
 //! could trip it on purpose.
 
+use super::rate::Rate;
 use conclave_core::ids::Username;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -174,31 +175,24 @@ pub(crate) fn admit(
     take_from_bucket(policy, bucket, now_ms)
 }
 
-/// The generic cell rate algorithm: each attempt moves "full again" on by one
-/// interval; it may run ahead of now by at most the burst's worth.
+/// The rate of each source's bucket.
+pub(crate) fn bucket_rate(policy: &AttemptPolicy) -> Rate {
+    Rate::per_minute(policy.attempts_per_minute, policy.attempt_burst)
+}
+
+/// Spends one attempt from the source's bucket (see [`Rate::take`]).
 fn take_from_bucket(
     policy: &AttemptPolicy,
     bucket: Option<SourceBucket>,
     now_ms: i64,
 ) -> Result<SourceBucket, AttemptRefusal> {
-    let interval_ms = interval_ms(policy);
-    let tolerance_ms = interval_ms.saturating_mul(i64::from(policy.attempt_burst.max(1) - 1));
-    let full_again_at_ms = bucket.map_or(now_ms, |bucket| bucket.full_again_at_ms.max(now_ms));
-    let ahead_ms = full_again_at_ms - now_ms;
-    if ahead_ms > tolerance_ms {
-        return Err(AttemptRefusal {
+    bucket_rate(policy)
+        .take(bucket.map(|bucket| bucket.full_again_at_ms), now_ms)
+        .map(|full_again_at_ms| SourceBucket { full_again_at_ms })
+        .map_err(|exceeded| AttemptRefusal {
             limit: Limit::SourceRate,
-            retry_after_ms: u64::try_from(ahead_ms - tolerance_ms).unwrap_or(u64::MAX), // tidy: saturating (positive here)
-        });
-    }
-    Ok(SourceBucket {
-        full_again_at_ms: full_again_at_ms.saturating_add(interval_ms),
-    })
-}
-
-/// Milliseconds between two attempts at the sustained rate.
-fn interval_ms(policy: &AttemptPolicy) -> i64 {
-    60_000 / i64::from(policy.attempts_per_minute.max(1))
+            retry_after_ms: exceeded.retry_after_ms,
+        })
 }
 
 /// How long the (account, source) must still wait, if at all.
@@ -213,18 +207,41 @@ fn backoff_remaining_ms(
         .consecutive
         .checked_sub(policy.free_login_failures)?
         .checked_sub(1)?;
-    let delay_ms = policy
-        .login_backoff_initial_ms
-        .checked_shl(beyond_free)
-        .filter(|delay| delay >> beyond_free == policy.login_backoff_initial_ms)
-        .map_or(policy.login_backoff_max_ms, |delay| {
-            delay.min(policy.login_backoff_max_ms)
-        });
+    let delay_ms = backoff_delay_ms(policy, beyond_free);
     let retry_at_ms = failures
         .last_failure_ms
         .saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)); // tidy: saturating
     let remaining_ms = retry_at_ms - now_ms;
     (remaining_ms > 0).then(|| u64::try_from(remaining_ms).unwrap_or(u64::MAX)) // tidy: saturating (positive here)
+}
+
+/// The wait after the failure `beyond_free + 1` past the free ones: the
+/// initial delay, doubled for each further failure, up to the cap.
+fn backoff_delay_ms(policy: &AttemptPolicy, beyond_free: u32) -> u64 {
+    policy
+        .login_backoff_initial_ms
+        .checked_shl(beyond_free)
+        .filter(|delay| delay >> beyond_free == policy.login_backoff_initial_ms)
+        .map_or(policy.login_backoff_max_ms, |delay| {
+            delay.min(policy.login_backoff_max_ms)
+        })
+}
+
+/// [`backoff_delay_ms`] as a table, for an implementation that cannot call it
+/// (the Redis limiter's Lua script): entry `i` is the wait after the failure
+/// `i + 1` past the free ones; the table ends with the first entry at the cap,
+/// and every failure beyond its end waits that last entry. At most 65 entries
+/// (a shift by 64 overflows, which is the cap).
+pub(crate) fn backoff_schedule(policy: &AttemptPolicy) -> Vec<u64> {
+    let mut schedule = Vec::new();
+    for beyond_free in 0..=64 {
+        let delay_ms = backoff_delay_ms(policy, beyond_free);
+        schedule.push(delay_ms);
+        if delay_ms >= policy.login_backoff_max_ms {
+            break;
+        }
+    }
+    schedule
 }
 
 /// The failures after one more failed login at `now_ms`.
@@ -344,6 +361,26 @@ mod tests {
                 at + wait_ms,
                 Ok(at + wait_ms + 6 * SECOND),
             );
+        }
+    }
+
+    #[test]
+    fn the_schedule_tabulates_the_back_off() {
+        assert_eq!(backoff_schedule(&policy()), [1000, 2000, 4000, 8000]);
+        let at_cap = AttemptPolicy {
+            login_backoff_max_ms: 1000,
+            ..policy()
+        };
+        assert_eq!(backoff_schedule(&at_cap), [1000]);
+        // Each entry, and the last beyond the end, is the wait the rule gives.
+        for policy in [policy(), at_cap] {
+            let schedule = backoff_schedule(&policy);
+            for beyond_free in 0..70u32 {
+                let index = usize::try_from(beyond_free)
+                    .unwrap()
+                    .min(schedule.len() - 1);
+                assert_eq!(schedule[index], backoff_delay_ms(&policy, beyond_free));
+            }
         }
     }
 

@@ -20,6 +20,7 @@
 //! - `limits`: how many entries each repeated field of a request may carry.
 //! - `attempt_limits`: brute-force limits on Register and Login (a bucket per
 //!   source address, a back-off per account and source after failed logins).
+//! - `rate`: a rate with a burst (GCRA), for every per-key rate limit.
 //! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
@@ -36,6 +37,7 @@ pub(crate) mod key_package_claim;
 pub(crate) mod key_package_stock;
 pub(crate) mod key_package_upload;
 pub(crate) mod limits;
+pub(crate) mod rate;
 pub(crate) mod registration;
 pub(crate) mod retention;
 pub(crate) mod streams;

@@ -2,11 +2,12 @@
 //! [`AttemptLimiter`] trait, and its in-process implementation. The decisions
 //! are `rules::attempt_limits`; this only stores their state.
 //!
-//! The in-process limiter counts per replica, so N replicas allow up to N times
-//! the rate. The cluster issue adds a Redis implementation behind the same
-//! trait; each method is one atomic step there (a Lua script over the source's
-//! bucket key and the (account, source) failure key), which is why the check
-//! and the spending are one method.
+//! The in-process limiter counts per replica. A cluster's replicas share one
+//! state through Redis (`cluster::limits`), behind the same trait: each method
+//! is one atomic step there (a Lua script over the source's bucket key and the
+//! (account, source) failure key), which is why the check and the spending are
+//! one method. Every implementation passes the same table of cases
+//! (`tests::CASES`).
 
 use crate::rules::attempt_limits::{
     self, Attempt, AttemptPolicy, AttemptRefusal, LoginFailures, Source, SourceBucket,
@@ -22,8 +23,9 @@ pub(crate) trait AttemptLimiter: Send + Sync + 'static {
     /// Check and spend, atomically: refuses the attempt if its (account,
     /// source) is backing off from failed logins or its source's bucket is
     /// empty; otherwise spends one attempt from the bucket. An implementation
-    /// that cannot reach its shared state lets the attempt through and logs it:
-    /// the limits guard the password hashing, they must not stop all logins.
+    /// that cannot reach its shared state applies its own local limits instead
+    /// (and logs the outage): the limits guard the password hashing, they must
+    /// neither stop all logins nor fall away.
     fn admit(&self, attempt: Attempt, now_ms: i64) -> BoxFuture<'_, Result<(), AttemptRefusal>>;
 
     /// Counts a failed login to `account` from `source`.
@@ -123,7 +125,7 @@ impl AttemptLimiter for LocalAttemptLimiter {
     }
 }
 
-/// A map bounded by two generations: entries go into the current one; when it
+/// A map bounded by two generations (also the per-key rate limits'): entries go into the current one; when it
 /// is full, the entries that no longer matter (a full bucket, forgotten
 /// failures) are dropped, and if it is still full it becomes the previous
 /// generation, replacing (evicting) the one before. An entry read from the
@@ -135,14 +137,14 @@ impl AttemptLimiter for LocalAttemptLimiter {
 /// spray of more sources than the capacity, that favours the sprayer's oldest
 /// sources, which it already had a full budget for by owning them; a login's
 /// own back-off entry is evicted only after that many newer entries.
-struct Generations<K, V> {
+pub(crate) struct Generations<K, V> {
     current: HashMap<K, V>,
     previous: HashMap<K, V>,
     capacity: usize,
 }
 
 impl<K: Eq + Hash, V: Copy> Generations<K, V> {
-    fn new(capacity: usize) -> Generations<K, V> {
+    pub(crate) fn new(capacity: usize) -> Generations<K, V> {
         Generations {
             current: HashMap::new(),
             previous: HashMap::new(),
@@ -150,7 +152,7 @@ impl<K: Eq + Hash, V: Copy> Generations<K, V> {
         }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.current
             .get(key)
             .or_else(|| self.previous.get(key))
@@ -159,7 +161,7 @@ impl<K: Eq + Hash, V: Copy> Generations<K, V> {
 
     /// Stores `value` for `key`; `expired` tells entries that may be dropped
     /// when room is needed.
-    fn insert(&mut self, key: K, value: V, expired: impl Fn(&V) -> bool) {
+    pub(crate) fn insert(&mut self, key: K, value: V, expired: impl Fn(&V) -> bool) {
         self.previous.remove(&key);
         if !self.current.contains_key(&key) && self.current.len() >= self.capacity {
             self.current.retain(|_, value| !expired(value));
@@ -170,29 +172,47 @@ impl<K: Eq + Hash, V: Copy> Generations<K, V> {
         self.current.insert(key, value);
     }
 
-    fn remove(&mut self, key: &K) {
+    pub(crate) fn remove(&mut self, key: &K) {
         self.current.remove(key);
         self.previous.remove(key);
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use attempt_limits::Limit;
     use std::net::Ipv4Addr;
 
-    const POLICY: AttemptPolicy = AttemptPolicy {
+    /// The policy every case runs with: 2 attempts at once, then one a second;
+    /// one free failure, then 10 s doubling up to 60 s.
+    pub(crate) const POLICY: AttemptPolicy = AttemptPolicy {
         attempts_per_minute: 60,
         attempt_burst: 2,
         free_login_failures: 1,
         login_backoff_initial_ms: 10_000,
         login_backoff_max_ms: 60_000,
     };
+
+    /// When the cases start (any time works; not 0, to be unlike "no state").
+    const T: i64 = 1_700_000_000_000;
+    const DAY: i64 = attempt_limits::LOGIN_FAILURE_MEMORY_MS;
+
+    /// One step of a case.
+    pub(crate) enum Step {
+        /// An attempt at a time, and its outcome: let through, or refused by
+        /// that limit with that wait.
+        Admit(Attempt, i64, Result<(), (Limit, u64)>),
+        /// A failed login to the account from the source, at a time.
+        Failure(Username, Source, i64),
+        /// A correct login to the account from the source.
+        Success(Username, Source),
+    }
 
     fn source(last: u8) -> Source {
         Source::V4(Ipv4Addr::new(192, 0, 2, last))
@@ -209,59 +229,162 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn failures_slow_only_their_own_source() {
-        let limiter = LocalAttemptLimiter::new(AttemptPolicy {
-            attempt_burst: 100,
-            ..POLICY
-        });
+    /// The cases every [`AttemptLimiter`] must pass, each on sources of its
+    /// own, so that all run one after the other on one limiter.
+    pub(crate) fn cases() -> Vec<(&'static str, Vec<Step>)> {
+        use Step::{Admit, Failure, Success};
+        let backoff = |wait| Err((Limit::LoginBackoff, wait));
+        let empty = |wait| Err((Limit::SourceRate, wait));
         let (attacker, alice_at_home) = (source(1), source(2));
-        for _ in 0..2 {
-            limiter.admit(login(attacker), 0).await.unwrap();
-            limiter.record_login_failure(alice(), attacker, 0).await;
+        let home = source(3);
+        let (busy, other) = (source(4), source(5));
+        let growing = source(6);
+        let (forgetful, mindful) = (source(7), source(8));
+        let v6 = Source::V6Prefix(0x2001_0db8_0000_0001);
+        vec![
+            (
+                "failures slow only their own source",
+                vec![
+                    Admit(login(attacker), T, Ok(())),
+                    Failure(alice(), attacker, T),
+                    Admit(login(attacker), T, Ok(())),
+                    Failure(alice(), attacker, T),
+                    Admit(login(attacker), T, backoff(10_000)),
+                    Admit(login(alice_at_home), T, Ok(())),
+                    // Her success does not lift the attacker's back-off.
+                    Success(alice(), alice_at_home),
+                    Admit(login(attacker), T + 9_999, backoff(1)),
+                    // The attacker's own wait ends it for the attacker too;
+                    // the refusals spent nothing of its bucket.
+                    Admit(login(attacker), T + 10_000, Ok(())),
+                    Admit(login(attacker), T + 10_000, Ok(())),
+                    Admit(login(attacker), T + 10_000, empty(1000)),
+                ],
+            ),
+            (
+                "a success ends the back-off of its source",
+                vec![
+                    Failure(alice(), home, T),
+                    Failure(alice(), home, T),
+                    Admit(login(home), T, backoff(10_000)),
+                    Success(alice(), home),
+                    Admit(login(home), T, Ok(())),
+                    // Counting starts afresh: one free failure again.
+                    Failure(alice(), home, T),
+                    Admit(login(home), T, Ok(())),
+                ],
+            ),
+            (
+                "the bucket is per source and shared by register and login",
+                vec![
+                    Admit(Attempt::Register { source: busy }, T, Ok(())),
+                    Admit(login(busy), T, Ok(())),
+                    Admit(Attempt::Register { source: busy }, T, empty(1000)),
+                    Admit(Attempt::Register { source: other }, T, Ok(())),
+                    Admit(login(busy), T + 999, empty(1)),
+                    Admit(login(busy), T + 1000, Ok(())),
+                    Admit(login(busy), T + 1000, empty(1000)),
+                    // Idle long enough: full again, and no fuller.
+                    Admit(login(busy), T + 60_000, Ok(())),
+                    Admit(login(busy), T + 60_000, Ok(())),
+                    Admit(login(busy), T + 60_000, empty(1000)),
+                ],
+            ),
+            (
+                "the back-off doubles up to its cap",
+                vec![
+                    Failure(alice(), growing, T),
+                    Failure(alice(), growing, T),
+                    Admit(login(growing), T, backoff(10_000)),
+                    Failure(alice(), growing, T),
+                    Admit(login(growing), T, backoff(20_000)),
+                    Failure(alice(), growing, T),
+                    Admit(login(growing), T, backoff(40_000)),
+                    Failure(alice(), growing, T),
+                    Admit(login(growing), T, backoff(60_000)),
+                    Failure(alice(), growing, T),
+                    Admit(login(growing), T, backoff(60_000)),
+                    Admit(login(growing), T + 60_000, Ok(())),
+                ],
+            ),
+            (
+                "failures are forgotten a day after the last one",
+                vec![
+                    Failure(alice(), forgetful, T),
+                    Failure(alice(), forgetful, T),
+                    Failure(alice(), forgetful, T),
+                    Failure(alice(), forgetful, T + DAY),
+                    Admit(login(forgetful), T + DAY, Ok(())),
+                    Failure(alice(), mindful, T),
+                    Failure(alice(), mindful, T),
+                    Failure(alice(), mindful, T),
+                    Failure(alice(), mindful, T + DAY - 1),
+                    Admit(login(mindful), T + DAY - 1, backoff(40_000)),
+                ],
+            ),
+            (
+                "unknown and IPv6 sources have buckets too",
+                vec![
+                    Admit(
+                        Attempt::Register {
+                            source: Source::Unknown,
+                        },
+                        T,
+                        Ok(()),
+                    ),
+                    Admit(
+                        Attempt::Register {
+                            source: Source::Unknown,
+                        },
+                        T,
+                        Ok(()),
+                    ),
+                    Admit(
+                        Attempt::Register {
+                            source: Source::Unknown,
+                        },
+                        T,
+                        empty(1000),
+                    ),
+                    Admit(Attempt::Register { source: v6 }, T, Ok(())),
+                    Admit(Attempt::Register { source: v6 }, T, Ok(())),
+                    Admit(Attempt::Register { source: v6 }, T, empty(1000)),
+                ],
+            ),
+        ]
+    }
+
+    /// Runs every case against `limiters` (made with [`POLICY`]), taking them
+    /// in turn for each step: replicas sharing one state must behave as one
+    /// limiter.
+    pub(crate) async fn check_cases(limiters: &[&dyn AttemptLimiter]) {
+        let mut turn = 0;
+        for (name, steps) in cases() {
+            for (index, step) in steps.into_iter().enumerate() {
+                let limiter = limiters[turn % limiters.len()];
+                turn += 1;
+                match step {
+                    Step::Admit(attempt, now_ms, expected) => {
+                        let outcome = limiter
+                            .admit(attempt, now_ms)
+                            .await
+                            .map_err(|refusal| (refusal.limit, refusal.retry_after_ms));
+                        assert_eq!(outcome, expected, "{name}, step {index}");
+                    }
+                    Step::Failure(account, source, now_ms) => {
+                        limiter.record_login_failure(account, source, now_ms).await;
+                    }
+                    Step::Success(account, source) => {
+                        limiter.record_login_success(account, source).await;
+                    }
+                }
+            }
         }
-        let refusal = limiter.admit(login(attacker), 0).await.unwrap_err();
-        assert_eq!(refusal.limit, attempt_limits::Limit::LoginBackoff);
-        assert_eq!(refusal.retry_after_ms, 10_000);
-        limiter.admit(login(alice_at_home), 0).await.unwrap();
-        // Her success does not lift the attacker's back-off.
-        limiter.record_login_success(alice(), alice_at_home).await;
-        assert!(limiter.admit(login(attacker), 0).await.is_err());
-        // The attacker's own wait ends it for the attacker too, until it fails again.
-        limiter.admit(login(attacker), 10_000).await.unwrap();
     }
 
     #[tokio::test]
-    async fn success_ends_the_back_off_of_its_source() {
-        let limiter = LocalAttemptLimiter::new(POLICY);
-        let home = source(2);
-        limiter.record_login_failure(alice(), home, 0).await;
-        limiter.record_login_failure(alice(), home, 0).await;
-        assert!(limiter.admit(login(home), 0).await.is_err());
-        limiter.record_login_success(alice(), home).await;
-        limiter.admit(login(home), 0).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_bucket_is_per_source_and_shared_by_register_and_login() {
-        let limiter = LocalAttemptLimiter::new(POLICY);
-        let (busy, other) = (source(1), source(2));
-        limiter
-            .admit(Attempt::Register { source: busy }, 0)
-            .await
-            .unwrap();
-        limiter.admit(login(busy), 0).await.unwrap();
-        let refusal = limiter
-            .admit(Attempt::Register { source: busy }, 0)
-            .await
-            .unwrap_err();
-        assert_eq!(refusal.limit, attempt_limits::Limit::SourceRate);
-        assert_eq!(refusal.retry_after_ms, 1000);
-        limiter
-            .admit(Attempt::Register { source: other }, 0)
-            .await
-            .unwrap();
-        limiter.admit(login(busy), 1000).await.unwrap();
+    async fn the_local_limiter_passes_the_cases() {
+        check_cases(&[&LocalAttemptLimiter::new(POLICY)]).await;
     }
 
     #[tokio::test]

@@ -8,7 +8,9 @@
 //! - `accounts`: enrolment challenges, register, log in and out, authenticate a
 //!   bearer token, devices.
 //! - `attempt_limiter`: where the brute-force limits on Register and Login keep
-//!   their state (in-process now; Redis in a cluster).
+//!   their state (in-process, or shared through Redis in a cluster).
+//! - `rate_limiter`: where the per-key rate limits (key-package claims, and a
+//!   cluster's federation requests per peer) keep their state.
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
@@ -35,23 +37,24 @@ pub(crate) mod idempotency;
 pub(crate) mod janitor;
 pub(crate) mod key_packages;
 pub(crate) mod outbox;
+pub(crate) mod rate_limiter;
 pub(crate) mod remote_leaves;
 pub(crate) mod resync;
 pub(crate) mod routing;
 pub(crate) mod secrets;
 pub(crate) mod verify_credential;
 
-use crate::cluster::RedisLink;
+use crate::cluster::{RedisLink, SharedAttemptLimiter, SharedRateLimiter};
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
+use crate::rules::rate::Rate;
 use crate::rules::streams::StreamLimits;
 use crate::store::{Store, StoreError};
 use attempt_limiter::{AttemptLimiter, LocalAttemptLimiter};
 use conclave_core::ids::Domain;
 use conclave_federation::client::FederationClient;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use rate_limiter::{KeyedRateLimiter, LocalRateLimiter};
 use std::sync::Arc;
 
 /// The source of "now", so tests can move time (e.g. to expire a KeyPackage).
@@ -81,9 +84,9 @@ pub(crate) struct Context {
     pub(crate) clock: Arc<dyn Clock>,
     /// Per-claimer limit on key-package claims, keyed by credential identity: a
     /// local device, or a device of a peer domain claiming through its
-    /// homeserver. In-process for now: each replica counts on its own, so N
-    /// replicas allow up to N times the rate.
-    pub(crate) claim_limiter: DefaultKeyedRateLimiter<String>,
+    /// homeserver. In-process when this server runs alone; shared through
+    /// Redis by a cluster's replicas.
+    pub(crate) claim_limiter: Arc<dyn KeyedRateLimiter>,
     /// Wakes subscribers when their groups' logs or their inboxes grow.
     pub(crate) notifier: Arc<dyn Notifier>,
     /// Calls the homeservers of other domains; `None` when federation is off.
@@ -114,15 +117,14 @@ impl Context {
             per_device: config.limits.subscribe_streams_per_device,
             per_connection: config.limits.subscribe_streams_per_connection,
         };
-        let claims_per_minute =
-            NonZeroU32::new(config.key_packages.claims_per_minute).unwrap_or(NonZeroU32::MIN);
         let attempt_policy = config.limits.attempt_policy();
+        let claim_rate = claim_rate(&config);
         Context {
             store,
             domain: config.domain(),
             config,
             clock,
-            claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
+            claim_limiter: Arc::new(LocalRateLimiter::new(claim_rate)),
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
             redis: None,
@@ -149,8 +151,19 @@ impl Context {
 
     /// The same context, one replica of a cluster sharing `redis`.
     pub(crate) fn with_redis(self, redis: Arc<RedisLink>) -> Context {
+        // The limits count once for all replicas, in Redis (each replica
+        // falls back to its own count while Redis is unreachable).
+        let attempt_policy = self.config.limits.attempt_policy();
+        let attempt_limiter = Arc::new(SharedAttemptLimiter::new(redis.clone(), attempt_policy));
+        let claim_limiter = Arc::new(SharedRateLimiter::new(
+            redis.clone(),
+            "claims",
+            claim_rate(&self.config),
+        ));
         Context {
             redis: Some(redis),
+            attempt_limiter,
+            claim_limiter,
             ..self
         }
     }
@@ -166,6 +179,12 @@ impl Context {
             .as_ref()
             .and_then(|_| conclave_federation::trace_context::current_traceparent())
     }
+}
+
+/// Claims per claimer: `claims_per_minute` at once, then that many a minute.
+fn claim_rate(config: &Config) -> Rate {
+    let per_minute = config.key_packages.claims_per_minute;
+    Rate::per_minute(per_minute, per_minute)
 }
 
 /// A failure that is the server's, not the client's.

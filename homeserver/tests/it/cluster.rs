@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn a_message_sent_through_one_replica_is_streamed_from_another() {
     within_timeout(async {
-        let redis = TestRedis::launch().await;
+        let redis = TestRedis::start().await;
         let a = start_first_replica(&redis, NEVER_MS).await;
         let mut alice = Client::register(&channel(&a).await, "alice").await;
         let mut bob = Client::register(&channel(&a).await, "bob").await;
@@ -57,7 +57,7 @@ async fn a_message_sent_through_one_replica_is_streamed_from_another() {
 #[tokio::test]
 async fn delivery_goes_on_through_a_redis_outage_and_is_instant_again_after_it() {
     within_timeout(async {
-        let mut redis = TestRedis::launch().await;
+        let mut redis = TestRedis::start().await;
         // A takes the submissions; B resyncs often (delivery while Redis is
         // down); C only ever learns of an event through Redis.
         let a = start_first_replica(&redis, NEVER_MS).await;
@@ -94,7 +94,7 @@ async fn delivery_goes_on_through_a_redis_outage_and_is_instant_again_after_it()
         let two = alice.send("two").await;
         assert_eq!(bob_stream.next_group_event().await.seq, two.seq);
 
-        redis.start().await;
+        redis.start_again().await;
         // Every replica re-connected and re-subscribed on its own.
         all_subscribed(&redis, 3).await;
         for replica in [&a, &b, &c] {

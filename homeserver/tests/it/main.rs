@@ -9,6 +9,8 @@
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
+//! - [`cluster_limits`]: two replicas on one database and one Redis meet one
+//!   attempt, back-off and claim budget.
 //! - [`possession`]: proof of possession of the enrolled key: challenges,
 //!   forged, stale and misdirected proofs.
 //! - [`key_package_input`]: refused uploads and claims.
@@ -47,6 +49,7 @@ mod account_input;
 mod accounts;
 mod attempt_limits;
 mod cluster;
+mod cluster_limits;
 mod commit_races;
 mod concurrency;
 mod connection_limits;

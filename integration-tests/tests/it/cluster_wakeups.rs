@@ -88,7 +88,7 @@ async fn delivery_goes_on_through_a_redis_outage_and_is_instant_again_after_it()
         let two = alice.send(&group_id, "two").await;
         expect(&mut bob_listener, two.seq).await;
 
-        cluster.redis().start().await;
+        cluster.redis().start_again().await;
         // Every replica connected and subscribed again on its own.
         all_subscribed(&mut cluster, 3).await;
         for replica in 0..3 {

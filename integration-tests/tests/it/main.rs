@@ -18,6 +18,8 @@
 //!   epoch, 500 rounds.
 //! - [`cluster_crash`]: a replica killed while clients on both send; clients
 //!   reach the survivor through a `TestBalancer`.
+//! - [`cluster_limits`]: login failures spread over three replicas meet one
+//!   shared back-off; without Redis each replica counts its own.
 //! - [`cluster_wakeups`]: a message streamed from another replica than the
 //!   one it was sent through; delivery through a Redis outage and instant
 //!   again after it.
@@ -48,6 +50,7 @@ macro_rules! on_both_databases {
 
 mod cluster_commit_races;
 mod cluster_crash;
+mod cluster_limits;
 mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;

@@ -26,7 +26,7 @@ pub(crate) async fn claim(
     let route = route_device_claim(&user_id, &context.domain, reach)?;
     // Refusals above cost no rate. Forwarded claims count against the device's
     // rate too: the peer limits this device again, on its side.
-    check_claim_rate(context, &claimer.identity)?;
+    check_claim_rate(context, &claimer.identity).await?;
     match route {
         ClaimRoute::Directory => claim_local(context, &claimer.identity, &user_id).await,
         ClaimRoute::Forward(federation) => {

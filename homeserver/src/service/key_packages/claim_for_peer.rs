@@ -18,6 +18,6 @@ pub(crate) async fn claim_for_peer(
 ) -> Result<Vec<DeviceKeyPackage>, ClaimError> {
     let user_id: UserId = user_id.parse()?;
     check_peer_claim(&user_id, &context.domain)?;
-    check_claim_rate(context, requester)?;
+    check_claim_rate(context, requester).await?;
     claim_local(context, requester, &user_id).await
 }

@@ -62,13 +62,14 @@ pub(crate) struct DeviceKeyPackage {
 
 /// Counts one claim of `claimer` (keyed by its full credential identity, so local
 /// devices and devices of each peer domain never share a count).
-pub(super) fn check_claim_rate(
+pub(super) async fn check_claim_rate(
     context: &Context,
     claimer: &CredentialIdentity,
 ) -> Result<(), ClaimError> {
     context
         .claim_limiter
-        .check_key(&claimer.to_string())
+        .check(&claimer.to_string(), context.now_ms())
+        .await
         .map_err(|_| ClaimError::RateLimited {
             per_minute: context.config.key_packages.claims_per_minute,
         })
