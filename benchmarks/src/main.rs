@@ -17,12 +17,15 @@
 //!   and catching up after the follower was down) per outbox batch size.
 //! - `milestones`: moments inside the in-process homeservers, from their own
 //!   debug events, which split the cross-domain latency.
+//! - `cluster`: benchmark 8, benchmark 1 on a cluster of 1, 2 and 3
+//!   replicas (PostgreSQL and Redis), with the wake-up latency across replicas.
 //! - `memory`: benchmark 7, the process's memory after 1,000 registrations
 //!   (an Argon2id hash each).
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
 //! - `report`: percentiles and Markdown tables.
 
 mod api;
+mod cluster;
 mod devices;
 mod federation;
 mod memory;
@@ -35,6 +38,7 @@ mod server;
 mod throughput;
 
 use clap::{Parser, ValueEnum};
+use cluster::{ClusterRun, ClusterSettings};
 use conclave_test_support::DatabaseChoice;
 use federation::{FederationResults, FederationSettings};
 use memory::{MemoryRun, MemorySettings};
@@ -71,6 +75,9 @@ enum Part {
     Federation,
     /// Benchmark 7: the process's memory after many registrations.
     Memory,
+    /// Benchmark 8: benchmark 1 on clusters of 1, 2 and 3 replicas (PostgreSQL
+    /// only, whatever `--database` says).
+    Cluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +101,16 @@ fn throughput_settings(quick: bool) -> ThroughputSettings {
     ThroughputSettings {
         messages: if quick { 300 } else { 3000 },
         sender_counts: vec![1, 10, 100],
+    }
+}
+
+fn cluster_settings(quick: bool) -> ClusterSettings {
+    ClusterSettings {
+        replica_counts: vec![1, 2, 3],
+        throughput: ThroughputSettings {
+            messages: if quick { 300 } else { 3000 },
+            sender_counts: vec![3, 30],
+        },
     }
 }
 
@@ -192,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let scaling = scaling_settings(args.quick);
     let federation = federation_settings(args.quick);
     let memory = memory_settings(args.quick);
+    let cluster = cluster_settings(args.quick);
 
     // First, so that no other part's memory is counted in its figures.
     let mut memory_runs = Vec::new();
@@ -229,6 +247,15 @@ async fn main() -> anyhow::Result<()> {
             format!("federation on {}", server::database_name(database)),
         );
         federation_results.push(federation::run(database, &federation).await);
+    }
+    let mut cluster_runs = Vec::new();
+    if runs(Part::Cluster) {
+        announce_phase(
+            &mut loads,
+            started,
+            "clusters of 1 to 3 replicas on PostgreSQL".to_owned(),
+        );
+        cluster_runs = cluster::run(&cluster).await?;
     }
     loads.push(("end".to_owned(), load_average()));
     eprintln!("[{:>6.1} s] done", started.elapsed().as_secs_f64());
@@ -296,6 +323,9 @@ async fn main() -> anyhow::Result<()> {
     if runs(Part::Memory) {
         println!("{}", memory_table(&memory_runs, &memory));
     }
+    if runs(Part::Cluster) {
+        println!("{}", cluster_table(&cluster_runs, &cluster));
+    }
     if scaling_results.iter().any(|r| !r.round_trips.is_empty()) {
         println!("{}", round_trip_table(&scaling_results));
     }
@@ -322,6 +352,56 @@ async fn main() -> anyhow::Result<()> {
         loads.join("; ")
     );
     Ok(())
+}
+
+fn cluster_table(runs: &[ClusterRun], settings: &ClusterSettings) -> Table {
+    let mut table = Table::new(
+        format!(
+            "8. A cluster of replicas in one process (PostgreSQL, Redis): {} messages per run, \
+             the receiver on replica 1, sender i through replica i mod N; \
+             across replicas = the messages sent through another replica than the receiver's",
+            count(settings.throughput.messages as u64)
+        ),
+        vec![
+            "Replicas",
+            "Senders",
+            "Messages/s",
+            "p50 ms",
+            "p99 ms",
+            "across replicas: messages",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "UNAVAILABLE retries",
+        ],
+    );
+    for cluster in runs {
+        for run in &cluster.runs {
+            let across = &run.cross_replica_latencies;
+            let (p50, p99, max) = if across.is_empty() {
+                ("-".to_owned(), "-".to_owned(), "-".to_owned())
+            } else {
+                (
+                    ms(across.median()),
+                    ms(across.percentile(0.99)),
+                    ms(across.max()),
+                )
+            };
+            table.row(vec![
+                cluster.replicas.to_string(),
+                run.senders.to_string(),
+                format!("{:.0}", run.messages_per_second()),
+                ms(run.latencies.median()),
+                ms(run.latencies.percentile(0.99)),
+                count(across.len() as u64),
+                p50,
+                p99,
+                max,
+                run.retries.to_string(),
+            ]);
+        }
+    }
+    table
 }
 
 fn memory_table(runs: &[MemoryRun], settings: &MemorySettings) -> Table {

@@ -33,6 +33,14 @@ impl Samples {
         self.0.last().copied().unwrap_or_default()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn min(&self) -> Duration {
         self.0.first().copied().unwrap_or_default()
     }

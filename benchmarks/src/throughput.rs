@@ -44,6 +44,9 @@ pub(crate) struct ThroughputRun {
     /// From the first send to the last arrival.
     pub(crate) elapsed: Duration,
     pub(crate) latencies: Samples,
+    /// With several replicas (benchmark 8): the latencies of the messages sent
+    /// through another replica than the receiver's, i.e. woken through Redis.
+    pub(crate) cross_replica_latencies: Samples,
     /// Encryption time per message, spent before the timed section.
     pub(crate) encryption_per_message: Duration,
     /// Calls answered UNAVAILABLE and retried during the run.
@@ -67,8 +70,22 @@ pub(crate) async fn run(
     settings: &ThroughputSettings,
 ) -> anyhow::Result<Vec<ThroughputRun>> {
     let server = server::start(database).await;
-    let url = server.client_url();
-    let api = Api::connect(&url).await?;
+    let runs = measure(database, &[server.client_url()], settings).await;
+    server::stop(server).await;
+    runs
+}
+
+/// The runs of `settings` against the replicas of one domain at `urls` (one
+/// homeserver: one URL). The receiver and the group's setup use the first;
+/// sender `i` sends through replica `i % urls.len()`, each over its own
+/// connection.
+pub(crate) async fn measure(
+    database: DatabaseChoice,
+    urls: &[String],
+    settings: &ThroughputSettings,
+) -> anyhow::Result<Vec<ThroughputRun>> {
+    let url = urls.first().context("no homeserver to measure")?;
+    let api = Api::connect(url).await?;
     let max_senders = settings.sender_counts.iter().copied().max().unwrap_or(1);
 
     let creator_device = one_device(enrol_user(&api, "creator", 1).await?)?;
@@ -105,7 +122,7 @@ pub(crate) async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut receiver = Member::join(receiver_device, welcome, &ratchet_tree)?;
 
-    let receiver_api = Api::connect(&url).await?;
+    let receiver_api = Api::connect(url).await?;
     let mut stream = receiver_api.subscribe(&receiver.device.session).await?;
     let (arrival_sender, mut arrivals) = mpsc::unbounded_channel();
     let receiver_task = tokio::spawn(async move {
@@ -130,8 +147,9 @@ pub(crate) async fn run(
     while next_arrival(&mut arrivals).await?.message != warm_up {}
 
     let mut sender_apis = Vec::with_capacity(max_senders);
-    for _ in 0..max_senders {
-        sender_apis.push(Api::connect(&url).await?);
+    for index in 0..max_senders {
+        let replica = index % urls.len();
+        sender_apis.push((Api::connect(&urls[replica]).await?, replica != 0));
     }
     let mut runs = Vec::new();
     for &sender_count in &settings.sender_counts {
@@ -157,7 +175,6 @@ pub(crate) async fn run(
     }
     receiver_task.abort();
     drop((api, receiver_api, sender_apis));
-    server::stop(server).await;
     Ok(runs)
 }
 
@@ -179,7 +196,7 @@ async fn run_once(
     database: DatabaseChoice,
     message_count: usize,
     senders: &mut [Member],
-    sender_apis: &[Api],
+    sender_apis: &[(Api, bool)],
     group_id: &[u8],
     receiver: &mut Member,
     arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
@@ -204,7 +221,11 @@ async fn run_once(
     let retries_before = api::retries();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(sender_count);
-    for ((messages, sender), api) in work.into_iter().zip(senders.iter()).zip(sender_apis) {
+    let mut cross_replica = Vec::with_capacity(sender_count);
+    for ((messages, sender), (api, other_replica)) in
+        work.into_iter().zip(senders.iter()).zip(sender_apis)
+    {
+        cross_replica.push(*other_replica);
         let api = api.clone();
         let session = sender.device.session.clone();
         let group_id = group_id.to_vec();
@@ -246,10 +267,15 @@ async fn run_once(
     let elapsed = last_arrival - started;
 
     let mut latencies = Vec::with_capacity(message_count);
-    for task in tasks {
+    let mut cross_replica_latencies = Vec::new();
+    for (task, other_replica) in tasks.into_iter().zip(cross_replica) {
         for (index, sent_at) in task.await?? {
             let received_at = received_at[index].context("a message never arrived")?;
-            latencies.push(received_at.saturating_duration_since(sent_at));
+            let latency = received_at.saturating_duration_since(sent_at);
+            latencies.push(latency);
+            if other_replica {
+                cross_replica_latencies.push(latency);
+            }
         }
     }
 
@@ -268,6 +294,7 @@ async fn run_once(
         messages: message_count,
         elapsed,
         latencies: Samples::new(latencies),
+        cross_replica_latencies: Samples::new(cross_replica_latencies),
         encryption_per_message,
         retries: api::retries() - retries_before,
     })

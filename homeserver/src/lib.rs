@@ -16,7 +16,8 @@
 //! - `grpc`: tonic services (client API and federation API), authentication and
 //!   the error -> status mapping.
 //! - `http`: `/healthz` and `/readyz`.
-//! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
+//! - `notify`: wake-ups for live delivery (in-process, and through Redis in a
+//!   cluster).
 //! - `cluster`: the connection to Redis of a replica in cluster mode.
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
@@ -179,14 +180,18 @@ pub async fn run(
             .map(|peer| peer.domain.clone())
             .collect();
     }
-    // Pub/sub messages from the other replicas: the notifier takes them.
-    let mut _redis_pushes = None;
+    // In a cluster, wake-ups also go through Redis: the notifier publishes
+    // them and takes the other replicas' from the link's push messages.
+    let mut cluster_notifier = None;
     if config_is_cluster {
         let (link, pushes) =
             cluster::RedisLink::start(&context.config.redis).map_err(ServerError::RedisSetup)?;
         tracing::info!(key_prefix = %context.config.redis.key_prefix, "cluster mode: connecting to Redis");
-        context = context.with_redis(link);
-        _redis_pushes = Some(pushes);
+        let notifier = Arc::new(notify::ClusterNotifier::new());
+        context = context
+            .with_redis(link.clone())
+            .with_notifier(notifier.clone());
+        cluster_notifier = Some((notifier, link, pushes));
     }
     if let Some(link) = &context.redis {
         // A reachable Redis answers within this, so the limits are shared from
@@ -202,7 +207,19 @@ pub async fn run(
     let context = Arc::new(context);
     tracing::info!(replica = %context.leases.replica_id(), "replica id for background work leases");
 
-    let http_task = tokio::spawn(http::serve(store.clone(), listeners.http, stopped()));
+    let health = http::Health {
+        store: store.clone(),
+        redis: context.redis.clone(),
+    };
+    let http_task = tokio::spawn(http::serve(health, listeners.http, stopped()));
+    let notifier_task = cluster_notifier
+        .map(|(notifier, link, pushes)| tokio::spawn(notifier.run(link, pushes, stopped())));
+    // The bound on a lost wake-up's delay, in a cluster only: alone, every
+    // wake-up is in-process and none is lost.
+    let resync_task = context.redis.is_some().then(|| {
+        let interval = Duration::from_millis(context.config.redis.poll_interval_ms);
+        tokio::spawn(service::resync::run(context.clone(), interval, stopped()))
+    });
     let federation_task = federation.map(|(federation, listener)| {
         tokio::spawn(grpc::federation::serve(
             context.clone(),
@@ -237,6 +254,9 @@ pub async fn run(
         None => Ok(()),
     };
     catch_up_task.abort();
+    for task in [notifier_task, resync_task].into_iter().flatten() {
+        task.abort();
+    }
     // The janitor and the outboxes stop when `stopped` resolves and release
     // their leases, so another replica takes their work over at once: wait for
     // that (bounded; an unreleased lease still expires).

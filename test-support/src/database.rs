@@ -72,6 +72,17 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on this database, for a second server on it (a replica
+    /// of a cluster): it removes nothing when dropped, so this one must live
+    /// at least as long.
+    pub fn share(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _directory: tempfile::tempdir().expect("cannot create a temporary directory"),
+            postgres: None,
+        }
+    }
+
     /// The URL a homeserver's `database.url` takes.
     pub fn url(&self) -> &str {
         &self.url

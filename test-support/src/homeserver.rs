@@ -215,6 +215,19 @@ impl TestHomeserver {
         .await;
     }
 
+    /// Starts another server on this one's database with this one's
+    /// configuration changed by `configure`, on ports of its own: a replica of
+    /// a cluster (with `[redis]` set), in this process. Stop it before this one,
+    /// which owns the database.
+    pub async fn start_replica(&self, configure: impl FnOnce(&mut Config)) -> TestHomeserver {
+        let mut config = self.config.clone();
+        config.client_api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.federation.listen.set_port(0);
+        configure(&mut config);
+        Self::start_on(config, self.database.share(), Arc::new(SystemClock)).await
+    }
+
     /// `http://127.0.0.1:PORT`, for `conclave --server` and the client library.
     pub fn client_url(&self) -> String {
         format!("http://{}", self.client_address)

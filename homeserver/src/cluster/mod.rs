@@ -11,9 +11,13 @@
 //!   Redis is up, and the key prefix.
 //! - `limits.rs`: the rate limits the replicas share (attempts, claims, peer
 //!   requests), one Lua script per operation, with local fallback.
+//! - `pubsub.rs`: publishing, subscribing and reading push messages on the
+//!   link, for the wake-ups across replicas (`notify::ClusterNotifier`).
 
 mod limits;
 mod link;
+mod pubsub;
 
 pub(crate) use limits::{SharedAttemptLimiter, SharedRateLimiter};
 pub(crate) use link::{RedisLink, check_redis_url};
+pub(crate) use pubsub::{PushEvent, Pushes, next_push};

@@ -3,8 +3,17 @@
 //! truth), so a lost or duplicated wake-up delays or repeats a read and never loses
 //! or duplicates an event.
 //!
-//! This in-process implementation serves one replica; the cluster issue adds a
-//! Redis implementation of the same [`Notifier`] so replicas wake each other.
+//! # Layout
+//! - this file: [`Topic`], the [`Notifier`] trait and [`LocalNotifier`], the
+//!   wake-ups of one process (all a single homeserver needs).
+//! - `cluster`: [`ClusterNotifier`], the same wake-ups across replicas through
+//!   Redis pub/sub (`crate::cluster` speaks Redis); each replica's
+//!   `service::resync` re-reads the database on an interval, the bound on delay
+//!   when a wake-up is lost or Redis is down.
+
+mod cluster;
+
+pub(crate) use cluster::ClusterNotifier;
 
 use crate::rules::ids::GroupKey;
 use std::collections::HashMap;
@@ -26,10 +35,16 @@ pub(crate) enum Topic {
 
 /// Publishes wake-ups and registers interest in topics.
 pub(crate) trait Notifier: Send + Sync + 'static {
-    /// Wakes everyone registered for `topic`.
+    /// Wakes everyone registered for `topic`, in this process and (in a
+    /// cluster) in the other replicas. Never blocks on the network.
     fn publish(&self, topic: &Topic);
     /// Registers `waker` for `topic`, for as long as the waker lives.
     fn register(&self, topic: Topic, waker: &Arc<Notify>);
+    /// Wakes the subscribers of `topic` in this process only: each replica's
+    /// resync finds what moved for its own subscribers.
+    fn wake_locally(&self, topic: &Topic);
+    /// The topics someone in this process is registered for now.
+    fn registered_topics(&self) -> Vec<Topic>;
 }
 
 /// Wake-ups within this process: a map from topic to the subscribers' wakers.
@@ -42,6 +57,10 @@ pub(crate) struct LocalNotifier {
 
 impl Notifier for LocalNotifier {
     fn publish(&self, topic: &Topic) {
+        self.wake_locally(topic);
+    }
+
+    fn wake_locally(&self, topic: &Topic) {
         let mut wakers = self
             .wakers
             .lock()
@@ -77,7 +96,64 @@ impl Notifier for LocalNotifier {
             registered.push(Arc::downgrade(waker));
         }
     }
+
+    fn registered_topics(&self) -> Vec<Topic> {
+        let mut wakers = self
+            .wakers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Topics are otherwise pruned only as they are published; a quiet topic
+        // whose subscribers left is dropped here, so the resync stops asking
+        // the database about it.
+        wakers.retain(|_, registered| {
+            registered.retain(|waker| waker.strong_count() > 0);
+            !registered.is_empty()
+        });
+        wakers.keys().cloned().collect()
+    }
 }
+
+impl Topic {
+    /// The topic as a pub/sub message between replicas: `g:<group row>`,
+    /// `i:<device id>`, `o`, `p:<domain>`.
+    pub(crate) fn to_message(&self) -> String {
+        match self {
+            Topic::Group(key) => format!("g:{}", key.row_id()),
+            Topic::Inbox(device_id) => format!("i:{device_id}"),
+            Topic::Outbox => "o".to_owned(),
+            Topic::PeerAlive(domain) => format!("p:{domain}"),
+        }
+    }
+
+    /// The topic a replica's message names; `None` for anything else (a
+    /// message is a hint: one that cannot be read is ignored).
+    pub(crate) fn from_message(message: &[u8]) -> Option<Topic> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        let text = std::str::from_utf8(message).ok()?;
+        if text == "o" {
+            return Some(Topic::Outbox);
+        }
+        let (kind, value) = text.split_once(':')?;
+        if value.is_empty() {
+            return None;
+        }
+        match kind {
+            // The row id another replica read from the same database.
+            "g" => value
+                .parse()
+                .ok()
+                .map(|row| Topic::Group(GroupKey::from_row(row))),
+            "i" => Some(Topic::Inbox(value.to_owned())),
+            "p" => Some(Topic::PeerAlive(value.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// Longest topic message read from Redis: a device id or a domain is far shorter.
+const MAX_MESSAGE_BYTES: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -113,5 +189,50 @@ mod tests {
         drop(waker);
         notifier.publish(&Topic::Group(GroupKey::from_row(7)));
         assert!(notifier.wakers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn registered_topics_are_those_with_live_subscribers() {
+        let notifier = LocalNotifier::default();
+        let staying = Arc::new(Notify::new());
+        let leaving = Arc::new(Notify::new());
+        notifier.register(Topic::Inbox("stays".to_owned()), &staying);
+        notifier.register(Topic::Outbox, &staying);
+        notifier.register(Topic::Group(GroupKey::from_row(3)), &leaving);
+        drop(leaving);
+        let mut topics = notifier.registered_topics();
+        topics.sort_by_key(Topic::to_message);
+        assert_eq!(
+            topics,
+            vec![Topic::Inbox("stays".to_owned()), Topic::Outbox]
+        );
+    }
+
+    #[test]
+    fn topics_travel_as_messages_and_garbage_is_ignored() {
+        for topic in [
+            Topic::Group(GroupKey::from_row(42)),
+            Topic::Inbox("3f2a".to_owned()),
+            Topic::Inbox("odd:id".to_owned()),
+            Topic::Outbox,
+            Topic::PeerAlive("b.example".to_owned()),
+        ] {
+            assert_eq!(
+                Topic::from_message(topic.to_message().as_bytes()),
+                Some(topic)
+            );
+        }
+        for garbage in [
+            &b""[..],
+            b"g:",
+            b"g:x",
+            b"i:",
+            b"x:1",
+            b"oo",
+            b"\xff\xfe",
+            &[b'i'; 600],
+        ] {
+            assert_eq!(Topic::from_message(garbage), None, "{garbage:?}");
+        }
     }
 }

@@ -25,6 +25,8 @@
 //! - `idempotency`: retried submissions return their first result.
 //! - `janitor`: hourly clean-up.
 //! - `leases`: background work (outboxes, janitor) on one replica at a time.
+//! - `resync`: in a cluster, the periodic look at the database that bounds
+//!   the delay of a lost wake-up.
 
 pub(crate) mod accounts;
 pub(crate) mod attempt_limiter;
@@ -39,6 +41,7 @@ pub(crate) mod leases;
 pub(crate) mod outbox;
 pub(crate) mod rate_limiter;
 pub(crate) mod remote_leaves;
+pub(crate) mod resync;
 pub(crate) mod routing;
 pub(crate) mod secrets;
 pub(crate) mod verify_credential;
@@ -144,6 +147,11 @@ impl Context {
             federation: Some(federation),
             ..self
         }
+    }
+
+    /// The same context, waking subscribers through `notifier`.
+    pub(crate) fn with_notifier(self, notifier: Arc<dyn Notifier>) -> Context {
+        Context { notifier, ..self }
     }
 
     /// The same context, one replica of a cluster sharing `redis`.

@@ -16,6 +16,7 @@ mod enrolment;
 mod entities;
 mod federation;
 mod groups;
+mod heads;
 mod inbox;
 mod key_packages;
 mod leases;
@@ -30,6 +31,7 @@ pub(crate) use accounts::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
+pub(crate) use heads::*;
 pub(crate) use inbox::*;
 pub(crate) use key_packages::*;
 pub(crate) use leases::*;
@@ -217,3 +219,7 @@ fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Fixtures other modules' tests share.
+#[cfg(test)]
+pub(crate) use heads::tests as heads_tests;

@@ -18,6 +18,8 @@
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
 //! - [`federation`]: homeservers of several domains: forwarded claims, credential
 //!   checks, and the refusals of mutual TLS.
+//! - [`cluster`]: replicas of one domain on one database and Redis: wake-ups
+//!   across replicas, through a Redis outage and after it.
 //! - [`server`]: health, reflection, HTTP probes, restart, TLS.
 //! - [`groups_harness`]: group clients holding real openmls groups.
 //! - [`groups`]: the hub's happy paths: invite, join, messages, acks, removal, rejoin.
@@ -46,6 +48,7 @@ macro_rules! on_both_databases {
 mod account_input;
 mod accounts;
 mod attempt_limits;
+mod cluster;
 mod cluster_limits;
 mod commit_races;
 mod concurrency;

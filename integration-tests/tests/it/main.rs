@@ -22,6 +22,9 @@
 //!   shared back-off; without Redis each replica counts its own.
 //! - [`cluster_outbox`]: the replica sending a federated domain's outbox
 //!   killed; the other takes over, the peer receives everything once.
+//! - [`cluster_wakeups`]: a message streamed from another replica than the
+//!   one it was sent through; delivery through a Redis outage and instant
+//!   again after it.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -55,6 +58,7 @@ mod cluster_crash;
 mod cluster_limits;
 mod cluster_outbox;
 mod cluster_smoke;
+mod cluster_wakeups;
 mod commit_races;
 mod federated_groups;
 mod federation_refusals;
