@@ -37,10 +37,6 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
 }
 
 /// A replica's connection to Redis, shared by everything that uses Redis.
-#[allow(
-    dead_code,
-    reason = "the notifier and the shared limits use it; they land next"
-)]
 pub(crate) struct RedisLink {
     manager: ConnectionManager,
     key_prefix: String,
@@ -48,10 +44,6 @@ pub(crate) struct RedisLink {
     up: watch::Sender<bool>,
 }
 
-#[allow(
-    dead_code,
-    reason = "the notifier and the shared limits use it; they land next"
-)]
 impl RedisLink {
     /// Starts connecting to the Redis of `config` (in the background: a replica
     /// starts and serves while Redis is down). Fails only on a URL that

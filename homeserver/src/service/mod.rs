@@ -95,10 +95,6 @@ pub(crate) struct Context {
     pub(crate) federation: Option<Arc<FederationClient>>,
     /// The connection to Redis in cluster mode (`[redis]`); `None` when this
     /// server runs alone.
-    #[allow(
-        dead_code,
-        reason = "the notifier and the shared limits use it; they land next"
-    )]
     pub(crate) redis: Option<Arc<RedisLink>>,
     /// Other domains' recent answers about their devices' credentials.
     pub(crate) credential_cache: remote_leaves::CredentialCache,
