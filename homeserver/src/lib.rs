@@ -133,7 +133,12 @@ pub async fn run(
         }
     };
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
-    store.migrate().await?;
+    // Under the migration lock on PostgreSQL, so replicas started together
+    // take turns; refused if a newer release migrated the database.
+    let applied = store.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied database migrations");
+    }
     let federation_address = match &federation {
         Some((_, listener)) => listener
             .local_addr()

@@ -2,7 +2,7 @@
 //! database answers and every migration is applied), for load balancers and
 //! Kubernetes probes.
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,6 +26,13 @@ async fn readyz(State(store): State<Store>) -> (StatusCode, &'static str) {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database migrations are pending\n",
         ),
+        Err(error @ StoreError::SchemaTooNew { .. }) => {
+            tracing::error!(%error, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the database schema is newer than this binary\n",
+            )
+        }
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
             (
