@@ -76,6 +76,14 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Runs SQL on the database behind the homeserver's back, for tests that
+    /// need a state no request makes (say, a migration of a newer release).
+    pub async fn execute(&self, sql: &str) -> Result<(), DbErr> {
+        let connection = Database::connect(&self.url).await?;
+        connection.execute_unprepared(sql).await?;
+        connection.close().await
+    }
 }
 
 impl Drop for TestDatabase {

@@ -25,6 +25,8 @@
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
+//! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
+//!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
 //!   echoed into short error messages.
 //! - [`connection_limits`]: Subscribe streams per device and per connection,
@@ -57,6 +59,7 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod migrate;
 mod possession;
 mod registration;
 mod request_limits;
