@@ -31,6 +31,7 @@ pub struct Config {
     pub groups: GroupConfig,
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
 
@@ -221,6 +222,19 @@ impl LimitsConfig {
     }
 }
 
+/// Stopping on SIGTERM or Ctrl-C (a replica being stopped or restarted): the
+/// server stops accepting connections, `/readyz` answers 503, open Subscribe
+/// streams end with UNAVAILABLE (clients reconnect, to another replica), calls
+/// in progress finish, background work stops; then the process exits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Longest the stop may take, in seconds; past it the process exits anyway,
+    /// logging what it cut short. Below Kubernetes' default
+    /// terminationGracePeriodSeconds (30), which ends in SIGKILL.
+    pub deadline_seconds: u64,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,6 +264,7 @@ impl Default for Config {
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
             limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -343,6 +358,14 @@ impl Default for LimitsConfig {
             http2_keepalive_interval_seconds: 30,
             http2_keepalive_timeout_seconds: 10,
             tcp_keepalive_seconds: 60,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            deadline_seconds: 20,
         }
     }
 }
@@ -499,6 +522,12 @@ impl Config {
         self.validate_federation()?;
         self.validate_attempt_limits()?;
         self.validate_connection_limits()?;
+        if !(1..=600).contains(&self.shutdown.deadline_seconds) {
+            return invalid(
+                "shutdown.deadline_seconds",
+                "must be between 1 and 600".to_owned(),
+            );
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -850,6 +879,11 @@ mod tests {
             ),
             ("[groups]\nmax_members = 1", Some("max_members")),
             ("[groups]\nretention_days = 0", Some("retention_days")),
+            (
+                "[shutdown]\ndeadline_seconds = 0",
+                Some("shutdown.deadline_seconds"),
+            ),
+            ("[shutdown]\ndeadline_seconds = 600", None),
             ("[federation]\nlisten = '0.0.0.0:7401'", None),
             (
                 "[federation]\ncertificate = '/nonexistent.pem'",

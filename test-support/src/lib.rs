@@ -26,7 +26,7 @@ pub mod pki;
 pub mod wait;
 
 pub use clock::AdjustableClock;
-pub use database::{DatabaseChoice, TestDatabase};
+pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};

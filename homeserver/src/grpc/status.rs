@@ -453,6 +453,8 @@ impl From<DeliveryError> for Status {
             DeliveryError::TooManyStreams(_) | DeliveryError::StreamReplaced { .. } => {
                 Code::ResourceExhausted
             }
+            // Passing, and another replica serves the same streams.
+            DeliveryError::ServerStopping => Code::Unavailable,
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };

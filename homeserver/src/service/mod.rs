@@ -95,6 +95,9 @@ pub(crate) struct Context {
     pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
     /// The Subscribe streams open now, per device and per connection.
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
+    /// Calls of both gRPC listeners being answered now (counted by grpc/),
+    /// logged when a shutdown's deadline cuts them short.
+    pub(crate) calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Context {
@@ -119,6 +122,7 @@ impl Context {
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
             challenge_key: tokio::sync::OnceCell::new(),
             subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
+            calls_in_flight: Arc::default(),
         }
     }
 

@@ -31,6 +31,8 @@
 //!   echoed into short error messages.
 //! - [`connection_limits`]: Subscribe streams per device and per connection,
 //!   the call deadline, and the listeners' HTTP/2 settings.
+//! - [`shutdown`]: graceful shutdown: streams told to reconnect, calls in
+//!   progress finished, `/readyz` 503, the deadline.
 //! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
 //!   and mutations of them.
 
@@ -64,3 +66,4 @@ mod possession;
 mod registration;
 mod request_limits;
 mod server;
+mod shutdown;
