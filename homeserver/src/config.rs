@@ -32,6 +32,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
     pub shutdown: ShutdownConfig,
+    pub redis: RedisConfig,
     pub log: LogConfig,
 }
 
@@ -235,6 +236,25 @@ pub struct ShutdownConfig {
     pub deadline_seconds: u64,
 }
 
+/// Cluster mode: several replicas of this domain's homeserver on one
+/// PostgreSQL database, waking each other and sharing their limits through
+/// Redis. Off (one process, as on the embedded default) unless `url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for TLS. The
+    /// connection always speaks RESP3 (pub/sub messages arrive on it).
+    pub url: Option<String>,
+    /// Prefix of every key and channel this domain uses, so several domains
+    /// (or test runs) can share one Redis. All replicas of a domain must use
+    /// the same prefix.
+    pub key_prefix: String,
+    /// How often, in milliseconds, live delivery and background work re-read
+    /// the database without a wake-up: the longest a lost wake-up or a Redis
+    /// outage can delay delivery.
+    pub poll_interval_ms: u64,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -265,6 +285,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            redis: RedisConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -370,6 +391,16 @@ impl Default for ShutdownConfig {
     }
 }
 
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            key_prefix: "conclave".to_owned(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -429,6 +460,11 @@ impl Config {
             .build()?
             .try_deserialize()?;
         Ok(config)
+    }
+
+    /// Whether this server is one replica of a cluster (`[redis] url` is set).
+    pub fn cluster_mode(&self) -> bool {
+        self.redis.url.is_some()
     }
 
     /// The domain, already known to be valid by [`Config::validate`].
@@ -528,6 +564,7 @@ impl Config {
                 "must be between 1 and 600".to_owned(),
             );
         }
+        self.validate_redis()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -536,6 +573,41 @@ impl Config {
 }
 
 impl Config {
+    /// The `[redis]` section: cluster mode needs a database every replica
+    /// shares, so PostgreSQL.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let redis = &self.redis;
+        if let Some(url) = &redis.url {
+            if let Err(reason) = crate::cluster::check_redis_url(url) {
+                return invalid("redis.url", reason);
+            }
+            if database_kind(&self.database.url) == Ok(DatabaseKind::Sqlite) {
+                return invalid(
+                    "redis.url",
+                    "cluster mode (Redis) needs a database all replicas share: set database.url to a postgres:// URL, or remove [redis] to run a single server on SQLite".to_owned(),
+                );
+            }
+        }
+        let prefix_allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+        if redis.key_prefix.is_empty()
+            || redis.key_prefix.len() > 64
+            || !redis.key_prefix.chars().all(prefix_allowed)
+        {
+            return invalid(
+                "redis.key_prefix",
+                "must be 1 to 64 characters of letters, digits, '-', '_', '.' and ':'".to_owned(),
+            );
+        }
+        if !(50..=60_000).contains(&redis.poll_interval_ms) {
+            return invalid(
+                "redis.poll_interval_ms",
+                "must be between 50 and 60000".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     /// The `[limits]` section's attempt limits.
     fn validate_attempt_limits(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
@@ -860,6 +932,23 @@ mod tests {
                 Some("max_message_bytes"),
             ),
             ("[registration]\npolicy = 'token'", None),
+            (
+                "[redis]\nurl = 'redis://127.0.0.1:6379'",
+                Some("redis.url: cluster mode (Redis) needs a database all replicas share"),
+            ),
+            (
+                "[database]\nurl = 'postgres://root@127.0.0.1/test'\n[redis]\nurl = 'redis://127.0.0.1:6379'",
+                None,
+            ),
+            (
+                "[database]\nurl = 'postgres://root@127.0.0.1/test'\n[redis]\nurl = 'http://127.0.0.1:6379'",
+                Some("redis.url"),
+            ),
+            ("[redis]\nkey_prefix = 'a b'", Some("redis.key_prefix")),
+            (
+                "[redis]\npoll_interval_ms = 1",
+                Some("redis.poll_interval_ms"),
+            ),
             (
                 "[registration]\npolicy = 'maybe'",
                 Some("registration.policy"),

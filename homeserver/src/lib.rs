@@ -17,12 +17,14 @@
 //!   the error -> status mapping.
 //! - `http`: `/healthz` and `/readyz`.
 //! - `notify`: wake-ups for live delivery (in-process now; Redis in a cluster).
+//! - `cluster`: the connection to Redis of a replica in cluster mode.
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
 //! - `fuzzing` (hidden): one entry point per decoder of outside bytes, for the
 //!   cargo-fuzz targets in `fuzz/` and the in-workspace smoke of them.
 
 pub mod admin;
+mod cluster;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -102,6 +104,9 @@ pub enum ServerError {
     FederationSetup(String),
     #[error("federation API: {0}")]
     FederationApi(tonic::transport::Error),
+    /// The `[redis]` settings cannot be used.
+    #[error("redis: {0}")]
+    RedisSetup(String),
 }
 
 /// Connects to the database, applies migrations, and serves the client API and the
@@ -208,6 +213,7 @@ async fn serve(
             let _ = receiver.wait_for(|stop| *stop).await;
         }
     };
+    let config_is_cluster = config.cluster_mode();
     let mut context = Context::new(store.clone(), config, clock);
     let mut federation_peers = Vec::new();
     if let Some((federation, _)) = &federation {
@@ -218,6 +224,15 @@ async fn serve(
             .iter()
             .map(|peer| peer.domain.clone())
             .collect();
+    }
+    // Pub/sub messages from the other replicas: the notifier takes them.
+    let mut _redis_pushes = None;
+    if config_is_cluster {
+        let (link, pushes) =
+            cluster::RedisLink::start(&context.config.redis).map_err(ServerError::RedisSetup)?;
+        tracing::info!(key_prefix = %context.config.redis.key_prefix, "cluster mode: connecting to Redis");
+        context = context.with_redis(link);
+        _redis_pushes = Some(pushes);
     }
     let context = Arc::new(context);
     let _ = serving.set(context.clone());

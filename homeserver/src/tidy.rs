@@ -57,6 +57,13 @@ const RULES: &[Rule] = &[
     },
     Rule {
         folder: "",
+        exempt: &["cluster", "tidy.rs"],
+        forbidden: &["redis::", "use redis"],
+        why: "only cluster/ knows the redis crate: Redis is an implementation of \
+              wake-ups and shared limits, behind their seams",
+    },
+    Rule {
+        folder: "",
         exempt: &["tidy.rs", "main.rs"],
         forbidden: &[
             ".unwrap_or(0)",

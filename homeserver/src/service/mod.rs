@@ -38,6 +38,7 @@ pub(crate) mod routing;
 pub(crate) mod secrets;
 pub(crate) mod verify_credential;
 
+use crate::cluster::RedisLink;
 use crate::config::Config;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
@@ -84,6 +85,13 @@ pub(crate) struct Context {
     pub(crate) notifier: Arc<dyn Notifier>,
     /// Calls the homeservers of other domains; `None` when federation is off.
     pub(crate) federation: Option<Arc<FederationClient>>,
+    /// The connection to Redis in cluster mode (`[redis]`); `None` when this
+    /// server runs alone.
+    #[allow(
+        dead_code,
+        reason = "the notifier and the shared limits use it; they land next"
+    )]
+    pub(crate) redis: Option<Arc<RedisLink>>,
     /// Other domains' recent answers about their devices' credentials.
     pub(crate) credential_cache: remote_leaves::CredentialCache,
     /// Argon2id for Register and Login: a bounded number at once, reusing memory.
@@ -117,6 +125,7 @@ impl Context {
             claim_limiter: RateLimiter::keyed(Quota::per_minute(claims_per_minute)),
             notifier: Arc::new(LocalNotifier::default()),
             federation: None,
+            redis: None,
             credential_cache: remote_leaves::CredentialCache::default(),
             password_hasher: secrets::PasswordHasher::new(),
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
@@ -130,6 +139,14 @@ impl Context {
     pub(crate) fn with_federation(self, federation: Arc<FederationClient>) -> Context {
         Context {
             federation: Some(federation),
+            ..self
+        }
+    }
+
+    /// The same context, one replica of a cluster sharing `redis`.
+    pub(crate) fn with_redis(self, redis: Arc<RedisLink>) -> Context {
+        Context {
+            redis: Some(redis),
             ..self
         }
     }
