@@ -72,6 +72,17 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same database, for a second server on it (a
+    /// replica in one process): dropping it removes nothing; the first handle
+    /// does that.
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _directory: tempfile::tempdir().expect("cannot create a temporary directory"),
+            postgres: None,
+        }
+    }
+
     /// The URL a homeserver's `database.url` takes.
     pub fn url(&self) -> &str {
         &self.url

@@ -198,6 +198,21 @@ impl TestHomeserver {
         server
     }
 
+    /// Another server of the same domain on this one's database and
+    /// configuration, with ports of its own: a replica, in this process (the
+    /// database must be PostgreSQL to be shared). Stopping it leaves the
+    /// database to this server.
+    pub async fn start_replica(&self) -> TestHomeserver {
+        let mut config = self.config.clone();
+        config.client_api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert!(
+            !config.federation.enabled(),
+            "replicas with federation need a listener of their own; not supported here"
+        );
+        Self::start_on(config, self.database.shared(), Arc::new(SystemClock)).await
+    }
+
     /// Waits until `/readyz` answers 200, i.e. migrations ran and the API is up.
     async fn wait_until_ready(&self) {
         eventually(
