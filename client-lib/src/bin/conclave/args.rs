@@ -269,9 +269,9 @@ mod tests {
             "conclave",
             "--server",
             "http://127.0.0.1:1,http://127.0.0.2:1",
-            "listen",
             "--server",
             "http://127.0.0.3:1",
+            "listen",
         ])
         .unwrap();
         let servers: Vec<String> = cli.server.iter().map(ToString::to_string).collect();
