@@ -102,3 +102,128 @@ async fn a_listener_goes_on_through_another_replica_when_its_own_stops() {
         "{notices:?}"
     );
 }
+
+/// Two replicas, Alice, Bob and Carol in a group; Alice's client knows both
+/// addresses.
+async fn two_replicas_and_a_group() -> (
+    conclave_test_support::TestHomeserver,
+    conclave_test_support::TestHomeserver,
+    [TestDevice; 3],
+    conclave_client::GroupId,
+) {
+    let first = start_server(DatabaseChoice::Postgres).await;
+    let second = first.start_replica().await;
+    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&first, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&first, "carol", GROUP_STOCK).await;
+    let TestDevice { client, state_dir } = alice;
+    let alice = TestDevice {
+        client: client.with_server_endpoints(vec![server_url(&first), server_url(&second)]),
+        state_dir,
+    };
+    let group_id = alice.client.create_group("replicas").await.unwrap().group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost"), user("carol@localhost")])
+        .await
+        .unwrap();
+    bob.client.receive().await.unwrap();
+    carol.client.receive().await.unwrap();
+    (first, second, [alice, bob, carol], group_id)
+}
+
+/// `conclave` on `state_dir`, with both replicas' addresses, as a child whose
+/// output the test reads as it comes.
+fn spawn_conclave(
+    state_dir: &std::path::Path,
+    servers: &str,
+    args: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("--state")
+        .arg(state_dir)
+        .args(["--server", servers])
+        .args(args)
+        .env_remove("CONCLAVE_SERVER")
+        .env_remove("CONCLAVE_STATE")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `conclave chat` (Bob) and `conclave listen` (Carol) go on when the replica
+/// they use shuts down, and say so on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclave_listen_and_chat_survive_a_replica_going_away() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    let (first, second, [alice, bob, carol], group_id) = two_replicas_and_a_group().await;
+    let servers = format!("{},{}", server_url(&first), server_url(&second));
+    alice.client.send(&group_id, "one").await.unwrap();
+
+    let mut chat = spawn_conclave(bob.state_dir.path(), &servers, &["chat", "replicas"]);
+    let mut listen = spawn_conclave(
+        carol.state_dir.path(),
+        &servers,
+        &["listen", "--count", "4", "--timeout", "60"],
+    );
+    let mut chat_lines = BufReader::new(chat.stdout.take().unwrap()).lines();
+    let mut listen_lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let mut chat_input = chat.stdin.take().unwrap();
+    let shown = |line: Option<String>| line.expect("a line before the end of output");
+    let transcript = within(90, "chat and listen across a replica's shutdown", async {
+        let mut chat_shown = vec![shown(chat_lines.next_line().await.unwrap())];
+        let mut listen_shown = vec![shown(listen_lines.next_line().await.unwrap())];
+        // Both are past their first catch-up; the first replica goes away.
+        let database = first.stop().await;
+        alice.client.send(&group_id, "two").await.unwrap();
+        chat_shown.push(shown(chat_lines.next_line().await.unwrap()));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        // Bob types in the chat: it is sent through the second replica.
+        chat_input.write_all(b"from bob\n").await.unwrap();
+        let mut alice_listener = alice.client.listen(Some(group_id.clone()));
+        let answer = alice_listener.next().await.unwrap();
+        assert_eq!(answer.body.text(), Some("from bob"));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        alice.client.send(&group_id, "three").await.unwrap();
+        chat_shown.push(shown(chat_lines.next_line().await.unwrap()));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        drop(chat_input);
+        (chat_shown, listen_shown, database)
+    })
+    .await;
+    let (chat_shown, listen_shown, _database) = transcript;
+    let texts = |shown: &[String]| -> Vec<String> {
+        shown
+            .iter()
+            .map(|line| line.rsplit(": ").next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(texts(&chat_shown), ["one", "two", "three"], "{chat_shown:?}");
+    assert_eq!(
+        texts(&listen_shown),
+        ["one", "two", "from bob", "three"],
+        "{listen_shown:?}"
+    );
+    for (name, child) in [("chat", chat), ("listen", listen)] {
+        let mut child = child;
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        let status = within(30, "the command ending", child.wait()).await.unwrap();
+        assert!(status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("reconnecting to {}", server_url(&second)))
+                && stderr.contains(&format!("reconnected to {}", server_url(&second))),
+            "{name}: {stderr}"
+        );
+    }
+}
