@@ -4,8 +4,13 @@
 //! only: nothing of this crate is compiled into the homeserver.
 //!
 //! # Layout
+//! - [`cluster`]: replicas of one domain, each a process of the real
+//!   `conclave-homeserver` binary, on one PostgreSQL database and a private
+//!   Redis; killed, terminated and restarted one by one.
 //! - [`database`]: a fresh SQLite file or PostgreSQL database per server,
 //!   removed afterwards.
+//! - [`balancer`]: a TCP load balancer in front of a cluster's replicas, so
+//!   that clients move to a surviving replica as they would in production.
 //! - [`clock`]: a clock tests can move forward.
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
 //!   restarted on its database and addresses.
@@ -17,7 +22,9 @@
 //! - [`fuzz_smoke`]: the fuzz targets run over their corpora, kept crash inputs
 //!   and deterministic mutations of them.
 
+pub mod balancer;
 pub mod clock;
+pub mod cluster;
 pub mod database;
 pub mod fuzz_smoke;
 pub mod homeserver;
@@ -25,7 +32,9 @@ pub mod network;
 pub mod pki;
 pub mod wait;
 
+pub use balancer::TestBalancer;
 pub use clock::AdjustableClock;
+pub use cluster::{ClusterOptions, TestCluster, TestRedis};
 pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};

@@ -76,7 +76,7 @@ async fn concurrent_commits_converge(database: DatabaseChoice) {
 }
 
 /// A commit's epoch and the races it lost on the way.
-fn raced(outcome: CommitOutcome) -> (u64, u32) {
+pub(crate) fn raced(outcome: CommitOutcome) -> (u64, u32) {
     (outcome.epoch, outcome.lost_races)
 }
 
@@ -84,7 +84,7 @@ fn raced(outcome: CommitOutcome) -> (u64, u32) {
 /// it lost), exactly one won it, creating `epoch + 1` without losing a race;
 /// each other one lost at least once and landed on a later epoch of its own.
 #[track_caller]
-fn assert_one_winner(epoch: u64, outcomes: &[(u64, u32)]) {
+pub(crate) fn assert_one_winner(epoch: u64, outcomes: &[(u64, u32)]) {
     let mut epochs: Vec<u64> = outcomes.iter().map(|(created, _)| *created).collect();
     epochs.sort();
     let expected: Vec<u64> = (1..=outcomes.len() as u64).map(|n| epoch + n).collect();

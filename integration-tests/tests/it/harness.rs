@@ -121,12 +121,17 @@ pub(crate) fn assert_same_state(users: &[&User], group_id: &GroupId, members: us
     }
 }
 
-/// The URL of `user_id`'s homeserver in `network`.
-fn client_url(network: &TestNetwork, user_id: &UserId) -> ServerUrl {
-    network
-        .client_url(user_id.domain().as_str())
-        .parse()
-        .expect("a loopback http URL")
+/// The domain of `user_id` (`name@domain`).
+fn domain_of(user_id: &str) -> &str {
+    user_id
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .expect("a user id is name@domain")
+}
+
+/// A test homeserver's client URL, as the client library takes it.
+pub(crate) fn parse_url(url: &str) -> ServerUrl {
+    url.parse().expect("a loopback http URL")
 }
 
 /// `creator` makes a group named `name` and invites `members`, each of whom
@@ -170,12 +175,18 @@ impl User {
     /// Registers `user_id` (`name@domain`) on its domain's homeserver, on a
     /// fresh client state, which publishes a small stock of key packages.
     pub(crate) async fn register(network: &TestNetwork, user_id: &str) -> User {
+        User::register_at(&network.client_url(domain_of(user_id)), user_id).await
+    }
+
+    /// Registers `user_id` at the homeserver (or replica) at `server_url`, on
+    /// a fresh client state.
+    pub(crate) async fn register_at(server_url: &str, user_id: &str) -> User {
         let user = User::fresh(user_id);
         let user_id = &user.user_id;
         let enrolment = user
             .client
             .register(
-                &client_url(network, user_id),
+                &parse_url(server_url),
                 user_id.username().as_str(),
                 PASSWORD,
                 None,
@@ -205,12 +216,18 @@ impl User {
 
     /// Logs `user_id` in on a fresh client state: another device of the user.
     pub(crate) async fn login(network: &TestNetwork, user_id: &str) -> User {
+        User::login_at(&network.client_url(domain_of(user_id)), user_id).await
+    }
+
+    /// Logs `user_id` in at the homeserver (or replica) at `server_url`, on a
+    /// fresh client state: another device of the user.
+    pub(crate) async fn login_at(server_url: &str, user_id: &str) -> User {
         let user = User::fresh(user_id);
         let user_id = &user.user_id;
         let enrolment = user
             .client
             .login(
-                &client_url(network, user_id),
+                &parse_url(server_url),
                 &user_id.to_string(),
                 PASSWORD,
                 "another test device",

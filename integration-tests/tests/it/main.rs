@@ -2,13 +2,22 @@
 //! b.example, c.example) in this process, each with a database of its own and a
 //! federation listener on a loopback address of its own, peered with the others
 //! over mutual TLS; users on each domain drive them through the real client
-//! library. Every test runs on SQLite and on PostgreSQL.
+//! library. Every test runs on SQLite and on PostgreSQL. The cluster tests
+//! (`cluster_*`) run one domain as several processes of the real
+//! `conclave-homeserver` binary instead, on PostgreSQL (and Redis).
 //!
 //! # Layout
 //! - [`harness`]: users with client state of their own on a
 //!   `conclave_test_support::TestNetwork` (the development PKI and the
 //!   homeservers, which stop and restart one domain on its database and
 //!   addresses), and the checks of raw federation calls.
+//! - [`cluster_smoke`]: replicas of one domain, each a process of the real
+//!   binary (`conclave_test_support::TestCluster`), sharing accounts; a
+//!   replica killed and restarted.
+//! - [`cluster_commit_races`]: devices on two replicas committing in the same
+//!   epoch, 500 rounds.
+//! - [`cluster_crash`]: a replica killed while clients on both send; clients
+//!   reach the survivor through a `TestBalancer`.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -34,6 +43,9 @@ macro_rules! on_both_databases {
     };
 }
 
+mod cluster_commit_races;
+mod cluster_crash;
+mod cluster_smoke;
 mod commit_races;
 mod federated_groups;
 mod federation_refusals;
