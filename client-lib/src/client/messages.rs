@@ -131,6 +131,7 @@ impl Client {
             caught_up: false,
             failures: 0,
             interrupted: false,
+            endpoint: None,
             on_connection: None,
         }
     }
@@ -182,6 +183,8 @@ pub struct Listener<'a> {
     failures: u32,
     /// A connection was lost and no stream is open again yet.
     interrupted: bool,
+    /// The homeserver's address the last network step used.
+    endpoint: Option<ServerUrl>,
     /// Told of lost and restored connections.
     on_connection: Option<Box<dyn FnMut(ConnectionNotice) + Send + 'a>>,
 }
@@ -209,6 +212,7 @@ impl<'a> Listener<'a> {
                 // Applied from the buffer, which is emptied only once that
                 // succeeded: a cancelled call leaves the events for the next one
                 // (applying them twice changes nothing).
+                self.endpoint = self.client.server_endpoint()?;
                 match self.client.apply_stream_events(self.buffered.clone()).await {
                     Ok(_) => {
                         self.buffered.clear();
@@ -219,6 +223,7 @@ impl<'a> Listener<'a> {
                 continue;
             }
             if !self.caught_up {
+                self.endpoint = self.client.server_endpoint()?;
                 match self.client.receive().await {
                     Ok(_) => {
                         self.caught_up = true;
@@ -231,6 +236,7 @@ impl<'a> Listener<'a> {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => {
+                    self.endpoint = self.client.server_endpoint()?;
                     match self.client.subscribe().await {
                         Ok(stream) => {
                             self.stream = Some(stream);
@@ -280,8 +286,10 @@ impl<'a> Listener<'a> {
         self.caught_up = false;
         let retry_in = reconnect_delay(self.failures, random_unit());
         tracing::debug!(%error, failures = self.failures, ?retry_in, "subscription failed; retrying");
+        // The address the failed step used: the client may have moved on
+        // already (a send noticed first), and must not move again.
         if is_connection_lost(&error)
-            && let Some(server) = self.client.server_endpoint()?
+            && let Some(server) = self.endpoint.clone()
         {
             let next = self.client.fail_over(&server)?;
             self.interrupted = true;

@@ -101,8 +101,13 @@ impl Client {
     /// the next one, round-robin, and resume from the durable cursors: nothing
     /// is lost or shown twice.
     pub fn with_server_endpoints(self, endpoints: Vec<ServerUrl>) -> Client {
-        *self.endpoints.lock().unwrap_or_else(PoisonError::into_inner) = Endpoints::new(endpoints);
+        self.set_server_endpoints(endpoints);
         self
+    }
+
+    /// [`Client::with_server_endpoints`] on a client in use.
+    pub fn set_server_endpoints(&self, endpoints: Vec<ServerUrl>) {
+        *self.endpoints.lock().unwrap_or_else(PoisonError::into_inner) = Endpoints::new(endpoints);
     }
 
     /// The address of the homeserver in use now: the session's, or the one

@@ -18,6 +18,9 @@
 //!   epoch, 500 rounds.
 //! - [`cluster_crash`]: a replica killed while clients on both send; clients
 //!   reach the survivor through a `TestBalancer`.
+//! - [`cluster_rolling_restart`]: every replica stopped (SIGTERM) and
+//!   restarted in turn while three users on different replicas chat; clients
+//!   know every replica's address and fail over.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -45,6 +48,7 @@ macro_rules! on_both_databases {
 
 mod cluster_commit_races;
 mod cluster_crash;
+mod cluster_rolling_restart;
 mod cluster_smoke;
 mod commit_races;
 mod federated_groups;
