@@ -65,8 +65,8 @@ mod state;
 
 pub use client::{
     ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
-    GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport, ReceivedMessage,
-    SentMessage, WhoAmI,
+    GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport,
+    ReceivedMessage, SentMessage, WhoAmI,
 };
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};

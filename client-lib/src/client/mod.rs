@@ -107,7 +107,10 @@ impl Client {
 
     /// [`Client::with_server_endpoints`] on a client in use.
     pub fn set_server_endpoints(&self, endpoints: Vec<ServerUrl>) {
-        *self.endpoints.lock().unwrap_or_else(PoisonError::into_inner) = Endpoints::new(endpoints);
+        *self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Endpoints::new(endpoints);
     }
 
     /// The address of the homeserver in use now: the session's, or the one

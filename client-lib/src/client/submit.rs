@@ -8,7 +8,6 @@
 //! one transaction. A commit that lost its epoch to another member's is undone,
 //! the winner fetched and merged, and the intent applied again to the new epoch.
 
-
 use conclave_core::ids::{CredentialIdentity, UserId};
 use conclave_proto::client::v1 as proto;
 use openmls::prelude::OpenMlsRand as _;
@@ -479,7 +478,9 @@ impl Client {
         &self,
         submission: &PendingSubmission,
     ) -> Result<Accepted, SendFailure> {
-        let attempts = 2 * u32::try_from(self.endpoint_count()).unwrap_or(u32::MAX).max(1);
+        let attempts = 2 * u32::try_from(self.endpoint_count())
+            .unwrap_or(u32::MAX)
+            .max(1);
         let mut attempt = 0;
         loop {
             let endpoint = self.server_endpoint().map_err(SendFailure::Unavailable)?;
@@ -488,7 +489,8 @@ impl Client {
                     if attempt + 1 < attempts && is_connection_lost(&error) =>
                 {
                     if let Some(endpoint) = endpoint {
-                        self.fail_over(&endpoint).map_err(SendFailure::Unavailable)?;
+                        self.fail_over(&endpoint)
+                            .map_err(SendFailure::Unavailable)?;
                     }
                     let delay = reconnect_delay(attempt, random_unit());
                     tracing::debug!(%error, attempt, ?delay, "sending failed; retrying");
@@ -727,7 +729,10 @@ pub(crate) fn is_transient_error(error: &ClientError) -> bool {
 pub(crate) fn is_connection_lost(error: &ClientError) -> bool {
     match error {
         ClientError::Connect(_) => true,
-        ClientError::Rpc(rpc) => matches!(rpc.code, Code::Unavailable | Code::Unknown | Code::Cancelled),
+        ClientError::Rpc(rpc) => matches!(
+            rpc.code,
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
         _ => false,
     }
 }

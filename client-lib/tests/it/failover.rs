@@ -34,7 +34,12 @@ async fn a_listener_goes_on_through_another_replica_when_its_own_stops() {
         client: client.with_server_endpoints(endpoints.clone()),
         state_dir,
     };
-    let group_id = alice.client.create_group("replicas").await.unwrap().group_id;
+    let group_id = alice
+        .client
+        .create_group("replicas")
+        .await
+        .unwrap()
+        .group_id;
     alice
         .client
         .invite(&group_id, &[user("bob@localhost")])
@@ -84,7 +89,10 @@ async fn a_listener_goes_on_through_another_replica_when_its_own_stops() {
     let report = bob.client.receive().await.unwrap();
     assert_eq!(report.new_messages, 0, "{report:?}");
 
-    assert_eq!(bob.client.server_endpoint().unwrap(), Some(endpoints[1].clone()));
+    assert_eq!(
+        bob.client.server_endpoint().unwrap(),
+        Some(endpoints[1].clone())
+    );
     let notices = notices.lock().unwrap().clone();
     assert!(
         matches!(
@@ -121,7 +129,12 @@ async fn two_replicas_and_a_group() -> (
         client: client.with_server_endpoints(vec![server_url(&first), server_url(&second)]),
         state_dir,
     };
-    let group_id = alice.client.create_group("replicas").await.unwrap().group_id;
+    let group_id = alice
+        .client
+        .create_group("replicas")
+        .await
+        .unwrap()
+        .group_id;
     alice
         .client
         .invite(&group_id, &[user("bob@localhost"), user("carol@localhost")])
@@ -202,7 +215,11 @@ async fn conclave_listen_and_chat_survive_a_replica_going_away() {
             .map(|line| line.rsplit(": ").next().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(texts(&chat_shown), ["one", "two", "three"], "{chat_shown:?}");
+    assert_eq!(
+        texts(&chat_shown),
+        ["one", "two", "three"],
+        "{chat_shown:?}"
+    );
     assert_eq!(
         texts(&listen_shown),
         ["one", "two", "from bob", "three"],
@@ -218,7 +235,9 @@ async fn conclave_listen_and_chat_survive_a_replica_going_away() {
             .read_to_string(&mut stderr)
             .await
             .unwrap();
-        let status = within(30, "the command ending", child.wait()).await.unwrap();
+        let status = within(30, "the command ending", child.wait())
+            .await
+            .unwrap();
         assert!(status.success(), "{name}: {stderr}");
         assert!(
             stderr.contains(&format!("reconnecting to {}", server_url(&second)))

@@ -81,8 +81,8 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let (answer, answered) = oneshot::channel::<()>();
         let answered = std::sync::Mutex::new(Some(answered));
-        let mut service = InFlightLayer::new(calls.clone()).layer(tower::service_fn(
-            move |_: ()| {
+        let mut service =
+            InFlightLayer::new(calls.clone()).layer(tower::service_fn(move |_: ()| {
                 let answered = answered.lock().unwrap().take();
                 async move {
                     if let Some(answered) = answered {
@@ -90,8 +90,7 @@ mod tests {
                     }
                     Ok::<_, std::convert::Infallible>(())
                 }
-            },
-        ));
+            }));
         let waiting = service.call(());
         let dropped = service.call(());
         assert_eq!(calls.load(Ordering::Relaxed), 2);

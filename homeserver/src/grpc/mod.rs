@@ -117,7 +117,9 @@ pub(crate) async fn serve(
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
-        .layer(in_flight::InFlightLayer::new(context.calls_in_flight.clone()))
+        .layer(in_flight::InFlightLayer::new(
+            context.calls_in_flight.clone(),
+        ))
         .layer(deadline::DeadlineLayer::new(call_deadline(limits)))
         .add_service(health_service)
         .add_service(reflection_service)

@@ -14,8 +14,7 @@
 use super::StoreError;
 use super::migrations::Migrator;
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, Statement,
-    TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, Statement, TransactionTrait,
 };
 use sea_orm_migration::{
     IntoSchemaManagerConnection, MigratorTrait, SchemaManager, seaql_migrations,
@@ -124,7 +123,9 @@ mod tests {
             .connection
             .execute_raw(Statement::from_sql_and_values(
                 backend,
-                format!("INSERT INTO seaql_migrations (version, applied_at) VALUES ({placeholder})"),
+                format!(
+                    "INSERT INTO seaql_migrations (version, applied_at) VALUES ({placeholder})"
+                ),
                 [name.into(), 0i64.into()],
             ))
             .await

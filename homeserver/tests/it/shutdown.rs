@@ -37,9 +37,10 @@ async fn readyz_status(address: SocketAddr) -> String {
 }
 
 async fn start(deadline: Duration) -> TestHomeserver {
-    TestHomeserver::start_with(TestOptions::on(DatabaseChoice::Postgres).configure(
-        move |config| config.shutdown.deadline_seconds = deadline.as_secs(),
-    ))
+    TestHomeserver::start_with(
+        TestOptions::on(DatabaseChoice::Postgres)
+            .configure(move |config| config.shutdown.deadline_seconds = deadline.as_secs()),
+    )
     .await
 }
 
@@ -113,8 +114,12 @@ async fn past_the_deadline_the_server_stops_anyway() {
         let lock = TableLock::take(&database_url, "devices").await;
         let call = hold_a_call(alice, &lock).await;
         // The call never gets its lock while the server stops: it is cut.
-        let database =
-            within(EVENT_TIMEOUT, "the server stopping at its deadline", server.stop()).await;
+        let database = within(
+            EVENT_TIMEOUT,
+            "the server stopping at its deadline",
+            server.stop(),
+        )
+        .await;
         assert!(!call.is_finished(), "the call was answered after all");
         lock.release().await;
         drop((call, database));

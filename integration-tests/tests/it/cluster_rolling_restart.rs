@@ -87,9 +87,21 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
         let chatting = async {
             let (_, by_alice, by_bob, by_carol) = tokio::join!(
                 restart_all,
-                chat(alice, "alice", &group_id, &acknowledged, restarted.subscribe()),
+                chat(
+                    alice,
+                    "alice",
+                    &group_id,
+                    &acknowledged,
+                    restarted.subscribe()
+                ),
                 chat(bob, "bob", &group_id, &acknowledged, restarted.subscribe()),
-                chat(carol, "carol", &group_id, &acknowledged, restarted.subscribe()),
+                chat(
+                    carol,
+                    "carol",
+                    &group_id,
+                    &acknowledged,
+                    restarted.subscribe()
+                ),
             );
             over.send_replace(true);
             BTreeMap::from([("alice", by_alice), ("bob", by_bob), ("carol", by_carol)])
@@ -105,7 +117,9 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
         eprintln!(
             "{total} messages ({sent:?}) in {:.1} s through three restarts; received live: {:?}",
             started.elapsed().as_secs_f64(),
-            live.iter().map(|(received, _)| received.len()).collect::<Vec<_>>()
+            live.iter()
+                .map(|(received, _)| received.len())
+                .collect::<Vec<_>>()
         );
 
         let mut histories = Vec::new();

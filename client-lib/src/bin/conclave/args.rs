@@ -277,7 +277,11 @@ mod tests {
         let servers: Vec<String> = cli.server.iter().map(ToString::to_string).collect();
         assert_eq!(
             servers,
-            ["http://127.0.0.1:1", "http://127.0.0.2:1", "http://127.0.0.3:1"]
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.2:1",
+                "http://127.0.0.3:1"
+            ]
         );
         let cli = Cli::try_parse_from(["conclave", "whoami"]).unwrap();
         assert!(cli.server.is_empty());

@@ -309,7 +309,10 @@ mod tests {
         assert_eq!(second.ended().await, StreamEnd::ServerStopping);
         assert_eq!(streams.open_count(), 0);
         let refusal = streams.open("d3", Some(connection(3))).unwrap_err();
-        assert!(matches!(refusal, DeliveryError::ServerStopping), "{refusal}");
+        assert!(
+            matches!(refusal, DeliveryError::ServerStopping),
+            "{refusal}"
+        );
         // Their slots, dropped afterwards, release nothing twice.
         drop(first);
         drop(second);
