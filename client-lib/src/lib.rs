@@ -34,6 +34,8 @@
 //!   `SqliteStorageProvider`).
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
 //!   bearer-token interceptor.
+//! - `endpoints`: the addresses of one homeserver (its replicas), the one in
+//!   use, and the jittered back-off before reconnecting to the next.
 //! - [`server_url`]: parsing a homeserver URL and the loopback rule for `http://`.
 //! - [`session`]: the stored session of this device.
 //! - [`error`]: [`ClientError`], one line per failure.
@@ -51,6 +53,7 @@
 
 pub mod client;
 mod connection;
+mod endpoints;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -61,9 +64,9 @@ pub mod session;
 mod state;
 
 pub use client::{
-    ClaimedKeyPackage, Client, CommitOutcome, Device, Enrolment, FailPoint, GroupId, GroupSummary,
-    Listener, Member, MembershipChange, PublishOutcome, ReceiveReport, ReceivedMessage,
-    SentMessage, WhoAmI,
+    ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
+    GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport,
+    ReceivedMessage, SentMessage, WhoAmI,
 };
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};

@@ -1,6 +1,6 @@
 //! Operator commands that act on the database directly, without a running server
-//! (the `conclave-homeserver registration-token ...` subcommands), and what they
-//! read of it (federation status, a group's overview).
+//! (the `conclave-homeserver migrate` and `registration-token ...` subcommands),
+//! and what they read of it (federation status, a group's overview).
 
 use crate::config::Config;
 use crate::service::create_registration_token::{
@@ -16,6 +16,18 @@ use std::sync::Arc;
 pub enum AdminError {
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Applies the migrations the database lacks and returns their names, oldest
+/// first (none: the schema was up to date). Safe beside running replicas and
+/// other `migrate` runs: on PostgreSQL they take turns under one advisory lock.
+/// Refuses a database migrated by a newer release
+/// ([`StoreError::SchemaTooNew`]).
+pub async fn migrate(config: Config) -> Result<Vec<String>, AdminError> {
+    let store = Store::connect(&config.database.url, 1).await?;
+    let applied = store.migrate().await;
+    store.close().await?;
+    Ok(applied?)
 }
 
 /// Makes a registration token good for `uses` registrations, expiring after

@@ -32,6 +32,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
     pub leases: LeasesConfig,
+    pub shutdown: ShutdownConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
 }
@@ -234,6 +235,17 @@ pub struct LeasesConfig {
     /// How often the holder renews, and how often other replicas try to take
     /// the lease, in milliseconds; at most a third of `ttl_ms`.
     pub renew_interval_ms: u64,
+/// Stopping on SIGTERM or Ctrl-C (a replica being stopped or restarted): the
+/// server stops accepting connections, `/readyz` answers 503, open Subscribe
+/// streams end with UNAVAILABLE (clients reconnect, to another replica), calls
+/// in progress finish, background work stops; then the process exits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Longest the stop may take, in seconds; past it the process exits anyway,
+    /// logging what it cut short. Below Kubernetes' default
+    /// terminationGracePeriodSeconds (30), which ends in SIGKILL.
+    pub deadline_seconds: u64,
 }
 
 /// Cluster mode: several replicas of this domain's homeserver on one
@@ -285,6 +297,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             limits: LimitsConfig::default(),
             leases: LeasesConfig::default(),
+            shutdown: ShutdownConfig::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
         }
@@ -388,6 +401,10 @@ impl Default for LeasesConfig {
         LeasesConfig {
             ttl_ms: 8000,
             renew_interval_ms: 2500,
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            deadline_seconds: 20,
         }
     }
 }
@@ -560,6 +577,12 @@ impl Config {
         self.validate_attempt_limits()?;
         self.validate_connection_limits()?;
         self.validate_leases()?;
+        if !(1..=600).contains(&self.shutdown.deadline_seconds) {
+            return invalid(
+                "shutdown.deadline_seconds",
+                "must be between 1 and 600".to_owned(),
+            );
+        }
         self.validate_redis()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
@@ -998,6 +1021,11 @@ mod tests {
                 Some("leases.renew_interval_ms"),
             ),
             ("[leases]\nttl_ms = 600001", Some("leases.ttl_ms")),
+            (
+                "[shutdown]\ndeadline_seconds = 0",
+                Some("shutdown.deadline_seconds"),
+            ),
+            ("[shutdown]\ndeadline_seconds = 600", None),
             ("[federation]\nlisten = '0.0.0.0:7401'", None),
             (
                 "[federation]\ncertificate = '/nonexistent.pem'",

@@ -116,13 +116,58 @@ pub enum ServerError {
 }
 
 /// Connects to the database, applies migrations, and serves the client API and the
-/// HTTP endpoint until `shutdown` resolves; then stops accepting, lets in-flight
-/// requests finish, and returns.
+/// HTTP endpoint until `shutdown` resolves; then shuts down gracefully: stops
+/// accepting connections (HTTP/2 GOAWAY on open ones), answers 503 on
+/// `/readyz`, ends open Subscribe streams with UNAVAILABLE (their clients
+/// reconnect, to another replica), lets calls in progress finish and stops
+/// background work, and returns. Returns at the latest
+/// `shutdown.deadline_seconds` after `shutdown` resolved, logging what was cut
+/// short.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let deadline = Duration::from_secs(config.shutdown.deadline_seconds);
+    let (begun_sender, begun) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begun_sender.send(());
+    };
+    let serving = Arc::new(std::sync::OnceLock::new());
+    let deadline_passed = async {
+        // A server that stops without being asked (an error) never gets here.
+        if begun.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::select! {
+        result = serve(config, listeners, clock, shutdown, serving.clone()) => result,
+        () = deadline_passed => {
+            // Dropping the serving future stops the listeners' accept loops;
+            // connections still open end with the process.
+            let context: Option<&Arc<Context>> = serving.get();
+            tracing::warn!(
+                deadline_seconds = deadline.as_secs(),
+                calls_in_flight = context.map(|context| context.calls_in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+                subscribe_streams_open = context.map(|context| context.subscribe_streams.open_count()),
+                "the shutdown deadline passed; stopping now, cutting short what is still running"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// [`run`] without its deadline; `serving` gets the context once it is made,
+/// for the deadline's log.
+async fn serve(
+    config: Config,
+    listeners: Listeners,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    serving: Arc<std::sync::OnceLock<Arc<Context>>>,
 ) -> Result<(), ServerError> {
     // rustls needs one process-wide crypto provider; a second install (tests run
     // several servers in one process) is harmless, so its error is ignored.
@@ -144,7 +189,12 @@ pub async fn run(
         }
     };
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
-    store.migrate().await?;
+    // Under the migration lock on PostgreSQL, so replicas started together
+    // take turns; refused if a newer release migrated the database.
+    let applied = store.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied database migrations");
+    }
     let federation_address = match &federation {
         Some((_, listener)) => listener
             .local_addr()
@@ -162,6 +212,7 @@ pub async fn run(
     );
 
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let stopping = stop_receiver.clone();
     let stopped = move || {
         let mut receiver = stop_receiver.clone();
         async move {
@@ -205,13 +256,19 @@ pub async fn run(
         }
     }
     let context = Arc::new(context);
+    let _ = serving.set(context.clone());
     tracing::info!(replica = %context.leases.replica_id(), "replica id for background work leases");
 
+    // The probes keep answering (503 on /readyz) until everything else stopped.
+    let (http_stop_sender, http_stop) = tokio::sync::oneshot::channel::<()>();
     let health = http::Health {
         store: store.clone(),
         redis: context.redis.clone(),
+        stopping,
     };
-    let http_task = tokio::spawn(http::serve(health, listeners.http, stopped()));
+    let http_task = tokio::spawn(http::serve(health, listeners.http, async move {
+        let _ = http_stop.await;
+    }));
     let notifier_task = cluster_notifier
         .map(|(notifier, link, pushes)| tokio::spawn(notifier.run(link, pushes, stopped())));
     // The bound on a lost wake-up's delay, in a cluster only: alone, every
@@ -242,13 +299,20 @@ pub async fn run(
             stopped(),
         ))
     });
+    let stream_context = context.clone();
     let grpc_shutdown = async move {
         shutdown.await;
-        tracing::info!("shutting down");
+        // /readyz turns 503 and background work stops; the gRPC listeners stop
+        // accepting and send GOAWAY once this future returns; Subscribe
+        // streams end now, or their connections would never close.
         let _ = stop_sender.send(true);
+        let streams = stream_context.subscribe_streams.close_all();
+        tracing::info!(
+            subscribe_streams = streams,
+            "shutting down: refusing new connections, ending Subscribe streams, finishing calls in progress"
+        );
     };
     let grpc_result = grpc::serve(context, listeners.client_api, tls, grpc_shutdown).await;
-    let http_result = http_task.await.unwrap_or(Ok(()));
     let federation_result = match federation_task {
         Some(task) => task.await.unwrap_or(Ok(())),
         None => Ok(()),
@@ -263,6 +327,8 @@ pub async fn run(
     for task in std::iter::once(janitor_task).chain(outbox_task) {
         finish_or_abort(task, BACKGROUND_STOP_TIMEOUT).await;
     }
+    let _ = http_stop_sender.send(());
+    let http_result = http_task.await.unwrap_or(Ok(()));
     store.close().await?;
     grpc_result?;
     http_result.map_err(ServerError::Http)?;

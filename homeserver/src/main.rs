@@ -30,8 +30,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the homeserver (the default).
+    /// Run the homeserver (the default). Applies pending migrations first.
     Run,
+    /// Apply pending database migrations, print what was applied, and exit.
+    /// Safe to run beside running replicas and other `migrate` runs (they take
+    /// turns under a PostgreSQL advisory lock). Refuses a database migrated by
+    /// a newer release.
+    Migrate,
     /// Manage registration tokens (for `registration.policy = "token"`).
     #[command(subcommand)]
     RegistrationToken(RegistrationTokenCommand),
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(config).await,
+            Command::Migrate => migrate(config).await,
             Command::RegistrationToken(RegistrationTokenCommand::Create { uses, valid_days }) => {
                 create_registration_token(config, uses, valid_days).await
             }
@@ -139,6 +145,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     conclave_homeserver::run(config, listeners, Arc::new(SystemClock), shutdown_signal())
         .await
         .context("homeserver failed")
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let applied = conclave_homeserver::admin::migrate(config).await?;
+    if applied.is_empty() {
+        println!("the database schema is up to date; nothing to apply");
+    }
+    for name in &applied {
+        println!("applied {name}");
+    }
+    Ok(())
 }
 
 async fn federation_status(config: Config, json: bool) -> anyhow::Result<()> {

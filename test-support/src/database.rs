@@ -87,6 +87,14 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Runs SQL on the database behind the homeserver's back, for tests that
+    /// need a state no request makes (say, a migration of a newer release).
+    pub async fn execute(&self, sql: &str) -> Result<(), DbErr> {
+        let connection = Database::connect(&self.url).await?;
+        connection.execute_unprepared(sql).await?;
+        connection.close().await
+    }
 }
 
 impl Drop for TestDatabase {
@@ -140,4 +148,55 @@ async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbErr
         .await?;
     admin.close().await?;
     Ok(())
+}
+
+/// A PostgreSQL table locked by the test (ACCESS EXCLUSIVE, in a transaction
+/// of its own), so that every statement of the homeserver touching it waits:
+/// a call held in flight for as long as the test wants. Released by
+/// [`TableLock::release`] (or when dropped, with its connection).
+pub struct TableLock {
+    connection: sea_orm::DatabaseConnection,
+    transaction: sea_orm::DatabaseTransaction,
+}
+
+impl TableLock {
+    /// Locks `table` of the PostgreSQL database at `url`.
+    pub async fn take(url: &str, table: &str) -> TableLock {
+        use sea_orm::TransactionTrait as _;
+        let connection = Database::connect(url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
+        let transaction = connection.begin().await.expect("beginning a transaction");
+        transaction
+            .execute_unprepared(&format!("LOCK TABLE \"{table}\" IN ACCESS EXCLUSIVE MODE"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot lock {table}: {error}"));
+        TableLock {
+            connection,
+            transaction,
+        }
+    }
+
+    /// How many sessions on this database wait for a lock now (the test's
+    /// callers blocked on this one, once they reached the database).
+    pub async fn waiters(&self) -> i64 {
+        let statement = sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS waiting FROM pg_locks l JOIN pg_database d ON l.database = d.oid \
+             WHERE NOT l.granted AND d.datname = current_database()",
+        );
+        self.connection
+            .query_one_raw(statement)
+            .await
+            .expect("reading pg_locks")
+            .expect("count(*) returns a row")
+            .try_get::<i64>("", "waiting")
+            .expect("a count")
+    }
+
+    /// Ends the lock; the waiting statements go on.
+    pub async fn release(self) {
+        self.transaction.commit().await.expect("releasing the lock");
+        let _ = self.connection.close().await;
+    }
 }

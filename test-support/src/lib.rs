@@ -41,7 +41,7 @@ pub mod wait;
 pub use balancer::TestBalancer;
 pub use clock::AdjustableClock;
 pub use cluster::{ClusterOptions, TestCluster};
-pub use database::{DatabaseChoice, TestDatabase};
+pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};

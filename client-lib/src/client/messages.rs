@@ -13,11 +13,13 @@ use conclave_core::ids::CredentialIdentity;
 use conclave_proto::client::v1 as proto;
 
 use super::groups::{GroupId, display};
-use super::submit::{Intent, backoff, is_transient_error};
+use super::submit::{Intent, is_connection_lost, is_transient_error};
 use super::{Client, call};
 use crate::connection::delivery_client;
+use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
 use crate::mls::{self, MessageBody};
+use crate::server_url::ServerUrl;
 use crate::state::StateError;
 use crate::state::groups::{self as stored, StoredMessage};
 
@@ -128,6 +130,9 @@ impl Client {
             buffered: Vec::new(),
             caught_up: false,
             failures: 0,
+            interrupted: false,
+            endpoint: None,
+            on_connection: None,
         }
     }
 
@@ -141,10 +146,29 @@ impl Client {
     }
 }
 
+/// A change in a [`Listener`]'s connection, for a program to tell its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionNotice {
+    /// The homeserver at `server` could not be reached or is shutting down;
+    /// the listener tries again at `next` (the same address if it knows no
+    /// other) after `retry_in`.
+    Lost {
+        server: ServerUrl,
+        reason: String,
+        next: ServerUrl,
+        retry_in: Duration,
+    },
+    /// The homeserver answers again, at `server`, after a
+    /// [`ConnectionNotice::Lost`]: the listener caught up or is streaming.
+    Restored { server: ServerUrl },
+}
+
 /// Hands out messages from other members as they arrive: first those stored
 /// unread, then new ones from the hub's Subscribe stream, which it applies (and
 /// acknowledges) like [`Client::receive`] does, commits and Welcomes included.
-/// It reconnects on its own when the stream breaks.
+/// It reconnects on its own when the stream breaks: after a jittered back-off,
+/// to the homeserver's next address when the one in use is gone (see
+/// [`Client::with_server_endpoints`]), resuming from the acknowledged cursors.
 pub struct Listener<'a> {
     client: &'a Client,
     /// Only messages of this group; others stay unread for another listener.
@@ -157,9 +181,25 @@ pub struct Listener<'a> {
     caught_up: bool,
     /// Failed subscriptions in a row, for the reconnection backoff.
     failures: u32,
+    /// A connection was lost and no stream is open again yet.
+    interrupted: bool,
+    /// The homeserver's address the last network step used.
+    endpoint: Option<ServerUrl>,
+    /// Told of lost and restored connections.
+    on_connection: Option<Box<dyn FnMut(ConnectionNotice) + Send + 'a>>,
 }
 
-impl Listener<'_> {
+impl<'a> Listener<'a> {
+    /// Calls `notice` when the connection is lost and when streaming resumes
+    /// (the `conclave` CLI says so on stderr).
+    pub fn on_connection_change(
+        mut self,
+        notice: impl FnMut(ConnectionNotice) + Send + 'a,
+    ) -> Listener<'a> {
+        self.on_connection = Some(Box::new(notice));
+        self
+    }
+
     /// The next message, waiting as long as it takes (wrap it in a timeout to
     /// bound the wait). Cancelling it loses nothing: a message is marked read
     /// only as it is returned, and events are acknowledged only once stored.
@@ -172,6 +212,7 @@ impl Listener<'_> {
                 // Applied from the buffer, which is emptied only once that
                 // succeeded: a cancelled call leaves the events for the next one
                 // (applying them twice changes nothing).
+                self.endpoint = self.client.server_endpoint()?;
                 match self.client.apply_stream_events(self.buffered.clone()).await {
                     Ok(_) => {
                         self.buffered.clear();
@@ -182,8 +223,12 @@ impl Listener<'_> {
                 continue;
             }
             if !self.caught_up {
+                self.endpoint = self.client.server_endpoint()?;
                 match self.client.receive().await {
-                    Ok(_) => self.caught_up = true,
+                    Ok(_) => {
+                        self.caught_up = true;
+                        self.restored()?;
+                    }
                     Err(error) => self.wait_after_failure(error).await?,
                 }
                 continue;
@@ -191,8 +236,12 @@ impl Listener<'_> {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => {
+                    self.endpoint = self.client.server_endpoint()?;
                     match self.client.subscribe().await {
-                        Ok(stream) => self.stream = Some(stream),
+                        Ok(stream) => {
+                            self.stream = Some(stream);
+                            self.restored()?;
+                        }
                         Err(error) => self.wait_after_failure(error).await?,
                     }
                     continue;
@@ -227,17 +276,49 @@ impl Listener<'_> {
     }
 
     /// After a passing failure, drops the stream and waits before catching up
-    /// and subscribing again; gives up on any other failure.
+    /// and subscribing again (at the homeserver's next address if the
+    /// connection was lost); gives up on any other failure.
     async fn wait_after_failure(&mut self, error: ClientError) -> Result<(), ClientError> {
         if !is_transient_error(&error) {
             return Err(error);
         }
         self.stream = None;
         self.caught_up = false;
-        tracing::debug!(%error, failures = self.failures, "subscription failed; retrying");
-        tokio::time::sleep(backoff(self.failures)).await;
+        let retry_in = reconnect_delay(self.failures, random_unit());
+        tracing::debug!(%error, failures = self.failures, ?retry_in, "subscription failed; retrying");
+        // The address the failed step used: the client may have moved on
+        // already (a send noticed first), and must not move again.
+        if is_connection_lost(&error)
+            && let Some(server) = self.endpoint.clone()
+        {
+            let next = self.client.fail_over(&server)?;
+            self.interrupted = true;
+            self.notify(ConnectionNotice::Lost {
+                server,
+                reason: error.to_string(),
+                next,
+                retry_in,
+            });
+        }
+        tokio::time::sleep(retry_in).await;
         self.failures = self.failures.saturating_add(1);
         Ok(())
+    }
+
+    /// The server answered again after a lost connection: says so, once.
+    fn restored(&mut self) -> Result<(), ClientError> {
+        if std::mem::take(&mut self.interrupted)
+            && let Some(server) = self.client.server_endpoint()?
+        {
+            self.notify(ConnectionNotice::Restored { server });
+        }
+        Ok(())
+    }
+
+    fn notify(&mut self, notice: ConnectionNotice) {
+        if let Some(on_connection) = &mut self.on_connection {
+            on_connection(notice);
+        }
     }
 }
 

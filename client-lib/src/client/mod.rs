@@ -23,10 +23,11 @@ use tonic::transport::Channel;
 pub use account::{Device, Enrolment, WhoAmI};
 pub use groups::{CommitOutcome, GroupId, GroupSummary, Member, MembershipChange};
 pub use key_packages::{ClaimedKeyPackage, PublishOutcome};
-pub use messages::{Listener, ReceivedMessage, SentMessage};
+pub use messages::{ConnectionNotice, Listener, ReceivedMessage, SentMessage};
 pub use sync::ReceiveReport;
 
 use crate::connection::{self, BearerAuth, error_chain};
+use crate::endpoints::Endpoints;
 use crate::error::{ClientError, RpcError};
 use crate::key_package_stock::ReplenishPolicy;
 use crate::server_url::ServerUrl;
@@ -47,6 +48,8 @@ pub struct Client {
     /// The last channel opened, reused while the server stays the same (a tonic
     /// `Channel` multiplexes requests over one HTTP/2 connection).
     channel: Mutex<Option<(ServerUrl, Channel)>>,
+    /// The addresses of the session's homeserver, and the one in use.
+    endpoints: Mutex<Endpoints>,
     replenish_policy: ReplenishPolicy,
     /// Held by every group operation and by event processing, across their
     /// network round trips: a submission is built, sent and applied (or undone)
@@ -78,6 +81,7 @@ impl Client {
         Ok(Client {
             state: Mutex::new(state),
             channel: Mutex::new(None),
+            endpoints: Mutex::new(Endpoints::default()),
             replenish_policy: ReplenishPolicy::default(),
             group_operations: tokio::sync::Mutex::new(()),
             fail_point: Mutex::new(None),
@@ -88,6 +92,65 @@ impl Client {
     pub fn with_replenish_policy(mut self, policy: ReplenishPolicy) -> Client {
         self.replenish_policy = policy;
         self
+    }
+
+    /// Other addresses of the session's homeserver: its replicas, when no
+    /// load balancer stands in front of them (the session's own address may
+    /// be among them; it is used first either way). When the address in use
+    /// is unreachable or its server shuts down, sending and listening move to
+    /// the next one, round-robin, and resume from the durable cursors: nothing
+    /// is lost or shown twice.
+    pub fn with_server_endpoints(self, endpoints: Vec<ServerUrl>) -> Client {
+        self.set_server_endpoints(endpoints);
+        self
+    }
+
+    /// [`Client::with_server_endpoints`] on a client in use.
+    pub fn set_server_endpoints(&self, endpoints: Vec<ServerUrl>) {
+        *self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Endpoints::new(endpoints);
+    }
+
+    /// The address of the homeserver in use now: the session's, or the one
+    /// the client moved to after losing it. `None` without a session.
+    pub fn server_endpoint(&self) -> Result<Option<ServerUrl>, ClientError> {
+        Ok(self.session()?.map(|session| {
+            self.endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .current(&session.server_url)
+        }))
+    }
+
+    /// How many addresses the session's homeserver has (at least 1).
+    fn endpoint_count(&self) -> usize {
+        match self.session() {
+            Ok(Some(session)) => self
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .all(&session.server_url)
+                .len(),
+            _ => 1,
+        }
+    }
+
+    /// The connection through `failed` was lost or its server is shutting
+    /// down: moves to the homeserver's next address (unless another caller
+    /// already did) and returns the one to use now.
+    fn fail_over(&self, failed: &ServerUrl) -> Result<ServerUrl, ClientError> {
+        let session = self.require_session()?;
+        let next = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .move_past(&session.server_url, failed);
+        if &next != failed {
+            tracing::info!(%failed, %next, "lost the homeserver at one address; moving to the next");
+        }
+        Ok(next)
     }
 
     /// The stored session, if this device is logged in. Local only.
@@ -158,11 +221,17 @@ impl Client {
         Ok(channel)
     }
 
-    /// The session, a channel to its server, and the interceptor carrying its token.
+    /// The session, a channel to its homeserver (at the address in use), and
+    /// the interceptor carrying its token.
     async fn authenticated(&self) -> Result<(Session, Channel, BearerAuth), ClientError> {
         let session = self.require_session()?;
         let auth = BearerAuth::new(&session.access_token)?;
-        let channel = self.channel(&session.server_url).await?;
+        let endpoint = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current(&session.server_url);
+        let channel = self.channel(&endpoint).await?;
         Ok((session, channel, auth))
     }
 }

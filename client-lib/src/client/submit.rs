@@ -8,8 +8,6 @@
 //! one transaction. A commit that lost its epoch to another member's is undone,
 //! the winner fetched and merged, and the intent applied again to the new epoch.
 
-use std::time::Duration;
-
 use conclave_core::ids::{CredentialIdentity, UserId};
 use conclave_proto::client::v1 as proto;
 use openmls::prelude::OpenMlsRand as _;
@@ -21,6 +19,7 @@ use tonic::Code;
 use super::key_packages::ClaimedKeyPackage;
 use super::{Client, FailPoint, call_with_status, now_ms};
 use crate::connection::group_client;
+use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
 use crate::mls::{self, CommitKind};
 use crate::state::groups::{self as stored, PendingSubmission, SubmissionKind};
@@ -251,7 +250,7 @@ impl Client {
         submission: &PendingSubmission,
     ) -> Result<Sent, ClientError> {
         self.check_fail_point(FailPoint::BeforeSend)?;
-        match self.send_pending(submission).await {
+        match self.send_pending_failing_over(submission).await {
             Ok(accepted) => {
                 self.check_fail_point(FailPoint::AfterAccepted)?;
                 self.apply_accepted(submission, accepted)?;
@@ -471,6 +470,38 @@ impl Client {
     }
 
     /// Sends a stored submission once.
+    /// [`Client::send_pending`], again at the homeserver's next address (after
+    /// a jittered back-off) while the connection is lost, a few times per
+    /// address: a replica shutting down or gone costs a retry, not a failure.
+    /// Safe because the submission keeps its idempotency key.
+    async fn send_pending_failing_over(
+        &self,
+        submission: &PendingSubmission,
+    ) -> Result<Accepted, SendFailure> {
+        let attempts = 2 * u32::try_from(self.endpoint_count())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut attempt = 0;
+        loop {
+            let endpoint = self.server_endpoint().map_err(SendFailure::Unavailable)?;
+            match self.send_pending(submission).await {
+                Err(SendFailure::Unavailable(error))
+                    if attempt + 1 < attempts && is_connection_lost(&error) =>
+                {
+                    if let Some(endpoint) = endpoint {
+                        self.fail_over(&endpoint)
+                            .map_err(SendFailure::Unavailable)?;
+                    }
+                    let delay = reconnect_delay(attempt, random_unit());
+                    tracing::debug!(%error, attempt, ?delay, "sending failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     async fn send_pending(&self, submission: &PendingSubmission) -> Result<Accepted, SendFailure> {
         let (_, channel, auth) = self
             .authenticated()
@@ -692,6 +723,20 @@ pub(crate) fn is_transient_error(error: &ClientError) -> bool {
     }
 }
 
+/// Whether the server at the address in use is gone for now (unreachable,
+/// shutting down, or the connection broke), so that another address of the
+/// homeserver may serve the same call.
+pub(crate) fn is_connection_lost(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect(_) => true,
+        ClientError::Rpc(rpc) => matches!(
+            rpc.code,
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
 /// The `CommitConflict` in the rich error details of an ABORTED status (a
 /// `google.rpc.Status` whose details hold it as an `Any`).
 fn commit_conflict(status: &tonic::Status) -> Option<proto::CommitConflict> {
@@ -701,12 +746,6 @@ fn commit_conflict(status: &tonic::Status) -> Option<proto::CommitConflict> {
         .iter()
         .find(|any| any.type_url == COMMIT_CONFLICT_TYPE_URL)
         .and_then(|any| proto::CommitConflict::decode(any.value.as_slice()).ok())
-}
-
-/// How long to wait before resubscribing after the `attempt`-th failure in a
-/// row: 100 ms doubling to 5 s. A retry schedule, not synchronisation.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
 #[cfg(test)]
@@ -786,7 +825,5 @@ mod tests {
             sort(SubmissionKind::Proposal, Code::InvalidArgument),
             SendFailure::Refused(_, Code::InvalidArgument)
         ));
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(30), Duration::from_secs(5));
     }
 }

@@ -2,6 +2,7 @@
 //! homeserver running in this process (`conclave-test-support`).
 
 mod cli;
+mod failover;
 mod fuzz_smoke;
 mod groups;
 mod library;

@@ -48,6 +48,7 @@ pub(crate) async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = context.config.federation.max_message_bytes;
     let limits = context.config.limits.clone();
+    let calls_in_flight = context.calls_in_flight.clone();
     let service = FederationServiceServer::new(FederationApi { context, gate })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -60,6 +61,7 @@ pub(crate) async fn serve(
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
+        .layer(super::in_flight::InFlightLayer::new(calls_in_flight))
         .layer(super::deadline::DeadlineLayer::new(super::call_deadline(
             &limits,
         )))

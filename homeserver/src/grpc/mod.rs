@@ -12,6 +12,7 @@
 //! - `auth`: bearer tokens.
 //! - `status`: domain errors -> `tonic::Status`.
 //! - `deadline`: every call's deadline.
+//! - `in_flight`: counts the calls being answered, for the shutdown's log.
 //!
 //! Both listeners apply `[limits]` the same way ([`server_builder`]): HTTP/2
 //! streams per connection, header list size, keepalive PINGs, TCP keepalive
@@ -23,6 +24,7 @@ mod deadline;
 mod delivery;
 pub(crate) mod federation;
 mod group;
+mod in_flight;
 mod key_package;
 mod status;
 
@@ -114,6 +116,9 @@ pub(crate) async fn serve(
         )
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
+        ))
+        .layer(in_flight::InFlightLayer::new(
+            context.calls_in_flight.clone(),
         ))
         .layer(deadline::DeadlineLayer::new(call_deadline(limits)))
         .add_service(health_service)

@@ -157,8 +157,10 @@ fn store_status(error: &StoreError) -> Status {
         // Most database errors are passing (unreachable, failover, pool timeout):
         // UNAVAILABLE tells the client to retry the same call.
         StoreError::Database(_) => Status::unavailable("the database is unavailable; retry"),
-        // A retry would read the same corrupt row.
-        StoreError::Corrupt(_) => server_fault(),
+        // A retry would read the same corrupt row. A schema too new is refused
+        // at start; it can reach a request only if a newer release migrated
+        // the database under a running replica.
+        StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. } => server_fault(),
     }
 }
 
@@ -451,6 +453,8 @@ impl From<DeliveryError> for Status {
             DeliveryError::TooManyStreams(_) | DeliveryError::StreamReplaced { .. } => {
                 Code::ResourceExhausted
             }
+            // Passing, and another replica serves the same streams.
+            DeliveryError::ServerStopping => Code::Unavailable,
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };

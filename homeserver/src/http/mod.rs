@@ -1,11 +1,13 @@
 //! The HTTP endpoint: `GET /healthz` (the process answers; its JSON body says
 //! whether Redis is reachable in cluster mode) and `GET /readyz` (the database
-//! answers and every migration is applied), for load balancers and Kubernetes
-//! probes. A Redis outage does not make a replica unready: it serves on, with
-//! wake-ups from polling the database.
+//! answers, every migration is applied, and the server is not shutting down),
+//! for load balancers and Kubernetes probes. A Redis outage does not make a
+//! replica unready: it serves on, with wake-ups from polling the database. The
+//! endpoint keeps serving while the server shuts down, so that probes see the
+//! 503 until the end.
 
 use crate::cluster::RedisLink;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -13,6 +15,7 @@ use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 /// What the probes look at.
@@ -21,6 +24,8 @@ pub(crate) struct Health {
     pub(crate) store: Store,
     /// The replica's link to Redis in cluster mode; `None` when alone.
     pub(crate) redis: Option<Arc<RedisLink>>,
+    /// True once the server began to shut down.
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 pub(crate) fn router(health: Health) -> Router {
@@ -43,12 +48,27 @@ async fn healthz(State(health): State<Health>) -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
+    // First: a load balancer should stop sending the moment shutdown begins,
+    // whatever the database says.
+    if *health.stopping.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        );
+    }
     match health.store.is_ready().await {
         Ok(true) => (StatusCode::OK, "ready\n"),
         Ok(false) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database migrations are pending\n",
         ),
+        Err(error @ StoreError::SchemaTooNew { .. }) => {
+            tracing::error!(%error, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the database schema is newer than this binary\n",
+            )
+        }
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
             (
@@ -59,6 +79,8 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
     }
 }
 
+/// Serves the probes until `shutdown` resolves; `/readyz` answers 503 from
+/// the moment `health.stopping` turns true.
 pub(crate) async fn serve(
     health: Health,
     listener: TcpListener,

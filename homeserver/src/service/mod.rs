@@ -109,6 +109,9 @@ pub(crate) struct Context {
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
     /// This replica's id and its leases on background work.
     pub(crate) leases: leases::Leases,
+    /// Calls of both gRPC listeners being answered now (counted by grpc/),
+    /// logged when a shutdown's deadline cuts them short.
+    pub(crate) calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Context {
@@ -134,6 +137,7 @@ impl Context {
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
             challenge_key: tokio::sync::OnceCell::new(),
             subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
+            calls_in_flight: Arc::default(),
         }
     }
 

@@ -25,6 +25,7 @@ mod members;
 mod migrations;
 mod pruning;
 mod registration_tokens;
+mod schema;
 mod submissions;
 
 pub(crate) use accounts::*;
@@ -46,7 +47,6 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
     SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
 /// A failure that is not the caller's fault.
@@ -59,6 +59,14 @@ pub enum StoreError {
     /// negative sequence number.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database has applied migrations this binary does not know: a newer
+    /// release migrated it. Serving (or migrating) with an older schema's idea
+    /// of the tables could corrupt them, so the binary refuses.
+    #[error(
+        "the database schema is newer than this conclave-homeserver: it has applied migrations this binary does not know ({}); upgrade conclave-homeserver to the release that applied them",
+        .unknown.join(", ")
+    )]
+    SchemaTooNew { unknown: Vec<String> },
 }
 
 impl StoreError {
@@ -68,7 +76,7 @@ impl StoreError {
             StoreError::Database(error) => {
                 matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
             }
-            StoreError::Corrupt(_) => false,
+            StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. } => false,
         }
     }
 }
@@ -161,17 +169,19 @@ impl Store {
         Ok(Store { connection })
     }
 
-    /// Applies every migration not yet applied.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::Migrator::up(&self.connection, None).await?;
-        Ok(())
+    /// Applies every migration not yet applied, once even when replicas start
+    /// together (see `schema`), and returns their names, oldest first. Refuses
+    /// a database that has migrations this binary does not know
+    /// ([`StoreError::SchemaTooNew`]).
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        schema::migrate(&self.connection).await
     }
 
-    /// Ready means: the database answers, and no migration is pending.
+    /// Ready means: the database answers, no migration is pending, and none is
+    /// unknown to this binary (that is an error: [`StoreError::SchemaTooNew`]).
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         self.connection.ping().await?;
-        let pending = migrations::Migrator::get_pending_migrations(&self.connection).await?;
-        Ok(pending.is_empty())
+        schema::is_current(&self.connection).await
     }
 
     /// Starts a transaction; dropping it without `commit()` rolls it back.

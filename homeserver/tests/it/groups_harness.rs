@@ -844,6 +844,23 @@ impl Subscription {
         }
     }
 
+    /// Reads until the stream ends; its status if it ended with one (`None`:
+    /// it ended without a status). Fails the test if it does not end within
+    /// [`EVENT_TIMEOUT`].
+    pub(crate) async fn end(&mut self) -> Option<Status> {
+        tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                match self.0.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        })
+        .await
+        .expect("the stream did not end in time")
+    }
+
     /// Asserts that nothing arrives within [`QUIET_PERIOD`] (see there).
     pub(crate) async fn assert_quiet(&mut self) {
         if let Ok(item) = tokio::time::timeout(QUIET_PERIOD, self.0.message()).await {

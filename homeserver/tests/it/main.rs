@@ -29,10 +29,14 @@
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
+//! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
+//!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
 //!   echoed into short error messages.
 //! - [`connection_limits`]: Subscribe streams per device and per connection,
 //!   the call deadline, and the listeners' HTTP/2 settings.
+//! - [`shutdown`]: graceful shutdown: streams told to reconnect, calls in
+//!   progress finished, `/readyz` 503, the deadline.
 //! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
 //!   and mutations of them.
 
@@ -63,7 +67,9 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod migrate;
 mod possession;
 mod registration;
 mod request_limits;
 mod server;
+mod shutdown;

@@ -25,6 +25,9 @@
 //! - [`cluster_wakeups`]: a message streamed from another replica than the
 //!   one it was sent through; delivery through a Redis outage and instant
 //!   again after it.
+//! - [`cluster_rolling_restart`]: every replica stopped (SIGTERM) and
+//!   restarted in turn while three users on different replicas chat; clients
+//!   know every replica's address and fail over.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federated_groups`]: one group with members on three domains:
@@ -57,6 +60,7 @@ mod cluster_commit_races;
 mod cluster_crash;
 mod cluster_limits;
 mod cluster_outbox;
+mod cluster_rolling_restart;
 mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;

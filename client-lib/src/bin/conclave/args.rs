@@ -26,8 +26,17 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 pub(crate) struct Cli {
     /// Homeserver URL, e.g. https://chat.example.org. Needed once: it is
     /// remembered in the state. Plain http:// only to localhost, 127.0.0.0/8, ::1.
-    #[arg(long, global = true, env = "CONCLAVE_SERVER", value_name = "URL")]
-    pub(crate) server: Option<ServerUrl>,
+    /// Several addresses of one homeserver (its replicas), comma-separated or
+    /// repeated: the first is the one to enrol on; listen, chat and sending
+    /// move to the next when the one in use goes away.
+    #[arg(
+        long,
+        global = true,
+        env = "CONCLAVE_SERVER",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub(crate) server: Vec<ServerUrl>,
 
     /// Directory of this device's state (keys, session). Default:
     /// ~/.local/share/conclave.
@@ -252,6 +261,30 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["conclave", "send", "team"]).unwrap();
         assert!(matches!(cli.command, Command::Send { text: None, .. }));
+    }
+
+    #[test]
+    fn several_servers_may_be_given() {
+        let cli = Cli::try_parse_from([
+            "conclave",
+            "--server",
+            "http://127.0.0.1:1,http://127.0.0.2:1",
+            "--server",
+            "http://127.0.0.3:1",
+            "listen",
+        ])
+        .unwrap();
+        let servers: Vec<String> = cli.server.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            servers,
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.2:1",
+                "http://127.0.0.3:1"
+            ]
+        );
+        let cli = Cli::try_parse_from(["conclave", "whoami"]).unwrap();
+        assert!(cli.server.is_empty());
     }
 
     #[test]

@@ -16,8 +16,9 @@ const MAX_DEVICE_NAME_CHARS: usize = 64;
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
     let state_dir = state_dir(cli.state)?;
-    let client = Client::open(&state_dir)?;
-    let explicit_server = cli.server;
+    let servers = cli.server;
+    let client = Client::open(&state_dir)?.with_server_endpoints(servers.clone());
+    let explicit_server = servers.first().cloned();
     match cli.command {
         Command::Register {
             user,
@@ -53,7 +54,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
             Ok(output::enrolment("logged in", &enrolment))
         }
         command => {
-            check_session_server(&client, explicit_server.as_ref())?;
+            check_session_server(&client, &servers)?;
             run_with_session(&client, command, cli.json).await
         }
     }
@@ -131,15 +132,20 @@ fn server_for_enrolment(client: &Client, explicit: Option<ServerUrl>) -> anyhow:
     }
 }
 
-/// A session always talks to the server it was enrolled on; a different
-/// `--server` is a mistake worth stopping for rather than silently ignoring.
-fn check_session_server(client: &Client, explicit: Option<&ServerUrl>) -> anyhow::Result<()> {
-    if let (Some(explicit), Some(session)) = (explicit, client.session()?)
-        && explicit != &session.server_url
+/// A session always talks to the homeserver it was enrolled on; `--server`
+/// addresses that do not include the one it was enrolled at are a mistake
+/// worth stopping for rather than silently ignoring. (The other addresses
+/// given are taken to be replicas of the same homeserver.)
+fn check_session_server(client: &Client, explicit: &[ServerUrl]) -> anyhow::Result<()> {
+    if let Some(session) = client.session()?
+        && !explicit.is_empty()
+        && !explicit.contains(&session.server_url)
     {
+        let given: Vec<String> = explicit.iter().map(ToString::to_string).collect();
         bail!(
-            "this device is logged in on {}, not {explicit}; log out first to use another server",
-            session.server_url
+            "this device is logged in on {}, not {}; log out first to use another server",
+            session.server_url,
+            given.join(", ")
         );
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use conclave_client::{Client, GroupId};
+use conclave_client::{Client, ConnectionNotice, GroupId};
 use tokio::sync::mpsc;
 
 use crate::args::GroupCommand;
@@ -75,7 +75,9 @@ pub(crate) async fn listen(
 ) -> anyhow::Result<Report> {
     client.receive().await?;
     let group_id = group.map(|group| client.find_group(group)).transpose()?;
-    let mut listener = client.listen(group_id);
+    let mut listener = client
+        .listen(group_id)
+        .on_connection_change(tell_connection_change);
     let deadline =
         timeout.map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
     let mut printed = 0;
@@ -105,7 +107,9 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
     let group_id = client.find_group(group)?;
     let name = client.group(&group_id)?.name;
     let mut lines = stdin_lines();
-    let mut listener = client.listen(Some(group_id.clone()));
+    let mut listener = client
+        .listen(Some(group_id.clone()))
+        .on_connection_change(tell_connection_change);
     if !as_json {
         eprintln!("chatting in {name}; type a line to send it, end with Ctrl-D");
     }
@@ -121,6 +125,23 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
         }
     }
     Ok(Report::printed_already())
+}
+
+/// One line on stderr when the listener loses its homeserver and when it is
+/// back (stdout carries only messages, for scripts).
+fn tell_connection_change(notice: ConnectionNotice) {
+    match notice {
+        ConnectionNotice::Lost {
+            server,
+            reason,
+            next,
+            retry_in,
+        } => eprintln!(
+            "connection to {server} lost ({reason}); reconnecting to {next} in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        ConnectionNotice::Restored { server } => eprintln!("reconnected to {server}"),
+    }
 }
 
 async fn send_line(client: &Client, group_id: &GroupId, line: &str) -> anyhow::Result<()> {

@@ -59,6 +59,12 @@ pub(crate) enum DeliveryError {
          (limits.subscribe_streams_per_device), and a newer one took its place"
     )]
     StreamReplaced { limit: usize },
+    /// This server process is shutting down: open streams end and new ones
+    /// are refused, so the device reconnects, to another replica if any.
+    #[error(
+        "this server is shutting down; subscribe again (to another server of the homeserver, if there is one)"
+    )]
+    ServerStopping,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -4,12 +4,15 @@
 //! stream that ends for any reason (the client cancels, the connection drops,
 //! the server stops, the stream fails) gives its place back.
 //!
+//! When the server begins to shut down, [`SubscribeStreams::close_all`] tells
+//! every open stream to end (so its client reconnects elsewhere and the
+//! HTTP/2 connection can close), and new streams are refused from then on.
+//!
 //! Counted per process, like the rate limits: with several replicas a device
 //! may hold the limit on each.
 
-use crate::rules::streams::{
-    OpenStreams, StreamAdmission, StreamLimits, StreamRefusal, admit_stream,
-};
+use super::DeliveryError;
+use crate::rules::streams::{OpenStreams, StreamAdmission, StreamLimits, admit_stream};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +37,9 @@ pub(crate) struct SubscribeStreams {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The server is shutting down: open streams were told to end, and no new
+    /// one opens.
+    closing: bool,
     next_id: u64,
     /// Each device's open streams, oldest first.
     devices: HashMap<String, VecDeque<OpenStream>>,
@@ -46,8 +52,17 @@ struct OpenStream {
     id: u64,
     /// `None` when the transport gives no addresses: not counted per connection.
     connection: Option<ConnectionKey>,
-    /// Tells the stream it was closed to make room for a newer one of its device.
-    replaced: oneshot::Sender<()>,
+    /// Tells the stream to end, and why.
+    end: oneshot::Sender<StreamEnd>,
+}
+
+/// Why the registry ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// A newer stream of its device took its place.
+    Replaced,
+    /// The server is shutting down.
+    ServerStopping,
 }
 
 /// A stream's place in the registry; dropping it gives the place back.
@@ -56,7 +71,7 @@ pub(crate) struct StreamSlot {
     state: Arc<Mutex<State>>,
     device_id: String,
     id: u64,
-    replaced: oneshot::Receiver<()>,
+    end: oneshot::Receiver<StreamEnd>,
 }
 
 impl SubscribeStreams {
@@ -72,14 +87,18 @@ impl SubscribeStreams {
     }
 
     /// Admits a new stream of `device_id` on `connection`, closing the device's
-    /// oldest stream if it is at its limit, or refuses it.
+    /// oldest stream if it is at its limit, or refuses it (over the
+    /// connection's limit, or while the server shuts down).
     pub(crate) fn open(
         &self,
         device_id: &str,
         connection: Option<ConnectionKey>,
-    ) -> Result<StreamSlot, StreamRefusal> {
+    ) -> Result<StreamSlot, DeliveryError> {
         let mut state = lock(&self.state);
         let state = &mut *state;
+        if state.closing {
+            return Err(DeliveryError::ServerStopping);
+        }
         let of_device = state.devices.get(device_id);
         let open = OpenStreams {
             of_device: of_device.map_or(0, VecDeque::len),
@@ -99,12 +118,12 @@ impl SubscribeStreams {
             if let Some(oldest) = oldest {
                 state.release_connection(oldest.connection);
                 // The stream may have ended meanwhile; then nobody listens.
-                let _ = oldest.replaced.send(());
+                let _ = oldest.end.send(StreamEnd::Replaced);
             }
         }
         let id = state.next_id;
         state.next_id += 1;
-        let (replaced_sender, replaced) = oneshot::channel();
+        let (end_sender, end) = oneshot::channel();
         state
             .devices
             .entry(device_id.to_owned())
@@ -112,7 +131,7 @@ impl SubscribeStreams {
             .push_back(OpenStream {
                 id,
                 connection,
-                replaced: replaced_sender,
+                end: end_sender,
             });
         if let Some(key) = connection {
             *state.connections.entry(key).or_default() += 1;
@@ -121,8 +140,30 @@ impl SubscribeStreams {
             state: self.state.clone(),
             device_id: device_id.to_owned(),
             id,
-            replaced,
+            end,
         })
+    }
+
+    /// The server begins to shut down: tells every open stream to end, and
+    /// refuses new ones from now on. Returns how many streams were told.
+    pub(crate) fn close_all(&self) -> usize {
+        let mut state = lock(&self.state);
+        state.closing = true;
+        state.connections.clear();
+        let mut told = 0;
+        for (_, streams) in state.devices.drain() {
+            for stream in streams {
+                // A stream that ended meanwhile no longer listens.
+                let _ = stream.end.send(StreamEnd::ServerStopping);
+                told += 1;
+            }
+        }
+        told
+    }
+
+    /// Streams open now, in all.
+    pub(crate) fn open_count(&self) -> usize {
+        lock(&self.state).devices.values().map(VecDeque::len).sum()
     }
 
     /// Streams open now: of `device_id`, and on `connection`.
@@ -153,11 +194,12 @@ impl State {
 }
 
 impl StreamSlot {
-    /// Resolves when a newer stream of the same device took this one's place.
-    pub(crate) async fn replaced(&mut self) {
-        // The sender is dropped without sending only with the slot itself, so
-        // either outcome means the registry let go of this stream.
-        let _ = (&mut self.replaced).await;
+    /// Resolves when the registry ends this stream: a newer stream of the same
+    /// device took its place, or the server is shutting down.
+    pub(crate) async fn ended(&mut self) -> StreamEnd {
+        // The sender is dropped without sending only with the registry itself
+        // (the server is gone), which ends the stream as a shutdown does.
+        (&mut self.end).await.unwrap_or(StreamEnd::ServerStopping)
     }
 }
 
@@ -190,6 +232,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::streams::StreamRefusal;
 
     fn connection(port: u16) -> ConnectionKey {
         ConnectionKey {
@@ -225,7 +268,7 @@ mod tests {
         let mut oldest = streams.open("d1", Some(connection(1))).unwrap();
         let _middle = streams.open("d1", Some(connection(2))).unwrap();
         let newest = streams.open("d1", Some(connection(2))).unwrap();
-        oldest.replaced().await;
+        assert_eq!(oldest.ended().await, StreamEnd::Replaced);
         assert_eq!(streams.count("d1", connection(1)), (2, 0));
         assert_eq!(streams.count("d1", connection(2)), (2, 2));
         // Dropping the replaced stream's slot leaves the newer ones counted.
@@ -243,10 +286,36 @@ mod tests {
             .map(|device| streams.open(device, Some(connection(1))).unwrap())
             .collect();
         let refusal = streams.open("d4", Some(connection(1))).unwrap_err();
-        assert_eq!(refusal, StreamRefusal::ConnectionFull { limit: 3 });
+        assert!(
+            matches!(
+                refusal,
+                DeliveryError::TooManyStreams(StreamRefusal::ConnectionFull { limit: 3 })
+            ),
+            "{refusal}"
+        );
         assert_eq!(streams.count("d4", connection(1)), (0, 3));
         // Another connection is not affected, nor is a stream without addresses.
         streams.open("d4", Some(connection(2))).unwrap();
         streams.open("d5", None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutting_down_ends_every_stream_and_refuses_new_ones() {
+        let streams = registry();
+        let mut first = streams.open("d1", Some(connection(1))).unwrap();
+        let mut second = streams.open("d2", Some(connection(2))).unwrap();
+        assert_eq!(streams.close_all(), 2);
+        assert_eq!(first.ended().await, StreamEnd::ServerStopping);
+        assert_eq!(second.ended().await, StreamEnd::ServerStopping);
+        assert_eq!(streams.open_count(), 0);
+        let refusal = streams.open("d3", Some(connection(3))).unwrap_err();
+        assert!(
+            matches!(refusal, DeliveryError::ServerStopping),
+            "{refusal}"
+        );
+        // Their slots, dropped afterwards, release nothing twice.
+        drop(first);
+        drop(second);
+        assert!(lock(&streams.state).connections.is_empty());
     }
 }

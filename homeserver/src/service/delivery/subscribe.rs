@@ -5,7 +5,7 @@
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
 use super::pages::{load_memberships, read_page};
-use super::streams::{ConnectionKey, StreamSlot};
+use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
 use crate::notify::Topic;
 use crate::store::{self, EventKind};
@@ -20,14 +20,15 @@ pub(crate) fn open_stream(
     device: &AuthenticatedDevice,
     connection: Option<ConnectionKey>,
 ) -> Result<StreamSlot, DeliveryError> {
-    Ok(context
+    context
         .subscribe_streams
-        .open(device.device_id().as_str(), connection)?)
+        .open(device.device_id().as_str(), connection)
 }
 
 /// Streams everything after the device's cursors, then new events as they come,
-/// into `sender`, until the receiver is dropped or a newer stream of the device
-/// takes `slot`'s place. Errors end the stream with the error as its last item.
+/// into `sender`, until the receiver is dropped, a newer stream of the device
+/// takes `slot`'s place or the server shuts down. Errors end the stream with
+/// the error as its last item.
 /// The slot is held until the stream ends, however it ends.
 pub(crate) async fn subscribe(
     context: Arc<Context>,
@@ -37,13 +38,19 @@ pub(crate) async fn subscribe(
 ) {
     let result = tokio::select! {
         result = stream_events(&context, &device, &sender) => result,
-        () = slot.replaced() => {
-            let limit = context.subscribe_streams.limits().per_device;
-            tracing::debug!(device_id = %device.device_id(), limit, "a newer stream replaced a Subscribe stream");
+        end = slot.ended() => {
+            let error = match end {
+                StreamEnd::Replaced => {
+                    let limit = context.subscribe_streams.limits().per_device;
+                    tracing::debug!(device_id = %device.device_id(), limit, "a newer stream replaced a Subscribe stream");
+                    DeliveryError::StreamReplaced { limit }
+                }
+                StreamEnd::ServerStopping => DeliveryError::ServerStopping,
+            };
             // Not waited for: a consumer whose buffer is full may be the dead
-            // stream this one replaced, and its task should end now. Such a
-            // stream ends without a status.
-            let _ = sender.try_send(Err(DeliveryError::StreamReplaced { limit }));
+            // stream this one replaced (or hold up a shutdown), and its task
+            // should end now. Such a stream ends without a status.
+            let _ = sender.try_send(Err(error));
             return;
         }
     };

@@ -1,0 +1,248 @@
+//! A homeserver of several replicas (two in-process servers on one PostgreSQL
+//! database): a listening client whose replica shuts down gracefully goes on
+//! through the other, and a sender whose replica is gone sends through the
+//! other, with nothing lost or shown twice.
+
+use std::sync::{Arc, Mutex};
+
+use conclave_client::ConnectionNotice;
+use conclave_test_support::DatabaseChoice;
+use tokio::sync::mpsc;
+
+use crate::support::{
+    GROUP_STOCK, TestDevice, register, server_url, start_server, take_all_unread, within,
+};
+
+fn user(id: &str) -> conclave_core::ids::UserId {
+    id.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_goes_on_through_another_replica_when_its_own_stops() {
+    let first = start_server(DatabaseChoice::Postgres).await;
+    let second = first.start_replica(|_| {}).await;
+    let endpoints = vec![server_url(&first), server_url(&second)];
+    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&first, "bob", GROUP_STOCK).await;
+    let TestDevice { client, state_dir } = alice;
+    let alice = TestDevice {
+        client: client.with_server_endpoints(endpoints.clone()),
+        state_dir,
+    };
+    let TestDevice { client, state_dir } = bob;
+    let bob = TestDevice {
+        client: client.with_server_endpoints(endpoints.clone()),
+        state_dir,
+    };
+    let group_id = alice
+        .client
+        .create_group("replicas")
+        .await
+        .unwrap()
+        .group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost")])
+        .await
+        .unwrap();
+
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let recorded = notices.clone();
+    let mut listener = bob
+        .client
+        .listen(None)
+        .on_connection_change(move |notice| recorded.lock().unwrap().push(notice));
+    let (received_sender, mut received) = mpsc::unbounded_channel();
+    let bob_side = async {
+        let mut texts = Vec::new();
+        for _ in 0..6 {
+            let message = listener.next().await.unwrap();
+            texts.push(message.body.text().unwrap().to_owned());
+            received_sender.send(()).unwrap();
+        }
+        texts
+    };
+    let alice_side = async {
+        for text in ["one", "two", "three"] {
+            alice.client.send(&group_id, text).await.unwrap();
+        }
+        for _ in 0..3 {
+            received.recv().await.unwrap();
+        }
+        // Bob streams from the first replica, which shuts down: his stream
+        // ends with UNAVAILABLE and he moves to the second.
+        let database = first.stop().await;
+        // Alice's client still uses the first one's address: its sends move
+        // to the second too.
+        for text in ["four", "five", "six"] {
+            alice.client.send(&group_id, text).await.unwrap();
+        }
+        database
+    };
+    let (texts, _database) = within(90, "six messages across a replica's shutdown", async {
+        tokio::join!(bob_side, alice_side)
+    })
+    .await;
+    assert_eq!(texts, ["one", "two", "three", "four", "five", "six"]);
+    drop(listener);
+    assert!(take_all_unread(&bob).is_empty());
+    let report = bob.client.receive().await.unwrap();
+    assert_eq!(report.new_messages, 0, "{report:?}");
+
+    assert_eq!(
+        bob.client.server_endpoint().unwrap(),
+        Some(endpoints[1].clone())
+    );
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        matches!(
+            notices.first(),
+            Some(ConnectionNotice::Lost { server, next, .. })
+                if *server == endpoints[0] && *next == endpoints[1]
+        ),
+        "{notices:?}"
+    );
+    assert_eq!(
+        notices.last(),
+        Some(&ConnectionNotice::Restored {
+            server: endpoints[1].clone()
+        }),
+        "{notices:?}"
+    );
+}
+
+/// Two replicas, Alice, Bob and Carol in a group; Alice's client knows both
+/// addresses.
+async fn two_replicas_and_a_group() -> (
+    conclave_test_support::TestHomeserver,
+    conclave_test_support::TestHomeserver,
+    [TestDevice; 3],
+    conclave_client::GroupId,
+) {
+    let first = start_server(DatabaseChoice::Postgres).await;
+    let second = first.start_replica(|_| {}).await;
+    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&first, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&first, "carol", GROUP_STOCK).await;
+    let TestDevice { client, state_dir } = alice;
+    let alice = TestDevice {
+        client: client.with_server_endpoints(vec![server_url(&first), server_url(&second)]),
+        state_dir,
+    };
+    let group_id = alice
+        .client
+        .create_group("replicas")
+        .await
+        .unwrap()
+        .group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost"), user("carol@localhost")])
+        .await
+        .unwrap();
+    bob.client.receive().await.unwrap();
+    carol.client.receive().await.unwrap();
+    (first, second, [alice, bob, carol], group_id)
+}
+
+/// `conclave` on `state_dir`, with both replicas' addresses, as a child whose
+/// output the test reads as it comes.
+fn spawn_conclave(
+    state_dir: &std::path::Path,
+    servers: &str,
+    args: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("--state")
+        .arg(state_dir)
+        .args(["--server", servers])
+        .args(args)
+        .env_remove("CONCLAVE_SERVER")
+        .env_remove("CONCLAVE_STATE")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `conclave chat` (Bob) and `conclave listen` (Carol) go on when the replica
+/// they use shuts down, and say so on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclave_listen_and_chat_survive_a_replica_going_away() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    let (first, second, [alice, bob, carol], group_id) = two_replicas_and_a_group().await;
+    let servers = format!("{},{}", server_url(&first), server_url(&second));
+    alice.client.send(&group_id, "one").await.unwrap();
+
+    let mut chat = spawn_conclave(bob.state_dir.path(), &servers, &["chat", "replicas"]);
+    let mut listen = spawn_conclave(
+        carol.state_dir.path(),
+        &servers,
+        &["listen", "--count", "4", "--timeout", "60"],
+    );
+    let mut chat_lines = BufReader::new(chat.stdout.take().unwrap()).lines();
+    let mut listen_lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let mut chat_input = chat.stdin.take().unwrap();
+    let shown = |line: Option<String>| line.expect("a line before the end of output");
+    let transcript = within(90, "chat and listen across a replica's shutdown", async {
+        let mut chat_shown = vec![shown(chat_lines.next_line().await.unwrap())];
+        let mut listen_shown = vec![shown(listen_lines.next_line().await.unwrap())];
+        // Both are past their first catch-up; the first replica goes away.
+        let database = first.stop().await;
+        alice.client.send(&group_id, "two").await.unwrap();
+        chat_shown.push(shown(chat_lines.next_line().await.unwrap()));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        // Bob types in the chat: it is sent through the second replica.
+        chat_input.write_all(b"from bob\n").await.unwrap();
+        let mut alice_listener = alice.client.listen(Some(group_id.clone()));
+        let answer = alice_listener.next().await.unwrap();
+        assert_eq!(answer.body.text(), Some("from bob"));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        alice.client.send(&group_id, "three").await.unwrap();
+        chat_shown.push(shown(chat_lines.next_line().await.unwrap()));
+        listen_shown.push(shown(listen_lines.next_line().await.unwrap()));
+        drop(chat_input);
+        (chat_shown, listen_shown, database)
+    })
+    .await;
+    let (chat_shown, listen_shown, _database) = transcript;
+    let texts = |shown: &[String]| -> Vec<String> {
+        shown
+            .iter()
+            .map(|line| line.rsplit(": ").next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        texts(&chat_shown),
+        ["one", "two", "three"],
+        "{chat_shown:?}"
+    );
+    assert_eq!(
+        texts(&listen_shown),
+        ["one", "two", "from bob", "three"],
+        "{listen_shown:?}"
+    );
+    for (name, child) in [("chat", chat), ("listen", listen)] {
+        let mut child = child;
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        let status = within(30, "the command ending", child.wait())
+            .await
+            .unwrap();
+        assert!(status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("reconnecting to {}", server_url(&second)))
+                && stderr.contains(&format!("reconnected to {}", server_url(&second))),
+            "{name}: {stderr}"
+        );
+    }
+}
