@@ -235,6 +235,8 @@ pub struct LeasesConfig {
     /// How often the holder renews, and how often other replicas try to take
     /// the lease, in milliseconds; at most a third of `ttl_ms`.
     pub renew_interval_ms: u64,
+}
+
 /// Stopping on SIGTERM or Ctrl-C (a replica being stopped or restarted): the
 /// server stops accepting connections, `/readyz` answers 503, open Subscribe
 /// streams end with UNAVAILABLE (clients reconnect, to another replica), calls
@@ -401,6 +403,10 @@ impl Default for LeasesConfig {
         LeasesConfig {
             ttl_ms: 8000,
             renew_interval_ms: 2500,
+        }
+    }
+}
+
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
