@@ -264,8 +264,9 @@ pub struct RedisConfig {
     /// the same prefix.
     pub key_prefix: String,
     /// How often, in milliseconds, live delivery and background work re-read
-    /// the database without a wake-up: the longest a lost wake-up or a Redis
-    /// outage can delay delivery.
+    /// the database without a wake-up, on PostgreSQL (with or without `url`):
+    /// the longest a lost wake-up, a Redis outage, or replicas run without
+    /// Redis can delay delivery.
     pub poll_interval_ms: u64,
 }
 
@@ -401,8 +402,8 @@ impl Default for LimitsConfig {
 impl Default for LeasesConfig {
     fn default() -> Self {
         LeasesConfig {
-            ttl_ms: 8000,
-            renew_interval_ms: 2500,
+            ttl_ms: 6000,
+            renew_interval_ms: 2000,
         }
     }
 }

@@ -269,11 +269,20 @@ async fn serve(
     let http_task = tokio::spawn(http::serve(health, listeners.http, async move {
         let _ = http_stop.await;
     }));
-    let notifier_task = cluster_notifier
-        .map(|(notifier, link, pushes)| tokio::spawn(notifier.run(link, pushes, stopped())));
-    // The bound on a lost wake-up's delay, in a cluster only: alone, every
-    // wake-up is in-process and none is lost.
-    let resync_task = context.redis.is_some().then(|| {
+    // The notifier runs until the calls in progress at shutdown have finished
+    // (it is stopped after the gRPC server returns), so their wake-ups still
+    // reach the other replicas at once.
+    let notifier_task = cluster_notifier.map(|(notifier, link, pushes)| {
+        tokio::spawn(notifier.run(link, pushes, std::future::pending()))
+    });
+    // The bound on a lost wake-up's delay, wherever another process may write
+    // the database: in a cluster, and on PostgreSQL even without `[redis]`
+    // (replicas started without it still deliver, within the interval). On
+    // SQLite this process is the only writer, every wake-up is in-process and
+    // none is lost.
+    let shared_database =
+        config::database_kind(&context.config.database.url) == Ok(config::DatabaseKind::Postgres);
+    let resync_task = (context.redis.is_some() || shared_database).then(|| {
         let interval = Duration::from_millis(context.config.redis.poll_interval_ms);
         tokio::spawn(service::resync::run(context.clone(), interval, stopped()))
     });

@@ -36,7 +36,7 @@
 //! # When Redis is unreachable
 //! Each operation falls back at once to the replica's own in-process limiter
 //! (`RedisLink::connection` is `None` while Redis is down, and a command's
-//! wait is bounded by the link's response timeout); `RedisLink::observe` logs
+//! wait, reconnection included, is bounded by `RedisLink::bounded`); the link logs
 //! the outage once. The limits then hold per replica, as without `[redis]`,
 //! until Redis answers again; the state counted locally meanwhile is not
 //! carried over (Redis restarted empty, or kept its own).
@@ -111,8 +111,7 @@ const BUCKET_EMPTY: i64 = 2;
 /// failed (the caller then falls back to its local limiter).
 async fn run<T: FromRedisValue>(link: &RedisLink, invocation: &ScriptInvocation<'_>) -> Option<T> {
     let mut connection = link.connection()?;
-    let result = invocation.invoke_async(&mut connection).await;
-    link.observe(&result);
+    let result = link.bounded(invocation.invoke_async(&mut connection)).await;
     match result {
         Ok(answer) => Some(answer),
         Err(error) => {
@@ -240,11 +239,10 @@ impl AttemptLimiter for SharedAttemptLimiter {
         Box::pin(async move {
             let key = self.failures_key(&account, source);
             if let Some(mut connection) = self.link.connection() {
-                let result: redis::RedisResult<u32> = redis::cmd("DEL")
-                    .arg(key)
-                    .query_async(&mut connection)
-                    .await;
-                self.link.observe(&result);
+                let mut delete = redis::cmd("DEL");
+                delete.arg(key);
+                let _: redis::RedisResult<u32> =
+                    self.link.bounded(delete.query_async(&mut connection)).await;
             }
             // Failures counted here during an outage end too.
             self.local.record_login_success(account, source).await;

@@ -25,6 +25,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// the health check starts a new round every second anyway.
 const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// Longest a command may take in all, waiting for a reconnection included (the
+/// response timeout bounds only the answer): past it the command counts as an
+/// outage, and the caller falls back.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Why a `[redis] url` cannot be used.
 pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
@@ -108,6 +112,24 @@ impl RedisLink {
     /// back.
     pub(crate) fn watch_up(&self) -> watch::Receiver<bool> {
         self.up.subscribe()
+    }
+
+    /// Runs `command` within [`COMMAND_DEADLINE`] and records its outcome
+    /// (`observe`): a command caught in a reconnection to a Redis that went
+    /// away fails after the deadline instead of holding up its request.
+    pub(crate) async fn bounded<T>(
+        &self,
+        command: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        let result = match tokio::time::timeout(COMMAND_DEADLINE, command).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Redis did not answer within the command deadline",
+            ))),
+        };
+        self.observe(&result);
+        result
     }
 
     /// Records what a command's result says about Redis: an answer (even an

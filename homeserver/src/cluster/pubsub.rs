@@ -54,8 +54,7 @@ impl RedisLink {
         for message in messages {
             pipeline.cmd("PUBLISH").arg(channel).arg(message).ignore();
         }
-        let result: RedisResult<()> = pipeline.query_async(&mut connection).await;
-        self.observe(&result);
+        let result: RedisResult<()> = self.bounded(pipeline.query_async(&mut connection)).await;
         result.is_ok()
     }
 

@@ -62,13 +62,15 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: database migrations are pending\n",
         ),
-        Err(error @ StoreError::SchemaTooNew { .. }) => {
-            tracing::error!(%error, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the database schema is newer than this binary\n",
-            )
-        }
+        // A newer release migrated the database while this replica runs: a
+        // rolling upgrade in progress. Migrations keep the previous release
+        // working (they only add), so this replica stays in service until it is
+        // replaced; taking every old replica out at once would leave none. A
+        // replica *starting* on such a schema refuses to (`Store::migrate`).
+        Err(StoreError::SchemaTooNew { .. }) => (
+            StatusCode::OK,
+            "ready (the database schema is a newer release's: upgrade this replica)\n",
+        ),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
             (

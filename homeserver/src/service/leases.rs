@@ -15,7 +15,7 @@
 //! `t + interval` and succeeds or stops the work by `t + 2 * interval`, so the
 //! work stops at least `ttl - 2 * interval` before anyone else may take over
 //! (the configuration requires `ttl >= 3 * interval`: at least one interval,
-//! 3 s by default). That margin covers the replicas' clock skew (expiry is
+//! 2 s by default). That margin covers the replicas' clock skew (expiry is
 //! compared with each replica's own clock) and the time to drop the work.
 //! Even so, work under a lease must be harmless if repeated: an outbox batch
 //! that was already on the wire when its sender stopped may arrive after the
@@ -100,13 +100,14 @@ impl Leases {
     {
         tokio::pin!(stopped);
         loop {
+            let attempted_at = tokio::time::Instant::now();
             match self.try_acquire(name).await {
                 Ok(true) => {
                     tracing::info!(lease = name, replica = %self.replica_id, "took the lease; working");
                     let ended = tokio::select! {
                         biased;
                         () = &mut stopped => Ended::Stopped,
-                        reason = self.keep_renewing(name) => Ended::Lost(reason),
+                        reason = self.keep_renewing(name, attempted_at) => Ended::Lost(reason),
                         () = work() => Ended::WorkDone,
                     };
                     match ended {
@@ -145,9 +146,12 @@ impl Leases {
         }
     }
 
-    /// Renews the held lease every interval; returns why it could not.
-    async fn keep_renewing(&self, name: &str) -> String {
-        let start = tokio::time::Instant::now() + self.renew_interval;
+    /// Renews the held lease every interval, counted from `acquired_at` (when
+    /// the statement that took it started: the lease's expiry counts from
+    /// then, so the margin above holds however long that statement took);
+    /// returns why it could not.
+    async fn keep_renewing(&self, name: &str, acquired_at: tokio::time::Instant) -> String {
+        let start = acquired_at + self.renew_interval;
         let mut ticks = tokio::time::interval_at(start, self.renew_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -160,7 +164,8 @@ impl Leases {
         }
     }
 
-    /// Gives the lease up, if still held, so another replica takes over at once.
+    /// Gives the lease up, if still held, so another replica takes over at its
+    /// next try instead of waiting for the expiry.
     async fn release(&self, name: &str) {
         let release = store::release_lease(&self.store, name, &self.replica_id);
         match tokio::time::timeout(RELEASE_TIMEOUT, release).await {

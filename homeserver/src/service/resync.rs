@@ -1,4 +1,5 @@
-//! The wake-up resync of a replica in a cluster: every
+//! The wake-up resync of a server on PostgreSQL (a replica of a cluster, or
+//! replicas sharing a database without Redis): every
 //! `redis.poll_interval_ms`, one look at the database for the topics this
 //! replica's subscribers wait on, waking those that moved. Wake-ups through
 //! Redis are hints; this is what makes a lost one (or a Redis outage) cost at

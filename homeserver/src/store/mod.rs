@@ -177,8 +177,8 @@ impl Store {
         schema::migrate(&self.connection).await
     }
 
-    /// Ready means: the database answers, no migration is pending, and none is
-    /// unknown to this binary (that is an error: [`StoreError::SchemaTooNew`]).
+    /// Ready means: the database answers and no migration is pending; one
+    /// unknown to this binary (a newer release's) is [`StoreError::SchemaTooNew`].
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         self.connection.ping().await?;
         schema::is_current(&self.connection).await

@@ -1,15 +1,18 @@
 //! `conclave-homeserver migrate`, the real binary: it applies what is pending
 //! and says what it applied; replicas (or `migrate` runs) started together
 //! apply each migration once; a database migrated by a newer release is
-//! refused, by `migrate` and by `run`, naming the migrations it does not know.
+//! refused, by `migrate` and by `run`, naming the migrations it does not know;
+//! but a replica already running when a newer release migrates stays ready (a
+//! rolling upgrade must not take every old replica out at once).
 
-use conclave_test_support::{DatabaseChoice, TestDatabase};
+use conclave_test_support::{DatabaseChoice, TestDatabase, TestHomeserver};
 use std::process::{Output, Stdio};
 use tokio::process::Command;
 
 on_both_databases!(
     migrate_applies_what_is_pending_and_says_so,
     a_database_of_a_newer_release_is_refused,
+    a_running_replica_stays_ready_when_a_newer_release_migrates,
 );
 
 /// The migration of a release this binary does not know.
@@ -87,6 +90,47 @@ async fn a_database_of_a_newer_release_is_refused(database: DatabaseChoice) {
             "{command}: {stderr}"
         );
     }
+}
+
+async fn a_running_replica_stays_ready_when_a_newer_release_migrates(database: DatabaseChoice) {
+    let database = TestDatabase::create(database).await;
+    let mut config = conclave_homeserver::config::Config::default();
+    config.database.url = database.url().to_owned();
+    config.client_api.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    let server = TestHomeserver::start_on(
+        config,
+        database.share(),
+        std::sync::Arc::new(conclave_homeserver::SystemClock),
+    )
+    .await;
+    database
+        .execute(&format!(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{UNKNOWN_MIGRATION}', 0)"
+        ))
+        .await
+        .expect("recording a migration of a newer release");
+    let readyz = http_get(server.http_address(), "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 200") && readyz.contains("newer release"),
+        "{readyz}"
+    );
+    server.stop().await;
+}
+
+/// A plain HTTP/1.1 GET: the status line and the body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
 }
 
 /// Two `migrate` runs (as two replicas starting) on one fresh PostgreSQL
