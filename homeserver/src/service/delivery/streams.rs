@@ -8,8 +8,8 @@
 //! every open stream to end (so its client reconnects elsewhere and the
 //! HTTP/2 connection can close), and new streams are refused from then on.
 //!
-//! Counted per process, like the rate limits: with several replicas a device
-//! may hold the limit on each.
+//! Counted per process (unlike the rate limits, which a cluster shares): with
+//! several replicas a device may hold the limit on each.
 
 use super::DeliveryError;
 use crate::rules::streams::{OpenStreams, StreamAdmission, StreamLimits, admit_stream};
