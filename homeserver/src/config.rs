@@ -890,6 +890,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "GROUPS",
     "FEDERATION",
     "LIMITS",
+    "SHUTDOWN",
+    "REDIS",
+    "LEASES",
     "LOG",
 ];
 
@@ -1236,6 +1239,33 @@ mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["CONCLAVE_DATABASE__URL", "CONCLAVE_DOMAIN"]);
+    }
+
+    /// Every top-level key of the configuration (each `[section]` of the
+    /// example file, which documents every key, and `domain`) can be set from
+    /// the environment: a section missing from `TOP_LEVEL_KEYS` would have its
+    /// `CONCLAVE_*` variables silently ignored.
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        let example = include_str!("../../conclave-homeserver.example.toml");
+        let mut sections: Vec<String> = example
+            .lines()
+            .filter_map(|line| line.strip_prefix('[')?.strip_suffix(']'))
+            .filter(|section| !section.contains('.'))
+            .map(str::to_ascii_uppercase)
+            .collect();
+        sections.push("DOMAIN".to_owned());
+        sections.sort();
+        let mut known: Vec<String> = TOP_LEVEL_KEYS.iter().map(|key| (*key).to_owned()).collect();
+        known.sort();
+        assert_eq!(sections, known);
+        let variables = [
+            ("CONCLAVE_REDIS__URL", "redis://127.0.0.1:6379"),
+            ("CONCLAVE_SHUTDOWN__DEADLINE_SECONDS", "5"),
+            ("CONCLAVE_LEASES__TTL_MS", "9000"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        assert_eq!(configuration_variables(variables.into_iter()).len(), 3);
     }
 
     #[test]
