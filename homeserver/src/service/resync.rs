@@ -120,7 +120,7 @@ fn moved_topics(last_heads: &HashMap<Topic, Seq>, heads: &HashMap<Topic, Seq>) -
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::rules::ids::{Epoch, GroupId, GroupKey};
+    use crate::rules::ids::GroupKey;
     use crate::service::SystemClock;
     use crate::store::{NewInboxEvent, Store};
     use conclave_test_support::{DatabaseChoice, TestDatabase};
@@ -155,17 +155,7 @@ mod tests {
             let store = Store::connect(database.url(), 2).await.unwrap();
             store.migrate().await.unwrap();
             let context = Context::new(store.clone(), Config::default(), Arc::new(SystemClock));
-            let group = store::insert_group(
-                &store,
-                &GroupId::new(vec![1]),
-                Epoch::new(0),
-                vec![],
-                "d",
-                0,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+            let group = crate::store::heads_tests::insert_test_group(&store, 1, "d").await;
             crate::store::heads_tests::insert_test_device(&store, DEVICE).await;
             let waker = Arc::new(Notify::new());
             context

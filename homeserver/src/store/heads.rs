@@ -66,8 +66,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::rules::ids::{Epoch, GroupId};
     use crate::store::{
-        NewDevice, NewInboxEvent, Store, append_inbox_event, insert_device, insert_group,
-        insert_user, update_group,
+        HostedGroup, NewDevice, NewInboxEvent, Store, append_inbox_event, insert_device,
+        insert_group, insert_user, update_group,
     };
     use conclave_core::ids::{DeviceId, Username};
     use conclave_test_support::{DatabaseChoice, TestDatabase};
@@ -91,6 +91,21 @@ pub(crate) mod tests {
         assert!(insert_device(store, new_device).await.unwrap());
     }
 
+    /// A hosted group at epoch 0 with MLS group id `[id]`, created by `creator`.
+    pub(crate) async fn insert_test_group(store: &Store, id: u8, creator: &str) -> HostedGroup {
+        insert_group(
+            store,
+            &GroupId::new(vec![id]),
+            Epoch::new(0),
+            vec![],
+            creator,
+            0,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
     const D2: &str = "00000000000000d2";
 
     #[tokio::test]
@@ -100,28 +115,8 @@ pub(crate) mod tests {
             let store = Store::connect(database.url(), 2).await.unwrap();
             store.migrate().await.unwrap();
 
-            let first = insert_group(
-                &store,
-                &GroupId::new(vec![1]),
-                Epoch::new(0),
-                vec![],
-                "d1",
-                0,
-            )
-            .await
-            .unwrap()
-            .unwrap();
-            let second = insert_group(
-                &store,
-                &GroupId::new(vec![2]),
-                Epoch::new(0),
-                vec![],
-                "d1",
-                0,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+            let first = insert_test_group(&store, 1, "d1").await;
+            let second = insert_test_group(&store, 2, "d1").await;
             insert_test_device(&store, D2).await;
             let transaction = store.begin().await.unwrap();
             update_group(&transaction, second.key, Epoch::new(1), Seq::new(7), None)
