@@ -34,6 +34,7 @@ pub struct Config {
     pub leases: LeasesConfig,
     pub shutdown: ShutdownConfig,
     pub redis: RedisConfig,
+    pub telemetry: TelemetryConfig,
     pub log: LogConfig,
 }
 
@@ -270,6 +271,21 @@ pub struct RedisConfig {
     pub poll_interval_ms: u64,
 }
 
+/// What the server tells operators beyond its logs: Prometheus metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Serve Prometheus metrics on the HTTP listener's `/metrics` (on by
+    /// default); when off, `/metrics` answers 404.
+    pub metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { metrics: true }
+    }
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -302,6 +318,7 @@ impl Default for Config {
             leases: LeasesConfig::default(),
             shutdown: ShutdownConfig::default(),
             redis: RedisConfig::default(),
+            telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -893,6 +910,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "SHUTDOWN",
     "REDIS",
     "LEASES",
+    "TELEMETRY",
     "LOG",
 ];
 

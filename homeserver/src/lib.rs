@@ -15,7 +15,8 @@
 //! - `service`: one file per use case, each a transaction over `store` guided by `rules`.
 //! - `grpc`: tonic services (client API and federation API), authentication and
 //!   the error -> status mapping.
-//! - `http`: `/healthz` and `/readyz`.
+//! - `http`: `/healthz`, `/readyz` and `/metrics`.
+//! - `metrics`: the Prometheus metrics (`docs/metrics.md` documents each).
 //! - `notify`: wake-ups for live delivery (in-process, and through Redis in a
 //!   cluster).
 //! - `cluster`: the connection to Redis of a replica in cluster mode.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod fuzzing;
 mod grpc;
 mod http;
+mod metrics;
 mod notify;
 mod rules;
 mod service;
@@ -265,6 +267,11 @@ async fn serve(
         store: store.clone(),
         redis: context.redis.clone(),
         stopping,
+        metrics: context
+            .config
+            .telemetry
+            .metrics
+            .then(|| context.metrics.clone()),
     };
     let http_task = tokio::spawn(http::serve(health, listeners.http, async move {
         let _ = http_stop.await;

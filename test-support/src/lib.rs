@@ -14,6 +14,7 @@
 //!   removed afterwards.
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
 //!   restarted on its database and addresses.
+//! - [`metrics`]: scraping a homeserver's `/metrics`, and reading samples.
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod database;
 pub mod fuzz_smoke;
 pub mod homeserver;
+pub mod metrics;
 pub mod network;
 pub mod pki;
 pub mod redis_server;

@@ -1,15 +1,18 @@
 //! The HTTP endpoint: `GET /healthz` (the process answers; its JSON body says
 //! whether Redis is reachable in cluster mode) and `GET /readyz` (the database
 //! answers, every migration is applied, and the server is not shutting down),
-//! for load balancers and Kubernetes probes. A Redis outage does not make a
+//! for load balancers and Kubernetes probes; `GET /metrics` for Prometheus
+//! (404 when `[telemetry] metrics = false`). A Redis outage does not make a
 //! replica unready: it serves on, with wake-ups from polling the database. The
 //! endpoint keeps serving while the server shuts down, so that probes see the
 //! 503 until the end.
 
 use crate::cluster::RedisLink;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::future::Future;
@@ -26,12 +29,15 @@ pub(crate) struct Health {
     pub(crate) redis: Option<Arc<RedisLink>>,
     /// True once the server began to shut down.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// What `/metrics` renders; `None` when metrics are off.
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 pub(crate) fn router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(TraceLayer::new_for_http())
         .with_state(health)
 }
@@ -45,6 +51,21 @@ async fn healthz(State(health): State<Health>) -> Json<serde_json::Value> {
         Some(_) => "down",
     };
     Json(serde_json::json!({ "status": "ok", "redis": redis }))
+}
+
+async fn metrics(State(health): State<Health>) -> Response {
+    match &health.metrics {
+        Some(metrics) => (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            metrics.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are off ([telemetry] metrics = false)\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {

@@ -48,6 +48,7 @@ pub(crate) mod verify_credential;
 
 use crate::cluster::{RedisLink, SharedAttemptLimiter, SharedRateLimiter};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::rules::enrolment::ChallengeKey;
 use crate::rules::rate::Rate;
@@ -112,6 +113,8 @@ pub(crate) struct Context {
     /// Calls of both gRPC listeners being answered now (counted by grpc/),
     /// logged when a shutdown's deadline cuts them short.
     pub(crate) calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// This server's Prometheus metrics (`/metrics`).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -138,6 +141,7 @@ impl Context {
             challenge_key: tokio::sync::OnceCell::new(),
             subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
             calls_in_flight: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 

@@ -264,3 +264,29 @@ async fn tls_serves_the_client_api(database: DatabaseChoice) {
         "wrong username or password",
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_on_the_http_listener_and_can_be_turned_off() {
+    let server = TestHomeserver::start().await;
+    let text = conclave_test_support::metrics::scrape_ok(server.http_address()).await;
+    assert_eq!(
+        conclave_test_support::metrics::sample(
+            &text,
+            &format!(
+                "conclave_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    server.stop().await;
+
+    let server = TestHomeserver::start_with(
+        TestOptions::default().configure(|config| config.telemetry.metrics = false),
+    )
+    .await;
+    let (status, body) = conclave_test_support::metrics::scrape(server.http_address()).await;
+    assert_eq!(status, 404, "{body}");
+    server.stop().await;
+}
