@@ -18,6 +18,7 @@
 //! read than to count (pool connections, Redis reachability) are read when
 //! Prometheus scrapes.
 
+use crate::store::EventKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -269,6 +270,20 @@ impl Metrics {
     /// starts serving; the registry is not shared until then).
     pub(crate) fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// One more message of `kind` appended to a group's log (after its
+    /// transaction committed; a retried submission answered from its first
+    /// result is not counted again).
+    pub(crate) fn count_accepted(&self, kind: EventKind) {
+        let kind = match kind {
+            EventKind::Application => "application",
+            EventKind::Commit => "commit",
+            EventKind::Proposal => "proposal",
+        };
+        self.messages_accepted
+            .get_or_create(&MessageKindLabels { kind })
+            .inc();
     }
 
     /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]).

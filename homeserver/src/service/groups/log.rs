@@ -139,6 +139,7 @@ pub(super) async fn append_and_commit(
     };
     submission.record(&transaction, outcome, now_ms).await?;
     transaction.commit().await?;
+    context.metrics.count_accepted(append.kind);
     context.notifier.publish(&Topic::Group(append.group));
     wake_outbox_if_followed(context, append.group).await?;
     Ok(outcome.into())

@@ -218,6 +218,7 @@ async fn accept(
     };
     submission.record(&transaction, outcome, now_ms).await?;
     transaction.commit().await?;
+    context.metrics.count_accepted(EventKind::Commit);
 
     context.notifier.publish(&Topic::Group(group.key));
     for recipient in &plan.welcome_recipients {
