@@ -8,6 +8,7 @@
 //! and port, and verified against the peer's domain. tonic's own TLS is off for
 //! these channels: it offers neither pinning nor a verifier of our own.
 
+use crate::observer::{CallObserver, CallOutcome, NoObserver};
 use crate::peers::{Peer, PeerRegistry, UnknownPeer};
 use crate::tls::{TlsError, TlsMaterial, server_name};
 use conclave_core::ids::{CredentialIdentity, Domain, UserId};
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -132,6 +134,9 @@ pub struct FederationClient {
     call_timeout: Duration,
     /// The generated client of each peer, over the peer's one channel.
     peers: BTreeMap<Domain, FederationServiceClient<Channel>>,
+    /// Told of each call the methods make (not of calls through
+    /// [`FederationClient::peer_client`]) and of each peer certificate.
+    observer: Arc<dyn CallObserver>,
 }
 
 impl FederationClient {
@@ -142,10 +147,21 @@ impl FederationClient {
         registry: &PeerRegistry,
         options: &ClientOptions,
     ) -> Result<FederationClient, ClientSetupError> {
+        FederationClient::observed(tls, registry, options, Arc::new(NoObserver))
+    }
+
+    /// [`FederationClient::new`], telling `observer` how each call ended and
+    /// which certificate each peer presented.
+    pub fn observed(
+        tls: &TlsMaterial,
+        registry: &PeerRegistry,
+        options: &ClientOptions,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<FederationClient, ClientSetupError> {
         let mut peers = BTreeMap::new();
         for peer in registry.iter() {
             let config = tls.client_config(peer.pin)?;
-            let channel = channel(peer, config, options)?;
+            let channel = channel(peer, config, options, observer.clone())?;
             let client = FederationServiceClient::new(channel)
                 .max_decoding_message_size(options.max_message_bytes)
                 .max_encoding_message_size(options.max_message_bytes);
@@ -155,6 +171,7 @@ impl FederationClient {
             own_domain: registry.own_domain().clone(),
             call_timeout: options.call_timeout,
             peers,
+            observer,
         })
     }
 
@@ -169,7 +186,8 @@ impl FederationClient {
     }
 
     /// The generated client for `domain`'s federation API, over the shared
-    /// channel, for calls this type has no method for.
+    /// channel, for calls this type has no method for. Its calls are not
+    /// reported to the observer (only their connections' certificates are).
     pub fn peer_client(
         &self,
         domain: &Domain,
@@ -199,11 +217,13 @@ impl FederationClient {
             requester: requester.to_string(),
             user_id: user.to_string(),
         });
-        let response = client
-            .claim_key_packages(request)
-            .await
-            .map_err(|status| call_error(domain, "ClaimKeyPackages", status))?
-            .into_inner();
+        let response = self
+            .observe(
+                domain,
+                "ClaimKeyPackages",
+                client.claim_key_packages(request),
+            )
+            .await?;
         check_claimed(user, response.key_packages).map_err(|reason| {
             let error = CallError::InvalidResponse {
                 domain: domain.clone(),
@@ -244,11 +264,13 @@ impl FederationClient {
             signature_public_key: signature_public_key.to_vec(),
             key_package_ref: key_package_ref.map(<[u8]>::to_vec).unwrap_or_default(),
         });
-        let response = client
-            .verify_credential(request)
-            .await
-            .map_err(|status| call_error(domain, "VerifyCredential", status))?
-            .into_inner();
+        let response = self
+            .observe(
+                domain,
+                "VerifyCredential",
+                client.verify_credential(request),
+            )
+            .await?;
         Ok(LeafCheck {
             registered: response.registered,
             key_package_claimed: response.key_package_claimed,
@@ -263,11 +285,9 @@ impl FederationClient {
     ) -> Result<proto::SubmitToHubResponse, CallError> {
         self.check_own(&submission.sender)?;
         let mut client = self.peer_client(hub)?;
-        client
-            .submit_to_hub(self.request(submission))
+        let request = self.request(submission);
+        self.observe(hub, "SubmitToHub", client.submit_to_hub(request))
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| call_error(hub, "SubmitToHub", status))
     }
 
     /// Delivers a batch of a hosted group's events to a follower domain.
@@ -285,11 +305,8 @@ impl FederationClient {
             events,
             member_count,
         });
-        client
-            .deliver_events(request)
+        self.observe(follower, "DeliverEvents", client.deliver_events(request))
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| call_error(follower, "DeliverEvents", status))
     }
 
     /// Fetches a group's events after `after_seq` from its hub, to repair this
@@ -308,11 +325,8 @@ impl FederationClient {
             after_seq,
             limit,
         });
-        client
-            .fetch_events(request)
+        self.observe(hub, "FetchEvents", client.fetch_events(request))
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| call_error(hub, "FetchEvents", status))
     }
 
     /// Fetches a group's newest GroupInfo from its hub, for `requester`, a device
@@ -329,11 +343,8 @@ impl FederationClient {
             requester: requester.to_string(),
             group_id,
         });
-        client
-            .fetch_group_info(request)
+        self.observe(hub, "FetchGroupInfo", client.fetch_group_info(request))
             .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| call_error(hub, "FetchGroupInfo", status))
     }
 
     /// Refuses to send a request for a device of another domain.
@@ -348,6 +359,28 @@ impl FederationClient {
                 requester: identity.to_owned(),
                 own_domain: self.own_domain.clone(),
             })
+        }
+    }
+
+    /// Awaits the call of `rpc` to `peer`, tells the observer how it ended, and
+    /// turns a failure into a [`CallError`]. Every method's call passes here,
+    /// so the observer sees each one once.
+    async fn observe<T>(
+        &self,
+        peer: &Domain,
+        rpc: &'static str,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, CallError> {
+        match call.await {
+            Ok(response) => {
+                self.observer.call_ended(peer, rpc, CallOutcome::OK);
+                Ok(response.into_inner())
+            }
+            Err(status) => {
+                self.observer
+                    .call_ended(peer, rpc, CallOutcome::of_status(&status));
+                Err(call_error(peer, rpc, status))
+            }
         }
     }
 
@@ -413,6 +446,7 @@ fn channel(
     peer: &Peer,
     config: Arc<ClientConfig>,
     options: &ClientOptions,
+    observer: Arc<dyn CallObserver>,
 ) -> Result<Channel, ClientSetupError> {
     let endpoint_error = |reason: String| ClientSetupError::Endpoint {
         domain: peer.domain.clone(),
@@ -444,8 +478,25 @@ fn channel(
         .tcp_nodelay(true);
     let host = peer.endpoint.host().to_owned();
     let port = peer.endpoint.port();
+    let domain = peer.domain.clone();
     let connector = tower::service_fn(move |_: http::Uri| {
-        connect(host.clone(), port, server_name.clone(), config.clone())
+        let connected = connect(host.clone(), port, server_name.clone(), config.clone());
+        let (domain, observer) = (domain.clone(), observer.clone());
+        async move {
+            let stream = connected.await?;
+            // Verified by the handshake: chains to a root, valid for the
+            // peer's domain, the pinned one if pinned.
+            if let Some(certificate) = stream
+                .inner()
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(<[_]>::first)
+            {
+                observer.peer_certificate(&domain, certificate);
+            }
+            Ok::<_, ConnectError>(stream)
+        }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
 }

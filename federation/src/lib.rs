@@ -22,6 +22,8 @@
 //!   (identity, pin, per-peer rate limit, logged refusals).
 //! - [`client`]: [`client::FederationClient`], one reused channel per peer, with
 //!   deadlines and keepalive, and failures as [`client::CallError`].
+//! - [`observer`]: [`observer::CallObserver`], told how each client call ended and
+//!   which certificate each peer presented (for the homeserver's metrics).
 //! - [`dev_certs`]: a development CA and per-domain certificates (rcgen).
 //! - [`trace_context`]: W3C trace context on federation calls: injected into
 //!   outgoing requests, and the parent of each served request's span.
@@ -29,6 +31,7 @@
 pub mod client;
 pub mod dev_certs;
 pub mod identity;
+pub mod observer;
 pub mod peers;
 pub mod server;
 pub mod tls;

@@ -188,6 +188,11 @@ impl TlsMaterial {
         &self.domain
     }
 
+    /// This homeserver's own (end-entity) certificate.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certificate_chain[0]
+    }
+
     /// The pin of this homeserver's own certificate, which peers may configure.
     pub fn certificate_pin(&self) -> CertificatePin {
         CertificatePin::of(&self.certificate_chain[0])

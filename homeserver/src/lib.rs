@@ -44,6 +44,7 @@ pub use service::{Clock, SystemClock};
 pub use store::{Store, StoreError};
 
 use conclave_federation::client::{ClientOptions, FederationClient};
+use conclave_federation::peers::PeerRegistry;
 use conclave_federation::server::PeerGate;
 use conclave_federation::tls::TlsMaterial;
 use config::Config;
@@ -224,8 +225,17 @@ async fn serve(
     let config_is_cluster = config.cluster_mode();
     let mut context = Context::new(store.clone(), config, clock);
     let mut federation_peers = Vec::new();
+    if let Some(tls) = &tls {
+        context
+            .metrics
+            .set_own_certificate_expiry_pem("client_api", &tls.certificate);
+    }
     if let Some((federation, _)) = &federation {
-        context = context.with_federation(federation.client.clone());
+        context
+            .metrics
+            .set_own_certificate_expiry("federation", federation.material.certificate());
+        let client = federation.client(&context.metrics)?;
+        context = context.with_federation(Arc::new(client));
         federation_peers = federation
             .gate
             .registry()
@@ -370,11 +380,28 @@ struct Federation {
     /// The federation listener's TLS configuration (client certificates required).
     server_tls: Arc<rustls::ServerConfig>,
     gate: Arc<PeerGate>,
-    client: Arc<FederationClient>,
+    /// For the client, which is built once the metrics it reports to exist
+    /// ([`Federation::client`]).
+    material: TlsMaterial,
+    registry: PeerRegistry,
+    client_options: ClientOptions,
+}
+
+impl Federation {
+    /// The client for calling peers, reporting each call to `metrics`.
+    fn client(&self, metrics: &metrics::Metrics) -> Result<FederationClient, ServerError> {
+        FederationClient::observed(
+            &self.material,
+            &self.registry,
+            &self.client_options,
+            metrics.federation_call_observer(),
+        )
+        .map_err(|error| ServerError::FederationSetup(error.to_string()))
+    }
 }
 
 /// Reads the federation files and builds the peer registry, the gate and the
-/// client; `None` when federation is off.
+/// client's settings; `None` when federation is off.
 fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError> {
     let settings = &config.federation;
     let (Some(certificate), Some(private_key), Some(trust_roots)) = (
@@ -399,8 +426,6 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
         keepalive_timeout: FEDERATION_KEEPALIVE_TIMEOUT,
         max_message_bytes: settings.max_message_bytes,
     };
-    let client =
-        FederationClient::new(&material, &registry, &options).map_err(|error| setup(&error))?;
     let requests_per_minute =
         NonZeroU32::new(settings.peer_requests_per_minute).unwrap_or(NonZeroU32::MIN);
     tracing::info!(
@@ -410,8 +435,10 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
     );
     Ok(Some(Federation {
         server_tls: material.server_config().map_err(|error| setup(&error))?,
-        gate: Arc::new(PeerGate::new(registry, requests_per_minute)),
-        client: Arc::new(client),
+        gate: Arc::new(PeerGate::new(registry.clone(), requests_per_minute)),
+        material,
+        registry,
+        client_options: options,
     }))
 }
 

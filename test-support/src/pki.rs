@@ -3,7 +3,7 @@
 
 use conclave_core::ids::Domain;
 use conclave_federation::client::{ClientOptions, FederationClient};
-use conclave_federation::dev_certs::DevCertificateAuthority;
+use conclave_federation::dev_certs::{DevCertificateAuthority, VALIDITY_DAYS};
 use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
 use conclave_federation::tls::TlsMaterial;
 use conclave_homeserver::config::{FederationConfig, FederationPeerConfig};
@@ -21,6 +21,8 @@ pub struct TestPki {
     trust_roots: PathBuf,
     /// Certificates issued so far, to name each one's files apart.
     issued: AtomicUsize,
+    /// When the CA and every certificate it issues expire (Unix time).
+    not_after_unix_seconds: i64,
 }
 
 /// A certificate for one domain and its private key, in PEM and as files.
@@ -41,10 +43,8 @@ impl TestPki {
             .duration_since(UNIX_EPOCH)
             .expect("the clock is after 1970")
             .as_secs();
-        let authority = DevCertificateAuthority::generate(
-            i64::try_from(now).expect("the time fits a certificate"),
-        )
-        .expect("a development CA");
+        let now = i64::try_from(now).expect("the time fits a certificate");
+        let authority = DevCertificateAuthority::generate(now).expect("a development CA");
         let trust_roots = directory.path().join("ca.pem");
         std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");
         TestPki {
@@ -52,7 +52,14 @@ impl TestPki {
             authority,
             trust_roots,
             issued: AtomicUsize::new(0),
+            not_after_unix_seconds: now + VALIDITY_DAYS * 24 * 3600,
         }
+    }
+
+    /// When the CA's certificate and every certificate it issues expire (Unix
+    /// time): [`VALIDITY_DAYS`] after the CA was made.
+    pub fn not_after_unix_seconds(&self) -> i64 {
+        self.not_after_unix_seconds
     }
 
     /// The CA certificate in PEM.

@@ -150,34 +150,56 @@ fn rejection(peer: &Domain, error: GroupError) -> Result<proto::Rejected, Status
 }
 
 impl FederationApi {
-    /// Lets the request through if its connection's certificate speaks for `domain`.
+    /// Lets the request through if its connection's certificate speaks for
+    /// `domain`; then (and for a peer over its rate) `admitted` names the
+    /// peer, for the request's count.
     async fn admit(
         &self,
+        admitted: &mut Option<Domain>,
         certificates: &[CertificateDer<'static>],
         domain: &Domain,
     ) -> Result<(), Status> {
-        self.gate
-            .admit(Some(certificates), domain)
-            .await
-            .map_err(peer_refusal)?;
+        match self.gate.admit(Some(certificates), domain).await {
+            Ok(peer) => *admitted = Some(peer.domain),
+            // The gate checks the certificate before the rate: a peer over its
+            // rate is identified.
+            Err(refusal @ PeerRefusal::RateLimited { .. }) => {
+                *admitted = Some(domain.clone());
+                return Err(peer_refusal(refusal));
+            }
+            Err(refusal) => return Err(peer_refusal(refusal)),
+        }
+        self.context
+            .metrics
+            .observe_peer_certificate(domain, &certificates[0]);
         self.context
             .notifier
             .publish(&Topic::PeerAlive(domain.to_string()));
         Ok(())
     }
+
+    /// Counts a request in `conclave_federation_requests_total` (inbound) by
+    /// the peer it was admitted for and the code it was answered with.
+    fn count<T>(&self, admitted: Option<Domain>, result: &Result<T, Status>) {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.context
+            .metrics
+            .count_inbound_federation_call(admitted.as_ref(), code);
+    }
 }
 
-#[tonic::async_trait]
-impl FederationService for FederationApi {
-    async fn claim_key_packages(
+/// The RPCs' handlers; `admitted` is set once the gate admits the caller.
+impl FederationApi {
+    async fn handle_claim_key_packages(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::ClaimKeyPackagesRequest>,
     ) -> Result<Response<proto::ClaimKeyPackagesResponse>, Status> {
         let certificates = peer_certificates(&request)?;
         let message = request.into_inner();
         let requester: CredentialIdentity =
             parse_naming_field(&certificates, "requester", &message.requester)?;
-        self.admit(&certificates, requester.user_id().domain())
+        self.admit(admitted, &certificates, requester.user_id().domain())
             .await?;
         if message.user_id.is_empty() {
             return Err(missing_field("user_id"));
@@ -199,15 +221,16 @@ impl FederationService for FederationApi {
         }))
     }
 
-    async fn verify_credential(
+    async fn handle_verify_credential(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::VerifyCredentialRequest>,
     ) -> Result<Response<proto::VerifyCredentialResponse>, Status> {
         let certificates = peer_certificates(&request)?;
         let message = request.into_inner();
         let asking_domain: Domain =
             parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
-        self.admit(&certificates, &asking_domain).await?;
+        self.admit(admitted, &certificates, &asking_domain).await?;
         if message.credential_identity.is_empty() {
             return Err(missing_field("credential_identity"));
         }
@@ -226,8 +249,9 @@ impl FederationService for FederationApi {
         }))
     }
 
-    async fn submit_to_hub(
+    async fn handle_submit_to_hub(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::SubmitToHubRequest>,
     ) -> Result<Response<proto::SubmitToHubResponse>, Status> {
         let certificates = peer_certificates(&request)?;
@@ -235,7 +259,7 @@ impl FederationService for FederationApi {
         let sender: CredentialIdentity =
             parse_naming_field(&certificates, "sender", &message.sender)?;
         let peer = sender.user_id().domain().clone();
-        self.admit(&certificates, &peer).await?;
+        self.admit(admitted, &certificates, &peer).await?;
         let Some(submission) = message.submission else {
             return Err(refused(&peer, missing_field("submission")));
         };
@@ -292,14 +316,15 @@ impl FederationService for FederationApi {
         }))
     }
 
-    async fn deliver_events(
+    async fn handle_deliver_events(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::DeliverEventsRequest>,
     ) -> Result<Response<proto::DeliverEventsResponse>, Status> {
         let certificates = peer_certificates(&request)?;
         let message = request.into_inner();
         let hub: Domain = parse_naming_field(&certificates, "hub_domain", &message.hub_domain)?;
-        self.admit(&certificates, &hub).await?;
+        self.admit(admitted, &certificates, &hub).await?;
         if message.group_id.is_empty() {
             return Err(refused(&hub, missing_field("group_id")));
         }
@@ -319,15 +344,16 @@ impl FederationService for FederationApi {
         }))
     }
 
-    async fn fetch_events(
+    async fn handle_fetch_events(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::FetchEventsRequest>,
     ) -> Result<Response<proto::FetchEventsResponse>, Status> {
         let certificates = peer_certificates(&request)?;
         let message = request.into_inner();
         let follower: Domain =
             parse_naming_field(&certificates, "follower_domain", &message.follower_domain)?;
-        self.admit(&certificates, &follower).await?;
+        self.admit(admitted, &certificates, &follower).await?;
         let (events, last_seq) = outbox::fetch_for_follower(
             &self.context,
             &follower,
@@ -343,8 +369,9 @@ impl FederationService for FederationApi {
         }))
     }
 
-    async fn fetch_group_info(
+    async fn handle_fetch_group_info(
         &self,
+        admitted: &mut Option<Domain>,
         request: Request<proto::FetchGroupInfoRequest>,
     ) -> Result<Response<proto::FetchGroupInfoResponse>, Status> {
         let certificates = peer_certificates(&request)?;
@@ -352,7 +379,7 @@ impl FederationService for FederationApi {
         let requester: CredentialIdentity =
             parse_naming_field(&certificates, "requester", &message.requester)?;
         let peer = requester.user_id().domain().clone();
-        self.admit(&certificates, &peer).await?;
+        self.admit(admitted, &certificates, &peer).await?;
         let (group_info, ratchet_tree, epoch) = groups::group_info(
             &self.context,
             requester.user_id(),
@@ -365,5 +392,69 @@ impl FederationService for FederationApi {
             ratchet_tree,
             epoch: epoch.get(),
         }))
+    }
+}
+
+/// Each RPC runs its handler (`FederationApi::handle_*`), then counts it.
+#[tonic::async_trait]
+impl FederationService for FederationApi {
+    async fn claim_key_packages(
+        &self,
+        request: Request<proto::ClaimKeyPackagesRequest>,
+    ) -> Result<Response<proto::ClaimKeyPackagesResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_claim_key_packages(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn verify_credential(
+        &self,
+        request: Request<proto::VerifyCredentialRequest>,
+    ) -> Result<Response<proto::VerifyCredentialResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_verify_credential(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn submit_to_hub(
+        &self,
+        request: Request<proto::SubmitToHubRequest>,
+    ) -> Result<Response<proto::SubmitToHubResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_submit_to_hub(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn deliver_events(
+        &self,
+        request: Request<proto::DeliverEventsRequest>,
+    ) -> Result<Response<proto::DeliverEventsResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_deliver_events(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn fetch_events(
+        &self,
+        request: Request<proto::FetchEventsRequest>,
+    ) -> Result<Response<proto::FetchEventsResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_fetch_events(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn fetch_group_info(
+        &self,
+        request: Request<proto::FetchGroupInfoRequest>,
+    ) -> Result<Response<proto::FetchGroupInfoResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_fetch_group_info(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
     }
 }

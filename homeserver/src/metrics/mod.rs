@@ -18,6 +18,9 @@
 //! read than to count (pool connections, Redis reachability) are read when
 //! Prometheus scrapes.
 
+mod certificates;
+mod federation;
+
 use crate::store::EventKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

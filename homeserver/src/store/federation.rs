@@ -344,6 +344,39 @@ pub(crate) async fn outbox_depths(db: &impl Connection) -> Result<Vec<(String, u
         .collect()
 }
 
+/// A peer domain's outbox: what it has not confirmed, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub(crate) struct OutboxBacklog {
+    pub(crate) peer_domain: String,
+    /// Events of hosted groups the domain has not confirmed.
+    pub(crate) pending: i64,
+    /// When the oldest of them was stored (ms since the Unix epoch); `None`
+    /// when nothing is pending (or the pending events were pruned).
+    pub(crate) oldest_created_at_ms: Option<i64>,
+}
+
+/// Each peer domain's outbox backlog, one row per domain with a cursor. Each
+/// group's oldest undelivered event is the one right after the domain's
+/// cursor, so the oldest of the domain's is the earliest of those.
+pub(crate) async fn outbox_backlogs(
+    db: &impl Connection,
+) -> Result<Vec<OutboxBacklog>, StoreError> {
+    let backend = db.database().get_database_backend();
+    let sql = "SELECT p.peer_domain, \
+           CAST(SUM(CASE WHEN COALESCE(p.until_seq, g.last_seq) > p.delivered_seq \
+             THEN COALESCE(p.until_seq, g.last_seq) - p.delivered_seq ELSE 0 END) AS BIGINT) AS pending, \
+           MIN(e.created_at_ms) AS oldest_created_at_ms \
+         FROM federation_peer_groups p JOIN groups g ON g.id = p.group_id \
+         LEFT JOIN group_events e ON e.group_id = p.group_id AND e.seq = p.delivered_seq + 1 \
+           AND p.delivered_seq < COALESCE(p.until_seq, g.last_seq) \
+         GROUP BY p.peer_domain ORDER BY p.peer_domain";
+    Ok(
+        OutboxBacklog::find_by_statement(Statement::from_string(backend, sql))
+            .all(db.database())
+            .await?,
+    )
+}
+
 /// Records a successful delivery to `domain`.
 pub(crate) async fn record_peer_success(
     db: &impl Connection,

@@ -263,6 +263,18 @@ async fn tls_serves_the_client_api(database: DatabaseChoice) {
         Code::Unauthenticated,
         "wrong username or password",
     );
+
+    // The certificate's expiry, for the alert that it is due for renewal:
+    // rcgen's default notAfter, 4096-01-01T00:00:00Z.
+    let text = conclave_test_support::metrics::scrape_ok(server.http_address()).await;
+    assert_eq!(
+        conclave_test_support::metrics::sample(
+            &text,
+            "conclave_tls_certificate_expiry_timestamp_seconds{listener=\"client_api\"}"
+        ),
+        Some(67_090_118_400.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]

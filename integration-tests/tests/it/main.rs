@@ -30,6 +30,9 @@
 //!   know every replica's address and fail over.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
+//! - [`federation_metrics`]: a hub's and a follower's federation metrics
+//!   (calls, peer up, outbox backlog, certificate expiry) through the
+//!   follower's outage.
 //! - [`federated_groups`]: one group with members on three domains:
 //!   invitations, ordered messages, removal, rotation.
 //! - [`rejoin`]: devices of a follower domain rejoining by external commit.
@@ -65,6 +68,7 @@ mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;
 mod federated_groups;
+mod federation_metrics;
 mod federation_refusals;
 mod federation_smoke;
 mod harness;

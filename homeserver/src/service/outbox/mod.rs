@@ -22,8 +22,10 @@
 //! - this file: one delivery task per peer, its wake-ups and backoff
 //!   (`rules::federation::retry_backoff`).
 //! - `deliver_batch`: one pass over the groups with events a peer lacks.
+//! - `backlog`: each peer's backlog as metrics, refreshed from the database.
 //! - `fetch_events`: FetchEvents, a follower repairing its copy.
 
+mod backlog;
 mod deliver_batch;
 mod fetch_events;
 
@@ -63,6 +65,16 @@ pub(crate) async fn run(
     // A JoinSet aborts its tasks when dropped, so they stop with this future
     // even when it is aborted before `stopped` resolves.
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (context, peers) = (context.clone(), peers.clone());
+        let mut stop_receiver = stop_receiver.clone();
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop_receiver.wait_for(|stop| *stop).await;
+            };
+            backlog::refresh_periodically(&context, &peers, stopped).await;
+        });
+    }
     for peer in peers {
         let (context, federation) = (context.clone(), federation.clone());
         let mut stop_receiver = stop_receiver.clone();
@@ -117,6 +129,7 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
                 }
                 failures = 0;
                 if matches!(progress, Progress::Done) {
+                    backlog::drained(&context, &peer);
                     let _ = tokio::time::timeout(POLL_INTERVAL, waker.notified()).await;
                 }
             }
@@ -133,6 +146,11 @@ async fn deliver_to_peer(context: Arc<Context>, federation: Arc<FederationClient
                 .await
                 {
                     tracing::warn!(peer_domain = %peer, %error, "could not record a delivery failure");
+                }
+                // While the peer is down its backlog grows: show it now, not
+                // at the next periodic refresh.
+                if let Err(error) = backlog::refresh(&context, std::slice::from_ref(&peer)).await {
+                    tracing::warn!(peer_domain = %peer, %error, "could not read the outbox backlog");
                 }
                 let wait = retry_backoff(failures, random_fraction());
                 let started = tokio::time::Instant::now();
