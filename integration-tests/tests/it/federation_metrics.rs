@@ -2,13 +2,16 @@
 //! from `/metrics` as Prometheus would: calls counted at both ends, the
 //! follower seen up, down while stopped and up again, the hub's outbox backlog
 //! rising during the outage and back to 0 once delivered, and the
-//! certificates' expiry.
+//! certificates' expiry. A call acting for a domain that is no peer is counted
+//! as `peer="unknown"`, never under the domain it named.
 
 use conclave_test_support::metrics::{sample, scrape_ok, sum};
 use conclave_test_support::wait::DELIVERY_TIMEOUT;
 use conclave_test_support::{DatabaseChoice, TestNetwork, eventually};
 
-use crate::harness::{User, group_of};
+use conclave_proto::federation::v1 as proto;
+
+use crate::harness::{User, deliver, group_of};
 
 on_both_databases!(federation_metrics_follow_a_peer_down_and_back);
 
@@ -100,6 +103,36 @@ async fn federation_metrics_follow_a_peer_down_and_back(database: DatabaseChoice
         Some(not_after),
         "{text}"
     );
+
+    // a.example's certificate, used for a domain that is no peer of b.example:
+    // refused, and counted without the name the request chose.
+    let forged = proto::DeliverEventsRequest {
+        hub_domain: "c.example".to_owned(),
+        group_id: group_id.as_bytes().to_vec(),
+        events: Vec::new(),
+        member_count: 1,
+    };
+    let refused = deliver(
+        &network,
+        "b.example",
+        Some(network.certificate("a.example")),
+        forged,
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let text = metrics_until(&network, "b.example", "the refused call counted", |text| {
+        sum(
+            text,
+            REQUESTS,
+            &[
+                "peer=\"unknown\"",
+                "direction=\"inbound\"",
+                "code=\"PERMISSION_DENIED\"",
+            ],
+        ) == 1.0
+    })
+    .await;
+    assert_eq!(sum(&text, REQUESTS, &["peer=\"c.example\""]), 0.0, "{text}");
 
     // b.example down: the hub keeps the messages, older and older, and sees
     // b.example unreachable.
