@@ -169,9 +169,9 @@ impl FederationApi {
             }
             Err(refusal) => return Err(peer_refusal(refusal)),
         }
-        self.context
-            .metrics
-            .observe_peer_certificate(domain, &certificates[0]);
+        if let Some(leaf) = certificates.first() {
+            self.context.metrics.observe_peer_certificate(domain, leaf);
+        }
         self.context
             .notifier
             .publish(&Topic::PeerAlive(domain.to_string()));
