@@ -4,14 +4,18 @@
 //! rising during the outage and back to 0 once delivered, and the
 //! certificates' expiry. A call acting for a domain that is no peer is counted
 //! as `peer="unknown"`, never under the domain it named.
+//!
+//! In a domain of two replicas, the one not holding the outbox's lease (not
+//! sending to the peer) reports the same backlog as the one sending.
 
 use conclave_test_support::metrics::{sample, scrape_ok, sum};
 use conclave_test_support::wait::DELIVERY_TIMEOUT;
-use conclave_test_support::{DatabaseChoice, TestNetwork, eventually};
+use conclave_test_support::{DatabaseChoice, KillableReplica, TestNetwork, eventually};
+use std::net::SocketAddr;
 
 use conclave_proto::federation::v1 as proto;
 
-use crate::harness::{User, deliver, group_of};
+use crate::harness::{User, deliver, group_of, within_timeout};
 
 on_both_databases!(federation_metrics_follow_a_peer_down_and_back);
 
@@ -31,7 +35,12 @@ async fn metrics_until(
     condition: impl Fn(&str) -> bool,
 ) -> String {
     let address = network.server(domain).http_address();
-    eventually(DELIVERY_TIMEOUT, &format!("{domain}: {what}"), || async {
+    scrape_until(address, &format!("{domain}: {what}"), condition).await
+}
+
+/// Scrapes the HTTP listener at `address` until `condition` holds.
+async fn scrape_until(address: SocketAddr, what: &str, condition: impl Fn(&str) -> bool) -> String {
+    eventually(DELIVERY_TIMEOUT, what, || async {
         let text = scrape_ok(address).await;
         condition(&text).then_some(text)
     })
@@ -181,4 +190,61 @@ async fn federation_metrics_follow_a_peer_down_and_back(database: DatabaseChoice
     })
     .await;
     network.outbox_drained("a.example", "b.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_reports_the_domains_backlog() {
+    within_timeout(backlog_on_every_replica()).await;
+}
+
+async fn backlog_on_every_replica() {
+    let mut network =
+        TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Postgres).await;
+    let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
+    let group_id = group_of(&alice, "replicas", &[&bob]).await;
+    network.outbox_drained("a.example", "b.example").await;
+    // A second replica of a.example on its database: the first holds the
+    // outbox's lease, so this one never calls b.example.
+    let replica = KillableReplica::start(network.config("a.example").clone()).await;
+    let sending = network.server("a.example").http_address();
+    let waiting = replica.config().http.listen;
+
+    network.stop("b.example").await;
+    for number in 0..MESSAGES_WHILE_DOWN {
+        alice.send(&group_id, &format!("while down {number}")).await;
+    }
+    for (address, replica_name) in [(sending, "the sending replica"), (waiting, "the other")] {
+        scrape_until(address, &format!("{replica_name}: the backlog"), |text| {
+            sample(text, PENDING_FOR_B) == Some(MESSAGES_WHILE_DOWN as f64)
+                && sample(text, OLDEST_AGE_FOR_B).is_some_and(|age| age > 0.0)
+        })
+        .await;
+    }
+    let text = scrape_ok(waiting).await;
+    // It never called b.example: nothing is known of it there.
+    assert_eq!(sample(&text, B_UP), None, "{text}");
+    assert_eq!(
+        sum(
+            &text,
+            REQUESTS,
+            &["peer=\"b.example\"", "direction=\"outbound\""]
+        ),
+        0.0,
+        "{text}"
+    );
+
+    network.start_again("b.example").await;
+    for (address, replica_name) in [(sending, "the sending replica"), (waiting, "the other")] {
+        scrape_until(
+            address,
+            &format!("{replica_name}: the backlog drained"),
+            |text| {
+                sample(text, PENDING_FOR_B) == Some(0.0)
+                    && sample(text, OLDEST_AGE_FOR_B) == Some(0.0)
+            },
+        )
+        .await;
+    }
+    replica.kill();
+    network.shutdown().await;
 }
