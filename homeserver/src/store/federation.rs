@@ -571,3 +571,111 @@ pub(crate) async fn prune_delivered_federation_records(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::ids::Epoch;
+    use crate::store::{EventKind, NewEvent, Store, append_event, insert_group, update_group};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    /// A hosted group whose log holds `length` events, event `seq` stored at
+    /// `created_at_ms(seq)`.
+    async fn group_with_log(
+        store: &Store,
+        name: &str,
+        length: u64,
+        created_at_ms: impl Fn(u64) -> i64,
+    ) -> GroupKey {
+        let db = store.begin().await.unwrap();
+        let group = insert_group(
+            &db,
+            &GroupId::from(name.as_bytes()),
+            Epoch::new(0),
+            Vec::new(),
+            "creator",
+            0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        for seq in 1..=length {
+            let event = NewEvent {
+                group: group.key,
+                seq: Seq::new(seq),
+                kind: EventKind::Application,
+                epoch: Epoch::new(0),
+                sender_identity: "sender",
+                message: b"message",
+                now_ms: created_at_ms(seq),
+                trace_parent: None,
+                message_digest: None,
+            };
+            append_event(&db, event).await.unwrap();
+        }
+        update_group(&db, group.key, Epoch::new(0), Seq::new(length), None)
+            .await
+            .unwrap();
+        db.commit().await.unwrap();
+        group.key
+    }
+
+    async fn cursor(
+        store: &Store,
+        group: GroupKey,
+        peer: &str,
+        delivered: u64,
+        until: Option<u64>,
+    ) {
+        let db = store.begin().await.unwrap();
+        let cursor = FollowerCursor {
+            joined_after_seq: Seq::new(0),
+            delivered_seq: Seq::new(delivered),
+            until_seq: until.map(Seq::new),
+        };
+        save_peer_cursor(&db, group, peer, cursor).await.unwrap();
+        db.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn backlogs_count_the_undelivered_events_and_date_the_oldest() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let store = Store::connect(database.url(), 2).await.unwrap();
+            store.migrate().await.unwrap();
+            assert_eq!(outbox_backlogs(&store).await.unwrap(), vec![], "{choice:?}");
+
+            // Events stored at 1000, 2000, ... ms, and at 1500, 2500, ... ms.
+            let early = group_with_log(&store, "early", 10, |seq| seq as i64 * 1000).await;
+            let late = group_with_log(&store, "late", 10, |seq| seq as i64 * 1000 + 500).await;
+            // b.example: 7 of the early group (oldest: seq 4), and of the late
+            // group up to the commit that removed its last device, 5 (seq 3 on).
+            cursor(&store, early, "b.example", 3, None).await;
+            cursor(&store, late, "b.example", 2, Some(5)).await;
+            // c.example has everything, of both.
+            cursor(&store, early, "c.example", 10, None).await;
+            cursor(&store, late, "c.example", 5, Some(5)).await;
+
+            let backlog = |peer: &str, pending, oldest| OutboxBacklog {
+                peer_domain: peer.to_owned(),
+                pending,
+                oldest_created_at_ms: oldest,
+            };
+            assert_eq!(
+                outbox_backlogs(&store).await.unwrap(),
+                vec![
+                    backlog("b.example", 7 + 3, Some(3500)),
+                    backlog("c.example", 0, None),
+                ],
+                "{choice:?}"
+            );
+            // The late group delivered to its end: the early one's oldest remains.
+            cursor(&store, late, "b.example", 5, Some(5)).await;
+            assert_eq!(
+                outbox_backlogs(&store).await.unwrap()[0],
+                backlog("b.example", 7, Some(4000)),
+                "{choice:?}"
+            );
+        }
+    }
+}
