@@ -77,4 +77,29 @@ mod tests {
         // A cause tonic does not know becomes UNKNOWN, with the cause kept.
         assert!(!CallOutcome::of_status(&local).reached);
     }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable_and_not_reached() {
+        use conclave_proto::federation::v1 as proto;
+        use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
+        // A port nobody listens on any more.
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let status = FederationServiceClient::new(channel)
+            .fetch_events(proto::FetchEventsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            CallOutcome::of_status(&status),
+            CallOutcome {
+                code: Code::Unavailable,
+                reached: false
+            },
+            "{status:?}"
+        );
+    }
 }
