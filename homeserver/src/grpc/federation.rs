@@ -1,7 +1,12 @@
 //! `conclave.federation.v1.FederationService`, served to peers on the federation
 //! listener over mutual TLS (tonic only): every request passes the `PeerGate` for
 //! the domain it names before it reaches a use case; proto <-> domain conversion.
+//!
+//! # Metrics
+//! Its calls are counted and timed as the client API's are (`metrics_layer`),
+//! under `service="conclave.federation.v1.FederationService"`.
 
+use super::known_methods::KnownMethods;
 use super::status::{self, missing_field, peer_refusal};
 use crate::notify::Topic;
 use crate::rules::ids::{GroupId, Seq};
@@ -49,6 +54,7 @@ pub(crate) async fn serve(
     let max_message_bytes = context.config.federation.max_message_bytes;
     let limits = context.config.limits.clone();
     let calls_in_flight = context.calls_in_flight.clone();
+    let metrics_layer = super::metrics_layer(&context, federation_api_methods);
     let service = FederationServiceServer::new(FederationApi { context, gate })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -58,6 +64,8 @@ pub(crate) async fn serve(
         // Each request's span continues the caller's trace (W3C traceparent).
         // First, so outermost: it changes the response body type.
         .layer(conclave_federation::trace_context::server_layer())
+        // Right below the trace layer, as on the client API.
+        .layer(metrics_layer)
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
@@ -68,6 +76,15 @@ pub(crate) async fn serve(
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// The methods of the federation listener: the federation API only.
+pub(super) fn federation_api_methods() -> KnownMethods {
+    use tonic::server::NamedService;
+    KnownMethods::of_services(
+        &[conclave_proto::FEDERATION_FILE_DESCRIPTOR_SET],
+        &[FederationServiceServer::<FederationApi>::NAME],
+    )
 }
 
 /// The client certificate chain of the request's connection, or UNAUTHENTICATED.

@@ -1,6 +1,15 @@
 //! Subscribe: replays what the device missed, then streams new events as their
 //! wake-ups arrive, each stream within its device's and connection's limits
 //! (`streams`).
+//!
+//! # Metrics
+//! `conclave_delivery_lag_seconds` observes, for each event handed to a
+//! stream (its buffer of [`SUBSCRIBER_BUFFER`](super::SUBSCRIBER_BUFFER)
+//! events), the time since the hub accepted it (the log or inbox row's
+//! `created_at_ms`; an event stored by another replica is measured against
+//! that replica's clock, and a clock behind it counts 0). Events replayed when
+//! a stream opens count too, with their whole lag: it is how late the device
+//! got them. Fetch is not measured.
 
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
@@ -111,9 +120,18 @@ async fn stream_events(
                 Delivery::Group { event, .. } => event.kind == EventKind::Commit,
             };
             memberships_stale |= changes_memberships;
+            let accepted_at_ms = delivery.accepted_at_ms();
             if sender.send(Ok(delivery)).await.is_err() {
                 return Ok(());
             }
+            observe_lag(context, accepted_at_ms);
         }
     }
+}
+
+/// One event delivered `accepted_at_ms` after the hub accepted it, by this
+/// process's clock.
+fn observe_lag(context: &Context, accepted_at_ms: i64) {
+    let lag_ms = context.now_ms().saturating_sub(accepted_at_ms).max(0);
+    context.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
 }
