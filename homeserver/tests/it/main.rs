@@ -37,6 +37,9 @@
 //!   the call deadline, and the listeners' HTTP/2 settings.
 //! - [`shutdown`]: graceful shutdown: streams told to reconnect, calls in
 //!   progress finished, `/readyz` 503, the deadline.
+//! - [`metrics`]: `/metrics` on the hub's and the listeners' events: commit
+//!   conflicts, accepted messages, calls by status code, open streams,
+//!   delivery lag, the federation listener, metrics off.
 //! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
 //!   and mutations of them.
 
@@ -67,6 +70,7 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod metrics;
 mod migrate;
 mod possession;
 mod registration;
