@@ -171,7 +171,8 @@ pub(crate) fn server_builder(limits: &LimitsConfig) -> Server {
 }
 
 /// The layer that counts a listener's calls, serving the methods `known`
-/// names; `None` (not installed at all) when `[telemetry] metrics = false`.
+/// names; with `[telemetry] metrics = false`, the identity layer instead
+/// (nothing counted, no body wrapped: what the benchmark compares against).
 pub(crate) fn metrics_layer(
     context: &Context,
     known: fn() -> KnownMethods,
