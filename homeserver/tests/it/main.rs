@@ -39,6 +39,10 @@
 //!   progress finished, `/readyz` 503, the deadline.
 //! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
 //!   and mutations of them.
+//! - [`operator_metrics`]: rejections per limit, devices low on key packages,
+//!   the database pool, Redis and process metrics, the `/metrics` formats.
+//! - [`prometheus`]: a real Prometheus scraping a homeserver, and `promtool
+//!   check metrics` on its exposition.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -68,7 +72,9 @@ mod harness;
 mod key_package_input;
 mod key_packages;
 mod migrate;
+mod operator_metrics;
 mod possession;
+mod prometheus;
 mod registration;
 mod request_limits;
 mod server;
