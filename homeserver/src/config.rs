@@ -91,7 +91,7 @@ pub struct KeyPackageConfig {
     /// A device with fewer unclaimed, unexpired ordinary KeyPackages than this
     /// is low on them (`conclave_devices_low_on_key_packages`). The client
     /// library replenishes below the same number (its default policy).
-    pub low_stock_threshold: u64,
+    pub low_stock_threshold: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1056,6 +1056,20 @@ mod tests {
                 "[key_packages]\nclaims_per_minute = 0",
                 Some("claims_per_minute"),
             ),
+            (
+                "[key_packages]\nlow_stock_threshold = 1001",
+                Some("low_stock_threshold"),
+            ),
+            ("[key_packages]\nlow_stock_threshold = 0", None),
+            (
+                "[telemetry]\nrefresh_interval_ms = 99",
+                Some("refresh_interval_ms"),
+            ),
+            (
+                "[telemetry]\nrefresh_interval_ms = 3600001",
+                Some("refresh_interval_ms"),
+            ),
+            ("[telemetry]\nrefresh_interval_ms = 100", None),
             (
                 "[groups]\npast_epoch_window = 101",
                 Some("past_epoch_window"),

@@ -23,7 +23,7 @@ pub(crate) struct DatabasePoolCollector {
 impl Collector for DatabasePoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let pool = self.store.pool_connections();
-        let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+        let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)); // tidy: saturating (a pool of 2^63 connections)
         let mut family = encoder.encode_descriptor(
             "conclave_db_pool_connections",
             "Open database connections of this replica's pool, idle or in use by a query or transaction",

@@ -1,9 +1,5 @@
-// Until every metric is wired (this round, issue 12): the fields are in place
-// for the use cases to count through.
-#![allow(dead_code)]
-
-//! The numbers an operator alerts on, served as OpenMetrics text on
-//! `GET /metrics` (the HTTP listener) with `prometheus-client`.
+//! The numbers an operator alerts on, served on `GET /metrics` (the HTTP
+//! listener) as OpenMetrics or classic Prometheus text with `prometheus-client`.
 //!
 //! One [`Metrics`] per homeserver, with a registry of its own, so that several
 //! homeservers in one process (tests, the benchmark) keep separate numbers.
@@ -12,7 +8,7 @@
 //! family is missing from it.
 //!
 //! `exposition` picks the text format a scraper asks for (OpenMetrics, or the
-//! classic Prometheus text); `process`, `database_pool` and `redis` are the
+//! classic Prometheus text); `process`, `database_pool` and `redis_up` are the
 //! collectors read at scrape time.
 //!
 //! No label ever carries a user, device or group id: the labels are the gRPC
@@ -23,10 +19,14 @@
 //! read than to count (pool connections, Redis reachability) are read when
 //! Prometheus scrapes.
 
+// Until every metric is wired (this round, issue 12): the fields are in place
+// for the use cases to count through.
+#![allow(dead_code)]
+
 mod database_pool;
 mod exposition;
 mod process;
-mod redis;
+mod redis_up;
 
 pub(crate) use exposition::Format;
 
@@ -348,19 +348,19 @@ impl Metrics {
 
     /// Registers the collectors read at scrape time: the process's numbers,
     /// the database pool's, and in cluster mode whether Redis answers
-    /// (`redis_up`, the link's `watch_up()`).
+    /// (`redis_is_up`, the link's `watch_up()`).
     pub(crate) fn register_collectors(
         &mut self,
         store: Store,
-        redis_up: Option<tokio::sync::watch::Receiver<bool>>,
+        redis_is_up: Option<tokio::sync::watch::Receiver<bool>>,
     ) {
         self.registry
             .register_collector(Box::new(process::ProcessCollector));
         self.registry
             .register_collector(Box::new(database_pool::DatabasePoolCollector { store }));
-        if let Some(up) = redis_up {
+        if let Some(up) = redis_is_up {
             self.registry
-                .register_collector(Box::new(redis::RedisUpCollector { up }));
+                .register_collector(Box::new(redis_up::RedisUpCollector { up }));
         }
     }
 

@@ -59,7 +59,7 @@ impl Collector for ProcessCollector {
         ];
         for (name, help, value) in gauges {
             let Some(value) = value else { continue };
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)); // tidy: saturating (2^63 bytes or descriptors)
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         Ok(())

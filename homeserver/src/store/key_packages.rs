@@ -132,7 +132,7 @@ struct DeviceCountRow {
 /// every claim of it reuses the same keys).
 pub(crate) async fn count_devices_low_on_key_packages(
     db: &impl Connection,
-    threshold: u64,
+    threshold: u32,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     let backend = db.database().get_database_backend();
@@ -152,9 +152,7 @@ pub(crate) async fn count_devices_low_on_key_packages(
                       AND claimed_at_ms IS NULL AND not_after_ms > ?1) < ?2",
         ),
     };
-    // The configuration bounds the threshold far below i64::MAX.
-    let threshold = i64::try_from(threshold).unwrap_or(i64::MAX);
-    let values: [Value; 2] = [now_ms.into(), threshold.into()];
+    let values: [Value; 2] = [now_ms.into(), i64::from(threshold).into()];
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let row = DeviceCountRow::find_by_statement(statement)
         .one(db.database())

@@ -231,7 +231,7 @@ impl PoolConnections {
     fn of<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> PoolConnections {
         let open = u64::from(pool.size());
         // Read one after the other, so a connection may move in between.
-        let idle = u64::try_from(pool.num_idle()).unwrap_or(u64::MAX).min(open);
+        let idle = u64::try_from(pool.num_idle()).unwrap_or(u64::MAX).min(open); // tidy: saturating (usize is at most 64 bits)
         PoolConnections {
             idle,
             in_use: open - idle,

@@ -37,7 +37,7 @@ async fn refresh_once(context: &Context) {
         .await
     {
         Ok(devices) => {
-            let devices = i64::try_from(devices).unwrap_or(i64::MAX);
+            let devices = i64::try_from(devices).unwrap_or(i64::MAX); // tidy: saturating (2^63 devices)
             context.metrics.devices_low_on_key_packages.set(devices);
         }
         // The gauge keeps its last value; the database's trouble shows on
