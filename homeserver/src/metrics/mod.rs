@@ -597,6 +597,50 @@ mod tests {
         }
     }
 
+    /// Label names whose values come from fixed sets or the configuration
+    /// (see `docs/metrics.md`); `le` is a histogram's bucket bound.
+    const BOUNDED_LABELS: [&str; 11] = [
+        "service",
+        "method",
+        "code",
+        "kind",
+        "peer",
+        "direction",
+        "listener",
+        "limit",
+        "version",
+        "state",
+        "le",
+    ];
+
+    #[tokio::test]
+    async fn every_label_is_one_of_the_bounded_ones() {
+        let database = conclave_test_support::TestDatabase::create(
+            conclave_test_support::DatabaseChoice::Sqlite,
+        )
+        .await;
+        let metrics = metrics_with_collectors(&database).await;
+        make_every_family_non_empty(&metrics);
+        let text = metrics.render_as(Format::PrometheusText);
+        let mut labelled_samples = 0;
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((_, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let (labels, _) = rest.split_once('}').expect("a closed label set");
+            labelled_samples += 1;
+            for pair in labels.split(',') {
+                let (name, _) = pair.split_once('=').expect("name=value");
+                assert!(
+                    BOUNDED_LABELS.contains(&name),
+                    "the label {name:?} of {line:?} is not one of the bounded labels; \
+                     a label must never carry an id or a value a request chooses"
+                );
+            }
+        }
+        assert!(labelled_samples > 10, "{text}");
+    }
+
     #[tokio::test]
     async fn the_classic_text_names_counters_with_their_total() {
         let database = conclave_test_support::TestDatabase::create(
