@@ -259,11 +259,14 @@ async fn serve(
     }
     // The registry takes its scrape-time collectors before the metrics are
     // shared; nothing has cloned this fresh `Arc` yet.
-    if let Some(metrics) = Arc::get_mut(&mut context.metrics) {
-        metrics.register_collectors(
+    match Arc::get_mut(&mut context.metrics) {
+        Some(metrics) => metrics.register_collectors(
             store.clone(),
             context.redis.as_ref().map(|link| link.watch_up()),
-        );
+        ),
+        None => tracing::error!(
+            "the metrics were shared before their collectors were registered; /metrics lacks the process, pool and Redis metrics"
+        ),
     }
     let context = Arc::new(context);
     let _ = serving.set(context.clone());
