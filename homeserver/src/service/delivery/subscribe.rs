@@ -16,6 +16,7 @@ use super::super::accounts::AuthenticatedDevice;
 use super::pages::{load_memberships, read_page};
 use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
+use crate::metrics::RateLimit;
 use crate::notify::Topic;
 use crate::store::{self, EventKind};
 use std::collections::HashMap;
@@ -32,6 +33,13 @@ pub(crate) fn open_stream(
     context
         .subscribe_streams
         .open(device.device_id().as_str(), connection)
+        .inspect_err(|error| {
+            if matches!(error, DeliveryError::TooManyStreams(_)) {
+                context
+                    .metrics
+                    .count_rejection(RateLimit::SubscribeStreamsPerConnection);
+            }
+        })
 }
 
 /// Streams everything after the device's cursors, then new events as they come,
@@ -50,6 +58,9 @@ pub(crate) async fn subscribe(
         end = slot.ended() => {
             let error = match end {
                 StreamEnd::Replaced => {
+                    context
+                        .metrics
+                        .count_rejection(RateLimit::SubscribeStreamsPerDevice);
                     let limit = context.subscribe_streams.limits().per_device;
                     tracing::debug!(device_id = %device.device_id(), limit, "a newer stream replaced a Subscribe stream");
                     DeliveryError::StreamReplaced { limit }
