@@ -1,6 +1,7 @@
 //! Compiles the .proto files with protox (pure Rust, so no system `protoc` is needed)
 //! and generates prost messages and tonic clients and servers from the result. The
-//! encoded descriptor set of the client API is kept for gRPC server reflection.
+//! encoded descriptor set of the client API is kept for gRPC server reflection, and
+//! that of the federation API for the names its metrics may carry.
 
 use prost::Message;
 use std::path::PathBuf;
@@ -23,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         out_dir.join("conclave_descriptor.bin"),
         client_descriptors.encode_to_vec(),
+    )?;
+    let federation_descriptors = protox::compile(FEDERATION_PROTO_FILES, ["proto"])?;
+    std::fs::write(
+        out_dir.join("conclave_federation_descriptor.bin"),
+        federation_descriptors.encode_to_vec(),
     )?;
     let all_files = CLIENT_PROTO_FILES.iter().chain(FEDERATION_PROTO_FILES);
     let all_descriptors = protox::compile(all_files, ["proto"])?;

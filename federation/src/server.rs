@@ -50,12 +50,18 @@ impl PeerRateLimiter for LocalPeerRateLimiter {
     }
 }
 
+/// Told of each request the gate refuses for its peer's rate (the homeserver
+/// counts them in its metrics; this crate knows nothing of those). Called
+/// once per refused request, with a configured peer's domain only.
+pub type RateLimitObserver = Arc<dyn Fn(&Domain) + Send + Sync>;
+
 /// Decides, per request, whether the calling peer may act for the domain the
 /// request names, and limits each peer domain's request rate.
 pub struct PeerGate {
     registry: PeerRegistry,
     requests_per_minute: NonZeroU32,
     limiter: Arc<dyn PeerRateLimiter>,
+    on_rate_limited: Option<RateLimitObserver>,
 }
 
 impl PeerGate {
@@ -77,6 +83,16 @@ impl PeerGate {
             registry,
             requests_per_minute,
             limiter,
+            on_rate_limited: None,
+        }
+    }
+
+    /// The same gate, telling `observer` of each request refused for its
+    /// peer's rate.
+    pub fn observing_rate_limits(self, observer: RateLimitObserver) -> PeerGate {
+        PeerGate {
+            on_rate_limited: Some(observer),
+            ..self
         }
     }
 
@@ -91,6 +107,9 @@ impl PeerGate {
     ) -> Result<AuthenticatedPeer, PeerRefusal> {
         let mut result = check_peer_certificate(peer_certificates, claimed, &self.registry);
         if result.is_ok() && !self.limiter.check(claimed).await {
+            if let Some(observer) = &self.on_rate_limited {
+                observer(claimed);
+            }
             result = Err(PeerRefusal::RateLimited {
                 domain: claimed.clone(),
                 per_minute: self.requests_per_minute.get(),
@@ -320,6 +339,23 @@ mod tests {
                 per_minute: 7
             })
         );
+    }
+
+    #[tokio::test]
+    async fn the_observer_hears_of_each_request_refused_for_the_rate() {
+        let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = refused.clone();
+        let gate = gate(1, None).observing_rate_limits(Arc::new(move |peer: &Domain| {
+            seen.lock().unwrap().push(peer.to_string());
+        }));
+        let b = [certificate("b.example")];
+        gate.admit(Some(&b), &domain("b.example")).await.unwrap();
+        for _ in 0..2 {
+            assert!(gate.admit(Some(&b), &domain("b.example")).await.is_err());
+        }
+        // A certificate refusal is no rate refusal.
+        assert!(gate.admit(Some(&b), &domain("c.example")).await.is_err());
+        assert_eq!(*refused.lock().unwrap(), ["b.example", "b.example"]);
     }
 
     #[tokio::test]

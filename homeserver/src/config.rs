@@ -88,6 +88,10 @@ pub struct KeyPackageConfig {
     pub max_per_upload: usize,
     /// Claims (one per target user) a device may make per minute.
     pub claims_per_minute: u32,
+    /// A device with fewer unclaimed, unexpired ordinary KeyPackages than this
+    /// is low on them (`conclave_devices_low_on_key_packages`). The client
+    /// library replenishes below the same number (its default policy).
+    pub low_stock_threshold: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,11 +282,17 @@ pub struct TelemetryConfig {
     /// Serve Prometheus metrics on the HTTP listener's `/metrics` (on by
     /// default); when off, `/metrics` answers 404.
     pub metrics: bool,
+    /// How often the metrics read from the database (devices low on key
+    /// packages) are refreshed, in milliseconds.
+    pub refresh_interval_ms: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { metrics: true }
+        TelemetryConfig {
+            metrics: true,
+            refresh_interval_ms: 30_000,
+        }
     }
 }
 
@@ -366,6 +376,7 @@ impl Default for KeyPackageConfig {
             max_lifetime_days: 90,
             max_per_upload: 100,
             claims_per_minute: 60,
+            low_stock_threshold: 10,
         }
     }
 }
@@ -578,6 +589,18 @@ impl Config {
             return invalid(
                 "key_packages.claims_per_minute",
                 "must be at least 1".to_owned(),
+            );
+        }
+        if key_packages.low_stock_threshold > 1000 {
+            return invalid(
+                "key_packages.low_stock_threshold",
+                "must be at most 1000".to_owned(),
+            );
+        }
+        if !(100..=3_600_000).contains(&self.telemetry.refresh_interval_ms) {
+            return invalid(
+                "telemetry.refresh_interval_ms",
+                "must be between 100 and 3600000 (an hour)".to_owned(),
             );
         }
         let groups = &self.groups;
@@ -1033,6 +1056,20 @@ mod tests {
                 "[key_packages]\nclaims_per_minute = 0",
                 Some("claims_per_minute"),
             ),
+            (
+                "[key_packages]\nlow_stock_threshold = 1001",
+                Some("low_stock_threshold"),
+            ),
+            ("[key_packages]\nlow_stock_threshold = 0", None),
+            (
+                "[telemetry]\nrefresh_interval_ms = 99",
+                Some("refresh_interval_ms"),
+            ),
+            (
+                "[telemetry]\nrefresh_interval_ms = 3600001",
+                Some("refresh_interval_ms"),
+            ),
+            ("[telemetry]\nrefresh_interval_ms = 100", None),
             (
                 "[groups]\npast_epoch_window = 101",
                 Some("past_epoch_window"),

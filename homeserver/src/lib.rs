@@ -267,6 +267,17 @@ async fn serve(
             tracing::warn!(wait = ?REDIS_START_WAIT, "Redis did not answer at start; serving with limits per replica until it does");
         }
     }
+    // The registry takes its scrape-time collectors before the metrics are
+    // shared; nothing has cloned this fresh `Arc` yet.
+    match Arc::get_mut(&mut context.metrics) {
+        Some(metrics) => metrics.register_collectors(
+            store.clone(),
+            context.redis.as_ref().map(|link| link.watch_up()),
+        ),
+        None => tracing::error!(
+            "the metrics were shared before their collectors were registered; /metrics lacks the process, pool and Redis metrics"
+        ),
+    }
     let context = Arc::new(context);
     let _ = serving.set(context.clone());
     tracing::info!(replica = %context.leases.replica_id(), "replica id for background work leases");
@@ -313,6 +324,13 @@ async fn serve(
         ))
     });
     let janitor_task = tokio::spawn(service::janitor::run(context.clone(), stopped()));
+    // Every replica reads the domain-wide number for its own `/metrics`.
+    let low_stock_task = context.config.telemetry.metrics.then(|| {
+        tokio::spawn(service::key_packages::low_stock::run(
+            context.clone(),
+            stopped(),
+        ))
+    });
     let catch_up_context = context.clone();
     let catch_up_task = tokio::spawn(async move {
         service::follower::catch_up_on_start(&catch_up_context).await;
@@ -344,7 +362,10 @@ async fn serve(
         None => Ok(()),
     };
     catch_up_task.abort();
-    for task in [notifier_task, resync_task].into_iter().flatten() {
+    for task in [notifier_task, resync_task, low_stock_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     // The janitor and the outboxes stop when `stopped` resolves and release
@@ -379,7 +400,7 @@ async fn finish_or_abort(mut task: tokio::task::JoinHandle<()>, timeout: Duratio
 struct Federation {
     /// The federation listener's TLS configuration (client certificates required).
     server_tls: Arc<rustls::ServerConfig>,
-    gate: Arc<PeerGate>,
+    gate: PeerGate,
     /// For the client, which is built once the metrics it reports to exist
     /// ([`Federation::client`]).
     material: TlsMaterial,
@@ -394,7 +415,9 @@ impl Federation {
             &self.material,
             &self.registry,
             &self.client_options,
-            metrics.federation_call_observer(),
+            Arc::new(grpc::FederationCallObserver::new(
+                metrics.federation_call_counters(),
+            )),
         )
         .map_err(|error| ServerError::FederationSetup(error.to_string()))
     }
@@ -435,7 +458,7 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
     );
     Ok(Some(Federation {
         server_tls: material.server_config().map_err(|error| setup(&error))?,
-        gate: Arc::new(PeerGate::new(registry.clone(), requests_per_minute)),
+        gate: PeerGate::new(registry.clone(), requests_per_minute),
         material,
         registry,
         client_options: options,
@@ -444,10 +467,15 @@ fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError
 
 /// The federation gate to serve with: in a cluster, one that counts each
 /// peer's requests in Redis together with the other replicas (the gate's
-/// registry and rate stay as configured).
-fn peer_gate(gate: Arc<PeerGate>, context: &Context) -> Arc<PeerGate> {
+/// registry and rate stay as configured); either way, each request refused
+/// for its peer's rate is counted in the metrics.
+fn peer_gate(gate: PeerGate, context: &Context) -> Arc<PeerGate> {
+    let counters = context.metrics.clone();
+    let count_refusal: conclave_federation::server::RateLimitObserver = Arc::new(move |_peer| {
+        counters.count_rejection(metrics::RateLimit::FederationPeerRequests);
+    });
     let Some(link) = &context.redis else {
-        return gate;
+        return Arc::new(gate.observing_rate_limits(count_refusal));
     };
     let per_minute = context.config.federation.peer_requests_per_minute;
     let shared = cluster::SharedRateLimiter::new(
@@ -459,11 +487,14 @@ fn peer_gate(gate: Arc<PeerGate>, context: &Context) -> Arc<PeerGate> {
         limiter: Arc::new(shared),
         clock: context.clock.clone(),
     };
-    Arc::new(PeerGate::with_rate_limiter(
-        gate.registry().clone(),
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-        Arc::new(limiter),
-    ))
+    Arc::new(
+        PeerGate::with_rate_limiter(
+            gate.registry().clone(),
+            NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+            Arc::new(limiter),
+        )
+        .observing_rate_limits(count_refusal),
+    )
 }
 
 fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {

@@ -9,6 +9,8 @@
 //!   different domains over mutual TLS.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the client API, for gRPC
 //!   server reflection on the client port.
+//! - [`FEDERATION_FILE_DESCRIPTOR_SET`]: the encoded descriptors of the
+//!   federation API, for the method names its server counts in its metrics.
 
 pub mod client {
     pub mod v1 {
@@ -30,3 +32,11 @@ pub mod federation {
 /// client port does not serve it.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/conclave_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of the federation API, `conclave.federation.v1`
+/// (with what it imports). Not served by reflection; the homeserver reads the
+/// names of the methods it serves from it, so that its metrics name only those.
+pub const FEDERATION_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/conclave_federation_descriptor.bin"
+));

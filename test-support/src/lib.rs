@@ -14,7 +14,10 @@
 //!   removed afterwards.
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
 //!   restarted on its database and addresses.
-//! - [`metrics`]: scraping a homeserver's `/metrics`, and reading samples.
+//! - [`metrics`]: scraping a homeserver's `/metrics`, reading samples, and
+//!   `promtool check metrics`.
+//! - [`prometheus`]: a real Prometheus scraping homeservers, queried through
+//!   its HTTP API.
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
@@ -36,6 +39,7 @@ pub mod homeserver;
 pub mod metrics;
 pub mod network;
 pub mod pki;
+pub mod prometheus;
 pub mod redis_server;
 pub mod replica;
 pub mod wait;
@@ -47,6 +51,7 @@ pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use pki::{IssuedCertificate, TestPki};
+pub use prometheus::TestPrometheus;
 pub use redis_server::TestRedis;
 pub use replica::KillableReplica;
 pub use wait::{Backoff, eventually, within};

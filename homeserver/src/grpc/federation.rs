@@ -1,7 +1,13 @@
 //! `conclave.federation.v1.FederationService`, served to peers on the federation
 //! listener over mutual TLS (tonic only): every request passes the `PeerGate` for
 //! the domain it names before it reaches a use case; proto <-> domain conversion.
+//!
+//! # Metrics
+//! Its calls are counted and timed as the client API's are (`metrics_layer`),
+//! under `service="conclave.federation.v1.FederationService"`.
 
+use super::known_methods::KnownMethods;
+use super::metrics_layer::code_name;
 use super::status::{self, missing_field, peer_refusal};
 use crate::notify::Topic;
 use crate::rules::ids::{GroupId, Seq};
@@ -49,6 +55,7 @@ pub(crate) async fn serve(
     let max_message_bytes = context.config.federation.max_message_bytes;
     let limits = context.config.limits.clone();
     let calls_in_flight = context.calls_in_flight.clone();
+    let metrics_layer = super::metrics_layer(&context, federation_api_methods);
     let service = FederationServiceServer::new(FederationApi { context, gate })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -58,6 +65,8 @@ pub(crate) async fn serve(
         // Each request's span continues the caller's trace (W3C traceparent).
         // First, so outermost: it changes the response body type.
         .layer(conclave_federation::trace_context::server_layer())
+        // Right below the trace layer, as on the client API.
+        .layer(metrics_layer)
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
@@ -68,6 +77,15 @@ pub(crate) async fn serve(
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// The methods of the federation listener: the federation API only.
+pub(super) fn federation_api_methods() -> KnownMethods {
+    use tonic::server::NamedService;
+    KnownMethods::of_services(
+        &[conclave_proto::FEDERATION_FILE_DESCRIPTOR_SET],
+        &[FederationServiceServer::<FederationApi>::NAME],
+    )
 }
 
 /// The client certificate chain of the request's connection, or UNAUTHENTICATED.
@@ -170,7 +188,10 @@ impl FederationApi {
             Err(refusal) => return Err(peer_refusal(refusal)),
         }
         if let Some(leaf) = certificates.first() {
-            self.context.metrics.observe_peer_certificate(domain, leaf);
+            self.context
+                .metrics
+                .federation_call_counters()
+                .observe_peer_certificate(domain, leaf);
         }
         self.context
             .notifier
@@ -184,7 +205,7 @@ impl FederationApi {
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.context
             .metrics
-            .count_inbound_federation_call(admitted.as_ref(), code);
+            .count_inbound_federation_call(admitted.as_ref(), code_name(code));
     }
 }
 

@@ -9,24 +9,38 @@
 //! - `delivery`: `DeliveryService` (fetch, subscribe, ack).
 //! - `federation`: `conclave.federation.v1.FederationService`, on its own
 //!   mutual-TLS listener.
+//! - `federation_calls`: the federation client's calls to peers, counted.
 //! - `auth`: bearer tokens.
 //! - `status`: domain errors -> `tonic::Status`.
 //! - `deadline`: every call's deadline.
 //! - `in_flight`: counts the calls being answered, for the shutdown's log.
+//! - `metrics_layer`: counts and times the calls of both listeners.
+//! - `known_methods`: the methods each listener serves, the only names those
+//!   metrics carry.
 //!
 //! Both listeners apply `[limits]` the same way ([`server_builder`]): HTTP/2
 //! streams per connection, header list size, keepalive PINGs, TCP keepalive
 //! and the call deadline.
+//!
+//! # Metrics
+//! Both listeners count their calls in `conclave_grpc_requests_total` and time
+//! them in `conclave_grpc_request_duration_seconds` (`metrics_layer`), unless
+//! `[telemetry] metrics = false`: then the layer is not installed at all.
 
 mod account;
 mod auth;
 mod deadline;
 mod delivery;
 pub(crate) mod federation;
+mod federation_calls;
 mod group;
 mod in_flight;
 mod key_package;
+mod known_methods;
+mod metrics_layer;
 mod status;
+
+pub(crate) use federation_calls::FederationCallObserver;
 
 use crate::config::LimitsConfig;
 pub(crate) use status::{StatusParts, ToStatusParts, invalid_argument, missing_field};
@@ -36,13 +50,15 @@ use conclave_proto::client::v1::account_service_server::AccountServiceServer;
 use conclave_proto::client::v1::delivery_service_server::DeliveryServiceServer;
 use conclave_proto::client::v1::group_service_server::GroupServiceServer;
 use conclave_proto::client::v1::key_package_service_server::KeyPackageServiceServer;
+use known_methods::KnownMethods;
+use metrics_layer::GrpcMetricsLayer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tower::util::MapResponseLayer;
+use tower::util::{MapResponseLayer, option_layer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -114,6 +130,9 @@ pub(crate) async fn serve(
                 .on_request(())
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Right below the trace layer, so it sees the final status (after the
+        // size refusal's mapping) and its body wrapper the whole response.
+        .layer(metrics_layer(&context, client_api_methods))
         .layer(MapResponseLayer::new(
             status::oversize_as_resource_exhausted(max_message_bytes),
         ))
@@ -153,6 +172,43 @@ pub(crate) fn server_builder(limits: &LimitsConfig) -> Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(
             limits.http2_keepalive_timeout_seconds,
         )))
+}
+
+/// The layer that counts a listener's calls, serving the methods `known`
+/// names; with `[telemetry] metrics = false`, the identity layer instead
+/// (nothing counted, no body wrapped: what the benchmark compares against).
+pub(crate) fn metrics_layer(
+    context: &Context,
+    known: fn() -> KnownMethods,
+) -> tower::util::Either<GrpcMetricsLayer, tower::layer::util::Identity> {
+    option_layer(
+        context
+            .config
+            .telemetry
+            .metrics
+            .then(|| GrpcMetricsLayer::new(context.metrics.clone(), known())),
+    )
+}
+
+/// The methods of the client API's listener: the client API, health and
+/// reflection.
+fn client_api_methods() -> KnownMethods {
+    use tonic::server::NamedService;
+    KnownMethods::of_services(
+        &[
+            conclave_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ],
+        &[
+            AccountServiceServer::<account::AccountApi>::NAME,
+            KeyPackageServiceServer::<key_package::KeyPackageApi>::NAME,
+            GroupServiceServer::<group::GroupApi>::NAME,
+            DeliveryServiceServer::<delivery::DeliveryApi>::NAME,
+            tonic_health::pb::health_server::SERVICE_NAME,
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        ],
+    )
 }
 
 /// Every call's deadline on the server's side.

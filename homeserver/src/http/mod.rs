@@ -2,7 +2,8 @@
 //! whether Redis is reachable in cluster mode) and `GET /readyz` (the database
 //! answers, every migration is applied, and the server is not shutting down),
 //! for load balancers and Kubernetes probes; `GET /metrics` for Prometheus
-//! (404 when `[telemetry] metrics = false`). A Redis outage does not make a
+//! (404 when `[telemetry] metrics = false`), as OpenMetrics when the `Accept`
+//! header asks for it and as the classic text format otherwise. A Redis outage does not make a
 //! replica unready: it serves on, with wake-ups from polling the database. The
 //! endpoint keeps serving while the server shuts down, so that probes see the
 //! 503 until the end.
@@ -11,7 +12,7 @@ use crate::cluster::RedisLink;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -53,13 +54,19 @@ async fn healthz(State(health): State<Health>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "redis": redis }))
 }
 
-async fn metrics(State(health): State<Health>) -> Response {
+async fn metrics(State(health): State<Health>, headers: HeaderMap) -> Response {
     match &health.metrics {
-        Some(metrics) => (
-            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-            metrics.render(),
-        )
-            .into_response(),
+        Some(metrics) => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let format = crate::metrics::Format::negotiate(accept);
+            (
+                [(header::CONTENT_TYPE, format.content_type())],
+                metrics.render_as(format),
+            )
+                .into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             "metrics are off ([telemetry] metrics = false)\n",

@@ -1,14 +1,15 @@
-// Until every metric is wired (this round, issue 12): the fields are in place
-// for the use cases to count through.
-#![allow(dead_code)]
-
-//! The numbers an operator alerts on, served as OpenMetrics text on
-//! `GET /metrics` (the HTTP listener) with `prometheus-client`.
+//! The numbers an operator alerts on, served on `GET /metrics` (the HTTP
+//! listener) as OpenMetrics or classic Prometheus text with `prometheus-client`.
 //!
 //! One [`Metrics`] per homeserver, with a registry of its own, so that several
 //! homeservers in one process (tests, the benchmark) keep separate numbers.
 //! Every metric is documented in `docs/metrics.md`; the names are fixed there
-//! (dashboards and alert rules depend on them).
+//! (dashboards and alert rules depend on them), and a test here fails when a
+//! family is missing from it.
+//!
+//! `exposition` picks the text format a scraper asks for (OpenMetrics, or the
+//! classic Prometheus text); `process`, `database_pool` and `redis_up` are the
+//! collectors read at scrape time.
 //!
 //! No label ever carries a user, device or group id: the labels are the gRPC
 //! service and method, status codes, message kinds, peer domains (a fixed,
@@ -18,10 +19,21 @@
 //! read than to count (pool connections, Redis reachability) are read when
 //! Prometheus scrapes.
 
-mod certificates;
-mod federation;
+// Until every metric is wired (this round, issue 12): the fields are in place
+// for the use cases to count through.
+#![allow(dead_code)]
 
-use crate::store::EventKind;
+mod certificates;
+mod database_pool;
+mod exposition;
+mod federation;
+mod process;
+mod redis_up;
+
+pub(crate) use exposition::Format;
+pub(crate) use federation::FederationCallCounters;
+
+use crate::store::{EventKind, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +44,54 @@ use std::sync::atomic::AtomicU64;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A limit that refuses requests, as `conclave_ratelimit_rejections_total`
+/// names it: a fixed set, documented in `docs/metrics.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimit {
+    /// A Register refused by its source address's attempt bucket.
+    RegisterAttempts,
+    /// A Login refused by its source address's attempt bucket.
+    LoginAttempts,
+    /// A Login refused while its (account, source address) backs off after
+    /// failed logins.
+    LoginBackoff,
+    /// A key-package claim over its claimer's rate.
+    KeyPackageClaims,
+    /// A Subscribe stream closed because a newer one of its device went over
+    /// `limits.subscribe_streams_per_device`.
+    SubscribeStreamsPerDevice,
+    /// A Subscribe refused over `limits.subscribe_streams_per_connection`.
+    SubscribeStreamsPerConnection,
+    /// A federation request over its peer domain's rate.
+    FederationPeerRequests,
+}
+
+impl RateLimit {
+    /// Every limit, in the order `docs/metrics.md` lists them.
+    pub(crate) const ALL: [RateLimit; 7] = [
+        RateLimit::RegisterAttempts,
+        RateLimit::LoginAttempts,
+        RateLimit::LoginBackoff,
+        RateLimit::KeyPackageClaims,
+        RateLimit::SubscribeStreamsPerDevice,
+        RateLimit::SubscribeStreamsPerConnection,
+        RateLimit::FederationPeerRequests,
+    ];
+
+    /// The `limit` label's value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RateLimit::RegisterAttempts => "register_attempts",
+            RateLimit::LoginAttempts => "login_attempts",
+            RateLimit::LoginBackoff => "login_backoff",
+            RateLimit::KeyPackageClaims => "key_package_claims",
+            RateLimit::SubscribeStreamsPerDevice => "subscribe_streams_per_device",
+            RateLimit::SubscribeStreamsPerConnection => "subscribe_streams_per_connection",
+            RateLimit::FederationPeerRequests => "federation_peer_requests",
+        }
+    }
+}
 
 /// A gRPC call, as `conclave_grpc_requests_total` counts it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -289,12 +349,63 @@ impl Metrics {
             .inc();
     }
 
+    /// Registers the collectors read at scrape time: the process's numbers,
+    /// the database pool's, and in cluster mode whether Redis answers
+    /// (`redis_is_up`, the link's `watch_up()`).
+    pub(crate) fn register_collectors(
+        &mut self,
+        store: Store,
+        redis_is_up: Option<tokio::sync::watch::Receiver<bool>>,
+    ) {
+        self.registry
+            .register_collector(Box::new(process::ProcessCollector));
+        self.registry
+            .register_collector(Box::new(database_pool::DatabasePoolCollector { store }));
+        if let Some(up) = redis_is_up {
+            self.registry
+                .register_collector(Box::new(redis_up::RedisUpCollector { up }));
+        }
+    }
+
+    /// One request refused (or, for a device's Subscribe streams, one stream
+    /// closed) by `limit`.
+    pub(crate) fn count_rejection(&self, limit: RateLimit) {
+        self.ratelimit_rejections
+            .get_or_create(&LimitLabels {
+                limit: limit.name(),
+            })
+            .inc();
+    }
+
+    /// How many rejections `limit` counted (for tests).
+    #[cfg(test)]
+    pub(crate) fn rejections(&self, limit: RateLimit) -> u64 {
+        self.ratelimit_rejections
+            .get_or_create(&LimitLabels {
+                limit: limit.name(),
+            })
+            .get()
+    }
+
     /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]).
     pub(crate) fn render(&self) -> String {
+        self.render_as(Format::OpenMetrics)
+    }
+
+    /// Every metric as text in `format` (whose `content_type()` to send it with).
+    pub(crate) fn render_as(&self, format: Format) -> String {
         let mut text = String::new();
+        let encoded = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+            Format::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+        };
         // Writing to a String cannot fail; a collector that fails is a bug,
         // and its metric is cut off rather than the whole page lost.
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+        if let Err(error) = encoded {
             tracing::error!(%error, "a metric could not be rendered");
         }
         text
@@ -346,5 +457,261 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }
+    }
+
+    /// Every family of a homeserver in cluster mode, collectors included.
+    async fn metrics_with_collectors(database: &conclave_test_support::TestDatabase) -> Metrics {
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        let (_up_sender, up) = tokio::sync::watch::channel(true);
+        let mut metrics = Metrics::new();
+        metrics.register_collectors(store, Some(up));
+        metrics
+    }
+
+    /// The names in the `# TYPE` lines of the classic text: counters with
+    /// their `_total`, as Prometheus stores them.
+    fn family_names(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect()
+    }
+
+    /// Families read at scrape time rather than registered in `Metrics::new`.
+    fn is_collected(name: &str) -> bool {
+        name.starts_with("process_")
+            || [
+                "conclave_db_pool_connections",
+                "conclave_db_pool_max_connections",
+                "conclave_redis_up",
+            ]
+            .contains(&name)
+    }
+
+    /// One sample in every family registered in `Metrics::new` (an empty
+    /// family renders nothing, not even its `# TYPE` line).
+    fn make_every_family_non_empty(metrics: &Metrics) {
+        let grpc = GrpcMethodLabels {
+            service: "conclave.client.v1.GroupService".to_owned(),
+            method: "SendMessage".to_owned(),
+        };
+        metrics
+            .grpc_requests
+            .get_or_create(&GrpcCallLabels {
+                service: grpc.service.clone(),
+                method: grpc.method.clone(),
+                code: "OK".to_owned(),
+            })
+            .inc();
+        metrics
+            .grpc_request_duration
+            .get_or_create(&grpc)
+            .observe(0.01);
+        metrics.count_accepted(EventKind::Commit);
+        metrics.commit_conflicts.inc();
+        metrics.subscribe_streams.inc();
+        metrics.delivery_lag.observe(0.01);
+        let peer = PeerLabels {
+            peer: "b.example".to_owned(),
+        };
+        metrics
+            .federation_outbox_pending
+            .get_or_create(&peer)
+            .set(1);
+        metrics
+            .federation_outbox_oldest_age
+            .get_or_create(&peer)
+            .set(1.5);
+        metrics
+            .federation_requests
+            .get_or_create(&FederationRequestLabels {
+                peer: peer.peer.clone(),
+                direction: "outbound",
+                code: "OK".to_owned(),
+            })
+            .inc();
+        metrics.federation_peer_up.get_or_create(&peer).set(1);
+        metrics
+            .tls_certificate_expiry
+            .get_or_create(&ListenerLabels {
+                listener: "client_api",
+            })
+            .set(2_000_000_000);
+        metrics
+            .peer_certificate_expiry
+            .get_or_create(&peer)
+            .set(2_000_000_000);
+        metrics.devices_low_on_key_packages.set(1);
+        metrics.count_rejection(RateLimit::LoginBackoff);
+    }
+
+    #[tokio::test]
+    async fn every_family_and_limit_is_documented() {
+        let database = conclave_test_support::TestDatabase::create(
+            conclave_test_support::DatabaseChoice::Sqlite,
+        )
+        .await;
+        let metrics = metrics_with_collectors(&database).await;
+        make_every_family_non_empty(&metrics);
+        let text = metrics.render_as(Format::PrometheusText);
+        let names = family_names(&text);
+        // The registry does not list its families; its debug form shows one
+        // descriptor per registered family. A family added to `Metrics::new`
+        // must get a sample above, or it would escape this check.
+        let registered = format!("{:?}", metrics.registry)
+            .matches("Descriptor {")
+            .count();
+        let rendered = names.iter().filter(|name| !is_collected(name)).count();
+        assert_eq!(
+            rendered, registered,
+            "a family registered in Metrics::new is empty here; give it a sample in make_every_family_non_empty:\n{text}"
+        );
+        for expected in [
+            "conclave_db_pool_connections",
+            "conclave_db_pool_max_connections",
+            "conclave_redis_up",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} is not rendered:\n{text}"
+            );
+        }
+        let documentation = include_str!("../../../docs/metrics.md");
+        let undocumented: Vec<_> = names
+            .iter()
+            .filter(|name| !documentation.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "docs/metrics.md does not document {undocumented:?}"
+        );
+        for limit in RateLimit::ALL {
+            let name = limit.name();
+            assert!(
+                documentation.contains(&format!("| `{name}` |")),
+                "docs/metrics.md does not document the limit {name}"
+            );
+        }
+    }
+
+    /// Label names whose values come from fixed sets or the configuration
+    /// (see `docs/metrics.md`); `le` is a histogram's bucket bound.
+    const BOUNDED_LABELS: [&str; 11] = [
+        "service",
+        "method",
+        "code",
+        "kind",
+        "peer",
+        "direction",
+        "listener",
+        "limit",
+        "version",
+        "state",
+        "le",
+    ];
+
+    #[tokio::test]
+    async fn every_label_is_one_of_the_bounded_ones() {
+        let database = conclave_test_support::TestDatabase::create(
+            conclave_test_support::DatabaseChoice::Sqlite,
+        )
+        .await;
+        let metrics = metrics_with_collectors(&database).await;
+        make_every_family_non_empty(&metrics);
+        let text = metrics.render_as(Format::PrometheusText);
+        let mut labelled_samples = 0;
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let Some((_, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let (labels, _) = rest.split_once('}').expect("a closed label set");
+            labelled_samples += 1;
+            for pair in labels.split(',') {
+                let (name, _) = pair.split_once('=').expect("name=value");
+                assert!(
+                    BOUNDED_LABELS.contains(&name),
+                    "the label {name:?} of {line:?} is not one of the bounded labels; \
+                     a label must never carry an id or a value a request chooses"
+                );
+            }
+        }
+        assert!(labelled_samples > 10, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_classic_text_names_counters_with_their_total() {
+        let database = conclave_test_support::TestDatabase::create(
+            conclave_test_support::DatabaseChoice::Sqlite,
+        )
+        .await;
+        let metrics = metrics_with_collectors(&database).await;
+        metrics.commit_conflicts.inc();
+        metrics.count_rejection(RateLimit::KeyPackageClaims);
+        let text = metrics.render_as(Format::PrometheusText);
+        for line in [
+            "# HELP conclave_commit_conflicts_total ",
+            "# TYPE conclave_commit_conflicts_total counter",
+            "conclave_commit_conflicts_total 1",
+            "# TYPE conclave_ratelimit_rejections_total counter",
+            "conclave_ratelimit_rejections_total{limit=\"key_package_claims\"} 1",
+            "# TYPE conclave_delivery_lag_seconds histogram",
+            "# TYPE conclave_redis_up gauge",
+            "conclave_redis_up 1",
+            "conclave_db_pool_max_connections 2",
+            "# TYPE process_cpu_seconds_total counter",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        for absent in [
+            "# EOF",
+            "# UNIT",
+            "# TYPE conclave_commit_conflicts counter",
+        ] {
+            assert!(!text.contains(absent), "{absent:?} in:\n{text}");
+        }
+        let openmetrics = metrics.render_as(Format::OpenMetrics);
+        assert!(openmetrics.contains("# TYPE conclave_commit_conflicts counter"));
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    }
+
+    #[tokio::test]
+    async fn the_pool_is_read_at_each_scrape() {
+        let database = conclave_test_support::TestDatabase::create(
+            conclave_test_support::DatabaseChoice::Sqlite,
+        )
+        .await;
+        let store = Store::connect(database.url(), 3).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut metrics = Metrics::new();
+        metrics.register_collectors(store.clone(), None);
+        let sample = |series: &str| {
+            let text = metrics.render_as(Format::PrometheusText);
+            conclave_test_support::metrics::sample(&text, series)
+                .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+        };
+        let in_use_is = |expected: f64| {
+            let sample = &sample;
+            move || {
+                let in_use = sample("conclave_db_pool_connections{state=\"in_use\"}");
+                std::future::ready((in_use == expected).then_some(()))
+            }
+        };
+        let within = std::time::Duration::from_secs(10);
+        let transaction = store.begin().await.unwrap();
+        // Connections the migration used come back to the pool on their own
+        // time; the transaction's stays out.
+        conclave_test_support::eventually(within, "one connection in use", in_use_is(1.0)).await;
+        assert_eq!(sample("conclave_db_pool_max_connections"), 3.0);
+        drop(transaction);
+        conclave_test_support::eventually(within, "none in use", in_use_is(0.0)).await;
+        let text = metrics.render_as(Format::PrometheusText);
+        // Without `[redis]` there is no Redis to be up.
+        assert!(!text.contains("conclave_redis_up"), "{text}");
     }
 }

@@ -125,6 +125,7 @@ impl Context {
         };
         let attempt_policy = config.limits.attempt_policy();
         let claim_rate = claim_rate(&config);
+        let metrics = Arc::new(Metrics::new());
         Context {
             leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,
@@ -139,9 +140,12 @@ impl Context {
             password_hasher: secrets::PasswordHasher::new(),
             attempt_limiter: Arc::new(LocalAttemptLimiter::new(attempt_policy)),
             challenge_key: tokio::sync::OnceCell::new(),
-            subscribe_streams: delivery::SubscribeStreams::new(stream_limits),
+            subscribe_streams: delivery::SubscribeStreams::new(
+                stream_limits,
+                metrics.subscribe_streams.clone(),
+            ),
             calls_in_flight: Arc::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         }
     }
 

@@ -121,6 +121,50 @@ pub(crate) async fn claimable_counts(
     Ok(counts)
 }
 
+#[derive(FromQueryResult)]
+struct DeviceCountRow {
+    devices: i64,
+}
+
+/// How many of this homeserver's devices have fewer than `threshold`
+/// unclaimed, unexpired ordinary packages, in one statement (for the metric;
+/// the last-resort package does not count: it keeps a device addable, but
+/// every claim of it reuses the same keys).
+pub(crate) async fn count_devices_low_on_key_packages(
+    db: &impl Connection,
+    threshold: u32,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let backend = db.database().get_database_backend();
+    let (backend, sql) = match backend {
+        sea_orm::DbBackend::Postgres => (
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(*) AS devices FROM devices \
+             WHERE (SELECT COUNT(*) FROM key_packages \
+                    WHERE key_packages.device_id = devices.id AND last_resort = FALSE \
+                      AND claimed_at_ms IS NULL AND not_after_ms > $1) < $2",
+        ),
+        _ => (
+            sea_orm::DbBackend::Sqlite,
+            "SELECT COUNT(*) AS devices FROM devices \
+             WHERE (SELECT COUNT(*) FROM key_packages \
+                    WHERE key_packages.device_id = devices.id AND last_resort = FALSE \
+                      AND claimed_at_ms IS NULL AND not_after_ms > ?1) < ?2",
+        ),
+    };
+    let values: [Value; 2] = [now_ms.into(), i64::from(threshold).into()];
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    let row = DeviceCountRow::find_by_statement(statement)
+        .one(db.database())
+        .await?;
+    let devices = row.map_or(0, |row| row.devices);
+    to_u64(
+        devices,
+        "the count of devices low on key packages",
+        "devices",
+    )
+}
+
 /// A package handed out by a claim.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimedKeyPackage {
@@ -332,6 +376,87 @@ mod tests {
     const LAST_RESORT: &[u8] = b"last-resort ref";
     const ORDINARY_EXPIRES_MS: i64 = 10_000;
     const LAST_RESORT_EXPIRES_MS: i64 = 20_000;
+
+    #[tokio::test]
+    async fn devices_low_on_key_packages_count_unclaimed_unexpired_ordinary_packages() {
+        for choice in DatabaseChoice::ALL {
+            check_low_stock_count(choice).await;
+        }
+    }
+
+    async fn check_low_stock_count(choice: DatabaseChoice) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let user = insert_user(&store, &"bob".parse::<Username>().unwrap(), "hash", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let stocked: DeviceId = "00000000000000b1".parse().unwrap();
+        let empty: DeviceId = "00000000000000b2".parse().unwrap();
+        for (device_id, key, token) in [(&stocked, b"key1", b"tok1"), (&empty, b"key2", b"tok2")] {
+            let new_device = NewDevice {
+                device_id,
+                user: user.key,
+                display_name: "phone",
+                signature_public_key: key,
+                access_token_hash: token,
+                now_ms: 0,
+            };
+            assert!(insert_device(&store, new_device).await.unwrap());
+        }
+        let package = |hash_ref: &[u8], not_after_ms| NewKeyPackage {
+            hash_ref: hash_ref.to_vec(),
+            data: hash_ref.to_vec(),
+            not_after_ms,
+        };
+        // Two live ordinary packages, one expired at time 5; the last-resort
+        // packages never count.
+        insert_key_packages(
+            &store,
+            &stocked,
+            vec![
+                package(b"one", 10_000),
+                package(b"two", 10_000),
+                package(b"old", 5),
+            ],
+            Some(package(b"last", 10_000)),
+            0,
+        )
+        .await
+        .unwrap();
+        insert_key_packages(
+            &store,
+            &empty,
+            Vec::new(),
+            Some(package(b"last2", 10_000)),
+            0,
+        )
+        .await
+        .unwrap();
+        let low = |threshold| {
+            let store = &store;
+            async move {
+                count_devices_low_on_key_packages(store, threshold, 5)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(low(2).await, 1, "{choice:?}: only the empty device");
+        assert_eq!(
+            low(3).await,
+            2,
+            "{choice:?}: the expired package does not count"
+        );
+        assert_eq!(low(0).await, 0, "{choice:?}");
+        let claimer: CredentialIdentity = "alice@a.example/00000000000000a1".parse().unwrap();
+        claim_key_package(&store, &stocked, &claimer, 5)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(low(2).await, 2, "{choice:?}: a claim drained the stock");
+        assert_eq!(low(1).await, 1, "{choice:?}");
+    }
 
     #[tokio::test]
     async fn claims_are_recorded_per_domain_and_expire_with_their_package() {

@@ -200,9 +200,43 @@ impl Store {
         ))
     }
 
+    /// The pool's connections at this moment (for the metrics; the numbers
+    /// move as requests take and return connections).
+    pub(crate) fn pool_connections(&self) -> PoolConnections {
+        // `database_kind` accepted only these two at connect time.
+        match self.connection.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                PoolConnections::of(self.connection.get_postgres_connection_pool())
+            }
+            _ => PoolConnections::of(self.connection.get_sqlite_connection_pool()),
+        }
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
         Ok(self.connection.close().await?)
+    }
+}
+
+/// The connection pool's connections: open and idle, open and lent to a
+/// query or transaction, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolConnections {
+    pub(crate) idle: u64,
+    pub(crate) in_use: u64,
+    pub(crate) max: u64,
+}
+
+impl PoolConnections {
+    fn of<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> PoolConnections {
+        let open = u64::from(pool.size());
+        // Read one after the other, so a connection may move in between.
+        let idle = u64::try_from(pool.num_idle()).unwrap_or(u64::MAX).min(open); // tidy: saturating (usize is at most 64 bits)
+        PoolConnections {
+            idle,
+            in_use: open - idle,
+            max: u64::from(pool.options().get_max_connections()),
+        }
     }
 }
 

@@ -86,6 +86,15 @@ async fn first_replica(limits: impl FnOnce(&mut Config) + Send + 'static) -> Tes
     TestHomeserver::start_with(options).await
 }
 
+/// `conclave_ratelimit_rejections_total{limit}` on the replica's `/metrics`.
+async fn rejections(replica: &TestHomeserver, limit: &str) -> Option<f64> {
+    let text = conclave_test_support::metrics::scrape_ok(replica.http_address()).await;
+    conclave_test_support::metrics::sample(
+        &text,
+        &format!("conclave_ratelimit_rejections_total{{limit=\"{limit}\"}}"),
+    )
+}
+
 /// A client of the API at `client_url` whose connections come from `local_address`.
 async fn api_at(client_url: &str, local_address: &str) -> Api {
     let local_address: IpAddr = local_address.parse().expect("an IP address");
@@ -132,6 +141,8 @@ async fn login_failures_over_two_replicas_meet_one_back_off() {
                 backing_off,
             );
         }
+        // Each replica counts the refusals it answered: one here.
+        assert_eq!(rejections(&first, "login_backoff").await, Some(1.0));
         // From another address alice is not slowed, on either replica.
         api_at(&first.client_url(), "127.0.0.3")
             .await
@@ -167,6 +178,7 @@ async fn attempts_over_two_replicas_share_one_bucket() {
             let result = replica.try_login(login_request("bob", &new_signer())).await;
             assert_status(result, Code::ResourceExhausted, from_the_address);
         }
+        assert_eq!(rejections(&first, "login_attempts").await, Some(1.0));
     })
     .await;
 }
@@ -252,6 +264,11 @@ async fn peer_requests_over_two_replicas_share_one_rate() {
                 other => panic!("expected a refusal, got {other:?}"),
             }
         }
+        // replicas[0] called the first replica: its refusal counted there.
+        assert_eq!(
+            rejections(first, "federation_peer_requests").await,
+            Some(1.0)
+        );
     })
     .await;
 }

@@ -94,6 +94,20 @@ async fn a_device_over_its_stream_limit_loses_its_oldest_stream(database: Databa
         .expect("fourth stream");
     let status = ending_status(&mut second).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Each closed stream is counted once, before its status is sent.
+    assert_eq!(
+        rejections(&server, "subscribe_streams_per_device").await,
+        Some(2.0)
+    );
+}
+
+/// `conclave_ratelimit_rejections_total{limit}` on the server's `/metrics`.
+async fn rejections(server: &TestHomeserver, limit: &str) -> Option<f64> {
+    let text = conclave_test_support::metrics::scrape_ok(server.http_address()).await;
+    conclave_test_support::metrics::sample(
+        &text,
+        &format!("conclave_ratelimit_rejections_total{{limit=\"{limit}\"}}"),
+    )
 }
 
 async fn a_full_connection_refuses_a_stream_until_one_closes(database: DatabaseChoice) {
@@ -115,6 +129,10 @@ async fn a_full_connection_refuses_a_stream_until_one_closes(database: DatabaseC
         refused,
         Code::ResourceExhausted,
         "this connection already carries 2 Subscribe streams, the most allowed (limits.subscribe_streams_per_connection)",
+    );
+    assert_eq!(
+        rejections(&server, "subscribe_streams_per_connection").await,
+        Some(1.0)
     );
     // Another connection has places of its own.
     let _carol_elsewhere = subscribe(&channel(&server).await, &carol.token)

@@ -628,6 +628,16 @@ async fn peer_requests_are_limited_in_rate_and_size() {
             RefusalKind::ResourceExhausted,
             "a.example sent more than 3 federation requests per minute",
         );
+        let text =
+            conclave_test_support::metrics::scrape_ok(network.server("b.example").http_address())
+                .await;
+        let refused_for_rate =
+            "conclave_ratelimit_rejections_total{limit=\"federation_peer_requests\"}";
+        assert_eq!(
+            conclave_test_support::metrics::sample(&text, refused_for_rate),
+            Some(1.0),
+            "{text}"
+        );
         // Each peer has a count of its own.
         assert!(
             c_calls

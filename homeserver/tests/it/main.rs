@@ -37,8 +37,15 @@
 //!   the call deadline, and the listeners' HTTP/2 settings.
 //! - [`shutdown`]: graceful shutdown: streams told to reconnect, calls in
 //!   progress finished, `/readyz` 503, the deadline.
+//! - [`metrics`]: `/metrics` on the hub's and the listeners' events: commit
+//!   conflicts, accepted messages, calls by status code, open streams,
+//!   delivery lag, the federation listener, metrics off.
 //! - [`fuzz_smoke`]: every fuzz target over its corpus, its kept crash inputs
 //!   and mutations of them.
+//! - [`operator_metrics`]: rejections per limit, devices low on key packages,
+//!   the database pool, Redis and process metrics, the `/metrics` formats.
+//! - [`prometheus`]: a real Prometheus scraping a homeserver, and `promtool
+//!   check metrics` on its exposition.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout (see
@@ -67,8 +74,11 @@ mod groups_harness;
 mod harness;
 mod key_package_input;
 mod key_packages;
+mod metrics;
 mod migrate;
+mod operator_metrics;
 mod possession;
+mod prometheus;
 mod registration;
 mod request_limits;
 mod server;

@@ -46,7 +46,7 @@ async fn start(deadline: Duration) -> TestHomeserver {
 
 /// Holds a call of `client` in the server (waiting for `lock`): returns the
 /// task that made it, once the call waits inside the server.
-async fn hold_a_call(
+pub(crate) async fn hold_a_call(
     client: Client,
     lock: &TableLock,
 ) -> tokio::task::JoinHandle<(Client, Result<usize, tonic::Status>)> {

@@ -31,7 +31,7 @@ pub(crate) async fn login(
         source,
         account: username.clone(),
     };
-    limiter.admit(attempt, context.now_ms()).await?;
+    super::admit_attempt(context, attempt).await?;
     // Over the request as sent, before normalisation; after the attempt limit and
     // before the password hash, so a request without a valid proof costs no
     // Argon2 work.

@@ -32,8 +32,9 @@ pub(crate) use remove_device::remove_device;
 
 use super::Context;
 use super::secrets::PasswordHashError;
+use crate::metrics::RateLimit;
 use crate::rules::account::AccountRuleError;
-use crate::rules::attempt_limits::AttemptRefusal;
+use crate::rules::attempt_limits::{Attempt, AttemptRefusal, Limit};
 use crate::rules::enrolment::PossessionRefusal;
 use crate::rules::registration::RegistrationRefusal;
 use crate::store::{StoreError, UserKey};
@@ -129,11 +130,30 @@ pub(crate) fn identity_of(
     )
 }
 
+/// Passes `attempt` through the attempt limits (in-process or shared, the
+/// limiter decides), counting a refusal in `conclave_ratelimit_rejections_total`
+/// once, here, whichever implementation refused it.
+async fn admit_attempt(context: &Context, attempt: Attempt) -> Result<(), AttemptRefusal> {
+    let is_login = matches!(attempt, Attempt::Login { .. });
+    context
+        .attempt_limiter
+        .admit(attempt, context.now_ms())
+        .await
+        .inspect_err(|refusal| {
+            let limit = match (refusal.limit, is_login) {
+                (Limit::LoginBackoff, _) => RateLimit::LoginBackoff,
+                (Limit::SourceRate, true) => RateLimit::LoginAttempts,
+                (Limit::SourceRate, false) => RateLimit::RegisterAttempts,
+            };
+            context.metrics.count_rejection(limit);
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::rules::attempt_limits::{Attempt, Limit, Source};
+    use crate::rules::attempt_limits::Source;
     use crate::service::{SystemClock, secrets};
     use crate::store::{self, Store};
     use conclave_test_support::{DatabaseChoice, TestDatabase};
@@ -192,6 +212,9 @@ mod tests {
             let alice: Username = "alice".parse().unwrap();
             let stored = store::find_user_by_username(&context.store, &alice).await;
             assert!(stored.unwrap().is_none(), "{choice:?}: alice was created");
+            let rejections = |limit| context.metrics.rejections(limit);
+            assert_eq!(rejections(RateLimit::RegisterAttempts), 1, "{choice:?}");
+            assert_eq!(rejections(RateLimit::LoginAttempts), 0, "{choice:?}");
 
             let login_attempt = Login {
                 username: "alice".to_owned(),
@@ -203,6 +226,8 @@ mod tests {
                 matches!(&refused, Err(AccountError::TooManyAttempts(_))),
                 "{choice:?}: {refused:?}"
             );
+            assert_eq!(rejections(RateLimit::LoginAttempts), 1, "{choice:?}");
+            assert_eq!(rejections(RateLimit::RegisterAttempts), 1, "{choice:?}");
         }
     }
 }

@@ -38,10 +38,7 @@ pub(crate) async fn register(
         Admission::Open => None,
         Admission::Token(token) => Some(secrets::hash_token(token)),
     };
-    context
-        .attempt_limiter
-        .admit(Attempt::Register { source }, context.now_ms())
-        .await?;
+    super::admit_attempt(context, Attempt::Register { source }).await?;
     // The proof is over the request as sent, so it is checked before the display
     // name is normalised; after the attempt limit and before any
     // database work but reading whether its challenge was used.

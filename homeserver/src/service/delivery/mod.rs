@@ -84,6 +84,16 @@ pub(crate) enum Delivery {
     },
 }
 
+impl Delivery {
+    /// When the hub stored the event (Unix time, ms).
+    pub(crate) fn accepted_at_ms(&self) -> i64 {
+        match self {
+            Delivery::Group { event, .. } => event.created_at_ms,
+            Delivery::Inbox { event, .. } => event.created_at_ms,
+        }
+    }
+}
+
 /// How far a device has been served, per group and in its inbox.
 #[derive(Debug, Default)]
 pub(super) struct Positions {

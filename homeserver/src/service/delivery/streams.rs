@@ -10,9 +10,16 @@
 //!
 //! Counted per process (unlike the rate limits, which a cluster shares): with
 //! several replicas a device may hold the limit on each.
+//!
+//! # Metrics
+//! `conclave_subscribe_streams` is the number of [`StreamSlot`]s alive: up
+//! when a stream is admitted, down when its slot is dropped, however the
+//! stream ended. A stream replaced or told to stop at shutdown still counts
+//! until its task has ended (it leaves the registry's own counts at once).
 
 use super::DeliveryError;
 use crate::rules::streams::{OpenStreams, StreamAdmission, StreamLimits, admit_stream};
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +40,8 @@ pub(crate) struct ConnectionKey {
 pub(crate) struct SubscribeStreams {
     limits: StreamLimits,
     state: Arc<Mutex<State>>,
+    /// `conclave_subscribe_streams`: the slots alive.
+    open_gauge: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -72,13 +81,16 @@ pub(crate) struct StreamSlot {
     device_id: String,
     id: u64,
     end: oneshot::Receiver<StreamEnd>,
+    open_gauge: Gauge,
 }
 
 impl SubscribeStreams {
-    pub(crate) fn new(limits: StreamLimits) -> SubscribeStreams {
+    /// An empty registry, counting the streams it admits in `open_gauge`.
+    pub(crate) fn new(limits: StreamLimits, open_gauge: Gauge) -> SubscribeStreams {
         SubscribeStreams {
             limits,
             state: Arc::default(),
+            open_gauge,
         }
     }
 
@@ -136,11 +148,13 @@ impl SubscribeStreams {
         if let Some(key) = connection {
             *state.connections.entry(key).or_default() += 1;
         }
+        self.open_gauge.inc();
         Ok(StreamSlot {
             state: self.state.clone(),
             device_id: device_id.to_owned(),
             id,
             end,
+            open_gauge: self.open_gauge.clone(),
         })
     }
 
@@ -205,6 +219,7 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.open_gauge.dec();
         let mut state = lock(&self.state);
         let Some(streams) = state.devices.get_mut(&self.device_id) else {
             return;
@@ -242,10 +257,13 @@ mod tests {
     }
 
     fn registry() -> SubscribeStreams {
-        SubscribeStreams::new(StreamLimits {
-            per_device: 2,
-            per_connection: 3,
-        })
+        SubscribeStreams::new(
+            StreamLimits {
+                per_device: 2,
+                per_connection: 3,
+            },
+            Gauge::default(),
+        )
     }
 
     #[test]
@@ -297,6 +315,30 @@ mod tests {
         // Another connection is not affected, nor is a stream without addresses.
         streams.open("d4", Some(connection(2))).unwrap();
         streams.open("d5", None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_gauge_counts_slots_alive_however_their_streams_end() {
+        let streams = registry();
+        let gauge = streams.open_gauge.clone();
+        let mut replaced = streams.open("d1", Some(connection(1))).unwrap();
+        let _newer = streams.open("d1", Some(connection(1))).unwrap();
+        let newest = streams.open("d1", Some(connection(2))).unwrap();
+        let other = streams.open("d2", None).unwrap();
+        assert_eq!(gauge.get(), 4);
+        assert_eq!(replaced.ended().await, StreamEnd::Replaced);
+        // Replaced, but its task still runs until it drops the slot.
+        assert_eq!(gauge.get(), 4);
+        drop(replaced);
+        assert_eq!(gauge.get(), 3);
+        drop(newest);
+        assert_eq!(gauge.get(), 2);
+        // Refused streams are not counted.
+        streams.close_all();
+        assert!(streams.open("d3", None).is_err());
+        assert_eq!(gauge.get(), 2);
+        drop(other);
+        assert_eq!(gauge.get(), 1);
     }
 
     #[tokio::test]

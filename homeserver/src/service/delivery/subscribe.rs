@@ -1,12 +1,22 @@
 //! Subscribe: replays what the device missed, then streams new events as their
 //! wake-ups arrive, each stream within its device's and connection's limits
 //! (`streams`).
+//!
+//! # Metrics
+//! `conclave_delivery_lag_seconds` observes, for each event handed to a
+//! stream (its buffer of [`SUBSCRIBER_BUFFER`](super::SUBSCRIBER_BUFFER)
+//! events), the time since the hub accepted it (the log or inbox row's
+//! `created_at_ms`; an event stored by another replica is measured against
+//! that replica's clock, and a clock behind it counts 0). Events replayed when
+//! a stream opens count too, with their whole lag: it is how late the device
+//! got them. Fetch is not measured.
 
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
 use super::pages::{load_memberships, read_page};
 use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
+use crate::metrics::RateLimit;
 use crate::notify::Topic;
 use crate::store::{self, EventKind};
 use std::collections::HashMap;
@@ -23,6 +33,13 @@ pub(crate) fn open_stream(
     context
         .subscribe_streams
         .open(device.device_id().as_str(), connection)
+        .inspect_err(|error| {
+            if matches!(error, DeliveryError::TooManyStreams(_)) {
+                context
+                    .metrics
+                    .count_rejection(RateLimit::SubscribeStreamsPerConnection);
+            }
+        })
 }
 
 /// Streams everything after the device's cursors, then new events as they come,
@@ -41,6 +58,9 @@ pub(crate) async fn subscribe(
         end = slot.ended() => {
             let error = match end {
                 StreamEnd::Replaced => {
+                    context
+                        .metrics
+                        .count_rejection(RateLimit::SubscribeStreamsPerDevice);
                     let limit = context.subscribe_streams.limits().per_device;
                     tracing::debug!(device_id = %device.device_id(), limit, "a newer stream replaced a Subscribe stream");
                     DeliveryError::StreamReplaced { limit }
@@ -111,9 +131,18 @@ async fn stream_events(
                 Delivery::Group { event, .. } => event.kind == EventKind::Commit,
             };
             memberships_stale |= changes_memberships;
+            let accepted_at_ms = delivery.accepted_at_ms();
             if sender.send(Ok(delivery)).await.is_err() {
                 return Ok(());
             }
+            observe_lag(context, accepted_at_ms);
         }
     }
+}
+
+/// One event delivered `accepted_at_ms` after the hub accepted it, by this
+/// process's clock.
+fn observe_lag(context: &Context, accepted_at_ms: i64) {
+    let lag_ms = context.now_ms().saturating_sub(accepted_at_ms).max(0);
+    context.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
 }

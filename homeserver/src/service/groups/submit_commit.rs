@@ -34,7 +34,27 @@ const MAX_COMMIT_ATTEMPTS: usize = 3;
 /// Accepts a commit for the group's current epoch, or explains why not. `sender`
 /// is the authenticated submitting device: one of this homeserver's, or one a
 /// follower domain's homeserver authenticated and relayed.
+///
+/// # Metrics
+/// A commit refused because another commit ended its epoch counts once in
+/// `conclave_commit_conflicts_total`, here on the hub, whether its device is
+/// local or relayed by a follower domain (which does not count it again). A
+/// proposal for an ended epoch is refused the same way but is not a commit
+/// and is not counted.
 pub(crate) async fn submit_commit(
+    context: &Context,
+    sender: &CredentialIdentity,
+    request: NewCommit,
+) -> Result<Accepted, GroupError> {
+    let result = judge_and_accept(context, sender, request).await;
+    if let Err(GroupError::CommitConflict { .. }) = result {
+        context.metrics.commit_conflicts.inc();
+    }
+    result
+}
+
+/// [`submit_commit`], before its outcome is counted.
+async fn judge_and_accept(
     context: &Context,
     sender: &CredentialIdentity,
     request: NewCommit,

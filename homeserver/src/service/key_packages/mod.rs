@@ -7,12 +7,14 @@
 //! One use case per file: `upload`, `stock`, `claim` (a device's claim, served
 //! from this directory), `forward_claim` (a device's claim for a user of another
 //! domain, through its homeserver), `claim_for_peer` (a peer's claim for a user of
-//! this domain). This module holds what they share: the error, the claimed
+//! this domain); and `low_stock`, the periodic count of devices low on packages
+//! for the metrics. This module holds what they share: the error, the claimed
 //! package, the claim rate limit.
 
 mod claim;
 mod claim_for_peer;
 mod forward_claim;
+pub(crate) mod low_stock;
 mod stock;
 mod upload;
 
@@ -24,6 +26,7 @@ pub(crate) use upload::{UploadError, upload};
 pub(crate) use crate::rules::key_package_stock::KeyPackageStock;
 
 use super::Context;
+use crate::metrics::RateLimit;
 use crate::rules::key_package_claim::ClaimRefusal;
 use crate::store::{ClaimedKeyPackage, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError, UserId};
@@ -70,7 +73,10 @@ pub(super) async fn check_claim_rate(
         .claim_limiter
         .check(&claimer.to_string(), context.now_ms())
         .await
-        .map_err(|_| ClaimError::RateLimited {
-            per_minute: context.config.key_packages.claims_per_minute,
+        .map_err(|_| {
+            context.metrics.count_rejection(RateLimit::KeyPackageClaims);
+            ClaimError::RateLimited {
+                per_minute: context.config.key_packages.claims_per_minute,
+            }
         })
 }

@@ -32,7 +32,7 @@ pub(super) async fn refresh(context: &Context, peers: &[Domain]) -> Result<(), S
         let backlog = backlogs
             .iter()
             .find(|backlog| backlog.peer_domain == peer.as_str());
-        let pending = backlog.map_or(0, |backlog| u64::try_from(backlog.pending).unwrap_or(0));
+        let pending = backlog.map_or(0, |backlog| backlog.pending);
         let oldest_age = backlog
             .and_then(|backlog| backlog.oldest_created_at_ms)
             .map_or(0.0, |created_at_ms| age_seconds(now_ms, created_at_ms));
