@@ -283,7 +283,8 @@ pub struct TelemetryConfig {
     /// default); when off, `/metrics` answers 404.
     pub metrics: bool,
     /// How often the metrics read from the database (devices low on key
-    /// packages) are refreshed, in milliseconds.
+    /// packages, the federation outbox backlogs) are refreshed, in
+    /// milliseconds.
     pub refresh_interval_ms: u64,
 }
 

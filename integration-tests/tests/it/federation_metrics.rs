@@ -198,8 +198,12 @@ async fn every_replica_reports_the_domains_backlog() {
 }
 
 async fn backlog_on_every_replica() {
-    let mut network =
-        TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Postgres).await;
+    // The replica not sending reads the backlog only at its refresh: a short
+    // one, so the test does not wait the default 30 s.
+    let mut network = TestNetwork::builder(&["a.example", "b.example"], DatabaseChoice::Postgres)
+        .configure(|_, _, config| config.telemetry.refresh_interval_ms = 500)
+        .start()
+        .await;
     let [alice, bob] = User::register_all(&network, ["alice@a.example", "bob@b.example"]).await;
     let group_id = group_of(&alice, "replicas", &[&bob]).await;
     network.outbox_drained("a.example", "b.example").await;

@@ -2,20 +2,18 @@
 //! and `conclave_federation_outbox_oldest_age_seconds`.
 //!
 //! Every replica refreshes them for every configured peer from the database
-//! every [`REFRESH_INTERVAL`], whether or not it holds the peer's lease: so
-//! each replica reports the domain-wide backlog (the same numbers; a dashboard
-//! aggregates them with `max`, not `sum`). The replica delivering to a peer
-//! also refreshes the peer's after each failed pass (it rises while the peer is
-//! down) and sets it to 0 when a pass finds nothing left (it drained).
+//! every `telemetry.refresh_interval_ms`, whether or not it holds the peer's
+//! lease: so each replica reports the domain-wide backlog (the same numbers; a
+//! dashboard aggregates them with `max`, not `sum`). The replica delivering to
+//! a peer also refreshes the peer's after each failed pass (it rises while the
+//! peer is down) and sets it to 0 when a pass finds nothing left (it drained).
+//! With `[telemetry] metrics = false` nothing is read.
 
 use super::super::Context;
 use crate::store::{self, StoreError};
 use conclave_core::ids::Domain;
 use std::future::Future;
 use std::time::Duration;
-
-/// How often each replica reads every peer's backlog from the database.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The age in seconds, at `now_ms`, of an event stored at `created_at_ms`;
 /// never negative (another replica's clock may run a little ahead).
@@ -24,8 +22,11 @@ fn age_seconds(now_ms: i64, created_at_ms: i64) -> f64 {
 }
 
 /// Reads the backlogs and sets the gauges of `peers` (0 for a peer without
-/// pending events).
+/// pending events); nothing when metrics are off.
 pub(super) async fn refresh(context: &Context, peers: &[Domain]) -> Result<(), StoreError> {
+    if !context.config.telemetry.metrics {
+        return Ok(());
+    }
     let backlogs = store::outbox_backlogs(&context.store).await?;
     let now_ms = context.now_ms();
     for peer in peers {
@@ -48,15 +49,20 @@ pub(super) fn drained(context: &Context, peer: &Domain) {
     context.metrics.set_outbox_backlog(peer, 0, 0.0);
 }
 
-/// Refreshes every peer's backlog until `stopped` resolves.
+/// Refreshes every peer's backlog until `stopped` resolves (at once when
+/// metrics are off).
 pub(super) async fn refresh_periodically(
     context: &Context,
     peers: &[Domain],
     stopped: impl Future<Output = ()>,
 ) {
+    if !context.config.telemetry.metrics {
+        return;
+    }
     context.metrics.start_federation_peers(peers);
+    let period = Duration::from_millis(context.config.telemetry.refresh_interval_ms);
     let refreshing = async {
-        let mut interval = tokio::time::interval(REFRESH_INTERVAL);
+        let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
