@@ -74,6 +74,11 @@ async fn walkthrough() {
     ))
     .await;
 
+    secrets.add_text(
+        "a.example's database password",
+        &with_database_password(&a_example).await,
+    );
+
     let mut logs = Logs::default();
     let a_token = registration_token(&a_example, &mut logs).await;
     let b_token = registration_token(&b_example, &mut logs).await;
@@ -111,7 +116,10 @@ async fn walkthrough() {
     }
     cli.run(&alice_laptop, &["--server", &a_url, "login", "alice"])
         .await;
+    cli.run(&alice, &["whoami"]).await;
+    cli.run(&alice_laptop, &["devices"]).await;
     cli.run(&bob, &["keys", "publish", "--count", "5"]).await;
+    cli.run(&bob, &["keys", "status"]).await;
     cli.run(&alice, &["keys", "claim", "bob@a.example"]).await;
     cli.run(&alice, &["group", "create", "team"]).await;
     cli.run(
@@ -126,7 +134,7 @@ async fn walkthrough() {
     )
     .await;
 
-    let from_alice = secrets.add_random_text("alice's message", "hello from alice");
+    let from_alice = secrets.add_message("alice's message", "hello from alice");
     cli.run(&alice, &["send", "team", &from_alice]).await;
     for receiver in [&bob, &carol] {
         let received = cli.listen_for_one(receiver).await;
@@ -135,13 +143,16 @@ async fn walkthrough() {
             "alice's message did not arrive: {received}"
         );
     }
-    let from_carol = secrets.add_random_text("carol's message", "hi from b.example");
+    let from_carol = secrets.add_message("carol's message", "hi from b.example");
     cli.run(&carol, &["send", "team", &from_carol]).await;
     let received = cli.listen_for_one(&alice).await;
     assert!(
         received.contains(&from_carol),
         "carol's message did not arrive across domains: {received}"
     );
+
+    cli.run(&bob, &["groups"]).await;
+    cli.run(&carol, &["group", "members", "team"]).await;
 
     for (device, name) in [
         (&alice, "alice's"),
@@ -193,6 +204,40 @@ fn logged_domain_config(
         certificate.private_key.display(),
         pki.trust_roots().display(),
     )
+}
+
+/// Restarts the cluster's replica with a password in its database URL, and
+/// returns the password. The test server trusts local connections, so any
+/// password works; a URL that has one already keeps it (and it is returned).
+async fn with_database_password(cluster: &TestCluster) -> String {
+    let url = cluster.database_url();
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let (credentials, _) = rest.split_once('@').unwrap_or_else(|| {
+        panic!("the test database's URL names no user; set CONCLAVE_TEST_POSTGRES_URL with one")
+    });
+    if let Some((_, password)) = credentials.split_once(':') {
+        return password.to_owned();
+    }
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random).expect("random bytes");
+    let password = format!("dbpass{}", hex::encode(random));
+    let with_password = url.replacen(
+        &format!("{scheme}://{credentials}@"),
+        &format!("{scheme}://{credentials}:{password}@"),
+        1,
+    );
+    cluster.terminate(0).await;
+    let path = cluster.config_path(0);
+    let config = std::fs::read_to_string(&path).expect("the replica's configuration");
+    assert!(
+        config.contains(url),
+        "{} does not hold {url}",
+        path.display()
+    );
+    std::fs::write(&path, config.replace(url, &with_password))
+        .expect("the replica's configuration");
+    cluster.restart(0).await;
+    password
 }
 
 /// `conclave-homeserver registration-token create`, as an operator runs it;
@@ -319,6 +364,11 @@ impl Cli {
             output.status,
             tail(&stderr)
         );
+        self.logs.add(
+            LogSource::CliOutput,
+            format!("the output of {what}"),
+            stdout.clone(),
+        );
         self.logs.add(LogSource::Cli, what, stderr);
         stdout
     }
@@ -344,6 +394,9 @@ impl Cli {
 enum LogSource {
     Homeserver,
     Cli,
+    /// What a command prints for its user (not a log): the messages it
+    /// received may be there, no other secret.
+    CliOutput,
 }
 
 /// Every log collected: (who, which process or command, the text).
@@ -379,6 +432,8 @@ impl Logs {
 struct Secret {
     name: String,
     forms: Vec<String>,
+    /// A message text, which the CLI shows its user.
+    message: bool,
 }
 
 #[derive(Default)]
@@ -392,6 +447,7 @@ impl Secrets {
         self.secrets.push(Secret {
             name: name.to_owned(),
             forms: vec![text.to_owned()],
+            message: false,
         });
     }
 
@@ -401,6 +457,13 @@ impl Secrets {
         getrandom::fill(&mut random).expect("random bytes");
         let text = format!("{prefix} {}", hex::encode(random));
         self.add_text(name, &text);
+        text
+    }
+
+    /// A fresh message text, which the CLI may show but nothing may log.
+    fn add_message(&mut self, name: &str, prefix: &str) -> String {
+        let text = self.add_random_text(name, prefix);
+        self.secrets.last_mut().expect("just added").message = true;
         text
     }
 
@@ -421,6 +484,7 @@ impl Secrets {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
                 debug_prefix,
             ],
+            message: false,
         });
     }
 
@@ -510,9 +574,12 @@ impl Secrets {
     /// log holds any.
     fn assert_absent_from(&self, logs: &Logs) {
         let mut hits = Vec::new();
-        for (_, log, text) in &logs.entries {
+        for (source, log, text) in &logs.entries {
             for (number, line) in text.lines().enumerate() {
                 for secret in &self.secrets {
+                    if secret.message && *source == LogSource::CliOutput {
+                        continue;
+                    }
                     if secret.forms.iter().any(|form| line.contains(form.as_str())) {
                         hits.push(format!(
                             "{} in {log}, line {}: {}",
