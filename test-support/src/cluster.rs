@@ -79,6 +79,9 @@ pub struct ClusterOptions {
     /// TOML merged over what the harness writes (tables key by key; a value
     /// given here wins), e.g. `"[groups]\npast_epoch_window = 3"`.
     pub extra_toml: String,
+    /// Environment variables of every replica (e.g. `RUST_LOG`, which the
+    /// replicas otherwise take from the test's environment).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -89,6 +92,7 @@ impl ClusterOptions {
             redis: false,
             domain: "localhost".to_owned(),
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -105,6 +109,12 @@ impl ClusterOptions {
             domain: domain.to_owned(),
             ..self
         }
+    }
+
+    /// Sets `name` to `value` in every replica's environment.
+    pub fn env(mut self, name: &str, value: &str) -> ClusterOptions {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds TOML to merge over the harness's configuration (see
@@ -127,6 +137,8 @@ pub struct TestCluster {
     watcher: Option<JoinHandle<()>>,
     redis: Option<TestRedis>,
     binary: PathBuf,
+    /// Set in every replica's environment ([`ClusterOptions::env`]).
+    env: Vec<(String, String)>,
     /// Declared after the replicas, so dropped after them: the database goes
     /// when no replica uses it any more.
     database: TestDatabase,
@@ -261,6 +273,7 @@ impl TestCluster {
             watcher: Some(watcher),
             redis,
             binary,
+            env: options.env,
             database,
             directory,
         };
@@ -422,6 +435,7 @@ impl TestCluster {
                 command.env_remove(name);
             }
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));

@@ -1,11 +1,12 @@
 //! No secret in the logs: the walkthrough of the README, run with the real
-//! binaries at debug level, then every line the homeservers and the CLI logged
+//! binaries at trace level, then every line the homeservers and the CLI logged
 //! is searched for every secret the walkthrough used.
 //!
 //! Two domains, a.example and b.example, each one process of the real
 //! `conclave-homeserver` (a one-replica `TestCluster`) with JSON logs, token
 //! registration and federation to the other; the `conclave` CLI run as a
-//! person would, with `-vv` (every crate's debug events on stderr). The
+//! person would, with `-v` and `RUST_LOG=trace` (every crate's events on
+//! stderr). The
 //! walkthrough: registration tokens created, accounts registered with them, a
 //! second device logged in, key packages published and claimed, a group
 //! created with members of both domains, messages sent both ways, every device
@@ -27,7 +28,7 @@ use base64::Engine as _;
 use conclave_test_support::cluster::{client_binary, free_address, homeserver_binary};
 use conclave_test_support::{ClusterOptions, IssuedCertificate, TestCluster, TestPki, within};
 
-/// Longest the whole walkthrough may take (debug logging of every crate
+/// Longest the whole walkthrough may take (trace logging of every crate
 /// makes each step slower; the machine is shared).
 const TEST_TIMEOUT: Duration = Duration::from_secs(400);
 
@@ -42,7 +43,7 @@ const LISTEN_TIMEOUT_SECONDS: &str = "90";
 const HARNESS_MARKER: &str = "=====";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_walkthrough_at_debug_level_logs_no_secret() {
+async fn a_full_walkthrough_at_trace_level_logs_no_secret() {
     within(TEST_TIMEOUT, "the logged walkthrough", walkthrough()).await;
 }
 
@@ -55,23 +56,29 @@ async fn walkthrough() {
     secrets.add_private_key_pem("b.example's federation key", &b_certificate);
     let a_federation = free_address(std::net::Ipv4Addr::LOCALHOST);
     let b_federation = free_address(std::net::Ipv4Addr::LOCALHOST);
-    let a_example = TestCluster::start(ClusterOptions::replicas(1).domain("a.example").config(
-        &logged_domain_config(
-            &pki,
-            &a_certificate,
-            a_federation,
-            ("b.example", b_federation),
-        ),
-    ))
+    let a_example = TestCluster::start(
+        ClusterOptions::replicas(1)
+            .env("RUST_LOG", "trace")
+            .domain("a.example")
+            .config(&logged_domain_config(
+                &pki,
+                &a_certificate,
+                a_federation,
+                ("b.example", b_federation),
+            )),
+    )
     .await;
-    let b_example = TestCluster::start(ClusterOptions::replicas(1).domain("b.example").config(
-        &logged_domain_config(
-            &pki,
-            &b_certificate,
-            b_federation,
-            ("a.example", a_federation),
-        ),
-    ))
+    let b_example = TestCluster::start(
+        ClusterOptions::replicas(1)
+            .env("RUST_LOG", "trace")
+            .domain("b.example")
+            .config(&logged_domain_config(
+                &pki,
+                &b_certificate,
+                b_federation,
+                ("a.example", a_federation),
+            )),
+    )
     .await;
 
     secrets.add_text(
@@ -182,12 +189,12 @@ async fn walkthrough() {
             text,
         );
     }
-    logs.assert_debug_level();
+    logs.assert_trace_level();
     secrets.assert_absent_from(&logs);
 }
 
 /// The TOML a domain's homeserver runs with, over the cluster harness's:
-/// JSON logs of every crate at debug level, registration by token, and
+/// JSON logs of every crate at trace level, registration by token, and
 /// federation with the other domain.
 fn logged_domain_config(
     pki: &TestPki,
@@ -196,7 +203,7 @@ fn logged_domain_config(
     (peer, peer_address): (&str, std::net::SocketAddr),
 ) -> String {
     format!(
-        "[log]\nformat = 'json'\nfilter = 'debug'\n\
+        "[log]\nformat = 'json'\nfilter = 'trace'\n\
          [registration]\npolicy = 'token'\n\
          [federation]\nlisten = '{listen}'\ncertificate = '{}'\nprivate_key = '{}'\ntrust_roots = '{}'\n\
          [federation.peers.'{peer}']\nendpoint = 'https://{peer_address}'",
@@ -249,6 +256,7 @@ async fn registration_token(cluster: &TestCluster, logs: &mut Logs) -> String {
         .arg("--config")
         .arg(&config)
         .args(["registration-token", "create", "--uses", "10"])
+        .env("RUST_LOG", "trace")
         .env("NO_COLOR", "1");
     let output = run_to_end(command, "conclave-homeserver registration-token create").await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -323,7 +331,7 @@ impl Device {
     }
 }
 
-/// The `conclave` CLI, run at debug level, and the logs it wrote so far.
+/// The `conclave` CLI, run at trace level, and the logs it wrote so far.
 struct Cli {
     binary: PathBuf,
     /// `HOME` for every command, so nothing of the caller's is read.
@@ -345,7 +353,9 @@ impl Cli {
     async fn run(&mut self, device: &Device, args: &[&str]) -> String {
         let mut command = tokio::process::Command::new(&self.binary);
         command
-            .arg("-vv")
+            // `-v` takes its filter from RUST_LOG.
+            .arg("-v")
+            .env("RUST_LOG", "trace")
             .arg("--state")
             .arg(&device.state)
             .args(args)
@@ -410,21 +420,18 @@ impl Logs {
         self.entries.push((source, name, text));
     }
 
-    /// Panics unless both the homeservers and the CLI logged at debug level:
-    /// a walkthrough logged at a higher level would prove little.
-    fn assert_debug_level(&self) {
-        let homeserver_debug = self.entries.iter().any(|(source, _, text)| {
-            *source == LogSource::Homeserver && text.contains(r#""level":"DEBUG""#)
+    /// Panics unless both the homeservers and the CLI logged at trace level:
+    /// a walkthrough logged at a higher level would prove less.
+    fn assert_trace_level(&self) {
+        let homeserver_trace = self.entries.iter().any(|(source, _, text)| {
+            *source == LogSource::Homeserver && text.contains(r#""level":"TRACE""#)
         });
-        assert!(
-            homeserver_debug,
-            "no DEBUG line in the homeservers' logs (is RUST_LOG set to a higher level?)"
-        );
-        let cli_debug = self
+        assert!(homeserver_trace, "no TRACE line in the homeservers' logs");
+        let cli_trace = self
             .entries
             .iter()
-            .any(|(source, _, text)| *source == LogSource::Cli && text.contains("DEBUG"));
-        assert!(cli_debug, "no DEBUG line in the CLI's logs");
+            .any(|(source, _, text)| *source == LogSource::Cli && text.contains("TRACE"));
+        assert!(cli_trace, "no TRACE line in the CLI's logs");
     }
 }
 

@@ -29,7 +29,7 @@
 //!   restarted in turn while three users on different replicas chat; clients
 //!   know every replica's address and fail over.
 //! - [`log_hygiene`]: the README's walkthrough over two domains with the
-//!   real binaries at debug level; no password, token, key or message text
+//!   real binaries at trace level; no password, token, key or message text
 //!   in any log line, and the homeservers' lines are JSON.
 //! - [`observability`]: the alert rules pass promtool's check and unit
 //!   tests; rules and dashboard query only metrics a homeserver exports.
