@@ -4,7 +4,8 @@
 //!
 //! Two domains, a.example and b.example, each one process of the real
 //! `conclave-homeserver` (a one-replica `TestCluster`) with JSON logs, token
-//! registration and federation to the other; the `conclave` CLI run as a
+//! registration and federation to the other; a.example in cluster mode, with
+//! passwords in its database and Redis URLs; the `conclave` CLI run as a
 //! person would, with `-v` and `RUST_LOG=trace` (every crate's events on
 //! stderr). The
 //! walkthrough: registration tokens created, accounts registered with them, a
@@ -12,7 +13,8 @@
 //! created with members of both domains, messages sent both ways, every device
 //! logged out.
 //!
-//! The secrets: the passwords, the registration tokens, every device's access
+//! The secrets: the passwords (of the accounts, the database and Redis), the
+//! registration tokens, every device's access
 //! token and signature private key (read from the CLI's state before logout),
 //! the federation private keys (PEM body, DER as hex) and the message texts.
 //! Each is looked for as it is and in the encodings a careless log line would
@@ -26,7 +28,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use conclave_test_support::cluster::{client_binary, free_address, homeserver_binary};
-use conclave_test_support::{ClusterOptions, IssuedCertificate, TestCluster, TestPki, within};
+use conclave_test_support::wait::DELIVERY_TIMEOUT;
+use conclave_test_support::{
+    ClusterOptions, IssuedCertificate, TestCluster, TestPki, eventually, within,
+};
 
 /// Longest the whole walkthrough may take (trace logging of every crate
 /// makes each step slower; the machine is shared).
@@ -56,8 +61,9 @@ async fn walkthrough() {
     secrets.add_private_key_pem("b.example's federation key", &b_certificate);
     let a_federation = free_address(std::net::Ipv4Addr::LOCALHOST);
     let b_federation = free_address(std::net::Ipv4Addr::LOCALHOST);
-    let a_example = TestCluster::start(
+    let mut a_example = TestCluster::start(
         ClusterOptions::replicas(1)
+            .with_redis()
             .env("RUST_LOG", "trace")
             .domain("a.example")
             .config(&logged_domain_config(
@@ -81,10 +87,7 @@ async fn walkthrough() {
     )
     .await;
 
-    secrets.add_text(
-        "a.example's database password",
-        &with_database_password(&a_example).await,
-    );
+    restart_with_passwords(&mut a_example, &mut secrets).await;
 
     let mut logs = Logs::default();
     let a_token = registration_token(&a_example, &mut logs).await;
@@ -213,38 +216,87 @@ fn logged_domain_config(
     )
 }
 
-/// Restarts the cluster's replica with a password in its database URL, and
-/// returns the password. The test server trusts local connections, so any
-/// password works; a URL that has one already keeps it (and it is returned).
-async fn with_database_password(cluster: &TestCluster) -> String {
-    let url = cluster.database_url();
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+/// Restarts the cluster's replica with passwords in its database and Redis
+/// URLs, which become secrets. Both servers take any: the test's PostgreSQL
+/// trusts local connections, and the private Redis's default user has no
+/// password (`AUTH default ANYTHING` succeeds). A database URL that has a
+/// password already keeps it.
+async fn restart_with_passwords(cluster: &mut TestCluster, secrets: &mut Secrets) {
+    let path = cluster.config_path(0);
+    let mut config = std::fs::read_to_string(&path).expect("the replica's configuration");
+    let database_url = cluster.database_url().to_owned();
+    let (scheme, rest) = database_url.split_once("://").expect("a postgres:// URL");
     let (credentials, _) = rest.split_once('@').unwrap_or_else(|| {
         panic!("the test database's URL names no user; set CONCLAVE_TEST_POSTGRES_URL with one")
     });
-    if let Some((_, password)) = credentials.split_once(':') {
-        return password.to_owned();
+    let database_password = match credentials.split_once(':') {
+        Some((_, password)) => password.to_owned(),
+        None => {
+            let password = random_hex("dbpass");
+            let with_password = database_url.replacen(
+                &format!("{scheme}://{credentials}@"),
+                &format!("{scheme}://{credentials}:{password}@"),
+                1,
+            );
+            replace_once(&mut config, &database_url, &with_password);
+            password
+        }
+    };
+    // Short passwords of a local setup would match by accident.
+    if database_password.len() >= 8 {
+        secrets.add_text("a.example's database password", &database_password);
     }
+    let redis_url = cluster.redis().url();
+    let redis_password = random_hex("redispass");
+    let with_password =
+        redis_url.replacen("redis://", &format!("redis://default:{redis_password}@"), 1);
+    replace_once(&mut config, &redis_url, &with_password);
+    secrets.add_text("a.example's Redis password", &redis_password);
+    cluster.terminate(0).await;
+    std::fs::write(&path, config).expect("the replica's configuration");
+    cluster.restart(0).await;
+    // Ready means the database answered; Redis is connected in the
+    // background.
+    let http = cluster.http_address(0);
+    eventually(
+        DELIVERY_TIMEOUT,
+        "a.example reaching Redis",
+        || async move {
+            healthz(http)
+                .await
+                .contains(r#""redis":"up""#)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The response to `GET /healthz` at `address` (status line, headers, body).
+async fn healthz(address: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return String::new();
+    };
+    let request = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+}
+
+/// Replaces the one occurrence of `from` in `text`.
+fn replace_once(text: &mut String, from: &str, to: &str) {
+    assert_eq!(text.matches(from).count(), 1, "{from} in:\n{text}");
+    *text = text.replacen(from, to, 1);
+}
+
+/// `prefix` and 24 random hex digits.
+fn random_hex(prefix: &str) -> String {
     let mut random = [0u8; 12];
     getrandom::fill(&mut random).expect("random bytes");
-    let password = format!("dbpass{}", hex::encode(random));
-    let with_password = url.replacen(
-        &format!("{scheme}://{credentials}@"),
-        &format!("{scheme}://{credentials}:{password}@"),
-        1,
-    );
-    cluster.terminate(0).await;
-    let path = cluster.config_path(0);
-    let config = std::fs::read_to_string(&path).expect("the replica's configuration");
-    assert!(
-        config.contains(url),
-        "{} does not hold {url}",
-        path.display()
-    );
-    std::fs::write(&path, config.replace(url, &with_password))
-        .expect("the replica's configuration");
-    cluster.restart(0).await;
-    password
+    format!("{prefix}{}", hex::encode(random))
 }
 
 /// `conclave-homeserver registration-token create`, as an operator runs it;
@@ -460,9 +512,7 @@ impl Secrets {
 
     /// A fresh text (`prefix` and random hex) that becomes a secret.
     fn add_random_text(&mut self, name: &str, prefix: &str) -> String {
-        let mut random = [0u8; 12];
-        getrandom::fill(&mut random).expect("random bytes");
-        let text = format!("{prefix} {}", hex::encode(random));
+        let text = random_hex(&format!("{prefix} "));
         self.add_text(name, &text);
         text
     }
