@@ -1,6 +1,7 @@
 //! The operator's files in `observability/`: the Prometheus alert rules pass
 //! `promtool check rules` and their unit tests (`promtool test rules`), and
-//! the rules and the Grafana dashboard query only metrics a homeserver
+//! the rules and the Grafana dashboard (whose queries promtool parses too)
+//! query only metrics a homeserver
 //! exports, each alert with a severity, a summary, a description and a
 //! runbook section.
 //!
@@ -187,6 +188,38 @@ fn the_dashboard_queries_known_metrics_through_its_variables() {
         })
         .collect();
     assert!(unshown.is_empty(), "no panel shows {unshown:?}");
+}
+
+#[test]
+fn promtool_parses_every_dashboard_query() {
+    let path = observability().join("grafana/conclave.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(&path))
+        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()));
+    // Each query as a recording rule, Grafana's variables replaced by what
+    // they stand for, so that `promtool check rules` parses it.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .expect("a target's expr")
+                .replace("$__rate_interval", "5m")
+                .replace("$domain", ".*")
+                .replace("$instance", ".*");
+            count += 1;
+            rules.push_str(&format!(
+                "      - record: dashboard:query_{count}\n        expr: {}\n",
+                serde_json::Value::String(expr)
+            ));
+        }
+    }
+    assert!(count > 20, "only {count} queries");
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let rules_path = directory.path().join("dashboard.yml");
+    std::fs::write(&rules_path, rules).expect("write the rules");
+    let output = promtool(&["check", "rules", rules_path.to_str().expect("a UTF-8 path")]);
+    assert!(output.contains(&format!("{count} rules found")), "{output}");
 }
 
 #[test]
