@@ -1,9 +1,8 @@
 //! The operator's files in `observability/`: the Prometheus alert rules pass
-//! `promtool check rules` and their unit tests (`promtool test rules`), and
-//! the rules and the Grafana dashboard (whose queries promtool parses too)
-//! query only metrics a homeserver
-//! exports, each alert with a severity, a summary, a description and a
-//! runbook section.
+//! `promtool check rules` and their unit tests (`promtool test rules`); the
+//! dashboard's queries parse (promtool again); rules and dashboard query only
+//! metrics a homeserver exports; each alert has a severity, a summary, a
+//! description and a runbook section.
 //!
 //! promtool comes with Debian's `prometheus` package; when it is missing the
 //! tests fail and say so (`PROMTOOL` names another binary).
