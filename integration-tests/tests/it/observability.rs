@@ -121,6 +121,7 @@ fn the_alert_rules_query_known_metrics_and_carry_what_an_operator_needs() {
     }
     for expected in [
         "ConclaveFederationOutboxLagging",
+        "ConclaveFederationOutboxGrowing",
         "ConclaveFederationPeerDown",
         "ConclaveCertificateExpiringSoon",
         "ConclaveFederationPeerCertificateExpiringSoon",
