@@ -11,54 +11,45 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Every sample name a homeserver's `/metrics` exposes, and `up`, which
-/// Prometheus adds per target.
-///
-/// FIXME(issue 12): read from `docs/metrics.md` once it is written (one
-/// heading or table row per metric); until then the fixed names of the issue
-/// and `homeserver/src/metrics/mod.rs`, and the standard process metrics.
-const COUNTERS: &[&str] = &[
-    "conclave_grpc_requests_total",
-    "conclave_messages_accepted_total",
-    "conclave_commit_conflicts_total",
-    "conclave_federation_requests_total",
-    "conclave_ratelimit_rejections_total",
-    "process_cpu_seconds_total",
-];
-const GAUGES: &[&str] = &[
-    "conclave_subscribe_streams",
-    "conclave_federation_outbox_pending",
-    "conclave_federation_outbox_oldest_age_seconds",
-    "conclave_federation_peer_up",
-    "conclave_tls_certificate_expiry_timestamp_seconds",
-    "conclave_federation_peer_certificate_expiry_timestamp_seconds",
-    "conclave_devices_low_on_key_packages",
-    "conclave_db_pool_connections",
-    "conclave_redis_up",
-    "conclave_build_info",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_open_fds",
-    "process_max_fds",
-    "process_start_time_seconds",
-    "up",
-];
-const HISTOGRAMS: &[&str] = &[
-    "conclave_grpc_request_duration_seconds",
-    "conclave_delivery_lag_seconds",
-];
-
+/// Every sample name a homeserver's `/metrics` exposes, read from the
+/// tables of `docs/metrics.md` (`| \`name\` | type | ...`; a histogram
+/// stands for its `_bucket`, `_sum` and `_count` samples), and `up`, which
+/// Prometheus adds per target. The homeserver's own test keeps that document
+/// complete, so a query of a metric that does not exist fails here.
 fn known_metrics() -> BTreeSet<String> {
-    let mut known: BTreeSet<String> = COUNTERS
-        .iter()
-        .chain(GAUGES)
-        .map(|name| (*name).to_owned())
-        .collect();
-    for histogram in HISTOGRAMS {
-        for suffix in ["_bucket", "_sum", "_count"] {
-            known.insert(format!("{histogram}{suffix}"));
+    let document = observability().with_file_name("docs").join("metrics.md");
+    let text = std::fs::read_to_string(&document)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", document.display()));
+    let mut known = BTreeSet::from(["up".to_owned()]);
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // ["", "`name`", "type", ...] for a table row.
+        let (Some(name), Some(kind)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let Some(name) = name
+            .strip_prefix('`')
+            .and_then(|name| name.strip_suffix('`'))
+        else {
+            continue;
+        };
+        match *kind {
+            "counter" | "gauge" => {
+                known.insert(name.to_owned());
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    known.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {}
         }
     }
+    assert!(
+        known.len() > 20,
+        "{} lists too few metrics: {known:?}",
+        document.display()
+    );
     known
 }
 
