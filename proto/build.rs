@@ -17,6 +17,13 @@ const CLIENT_PROTO_FILES: &[&str] = &[
 /// The federation API, served on the federation port to other homeservers only.
 const FEDERATION_PROTO_FILES: &[&str] = &["proto/conclave/federation/v1/federation.proto"];
 
+/// Messages whose generated `Debug` would print a secret.
+const REDACTED_MESSAGES: &[&str] = &[
+    ".conclave.client.v1.RegisterRequest",
+    ".conclave.client.v1.LoginRequest",
+    ".conclave.client.v1.Session",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let client_descriptors = protox::compile(CLIENT_PROTO_FILES, ["proto"])?;
@@ -32,6 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let all_files = CLIENT_PROTO_FILES.iter().chain(FEDERATION_PROTO_FILES);
     let all_descriptors = protox::compile(all_files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(all_descriptors)?;
+    // Messages that carry a password or token get a `Debug` of their own that
+    // leaves the secret out (src/redacted.rs), so none can reach a log.
+    tonic_prost_build::configure()
+        .skip_debug(REDACTED_MESSAGES.iter().copied())
+        .compile_fds(all_descriptors)?;
     Ok(())
 }

@@ -962,8 +962,11 @@ pub fn database_kind(url: &str) -> Result<DatabaseKind, String> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(DatabaseKind::Postgres)
     } else {
+        // The scheme only: the rest of a URL may carry a password, and this
+        // message is printed and logged.
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         Err(format!(
-            "{url:?} is neither a sqlite: nor a postgres:// URL"
+            "the scheme {scheme:?} is neither sqlite: nor postgres://"
         ))
     }
 }
@@ -998,6 +1001,13 @@ mod tests {
         assert_eq!(config.client_api.listen.port(), 7400);
         assert_eq!(config.http.listen.port(), 7480);
         assert_eq!(config.registration.policy, RegistrationPolicy::Open);
+    }
+
+    #[test]
+    fn a_refused_database_url_is_not_repeated_in_the_error() {
+        let error = database_kind("mysql://root:hunter2@db.internal/conclave").unwrap_err();
+        assert!(error.contains("\"mysql\""), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

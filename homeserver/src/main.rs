@@ -363,6 +363,11 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Held at DEBUG whatever the log filter says: sea-orm's PostgreSQL driver
+/// records its connect options, the database URL with its password, in a
+/// TRACE span, which every event inside it would print.
+const SECRET_BEARING_SPANS: &str = "sea_orm::driver::sqlx_postgres=debug";
+
 /// Logs to stderr (human or JSON, filtered by `log.filter` or `RUST_LOG`), and
 /// gives every INFO-or-higher span an OpenTelemetry trace and span id, so that
 /// federation calls carry W3C trace context (`conclave_federation::trace_context`)
@@ -375,7 +380,12 @@ fn init_tracing(config: &Config) {
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter))
+        .add_directive(
+            SECRET_BEARING_SPANS
+                .parse()
+                .expect("SECRET_BEARING_SPANS is a valid directive"),
+        );
     let log_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log_layer = match config.log.format {
         LogFormat::Human => log_layer.with_filter(filter).boxed(),

@@ -7,6 +7,8 @@
 //! - [`client::v1`]: `conclave.client.v1`, spoken between a device and its homeserver.
 //! - [`federation::v1`]: `conclave.federation.v1`, spoken between the homeservers of
 //!   different domains over mutual TLS.
+//! - `redacted`: `Debug` for the messages that carry a password or token,
+//!   printing everything but the secret.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the client API, for gRPC
 //!   server reflection on the client port.
 //! - [`FEDERATION_FILE_DESCRIPTOR_SET`]: the encoded descriptors of the
@@ -18,6 +20,8 @@ pub mod client {
         tonic::include_proto!("conclave.client.v1");
     }
 }
+
+mod redacted;
 
 pub mod federation {
     pub mod v1 {

@@ -79,6 +79,9 @@ pub struct ClusterOptions {
     /// TOML merged over what the harness writes (tables key by key; a value
     /// given here wins), e.g. `"[groups]\npast_epoch_window = 3"`.
     pub extra_toml: String,
+    /// Environment variables of every replica (e.g. `RUST_LOG`, which the
+    /// replicas otherwise take from the test's environment).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -89,6 +92,7 @@ impl ClusterOptions {
             redis: false,
             domain: "localhost".to_owned(),
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -105,6 +109,12 @@ impl ClusterOptions {
             domain: domain.to_owned(),
             ..self
         }
+    }
+
+    /// Sets `name` to `value` in every replica's environment.
+    pub fn env(mut self, name: &str, value: &str) -> ClusterOptions {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds TOML to merge over the harness's configuration (see
@@ -127,6 +137,8 @@ pub struct TestCluster {
     watcher: Option<JoinHandle<()>>,
     redis: Option<TestRedis>,
     binary: PathBuf,
+    /// Set in every replica's environment ([`ClusterOptions::env`]).
+    env: Vec<(String, String)>,
     /// Declared after the replicas, so dropped after them: the database goes
     /// when no replica uses it any more.
     database: TestDatabase,
@@ -261,6 +273,7 @@ impl TestCluster {
             watcher: Some(watcher),
             redis,
             binary,
+            env: options.env,
             database,
             directory,
         };
@@ -422,6 +435,7 @@ impl TestCluster {
                 command.env_remove(name);
             }
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));
@@ -587,12 +601,36 @@ fn watch(replicas: &Mutex<Vec<Replica>>, watching: &AtomicBool) {
 /// the one beside the running test executable. Panics, with the command that
 /// builds it, when it is missing or older than a source it was built from.
 pub fn homeserver_binary() -> PathBuf {
-    let build = "cargo build -p conclave-homeserver --bin conclave-homeserver (scripts/test and cargo test --workspace build it)";
-    if let Some(path) = std::env::var_os(BINARY_VARIABLE) {
+    workspace_binary(
+        "conclave-homeserver",
+        BINARY_VARIABLE,
+        "cargo build -p conclave-homeserver --bin conclave-homeserver (scripts/test and cargo test --workspace build it)",
+    )
+}
+
+/// The `conclave` CLI to run, for tests outside its package (which cannot
+/// use `CARGO_BIN_EXE_conclave`): `CONCLAVE_CLIENT_BINARY`, or the one beside
+/// the running test executable, checked as [`homeserver_binary`] is.
+pub fn client_binary() -> PathBuf {
+    workspace_binary(
+        "conclave",
+        CLIENT_BINARY_VARIABLE,
+        "cargo build -p conclave-client --bin conclave (scripts/test and cargo test --workspace build it)",
+    )
+}
+
+/// Environment variable naming the `conclave` CLI, to use another than the
+/// one beside the test executable.
+pub const CLIENT_BINARY_VARIABLE: &str = "CONCLAVE_CLIENT_BINARY";
+
+/// The binary `name` of this workspace: `$variable`, or the one beside the
+/// running test executable; panics with `build` when it is missing or stale.
+fn workspace_binary(name: &str, variable: &str, build: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "{BINARY_VARIABLE}={} is not a file",
+            "{variable}={} is not a file",
             path.display()
         );
         return path;
@@ -605,19 +643,16 @@ pub fn homeserver_binary() -> PathBuf {
         .and_then(Path::parent)
         .unwrap_or_else(|| {
             panic!(
-                "the test executable {} is not in target/<profile>/deps; set {BINARY_VARIABLE}",
+                "the test executable {} is not in target/<profile>/deps; set {variable}",
                 test_executable.display()
             )
         });
-    let binary = profile_directory.join(format!(
-        "conclave-homeserver{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let binary = profile_directory.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let built = std::fs::metadata(&binary)
         .and_then(|metadata| metadata.modified())
         .unwrap_or_else(|_| {
             panic!(
-                "the cluster tests run the real homeserver binary, and {} is missing: build it with\n    {build}",
+                "this test runs the real {name} binary, and {} is missing: build it with\n    {build}",
                 binary.display()
             )
         });
@@ -652,7 +687,7 @@ fn newer_source(binary: &Path, built: SystemTime) -> Option<PathBuf> {
 
 /// A loopback address with a port no one listens on now (bound and released:
 /// the replica binds it itself, and keeps it across restarts).
-pub(crate) fn free_address(host: Ipv4Addr) -> SocketAddr {
+pub fn free_address(host: Ipv4Addr) -> SocketAddr {
     let listener = TcpListener::bind((host, 0))
         .unwrap_or_else(|error| panic!("cannot bind {host}:0: {error}"));
     listener

@@ -28,6 +28,11 @@
 //! - [`cluster_rolling_restart`]: every replica stopped (SIGTERM) and
 //!   restarted in turn while three users on different replicas chat; clients
 //!   know every replica's address and fail over.
+//! - [`log_hygiene`]: the README's walkthrough over two domains with the
+//!   real binaries at trace level; no password, token, key or message text
+//!   in any log line, and the homeservers' lines are JSON.
+//! - [`observability`]: the alert rules pass promtool's check and unit
+//!   tests; rules and dashboard query only metrics a homeserver exports.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federation_metrics`]: a hub's and a follower's federation metrics
@@ -72,6 +77,8 @@ mod federation_metrics;
 mod federation_refusals;
 mod federation_smoke;
 mod harness;
+mod log_hygiene;
+mod observability;
 mod outages;
 mod outbox_leases;
 mod rejoin;

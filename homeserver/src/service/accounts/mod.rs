@@ -112,10 +112,20 @@ pub(crate) struct Enrolment {
 }
 
 /// A new device's session, returned once.
-#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) identity: CredentialIdentity,
     pub(crate) access_token: String,
+}
+
+/// By hand: the access token must never reach a log or a panic message.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Session")
+            .field("identity", &self.identity)
+            .field("access_token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The credential identity of a device of a user of this domain.
@@ -161,6 +171,17 @@ mod tests {
     use std::sync::Arc;
 
     const SOURCE: Source = Source::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_session_is_debugged_without_its_token() {
+        let session = Session {
+            identity: "alice@a.example/0123456789abcdef".parse().unwrap(),
+            access_token: "bearer-9c1e5d".to_owned(),
+        };
+        let shown = format!("{session:?}");
+        assert!(!shown.contains("bearer-9c1e5d"), "{shown}");
+        assert!(shown.contains("0123456789abcdef"), "{shown}");
+    }
 
     fn enrolment() -> Enrolment {
         Enrolment {
