@@ -8,6 +8,7 @@
 //! calls from a caller not identified so are counted as [`UNKNOWN_PEER`].
 
 use super::certificates::not_after_unix_seconds;
+use super::peer_reachability::PeerReachability;
 use super::{FederationRequestLabels, Metrics, PeerLabels};
 use conclave_core::ids::Domain;
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +33,7 @@ fn peer_labels(peer: &str) -> PeerLabels {
 #[derive(Clone)]
 pub(crate) struct FederationCallCounters {
     federation_requests: Family<FederationRequestLabels, Counter>,
-    federation_peer_up: Family<PeerLabels, Gauge>,
+    federation_peer_up: PeerReachability,
     peer_certificate_expiry: Family<PeerLabels, Gauge>,
 }
 
@@ -51,9 +52,7 @@ impl FederationCallCounters {
                 code: code.to_owned(),
             })
             .inc();
-        self.federation_peer_up
-            .get_or_create(&peer_labels(peer.as_str()))
-            .set(i64::from(reached));
+        self.federation_peer_up.record(peer.as_str(), reached);
     }
 
     /// `peer` presented the DER certificate `certificate` (verified for its

@@ -19,14 +19,11 @@
 //! read than to count (pool connections, Redis reachability) are read when
 //! Prometheus scrapes.
 
-// Until every metric is wired (this round, issue 12): the fields are in place
-// for the use cases to count through.
-#![allow(dead_code)]
-
 mod certificates;
 mod database_pool;
 mod exposition;
 mod federation;
+mod peer_reachability;
 mod process;
 mod redis_up;
 
@@ -34,6 +31,7 @@ pub(crate) use exposition::Format;
 pub(crate) use federation::FederationCallCounters;
 
 use crate::store::{EventKind, Store};
+use peer_reachability::PeerReachability;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +67,7 @@ pub(crate) enum RateLimit {
 
 impl RateLimit {
     /// Every limit, in the order `docs/metrics.md` lists them.
+    #[cfg(test)]
     pub(crate) const ALL: [RateLimit; 7] = [
         RateLimit::RegisterAttempts,
         RateLimit::LoginAttempts,
@@ -191,9 +190,9 @@ pub(crate) struct Metrics {
     pub(crate) federation_outbox_oldest_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// `conclave_federation_requests_total{peer,direction,code}`.
     pub(crate) federation_requests: Family<FederationRequestLabels, Counter>,
-    /// `conclave_federation_peer_up{peer}`: 1 when the last call to the peer
-    /// succeeded, 0 when it failed to reach it.
-    pub(crate) federation_peer_up: Family<PeerLabels, Gauge>,
+    /// `conclave_federation_peer_up{peer}`: 1 when this replica's last call to
+    /// the peer, within the last 5 minutes, reached it; 0 when it did not.
+    pub(crate) federation_peer_up: PeerReachability,
     /// `conclave_tls_certificate_expiry_timestamp_seconds{listener}`: when this
     /// server's own certificates expire (Unix time).
     pub(crate) tls_certificate_expiry: Family<ListenerLabels, Gauge>,
@@ -269,12 +268,8 @@ impl Metrics {
             "Federation API calls to (outbound) and from (inbound) each peer domain, by gRPC status code",
             federation_requests.clone(),
         );
-        let federation_peer_up = Family::<PeerLabels, Gauge>::default();
-        registry.register(
-            "conclave_federation_peer_up",
-            "1 when the last call to the peer domain reached it, 0 when it did not",
-            federation_peer_up.clone(),
-        );
+        let federation_peer_up = PeerReachability::default();
+        registry.register_collector(Box::new(federation_peer_up.clone()));
         let tls_certificate_expiry = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "conclave_tls_certificate_expiry_timestamp_seconds",
@@ -329,12 +324,6 @@ impl Metrics {
         }
     }
 
-    /// The registry, to add collectors read at scrape time (before the server
-    /// starts serving; the registry is not shared until then).
-    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     /// One more message of `kind` appended to a group's log (after its
     /// transaction committed; a retried submission answered from its first
     /// result is not counted again).
@@ -387,7 +376,9 @@ impl Metrics {
             .get()
     }
 
-    /// Every metric as OpenMetrics text ([`CONTENT_TYPE`]).
+    /// Every metric as OpenMetrics text (for tests; the server renders in the
+    /// format the scraper asks for).
+    #[cfg(test)]
     pub(crate) fn render(&self) -> String {
         self.render_as(Format::OpenMetrics)
     }
@@ -484,6 +475,7 @@ mod tests {
                 "conclave_db_pool_connections",
                 "conclave_db_pool_max_connections",
                 "conclave_redis_up",
+                "conclave_federation_peer_up",
             ]
             .contains(&name)
     }
@@ -530,7 +522,7 @@ mod tests {
                 code: "OK".to_owned(),
             })
             .inc();
-        metrics.federation_peer_up.get_or_create(&peer).set(1);
+        metrics.federation_peer_up.record(&peer.peer, true);
         metrics
             .tls_certificate_expiry
             .get_or_create(&ListenerLabels {
