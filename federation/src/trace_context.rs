@@ -43,6 +43,24 @@ pub fn inject(metadata: &mut MetadataMap) {
     TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
 }
 
+/// Writes the trace context of the current span into HTTP request headers, as
+/// [`inject`] does into tonic metadata (for a tower layer below tonic).
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    let mut metadata = MetadataMap::from_headers(std::mem::take(headers));
+    inject(&mut metadata);
+    *headers = metadata.into_headers();
+}
+
+/// The gRPC service and method a request path (`/package.Service/Method`)
+/// names, for the `rpc.service` and `rpc.method` attributes of OpenTelemetry's
+/// semantic conventions; empty strings for a path of another shape.
+pub fn rpc_service_and_method(path: &str) -> (&str, &str) {
+    path.strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .filter(|(service, method)| !service.is_empty() && !method.contains('/'))
+        .unwrap_or(("", ""))
+}
+
 /// The current span's trace context as a W3C `traceparent` value, to be kept
 /// with something that leaves later on another path (an event the outbox
 /// delivers); `None` when there is no current trace.
@@ -121,13 +139,19 @@ fn extract_from(extractor: &dyn Extractor) -> Context {
 }
 
 /// The span for one request a peer made: `federation_request`, with the gRPC
-/// path (`/package.Service/Method`), a child of the trace context the peer sent
-/// (a new root when it sent none), and the trace id in its `trace_id` field so
-/// that log lines within the request show it.
+/// service and method (`rpc.*` attributes), a child of the trace context the
+/// peer sent (a new root when it sent none), and the trace id in its
+/// `trace_id` field so that log lines within the request show it. The server
+/// records the peer's domain in `conclave.peer_domain` once it admitted the
+/// peer.
 pub fn server_span<B>(request: &http::Request<B>) -> Span {
+    let (service, method) = rpc_service_and_method(request.uri().path());
     let span = tracing::info_span!(
         "federation_request",
-        rpc.path = %request.uri().path(),
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        conclave.peer_domain = tracing::field::Empty,
         otel.kind = "server",
         trace_id = tracing::field::Empty,
     );
@@ -409,6 +433,40 @@ mod tests {
         });
         assert_ne!(served_trace_id, TraceId::INVALID);
         assert_ne!(served_trace_id, outer_trace_id);
+    }
+
+    #[test]
+    fn rpc_paths_name_a_service_and_a_method() {
+        assert_eq!(
+            rpc_service_and_method("/conclave.federation.v1.FederationService/SubmitToHub"),
+            ("conclave.federation.v1.FederationService", "SubmitToHub")
+        );
+        for odd in ["", "/", "//Send", "/a/b/c", "no-slash"] {
+            assert_eq!(rpc_service_and_method(odd), ("", ""), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn inject_headers_writes_the_same_traceparent() {
+        let (headers, metadata) = with_tracing(|| {
+            let span = tracing::info_span!("call");
+            let _entered = span.enter();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", "Bearer x".parse().expect("ASCII"));
+            inject_headers(&mut headers);
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            (headers, metadata)
+        });
+        assert_eq!(
+            headers.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer x"[..])
+        );
+        assert_eq!(
+            headers.get("traceparent").map(|v| v.as_bytes()),
+            metadata.get("traceparent").map(|v| v.as_bytes())
+        );
+        traceparent_parts(&MetadataMap::from_headers(headers));
     }
 
     #[test]

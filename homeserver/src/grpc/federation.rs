@@ -160,6 +160,8 @@ impl FederationApi {
             .admit(Some(certificates), domain)
             .await
             .map_err(peer_refusal)?;
+        // A configured peer's domain: a bounded set, as span attributes go.
+        tracing::Span::current().record("conclave.peer_domain", domain.as_str());
         self.context
             .notifier
             .publish(&Topic::PeerAlive(domain.to_string()));
