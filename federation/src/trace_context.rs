@@ -91,6 +91,16 @@ pub fn delivery_span<'a>(
         otel.kind = "producer",
         trace_id = tracing::field::Empty,
     );
+    continue_traces(&span, traceparents);
+    record_trace_id(&span);
+    span
+}
+
+/// Makes `span` (not started yet) a child of the first valid trace context of
+/// `traceparents` (W3C `traceparent` values as [`current_traceparent`] made
+/// them) and links it to the others; a root of its own when none is valid,
+/// never a child of whatever span is current.
+pub fn continue_traces<'a>(span: &Span, traceparents: impl IntoIterator<Item = &'a str>) {
     let mut parent_set = false;
     for traceparent in traceparents {
         let mut headers = http::HeaderMap::new();
@@ -115,8 +125,6 @@ pub fn delivery_span<'a>(
         // A root of its own, not a child of whatever span is current.
         let _ = span.set_parent(Context::new());
     }
-    record_trace_id(&span);
-    span
 }
 
 /// The trace context a peer sent in `metadata`: a context whose span is the

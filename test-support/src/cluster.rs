@@ -587,12 +587,35 @@ fn watch(replicas: &Mutex<Vec<Replica>>, watching: &AtomicBool) {
 /// the one beside the running test executable. Panics, with the command that
 /// builds it, when it is missing or older than a source it was built from.
 pub fn homeserver_binary() -> PathBuf {
-    let build = "cargo build -p conclave-homeserver --bin conclave-homeserver (scripts/test and cargo test --workspace build it)";
-    if let Some(path) = std::env::var_os(BINARY_VARIABLE) {
+    workspace_binary(
+        "conclave-homeserver",
+        BINARY_VARIABLE,
+        "cargo build -p conclave-homeserver --bin conclave-homeserver (scripts/test and cargo test --workspace build it)",
+    )
+}
+
+/// Environment variable naming the `conclave` CLI binary, to use another than
+/// the one beside the test executable.
+pub const CLI_BINARY_VARIABLE: &str = "CONCLAVE_CLI_BINARY";
+
+/// The `conclave` CLI binary, found as [`homeserver_binary`] finds the
+/// homeserver (or at `CONCLAVE_CLI_BINARY`).
+pub fn cli_binary() -> PathBuf {
+    workspace_binary(
+        "conclave",
+        CLI_BINARY_VARIABLE,
+        "cargo build -p conclave-client --bin conclave (scripts/test and cargo test --workspace build it)",
+    )
+}
+
+/// The binary `name` of this workspace: at `$variable`, or beside the
+/// running test executable, built after every source it was built from.
+fn workspace_binary(name: &str, variable: &str, build: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "{BINARY_VARIABLE}={} is not a file",
+            "{variable}={} is not a file",
             path.display()
         );
         return path;
@@ -605,19 +628,16 @@ pub fn homeserver_binary() -> PathBuf {
         .and_then(Path::parent)
         .unwrap_or_else(|| {
             panic!(
-                "the test executable {} is not in target/<profile>/deps; set {BINARY_VARIABLE}",
+                "the test executable {} is not in target/<profile>/deps; set {variable}",
                 test_executable.display()
             )
         });
-    let binary = profile_directory.join(format!(
-        "conclave-homeserver{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let binary = profile_directory.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let built = std::fs::metadata(&binary)
         .and_then(|metadata| metadata.modified())
         .unwrap_or_else(|_| {
             panic!(
-                "the cluster tests run the real homeserver binary, and {} is missing: build it with\n    {build}",
+                "this test runs the real {name} binary, and {} is missing: build it with\n    {build}",
                 binary.display()
             )
         });
@@ -652,7 +672,7 @@ fn newer_source(binary: &Path, built: SystemTime) -> Option<PathBuf> {
 
 /// A loopback address with a port no one listens on now (bound and released:
 /// the replica binds it itself, and keeps it across restarts).
-pub(crate) fn free_address(host: Ipv4Addr) -> SocketAddr {
+pub fn free_address(host: Ipv4Addr) -> SocketAddr {
     let listener = TcpListener::bind((host, 0))
         .unwrap_or_else(|error| panic!("cannot bind {host}:0: {error}"));
     listener

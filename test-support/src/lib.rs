@@ -15,6 +15,7 @@
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
 //!   restarted on its database and addresses.
 //! - [`metrics`]: scraping a homeserver's `/metrics`, and reading samples.
+//! - [`otlp`]: an in-process OTLP receiver keeping the spans it is sent.
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
@@ -35,6 +36,7 @@ pub mod fuzz_smoke;
 pub mod homeserver;
 pub mod metrics;
 pub mod network;
+pub mod otlp;
 pub mod pki;
 pub mod redis_server;
 pub mod replica;
@@ -46,6 +48,7 @@ pub use cluster::{ClusterOptions, TestCluster};
 pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use pki::{IssuedCertificate, TestPki};
 pub use redis_server::TestRedis;
 pub use replica::KillableReplica;

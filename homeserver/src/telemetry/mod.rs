@@ -84,7 +84,10 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
     let log_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log_layer = match config.log.format {
         LogFormat::Human => log_layer.with_filter(filter).boxed(),
+        // `.json()` first: it makes the span fields JSON too, which the
+        // JSON event format reads back.
         LogFormat::Json => log_layer
+            .json()
             .event_format(json_log::JsonWithTraceIds::default())
             .with_filter(filter)
             .boxed(),
