@@ -28,7 +28,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -200,13 +200,18 @@ fn host_name() -> String {
 }
 
 /// The OTLP exporter, logging the first failure of a run of failed exports
-/// and the recovery after it, rather than every failed batch: a collector
-/// that is down would otherwise fill the log. The batch processor drops the
-/// spans of a failed export.
+/// and the recovery after it with how many spans were lost meanwhile, rather
+/// than every failed batch: a collector that is down would otherwise fill the
+/// log. The batch processor drops the spans of a failed export. (Spans it
+/// drops because its queue is full, while exports are slow, are not counted:
+/// the SDK tells of those only through its internal logs, which would also log
+/// every failed export.)
 #[derive(Debug)]
 struct FailureLoggingExporter<E> {
     inner: E,
     failing: Arc<AtomicBool>,
+    /// Spans of failed exports since the last success.
+    dropped: Arc<AtomicU64>,
 }
 
 impl<E> FailureLoggingExporter<E> {
@@ -214,26 +219,31 @@ impl<E> FailureLoggingExporter<E> {
         FailureLoggingExporter {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 }
 
 impl<E: SpanExporter> SpanExporter for FailureLoggingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len();
+        let spans = batch.len() as u64;
         let result = self.inner.export(batch).await;
         match &result {
-            Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
-                tracing::warn!(
-                    %error,
-                    spans,
-                    "cannot export spans to the OTLP collector; they are dropped until it answers again"
-                );
+            Err(error) => {
+                self.dropped.fetch_add(spans, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        %error,
+                        spans,
+                        "cannot export spans to the OTLP collector; they are dropped until it answers again"
+                    );
+                }
             }
             Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
-                tracing::info!("the OTLP collector accepts spans again");
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                tracing::info!(dropped, "the OTLP collector accepts spans again");
             }
-            _ => {}
+            Ok(()) => {}
         }
         result
     }
@@ -286,6 +296,63 @@ mod tests {
             assert_eq!(value("service.instance.id").as_deref(), Some("pod-7"));
             assert_eq!(value("conclave.domain").as_deref(), Some("a.example"));
             assert_eq!(value("deployment.environment").as_deref(), Some("staging"));
+        }
+    }
+
+    /// An exporter that fails while `failing` is set, counting its calls.
+    #[derive(Debug, Default)]
+    struct FlakyExporter {
+        failing: AtomicBool,
+    }
+
+    impl SpanExporter for FlakyExporter {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.failing.load(Ordering::Relaxed) {
+                Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "collector down".to_owned(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_of_failed_exports_is_reported_once_with_its_spans_counted() {
+        let exporter = FailureLoggingExporter::new(FlakyExporter::default());
+        let export = |spans: usize| {
+            let batch: Vec<SpanData> = (0..spans).map(|_| span_data()).collect();
+            futures::executor::block_on(exporter.export(batch))
+        };
+        assert!(export(2).is_ok());
+        assert!(!exporter.failing.load(Ordering::Relaxed));
+        exporter.inner.failing.store(true, Ordering::Relaxed);
+        assert!(export(3).is_err());
+        assert!(export(4).is_err());
+        assert!(exporter.failing.load(Ordering::Relaxed));
+        assert_eq!(exporter.dropped.load(Ordering::Relaxed), 7);
+        exporter.inner.failing.store(false, Ordering::Relaxed);
+        assert!(export(1).is_ok());
+        assert!(!exporter.failing.load(Ordering::Relaxed));
+        assert_eq!(exporter.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    fn span_data() -> SpanData {
+        use opentelemetry::trace::{SpanContext, SpanKind, Status};
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "test".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
         }
     }
 
