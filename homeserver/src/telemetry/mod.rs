@@ -23,6 +23,7 @@ pub mod json_log;
 use crate::config::{Config, LogFormat};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::EnvResourceDetector;
@@ -134,11 +135,15 @@ pub fn tracer_provider(config: &Config) -> Result<(SdkTracerProvider, bool), Tel
         .any(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));
     let exporting = endpoint_from_environment || telemetry.otlp_endpoint.is_some();
     if exporting {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        // Used only for an https:// collector, trusting the Mozilla roots
+        // compiled in (as the client library does), whatever the host has.
+        let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_tls_config(tls);
         // The exporter prefers an endpoint given here over the variables, so
         // it gets none when a variable is set: then the variable wins.
         if let (false, Some(endpoint)) = (endpoint_from_environment, &telemetry.otlp_endpoint) {
-            use opentelemetry_otlp::WithExportConfig as _;
             exporter = exporter.with_endpoint(endpoint.clone());
         }
         // A batch processor: ending a span only queues it (a bounded queue;

@@ -9,6 +9,7 @@
 //! `OTEL_EXPORTER_OTLP_*`.
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::resource::EnvResourceDetector;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -65,8 +66,12 @@ pub(crate) fn init(verbose: u8) -> anyhow::Result<Telemetry> {
     let tracer_provider = if exporting {
         // The exporter reads the endpoint (and headers, timeout, compression)
         // from the variables itself.
+        // An https:// collector is trusted by the Mozilla roots compiled in,
+        // as the homeserver is.
+        let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
+            .with_tls_config(tls)
             .build()?;
         Some(
             SdkTracerProvider::builder()
