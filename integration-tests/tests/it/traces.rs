@@ -11,6 +11,9 @@
 //! hub) -> b.example's `federation_delivery` (the outbox to a.example) ->
 //! a.example's `federation_request` -> a.example's `stream_delivery` to
 //! carol; every parent within the trace, one root.
+//!
+//! And a collector that does not answer: requests go on, the failure is
+//! logged once, and the homeserver still stops promptly.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -21,7 +24,7 @@ use conclave_test_support::cluster::{cli_binary, free_address};
 use conclave_test_support::wait::DELIVERY_TIMEOUT;
 use conclave_test_support::{
     ClusterOptions, IssuedCertificate, OtlpReceiver, PASSWORD, ReceivedSpan, TestCluster, TestPki,
-    within,
+    eventually, within,
 };
 use tokio::sync::Notify;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -359,4 +362,50 @@ impl tracing::field::Visit for MethodVisitor {
     }
 
     fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
+/// How the homeserver reports that its collector does not answer.
+const EXPORT_FAILURE: &str = "cannot export spans to the OTLP collector";
+
+/// A collector that does not answer costs no request: a homeserver exporting
+/// to a closed port serves registrations and a group's messages, logs the
+/// failure once (not once per batch: the flush at SIGTERM fails again), and
+/// stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_fails_no_request_and_is_logged_once() {
+    conclave_test_support::init_logging();
+    within(TEST_TIMEOUT, "the unreachable collector", async {
+        let closed = free_address(Ipv4Addr::LOCALHOST);
+        let cluster = TestCluster::start(ClusterOptions::replicas(1).config(&format!(
+            "[telemetry]\notlp_endpoint = 'http://{closed}'\nsampling_ratio = 1.0"
+        )))
+        .await;
+        let alice = User::register_at(&cluster.client_url(0), "alice@localhost").await;
+        let bob = User::register_at(&cluster.client_url(0), "bob@localhost").await;
+        let group_id = group_of(&alice, "untraced", &[&bob]).await;
+        // The first batch leaves after the batch processor's delay and fails.
+        eventually(
+            DELIVERY_TIMEOUT,
+            "the export failure in the log",
+            || async {
+                let log = std::fs::read_to_string(cluster.log_path(0)).expect("the log");
+                log.contains(EXPORT_FAILURE).then_some(())
+            },
+        )
+        .await;
+        for number in 0..5 {
+            alice.send(&group_id, &format!("message {number}")).await;
+        }
+        let received = bob.next_messages(&group_id, 5).await;
+        assert_eq!(received.len(), 5);
+        let status = cluster.terminate(0).await;
+        assert!(status.success(), "the homeserver exited with {status}");
+        let log = std::fs::read_to_string(cluster.log_path(0)).expect("the log");
+        assert_eq!(
+            log.matches(EXPORT_FAILURE).count(),
+            1,
+            "one report of the failing collector:\n{log}"
+        );
+    })
+    .await;
 }
