@@ -12,6 +12,13 @@
 //! - Serving a peer: [`server_layer`] wraps every request in a
 //!   `federation_request` span whose parent is the context the peer sent
 //!   ([`server_span`]), or a new root span when it sent none or garbage.
+//! - Continuing a trace later: [`current_traceparent`] keeps a context as
+//!   text with what it travels with, and [`continue_traces`] makes a span
+//!   (an outbox delivery, a write to a Subscribe stream) its child.
+//!
+//! The client library injects with [`inject_headers`] too (the homeserver
+//! treats a client's context with less trust than a peer's; see its
+//! `telemetry::client_context`).
 //!
 //! The wire format is always W3C trace context ([`TraceContextPropagator`]),
 //! whatever global propagator the process installed: it is part of the

@@ -1,4 +1,5 @@
-//! `conclave-homeserver`: command line, configuration loading and logging around
+//! `conclave-homeserver`: command line, configuration loading, and logging and
+//! traces (`conclave_homeserver::telemetry`, flushed at the end) around
 //! [`conclave_homeserver::run`]. The only place `anyhow` appears.
 
 use anyhow::Context as _;
