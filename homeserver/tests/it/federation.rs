@@ -940,3 +940,50 @@ async fn a_relayed_message_and_its_delivery_are_one_trace() {
         "b.example's DeliverEvents is in the trace: {seen:#?}"
     );
 }
+
+/// A client's `traceparent`: the homeserver's `client_request` continues the
+/// client's trace (its trace id; the sampling decision stays the server's, as
+/// `telemetry::client_context`'s tests show), unless `[telemetry]
+/// trust_client_trace_context` is off, when it starts a trace of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_request_continues_the_client_s_trace_unless_told_not_to() {
+    const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (seen, _default) = record_spans();
+    for trust in [true, false] {
+        let server =
+            conclave_test_support::TestHomeserver::start_with(conclave_test_support::TestOptions {
+                configure: Box::new(move |config: &mut Config| {
+                    config.telemetry.trust_client_trace_context = trust;
+                }),
+                ..conclave_test_support::TestOptions::default()
+            })
+            .await;
+        seen.lock().unwrap().clear();
+        let mut accounts =
+            client_proto::account_service_client::AccountServiceClient::new(channel(&server).await);
+        let mut request = tonic::Request::new(client_proto::BeginEnrolmentRequest {});
+        let traceparent = format!("00-{CLIENT_TRACE}-00f067aa0ba902b7-00");
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().expect("ASCII"));
+        accounts
+            .begin_enrolment(request)
+            .await
+            .expect("an enrolment challenge");
+        let traces: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, method, _)| name == "client_request" && method == "BeginEnrolment")
+            .map(|(_, _, trace_id)| trace_id.clone())
+            .collect();
+        assert_eq!(traces.len(), 1, "trust {trust}: {traces:?}");
+        assert_eq!(traces[0].len(), 32);
+        assert_eq!(
+            traces[0] == CLIENT_TRACE,
+            trust,
+            "trust {trust}: {traces:?}"
+        );
+        server.stop().await;
+    }
+}
