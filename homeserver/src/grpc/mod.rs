@@ -110,7 +110,7 @@ pub(crate) async fn serve(
         // server, and server-side failures are logged where they happen.
         .layer(
             TraceLayer::new_for_grpc()
-                .make_span_with(ClientRequestSpan::new(&context.config.telemetry))
+                .make_span_with(ClientRequestSpan::new(&context.config))
                 .on_request(())
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
@@ -188,10 +188,10 @@ struct ClientRequestSpan {
 }
 
 impl ClientRequestSpan {
-    fn new(telemetry: &crate::config::TelemetryConfig) -> Self {
+    fn new(config: &crate::config::Config) -> Self {
         ClientRequestSpan {
-            trust_client_trace_context: telemetry.trust_client_trace_context,
-            sampling_ratio: telemetry.sampling_ratio,
+            trust_client_trace_context: config.telemetry.trust_client_trace_context,
+            sampling_ratio: crate::telemetry::effective_sampling_ratio(config),
         }
     }
 }

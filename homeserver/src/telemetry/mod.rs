@@ -154,6 +154,34 @@ pub fn tracer_provider(config: &Config) -> Result<(SdkTracerProvider, bool), Tel
     Ok((builder.build(), exporting))
 }
 
+/// The share of traces to sample that started here or at a client:
+/// `sampling_ratio`, unless `OTEL_TRACES_SAMPLER` (and `_ARG`) say otherwise,
+/// as they do for the SDK's sampler.
+pub fn effective_sampling_ratio(config: &Config) -> f64 {
+    sampling_ratio_from(
+        std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref(),
+        std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().as_deref(),
+        config.telemetry.sampling_ratio,
+    )
+}
+
+/// The ratio an `OTEL_TRACES_SAMPLER` value (with its `_ARG`) stands for, as
+/// the SDK reads them (a ratio sampler without a valid argument, and a sampler
+/// it does not implement, sample everything), or `configured` when the
+/// variable is unset.
+fn sampling_ratio_from(sampler: Option<&str>, argument: Option<&str>, configured: f64) -> f64 {
+    match sampler {
+        Some("always_on" | "parentbased_always_on") => 1.0,
+        Some("always_off" | "parentbased_always_off") => 0.0,
+        Some("traceidratio" | "parentbased_traceidratio") => argument
+            .and_then(|argument| argument.trim().parse::<f64>().ok())
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .unwrap_or(1.0),
+        Some(_) => 1.0,
+        None => configured,
+    }
+}
+
 /// Parent-based: a trace a peer started keeps the peer's decision (client
 /// traces get theirs from [`client_context`]); new traces are sampled by
 /// their trace id at `ratio`.
@@ -359,6 +387,26 @@ mod tests {
             status: Status::Unset,
             instrumentation_scope: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_standard_sampler_variables_win_over_the_ratio() {
+        let check = |sampler, argument, expected: f64| {
+            assert_eq!(
+                sampling_ratio_from(sampler, argument, 0.25),
+                expected,
+                "{sampler:?} {argument:?}"
+            );
+        };
+        check(None, None, 0.25);
+        check(None, Some("0.5"), 0.25);
+        check(Some("parentbased_traceidratio"), Some("0.5"), 0.5);
+        check(Some("traceidratio"), Some(" 0.1 "), 0.1);
+        check(Some("traceidratio"), Some("2"), 1.0);
+        check(Some("traceidratio"), None, 1.0);
+        check(Some("always_off"), None, 0.0);
+        check(Some("parentbased_always_on"), None, 1.0);
+        check(Some("jaeger_remote"), None, 1.0);
     }
 
     #[test]
