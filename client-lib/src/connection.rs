@@ -10,8 +10,9 @@ use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceCli
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
+use crate::call_tracing::TracedChannel;
 use crate::server_url::ServerUrl;
 use crate::session::AccessToken;
 
@@ -39,7 +40,9 @@ pub enum ConnectError {
 /// Opens a channel to `server_url`, with TLS for `https://` verified against the
 /// Mozilla root store compiled into the binary (webpki-roots), so nothing depends on
 /// the system's certificate setup.
-pub(crate) async fn connect(server_url: &ServerUrl) -> Result<Channel, ConnectError> {
+/// Each call through the channel gets a span and sends its trace context
+/// (`crate::call_tracing`).
+pub(crate) async fn connect(server_url: &ServerUrl) -> Result<TracedChannel, ConnectError> {
     let configuration = |error: tonic::transport::Error| ConnectError::Configuration {
         server_url: server_url.to_string(),
         reason: error_chain(&error),
@@ -59,6 +62,7 @@ pub(crate) async fn connect(server_url: &ServerUrl) -> Result<Channel, ConnectEr
     endpoint
         .connect()
         .await
+        .map(TracedChannel::new)
         .map_err(|error| ConnectError::Unreachable {
             server_url: server_url.to_string(),
             reason: error_chain(&error),
@@ -97,25 +101,27 @@ impl Interceptor for BearerAuth {
     }
 }
 
-pub(crate) type AccountClient = AccountServiceClient<InterceptedService<Channel, BearerAuth>>;
-pub(crate) type KeyPackageClient = KeyPackageServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub(crate) type AccountClient = AccountServiceClient<InterceptedService<TracedChannel, BearerAuth>>;
+pub(crate) type KeyPackageClient =
+    KeyPackageServiceClient<InterceptedService<TracedChannel, BearerAuth>>;
 
-pub(crate) fn account_client(channel: Channel, auth: BearerAuth) -> AccountClient {
+pub(crate) fn account_client(channel: TracedChannel, auth: BearerAuth) -> AccountClient {
     AccountServiceClient::with_interceptor(channel, auth)
 }
 
-pub(crate) fn key_package_client(channel: Channel, auth: BearerAuth) -> KeyPackageClient {
+pub(crate) fn key_package_client(channel: TracedChannel, auth: BearerAuth) -> KeyPackageClient {
     KeyPackageServiceClient::with_interceptor(channel, auth)
 }
 
-pub(crate) type GroupClient = GroupServiceClient<InterceptedService<Channel, BearerAuth>>;
-pub(crate) type DeliveryClient = DeliveryServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub(crate) type GroupClient = GroupServiceClient<InterceptedService<TracedChannel, BearerAuth>>;
+pub(crate) type DeliveryClient =
+    DeliveryServiceClient<InterceptedService<TracedChannel, BearerAuth>>;
 
-pub(crate) fn group_client(channel: Channel, auth: BearerAuth) -> GroupClient {
+pub(crate) fn group_client(channel: TracedChannel, auth: BearerAuth) -> GroupClient {
     GroupServiceClient::with_interceptor(channel, auth)
 }
 
-pub(crate) fn delivery_client(channel: Channel, auth: BearerAuth) -> DeliveryClient {
+pub(crate) fn delivery_client(channel: TracedChannel, auth: BearerAuth) -> DeliveryClient {
     DeliveryServiceClient::with_interceptor(channel, auth)
 }
 

@@ -32,6 +32,7 @@
 //!   group bookkeeping (groups, pending submissions, messages, held events,
 //!   cursors), and the hand-written `OpenMlsProvider` (RustCrypto +
 //!   `SqliteStorageProvider`).
+//! - `call_tracing`: a span per gRPC call, its trace context sent along.
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
 //!   bearer-token interceptor.
 //! - `endpoints`: the addresses of one homeserver (its replicas), the one in
@@ -51,6 +52,7 @@
 //! after the hub accepted it; events are acknowledged only after the
 //! transaction that applied them committed.
 
+mod call_tracing;
 pub mod client;
 mod connection;
 mod endpoints;

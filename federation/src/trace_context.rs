@@ -12,6 +12,13 @@
 //! - Serving a peer: [`server_layer`] wraps every request in a
 //!   `federation_request` span whose parent is the context the peer sent
 //!   ([`server_span`]), or a new root span when it sent none or garbage.
+//! - Continuing a trace later: [`current_traceparent`] keeps a context as
+//!   text with what it travels with, and [`continue_traces`] makes a span
+//!   (an outbox delivery, a write to a Subscribe stream) its child.
+//!
+//! The client library injects with [`inject_headers`] too (the homeserver
+//! treats a client's context with less trust than a peer's; see its
+//! `telemetry::client_context`).
 //!
 //! The wire format is always W3C trace context ([`TraceContextPropagator`]),
 //! whatever global propagator the process installed: it is part of the
@@ -41,6 +48,24 @@ pub fn inject(metadata: &mut MetadataMap) {
         context = Context::current();
     }
     TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+}
+
+/// Writes the trace context of the current span into HTTP request headers, as
+/// [`inject`] does into tonic metadata (for a tower layer below tonic).
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    let mut metadata = MetadataMap::from_headers(std::mem::take(headers));
+    inject(&mut metadata);
+    *headers = metadata.into_headers();
+}
+
+/// The gRPC service and method a request path (`/package.Service/Method`)
+/// names, for the `rpc.service` and `rpc.method` attributes of OpenTelemetry's
+/// semantic conventions; empty strings for a path of another shape.
+pub fn rpc_service_and_method(path: &str) -> (&str, &str) {
+    path.strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .filter(|(service, method)| !service.is_empty() && !method.contains('/'))
+        .unwrap_or(("", ""))
 }
 
 /// The current span's trace context as a W3C `traceparent` value, to be kept
@@ -73,6 +98,16 @@ pub fn delivery_span<'a>(
         otel.kind = "producer",
         trace_id = tracing::field::Empty,
     );
+    continue_traces(&span, traceparents);
+    record_trace_id(&span);
+    span
+}
+
+/// Makes `span` (not started yet) a child of the first valid trace context of
+/// `traceparents` (W3C `traceparent` values as [`current_traceparent`] made
+/// them) and links it to the others; a root of its own when none is valid,
+/// never a child of whatever span is current.
+pub fn continue_traces<'a>(span: &Span, traceparents: impl IntoIterator<Item = &'a str>) {
     let mut parent_set = false;
     for traceparent in traceparents {
         let mut headers = http::HeaderMap::new();
@@ -97,8 +132,6 @@ pub fn delivery_span<'a>(
         // A root of its own, not a child of whatever span is current.
         let _ = span.set_parent(Context::new());
     }
-    record_trace_id(&span);
-    span
 }
 
 /// The trace context a peer sent in `metadata`: a context whose span is the
@@ -121,13 +154,19 @@ fn extract_from(extractor: &dyn Extractor) -> Context {
 }
 
 /// The span for one request a peer made: `federation_request`, with the gRPC
-/// path (`/package.Service/Method`), a child of the trace context the peer sent
-/// (a new root when it sent none), and the trace id in its `trace_id` field so
-/// that log lines within the request show it.
+/// service and method (`rpc.*` attributes), a child of the trace context the
+/// peer sent (a new root when it sent none), and the trace id in its
+/// `trace_id` field so that log lines within the request show it. The server
+/// records the peer's domain in `conclave.peer_domain` once it admitted the
+/// peer.
 pub fn server_span<B>(request: &http::Request<B>) -> Span {
+    let (service, method) = rpc_service_and_method(request.uri().path());
     let span = tracing::info_span!(
         "federation_request",
-        rpc.path = %request.uri().path(),
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        conclave.peer_domain = tracing::field::Empty,
         otel.kind = "server",
         trace_id = tracing::field::Empty,
     );
@@ -409,6 +448,40 @@ mod tests {
         });
         assert_ne!(served_trace_id, TraceId::INVALID);
         assert_ne!(served_trace_id, outer_trace_id);
+    }
+
+    #[test]
+    fn rpc_paths_name_a_service_and_a_method() {
+        assert_eq!(
+            rpc_service_and_method("/conclave.federation.v1.FederationService/SubmitToHub"),
+            ("conclave.federation.v1.FederationService", "SubmitToHub")
+        );
+        for odd in ["", "/", "//Send", "/a/b/c", "no-slash"] {
+            assert_eq!(rpc_service_and_method(odd), ("", ""), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn inject_headers_writes_the_same_traceparent() {
+        let (headers, metadata) = with_tracing(|| {
+            let span = tracing::info_span!("call");
+            let _entered = span.enter();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", "Bearer x".parse().expect("ASCII"));
+            inject_headers(&mut headers);
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            (headers, metadata)
+        });
+        assert_eq!(
+            headers.get("authorization").map(|v| v.as_bytes()),
+            Some(&b"Bearer x"[..])
+        );
+        assert_eq!(
+            headers.get("traceparent").map(|v| v.as_bytes()),
+            metadata.get("traceparent").map(|v| v.as_bytes())
+        );
+        traceparent_parts(&MetadataMap::from_headers(headers));
     }
 
     #[test]

@@ -275,7 +275,9 @@ pub struct RedisConfig {
     pub poll_interval_ms: u64,
 }
 
-/// What the server tells operators beyond its logs: Prometheus metrics.
+/// What the server tells operators beyond its logs: Prometheus metrics and
+/// OpenTelemetry traces. The standard `OTEL_*` variables win over the tracing
+/// settings here (see `crate::telemetry`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
@@ -286,6 +288,22 @@ pub struct TelemetryConfig {
     /// packages, the federation outbox backlogs) are refreshed, in
     /// milliseconds.
     pub refresh_interval_ms: u64,
+    /// OTLP/gRPC collector to export spans to (`http://otel-collector:4317`);
+    /// unset, and without `OTEL_EXPORTER_OTLP_ENDPOINT`, nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded and exported, 0.0 to 1.0; a trace a peer
+    /// started follows the peer's decision.
+    pub sampling_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// The `service.instance.id` resource attribute; default: the host name
+    /// (in Kubernetes, the pod's name).
+    pub replica: Option<String>,
+    /// Extra resource attributes (`deployment.environment = "production"`).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Whether a client API request continues the trace its client sent in
+    /// `traceparent`. The sampling decision is this server's all the same.
+    pub trust_client_trace_context: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -293,6 +311,12 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             metrics: true,
             refresh_interval_ms: 30_000,
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: "conclave-homeserver".to_owned(),
+            replica: None,
+            resource_attributes: BTreeMap::new(),
+            trust_client_trace_context: true,
         }
     }
 }
@@ -632,6 +656,7 @@ impl Config {
             );
         }
         self.validate_redis()?;
+        self.validate_telemetry()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return invalid("log.filter", error.to_string());
         }
@@ -640,6 +665,54 @@ impl Config {
 }
 
 impl Config {
+    /// The `[telemetry]` section's tracing settings.
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let telemetry = &self.telemetry;
+        if let Some(endpoint) = &telemetry.otlp_endpoint {
+            let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+            if !scheme_ok || endpoint.parse::<http::Uri>().is_err() {
+                return invalid(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "{endpoint:?} is not an http:// or https:// URL of an OTLP/gRPC collector (such as \"http://otel-collector:4317\")"
+                    ),
+                );
+            }
+        }
+        let ratio = telemetry.sampling_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return invalid(
+                "telemetry.sampling_ratio",
+                format!("{ratio} is not between 0.0 (no trace) and 1.0 (every trace)"),
+            );
+        }
+        if telemetry.service_name.trim().is_empty() {
+            return invalid("telemetry.service_name", "must not be empty".to_owned());
+        }
+        if telemetry
+            .replica
+            .as_ref()
+            .is_some_and(|replica| replica.trim().is_empty())
+        {
+            return invalid(
+                "telemetry.replica",
+                "must not be empty (leave it unset for the host name)".to_owned(),
+            );
+        }
+        if telemetry
+            .resource_attributes
+            .keys()
+            .any(|key| key.trim().is_empty())
+        {
+            return invalid(
+                "telemetry.resource_attributes",
+                "an attribute name must not be empty".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     /// The `[redis]` section: cluster mode needs a database every replica
     /// shares, so PostgreSQL.
     fn validate_redis(&self) -> Result<(), ConfigError> {
@@ -1332,6 +1405,39 @@ mod tests {
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
         assert_eq!(configuration_variables(variables.into_iter()).len(), 3);
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        check(
+            "[telemetry]\notlp_endpoint = 'http://otel-collector:4317'\nsampling_ratio = 0.25\n\
+             service_name = 'chat'\nreplica = 'pod-1'\n\
+             [telemetry.resource_attributes]\n'deployment.environment' = 'staging'",
+            None,
+        );
+        check(
+            "[telemetry]\nsampling_ratio = 1.5",
+            Some("telemetry.sampling_ratio: 1.5 is not between 0.0 (no trace) and 1.0"),
+        );
+        check(
+            "[telemetry]\nsampling_ratio = -0.1",
+            Some("telemetry.sampling_ratio"),
+        );
+        check(
+            "[telemetry]\notlp_endpoint = 'otel-collector:4317'",
+            Some(
+                "telemetry.otlp_endpoint: \"otel-collector:4317\" is not an http:// or https:// URL",
+            ),
+        );
+        check(
+            "[telemetry]\nservice_name = ' '",
+            Some("telemetry.service_name: must not be empty"),
+        );
+        check("[telemetry]\nreplica = ''", Some("telemetry.replica"));
+        check(
+            "[telemetry.resource_attributes]\n'' = 'x'",
+            Some("telemetry.resource_attributes"),
+        );
     }
 
     #[test]

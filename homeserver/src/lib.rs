@@ -20,6 +20,8 @@
 //! - `notify`: wake-ups for live delivery (in-process, and through Redis in a
 //!   cluster).
 //! - `cluster`: the connection to Redis of a replica in cluster mode.
+//! - [`telemetry`]: logging, OpenTelemetry spans and their OTLP export
+//!   (`telemetry::init`, for `main` and the benchmark).
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
 //! - `fuzzing` (hidden): one entry point per decoder of outside bytes, for the
@@ -37,6 +39,7 @@ mod notify;
 mod rules;
 mod service;
 mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod tidy;
 

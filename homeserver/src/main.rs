@@ -1,11 +1,12 @@
-//! `conclave-homeserver`: command line, configuration loading and logging around
+//! `conclave-homeserver`: command line, configuration loading, and logging and
+//! traces (`conclave_homeserver::telemetry`, flushed at the end) around
 //! [`conclave_homeserver::run`]. The only place `anyhow` appears.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use conclave_core::ids::Domain;
 use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
-use conclave_homeserver::config::{Config, LogFormat};
+use conclave_homeserver::config::Config;
 use conclave_homeserver::{Clock as _, Listeners, SystemClock};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -109,12 +110,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_tracing(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("conclave-homeserver: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Within the runtime: the OTLP exporter's channel is spawned on it.
+    let telemetry = match runtime.block_on(async { conclave_homeserver::telemetry::init(&config) })
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("conclave-homeserver: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     let result = runtime.block_on(async {
@@ -130,10 +139,15 @@ fn main() -> ExitCode {
             Command::DevCerts { .. } => unreachable!("handled before the configuration is loaded"),
         }
     });
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+    }
+    // After the server stopped, with the runtime still running (the exporter's
+    // connection is on it): the last requests' spans leave before the exit.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("conclave-homeserver: {error:#}");
             ExitCode::FAILURE
         }
@@ -361,62 +375,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-}
-
-/// Held at DEBUG whatever the log filter says: sea-orm's PostgreSQL driver
-/// records its connect options, the database URL with its password, in a
-/// TRACE span, which every event inside it would print.
-const SECRET_BEARING_SPANS: &str = "sea_orm::driver::sqlx_postgres=debug";
-
-/// Logs to stderr (human or JSON, filtered by `log.filter` or `RUST_LOG`), and
-/// gives every INFO-or-higher span an OpenTelemetry trace and span id, so that
-/// federation calls carry W3C trace context (`conclave_federation::trace_context`)
-/// and a request's spans on every domain share one trace id. Nothing exports
-/// spans yet: the tracer provider has no exporter, so spans only carry ids.
-fn init_tracing(config: &Config) {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter))
-        .add_directive(
-            SECRET_BEARING_SPANS
-                .parse()
-                .expect("SECRET_BEARING_SPANS is a valid directive"),
-        );
-    let log_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let log_layer = match config.log.format {
-        LogFormat::Human => log_layer.with_filter(filter).boxed(),
-        LogFormat::Json => log_layer.json().with_filter(filter).boxed(),
-    };
-
-    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name("conclave-homeserver")
-                .build(),
-        )
-        .build();
-    let tracer = tracer_provider.tracer("conclave-homeserver");
-    opentelemetry::global::set_tracer_provider(tracer_provider);
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    // Its own filter, apart from the log filter, so that trace context still
-    // propagates when logging is turned down to WARN. Spans only: events would
-    // be kept as span events, for no exporter to read.
-    let trace_filter = tracing_subscriber::filter::filter_fn(|metadata| {
-        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
-    })
-    .with_max_level_hint(tracing::Level::INFO);
-    let trace_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(trace_filter);
-
-    tracing_subscriber::registry()
-        .with(log_layer)
-        .with(trace_layer)
-        .init();
 }

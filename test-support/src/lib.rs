@@ -18,6 +18,7 @@
 //!   `promtool check metrics`.
 //! - [`prometheus`]: a real Prometheus scraping homeservers, queried through
 //!   its HTTP API.
+//! - [`otlp`]: an in-process OTLP receiver keeping the spans it is sent.
 //! - [`pki`]: a development CA and the certificates it issues, as files.
 //! - [`network`]: homeservers of several domains, each a federation peer of all
 //!   the others, on loopback addresses of their own.
@@ -38,6 +39,7 @@ pub mod fuzz_smoke;
 pub mod homeserver;
 pub mod metrics;
 pub mod network;
+pub mod otlp;
 pub mod pki;
 pub mod prometheus;
 pub mod redis_server;
@@ -50,6 +52,7 @@ pub use cluster::{ClusterOptions, TestCluster};
 pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use pki::{IssuedCertificate, TestPki};
 pub use prometheus::TestPrometheus;
 pub use redis_server::TestRedis;

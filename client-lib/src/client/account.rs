@@ -1,11 +1,11 @@
 //! Enrolling, describing and removing this device: register, login, logout,
 //! whoami, and the account's device list.
 
+use crate::call_tracing::TracedChannel;
 use chrono::{DateTime, Utc};
 use conclave_core::ids::{CredentialIdentity, DeviceId, Domain, UserId, Username};
 use conclave_proto::client::v1 as proto;
 use openmls_basic_credential::SignatureKeyPair;
-use tonic::transport::Channel;
 
 use super::{Client, call, invalid_response, to_datetime};
 use crate::connection::{BearerAuth, account_client};
@@ -291,7 +291,7 @@ impl Client {
 /// another domain before sending the password.
 async fn proved_enrolment(
     operation: &'static str,
-    channel: &Channel,
+    channel: &TracedChannel,
     signer: &SignatureKeyPair,
     username: &Username,
     expected_domain: Option<&Domain>,

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::call_tracing::TracedChannel;
 use chrono::{DateTime, Utc};
-use tonic::transport::Channel;
 
 pub use account::{Device, Enrolment, WhoAmI};
 pub use groups::{CommitOutcome, GroupId, GroupSummary, Member, MembershipChange};
@@ -46,8 +46,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Client {
     state: Mutex<State>,
     /// The last channel opened, reused while the server stays the same (a tonic
-    /// `Channel` multiplexes requests over one HTTP/2 connection).
-    channel: Mutex<Option<(ServerUrl, Channel)>>,
+    /// `TracedChannel` multiplexes requests over one HTTP/2 connection).
+    channel: Mutex<Option<(ServerUrl, TracedChannel)>>,
     /// The addresses of the session's homeserver, and the one in use.
     endpoints: Mutex<Endpoints>,
     replenish_policy: ReplenishPolicy,
@@ -204,7 +204,7 @@ impl Client {
     }
 
     /// A channel to `server_url`, reusing the previous one if it goes there.
-    async fn channel(&self, server_url: &ServerUrl) -> Result<Channel, ClientError> {
+    async fn channel(&self, server_url: &ServerUrl) -> Result<TracedChannel, ClientError> {
         let cached = self
             .channel
             .lock()
@@ -223,7 +223,7 @@ impl Client {
 
     /// The session, a channel to its homeserver (at the address in use), and
     /// the interceptor carrying its token.
-    async fn authenticated(&self) -> Result<(Session, Channel, BearerAuth), ClientError> {
+    async fn authenticated(&self) -> Result<(Session, TracedChannel, BearerAuth), ClientError> {
         let session = self.require_session()?;
         let auth = BearerAuth::new(&session.access_token)?;
         let endpoint = self

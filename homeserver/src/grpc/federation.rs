@@ -187,6 +187,8 @@ impl FederationApi {
             }
             Err(refusal) => return Err(peer_refusal(refusal)),
         }
+        // A configured peer's domain: a bounded set, as span attributes go.
+        tracing::Span::current().record("conclave.peer_domain", domain.as_str());
         if let Some(leaf) = certificates.first() {
             self.context
                 .metrics

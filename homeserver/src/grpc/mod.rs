@@ -126,7 +126,7 @@ pub(crate) async fn serve(
         // server, and server-side failures are logged where they happen.
         .layer(
             TraceLayer::new_for_grpc()
-                .make_span_with(client_request_span)
+                .make_span_with(ClientRequestSpan::new(&context.config))
                 .on_request(())
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
@@ -231,21 +231,47 @@ pub(crate) fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
     }
 }
 
-/// The span of one client API request, `client_request` with the gRPC path
-/// (`/package.Service/Method`): the root of a new trace, which federation calls
-/// made while serving the request carry to peers
-/// (`conclave_federation::trace_context`). A trace context sent by the client is
-/// ignored: clients are not trusted to choose trace ids. Its `trace_id` field
-/// puts the trace id on every log line within the request.
-fn client_request_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "client_request",
-        rpc.path = %request.uri().path(),
-        otel.kind = "server",
-        trace_id = tracing::field::Empty,
-    );
-    // Fails only without the OpenTelemetry layer (tests), when there is no trace.
-    let _ = span.set_parent(opentelemetry::Context::new());
-    conclave_federation::trace_context::record_trace_id(&span);
-    span
+/// The span of one client API request, `client_request`, with the gRPC
+/// service and method (`rpc.*` attributes). It continues the trace the client
+/// sent, with this server's sampling decision, or is the root of a new trace
+/// (see [`crate::telemetry::client_context`]); federation calls made while
+/// serving the request carry it to peers (`conclave_federation::trace_context`).
+/// Its `trace_id` field puts the trace id on every log line within the request.
+#[derive(Debug, Clone, Copy)]
+struct ClientRequestSpan {
+    trust_client_trace_context: bool,
+    sampling_ratio: f64,
+}
+
+impl ClientRequestSpan {
+    fn new(config: &crate::config::Config) -> Self {
+        ClientRequestSpan {
+            trust_client_trace_context: config.telemetry.trust_client_trace_context,
+            sampling_ratio: crate::telemetry::effective_sampling_ratio(config),
+        }
+    }
+}
+
+impl<B> tower_http::trace::MakeSpan<B> for ClientRequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        let (service, method) =
+            conclave_federation::trace_context::rpc_service_and_method(request.uri().path());
+        let span = tracing::info_span!(
+            "client_request",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+        );
+        let parent = crate::telemetry::client_context::client_request_parent(
+            request.headers(),
+            self.trust_client_trace_context,
+            self.sampling_ratio,
+        );
+        // Fails only without the OpenTelemetry layer (tests), when there is no trace.
+        let _ = span.set_parent(parent);
+        conclave_federation::trace_context::record_trace_id(&span);
+        span
+    }
 }

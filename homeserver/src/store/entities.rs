@@ -167,8 +167,10 @@ pub(crate) mod group_event {
         /// The MLSMessage as submitted.
         pub message: Vec<u8>,
         pub created_at_ms: i64,
-        /// W3C `traceparent` of the request that submitted it, if traced: the
-        /// outbox's delivery of it to other domains continues that trace.
+        /// W3C `traceparent` of the request that submitted it (on a
+        /// follower, of the delivery that brought it), if traced: the
+        /// outbox's delivery of it to other domains and its delivery to
+        /// Subscribe streams continue that trace.
         pub trace_parent: Option<String>,
         /// SHA-256 of `message`, unique per group, for entries the hub accepted
         /// (replay protection); NULL for older entries and a follower's copies.

@@ -28,6 +28,12 @@ mod registration_tokens;
 mod schema;
 mod submissions;
 
+/// A log filter directive that every log filter must end with: sea-orm's
+/// PostgreSQL driver records its connect options, the database URL with its
+/// password, in a TRACE span, which every event inside it would print. Held
+/// at DEBUG whatever the configured filter says.
+pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
+
 pub(crate) use accounts::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;

@@ -751,7 +751,7 @@ async fn a_group_spans_domains_through_the_hub(choice: DatabaseChoice) {
     })
     .await;
 }
-/// Spans seen, as (name, rpc.path, trace_id), once their trace id is recorded.
+/// Spans seen, as (name, rpc.method, trace_id), once their trace id is recorded.
 type SeenSpans = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
 
 thread_local! {
@@ -767,22 +767,26 @@ fn recording_here() -> bool {
 /// Records the spans of the threads that [`record_spans`] names, with their
 /// OpenTelemetry trace ids.
 struct SpanRecorder {
-    /// Spans made on a recording thread, by id: (name, rpc.path).
+    /// Spans made on a recording thread, by id: (name, rpc.method).
     pending: std::sync::Mutex<BTreeMap<u64, (String, String)>>,
 }
 
 #[derive(Default)]
 struct Fields {
-    path: String,
+    method: String,
     trace_id: String,
 }
 
 impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "rpc.method" {
+            self.method = value.to_owned();
+        }
+    }
+
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "rpc.path" => self.path = format!("{value:?}"),
-            "trace_id" => self.trace_id = format!("{value:?}"),
-            _ => {}
+        if field.name() == "trace_id" {
+            self.trace_id = format!("{value:?}");
         }
     }
 }
@@ -798,7 +802,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
         attrs.record(&mut fields);
         self.pending.lock().unwrap().insert(
             id.into_u64(),
-            (attrs.metadata().name().to_owned(), fields.path),
+            (attrs.metadata().name().to_owned(), fields.method),
         );
     }
 
@@ -813,12 +817,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanRecorder {
         if fields.trace_id.is_empty() {
             return;
         }
-        let Some((name, path)) = self.pending.lock().unwrap().get(&id.into_u64()).cloned() else {
+        let Some((name, method)) = self.pending.lock().unwrap().get(&id.into_u64()).cloned() else {
             return;
         };
         RECORDING.with(|recording| {
             if let Some(seen) = recording.borrow().as_ref() {
-                seen.lock().unwrap().push((name, path, fields.trace_id));
+                seen.lock().unwrap().push((name, method, fields.trace_id));
             }
         });
     }
@@ -886,13 +890,11 @@ async fn a_forwarded_claim_is_one_trace_across_domains() {
     eprintln!("{seen:#?}");
     let client_claims: Vec<_> = seen
         .iter()
-        .filter(|(name, path, _)| name == "client_request" && path.ends_with("/ClaimKeyPackages"))
+        .filter(|(name, method, _)| name == "client_request" && method == "ClaimKeyPackages")
         .collect();
     let federation_claims: Vec<_> = seen
         .iter()
-        .filter(|(name, path, _)| {
-            name == "federation_request" && path.ends_with("/ClaimKeyPackages")
-        })
+        .filter(|(name, method, _)| name == "federation_request" && method == "ClaimKeyPackages")
         .collect();
     assert_eq!(client_claims.len(), 1, "{seen:?}");
     assert_eq!(federation_claims.len(), 1, "{seen:?}");
@@ -921,18 +923,21 @@ async fn a_relayed_message_and_its_delivery_are_one_trace() {
     sync_until(&mut bob, |bob| bob.group_seq == sent.seq).await;
 
     let seen = seen.lock().unwrap().clone();
-    let trace_of = |name: &str, path_end: &str| -> Vec<String> {
+    // An empty `rpc_method` matches spans of any (or no) method.
+    let trace_of = |name: &str, rpc_method: &str| -> Vec<String> {
         seen.iter()
-            .filter(|(span, path, _)| span == name && path.ends_with(path_end))
+            .filter(|(span, method, _)| {
+                span == name && (rpc_method.is_empty() || method == rpc_method)
+            })
             .map(|(_, _, trace_id)| trace_id.clone())
             .collect()
     };
-    let sends = trace_of("client_request", "/SendMessage");
+    let sends = trace_of("client_request", "SendMessage");
     assert_eq!(sends.len(), 1, "{seen:#?}");
     let trace = &sends[0];
     assert_eq!(trace.len(), 32, "{seen:#?}");
     assert_eq!(
-        trace_of("federation_request", "/SubmitToHub"),
+        trace_of("federation_request", "SubmitToHub"),
         std::slice::from_ref(trace),
         "{seen:#?}"
     );
@@ -941,7 +946,54 @@ async fn a_relayed_message_and_its_delivery_are_one_trace() {
         "the outbox's delivery continues the trace: {seen:#?}"
     );
     assert!(
-        trace_of("federation_request", "/DeliverEvents").contains(trace),
+        trace_of("federation_request", "DeliverEvents").contains(trace),
         "b.example's DeliverEvents is in the trace: {seen:#?}"
     );
+}
+
+/// A client's `traceparent`: the homeserver's `client_request` continues the
+/// client's trace (its trace id; the sampling decision stays the server's, as
+/// `telemetry::client_context`'s tests show), unless `[telemetry]
+/// trust_client_trace_context` is off, when it starts a trace of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_request_continues_the_client_s_trace_unless_told_not_to() {
+    const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (seen, _default) = record_spans();
+    for trust in [true, false] {
+        let server =
+            conclave_test_support::TestHomeserver::start_with(conclave_test_support::TestOptions {
+                configure: Box::new(move |config: &mut Config| {
+                    config.telemetry.trust_client_trace_context = trust;
+                }),
+                ..conclave_test_support::TestOptions::default()
+            })
+            .await;
+        seen.lock().unwrap().clear();
+        let mut accounts =
+            client_proto::account_service_client::AccountServiceClient::new(channel(&server).await);
+        let mut request = tonic::Request::new(client_proto::BeginEnrolmentRequest {});
+        let traceparent = format!("00-{CLIENT_TRACE}-00f067aa0ba902b7-00");
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().expect("ASCII"));
+        accounts
+            .begin_enrolment(request)
+            .await
+            .expect("an enrolment challenge");
+        let traces: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, method, _)| name == "client_request" && method == "BeginEnrolment")
+            .map(|(_, _, trace_id)| trace_id.clone())
+            .collect();
+        assert_eq!(traces.len(), 1, "trust {trust}: {traces:?}");
+        assert_eq!(traces[0].len(), 32);
+        assert_eq!(
+            traces[0] == CLIENT_TRACE,
+            trust,
+            "trust {trust}: {traces:?}"
+        );
+        server.stop().await;
+    }
 }

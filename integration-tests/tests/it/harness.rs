@@ -242,6 +242,12 @@ impl User {
         &self.user_id
     }
 
+    /// The client's state directory, for the `conclave` CLI to act as this
+    /// device (`--state`) while this client is idle.
+    pub(crate) fn state_dir(&self) -> &std::path::Path {
+        self._state_dir.path()
+    }
+
     /// This device's `name@domain/device_id`.
     pub(crate) fn identity(&self) -> CredentialIdentity {
         self.client

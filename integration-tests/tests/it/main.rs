@@ -53,6 +53,9 @@
 //! - [`rogue_hub`]: a peer delivering groups it made up (garbage, Welcomes for
 //!   key packages it never claimed, groups another domain hosts), refused with
 //!   nothing stored.
+//! - [`traces`]: one send from the `conclave` CLI is one trace across both
+//!   domains' homeserver processes, down to the recipient's stream, exported
+//!   over OTLP; JSON logs carry its ids.
 
 /// Turns each `async fn name(database: DatabaseChoice)` into a module `name` with
 /// the tests `sqlite` and `postgres`, each under the harness's timeout;
@@ -83,3 +86,4 @@ mod outages;
 mod outbox_leases;
 mod rejoin;
 mod rogue_hub;
+mod traces;

@@ -4,7 +4,8 @@
 //! Output goes to stdout (text, or one JSON object with `--json`; JSON lines for
 //! `listen` and `chat`); errors are one `error: ...` line on stderr with exit
 //! code 1; clap's usage errors exit with 2.
-//! Logs go to stderr only with `-v`.
+//! Logs go to stderr only with `-v`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set,
+//! the command's spans go to that OTLP collector (`telemetry`).
 
 mod args;
 mod commands;
@@ -12,20 +13,34 @@ mod group_output;
 mod messaging;
 mod output;
 mod password;
+mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use clap::{CommandFactory as _, FromArgMatches as _};
+use tracing::Instrument as _;
 
 use crate::args::Cli;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    // The subcommand's name only (a fixed set): never its arguments, which
+    // hold message text and user names.
+    let command = matches.subcommand_name().unwrap_or("").to_owned();
+    let telemetry = match telemetry::init(cli.verbose) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            return ExitCode::FAILURE;
+        }
+    };
     let as_json = cli.json;
-    match commands::run(cli).await {
+    let span = tracing::info_span!("cli_command", conclave.command = command.as_str());
+    let result = commands::run(cli).instrument(span).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(report) => {
             report.print(as_json);
             ExitCode::SUCCESS
@@ -54,19 +69,6 @@ fn one_line(error: &anyhow::Error) -> String {
     }
     // A multi-line cause still makes one line, as scripts expect.
     message.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn init_logging(verbose: u8) {
-    let filter = match verbose {
-        0 => return,
-        1 => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("conclave_client=debug,conclave=debug,warn")),
-        _ => EnvFilter::new("debug"),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::store::{self, EventKind};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument as _;
 
 /// A place for a new stream of `device` on `connection`, or the limit it would
 /// exceed. Over the device's limit, the device's oldest stream ends instead.
@@ -132,7 +133,8 @@ async fn stream_events(
             };
             memberships_stale |= changes_memberships;
             let accepted_at_ms = delivery.accepted_at_ms();
-            if sender.send(Ok(delivery)).await.is_err() {
+            let span = stream_delivery_span(&delivery);
+            if sender.send(Ok(delivery)).instrument(span).await.is_err() {
                 return Ok(());
             }
             observe_lag(context, accepted_at_ms);
@@ -145,4 +147,30 @@ async fn stream_events(
 fn observe_lag(context: &Context, accepted_at_ms: i64) {
     let lag_ms = context.now_ms().saturating_sub(accepted_at_ms).max(0);
     context.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
+}
+
+/// The span of writing one group event to a Subscribe stream,
+/// `stream_delivery`: a child of the trace the event was submitted (or, on a
+/// follower, delivered) in, so that a message's trace ends at each recipient's
+/// stream. Disabled for inbox entries and untraced events, which have no trace
+/// to continue.
+fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
+    let Delivery::Group { event, .. } = delivery else {
+        return tracing::Span::none();
+    };
+    let Some(trace_parent) = event.trace_parent.as_deref() else {
+        return tracing::Span::none();
+    };
+    let event_kind = match event.kind {
+        EventKind::Application => "application",
+        EventKind::Commit => "commit",
+        EventKind::Proposal => "proposal",
+    };
+    let span = tracing::info_span!(
+        "stream_delivery",
+        conclave.event_kind = event_kind,
+        otel.kind = "producer",
+    );
+    conclave_federation::trace_context::continue_traces(&span, [trace_parent]);
+    span
 }

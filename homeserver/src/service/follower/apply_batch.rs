@@ -124,7 +124,9 @@ pub(super) async fn apply_events(
             sender_identity: &event.sender,
             message: &event.message,
             now_ms,
-            trace_parent: None,
+            // The trace of the delivery that brought it (the hub's trace of
+            // its submission), which the recipients' streams continue.
+            trace_parent: conclave_federation::trace_context::current_traceparent(),
             // The hub judged replays; its copy's order is what counts here.
             message_digest: None,
         });
