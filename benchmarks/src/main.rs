@@ -19,6 +19,8 @@
 //!   debug events, which split the cross-domain latency.
 //! - `cluster`: benchmark 8, benchmark 1 on a cluster of 1, 2 and 3
 //!   replicas (PostgreSQL and Redis), with the wake-up latency across replicas.
+//! - `telemetry`: benchmark 9, benchmark 1 with metrics and tracing off, metrics
+//!   on, and both on with every span exported over OTLP.
 //! - `memory`: benchmark 7, the process's memory after 1,000 registrations
 //!   (an Argon2id hash each).
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
@@ -35,6 +37,7 @@ mod postgres;
 mod report;
 mod scaling;
 mod server;
+mod telemetry;
 mod throughput;
 
 use clap::{Parser, ValueEnum};
@@ -78,6 +81,9 @@ enum Part {
     /// Benchmark 8: benchmark 1 on clusters of 1, 2 and 3 replicas (PostgreSQL
     /// only, whatever `--database` says).
     Cluster,
+    /// Benchmark 9: benchmark 1 with metrics and tracing off, metrics on, and
+    /// both on with every span exported (PostgreSQL only).
+    Telemetry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +117,13 @@ fn cluster_settings(quick: bool) -> ClusterSettings {
             messages: if quick { 300 } else { 3000 },
             sender_counts: vec![3, 30],
         },
+    }
+}
+
+fn telemetry_settings(quick: bool) -> ThroughputSettings {
+    ThroughputSettings {
+        messages: if quick { 300 } else { 3000 },
+        sender_counts: vec![10, 100],
     }
 }
 
@@ -157,7 +170,7 @@ fn scaling_settings(quick: bool) -> ScalingSettings {
 /// Server-side errors go to stderr (`RUST_LOG` chooses more, e.g. `info`);
 /// two of the homeserver's debug events are recorded apart, whatever the log
 /// shows (see `milestones`).
-fn init_logging() {
+fn init_logging(tracing: Option<&telemetry::Tracing>) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -170,6 +183,7 @@ fn init_logging() {
                 .with_filter(filter),
         )
         .with(milestones::layer())
+        .with(tracing.map(telemetry::Tracing::layer))
         .init();
 }
 
@@ -200,11 +214,17 @@ fn load_average() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging();
+    let runs = |part: Part| args.part.is_empty() || args.part.contains(&part);
+    // Before the subscriber is set: its OpenTelemetry layer exports to it.
+    let tracing = if runs(Part::Telemetry) {
+        Some(telemetry::Tracing::start().await?)
+    } else {
+        None
+    };
+    init_logging(tracing.as_ref());
     let started = Instant::now();
     let mut loads = Vec::new();
     let databases = args.database.choices();
-    let runs = |part: Part| args.part.is_empty() || args.part.contains(&part);
     let throughput = throughput_settings(args.quick);
     let scaling = scaling_settings(args.quick);
     let federation = federation_settings(args.quick);
@@ -256,6 +276,15 @@ async fn main() -> anyhow::Result<()> {
             "clusters of 1 to 3 replicas on PostgreSQL".to_owned(),
         );
         cluster_runs = cluster::run(&cluster).await?;
+    }
+    let mut telemetry_results = None;
+    if let Some(tracing) = &tracing {
+        announce_phase(
+            &mut loads,
+            started,
+            "metrics and tracing on and off, on PostgreSQL".to_owned(),
+        );
+        telemetry_results = Some(telemetry::run(tracing, &telemetry_settings(args.quick)).await?);
     }
     loads.push(("end".to_owned(), load_average()));
     eprintln!("[{:>6.1} s] done", started.elapsed().as_secs_f64());
@@ -326,6 +355,16 @@ async fn main() -> anyhow::Result<()> {
     if runs(Part::Cluster) {
         println!("{}", cluster_table(&cluster_runs, &cluster));
     }
+    if let Some(results) = &telemetry_results {
+        println!(
+            "{}",
+            telemetry_table(results, &telemetry_settings(args.quick))
+        );
+        println!(
+            "- spans the OTLP receiver got from the traced runs: {}\n",
+            count(results.spans_received as u64)
+        );
+    }
     if scaling_results.iter().any(|r| !r.round_trips.is_empty()) {
         println!("{}", round_trip_table(&scaling_results));
     }
@@ -352,6 +391,58 @@ async fn main() -> anyhow::Result<()> {
         loads.join("; ")
     );
     Ok(())
+}
+
+/// Benchmark 9: each set-up's mean over its two runs, per sender count, and
+/// its throughput against the bare set-up's.
+fn telemetry_table(results: &telemetry::TelemetryResults, settings: &ThroughputSettings) -> Table {
+    let mut table = Table::new(
+        format!(
+            "9. Metrics and tracing on and off (PostgreSQL): {} messages per run, two runs per set-up, means",
+            count(settings.messages as u64)
+        ),
+        vec![
+            "Set-up",
+            "Senders",
+            "Messages/s",
+            "p50 ms",
+            "p99 ms",
+            "Messages/s against bare",
+        ],
+    );
+    let mean = |setup: telemetry::Setup, senders: usize, figure: &dyn Fn(&ThroughputRun) -> f64| {
+        let figures: Vec<f64> = results
+            .runs
+            .iter()
+            .filter(|runs| runs.setup == setup)
+            .flat_map(|runs| &runs.runs)
+            .filter(|run| run.senders == senders)
+            .map(figure)
+            .collect();
+        figures.iter().sum::<f64>() / figures.len().max(1) as f64
+    };
+    let rate = |run: &ThroughputRun| run.messages_per_second();
+    let p50 = |run: &ThroughputRun| run.latencies.median().as_secs_f64() * 1e3;
+    let p99 = |run: &ThroughputRun| run.latencies.percentile(0.99).as_secs_f64() * 1e3;
+    for &senders in &settings.sender_counts {
+        let bare = mean(telemetry::Setup::Bare, senders, &rate);
+        for setup in [
+            telemetry::Setup::Bare,
+            telemetry::Setup::Metrics,
+            telemetry::Setup::MetricsAndTraces,
+        ] {
+            let messages_per_second = mean(setup, senders, &rate);
+            table.row(vec![
+                setup.name().to_owned(),
+                senders.to_string(),
+                format!("{messages_per_second:.0}"),
+                format!("{:.1}", mean(setup, senders, &p50)),
+                format!("{:.1}", mean(setup, senders, &p99)),
+                format!("{:+.1}%", (messages_per_second / bare - 1.0) * 100.0),
+            ]);
+        }
+    }
+    table
 }
 
 fn cluster_table(runs: &[ClusterRun], settings: &ClusterSettings) -> Table {
