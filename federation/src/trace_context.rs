@@ -604,6 +604,18 @@ mod tests {
         });
         assert_ne!(root, TraceId::INVALID);
         assert_ne!(root, current, "without traced events, a root of its own");
+
+        // Exported, so it names the peer and nothing of users, devices or groups.
+        let fields: Vec<String> = with_tracing(|| {
+            let span = delivery_span("b.example", ["garbage"]);
+            let metadata = span.metadata().expect("an enabled span");
+            metadata
+                .fields()
+                .iter()
+                .map(|field| field.name().to_owned())
+                .collect()
+        });
+        assert_eq!(fields, ["peer_domain", "otel.kind", "trace_id"]);
         assert_eq!(current_traceparent(), None, "no trace without a subscriber");
     }
 }
