@@ -78,12 +78,33 @@ pub fn rpc_service_and_method(path: &str) -> (&str, &str) {
 /// Whether `traceparent` is a valid W3C `traceparent` value (as
 /// [`current_traceparent`] makes them): a peer's value is kept only then.
 pub fn is_valid_traceparent(traceparent: &str) -> bool {
-    let Ok(value) = http::HeaderValue::from_str(traceparent) else {
-        return false;
-    };
+    trace_id_of(traceparent).is_some()
+}
+
+/// The trace id of a valid W3C `traceparent` value.
+fn trace_id_of(traceparent: &str) -> Option<opentelemetry::trace::TraceId> {
+    let value = http::HeaderValue::from_str(traceparent).ok()?;
     let mut headers = http::HeaderMap::new();
     headers.insert("traceparent", value);
-    extract_headers(&headers).span().span_context().is_valid()
+    let context = extract_headers(&headers);
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id())
+}
+
+/// The trace context a follower keeps with an event the hub sent in a batch,
+/// for the spans of its delivery to devices: the event's own (`event`, where
+/// the hub accepted it), except that within the trace of the request that
+/// brought the batch (`request`, whose span descends from the event's) the
+/// request's, so that the trace runs on through the delivery; the request's
+/// when the hub sent none (a hub that does not send it).
+pub fn delivered_event_traceparent(event: Option<&str>, request: Option<&str>) -> Option<String> {
+    match (event, request) {
+        (Some(event), Some(request)) if trace_id_of(event) == trace_id_of(request) => {
+            Some(request.to_owned())
+        }
+        (Some(event), _) => Some(event.to_owned()),
+        (None, request) => request.map(str::to_owned),
+    }
 }
 
 /// The current span's trace context as a W3C `traceparent` value, to be kept
@@ -566,6 +587,22 @@ mod tests {
             assert!(!context.has_active_span(), "{traceparent:?}");
         }
         assert!(!extract(&MetadataMap::new()).has_active_span());
+    }
+
+    #[test]
+    fn a_delivered_event_keeps_its_own_trace_continued_by_the_request_s() {
+        let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // The request that brought the batch, in the first event's trace.
+        let request = "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-01";
+        let kept = |event, request| delivered_event_traceparent(event, request);
+        assert_eq!(kept(Some(first), Some(request)).as_deref(), Some(request));
+        assert_eq!(kept(Some(second), Some(request)).as_deref(), Some(second));
+        assert_eq!(kept(Some(second), None).as_deref(), Some(second));
+        assert_eq!(kept(None, Some(request)).as_deref(), Some(request));
+        assert_eq!(kept(None, None), None);
+        assert!(is_valid_traceparent(first));
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736"));
     }
 
     #[test]
