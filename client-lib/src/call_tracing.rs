@@ -36,6 +36,8 @@ impl Service<http::Request<Body>> for TracedChannel {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The path is one of the generated clients' constants (this channel
+        // serves only them), so the span's names come from a bounded set.
         let (service, method) = rpc_service_and_method(request.uri().path());
         // Until the response's headers: a Subscribe stream's span ends as the
         // stream opens, not when it closes.

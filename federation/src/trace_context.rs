@@ -11,7 +11,10 @@
 //!   metadata.
 //! - Serving a peer: [`server_layer`] wraps every request in a
 //!   `federation_request` span whose parent is the context the peer sent
-//!   ([`server_span`]), or a new root span when it sent none or garbage.
+//!   ([`server_span`]), or a new root span when it sent none or garbage. The
+//!   span names the RPC as the server's [`RpcNames`] does: the request path
+//!   is chosen by the caller before it is authenticated, so only names from a
+//!   bounded set may reach exported spans and logs.
 //! - Continuing a trace later: [`current_traceparent`] keeps a context as
 //!   text with what it travels with, and [`continue_traces`] makes a span
 //!   (an outbox delivery, a write to a Subscribe stream) its child.
@@ -28,6 +31,7 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use std::sync::Arc;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, KeyRef, MetadataMap};
 use tower_http::trace::{
     DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnResponse, GrpcMakeClassifier,
@@ -61,11 +65,46 @@ pub fn inject_headers(headers: &mut http::HeaderMap) {
 /// The gRPC service and method a request path (`/package.Service/Method`)
 /// names, for the `rpc.service` and `rpc.method` attributes of OpenTelemetry's
 /// semantic conventions; empty strings for a path of another shape.
+///
+/// Only for paths the caller picked from a bounded set (a client's generated
+/// stubs); a server names the paths it receives with [`RpcNames`].
 pub fn rpc_service_and_method(path: &str) -> (&str, &str) {
     path.strip_prefix('/')
         .and_then(|path| path.split_once('/'))
         .filter(|(service, method)| !service.is_empty() && !method.contains('/'))
         .unwrap_or(("", ""))
+}
+
+/// Whether `traceparent` is a valid W3C `traceparent` value (as
+/// [`current_traceparent`] makes them): a peer's value is kept only then.
+pub fn is_valid_traceparent(traceparent: &str) -> bool {
+    trace_id_of(traceparent).is_some()
+}
+
+/// The trace id of a valid W3C `traceparent` value.
+fn trace_id_of(traceparent: &str) -> Option<opentelemetry::trace::TraceId> {
+    let value = http::HeaderValue::from_str(traceparent).ok()?;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("traceparent", value);
+    let context = extract_headers(&headers);
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id())
+}
+
+/// The trace context a follower keeps with an event the hub sent in a batch,
+/// for the spans of its delivery to devices: the event's own (`event`, where
+/// the hub accepted it), except that within the trace of the request that
+/// brought the batch (`request`, whose span descends from the event's) the
+/// request's, so that the trace runs on through the delivery; the request's
+/// when the hub sent none (a hub that does not send it).
+pub fn delivered_event_traceparent(event: Option<&str>, request: Option<&str>) -> Option<String> {
+    match (event, request) {
+        (Some(event), Some(request)) if trace_id_of(event) == trace_id_of(request) => {
+            Some(request.to_owned())
+        }
+        (Some(event), _) => Some(event.to_owned()),
+        (None, request) => request.map(str::to_owned),
+    }
 }
 
 /// The current span's trace context as a W3C `traceparent` value, to be kept
@@ -85,16 +124,15 @@ pub fn current_traceparent() -> Option<String> {
 /// in, linked to the traces of the others (W3C `traceparent` values as
 /// [`current_traceparent`] made them; invalid ones are skipped), so that a
 /// message's trace leads to its delivery to every domain. A new root when no
-/// event has a trace.
+/// event has a trace. It names the peer, never the group: exported spans carry
+/// no user, device or group ids.
 pub fn delivery_span<'a>(
     peer_domain: &str,
-    group: &str,
     traceparents: impl IntoIterator<Item = &'a str>,
 ) -> Span {
     let span = tracing::info_span!(
         "federation_delivery",
         peer_domain,
-        group,
         otel.kind = "producer",
         trace_id = tracing::field::Empty,
     );
@@ -153,14 +191,28 @@ fn extract_from(extractor: &dyn Extractor) -> Context {
     TraceContextPropagator::new().extract_with_context(&Context::new(), extractor)
 }
 
+/// How a server names the RPC of a request path in its spans: the gRPC
+/// service and method (`rpc.service`, `rpc.method`) of a path it serves, and
+/// one fixed name (such as `unknown`) for any other path.
+pub type RpcNames = Arc<dyn Fn(&str) -> RpcName + Send + Sync>;
+
+/// The gRPC service and method of a request, as [`RpcNames`] gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcName {
+    /// The fully qualified service, such as `conclave.federation.v1.FederationService`.
+    pub service: String,
+    /// The method, such as `SubmitToHub`.
+    pub method: String,
+}
+
 /// The span for one request a peer made: `federation_request`, with the gRPC
-/// service and method (`rpc.*` attributes), a child of the trace context the
-/// peer sent (a new root when it sent none), and the trace id in its
-/// `trace_id` field so that log lines within the request show it. The server
-/// records the peer's domain in `conclave.peer_domain` once it admitted the
-/// peer.
-pub fn server_span<B>(request: &http::Request<B>) -> Span {
-    let (service, method) = rpc_service_and_method(request.uri().path());
+/// service and method (`rpc.*` attributes) as `rpc_names` names the path, a
+/// child of the trace context the peer sent (a new root when it sent none),
+/// and the trace id in its `trace_id` field so that log lines within the
+/// request show it. The server records the peer's domain in
+/// `conclave.peer_domain` once it admitted the peer.
+pub fn server_span<B>(request: &http::Request<B>, rpc_names: &RpcNames) -> Span {
+    let RpcName { service, method } = rpc_names(request.uri().path());
     let span = tracing::info_span!(
         "federation_request",
         rpc.system = "grpc",
@@ -192,12 +244,20 @@ pub fn record_trace_id(span: &Span) {
 }
 
 /// [`MakeSpan`] of [`server_layer`]: [`server_span`] for any request body.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerSpan;
+#[derive(Clone)]
+pub struct ServerSpan {
+    rpc_names: RpcNames,
+}
+
+impl std::fmt::Debug for ServerSpan {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ServerSpan").finish_non_exhaustive()
+    }
+}
 
 impl<B> MakeSpan<B> for ServerSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> Span {
-        server_span(request)
+        server_span(request, &self.rpc_names)
     }
 }
 
@@ -213,7 +273,8 @@ pub type ServerTraceLayer = TraceLayer<
 >;
 
 /// A tower layer for the federation server (`tonic::transport::Server::layer`):
-/// serves each request, and streams its response, inside [`server_span`].
+/// serves each request, and streams its response, inside [`server_span`],
+/// which names the RPC as `rpc_names` does.
 ///
 /// It changes the response body type, so it must be the outermost layer, that
 /// is the first `.layer(..)` on the server builder: tonic's builder wraps each
@@ -222,9 +283,9 @@ pub type ServerTraceLayer = TraceLayer<
 /// A response with a gRPC error status is logged at DEBUG only (with its code
 /// and latency): refusals and server-side failures are logged where they happen,
 /// and a peer's NOT_FOUND is no error of this server.
-pub fn server_layer() -> ServerTraceLayer {
+pub fn server_layer(rpc_names: RpcNames) -> ServerTraceLayer {
     TraceLayer::new_for_grpc()
-        .make_span_with(ServerSpan)
+        .make_span_with(ServerSpan { rpc_names })
         .on_request(())
         .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
 }
@@ -295,6 +356,17 @@ mod tests {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, f)
+    }
+
+    /// Names every path as it is (tests of trace context only).
+    fn any_path() -> RpcNames {
+        Arc::new(|path: &str| {
+            let (service, method) = rpc_service_and_method(path);
+            RpcName {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            }
+        })
     }
 
     fn trace_id(span: &Span) -> TraceId {
@@ -433,7 +505,7 @@ mod tests {
             .parse()
             .expect("a valid path");
         *request.headers_mut() = metadata.into_headers();
-        let served_trace_id = with_tracing(|| trace_id(&server_span(&request)));
+        let served_trace_id = with_tracing(|| trace_id(&server_span(&request, &any_path())));
         assert_eq!(served_trace_id, caller_trace_id);
     }
 
@@ -443,7 +515,7 @@ mod tests {
             // Whatever is current where the request is read is not its parent.
             let outer = tracing::info_span!("connection");
             let _entered = outer.enter();
-            let served = server_span(&http::Request::new(()));
+            let served = server_span(&http::Request::new(()), &any_path());
             (trace_id(&outer), trace_id(&served))
         });
         assert_ne!(served_trace_id, TraceId::INVALID);
@@ -518,6 +590,22 @@ mod tests {
     }
 
     #[test]
+    fn a_delivered_event_keeps_its_own_trace_continued_by_the_request_s() {
+        let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // The request that brought the batch, in the first event's trace.
+        let request = "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-01";
+        let kept = |event, request| delivered_event_traceparent(event, request);
+        assert_eq!(kept(Some(first), Some(request)).as_deref(), Some(request));
+        assert_eq!(kept(Some(second), Some(request)).as_deref(), Some(second));
+        assert_eq!(kept(Some(second), None).as_deref(), Some(second));
+        assert_eq!(kept(None, Some(request)).as_deref(), Some(request));
+        assert_eq!(kept(None, None), None);
+        assert!(is_valid_traceparent(first));
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
     fn a_delivery_continues_its_first_event_s_trace() {
         let (first, second, delivery_trace, current_trace) = with_tracing(|| {
             let traceparent_of = |name: &'static str| {
@@ -532,7 +620,7 @@ mod tests {
             let (second, _) = traceparent_of("second");
             let current = tracing::info_span!("outbox");
             let _entered = current.enter();
-            let delivery = delivery_span("b.example", "0a0b", [first.as_str(), "garbage", &second]);
+            let delivery = delivery_span("b.example", [first.as_str(), "garbage", &second]);
             (first_trace, second, trace_id(&delivery), trace_id(&current))
         });
         assert_eq!(
@@ -548,11 +636,23 @@ mod tests {
         let (root, current) = with_tracing(|| {
             let current = tracing::info_span!("outbox");
             let _entered = current.enter();
-            let delivery = delivery_span("b.example", "0a0b", ["garbage"]);
+            let delivery = delivery_span("b.example", ["garbage"]);
             (trace_id(&delivery), trace_id(&current))
         });
         assert_ne!(root, TraceId::INVALID);
         assert_ne!(root, current, "without traced events, a root of its own");
+
+        // Exported, so it names the peer and nothing of users, devices or groups.
+        let fields: Vec<String> = with_tracing(|| {
+            let span = delivery_span("b.example", ["garbage"]);
+            let metadata = span.metadata().expect("an enabled span");
+            metadata
+                .fields()
+                .iter()
+                .map(|field| field.name().to_owned())
+                .collect()
+        });
+        assert_eq!(fields, ["peer_domain", "otel.kind", "trace_id"]);
         assert_eq!(current_traceparent(), None, "no trace without a subscriber");
     }
 }

@@ -290,6 +290,8 @@ pub struct TelemetryConfig {
     pub refresh_interval_ms: u64,
     /// OTLP/gRPC collector to export spans to (`http://otel-collector:4317`);
     /// unset, and without `OTEL_EXPORTER_OTLP_ENDPOINT`, nothing is exported.
+    /// No credentials in it (`Config` is printed with `Debug`): they go in
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
     pub otlp_endpoint: Option<String>,
     /// Share of new traces recorded and exported, 0.0 to 1.0; a trace a peer
     /// started follows the peer's decision.
@@ -299,7 +301,9 @@ pub struct TelemetryConfig {
     /// The `service.instance.id` resource attribute; default: the host name
     /// (in Kubernetes, the pod's name).
     pub replica: Option<String>,
-    /// Extra resource attributes (`deployment.environment = "production"`).
+    /// Extra resource attributes (`deployment.environment = "production"`);
+    /// not those the server sets (`service.name`, `service.version`,
+    /// `service.instance.id`, `conclave.domain`).
     pub resource_attributes: BTreeMap<String, String>,
     /// Whether a client API request continues the trace its client sent in
     /// `traceparent`. The sampling decision is this server's all the same.
@@ -664,12 +668,41 @@ impl Config {
     }
 }
 
+/// The resource attributes the server sets itself, which
+/// `[telemetry.resource_attributes]` may not name.
+const SERVER_RESOURCE_ATTRIBUTES: [&str; 4] = [
+    "service.name",
+    "service.version",
+    "service.instance.id",
+    "conclave.domain",
+];
+
+/// Whether a URL names a user (`scheme://user:password@host`): its authority,
+/// from after `://` to the first `/`, `?` or `#`, contains `@`.
+fn url_has_userinfo(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 impl Config {
     /// The `[telemetry]` section's tracing settings.
     fn validate_telemetry(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let telemetry = &self.telemetry;
         if let Some(endpoint) = &telemetry.otlp_endpoint {
+            // Checked first, and the value not repeated: the message must not
+            // show the password (and `Config` is printed with `Debug`).
+            if url_has_userinfo(endpoint) {
+                return invalid(
+                    "telemetry.otlp_endpoint",
+                    "must not contain credentials (user:password@); give the collector's \
+                     credentials in OTEL_EXPORTER_OTLP_HEADERS instead"
+                        .to_owned(),
+                );
+            }
             let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
             if !scheme_ok || endpoint.parse::<http::Uri>().is_err() {
                 return invalid(
@@ -708,6 +741,19 @@ impl Config {
             return invalid(
                 "telemetry.resource_attributes",
                 "an attribute name must not be empty".to_owned(),
+            );
+        }
+        if let Some(key) = telemetry
+            .resource_attributes
+            .keys()
+            .find(|key| SERVER_RESOURCE_ATTRIBUTES.contains(&key.as_str()))
+        {
+            return invalid(
+                "telemetry.resource_attributes",
+                format!(
+                    "{key:?} is set by the server (from service_name, its version, replica \
+                     and the domain); set those settings instead"
+                ),
             );
         }
         Ok(())
@@ -1438,6 +1484,47 @@ mod tests {
             "[telemetry.resource_attributes]\n'' = 'x'",
             Some("telemetry.resource_attributes"),
         );
+        for endpoint in [
+            "http://user:hunter2@otel-collector:4317",
+            "https://hunter2@otel-collector:4317/v1",
+            "user:hunter2@otel-collector:4317",
+        ] {
+            let toml = format!("[telemetry]\notlp_endpoint = '{endpoint}'");
+            let error = config::Config::builder()
+                .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+                .build()
+                .and_then(|built| built.try_deserialize::<Config>())
+                .map_err(ConfigError::from)
+                .and_then(|config| config.validate())
+                .expect_err(endpoint)
+                .to_string();
+            assert!(
+                error.contains(
+                    "telemetry.otlp_endpoint: must not contain credentials (user:password@); \
+                     give the collector's credentials in OTEL_EXPORTER_OTLP_HEADERS"
+                ),
+                "{endpoint}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        // An `@` in the path is no credential.
+        check(
+            "[telemetry]\notlp_endpoint = 'http://otel-collector:4317/a@b'",
+            None,
+        );
+        for key in [
+            "service.name",
+            "service.version",
+            "service.instance.id",
+            "conclave.domain",
+        ] {
+            check(
+                &format!("[telemetry.resource_attributes]\n'{key}' = 'x'"),
+                Some(&format!(
+                    "telemetry.resource_attributes: \"{key}\" is set by the server"
+                )),
+            );
+        }
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn make_seeds() -> Seeds {
                 removed: Vec::new(),
                 welcome: add.welcome.clone().unwrap(),
                 ratchet_tree: group.hub.ratchet_tree(),
+                traceparent: None,
             },
             federation::FederatedEvent {
                 seq: 2,

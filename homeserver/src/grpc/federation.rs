@@ -64,7 +64,9 @@ pub(crate) async fn serve(
     super::server_builder(&limits)
         // Each request's span continues the caller's trace (W3C traceparent).
         // First, so outermost: it changes the response body type.
-        .layer(conclave_federation::trace_context::server_layer())
+        .layer(conclave_federation::trace_context::server_layer(
+            federation_api_methods().into_rpc_names(),
+        ))
         // Right below the trace layer, as on the client API.
         .layer(metrics_layer)
         .layer(MapResponseLayer::new(

@@ -1,11 +1,16 @@
 //! The gRPC methods a listener serves, by their path (`/package.Service/Method`),
 //! read from the compiled-in descriptors: the only names the metrics of calls
 //! may carry. Any other path, which a client chooses freely, is counted under
-//! one `unknown` name, so that garbage paths cannot create new series.
+//! one `unknown` name, so that garbage paths cannot create new series. The
+//! spans of calls take their `rpc.service`/`rpc.method` from here too
+//! ([`KnownMethods::into_rpc_names`]): spans become series downstream
+//! (span metrics), and they are made before the caller is authenticated.
 
 use crate::metrics::GrpcMethodLabels;
+use conclave_federation::trace_context::{RpcName, RpcNames};
 use prost::Message as _;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The service and method names of calls to paths not served here.
 pub(crate) const UNKNOWN: &str = "unknown";
@@ -74,6 +79,14 @@ impl KnownMethods {
                 service: UNKNOWN.to_owned(),
                 method: UNKNOWN.to_owned(),
             })
+    }
+
+    /// The names the spans of calls to a path carry: as [`Self::labels`].
+    pub(crate) fn into_rpc_names(self) -> RpcNames {
+        Arc::new(move |path: &str| {
+            let GrpcMethodLabels { service, method } = self.labels(path);
+            RpcName { service, method }
+        })
     }
 
     /// How many methods are known, in all services.

@@ -126,7 +126,10 @@ pub(crate) async fn serve(
         // server, and server-side failures are logged where they happen.
         .layer(
             TraceLayer::new_for_grpc()
-                .make_span_with(ClientRequestSpan::new(&context.config))
+                .make_span_with(ClientRequestSpan::new(
+                    &context.config,
+                    client_api_methods().into_rpc_names(),
+                ))
                 .on_request(())
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
@@ -232,30 +235,37 @@ pub(crate) fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
 }
 
 /// The span of one client API request, `client_request`, with the gRPC
-/// service and method (`rpc.*` attributes). It continues the trace the client
+/// service and method (`rpc.*` attributes) of the methods this listener serves
+/// (`unknown` for any other path: the path is the client's choice, and the
+/// span is made before it is authenticated). It continues the trace the client
 /// sent, with this server's sampling decision, or is the root of a new trace
 /// (see [`crate::telemetry::client_context`]); federation calls made while
 /// serving the request carry it to peers (`conclave_federation::trace_context`).
 /// Its `trace_id` field puts the trace id on every log line within the request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct ClientRequestSpan {
     trust_client_trace_context: bool,
     sampling_ratio: f64,
+    rpc_names: conclave_federation::trace_context::RpcNames,
 }
 
 impl ClientRequestSpan {
-    fn new(config: &crate::config::Config) -> Self {
+    fn new(
+        config: &crate::config::Config,
+        rpc_names: conclave_federation::trace_context::RpcNames,
+    ) -> Self {
         ClientRequestSpan {
             trust_client_trace_context: config.telemetry.trust_client_trace_context,
             sampling_ratio: crate::telemetry::effective_sampling_ratio(config),
+            rpc_names,
         }
     }
 }
 
 impl<B> tower_http::trace::MakeSpan<B> for ClientRequestSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
-        let (service, method) =
-            conclave_federation::trace_context::rpc_service_and_method(request.uri().path());
+        let conclave_federation::trace_context::RpcName { service, method } =
+            (self.rpc_names)(request.uri().path());
         let span = tracing::info_span!(
             "client_request",
             rpc.system = "grpc",
@@ -273,5 +283,105 @@ impl<B> tower_http::trace::MakeSpan<B> for ClientRequestSpan {
         let _ = span.set_parent(parent);
         conclave_federation::trace_context::record_trace_id(&span);
         span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tower_http::trace::MakeSpan as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// The string fields of every span made while it is the subscriber.
+    #[derive(Clone, Default)]
+    struct SpanFields(Arc<Mutex<Vec<BTreeMap<String, String>>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanFields {
+        fn on_new_span(
+            &self,
+            attributes: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = BTreeMap::new();
+            attributes.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    fields.insert(field.name().to_owned(), format!("{value:?}"));
+                },
+            );
+            self.0.lock().expect("not poisoned").push(fields);
+        }
+    }
+
+    /// The `rpc.service` and `rpc.method` of the span `make_span` makes for
+    /// a request to `path`.
+    fn rpc_fields(
+        path: &str,
+        make_span: impl FnOnce(&http::Request<()>) -> tracing::Span,
+    ) -> (String, String) {
+        let fields = SpanFields::default();
+        let subscriber = tracing_subscriber::registry().with(fields.clone());
+        let mut request = http::Request::new(());
+        *request.uri_mut() = path.parse().expect("a valid path");
+        tracing::subscriber::with_default(subscriber, || drop(make_span(&request)));
+        let spans = fields.0.lock().expect("not poisoned");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let field = |name: &str| spans[0].get(name).cloned().unwrap_or_default();
+        (field("rpc.service"), field("rpc.method"))
+    }
+
+    fn quoted(service: &str, method: &str) -> (String, String) {
+        (format!("{service:?}"), format!("{method:?}"))
+    }
+
+    #[test]
+    fn client_request_spans_name_only_served_methods() {
+        let config = crate::config::Config::default();
+        let mut make = ClientRequestSpan::new(&config, client_api_methods().into_rpc_names());
+        assert_eq!(
+            rpc_fields("/conclave.client.v1.GroupService/SubmitCommit", |request| {
+                make.make_span(request)
+            }),
+            quoted("conclave.client.v1.GroupService", "SubmitCommit")
+        );
+        for garbage in [
+            "/evil.Service/any-string-a-client-likes",
+            "/conclave.client.v1.GroupService/NoSuchMethod",
+            "/conclave.federation.v1.FederationService/SubmitToHub",
+            "/",
+        ] {
+            assert_eq!(
+                rpc_fields(garbage, |request| make.make_span(request)),
+                quoted(known_methods::UNKNOWN, known_methods::UNKNOWN),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn federation_request_spans_name_only_served_methods() {
+        let names = federation::federation_api_methods().into_rpc_names();
+        let span_of = |request: &http::Request<()>| {
+            conclave_federation::trace_context::server_span(request, &names)
+        };
+        assert_eq!(
+            rpc_fields(
+                "/conclave.federation.v1.FederationService/SubmitToHub",
+                span_of
+            ),
+            quoted("conclave.federation.v1.FederationService", "SubmitToHub")
+        );
+        for garbage in [
+            "/evil.Service/any-string-a-peer-likes",
+            "/conclave.client.v1.AccountService/Login",
+        ] {
+            assert_eq!(
+                rpc_fields(garbage, span_of),
+                quoted(known_methods::UNKNOWN, known_methods::UNKNOWN),
+                "{garbage}"
+            );
+        }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct IncomingEvent {
     pub(crate) removed: Vec<String>,
     pub(crate) welcome: Vec<u8>,
     pub(crate) ratchet_tree: Vec<u8>,
+    /// The trace the hub accepted it in (a valid W3C `traceparent`), if the
+    /// hub sent one.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Why a batch breaks the protocol.
@@ -67,6 +70,9 @@ pub(crate) struct CheckedEvent {
     /// The KeyPackageRefs the Welcome is addressed to (of every added device,
     /// of any domain); empty without a Welcome.
     pub(crate) welcome_recipients: Vec<Vec<u8>>,
+    /// The trace the hub accepted it in (a valid W3C `traceparent`), if the
+    /// hub sent one.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Checks a batch of group `group_id`'s events: consecutive sequence numbers,
@@ -203,6 +209,7 @@ pub(crate) fn check_batch(
             removed,
             welcome,
             welcome_recipients: recipients,
+            traceparent: event.traceparent,
         });
     }
     Ok(checked)
@@ -273,6 +280,7 @@ mod tests {
                 removed: Vec::new(),
                 welcome: Vec::new(),
                 ratchet_tree: Vec::new(),
+                traceparent: None,
             }
         }
 

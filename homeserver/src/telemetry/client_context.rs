@@ -8,18 +8,21 @@
 //!   if it learnt one); that confuses a trace view but reads and changes
 //!   nothing. Operators who mind turn `[telemetry] trust_client_trace_context`
 //!   off, and every client request starts a trace of its own.
-//! - The client's sampled flag is ignored: the decision is this server's, by
-//!   the trace id at `sampling_ratio` (as for the roots it starts, so servers
-//!   with one ratio decide alike), and a client cannot make the server record
-//!   every request it sends.
+//! - The client's sampled flag is ignored: the decision is this server's, at
+//!   `sampling_ratio`, on a keyed hash of the trace id with a key drawn at
+//!   random when the process starts. A client chooses its trace id but cannot
+//!   predict the hash, so no choice of ids (such as ones with low bits zero,
+//!   which the SDK's `TraceIdRatioBased` always samples) makes this server
+//!   record more than `sampling_ratio` of its requests. One trace id gets one
+//!   decision within a process; other processes decide on their own (peers
+//!   follow the decision that reaches them in `traceparent`).
 //! - The client's `tracestate` is dropped: vendor data this server did not
 //!   write, which would travel on to every peer.
 
-use opentelemetry::trace::{
-    SpanContext, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample as _};
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::LazyLock;
 
 /// The parent of the span of a client request with `headers`: the client's
 /// span (remote) with this server's sampling decision when `trust` and the
@@ -48,19 +51,29 @@ pub fn client_request_parent(headers: &http::HeaderMap, trust: bool, ratio: f64)
     Context::new().with_remote_span_context(parent)
 }
 
-/// Whether a trace is sampled at `ratio`, by its id, as the SDK's
-/// `TraceIdRatioBased` sampler decides for roots.
+/// The process's key for sampling client traces: SipHash keys drawn at random
+/// once (`RandomState`), so that a client cannot predict which trace ids are
+/// sampled, while one trace id always gets the same decision here.
+static SAMPLING_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// Whether a client's trace is sampled at `ratio`: its keyed hash, uniform
+/// over `u64` whatever ids a client picks, falls in the lowest `ratio` of
+/// the range.
 fn sampled(trace_id: TraceId, ratio: f64) -> bool {
-    let no_attributes: &[KeyValue] = &[];
-    let result = Sampler::TraceIdRatioBased(ratio).should_sample(
-        None,
-        trace_id,
-        "client_request",
-        &SpanKind::Server,
-        no_attributes,
-        &[],
-    );
-    result.decision == SamplingDecision::RecordAndSample
+    sampled_with(&SAMPLING_KEY, trace_id, ratio)
+}
+
+fn sampled_with(key: &RandomState, trace_id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 || ratio.is_nan() {
+        return false;
+    }
+    let hash = key.hash_one(trace_id.to_bytes());
+    // `ratio` is in (0, 1), so the bound is below 2^64 (the cast saturates).
+    let bound = (ratio * 2f64.powi(64)) as u64;
+    hash < bound
 }
 
 #[cfg(test)]
@@ -102,13 +115,51 @@ mod tests {
         assert!(!parent_of(&sampled, true, 0.0).is_sampled());
         assert!(parent_of(&not_sampled, true, 1.0).is_sampled());
         // At a ratio in between, the decision follows the trace id alone.
-        let low_trace = "00000000000000000000000000000001";
-        let high_trace = "ffffffffffffffffffffffffffffffff";
-        for flags in ["00", "01"] {
-            let low = parent_of(&format!("00-{low_trace}-{SPAN_ID}-{flags}"), true, 0.5);
-            let high = parent_of(&format!("00-{high_trace}-{SPAN_ID}-{flags}"), true, 0.5);
-            assert!(low.is_sampled(), "flags {flags}");
-            assert!(!high.is_sampled(), "flags {flags}");
+        let trace_ids = (0..64u128).map(|n| format!("{:032x}", (n + 1) * 0x9e37_79b9_7f4a_7c15));
+        let mut decisions = [0; 2];
+        for trace_id in trace_ids {
+            let with_flags = |flags: &str| {
+                parent_of(&format!("00-{trace_id}-{SPAN_ID}-{flags}"), true, 0.5).is_sampled()
+            };
+            let decision = with_flags("00");
+            assert_eq!(with_flags("01"), decision, "{trace_id}");
+            assert_eq!(with_flags("00"), decision, "the same id, the same decision");
+            decisions[usize::from(decision)] += 1;
+        }
+        assert!(decisions[0] > 0 && decisions[1] > 0, "{decisions:?}");
+    }
+
+    /// Trace ids whose low 64 bits are zero, which the SDK's
+    /// `TraceIdRatioBased` samples at any ratio above 0.
+    fn ids_with_zero_low_bits() -> impl Iterator<Item = TraceId> {
+        (1..=10_000u128).map(|n| TraceId::from_bytes((n << 64).to_be_bytes()))
+    }
+
+    #[test]
+    fn a_client_cannot_pick_trace_ids_that_are_always_sampled() {
+        let sampled_count = ids_with_zero_low_bits()
+            .filter(|trace_id| sampled(*trace_id, 0.01))
+            .count();
+        // About 100 of 10,000 expected; outside 20..300 has a probability far
+        // below 1e-9 for a uniform hash.
+        assert!(
+            (20..=300).contains(&sampled_count),
+            "{sampled_count} of 10000 sampled at 0.01"
+        );
+        // Another process (another key) decides on its own.
+        let other_key = RandomState::new();
+        let other_count = ids_with_zero_low_bits()
+            .filter(|trace_id| sampled_with(&other_key, *trace_id, 0.01))
+            .count();
+        assert!((20..=300).contains(&other_count), "{other_count}");
+    }
+
+    #[test]
+    fn ratio_zero_samples_nothing_and_one_everything() {
+        let random = (1..=1000u128).map(|n| TraceId::from(n.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        for trace_id in ids_with_zero_low_bits().take(1000).chain(random) {
+            assert!(!sampled(trace_id, 0.0), "{trace_id}");
+            assert!(sampled(trace_id, 1.0), "{trace_id}");
         }
     }
 

@@ -997,3 +997,61 @@ async fn a_client_request_continues_the_client_s_trace_unless_told_not_to() {
         server.stop().await;
     }
 }
+
+/// Events that reach a follower in one batch each keep the trace they were
+/// sent in: the follower's `stream_delivery` of each continues that event's
+/// own trace (carried per event in `FederatedEvent.traceparent`), not the
+/// trace of the batch's first event or of the follower's catch-up.
+#[tokio::test(flavor = "current_thread")]
+async fn events_of_one_batch_keep_their_own_traces_on_the_follower() {
+    let (seen, _default) = record_spans();
+
+    let mut network = TestNetwork::start(&["a.example", "b.example"], DatabaseChoice::Sqlite).await;
+    let mut alice = Client::register(&channel(network.server("a.example")).await, "alice").await;
+    let mut bob = Client::register(&channel(network.server("b.example")).await, "bob").await;
+    alice.create_group().await;
+    alice.invite(&["bob@b.example"]).await;
+    sync_until(&mut bob, |bob| bob.group.is_some()).await;
+    network.outbox_drained("a.example", "b.example").await;
+
+    // While b is down, two messages, in two requests (two traces), wait in the
+    // hub's outbox; they reach b in one batch when it is back.
+    network.stop("b.example").await;
+    seen.lock().unwrap().clear();
+    let first = alice.send("first").await;
+    let second = alice.send("second").await;
+    network.start_again("b.example").await;
+    bob.reconnect(&channel(network.server("b.example")).await);
+    let mut stream = bob.subscribe().await;
+    within(EVENT_TIMEOUT, "both messages on bob's stream", async {
+        while stream.next_group_event().await.seq < second.seq {}
+    })
+    .await;
+
+    let seen = seen.lock().unwrap().clone();
+    let traces_of = |name: &str, rpc_method: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(span, method, _)| span == name && method == rpc_method)
+            .map(|(_, _, trace_id)| trace_id.clone())
+            .collect()
+    };
+    let sends = traces_of("client_request", "SendMessage");
+    assert_eq!(sends.len(), 2, "{seen:#?}");
+    assert_ne!(sends[0], sends[1], "two requests, two traces");
+    assert_eq!(second.seq, first.seq + 1);
+    // One batch, whichever way it came: b's catch-up on start (FetchEvents)
+    // or the hub's outbox (DeliverEvents, in the first message's trace). A
+    // DeliverEvents in the second message's trace would mean a batch of its own.
+    let deliveries = traces_of("federation_request", "DeliverEvents");
+    assert!(
+        !deliveries.contains(&sends[1]),
+        "the messages came in one batch: {seen:#?}"
+    );
+    let streamed = traces_of("stream_delivery", "");
+    for (message, trace) in sends.iter().enumerate() {
+        assert!(
+            streamed.contains(trace),
+            "message {message}'s trace does not reach bob's stream: {seen:#?}"
+        );
+    }
+}

@@ -153,7 +153,8 @@ fn observe_lag(context: &Context, accepted_at_ms: i64) {
 /// `stream_delivery`: a child of the trace the event was submitted (or, on a
 /// follower, delivered) in, so that a message's trace ends at each recipient's
 /// stream. Disabled for inbox entries and untraced events, which have no trace
-/// to continue.
+/// to continue. Its `trace_id` field puts the trace id on the log lines
+/// within it.
 fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
     let Delivery::Group { event, .. } = delivery else {
         return tracing::Span::none();
@@ -170,7 +171,9 @@ fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
         "stream_delivery",
         conclave.event_kind = event_kind,
         otel.kind = "producer",
+        trace_id = tracing::field::Empty,
     );
     conclave_federation::trace_context::continue_traces(&span, [trace_parent]);
+    conclave_federation::trace_context::record_trace_id(&span);
     span
 }

@@ -115,6 +115,9 @@ pub(super) async fn apply_events(
     let mut last_seq = group.last_seq;
     let mut woken_inboxes = Vec::new();
     let mut rows = Vec::with_capacity(new_events.len());
+    // The trace of the request that brought the batch (a DeliverEvents in the
+    // hub's trace of its first event, or this server's catch-up).
+    let delivery_traceparent = conclave_federation::trace_context::current_traceparent();
     for event in new_events {
         rows.push(NewEvent {
             group: group.key,
@@ -124,9 +127,12 @@ pub(super) async fn apply_events(
             sender_identity: &event.sender,
             message: &event.message,
             now_ms,
-            // The trace of the delivery that brought it (the hub's trace of
-            // its submission), which the recipients' streams continue.
-            trace_parent: conclave_federation::trace_context::current_traceparent(),
+            // The trace the hub accepted it in, which the recipients'
+            // streams continue.
+            trace_parent: conclave_federation::trace_context::delivered_event_traceparent(
+                event.traceparent.as_deref(),
+                delivery_traceparent.as_deref(),
+            ),
             // The hub judged replays; its copy's order is what counts here.
             message_digest: None,
         });

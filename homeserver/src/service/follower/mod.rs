@@ -147,5 +147,10 @@ fn incoming_event(event: proto::FederatedEvent) -> IncomingEvent {
         removed: event.removed,
         welcome: event.welcome,
         ratchet_tree: event.ratchet_tree,
+        // Only a valid one is kept (it is stored with the event); anything
+        // else counts as none.
+        traceparent: event.traceparent.filter(|traceparent| {
+            conclave_federation::trace_context::is_valid_traceparent(traceparent)
+        }),
     }
 }

@@ -52,11 +52,7 @@ async fn deliver_batch(
     }
     let member_count = store::member_count(connection, delivery.group).await?;
     let sent_through = events.last().map_or(0, |event| event.seq);
-    let span = trace_context::delivery_span(
-        peer.as_str(),
-        &delivery.group_id.to_string(),
-        traceparents.iter().map(String::as_str),
-    );
+    let span = trace_context::delivery_span(peer.as_str(), traceparents.iter().map(String::as_str));
     let answer = federation
         .deliver_events(
             peer,
@@ -132,8 +128,8 @@ pub(crate) async fn events_for_follower(
     let mut used = 0;
     let mut events = Vec::with_capacity(records.len());
     let mut traceparents = Vec::new();
-    for mut record in records {
-        let traceparent = record.trace_parent.take();
+    for record in records {
+        let traceparent = record.trace_parent.clone();
         let mut event = federated_event(record);
         for change in changes
             .iter()
@@ -178,6 +174,8 @@ pub(super) fn federated_event(record: LogEvent) -> proto::FederatedEvent {
         sender: record.sender_identity,
         message: record.message,
         created_at_ms: record.created_at_ms,
+        // Each event's own trace, which the follower continues.
+        traceparent: record.trace_parent,
         ..Default::default()
     }
 }
