@@ -120,6 +120,16 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
         .with(log_layer)
         .with(trace_layer)
         .try_init()?;
+    // The endpoint itself is not logged: one from the environment may carry
+    // credentials (the configuration file's may not).
+    if exporting {
+        tracing::info!(
+            sampling_ratio = effective_sampling_ratio(config),
+            "exporting traces over OTLP/gRPC"
+        );
+    } else {
+        tracing::info!("not exporting traces (no otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
     Ok(TelemetryGuard {
         tracer_provider,
         exporting,
