@@ -23,6 +23,7 @@ mod certificates;
 mod database_pool;
 mod exposition;
 mod federation;
+mod peer_certificates;
 mod peer_reachability;
 mod process;
 mod redis_up;
@@ -31,6 +32,8 @@ pub(crate) use exposition::Format;
 pub(crate) use federation::FederationCallCounters;
 
 use crate::store::{EventKind, Store};
+pub(crate) use peer_certificates::CertificateRole;
+use peer_certificates::PeerCertificates;
 use peer_reachability::PeerReachability;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -196,9 +199,9 @@ pub(crate) struct Metrics {
     /// `conclave_tls_certificate_expiry_timestamp_seconds{listener}`: when this
     /// server's own certificates expire (Unix time).
     pub(crate) tls_certificate_expiry: Family<ListenerLabels, Gauge>,
-    /// `conclave_federation_peer_certificate_expiry_timestamp_seconds{peer}`:
-    /// when the certificate a peer last presented expires (Unix time).
-    pub(crate) peer_certificate_expiry: Family<PeerLabels, Gauge>,
+    /// `conclave_federation_peer_certificate_expiry_timestamp_seconds{peer,role}`:
+    /// when the certificate a peer last presented in each role expires (Unix time).
+    pub(crate) peer_certificate_expiry: PeerCertificates,
     /// `conclave_devices_low_on_key_packages`: this domain's devices whose
     /// stock of ordinary key packages is below the low-water mark.
     pub(crate) devices_low_on_key_packages: Gauge,
@@ -276,11 +279,11 @@ impl Metrics {
             "When this server's own TLS certificate expires (Unix time), per listener",
             tls_certificate_expiry.clone(),
         );
-        let peer_certificate_expiry = Family::<PeerLabels, Gauge>::default();
+        let peer_certificate_expiry = PeerCertificates::default();
         registry.register(
             "conclave_federation_peer_certificate_expiry_timestamp_seconds",
-            "When the TLS certificate a peer domain last presented expires (Unix time)",
-            peer_certificate_expiry.clone(),
+            "When the TLS certificate a peer domain last presented expires (Unix time), by role: its server certificate (outbound calls) or its client certificate (inbound calls)",
+            peer_certificate_expiry.family(),
         );
         let devices_low_on_key_packages = Gauge::default();
         registry.register(
@@ -531,7 +534,11 @@ mod tests {
             .set(2_000_000_000);
         metrics
             .peer_certificate_expiry
-            .get_or_create(&peer)
+            .family()
+            .get_or_create(&peer_certificates::PeerCertificateLabels {
+                peer: peer.peer.clone(),
+                role: "server",
+            })
             .set(2_000_000_000);
         metrics.devices_low_on_key_packages.set(1);
         metrics.count_rejection(RateLimit::LoginBackoff);
@@ -594,7 +601,7 @@ mod tests {
 
     /// Label names whose values come from fixed sets or the configuration
     /// (see `docs/metrics.md`); `le` is a histogram's bucket bound.
-    const BOUNDED_LABELS: [&str; 11] = [
+    const BOUNDED_LABELS: [&str; 12] = [
         "service",
         "method",
         "code",
@@ -605,6 +612,7 @@ mod tests {
         "limit",
         "version",
         "state",
+        "role",
         "le",
     ];
 
