@@ -9,11 +9,13 @@
 //!
 //! `exposition` picks the text format a scraper asks for (OpenMetrics, or the
 //! classic Prometheus text); `process`, `database_pool` and `redis_up` are the
-//! collectors read at scrape time.
+//! collectors read at scrape time; `peer_reachability` renders each peer's
+//! recent outcome and `peer_certificates` reads a peer's certificates only
+//! when they change.
 //!
 //! No label ever carries a user, device or group id: the labels are the gRPC
 //! service and method, status codes, message kinds, peer domains (a fixed,
-//! configured set), listener and limit names.
+//! configured set), certificate roles, listener and limit names.
 //!
 //! The use cases count through the fields here; values that are cheaper to
 //! read than to count (pool connections, Redis reachability) are read when
@@ -182,8 +184,9 @@ pub(crate) struct Metrics {
     pub(crate) commit_conflicts: Counter,
     /// `conclave_subscribe_streams`: Subscribe streams open now.
     pub(crate) subscribe_streams: Gauge,
-    /// `conclave_delivery_lag_seconds`: from a message's acceptance to its
-    /// being written to a Subscribe stream.
+    /// `conclave_delivery_lag_seconds`: from a live event's storing by this
+    /// domain to its being written to a Subscribe stream (replays at a
+    /// stream's start are not observed).
     pub(crate) delivery_lag: Histogram,
     /// `conclave_federation_outbox_pending{peer}`: events of groups hosted here
     /// the peer has not confirmed.
@@ -193,8 +196,8 @@ pub(crate) struct Metrics {
     pub(crate) federation_outbox_oldest_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// `conclave_federation_requests_total{peer,direction,code}`.
     pub(crate) federation_requests: Family<FederationRequestLabels, Counter>,
-    /// `conclave_federation_peer_up{peer}`: 1 when this replica's last call to
-    /// the peer, within the last 5 minutes, reached it; 0 when it did not.
+    /// `conclave_federation_peer_up{peer}`: 1 when this replica's last recent
+    /// call to the peer reached it; 0 when it did not.
     pub(crate) federation_peer_up: PeerReachability,
     /// `conclave_tls_certificate_expiry_timestamp_seconds{listener}`: when this
     /// server's own certificates expire (Unix time).
@@ -248,7 +251,7 @@ impl Metrics {
         let delivery_lag = latency_histogram();
         registry.register_with_unit(
             "conclave_delivery_lag",
-            "From a message's acceptance to its being written to a Subscribe stream",
+            "From a live event's storing by this domain (the hub's acceptance, or a follower's copy) to its being written to a Subscribe stream; replays at a stream's start are not observed",
             Unit::Seconds,
             delivery_lag.clone(),
         );
