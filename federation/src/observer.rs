@@ -9,12 +9,14 @@ use tonic::{Code, Status};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallOutcome {
     /// The gRPC code: the peer's answer, or the one tonic made for a call that
-    /// did not reach it (`UNAVAILABLE` for a refused connection or a failed TLS
-    /// handshake, `CANCELLED` for the call's deadline).
+    /// did not reach it (`UNAVAILABLE` for a refused connection, a failed TLS
+    /// handshake or a proxy's 502/503/504, `CANCELLED` for the call's
+    /// deadline).
     pub code: Code,
-    /// True if the peer produced the answer (whatever its code): it is
-    /// reachable. False if the connection, the handshake or the deadline
-    /// failed on this side.
+    /// True if the peer's gRPC server produced the answer and could serve it:
+    /// it is reachable. False if the connection, the handshake or the deadline
+    /// failed on this side, if something other than a gRPC server answered
+    /// (a proxy in front of a down peer), or if the answer was `UNAVAILABLE`.
     pub reached: bool,
 }
 
@@ -25,15 +27,38 @@ impl CallOutcome {
         reached: true,
     };
 
-    /// The outcome of a call that failed with `status`. tonic attaches the
-    /// local cause (connect error, timeout, HTTP/2 error) as the status's
-    /// source when it makes the status itself; a status the peer sent has none.
+    /// The outcome of a call that failed with `status`.
     pub fn of_status(status: &Status) -> CallOutcome {
         CallOutcome {
             code: status.code(),
-            reached: std::error::Error::source(status).is_none(),
+            reached: peer_served(status),
         }
     }
+}
+
+/// The messages tonic 0.14 gives the statuses it makes up from an HTTP
+/// response without `grpc-status` (`infer_grpc_status` in its `status.rs`):
+/// the HTTP status mapped to a code (a proxy's 502/503/504 or 429 become
+/// UNAVAILABLE, 404 UNIMPLEMENTED, 400 INTERNAL, ...), or a 200 whose stream
+/// ended without a final status (a proxy cutting it). A gRPC server always
+/// sends `grpc-status`, so these answers are not the peer's.
+const ANSWERS_WITHOUT_GRPC_STATUS: [&str; 2] = [
+    "grpc-status header missing",
+    "protocol error: missing grpc-status trailer",
+];
+
+/// Whether `status` came from the peer's gRPC server, able to serve.
+fn peer_served(status: &Status) -> bool {
+    // tonic attaches the local cause (connect error, timeout, HTTP/2 error)
+    // as the source of a status it makes from an error.
+    let made_from_local_error = std::error::Error::source(status).is_some();
+    // Whoever said it (tonic for a proxy's 503, or the peer itself while
+    // stopping or overloaded), nothing is being served.
+    let unavailable = status.code() == Code::Unavailable;
+    let not_from_grpc_server = ANSWERS_WITHOUT_GRPC_STATUS
+        .iter()
+        .any(|prefix| status.message().starts_with(prefix));
+    !(made_from_local_error || unavailable || not_from_grpc_server)
 }
 
 /// Told of every call [`crate::client::FederationClient`]'s methods make, and
@@ -63,18 +88,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_status_the_peer_sent_means_it_was_reached() {
-        let answered = CallOutcome::of_status(&Status::unavailable("shutting down"));
+    fn a_status_the_peer_sent_means_it_was_reached_unless_unavailable() {
+        let refused = CallOutcome::of_status(&Status::permission_denied("not a peer"));
         assert_eq!(
-            answered,
+            refused,
+            CallOutcome {
+                code: Code::PermissionDenied,
+                reached: true
+            }
+        );
+        // A peer that says UNAVAILABLE itself (stopping, its database down)
+        // serves nothing either.
+        let stopping = CallOutcome::of_status(&Status::unavailable("shutting down"));
+        assert_eq!(
+            stopping,
             CallOutcome {
                 code: Code::Unavailable,
-                reached: true
+                reached: false
             }
         );
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let local = Status::from_error(Box::new(refused));
         // A cause tonic does not know becomes UNKNOWN, with the cause kept.
+        assert_eq!(local.code(), Code::Unknown);
         assert!(!CallOutcome::of_status(&local).reached);
     }
 
@@ -97,6 +133,86 @@ mod tests {
             CallOutcome::of_status(&status),
             CallOutcome {
                 code: Code::Unavailable,
+                reached: false
+            },
+            "{status:?}"
+        );
+    }
+
+    /// A server that answers every request with a bare HTTP status and no
+    /// `grpc-status`, as an L7 proxy does in front of a peer that is down.
+    #[derive(Clone)]
+    struct ProxyAnswering(http::StatusCode);
+
+    impl tonic::server::NamedService for ProxyAnswering {
+        const NAME: &'static str = "conclave.federation.v1.FederationService";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for ProxyAnswering {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _context: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<tonic::body::Body>) -> Self::Future {
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            *response.status_mut() = self.0;
+            std::future::ready(Ok(response))
+        }
+    }
+
+    /// The status a FetchEvents call gets from a proxy answering `http_status`.
+    async fn status_from_proxy_answering(http_status: http::StatusCode) -> Status {
+        use conclave_proto::federation::v1 as proto;
+        use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ProxyAnswering(http_status))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let status = FederationServiceClient::new(channel)
+            .fetch_events(proto::FetchEventsRequest::default())
+            .await
+            .unwrap_err();
+        server.abort();
+        status
+    }
+
+    #[tokio::test]
+    async fn a_proxys_answer_for_a_down_peer_is_not_reached() {
+        for http_status in [
+            http::StatusCode::BAD_GATEWAY,
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            http::StatusCode::GATEWAY_TIMEOUT,
+        ] {
+            let status = status_from_proxy_answering(http_status).await;
+            assert_eq!(
+                CallOutcome::of_status(&status),
+                CallOutcome {
+                    code: Code::Unavailable,
+                    reached: false
+                },
+                "{http_status}: {status:?}"
+            );
+        }
+        // A proxy with no route to the peer: tonic makes UNIMPLEMENTED of the
+        // 404, which no gRPC server of the peer said.
+        let status = status_from_proxy_answering(http::StatusCode::NOT_FOUND).await;
+        assert_eq!(
+            CallOutcome::of_status(&status),
+            CallOutcome {
+                code: Code::Unimplemented,
                 reached: false
             },
             "{status:?}"

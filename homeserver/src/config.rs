@@ -92,6 +92,10 @@ pub struct KeyPackageConfig {
     /// is low on them (`conclave_devices_low_on_key_packages`). The client
     /// library replenishes below the same number (its default policy).
     pub low_stock_threshold: u32,
+    /// Only devices seen (authenticated) within this many days count as low
+    /// on KeyPackages: a lost or long-offline device cannot replenish, and
+    /// would otherwise stay low for good.
+    pub low_stock_active_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,6 +410,7 @@ impl Default for KeyPackageConfig {
             max_per_upload: 100,
             claims_per_minute: 60,
             low_stock_threshold: 10,
+            low_stock_active_days: 14,
         }
     }
 }
@@ -624,6 +629,12 @@ impl Config {
             return invalid(
                 "key_packages.low_stock_threshold",
                 "must be at most 1000".to_owned(),
+            );
+        }
+        if !(1..=365).contains(&key_packages.low_stock_active_days) {
+            return invalid(
+                "key_packages.low_stock_active_days",
+                "must be between 1 and 365".to_owned(),
             );
         }
         if !(100..=3_600_000).contains(&self.telemetry.refresh_interval_ms) {
@@ -1191,6 +1202,15 @@ mod tests {
                 Some("low_stock_threshold"),
             ),
             ("[key_packages]\nlow_stock_threshold = 0", None),
+            (
+                "[key_packages]\nlow_stock_active_days = 0",
+                Some("low_stock_active_days"),
+            ),
+            (
+                "[key_packages]\nlow_stock_active_days = 366",
+                Some("low_stock_active_days"),
+            ),
+            ("[key_packages]\nlow_stock_active_days = 365", None),
             (
                 "[telemetry]\nrefresh_interval_ms = 99",
                 Some("refresh_interval_ms"),

@@ -414,6 +414,9 @@ struct Federation {
 impl Federation {
     /// The client for calling peers, reporting each call to `metrics`.
     fn client(&self, metrics: &metrics::Metrics) -> Result<FederationClient, ServerError> {
+        metrics.set_peer_up_freshness(rules::federation::peer_up_freshness(
+            self.client_options.call_timeout,
+        ));
         FederationClient::observed(
             &self.material,
             &self.registry,

@@ -9,6 +9,7 @@
 use super::known_methods::KnownMethods;
 use super::metrics_layer::code_name;
 use super::status::{self, missing_field, peer_refusal};
+use crate::metrics::CertificateRole;
 use crate::notify::Topic;
 use crate::rules::ids::{GroupId, Seq};
 use crate::service::Context;
@@ -195,7 +196,7 @@ impl FederationApi {
             self.context
                 .metrics
                 .federation_call_counters()
-                .observe_peer_certificate(domain, leaf);
+                .observe_peer_certificate(domain, CertificateRole::Client, leaf);
         }
         self.context
             .notifier

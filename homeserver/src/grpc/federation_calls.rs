@@ -5,7 +5,7 @@
 //! because the outcome is a gRPC code, and only `grpc/` knows tonic.
 
 use super::metrics_layer::code_name;
-use crate::metrics::FederationCallCounters;
+use crate::metrics::{CertificateRole, FederationCallCounters};
 use conclave_core::ids::Domain;
 use conclave_federation::observer::{CallObserver, CallOutcome};
 use rustls_pki_types::CertificateDer;
@@ -28,6 +28,8 @@ impl CallObserver for FederationCallObserver {
     }
 
     fn peer_certificate(&self, peer: &Domain, certificate: &CertificateDer<'_>) {
-        self.counters.observe_peer_certificate(peer, certificate);
+        // The client sees the certificate the peer's listener serves with.
+        self.counters
+            .observe_peer_certificate(peer, CertificateRole::Server, certificate);
     }
 }

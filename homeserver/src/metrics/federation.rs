@@ -7,13 +7,12 @@
 //! the gate admitted it (certificate valid for a configured peer's domain);
 //! calls from a caller not identified so are counted as [`UNKNOWN_PEER`].
 
-use super::certificates::not_after_unix_seconds;
+use super::peer_certificates::{CertificateRole, PeerCertificates};
 use super::peer_reachability::PeerReachability;
 use super::{FederationRequestLabels, Metrics, PeerLabels};
 use conclave_core::ids::Domain;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 
 /// The `peer` label of inbound calls whose caller was not admitted as a
 /// configured peer (no certificate, a malformed request, a domain its
@@ -34,7 +33,7 @@ fn peer_labels(peer: &str) -> PeerLabels {
 pub(crate) struct FederationCallCounters {
     federation_requests: Family<FederationRequestLabels, Counter>,
     federation_peer_up: PeerReachability,
-    peer_certificate_expiry: Family<PeerLabels, Gauge>,
+    peer_certificate_expiry: PeerCertificates,
 }
 
 impl FederationCallCounters {
@@ -56,24 +55,26 @@ impl FederationCallCounters {
     }
 
     /// `peer` presented the DER certificate `certificate` (verified for its
-    /// domain), on a connection either way.
-    pub(crate) fn observe_peer_certificate(&self, peer: &Domain, certificate: &[u8]) {
-        // The handshake verified the certificate, so it parses; if this parser
-        // still disagrees, the gauge keeps its last value rather than a wrong one.
-        match not_after_unix_seconds(certificate) {
-            Some(not_after) => {
-                self.peer_certificate_expiry
-                    .get_or_create(&peer_labels(peer.as_str()))
-                    .set(not_after);
-            }
-            None => {
-                tracing::warn!(peer_domain = %peer, "cannot read the expiry of the certificate a peer presented");
-            }
-        }
+    /// domain) in `role`: its server certificate when this server called it,
+    /// its client certificate on its call here.
+    pub(crate) fn observe_peer_certificate(
+        &self,
+        peer: &Domain,
+        role: CertificateRole,
+        certificate: &[u8],
+    ) {
+        self.peer_certificate_expiry
+            .observe(peer.as_str(), role, certificate);
     }
 }
 
 impl Metrics {
+    /// Show each peer's `conclave_federation_peer_up` for `freshness` after
+    /// the call that set it.
+    pub(crate) fn set_peer_up_freshness(&self, freshness: std::time::Duration) {
+        self.federation_peer_up.set_freshness(freshness);
+    }
+
     /// The counters of calls to peers and of their certificates.
     pub(crate) fn federation_call_counters(&self) -> FederationCallCounters {
         FederationCallCounters {

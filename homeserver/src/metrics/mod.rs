@@ -9,11 +9,13 @@
 //!
 //! `exposition` picks the text format a scraper asks for (OpenMetrics, or the
 //! classic Prometheus text); `process`, `database_pool` and `redis_up` are the
-//! collectors read at scrape time.
+//! collectors read at scrape time; `peer_reachability` renders each peer's
+//! recent outcome and `peer_certificates` reads a peer's certificates only
+//! when they change.
 //!
 //! No label ever carries a user, device or group id: the labels are the gRPC
 //! service and method, status codes, message kinds, peer domains (a fixed,
-//! configured set), listener and limit names.
+//! configured set), certificate roles, listener and limit names.
 //!
 //! The use cases count through the fields here; values that are cheaper to
 //! read than to count (pool connections, Redis reachability) are read when
@@ -23,6 +25,7 @@ mod certificates;
 mod database_pool;
 mod exposition;
 mod federation;
+mod peer_certificates;
 mod peer_reachability;
 mod process;
 mod redis_up;
@@ -31,6 +34,8 @@ pub(crate) use exposition::Format;
 pub(crate) use federation::FederationCallCounters;
 
 use crate::store::{EventKind, Store};
+pub(crate) use peer_certificates::CertificateRole;
+use peer_certificates::PeerCertificates;
 use peer_reachability::PeerReachability;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -179,8 +184,9 @@ pub(crate) struct Metrics {
     pub(crate) commit_conflicts: Counter,
     /// `conclave_subscribe_streams`: Subscribe streams open now.
     pub(crate) subscribe_streams: Gauge,
-    /// `conclave_delivery_lag_seconds`: from a message's acceptance to its
-    /// being written to a Subscribe stream.
+    /// `conclave_delivery_lag_seconds`: from a live event's storing by this
+    /// domain to its being written to a Subscribe stream (replays at a
+    /// stream's start are not observed).
     pub(crate) delivery_lag: Histogram,
     /// `conclave_federation_outbox_pending{peer}`: events of groups hosted here
     /// the peer has not confirmed.
@@ -190,15 +196,15 @@ pub(crate) struct Metrics {
     pub(crate) federation_outbox_oldest_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// `conclave_federation_requests_total{peer,direction,code}`.
     pub(crate) federation_requests: Family<FederationRequestLabels, Counter>,
-    /// `conclave_federation_peer_up{peer}`: 1 when this replica's last call to
-    /// the peer, within the last 5 minutes, reached it; 0 when it did not.
+    /// `conclave_federation_peer_up{peer}`: 1 when this replica's last recent
+    /// call to the peer reached it; 0 when it did not.
     pub(crate) federation_peer_up: PeerReachability,
     /// `conclave_tls_certificate_expiry_timestamp_seconds{listener}`: when this
     /// server's own certificates expire (Unix time).
     pub(crate) tls_certificate_expiry: Family<ListenerLabels, Gauge>,
-    /// `conclave_federation_peer_certificate_expiry_timestamp_seconds{peer}`:
-    /// when the certificate a peer last presented expires (Unix time).
-    pub(crate) peer_certificate_expiry: Family<PeerLabels, Gauge>,
+    /// `conclave_federation_peer_certificate_expiry_timestamp_seconds{peer,role}`:
+    /// when the certificate a peer last presented in each role expires (Unix time).
+    pub(crate) peer_certificate_expiry: PeerCertificates,
     /// `conclave_devices_low_on_key_packages`: this domain's devices whose
     /// stock of ordinary key packages is below the low-water mark.
     pub(crate) devices_low_on_key_packages: Gauge,
@@ -245,7 +251,7 @@ impl Metrics {
         let delivery_lag = latency_histogram();
         registry.register_with_unit(
             "conclave_delivery_lag",
-            "From a message's acceptance to its being written to a Subscribe stream",
+            "From a live event's storing by this domain (the hub's acceptance, or a follower's copy) to its being written to a Subscribe stream; replays at a stream's start are not observed",
             Unit::Seconds,
             delivery_lag.clone(),
         );
@@ -276,11 +282,11 @@ impl Metrics {
             "When this server's own TLS certificate expires (Unix time), per listener",
             tls_certificate_expiry.clone(),
         );
-        let peer_certificate_expiry = Family::<PeerLabels, Gauge>::default();
+        let peer_certificate_expiry = PeerCertificates::default();
         registry.register(
             "conclave_federation_peer_certificate_expiry_timestamp_seconds",
-            "When the TLS certificate a peer domain last presented expires (Unix time)",
-            peer_certificate_expiry.clone(),
+            "When the TLS certificate a peer domain last presented expires (Unix time), by role: its server certificate (outbound calls) or its client certificate (inbound calls)",
+            peer_certificate_expiry.family(),
         );
         let devices_low_on_key_packages = Gauge::default();
         registry.register(
@@ -531,7 +537,11 @@ mod tests {
             .set(2_000_000_000);
         metrics
             .peer_certificate_expiry
-            .get_or_create(&peer)
+            .family()
+            .get_or_create(&peer_certificates::PeerCertificateLabels {
+                peer: peer.peer.clone(),
+                role: "server",
+            })
             .set(2_000_000_000);
         metrics.devices_low_on_key_packages.set(1);
         metrics.count_rejection(RateLimit::LoginBackoff);
@@ -594,7 +604,7 @@ mod tests {
 
     /// Label names whose values come from fixed sets or the configuration
     /// (see `docs/metrics.md`); `le` is a histogram's bucket bound.
-    const BOUNDED_LABELS: [&str; 11] = [
+    const BOUNDED_LABELS: [&str; 12] = [
         "service",
         "method",
         "code",
@@ -605,6 +615,7 @@ mod tests {
         "limit",
         "version",
         "state",
+        "role",
         "le",
     ];
 

@@ -22,6 +22,20 @@ pub(crate) fn retry_backoff(failures: u32, fraction: f64) -> Duration {
     full.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
 }
 
+/// How long `conclave_federation_peer_up` shows a call's outcome: at least 5
+/// minutes, and twice the longest gap between two calls of the outbox to a
+/// peer that hangs (a call running to its deadline, then the longest
+/// back-off), so the series does not vanish between retries and reset an
+/// alert's `for`.
+pub(crate) fn peer_up_freshness(call_timeout: Duration) -> Duration {
+    const AT_LEAST: Duration = Duration::from_secs(300);
+    AT_LEAST.max(
+        call_timeout
+            .saturating_add(MAX_RETRY_BACKOFF)
+            .saturating_mul(2),
+    )
+}
+
 /// The bytes of events one DeliverEvents may carry, given the largest message
 /// the peer accepts: half of it, which leaves room for the envelope. A single
 /// event larger than that still goes, alone, since the hub accepted it.
@@ -137,6 +151,20 @@ mod tests {
         for (case, existing, expected) in cases {
             assert_eq!(cursor_on_join(existing, commit), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn peer_up_stays_fresh_across_a_hanging_peers_retry_cycle() {
+        assert_eq!(
+            peer_up_freshness(Duration::from_secs(10)),
+            Duration::from_secs(300)
+        );
+        // The longest deadline the configuration allows: 300 s hanging, then
+        // 60 s of back-off, twice.
+        assert_eq!(
+            peer_up_freshness(Duration::from_secs(300)),
+            Duration::from_secs(720)
+        );
     }
 
     #[test]

@@ -126,33 +126,43 @@ struct DeviceCountRow {
     devices: i64,
 }
 
-/// How many of this homeserver's devices have fewer than `threshold`
-/// unclaimed, unexpired ordinary packages, in one statement (for the metric;
-/// the last-resort package does not count: it keeps a device addable, but
-/// every claim of it reuses the same keys).
+/// How many of this homeserver's devices seen since `active_since_ms` have
+/// fewer than `threshold` unclaimed, unexpired ordinary packages, in one
+/// statement (for the metric; the last-resort package does not count: it keeps
+/// a device addable, but every claim of it reuses the same keys). Devices not
+/// seen since are left out: a lost or long-offline device's packages expire
+/// and it would stay low forever. One grouped count of usable packages per
+/// device, joined to the devices, rather than a count per device.
 pub(crate) async fn count_devices_low_on_key_packages(
     db: &impl Connection,
     threshold: u32,
     now_ms: i64,
+    active_since_ms: i64,
 ) -> Result<u64, StoreError> {
     let backend = db.database().get_database_backend();
     let (backend, sql) = match backend {
         sea_orm::DbBackend::Postgres => (
             sea_orm::DbBackend::Postgres,
             "SELECT COUNT(*) AS devices FROM devices \
-             WHERE (SELECT COUNT(*) FROM key_packages \
-                    WHERE key_packages.device_id = devices.id AND last_resort = FALSE \
-                      AND claimed_at_ms IS NULL AND not_after_ms > $1) < $2",
+             LEFT JOIN (SELECT device_id, COUNT(*) AS usable FROM key_packages \
+                        WHERE last_resort = FALSE AND claimed_at_ms IS NULL AND not_after_ms > $1 \
+                        GROUP BY device_id) AS stock ON stock.device_id = devices.id \
+             WHERE devices.last_seen_at_ms >= $3 AND COALESCE(stock.usable, 0) < $2",
         ),
         _ => (
             sea_orm::DbBackend::Sqlite,
             "SELECT COUNT(*) AS devices FROM devices \
-             WHERE (SELECT COUNT(*) FROM key_packages \
-                    WHERE key_packages.device_id = devices.id AND last_resort = FALSE \
-                      AND claimed_at_ms IS NULL AND not_after_ms > ?1) < ?2",
+             LEFT JOIN (SELECT device_id, COUNT(*) AS usable FROM key_packages \
+                        WHERE last_resort = FALSE AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
+                        GROUP BY device_id) AS stock ON stock.device_id = devices.id \
+             WHERE devices.last_seen_at_ms >= ?3 AND COALESCE(stock.usable, 0) < ?2",
         ),
     };
-    let values: [Value; 2] = [now_ms.into(), i64::from(threshold).into()];
+    let values: [Value; 3] = [
+        now_ms.into(),
+        i64::from(threshold).into(),
+        active_since_ms.into(),
+    ];
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let row = DeviceCountRow::find_by_statement(statement)
         .one(db.database())
@@ -368,7 +378,7 @@ pub(crate) async fn key_package_was_claimed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewDevice, Store, insert_device, insert_user};
+    use crate::store::{NewDevice, Store, insert_device, insert_user, touch_device};
     use conclave_core::ids::Username;
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
@@ -437,7 +447,7 @@ mod tests {
         let low = |threshold| {
             let store = &store;
             async move {
-                count_devices_low_on_key_packages(store, threshold, 5)
+                count_devices_low_on_key_packages(store, threshold, 5, 0)
                     .await
                     .unwrap()
             }
@@ -456,6 +466,28 @@ mod tests {
             .unwrap();
         assert_eq!(low(2).await, 2, "{choice:?}: a claim drained the stock");
         assert_eq!(low(1).await, 1, "{choice:?}");
+        // Both devices were last seen at 0. An empty device not seen since
+        // the window's start is not counted; once seen again, it is.
+        let low_among_seen_since = |active_since_ms| {
+            let store = &store;
+            async move {
+                count_devices_low_on_key_packages(store, 1, 5, active_since_ms)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(low_among_seen_since(0).await, 1, "{choice:?}");
+        assert_eq!(
+            low_among_seen_since(1).await,
+            0,
+            "{choice:?}: the inactive empty device is not low"
+        );
+        touch_device(&store, &empty, 3, 0).await.unwrap();
+        assert_eq!(
+            low_among_seen_since(1).await,
+            1,
+            "{choice:?}: the empty device, active again, is low"
+        );
     }
 
     #[tokio::test]

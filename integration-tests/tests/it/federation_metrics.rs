@@ -87,7 +87,7 @@ async fn federation_metrics_follow_a_peer_down_and_back(database: DatabaseChoice
     assert_eq!(
         sample(
             &text,
-            "conclave_federation_peer_certificate_expiry_timestamp_seconds{peer=\"b.example\"}"
+            "conclave_federation_peer_certificate_expiry_timestamp_seconds{peer=\"b.example\",role=\"server\"}"
         ),
         Some(not_after),
         "{text}"
@@ -107,7 +107,7 @@ async fn federation_metrics_follow_a_peer_down_and_back(database: DatabaseChoice
     assert_eq!(
         sample(
             &text,
-            "conclave_federation_peer_certificate_expiry_timestamp_seconds{peer=\"a.example\"}"
+            "conclave_federation_peer_certificate_expiry_timestamp_seconds{peer=\"a.example\",role=\"client\"}"
         ),
         Some(not_after),
         "{text}"

@@ -3,13 +3,17 @@
 //! (`streams`).
 //!
 //! # Metrics
-//! `conclave_delivery_lag_seconds` observes, for each event handed to a
+//! `conclave_delivery_lag_seconds` observes, for each live event handed to a
 //! stream (its buffer of [`SUBSCRIBER_BUFFER`](super::SUBSCRIBER_BUFFER)
-//! events), the time since the hub accepted it (the log or inbox row's
-//! `created_at_ms`; an event stored by another replica is measured against
-//! that replica's clock, and a clock behind it counts 0). Events replayed when
-//! a stream opens count too, with their whole lag: it is how late the device
-//! got them. Fetch is not measured.
+//! events), the time since this domain stored it (the log or inbox row's
+//! `created_at_ms`: on the hub, when it accepted the event; on a follower, when
+//! it stored its copy from the hub). Live means stored once the stream was
+//! open: what a stream replays at its start (stored before) is left out, since
+//! its lag is how long the device was away, not how fast delivery is, and a
+//! few offline devices would fill the high quantiles. An event stored by
+//! another replica is measured against that replica's clock (a clock behind
+//! this one counts 0; a clock ahead may class an event live that was stored
+//! just before the stream opened). Fetch is not measured.
 
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
@@ -91,6 +95,8 @@ async fn stream_events(
     context
         .notifier
         .register(Topic::Inbox(device_id.to_owned()), &waker);
+    // Events stored from now on are live; those before, the catch-up.
+    let opened_at_ms = context.now_ms();
     let inbox = store::inbox_position(&context.store, device_id).await?;
     let mut positions = Positions {
         inbox: inbox.acked_seq,
@@ -137,13 +143,15 @@ async fn stream_events(
             if sender.send(Ok(delivery)).instrument(span).await.is_err() {
                 return Ok(());
             }
-            observe_lag(context, accepted_at_ms);
+            if accepted_at_ms >= opened_at_ms {
+                observe_lag(context, accepted_at_ms);
+            }
         }
     }
 }
 
-/// One event delivered `accepted_at_ms` after the hub accepted it, by this
-/// process's clock.
+/// One live event delivered, stored at `accepted_at_ms` by this domain; the
+/// lag by this process's clock.
 fn observe_lag(context: &Context, accepted_at_ms: i64) {
     let lag_ms = context.now_ms().saturating_sub(accepted_at_ms).max(0);
     context.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);

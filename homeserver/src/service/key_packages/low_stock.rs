@@ -1,6 +1,7 @@
 //! `conclave_devices_low_on_key_packages`: every `telemetry.refresh_interval_ms`
-//! one aggregate query counts this domain's devices whose ordinary stock is
-//! below `key_packages.low_stock_threshold`, and sets the gauge.
+//! one aggregate query counts this domain's devices seen within
+//! `key_packages.low_stock_active_days` whose ordinary stock is below
+//! `key_packages.low_stock_threshold`, and sets the gauge.
 //!
 //! Read from the database rather than counted as uploads and claims happen:
 //! a claim, an upload, an expiry or another replica's work all move the
@@ -12,6 +13,8 @@ use crate::store;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// Refreshes the gauge at once, then every interval, until `stopped` resolves.
 pub(crate) async fn run(context: Arc<Context>, stopped: impl Future<Output = ()>) {
@@ -32,9 +35,17 @@ pub(crate) async fn run(context: Arc<Context>, stopped: impl Future<Output = ()>
 }
 
 async fn refresh_once(context: &Context) {
-    let threshold = context.config.key_packages.low_stock_threshold;
-    match store::count_devices_low_on_key_packages(&context.store, threshold, context.now_ms())
-        .await
+    let settings = &context.config.key_packages;
+    let now_ms = context.now_ms();
+    let active_since_ms = now_ms
+        .saturating_sub(i64::from(settings.low_stock_active_days).saturating_mul(MILLIS_PER_DAY));
+    match store::count_devices_low_on_key_packages(
+        &context.store,
+        settings.low_stock_threshold,
+        now_ms,
+        active_since_ms,
+    )
+    .await
     {
         Ok(devices) => {
             let devices = i64::try_from(devices).unwrap_or(i64::MAX); // tidy: saturating (2^63 devices)
