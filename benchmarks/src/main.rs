@@ -393,23 +393,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Benchmark 9: each set-up's mean over its two runs, per sender count, and
+/// Benchmark 9: each set-up's mean over its four runs, per sender count, and
 /// its throughput against the bare set-up's.
 fn telemetry_table(results: &telemetry::TelemetryResults, settings: &ThroughputSettings) -> Table {
     let mut table = Table::new(
         format!(
-            "9. Metrics and tracing on and off (PostgreSQL): {} messages per run, two runs per set-up, means",
+            "9. Metrics and tracing on and off (PostgreSQL): {} messages per run, four runs per set-up, means",
             count(settings.messages as u64)
         ),
         vec![
             "Set-up",
             "Senders",
             "Messages/s",
+            "runs' range",
             "p50 ms",
             "p99 ms",
             "Messages/s against bare",
         ],
     );
+    let rates = |setup: telemetry::Setup, senders: usize| -> Vec<f64> {
+        results
+            .runs
+            .iter()
+            .filter(|runs| runs.setup == setup)
+            .flat_map(|runs| &runs.runs)
+            .filter(|run| run.senders == senders)
+            .map(ThroughputRun::messages_per_second)
+            .collect()
+    };
     let mean = |setup: telemetry::Setup, senders: usize, figure: &dyn Fn(&ThroughputRun) -> f64| {
         let figures: Vec<f64> = results
             .runs
@@ -432,10 +443,14 @@ fn telemetry_table(results: &telemetry::TelemetryResults, settings: &ThroughputS
             telemetry::Setup::MetricsAndTraces,
         ] {
             let messages_per_second = mean(setup, senders, &rate);
+            let runs = rates(setup, senders);
+            let lowest = runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let highest = runs.iter().copied().fold(0.0, f64::max);
             table.row(vec![
                 setup.name().to_owned(),
                 senders.to_string(),
                 format!("{messages_per_second:.0}"),
+                format!("{lowest:.0}-{highest:.0}"),
                 format!("{:.1}", mean(setup, senders, &p50)),
                 format!("{:.1}", mean(setup, senders, &p99)),
                 format!("{:+.1}%", (messages_per_second / bare - 1.0) * 100.0),

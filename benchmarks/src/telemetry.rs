@@ -10,9 +10,9 @@
 //!   request, each stream delivery) recorded and exported over OTLP/gRPC to an
 //!   in-process receiver, with sampling at 1.0: the most tracing costs.
 //!
-//! The runs alternate (bare, metrics, traces, traces, metrics, bare) so that
-//! the machine's drift spreads over the set-ups alike; each set-up's figure is
-//! the mean of its two runs.
+//! The runs alternate (bare, metrics, traces, traces, metrics, bare, twice)
+//! so that the machine's drift spreads over the set-ups alike; each set-up's
+//! figure is the mean of its four runs.
 //!
 //! Tracing is switched in this process's `tracing` subscriber ([`layer`],
 //! installed by `main`), because the homeserver runs in the benchmark's
@@ -57,8 +57,15 @@ impl Setup {
     }
 }
 
-/// The order of the runs.
-const ORDER: [Setup; 6] = [
+/// The order of the runs: each set-up four times, so that drift of the
+/// machine over the part spreads over them alike.
+const ORDER: [Setup; 12] = [
+    Setup::Bare,
+    Setup::Metrics,
+    Setup::MetricsAndTraces,
+    Setup::MetricsAndTraces,
+    Setup::Metrics,
+    Setup::Bare,
     Setup::Bare,
     Setup::Metrics,
     Setup::MetricsAndTraces,
@@ -94,7 +101,9 @@ impl Tracing {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        let filter = tracing_subscriber::filter::filter_fn(|metadata| {
+        // Dynamic: a `filter_fn` would be asked once per callsite and its
+        // answer cached, so the switch would never take effect.
+        let filter = tracing_subscriber::filter::dynamic_filter_fn(|metadata, _| {
             TRACING_ON.load(Ordering::Relaxed)
                 && metadata.is_span()
                 && *metadata.level() <= tracing::Level::INFO
