@@ -91,23 +91,11 @@ async fn concurrent_commits_for_one_epoch_let_exactly_one_through(database: Data
         alice.discard();
         requests.push(alice.commit_request(&commit));
     }
-    let barrier = Arc::new(Barrier::new(RACERS));
-    let tasks: Vec<_> = requests
-        .iter()
-        .cloned()
-        .map(|request| {
-            let sender = alice.sender();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                sender.submit_commit(request).await
-            })
-        })
-        .collect();
     let mut winners = Vec::new();
     let mut conflicts = Vec::new();
-    for (index, task) in tasks.into_iter().enumerate() {
-        match task.await.expect("the task ran") {
+    let answers = alice.sender().race_commits(requests.clone()).await;
+    for (index, answer) in answers.into_iter().enumerate() {
+        match answer {
             Ok(response) => winners.push((index, response)),
             Err(status) => conflicts.push(commit_conflict(&status)),
         }

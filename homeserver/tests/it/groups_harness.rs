@@ -821,6 +821,31 @@ impl Sender {
             .await?
             .into_inner())
     }
+
+    /// Submits all of `requests` at once (each in its own task, released
+    /// together by a barrier) and returns their answers in the same order.
+    pub(crate) async fn race_commits(
+        &self,
+        requests: Vec<proto::SubmitCommitRequest>,
+    ) -> Vec<Result<proto::SubmitResponse, Status>> {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(requests.len()));
+        let tasks: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let sender = self.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    sender.submit_commit(request).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("the task ran"));
+        }
+        answers
+    }
 }
 
 /// A Subscribe stream.

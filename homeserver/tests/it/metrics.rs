@@ -15,9 +15,7 @@ use conclave_test_support::{
     DatabaseChoice, TableLock, TestHomeserver, TestNetwork, TestOptions, eventually, within,
 };
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Barrier;
 use tonic::Code;
 
 on_both_databases!(
@@ -93,21 +91,9 @@ async fn a_commit_race_counts_each_loser_once(database: DatabaseChoice) {
         alice.discard();
         requests.push(alice.commit_request(&commit));
     }
-    let barrier = Arc::new(Barrier::new(RACERS));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|request| {
-            let sender = alice.sender();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                sender.submit_commit(request).await
-            })
-        })
-        .collect();
     let mut losers = 0;
-    for task in tasks {
-        if let Err(status) = task.await.expect("the task ran") {
+    for answer in alice.sender().race_commits(requests).await {
+        if let Err(status) = answer {
             assert_eq!(status.code(), Code::Aborted, "{status:?}");
             losers += 1;
         }
