@@ -13,10 +13,13 @@ pub struct CallOutcome {
     /// handshake or a proxy's 502/503/504, `CANCELLED` for the call's
     /// deadline).
     pub code: Code,
-    /// True if the peer's gRPC server produced the answer and could serve it:
-    /// it is reachable. False if the connection, the handshake or the deadline
-    /// failed on this side, if something other than a gRPC server answered
-    /// (a proxy in front of a down peer), or if the answer was `UNAVAILABLE`.
+    /// True if the peer's gRPC server produced the answer: it is reachable,
+    /// whatever it answered. False if the connection, the handshake or the
+    /// deadline failed on this side, or if something other than a gRPC server
+    /// answered (a proxy in front of a down peer). A peer's own `UNAVAILABLE`
+    /// counts as reached: a homeserver also answers it for conditions that are
+    /// not its own (a third domain it had to ask is down, a busy group lock),
+    /// and a down peer should not be blamed for those.
     pub reached: bool,
 }
 
@@ -52,13 +55,10 @@ fn peer_served(status: &Status) -> bool {
     // tonic attaches the local cause (connect error, timeout, HTTP/2 error)
     // as the source of a status it makes from an error.
     let made_from_local_error = std::error::Error::source(status).is_some();
-    // Whoever said it (tonic for a proxy's 503, or the peer itself while
-    // stopping or overloaded), nothing is being served.
-    let unavailable = status.code() == Code::Unavailable;
     let not_from_grpc_server = ANSWERS_WITHOUT_GRPC_STATUS
         .iter()
         .any(|prefix| status.message().starts_with(prefix));
-    !(made_from_local_error || unavailable || not_from_grpc_server)
+    !(made_from_local_error || not_from_grpc_server)
 }
 
 /// Told of every call [`crate::client::FederationClient`]'s methods make, and
@@ -88,7 +88,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_status_the_peer_sent_means_it_was_reached_unless_unavailable() {
+    fn a_status_the_peer_sent_means_it_was_reached() {
         let refused = CallOutcome::of_status(&Status::permission_denied("not a peer"));
         assert_eq!(
             refused,
@@ -97,14 +97,15 @@ mod tests {
                 reached: true
             }
         );
-        // A peer that says UNAVAILABLE itself (stopping, its database down)
-        // serves nothing either.
-        let stopping = CallOutcome::of_status(&Status::unavailable("shutting down"));
+        // A peer's own UNAVAILABLE (say, a third domain it had to ask is
+        // down) is an answer from a reachable peer.
+        let third_domain_down =
+            CallOutcome::of_status(&Status::unavailable("c.example is unreachable"));
         assert_eq!(
-            stopping,
+            third_domain_down,
             CallOutcome {
                 code: Code::Unavailable,
-                reached: false
+                reached: true
             }
         );
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);

@@ -81,6 +81,25 @@ pub fn is_valid_traceparent(traceparent: &str) -> bool {
     trace_id_of(traceparent).is_some()
 }
 
+/// A valid W3C `traceparent` value in its canonical form,
+/// `00-<trace id>-<span id>-<flags>` (55 bytes), whatever a later version's
+/// extra fields the sender added; `None` for an invalid one. What is stored
+/// from a peer is this, so a peer cannot make the store keep long strings.
+pub fn canonical_traceparent(traceparent: &str) -> Option<String> {
+    let value = http::HeaderValue::from_str(traceparent).ok()?;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("traceparent", value);
+    let span_context = extract_headers(&headers).span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
 /// The trace id of a valid W3C `traceparent` value.
 fn trace_id_of(traceparent: &str) -> Option<opentelemetry::trace::TraceId> {
     let value = http::HeaderValue::from_str(traceparent).ok()?;
@@ -554,6 +573,19 @@ mod tests {
             metadata.get("traceparent").map(|v| v.as_bytes())
         );
         traceparent_parts(&MetadataMap::from_headers(headers));
+    }
+
+    #[test]
+    fn a_stored_traceparent_is_canonical() {
+        let canonical = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(canonical_traceparent(canonical).as_deref(), Some(canonical));
+        // A later version may add fields; only the four known are kept.
+        let longer = format!(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-{}",
+            "x".repeat(1000)
+        );
+        assert_eq!(canonical_traceparent(&longer).as_deref(), Some(canonical));
+        assert_eq!(canonical_traceparent("garbage"), None);
     }
 
     #[test]

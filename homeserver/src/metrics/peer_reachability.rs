@@ -95,7 +95,7 @@ impl Collector for PeerReachability {
         }
         let mut family = encoder.encode_descriptor(
             "conclave_federation_peer_up",
-            "1 when this replica's last call to the peer domain, if recent (5 minutes, or twice the federation call timeout plus 60 s if longer), reached it; 0 when it did not",
+            "1 when this replica's last call to the peer domain, if recent (5 minutes, or twice (the federation call timeout + 60 s) if longer), reached it; 0 when it did not",
             None,
             MetricType::Gauge,
         )?;

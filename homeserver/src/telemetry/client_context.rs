@@ -11,11 +11,13 @@
 //! - The client's sampled flag is ignored: the decision is this server's, at
 //!   `sampling_ratio`, on a keyed hash of the trace id with a key drawn at
 //!   random when the process starts. A client chooses its trace id but cannot
-//!   predict the hash, so no choice of ids (such as ones with low bits zero,
-//!   which the SDK's `TraceIdRatioBased` always samples) makes this server
-//!   record more than `sampling_ratio` of its requests. One trace id gets one
-//!   decision within a process; other processes decide on their own (peers
-//!   follow the decision that reaches them in `traceparent`).
+//!   predict the hash, so no choice of ids made in advance (such as ones with
+//!   low bits zero, which the SDK's `TraceIdRatioBased` always samples) gets
+//!   more than `sampling_ratio` of its requests recorded. One trace id gets
+//!   one decision within a process, so that a client's calls of one command
+//!   stay one trace; the price is that someone who sees this server's
+//!   decisions (the operator of a peer domain reading `traceparent`) could
+//!   reuse a sampled id. Peers follow the decision that reaches them.
 //! - The client's `tracestate` is dropped: vendor data this server did not
 //!   write, which would travel on to every peer.
 

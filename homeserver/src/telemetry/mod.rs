@@ -13,8 +13,10 @@
 //! reads `OTEL_EXPORTER_OTLP_ENDPOINT`/`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //! (only to decide whether to export; the exporter reads their values itself),
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER`
-//! (when set, the SDK's own sampler from `OTEL_TRACES_SAMPLER(_ARG)` replaces
-//! `sampling_ratio`); opentelemetry-otlp reads `OTEL_EXPORTER_OTLP_*` headers,
+//! with `_ARG` (when set, the ratio they stand for replaces `sampling_ratio`;
+//! the sampler stays this module's, parent-based, so that peers' decisions
+//! hold and clients cannot steer it, whichever sampler the variable names);
+//! opentelemetry-otlp reads `OTEL_EXPORTER_OTLP_*` headers,
 //! timeout and compression, and the batch processor `OTEL_BSP_*`.
 
 pub mod client_context;
@@ -141,10 +143,12 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
 /// (spans still get ids, for propagation and logs).
 pub fn tracer_provider(config: &Config) -> Result<(SdkTracerProvider, bool), TelemetryError> {
     let telemetry = &config.telemetry;
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(config));
-    if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
-        builder = builder.with_sampler(sampler(telemetry.sampling_ratio));
-    }
+    // Always our sampler: the SDK's own from OTEL_TRACES_SAMPLER would, for
+    // `traceidratio`, ignore the parent's decision (a peer's, or the keyed
+    // one `client_context` makes for a client's trace id).
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource(config))
+        .with_sampler(sampler(effective_sampling_ratio(config)));
     let endpoint_from_environment = ENDPOINT_VARIABLES
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));

@@ -147,10 +147,11 @@ fn incoming_event(event: proto::FederatedEvent) -> IncomingEvent {
         removed: event.removed,
         welcome: event.welcome,
         ratchet_tree: event.ratchet_tree,
-        // Only a valid one is kept (it is stored with the event); anything
-        // else counts as none.
-        traceparent: event.traceparent.filter(|traceparent| {
-            conclave_federation::trace_context::is_valid_traceparent(traceparent)
-        }),
+        // Only a valid one is kept, in its canonical form (it is stored with
+        // the event); anything else counts as none.
+        traceparent: event
+            .traceparent
+            .as_deref()
+            .and_then(conclave_federation::trace_context::canonical_traceparent),
     }
 }
