@@ -378,7 +378,7 @@ pub(crate) async fn key_package_was_claimed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewDevice, Store, insert_device, insert_user, touch_device};
+    use crate::store::{NewDevice, Store, UserKey, insert_device, insert_user, touch_device};
     use conclave_core::ids::Username;
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
@@ -386,6 +386,39 @@ mod tests {
     const LAST_RESORT: &[u8] = b"last-resort ref";
     const ORDINARY_EXPIRES_MS: i64 = 10_000;
     const LAST_RESORT_EXPIRES_MS: i64 = 20_000;
+
+    /// A migrated store on a fresh database, and its user `bob`.
+    async fn store_with_bob(choice: DatabaseChoice) -> (TestDatabase, Store, UserKey) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let user = insert_user(&store, &"bob".parse::<Username>().unwrap(), "hash", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        (database, store, user.key)
+    }
+
+    /// Adds a device of `user`, last seen at time 0.
+    async fn add_device(store: &Store, user: UserKey, device_id: &DeviceId, key: &[u8]) {
+        let new_device = NewDevice {
+            device_id,
+            user,
+            display_name: "phone",
+            signature_public_key: key,
+            access_token_hash: key,
+            now_ms: 0,
+        };
+        assert!(insert_device(store, new_device).await.unwrap());
+    }
+
+    fn package(hash_ref: &[u8], not_after_ms: i64) -> NewKeyPackage {
+        NewKeyPackage {
+            hash_ref: hash_ref.to_vec(),
+            data: hash_ref.to_vec(),
+            not_after_ms,
+        }
+    }
 
     #[tokio::test]
     async fn devices_low_on_key_packages_count_unclaimed_unexpired_ordinary_packages() {
@@ -395,31 +428,11 @@ mod tests {
     }
 
     async fn check_low_stock_count(choice: DatabaseChoice) {
-        let database = TestDatabase::create(choice).await;
-        let store = Store::connect(database.url(), 2).await.unwrap();
-        store.migrate().await.unwrap();
-        let user = insert_user(&store, &"bob".parse::<Username>().unwrap(), "hash", 0)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_database, store, user) = store_with_bob(choice).await;
         let stocked: DeviceId = "00000000000000b1".parse().unwrap();
         let empty: DeviceId = "00000000000000b2".parse().unwrap();
-        for (device_id, key, token) in [(&stocked, b"key1", b"tok1"), (&empty, b"key2", b"tok2")] {
-            let new_device = NewDevice {
-                device_id,
-                user: user.key,
-                display_name: "phone",
-                signature_public_key: key,
-                access_token_hash: token,
-                now_ms: 0,
-            };
-            assert!(insert_device(&store, new_device).await.unwrap());
-        }
-        let package = |hash_ref: &[u8], not_after_ms| NewKeyPackage {
-            hash_ref: hash_ref.to_vec(),
-            data: hash_ref.to_vec(),
-            not_after_ms,
-        };
+        add_device(&store, user, &stocked, b"key1").await;
+        add_device(&store, user, &empty, b"key2").await;
         // Two live ordinary packages, one expired at time 5; the last-resort
         // packages never count.
         insert_key_packages(
@@ -498,29 +511,9 @@ mod tests {
     }
 
     async fn check_claim_records(choice: DatabaseChoice) {
-        let database = TestDatabase::create(choice).await;
-        let store = Store::connect(database.url(), 2).await.unwrap();
-        store.migrate().await.unwrap();
-        let username: Username = "bob".parse().unwrap();
-        let user = insert_user(&store, &username, "hash", 0)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_database, store, user) = store_with_bob(choice).await;
         let device_id: DeviceId = "00000000000000b1".parse().unwrap();
-        let new_device = NewDevice {
-            device_id: &device_id,
-            user: user.key,
-            display_name: "phone",
-            signature_public_key: b"key",
-            access_token_hash: b"token",
-            now_ms: 0,
-        };
-        assert!(insert_device(&store, new_device).await.unwrap());
-        let package = |hash_ref: &[u8], not_after_ms| NewKeyPackage {
-            hash_ref: hash_ref.to_vec(),
-            data: hash_ref.to_vec(),
-            not_after_ms,
-        };
+        add_device(&store, user, &device_id, b"key").await;
         insert_key_packages(
             &store,
             &device_id,
