@@ -117,19 +117,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_unavailable_and_not_reached() {
-        use conclave_proto::federation::v1 as proto;
-        use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
         // A port nobody listens on any more.
         let address = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .unwrap();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
-        let status = FederationServiceClient::new(channel)
-            .fetch_events(proto::FetchEventsRequest::default())
-            .await
-            .unwrap_err();
+        let status = fetch_events_status(address).await;
         assert_eq!(
             CallOutcome::of_status(&status),
             CallOutcome {
@@ -138,6 +130,19 @@ mod tests {
             },
             "{status:?}"
         );
+    }
+
+    /// The error of a FetchEvents call to `address` over plain HTTP/2.
+    async fn fetch_events_status(address: std::net::SocketAddr) -> Status {
+        use conclave_proto::federation::v1 as proto;
+        use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        FederationServiceClient::new(channel)
+            .fetch_events(proto::FetchEventsRequest::default())
+            .await
+            .unwrap_err()
     }
 
     /// A server that answers every request with a bare HTTP status and no
@@ -170,8 +175,6 @@ mod tests {
 
     /// The status a FetchEvents call gets from a proxy answering `http_status`.
     async fn status_from_proxy_answering(http_status: http::StatusCode) -> Status {
-        use conclave_proto::federation::v1 as proto;
-        use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(
@@ -179,13 +182,7 @@ mod tests {
                 .add_service(ProxyAnswering(http_status))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
-        let status = FederationServiceClient::new(channel)
-            .fetch_events(proto::FetchEventsRequest::default())
-            .await
-            .unwrap_err();
+        let status = fetch_events_status(address).await;
         server.abort();
         status
     }

@@ -719,6 +719,43 @@ fn merge(base: &mut toml::Table, extra: &toml::Table) {
     }
 }
 
+/// Waits until a service process this fixture started answers (`answers`
+/// returns true), asking again with a back-off; panics naming `name` with the
+/// end of its log at `log_path` if the process exits first, or if it does not
+/// answer within `limit` (`what` says what was asked, "answer PING").
+pub(crate) async fn wait_for_service<F: std::future::Future<Output = bool>>(
+    name: &str,
+    what: &str,
+    child: &mut std::process::Child,
+    log_path: &Path,
+    limit: Duration,
+    mut answers: impl FnMut() -> F,
+) {
+    let answered = tokio::time::timeout(limit, async {
+        let mut backoff = crate::wait::Backoff::new();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited while starting ({status}); its log ends:\n{}",
+                    tail(log_path, LOG_TAIL_LINES)
+                );
+            }
+            if answers().await {
+                return;
+            }
+            backoff.pause().await;
+        }
+    })
+    .await;
+    if answered.is_err() {
+        panic!(
+            "{name} did not {what} within {} seconds; its log ends:\n{}",
+            limit.as_secs(),
+            tail(log_path, LOG_TAIL_LINES)
+        );
+    }
+}
+
 /// The last `lines` lines of the file at `path` (its last 64 KiB at most).
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {

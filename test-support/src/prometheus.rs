@@ -7,9 +7,8 @@
 //! The test reads what Prometheus stored through its HTTP API
 //! (`/api/v1/query`), exactly as a dashboard would.
 
-use crate::cluster::{LOG_TAIL_LINES, free_address, tail};
+use crate::cluster::{LOG_TAIL_LINES, free_address, tail, wait_for_service};
 use crate::metrics::get;
-use crate::wait::Backoff;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -95,33 +94,19 @@ impl TestPrometheus {
     }
 
     async fn wait_until_ready(&mut self) {
-        let ready = tokio::time::timeout(START_TIMEOUT, async {
-            let mut backoff = Backoff::new();
-            loop {
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    panic!(
-                        "prometheus exited while starting ({status}); its log ends:\n{}",
-                        tail(&self.log_path, LOG_TAIL_LINES)
-                    );
-                }
-                if tokio::net::TcpStream::connect(self.address).await.is_ok() {
-                    let (status, _, _) = get(self.address, "/-/ready", None).await;
-                    if status == 200 {
-                        return;
-                    }
-                }
-                backoff.pause().await;
-            }
-        })
+        let address = self.address;
+        wait_for_service(
+            &format!("prometheus at {address}"),
+            "answer 200 on /-/ready",
+            &mut self.child,
+            &self.log_path,
+            START_TIMEOUT,
+            || async move {
+                tokio::net::TcpStream::connect(address).await.is_ok()
+                    && get(address, "/-/ready", None).await.0 == 200
+            },
+        )
         .await;
-        if ready.is_err() {
-            panic!(
-                "prometheus at {} was not ready within {} seconds; its log ends:\n{}",
-                self.address,
-                START_TIMEOUT.as_secs(),
-                tail(&self.log_path, LOG_TAIL_LINES)
-            );
-        }
     }
 
     /// Evaluates the PromQL `query` now (`/api/v1/query`): the samples of its

@@ -8,8 +8,7 @@
 //! few raw RESP commands (PING, PUBSUB NUMSUB), so this crate needs no Redis
 //! client.
 
-use crate::cluster::{LOG_TAIL_LINES, free_address, tail};
-use crate::wait::Backoff;
+use crate::cluster::{free_address, wait_for_service};
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -104,35 +103,21 @@ impl TestRedis {
                     "this test needs redis-server on the PATH (scripts/services installs it; see README.md): {error}"
                 )
             });
-        self.child = Some(child);
-        let answered = tokio::time::timeout(START_TIMEOUT, async {
-            let mut backoff = Backoff::new();
-            loop {
-                if let Some(child) = self.child.as_mut()
-                    && let Ok(Some(status)) = child.try_wait()
-                {
-                    self.child = None;
-                    panic!(
-                        "redis-server exited while starting ({status}); its log ends:\n{}",
-                        tail(&self.log_path, LOG_TAIL_LINES)
-                    );
-                }
-                let reply = command(self.address, &["PING"]).await;
-                if reply.is_some_and(|reply| reply.starts_with("+PONG")) {
-                    return;
-                }
-                backoff.pause().await;
-            }
-        })
+        let address = self.address;
+        let child = self.child.insert(child);
+        wait_for_service(
+            &format!("redis-server at {address}"),
+            "answer PING",
+            child,
+            &self.log_path,
+            START_TIMEOUT,
+            || async move {
+                command(address, &["PING"])
+                    .await
+                    .is_some_and(|reply| reply.starts_with("+PONG"))
+            },
+        )
         .await;
-        if answered.is_err() {
-            panic!(
-                "redis-server at {} did not answer PING within {} seconds; its log ends:\n{}",
-                self.address,
-                START_TIMEOUT.as_secs(),
-                tail(&self.log_path, LOG_TAIL_LINES)
-            );
-        }
     }
 
     /// How many connections are subscribed to `channel` (`PUBSUB NUMSUB`);

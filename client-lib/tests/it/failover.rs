@@ -24,16 +24,8 @@ async fn a_listener_goes_on_through_another_replica_when_its_own_stops() {
     let endpoints = vec![server_url(&first), server_url(&second)];
     let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
     let (bob, _) = register(&first, "bob", GROUP_STOCK).await;
-    let TestDevice { client, state_dir } = alice;
-    let alice = TestDevice {
-        client: client.with_server_endpoints(endpoints.clone()),
-        state_dir,
-    };
-    let TestDevice { client, state_dir } = bob;
-    let bob = TestDevice {
-        client: client.with_server_endpoints(endpoints.clone()),
-        state_dir,
-    };
+    let alice = alice.with_server_endpoints(endpoints.clone());
+    let bob = bob.with_server_endpoints(endpoints.clone());
     let group_id = alice
         .client
         .create_group("replicas")
@@ -124,11 +116,7 @@ async fn two_replicas_and_a_group() -> (
     let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
     let (bob, _) = register(&first, "bob", GROUP_STOCK).await;
     let (carol, _) = register(&first, "carol", GROUP_STOCK).await;
-    let TestDevice { client, state_dir } = alice;
-    let alice = TestDevice {
-        client: client.with_server_endpoints(vec![server_url(&first), server_url(&second)]),
-        state_dir,
-    };
+    let alice = alice.with_server_endpoints(vec![server_url(&first), server_url(&second)]);
     let group_id = alice
         .client
         .create_group("replicas")

@@ -29,6 +29,15 @@ pub(crate) struct TestDevice {
 }
 
 impl TestDevice {
+    /// The same device, calling the homeserver at `endpoints` (its replicas,
+    /// the first preferred).
+    pub(crate) fn with_server_endpoints(self, endpoints: Vec<ServerUrl>) -> TestDevice {
+        TestDevice {
+            client: self.client.with_server_endpoints(endpoints),
+            state_dir: self.state_dir,
+        }
+    }
+
     pub(crate) fn new(policy: ReplenishPolicy) -> TestDevice {
         let state_dir = tempfile::tempdir().unwrap();
         let client = Client::open(state_dir.path())

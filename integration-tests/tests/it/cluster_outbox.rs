@@ -22,7 +22,7 @@ use conclave_test_support::{
     TestPki, eventually,
 };
 
-use crate::harness::{Logged, User, group_of, logged};
+use crate::harness::{User, assert_received_once_in_order, group_of};
 
 /// Messages alice sends before the owner is killed, and after.
 const MESSAGES_PER_PHASE: usize = 50;
@@ -95,18 +95,7 @@ async fn owner_killed() {
     .await;
     assert_eq!(replica_of(&cluster, &new_owner), other_index);
 
-    let log: Vec<Logged> = alice.history(&group_id);
-    assert_eq!(log.len(), 2 * MESSAGES_PER_PHASE);
-    let received: Vec<Logged> = bob
-        .next_messages(&group_id, log.len())
-        .await
-        .iter()
-        .map(logged)
-        .collect();
-    assert_eq!(received, log, "bob reads the hub's order");
-    // Nothing more, and nothing twice.
-    assert_eq!(bob.receive().await.new_messages, 0);
-    assert_eq!(bob.history(&group_id), log);
+    assert_received_once_in_order(&alice, &bob, &group_id, 2 * MESSAGES_PER_PHASE).await;
     b_example.stop().await;
 }
 

@@ -103,6 +103,29 @@ pub(crate) fn logged(message: &ReceivedMessage) -> Logged {
     (message.seq, message.sender.clone(), text.to_owned())
 }
 
+/// `receiver` gets the `count` messages of `sender`'s history of the group,
+/// in the hub's order, each once: nothing more arrives, and its own history
+/// ends up the same.
+pub(crate) async fn assert_received_once_in_order(
+    sender: &User,
+    receiver: &User,
+    group_id: &GroupId,
+    count: usize,
+) {
+    let log: Vec<Logged> = sender.history(group_id);
+    assert_eq!(log.len(), count);
+    let received: Vec<Logged> = receiver
+        .next_messages(group_id, log.len())
+        .await
+        .iter()
+        .map(logged)
+        .collect();
+    assert_eq!(received, log, "the receiver reads the hub's order");
+    // Nothing more, and nothing twice.
+    assert_eq!(receiver.receive().await.new_messages, 0);
+    assert_eq!(receiver.history(group_id), log);
+}
+
 /// Every user holds the group at the same epoch, with `members` member devices
 /// and the same epoch authenticator and tree hash (so the same keys and tree).
 #[track_caller]

@@ -9,7 +9,7 @@ use conclave_client::GroupId;
 use conclave_test_support::wait::DELIVERY_TIMEOUT;
 use conclave_test_support::{DatabaseChoice, KillableReplica, TestNetwork, eventually};
 
-use crate::harness::{Logged, User, group_of, logged, within_timeout};
+use crate::harness::{User, assert_received_once_in_order, group_of, within_timeout};
 
 /// Messages alice sends before the sending replica is killed, and after.
 const MESSAGES_PER_PHASE: usize = 40;
@@ -88,18 +88,7 @@ async fn one_sender_and_takeovers() {
     send_numbered(&alice, &group_id, "after", MESSAGES_PER_PHASE).await;
     let third = new_owner(&network, &[&first, &second]).await;
 
-    let log: Vec<Logged> = alice.history(&group_id);
-    assert_eq!(log.len(), 2 * MESSAGES_PER_PHASE);
-    let received: Vec<Logged> = bob
-        .next_messages(&group_id, log.len())
-        .await
-        .iter()
-        .map(logged)
-        .collect();
-    assert_eq!(received, log, "bob reads the hub's order");
-    // Nothing more, and nothing twice.
-    assert_eq!(bob.receive().await.new_messages, 0);
-    assert_eq!(bob.history(&group_id), log);
+    assert_received_once_in_order(&alice, &bob, &group_id, 2 * MESSAGES_PER_PHASE).await;
     network.outbox_drained("a.example", "b.example").await;
     assert_eq!(
         outbox_owner(&network).await.as_deref(),
