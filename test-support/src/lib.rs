@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`balancer`]: a TCP load balancer in front of a cluster's replicas, so
 //!   that clients move to a surviving replica as they would in production.
+//! - [`chart`]: the Helm chart rendered offline, and the Python tools
+//!   (Helm, kubernetes-validate, hadolint) the chart and image tests run.
 //! - [`clock`]: a clock tests can move forward.
 //! - [`cluster`]: replicas of one domain, each a process of the real
 //!   `conclave-homeserver` binary, on one PostgreSQL database and a private
@@ -32,6 +34,7 @@
 //!   and deterministic mutations of them.
 
 pub mod balancer;
+pub mod chart;
 pub mod clock;
 pub mod cluster;
 pub mod database;
