@@ -37,6 +37,7 @@ use crate::redis_server::TestRedis;
 use crate::wait::{Backoff, within};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -126,6 +127,27 @@ impl ClusterOptions {
     }
 }
 
+/// How to run one replica's process when the test describes it itself (as
+/// the chart harness does from a rendered pod) rather than from
+/// [`ClusterOptions`]: see [`TestCluster::start_processes`].
+#[derive(Debug, Clone)]
+pub struct ReplicaProcess {
+    /// The arguments of the homeserver binary (e.g. `--config FILE run`).
+    pub args: Vec<OsString>,
+    /// The process's whole environment: nothing of the test's is inherited,
+    /// as nothing of a node's reaches a container.
+    pub env: Vec<(String, String)>,
+    /// The working directory.
+    pub current_dir: PathBuf,
+    /// Where its client API listens (for [`TestCluster::client_url`]).
+    pub client_address: SocketAddr,
+    /// Where its readiness endpoint listens, and its path (`/readyz`).
+    pub http_address: SocketAddr,
+    pub ready_path: String,
+    /// Its configuration file (for [`TestCluster::config_path`]).
+    pub config_path: PathBuf,
+}
+
 /// Replicas of one domain, each a process of the real binary, on one
 /// PostgreSQL database (and a private Redis when asked). Everything it started
 /// is stopped when it is dropped.
@@ -152,6 +174,16 @@ struct Replica {
     client_address: SocketAddr,
     http_address: SocketAddr,
     config_path: PathBuf,
+    /// The binary's arguments: `--config FILE run` for the harness's own
+    /// configurations.
+    args: Vec<OsString>,
+    /// `Some`: the whole environment ([`ReplicaProcess::env`]); `None`: the
+    /// test's, without its `CONCLAVE_*` variables, plus the cluster's
+    /// [`ClusterOptions::env`].
+    env: Option<Vec<(String, String)>>,
+    current_dir: Option<PathBuf>,
+    /// The readiness endpoint's path on `http_address`.
+    ready_path: String,
     log_path: PathBuf,
     /// The running process, `None` once it exited and was reaped.
     child: Option<Child>,
@@ -253,7 +285,11 @@ impl TestCluster {
                 index,
                 client_address,
                 http_address,
+                args: vec!["--config".into(), config_path.clone().into(), "run".into()],
                 config_path,
+                env: None,
+                current_dir: None,
+                ready_path: "/readyz".to_owned(),
                 log_path: directory.path().join(format!("replica-{index}.log")),
                 child: None,
                 runs: 0,
@@ -285,6 +321,70 @@ impl TestCluster {
             cluster.spawn(index);
         }
         for index in 1..options.replicas {
+            cluster.wait_until_ready(index).await;
+        }
+        cluster
+    }
+
+    /// Starts one replica per `processes` entry, all side by side (the
+    /// database was migrated beforehand, as a Helm hook does before a
+    /// Deployment's pods start), and waits until each is ready. `database`
+    /// and `redis` are what the processes' environments name; the cluster
+    /// keeps them until it is dropped, after its replicas.
+    pub async fn start_processes(
+        processes: Vec<ReplicaProcess>,
+        database: TestDatabase,
+        redis: Option<TestRedis>,
+    ) -> TestCluster {
+        assert!(
+            (1..=254).contains(&processes.len()),
+            "a cluster has 1 to 254 replicas"
+        );
+        let binary = homeserver_binary();
+        let directory = tempfile::Builder::new()
+            .prefix("conclave-cluster-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let replicas: Vec<Replica> = processes
+            .into_iter()
+            .enumerate()
+            .map(|(index, process)| Replica {
+                index,
+                client_address: process.client_address,
+                http_address: process.http_address,
+                config_path: process.config_path,
+                args: process.args,
+                env: Some(process.env),
+                current_dir: Some(process.current_dir),
+                ready_path: process.ready_path,
+                log_path: directory.path().join(format!("replica-{index}.log")),
+                child: None,
+                runs: 0,
+                stopping: false,
+                died: None,
+            })
+            .collect();
+        let count = replicas.len();
+        let replicas = Arc::new(Mutex::new(replicas));
+        let watching = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (replicas, watching) = (Arc::clone(&replicas), Arc::clone(&watching));
+            std::thread::spawn(move || watch(&replicas, &watching))
+        };
+        let cluster = TestCluster {
+            replicas,
+            watching,
+            watcher: Some(watcher),
+            redis,
+            binary,
+            env: Vec::new(),
+            database,
+            directory,
+        };
+        for index in 0..count {
+            cluster.spawn(index);
+        }
+        for index in 0..count {
             cluster.wait_until_ready(index).await;
         }
         cluster
@@ -375,7 +475,8 @@ impl TestCluster {
 
     /// Whether replica `index`'s `/readyz` answers 200 now.
     pub async fn is_ready(&self, index: usize) -> bool {
-        http_get_ok(self.http_address(index), "/readyz").await
+        let path = self.replica(index, |replica| replica.ready_path.clone());
+        http_get_ok(self.http_address(index), &path).await
     }
 
     /// The last lines of replica `index`'s log (all its runs).
@@ -409,33 +510,47 @@ impl TestCluster {
             .append(true)
             .open(&replica.log_path)
             .unwrap_or_else(|error| panic!("cannot open {}: {error}", replica.log_path.display()));
+        let args: Vec<String> = replica
+            .args
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
         writeln!(
             log,
-            "===== replica {index}, run {}: {} --config {} run",
+            "===== replica {index}, run {}: {} {}",
             replica.runs,
             self.binary.display(),
-            replica.config_path.display()
+            args.join(" ")
         )
         .expect("cannot write the replica's log");
         let stderr = log.try_clone().expect("cannot share the replica's log");
         let mut command = Command::new(&self.binary);
         command
-            .arg("--config")
-            .arg(&replica.config_path)
-            .arg("run")
+            .args(&replica.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
-        // Plain log lines in the files, as they are printed on failure.
-        command.env("NO_COLOR", "1");
-        // The file is the whole configuration: CONCLAVE_* variables of the
-        // test's environment would override it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CONCLAVE_") {
-                command.env_remove(name);
+        if let Some(directory) = &replica.current_dir {
+            command.current_dir(directory);
+        }
+        match &replica.env {
+            Some(env) => {
+                command.env_clear();
+                command.envs(env.iter().map(|(name, value)| (name, value)));
+            }
+            None => {
+                // Plain log lines in the files, as they are printed on failure.
+                command.env("NO_COLOR", "1");
+                // The file is the whole configuration: CONCLAVE_* variables of the
+                // test's environment would override it.
+                for (name, _) in std::env::vars_os() {
+                    if name.to_string_lossy().starts_with("CONCLAVE_") {
+                        command.env_remove(name);
+                    }
+                }
+                command.envs(self.env.iter().map(|(name, value)| (name, value)));
             }
         }
-        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));
@@ -491,7 +606,8 @@ impl TestCluster {
     /// if it exits first or takes longer than [`READY_TIMEOUT`].
     async fn wait_until_ready(&self, index: usize) {
         let address = self.http_address(index);
-        let what = format!("replica {index} becoming ready at http://{address}/readyz");
+        let path = self.replica(index, |replica| replica.ready_path.clone());
+        let what = format!("replica {index} becoming ready at http://{address}{path}");
         let ready = tokio::time::timeout(READY_TIMEOUT, async {
             let mut backoff = Backoff::new();
             loop {
@@ -501,7 +617,7 @@ impl TestCluster {
                         self.log_tail(index)
                     );
                 }
-                if http_get_ok(address, "/readyz").await {
+                if http_get_ok(address, &path).await {
                     return;
                 }
                 backoff.pause().await;

@@ -26,6 +26,12 @@
 //!   the others, on loopback addresses of their own.
 //! - [`redis_server`]: a private `redis-server` per test, stopped and started
 //!   again on its port (Redis outages).
+//! - [`rendered_pod`]: the pods a rendered chart describes, made local: a
+//!   container's command and environment as rendered, its volumes local
+//!   directories, its Secrets filled by the test.
+//! - [`rendered_deployment`]: a rendered release installed locally: its
+//!   hook Jobs, then the Deployment's replicas as processes of the real
+//!   binary, each after its init containers.
 //! - [`replica`]: one more replica of a domain, on a runtime of its own, so a
 //!   test can kill it as SIGKILL would.
 //! - [`wait`]: deadlines, and waiting for a condition with one (never a fixed
@@ -46,12 +52,14 @@ pub mod otlp;
 pub mod pki;
 pub mod prometheus;
 pub mod redis_server;
+pub mod rendered_deployment;
+pub mod rendered_pod;
 pub mod replica;
 pub mod wait;
 
 pub use balancer::TestBalancer;
 pub use clock::AdjustableClock;
-pub use cluster::{ClusterOptions, TestCluster};
+pub use cluster::{ClusterOptions, ReplicaProcess, TestCluster};
 pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
@@ -59,6 +67,8 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use pki::{IssuedCertificate, TestPki};
 pub use prometheus::TestPrometheus;
 pub use redis_server::TestRedis;
+pub use rendered_deployment::LocalDeployment;
+pub use rendered_pod::{LocalPod, RenderedRelease, SecretValues};
 pub use replica::KillableReplica;
 pub use wait::{Backoff, eventually, within};
 
