@@ -120,6 +120,10 @@ impl LocalDeployment {
         &self.cluster
     }
 
+    pub fn cluster_mut(&mut self) -> &mut TestCluster {
+        &mut self.cluster
+    }
+
     pub fn replicas(&self) -> usize {
         self.cluster.replicas()
     }

@@ -14,8 +14,11 @@
 //!   address of the pod's own, through the `CONCLAVE_*__LISTEN` environment
 //!   variables (tests bind 127.0.0.0/8 only); the container ports and the
 //!   probes follow them by the rendered port numbers;
-//! - `secretKeyRef` values come from the test ([`SecretValues`]), `fieldRef`
-//!   from the pod (its name, namespace, address).
+//! - `secretKeyRef` values and Secret volumes come from the test
+//!   ([`SecretValues`]), or else from the Secrets the release renders;
+//!   `fieldRef` values from the pod (its name, namespace, address); service
+//!   links (`NAME_SERVICE_HOST`...) from the release's Services unless the
+//!   pod turns them off.
 //!
 //! Anything of a pod spec this module does not understand (an environment
 //! source, a volume type, a container field it does not know) fails the test
@@ -107,7 +110,9 @@ const UNDERSTOOD_POD_FIELDS: &[&str] = &[
 ];
 
 /// The secret values a test gives the pods: by Secret key for environment
-/// variables (`secretKeyRef`), by mount path for Secret volumes.
+/// variables (`secretKeyRef`), by mount path for Secret volumes. What the
+/// test does not give comes from the Secrets the release renders (made from
+/// values); what neither has fails the test.
 #[derive(Debug, Clone, Default)]
 pub struct SecretValues {
     /// `secretKeyRef` key -> value, whichever Secret is named.
@@ -710,13 +715,23 @@ impl<'a> LocalPod<'a> {
         if let Some(reference) = source.get("secretKeyRef") {
             let key = string(reference, "key", "a secretKeyRef");
             let secret_name = string(reference, "name", "a secretKeyRef");
-            return self.secrets.by_key.get(key).cloned().unwrap_or_else(|| {
-                panic!(
+            if let Some(value) = self.secrets.by_key.get(key) {
+                return value.clone();
+            }
+            // A Secret the chart makes from values (`database.url`): as
+            // rendered, which the test set with the values.
+            let rendered = self
+                .release
+                .object("Secret", secret_name)
+                .map(|secret| rendered_secret_data(secret, secret_name));
+            return match rendered.and_then(|mut data| data.remove(key)) {
+                Some(value) => value,
+                None => panic!(
                     "env {name} of pod {} takes key {key:?} of Secret {secret_name}, which the \
-                     test does not supply (SecretValues::key)",
+                     release does not render and the test does not supply (SecretValues::key)",
                     self.name
-                )
-            });
+                ),
+            };
         }
         if let Some(reference) = source.get("configMapKeyRef") {
             let key = string(reference, "key", "a configMapKeyRef");
