@@ -146,6 +146,9 @@ one place. */}}
 {{- fail "clientApi.tls.certManager.issuerRef.name is required: the cert-manager Issuer or ClusterIssuer of the client certificate" }}
 {{- end }}
 {{- end }}
+{{- if and $v.federation.peers (not $v.federation.enabled) }}
+{{- fail "federation.peers is set but federation.enabled is false: enable federation (with its certificate and trust roots) or remove the peers" }}
+{{- end }}
 {{- if $v.federation.enabled }}
 {{- $certificate := $v.federation.certificate }}
 {{- include "conclave.checkOneSource" (dict "what" "federation.certificate" "sources" (dict "federation.certificate.existingSecret" (not (empty $certificate.existingSecret)) "federation.certificate.certificate+privateKey" (or (not (empty $certificate.certificate)) (not (empty $certificate.privateKey))) "federation.certificate.certManager.enabled" $certificate.certManager.enabled)) }}
@@ -304,8 +307,13 @@ headers. `path` is the list of (rendered) keys leading to it. */}}
 {{- range $key, $value := .table }}
 {{- if kindIs "map" $value }}
 {{- $inner := append $path (include "conclave.toml.key" $key) }}
+{{- $plainKeys := 0 }}
+{{- range $value }}{{ if not (kindIs "map" .) }}{{ $plainKeys = add1 $plainKeys }}{{ end }}{{ end }}
+{{- /* A table of tables only (federation.peers) needs no header of its own. */}}
+{{- if or $plainKeys (not $value) }}
 
 [{{ join "." $inner }}]
+{{- end }}
 {{- include "conclave.toml.table" (dict "path" $inner "table" $value) }}
 {{- end }}
 {{- end }}
