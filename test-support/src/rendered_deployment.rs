@@ -10,7 +10,7 @@
 use crate::cluster::{ReplicaProcess, TestCluster};
 use crate::database::TestDatabase;
 use crate::redis_server::TestRedis;
-use crate::rendered_pod::{LocalPod, RenderedRelease, SecretValues, local_port};
+use crate::rendered_pod::{LocalListeners, LocalPod, RenderedRelease, SecretValues, local_port};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ pub struct LocalDeployment {
     _pods: Vec<tempfile::TempDir>,
     /// Each replica's pod name.
     pod_names: Vec<String>,
+    /// Where each replica's listeners are.
+    listeners: Vec<LocalListeners>,
     /// What each init container printed, by replica, in order: (container
     /// name, standard output).
     init_outputs: Vec<Vec<(String, String)>>,
@@ -69,6 +71,7 @@ impl LocalDeployment {
         let mut processes = Vec::new();
         let mut pods = Vec::new();
         let mut pod_names = Vec::new();
+        let mut all_listeners = Vec::new();
         let mut init_outputs = Vec::new();
         for index in 0..usize::try_from(replicas).expect("a replica count fits usize") {
             let host = Ipv4Addr::new(127, prefix[0], prefix[1], last_byte(index) + 1);
@@ -103,6 +106,7 @@ impl LocalDeployment {
                 config_path,
             });
             pod_names.push(pod_name);
+            all_listeners.push(listeners);
             pods.push(pod.into_directory());
         }
         let cluster = TestCluster::start_processes(processes, database, redis).await;
@@ -110,6 +114,7 @@ impl LocalDeployment {
             cluster,
             _pods: pods,
             pod_names,
+            listeners: all_listeners,
             init_outputs,
             hook_outputs,
         }
@@ -130,6 +135,21 @@ impl LocalDeployment {
 
     pub fn pod_name(&self, index: usize) -> &str {
         &self.pod_names[index]
+    }
+
+    /// Where replica `index`'s listeners are, by configuration table
+    /// (`federation`) and by rendered port.
+    pub fn listeners(&self, index: usize) -> &LocalListeners {
+        &self.listeners[index]
+    }
+
+    /// The local addresses of every replica's listener of `table`
+    /// (`federation`): what a Service of that port forwards to.
+    pub fn addresses_of(&self, table: &str) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(|listeners| listeners.by_table[table])
+            .collect()
     }
 
     /// What replica `index`'s init containers printed: (name, output).
@@ -153,7 +173,7 @@ impl LocalDeployment {
 /// HTTP GET.
 fn readiness(
     container: &Value,
-    listeners: &crate::rendered_pod::LocalListeners,
+    listeners: &LocalListeners,
     pod_name: &str,
 ) -> (SocketAddr, String) {
     let probe = &container["readinessProbe"]["httpGet"];
@@ -179,5 +199,10 @@ fn last_byte(index: usize) -> u8 {
     u8::try_from(index)
         .ok()
         .filter(|byte| *byte < 200)
-        .unwrap_or_else(|| panic!("the harness runs at most 200 pods of a kind, not {}", index + 1))
+        .unwrap_or_else(|| {
+            panic!(
+                "the harness runs at most 200 pods of a kind, not {}",
+                index + 1
+            )
+        })
 }

@@ -109,14 +109,15 @@ const UNDERSTOOD_POD_FIELDS: &[&str] = &[
     "enableServiceLinks",
 ];
 
-/// The secret values a test gives the pods: by Secret key for environment
-/// variables (`secretKeyRef`), by mount path for Secret volumes. What the
-/// test does not give comes from the Secrets the release renders (made from
-/// values); what neither has fails the test.
+/// The Secrets a test makes for the pods, as an operator makes those a
+/// release names with `existingSecret`: by Secret name (for `secretKeyRef`
+/// and Secret volumes), or by the mount path of a Secret volume whatever its
+/// name. What the test does not make comes from the Secrets the release
+/// renders (made from values); what neither has fails the test.
 #[derive(Debug, Clone, Default)]
 pub struct SecretValues {
-    /// `secretKeyRef` key -> value, whichever Secret is named.
-    by_key: BTreeMap<String, String>,
+    /// Secret name -> its data (key -> value).
+    by_name: BTreeMap<String, BTreeMap<String, String>>,
     /// A Secret volume's mount path -> its files (key -> contents).
     by_mount: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -126,10 +127,17 @@ impl SecretValues {
         SecretValues::default()
     }
 
-    /// The value of an environment variable from `secretKeyRef` with this key
-    /// (e.g. `database-url`), whichever Secret it names.
-    pub fn key(mut self, key: &str, value: impl Into<String>) -> SecretValues {
-        self.by_key.insert(key.to_owned(), value.into());
+    /// The Secret `name` with `data` (key -> value), e.g. `conclave-database`
+    /// with `url`.
+    pub fn secret<'a>(
+        mut self,
+        name: &str,
+        data: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> SecretValues {
+        self.by_name
+            .entry(name.to_owned())
+            .or_default()
+            .extend(data.into_iter().map(|(key, value)| (key.to_owned(), value)));
         self
     }
 
@@ -391,7 +399,10 @@ impl<'a> LocalPod<'a> {
                     .iter()
                     .filter_map(|container| container["name"].as_str())
                     .collect();
-                panic!("pod {} has no container {name:?} among {names:?}", self.name)
+                panic!(
+                    "pod {} has no container {name:?} among {names:?}",
+                    self.name
+                )
             });
         self.container(container)
     }
@@ -434,7 +445,7 @@ impl<'a> LocalPod<'a> {
         }
         let root = self.directory.path().join("containers").join(&name);
         let mut mounts = self.mounts(container, &root);
-        mounts.sort_by(|(left, _), (right, _)| right.len().cmp(&left.len()));
+        mounts.sort_by_key(|(mount_path, _)| std::cmp::Reverse(mount_path.len()));
         // Files first, rewritten with every mount of this container known.
         self.write_volumes(container, &mounts, &root);
         let env = self.environment(container, &mounts);
@@ -494,7 +505,11 @@ impl<'a> LocalPod<'a> {
         array(&container["volumeMounts"])
             .iter()
             .map(|mount| {
-                for field in mount.as_object().into_iter().flat_map(|object| object.keys()) {
+                for field in mount
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|object| object.keys())
+                {
                     assert!(
                         ["name", "mountPath", "readOnly", "subPath"].contains(&field.as_str()),
                         "a volume mount of pod {} has {field:?}, which the harness does not \
@@ -613,9 +628,9 @@ impl<'a> LocalPod<'a> {
             .into_iter()
             .flatten()
             .map(|(key, value)| {
-                let text = value.as_str().unwrap_or_else(|| {
-                    panic!("ConfigMap {config_map_name}'s {key} is no string")
-                });
+                let text = value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("ConfigMap {config_map_name}'s {key} is no string"));
                 (key.clone(), text.to_owned())
             })
             .collect();
@@ -636,15 +651,20 @@ impl<'a> LocalPod<'a> {
         mount_path: &str,
     ) -> BTreeMap<String, String> {
         let secret_name = string(source, "secretName", "a secret volume");
-        let data = match self.secrets.by_mount.get(mount_path) {
+        let given = self
+            .secrets
+            .by_mount
+            .get(mount_path)
+            .or_else(|| self.secrets.by_name.get(secret_name));
+        let data = match given {
             Some(files) => files.clone(),
             None => match self.release.object("Secret", secret_name) {
                 Some(secret) => rendered_secret_data(secret, secret_name),
                 None if source["optional"].as_bool() == Some(true) => return BTreeMap::new(),
                 None => panic!(
                     "volume {volume} of pod {} mounts Secret {secret_name} at {mount_path}, \
-                     which the release does not render and the test does not supply \
-                     (SecretValues::mounted_at)",
+                     which the release does not render and the test does not make \
+                     (SecretValues::secret or ::mounted_at)",
                     self.name
                 ),
             },
@@ -715,8 +735,15 @@ impl<'a> LocalPod<'a> {
         if let Some(reference) = source.get("secretKeyRef") {
             let key = string(reference, "key", "a secretKeyRef");
             let secret_name = string(reference, "name", "a secretKeyRef");
-            if let Some(value) = self.secrets.by_key.get(key) {
-                return value.clone();
+            if let Some(data) = self.secrets.by_name.get(secret_name) {
+                return data.get(key).cloned().unwrap_or_else(|| {
+                    panic!(
+                        "env {name} of pod {} takes key {key:?} of Secret {secret_name}, which \
+                         the test made with the keys {:?} only",
+                        self.name,
+                        data.keys().collect::<Vec<_>>()
+                    )
+                });
             }
             // A Secret the chart makes from values (`database.url`): as
             // rendered, which the test set with the values.
@@ -728,7 +755,7 @@ impl<'a> LocalPod<'a> {
                 Some(value) => value,
                 None => panic!(
                     "env {name} of pod {} takes key {key:?} of Secret {secret_name}, which the \
-                     release does not render and the test does not supply (SecretValues::key)",
+                     release does not render and the test does not make (SecretValues::secret)",
                     self.name
                 ),
             };
@@ -860,7 +887,12 @@ impl LocalContainer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let what = format!("container {} ({} {:?})", self.name, self.program.display(), self.args);
+        let what = format!(
+            "container {} ({} {:?})",
+            self.name,
+            self.program.display(),
+            self.args
+        );
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {what}: {error}"));
@@ -903,20 +935,20 @@ pub fn local_port(container: &Value, port: &Value, listeners: &LocalListeners) -
             .and_then(|declared| declared["containerPort"].as_u64())
             .and_then(|number| u16::try_from(number).ok())
             .unwrap_or_else(|| {
-                panic!("the container declares no port named {name:?}: {}", container["ports"])
+                panic!(
+                    "the container declares no port named {name:?}: {}",
+                    container["ports"]
+                )
             }),
         other => panic!("{other} names no port"),
     };
-    *listeners
-        .by_rendered_port
-        .get(&number)
-        .unwrap_or_else(|| {
-            panic!(
-                "container port {number} is none of the homeserver's listeners as rendered \
+    *listeners.by_rendered_port.get(&number).unwrap_or_else(|| {
+        panic!(
+            "container port {number} is none of the homeserver's listeners as rendered \
                  ({:?})",
-                listeners.by_rendered_port.keys().collect::<Vec<_>>()
-            )
-        })
+            listeners.by_rendered_port.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 /// `source`'s `items` of `data` under their paths, or all of `data`.
@@ -935,7 +967,9 @@ fn select_items(
             let path = string(item, "path", "an item");
             let contents = data
                 .get(key)
-                .unwrap_or_else(|| panic!("{what} has no key {key:?} (its keys: {:?})", data.keys()))
+                .unwrap_or_else(|| {
+                    panic!("{what} has no key {key:?} (its keys: {:?})", data.keys())
+                })
                 .clone();
             (path.to_owned(), contents)
         })
@@ -1072,7 +1106,10 @@ fn annotation<'a>(manifest: &'a Manifest, name: &str) -> Option<&'a str> {
 
 /// The elements of a JSON array (none for a missing field).
 fn array(value: &Value) -> Vec<&Value> {
-    value.as_array().map(|values| values.iter().collect()).unwrap_or_default()
+    value
+        .as_array()
+        .map(|values| values.iter().collect())
+        .unwrap_or_default()
 }
 
 /// A JSON array of strings (empty for a missing field).

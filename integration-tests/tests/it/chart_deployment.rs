@@ -1,24 +1,36 @@
-//! The real binary on the configuration the Helm chart renders: the chart's
-//! CI values (`helm/conclave/ci/default-values.yaml`) with the test's own
-//! PostgreSQL and Redis URLs set as a user sets theirs (`--set-json`),
-//! rendered offline; then, as Helm and Kubernetes would, the migration hook
-//! Job runs, each of the Deployment's two pods runs its `check-config` init
-//! container and then its homeserver, exactly as rendered (arguments,
-//! environment from the rendered Secrets, the ConfigMap's TOML), only moved
-//! to local directories and loopback ports (`conclave_test_support::
-//! rendered_pod`). Both replicas become ready at their readiness probe, and
-//! a message a `conclave` CLI user sends through one replica reaches a user
-//! streaming from the other, woken through Redis.
+//! The real binary on the configuration the Helm chart renders. A values
+//! file of the chart's CI matrix (`helm/conclave/ci/*-values.yaml`) or of its
+//! examples (`helm/examples/`), unmodified, with only what a user would set
+//! (`--set-json`: the URLs of the test's own PostgreSQL and Redis, a peer's
+//! address), is rendered offline; then, as Helm and Kubernetes would, the
+//! migration hook Job runs, each of the Deployment's pods runs its
+//! `check-config` init container and then its homeserver, exactly as
+//! rendered (arguments, environment from the Secrets, the ConfigMap's TOML,
+//! Secret volumes), only moved to local directories and loopback ports
+//! (`conclave_test_support::rendered_pod`). Secrets the values name as
+//! existing are made by the test, as an operator would, from its own
+//! PostgreSQL, Redis and development CA (`TestPki`).
+//!
+//! - The CI defaults (plus Redis): two replicas ready at their readiness
+//!   probe; a message a `conclave` CLI user sends through one replica
+//!   reaches a user streaming from the other, woken through Redis.
+//! - The CI existing-Secrets values: every secret from Secrets the chart
+//!   does not make (client TLS at the pod, federation certificate, trust
+//!   roots under another key); two replicas ready, federation listening.
+//! - The two-domain example (a.example and b.example values): each domain
+//!   two replicas behind its federation LoadBalancer (a TCP balancer), a
+//!   message crossing the domains over mutual TLS.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use conclave_test_support::chart::{Render, chart_directory};
-use conclave_test_support::cluster::client_binary;
+use conclave_test_support::chart::{Manifest, Render, chart_directory, find, repository_root};
+use conclave_test_support::cluster::{client_binary, free_address};
 use conclave_test_support::metrics::{sample, scrape_ok};
+use conclave_test_support::wait::DELIVERY_TIMEOUT;
 use conclave_test_support::{
-    DatabaseChoice, LocalDeployment, RenderedRelease, SecretValues, TestDatabase, TestRedis,
-    eventually, within,
+    DatabaseChoice, LocalDeployment, RenderedRelease, SecretValues, TestBalancer, TestDatabase,
+    TestPki, TestRedis, eventually, within,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -49,6 +61,7 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
         let redis = TestRedis::start().await;
         let manifests = Render::values(chart_directory().join("ci/default-values.yaml"))
             .set("database.url", json!(database.url()))
+            // The chart leaves Redis out by default; two replicas need it.
             .set("redis.url", json!(redis.url()))
             .set("redis.pollIntervalMs", json!(POLL_INTERVAL_MS))
             .run()
@@ -74,7 +87,11 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
         .await;
         assert_eq!(deployment.replicas(), 2, "the chart's default replicas");
         let migrations = deployment.hook_outputs();
-        assert_eq!(migrations.len(), 1, "one pre-install hook Job: {migrations:?}");
+        assert_eq!(
+            migrations.len(),
+            1,
+            "one pre-install hook Job: {migrations:?}"
+        );
         assert!(
             migrations[0].1.contains("applied "),
             "the hook Job {} migrated nothing on a fresh database:\n{}",
@@ -87,16 +104,22 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
                 .iter()
                 .map(|(name, _)| name.as_str())
                 .collect();
-            assert_eq!(names, ["check-config"], "replica {replica}'s init containers");
+            assert_eq!(
+                names,
+                ["check-config"],
+                "replica {replica}'s init containers"
+            );
         }
 
         // Both replicas are one cluster: each subscribed to the wake-ups of
         // the Redis the chart's Secret names (key prefix from values).
         let channel = format!("{key_prefix}:wakeups");
         let redis = deployment.cluster_mut().redis();
-        eventually(COMMAND_TIMEOUT, "both replicas subscribing to wake-ups", || async {
-            (redis.subscribers(&channel).await == Some(2)).then_some(())
-        })
+        eventually(
+            COMMAND_TIMEOUT,
+            "both replicas subscribing to wake-ups",
+            || async { (redis.subscribers(&channel).await == Some(2)).then_some(()) },
+        )
         .await;
 
         let cluster = deployment.cluster();
@@ -113,7 +136,7 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
         alice.run(&["group", "invite", "team", &bob_id]).await;
 
         // Bob streams from replica 1; alice sends once the stream is open.
-        let mut listen = bob.spawn(&[
+        let listen = bob.spawn(&[
             "--json",
             "listen",
             "team",
@@ -123,44 +146,206 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
             LISTEN_TIMEOUT_SECONDS,
         ]);
         let replica_1_http = cluster.http_address(1);
-        eventually(COMMAND_TIMEOUT, "bob's stream opening on replica 1", || async {
-            let metrics = scrape_ok(replica_1_http).await;
-            (sample(&metrics, "conclave_subscribe_streams") == Some(1.0)).then_some(())
-        })
+        eventually(
+            COMMAND_TIMEOUT,
+            "bob's stream opening on replica 1",
+            || async {
+                let metrics = scrape_ok(replica_1_http).await;
+                (sample(&metrics, "conclave_subscribe_streams") == Some(1.0)).then_some(())
+            },
+        )
         .await;
         let text = "hello from the rendered release";
         alice.run(&["send", "team", text]).await;
 
-        let stdout = listen.stdout.take().expect("listen's output is piped");
-        let line = BufReader::new(stdout)
-            .lines()
-            .next_line()
-            .await
-            .expect("reading listen's output");
-        let Some(line) = line else {
-            let output = listen.wait_with_output().await.expect("bob's listen");
-            panic!(
-                "bob's listen ended without a message ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let message: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|error| panic!("listen printed no JSON ({error}): {line}"));
-        assert_eq!(message["body"], json!(text), "{message}");
-        assert_eq!(message["sender"], json!(format!("alice@{domain}")), "{message}");
-        let status = listen.wait().await.expect("waiting for bob's listen");
-        assert!(status.success(), "bob's listen exited with {status}");
+        expect_message(listen, text, &format!("alice@{domain}")).await;
     })
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_existing_secrets_values_run_with_secrets_the_operator_made() {
+    within(TEST_TIMEOUT, "the existing-Secrets release", async {
+        let database = TestDatabase::create(DatabaseChoice::Postgres).await;
+        let redis = TestRedis::start().await;
+        let pki = TestPki::new();
+        let federation = pki.issue("a.example");
+        let client_tls = pki.issue("chat.a.example");
+        // The Secrets the values file names, made as an operator would.
+        let secrets = SecretValues::new()
+            .secret("conclave-database", [("url", database.url().to_owned())])
+            .secret("conclave-redis", [("url", redis.url())])
+            .secret(
+                "chat-a-example-tls",
+                [
+                    ("tls.crt", client_tls.certificate_pem.clone()),
+                    ("tls.key", client_tls.private_key_pem.clone()),
+                ],
+            )
+            .secret(
+                "federation-a-example-tls",
+                [
+                    ("tls.crt", federation.certificate_pem.clone()),
+                    ("tls.key", federation.private_key_pem.clone()),
+                ],
+            )
+            .secret("federation-trust-roots", [("bundle.pem", pki.ca_pem())]);
+        let manifests = Render::values(chart_directory().join("ci/existing-secrets-values.yaml"))
+            .run()
+            .unwrap_or_else(|error| panic!("the chart does not render: {error}"));
+        assert!(
+            !manifests.iter().any(|manifest| manifest.kind() == "Secret"),
+            "the existing-Secrets values make no Secret"
+        );
+        let release = RenderedRelease::new(&manifests, "conclave");
+        let deployment =
+            LocalDeployment::install(&release, CONTAINER, &secrets, database, Some(redis)).await;
+        assert_eq!(deployment.replicas(), 2, "the chart's default replicas");
+        for replica in 0..2 {
+            let (name, _) = &deployment.init_outputs(replica)[0];
+            assert_eq!(name, "check-config");
+            // Federation is on: its listener accepts connections (TLS).
+            let federation = deployment.listeners(replica).by_table["federation"];
+            tokio::net::TcpStream::connect(federation)
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("replica {replica}'s federation listener at {federation}: {error}")
+                });
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_crosses_the_two_example_domains() {
+    within(TEST_TIMEOUT, "the two-domain example", async {
+        let pki = TestPki::new();
+        // Each domain's federation LoadBalancer, by the address its peer is
+        // given; nothing behind it until the domain's pods run.
+        let nowhere = free_address(std::net::Ipv4Addr::LOCALHOST);
+        let a_balancer = TestBalancer::start(vec![nowhere]).await;
+        let b_balancer = TestBalancer::start(vec![nowhere]).await;
+        let a_example = install_example(&pki, "a.example", ("b.example", &b_balancer)).await;
+        a_balancer.set_backends(a_example.addresses_of("federation"));
+        let b_example = install_example(&pki, "b.example", ("a.example", &a_balancer)).await;
+        b_balancer.set_backends(b_example.addresses_of("federation"));
+
+        let states = tempfile::tempdir().expect("a directory for the CLI's states");
+        let alice = Cli::new(states.path().join("alice"));
+        let bob = Cli::new(states.path().join("bob"));
+        let a_url = a_example.cluster().client_url(0);
+        let b_url = b_example.cluster().client_url(1);
+        alice.run(&["--server", &a_url, "register", "alice"]).await;
+        bob.run(&["--server", &b_url, "register", "bob"]).await;
+        alice.run(&["group", "create", "team"]).await;
+        alice
+            .run(&["group", "invite", "team", "bob@b.example"])
+            .await;
+        // The Welcome crosses to b.example through a.example's outbox.
+        eventually(
+            DELIVERY_TIMEOUT,
+            "bob's invitation reaching b.example",
+            || async { bob.run(&["groups"]).await.contains("team").then_some(()) },
+        )
+        .await;
+
+        let listen = bob.spawn(&[
+            "--json",
+            "listen",
+            "team",
+            "--count",
+            "1",
+            "--timeout",
+            LISTEN_TIMEOUT_SECONDS,
+        ]);
+        let text = "hello from a.example";
+        alice.run(&["send", "team", text]).await;
+        expect_message(listen, text, "alice@a.example").await;
+    })
+    .await;
+}
+
+/// Installs `helm/examples/DOMAIN-values.yaml` as release `conclave` in
+/// the namespace the example names (`a-example`), with the peer's address
+/// set to its balancer (as a user sets the address of the peer's
+/// LoadBalancer) and the Secrets the example's steps make: the backing
+/// URLs, the federation certificate and the trust roots.
+async fn install_example(
+    pki: &TestPki,
+    domain: &str,
+    (peer, peer_balancer): (&str, &TestBalancer),
+) -> LocalDeployment {
+    let database = TestDatabase::create(DatabaseChoice::Postgres).await;
+    let redis = TestRedis::start().await;
+    let certificate = pki.issue(domain);
+    let secrets = SecretValues::new()
+        .secret(
+            "conclave-backing",
+            [
+                ("database-url", database.url().to_owned()),
+                ("redis-url", redis.url()),
+            ],
+        )
+        .secret(
+            "federation-tls",
+            [
+                ("tls.crt", certificate.certificate_pem.clone()),
+                ("tls.key", certificate.private_key_pem.clone()),
+            ],
+        )
+        .secret("federation-trust", [("ca.crt", pki.ca_pem())]);
+    let namespace = domain.replace('.', "-");
+    let mut render =
+        Render::values(repository_root().join(format!("helm/examples/{domain}-values.yaml"))).set(
+            "federation.peers",
+            json!({ peer: { "endpoint": format!("https://{}", peer_balancer.address()) } }),
+        );
+    render.namespace = Some(namespace.clone());
+    let manifests = render
+        .run()
+        .unwrap_or_else(|error| panic!("the chart does not render {domain}'s example: {error}"));
+    let release = RenderedRelease::new(&manifests, &namespace);
+    let config = rendered_config(&manifests);
+    assert_eq!(config["domain"].as_str(), Some(domain));
+    LocalDeployment::install(&release, CONTAINER, &secrets, database, Some(redis)).await
+}
+
+/// Waits for `listen` (a `--json listen --count 1`) to print one message
+/// and end; panics unless it is `text` from `sender`.
+async fn expect_message(mut listen: tokio::process::Child, text: &str, sender: &str) {
+    let stdout = listen.stdout.take().expect("listen's output is piped");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("reading listen's output");
+    let Some(line) = line else {
+        let output = listen.wait_with_output().await.expect("the listen command");
+        panic!(
+            "listen ended without a message ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let message: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|error| panic!("listen printed no JSON ({error}): {line}"));
+    assert_eq!(message["body"], json!(text), "{message}");
+    assert_eq!(message["sender"], json!(sender), "{message}");
+    let status = listen.wait().await.expect("waiting for listen");
+    assert!(status.success(), "listen exited with {status}");
+}
+
 /// The TOML of the rendered ConfigMap (`<fullname>-config`, one key).
-fn rendered_config(manifests: &[conclave_test_support::chart::Manifest]) -> toml::Table {
-    let config_map = conclave_test_support::chart::find(manifests, "ConfigMap", "-config");
+fn rendered_config(manifests: &[Manifest]) -> toml::Table {
+    let config_map = find(manifests, "ConfigMap", "-config");
     let text = config_map.object["data"]["conclave-homeserver.toml"]
         .as_str()
-        .unwrap_or_else(|| panic!("ConfigMap {} has no conclave-homeserver.toml", config_map.name()));
+        .unwrap_or_else(|| {
+            panic!(
+                "ConfigMap {} has no conclave-homeserver.toml",
+                config_map.name()
+            )
+        });
     text.parse()
         .unwrap_or_else(|error| panic!("the rendered TOML does not parse: {error}\n{text}"))
 }
