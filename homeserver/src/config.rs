@@ -54,10 +54,15 @@ pub struct ClientApiConfig {
     /// Address of the client gRPC API.
     pub listen: SocketAddr,
     /// PEM certificate chain; with `tls_private_key`, turns on TLS. Without TLS the
-    /// listen address must be a loopback address.
+    /// listen address must be a loopback address, unless `behind_tls_proxy`.
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key of `tls_certificate`.
     pub tls_private_key: Option<PathBuf>,
+    /// TLS for clients ends at a proxy in front of this server (an Ingress, a
+    /// load balancer, a service mesh sidecar), so the client API may listen
+    /// without TLS on a non-loopback address. The plaintext port must then be
+    /// reachable only through that proxy. Contradicts `tls_certificate`.
+    pub behind_tls_proxy: bool,
     /// Largest request message accepted, in bytes; bigger ones get RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
 }
@@ -151,6 +156,14 @@ pub struct FederationPeerConfig {
     /// If set, the SHA-256 of the DER certificate the peer must present (64 hex
     /// digits, `:` separators allowed), on top of the trust roots.
     pub pinned_sha256: Option<String>,
+}
+
+impl ClientApiConfig {
+    /// Whether the client API serves plaintext on an address beyond this
+    /// machine: allowed only `behind_tls_proxy`, and then worth a warning.
+    pub fn serves_plaintext_beyond_loopback(&self) -> bool {
+        self.tls_certificate.is_none() && !self.listen.ip().is_loopback()
+    }
 }
 
 impl FederationConfig {
@@ -382,6 +395,7 @@ impl Default for ClientApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             tls_certificate: None,
             tls_private_key: None,
+            behind_tls_proxy: false,
             max_message_bytes: 4 * 1024 * 1024,
         }
     }
@@ -519,6 +533,15 @@ pub enum DatabaseKind {
 impl Config {
     /// Reads the optional file, applies `CONCLAVE_*` overrides and validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = Config::parse(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] without the validation: the file and the
+    /// environment read into a configuration, whose values may still be
+    /// refused (see [`Config::problems`]).
+    pub fn parse(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             builder = builder.add_source(
@@ -533,7 +556,6 @@ impl Config {
             .try_parsing(true)
             .source(Some(configuration_variables(std::env::vars())));
         let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -561,8 +583,41 @@ impl Config {
             .expect("the domain is checked by Config::validate")
     }
 
-    /// Checks every value that serde's types cannot express.
+    /// Checks every value that serde's types cannot express; the first
+    /// problem found is the error. The files the configuration names are
+    /// checked apart, by [`crate::preflight`].
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem [`Config::validate`] would refuse, section by section
+    /// (each section is judged on its own, so one bad value does not hide
+    /// another's), for `check-config` to show them all at once.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let sections: [fn(&Config) -> Result<(), ConfigError>; 12] = [
+            Config::validate_domain_and_database,
+            Config::validate_client_api,
+            Config::validate_key_packages,
+            Config::validate_groups,
+            Config::validate_federation,
+            Config::validate_attempt_limits,
+            Config::validate_connection_limits,
+            Config::validate_leases,
+            Config::validate_shutdown,
+            Config::validate_redis,
+            Config::validate_telemetry,
+            Config::validate_log,
+        ];
+        sections
+            .iter()
+            .filter_map(|section| section(self).err())
+            .collect()
+    }
+
+    fn validate_domain_and_database(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if let Err(error) = self.domain.parse::<Domain>() {
             return invalid("domain", error.to_string());
@@ -573,21 +628,29 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1".to_owned());
         }
+        Ok(())
+    }
+
+    /// The `[client_api]` section: TLS here, or at a proxy in front, or a
+    /// loopback address.
+    fn validate_client_api(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let client_api = &self.client_api;
         match (&client_api.tls_certificate, &client_api.tls_private_key) {
-            (Some(certificate), Some(private_key)) => {
-                if let Err(reason) = check_certificate_file(certificate) {
-                    return invalid("client_api.tls_certificate", reason);
-                }
-                if let Err(reason) = check_private_key_file(private_key) {
-                    return invalid("client_api.tls_private_key", reason);
-                }
+            (Some(_), Some(_)) if client_api.behind_tls_proxy => {
+                return invalid(
+                    "client_api.behind_tls_proxy",
+                    "is true, which says TLS ends at a proxy in front of this server, but tls_certificate and tls_private_key turn on TLS here: set behind_tls_proxy = false to serve TLS here, or remove the certificate and key when the proxy ends TLS".to_owned(),
+                );
             }
-            (None, None) if !client_api.listen.ip().is_loopback() => {
+            (Some(_), Some(_)) => {}
+            (None, None)
+                if !client_api.listen.ip().is_loopback() && !client_api.behind_tls_proxy =>
+            {
                 return invalid(
                     "client_api.listen",
                     format!(
-                        "{} is not a loopback address, so the client API needs TLS: set client_api.tls_certificate and client_api.tls_private_key",
+                        "{} is not a loopback address, so the client API needs TLS: set client_api.tls_certificate and client_api.tls_private_key, or, when TLS for clients ends at a proxy in front of this server, client_api.behind_tls_proxy = true",
                         client_api.listen
                     ),
                 );
@@ -606,6 +669,11 @@ impl Config {
                 "must be between 1024 and 67108864".to_owned(),
             );
         }
+        Ok(())
+    }
+
+    fn validate_key_packages(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let key_packages = &self.key_packages;
         if !(1..=365).contains(&key_packages.max_lifetime_days) {
             return invalid(
@@ -637,12 +705,11 @@ impl Config {
                 "must be between 1 and 365".to_owned(),
             );
         }
-        if !(100..=3_600_000).contains(&self.telemetry.refresh_interval_ms) {
-            return invalid(
-                "telemetry.refresh_interval_ms",
-                "must be between 100 and 3600000 (an hour)".to_owned(),
-            );
-        }
+        Ok(())
+    }
+
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let groups = &self.groups;
         if groups.past_epoch_window > 100 {
             return invalid("groups.past_epoch_window", "must be at most 100".to_owned());
@@ -660,20 +727,25 @@ impl Config {
                 "must be between 1 and 3650".to_owned(),
             );
         }
-        self.validate_federation()?;
-        self.validate_attempt_limits()?;
-        self.validate_connection_limits()?;
-        self.validate_leases()?;
+        Ok(())
+    }
+
+    fn validate_shutdown(&self) -> Result<(), ConfigError> {
         if !(1..=600).contains(&self.shutdown.deadline_seconds) {
-            return invalid(
-                "shutdown.deadline_seconds",
-                "must be between 1 and 600".to_owned(),
-            );
+            return Err(ConfigError::Invalid {
+                key: "shutdown.deadline_seconds",
+                reason: "must be between 1 and 600".to_owned(),
+            });
         }
-        self.validate_redis()?;
-        self.validate_telemetry()?;
+        Ok(())
+    }
+
+    fn validate_log(&self) -> Result<(), ConfigError> {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            return invalid("log.filter", error.to_string());
+            return Err(ConfigError::Invalid {
+                key: "log.filter",
+                reason: error.to_string(),
+            });
         }
         Ok(())
     }
@@ -701,6 +773,12 @@ impl Config {
     fn validate_telemetry(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let telemetry = &self.telemetry;
+        if !(100..=3_600_000).contains(&telemetry.refresh_interval_ms) {
+            return invalid(
+                "telemetry.refresh_interval_ms",
+                "must be between 100 and 3600000 (an hour)".to_owned(),
+            );
+        }
         if let Some(endpoint) = &telemetry.otlp_endpoint {
             // Checked first, and the value not repeated: the message must not
             // show the password (and `Config` is printed with `Debug`).
@@ -846,8 +924,8 @@ impl Config {
         Ok(())
     }
 
-    /// The `[federation]` section: off entirely, or files that parse and fit the
-    /// domain, and well-formed peers.
+    /// The `[federation]` section: off entirely, or on with well-formed peers.
+    /// The files are checked by [`crate::preflight`].
     fn validate_federation(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let federation = &self.federation;
@@ -876,11 +954,7 @@ impl Config {
                 format!("must be between 1 and {MAX_DELIVERED_EVENTS}"),
             );
         }
-        let (Some(certificate), Some(private_key), Some(trust_roots)) = (
-            &federation.certificate,
-            &federation.private_key,
-            &federation.trust_roots,
-        ) else {
+        if !federation.enabled() {
             if federation.certificate.is_some()
                 || federation.private_key.is_some()
                 || federation.trust_roots.is_some()
@@ -897,23 +971,12 @@ impl Config {
                 );
             }
             return Ok(());
-        };
-        use conclave_federation::tls;
-        let error_in = |key| {
-            move |error: tls::TlsError| ConfigError::Invalid {
-                key,
-                reason: error.to_string(),
-            }
-        };
-        let chain =
-            tls::read_certificate_chain(certificate).map_err(error_in("federation.certificate"))?;
-        let key = tls::read_private_key(private_key).map_err(error_in("federation.private_key"))?;
-        let roots =
-            tls::read_trust_roots(trust_roots).map_err(error_in("federation.trust_roots"))?;
-        if let Err(error) = tls::TlsMaterial::new(&self.domain(), chain, key, roots) {
-            return invalid("federation.certificate", error.to_string());
         }
-        if let Err(reason) = federation.peer_registry(self.domain()) {
+        // An invalid domain is its own section's problem; the peers are
+        // judged against a valid one only.
+        if let Ok(domain) = self.domain.parse::<Domain>()
+            && let Err(reason) = federation.peer_registry(domain)
+        {
             return invalid("federation.peers", reason);
         }
         Ok(())
@@ -1017,38 +1080,6 @@ impl Config {
     }
 }
 
-/// The file holds at least one PEM certificate, and nothing unreadable.
-fn check_certificate_file(path: &Path) -> Result<(), String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| {
-            format!(
-                "cannot read a PEM certificate from {}: {error}",
-                path.display()
-            )
-        })?;
-    if certificates.is_empty() {
-        return Err(format!("{} contains no PEM certificate", path.display()));
-    }
-    Ok(())
-}
-
-/// The file holds a PEM private key (PKCS#8, PKCS#1 or SEC1).
-fn check_private_key_file(path: &Path) -> Result<(), String> {
-    use rustls_pki_types::PrivateKeyDer;
-    use rustls_pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_file(path)
-        .map(drop)
-        .map_err(|error| {
-            format!(
-                "cannot read a PEM private key from {}: {error}",
-                path.display()
-            )
-        })
-}
-
 /// Top-level keys of [`Config`], i.e. the sections an environment variable can name.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "DOMAIN",
@@ -1150,16 +1181,47 @@ mod tests {
             ("[database]\nurl = 'postgres://root@127.0.0.1/test'", None),
             ("[database]\nmax_connections = 0", Some("max_connections")),
             ("[client_api]\nlisten = '0.0.0.0:7400'", Some("needs TLS")),
+            (
+                "[client_api]\nlisten = '0.0.0.0:7400'",
+                Some(
+                    "or, when TLS for clients ends at a proxy in front of this server, client_api.behind_tls_proxy = true",
+                ),
+            ),
+            (
+                "[client_api]\nlisten = '0.0.0.0:7400'\nbehind_tls_proxy = true",
+                None,
+            ),
+            (
+                "[client_api]\nlisten = '[::]:7400'\nbehind_tls_proxy = true",
+                None,
+            ),
+            ("[client_api]\nbehind_tls_proxy = true", None),
+            (
+                "[client_api]\nbehind_tls_proxy = 'maybe'",
+                Some("behind_tls_proxy"),
+            ),
+            (
+                "[client_api]\nlisten = '0.0.0.0:7400'\nbehind_tls_proxy = true\ntls_certificate = '/c.pem'\ntls_private_key = '/k.pem'",
+                Some(
+                    "client_api.behind_tls_proxy: is true, which says TLS ends at a proxy in front of this server, but tls_certificate and tls_private_key turn on TLS here",
+                ),
+            ),
+            (
+                "[client_api]\nbehind_tls_proxy = true\ntls_certificate = '/c.pem'\ntls_private_key = '/k.pem'",
+                Some("client_api.behind_tls_proxy"),
+            ),
+            (
+                "[client_api]\nlisten = '0.0.0.0:7400'\nbehind_tls_proxy = true\ntls_certificate = '/c.pem'",
+                Some("set both tls_certificate and tls_private_key, or neither"),
+            ),
+            (
+                "[client_api]\nlisten = '0.0.0.0:7400'\ntls_certificate = '/c.pem'\ntls_private_key = '/k.pem'",
+                None,
+            ),
             ("[client_api]\nlisten = 'not an address'", Some("listen")),
             (
                 "[client_api]\ntls_certificate = '/nonexistent.pem'",
                 Some("both"),
-            ),
-            (
-                "[client_api]\ntls_certificate = '/nonexistent.pem'\ntls_private_key = '/nonexistent.key'",
-                Some(
-                    "client_api.tls_certificate: cannot read a PEM certificate from /nonexistent.pem",
-                ),
             ),
             (
                 "[client_api]\nmax_message_bytes = 10",
@@ -1245,9 +1307,10 @@ mod tests {
                 "[federation]\ncertificate = '/nonexistent.pem'",
                 Some("set certificate, private_key and trust_roots together"),
             ),
+            // The files are the preflight's to read.
             (
                 "[federation]\ncertificate = '/nonexistent.pem'\nprivate_key = '/nonexistent.key'\ntrust_roots = '/nonexistent-ca.pem'",
-                Some("federation.certificate: cannot read a PEM certificate from /nonexistent.pem"),
+                None,
             ),
             (
                 "[federation.peers.'b.example']\nendpoint = 'https://b.example'",
@@ -1325,67 +1388,27 @@ mod tests {
         }
     }
 
+    /// The peers are judged against the domain; the files are not read here
+    /// (`preflight` reads them), so these paths need not exist.
     #[test]
-    fn federation_files_and_peers_are_checked() {
-        use conclave_federation::dev_certs::DevCertificateAuthority;
-        let directory = tempfile::tempdir().unwrap();
-        let write = |name: &str, contents: &str| {
-            let path = directory.path().join(name);
-            std::fs::write(&path, contents).unwrap();
-            path.display().to_string()
-        };
-        let authority = DevCertificateAuthority::generate(1_800_000_000).unwrap();
-        let a = authority.issue(&"a.example".parse().unwrap(), &[]).unwrap();
-        let b = authority.issue(&"b.example".parse().unwrap(), &[]).unwrap();
-        let ca = write("ca.pem", &authority.certificate_pem());
-        let a_certificate = write("a.pem", &a.certificate_pem);
-        let a_key = write("a.key.pem", &a.private_key_pem);
-        let b_key = write("b.key.pem", &b.private_key_pem);
-        let federation = |domain: &str, certificate: &str, key: &str, roots: &str, peers: &str| {
+    fn federation_peers_are_checked() {
+        let federation = |domain: &str, peers: &str| {
             format!(
-                "domain = '{domain}'\n[federation]\ncertificate = '{certificate}'\nprivate_key = '{key}'\ntrust_roots = '{roots}'\n{peers}"
+                "domain = '{domain}'\n[federation]\ncertificate = '/nonexistent/a.pem'\nprivate_key = '/nonexistent/a.key.pem'\ntrust_roots = '/nonexistent/ca.pem'\n{peers}"
             )
         };
         let b_peer = "[federation.peers.'b.example']\nendpoint = 'https://127.0.0.2:7401'";
+        let pin = "ab".repeat(32);
         for (toml, error) in [
+            (federation("a.example", b_peer), None),
+            (federation("a.example", ""), None),
             (
-                federation("a.example", &a_certificate, &a_key, &ca, b_peer),
+                federation("a.example", &format!("{b_peer}\npinned_sha256 = '{pin}'")),
                 None,
             ),
             (
                 federation(
                     "a.example",
-                    &a_certificate,
-                    &a_key,
-                    &ca,
-                    &format!("{b_peer}\npinned_sha256 = '{}'", b.pin),
-                ),
-                None,
-            ),
-            (
-                federation("b.example", &a_certificate, &a_key, &ca, ""),
-                Some(
-                    r#"federation.certificate: the certificate is valid for ["a.example"], not for this homeserver's domain b.example"#,
-                ),
-            ),
-            (
-                federation("a.example", &a_certificate, &b_key, &ca, ""),
-                Some("federation.certificate:"),
-            ),
-            (
-                federation("a.example", &a_certificate, &a_key, &a_key, ""),
-                Some("federation.trust_roots:"),
-            ),
-            (
-                federation("a.example", &a_certificate, &ca, &ca, ""),
-                Some("federation.private_key: cannot read a PEM private key"),
-            ),
-            (
-                federation(
-                    "a.example",
-                    &a_certificate,
-                    &a_key,
-                    &ca,
                     "[federation.peers.'b.example']\nendpoint = 'http://127.0.0.2:7401'",
                 ),
                 Some(
@@ -1395,9 +1418,6 @@ mod tests {
             (
                 federation(
                     "a.example",
-                    &a_certificate,
-                    &a_key,
-                    &ca,
                     "[federation.peers.'a.example']\nendpoint = 'https://127.0.0.1:7401'",
                 ),
                 Some("is this homeserver's own domain"),
@@ -1405,26 +1425,50 @@ mod tests {
             (
                 federation(
                     "a.example",
-                    &a_certificate,
-                    &a_key,
-                    &ca,
                     "[federation.peers.'B.example']\nendpoint = 'https://127.0.0.2:7401'",
                 ),
                 Some("federation.peers: peer \"B.example\""),
             ),
             (
-                federation(
-                    "a.example",
-                    &a_certificate,
-                    &a_key,
-                    &ca,
-                    &format!("{b_peer}\npinned_sha256 = 'abcd'"),
-                ),
+                federation("a.example", &format!("{b_peer}\npinned_sha256 = 'abcd'")),
                 Some("pinned_sha256"),
             ),
+            // The domain's own problem, not the peers'.
+            (federation("A.example", b_peer), Some("domain: ")),
         ] {
             check(&toml, error);
         }
+    }
+
+    /// `problems` judges each section on its own and lists every refusal,
+    /// in the order `validate` meets them; `validate` gives the first.
+    #[test]
+    fn every_problem_is_listed_and_validate_gives_the_first() {
+        let toml = "domain = 'A.example'\n[client_api]\nlisten = '0.0.0.0:7400'\n\
+                    [federation.peers.'b.example']\nendpoint = 'https://b.example'\n\
+                    [shutdown]\ndeadline_seconds = 0\n[log]\nformat = 'json'\nfilter = 'a=b=c'";
+        let config = Config::from_toml(toml).unwrap();
+        let keys: Vec<&str> = config
+            .problems()
+            .iter()
+            .map(|problem| match problem {
+                ConfigError::Invalid { key, .. } => *key,
+                ConfigError::Load(error) => panic!("{error}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "domain",
+                "client_api.listen",
+                "federation.peers",
+                "shutdown.deadline_seconds",
+                "log.filter"
+            ]
+        );
+        let first = config.validate().unwrap_err().to_string();
+        assert!(first.starts_with("domain: "), "{first}");
+        assert!(Config::default().problems().is_empty());
     }
 
     #[test]

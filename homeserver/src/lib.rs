@@ -24,10 +24,15 @@
 //!   (`telemetry::init`, for `main` and the benchmark).
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
+//! - [`preflight`]: what a start checks of the files and services the
+//!   configuration names, before binding a port; [`check_config`]: the
+//!   `check-config` command, reporting those checks (and, with `--connect`,
+//!   the database and Redis).
 //! - `fuzzing` (hidden): one entry point per decoder of outside bytes, for the
 //!   cargo-fuzz targets in `fuzz/` and the in-workspace smoke of them.
 
 pub mod admin;
+pub mod check_config;
 mod cluster;
 pub mod config;
 #[doc(hidden)]
@@ -36,6 +41,7 @@ mod grpc;
 mod http;
 mod metrics;
 mod notify;
+pub mod preflight;
 mod rules;
 mod service;
 mod store;
@@ -104,8 +110,10 @@ impl Listeners {
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read {path}: {error}")]
-    ReadFile { path: String, error: std::io::Error },
+    /// The files or URLs the configuration names cannot start the server
+    /// ([`preflight`]): every problem, `key: why`.
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Preflight(Vec<String>),
     #[error("client API: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint: {0}")]
@@ -179,8 +187,18 @@ async fn serve(
     // several servers in one process) is harmless, so its error is ignored.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let tls = read_tls_files(&config)?;
-    let federation = match (prepare_federation(&config)?, listeners.federation) {
+    // By the system clock, as TLS handshakes judge certificates (not the
+    // injected clock, which tests move for the server's own rules).
+    let preflight = preflight::check(&config, std::time::SystemTime::now());
+    for warning in preflight.warnings() {
+        tracing::warn!(setting = %warning.subject, "{}", warning.detail);
+    }
+    let checked = preflight.into_checked().map_err(ServerError::Preflight)?;
+    let tls = checked.client_tls;
+    let federation = match (
+        prepare_federation(&config, checked.federation)?,
+        listeners.federation,
+    ) {
         (Some(federation), Some(listener)) => Some((federation, listener)),
         (None, None) => None,
         (Some(_), None) => {
@@ -429,21 +447,18 @@ impl Federation {
     }
 }
 
-/// Reads the federation files and builds the peer registry, the gate and the
-/// client's settings; `None` when federation is off.
-fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError> {
+/// Builds the peer registry, the gate and the client's settings around the
+/// checked federation files (`material`); `None` when federation is off.
+fn prepare_federation(
+    config: &Config,
+    material: Option<TlsMaterial>,
+) -> Result<Option<Federation>, ServerError> {
     let settings = &config.federation;
-    let (Some(certificate), Some(private_key), Some(trust_roots)) = (
-        &settings.certificate,
-        &settings.private_key,
-        &settings.trust_roots,
-    ) else {
+    let Some(material) = material else {
         return Ok(None);
     };
     let setup = |error: &dyn std::fmt::Display| ServerError::FederationSetup(error.to_string());
     let domain = config.domain();
-    let material = TlsMaterial::load(&domain, certificate, private_key, trust_roots)
-        .map_err(|error| setup(&error))?;
     let registry = settings
         .peer_registry(domain)
         .map_err(|error| setup(&error))?;
@@ -501,23 +516,4 @@ fn peer_gate(gate: PeerGate, context: &Context) -> Arc<PeerGate> {
         )
         .observing_rate_limits(count_refusal),
     )
-}
-
-fn read_tls_files(config: &Config) -> Result<Option<grpc::TlsPem>, ServerError> {
-    let client_api = &config.client_api;
-    let (Some(certificate), Some(private_key)) =
-        (&client_api.tls_certificate, &client_api.tls_private_key)
-    else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|error| ServerError::ReadFile {
-            path: path.display().to_string(),
-            error,
-        })
-    };
-    Ok(Some(grpc::TlsPem {
-        certificate: read(certificate)?,
-        private_key: read(private_key)?,
-    }))
 }

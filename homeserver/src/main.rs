@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand};
 use conclave_core::ids::Domain;
 use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
 use conclave_homeserver::config::Config;
+use conclave_homeserver::preflight::Severity;
 use conclave_homeserver::{Clock as _, Listeners, SystemClock};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -33,6 +35,24 @@ struct Cli {
 enum Command {
     /// Run the homeserver (the default). Applies pending migrations first.
     Run,
+    /// Check the configuration as a start would, and report each check on a
+    /// line of its own: the values, the certificates and keys (readable, the
+    /// key the certificate's, valid now, the federation certificate valid for
+    /// the domain; a warning within 14 days of expiry), the trust roots, the
+    /// peers, the database and Redis URLs. Binds no port, creates no file and
+    /// migrates nothing, so it can run as an init container.
+    ///
+    /// Exit codes: 0 every check passed (warnings allowed); 1 (with
+    /// --connect) a service is unreachable or unusable, the configuration
+    /// itself being valid; 2 the configuration cannot start the server. Each
+    /// failure is a line `error KEY: WHY` on stderr.
+    CheckConfig {
+        /// Also connect to the database (reporting whether its schema is up to
+        /// date, has migrations pending, or was migrated by a newer release)
+        /// and to Redis when configured (PING), each within 5 seconds.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Apply pending database migrations, print what was applied, and exit.
     /// Safe to run beside running replicas and other `migrate` runs (they take
     /// turns under a PostgreSQL advisory lock). Refuses a database migrated by
@@ -103,6 +123,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { connect }) = &cli.command {
+        return check_config(cli.config.as_deref(), *connect);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -110,6 +133,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    // What `run` checks again before serving, checked here too so that a
+    // refusal comes before any port is bound, with the configuration's exit
+    // code (the warnings are logged by `run`, once logging is set up).
+    if matches!(cli.command, None | Some(Command::Run)) {
+        let preflight = conclave_homeserver::preflight::check(&config, SystemTime::now());
+        if preflight.has_errors() {
+            for error in preflight.errors() {
+                eprintln!("conclave-homeserver: invalid configuration: {error}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -136,7 +171,9 @@ fn main() -> ExitCode {
             Command::Federation(FederationCommand::Status { json }) => {
                 federation_status(config, json).await
             }
-            Command::DevCerts { .. } => unreachable!("handled before the configuration is loaded"),
+            Command::DevCerts { .. } | Command::CheckConfig { .. } => {
+                unreachable!("handled before the configuration is loaded")
+            }
         }
     });
     if let Err(error) = &result {
@@ -152,6 +189,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config`: prints each finding (`ok` and `warn` on stdout, `error` on
+/// stderr) and a closing line, with no logging around them.
+fn check_config(file: Option<&Path>, connect: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("conclave-homeserver: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(conclave_homeserver::check_config::check_config(
+        file,
+        connect,
+        SystemTime::now(),
+    ));
+    for finding in &report.findings {
+        match finding.severity {
+            Severity::Ok => println!("ok   {finding}"),
+            Severity::Warning => println!("warn {finding}"),
+            Severity::Error => eprintln!("error {finding}"),
+        }
+    }
+    if report.error_count() > 0 {
+        eprintln!("{}", report.summary());
+    } else {
+        println!("{}", report.summary());
+    }
+    ExitCode::from(report.exit_code())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

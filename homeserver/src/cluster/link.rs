@@ -40,6 +40,58 @@ pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
         .map_err(|error| format!("not a Redis URL: {error}"))
 }
 
+/// The client for `url`, speaking RESP3 (pub/sub messages arrive on the
+/// connection); not connected yet. Refuses what [`check_redis_url`] refuses.
+fn redis_client(url: &str) -> Result<redis::Client, String> {
+    check_redis_url(url)?;
+    let info = url
+        .into_connection_info()
+        .map_err(|error| error.to_string())?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    redis::Client::open(info).map_err(|error| error.to_string())
+}
+
+/// `redis at HOST:PORT, database N` (`rediss` with TLS): the URL without its
+/// credentials, for reports and logs.
+pub(crate) fn describe_redis_url(url: &str) -> Result<String, String> {
+    check_redis_url(url)?;
+    let info = url
+        .into_connection_info()
+        .map_err(|error| error.to_string())?;
+    let database = info.redis_settings().db();
+    let place = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("redis at {host}:{port}"),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("rediss (TLS) at {host}:{port}")
+        }
+        redis::ConnectionAddr::Unix(path) => format!("redis at the socket {}", path.display()),
+        // Not made by a redis:// or rediss:// URL.
+        _ => "redis".to_owned(),
+    };
+    Ok(format!("{place}, database {database}"))
+}
+
+/// Connects to the Redis of `url` (with its credentials) and PINGs it,
+/// within `timeout` in all: for `check-config --connect`. Returns the reply.
+pub(crate) async fn ping(url: &str, timeout: Duration) -> Result<String, String> {
+    let client = redis_client(url)?;
+    let exchange = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+    }
+}
+
 /// A replica's connection to Redis, shared by everything that uses Redis.
 pub(crate) struct RedisLink {
     manager: ConnectionManager,
@@ -56,16 +108,7 @@ impl RedisLink {
         config: &RedisConfig,
     ) -> Result<(Arc<RedisLink>, mpsc::UnboundedReceiver<PushInfo>), String> {
         let url = config.url.as_deref().ok_or("redis.url is not set")?;
-        check_redis_url(url)?;
-        let info = url
-            .into_connection_info()
-            .map_err(|error| error.to_string())?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|error| error.to_string())?;
+        let client = redis_client(url)?;
         let (push_sender, pushes) = mpsc::unbounded_channel();
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

@@ -19,5 +19,5 @@ mod link;
 mod pubsub;
 
 pub(crate) use limits::{SharedAttemptLimiter, SharedRateLimiter};
-pub(crate) use link::{RedisLink, check_redis_url};
+pub(crate) use link::{RedisLink, check_redis_url, describe_redis_url, ping};
 pub(crate) use pubsub::{PushEvent, Pushes, next_push};

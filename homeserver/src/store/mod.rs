@@ -175,6 +175,55 @@ impl Store {
         Ok(Store { connection })
     }
 
+    /// Connects to look, changing nothing (for `check-config --connect`): one
+    /// connection, within `timeout`; a SQLite database is opened read-only
+    /// and never created, nor its directory: `None` when its file does not
+    /// exist yet (a start creates it).
+    pub async fn connect_to_look(
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Option<Store>, StoreError> {
+        let kind = database_kind(url).map_err(DbErr::Custom)?;
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(1)
+            .min_connections(0)
+            .connect_timeout(timeout)
+            .acquire_timeout(timeout)
+            .sqlx_logging(false);
+        if kind == DatabaseKind::Sqlite {
+            use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+            use std::str::FromStr as _;
+            let file = SqliteConnectOptions::from_str(url)
+                .map_err(|error| DbErr::Custom(format!("not a usable sqlite: URL: {error}")))?;
+            if !file.get_filename().exists() {
+                return Ok(None);
+            }
+            options.map_sqlx_sqlite_opts(|sqlite| sqlite.read_only(true).create_if_missing(false));
+        }
+        let connecting = async {
+            let connection = Database::connect(options).await?;
+            connection.ping().await?;
+            Ok::<_, DbErr>(connection)
+        };
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(connection) => Ok(Some(Store {
+                connection: connection?,
+            })),
+            Err(_) => Err(StoreError::Database(DbErr::Custom(format!(
+                "no answer within {} s",
+                timeout.as_secs()
+            )))),
+        }
+    }
+
+    /// The migrations a start would apply, oldest first, reading only; an
+    /// error ([`StoreError::SchemaTooNew`]) for a database migrated by a newer
+    /// release, which a start refuses.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        schema::pending(&self.connection).await
+    }
+
     /// Applies every migration not yet applied, once even when replicas start
     /// together (see `schema`), and returns their names, oldest first. Refuses
     /// a database that has migrations this binary does not know

@@ -55,7 +55,7 @@ pub(super) async fn migrate(connection: &DatabaseConnection) -> Result<Vec<Strin
 
 /// The names of the migrations this binary would apply, oldest first; an
 /// error if the database has applied one this binary does not know.
-async fn pending<'c, C>(connection: &'c C) -> Result<Vec<String>, StoreError>
+pub(super) async fn pending<'c, C>(connection: &'c C) -> Result<Vec<String>, StoreError>
 where
     C: ConnectionTrait,
     &'c C: IntoSchemaManagerConnection<'c>,
