@@ -168,9 +168,6 @@ one place. */}}
 {{- fail (printf "federation.peers lists %s, this homeserver's own domain: list other domains only" $v.domain) }}
 {{- end }}
 {{- end }}
-{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (ne (toString $v.podDisruptionBudget.minAvailable) "") (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable are both set: set maxUnavailable to null to use minAvailable" }}
-{{- end }}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- end }}

@@ -207,6 +207,23 @@ fn each_optional_object_is_absent_by_default_and_rendered_when_enabled() {
             "{kind} *{suffix} is missing with {enabled:?}"
         );
     }
+    let budget = |values: Render| {
+        let manifests = render(&values);
+        find(&manifests, "PodDisruptionBudget", "conclave").object["spec"].clone()
+    };
+    let by_default =
+        budget(Render::values(ci_file("default")).set("podDisruptionBudget.enabled", json!(true)));
+    assert_eq!(by_default["maxUnavailable"], 1);
+    assert!(by_default.get("minAvailable").is_none());
+    let minimum = budget(Render::values(ci_file("default")).set(
+        "podDisruptionBudget",
+        json!({"enabled": true, "minAvailable": "50%"}),
+    ));
+    assert_eq!(minimum["minAvailable"], "50%");
+    assert!(
+        minimum.get("maxUnavailable").is_none(),
+        "one of the two, as policy/v1 requires"
+    );
     let mut kinds: Vec<&str> = defaults.iter().map(|manifest| manifest.kind()).collect();
     kinds.sort_unstable();
     assert_eq!(
