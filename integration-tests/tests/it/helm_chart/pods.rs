@@ -46,6 +46,9 @@ fn every_pod_and_container_runs_locked_down() {
             assert_eq!(pod["fsGroup"], 10001, "{context}");
             assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{context}");
             assert_eq!(pod_spec["automountServiceAccountToken"], false, "{context}");
+            // Service links would put CONCLAVE_CLIENT_PORT and the like in the
+            // environment, which the homeserver reads as configuration.
+            assert_eq!(pod_spec["enableServiceLinks"], false, "{context}");
             let all = containers(pod_spec);
             assert!(!all.is_empty(), "{context}");
             for container in all {
