@@ -8,6 +8,8 @@ and no cluster is contacted.
         Prints the rendered manifests as one JSON array of
         {"template": "conclave/templates/x.yaml", "object": {...}}, one entry per
         YAML document, in template order (empty documents left out).
+    chart.py notes CHART [--values FILE]... [--set-json PATH=JSON]... [--name NAME] [--namespace NS]
+        Prints the rendered templates/NOTES.txt, what `helm install` shows.
     chart.py lint CHART [--values FILE]... [--set-json PATH=JSON]...
         `helm lint --strict`: prints every finding; exits 1 on any warning or error.
 
@@ -57,14 +59,28 @@ def user_values(arguments: argparse.Namespace) -> dict:
     return values
 
 
-def render(arguments: argparse.Namespace) -> int:
+def rendered(arguments: argparse.Namespace) -> dict:
     chart = helm.Chart.load(arguments.chart)
-    manifests = chart.render(
+    return chart.render(
         user_values(arguments),
         name=arguments.name,
         namespace=arguments.namespace,
         is_install=True,
     )
+
+
+def notes(arguments: argparse.Namespace) -> int:
+    templates = rendered(arguments)
+    found = [text for template, text in templates.items() if template.endswith("/templates/NOTES.txt")]
+    if not found:
+        print("the chart has no templates/NOTES.txt", file=sys.stderr)
+        return 1
+    print(found[0])
+    return 0
+
+
+def render(arguments: argparse.Namespace) -> int:
+    manifests = rendered(arguments)
     documents = []
     for template in sorted(manifests):
         if not template.endswith((".yaml", ".yml")):
@@ -95,17 +111,18 @@ def lint(arguments: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("render", "lint"):
+    for name in ("render", "notes", "lint"):
         command = commands.add_parser(name)
         command.add_argument("chart")
         command.add_argument("--values", "-f", action="append", default=[])
         command.add_argument("--set-json", action="append", default=[])
-        if name == "render":
+        if name in ("render", "notes"):
             command.add_argument("--name", default="conclave")
             command.add_argument("--namespace", default="conclave")
     arguments = parser.parse_args()
     try:
-        return render(arguments) if arguments.command == "render" else lint(arguments)
+        commands = {"render": render, "notes": notes, "lint": lint}
+        return commands[arguments.command](arguments)
     except helm.HelmError as error:
         print(f"helm: {error}", file=sys.stderr)
         return 1

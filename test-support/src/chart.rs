@@ -127,6 +127,23 @@ impl Render {
             .collect())
     }
 
+    /// The rendered `templates/NOTES.txt` (what `helm install` prints), or
+    /// Helm's message.
+    pub fn notes(&self) -> Result<String, String> {
+        let mut command = self.chart_command("notes");
+        command
+            .arg("--name")
+            .arg(self.release.as_deref().unwrap_or("conclave"))
+            .arg("--namespace")
+            .arg(self.namespace.as_deref().unwrap_or("conclave"));
+        let output = run(&mut command);
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
     /// `helm lint --strict` with these values: `Err` with every finding.
     pub fn lint(&self) -> Result<(), String> {
         let output = run(&mut self.chart_command("lint"));
@@ -177,4 +194,41 @@ pub fn find<'a>(manifests: &'a [Manifest], kind: &str, name_suffix: &str) -> &'a
                 .collect();
             panic!("no {kind} named *{name_suffix} among {rendered:?}")
         })
+}
+
+/// Writes each manifest to a file of its own in `directory`
+/// (`NN-kind-name.yaml`, JSON being YAML), for the validators that read files;
+/// returns the paths in the manifests' order.
+pub fn write_manifests(manifests: &[Manifest], directory: &Path) -> Vec<PathBuf> {
+    manifests
+        .iter()
+        .enumerate()
+        .map(|(index, manifest)| {
+            let path = directory.join(format!(
+                "{index:02}-{}-{}.yaml",
+                manifest.kind().to_lowercase(),
+                manifest.name()
+            ));
+            let text = serde_json::to_string_pretty(&manifest.object).expect("a JSON value");
+            std::fs::write(&path, text)
+                .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+            path
+        })
+        .collect()
+}
+
+/// Runs a program of the checkout's `.venv` (`python_tool`) with `arguments`
+/// and returns its exit status's success with everything it printed.
+pub fn run_python_tool<I, S>(name: &str, arguments: I) -> (bool, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = run(Command::new(python_tool(name)).args(arguments));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
 }

@@ -159,15 +159,22 @@ one place. */}}
 {{- fail "federation.certificate.certManager.issuerRef.name is required: the cert-manager Issuer or ClusterIssuer of the federation certificate" }}
 {{- end }}
 {{- include "conclave.checkOneSource" (dict "what" "federation.trustRoots" "sources" (dict "federation.trustRoots.existingSecret" (not (empty $v.federation.trustRoots.existingSecret)) "federation.trustRoots.caCertificates" (not (empty $v.federation.trustRoots.caCertificates)))) }}
+{{- range $domain, $peer := $v.federation.peers }}
+{{- if not (regexMatch "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" $domain) }}
+{{- fail (printf "federation.peers has the key %q, which is not a domain: lowercase letters, digits and hyphens in dot-separated labels, e.g. b.example" $domain) }}
+{{- end }}
+{{- end }}
 {{- if hasKey $v.federation.peers $v.domain }}
 {{- fail (printf "federation.peers lists %s, this homeserver's own domain: list other domains only" $v.domain) }}
 {{- end }}
 {{- end }}
-{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (ne (toString $v.podDisruptionBudget.minAvailable) "") (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
-{{- fail "podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable are both set: set maxUnavailable to null to use minAvailable" }}
-{{- end }}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- range $name := list "service.name" "service.version" "service.instance.id" "conclave.domain" }}
+{{- if hasKey $v.telemetry.resourceAttributes $name }}
+{{- fail (printf "telemetry.resourceAttributes names %q, which the server sets itself (from telemetry.serviceName, its version, the pod's name and the domain): set those instead" $name) }}
+{{- end }}
 {{- end }}
 {{- if and $v.clientApi.ingress.enabled $v.clientApi.tls.enabled }}
 {{- fail "clientApi.ingress.enabled with clientApi.tls.enabled: the Ingress ends client TLS itself and reaches the pods over plain HTTP/2; turn one of them off" }}

@@ -36,6 +36,9 @@
 //! - [`log_hygiene`]: the README's walkthrough over two domains with the
 //!   real binaries at trace level; no password, token, key or message text
 //!   in any log line, and the homeservers' lines are JSON.
+//! - [`helm_chart`]: the Helm chart rendered offline with its CI values
+//!   matrix: lint, Kubernetes' and the CRDs' schemas, and the rendered
+//!   objects (security, probes, ports, selectors, secrets, the hook Job).
 //! - [`observability`]: the alert rules pass promtool's check and unit
 //!   tests; rules and dashboard query only metrics a homeserver exports.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
@@ -86,6 +89,7 @@ mod federation_metrics;
 mod federation_refusals;
 mod federation_smoke;
 mod harness;
+mod helm_chart;
 mod log_hygiene;
 mod observability;
 mod outages;
