@@ -23,6 +23,11 @@
 //! prints the last lines of every replica's log as it is dropped. Dropping the
 //! cluster kills the processes it started (by their handles, never by name).
 //!
+//! [`TestCluster::start_processes`] runs replicas the test describes itself
+//! (arguments, whole environment, working directory, readiness path), as the
+//! chart harness ([`crate::rendered_deployment`]) does from a rendered pod,
+//! with the same watching, logs and clean-up.
+//!
 //! The binary is found beside the running test executable
 //! (`target/<profile>/conclave-homeserver`, the test being
 //! `target/<profile>/deps/<name>-<hash>`), or at `CONCLAVE_HOMESERVER_BINARY`.

@@ -109,6 +109,7 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
                 ["check-config"],
                 "replica {replica}'s init containers"
             );
+            assert_can_start(&deployment, replica);
         }
 
         // Both replicas are one cluster: each subscribed to the wake-ups of
@@ -202,8 +203,18 @@ async fn the_existing_secrets_values_run_with_secrets_the_operator_made() {
             LocalDeployment::install(&release, CONTAINER, &secrets, database, Some(redis)).await;
         assert_eq!(deployment.replicas(), 2, "the chart's default replicas");
         for replica in 0..2 {
-            let (name, _) = &deployment.init_outputs(replica)[0];
-            assert_eq!(name, "check-config");
+            let output = assert_can_start(&deployment, replica);
+            for checked in [
+                "client_api.tls_certificate: ",
+                "federation.certificate: ",
+                "valid for the domain a.example",
+                "federation.trust_roots: ",
+            ] {
+                assert!(
+                    output.contains(checked),
+                    "check-config did not check {checked:?}:\n{output}"
+                );
+            }
             // Federation is on: its listener accepts connections (TLS).
             let federation = deployment.listeners(replica).by_table["federation"];
             tokio::net::TcpStream::connect(federation)
@@ -263,6 +274,21 @@ async fn a_message_crosses_the_two_example_domains() {
         expect_message(listen, text, "alice@a.example").await;
     })
     .await;
+}
+
+/// What replica `replica`'s `check-config` init container printed, which
+/// must end saying that the configuration can start the server.
+fn assert_can_start(deployment: &LocalDeployment, replica: usize) -> &str {
+    let outputs = deployment.init_outputs(replica);
+    let (_, output) = outputs
+        .iter()
+        .find(|(name, _)| name == "check-config")
+        .unwrap_or_else(|| panic!("replica {replica} ran no check-config: {outputs:?}"));
+    assert!(
+        output.contains("the configuration can start the server"),
+        "replica {replica}'s check-config:\n{output}"
+    );
+    output
 }
 
 /// Installs `helm/examples/DOMAIN-values.yaml` as release `conclave` in
@@ -398,5 +424,73 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start conclave {args:?}: {error}"))
+    }
+}
+
+#[test]
+fn what_the_harness_cannot_run_fails_the_test() {
+    let manifests = Render::values(chart_directory().join("ci/default-values.yaml"))
+        .run()
+        .unwrap_or_else(|error| panic!("the chart does not render: {error}"));
+    let cases: [(&str, fn(&mut serde_json::Value), &str); 4] = [
+        (
+            "a pod field",
+            |spec| spec["hostNetwork"] = json!(true),
+            "\"hostNetwork\"",
+        ),
+        (
+            "a container field",
+            |spec| spec["containers"][0]["volumeDevices"] = json!([]),
+            "\"volumeDevices\"",
+        ),
+        (
+            "an environment source",
+            |spec| {
+                spec["containers"][0]["env"]
+                    .as_array_mut()
+                    .expect("the container has env")
+                    .push(json!({
+                        "name": "MEMORY",
+                        "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}},
+                    }));
+            },
+            "env MEMORY",
+        ),
+        (
+            "a volume type",
+            |spec| {
+                spec["volumes"][0] = json!({"name": "config", "hostPath": {"path": "/etc"}});
+            },
+            "hostPath",
+        ),
+    ];
+    for (case, change, expected) in cases {
+        let mut manifests = manifests.clone();
+        let deployment = manifests
+            .iter_mut()
+            .find(|manifest| manifest.kind() == "Deployment")
+            .expect("a Deployment");
+        change(&mut deployment.object["spec"]["template"]["spec"]);
+        let release = RenderedRelease::new(&manifests, "conclave");
+        let template = &release.deployment().object["spec"]["template"];
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let pod = conclave_test_support::LocalPod::new(
+                &release,
+                template,
+                "conclave-0",
+                std::net::Ipv4Addr::new(127, 0, 0, 1),
+                &SecretValues::new(),
+            );
+            pod.container_named(CONTAINER);
+        }))
+        .expect_err(case);
+        let message = refused
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{case}: the message does not name {expected}: {message}"
+        );
     }
 }
