@@ -494,3 +494,42 @@ fn what_the_harness_cannot_run_fails_the_test() {
         );
     }
 }
+
+#[test]
+fn service_links_reach_the_environment_only_when_the_pod_allows_them() {
+    let mut manifests = Render::values(chart_directory().join("ci/default-values.yaml"))
+        .run()
+        .unwrap_or_else(|error| panic!("the chart does not render: {error}"));
+    let environment = |manifests: &[Manifest]| {
+        let release = RenderedRelease::new(manifests, "conclave");
+        let template = &release.deployment().object["spec"]["template"];
+        let pod = conclave_test_support::LocalPod::new(
+            &release,
+            template,
+            "conclave-0",
+            std::net::Ipv4Addr::new(127, 0, 0, 1),
+            &SecretValues::new(),
+        );
+        pod.container_named(CONTAINER).env
+    };
+    let service = find(&manifests, "Service", "-client").name().to_owned();
+    let link = format!("{}_SERVICE_HOST", service.to_uppercase().replace('-', "_"));
+    let rendered = environment(&manifests);
+    assert!(
+        !rendered.iter().any(|(name, _)| *name == link),
+        "the chart turns service links off, yet {link} is set: {rendered:?}"
+    );
+    let deployment = manifests
+        .iter_mut()
+        .find(|manifest| manifest.kind() == "Deployment")
+        .expect("a Deployment");
+    let spec = deployment.object["spec"]["template"]["spec"]
+        .as_object_mut()
+        .expect("a pod spec");
+    spec.remove("enableServiceLinks");
+    let linked = environment(&manifests);
+    assert!(
+        linked.iter().any(|(name, _)| *name == link),
+        "Kubernetes's default service links are missing ({link}): {linked:?}"
+    );
+}

@@ -11,11 +11,12 @@
 //!   `conclave_test_support::TestNetwork` (the development PKI and the
 //!   homeservers, which stop and restart one domain on its database and
 //!   addresses), and the checks of raw federation calls.
-//! - [`chart_deployment`]: the Helm chart rendered with the CI values, its
-//!   migration hook Job, `check-config` init containers and two replicas run
-//!   as processes of the real binary exactly as rendered
+//! - [`chart_deployment`]: the Helm chart rendered with values of its CI
+//!   matrix and its two-domain example; the migration hook Job,
+//!   `check-config` init containers and two replicas per domain run as
+//!   processes of the real binary exactly as rendered
 //!   (`conclave_test_support::rendered_pod`); a CLI user's message crosses
-//!   the replicas through Redis.
+//!   the replicas through Redis, and the domains over mutual TLS.
 //! - [`cluster_smoke`]: replicas of one domain, each a process of the real
 //!   binary (`conclave_test_support::TestCluster`), sharing accounts; a
 //!   replica killed and restarted.
