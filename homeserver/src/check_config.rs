@@ -138,7 +138,7 @@ fn configuration_error(error: ConfigError) -> Finding {
 async fn check_database(config: &Config) -> Option<Finding> {
     let url = &config.database.url;
     database_kind(url).ok()?;
-    let place = preflight::describe_database_url(url)?.ok()?;
+    let place = crate::store::describe_database_url(url)?.ok()?;
     let finding = match Store::connect_to_look(url, CONNECT_TIMEOUT).await {
         Ok(None) => Finding::ok(
             "database",

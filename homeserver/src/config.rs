@@ -523,6 +523,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The validation of one part of the configuration, on its own.
+type SectionCheck = fn(&Config) -> Result<(), ConfigError>;
+
 /// What kind of database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -597,7 +600,7 @@ impl Config {
     /// (each section is judged on its own, so one bad value does not hide
     /// another's), for `check-config` to show them all at once.
     pub fn problems(&self) -> Vec<ConfigError> {
-        let sections: [fn(&Config) -> Result<(), ConfigError>; 12] = [
+        let sections: [SectionCheck; 12] = [
             Config::validate_domain_and_database,
             Config::validate_client_api,
             Config::validate_key_packages,

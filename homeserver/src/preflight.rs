@@ -9,14 +9,13 @@
 //! through [`check`], so what `check-config` accepts is what a start accepts.
 //! Nothing here binds, connects, or creates a file.
 
-use crate::config::{Config, DatabaseKind, database_kind};
+use crate::config::Config;
 use conclave_core::ids::Domain;
 use conclave_federation::identity::{is_valid_for, presented_dns_names};
 use conclave_federation::tls::{self, TlsError, TlsMaterial};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::path::Path;
-use std::str::FromStr as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A certificate expiring sooner than this gets a warning: time to renew it
@@ -356,7 +355,7 @@ fn check_certificate(
         ));
     } else {
         detail.push_str(&format!(", valid until {}", utc(facts.not_after)));
-        let warning_seconds = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+        let warning_seconds = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX); // tidy: saturating (a constant of 14 days)
         if facts.not_after - now_seconds < warning_seconds {
             warnings.push(format!(
                 "{shown}: the certificate expires at {}, in {} day(s): renew it",
@@ -488,37 +487,10 @@ impl CertificateFacts {
 /// file) only: the URL may hold a password. Refused schemes are the
 /// configuration's own check's to report.
 fn check_database_url(config: &Config, findings: &mut Vec<Finding>) {
-    match describe_database_url(&config.database.url) {
+    match crate::store::describe_database_url(&config.database.url) {
         Some(Ok(description)) => findings.push(Finding::ok("database.url", description)),
         Some(Err(reason)) => findings.push(Finding::error("database.url", reason)),
         None => {}
-    }
-}
-
-/// `postgres at HOST:PORT, database NAME` or `sqlite at PATH`; an error
-/// when the driver refuses the URL (its message repeats no part of the URL
-/// but parameter names); `None` for a scheme that is neither.
-pub(crate) fn describe_database_url(url: &str) -> Option<Result<String, String>> {
-    use sea_orm::sqlx::postgres::PgConnectOptions;
-    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
-    match database_kind(url).ok()? {
-        DatabaseKind::Postgres => Some(
-            PgConnectOptions::from_str(url)
-                .map(|options| {
-                    format!(
-                        "postgres at {}:{}, database {}",
-                        options.get_host(),
-                        options.get_port(),
-                        options.get_database().unwrap_or("(the user's)")
-                    )
-                })
-                .map_err(|error| format!("not a usable postgres:// URL: {error}")),
-        ),
-        DatabaseKind::Sqlite => Some(
-            SqliteConnectOptions::from_str(url)
-                .map(|options| format!("sqlite at {}", options.get_filename().display()))
-                .map_err(|error| format!("not a usable sqlite: URL: {error}")),
-        ),
     }
 }
 
@@ -536,7 +508,7 @@ fn check_redis_url(config: &Config, findings: &mut Vec<Finding>) {
 /// Seconds since the Unix epoch (negative before it).
 fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX), // tidy: saturating (past any certificate's end)
         Err(before) => {
             i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |seconds| -seconds)
         }

@@ -295,6 +295,34 @@ impl PoolConnections {
     }
 }
 
+/// `postgres at HOST:PORT, database NAME` or `sqlite at PATH`; an error
+/// when the driver refuses the URL (its message repeats no part of the URL
+/// but parameter names); `None` for a scheme that is neither.
+pub(crate) fn describe_database_url(url: &str) -> Option<Result<String, String>> {
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr as _;
+    match database_kind(url).ok()? {
+        DatabaseKind::Postgres => Some(
+            PgConnectOptions::from_str(url)
+                .map(|options| {
+                    format!(
+                        "postgres at {}:{}, database {}",
+                        options.get_host(),
+                        options.get_port(),
+                        options.get_database().unwrap_or("(the user's)")
+                    )
+                })
+                .map_err(|error| format!("not a usable postgres:// URL: {error}")),
+        ),
+        DatabaseKind::Sqlite => Some(
+            SqliteConnectOptions::from_str(url)
+                .map(|options| format!("sqlite at {}", options.get_filename().display()))
+                .map_err(|error| format!("not a usable sqlite: URL: {error}")),
+        ),
+    }
+}
+
 /// `sqlite://dir/file.sqlite?mode=rwc` -> creates `dir`.
 fn create_sqlite_directory(url: &str) -> Result<(), StoreError> {
     let path = url

@@ -29,6 +29,9 @@
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
+//! - [`check_config`]: the binary's `check-config`: what it reports, that it
+//!   binds and creates nothing, that a start refuses what it refuses, and
+//!   `--connect`'s schema state, Redis PING and exit codes.
 //! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
 //!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
@@ -59,6 +62,7 @@ macro_rules! on_both_databases {
 mod account_input;
 mod accounts;
 mod attempt_limits;
+mod check_config;
 mod cluster;
 mod cluster_limits;
 mod commit_races;
