@@ -427,12 +427,15 @@ impl Cli {
     }
 }
 
+/// Changes a rendered pod spec.
+type PodSpecChange = fn(&mut serde_json::Value);
+
 #[test]
 fn what_the_harness_cannot_run_fails_the_test() {
     let manifests = Render::values(chart_directory().join("ci/default-values.yaml"))
         .run()
         .unwrap_or_else(|error| panic!("the chart does not render: {error}"));
-    let cases: [(&str, fn(&mut serde_json::Value), &str); 4] = [
+    let cases: [(&str, PodSpecChange, &str); 4] = [
         (
             "a pod field",
             |spec| spec["hostNetwork"] = json!(true),
