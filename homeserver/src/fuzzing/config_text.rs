@@ -4,8 +4,8 @@
 use crate::config::Config;
 
 /// A configuration file's text. The files it names (TLS certificates and
-/// keys) are left out of validation: their contents are not the
-/// configuration's, and a fuzzed path could name a device that never ends.
+/// keys) are not read: validation never reads them (`crate::preflight`
+/// does, at start), and a fuzzed path could name a device that never ends.
 pub fn config(data: &[u8]) {
     let _ = judge_config(data);
 }

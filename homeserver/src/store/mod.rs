@@ -196,10 +196,25 @@ impl Store {
             use std::str::FromStr as _;
             let file = SqliteConnectOptions::from_str(url)
                 .map_err(|error| DbErr::Custom(format!("not a usable sqlite: URL: {error}")))?;
-            if !file.get_filename().exists() {
+            let filename = file.get_filename();
+            if !filename.exists() {
                 return Ok(None);
             }
-            options.map_sqlx_sqlite_opts(|sqlite| sqlite.read_only(true).create_if_missing(false));
+            // Even read-only, SQLite makes the write-ahead log's `-wal` and
+            // `-shm` files when they are missing. They are missing when no
+            // server has the database open (its last close moved the log into
+            // the file), so the file alone is the whole truth: read it as
+            // immutable, which makes nothing. With them present (a server
+            // runs), a read-only connection reads the log too and makes nothing.
+            let mut write_ahead_log = filename.as_os_str().to_owned();
+            write_ahead_log.push("-wal");
+            let immutable = !std::path::Path::new(&write_ahead_log).exists();
+            options.map_sqlx_sqlite_opts(move |sqlite| {
+                sqlite
+                    .read_only(true)
+                    .create_if_missing(false)
+                    .immutable(immutable)
+            });
         }
         let connecting = async {
             let connection = Database::connect(options).await?;

@@ -506,3 +506,39 @@ async fn unreachable_services_exit_1_and_a_bad_configuration_still_2() {
         "{outcome:?}"
     );
 }
+
+/// An existing SQLite database is read, not written: no file appears beside
+/// it (not even SQLite's write-ahead log files).
+#[tokio::test]
+async fn connect_reads_a_sqlite_database_without_creating_a_file() {
+    let setup = Setup::new();
+    let data_directory = setup.directory.path().join("data");
+    let config = setup.write_config(
+        "sqlite.toml",
+        &format!(
+            "[database]\nurl = 'sqlite://{}/conclave.sqlite?mode=rwc'\n",
+            data_directory.display()
+        ),
+    );
+    let migrated = homeserver(&config, &["migrate"]).await;
+    assert_eq!(migrated.code, Some(0), "{migrated:?}");
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&data_directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
+    let outcome = homeserver(&config, &["check-config", "--connect"]).await;
+    assert_eq!(outcome.code, Some(0), "{outcome:?}");
+    outcome.assert_only_the_report();
+    assert!(
+        outcome.stdout.lines().any(|line| line
+            .starts_with("ok   database: connected to sqlite at ")
+            && line.ends_with("; the schema is up to date")),
+        "{outcome:?}"
+    );
+    assert_eq!(files(), before);
+}
