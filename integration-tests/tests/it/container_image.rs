@@ -144,11 +144,14 @@ async fn serve_register_and_stop(image: &TestImage, environment: &[String]) {
 }
 
 /// The `podman run` options of a hardened Kubernetes pod: read-only root
-/// filesystem, the numeric user, no capabilities, no privilege escalation;
-/// and the host's network, where the test's services listen on loopback.
+/// filesystem (without the writable /tmp, /var/tmp and /run podman adds by
+/// default, which Kubernetes does not), the numeric user, no capabilities, no
+/// privilege escalation; and the host's network, where the test's services
+/// listen on loopback.
 fn hardening_options() -> Vec<&'static str> {
     vec![
         "--read-only",
+        "--read-only-tmpfs=false",
         "--user",
         IMAGE_USER,
         "--cap-drop",
