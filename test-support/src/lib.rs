@@ -12,6 +12,9 @@
 //! - [`cluster`]: replicas of one domain, each a process of the real
 //!   `conclave-homeserver` binary, on one PostgreSQL database and a private
 //!   Redis; killed, terminated and restarted one by one.
+//! - [`container`]: podman with the configuration of
+//!   `scripts/container-images`; the runtime image built from the test
+//!   binaries and containers of it, removed afterwards.
 //! - [`database`]: a fresh SQLite file or PostgreSQL database per server,
 //!   removed afterwards.
 //! - [`homeserver`]: one homeserver in this process, started, stopped,
@@ -43,6 +46,7 @@ pub mod balancer;
 pub mod chart;
 pub mod clock;
 pub mod cluster;
+pub mod container;
 pub mod database;
 pub mod fuzz_smoke;
 pub mod homeserver;

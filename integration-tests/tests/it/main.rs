@@ -34,6 +34,10 @@
 //! - [`cluster_rolling_restart`]: every replica stopped (SIGTERM) and
 //!   restarted in turn while three users on different replicas chat; clients
 //!   know every replica's address and fail over.
+//! - [`container_image`]: the Dockerfile's runtime stage built with podman
+//!   from the test binaries, run read-only as uid:gid 10001:10001 on
+//!   PostgreSQL and Redis until a CLI user registers, stopped with SIGTERM;
+//!   hadolint on the Dockerfiles.
 //! - [`log_hygiene`]: the README's walkthrough over two domains with the
 //!   real binaries at trace level; no password, token, key or message text
 //!   in any log line, and the homeservers' lines are JSON.
@@ -85,6 +89,7 @@ mod cluster_rolling_restart;
 mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;
+mod container_image;
 mod federated_groups;
 mod federation_metrics;
 mod federation_refusals;
