@@ -30,6 +30,7 @@ pub struct Config {
     pub key_packages: KeyPackageConfig,
     pub groups: GroupConfig,
     pub federation: FederationConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub leases: LeasesConfig,
     pub shutdown: ShutdownConfig,
@@ -259,6 +260,27 @@ pub struct ShutdownConfig {
     pub deadline_seconds: u64,
 }
 
+/// The TLS files of both listeners (`[client_api] tls_certificate` and
+/// `tls_private_key`; `[federation] certificate`, `private_key` and
+/// `trust_roots`) are read at start and then looked at again periodically:
+/// renewed files are used for new connections without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// How often the files are read again, in seconds. Files that changed and
+    /// make a usable certificate replace the old one; files that do not are
+    /// reported (log and metric) and the old certificate stays.
+    pub reload_interval_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            reload_interval_seconds: 60,
+        }
+    }
+}
+
 /// Cluster mode: several replicas of this domain's homeserver on one
 /// PostgreSQL database, waking each other and sharing their limits through
 /// Redis. Off (one process, as on the embedded default) unless `url` is set.
@@ -357,6 +379,7 @@ impl Default for Config {
             key_packages: KeyPackageConfig::default(),
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
+            tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             leases: LeasesConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -661,6 +684,12 @@ impl Config {
             );
         }
         self.validate_federation()?;
+        if !(1..=86_400).contains(&self.tls.reload_interval_seconds) {
+            return invalid(
+                "tls.reload_interval_seconds",
+                "must be between 1 and 86400 (a day)".to_owned(),
+            );
+        }
         self.validate_attempt_limits()?;
         self.validate_connection_limits()?;
         self.validate_leases()?;
@@ -1059,6 +1088,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "KEY_PACKAGES",
     "GROUPS",
     "FEDERATION",
+    "TLS",
     "LIMITS",
     "SHUTDOWN",
     "REDIS",
@@ -1240,6 +1270,15 @@ mod tests {
                 Some("shutdown.deadline_seconds"),
             ),
             ("[shutdown]\ndeadline_seconds = 600", None),
+            (
+                "[tls]\nreload_interval_seconds = 0",
+                Some("tls.reload_interval_seconds: must be between 1 and 86400"),
+            ),
+            ("[tls]\nreload_interval_seconds = 86400", None),
+            (
+                "[tls]\nreload_interval_seconds = 86401",
+                Some("tls.reload_interval_seconds"),
+            ),
             ("[federation]\nlisten = '0.0.0.0:7401'", None),
             (
                 "[federation]\ncertificate = '/nonexistent.pem'",
