@@ -32,7 +32,6 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 use tower::util::MapResponseLayer;

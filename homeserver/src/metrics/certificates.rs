@@ -41,7 +41,8 @@ impl Metrics {
         self.tls_certificate_loaded
             .get_or_create(&labels)
             .set(now_ms.div_euclid(1000));
-        self.tls_reload_failures.get_or_create(&labels);
+        // Created at 0 (the guard only locks the family while held).
+        drop(self.tls_reload_failures.get_or_create(&labels));
     }
 
     /// New TLS files of `listener` could not be used.

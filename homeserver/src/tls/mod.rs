@@ -21,5 +21,4 @@ mod reload;
 
 pub(crate) use client_api::ClientApiTls;
 pub(crate) use federation::FederationTls;
-pub(crate) use files::{FileContents, PemFiles};
-pub(crate) use reload::{TlsListener, Watched, run};
+pub(crate) use reload::{Watched, run};
