@@ -172,3 +172,84 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SystemClock;
+    use crate::metrics::ListenerLabels;
+    use crate::tls::ClientApiTls;
+    use conclave_federation::server::CurrentServerConfig;
+
+    /// A self-signed certificate and its key, in PEM.
+    fn certificate() -> (String, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    }
+
+    #[tokio::test]
+    async fn changes_are_taken_and_broken_files_reported_once_each() {
+        let directory = tempfile::tempdir().unwrap();
+        let certificate_path = directory.path().join("tls.crt");
+        let key_path = directory.path().join("tls.key");
+        let (first, first_key) = certificate();
+        std::fs::write(&certificate_path, &first).unwrap();
+        std::fs::write(&key_path, &first_key).unwrap();
+        let files = ClientApiTls::files(certificate_path.clone(), key_path.clone());
+        let contents = files.read().await.unwrap();
+        let (tls, _) =
+            ClientApiTls::new(certificate_path.clone(), key_path.clone(), &contents).unwrap();
+        let tls = Arc::new(tls);
+        let mut watched = Watched::new(tls.clone(), contents.digest());
+        let metrics = Metrics::new();
+        let failures = || {
+            metrics
+                .tls_reload_failures
+                .get_or_create(&ListenerLabels {
+                    listener: "client_api",
+                })
+                .get()
+        };
+        let expiry_set = || {
+            metrics
+                .tls_certificate_expiry
+                .get_or_create(&ListenerLabels {
+                    listener: "client_api",
+                })
+                .get()
+                != 0
+        };
+        let config_before = tls.current();
+
+        // Unchanged: nothing happens.
+        watched.check(&metrics, &SystemClock).await;
+        assert!(Arc::ptr_eq(&config_before, &tls.current()));
+        assert!(!expiry_set());
+
+        // A key of another certificate: kept out, reported once however
+        // often it is looked at.
+        let (second, second_key) = certificate();
+        std::fs::write(&certificate_path, &second).unwrap();
+        for _ in 0..3 {
+            watched.check(&metrics, &SystemClock).await;
+        }
+        assert_eq!(failures(), 1);
+        assert!(Arc::ptr_eq(&config_before, &tls.current()));
+
+        // A missing file: another failure, reported once too.
+        std::fs::remove_file(&key_path).unwrap();
+        watched.check(&metrics, &SystemClock).await;
+        watched.check(&metrics, &SystemClock).await;
+        assert_eq!(failures(), 2);
+        assert!(Arc::ptr_eq(&config_before, &tls.current()));
+
+        // Fixed: taken, with the expiry of the new certificate.
+        std::fs::write(&key_path, &second_key).unwrap();
+        watched.check(&metrics, &SystemClock).await;
+        assert_eq!(failures(), 2);
+        assert!(!Arc::ptr_eq(&config_before, &tls.current()));
+        assert!(expiry_set());
+        // (Which certificate new handshakes get is checked with real ones in
+        // the integration tests' `tls_reload`.)
+    }
+}
