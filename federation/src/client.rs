@@ -4,18 +4,20 @@
 //! it to notice a dead peer. Every call has a deadline.
 //!
 //! The connection is made by this crate's own connector, with this crate's rustls
-//! configuration (client certificate, trust roots, pin), to the endpoint's host
+//! configuration (client certificate, trust roots, pin) as it is when the
+//! connection is made (renewed material applies from the next connection on;
+//! an open connection keeps its handshake), to the endpoint's host
 //! and port, and verified against the peer's domain. tonic's own TLS is off for
 //! these channels: it offers neither pinning nor a verifier of our own.
 
 use crate::observer::{CallObserver, CallOutcome, NoObserver};
 use crate::peers::{Peer, PeerRegistry, UnknownPeer};
+use crate::reloadable::ReloadableTls;
 use crate::tls::{TlsError, TlsMaterial, server_name};
 use conclave_core::ids::{CredentialIdentity, Domain, UserId};
 use conclave_proto::federation::v1 as proto;
 use conclave_proto::federation::v1::federation_service_client::FederationServiceClient;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -141,27 +143,32 @@ pub struct FederationClient {
 
 impl FederationClient {
     /// Prepares a channel per peer; nothing connects until the first call. Must run
-    /// inside a tokio runtime (each channel spawns its worker).
+    /// inside a tokio runtime (each channel spawns its worker). Always calls
+    /// with `tls`.
     pub fn new(
         tls: &TlsMaterial,
         registry: &PeerRegistry,
         options: &ClientOptions,
     ) -> Result<FederationClient, ClientSetupError> {
+        let tls = Arc::new(ReloadableTls::new(tls.clone())?);
         FederationClient::observed(tls, registry, options, Arc::new(NoObserver))
     }
 
-    /// [`FederationClient::new`], telling `observer` how each call ended and
+    /// [`FederationClient::new`] calling with the material `tls` holds when
+    /// each connection is made, telling `observer` how each call ended and
     /// which certificate each peer presented.
     pub fn observed(
-        tls: &TlsMaterial,
+        tls: Arc<ReloadableTls>,
         registry: &PeerRegistry,
         options: &ClientOptions,
         observer: Arc<dyn CallObserver>,
     ) -> Result<FederationClient, ClientSetupError> {
         let mut peers = BTreeMap::new();
         for peer in registry.iter() {
-            let config = tls.client_config(peer.pin)?;
-            let channel = channel(peer, config, options, observer.clone())?;
+            // Made once here, so a configuration that cannot be made is a
+            // setup error rather than a failure of the first call.
+            tls.client_config(peer.pin)?;
+            let channel = channel(peer, tls.clone(), options, observer.clone())?;
             let client = FederationServiceClient::new(channel)
                 .max_decoding_message_size(options.max_message_bytes)
                 .max_encoding_message_size(options.max_message_bytes);
@@ -438,13 +445,16 @@ enum ConnectError {
     },
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    /// The current TLS material makes no client configuration for this peer.
+    #[error("no TLS configuration for this peer: {0}")]
+    Configuration(TlsError),
     #[error("the peer did not agree to HTTP/2 (ALPN h2)")]
     NoHttp2,
 }
 
 fn channel(
     peer: &Peer,
-    config: Arc<ClientConfig>,
+    tls: Arc<ReloadableTls>,
     options: &ClientOptions,
     observer: Arc<dyn CallObserver>,
 ) -> Result<Channel, ClientSetupError> {
@@ -479,8 +489,14 @@ fn channel(
     let host = peer.endpoint.host().to_owned();
     let port = peer.endpoint.port();
     let domain = peer.domain.clone();
+    let pin = peer.pin;
     let connector = tower::service_fn(move |_: http::Uri| {
-        let connected = connect(host.clone(), port, server_name.clone(), config.clone());
+        let connected = connect(
+            host.clone(),
+            port,
+            server_name.clone(),
+            tls.client_config(pin),
+        );
         let (domain, observer) = (domain.clone(), observer.clone());
         async move {
             let stream = connected.await?;
@@ -505,8 +521,9 @@ async fn connect(
     host: String,
     port: u16,
     server_name: ServerName<'static>,
-    config: Arc<ClientConfig>,
+    config: Result<Arc<rustls::ClientConfig>, TlsError>,
 ) -> Result<TokioIo<TlsStream<TcpStream>>, ConnectError> {
+    let config = config.map_err(ConnectError::Configuration)?;
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|error| ConnectError::Tcp {

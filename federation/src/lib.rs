@@ -18,6 +18,8 @@
 //! - [`peers`]: pure: the peer registry from configuration, endpoints, certificate pins.
 //! - [`identity`]: pure: does a client certificate speak for the domain a request names?
 //! - [`tls`]: PEM loading and the rustls server and client configurations.
+//! - [`reloadable`]: [`reloadable::ReloadableTls`], the material in use now,
+//!   replaced when its files are renewed, for every new handshake.
 //! - [`server`]: the TLS connection stream for tonic and the per-request [`server::PeerGate`]
 //!   (identity, pin, per-peer rate limit, logged refusals).
 //! - [`client`]: [`client::FederationClient`], one reused channel per peer, with
@@ -33,6 +35,7 @@ pub mod dev_certs;
 pub mod identity;
 pub mod observer;
 pub mod peers;
+pub mod reloadable;
 pub mod server;
 pub mod tls;
 pub mod trace_context;

@@ -131,14 +131,30 @@ impl PeerGate {
     }
 }
 
+/// The TLS server configuration a listener's next handshake uses: fixed, or
+/// the current one of material that is replaced when its files are renewed
+/// ([`crate::reloadable::ReloadableTls`]).
+pub trait CurrentServerConfig: Send + Sync + 'static {
+    fn current(&self) -> Arc<ServerConfig>;
+}
+
+/// A configuration that never changes.
+impl CurrentServerConfig for Arc<ServerConfig> {
+    fn current(&self) -> Arc<ServerConfig> {
+        self.clone()
+    }
+}
+
 /// Most TLS handshakes in progress at once; beyond it, new connections wait in
 /// the listen backlog.
 const MAX_HANDSHAKES_IN_PROGRESS: usize = 256;
 
 type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Send>>;
 
-/// The federation listener's connections, each through a completed TLS handshake
-/// with a verified client certificate, for tonic's `serve_with_incoming`.
+/// A TLS listener's connections, each through a completed TLS handshake (on
+/// the federation listener, with a verified client certificate), for tonic's
+/// `serve_with_incoming`. Each handshake takes the configuration current when
+/// its connection is accepted.
 ///
 /// Handshakes run concurrently inside the stream (a slow or silent client holds
 /// up nobody) and are abandoned after the handshake timeout; failures are logged
@@ -146,7 +162,9 @@ type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Sen
 /// once, so a stopped server refuses new connections immediately.
 pub struct TlsIncoming {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    /// Which listener, for the logs: `federation` or `client_api`.
+    name: &'static str,
+    config: Arc<dyn CurrentServerConfig>,
     handshake_timeout: Duration,
     /// Idle time before TCP keepalive probes on accepted sockets; none if `None`.
     tcp_keepalive: Option<Duration>,
@@ -154,14 +172,18 @@ pub struct TlsIncoming {
 }
 
 impl TlsIncoming {
+    /// Accepts on `listener` (`name` in the logs), each handshake with the
+    /// configuration `config` gives at that moment.
     pub fn new(
         listener: TcpListener,
-        config: Arc<ServerConfig>,
+        name: &'static str,
+        config: Arc<dyn CurrentServerConfig>,
         handshake_timeout: Duration,
     ) -> TlsIncoming {
         TlsIncoming {
             listener,
-            acceptor: TlsAcceptor::from(config),
+            name,
+            config,
             handshake_timeout,
             tcp_keepalive: None,
             handshakes: FuturesUnordered::new(),
@@ -179,17 +201,18 @@ impl TlsIncoming {
     }
 
     fn start_handshake(&self, tcp: TcpStream, remote: SocketAddr) {
-        let accept = self.acceptor.accept(tcp);
+        let accept = TlsAcceptor::from(self.config.current()).accept(tcp);
         let timeout = self.handshake_timeout;
+        let listener = self.name;
         self.handshakes.push(Box::pin(async move {
             match tokio::time::timeout(timeout, accept).await {
                 Ok(Ok(stream)) => Some(stream),
                 Ok(Err(error)) => {
-                    tracing::warn!(%remote, %error, "federation TLS handshake failed");
+                    tracing::warn!(listener, %remote, %error, "TLS handshake failed");
                     None
                 }
                 Err(_) => {
-                    tracing::warn!(%remote, ?timeout, "federation TLS handshake timed out");
+                    tracing::warn!(listener, %remote, ?timeout, "TLS handshake timed out");
                     None
                 }
             }

@@ -63,6 +63,9 @@ pub enum TlsError {
         domain: Domain,
         presented: Vec<String>,
     },
+    /// Replacement material is for another domain than the material in use.
+    #[error("the new certificate is for {new_domain}, but this homeserver's domain is {domain}")]
+    DomainChanged { domain: Domain, new_domain: Domain },
     /// rustls refused the material, e.g. a private key that does not match the
     /// certificate.
     #[error("{0}")]
@@ -74,8 +77,34 @@ pub enum TlsError {
 
 /// Reads a PEM certificate chain (end-entity certificate first).
 pub fn read_certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+    parse_certificate_chain(path, &read_file("a PEM certificate", path)?)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    parse_private_key(path, &read_file("a PEM private key", path)?)
+}
+
+/// Reads a PEM bundle of CA certificates; every one must be usable as a trust root.
+pub fn read_trust_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    parse_trust_roots(path, &read_file("a PEM certificate", path)?)
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Pem {
+        what,
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// The PEM certificate chain `pem`, read from `path` (named in errors).
+pub fn parse_certificate_chain(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|error| pem_error("a PEM certificate", path, error))?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -85,14 +114,14 @@ pub fn read_certificate_chain(path: &Path) -> Result<Vec<CertificateDer<'static>
     Ok(chain)
 }
 
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|error| pem_error("a PEM private key", path, error))
+/// The PEM private key `pem`, read from `path` (named in errors).
+pub fn parse_private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|error| pem_error("a PEM private key", path, error))
 }
 
-/// Reads a PEM bundle of CA certificates; every one must be usable as a trust root.
-pub fn read_trust_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
-    let certificates = read_certificate_chain(path)?;
+/// The PEM bundle of CA certificates `pem`, read from `path` (named in errors).
+pub fn parse_trust_roots(path: &Path, pem: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
+    let certificates = parse_certificate_chain(path, pem)?;
     let mut roots = RootCertStore::empty();
     for (index, certificate) in certificates.into_iter().enumerate() {
         roots
@@ -124,6 +153,18 @@ pub struct TlsMaterial {
     trust_roots: Arc<RootCertStore>,
 }
 
+/// By hand: a private key is cloned only on purpose (`clone_key`).
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        TlsMaterial {
+            domain: self.domain.clone(),
+            certificate_chain: self.certificate_chain.clone(),
+            private_key: self.private_key.clone_key(),
+            trust_roots: self.trust_roots.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial")
@@ -147,6 +188,22 @@ impl TlsMaterial {
             read_certificate_chain(certificate)?,
             read_private_key(private_key)?,
             read_trust_roots(trust_roots)?,
+        )
+    }
+
+    /// [`TlsMaterial::load`] from the files' contents, already read (the
+    /// paths name them in errors).
+    pub fn from_pem(
+        domain: &Domain,
+        certificate: (&Path, &[u8]),
+        private_key: (&Path, &[u8]),
+        trust_roots: (&Path, &[u8]),
+    ) -> Result<TlsMaterial, TlsError> {
+        TlsMaterial::new(
+            domain,
+            parse_certificate_chain(certificate.0, certificate.1)?,
+            parse_private_key(private_key.0, private_key.1)?,
+            parse_trust_roots(trust_roots.0, trust_roots.1)?,
         )
     }
 

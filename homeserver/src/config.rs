@@ -30,6 +30,7 @@ pub struct Config {
     pub key_packages: KeyPackageConfig,
     pub groups: GroupConfig,
     pub federation: FederationConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub leases: LeasesConfig,
     pub shutdown: ShutdownConfig,
@@ -272,6 +273,27 @@ pub struct ShutdownConfig {
     pub deadline_seconds: u64,
 }
 
+/// The TLS files of both listeners (`[client_api] tls_certificate` and
+/// `tls_private_key`; `[federation] certificate`, `private_key` and
+/// `trust_roots`) are read at start and then looked at again periodically:
+/// renewed files are used for new connections without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// How often the files are read again, in seconds. Files that changed and
+    /// make a usable certificate replace the old one; files that do not are
+    /// reported (log and metric) and the old certificate stays.
+    pub reload_interval_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            reload_interval_seconds: 60,
+        }
+    }
+}
+
 /// Cluster mode: several replicas of this domain's homeserver on one
 /// PostgreSQL database, waking each other and sharing their limits through
 /// Redis. Off (one process, as on the embedded default) unless `url` is set.
@@ -370,6 +392,7 @@ impl Default for Config {
             key_packages: KeyPackageConfig::default(),
             groups: GroupConfig::default(),
             federation: FederationConfig::default(),
+            tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             leases: LeasesConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -600,12 +623,13 @@ impl Config {
     /// (each section is judged on its own, so one bad value does not hide
     /// another's), for `check-config` to show them all at once.
     pub fn problems(&self) -> Vec<ConfigError> {
-        let sections: [SectionCheck; 12] = [
+        let sections: [SectionCheck; 13] = [
             Config::validate_domain_and_database,
             Config::validate_client_api,
             Config::validate_key_packages,
             Config::validate_groups,
             Config::validate_federation,
+            Config::validate_tls,
             Config::validate_attempt_limits,
             Config::validate_connection_limits,
             Config::validate_leases,
@@ -729,6 +753,17 @@ impl Config {
                 "groups.retention_days",
                 "must be between 1 and 3650".to_owned(),
             );
+        }
+        Ok(())
+    }
+
+    /// The `[tls]` section: how often certificate files are read again.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.tls.reload_interval_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "tls.reload_interval_seconds",
+                reason: "must be between 1 and 86400 (a day)".to_owned(),
+            });
         }
         Ok(())
     }
@@ -1093,6 +1128,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "KEY_PACKAGES",
     "GROUPS",
     "FEDERATION",
+    "TLS",
     "LIMITS",
     "SHUTDOWN",
     "REDIS",
@@ -1305,6 +1341,15 @@ mod tests {
                 Some("shutdown.deadline_seconds"),
             ),
             ("[shutdown]\ndeadline_seconds = 600", None),
+            (
+                "[tls]\nreload_interval_seconds = 0",
+                Some("tls.reload_interval_seconds: must be between 1 and 86400"),
+            ),
+            ("[tls]\nreload_interval_seconds = 86400", None),
+            (
+                "[tls]\nreload_interval_seconds = 86401",
+                Some("tls.reload_interval_seconds"),
+            ),
             ("[federation]\nlisten = '0.0.0.0:7401'", None),
             (
                 "[federation]\ncertificate = '/nonexistent.pem'",

@@ -20,6 +20,8 @@
 //! - `notify`: wake-ups for live delivery (in-process, and through Redis in a
 //!   cluster).
 //! - `cluster`: the connection to Redis of a replica in cluster mode.
+//! - `tls`: the listeners' TLS files, read at start and reloaded when they
+//!   change (renewed certificates without a restart).
 //! - [`telemetry`]: logging, OpenTelemetry spans and their OTLP export
 //!   (`telemetry::init`, for `main` and the benchmark).
 //! - [`admin`]: operator commands run against the database (registration tokens,
@@ -48,14 +50,15 @@ mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod tidy;
+mod tls;
 
 pub use service::{Clock, SystemClock};
 pub use store::{Store, StoreError};
 
 use conclave_federation::client::{ClientOptions, FederationClient};
 use conclave_federation::peers::PeerRegistry;
+use conclave_federation::reloadable::ReloadableTls;
 use conclave_federation::server::PeerGate;
-use conclave_federation::tls::TlsMaterial;
 use config::Config;
 use service::Context;
 use std::future::Future;
@@ -114,6 +117,11 @@ pub enum ServerError {
     /// ([`preflight`]): every problem, `key: why`.
     #[error("invalid configuration: {}", .0.join("; "))]
     Preflight(Vec<String>),
+    #[error("cannot read {path}: {error}")]
+    ReadFile { path: String, error: std::io::Error },
+    /// The client API's certificate or key cannot be used.
+    #[error("client API TLS: {0}")]
+    ClientApiTls(String),
     #[error("client API: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP endpoint: {0}")]
@@ -188,17 +196,15 @@ async fn serve(
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     // By the system clock, as TLS handshakes judge certificates (not the
-    // injected clock, which tests move for the server's own rules).
+    // injected clock, which tests move for the server's own rules). The same
+    // checks as `check-config`; the files are then loaded for serving.
     let preflight = preflight::check(&config, std::time::SystemTime::now());
     for warning in preflight.warnings() {
         tracing::warn!(setting = %warning.subject, "{}", warning.detail);
     }
-    let checked = preflight.into_checked().map_err(ServerError::Preflight)?;
-    let tls = checked.client_tls;
-    let federation = match (
-        prepare_federation(&config, checked.federation)?,
-        listeners.federation,
-    ) {
+    preflight.into_result().map_err(ServerError::Preflight)?;
+    let tls = load_client_api_tls(&config).await?;
+    let federation = match (prepare_federation(&config).await?, listeners.federation) {
         (Some(federation), Some(listener)) => Some((federation, listener)),
         (None, None) => None,
         (Some(_), None) => {
@@ -246,15 +252,25 @@ async fn serve(
     let config_is_cluster = config.cluster_mode();
     let mut context = Context::new(store.clone(), config, clock);
     let mut federation_peers = Vec::new();
+    // The listeners whose TLS files the reload task watches.
+    let mut watched_tls = Vec::new();
+    let loaded_at = context.clock.now_ms();
     if let Some(tls) = &tls {
         context
             .metrics
-            .set_own_certificate_expiry_pem("client_api", &tls.certificate);
+            .record_tls_certificate_loaded("client_api", &tls.certificate, loaded_at);
+        watched_tls.push(tls::Watched::new(tls.target.clone(), tls.digest));
     }
     if let Some((federation, _)) = &federation {
-        context
-            .metrics
-            .set_own_certificate_expiry("federation", federation.material.certificate());
+        context.metrics.record_tls_certificate_loaded(
+            "federation",
+            &federation.tls.certificate(),
+            loaded_at,
+        );
+        watched_tls.push(tls::Watched::new(
+            federation.reload_target.clone(),
+            federation.digest,
+        ));
         let client = federation.client(&context.metrics)?;
         context = context.with_federation(Arc::new(client));
         federation_peers = federation
@@ -339,12 +355,21 @@ async fn serve(
         tokio::spawn(grpc::federation::serve(
             context.clone(),
             listener,
-            federation.server_tls,
+            federation.tls,
             peer_gate(federation.gate, &context),
             stopped(),
         ))
     });
     let janitor_task = tokio::spawn(service::janitor::run(context.clone(), stopped()));
+    let tls_reload_task = (!watched_tls.is_empty()).then(|| {
+        tokio::spawn(tls::run(
+            watched_tls,
+            Duration::from_secs(context.config.tls.reload_interval_seconds),
+            context.metrics.clone(),
+            context.clock.clone(),
+            stopped(),
+        ))
+    });
     // Every replica reads the domain-wide number for its own `/metrics`.
     let low_stock_task = context.config.telemetry.metrics.then(|| {
         tokio::spawn(service::key_packages::low_stock::run(
@@ -377,13 +402,15 @@ async fn serve(
             "shutting down: refusing new connections, ending Subscribe streams, finishing calls in progress"
         );
     };
-    let grpc_result = grpc::serve(context, listeners.client_api, tls, grpc_shutdown).await;
+    let client_api_tls = tls.map(|tls| tls.target);
+    let grpc_result =
+        grpc::serve(context, listeners.client_api, client_api_tls, grpc_shutdown).await;
     let federation_result = match federation_task {
         Some(task) => task.await.unwrap_or(Ok(())),
         None => Ok(()),
     };
     catch_up_task.abort();
-    for task in [notifier_task, resync_task, low_stock_task]
+    for task in [notifier_task, resync_task, low_stock_task, tls_reload_task]
         .into_iter()
         .flatten()
     {
@@ -419,12 +446,14 @@ async fn finish_or_abort(mut task: tokio::task::JoinHandle<()>, timeout: Duratio
 
 /// What serving and calling peers needs, made from the `[federation]` settings.
 struct Federation {
-    /// The federation listener's TLS configuration (client certificates required).
-    server_tls: Arc<rustls::ServerConfig>,
+    /// The material of the federation listener (client certificates required)
+    /// and of calls to peers, replaced when its files are renewed.
+    tls: Arc<ReloadableTls>,
+    /// `tls` with its files, for the reload task.
+    reload_target: Arc<tls::FederationTls>,
+    /// Digest of the files `tls` was made of.
+    digest: [u8; 32],
     gate: PeerGate,
-    /// For the client, which is built once the metrics it reports to exist
-    /// ([`Federation::client`]).
-    material: TlsMaterial,
     registry: PeerRegistry,
     client_options: ClientOptions,
 }
@@ -436,7 +465,7 @@ impl Federation {
             self.client_options.call_timeout,
         ));
         FederationClient::observed(
-            &self.material,
+            self.tls.clone(),
             &self.registry,
             &self.client_options,
             Arc::new(grpc::FederationCallObserver::new(
@@ -447,20 +476,30 @@ impl Federation {
     }
 }
 
-/// Builds the peer registry, the gate and the client's settings around the
-/// checked federation files (`material`); `None` when federation is off.
-fn prepare_federation(
-    config: &Config,
-    material: Option<TlsMaterial>,
-) -> Result<Option<Federation>, ServerError> {
+/// Reads the federation files and builds the peer registry, the gate and the
+/// client's settings; `None` when federation is off.
+async fn prepare_federation(config: &Config) -> Result<Option<Federation>, ServerError> {
     let settings = &config.federation;
-    let Some(material) = material else {
+    let (Some(certificate), Some(private_key), Some(trust_roots)) = (
+        &settings.certificate,
+        &settings.private_key,
+        &settings.trust_roots,
+    ) else {
         return Ok(None);
     };
     let setup = |error: &dyn std::fmt::Display| ServerError::FederationSetup(error.to_string());
     let domain = config.domain();
+    let files = tls::FederationTls::files(
+        certificate.clone(),
+        private_key.clone(),
+        trust_roots.clone(),
+    );
+    let contents = files.read().await.map_err(|error| setup(&error))?;
+    let material =
+        tls::FederationTls::material(&domain, &files, &contents).map_err(|error| setup(&error))?;
+    let reloadable = Arc::new(ReloadableTls::new(material).map_err(|error| setup(&error))?);
     let registry = settings
-        .peer_registry(domain)
+        .peer_registry(domain.clone())
         .map_err(|error| setup(&error))?;
     let call_timeout = Duration::from_secs(settings.call_timeout_seconds);
     let options = ClientOptions {
@@ -474,13 +513,14 @@ fn prepare_federation(
         NonZeroU32::new(settings.peer_requests_per_minute).unwrap_or(NonZeroU32::MIN);
     tracing::info!(
         peers = ?registry.iter().map(|peer| peer.domain.to_string()).collect::<Vec<_>>(),
-        certificate_sha256 = %material.certificate_pin(),
+        certificate_sha256 = %reloadable.certificate_pin(),
         "federation on"
     );
     Ok(Some(Federation {
-        server_tls: material.server_config().map_err(|error| setup(&error))?,
+        reload_target: Arc::new(tls::FederationTls::new(domain, files, reloadable.clone())),
+        tls: reloadable,
+        digest: contents.digest(),
         gate: PeerGate::new(registry.clone(), requests_per_minute),
-        material,
         registry,
         client_options: options,
     }))
@@ -516,4 +556,39 @@ fn peer_gate(gate: PeerGate, context: &Context) -> Arc<PeerGate> {
         )
         .observing_rate_limits(count_refusal),
     )
+}
+
+/// The client API's TLS as loaded at start.
+struct ClientApiTlsAtStart {
+    target: Arc<tls::ClientApiTls>,
+    /// The end-entity certificate, for the metrics.
+    certificate: rustls_pki_types::CertificateDer<'static>,
+    /// Digest of the files it was made of, for the reload task.
+    digest: [u8; 32],
+}
+
+/// Reads the client API's certificate and key; `None` without TLS.
+async fn load_client_api_tls(config: &Config) -> Result<Option<ClientApiTlsAtStart>, ServerError> {
+    let client_api = &config.client_api;
+    let (Some(certificate), Some(private_key)) =
+        (&client_api.tls_certificate, &client_api.tls_private_key)
+    else {
+        return Ok(None);
+    };
+    let files = tls::ClientApiTls::files(certificate.clone(), private_key.clone());
+    let contents = files
+        .read()
+        .await
+        .map_err(|unreadable| ServerError::ReadFile {
+            path: unreadable.path,
+            error: unreadable.error,
+        })?;
+    let (target, certificate) =
+        tls::ClientApiTls::new(certificate.clone(), private_key.clone(), &contents)
+            .map_err(|error| ServerError::ClientApiTls(error.to_string()))?;
+    Ok(Some(ClientApiTlsAtStart {
+        target: Arc::new(target),
+        certificate,
+        digest: contents.digest(),
+    }))
 }

@@ -71,20 +71,11 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// The findings of [`check`], in a fixed order, and the TLS material a start
-/// serves with when none of them is an error.
+/// The findings of [`check`], in a fixed order. A start goes on only when
+/// none of them is an error, and then loads the same files for serving (and
+/// for reloading: `tls`).
 pub struct Preflight {
     pub findings: Vec<Finding>,
-    client_tls: Option<crate::grpc::TlsPem>,
-    federation: Option<TlsMaterial>,
-}
-
-/// What a start takes from a [`Preflight`] without errors.
-pub(crate) struct Checked {
-    /// The client API's certificate chain and key, when it serves TLS.
-    pub(crate) client_tls: Option<crate::grpc::TlsPem>,
-    /// The federation identity and trust roots, when federation is on.
-    pub(crate) federation: Option<TlsMaterial>,
 }
 
 impl Preflight {
@@ -107,16 +98,14 @@ impl Preflight {
             .filter(move |finding| finding.severity == severity)
     }
 
-    /// The material to serve with, or every error (`subject: detail`).
-    pub(crate) fn into_checked(self) -> Result<Checked, Vec<String>> {
+    /// Every error (`subject: detail`), if any.
+    pub(crate) fn into_result(self) -> Result<(), Vec<String>> {
         let errors: Vec<String> = self.errors().map(Finding::to_string).collect();
-        if !errors.is_empty() {
-            return Err(errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
         }
-        Ok(Checked {
-            client_tls: self.client_tls,
-            federation: self.federation,
-        })
     }
 }
 
@@ -126,24 +115,16 @@ impl Preflight {
 /// judged, so `check-config` shows every problem at once.
 pub fn check(config: &Config, now: SystemTime) -> Preflight {
     let mut findings = Vec::new();
-    let client_tls = check_client_api(config, now, &mut findings);
-    let federation = check_federation(config, now, &mut findings);
+    check_client_api(config, now, &mut findings);
+    check_federation(config, now, &mut findings);
     check_database_url(config, &mut findings);
     check_redis_url(config, &mut findings);
-    Preflight {
-        findings,
-        client_tls,
-        federation,
-    }
+    Preflight { findings }
 }
 
 /// The client API's listener: TLS here (certificate and key usable), at a
 /// proxy in front (a warning: plaintext on the network), or loopback only.
-fn check_client_api(
-    config: &Config,
-    now: SystemTime,
-    findings: &mut Vec<Finding>,
-) -> Option<crate::grpc::TlsPem> {
+fn check_client_api(config: &Config, now: SystemTime, findings: &mut Vec<Finding>) {
     let client_api = &config.client_api;
     let listen = client_api.listen;
     let (Some(certificate_path), Some(private_key_path)) =
@@ -163,7 +144,7 @@ fn check_client_api(
             ));
         }
         // Otherwise refused by the configuration's own check.
-        return None;
+        return;
     };
     let chain = check_certificate(
         "client_api.tls_certificate",
@@ -172,7 +153,7 @@ fn check_client_api(
         now,
         findings,
     );
-    let private_key = check_private_key(
+    check_private_key(
         "client_api.tls_private_key",
         private_key_path,
         chain
@@ -180,24 +161,11 @@ fn check_client_api(
             .map(|chain| (certificate_path.as_path(), chain)),
         findings,
     );
-    let (Some(_), Some(_)) = (chain, private_key) else {
-        return None;
-    };
-    // The files as read, for tonic's TLS setup; they were just parsed.
-    let read = |path: &Path| std::fs::read(path).ok();
-    Some(crate::grpc::TlsPem {
-        certificate: read(certificate_path)?,
-        private_key: read(private_key_path)?,
-    })
 }
 
 /// The federation files (certificate for the domain, its key, the trust
-/// roots) and the peers; `None` when federation is off or a file is unusable.
-fn check_federation(
-    config: &Config,
-    now: SystemTime,
-    findings: &mut Vec<Finding>,
-) -> Option<TlsMaterial> {
+/// roots) and the peers, when federation is on.
+fn check_federation(config: &Config, now: SystemTime, findings: &mut Vec<Finding>) {
     let settings = &config.federation;
     let (Some(certificate_path), Some(private_key_path), Some(trust_roots_path)) = (
         &settings.certificate,
@@ -205,7 +173,7 @@ fn check_federation(
         &settings.trust_roots,
     ) else {
         // Off, or half set (refused by the configuration's own check).
-        return None;
+        return;
     };
     let domain = config.domain.parse::<Domain>().ok();
     let errors_before = count_errors(findings);
@@ -263,19 +231,15 @@ fn check_federation(
     let (Some(domain), Some(chain), Some(private_key), Some(trust_roots)) =
         (domain, chain, private_key, trust_roots)
     else {
-        return None;
+        return;
     };
     if count_errors(findings) > errors_before {
-        return None;
+        return;
     }
     // Everything above passed, so this only fails on what the parts could not
     // show apart (the trust roots and the key in one rustls configuration).
-    match TlsMaterial::new(&domain, chain, private_key, trust_roots) {
-        Ok(material) => Some(material),
-        Err(error) => {
-            findings.push(Finding::error("federation.certificate", error.to_string()));
-            None
-        }
+    if let Err(error) = TlsMaterial::new(&domain, chain, private_key, trust_roots) {
+        findings.push(Finding::error("federation.certificate", error.to_string()));
     }
 }
 
@@ -672,9 +636,7 @@ mod tests {
                 ),
             ],
         );
-        let checked = preflight.into_checked().unwrap();
-        assert!(checked.client_tls.is_some());
-        assert_eq!(checked.federation.unwrap().domain().as_str(), "a.example");
+        preflight.into_result().unwrap();
     }
 
     #[test]
@@ -786,7 +748,7 @@ mod tests {
             ),
         ] {
             let preflight = check_findings(&files, &template, MADE_AT, &expected);
-            let errors = preflight.into_checked().err().expect("refused");
+            let errors = preflight.into_result().expect_err("refused");
             assert!(!errors.is_empty() && errors.iter().all(|error| error.contains(": ")));
         }
     }
@@ -822,7 +784,7 @@ mod tests {
                 (Fine, "database.url", "sqlite"),
             ],
         );
-        assert!(preflight.into_checked().unwrap().client_tls.is_some());
+        preflight.into_result().unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::service::outbox;
 use crate::service::verify_credential;
 use conclave_core::ids::{CredentialIdentity, Domain, IdError};
 use conclave_federation::identity::{PeerRefusal, presented_dns_names};
+use conclave_federation::reloadable::ReloadableTls;
 use conclave_federation::server::{PeerGate, TlsIncoming};
 use conclave_proto::federation::v1 as proto;
 use conclave_proto::federation::v1::federation_service_server::{
@@ -31,25 +32,21 @@ use rustls_pki_types::CertificateDer;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 use tower::util::MapResponseLayer;
-
-/// A peer must complete its TLS handshake within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct FederationApi {
     pub(crate) context: Arc<Context>,
     pub(crate) gate: Arc<PeerGate>,
 }
 
-/// Serves the federation API on `listener` (TLS with `tls`, which requires client
-/// certificates) until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves the federation API on `listener` (TLS with the material `tls` holds
+/// at each handshake, which requires client certificates) until `shutdown` resolves, then lets in-flight requests finish.
 pub(crate) async fn serve(
     context: Arc<Context>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<ReloadableTls>,
     gate: Arc<PeerGate>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -60,7 +57,7 @@ pub(crate) async fn serve(
     let service = FederationServiceServer::new(FederationApi { context, gate })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    let incoming = TlsIncoming::new(listener, tls, HANDSHAKE_TIMEOUT)
+    let incoming = TlsIncoming::new(listener, "federation", tls, super::TLS_HANDSHAKE_TIMEOUT)
         .with_tcp_keepalive(super::tcp_keepalive(&limits));
     super::server_builder(&limits)
         // Each request's span continues the caller's trace (W3C traceparent).

@@ -46,6 +46,8 @@ use crate::config::LimitsConfig;
 pub(crate) use status::{StatusParts, ToStatusParts, invalid_argument, missing_field};
 
 use crate::service::Context;
+use crate::tls::ClientApiTls;
+use conclave_federation::server::TlsIncoming;
 use conclave_proto::client::v1::account_service_server::AccountServiceServer;
 use conclave_proto::client::v1::delivery_service_server::DeliveryServiceServer;
 use conclave_proto::client::v1::group_service_server::GroupServiceServer;
@@ -56,24 +58,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tower::util::{MapResponseLayer, option_layer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// Certificate chain and key, both PEM, for TLS on the client API.
-pub(crate) struct TlsPem {
-    pub(crate) certificate: Vec<u8>,
-    pub(crate) private_key: Vec<u8>,
-}
+/// A client must complete its TLS handshake within this time (on either
+/// listener).
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the client API on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish.
 pub(crate) async fn serve(
     context: Arc<Context>,
     listener: TcpListener,
-    tls: Option<TlsPem>,
+    tls: Option<Arc<ClientApiTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = context.config.client_api.max_message_bytes;
@@ -113,13 +113,7 @@ pub(crate) async fn serve(
     .max_decoding_message_size(max_message_bytes);
 
     let limits = &context.config.limits;
-    let mut builder = server_builder(limits);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(
-            ServerTlsConfig::new().identity(Identity::from_pem(tls.certificate, tls.private_key)),
-        )?;
-    }
-    builder
+    let router = server_builder(limits)
         // Each request in its own span and trace. First, so outermost: it
         // changes the response body type, which the layer below must not see.
         // Statuses other than OK only at DEBUG: a NOT_FOUND is no failure of the
@@ -148,18 +142,34 @@ pub(crate) async fn serve(
         .add_service(account_service)
         .add_service(key_package_service)
         .add_service(group_service)
-        .add_service(delivery_service)
+        .add_service(delivery_service);
+    match tls {
+        // Each handshake with the certificate current when its connection is
+        // accepted, so a renewed certificate needs no restart (tonic's own
+        // TLS takes one certificate for good). Sets TCP_NODELAY and the TCP
+        // keepalive as below.
+        Some(tls) => {
+            let incoming = TlsIncoming::new(listener, "client_api", tls, TLS_HANDSHAKE_TIMEOUT)
+                .with_tcp_keepalive(tcp_keepalive(limits));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
         // Nagle's algorithm would hold small responses back until the peer's
         // delayed ACK (up to ~40 ms); tonic applies TCP_NODELAY only to listeners it
         // binds itself, so it is set here.
         // The TCP keepalive, likewise.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(tcp_keepalive(limits))),
-            shutdown,
-        )
-        .await
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener)
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(tcp_keepalive(limits))),
+                    shutdown,
+                )
+                .await
+        }
+    }
 }
 
 /// A tonic server with the HTTP/2 limits of `[limits]`, for both listeners.

@@ -30,6 +30,7 @@ mod peer_reachability;
 mod process;
 mod redis_up;
 
+pub(crate) use certificates::not_after_unix_seconds;
 pub(crate) use exposition::Format;
 pub(crate) use federation::FederationCallCounters;
 
@@ -202,6 +203,12 @@ pub(crate) struct Metrics {
     /// `conclave_tls_certificate_expiry_timestamp_seconds{listener}`: when this
     /// server's own certificates expire (Unix time).
     pub(crate) tls_certificate_expiry: Family<ListenerLabels, Gauge>,
+    /// `conclave_tls_certificate_loaded_timestamp_seconds{listener}`: when the
+    /// certificate served now was loaded, at start or by a reload (Unix time).
+    pub(crate) tls_certificate_loaded: Family<ListenerLabels, Gauge>,
+    /// `conclave_tls_reload_failures_total{listener}`: renewed TLS files that
+    /// could not be used (the previous certificate stayed).
+    pub(crate) tls_reload_failures: Family<ListenerLabels, Counter>,
     /// `conclave_federation_peer_certificate_expiry_timestamp_seconds{peer,role}`:
     /// when the certificate a peer last presented in each role expires (Unix time).
     pub(crate) peer_certificate_expiry: PeerCertificates,
@@ -282,6 +289,18 @@ impl Metrics {
             "When this server's own TLS certificate expires (Unix time), per listener",
             tls_certificate_expiry.clone(),
         );
+        let tls_certificate_loaded = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "conclave_tls_certificate_loaded_timestamp_seconds",
+            "When the TLS certificate served now was loaded, at start or by a reload (Unix time), per listener",
+            tls_certificate_loaded.clone(),
+        );
+        let tls_reload_failures = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "conclave_tls_reload_failures",
+            "Renewed TLS files that could not be used (the previous certificate stayed in use), per listener",
+            tls_reload_failures.clone(),
+        );
         let peer_certificate_expiry = PeerCertificates::default();
         registry.register(
             "conclave_federation_peer_certificate_expiry_timestamp_seconds",
@@ -324,6 +343,8 @@ impl Metrics {
             federation_requests,
             federation_peer_up,
             tls_certificate_expiry,
+            tls_certificate_loaded,
+            tls_reload_failures,
             peer_certificate_expiry,
             devices_low_on_key_packages,
             ratelimit_rejections,
@@ -535,6 +556,13 @@ mod tests {
                 listener: "client_api",
             })
             .set(2_000_000_000);
+        metrics
+            .tls_certificate_loaded
+            .get_or_create(&ListenerLabels {
+                listener: "client_api",
+            })
+            .set(1_900_000_000);
+        metrics.count_tls_reload_failure("client_api");
         metrics
             .peer_certificate_expiry
             .family()

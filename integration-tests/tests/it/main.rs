@@ -46,6 +46,9 @@
 //!   objects (security, probes, ports, selectors, secrets, the hook Job).
 //! - [`observability`]: the alert rules pass promtool's check and unit
 //!   tests; rules and dashboard query only metrics a homeserver exports.
+//! - [`tls_reload`]: renewed certificates, keys and trust roots of a process
+//!   of the real binary, in Kubernetes' Secret volume layout, taken without a
+//!   restart; broken renewals kept out, counted and logged.
 //! - [`federation_smoke`]: claiming key packages of users of other domains, a
 //!   domain's restart.
 //! - [`federation_metrics`]: a hub's and a follower's federation metrics
@@ -102,4 +105,5 @@ mod outages;
 mod outbox_leases;
 mod rejoin;
 mod rogue_hub;
+mod tls_reload;
 mod traces;
