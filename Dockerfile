@@ -16,7 +16,9 @@
 # configuration the server listens on 127.0.0.1 only and keeps a SQLite
 # database under /var/lib/conclave (the only writable place, a volume).
 
-FROM rust:1.94-slim AS build
+# bookworm, as the runtime stage: binaries (and the C in ring and SQLite)
+# built against a newer glibc would not run there.
+FROM rust:1.94-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 # The registry and the target directory are cache mounts, kept between builds

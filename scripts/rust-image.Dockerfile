@@ -1,8 +1,8 @@
-# localhost/rust:1.94-slim, made by scripts/container-images: Debian bookworm
+# localhost/rust:1.94-slim-bookworm, made by scripts/container-images: Debian bookworm
 # (the local localhost/debian:bookworm-slim) with a C compiler and linker for
 # the crates that build C (ring, libsqlite3-sys) and this host's Rust toolchain,
 # given as the build context "toolchain" (`rustc --print sysroot`), since no
-# registry is reachable to pull rust:1.94-slim. Laid out as the official image
+# registry is reachable to pull rust:1.94-slim-bookworm. Laid out as the official image
 # is: toolchain and cargo home under /usr/local.
 FROM debian:bookworm-slim
 

@@ -79,13 +79,35 @@ def notes(arguments: argparse.Namespace) -> int:
     return 0
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping with a key twice: Helm itself
+    keeps the last one, but tools that post-process a release (Flux, kustomize
+    with Helm, post-renderers) refuse such a manifest."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def render(arguments: argparse.Namespace) -> int:
     manifests = rendered(arguments)
     documents = []
     for template in sorted(manifests):
         if not template.endswith((".yaml", ".yml")):
             continue  # NOTES.txt and helpers
-        for document in yaml.safe_load_all(manifests[template]):
+        try:
+            documents_of_template = list(yaml.load_all(manifests[template], Loader=UniqueKeyLoader))
+        except yaml.YAMLError as error:
+            print(f"{template}: {error}", file=sys.stderr)
+            return 1
+        for document in documents_of_template:
             if document:
                 documents.append({"template": template, "object": document})
     json.dump(documents, sys.stdout, indent=1)

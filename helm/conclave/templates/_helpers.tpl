@@ -179,6 +179,31 @@ one place. */}}
 {{- if and $v.clientApi.ingress.enabled $v.clientApi.tls.enabled }}
 {{- fail "clientApi.ingress.enabled with clientApi.tls.enabled: the Ingress ends client TLS itself and reaches the pods over plain HTTP/2; turn one of them off" }}
 {{- end }}
+{{- if and (has $v.clientApi.service.type (list "LoadBalancer" "NodePort")) (not $v.clientApi.tls.enabled) (not $v.clientApi.service.allowPlaintext) }}
+{{- fail (printf "clientApi.service.type %s without clientApi.tls.enabled would expose the client API's plaintext gRPC (passwords, tokens) outside the cluster: enable clientApi.tls, or set clientApi.service.allowPlaintext when the load balancer itself ends TLS" $v.clientApi.service.type) }}
+{{- end }}
+{{- range $key, $_ := $v.podLabels }}
+{{- if or (hasPrefix "app.kubernetes.io/" $key) (eq $key "helm.sh/chart") }}
+{{- fail (printf "podLabels has %q, a label the chart sets itself (and selects the pods by): choose another key" $key) }}
+{{- end }}
+{{- end }}
+{{- if $v.networkPolicy.enabled }}
+{{- include "conclave.validate.urlPort" (dict "what" "database.url" "url" $v.database.url "default" 5432 "port" $v.networkPolicy.egress.databasePort "value" "networkPolicy.egress.databasePort") }}
+{{- include "conclave.validate.urlPort" (dict "what" "redis.url" "url" $v.redis.url "default" 6379 "port" $v.networkPolicy.egress.redisPort "value" "networkPolicy.egress.redisPort") }}
+{{- end }}
+{{- end }}
+
+{{/* A URL given in the values must use the port the NetworkPolicy lets out
+(a URL from an existing Secret cannot be read here). */}}
+{{- define "conclave.validate.urlPort" -}}
+{{- if .url }}
+{{- $authority := regexReplaceAll "^[a-z0-9+.-]+://" .url "" | splitList "/" | first | splitList "@" | last }}
+{{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
+{{- $port = ternary (toString .default) $port (eq $port "") }}
+{{- if ne $port (toString (int .port)) }}
+{{- fail (printf "%s uses port %s but %s is %d: the NetworkPolicy would block it; set %s to %s" .what $port .value (int .port) .value $port) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* ---------------------------------------------------------- Configuration */}}

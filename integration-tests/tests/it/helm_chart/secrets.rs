@@ -44,7 +44,7 @@ fn secret_values_appear_in_secrets_only() {
             "database.url",
             "postgres://conclave:SENTINEL-DB-PASSWORD@db:5432/conclave",
         ),
-        ("redis.url", "redis://:SENTINEL-REDIS-PASSWORD@redis:6379"),
+        ("redis.url", "redis://:SENTINEL-REDIS-PASSWORD@redis:6380"),
     ];
     let pems = [
         (

@@ -152,6 +152,30 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
             Render::values(ci_file("federation")).set("clientApi.ingress.enabled", json!(true)),
             &["clientApi.ingress.enabled with clientApi.tls.enabled"],
         ),
+        (
+            "plaintext client gRPC on a LoadBalancer",
+            default().set("clientApi.service.type", json!("LoadBalancer")),
+            &["clientApi.service.type LoadBalancer without clientApi.tls.enabled"],
+        ),
+        (
+            "a pod label the chart selects by",
+            default().set("podLabels", json!({"app.kubernetes.io/name": "other"})),
+            &["podLabels has \"app.kubernetes.io/name\", a label the chart sets itself"],
+        ),
+        (
+            "a Redis URL on a port the NetworkPolicy blocks",
+            Render::values(ci_file("federation"))
+                .set("networkPolicy.egress.redisPort", json!(6379)),
+            &["redis.url uses port 6380 but networkPolicy.egress.redisPort is 6379"],
+        ),
+        (
+            "a database URL on a port the NetworkPolicy blocks",
+            Render::values(ci_file("full-cluster")).set(
+                "database.url",
+                json!("postgres://u:p@db.internal:6432/conclave"),
+            ),
+            &["database.url uses port 6432 but networkPolicy.egress.databasePort is 5432"],
+        ),
     ];
     for (case, render, expected) in cases {
         let message = refused(render);
@@ -423,4 +447,25 @@ fn the_chart_ships_the_observability_alert_rules_and_dashboard() {
     .expect("JSON");
     let original: serde_json::Value = serde_json::from_str(&dashboard_text).expect("JSON");
     assert_eq!(shipped, original);
+}
+
+#[test]
+fn plaintext_behind_a_tls_load_balancer_and_no_pre_stop_sleep_render_when_asked() {
+    let manifests = render(
+        &Render::values(ci_file("default"))
+            .set("clientApi.service.type", json!("LoadBalancer"))
+            .set("clientApi.service.allowPlaintext", json!(true))
+            .set("preStopSleepSeconds", json!(0)),
+    );
+    let client_service = find(&manifests, "Service", "-client");
+    assert_eq!(client_service.object["spec"]["type"], "LoadBalancer");
+    // A preStop sleep of 0 is refused before Kubernetes 1.33: no hook at all.
+    let homeserver = super::container(
+        &deployment(&manifests)["spec"]["template"]["spec"],
+        "homeserver",
+    );
+    assert!(
+        homeserver.get("lifecycle").is_none(),
+        "a preStop hook was rendered for a sleep of 0: {homeserver}"
+    );
 }
