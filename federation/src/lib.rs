@@ -37,5 +37,7 @@ pub mod observer;
 pub mod peers;
 pub mod reloadable;
 pub mod server;
+#[cfg(test)]
+mod test_tls;
 pub mod tls;
 pub mod trace_context;

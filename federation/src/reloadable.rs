@@ -128,95 +128,20 @@ impl CurrentServerConfig for ReloadableTls {
 mod tests {
     use super::*;
     use crate::client::{ClientOptions, FederationClient};
-    use crate::dev_certs::{DevCertificate, DevCertificateAuthority};
+    use crate::dev_certs::DevCertificateAuthority;
     use crate::observer::NoObserver;
     use crate::peers::{PeerRegistry, PeerSettings};
-    use conclave_core::ids::Domain;
-    use rustls::RootCertStore;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{PrivateKeyDer, ServerName};
+    use crate::test_tls::{domain, handshake, material, now};
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn now() -> i64 {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        i64::try_from(since_epoch.as_secs()).unwrap()
-    }
-
-    fn domain(name: &str) -> Domain {
-        name.parse().unwrap()
-    }
-
-    fn roots(authorities: &[&DevCertificateAuthority]) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        for authority in authorities {
-            roots
-                .add(
-                    CertificateDer::from_pem_slice(authority.certificate_pem().as_bytes()).unwrap(),
-                )
-                .unwrap();
-        }
-        Arc::new(roots)
-    }
-
-    fn material(issued: &DevCertificate, trusted: &[&DevCertificateAuthority]) -> TlsMaterial {
-        TlsMaterial::new(
-            &issued.domain,
-            vec![CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).unwrap(),
-            roots(trusted),
-        )
-        .unwrap()
-    }
-
-    /// A handshake over an in-memory pipe, then one byte from the server (a
-    /// TLS 1.3 client learns that its certificate was refused only when it
-    /// reads): the certificate the server presented, or the error.
-    async fn handshake(
+    /// The certificate b.example's server presented, or both sides' errors.
+    async fn presented(
         server: Arc<ServerConfig>,
         client: Arc<ClientConfig>,
     ) -> Result<CertificatePin, String> {
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let server_side = async move {
-            let mut stream = tokio_rustls::TlsAcceptor::from(server)
-                .accept(server_io)
-                .await
-                .map_err(|error| format!("server: {error}"))?;
-            stream
-                .write_all(b"!")
-                .await
-                .map_err(|error| format!("server: {error}"))?;
-            stream
-                .flush()
-                .await
-                .map_err(|error| format!("server: {error}"))
-        };
-        let client_side = async move {
-            let mut stream = tokio_rustls::TlsConnector::from(client)
-                .connect(ServerName::try_from("b.example").unwrap(), client_io)
-                .await
-                .map_err(|error| format!("client: {error}"))?;
-            let mut byte = [0u8; 1];
-            stream
-                .read_exact(&mut byte)
-                .await
-                .map_err(|error| format!("client: {error}"))?;
-            let presented = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
-            Ok::<_, String>(CertificatePin::of(&presented))
-        };
-        match tokio::join!(server_side, client_side) {
-            (Ok(()), Ok(pin)) => Ok(pin),
-            (server_result, client_result) => Err(format!(
-                "{}; {}",
-                server_result.err().unwrap_or_default(),
-                client_result
-                    .err()
-                    .map(|error| error.to_string())
-                    .unwrap_or_default()
-            )),
-        }
+        handshake(server, client, "b.example")
+            .await
+            .map(|handshake| CertificatePin::of(&handshake.server_certificate))
     }
 
     #[tokio::test]
@@ -238,10 +163,10 @@ mod tests {
         let server_config_before = b.server_config();
 
         assert_eq!(
-            handshake(b.server_config(), a_config.clone()).await,
+            presented(b.server_config(), a_config.clone()).await,
             Ok(b_first.pin)
         );
-        let refused = handshake(
+        let refused = presented(
             b.server_config(),
             a_of_new_authority.client_config(None).unwrap(),
         )
@@ -259,11 +184,11 @@ mod tests {
             "the certificate is the renewed one"
         );
         assert_eq!(
-            handshake(b.server_config(), a_config.clone()).await,
+            presented(b.server_config(), a_config.clone()).await,
             Ok(b_renewed.pin)
         );
         assert_eq!(
-            handshake(
+            presented(
                 b.server_config(),
                 a_of_new_authority.client_config(None).unwrap()
             )
@@ -273,7 +198,7 @@ mod tests {
         // A configuration taken before the replacement (an open connection's)
         // is left as it was.
         assert_eq!(
-            handshake(server_config_before, a_config).await,
+            presented(server_config_before, a_config).await,
             Ok(b_first.pin)
         );
 

@@ -450,97 +450,13 @@ mod tests {
     use crate::dev_certs::{DevCertificate, DevCertificateAuthority};
     use crate::identity::check_peer_certificate;
     use crate::peers::{PeerRegistry, PeerSettings};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// The handshakes check validity against the system clock.
-    fn now() -> i64 {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        i64::try_from(since_epoch.as_secs()).unwrap()
-    }
-
-    fn domain(name: &str) -> Domain {
-        name.parse().unwrap()
-    }
-
-    fn roots(authority: &DevCertificateAuthority) -> Arc<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(authority.certificate_pem().as_bytes()).unwrap())
-            .unwrap();
-        Arc::new(roots)
-    }
-
-    fn material(issued: &DevCertificate, trusted: &DevCertificateAuthority) -> TlsMaterial {
-        TlsMaterial::new(
-            &issued.domain,
-            vec![CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes()).unwrap(),
-            roots(trusted),
-        )
-        .unwrap()
-    }
-
-    /// A TLS 1.3 handshake over an in-memory pipe, followed by one byte from the
-    /// server (in TLS 1.3 the client only learns that the server refused its
-    /// certificate when it reads). Returns the client certificate chain the server
-    /// saw, or both sides' errors.
-    async fn handshake(
-        server: Arc<ServerConfig>,
-        client: Arc<ClientConfig>,
-        name: &str,
-    ) -> Result<Vec<CertificateDer<'static>>, String> {
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let server_side = async move {
-            let mut stream = tokio_rustls::TlsAcceptor::from(server)
-                .accept(server_io)
-                .await
-                .map_err(|error| format!("server: {error}"))?;
-            let chain = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .unwrap_or_default()
-                .to_vec();
-            stream
-                .write_all(b"!")
-                .await
-                .map_err(|error| format!("server: {error}"))?;
-            stream
-                .flush()
-                .await
-                .map_err(|error| format!("server: {error}"))?;
-            Ok::<_, String>(chain)
-        };
-        let server_name = ServerName::try_from(name.to_owned()).unwrap();
-        let client_side = async move {
-            let mut stream = tokio_rustls::TlsConnector::from(client)
-                .connect(server_name, client_io)
-                .await
-                .map_err(|error| format!("client: {error}"))?;
-            let mut byte = [0u8; 1];
-            stream
-                .read_exact(&mut byte)
-                .await
-                .map_err(|error| format!("client: {error}"))?;
-            Ok::<_, String>(())
-        };
-        match tokio::join!(server_side, client_side) {
-            (Ok(chain), Ok(())) => Ok(chain),
-            (server_result, client_result) => Err(format!(
-                "{}; {}",
-                server_result.err().unwrap_or_default(),
-                client_result.err().unwrap_or_default()
-            )),
-        }
-    }
+    use crate::test_tls::{domain, handshake, material, now, roots};
 
     fn client_without_certificate(trusted: &DevCertificateAuthority) -> Arc<ClientConfig> {
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
-            .with_root_certificates(roots(trusted))
+            .with_root_certificates(roots(&[trusted]))
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Arc::new(config)
@@ -571,15 +487,16 @@ mod tests {
     #[tokio::test]
     async fn peers_of_one_authority_authenticate_each_other() {
         let pki = pki();
-        let a = material(&pki.a, &pki.authority);
-        let b = material(&pki.b, &pki.authority);
+        let a = material(&pki.a, &[&pki.authority]);
+        let b = material(&pki.b, &[&pki.authority]);
         let chain = handshake(
             b.server_config().unwrap(),
             a.client_config(None).unwrap(),
             "b.example",
         )
         .await
-        .unwrap();
+        .unwrap()
+        .client_chain;
         // The chain the server saw speaks for a.example and for nobody else.
         let registry = PeerRegistry::new(
             domain("b.example"),
@@ -605,10 +522,10 @@ mod tests {
     #[tokio::test]
     async fn refusals_at_the_handshake() {
         let pki = pki();
-        let a = material(&pki.a, &pki.authority);
-        let b = material(&pki.b, &pki.authority);
-        let a_untrusted = material(&pki.a_of_other_authority, &pki.other_authority);
-        let b_untrusted = material(&pki.b_of_other_authority, &pki.authority);
+        let a = material(&pki.a, &[&pki.authority]);
+        let b = material(&pki.b, &[&pki.authority]);
+        let a_untrusted = material(&pki.a_of_other_authority, &[&pki.other_authority]);
+        let b_untrusted = material(&pki.b_of_other_authority, &[&pki.authority]);
         for (case, server, client, name, fragment) in [
             (
                 "no client certificate",
@@ -664,7 +581,7 @@ mod tests {
             &domain("a.example"),
             chain(&pki.b),
             key(&pki.b),
-            roots(&pki.authority),
+            roots(&[&pki.authority]),
         )
         .unwrap_err();
         assert_eq!(
@@ -675,11 +592,11 @@ mod tests {
             &domain("a.example"),
             chain(&pki.a),
             key(&pki.b),
-            roots(&pki.authority),
+            roots(&[&pki.authority]),
         )
         .unwrap_err();
         assert!(error.to_string().contains("key"), "{error}");
-        let material = material(&pki.a, &pki.authority);
+        let material = material(&pki.a, &[&pki.authority]);
         assert_eq!(material.certificate_pin(), pki.a.pin);
         assert_eq!(material.domain(), &domain("a.example"));
     }

@@ -302,22 +302,8 @@ impl TestCluster {
                 died: None,
             });
         }
-        let replicas = Arc::new(Mutex::new(replicas));
-        let watching = Arc::new(AtomicBool::new(true));
-        let watcher = {
-            let (replicas, watching) = (Arc::clone(&replicas), Arc::clone(&watching));
-            std::thread::spawn(move || watch(&replicas, &watching))
-        };
-        let cluster = TestCluster {
-            replicas,
-            watching,
-            watcher: Some(watcher),
-            redis,
-            binary,
-            env: options.env,
-            database,
-            directory,
-        };
+        let cluster =
+            TestCluster::watched(replicas, redis, binary, options.env, database, directory);
         // The first replica alone, so that it migrates the empty database
         // before the others look at it.
         cluster.spawn(0);
@@ -370,22 +356,8 @@ impl TestCluster {
             })
             .collect();
         let count = replicas.len();
-        let replicas = Arc::new(Mutex::new(replicas));
-        let watching = Arc::new(AtomicBool::new(true));
-        let watcher = {
-            let (replicas, watching) = (Arc::clone(&replicas), Arc::clone(&watching));
-            std::thread::spawn(move || watch(&replicas, &watching))
-        };
-        let cluster = TestCluster {
-            replicas,
-            watching,
-            watcher: Some(watcher),
-            redis,
-            binary,
-            env: Vec::new(),
-            database,
-            directory,
-        };
+        let cluster =
+            TestCluster::watched(replicas, redis, binary, Vec::new(), database, directory);
         for index in 0..count {
             cluster.spawn(index);
         }
@@ -393,6 +365,34 @@ impl TestCluster {
             cluster.wait_until_ready(index).await;
         }
         cluster
+    }
+
+    /// The cluster of `replicas` (none started yet), with the thread that
+    /// watches them for a replica exiting on its own.
+    fn watched(
+        replicas: Vec<Replica>,
+        redis: Option<TestRedis>,
+        binary: PathBuf,
+        env: Vec<(String, String)>,
+        database: TestDatabase,
+        directory: tempfile::TempDir,
+    ) -> TestCluster {
+        let replicas = Arc::new(Mutex::new(replicas));
+        let watching = Arc::new(AtomicBool::new(true));
+        let watcher = {
+            let (replicas, watching) = (Arc::clone(&replicas), Arc::clone(&watching));
+            std::thread::spawn(move || watch(&replicas, &watching))
+        };
+        TestCluster {
+            replicas,
+            watching,
+            watcher: Some(watcher),
+            redis,
+            binary,
+            env,
+            database,
+            directory,
+        }
     }
 
     /// How many replicas the cluster has (running or not).
