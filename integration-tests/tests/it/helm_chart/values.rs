@@ -469,3 +469,40 @@ fn plaintext_behind_a_tls_load_balancer_and_no_pre_stop_sleep_render_when_asked(
         "a preStop hook was rendered for a sleep of 0: {homeserver}"
     );
 }
+
+#[test]
+fn the_migration_job_takes_its_own_environment_account_and_the_pod_annotations() {
+    let manifests = render(
+        &Render::values(ci_file("default"))
+            .set(
+                "podAnnotations",
+                json!({"sidecar.istio.io/inject": "false"}),
+            )
+            .set("migrations.serviceAccountName", json!("database-migrator"))
+            .set(
+                "migrations.extraEnv",
+                json!([{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]),
+            )
+            .set(
+                "extraEnv",
+                json!([{"name": "CONCLAVE_LOG__FILTER", "value": "debug"}]),
+            ),
+    );
+    let pod = &super::migration_job(&manifests)["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["sidecar.istio.io/inject"],
+        "false"
+    );
+    assert_eq!(pod["spec"]["serviceAccountName"], "database-migrator");
+    let names: Vec<&str> = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("the Job's container has an environment")
+        .iter()
+        .map(|variable| variable["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["CONCLAVE_DOMAIN", "CONCLAVE_DATABASE__URL", "HTTPS_PROXY"],
+        "the Job gets migrations.extraEnv, not the pods' extraEnv"
+    );
+}
