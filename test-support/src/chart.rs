@@ -103,13 +103,7 @@ impl Render {
     /// The rendered manifests, or Helm's message (a value the schema refuses,
     /// a template that fails).
     pub fn run(&self) -> Result<Vec<Manifest>, String> {
-        let mut command = self.chart_command("render");
-        command
-            .arg("--name")
-            .arg(self.release.as_deref().unwrap_or("conclave"))
-            .arg("--namespace")
-            .arg(self.namespace.as_deref().unwrap_or("conclave"));
-        let output = run(&mut command);
+        let output = run(&mut self.release_command("render"));
         if !output.status.success() {
             return Err(String::from_utf8_lossy(&output.stderr).into_owned());
         }
@@ -130,13 +124,7 @@ impl Render {
     /// The rendered `templates/NOTES.txt` (what `helm install` prints), or
     /// Helm's message.
     pub fn notes(&self) -> Result<String, String> {
-        let mut command = self.chart_command("notes");
-        command
-            .arg("--name")
-            .arg(self.release.as_deref().unwrap_or("conclave"))
-            .arg("--namespace")
-            .arg(self.namespace.as_deref().unwrap_or("conclave"));
-        let output = run(&mut command);
+        let output = run(&mut self.release_command("notes"));
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -156,6 +144,17 @@ impl Render {
                 String::from_utf8_lossy(&output.stderr)
             ))
         }
+    }
+
+    /// [`Self::chart_command`] for a release: its name and namespace.
+    fn release_command(&self, subcommand: &str) -> Command {
+        let mut command = self.chart_command(subcommand);
+        command
+            .arg("--name")
+            .arg(self.release.as_deref().unwrap_or("conclave"))
+            .arg("--namespace")
+            .arg(self.namespace.as_deref().unwrap_or("conclave"));
+        command
     }
 
     fn chart_command(&self, subcommand: &str) -> Command {

@@ -612,30 +612,15 @@ impl TestCluster {
     async fn wait_until_ready(&self, index: usize) {
         let address = self.http_address(index);
         let path = self.replica(index, |replica| replica.ready_path.clone());
-        let what = format!("replica {index} becoming ready at http://{address}{path}");
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            let mut backoff = Backoff::new();
-            loop {
-                if let Some(status) = self.exited(index) {
-                    panic!(
-                        "replica {index} exited while starting ({status}); its log ends:\n{}",
-                        self.log_tail(index)
-                    );
-                }
-                if http_get_ok(address, &path).await {
-                    return;
-                }
-                backoff.pause().await;
-            }
-        })
+        wait_until_answering(
+            &format!("replica {index}"),
+            &format!("become ready at http://{address}{path}"),
+            READY_TIMEOUT,
+            || self.exited(index),
+            || self.log_tail(index),
+            || http_get_ok(address, &path),
+        )
         .await;
-        if ready.is_err() {
-            panic!(
-                "{what} took longer than {} seconds; its log ends:\n{}",
-                READY_TIMEOUT.as_secs(),
-                self.log_tail(index)
-            );
-        }
     }
 
     /// How replica `index` exited, if it did (without reaping an expected exit).
@@ -850,15 +835,36 @@ pub(crate) async fn wait_for_service<F: std::future::Future<Output = bool>>(
     child: &mut std::process::Child,
     log_path: &Path,
     limit: Duration,
+    answers: impl FnMut() -> F,
+) {
+    wait_until_answering(
+        name,
+        what,
+        limit,
+        || child.try_wait().ok().flatten(),
+        || tail(log_path, LOG_TAIL_LINES),
+        answers,
+    )
+    .await;
+}
+
+/// Asks `answers` again with a back-off until it returns true; panics with
+/// `log_tail()` if `exited()` reports the process gone first, or after `limit`.
+async fn wait_until_answering<F: std::future::Future<Output = bool>>(
+    name: &str,
+    what: &str,
+    limit: Duration,
+    mut exited: impl FnMut() -> Option<ExitStatus>,
+    log_tail: impl Fn() -> String,
     mut answers: impl FnMut() -> F,
 ) {
     let answered = tokio::time::timeout(limit, async {
         let mut backoff = crate::wait::Backoff::new();
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = exited() {
                 panic!(
                     "{name} exited while starting ({status}); its log ends:\n{}",
-                    tail(log_path, LOG_TAIL_LINES)
+                    log_tail()
                 );
             }
             if answers().await {
@@ -872,7 +878,7 @@ pub(crate) async fn wait_for_service<F: std::future::Future<Output = bool>>(
         panic!(
             "{name} did not {what} within {} seconds; its log ends:\n{}",
             limit.as_secs(),
-            tail(log_path, LOG_TAIL_LINES)
+            log_tail()
         );
     }
 }

@@ -137,15 +137,7 @@ async fn the_rendered_release_runs_two_replicas_that_deliver_a_message() {
         alice.run(&["group", "invite", "team", &bob_id]).await;
 
         // Bob streams from replica 1; alice sends once the stream is open.
-        let listen = bob.spawn(&[
-            "--json",
-            "listen",
-            "team",
-            "--count",
-            "1",
-            "--timeout",
-            LISTEN_TIMEOUT_SECONDS,
-        ]);
+        let listen = bob.listen_for_one("team");
         let replica_1_http = cluster.http_address(1);
         eventually(
             COMMAND_TIMEOUT,
@@ -260,15 +252,7 @@ async fn a_message_crosses_the_two_example_domains() {
         )
         .await;
 
-        let listen = bob.spawn(&[
-            "--json",
-            "listen",
-            "team",
-            "--count",
-            "1",
-            "--timeout",
-            LISTEN_TIMEOUT_SECONDS,
-        ]);
+        let listen = bob.listen_for_one("team");
         let text = "hello from a.example";
         alice.run(&["send", "team", text]).await;
         expect_message(listen, text, "alice@a.example").await;
@@ -415,6 +399,20 @@ impl Cli {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Starts `conclave listen GROUP` for one message, as JSON, with its
+    /// output piped (read by [`expect_message`]).
+    fn listen_for_one(&self, group: &str) -> tokio::process::Child {
+        self.spawn(&[
+            "--json",
+            "listen",
+            group,
+            "--count",
+            "1",
+            "--timeout",
+            LISTEN_TIMEOUT_SECONDS,
+        ])
     }
 
     /// Starts `conclave ARGS` with its output piped.
