@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`client::v1`]: `conclave.client.v1`, spoken between a device and its homeserver.
+//! - [`admin::v1`]: `conclave.admin.v1`, a domain's administrators and the
+//!   web console with its homeserver (served on the client port).
 //! - [`federation::v1`]: `conclave.federation.v1`, spoken between the homeservers of
 //!   different domains over mutual TLS.
 //! - `redacted`: `Debug` for the messages that carry a password or token,
@@ -21,6 +23,13 @@ pub mod client {
     }
 }
 
+pub mod admin {
+    pub mod v1 {
+        #![allow(unreachable_pub, clippy::all)]
+        tonic::include_proto!("conclave.admin.v1");
+    }
+}
+
 mod redacted;
 
 pub mod federation {
@@ -30,9 +39,9 @@ pub mod federation {
     }
 }
 
-/// Encoded `FileDescriptorSet` of the client API, `conclave.client.v1` (with the
-/// well-known types it imports), served by gRPC reflection on the client port so
-/// `grpcurl` works without `.proto` files. The federation API is left out: the
+/// Encoded `FileDescriptorSet` of the client and admin APIs, `conclave.client.v1`
+/// and `conclave.admin.v1` (with the well-known types they import), served by
+/// gRPC reflection on the client port so `grpcurl` works without `.proto` files. The federation API is left out: the
 /// client port does not serve it.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/conclave_descriptor.bin"));

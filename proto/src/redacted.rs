@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::admin::v1::{AdminLoginRequest, AdminSession, CreateRegistrationTokenResponse};
 use crate::client::v1::{LoginRequest, RegisterRequest, Session};
 
 /// A secret field as `Debug` shows it.
@@ -55,6 +56,38 @@ impl fmt::Debug for Session {
     }
 }
 
+impl fmt::Debug for AdminLoginRequest {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("AdminLoginRequest")
+            .field("username", &self.username)
+            .field("password", &Redacted(&self.password))
+            .finish()
+    }
+}
+
+impl fmt::Debug for AdminSession {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("AdminSession")
+            .field("token", &Redacted(&self.token))
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .field("idle_timeout_seconds", &self.idle_timeout_seconds)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CreateRegistrationTokenResponse {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("CreateRegistrationTokenResponse")
+            .field("token", &Redacted(&self.token))
+            .field("registration_token", &self.registration_token)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +125,27 @@ mod tests {
         assert!(format!("{session:?}").contains("access_token: <redacted>"));
         let unset = RegisterRequest::default();
         assert!(format!("{unset:?}").contains("registration_token: <empty>"));
+    }
+
+    #[test]
+    fn admin_secrets_are_left_out() {
+        let login = AdminLoginRequest {
+            username: "root".to_owned(),
+            password: "admin-password-77".to_owned(),
+        };
+        let session = AdminSession {
+            token: "admin-session-5d0c".to_owned(),
+            user_id: "root@a.example".to_owned(),
+            ..Default::default()
+        };
+        let token = CreateRegistrationTokenResponse {
+            token: "reg-token-8e1f".to_owned(),
+            registration_token: None,
+        };
+        let shown = format!("{login:?}{session:?}{token:#?}");
+        for secret in ["admin-password-77", "admin-session-5d0c", "reg-token-8e1f"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("root@a.example"), "{shown}");
     }
 }
