@@ -28,6 +28,13 @@ pub mod admin {
         #![allow(unreachable_pub, clippy::all)]
         tonic::include_proto!("conclave.admin.v1");
     }
+
+    /// The address of the person behind an in-process call of the admin API,
+    /// as a request extension: the web console sets it to its browser's
+    /// address, for the audit log. A remote gRPC caller cannot set an
+    /// extension, so for it the homeserver uses the connection's address.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CallerAddress(pub std::net::IpAddr);
 }
 
 mod redacted;
