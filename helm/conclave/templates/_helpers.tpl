@@ -282,6 +282,11 @@ material as files of mounted Secrets. */}}
     "redis" (dict "key_prefix" $v.redis.keyPrefix "poll_interval_ms" $v.redis.pollIntervalMs)
     "leases" (dict "ttl_ms" $v.leases.ttlMs "renew_interval_ms" $v.leases.renewIntervalMs)
     "telemetry" $telemetry
+    "admin" (dict
+      "enabled" $v.admin.enabled
+      "behind_tls_proxy" $v.admin.behindTlsProxy
+      "session_idle_minutes" $v.admin.sessionIdleMinutes
+      "session_max_hours" $v.admin.sessionMaxHours)
     "log" (dict "format" $v.log.format "filter" $v.log.filter) }}
 {{- $extra := deepCopy (default dict $v.extraConfig) }}
 {{- if and (kindIs "map" $extra.database) (hasKey $extra.database "url") }}

@@ -42,6 +42,11 @@ fn wrong_values_are_refused_with_a_message_naming_them() {
             &["/database", "'maxConnection' not allowed"],
         ),
         (
+            "an admin session that never idles out",
+            default().set("admin.sessionIdleMinutes", json!(0)),
+            &["/admin/sessionIdleMinutes", "minimum"],
+        ),
+        (
             "a domain with capitals and _",
             default().set("domain", json!("A_B.example")),
             &["/domain", "does not match pattern"],
@@ -332,12 +337,18 @@ fn the_toml_maps_the_values_and_lists_peers_by_quoted_domain() {
         "leases",
         "telemetry",
         "log",
+        "admin",
     ] {
         assert!(
             config.get(section).is_some_and(|value| value.is_table()),
             "[{section}] is missing"
         );
     }
+    assert_eq!(
+        config_value(&config, "admin.enabled").and_then(|value| value.as_bool()),
+        Some(true)
+    );
+    assert_eq!(integer("admin.session_idle_minutes"), Some(30));
     let replicas = deployment(&manifests)["spec"]["replicas"].as_u64();
     assert_eq!(replicas, Some(2));
 }
@@ -505,4 +516,42 @@ fn the_migration_job_takes_its_own_environment_account_and_the_pod_annotations()
         ["CONCLAVE_DOMAIN", "CONCLAVE_DATABASE__URL", "HTTPS_PROXY"],
         "the Job gets migrations.extraEnv, not the pods' extraEnv"
     );
+}
+
+#[test]
+fn the_admin_console_is_reachable_only_from_whom_the_values_name() {
+    let policy = |render: Render| {
+        let manifests = super::render(&render.set("networkPolicy.enabled", json!(true)));
+        find(&manifests, "NetworkPolicy", "conclave").object.clone()
+    };
+    let http_rules = |policy: &serde_json::Value| -> Vec<serde_json::Value> {
+        policy["spec"]["ingress"]
+            .as_array()
+            .expect("ingress rules")
+            .iter()
+            .filter(|rule| rule["ports"][0]["port"] == "http")
+            .cloned()
+            .collect()
+    };
+    let default = policy(Render::values(ci_file("default")));
+    assert_eq!(http_rules(&default).len(), 1, "only monitoring: {default}");
+    let ingress_controller = json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]);
+    let opened = policy(Render::values(ci_file("default")).set(
+        "networkPolicy.ingress.adminFrom",
+        ingress_controller.clone(),
+    ));
+    let rules = http_rules(&opened);
+    assert_eq!(rules.len(), 2, "{opened}");
+    assert_eq!(rules[1]["from"], ingress_controller);
+    let console_off = policy(
+        Render::values(ci_file("default"))
+            .set("networkPolicy.ingress.adminFrom", ingress_controller)
+            .set("admin.enabled", json!(false)),
+    );
+    assert_eq!(http_rules(&console_off).len(), 1, "{console_off}");
+    let notes = Render::values(ci_file("default"))
+        .notes()
+        .unwrap_or_else(|error| panic!("no NOTES: {error}"));
+    assert!(notes.contains("admin grant USER"), "{notes}");
+    assert!(notes.contains("/admin/"), "{notes}");
 }
