@@ -11,6 +11,9 @@
 //!   `conclave_test_support::TestNetwork` (the development PKI and the
 //!   homeservers, which stop and restart one domain on its database and
 //!   addresses), and the checks of raw federation calls.
+//! - [`browser_harness`]: the headless-Chromium harness the admin console's
+//!   tests use, on a tiny axum page: forms, in-place swaps, cookies, the
+//!   phone's viewport, screenshots, and a wait that times out.
 //! - [`chart_deployment`]: the Helm chart rendered with values of its CI
 //!   matrix and its two-domain example; the migration hook Job,
 //!   `check-config` init containers and two replicas per domain run as
@@ -83,6 +86,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod browser_harness;
 mod chart_deployment;
 mod cluster_commit_races;
 mod cluster_crash;
