@@ -11,13 +11,16 @@
 use crate::wait::Backoff;
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
 use chromiumoxide::cdp::browser_protocol::network::CookieParam;
+use chromiumoxide::cdp::js_protocol::runtime::EventExceptionThrown;
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::{Page, ScreenshotParams};
 use futures::StreamExt;
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -58,6 +61,11 @@ pub struct TestBrowser {
     /// Drives the DevTools connection: every command's answer and event
     /// passes through it.
     handler: JoinHandle<()>,
+    /// Collects the tab's errors into `page_errors`.
+    error_collector: JoinHandle<()>,
+    /// What the tab logged at error level (a CSP violation, a failed load)
+    /// and the exceptions its scripts threw, in order.
+    page_errors: Arc<Mutex<Vec<String>>>,
     artifacts: PathBuf,
     _profile: tempfile::TempDir,
 }
@@ -111,13 +119,28 @@ impl TestBrowser {
             .new_page("about:blank")
             .await
             .unwrap_or_else(|error| panic!("cannot open a tab in Chromium: {error}"));
+        let page_errors = Arc::new(Mutex::new(Vec::new()));
+        let error_collector = collect_errors(&page, page_errors.clone()).await;
         TestBrowser {
             browser,
             page,
             handler,
+            error_collector,
+            page_errors,
             artifacts,
             _profile: profile,
         }
+    }
+
+    /// What the pages shown so far logged at error level (a Content Security
+    /// Policy violation, a resource that failed to load) and the exceptions
+    /// their scripts threw, as Chromium's console would show them. A missing
+    /// `/favicon.ico`, which the browser asks for on its own, is left out.
+    pub fn page_errors(&self) -> Vec<String> {
+        self.page_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Where this browser's screenshots go.
@@ -404,6 +427,7 @@ impl TestBrowser {
 impl Drop for TestBrowser {
     fn drop(&mut self) {
         self.handler.abort();
+        self.error_collector.abort();
         if std::thread::panicking() {
             eprintln!(
                 "the browser's screenshots are in {}",
@@ -411,6 +435,51 @@ impl Drop for TestBrowser {
             );
         }
     }
+}
+
+/// Enables the tab's log and keeps its error entries and uncaught exceptions
+/// in `errors`, until the browser goes.
+async fn collect_errors(page: &Page, errors: Arc<Mutex<Vec<String>>>) -> JoinHandle<()> {
+    let listening = async {
+        page.enable_log().await?;
+        let entries = page.event_listener::<EventEntryAdded>().await?;
+        let exceptions = page.event_listener::<EventExceptionThrown>().await?;
+        Ok::<_, chromiumoxide::error::CdpError>((entries, exceptions))
+    };
+    let (entries, exceptions) = listening
+        .await
+        .unwrap_or_else(|error| panic!("cannot listen to the tab's console: {error}"));
+    let entries = entries.filter_map(|event| {
+        let entry = &event.entry;
+        let favicon = entry
+            .url
+            .as_deref()
+            .is_some_and(|url| url.ends_with("/favicon.ico"));
+        let error = entry.level == LogEntryLevel::Error && !favicon;
+        let text = match &entry.url {
+            Some(url) => format!("{} ({url})", entry.text),
+            None => entry.text.clone(),
+        };
+        std::future::ready(error.then_some(text))
+    });
+    let exceptions = exceptions.map(|event| {
+        let details = &event.exception_details;
+        let description = details
+            .exception
+            .as_ref()
+            .and_then(|exception| exception.description.clone())
+            .unwrap_or_default();
+        format!("{} {description}", details.text)
+    });
+    let mut all = futures::stream::select(entries, exceptions);
+    tokio::spawn(async move {
+        while let Some(error) = all.next().await {
+            errors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(error);
+        }
+    })
 }
 
 /// `<target>/test-artifacts`: `CARGO_TARGET_DIR` when set, or else the target

@@ -1,7 +1,8 @@
 //! The browser harness itself (`conclave_test_support::TestBrowser`) against a
 //! tiny page served by axum: loading, typing, a form POST that loads another
 //! document, a `<main>` swapped in place (as htmx's boosted forms do), cookies,
-//! the phone viewport's overflow check, screenshots, and a wait that times out.
+//! the phone viewport's overflow check, screenshots, the page's errors, and a
+//! wait that times out.
 
 use axum::Router;
 use axum::http::header;
@@ -28,6 +29,11 @@ const FORM_PAGE: &str = r#"<!doctype html>
 <button id="swap" type="button" onclick="document.querySelector('main').outerHTML = '<main><p id=swapped>swapped in place</p></main>'">Swap</button>
 </main></body></html>"#;
 
+const BROKEN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Broken</title>
+<script>throw new Error("thrown on purpose");</script></head>
+<body><main><p id="broken">a script failed</p></main></body></html>"#;
+
 const WIDE_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -53,6 +59,7 @@ async fn serve_test_pages() -> SocketAddr {
     let router = Router::new()
         .route("/", get(|| async { Html(FORM_PAGE) }))
         .route("/wide", get(|| async { Html(WIDE_PAGE) }))
+        .route("/broken", get(|| async { Html(BROKEN_PAGE) }))
         .route("/greet", axum::routing::post(greet));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -119,6 +126,20 @@ async fn drives_a_page_through_forms_swaps_cookies_and_viewports() {
         browser.emulate_desktop().await;
         let desktop: u32 = browser.evaluate("window.innerWidth").await;
         assert_eq!(desktop, 1280);
+
+        // Nothing went wrong in the pages so far; a script's exception is
+        // reported.
+        assert_eq!(browser.page_errors(), Vec::<String>::new());
+        browser.goto(&format!("http://{address}/broken")).await;
+        browser.wait_for("#broken").await;
+        conclave_test_support::eventually(TEST_TIMEOUT, "the exception to be reported", || async {
+            browser
+                .page_errors()
+                .iter()
+                .any(|error| error.contains("thrown on purpose"))
+                .then_some(())
+        })
+        .await;
 
         browser.close().await;
     })
