@@ -11,6 +11,11 @@
 //!   `conclave_test_support::TestNetwork` (the development PKI and the
 //!   homeservers, which stop and restart one domain on its database and
 //!   addresses), and the checks of raw federation calls.
+//! - [`admin_console`]: the admin console in a headless Chromium on a
+//!   two-domain network: login, user search, a device revoked (its CLI
+//!   refused), a registration token created and revoked, the group inspector
+//!   after a real chat, the federation doctor against a healthy and a
+//!   misnamed peer, the overview at 375 px, logout; a screenshot per page.
 //! - [`browser_harness`]: the headless-Chromium harness the admin console's
 //!   tests use, on a tiny axum page: forms, in-place swaps, cookies, the
 //!   phone's viewport, screenshots, and a wait that times out.
@@ -86,6 +91,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod admin_console;
 mod browser_harness;
 mod chart_deployment;
 mod cluster_commit_races;
