@@ -37,7 +37,9 @@ impl From<AccountError> for Status {
             AccountError::RegistrationRefused(_) => Code::PermissionDenied,
             AccountError::WrongCredentials
             | AccountError::MissingToken
-            | AccountError::InvalidToken => Code::Unauthenticated,
+            | AccountError::InvalidToken
+            | AccountError::AccountSuspended
+            | AccountError::AccountDeactivated => Code::Unauthenticated,
             AccountError::UnknownDevice(_) => Code::NotFound,
             AccountError::TooManyAttempts(refusal) => return too_many_attempts(refusal),
             AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
@@ -446,6 +448,11 @@ impl From<FetchEventsError> for Status {
 
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {
+        // The refusal the device's next call would get (UNAUTHENTICATED).
+        let error = match error {
+            DeliveryError::AccessEnded(access) => return access.into(),
+            error => error,
+        };
         let code = match &error {
             DeliveryError::UnknownGroup(_) => Code::NotFound,
             DeliveryError::NotAMember(_) => Code::PermissionDenied,
@@ -454,7 +461,8 @@ impl From<DeliveryError> for Status {
                 Code::ResourceExhausted
             }
             // Passing, and another replica serves the same streams.
-            DeliveryError::ServerStopping => Code::Unavailable,
+            DeliveryError::ServerStopping | DeliveryError::StreamClosed => Code::Unavailable,
+            DeliveryError::AccessEnded(_) => unreachable!("handled above"),
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };

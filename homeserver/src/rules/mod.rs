@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `account`: what a registration or login request must look like.
+//! - `account_state`: an account's state (active, suspended, deactivated) and
+//!   which administrator actions apply to it.
 //! - `enrolment`: enrolment challenges and the proof of possession of the key a
 //!   device enrols.
 //! - `registration`: who may register (the policy) and whether a registration
@@ -24,6 +26,7 @@
 //! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
+pub(crate) mod account_state;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;

@@ -19,6 +19,12 @@ pub(crate) mod user {
         /// Argon2id hash in PHC string format.
         pub password_hash: String,
         pub created_at_ms: i64,
+        /// Set while an administrator has the account suspended.
+        pub suspended_at_ms: Option<i64>,
+        /// Set when an administrator deactivated the account (for good).
+        pub deactivated_at_ms: Option<i64>,
+        /// Why it was suspended or deactivated, as the administrator said.
+        pub state_reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -50,7 +56,21 @@ pub(crate) mod device {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// The device's account: authentication reads both in one statement.
+        #[sea_orm(
+            belongs_to = "super::user::Entity",
+            from = "Column::UserId",
+            to = "super::user::Column::Id"
+        )]
+        User,
+    }
+
+    impl Related<super::user::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::User.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -4,7 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, big_integer_null, big_pk_auto, blob, blob_null, boolean, integer, small_integer,
-    string, string_null,
+    string, string_null, text_null,
 };
 
 /// All migrations, oldest first.
@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
             Box::new(AddBackgroundLeases),
+            Box::new(AdminUsersAddAccountState),
         ]
     }
 }
@@ -885,5 +886,49 @@ impl MigrationTrait for AddBackgroundLeases {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsersState {
+    #[sea_orm(iden = "users")]
+    Table,
+    SuspendedAtMs,
+    DeactivatedAtMs,
+    StateReason,
+}
+
+/// Where an account stands (the admin API's users slice): suspended while
+/// `suspended_at_ms` is set, deactivated for good once `deactivated_at_ms` is,
+/// with the administrator's reason. Nullable columns, so existing accounts
+/// are active. A deactivated account keeps its row: its username stays taken.
+/// (Devices' `last_seen_at_ms` exists since m0001.)
+struct AdminUsersAddAccountState;
+
+impl MigrationName for AdminUsersAddAccountState {
+    fn name(&self) -> &str {
+        "m0008_admin_users_add_account_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminUsersAddAccountState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        for column in [
+            big_integer_null(UsersState::SuspendedAtMs),
+            big_integer_null(UsersState::DeactivatedAtMs),
+            text_null(UsersState::StateReason),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(UsersState::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -27,6 +27,7 @@ mod pruning;
 mod registration_tokens;
 mod schema;
 mod submissions;
+mod user_admin;
 
 /// A log filter directive that every log filter must end with: sea-orm's
 /// PostgreSQL driver records its connect options, the database URL with its
@@ -47,6 +48,7 @@ pub(crate) use members::*;
 pub(crate) use pruning::*;
 pub(crate) use registration_tokens::*;
 pub(crate) use submissions::*;
+pub(crate) use user_admin::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{
