@@ -12,6 +12,7 @@
 
 mod accounts;
 pub(crate) mod convert;
+mod departures;
 mod enrolment;
 mod entities;
 mod federation;
@@ -35,6 +36,7 @@ mod submissions;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
