@@ -10,6 +10,7 @@ use crate::rules::limits::TooManyEntries;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::delivery::DeliveryError;
+use crate::service::departures::AnnouncementError;
 use crate::service::follower::FollowerError;
 use crate::service::groups::GroupError;
 use crate::service::key_packages::{ClaimError, UploadError};
@@ -441,6 +442,17 @@ impl From<FetchEventsError> for Status {
             FetchEventsError::Pruned { .. } => Code::OutOfRange,
             FetchEventsError::Store(store) => return store_status(store),
             FetchEventsError::Internal(internal) => return internal_status(internal),
+        };
+        status(code, error.to_string())
+    }
+}
+
+impl From<AnnouncementError> for Status {
+    fn from(error: AnnouncementError) -> Status {
+        let code = match &error {
+            AnnouncementError::Refused(_) => Code::PermissionDenied,
+            AnnouncementError::UnknownGroup(_) => Code::NotFound,
+            AnnouncementError::Store(store) => return store_status(store),
         };
         status(code, error.to_string())
     }

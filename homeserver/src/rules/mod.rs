@@ -16,6 +16,9 @@
 //! - `key_package_claim`: where a claim is served (this directory, a peer, or
 //!   nowhere).
 //! - `credential_check`: which credential checks peers may ask.
+//! - `departure`: departure notices (a device left its domain; the members
+//!   commit its removal): their reason, one per device and group, who may
+//!   announce one, what a follower accepts.
 //! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
 //!   and the MLS checks it can make on each event without the group's state.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
@@ -30,6 +33,7 @@ pub(crate) mod account_state;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;
+pub(crate) mod departure;
 pub(crate) mod enrolment;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;

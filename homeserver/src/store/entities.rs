@@ -506,3 +506,30 @@ pub(crate) mod background_lease {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod pending_departure {
+    use sea_orm::entity::prelude::*;
+
+    /// A departure of a device of this domain that the hub of a followed group
+    /// has yet to hear of (see `service::departures`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pending_departures")]
+    pub struct Model {
+        /// This homeserver's copy of the group (`groups.id`).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// `name@domain/device_id` of the departed device.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        /// The group's hub, to be told.
+        pub hub_domain: String,
+        /// Why, as the notice will carry it.
+        pub reason: String,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
             Box::new(AddBackgroundLeases),
+            Box::new(DepartureAddPendingDepartures),
             Box::new(AdminUsersAddAccountState),
         ]
     }
@@ -883,6 +884,60 @@ impl MigrationTrait for AddBackgroundLeases {
                     .col(string(BackgroundLeases::Name).primary_key())
                     .col(string(BackgroundLeases::Owner))
                     .col(big_integer(BackgroundLeases::ExpiresAtMs))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PendingDepartures {
+    Table,
+    GroupId,
+    Identity,
+    HubDomain,
+    Reason,
+    CreatedAtMs,
+}
+
+/// Departures of this domain's devices that the hubs of other domains' groups
+/// have yet to hear of (AnnounceDeparture): a row per group and departed
+/// device, kept until the hub answered, so a hub that is down hears of it later.
+struct DepartureAddPendingDepartures;
+
+impl MigrationName for DepartureAddPendingDepartures {
+    fn name(&self) -> &str {
+        "m0008_departure_add_pending_departures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DepartureAddPendingDepartures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PendingDepartures::Table)
+                    .col(big_integer(PendingDepartures::GroupId))
+                    .col(string(PendingDepartures::Identity))
+                    .col(string(PendingDepartures::HubDomain))
+                    .col(string(PendingDepartures::Reason))
+                    .col(big_integer(PendingDepartures::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(PendingDepartures::GroupId)
+                            .col(PendingDepartures::Identity),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The outbox task of each peer reads the departures for that hub.
+        manager
+            .create_index(
+                Index::create()
+                    .name("pending_departures_by_hub")
+                    .table(PendingDepartures::Table)
+                    .col(PendingDepartures::HubDomain)
                     .to_owned(),
             )
             .await

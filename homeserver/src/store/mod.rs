@@ -12,6 +12,7 @@
 
 mod accounts;
 pub(crate) mod convert;
+mod departures;
 mod enrolment;
 mod entities;
 mod federation;
@@ -36,6 +37,7 @@ mod user_admin;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;

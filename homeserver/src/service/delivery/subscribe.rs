@@ -248,6 +248,7 @@ fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
         EventKind::Application => "application",
         EventKind::Commit => "commit",
         EventKind::Proposal => "proposal",
+        EventKind::Departure => "departure",
     };
     let span = tracing::info_span!(
         "stream_delivery",
