@@ -7,6 +7,8 @@
 //! - `account`: what a registration or login request must look like.
 //! - `account_state`: an account's state (active, suspended, deactivated) and
 //!   which administrator actions apply to it.
+//! - `admin_overview`: the warnings of the admin overview.
+//! - `admin_session`: when an admin session ends, and when a call renews it.
 //! - `enrolment`: enrolment challenges and the proof of possession of the key a
 //!   device enrols.
 //! - `registration`: who may register (the policy) and whether a registration
@@ -30,6 +32,8 @@
 
 pub(crate) mod account;
 pub(crate) mod account_state;
+pub(crate) mod admin_overview;
+pub(crate) mod admin_session;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;

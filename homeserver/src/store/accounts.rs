@@ -24,6 +24,8 @@ pub(crate) struct UserRecord {
     pub(crate) password_hash: String,
     /// Active, suspended or deactivated.
     pub(crate) state: AccountState,
+    /// The admin role (`conclave-homeserver admin grant`).
+    pub(crate) is_admin: bool,
 }
 
 /// A device of a user of this homeserver.
@@ -46,6 +48,7 @@ pub(super) fn user_record(model: user::Model) -> Result<UserRecord, StoreError> 
         username: to_parsed(&model.username, &row, "username")?,
         password_hash: model.password_hash,
         state: AccountState::from_times(model.suspended_at_ms, model.deactivated_at_ms),
+        is_admin: model.is_admin,
     })
 }
 
