@@ -46,7 +46,8 @@ impl AccountState {
         self == AccountState::Active
     }
 
-    fn describe(self) -> &'static str {
+    /// `active`, `suspended` or `deactivated`.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             AccountState::Active => "active",
             AccountState::Suspended { .. } => "suspended",
@@ -116,7 +117,7 @@ fn expect(
         Ok(())
     } else {
         Err(StateRefusal::WrongState {
-            state: state.describe(),
+            state: state.name(),
             done,
         })
     }

@@ -41,11 +41,11 @@ mod user_admin;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
-pub(crate) use departures::*;
 pub(crate) use admin_overview::*;
 pub(crate) use admin_roles::*;
 pub(crate) use admin_sessions::*;
 pub(crate) use audit::*;
+pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
