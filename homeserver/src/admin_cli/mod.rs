@@ -7,14 +7,17 @@
 //!
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
-//! and export the audit log), and one per
+//! and export the audit log), `users` (accounts, devices, key-package stock),
+//! and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
 mod audit;
 mod role;
+mod users;
 
 pub use audit::AuditCommand;
+pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};
@@ -45,6 +48,14 @@ pub enum AdminCommand {
     /// Read the audit log of administration.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Accounts: list, show, suspend, unsuspend, deactivate.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// An account's devices: list, revoke.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Devices low on key packages, emptiest first.
+    KeyStock(KeyStockArgs),
 }
 
 /// Why an admin command failed.
@@ -91,6 +102,15 @@ pub async fn run(
             role::revoke(&context, &caller, &user, json, &mut stdout).await
         }
         AdminCommand::Audit(command) => audit::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Users(command) => {
+            users::run_users(&context, &caller, command, &mut stdout).await
+        }
+        AdminCommand::Devices(command) => {
+            users::run_devices(&context, &caller, command, &mut stdout).await
+        }
+        AdminCommand::KeyStock(arguments) => {
+            users::run_key_stock(&context, arguments, &mut stdout).await
+        }
     };
     store.close().await?;
     result

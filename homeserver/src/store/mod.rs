@@ -16,6 +16,7 @@ mod admin_roles;
 mod admin_sessions;
 mod audit;
 pub(crate) mod convert;
+mod departures;
 mod enrolment;
 mod entities;
 mod federation;
@@ -31,6 +32,7 @@ mod pruning;
 mod registration_tokens;
 mod schema;
 mod submissions;
+mod user_admin;
 
 /// A log filter directive that every log filter must end with: sea-orm's
 /// PostgreSQL driver records its connect options, the database URL with its
@@ -43,6 +45,7 @@ pub(crate) use admin_overview::*;
 pub(crate) use admin_roles::*;
 pub(crate) use admin_sessions::*;
 pub(crate) use audit::*;
+pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
@@ -55,6 +58,7 @@ pub(crate) use members::*;
 pub(crate) use pruning::*;
 pub(crate) use registration_tokens::*;
 pub(crate) use submissions::*;
+pub(crate) use user_admin::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{

@@ -11,6 +11,7 @@
 
 mod audit;
 mod session;
+mod users;
 
 use super::auth::bearer_token;
 use crate::service::Context;
@@ -54,6 +55,7 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
+    use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
@@ -63,6 +65,9 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
         .add_service(
             AdminSessionServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))
 }
@@ -95,4 +100,18 @@ pub(crate) fn caller_address<T>(request: &Request<T>) -> Option<IpAddr> {
         .get::<CallerAddress>()
         .map(|address| address.0)
         .or_else(|| request.remote_addr().map(|address| address.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_names_its_browser_and_a_remote_caller_its_connection() {
+        let browser: IpAddr = "203.0.113.5".parse().unwrap();
+        let mut request = Request::new(());
+        assert_eq!(caller_address(&request), None);
+        request.extensions_mut().insert(CallerAddress(browser));
+        assert_eq!(caller_address(&request), Some(browser));
+    }
 }

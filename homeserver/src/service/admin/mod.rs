@@ -15,6 +15,8 @@
 //!   server's host.
 //! - `list_audit_entries`, `export_audit_log`: reading the audit log.
 //! - `overview`: counts and warnings for the console's front page.
+//! - `users/`: accounts and devices (list, show, suspend, unsuspend,
+//!   deactivate, revoke a device, devices low on key packages).
 
 pub(crate) mod audit;
 pub(crate) mod authenticate;
@@ -25,6 +27,9 @@ pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod paging;
 pub(crate) mod revoke_role;
+pub(crate) mod users;
+
+pub(crate) use authenticate::end_admin_sessions;
 
 use super::Context;
 use super::secrets::PasswordHashError;
