@@ -11,6 +11,7 @@
 //! value is an error naming its row, never a silent 0.
 
 mod accounts;
+mod admin_groups;
 pub(crate) mod convert;
 mod enrolment;
 mod entities;
@@ -35,6 +36,7 @@ mod submissions;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use admin_groups::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
