@@ -243,11 +243,14 @@ pub(super) fn with_activity(
 ) -> Result<sea_orm::UpdateMany<group::Entity>, StoreError> {
     use super::entities::group_event;
     use sea_orm::sea_query::{ExprTrait as _, Func, Query};
+    // Qualified: `groups` has a `created_at_ms` of its own.
     let event_time = Query::select()
-        .column(group_event::Column::CreatedAtMs)
+        .column((group_event::Entity, group_event::Column::CreatedAtMs))
         .from(group_event::Entity)
-        .and_where(group_event::Column::GroupId.eq(key.row_id()))
-        .and_where(group_event::Column::Seq.eq(seq_to_db(last_seq)?))
+        .and_where(Expr::col((group_event::Entity, group_event::Column::GroupId)).eq(key.row_id()))
+        .and_where(
+            Expr::col((group_event::Entity, group_event::Column::Seq)).eq(seq_to_db(last_seq)?),
+        )
         .to_owned();
     let activity = Func::coalesce([
         Expr::from(event_time.clone()),

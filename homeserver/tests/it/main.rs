@@ -6,6 +6,8 @@
 //! - [`harness`]: servers, clients, registered devices, KeyPackage building.
 //! - [`accounts`]: register, login, whoami, devices, logout.
 //! - [`registration`]: the open, closed and token registration policies.
+//! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
+//!   revoked token registers no one.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
@@ -60,6 +62,7 @@ macro_rules! on_both_databases {
 }
 
 mod account_input;
+mod admin_tokens;
 mod accounts;
 mod attempt_limits;
 mod check_config;
