@@ -12,6 +12,10 @@
 
 mod accounts;
 mod admin_groups;
+mod admin_overview;
+mod admin_roles;
+mod admin_sessions;
+mod audit;
 pub(crate) mod convert;
 mod enrolment;
 mod entities;
@@ -37,6 +41,10 @@ pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postg
 
 pub(crate) use accounts::*;
 pub(crate) use admin_groups::*;
+pub(crate) use admin_overview::*;
+pub(crate) use admin_roles::*;
+pub(crate) use admin_sessions::*;
+pub(crate) use audit::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
