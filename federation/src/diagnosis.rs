@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::Endpoint;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 use webpki::{ExtendedKeyUsageValidator, KeyPurposeIdIter, KeyUsage};
 
 /// Why a chain was refused: rustls-webpki's error, as the handshake's
@@ -148,11 +148,67 @@ pub async fn handshake(
     Ok(DiagnosticConnection { stream })
 }
 
+/// How GetServerInfo failed, as the doctor advises on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerInfoFailureKind {
+    /// The peer does not know the RPC (an older release).
+    Unimplemented,
+    /// The peer does not accept us for our domain (PERMISSION_DENIED).
+    NotAccepted,
+    /// The peer saw no usable client certificate (UNAUTHENTICATED).
+    NoClientCertificate,
+    /// The peer's rate limit (RESOURCE_EXHAUSTED).
+    RateLimited,
+    /// Anything else: the connection failed or was dropped (a TLS alert
+    /// from a peer refusing our certificate shows here), a deadline.
+    Other,
+}
+
+/// Why GetServerInfo failed: its kind, and the status's code and message
+/// (with the innermost cause, such as a TLS alert).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{description}")]
+pub struct ServerInfoFailure {
+    pub kind: ServerInfoFailureKind,
+    pub description: String,
+}
+
+impl ServerInfoFailure {
+    fn of(status: &Status) -> ServerInfoFailure {
+        let kind = match status.code() {
+            Code::Unimplemented => ServerInfoFailureKind::Unimplemented,
+            Code::PermissionDenied => ServerInfoFailureKind::NotAccepted,
+            Code::Unauthenticated => ServerInfoFailureKind::NoClientCertificate,
+            Code::ResourceExhausted => ServerInfoFailureKind::RateLimited,
+            _ => ServerInfoFailureKind::Other,
+        };
+        ServerInfoFailure {
+            kind,
+            description: format!(
+                "{:?}: {}",
+                status.code(),
+                crate::client::describe_failure(status)
+            ),
+        }
+    }
+}
+
 /// Calls GetServerInfo over `connection` (to the peer at `endpoint`, as
 /// `asking_domain`), within `timeout`. The connection is used up: it is the
 /// one whose certificate the doctor judged, so the answer comes from the
 /// server judged.
 pub async fn get_server_info(
+    connection: DiagnosticConnection,
+    endpoint: &PeerEndpoint,
+    asking_domain: &Domain,
+    timeout: Duration,
+) -> Result<proto::GetServerInfoResponse, ServerInfoFailure> {
+    call_server_info(connection, endpoint, asking_domain, timeout)
+        .await
+        .map_err(|status| ServerInfoFailure::of(&status))
+}
+
+async fn call_server_info(
     connection: DiagnosticConnection,
     endpoint: &PeerEndpoint,
     asking_domain: &Domain,
