@@ -7,14 +7,17 @@
 //!
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
-//! and export the audit log), and one per
+//! and export the audit log), `federation` (peers, the doctor, our own
+//! certificate), and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
 mod audit;
+mod federation;
 mod role;
 
 pub use audit::AuditCommand;
+pub use federation::{FederationCommand, write_peers};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};
@@ -45,6 +48,9 @@ pub enum AdminCommand {
     /// Read the audit log of administration.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Federation: the peers, the doctor, our own certificate.
+    #[command(subcommand)]
+    Federation(FederationCommand),
 }
 
 /// Why an admin command failed.
@@ -59,6 +65,10 @@ pub enum AdminCommandError {
     /// The result could not be written to stdout.
     #[error("cannot write the result: {0}")]
     Output(#[from] std::io::Error),
+    /// The federation doctor ran, and this many checks failed (its report is
+    /// on stdout).
+    #[error("{0} check(s) failed")]
+    ChecksFailed(usize),
 }
 
 impl From<AdminError> for AdminCommandError {
@@ -91,6 +101,9 @@ pub async fn run(
             role::revoke(&context, &caller, &user, json, &mut stdout).await
         }
         AdminCommand::Audit(command) => audit::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Federation(command) => {
+            federation::run(&context, &caller, command, &mut stdout).await
+        }
     };
     store.close().await?;
     result

@@ -16,6 +16,9 @@
 //! - `key_package_claim`: where a claim is served (this directory, a peer, or
 //!   nowhere).
 //! - `credential_check`: which credential checks peers may ask.
+//! - `federation_doctor`: the federation doctor's judgements (certificate
+//!   validity, names, clock skew, protocol version) and which checks a failure
+//!   leaves impossible.
 //! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
 //!   and the MLS checks it can make on each event without the group's state.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
@@ -33,6 +36,7 @@ pub(crate) mod credential_check;
 pub(crate) mod delivery;
 pub(crate) mod enrolment;
 pub(crate) mod federation;
+pub(crate) mod federation_doctor;
 pub(crate) mod follower_batch;
 pub(crate) mod follower_mls;
 pub(crate) mod hub;

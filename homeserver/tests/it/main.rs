@@ -22,6 +22,8 @@
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
 //! - [`federation`]: homeservers of several domains: forwarded claims, credential
 //!   checks, and the refusals of mutual TLS.
+//! - [`admin_federation`]: `admin federation ...` as a process: peers, the
+//!   doctor, the own certificate, exit codes and `--json`.
 //! - [`cluster`]: replicas of one domain on one database and Redis: wake-ups
 //!   across replicas, through a Redis outage and after it.
 //! - [`server`]: health, reflection, HTTP probes, restart, TLS.
@@ -67,6 +69,7 @@ mod account_input;
 mod accounts;
 mod admin_api;
 mod admin_cli;
+mod admin_federation;
 mod attempt_limits;
 mod check_config;
 mod cluster;

@@ -10,6 +10,7 @@
 //! its browser's address as a [`CallerAddress`] request extension.
 
 mod audit;
+mod federation;
 mod session;
 
 use super::auth::bearer_token;
@@ -54,6 +55,7 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
+    use conclave_proto::admin::v1::federation_admin_service_server::FederationAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
@@ -62,6 +64,10 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     router
         .add_service(
             AdminSessionServiceServer::new(api.clone())
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            FederationAdminServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))

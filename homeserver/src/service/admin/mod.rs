@@ -15,12 +15,18 @@
 //!   server's host.
 //! - `list_audit_entries`, `export_audit_log`: reading the audit log.
 //! - `overview`: counts and warnings for the console's front page.
+//! - `list_peers`, `federation_doctor`, `check_own_certificate`: the
+//!   federation's peers, the doctor against one peer, and the checks of our
+//!   own federation certificate.
 
 pub(crate) mod audit;
 pub(crate) mod authenticate;
+pub(crate) mod check_own_certificate;
 pub(crate) mod export_audit_log;
+pub(crate) mod federation_doctor;
 pub(crate) mod grant_role;
 pub(crate) mod list_audit_entries;
+pub(crate) mod list_peers;
 pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod paging;
