@@ -38,12 +38,18 @@ pub struct IssuedCertificate {
 
 impl TestPki {
     pub fn new() -> TestPki {
-        let directory = tempfile::tempdir().expect("a temporary directory");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("the clock is after 1970")
             .as_secs();
-        let now = i64::try_from(now).expect("the time fits a certificate");
+        TestPki::made_at(i64::try_from(now).expect("the time fits a certificate"))
+    }
+
+    /// A CA made at `now` (Unix seconds; its certificates are valid from an
+    /// hour before until [`VALIDITY_DAYS`] after): made in the past, its
+    /// certificates are about to expire, or have.
+    pub fn made_at(now: i64) -> TestPki {
+        let directory = tempfile::tempdir().expect("a temporary directory");
         let authority = DevCertificateAuthority::generate(now).expect("a development CA");
         let trust_roots = directory.path().join("ca.pem");
         std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");

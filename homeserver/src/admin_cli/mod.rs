@@ -9,11 +9,14 @@
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
 //! and export the audit log), `users` (accounts, devices, key-package stock),
 //! and one per
+//! and export the audit log), `federation` (peers, the doctor, our own
+//! certificate), and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
 mod audit;
 mod groups;
+mod federation;
 mod role;
 mod users;
 mod tokens;
@@ -23,6 +26,7 @@ pub use tokens::TokensCommand;
 
 pub use audit::AuditCommand;
 pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
+pub use federation::{FederationCommand, write_peers};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};
@@ -67,6 +71,9 @@ pub enum AdminCommand {
     /// Groups hosted here and this domain's copies of others': list, inspect.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Federation: the peers, the doctor, our own certificate.
+    #[command(subcommand)]
+    Federation(FederationCommand),
 }
 
 /// Why an admin command failed.
@@ -81,6 +88,10 @@ pub enum AdminCommandError {
     /// The result could not be written to stdout.
     #[error("cannot write the result: {0}")]
     Output(#[from] std::io::Error),
+    /// The federation doctor ran, and this many checks failed (its report is
+    /// on stdout).
+    #[error("{0} check(s) failed")]
+    ChecksFailed(usize),
 }
 
 impl From<AdminError> for AdminCommandError {
@@ -124,6 +135,9 @@ pub async fn run(
         }
         AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
         AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
+        AdminCommand::Federation(command) => {
+            federation::run(&context, &caller, command, &mut stdout).await
+        }
     };
     store.close().await?;
     result
