@@ -454,6 +454,11 @@ impl FederationApi {
         .map_err(|error| refused(&follower, error.into()))?;
         Ok(Response::new(proto::AnnounceDepartureResponse {
             seq: seq.get(),
+        }))
+    }
+}
+
+impl FederationApi {
     /// The federation doctor's question: our protocol version and clock.
     async fn handle_get_server_info(
         &self,
@@ -542,6 +547,10 @@ impl FederationService for FederationApi {
     ) -> Result<Response<proto::AnnounceDepartureResponse>, Status> {
         let mut admitted = None;
         let result = self.handle_announce_departure(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
     async fn get_server_info(
         &self,
         request: Request<proto::GetServerInfoRequest>,
