@@ -770,7 +770,7 @@ async fn the_csrf_token_is_accepted_from_the_form_or_htmxs_header() {
     .await;
     assert_eq!(by_form.status, StatusCode::OK, "{}", by_form.body);
     assert!(by_form.body.contains(
-        r#"<output id="token-secret" data-token-id="7">s3cret-registration-token</output>"#
+        r#"<output id="token-secret" data-created-token-id="7">s3cret-registration-token</output>"#
     ));
 
     let by_header = send(
