@@ -134,15 +134,15 @@ pub async fn group_overview(
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
     let group_id = crate::rules::ids::GroupId::from(mls_group_id);
-    let overview = match crate::store::find_group_header(&store, &group_id).await? {
-        Some(header) => Some(GroupOverview {
-            epoch: header.epoch.get(),
-            last_seq: header.last_seq.get(),
-            member_devices: crate::store::member_count(&store, header.key).await?,
-            hub_domain: header.hub_domain,
-        }),
-        None => None,
-    };
+    // The admin API's record of the group, which counts its current members.
+    let overview = crate::store::find_admin_group(&store, &group_id)
+        .await?
+        .map(|record| GroupOverview {
+            epoch: record.epoch.get(),
+            last_seq: record.last_seq.get(),
+            member_devices: record.member_devices,
+            hub_domain: record.hub_domain,
+        });
     store.close().await?;
     Ok(overview)
 }

@@ -37,10 +37,13 @@ pub(crate) async fn create_registration_token(
     let expires_at_ms = token_expiry(now_ms, valid_for_ms);
     store::insert_registration_token(
         &context.store,
-        &secrets::hash_token(&token),
-        uses_allowed,
-        expires_at_ms,
-        now_ms,
+        store::NewRegistrationTokenRow {
+            token_hash: &secrets::hash_token(&token),
+            uses_allowed,
+            expires_at_ms,
+            created_by: "operator",
+            now_ms,
+        },
     )
     .await?;
     Ok(NewRegistrationToken {

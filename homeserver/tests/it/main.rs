@@ -10,6 +10,8 @@
 //! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
 //!   audit log, as an operator runs them.
 //! - [`registration`]: the open, closed and token registration policies.
+//! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
+//!   revoked token registers no one.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
@@ -64,6 +66,7 @@ macro_rules! on_both_databases {
 }
 
 mod account_input;
+mod admin_tokens;
 mod accounts;
 mod admin_api;
 mod admin_cli;
