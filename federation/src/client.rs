@@ -579,7 +579,7 @@ fn call_error(domain: &Domain, rpc: &'static str, status: Status) -> CallError {
 
 /// The status's message, followed by the innermost cause when there is one (for
 /// a failed connection: the connector's own error, e.g. the TLS failure).
-fn describe_failure(status: &Status) -> String {
+pub(crate) fn describe_failure(status: &Status) -> String {
     let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {

@@ -418,6 +418,26 @@ impl FederationApi {
     }
 }
 
+impl FederationApi {
+    /// The federation doctor's question: our protocol version and clock.
+    async fn handle_get_server_info(
+        &self,
+        admitted: &mut Option<Domain>,
+        request: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let asking_domain: Domain =
+            parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
+        self.admit(admitted, &certificates, &asking_domain).await?;
+        Ok(Response::new(proto::GetServerInfoResponse {
+            protocol_version: conclave_federation::diagnosis::PROTOCOL_VERSION.to_owned(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_time_unix_ms: self.context.now_ms(),
+        }))
+    }
+}
+
 /// Each RPC runs its handler (`FederationApi::handle_*`), then counts it.
 #[tonic::async_trait]
 impl FederationService for FederationApi {
@@ -477,6 +497,16 @@ impl FederationService for FederationApi {
     ) -> Result<Response<proto::FetchGroupInfoResponse>, Status> {
         let mut admitted = None;
         let result = self.handle_fetch_group_info(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn get_server_info(
+        &self,
+        request: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_get_server_info(&mut admitted, request).await;
         self.count(admitted, &result);
         result
     }
