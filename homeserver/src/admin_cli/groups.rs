@@ -89,16 +89,36 @@ fn inspection_text(inspection: &GroupInspection) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(text, "group:         {}", hex::encode(&group.group_id));
-    let _ = writeln!(text, "name:          {}", group.name.as_deref().unwrap_or("(not visible here)"));
-    let hosting = if group.hosted_here { " (hosted here)" } else { "" };
+    let _ = writeln!(
+        text,
+        "name:          {}",
+        group.name.as_deref().unwrap_or("(not visible here)")
+    );
+    let hosting = if group.hosted_here {
+        " (hosted here)"
+    } else {
+        ""
+    };
     let _ = writeln!(text, "hub:           {}{hosting}", group.hub_domain);
     let _ = writeln!(text, "epoch:         {}", group.epoch);
     if let Some(cipher_suite) = inspection.cipher_suite {
         let _ = writeln!(text, "cipher suite:  0x{cipher_suite:04x}");
     }
-    let _ = writeln!(text, "created:       {}", time(Some(inspection.created_at_ms)));
-    let _ = writeln!(text, "last commit:   {}", time(inspection.last_commit_at_ms));
-    let _ = writeln!(text, "last activity: {}", time(Some(group.last_activity_at_ms)));
+    let _ = writeln!(
+        text,
+        "created:       {}",
+        time(Some(inspection.created_at_ms))
+    );
+    let _ = writeln!(
+        text,
+        "last commit:   {}",
+        time(inspection.last_commit_at_ms)
+    );
+    let _ = writeln!(
+        text,
+        "last activity: {}",
+        time(Some(group.last_activity_at_ms))
+    );
     let _ = writeln!(
         text,
         "log:           {} events from seq {} to {}",

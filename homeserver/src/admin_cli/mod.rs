@@ -12,7 +12,12 @@
 //! `groups`, `federation`, `audit`).
 
 mod audit;
+mod groups;
 mod role;
+mod tokens;
+
+pub use groups::GroupsCommand;
+pub use tokens::TokensCommand;
 
 pub use audit::AuditCommand;
 
@@ -45,6 +50,12 @@ pub enum AdminCommand {
     /// Read the audit log of administration.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Registration tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Groups hosted here and this domain's copies of others': list, inspect.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
 
 /// Why an admin command failed.
@@ -91,6 +102,8 @@ pub async fn run(
             role::revoke(&context, &caller, &user, json, &mut stdout).await
         }
         AdminCommand::Audit(command) => audit::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
     };
     store.close().await?;
     result

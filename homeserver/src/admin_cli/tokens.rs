@@ -77,7 +77,12 @@ pub(super) async fn run(
         }
         TokensCommand::Revoke { id, json } => {
             let revoked = revoke_registration_token(context, caller, id).await?;
-            print(out, json, &revoked, format!("registration token {id} is revoked"))
+            print(
+                out,
+                json,
+                &revoked,
+                format!("registration token {id} is revoked"),
+            )
         }
     }
 }

@@ -155,10 +155,7 @@ mod tests {
                 "alice@a.example",
                 Ok(GroupSearch::Member("alice@a.example".parse().unwrap())),
             ),
-            (
-                "xyz",
-                Err(GroupSearchError::Unrecognised("xyz".to_owned())),
-            ),
+            ("xyz", Err(GroupSearchError::Unrecognised("xyz".to_owned()))),
         ] {
             assert_eq!(parse_group_search(query), expected, "{query:?}");
         }
@@ -193,7 +190,10 @@ mod tests {
             };
             for id in &ids {
                 let in_range = id.as_slice() >= range.from.as_slice()
-                    && range.to.as_ref().is_none_or(|to| id.as_slice() < to.as_slice());
+                    && range
+                        .to
+                        .as_ref()
+                        .is_none_or(|to| id.as_slice() < to.as_slice());
                 let starts = hex::encode(id).starts_with(prefix);
                 assert_eq!(in_range, starts, "{prefix} and {}", hex::encode(id));
             }

@@ -196,7 +196,11 @@ pub(crate) mod cases {
             ),
             ("expired", token(1, 0, Some(NOW_MS - 1)), false),
             ("expired and used up", token(1, 1, Some(NOW_MS - 1)), false),
-            ("revoked, unused", revoked(token(5, 0, None), NOW_MS - 1), false),
+            (
+                "revoked, unused",
+                revoked(token(5, 0, None), NOW_MS - 1),
+                false,
+            ),
             (
                 "revoked, expires later",
                 revoked(token(5, 2, Some(NOW_MS + 1)), NOW_MS - 10),
@@ -244,7 +248,12 @@ mod tests {
         for (case, token, state, remaining) in [
             ("fresh", token(5, 2, None, None), TokenState::Usable, 3),
             ("used up", token(2, 2, None, None), TokenState::UsedUp, 0),
-            ("expired", token(2, 0, Some(at), None), TokenState::Expired, 0),
+            (
+                "expired",
+                token(2, 0, Some(at), None),
+                TokenState::Expired,
+                0,
+            ),
             (
                 "used up and expired",
                 token(2, 2, Some(at - 1), None),
@@ -257,7 +266,12 @@ mod tests {
                 TokenState::Revoked,
                 0,
             ),
-            ("revoked", token(9, 0, None, Some(at)), TokenState::Revoked, 0),
+            (
+                "revoked",
+                token(9, 0, None, Some(at)),
+                TokenState::Revoked,
+                0,
+            ),
         ] {
             assert_eq!(token.state(at), state, "{case}");
             assert_eq!(token.uses_remaining(at), remaining, "{case}");

@@ -177,7 +177,10 @@ pub(crate) struct LogExtent {
 }
 
 /// How many entries a group's log holds, from which one.
-pub(crate) async fn log_extent(db: &impl Connection, key: GroupKey) -> Result<LogExtent, StoreError> {
+pub(crate) async fn log_extent(
+    db: &impl Connection,
+    key: GroupKey,
+) -> Result<LogExtent, StoreError> {
     let (length, first_seq): (i64, Option<i64>) = group_event::Entity::find()
         .select_only()
         .expr(Expr::col(group_event::Column::Seq).count())

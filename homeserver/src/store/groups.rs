@@ -254,13 +254,13 @@ pub(super) fn with_activity(
         .to_owned();
     let activity = Func::coalesce([
         Expr::from(event_time.clone()),
-        Expr::col(group::Column::LastActivityAtMs).into(),
+        Expr::col(group::Column::LastActivityAtMs),
     ]);
     let commit_time = Expr::case(
         Expr::col(group::Column::Epoch).ne(epoch_to_db(epoch)?),
         Func::coalesce([
             Expr::from(event_time),
-            Expr::col(group::Column::LastCommitAtMs).into(),
+            Expr::col(group::Column::LastCommitAtMs),
         ]),
     )
     .finally(Expr::col(group::Column::LastCommitAtMs));

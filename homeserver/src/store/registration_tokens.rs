@@ -265,8 +265,16 @@ mod tests {
                 assert_eq!(record.token.uses_count, 0);
                 ids.push(record.id);
             }
-            assert!(revoke_registration_token(&store, ids[2], 900).await.unwrap());
-            assert!(!revoke_registration_token(&store, ids[2], 901).await.unwrap());
+            assert!(
+                revoke_registration_token(&store, ids[2], 900)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !revoke_registration_token(&store, ids[2], 901)
+                    .await
+                    .unwrap()
+            );
             assert!(!revoke_registration_token(&store, 9999, 901).await.unwrap());
             let revoked = find_registration_token_by_id(&store, ids[2])
                 .await
@@ -290,7 +298,10 @@ mod tests {
                         .collect::<Vec<_>>()
                 }
             };
-            assert_eq!(listed(true, None, 10).await, vec![ids[3], ids[2], ids[1], ids[0]]);
+            assert_eq!(
+                listed(true, None, 10).await,
+                vec![ids[3], ids[2], ids[1], ids[0]]
+            );
             // Usable only: the expired (index 1) and the revoked (index 2) are left out.
             assert_eq!(listed(false, None, 10).await, vec![ids[3], ids[0]]);
             assert_eq!(listed(true, None, 2).await, vec![ids[3], ids[2]]);

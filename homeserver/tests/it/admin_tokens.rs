@@ -74,7 +74,16 @@ async fn tokens_are_made_listed_and_revoked_from_the_command_line(database: Data
     let created = succeeded(
         &homeserver_command(
             &server,
-            &["admin", "tokens", "create", "--uses", "3", "--valid-days", "7", "--json"],
+            &[
+                "admin",
+                "tokens",
+                "create",
+                "--uses",
+                "3",
+                "--valid-days",
+                "7",
+                "--json",
+            ],
         )
         .await,
     );
@@ -106,9 +115,16 @@ async fn tokens_are_made_listed_and_revoked_from_the_command_line(database: Data
         assert!(refusal.contains("uses must be 1 to 1000000"), "{refusal}");
     }
     let refusal = failed(
-        &homeserver_command(&server, &["admin", "tokens", "create", "--valid-days", "3651"]).await,
+        &homeserver_command(
+            &server,
+            &["admin", "tokens", "create", "--valid-days", "3651"],
+        )
+        .await,
     );
-    assert!(refusal.contains("valid_for_days must be 1 to 3650"), "{refusal}");
+    assert!(
+        refusal.contains("valid_for_days must be 1 to 3650"),
+        "{refusal}"
+    );
 
     api.try_register(request_with_token("alice", &token))
         .await
@@ -132,8 +148,11 @@ async fn tokens_are_made_listed_and_revoked_from_the_command_line(database: Data
 
     // Revoked: the token registers no one, though it has uses left.
     let revoked = json_lines(&succeeded(
-        &homeserver_command(&server, &["admin", "tokens", "revoke", &id.to_string(), "--json"])
-            .await,
+        &homeserver_command(
+            &server,
+            &["admin", "tokens", "revoke", &id.to_string(), "--json"],
+        )
+        .await,
     ));
     assert_eq!(revoked[0]["state"], "revoked");
     assert_eq!(revoked[0]["uses_remaining"], 0);
@@ -144,15 +163,18 @@ async fn tokens_are_made_listed_and_revoked_from_the_command_line(database: Data
         Code::PermissionDenied,
         "the registration token is unknown, expired, used up or revoked",
     );
-    let again = failed(
-        &homeserver_command(&server, &["admin", "tokens", "revoke", &id.to_string()]).await,
-    );
+    let again =
+        failed(&homeserver_command(&server, &["admin", "tokens", "revoke", &id.to_string()]).await);
     assert!(
         again.contains(&format!("registration token {id} is already revoked")),
         "{again}"
     );
-    let unknown = failed(&homeserver_command(&server, &["admin", "tokens", "revoke", "999999"]).await);
-    assert!(unknown.contains("there is no registration token 999999"), "{unknown}");
+    let unknown =
+        failed(&homeserver_command(&server, &["admin", "tokens", "revoke", "999999"]).await);
+    assert!(
+        unknown.contains("there is no registration token 999999"),
+        "{unknown}"
+    );
 
     assert!(
         succeeded(&homeserver_command(&server, &["admin", "tokens", "list"]).await).is_empty(),

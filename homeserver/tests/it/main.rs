@@ -66,10 +66,10 @@ macro_rules! on_both_databases {
 }
 
 mod account_input;
-mod admin_tokens;
 mod accounts;
 mod admin_api;
 mod admin_cli;
+mod admin_tokens;
 mod attempt_limits;
 mod check_config;
 mod cluster;

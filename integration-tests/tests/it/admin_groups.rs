@@ -48,7 +48,8 @@ fn json_lines(output: &Output) -> Vec<Value> {
 }
 
 async fn inspect(network: &TestNetwork, domain: &str, group_id: &str) -> Value {
-    let mut lines = json_lines(&admin(network, domain, &["groups", "inspect", group_id, "--json"]).await);
+    let mut lines =
+        json_lines(&admin(network, domain, &["groups", "inspect", group_id, "--json"]).await);
     assert_eq!(lines.len(), 1, "{lines:?}");
     lines.remove(0)
 }
@@ -80,13 +81,18 @@ async fn the_inspector_shows_a_real_groups_state_and_delivery(database: Database
     alice.receive().await;
     bob.receive().await;
     carol
-        .receive_until("the three messages", |user| user.history(&group_id).len() == 3)
+        .receive_until("the three messages", |user| {
+            user.history(&group_id).len() == 3
+        })
         .await;
     network.outbox_drained("a.example", "b.example").await;
     let group_hex = group_id.to_string();
 
     let hub = inspect(&network, "a.example", &group_hex).await;
-    assert!(!hub.to_string().contains(secret), "no message content: {hub}");
+    assert!(
+        !hub.to_string().contains(secret),
+        "no message content: {hub}"
+    );
     let summary = &hub["group"];
     assert_eq!(summary["group_id"], group_hex.as_str());
     assert_eq!(summary["name"], "project x");
@@ -150,18 +156,37 @@ async fn the_inspector_shows_a_real_groups_state_and_delivery(database: Database
     // Listed: by member and by a prefix of the id; another user's search
     // finds nothing.
     for query in ["bob@a.example", "carol@b.example", &group_hex[..6]] {
-        let listed = json_lines(&admin(&network, "a.example", &["groups", "list", "--query", query, "--json"]).await);
+        let listed = json_lines(
+            &admin(
+                &network,
+                "a.example",
+                &["groups", "list", "--query", query, "--json"],
+            )
+            .await,
+        );
         assert_eq!(listed.len(), 1, "{query}: {listed:?}");
         assert_eq!(listed[0]["group_id"], group_hex.as_str(), "{query}");
         assert_eq!(listed[0]["name"], "project x", "{query}");
     }
-    let nobody = json_lines(&admin(&network, "a.example", &["groups", "list", "--query", "dave@a.example", "--json"]).await);
+    let nobody = json_lines(
+        &admin(
+            &network,
+            "a.example",
+            &["groups", "list", "--query", "dave@a.example", "--json"],
+        )
+        .await,
+    );
     assert!(nobody.is_empty(), "{nobody:?}");
     let listed = json_lines(&admin(&network, "b.example", &["groups", "list", "--json"]).await);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["hosted_here"], false);
 
-    let unknown = admin(&network, "a.example", &["groups", "inspect", "00ff", "--json"]).await;
+    let unknown = admin(
+        &network,
+        "a.example",
+        &["groups", "inspect", "00ff", "--json"],
+    )
+    .await;
     assert!(!unknown.status.success(), "{unknown:?}");
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("there is no group 00ff here"),

@@ -10,6 +10,8 @@
 //! its browser's address as a [`CallerAddress`] request extension.
 
 mod audit;
+mod groups;
+mod registration_tokens;
 mod session;
 
 use super::auth::bearer_token;
@@ -54,6 +56,8 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
+    use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
+    use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
@@ -62,6 +66,13 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     router
         .add_service(
             AdminSessionServiceServer::new(api.clone())
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            GroupAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            RegistrationTokenAdminServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))

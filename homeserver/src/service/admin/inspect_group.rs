@@ -129,9 +129,9 @@ pub(crate) async fn inspect_group(
 
 /// The domain of `name@domain/device_id`.
 fn domain_of(identity: &str) -> &str {
-    identity
-        .split_once('@')
-        .map_or("", |(_, rest)| rest.split_once('/').map_or(rest, |(domain, _)| domain))
+    identity.split_once('@').map_or("", |(_, rest)| {
+        rest.split_once('/').map_or(rest, |(domain, _)| domain)
+    })
 }
 
 fn load_state(record: &AdminGroupRecord) -> Result<HubGroup, AdminError> {

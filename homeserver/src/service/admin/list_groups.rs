@@ -70,7 +70,8 @@ pub(crate) async fn list_groups(
     page_size: u32,
     page_token: &str,
 ) -> Result<GroupPage, AdminError> {
-    let search = parse_group_search(query).map_err(|error| AdminError::Invalid(error.to_string()))?;
+    let search =
+        parse_group_search(query).map_err(|error| AdminError::Invalid(error.to_string()))?;
     let page = Page::parse(page_size, page_token, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let after = page
         .after
@@ -85,9 +86,7 @@ pub(crate) async fn list_groups(
         .transpose()?;
     let mut records =
         store::list_admin_groups(&context.store, &search, after, page.fetch_limit()).await?;
-    let next_page_token = page.finish(&mut records, |record| {
-        record.activity_key().to_page_key()
-    });
+    let next_page_token = page.finish(&mut records, |record| record.activity_key().to_page_key());
     Ok(GroupPage {
         groups: records
             .iter()
@@ -123,9 +122,18 @@ mod tests {
     }
 
     /// The hex ids of a page, and its next page token.
-    async fn listed(context: &Context, query: &str, size: u32, token: &str) -> (Vec<String>, String) {
+    async fn listed(
+        context: &Context,
+        query: &str,
+        size: u32,
+        token: &str,
+    ) -> (Vec<String>, String) {
         let page = list_groups(context, query, size, token).await.unwrap();
-        let ids = page.groups.iter().map(|group| hex::encode(&group.group_id)).collect();
+        let ids = page
+            .groups
+            .iter()
+            .map(|group| hex::encode(&group.group_id))
+            .collect();
         (ids, page.next_page_token)
     }
 
@@ -169,7 +177,9 @@ mod tests {
                     joined_after_seq: Seq::ZERO,
                     remote_domain: None,
                 };
-                store::upsert_member(&transaction, group, member).await.unwrap();
+                store::upsert_member(&transaction, group, member)
+                    .await
+                    .unwrap();
                 if removed {
                     store::mark_removed(&transaction, group, member_identity(), Seq::new(1))
                         .await
@@ -192,7 +202,11 @@ mod tests {
                 ("bob@a.example", vec!["ab01"]),
                 ("carol@a.example", vec![]),
             ] {
-                assert_eq!(listed(&context, query, 10, "").await.0, expected, "{choice:?}: {query}");
+                assert_eq!(
+                    listed(&context, query, 10, "").await.0,
+                    expected,
+                    "{choice:?}: {query}"
+                );
             }
 
             let page = list_groups(&context, "cd", 10, "").await.unwrap();
@@ -207,7 +221,10 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!((record.created_at_ms, record.last_commit_at_ms), (30, Some(50)));
+            assert_eq!(
+                (record.created_at_ms, record.last_commit_at_ms),
+                (30, Some(50))
+            );
             let ab01 = list_groups(&context, "ab01", 10, "").await.unwrap();
             assert_eq!(ab01.groups[0].member_devices, 1);
 
@@ -224,7 +241,10 @@ mod tests {
                 );
             }
             let refused = list_groups(&context, "", MAX_PAGE_SIZE + 1, "").await;
-            assert!(matches!(refused, Err(AdminError::Invalid(_))), "{refused:?}");
+            assert!(
+                matches!(refused, Err(AdminError::Invalid(_))),
+                "{refused:?}"
+            );
         }
     }
 

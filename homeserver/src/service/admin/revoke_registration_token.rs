@@ -83,7 +83,11 @@ mod tests {
         let page = list_registration_tokens(context, include_unusable, page_size, page_token)
             .await
             .unwrap();
-        let ids = page.registration_tokens.iter().map(|token| token.id).collect();
+        let ids = page
+            .registration_tokens
+            .iter()
+            .map(|token| token.id)
+            .collect();
         (ids, page.next_page_token)
     }
 
@@ -111,19 +115,22 @@ mod tests {
                     "{choice:?}: {refused:?}"
                 );
             }
-            let first = create_registration_token(&context, &caller, 1, 0).await.unwrap();
-            let second = create_registration_token(&context, &caller, 5, 7).await.unwrap();
-            let third = create_registration_token(&context, &caller, 2, 1).await.unwrap();
+            let first = create_registration_token(&context, &caller, 1, 0)
+                .await
+                .unwrap();
+            let second = create_registration_token(&context, &caller, 5, 7)
+                .await
+                .unwrap();
+            let third = create_registration_token(&context, &caller, 2, 1)
+                .await
+                .unwrap();
             let [first_id, second_id, third_id] =
                 [&first, &second, &third].map(|created| created.registration_token.id);
             let made = &second.registration_token;
             assert_eq!(made.created_by, "alice@a.example");
             assert_eq!((made.uses_allowed, made.uses_remaining), (5, 5));
             assert_eq!(made.state, TokenState::Usable);
-            assert_eq!(
-                made.expires_at_ms,
-                Some(context.now_ms() + 7 * DAY_MS)
-            );
+            assert_eq!(made.expires_at_ms, Some(context.now_ms() + 7 * DAY_MS));
             assert_eq!(first.registration_token.expires_at_ms, None);
             let shown = format!("{second:?}");
             assert!(!shown.contains(&second.token), "{shown}");
@@ -135,7 +142,10 @@ mod tests {
             assert_eq!(page, vec![first_id]);
             assert!(last.is_empty());
             let refused = list_registration_tokens(&context, true, 2, "not a token!").await;
-            assert!(matches!(refused, Err(AdminError::Invalid(_))), "{refused:?}");
+            assert!(
+                matches!(refused, Err(AdminError::Invalid(_))),
+                "{refused:?}"
+            );
 
             let revoked = revoke_registration_token(&context, &caller, second_id)
                 .await
@@ -155,10 +165,15 @@ mod tests {
             );
 
             // Usable only: the revoked one is left out, then the expired one.
-            assert_eq!(listed(&context, false, 10, "").await.0, vec![third_id, first_id]);
+            assert_eq!(
+                listed(&context, false, 10, "").await.0,
+                vec![third_id, first_id]
+            );
             clock.0.fetch_add(2 * DAY_MS, Ordering::SeqCst);
             assert_eq!(listed(&context, false, 10, "").await.0, vec![first_id]);
-            let everything = list_registration_tokens(&context, true, 10, "").await.unwrap();
+            let everything = list_registration_tokens(&context, true, 10, "")
+                .await
+                .unwrap();
             let states: Vec<TokenState> = everything
                 .registration_tokens
                 .iter()
