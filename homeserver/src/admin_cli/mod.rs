@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
-//! and export the audit log), and one per
+//! and export the audit log), `users` (accounts, devices, key-package stock),
+//! and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
@@ -18,8 +19,10 @@ mod tokens;
 
 pub use groups::GroupsCommand;
 pub use tokens::TokensCommand;
+mod users;
 
 pub use audit::AuditCommand;
+pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};
@@ -56,6 +59,14 @@ pub enum AdminCommand {
     /// Groups hosted here and this domain's copies of others': list, inspect.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Accounts: list, show, suspend, unsuspend, deactivate.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// An account's devices: list, revoke.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Devices low on key packages, emptiest first.
+    KeyStock(KeyStockArgs),
 }
 
 /// Why an admin command failed.
@@ -104,6 +115,15 @@ pub async fn run(
         AdminCommand::Audit(command) => audit::run(&context, &caller, command, &mut stdout).await,
         AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
         AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
+        AdminCommand::Users(command) => {
+            users::run_users(&context, &caller, command, &mut stdout).await
+        }
+        AdminCommand::Devices(command) => {
+            users::run_devices(&context, &caller, command, &mut stdout).await
+        }
+        AdminCommand::KeyStock(arguments) => {
+            users::run_key_stock(&context, arguments, &mut stdout).await
+        }
     };
     store.close().await?;
     result

@@ -11,6 +11,7 @@ use crate::service::InternalError;
 use crate::service::accounts::AccountError;
 use crate::service::admin::AdminError;
 use crate::service::delivery::DeliveryError;
+use crate::service::departures::AnnouncementError;
 use crate::service::follower::FollowerError;
 use crate::service::groups::GroupError;
 use crate::service::key_packages::{ClaimError, UploadError};
@@ -38,7 +39,9 @@ impl From<AccountError> for Status {
             AccountError::RegistrationRefused(_) => Code::PermissionDenied,
             AccountError::WrongCredentials
             | AccountError::MissingToken
-            | AccountError::InvalidToken => Code::Unauthenticated,
+            | AccountError::InvalidToken
+            | AccountError::AccountSuspended
+            | AccountError::AccountDeactivated => Code::Unauthenticated,
             AccountError::UnknownDevice(_) => Code::NotFound,
             AccountError::TooManyAttempts(refusal) => return too_many_attempts(refusal),
             AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
@@ -467,8 +470,24 @@ impl From<FetchEventsError> for Status {
     }
 }
 
+impl From<AnnouncementError> for Status {
+    fn from(error: AnnouncementError) -> Status {
+        let code = match &error {
+            AnnouncementError::Refused(_) => Code::PermissionDenied,
+            AnnouncementError::UnknownGroup(_) => Code::NotFound,
+            AnnouncementError::Store(store) => return store_status(store),
+        };
+        status(code, error.to_string())
+    }
+}
+
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {
+        // The refusal the device's next call would get (UNAUTHENTICATED).
+        let error = match error {
+            DeliveryError::AccessEnded(access) => return access.into(),
+            error => error,
+        };
         let code = match &error {
             DeliveryError::UnknownGroup(_) => Code::NotFound,
             DeliveryError::NotAMember(_) => Code::PermissionDenied,
@@ -477,7 +496,8 @@ impl From<DeliveryError> for Status {
                 Code::ResourceExhausted
             }
             // Passing, and another replica serves the same streams.
-            DeliveryError::ServerStopping => Code::Unavailable,
+            DeliveryError::ServerStopping | DeliveryError::StreamClosed => Code::Unavailable,
+            DeliveryError::AccessEnded(_) => unreachable!("handled above"),
             DeliveryError::Store(store) => return store_status(store),
             DeliveryError::Internal(internal) => return internal_status(internal),
         };

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `account`: what a registration or login request must look like.
+//! - `account_state`: an account's state (active, suspended, deactivated) and
+//!   which administrator actions apply to it.
 //! - `admin_overview`: the warnings of the admin overview.
 //! - `admin_session`: when an admin session ends, and when a call renews it.
 //! - `enrolment`: enrolment challenges and the proof of possession of the key a
@@ -16,6 +18,9 @@
 //! - `key_package_claim`: where a claim is served (this directory, a peer, or
 //!   nowhere).
 //! - `credential_check`: which credential checks peers may ask.
+//! - `departure`: departure notices (a device left its domain; the members
+//!   commit its removal): their reason, one per device and group, who may
+//!   announce one, what a follower accepts.
 //! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
 //!   and the MLS checks it can make on each event without the group's state.
 //! - `group_search`: an administrator's group search, the order groups are
@@ -28,11 +33,13 @@
 //! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
+pub(crate) mod account_state;
 pub(crate) mod admin_overview;
 pub(crate) mod admin_session;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;
+pub(crate) mod departure;
 pub(crate) mod enrolment;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;

@@ -22,6 +22,8 @@
 //! - `groups/`: the hub: create, commit, propose, send, group info, list.
 //! - `routing`: a submission goes to the hub here or is relayed to the group's
 //!   hub; `remote_leaves`: other domains vouch for their devices' leaves.
+//! - `departures/`: a deleted device leaves its groups: departure notices in
+//!   hosted groups' logs, announcements to other domains' hubs.
 //! - `delivery/`: fetch, stream and acknowledge what a device should receive.
 //! - `outbox/`: the hub's delivery to follower domains, and FetchEvents.
 //! - `follower/`: applying a hub's events to this homeserver's copy.
@@ -35,6 +37,7 @@ pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod attempt_limiter;
 pub(crate) mod delivery;
+pub(crate) mod departures;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;

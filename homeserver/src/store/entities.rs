@@ -19,6 +19,12 @@ pub(crate) mod user {
         /// Argon2id hash in PHC string format.
         pub password_hash: String,
         pub created_at_ms: i64,
+        /// Set while an administrator has the account suspended.
+        pub suspended_at_ms: Option<i64>,
+        /// Set when an administrator deactivated the account (for good).
+        pub deactivated_at_ms: Option<i64>,
+        /// Why it was suspended or deactivated, as the administrator said.
+        pub state_reason: Option<String>,
         /// The admin role (`conclave-homeserver admin grant`).
         pub is_admin: bool,
     }
@@ -52,7 +58,21 @@ pub(crate) mod device {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// The device's account: authentication reads both in one statement.
+        #[sea_orm(
+            belongs_to = "super::user::Entity",
+            from = "Column::UserId",
+            to = "super::user::Column::Id"
+        )]
+        User,
+    }
+
+    impl Related<super::user::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::User.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -489,6 +509,32 @@ pub(crate) mod background_lease {
         /// The holder's clock when it took or last renewed the lease, plus the
         /// lease's time to live.
         pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub(crate) mod pending_departure {
+    use sea_orm::entity::prelude::*;
+
+    /// A departure of a device of this domain that the hub of a followed group
+    /// has yet to hear of (see `service::departures`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pending_departures")]
+    pub struct Model {
+        /// This homeserver's copy of the group (`groups.id`).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// `name@domain/device_id` of the departed device.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        /// The group's hub, to be told.
+        pub hub_domain: String,
+        /// Why, as the notice will carry it.
+        pub reason: String,
+        pub created_at_ms: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

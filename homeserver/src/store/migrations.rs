@@ -4,7 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, big_integer_null, big_pk_auto, blob, blob_null, boolean, integer, small_integer,
-    string, string_null, text,
+    string, string_null, text, text_null,
 };
 
 /// All migrations, oldest first.
@@ -20,6 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
             Box::new(AddBackgroundLeases),
+            Box::new(DepartureAddPendingDepartures),
+            Box::new(AdminUsersAddAccountState),
             Box::new(AdminCoreAuditLog),
             Box::new(AdminCoreAdminRole),
             Box::new(AdminCoreAdminSessions),
@@ -890,6 +892,104 @@ impl MigrationTrait for AddBackgroundLeases {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PendingDepartures {
+    Table,
+    GroupId,
+    Identity,
+    HubDomain,
+    Reason,
+    CreatedAtMs,
+}
+
+/// Departures of this domain's devices that the hubs of other domains' groups
+/// have yet to hear of (AnnounceDeparture): a row per group and departed
+/// device, kept until the hub answered, so a hub that is down hears of it later.
+struct DepartureAddPendingDepartures;
+
+impl MigrationName for DepartureAddPendingDepartures {
+    fn name(&self) -> &str {
+        "m0008_departure_add_pending_departures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DepartureAddPendingDepartures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PendingDepartures::Table)
+                    .col(big_integer(PendingDepartures::GroupId))
+                    .col(string(PendingDepartures::Identity))
+                    .col(string(PendingDepartures::HubDomain))
+                    .col(string(PendingDepartures::Reason))
+                    .col(big_integer(PendingDepartures::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(PendingDepartures::GroupId)
+                            .col(PendingDepartures::Identity),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The outbox task of each peer reads the departures for that hub.
+        manager
+            .create_index(
+                Index::create()
+                    .name("pending_departures_by_hub")
+                    .table(PendingDepartures::Table)
+                    .col(PendingDepartures::HubDomain)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsersState {
+    #[sea_orm(iden = "users")]
+    Table,
+    SuspendedAtMs,
+    DeactivatedAtMs,
+    StateReason,
+}
+
+/// Where an account stands (the admin API's users slice): suspended while
+/// `suspended_at_ms` is set, deactivated for good once `deactivated_at_ms` is,
+/// with the administrator's reason. Nullable columns, so existing accounts
+/// are active. A deactivated account keeps its row: its username stays taken.
+/// (Devices' `last_seen_at_ms` exists since m0001.)
+struct AdminUsersAddAccountState;
+
+impl MigrationName for AdminUsersAddAccountState {
+    fn name(&self) -> &str {
+        "m0008_admin_users_add_account_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminUsersAddAccountState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        for column in [
+            big_integer_null(UsersState::SuspendedAtMs),
+            big_integer_null(UsersState::DeactivatedAtMs),
+            text_null(UsersState::StateReason),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(UsersState::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 

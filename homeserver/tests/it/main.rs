@@ -38,6 +38,10 @@
 //! - [`check_config`]: the binary's `check-config`: what it reports, that it
 //!   binds and creates nothing, that a start refuses what it refuses, and
 //!   `--connect`'s schema state, Redis PING and exit codes.
+//! - [`admin_suspension`]: a suspended account's calls, logins and stream,
+//!   and a revoked device, with the operator's command acting.
+//! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
+//!   JSON lines, with their refusals.
 //! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
 //!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
@@ -70,6 +74,8 @@ mod accounts;
 mod admin_api;
 mod admin_cli;
 mod admin_tokens;
+mod admin_suspension;
+mod admin_users_cli;
 mod attempt_limits;
 mod check_config;
 mod cluster;

@@ -13,6 +13,7 @@ mod audit;
 mod groups;
 mod registration_tokens;
 mod session;
+mod users;
 
 use super::auth::bearer_token;
 use crate::service::Context;
@@ -58,6 +59,7 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
     use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
     use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
+    use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
@@ -74,6 +76,9 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
         .add_service(
             RegistrationTokenAdminServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))
 }

@@ -82,6 +82,13 @@ pub(crate) async fn login(
         }
     };
     limiter.record_login_success(username, source).await;
+    // As the client API's Login: the state is told only to whoever knows the
+    // password.
+    if !user.state.is_active() {
+        let reason = format!("this account is {}", user.state.name());
+        audit(Err(reason.clone())).await?;
+        return Err(AdminError::Unauthenticated(reason));
+    }
     if !user.is_admin {
         let reason = format!("{user_id} is not an administrator");
         audit(Err(reason.clone())).await?;

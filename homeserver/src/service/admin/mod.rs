@@ -20,6 +20,8 @@
 //! - `create_registration_token`, `list_registration_tokens`,
 //!   `revoke_registration_token` (and `registration_token_view`, a token as
 //!   administrators see it).
+//! - `users/`: accounts and devices (list, show, suspend, unsuspend,
+//!   deactivate, revoke a device, devices low on key packages).
 
 pub(crate) mod audit;
 pub(crate) mod authenticate;
@@ -37,6 +39,7 @@ pub(crate) mod paging;
 pub(crate) mod registration_token_view;
 pub(crate) mod revoke_registration_token;
 pub(crate) mod revoke_role;
+pub(crate) mod users;
 
 pub(crate) use authenticate::end_admin_sessions;
 
