@@ -32,6 +32,8 @@ pub(crate) mod overview;
 pub(crate) mod paging;
 pub(crate) mod revoke_role;
 
+pub(crate) use authenticate::end_admin_sessions;
+
 use super::Context;
 use super::secrets::PasswordHashError;
 use crate::rules::account::parse_login_name;
