@@ -7,7 +7,7 @@ use crate::service::admin::AdminCaller;
 use crate::service::admin::create_registration_token::create_registration_token as create;
 use crate::service::leases::outbox_lease;
 use crate::service::{Clock, Context};
-use crate::store::{Store, StoreError};
+use crate::store::{Connection, Store, StoreError};
 use std::sync::Arc;
 
 /// Why an operator command failed.
@@ -95,8 +95,14 @@ pub struct PeerOutboxStatus {
     pub domain: String,
     /// True if the domain is in this homeserver's `[federation.peers]`.
     pub configured: bool,
+    /// Its federation endpoint as configured (`https://HOST[:PORT]`); `None`
+    /// if not configured.
+    pub endpoint: Option<String>,
     /// Events of hosted groups the domain has not confirmed yet.
     pub outbox_depth: u64,
+    /// When the oldest of those events was stored, in milliseconds since the
+    /// Unix epoch; `None` if none is pending (or the pending ones were pruned).
+    pub oldest_pending_at_ms: Option<i64>,
     /// Milliseconds since the Unix epoch.
     pub last_success_at_ms: Option<i64>,
     pub last_error: Option<String>,
@@ -119,26 +125,53 @@ pub struct PeerOutboxStatus {
 pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, AdminError> {
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
-    let connection = &store;
-    let depths = crate::store::outbox_depths(connection).await?;
+    let statuses = peer_statuses(&config, &store).await?;
+    store.close().await?;
+    Ok(statuses)
+}
+
+/// Every configured peer and every domain the database holds federation
+/// state for, ordered by domain: the `federation status` command's and the
+/// admin API's ListPeers' one source. A few statements whatever the number of
+/// groups: the backlog is one aggregate over the outbox cursors, and its
+/// oldest event the one right after each group's cursor.
+pub(crate) async fn peer_statuses(
+    config: &Config,
+    connection: &impl Connection,
+) -> Result<Vec<PeerOutboxStatus>, StoreError> {
+    let backlogs = crate::store::outbox_backlogs(connection).await?;
     let recorded = crate::store::peer_statuses(connection).await?;
     let leases = crate::store::leases(connection).await?;
     let mut domains: std::collections::BTreeSet<String> =
         config.federation.peers.keys().cloned().collect();
-    domains.extend(depths.iter().map(|(domain, _)| domain.clone()));
+    domains.extend(backlogs.iter().map(|backlog| backlog.peer_domain.clone()));
     domains.extend(recorded.iter().map(|status| status.domain.clone()));
-    let statuses = domains
+    domains
         .into_iter()
         .map(|domain| {
             let record = recorded.iter().find(|status| status.domain == domain);
+            let backlog = backlogs
+                .iter()
+                .find(|backlog| backlog.peer_domain == domain);
             let lease_name = outbox_lease(&domain);
             let lease = leases.iter().find(|lease| lease.name == lease_name);
-            PeerOutboxStatus {
+            let outbox_depth = match backlog {
+                Some(backlog) => crate::store::convert::to_u64(
+                    backlog.pending,
+                    format!("outbox of {domain}"),
+                    "depth",
+                )?,
+                None => 0,
+            };
+            Ok(PeerOutboxStatus {
                 configured: config.federation.peers.contains_key(&domain),
-                outbox_depth: depths
-                    .iter()
-                    .find(|(peer, _)| *peer == domain)
-                    .map_or(0, |(_, depth)| *depth),
+                endpoint: config
+                    .federation
+                    .peers
+                    .get(&domain)
+                    .map(|peer| peer.endpoint.clone()),
+                outbox_depth,
+                oldest_pending_at_ms: backlog.and_then(|backlog| backlog.oldest_created_at_ms),
                 last_success_at_ms: record.and_then(|status| status.last_success_at_ms),
                 last_error: record.and_then(|status| status.last_error.clone()),
                 last_error_at_ms: record.and_then(|status| status.last_error_at_ms),
@@ -146,11 +179,9 @@ pub async fn federation_status(config: Config) -> Result<Vec<PeerOutboxStatus>, 
                 outbox_owner: lease.map(|lease| lease.owner.clone()),
                 outbox_lease_expires_at_ms: lease.map(|lease| lease.expires_at_ms),
                 domain,
-            }
+            })
         })
-        .collect();
-    store.close().await?;
-    Ok(statuses)
+        .collect()
 }
 
 /// A group as this homeserver's database holds it: hosted here, or a

@@ -8,12 +8,13 @@
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
 //! and export the audit log), `users` (accounts, devices, key-package stock),
-//! and one per
+//! `federation` (peers, the doctor, our own certificate), and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
 mod audit;
 mod groups;
+mod federation;
 mod role;
 mod tokens;
 
@@ -23,6 +24,7 @@ mod users;
 
 pub use audit::AuditCommand;
 pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
+pub use federation::{FederationCommand, write_peers};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};
@@ -67,6 +69,9 @@ pub enum AdminCommand {
     Devices(DevicesCommand),
     /// Devices low on key packages, emptiest first.
     KeyStock(KeyStockArgs),
+    /// Federation: the peers, the doctor, our own certificate.
+    #[command(subcommand)]
+    Federation(FederationCommand),
 }
 
 /// Why an admin command failed.
@@ -81,6 +86,10 @@ pub enum AdminCommandError {
     /// The result could not be written to stdout.
     #[error("cannot write the result: {0}")]
     Output(#[from] std::io::Error),
+    /// The federation doctor ran, and this many checks failed (its report is
+    /// on stdout).
+    #[error("{0} check(s) failed")]
+    ChecksFailed(usize),
 }
 
 impl From<AdminError> for AdminCommandError {
@@ -123,6 +132,9 @@ pub async fn run(
         }
         AdminCommand::KeyStock(arguments) => {
             users::run_key_stock(&context, arguments, &mut stdout).await
+        }
+        AdminCommand::Federation(command) => {
+            federation::run(&context, &caller, command, &mut stdout).await
         }
     };
     store.close().await?;

@@ -21,6 +21,9 @@
 //! - `departure`: departure notices (a device left its domain; the members
 //!   commit its removal): their reason, one per device and group, who may
 //!   announce one, what a follower accepts.
+//! - `federation_doctor`: the federation doctor's judgements (certificate
+//!   validity, names, clock skew, protocol version) and which checks a failure
+//!   leaves impossible.
 //! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
 //!   and the MLS checks it can make on each event without the group's state.
 //! - `group_search`: an administrator's group search, the order groups are
@@ -42,6 +45,7 @@ pub(crate) mod delivery;
 pub(crate) mod departure;
 pub(crate) mod enrolment;
 pub(crate) mod federation;
+pub(crate) mod federation_doctor;
 pub(crate) mod follower_batch;
 pub(crate) mod follower_mls;
 pub(crate) mod group_search;

@@ -24,6 +24,8 @@
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
 //! - [`federation`]: homeservers of several domains: forwarded claims, credential
 //!   checks, and the refusals of mutual TLS.
+//! - [`admin_federation`]: `admin federation ...` as a process: peers, the
+//!   doctor, the own certificate, exit codes and `--json`.
 //! - [`cluster`]: replicas of one domain on one database and Redis: wake-ups
 //!   across replicas, through a Redis outage and after it.
 //! - [`server`]: health, reflection, HTTP probes, restart, TLS.
@@ -76,6 +78,7 @@ mod admin_cli;
 mod admin_tokens;
 mod admin_suspension;
 mod admin_users_cli;
+mod admin_federation;
 mod attempt_limits;
 mod check_config;
 mod cluster;

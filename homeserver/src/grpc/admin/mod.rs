@@ -12,6 +12,7 @@
 mod audit;
 mod groups;
 mod registration_tokens;
+mod federation;
 mod session;
 mod users;
 
@@ -60,6 +61,7 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
     use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
     use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
+    use conclave_proto::admin::v1::federation_admin_service_server::FederationAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
@@ -79,6 +81,10 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
         )
         .add_service(
             UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            FederationAdminServiceServer::new(api.clone())
+                .max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))
 }

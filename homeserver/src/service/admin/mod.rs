@@ -22,17 +22,23 @@
 //!   administrators see it).
 //! - `users/`: accounts and devices (list, show, suspend, unsuspend,
 //!   deactivate, revoke a device, devices low on key packages).
+//! - `list_peers`, `federation_doctor`, `check_own_certificate`: the
+//!   federation's peers, the doctor against one peer, and the checks of our
+//!   own federation certificate.
 
 pub(crate) mod audit;
 pub(crate) mod authenticate;
+pub(crate) mod check_own_certificate;
 pub(crate) mod create_registration_token;
 pub(crate) mod export_audit_log;
+pub(crate) mod federation_doctor;
 pub(crate) mod grant_role;
 pub(crate) mod group_name;
 pub(crate) mod inspect_group;
 pub(crate) mod list_audit_entries;
 pub(crate) mod list_groups;
 pub(crate) mod list_registration_tokens;
+pub(crate) mod list_peers;
 pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod paging;
