@@ -72,7 +72,7 @@ pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
-pub use pki::{IssuedCertificate, TestPki};
+pub use pki::{IssuedCertificate, TestPki, handshake_only_listener};
 pub use prometheus::TestPrometheus;
 pub use redis_server::TestRedis;
 pub use rendered_deployment::LocalDeployment;

@@ -8,9 +8,7 @@
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
 //! and export the audit log), `users` (accounts, devices, key-package stock),
-//! and one per
-//! and export the audit log), `federation` (peers, the doctor, our own
-//! certificate), and one per
+//! `federation` (peers, the doctor, our own certificate), and one per
 //! area of the admin API as it comes (`users`, `devices`, `tokens`,
 //! `groups`, `federation`, `audit`).
 
@@ -18,11 +16,11 @@ mod audit;
 mod groups;
 mod federation;
 mod role;
-mod users;
 mod tokens;
 
 pub use groups::GroupsCommand;
 pub use tokens::TokensCommand;
+mod users;
 
 pub use audit::AuditCommand;
 pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
@@ -57,6 +55,12 @@ pub enum AdminCommand {
     /// Read the audit log of administration.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Registration tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Groups hosted here and this domain's copies of others': list, inspect.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
     /// Accounts: list, show, suspend, unsuspend, deactivate.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -65,12 +69,6 @@ pub enum AdminCommand {
     Devices(DevicesCommand),
     /// Devices low on key packages, emptiest first.
     KeyStock(KeyStockArgs),
-    /// Registration tokens: create, list, revoke.
-    #[command(subcommand)]
-    Tokens(TokensCommand),
-    /// Groups hosted here and this domain's copies of others': list, inspect.
-    #[command(subcommand)]
-    Groups(GroupsCommand),
     /// Federation: the peers, the doctor, our own certificate.
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -124,6 +122,8 @@ pub async fn run(
             role::revoke(&context, &caller, &user, json, &mut stdout).await
         }
         AdminCommand::Audit(command) => audit::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
         AdminCommand::Users(command) => {
             users::run_users(&context, &caller, command, &mut stdout).await
         }
@@ -133,8 +133,6 @@ pub async fn run(
         AdminCommand::KeyStock(arguments) => {
             users::run_key_stock(&context, arguments, &mut stdout).await
         }
-        AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
-        AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
         AdminCommand::Federation(command) => {
             federation::run(&context, &caller, command, &mut stdout).await
         }

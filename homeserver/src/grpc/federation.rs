@@ -420,6 +420,24 @@ impl FederationApi {
 }
 
 impl FederationApi {
+    /// The federation doctor's question: our protocol version and clock.
+    async fn handle_get_server_info(
+        &self,
+        admitted: &mut Option<Domain>,
+        request: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let asking_domain: Domain =
+            parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
+        self.admit(admitted, &certificates, &asking_domain).await?;
+        Ok(Response::new(proto::GetServerInfoResponse {
+            protocol_version: conclave_federation::diagnosis::PROTOCOL_VERSION.to_owned(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_time_unix_ms: self.context.now_ms(),
+        }))
+    }
+
     async fn handle_announce_departure(
         &self,
         admitted: &mut Option<Domain>,
@@ -454,26 +472,6 @@ impl FederationApi {
         .map_err(|error| refused(&follower, error.into()))?;
         Ok(Response::new(proto::AnnounceDepartureResponse {
             seq: seq.get(),
-        }))
-    }
-}
-
-impl FederationApi {
-    /// The federation doctor's question: our protocol version and clock.
-    async fn handle_get_server_info(
-        &self,
-        admitted: &mut Option<Domain>,
-        request: Request<proto::GetServerInfoRequest>,
-    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
-        let certificates = peer_certificates(&request)?;
-        let message = request.into_inner();
-        let asking_domain: Domain =
-            parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
-        self.admit(admitted, &certificates, &asking_domain).await?;
-        Ok(Response::new(proto::GetServerInfoResponse {
-            protocol_version: conclave_federation::diagnosis::PROTOCOL_VERSION.to_owned(),
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            server_time_unix_ms: self.context.now_ms(),
         }))
     }
 }
@@ -541,22 +539,22 @@ impl FederationService for FederationApi {
         result
     }
 
-    async fn announce_departure(
-        &self,
-        request: Request<proto::AnnounceDepartureRequest>,
-    ) -> Result<Response<proto::AnnounceDepartureResponse>, Status> {
-        let mut admitted = None;
-        let result = self.handle_announce_departure(&mut admitted, request).await;
-        self.count(admitted, &result);
-        result
-    }
-
     async fn get_server_info(
         &self,
         request: Request<proto::GetServerInfoRequest>,
     ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
         let mut admitted = None;
         let result = self.handle_get_server_info(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn announce_departure(
+        &self,
+        request: Request<proto::AnnounceDepartureRequest>,
+    ) -> Result<Response<proto::AnnounceDepartureResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_announce_departure(&mut admitted, request).await;
         self.count(admitted, &result);
         result
     }

@@ -58,9 +58,9 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
-    use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
     use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
     use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
+    use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
     use conclave_proto::admin::v1::federation_admin_service_server::FederationAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
@@ -73,14 +73,14 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
-            UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
             GroupAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
         )
         .add_service(
             RegistrationTokenAdminServiceServer::new(api.clone())
                 .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
         )
         .add_service(
             FederationAdminServiceServer::new(api.clone())

@@ -484,22 +484,20 @@ async fn ask_server_info(
 #[cfg(test)]
 mod tests {
     //! The doctor against real peers: a test network's homeserver (healthy,
-    //! and with certificates about to expire), and bare TLS listeners
+    //! and with certificates about to expire), and handshake-only listeners
     //! presenting what a homeserver would refuse to start with (another
-    //! domain's certificate, another CA's, an expired one). On SQLite only:
-    //! the doctor reads nothing of the database, and the audit log is tested
-    //! on both in its own module.
+    //! domain's certificate, another CA's, an expired one). On SQLite, but
+    //! for the audit entries (both databases): the doctor reads nothing of
+    //! the database.
     use super::*;
     use crate::config::{Config, FederationPeerConfig};
     use crate::service::SystemClock;
     use crate::store::Store;
     use conclave_federation::dev_certs::DevCertificateAuthority;
-    use conclave_federation::reloadable::ReloadableTls;
-    use conclave_federation::server::TlsIncoming;
     use conclave_test_support::{
         DatabaseChoice, IssuedCertificate, TestDatabase, TestNetwork, TestPki,
+        handshake_only_listener,
     };
-    use futures::StreamExt;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -606,37 +604,6 @@ mod tests {
             .collect()
     }
 
-    /// A federation listener that only completes handshakes (requiring a
-    /// client certificate of `trusted`'s CA), presenting `certificate` and
-    /// `private_key` (PEM) as `domain`: what a homeserver would refuse to
-    /// serve.
-    async fn bare_listener(
-        domain: &str,
-        certificate: &str,
-        private_key: &str,
-        trusted_pem: &str,
-    ) -> String {
-        let path = Path::new("test");
-        let material = TlsMaterial::from_pem(
-            &domain.parse().unwrap(),
-            (path, certificate.as_bytes()),
-            (path, private_key.as_bytes()),
-            (path, trusted_pem.as_bytes()),
-        )
-        .unwrap();
-        let tls = Arc::new(ReloadableTls::new(material).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut incoming = TlsIncoming::new(listener, "doctor-test", tls, Duration::from_secs(10));
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Some(connection) = incoming.next().await {
-                held.push(connection);
-            }
-        });
-        format!("https://{address}")
-    }
-
     fn write(directory: &Path, name: &str, contents: &str) -> PathBuf {
         let path = directory.join(name);
         std::fs::write(&path, contents).unwrap();
@@ -740,7 +707,7 @@ mod tests {
         let pki = TestPki::new();
         let a = pki.issue("a.example");
         let other = pki.issue("b-other.example");
-        let endpoint = bare_listener(
+        let endpoint = handshake_only_listener(
             "b-other.example",
             &other.certificate_pem,
             &other.private_key_pem,
@@ -816,7 +783,7 @@ mod tests {
         let a = pki.issue("a.example");
         let untrusted = DevCertificateAuthority::generate(now()).unwrap();
         let b = untrusted.issue(&"b.example".parse().unwrap(), &[]).unwrap();
-        let endpoint = bare_listener(
+        let endpoint = handshake_only_listener(
             "b.example",
             &b.certificate_pem,
             &b.private_key_pem,
@@ -850,7 +817,7 @@ mod tests {
         let a = pki.issue("a.example");
         let old = DevCertificateAuthority::generate(now() - 400 * DAY).unwrap();
         let b = old.issue(&"b.example".parse().unwrap(), &[]).unwrap();
-        let endpoint = bare_listener(
+        let endpoint = handshake_only_listener(
             "b.example",
             &b.certificate_pem,
             &b.private_key_pem,

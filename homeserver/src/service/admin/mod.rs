@@ -15,13 +15,13 @@
 //!   server's host.
 //! - `list_audit_entries`, `export_audit_log`: reading the audit log.
 //! - `overview`: counts and warnings for the console's front page.
-//! - `users/`: accounts and devices (list, show, suspend, unsuspend,
-//!   deactivate, revoke a device, devices low on key packages).
 //! - `list_groups`, `inspect_group` (and `group_name`, a hosted group's name
 //!   from its public state): groups without any message content.
 //! - `create_registration_token`, `list_registration_tokens`,
 //!   `revoke_registration_token` (and `registration_token_view`, a token as
 //!   administrators see it).
+//! - `users/`: accounts and devices (list, show, suspend, unsuspend,
+//!   deactivate, revoke a device, devices low on key packages).
 //! - `list_peers`, `federation_doctor`, `check_own_certificate`: the
 //!   federation's peers, the doctor against one peer, and the checks of our
 //!   own federation certificate.
