@@ -355,6 +355,27 @@ impl FederationClient {
     }
 
     /// Refuses to send a request for a device of another domain.
+    /// Tells a group's hub that `departed`, a device of this homeserver, left
+    /// its domain, so the group gets a departure notice.
+    pub async fn announce_departure(
+        &self,
+        hub: &Domain,
+        group_id: Vec<u8>,
+        departed: &str,
+        reason: &str,
+    ) -> Result<proto::AnnounceDepartureResponse, CallError> {
+        self.check_own(departed)?;
+        let mut client = self.peer_client(hub)?;
+        let request = self.request(proto::AnnounceDepartureRequest {
+            follower_domain: self.own_domain.to_string(),
+            group_id,
+            credential_identity: departed.to_owned(),
+            reason: reason.to_owned(),
+        });
+        self.observe(hub, "AnnounceDeparture", client.announce_departure(request))
+            .await
+    }
+
     fn check_own(&self, identity: &str) -> Result<(), CallError> {
         let own = identity
             .parse::<CredentialIdentity>()
@@ -579,7 +600,7 @@ fn call_error(domain: &Domain, rpc: &'static str, status: Status) -> CallError {
 
 /// The status's message, followed by the innermost cause when there is one (for
 /// a failed connection: the connector's own error, e.g. the TLS failure).
-fn describe_failure(status: &Status) -> String {
+pub(crate) fn describe_failure(status: &Status) -> String {
     let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {

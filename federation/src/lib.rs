@@ -26,12 +26,16 @@
 //!   deadlines and keepalive, and failures as [`client::CallError`].
 //! - [`observer`]: [`observer::CallObserver`], told how each client call ended and
 //!   which certificate each peer presented (for the homeserver's metrics).
+//! - [`diagnosis`]: what the federation doctor needs: a handshake that reads a
+//!   peer's chain without judging it, the chain judged on its own, and
+//!   GetServerInfo over that connection; [`diagnosis::PROTOCOL_VERSION`].
 //! - [`dev_certs`]: a development CA and per-domain certificates (rcgen).
 //! - [`trace_context`]: W3C trace context on federation calls: injected into
 //!   outgoing requests, and the parent of each served request's span.
 
 pub mod client;
 pub mod dev_certs;
+pub mod diagnosis;
 pub mod identity;
 pub mod observer;
 pub mod peers;

@@ -250,6 +250,16 @@ impl TlsMaterial {
         &self.certificate_chain[0]
     }
 
+    /// This homeserver's certificate chain, end-entity certificate first.
+    pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {
+        &self.certificate_chain
+    }
+
+    /// The roots every peer's certificate must chain to.
+    pub fn trust_roots(&self) -> &RootCertStore {
+        &self.trust_roots
+    }
+
     /// The pin of this homeserver's own certificate, which peers may configure.
     pub fn certificate_pin(&self) -> CertificatePin {
         CertificatePin::of(&self.certificate_chain[0])
@@ -292,8 +302,82 @@ impl TlsMaterial {
     }
 }
 
+impl TlsMaterial {
+    /// The federation doctor's configuration for calling a peer: presents the
+    /// own certificate as [`TlsMaterial::client_config`] does, but accepts
+    /// whatever certificate the peer presents (still checking that the peer
+    /// holds its key), so the doctor can read the chain and judge chain, name,
+    /// pin and expiry one by one ([`crate::diagnosis`]) instead of learning
+    /// only that the handshake failed. Never used for federation calls.
+    pub fn diagnostic_client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let provider = provider();
+        let mut config = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(UnjudgedServerCertificate { provider }))
+            .with_client_auth_cert(self.certificate_chain.clone(), self.private_key.clone_key())?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts any server certificate, but only from a server that proves it
+/// holds the certificate's key (the handshake signature is verified): the
+/// doctor judges the certificate itself afterwards.
+#[derive(Debug)]
+struct UnjudgedServerCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for UnjudgedServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// ring, the one crypto provider of the workspace (see STACK.md).
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use conclave_core::ids::Domain;
 use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
+use conclave_homeserver::admin_cli::AdminCommand;
 use conclave_homeserver::config::Config;
 use conclave_homeserver::preflight::Severity;
 use conclave_homeserver::{Clock as _, Listeners, SystemClock};
@@ -64,6 +65,11 @@ enum Command {
     /// Federation with other domains' homeservers.
     #[command(subcommand)]
     Federation(FederationCommand),
+    /// Administer the domain from its host: the admin role, and the admin
+    /// API's actions (audited as `operator`). Prints only the result; `--json`
+    /// for one JSON object per line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Make a development CA and a certificate per domain, to try federation on one
     /// machine, and print the [federation] settings to use. Not for production:
     /// the CA's private key is not kept. Needs no configuration.
@@ -171,6 +177,11 @@ fn main() -> ExitCode {
             Command::Federation(FederationCommand::Status { json }) => {
                 federation_status(config, json).await
             }
+            Command::Admin(command) => {
+                conclave_homeserver::admin_cli::run(config, Arc::new(SystemClock), command)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
             Command::DevCerts { .. } | Command::CheckConfig { .. } => {
                 unreachable!("handled before the configuration is loaded")
             }
@@ -244,61 +255,13 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 
 async fn federation_status(config: Config, json: bool) -> anyhow::Result<()> {
     let statuses = conclave_homeserver::admin::federation_status(config).await?;
-    if json {
-        for status in &statuses {
-            println!("{}", serde_json::to_string(status)?);
-        }
-        return Ok(());
-    }
-    if statuses.is_empty() {
-        println!("no federation peers are configured or recorded");
-        return Ok(());
-    }
-    let time = |at_ms: Option<i64>| {
-        at_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map_or_else(
-                || "never".to_owned(),
-                |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            )
-    };
-    for status in statuses {
-        let configured = if status.configured {
-            ""
-        } else {
-            " (not configured)"
-        };
-        println!("{}{configured}", status.domain);
-        println!("  outbox depth:  {} events", status.outbox_depth);
-        println!("  last success:  {}", time(status.last_success_at_ms));
-        match &status.last_error {
-            Some(error) => println!(
-                "  last error:    {} ({error})",
-                time(status.last_error_at_ms)
-            ),
-            None => println!("  last error:    none"),
-        }
-        if status.consecutive_failures > 0 {
-            println!(
-                "  failing:       {} attempt(s) since the last success",
-                status.consecutive_failures
-            );
-        }
-        match (&status.outbox_owner, status.outbox_lease_expires_at_ms) {
-            (Some(owner), Some(expires_at_ms)) => {
-                let state = if expires_at_ms < SystemClock.now_ms() {
-                    "expired"
-                } else {
-                    "until"
-                };
-                println!(
-                    "  sender:        replica {owner} (lease {state} {})",
-                    time(Some(expires_at_ms))
-                );
-            }
-            _ => println!("  sender:        none (no replica holds the outbox's lease)"),
-        }
-    }
+    // The same text and JSON as `admin federation peers`.
+    conclave_homeserver::admin_cli::write_peers(
+        &mut std::io::stdout().lock(),
+        &statuses,
+        json,
+        SystemClock.now_ms(),
+    )?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! Nothing here binds, connects, or creates a file.
 
 use crate::config::Config;
+use crate::rules::federation_doctor::{Validity, validity};
 use conclave_core::ids::Domain;
 use conclave_federation::identity::{is_valid_for, presented_dns_names};
 use conclave_federation::tls::{self, TlsError, TlsMaterial};
@@ -19,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A certificate expiring sooner than this gets a warning: time to renew it
-/// before peers and clients refuse it.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// before peers and clients refuse it (the federation doctor's threshold too).
+pub const EXPIRY_WARNING: Duration = crate::rules::federation_doctor::EXPIRY_WARNING;
 
 /// How a finding bears on a start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,26 +307,22 @@ fn check_certificate(
         None => {}
     }
     let now_seconds = unix_seconds(now);
-    if now_seconds < facts.not_before {
-        errors.push(format!(
+    match validity(facts.not_before, facts.not_after, now_seconds) {
+        Validity::NotYetValid => errors.push(format!(
             "{shown}: the certificate is not valid before {} (the system clock says {})",
             utc(facts.not_before),
             utc(now_seconds)
-        ));
-    } else if now_seconds > facts.not_after {
-        errors.push(format!(
+        )),
+        Validity::Expired => errors.push(format!(
             "{shown}: the certificate expired at {}",
             utc(facts.not_after)
-        ));
-    } else {
-        detail.push_str(&format!(", valid until {}", utc(facts.not_after)));
-        let warning_seconds = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX); // tidy: saturating (a constant of 14 days)
-        if facts.not_after - now_seconds < warning_seconds {
-            warnings.push(format!(
-                "{shown}: the certificate expires at {}, in {} day(s): renew it",
-                utc(facts.not_after),
-                (facts.not_after - now_seconds) / (24 * 3600)
-            ));
+        )),
+        Validity::ExpiresSoon { days_left } => warnings.push(format!(
+            "{shown}: the certificate expires at {}, in {days_left} day(s): renew it",
+            utc(facts.not_after),
+        )),
+        Validity::Valid => {
+            detail.push_str(&format!(", valid until {}", utc(facts.not_after)));
         }
     }
     if !errors.is_empty() {
@@ -391,7 +388,7 @@ fn check_private_key(
 
 /// Whether rustls accepts `private_key` as the key of `chain`: it compares
 /// the key's public half with the certificate's where it can tell.
-fn key_fits(
+pub(crate) fn key_fits(
     chain: &[CertificateDer<'static>],
     private_key: &PrivateKeyDer<'static>,
 ) -> Result<(), rustls::Error> {
@@ -403,16 +400,29 @@ fn key_fits(
         .map(drop)
 }
 
-/// What the report says of a certificate.
-struct CertificateFacts {
+/// What the report (and the federation doctor) says of a certificate.
+pub(crate) struct CertificateFacts {
     /// SAN dNSNames and iPAddresses, as a client compares them.
-    names: Vec<String>,
-    not_before: i64,
-    not_after: i64,
+    pub(crate) names: Vec<String>,
+    /// The issuer's distinguished name, such as `CN=Conclave development CA 1a2b3c4d`.
+    pub(crate) issuer: String,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+    /// Whether an extended key usage extension is present, and whether it
+    /// allows TLS server and client authentication (`anyExtendedKeyUsage`
+    /// allows both).
+    pub(crate) extended_key_usage: Option<ExtendedKeyUsage>,
+}
+
+/// The purposes an extended key usage extension allows (of those TLS uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExtendedKeyUsage {
+    pub(crate) server_auth: bool,
+    pub(crate) client_auth: bool,
 }
 
 impl CertificateFacts {
-    fn of(certificate: &CertificateDer<'_>) -> Result<CertificateFacts, String> {
+    pub(crate) fn of(certificate: &CertificateDer<'_>) -> Result<CertificateFacts, String> {
         use x509_parser::extensions::GeneralName;
         let (_, parsed) =
             x509_parser::parse_x509_certificate(certificate).map_err(|error| error.to_string())?;
@@ -438,11 +448,20 @@ impl CertificateFacts {
                 }
             }
         }
+        let extended_key_usage = parsed
+            .extended_key_usage()
+            .map_err(|error| error.to_string())?
+            .map(|extension| ExtendedKeyUsage {
+                server_auth: extension.value.any || extension.value.server_auth,
+                client_auth: extension.value.any || extension.value.client_auth,
+            });
         let validity = parsed.validity();
         Ok(CertificateFacts {
             names,
+            issuer: parsed.issuer().to_string(),
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
+            extended_key_usage,
         })
     }
 }
@@ -470,7 +489,7 @@ fn check_redis_url(config: &Config, findings: &mut Vec<Finding>) {
 }
 
 /// Seconds since the Unix epoch (negative before it).
-fn unix_seconds(time: SystemTime) -> i64 {
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX), // tidy: saturating (past any certificate's end)
         Err(before) => {
@@ -480,7 +499,7 @@ fn unix_seconds(time: SystemTime) -> i64 {
 }
 
 /// `2027-01-31 12:00:00 UTC`.
-fn utc(unix_seconds: i64) -> String {
+pub(crate) fn utc(unix_seconds: i64) -> String {
     chrono::DateTime::from_timestamp(unix_seconds, 0).map_or_else(
         || format!("{unix_seconds} (Unix time)"),
         |time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),

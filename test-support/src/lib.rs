@@ -4,6 +4,8 @@
 //! only: nothing of this crate is compiled into the homeserver.
 //!
 //! # Layout
+//! - [`browser`]: a headless Chromium driven over the DevTools protocol,
+//!   with deadlines on every wait and screenshots kept as test artifacts.
 //! - [`balancer`]: a TCP load balancer in front of a cluster's replicas, so
 //!   that clients move to a surviving replica as they would in production.
 //! - [`chart`]: the Helm chart rendered offline, and the Python tools
@@ -43,6 +45,7 @@
 //!   and deterministic mutations of them.
 
 pub mod balancer;
+pub mod browser;
 pub mod chart;
 pub mod clock;
 pub mod cluster;
@@ -62,13 +65,14 @@ pub mod replica;
 pub mod wait;
 
 pub use balancer::TestBalancer;
+pub use browser::TestBrowser;
 pub use clock::AdjustableClock;
 pub use cluster::{ClusterOptions, ReplicaProcess, TestCluster};
 pub use database::{DatabaseChoice, TableLock, TestDatabase};
 pub use homeserver::{StoredGroup, TestFederation, TestHomeserver, TestOptions};
 pub use network::{RawFailure, TestNetwork};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
-pub use pki::{IssuedCertificate, TestPki};
+pub use pki::{IssuedCertificate, TestPki, handshake_only_listener};
 pub use prometheus::TestPrometheus;
 pub use redis_server::TestRedis;
 pub use rendered_deployment::LocalDeployment;

@@ -5,6 +5,8 @@ use conclave_core::ids::Domain;
 use conclave_federation::client::{ClientOptions, FederationClient};
 use conclave_federation::dev_certs::{DevCertificateAuthority, VALIDITY_DAYS};
 use conclave_federation::peers::{CertificatePin, PeerRegistry, PeerSettings};
+use conclave_federation::reloadable::ReloadableTls;
+use conclave_federation::server::TlsIncoming;
 use conclave_federation::tls::TlsMaterial;
 use conclave_homeserver::config::{FederationConfig, FederationPeerConfig};
 use std::path::{Path, PathBuf};
@@ -38,12 +40,18 @@ pub struct IssuedCertificate {
 
 impl TestPki {
     pub fn new() -> TestPki {
-        let directory = tempfile::tempdir().expect("a temporary directory");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("the clock is after 1970")
             .as_secs();
-        let now = i64::try_from(now).expect("the time fits a certificate");
+        TestPki::made_at(i64::try_from(now).expect("the time fits a certificate"))
+    }
+
+    /// A CA made at `now` (Unix seconds; its certificates are valid from an
+    /// hour before until [`VALIDITY_DAYS`] after): made in the past, its
+    /// certificates are about to expire, or have.
+    pub fn made_at(now: i64) -> TestPki {
+        let directory = tempfile::tempdir().expect("a temporary directory");
         let authority = DevCertificateAuthority::generate(now).expect("a development CA");
         let trust_roots = directory.path().join("ca.pem");
         std::fs::write(&trust_roots, authority.certificate_pem()).expect("write ca.pem");
@@ -162,4 +170,41 @@ impl Default for TestPki {
     fn default() -> Self {
         TestPki::new()
     }
+}
+
+/// A federation listener on 127.0.0.1 that only completes TLS handshakes,
+/// presenting `certificate_pem` and `private_key_pem` as `domain` (whatever
+/// CA issued them, expired or not) and requiring a client certificate of
+/// the CA `trusted_ca_pem`: a peer with a certificate a homeserver would
+/// refuse to start with (another domain's, another CA's, an expired one),
+/// for the federation doctor's tests. Its `https://` endpoint; it holds
+/// every connection until the test's runtime ends.
+pub async fn handshake_only_listener(
+    domain: &str,
+    certificate_pem: &str,
+    private_key_pem: &str,
+    trusted_ca_pem: &str,
+) -> String {
+    use futures::StreamExt as _;
+    let path = Path::new("handshake-only listener");
+    let material = TlsMaterial::from_pem(
+        &domain.parse().expect("a valid domain"),
+        (path, certificate_pem.as_bytes()),
+        (path, private_key_pem.as_bytes()),
+        (path, trusted_ca_pem.as_bytes()),
+    )
+    .expect("usable TLS material");
+    let tls = std::sync::Arc::new(ReloadableTls::new(material).expect("a TLS configuration"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("a bound listener");
+    let mut incoming = TlsIncoming::new(listener, "handshake-only", tls, Duration::from_secs(10));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(connection) = incoming.next().await {
+            held.push(connection);
+        }
+    });
+    format!("https://{address}")
 }

@@ -42,12 +42,19 @@ pub(super) fn judge_federation_request(fixture: &Fixture, data: &[u8]) -> Judged
         2 => submit_to_hub(fixture, &config, decode(message)?),
         3 => deliver_events(fixture, decode(message)?),
         4 => fetch_events(fixture, decode(message)?),
-        _ => fetch_group_info(fixture, decode(message)?),
+        5 => fetch_group_info(fixture, decode(message)?),
+        _ => get_server_info(decode(message)?),
     }
 }
 
 /// How many RPCs [`federation_request`] chooses among.
-const FEDERATION_RPCS: u8 = 6;
+const FEDERATION_RPCS: u8 = 7;
+
+/// GetServerInfo reads nothing but the naming field (and the clock).
+fn get_server_info(request: proto::GetServerInfoRequest) -> Judged {
+    let _: Domain = naming_field("asking_domain", &request.asking_domain)?;
+    Ok(())
+}
 
 /// A hub's batch of a group's events (`DeliverEvents`) as a follower of the
 /// fixture's domain checks it.

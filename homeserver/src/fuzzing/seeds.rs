@@ -475,6 +475,17 @@ fn make_seeds() -> Seeds {
             true,
         ),
         seed(
+            "federation_request",
+            "get-server-info",
+            with_selector(
+                6,
+                &federation::GetServerInfoRequest {
+                    asking_domain: "b.example".to_owned(),
+                },
+            ),
+            true,
+        ),
+        seed(
             "follower_batch",
             "commit-and-message",
             deliver.encode_to_vec(),

@@ -6,6 +6,7 @@ use crate::rules::ids::{GroupId, Seq};
 use crate::rules::limits::{MAX_ACK_GROUPS, check_count};
 use crate::service::Context;
 use crate::service::delivery::{self, Acks, ConnectionKey, Delivery, SUBSCRIBER_BUFFER};
+use crate::store::EventKind;
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::delivery_service_server::DeliveryService;
 use std::pin::Pin;
@@ -19,6 +20,19 @@ pub(crate) struct DeliveryApi {
 
 fn delivery_to_proto(delivery: Delivery) -> proto::DeliveryEvent {
     let event = match delivery {
+        Delivery::Group { group_id, event } if event.kind == EventKind::Departure => {
+            // The hub wrote it: no device sent it, and it carries no MLS message.
+            proto::delivery_event::Event::GroupEvent(proto::GroupEvent {
+                group_id: group_id.as_bytes().to_vec(),
+                seq: event.seq.get(),
+                server_time: Some(timestamp(event.created_at_ms)),
+                departure: Some(proto::DepartureNotice {
+                    credential_identity: event.sender_identity,
+                    reason: String::from_utf8_lossy(&event.message).into_owned(),
+                }),
+                ..Default::default()
+            })
+        }
         Delivery::Group { group_id, event } => {
             let (sender_user_id, sender_device_id) = event
                 .sender_identity
@@ -32,6 +46,7 @@ fn delivery_to_proto(delivery: Delivery) -> proto::DeliveryEvent {
                 sender_user_id,
                 sender_device_id,
                 server_time: Some(timestamp(event.created_at_ms)),
+                departure: None,
             })
         }
         Delivery::Inbox { group_id, event } => {

@@ -13,6 +13,7 @@ use crate::metrics::CertificateRole;
 use crate::notify::Topic;
 use crate::rules::ids::{GroupId, Seq};
 use crate::service::Context;
+use crate::service::departures;
 use crate::service::follower::{self, IncomingBatch};
 use crate::service::groups::{self, GroupError, NewCommit, NewMessage, NewProposal};
 use crate::service::key_packages;
@@ -418,6 +419,63 @@ impl FederationApi {
     }
 }
 
+impl FederationApi {
+    /// The federation doctor's question: our protocol version and clock.
+    async fn handle_get_server_info(
+        &self,
+        admitted: &mut Option<Domain>,
+        request: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let asking_domain: Domain =
+            parse_naming_field(&certificates, "asking_domain", &message.asking_domain)?;
+        self.admit(admitted, &certificates, &asking_domain).await?;
+        Ok(Response::new(proto::GetServerInfoResponse {
+            protocol_version: conclave_federation::diagnosis::PROTOCOL_VERSION.to_owned(),
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            server_time_unix_ms: self.context.now_ms(),
+        }))
+    }
+
+    async fn handle_announce_departure(
+        &self,
+        admitted: &mut Option<Domain>,
+        request: Request<proto::AnnounceDepartureRequest>,
+    ) -> Result<Response<proto::AnnounceDepartureResponse>, Status> {
+        let certificates = peer_certificates(&request)?;
+        let message = request.into_inner();
+        let follower: Domain =
+            parse_naming_field(&certificates, "follower_domain", &message.follower_domain)?;
+        self.admit(admitted, &certificates, &follower).await?;
+        if message.group_id.is_empty() {
+            return Err(refused(&follower, missing_field("group_id")));
+        }
+        if message.credential_identity.is_empty() {
+            return Err(refused(&follower, missing_field("credential_identity")));
+        }
+        let departed: CredentialIdentity =
+            message.credential_identity.parse().map_err(|error| {
+                refused(
+                    &follower,
+                    status::invalid_argument(format!("credential_identity: {error}")),
+                )
+            })?;
+        let seq = departures::accept_announcement(
+            &self.context,
+            &follower,
+            &GroupId::new(message.group_id),
+            &departed,
+            &message.reason,
+        )
+        .await
+        .map_err(|error| refused(&follower, error.into()))?;
+        Ok(Response::new(proto::AnnounceDepartureResponse {
+            seq: seq.get(),
+        }))
+    }
+}
+
 /// Each RPC runs its handler (`FederationApi::handle_*`), then counts it.
 #[tonic::async_trait]
 impl FederationService for FederationApi {
@@ -477,6 +535,26 @@ impl FederationService for FederationApi {
     ) -> Result<Response<proto::FetchGroupInfoResponse>, Status> {
         let mut admitted = None;
         let result = self.handle_fetch_group_info(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn get_server_info(
+        &self,
+        request: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::GetServerInfoResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_get_server_info(&mut admitted, request).await;
+        self.count(admitted, &result);
+        result
+    }
+
+    async fn announce_departure(
+        &self,
+        request: Request<proto::AnnounceDepartureRequest>,
+    ) -> Result<Response<proto::AnnounceDepartureResponse>, Status> {
+        let mut admitted = None;
+        let result = self.handle_announce_departure(&mut admitted, request).await;
         self.count(admitted, &result);
         result
     }

@@ -116,7 +116,8 @@ pub(crate) struct GrpcMethodLabels {
     pub(crate) method: String,
 }
 
-/// What kind of message the hub accepted: `application`, `commit` or `proposal`.
+/// What kind of entry the hub appended: `application`, `commit`, `proposal`, or
+/// `departure` (a departure notice the hub wrote).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct MessageKindLabels {
     pub(crate) kind: &'static str,
@@ -359,6 +360,7 @@ impl Metrics {
             EventKind::Application => "application",
             EventKind::Commit => "commit",
             EventKind::Proposal => "proposal",
+            EventKind::Departure => "departure",
         };
         self.messages_accepted
             .get_or_create(&MessageKindLabels { kind })

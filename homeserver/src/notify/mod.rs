@@ -31,6 +31,10 @@ pub(crate) enum Topic {
     Outbox,
     /// A peer domain made an authenticated request: it is reachable.
     PeerAlive(String),
+    /// A device's access may have ended (by device id): it was revoked or its
+    /// account suspended or deactivated. Its open Subscribe streams re-check
+    /// the device and end if it may no longer call.
+    DeviceAccess(String),
 }
 
 /// Publishes wake-ups and registers interest in topics.
@@ -115,13 +119,14 @@ impl Notifier for LocalNotifier {
 
 impl Topic {
     /// The topic as a pub/sub message between replicas: `g:<group row>`,
-    /// `i:<device id>`, `o`, `p:<domain>`.
+    /// `i:<device id>`, `o`, `p:<domain>`, `a:<device id>`.
     pub(crate) fn to_message(&self) -> String {
         match self {
             Topic::Group(key) => format!("g:{}", key.row_id()),
             Topic::Inbox(device_id) => format!("i:{device_id}"),
             Topic::Outbox => "o".to_owned(),
             Topic::PeerAlive(domain) => format!("p:{domain}"),
+            Topic::DeviceAccess(device_id) => format!("a:{device_id}"),
         }
     }
 
@@ -147,6 +152,7 @@ impl Topic {
                 .map(|row| Topic::Group(GroupKey::from_row(row))),
             "i" => Some(Topic::Inbox(value.to_owned())),
             "p" => Some(Topic::PeerAlive(value.to_owned())),
+            "a" => Some(Topic::DeviceAccess(value.to_owned())),
             _ => None,
         }
     }
@@ -216,6 +222,7 @@ mod tests {
             Topic::Inbox("odd:id".to_owned()),
             Topic::Outbox,
             Topic::PeerAlive("b.example".to_owned()),
+            Topic::DeviceAccess("00000000000000d1".to_owned()),
         ] {
             assert_eq!(
                 Topic::from_message(topic.to_message().as_bytes()),
@@ -227,6 +234,7 @@ mod tests {
             b"g:",
             b"g:x",
             b"i:",
+            b"a:",
             b"x:1",
             b"oo",
             b"\xff\xfe",

@@ -3,11 +3,14 @@
 //! parsable identities, membership changes only in commits and only for devices
 //! of the follower's own domain, a Welcome only with added devices and its tree,
 //! no more events or membership changes than `rules::limits` allows, and MLS
-//! bytes that are what the event says they are (`rules::follower_mls`).
+//! bytes that are what the event says they are (`rules::follower_mls`); a
+//! departure notice the hub wrote carries no MLS bytes, but a departed device
+//! and a short reason (`rules::departure`).
 //! (Whether the sender is the group's hub, whether the group is followed here,
 //! and whether a Welcome is for key packages the hub's side claimed, needs the
 //! database: the service checks those.)
 
+use crate::rules::departure::check_delivered_notice;
 use crate::rules::follower_mls::{
     ClaimedContent, CommitSender, check_message, check_ratchet_tree, welcome_recipients,
 };
@@ -21,6 +24,8 @@ pub(crate) enum IncomingKind {
     Commit,
     Proposal,
     Application,
+    /// A departure notice the hub wrote: `sender` departed, `message` is why.
+    Departure,
     /// A kind this homeserver does not know (the wire's number).
     Unknown(i32),
 }
@@ -53,6 +58,8 @@ pub(crate) enum CheckedKind {
     Commit,
     Proposal,
     Application,
+    /// A departure notice: `sender` departed, `message` is the reason.
+    Departure,
 }
 
 /// An event that passed the batch checks.
@@ -120,10 +127,14 @@ pub(crate) fn check_batch(
                 seq, previous.seq
             ));
         }
-        let kind = match event.kind {
-            IncomingKind::Commit => CheckedKind::Commit,
-            IncomingKind::Proposal => CheckedKind::Proposal,
-            IncomingKind::Application => CheckedKind::Application,
+        let (kind, claimed) = match event.kind {
+            IncomingKind::Commit => (CheckedKind::Commit, ClaimedContent::Commit),
+            IncomingKind::Proposal => (CheckedKind::Proposal, ClaimedContent::Proposal),
+            IncomingKind::Application => (CheckedKind::Application, ClaimedContent::Application),
+            IncomingKind::Departure => {
+                checked.push(check_departure(seq, event)?);
+                continue;
+            }
             IncomingKind::Unknown(number) => {
                 return invalid(format!("event {seq}: unknown kind {number}"));
             }
@@ -163,11 +174,6 @@ pub(crate) fn check_batch(
                     "event {seq}: a Welcome comes with its ratchet tree and added devices"
                 ));
             }
-        };
-        let claimed = match kind {
-            CheckedKind::Commit => ClaimedContent::Commit,
-            CheckedKind::Proposal => ClaimedContent::Proposal,
-            CheckedKind::Application => ClaimedContent::Application,
         };
         let commit_sender =
             check_message(&event.message, claimed, group_id.as_bytes(), event.epoch)
@@ -213,6 +219,34 @@ pub(crate) fn check_batch(
         });
     }
     Ok(checked)
+}
+
+/// A departure notice: it names a device (of any domain) and a short text,
+/// changes no membership and carries no Welcome (its departed device goes when
+/// a member's commit removes it).
+fn check_departure(seq: Seq, event: IncomingEvent) -> Result<CheckedEvent, InvalidBatch> {
+    let invalid = |reason: String| Err(InvalidBatch(format!("event {seq}: {reason}")));
+    if !(event.added.is_empty() && event.removed.is_empty()) {
+        return invalid("only a commit changes membership".to_owned());
+    }
+    if !(event.welcome.is_empty() && event.ratchet_tree.is_empty()) {
+        return invalid("a departure notice carries no Welcome".to_owned());
+    }
+    if let Err(reason) = check_delivered_notice(&event.sender, &event.message) {
+        return invalid(format!("departure notice: {reason}"));
+    }
+    Ok(CheckedEvent {
+        seq,
+        kind: CheckedKind::Departure,
+        epoch: Epoch::new(event.epoch),
+        sender: event.sender,
+        message: event.message,
+        added: Vec::new(),
+        removed: Vec::new(),
+        welcome: None,
+        welcome_recipients: Vec::new(),
+        traceparent: event.traceparent,
+    })
 }
 
 #[cfg(test)]
@@ -297,6 +331,16 @@ mod tests {
             }
         }
 
+        /// Bob's departure notice, which the hub wrote.
+        fn departing(&self, seq: u64) -> IncomingEvent {
+            IncomingEvent {
+                kind: IncomingKind::Departure,
+                sender: BOB.to_owned(),
+                message: b"revoked by an administrator".to_vec(),
+                ..self.event(seq)
+            }
+        }
+
         fn proposing(&self, seq: u64) -> IncomingEvent {
             IncomingEvent {
                 kind: IncomingKind::Proposal,
@@ -329,9 +373,17 @@ mod tests {
             wire.event(5),
             wire.proposing(6),
             wire.joining(7),
+            wire.departing(8),
+            IncomingEvent {
+                message: Vec::new(),
+                ..wire.departing(9)
+            },
         ];
         let checked = check_batch(&own(), &wire.group_id, batch).unwrap();
-        assert_eq!(checked.len(), 4);
+        assert_eq!(checked.len(), 6);
+        assert_eq!(checked[4].kind, CheckedKind::Departure);
+        assert_eq!(checked[4].sender, BOB);
+        assert_eq!(checked[4].message, b"revoked by an administrator");
         assert_eq!(checked[0].added[0].to_string(), BOB);
         assert!(checked[0].welcome.is_some());
         assert_eq!(
@@ -413,6 +465,47 @@ mod tests {
                     ..wire.adding(1)
                 }],
                 "added devices",
+            ),
+            (
+                "departure notice naming no device",
+                vec![IncomingEvent {
+                    sender: "bob".to_owned(),
+                    ..wire.departing(1)
+                }],
+                "event 1: departure notice: departed device",
+            ),
+            (
+                "departure notice with a binary reason",
+                vec![IncomingEvent {
+                    message: vec![0xff],
+                    ..wire.departing(1)
+                }],
+                "event 1: departure notice: the reason is not UTF-8",
+            ),
+            (
+                "departure notice with a long reason",
+                vec![IncomingEvent {
+                    message: vec![b'a'; 257],
+                    ..wire.departing(1)
+                }],
+                "more than the limit of 256",
+            ),
+            (
+                "departure notice changing membership",
+                vec![IncomingEvent {
+                    removed: vec![BOB.to_owned()],
+                    ..wire.departing(1)
+                }],
+                "event 1: only a commit changes membership",
+            ),
+            (
+                "departure notice with a Welcome",
+                vec![IncomingEvent {
+                    welcome: wire.welcome.clone(),
+                    ratchet_tree: wire.ratchet_tree.clone(),
+                    ..wire.departing(1)
+                }],
+                "event 1: a departure notice carries no Welcome",
             ),
             (
                 "too many events",

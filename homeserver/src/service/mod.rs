@@ -7,6 +7,9 @@
 //! # Layout
 //! - `accounts`: enrolment challenges, register, log in and out, authenticate a
 //!   bearer token, devices.
+//! - `admin/`: administering the domain (the admin API, the console and
+//!   `conclave-homeserver admin`): admin sessions, the role, the overview and
+//!   the audit log, and the other helpers' areas.
 //! - `attempt_limiter`: where the brute-force limits on Register and Login keep
 //!   their state (in-process, or shared through Redis in a cluster).
 //! - `rate_limiter`: where the per-key rate limits (key-package claims, and a
@@ -14,11 +17,13 @@
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
-//! - `create_registration_token`, `secrets`: tokens an operator hands out,
-//!   access tokens and password hashes.
+//! - `secrets`: access tokens, registration tokens' secrets and password
+//!   hashes.
 //! - `groups/`: the hub: create, commit, propose, send, group info, list.
 //! - `routing`: a submission goes to the hub here or is relayed to the group's
 //!   hub; `remote_leaves`: other domains vouch for their devices' leaves.
+//! - `departures/`: a deleted device leaves its groups: departure notices in
+//!   hosted groups' logs, announcements to other domains' hubs.
 //! - `delivery/`: fetch, stream and acknowledge what a device should receive.
 //! - `outbox/`: the hub's delivery to follower domains, and FetchEvents.
 //! - `follower/`: applying a hub's events to this homeserver's copy.
@@ -29,9 +34,10 @@
 //!   the delay of a lost wake-up.
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod attempt_limiter;
-pub(crate) mod create_registration_token;
 pub(crate) mod delivery;
+pub(crate) mod departures;
 pub(crate) mod follower;
 pub(crate) mod groups;
 pub(crate) mod idempotency;

@@ -12,7 +12,10 @@
 //! subscriber may have read the database just before an event it was not yet
 //! registered for at the last look); a spurious wake-up costs one read.
 //! The federation outbox (`Topic::Outbox`) is woken on every tick: its pass
-//! is its own query for pending work.
+//! is its own query for pending work. The streams of devices whose access
+//! ended (`Topic::DeviceAccess`: revoked, or the account suspended or
+//! deactivated) are woken when one statement finds them, so a stream on a
+//! replica that missed the wake-up still ends within an interval.
 
 use super::Context;
 use crate::notify::Topic;
@@ -67,12 +70,14 @@ pub(crate) async fn resync_once(
     let mut groups = Vec::new();
     let mut devices = Vec::new();
     let mut outbox = false;
+    let mut streaming_devices = Vec::new();
     for topic in &topics {
         match topic {
             Topic::Group(key) => groups.push(*key),
             Topic::Inbox(device_id) => devices.push(device_id.clone()),
             Topic::Outbox => outbox = true,
             Topic::PeerAlive(_) => {}
+            Topic::DeviceAccess(device_id) => streaming_devices.push(device_id.clone()),
         }
     }
     // A registered topic without a row (an inbox never written) is at zero.
@@ -98,6 +103,11 @@ pub(crate) async fn resync_once(
     let mut woken = moved_topics(last_heads, &heads);
     if outbox {
         woken.push(Topic::Outbox);
+    }
+    // Streams of devices whose access ended without this replica hearing of
+    // it: they re-check and end.
+    for device_id in store::devices_without_access(&context.store, &streaming_devices).await? {
+        woken.push(Topic::DeviceAccess(device_id));
     }
     for topic in &woken {
         context.notifier.wake_locally(topic);

@@ -19,6 +19,14 @@ pub(crate) mod user {
         /// Argon2id hash in PHC string format.
         pub password_hash: String,
         pub created_at_ms: i64,
+        /// Set while an administrator has the account suspended.
+        pub suspended_at_ms: Option<i64>,
+        /// Set when an administrator deactivated the account (for good).
+        pub deactivated_at_ms: Option<i64>,
+        /// Why it was suspended or deactivated, as the administrator said.
+        pub state_reason: Option<String>,
+        /// The admin role (`conclave-homeserver admin grant`).
+        pub is_admin: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -50,7 +58,21 @@ pub(crate) mod device {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// The device's account: authentication reads both in one statement.
+        #[sea_orm(
+            belongs_to = "super::user::Entity",
+            from = "Column::UserId",
+            to = "super::user::Column::Id"
+        )]
+        User,
+    }
+
+    impl Related<super::user::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::User.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -70,6 +92,10 @@ pub(crate) mod registration_token {
         pub uses_count: i32,
         pub expires_at_ms: Option<i64>,
         pub created_at_ms: i64,
+        /// When an administrator revoked it; a revoked token registers no one.
+        pub revoked_at_ms: Option<i64>,
+        /// An administrator's user id, or `operator` (the command line).
+        pub created_by: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -138,6 +164,10 @@ pub(crate) mod group {
         pub hub_domain: Option<String>,
         /// At a follower: the group's member count as the hub last reported it.
         pub hub_member_count: Option<i64>,
+        /// When the newest event was stored (the creation, before any).
+        pub last_activity_at_ms: i64,
+        /// When the newest commit was stored; `None` before the first.
+        pub last_commit_at_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -479,6 +509,90 @@ pub(crate) mod background_lease {
         /// The holder's clock when it took or last renewed the lease, plus the
         /// lease's time to live.
         pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+pub(crate) mod pending_departure {
+    use sea_orm::entity::prelude::*;
+
+    /// A departure of a device of this domain that the hub of a followed group
+    /// has yet to hear of (see `service::departures`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pending_departures")]
+    pub struct Model {
+        /// This homeserver's copy of the group (`groups.id`).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        /// `name@domain/device_id` of the departed device.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub identity: String,
+        /// The group's hub, to be told.
+        pub hub_domain: String,
+        /// Why, as the notice will carry it.
+        pub reason: String,
+        pub created_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// One admin action or refusal (see `store::audit`). Never updated or
+    /// deleted.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at_ms: i64,
+        /// `name@domain` of an administrator (or of who tried without the
+        /// role), or `operator`.
+        pub actor: String,
+        /// `area.verb`, e.g. `user.suspend`.
+        pub action: String,
+        /// What the action was on; empty if nothing.
+        pub target: String,
+        /// The caller's IP address; empty for the command line.
+        pub address: String,
+        pub succeeded: bool,
+        #[sea_orm(column_type = "Text")]
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod admin_session {
+    use sea_orm::entity::prelude::*;
+
+    /// An administrator's session (see `store::admin_sessions`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "admin_sessions")]
+    pub struct Model {
+        /// SHA-256 of the session's bearer token.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: Vec<u8>,
+        /// The administrator's `users.id`.
+        pub user_id: i64,
+        pub created_at_ms: i64,
+        /// Renewed by calls, at most once a minute.
+        pub last_used_at_ms: i64,
+        /// The absolute end: login plus `[admin] session_max_hours`.
+        pub expires_at_ms: i64,
+        /// The IP address the login came from.
+        pub address: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

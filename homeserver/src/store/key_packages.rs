@@ -1,6 +1,6 @@
 //! Queries for the key-package directory.
 
-use super::convert::to_u64;
+use super::convert::{to_i64, to_u64};
 use super::entities::{key_package, key_package_claim};
 use super::{Connection, StoreError};
 use crate::rules::key_package_stock::{ClaimRecord, KindCount, was_handed_out};
@@ -126,45 +126,37 @@ struct DeviceCountRow {
     devices: i64,
 }
 
+/// The devices low on key packages, as one FROM and WHERE clause that the
+/// count (the metric, the overview) and the admin listing share, written
+/// with PostgreSQL's placeholders: `$1` now, `$2` the threshold, `$3` seen
+/// since. One grouped count of usable ordinary packages per device, joined
+/// to the devices, rather than a count per device. `usable` is the device's
+/// stock.
+const LOW_STOCK_DEVICES: &str = "FROM devices \
+     LEFT JOIN (SELECT device_id, COUNT(*) AS usable FROM key_packages \
+                WHERE last_resort = FALSE AND claimed_at_ms IS NULL AND not_after_ms > $1 \
+                GROUP BY device_id) AS stock ON stock.device_id = devices.id \
+     WHERE devices.last_seen_at_ms >= $3 AND COALESCE(stock.usable, 0) < $2";
+
 /// How many of this homeserver's devices seen since `active_since_ms` have
 /// fewer than `threshold` unclaimed, unexpired ordinary packages, in one
 /// statement (for the metric; the last-resort package does not count: it keeps
 /// a device addable, but every claim of it reuses the same keys). Devices not
 /// seen since are left out: a lost or long-offline device's packages expire
-/// and it would stay low forever. One grouped count of usable packages per
-/// device, joined to the devices, rather than a count per device.
+/// and it would stay low forever.
 pub(crate) async fn count_devices_low_on_key_packages(
     db: &impl Connection,
     threshold: u32,
     now_ms: i64,
     active_since_ms: i64,
 ) -> Result<u64, StoreError> {
-    let backend = db.database().get_database_backend();
-    let (backend, sql) = match backend {
-        sea_orm::DbBackend::Postgres => (
-            sea_orm::DbBackend::Postgres,
-            "SELECT COUNT(*) AS devices FROM devices \
-             LEFT JOIN (SELECT device_id, COUNT(*) AS usable FROM key_packages \
-                        WHERE last_resort = FALSE AND claimed_at_ms IS NULL AND not_after_ms > $1 \
-                        GROUP BY device_id) AS stock ON stock.device_id = devices.id \
-             WHERE devices.last_seen_at_ms >= $3 AND COALESCE(stock.usable, 0) < $2",
-        ),
-        _ => (
-            sea_orm::DbBackend::Sqlite,
-            "SELECT COUNT(*) AS devices FROM devices \
-             LEFT JOIN (SELECT device_id, COUNT(*) AS usable FROM key_packages \
-                        WHERE last_resort = FALSE AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
-                        GROUP BY device_id) AS stock ON stock.device_id = devices.id \
-             WHERE devices.last_seen_at_ms >= ?3 AND COALESCE(stock.usable, 0) < ?2",
-        ),
-    };
-    let values: [Value; 3] = [
+    let sql = format!("SELECT COUNT(*) AS devices {LOW_STOCK_DEVICES}");
+    let values = vec![
         now_ms.into(),
         i64::from(threshold).into(),
         active_since_ms.into(),
     ];
-    let statement = Statement::from_sql_and_values(backend, sql, values);
-    let row = DeviceCountRow::find_by_statement(statement)
+    let row = DeviceCountRow::find_by_statement(statement(db, &sql, values))
         .one(db.database())
         .await?;
     let devices = row.map_or(0, |row| row.devices);
@@ -173,6 +165,81 @@ pub(crate) async fn count_devices_low_on_key_packages(
         "the count of devices low on key packages",
         "devices",
     )
+}
+
+/// A device low on key packages: its id and its stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LowStockDevice {
+    pub(crate) device_id: String,
+    /// Its usable ordinary packages.
+    pub(crate) usable: u64,
+}
+
+#[derive(FromQueryResult)]
+struct LowStockRow {
+    device_id: String,
+    usable: i64,
+}
+
+/// The devices [`count_devices_low_on_key_packages`] counts, emptiest first
+/// (then by device id), after the position `after` (a stock and a device
+/// id, from the previous page), at most `limit`.
+pub(crate) async fn list_devices_low_on_key_packages(
+    db: &impl Connection,
+    threshold: u32,
+    now_ms: i64,
+    active_since_ms: i64,
+    after: Option<(u64, &str)>,
+    limit: u64,
+) -> Result<Vec<LowStockDevice>, StoreError> {
+    let sql = format!(
+        "SELECT devices.id AS device_id, COALESCE(stock.usable, 0) AS usable {LOW_STOCK_DEVICES} \
+         AND (COALESCE(stock.usable, 0) > $4 OR (COALESCE(stock.usable, 0) = $4 AND devices.id > $5)) \
+         ORDER BY usable, devices.id LIMIT $6"
+    );
+    // Before every position: a stock of -1.
+    let (after_usable, after_device) = match after {
+        Some((usable, device_id)) => (to_i64(usable, "the page's stock")?, device_id),
+        None => (-1, ""),
+    };
+    let values = vec![
+        now_ms.into(),
+        i64::from(threshold).into(),
+        active_since_ms.into(),
+        after_usable.into(),
+        after_device.into(),
+        to_i64(limit, "the page size")?.into(),
+    ];
+    LowStockRow::find_by_statement(statement(db, &sql, values))
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(LowStockDevice {
+                usable: to_u64(
+                    row.usable,
+                    format!("stock of device {}", row.device_id),
+                    "usable",
+                )?,
+                device_id: row.device_id,
+            })
+        })
+        .collect()
+}
+
+/// `sql`, written with PostgreSQL's `$n` placeholders, as a statement for the
+/// connection's database (SQLite numbers them `?n`).
+fn statement(db: &impl Connection, sql: &str, values: Vec<Value>) -> Statement {
+    match db.database().get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, values)
+        }
+        _ => Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            sql.replace('$', "?"),
+            values,
+        ),
+    }
 }
 
 /// A package handed out by a claim.

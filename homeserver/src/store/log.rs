@@ -13,6 +13,9 @@ pub(crate) enum EventKind {
     Commit = 1,
     Proposal = 2,
     Application = 3,
+    /// A departure notice the hub wrote (`rules::departure`): no MLS message;
+    /// `sender_identity` is the departed device and `message` the reason (UTF-8).
+    Departure = 4,
 }
 
 impl EventKind {
@@ -21,6 +24,7 @@ impl EventKind {
             1 => Ok(EventKind::Commit),
             2 => Ok(EventKind::Proposal),
             3 => Ok(EventKind::Application),
+            4 => Ok(EventKind::Departure),
             other => Err(StoreError::Corrupt(format!(
                 "{row}: kind is {other}, which is no event kind"
             ))),
@@ -35,9 +39,10 @@ pub(crate) struct LogEvent {
     pub(crate) kind: EventKind,
     /// The epoch the message was sent in.
     pub(crate) epoch: Epoch,
-    /// Credential identity of the submitting device, as authenticated.
+    /// Credential identity of the submitting device, as authenticated (of a
+    /// departure notice: the device that departed).
     pub(crate) sender_identity: String,
-    /// The MLSMessage as submitted.
+    /// The MLSMessage as submitted (of a departure notice: the reason, UTF-8).
     pub(crate) message: Vec<u8>,
     pub(crate) created_at_ms: i64,
     /// W3C `traceparent` of the submitting request, kept for the outbox.

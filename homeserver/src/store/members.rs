@@ -168,6 +168,25 @@ pub(crate) async fn memberships_of_device(
         .collect()
 }
 
+/// The groups of which a device of this domain is a current member, hosted
+/// here or followed (at a hub, other domains' devices are left out: a peer
+/// chooses its devices' ids).
+pub(crate) async fn current_groups_of_local_device(
+    db: &impl Connection,
+    identity: &str,
+) -> Result<Vec<GroupKey>, StoreError> {
+    Ok(group_member::Entity::find()
+        .filter(group_member::Column::Identity.eq(identity))
+        .filter(group_member::Column::RemoteDomain.is_null())
+        .filter(group_member::Column::RemovedAtSeq.is_null())
+        .order_by_asc(group_member::Column::GroupId)
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(|member| GroupKey::from_row(member.group_id))
+        .collect())
+}
+
 /// Number of current member devices of a group.
 pub(crate) async fn member_count(db: &impl Connection, group: GroupKey) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;

@@ -4,7 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, big_integer_null, big_pk_auto, blob, blob_null, boolean, integer, small_integer,
-    string, string_null,
+    string, string_null, text, text_null,
 };
 
 /// All migrations, oldest first.
@@ -20,6 +20,13 @@ impl MigratorTrait for Migrator {
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
             Box::new(AddBackgroundLeases),
+            Box::new(DepartureAddPendingDepartures),
+            Box::new(AdminUsersAddAccountState),
+            Box::new(AdminCoreAuditLog),
+            Box::new(AdminCoreAdminRole),
+            Box::new(AdminCoreAdminSessions),
+            Box::new(AdminGroupsAddGroupActivity),
+            Box::new(AdminGroupsAddTokenRevocation),
         ]
     }
 }
@@ -885,5 +892,366 @@ impl MigrationTrait for AddBackgroundLeases {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum PendingDepartures {
+    Table,
+    GroupId,
+    Identity,
+    HubDomain,
+    Reason,
+    CreatedAtMs,
+}
+
+/// Departures of this domain's devices that the hubs of other domains' groups
+/// have yet to hear of (AnnounceDeparture): a row per group and departed
+/// device, kept until the hub answered, so a hub that is down hears of it later.
+struct DepartureAddPendingDepartures;
+
+impl MigrationName for DepartureAddPendingDepartures {
+    fn name(&self) -> &str {
+        "m0008_departure_add_pending_departures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DepartureAddPendingDepartures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(PendingDepartures::Table)
+                    .col(big_integer(PendingDepartures::GroupId))
+                    .col(string(PendingDepartures::Identity))
+                    .col(string(PendingDepartures::HubDomain))
+                    .col(string(PendingDepartures::Reason))
+                    .col(big_integer(PendingDepartures::CreatedAtMs))
+                    .primary_key(
+                        Index::create()
+                            .col(PendingDepartures::GroupId)
+                            .col(PendingDepartures::Identity),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The outbox task of each peer reads the departures for that hub.
+        manager
+            .create_index(
+                Index::create()
+                    .name("pending_departures_by_hub")
+                    .table(PendingDepartures::Table)
+                    .col(PendingDepartures::HubDomain)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsersState {
+    #[sea_orm(iden = "users")]
+    Table,
+    SuspendedAtMs,
+    DeactivatedAtMs,
+    StateReason,
+}
+
+/// Where an account stands (the admin API's users slice): suspended while
+/// `suspended_at_ms` is set, deactivated for good once `deactivated_at_ms` is,
+/// with the administrator's reason. Nullable columns, so existing accounts
+/// are active. A deactivated account keeps its row: its username stays taken.
+/// (Devices' `last_seen_at_ms` exists since m0001.)
+struct AdminUsersAddAccountState;
+
+impl MigrationName for AdminUsersAddAccountState {
+    fn name(&self) -> &str {
+        "m0008_admin_users_add_account_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminUsersAddAccountState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        for column in [
+            big_integer_null(UsersState::SuspendedAtMs),
+            big_integer_null(UsersState::DeactivatedAtMs),
+            text_null(UsersState::StateReason),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(UsersState::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    AtMs,
+    Actor,
+    Action,
+    Target,
+    Address,
+    Succeeded,
+    Detail,
+}
+
+/// The audit log of administration: a row per admin action or refusal, from
+/// the admin API, the web console or `conclave-homeserver admin`. Appended
+/// to, never changed or deleted by the server; the id orders the entries
+/// (newest first when listed) and is the paging key. The index on the actor
+/// serves the console's "what did this admin do" filter; the time is the id's
+/// order, so it needs no index of its own.
+struct AdminCoreAuditLog;
+
+impl MigrationName for AdminCoreAuditLog {
+    fn name(&self) -> &str {
+        "m0008_admin_core_audit_log"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAuditLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .col(big_pk_auto(AuditLog::Id))
+                    .col(big_integer(AuditLog::AtMs))
+                    .col(string(AuditLog::Actor))
+                    .col(string(AuditLog::Action))
+                    .col(string(AuditLog::Target))
+                    .col(string(AuditLog::Address))
+                    .col(boolean(AuditLog::Succeeded))
+                    .col(text(AuditLog::Detail))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_log_by_actor")
+                    .table(AuditLog::Table)
+                    .col(AuditLog::Actor)
+                    .col(AuditLog::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsersAdminRole {
+    #[sea_orm(iden = "users")]
+    Table,
+    IsAdmin,
+}
+
+/// The admin role: a flag on the account, false for every existing account;
+/// granted and revoked on the server's host (`conclave-homeserver admin grant`
+/// and `revoke`), never through an API.
+struct AdminCoreAdminRole;
+
+impl MigrationName for AdminCoreAdminRole {
+    fn name(&self) -> &str {
+        "m0008_admin_core_admin_role"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAdminRole {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(UsersAdminRole::Table)
+                    .add_column(boolean(UsersAdminRole::IsAdmin).default(false))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum AdminSessions {
+    Table,
+    TokenHash,
+    UserId,
+    CreatedAtMs,
+    LastUsedAtMs,
+    ExpiresAtMs,
+    Address,
+}
+
+#[derive(DeriveIden)]
+enum UsersOfAdminSessions {
+    #[sea_orm(iden = "users")]
+    Table,
+    Id,
+}
+
+/// Admin sessions: a row per login to the admin API or the console, keyed by
+/// the SHA-256 of its bearer token (the token itself is never stored). It
+/// ends when idle for `[admin] session_idle_minutes` (by `last_used_at_ms`),
+/// at `expires_at_ms` (login plus `[admin] session_max_hours`), on logout,
+/// and with its account's admin role; the janitor deletes the ended ones it
+/// finds by the index on the expiry.
+struct AdminCoreAdminSessions;
+
+impl MigrationName for AdminCoreAdminSessions {
+    fn name(&self) -> &str {
+        "m0008_admin_core_admin_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAdminSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(AdminSessions::Table)
+                    .col(blob(AdminSessions::TokenHash).primary_key())
+                    .col(big_integer(AdminSessions::UserId))
+                    .col(big_integer(AdminSessions::CreatedAtMs))
+                    .col(big_integer(AdminSessions::LastUsedAtMs))
+                    .col(big_integer(AdminSessions::ExpiresAtMs))
+                    .col(string(AdminSessions::Address))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(AdminSessions::Table, AdminSessions::UserId)
+                            .to(UsersOfAdminSessions::Table, UsersOfAdminSessions::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("admin_sessions_by_user")
+                    .table(AdminSessions::Table)
+                    .col(AdminSessions::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("admin_sessions_by_expiry")
+                    .table(AdminSessions::Table)
+                    .col(AdminSessions::ExpiresAtMs)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum GroupsActivity {
+    #[sea_orm(iden = "groups")]
+    Table,
+    LastActivityAtMs,
+    LastCommitAtMs,
+}
+
+/// When a group last grew and last changed epoch, for the admin API (groups
+/// listed most recently active first; the inspector's last commit). Kept on the
+/// group's row by the UPDATE that already moves `last_seq` (the new event's
+/// own time, read back in that statement), because the log cannot tell: the
+/// janitor prunes it, often whole. No index on the activity: a message's
+/// UPDATE of the row stays as cheap as before (on PostgreSQL, a heap-only
+/// update), and listing groups, rare, sorts them. Existing groups start from
+/// their newest event still in the log, else their creation.
+struct AdminGroupsAddGroupActivity;
+
+impl MigrationName for AdminGroupsAddGroupActivity {
+    fn name(&self) -> &str {
+        "m0008_admin_groups_add_group_activity"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminGroupsAddGroupActivity {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsActivity::Table)
+                    .add_column(big_integer(GroupsActivity::LastActivityAtMs).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsActivity::Table)
+                    .add_column(big_integer_null(GroupsActivity::LastCommitAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE groups SET \
+                   last_activity_at_ms = COALESCE((SELECT MAX(e.created_at_ms) FROM group_events e WHERE e.group_id = groups.id), created_at_ms), \
+                   last_commit_at_ms = (SELECT MAX(e.created_at_ms) FROM group_events e WHERE e.group_id = groups.id AND e.kind = 1)",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum RegistrationTokensRevocation {
+    #[sea_orm(iden = "registration_tokens")]
+    Table,
+    RevokedAtMs,
+    CreatedBy,
+}
+
+/// Administrators revoke registration tokens (a revoked token registers no
+/// one), and each token records who made it: an administrator's user id, or
+/// `operator` for the command line, which made every token before this.
+struct AdminGroupsAddTokenRevocation;
+
+impl MigrationName for AdminGroupsAddTokenRevocation {
+    fn name(&self) -> &str {
+        "m0008_admin_groups_add_token_revocation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminGroupsAddTokenRevocation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationTokensRevocation::Table)
+                    .add_column(big_integer_null(RegistrationTokensRevocation::RevokedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationTokensRevocation::Table)
+                    .add_column(string(RegistrationTokensRevocation::CreatedBy).default("operator"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
     }
 }

@@ -11,7 +11,13 @@
 //! value is an error naming its row, never a silent 0.
 
 mod accounts;
+mod admin_groups;
+mod admin_overview;
+mod admin_roles;
+mod admin_sessions;
+mod audit;
 pub(crate) mod convert;
+mod departures;
 mod enrolment;
 mod entities;
 mod federation;
@@ -27,6 +33,7 @@ mod pruning;
 mod registration_tokens;
 mod schema;
 mod submissions;
+mod user_admin;
 
 /// A log filter directive that every log filter must end with: sea-orm's
 /// PostgreSQL driver records its connect options, the database URL with its
@@ -35,6 +42,12 @@ mod submissions;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use admin_groups::*;
+pub(crate) use admin_overview::*;
+pub(crate) use admin_roles::*;
+pub(crate) use admin_sessions::*;
+pub(crate) use audit::*;
+pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;
 pub(crate) use groups::*;
@@ -47,6 +60,7 @@ pub(crate) use members::*;
 pub(crate) use pruning::*;
 pub(crate) use registration_tokens::*;
 pub(crate) use submissions::*;
+pub(crate) use user_admin::*;
 
 use crate::config::{DatabaseKind, database_kind};
 use sea_orm::{

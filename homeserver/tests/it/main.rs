@@ -5,7 +5,13 @@
 //! # Layout
 //! - [`harness`]: servers, clients, registered devices, KeyPackage building.
 //! - [`accounts`]: register, login, whoami, devices, logout.
+//! - [`admin_api`]: `conclave.admin.v1` on the client port: admin sessions,
+//!   the overview, the audit log.
+//! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
+//!   audit log, as an operator runs them.
 //! - [`registration`]: the open, closed and token registration policies.
+//! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
+//!   revoked token registers no one.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
@@ -18,6 +24,8 @@
 //! - [`concurrency`]: racing claims, uploads, logins and registrations.
 //! - [`federation`]: homeservers of several domains: forwarded claims, credential
 //!   checks, and the refusals of mutual TLS.
+//! - [`admin_federation`]: `admin federation ...` as a process: peers, the
+//!   doctor, the own certificate, exit codes and `--json`.
 //! - [`cluster`]: replicas of one domain on one database and Redis: wake-ups
 //!   across replicas, through a Redis outage and after it.
 //! - [`server`]: health, reflection, HTTP probes, restart, TLS.
@@ -32,6 +40,10 @@
 //! - [`check_config`]: the binary's `check-config`: what it reports, that it
 //!   binds and creates nothing, that a start refuses what it refuses, and
 //!   `--connect`'s schema state, Redis PING and exit codes.
+//! - [`admin_suspension`]: a suspended account's calls, logins and stream,
+//!   and a revoked device, with the operator's command acting.
+//! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
+//!   JSON lines, with their refusals.
 //! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
 //!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
@@ -61,6 +73,12 @@ macro_rules! on_both_databases {
 
 mod account_input;
 mod accounts;
+mod admin_api;
+mod admin_cli;
+mod admin_tokens;
+mod admin_suspension;
+mod admin_users_cli;
+mod admin_federation;
 mod attempt_limits;
 mod check_config;
 mod cluster;

@@ -11,6 +11,14 @@
 //!   `conclave_test_support::TestNetwork` (the development PKI and the
 //!   homeservers, which stop and restart one domain on its database and
 //!   addresses), and the checks of raw federation calls.
+//! - [`admin_console`]: the admin console in a headless Chromium on a
+//!   two-domain network: login, user search, a device revoked (its CLI
+//!   refused), a registration token created and revoked, the group inspector
+//!   after a real chat, the federation doctor against a healthy and a
+//!   misnamed peer, the overview at 375 px, logout; a screenshot per page.
+//! - [`browser_harness`]: the headless-Chromium harness the admin console's
+//!   tests use, on a tiny axum page: forms, in-place swaps, cookies, the
+//!   phone's viewport, screenshots, and a wait that times out.
 //! - [`chart_deployment`]: the Helm chart rendered with values of its CI
 //!   matrix and its two-domain example; the migration hook Job,
 //!   `check-config` init containers and two replicas per domain run as
@@ -69,6 +77,8 @@
 //! - [`rogue_hub`]: a peer delivering groups it made up (garbage, Welcomes for
 //!   key packages it never claimed, groups another domain hosts), refused with
 //!   nothing stored.
+//! - [`admin_groups`]: the group inspector (`conclave-homeserver admin groups`)
+//!   after a real chat over two domains: the hub's view and a follower's copy.
 //! - [`traces`]: one send from the `conclave` CLI is one trace across both
 //!   domains' homeserver processes, down to the recipient's stream, exported
 //!   over OTLP; JSON logs carry its ids.
@@ -83,6 +93,9 @@ macro_rules! on_both_databases {
     };
 }
 
+mod admin_console;
+mod browser_harness;
+mod admin_groups;
 mod chart_deployment;
 mod cluster_commit_races;
 mod cluster_crash;

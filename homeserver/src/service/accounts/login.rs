@@ -3,6 +3,7 @@
 use super::enrolment::{check_proof, enrol_device};
 use super::{AccountError, Enrolment, Session};
 use crate::rules::account::{check_device, parse_login_name};
+use crate::rules::account_state::AccountState;
 use crate::rules::attempt_limits::{Attempt, Source};
 use crate::service::Context;
 use crate::store;
@@ -58,6 +59,13 @@ pub(crate) async fn login(
     // The password was right: whatever happens to the enrolment below, this
     // source has stopped guessing.
     limiter.record_login_success(username.clone(), source).await;
+    // Only after the password: the state of an account is not told to whoever
+    // guesses its name.
+    match user.state {
+        AccountState::Active => {}
+        AccountState::Suspended { .. } => return Err(AccountError::AccountSuspended),
+        AccountState::Deactivated { .. } => return Err(AccountError::AccountDeactivated),
+    }
     let transaction = context.store.begin().await?;
     let session = enrol_device(
         context,

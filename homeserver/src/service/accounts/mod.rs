@@ -71,6 +71,13 @@ pub(crate) enum AccountError {
     /// The token is unknown or was revoked.
     #[error("the access token is invalid or was revoked; log in again")]
     InvalidToken,
+    /// An administrator suspended the account: its devices' calls and its
+    /// logins are refused until the suspension is lifted.
+    #[error("this account is suspended")]
+    AccountSuspended,
+    /// An administrator deactivated the account for good.
+    #[error("this account is deactivated")]
+    AccountDeactivated,
     /// The caller has no device with that id (as the request spelled it).
     #[error("you have no device {0}")]
     UnknownDevice(String),
@@ -143,7 +150,10 @@ pub(crate) fn identity_of(
 /// Passes `attempt` through the attempt limits (in-process or shared, the
 /// limiter decides), counting a refusal in `conclave_ratelimit_rejections_total`
 /// once, here, whichever implementation refused it.
-async fn admit_attempt(context: &Context, attempt: Attempt) -> Result<(), AttemptRefusal> {
+pub(crate) async fn admit_attempt(
+    context: &Context,
+    attempt: Attempt,
+) -> Result<(), AttemptRefusal> {
     let is_login = matches!(attempt, Attempt::Login { .. });
     context
         .attempt_limiter

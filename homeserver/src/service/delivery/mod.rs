@@ -19,9 +19,10 @@ mod subscribe;
 pub(crate) use ack::{Acks, ack};
 pub(crate) use fetch::fetch;
 pub(crate) use streams::{ConnectionKey, SubscribeStreams};
-pub(crate) use subscribe::{open_stream, subscribe};
+pub(crate) use subscribe::{close_device_streams, open_stream, subscribe};
 
 use super::InternalError;
+use super::accounts::AccountError;
 use crate::rules::delivery::AckCheck;
 use crate::rules::ids::GroupId;
 use crate::rules::ids::{GroupKey, Seq};
@@ -65,6 +66,15 @@ pub(crate) enum DeliveryError {
         "this server is shutting down; subscribe again (to another server of the homeserver, if there is one)"
     )]
     ServerStopping,
+    /// An administrator acted on the stream's device, which may call again
+    /// by the time the stream ends (a suspension lifted at once): subscribe
+    /// again.
+    #[error("this stream was closed by an administrator's action on its device; subscribe again")]
+    StreamClosed,
+    /// The device may no longer call: the stream ends with the reason its
+    /// next call would be refused with.
+    #[error(transparent)]
+    AccessEnded(#[from] AccountError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -72,6 +72,9 @@ pub(crate) enum StreamEnd {
     Replaced,
     /// The server is shutting down.
     ServerStopping,
+    /// The device may no longer call: it was revoked, or its account was
+    /// suspended or deactivated.
+    AccessEnded,
 }
 
 /// A stream's place in the registry; dropping it gives the place back.
@@ -175,6 +178,23 @@ impl SubscribeStreams {
         told
     }
 
+    /// Tells every open stream of `device_id` on this process to end at once
+    /// (its access ended); returns how many were told. Other replicas' streams
+    /// hear of it through [`crate::notify::Topic::DeviceAccess`].
+    pub(crate) fn close_device(&self, device_id: &str, end: StreamEnd) -> usize {
+        let mut state = lock(&self.state);
+        let Some(streams) = state.devices.remove(device_id) else {
+            return 0;
+        };
+        let told = streams.len();
+        for stream in streams {
+            state.release_connection(stream.connection);
+            // A stream that ended meanwhile no longer listens.
+            let _ = stream.end.send(end);
+        }
+        told
+    }
+
     /// Streams open now, in all.
     pub(crate) fn open_count(&self) -> usize {
         lock(&self.state).devices.values().map(VecDeque::len).sum()
@@ -209,7 +229,8 @@ impl State {
 
 impl StreamSlot {
     /// Resolves when the registry ends this stream: a newer stream of the same
-    /// device took its place, or the server is shutting down.
+    /// device took its place, the device's access ended, or the server is
+    /// shutting down.
     pub(crate) async fn ended(&mut self) -> StreamEnd {
         // The sender is dropped without sending only with the registry itself
         // (the server is gone), which ends the stream as a shutdown does.
@@ -339,6 +360,26 @@ mod tests {
         assert_eq!(gauge.get(), 2);
         drop(other);
         assert_eq!(gauge.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_a_device_ends_its_streams_only_and_releases_their_places() {
+        let streams = registry();
+        let mut first = streams.open("d1", Some(connection(1))).unwrap();
+        let mut second = streams.open("d1", Some(connection(2))).unwrap();
+        let other = streams.open("d2", Some(connection(1))).unwrap();
+        assert_eq!(streams.close_device("d1", StreamEnd::AccessEnded), 2);
+        assert_eq!(first.ended().await, StreamEnd::AccessEnded);
+        assert_eq!(second.ended().await, StreamEnd::AccessEnded);
+        assert_eq!(streams.count("d1", connection(1)), (0, 1));
+        assert_eq!(streams.count("d2", connection(2)), (1, 0));
+        assert_eq!(streams.close_device("d1", StreamEnd::AccessEnded), 0);
+        // Their slots, dropped afterwards, release nothing twice.
+        drop(first);
+        drop(second);
+        assert_eq!(streams.count("d2", connection(1)), (1, 1));
+        drop(other);
+        assert!(lock(&streams.state).connections.is_empty());
     }
 
     #[tokio::test]

@@ -16,13 +16,14 @@
 //! just before the stream opened). Fetch is not measured.
 
 use super::super::Context;
-use super::super::accounts::AuthenticatedDevice;
+use super::super::accounts::{AccountError, AuthenticatedDevice};
 use super::pages::{load_memberships, read_page};
 use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
 use crate::metrics::RateLimit;
 use crate::notify::Topic;
-use crate::store::{self, EventKind};
+use crate::rules::account_state::AccountState;
+use crate::store::{self, EventKind, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
@@ -47,10 +48,35 @@ pub(crate) fn open_stream(
         })
 }
 
+/// Ends the open Subscribe streams of `device_id`, whose access ended (it was
+/// revoked, or its account suspended or deactivated): at once on this
+/// process, through the registry, and on the other replicas of a cluster
+/// through a [`Topic::DeviceAccess`] wake-up. Call it after the change is
+/// committed, so a stream that re-checks sees it.
+///
+/// Why a wake-up that makes the stream re-check, and not a "close" message
+/// that the other replicas obey: a wake-up carries no data by the notifier's
+/// contract, so a stale or duplicated one (a suspension lifted a moment
+/// later, a message that arrives late) cannot end a stream that may go on;
+/// the database decides. The re-check is one read of the device and its
+/// account, made only when an administrator acts on the device (its own
+/// topic, not the inbox's, which every Welcome wakes). A wake-up lost with
+/// Redis is found by the replica's resync (`service::resync`), which asks the
+/// database about the devices whose streams listen for this topic.
+pub(crate) fn close_device_streams(context: &Context, device_id: &str) -> usize {
+    let closed = context
+        .subscribe_streams
+        .close_device(device_id, StreamEnd::AccessEnded);
+    context
+        .notifier
+        .publish(&Topic::DeviceAccess(device_id.to_owned()));
+    closed
+}
+
 /// Streams everything after the device's cursors, then new events as they come,
 /// into `sender`, until the receiver is dropped, a newer stream of the device
-/// takes `slot`'s place or the server shuts down. Errors end the stream with
-/// the error as its last item.
+/// takes `slot`'s place, the device's access ends or the server shuts down.
+/// Errors end the stream with the error as its last item.
 /// The slot is held until the stream ends, however it ends.
 pub(crate) async fn subscribe(
     context: Arc<Context>,
@@ -60,6 +86,7 @@ pub(crate) async fn subscribe(
 ) {
     let result = tokio::select! {
         result = stream_events(&context, &device, &sender) => result,
+        refusal = access_ended(&context, &device) => Err(refusal.into()),
         end = slot.ended() => {
             let error = match end {
                 StreamEnd::Replaced => {
@@ -71,6 +98,13 @@ pub(crate) async fn subscribe(
                     DeliveryError::StreamReplaced { limit }
                 }
                 StreamEnd::ServerStopping => DeliveryError::ServerStopping,
+                // The registry does not say why: the database does, as the
+                // device's next call would be told.
+                StreamEnd::AccessEnded => match access_refusal(&context, &device).await {
+                    Ok(Some(refusal)) => refusal.into(),
+                    Ok(None) => DeliveryError::StreamClosed,
+                    Err(error) => error.into(),
+                },
             };
             // Not waited for: a consumer whose buffer is full may be the dead
             // stream this one replaced (or hold up a shutdown), and its task
@@ -82,6 +116,46 @@ pub(crate) async fn subscribe(
     if let Err(error) = result {
         let _ = sender.send(Err(error)).await;
     }
+}
+
+/// Resolves when the device may no longer call, with the refusal its next
+/// call would get. Registered for [`Topic::DeviceAccess`] first and then
+/// checked once, so a change committed before the registration is seen by
+/// the check and one after it wakes the check again.
+async fn access_ended(context: &Context, device: &AuthenticatedDevice) -> AccountError {
+    let waker = Arc::new(Notify::new());
+    context.notifier.register(
+        Topic::DeviceAccess(device.device_id().as_str().to_owned()),
+        &waker,
+    );
+    loop {
+        match access_refusal(context, device).await {
+            Ok(Some(refusal)) => return refusal,
+            Ok(None) => {}
+            // The stream's own reads fail alike and end it; this one waits
+            // for the next wake-up.
+            Err(error) => {
+                tracing::warn!(%error, device_id = %device.device_id(), "could not check a streaming device's access");
+            }
+        }
+        waker.notified().await;
+    }
+}
+
+/// The refusal the device's next call would get, if any: one read of the
+/// device with its account.
+async fn access_refusal(
+    context: &Context,
+    device: &AuthenticatedDevice,
+) -> Result<Option<AccountError>, StoreError> {
+    Ok(
+        match store::device_account_state(&context.store, device.device_id()).await? {
+            None => Some(AccountError::InvalidToken),
+            Some(AccountState::Active) => None,
+            Some(AccountState::Suspended { .. }) => Some(AccountError::AccountSuspended),
+            Some(AccountState::Deactivated { .. }) => Some(AccountError::AccountDeactivated),
+        },
+    )
 }
 
 async fn stream_events(
@@ -174,6 +248,7 @@ fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
         EventKind::Application => "application",
         EventKind::Commit => "commit",
         EventKind::Proposal => "proposal",
+        EventKind::Departure => "departure",
     };
     let span = tracing::info_span!(
         "stream_delivery",

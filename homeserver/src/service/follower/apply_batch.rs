@@ -285,5 +285,6 @@ fn event_kind(kind: CheckedKind) -> EventKind {
         CheckedKind::Commit => EventKind::Commit,
         CheckedKind::Proposal => EventKind::Proposal,
         CheckedKind::Application => EventKind::Application,
+        CheckedKind::Departure => EventKind::Departure,
     }
 }

@@ -135,6 +135,7 @@ fn incoming_event(event: proto::FederatedEvent) -> IncomingEvent {
         Ok(proto::EventKind::Commit) => IncomingKind::Commit,
         Ok(proto::EventKind::Proposal) => IncomingKind::Proposal,
         Ok(proto::EventKind::Application) => IncomingKind::Application,
+        Ok(proto::EventKind::Departure) => IncomingKind::Departure,
         _ => IncomingKind::Unknown(event.kind),
     };
     IncomingEvent {

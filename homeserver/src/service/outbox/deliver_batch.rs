@@ -3,6 +3,7 @@
 //! says it has.
 
 use super::super::Context;
+use super::super::departures;
 use super::{DeliveryError, GROUPS_PER_PASS, Progress};
 use crate::rules::federation::{event_wire_size, outbox_byte_budget};
 use crate::rules::ids::{GroupKey, Seq};
@@ -13,15 +14,22 @@ use conclave_federation::trace_context;
 use conclave_proto::federation::v1 as proto;
 use tracing::Instrument as _;
 
-/// Sends one batch for each group with undelivered events for `peer`.
+/// Tells `peer` of the departures of this domain's devices from the groups it
+/// hosts (queued by `departures::announce`), then sends one batch for each
+/// group with undelivered events for it.
 pub(super) async fn deliver_pending(
     context: &Context,
     federation: &FederationClient,
     peer: &Domain,
 ) -> Result<Progress, DeliveryError> {
+    let announced = departures::announce_pending(context, federation, peer).await?;
     let pending = store::pending_deliveries(&context.store, peer.as_str(), GROUPS_PER_PASS).await?;
     if pending.is_empty() {
-        return Ok(Progress::Done);
+        return Ok(if announced > 0 {
+            Progress::More
+        } else {
+            Progress::Done
+        });
     }
     for delivery in &pending {
         deliver_batch(context, federation, peer, delivery).await?;
@@ -166,6 +174,7 @@ pub(super) fn federated_event(record: LogEvent) -> proto::FederatedEvent {
         EventKind::Commit => proto::EventKind::Commit,
         EventKind::Proposal => proto::EventKind::Proposal,
         EventKind::Application => proto::EventKind::Application,
+        EventKind::Departure => proto::EventKind::Departure,
     };
     proto::FederatedEvent {
         seq: record.seq.get(),

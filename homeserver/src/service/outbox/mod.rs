@@ -21,7 +21,8 @@
 //! # Layout
 //! - this file: one delivery task per peer, its wake-ups and backoff
 //!   (`rules::federation::retry_backoff`).
-//! - `deliver_batch`: one pass over the groups with events a peer lacks.
+//! - `deliver_batch`: one pass over the groups with events a peer lacks (after
+//!   the departures queued for it as a hub, `departures::announce_pending`).
 //! - `backlog`: each peer's backlog as metrics, refreshed from the database.
 //! - `fetch_events`: FetchEvents, a follower repairing its copy.
 
@@ -181,6 +182,9 @@ pub(super) enum DeliveryError {
     Call(#[from] CallError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Telling the peer of a departure failed.
+    #[error(transparent)]
+    Departure(#[from] super::departures::AnnounceError),
 }
 
 /// A uniform number in [0, 1), for the backoff's jitter.

@@ -1,0 +1,101 @@
+//! What a device sees of an administrator's action, with the action taken
+//! as an operator takes it: `conclave-homeserver admin ...` on the server's
+//! host, another process writing the same database. A suspended account's
+//! calls and logins are refused with "this account is suspended" and work
+//! again once it is unsuspended; a revoked device's token is refused; on
+//! PostgreSQL (where other processes may write, so the server resyncs) the
+//! open Subscribe stream of a suspended device ends.
+
+use crate::harness::{Api, authorized, channel, login_request, new_signer, start_with_api};
+use conclave_proto::client::v1 as proto;
+use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
+use conclave_test_support::{DatabaseChoice, TestHomeserver};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+use tonic::Code;
+
+on_both_databases!(
+    a_suspended_account_is_refused_until_it_is_unsuspended_and_a_revoked_device_for_good
+);
+
+/// Runs `conclave-homeserver admin ARGS...` against `server`'s database and
+/// domain; panics unless it succeeds.
+async fn admin(server: &TestHomeserver, arguments: &[&str]) {
+    let config = server.config();
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave-homeserver"))
+        .arg("admin")
+        .args(arguments)
+        .env_clear()
+        .env("CONCLAVE_DATABASE__URL", &config.database.url)
+        .env("CONCLAVE_DOMAIN", &config.domain)
+        .env("CONCLAVE_LOG__FILTER", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running conclave-homeserver admin");
+    assert!(
+        output.status.success(),
+        "admin {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn who_am_i_code(api: &Api, token: &str) -> Result<(), (Code, String)> {
+    api.who_am_i(token)
+        .await
+        .map(drop)
+        .map_err(|status| (status.code(), status.message().to_owned()))
+}
+
+async fn a_suspended_account_is_refused_until_it_is_unsuspended_and_a_revoked_device_for_good(
+    database: DatabaseChoice,
+) {
+    let (server, api) = start_with_api(database).await;
+    let bob = api.register("bob").await;
+    let mut delivery = DeliveryServiceClient::new(channel(&server).await);
+    let mut stream = delivery
+        .subscribe(authorized(&bob.token, proto::SubscribeRequest {}))
+        .await
+        .expect("subscribing")
+        .into_inner();
+
+    admin(&server, &["users", "suspend", "bob", "--reason", "abuse"]).await;
+    let suspended = (
+        Code::Unauthenticated,
+        "this account is suspended".to_owned(),
+    );
+    assert_eq!(
+        who_am_i_code(&api, &bob.token).await,
+        Err(suspended.clone())
+    );
+    let login = api.try_login(login_request("bob", &new_signer())).await;
+    let login = login.expect_err("a suspended account cannot log in");
+    assert_eq!((login.code(), login.message().to_owned()), suspended);
+    if database == DatabaseChoice::Postgres {
+        // The server hears of it at its next resync (no Redis between the
+        // two processes): the stream ends, with the same refusal.
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the stream ended without a status"),
+                    Err(status) => return status,
+                }
+            }
+        })
+        .await
+        .expect("the suspended device's stream ends");
+        assert_eq!((ended.code(), ended.message().to_owned()), suspended);
+    }
+
+    let bob_user_id = format!("bob@{}", server.config().domain);
+    admin(&server, &["users", "unsuspend", &bob_user_id]).await;
+    assert_eq!(who_am_i_code(&api, &bob.token).await, Ok(()));
+
+    admin(&server, &["devices", "revoke", "bob", &bob.device_id]).await;
+    let revoked = who_am_i_code(&api, &bob.token).await.unwrap_err();
+    assert_eq!(revoked.0, Code::Unauthenticated, "{revoked:?}");
+    assert!(revoked.1.contains("revoked"), "{revoked:?}");
+}
