@@ -37,6 +37,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub telemetry: TelemetryConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +74,38 @@ pub struct ClientApiConfig {
 pub struct HttpConfig {
     /// Address of the HTTP endpoint (`/healthz`, `/readyz`).
     pub listen: SocketAddr,
+}
+
+/// Administering the domain: the admin API (`conclave.admin.v1`, on the
+/// client API's port) and the web console (`/admin` on the HTTP listener),
+/// for accounts with the admin role (`conclave-homeserver admin grant`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin API and the console. When false, every admin RPC
+    /// answers UNIMPLEMENTED and `/admin` is not mounted; the
+    /// `conclave-homeserver admin` command line works either way.
+    pub enabled: bool,
+    /// An admin session ends after this many minutes without a call (1 to 1440).
+    pub session_idle_minutes: u32,
+    /// An admin session ends this many hours after its login, however busy
+    /// (1 to 168).
+    pub session_max_hours: u32,
+    /// TLS for the console ends at a proxy in front of the HTTP listener:
+    /// the console's cookies are then marked `Secure` (the browser sends them
+    /// over HTTPS only).
+    pub behind_tls_proxy: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            behind_tls_proxy: false,
+        }
+    }
 }
 
 /// Who may create an account (a rule, so it lives in `rules::registration`).
@@ -399,6 +432,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -623,7 +657,7 @@ impl Config {
     /// (each section is judged on its own, so one bad value does not hide
     /// another's), for `check-config` to show them all at once.
     pub fn problems(&self) -> Vec<ConfigError> {
-        let sections: [SectionCheck; 13] = [
+        let sections: [SectionCheck; 14] = [
             Config::validate_domain_and_database,
             Config::validate_client_api,
             Config::validate_key_packages,
@@ -637,6 +671,7 @@ impl Config {
             Config::validate_redis,
             Config::validate_telemetry,
             Config::validate_log,
+            Config::validate_admin,
         ];
         sections
             .iter()
@@ -773,6 +808,23 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "shutdown.deadline_seconds",
                 reason: "must be between 1 and 600".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let admin = &self.admin;
+        if !(1..=1440).contains(&admin.session_idle_minutes) {
+            return Err(ConfigError::Invalid {
+                key: "admin.session_idle_minutes",
+                reason: "must be between 1 and 1440 (a day)".to_owned(),
+            });
+        }
+        if !(1..=168).contains(&admin.session_max_hours) {
+            return Err(ConfigError::Invalid {
+                key: "admin.session_max_hours",
+                reason: "must be between 1 and 168 (a week)".to_owned(),
             });
         }
         Ok(())
@@ -1135,6 +1187,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "LEASES",
     "TELEMETRY",
     "LOG",
+    "ADMIN",
 ];
 
 /// The `CONCLAVE_*` variables that name a configuration key. Others with the same
@@ -1562,6 +1615,43 @@ mod tests {
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
         assert_eq!(configuration_variables(variables.into_iter()).len(), 3);
+    }
+
+    #[test]
+    fn admin_settings_are_checked() {
+        let defaults = Config::default().admin;
+        assert!(defaults.enabled);
+        assert_eq!(
+            (defaults.session_idle_minutes, defaults.session_max_hours),
+            (30, 12)
+        );
+        assert!(!defaults.behind_tls_proxy);
+        check(
+            "[admin]\nenabled = false\nsession_idle_minutes = 1440\nsession_max_hours = 168\n\
+             behind_tls_proxy = true",
+            None,
+        );
+        check("[admin]\nsession_idle_minutes = 1", None);
+        check(
+            "[admin]\nsession_idle_minutes = 0",
+            Some("admin.session_idle_minutes: must be between 1 and 1440"),
+        );
+        check(
+            "[admin]\nsession_idle_minutes = 1441",
+            Some("admin.session_idle_minutes"),
+        );
+        check(
+            "[admin]\nsession_max_hours = 0",
+            Some("admin.session_max_hours: must be between 1 and 168"),
+        );
+        check(
+            "[admin]\nsession_max_hours = 169",
+            Some("admin.session_max_hours"),
+        );
+        check("[admin]\nsessions = 3", Some("sessions"));
+        let variables = [("CONCLAVE_ADMIN__ENABLED", "false")]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        assert_eq!(configuration_variables(variables.into_iter()).len(), 1);
     }
 
     #[test]

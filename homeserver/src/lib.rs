@@ -26,6 +26,8 @@
 //!   (`telemetry::init`, for `main` and the benchmark).
 //! - [`admin`]: operator commands run against the database (registration tokens,
 //!   federation status, a group's overview).
+//! - [`admin_cli`]: `conclave-homeserver admin ...`, the admin API's actions
+//!   for the operator on the server's host, through `service::admin`.
 //! - [`preflight`]: what a start checks of the files and services the
 //!   configuration names, before binding a port; [`check_config`]: the
 //!   `check-config` command, reporting those checks (and, with `--connect`,
@@ -34,6 +36,7 @@
 //!   cargo-fuzz targets in `fuzz/` and the in-workspace smoke of them.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod check_config;
 mod cluster;
 pub mod config;

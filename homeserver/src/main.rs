@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use conclave_core::ids::Domain;
 use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
+use conclave_homeserver::admin_cli::AdminCommand;
 use conclave_homeserver::config::Config;
 use conclave_homeserver::preflight::Severity;
 use conclave_homeserver::{Clock as _, Listeners, SystemClock};
@@ -64,6 +65,11 @@ enum Command {
     /// Federation with other domains' homeservers.
     #[command(subcommand)]
     Federation(FederationCommand),
+    /// Administer the domain from its host: the admin role, and the admin
+    /// API's actions (audited as `operator`). Prints only the result; `--json`
+    /// for one JSON object per line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Make a development CA and a certificate per domain, to try federation on one
     /// machine, and print the [federation] settings to use. Not for production:
     /// the CA's private key is not kept. Needs no configuration.
@@ -170,6 +176,11 @@ fn main() -> ExitCode {
             }
             Command::Federation(FederationCommand::Status { json }) => {
                 federation_status(config, json).await
+            }
+            Command::Admin(command) => {
+                conclave_homeserver::admin_cli::run(config, Arc::new(SystemClock), command)
+                    .await
+                    .map_err(anyhow::Error::from)
             }
             Command::DevCerts { .. } | Command::CheckConfig { .. } => {
                 unreachable!("handled before the configuration is loaded")

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `account`: `AccountService`.
+//! - `admin`: `conclave.admin.v1`, the admin API (when `[admin] enabled`).
 //! - `key_package`: `KeyPackageService`.
 //! - `group`: `GroupService` (the hub).
 //! - `delivery`: `DeliveryService` (fetch, subscribe, ack).
@@ -28,6 +29,7 @@
 //! `[telemetry] metrics = false`: then the layer is not installed at all.
 
 mod account;
+pub(crate) mod admin;
 mod auth;
 mod deadline;
 mod delivery;
@@ -143,6 +145,7 @@ pub(crate) async fn serve(
         .add_service(key_package_service)
         .add_service(group_service)
         .add_service(delivery_service);
+    let router = admin::add_services(router, &context);
     match tls {
         // Each handshake with the certificate current when its connection is
         // accepted, so a renewed certificate needs no restart (tonic's own
@@ -207,20 +210,22 @@ pub(crate) fn metrics_layer(
 /// reflection.
 fn client_api_methods() -> KnownMethods {
     use tonic::server::NamedService;
+    let mut services = vec![
+        AccountServiceServer::<account::AccountApi>::NAME,
+        KeyPackageServiceServer::<key_package::KeyPackageApi>::NAME,
+        GroupServiceServer::<group::GroupApi>::NAME,
+        DeliveryServiceServer::<delivery::DeliveryApi>::NAME,
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    ];
+    services.extend(admin::service_names());
     KnownMethods::of_services(
         &[
             conclave_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ],
-        &[
-            AccountServiceServer::<account::AccountApi>::NAME,
-            KeyPackageServiceServer::<key_package::KeyPackageApi>::NAME,
-            GroupServiceServer::<group::GroupApi>::NAME,
-            DeliveryServiceServer::<delivery::DeliveryApi>::NAME,
-            tonic_health::pb::health_server::SERVICE_NAME,
-            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
-        ],
+        &services,
     )
 }
 

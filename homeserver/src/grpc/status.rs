@@ -9,6 +9,7 @@ use crate::rules::key_package_upload::UploadRejection;
 use crate::rules::limits::TooManyEntries;
 use crate::service::InternalError;
 use crate::service::accounts::AccountError;
+use crate::service::admin::AdminError;
 use crate::service::delivery::DeliveryError;
 use crate::service::departures::AnnouncementError;
 use crate::service::follower::FollowerError;
@@ -43,6 +44,28 @@ impl From<AccountError> for Status {
             AccountError::TooManyAttempts(refusal) => return too_many_attempts(refusal),
             AccountError::PasswordHash(hashing) => return password_hash_status(hashing),
             AccountError::Store(store) => return store_status(store),
+        };
+        status(code, error.to_string())
+    }
+}
+
+/// The admin API's errors (`conclave.admin.v1`, whose codes session.proto
+/// lists): a login limit's refusal as the client API's, with its RetryInfo.
+impl From<AdminError> for Status {
+    fn from(error: AdminError) -> Status {
+        let code = match &error {
+            AdminError::Invalid(_) => Code::InvalidArgument,
+            AdminError::NotFound(_) => Code::NotFound,
+            AdminError::FailedPrecondition(_) => Code::FailedPrecondition,
+            AdminError::Unauthenticated(_) => Code::Unauthenticated,
+            AdminError::PermissionDenied(_) => Code::PermissionDenied,
+            AdminError::TooManyAttempts(refusal) => return too_many_attempts(refusal),
+            AdminError::PasswordHash(hashing) => return password_hash_status(hashing),
+            AdminError::Store(store) => return store_status(store),
+            AdminError::Internal(_) => {
+                tracing::error!(%error, "admin request failed on the server side");
+                return server_fault();
+            }
         };
         status(code, error.to_string())
     }
@@ -477,6 +500,61 @@ impl From<DeliveryError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_errors_have_the_codes_session_proto_lists() {
+        use crate::rules::attempt_limits::Limit;
+        let check = |error: AdminError, code: Code, message: &str| {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(status.message(), message, "{status:?}");
+        };
+        let say = |text: &str| text.to_owned();
+        check(
+            AdminError::Invalid(say("page_size 501 is above the limit of 500")),
+            Code::InvalidArgument,
+            "page_size 501 is above the limit of 500",
+        );
+        check(
+            AdminError::NotFound(say("there is no user bob@a.example")),
+            Code::NotFound,
+            "there is no user bob@a.example",
+        );
+        check(
+            AdminError::FailedPrecondition(say("bob@a.example is not suspended")),
+            Code::FailedPrecondition,
+            "bob@a.example is not suspended",
+        );
+        check(
+            AdminError::Unauthenticated(say("wrong username or password")),
+            Code::Unauthenticated,
+            "wrong username or password",
+        );
+        check(
+            AdminError::PermissionDenied(say("alice@a.example is not an administrator")),
+            Code::PermissionDenied,
+            "alice@a.example is not an administrator",
+        );
+        check(
+            AdminError::Internal(say("a secret detail")),
+            Code::Internal,
+            "internal error; the server's log has the details",
+        );
+        let refusal = AttemptRefusal {
+            limit: Limit::LoginBackoff,
+            retry_after_ms: 4000,
+        };
+        let message = refusal.to_string();
+        let status = Status::from(AdminError::TooManyAttempts(refusal));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), message);
+        assert_eq!(
+            status
+                .get_details_retry_info()
+                .and_then(|retry| retry.retry_delay),
+            Some(Duration::from_secs(4))
+        );
+    }
 
     #[test]
     fn long_messages_are_cut_with_an_ellipsis() {

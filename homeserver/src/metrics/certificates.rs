@@ -13,6 +13,23 @@ pub(crate) fn not_after_unix_seconds(der: &[u8]) -> Option<i64> {
 }
 
 impl Metrics {
+    /// The notAfter (seconds since the Unix epoch) of the certificate each of
+    /// `listeners` serves, for those that loaded one.
+    pub(crate) fn tls_certificate_expiries(
+        &self,
+        listeners: &[&'static str],
+    ) -> Vec<(&'static str, i64)> {
+        listeners
+            .iter()
+            .filter_map(|&listener| {
+                let expiry = self
+                    .tls_certificate_expiry
+                    .get(&ListenerLabels { listener })?;
+                Some((listener, expiry.get()))
+            })
+            .collect()
+    }
+
     /// `listener` now serves the end-entity certificate `der` (DER), loaded at
     /// `now_ms`: sets its expiry and its load time. Logs and leaves the
     /// expiry as it was if the certificate does not parse (rustls accepted

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - `account`: what a registration or login request must look like.
+//! - `admin_overview`: the warnings of the admin overview.
+//! - `admin_session`: when an admin session ends, and when a call renews it.
 //! - `enrolment`: enrolment challenges and the proof of possession of the key a
 //!   device enrols.
 //! - `registration`: who may register (the policy) and whether a registration
@@ -27,6 +29,8 @@
 //! - `streams`: how many Subscribe streams a device and a connection may hold.
 
 pub(crate) mod account;
+pub(crate) mod admin_overview;
+pub(crate) mod admin_session;
 pub(crate) mod attempt_limits;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;

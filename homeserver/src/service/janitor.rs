@@ -2,8 +2,8 @@
 //! domains claimed them) a day after they expired, prunes group logs of what no
 //! device or follower domain still needs or what is older than the retention
 //! (`rules::retention`), forgets old idempotency records, the uses of expired
-//! enrolment challenges, and the membership changes and Welcomes every follower
-//! received.
+//! enrolment challenges, the membership changes and Welcomes every follower
+//! received, and admin sessions that ended by time.
 //!
 //! One replica of a domain does this at a time: the one holding the `janitor`
 //! lease (`leases`); the others wait to take over.
@@ -61,6 +61,11 @@ async fn clean_up(context: &Context) {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, "forgot used enrolment challenges"),
         Err(error) => tracing::warn!(%error, "could not forget used enrolment challenges"),
+    }
+    match super::admin::authenticate::delete_ended_admin_sessions(context).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "deleted ended admin sessions"),
+        Err(error) => tracing::warn!(%error, "could not delete ended admin sessions"),
     }
     if let Err(error) = store::prune_delivered_federation_records(store).await {
         tracing::warn!(%error, "could not prune delivered federation records");

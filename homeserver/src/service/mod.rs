@@ -7,6 +7,9 @@
 //! # Layout
 //! - `accounts`: enrolment challenges, register, log in and out, authenticate a
 //!   bearer token, devices.
+//! - `admin/`: administering the domain (the admin API, the console and
+//!   `conclave-homeserver admin`): admin sessions, the role, the overview and
+//!   the audit log, and the other helpers' areas.
 //! - `attempt_limiter`: where the brute-force limits on Register and Login keep
 //!   their state (in-process, or shared through Redis in a cluster).
 //! - `rate_limiter`: where the per-key rate limits (key-package claims, and a
@@ -31,6 +34,7 @@
 //!   the delay of a lost wake-up.
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod attempt_limiter;
 pub(crate) mod create_registration_token;
 pub(crate) mod delivery;

@@ -12,7 +12,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 /// A user's row, as its devices refer to it. Only the store makes one, from a
 /// row it read or wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct UserKey(i64);
+pub(crate) struct UserKey(pub(super) i64);
 
 /// A user of this homeserver.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub(crate) struct UserRecord {
     pub(crate) username: Username,
     /// Argon2id hash in PHC string format.
     pub(crate) password_hash: String,
+    /// The admin role (`conclave-homeserver admin grant`).
+    pub(crate) is_admin: bool,
 }
 
 /// A device of a user of this homeserver.
@@ -42,6 +44,7 @@ fn user_record(model: user::Model) -> Result<UserRecord, StoreError> {
         key: UserKey(model.id),
         username: to_parsed(&model.username, &row, "username")?,
         password_hash: model.password_hash,
+        is_admin: model.is_admin,
     })
 }
 

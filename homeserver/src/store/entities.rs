@@ -19,6 +19,8 @@ pub(crate) mod user {
         /// Argon2id hash in PHC string format.
         pub password_hash: String,
         pub created_at_ms: i64,
+        /// The admin role (`conclave-homeserver admin grant`).
+        pub is_admin: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -479,6 +481,64 @@ pub(crate) mod background_lease {
         /// The holder's clock when it took or last renewed the lease, plus the
         /// lease's time to live.
         pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod audit_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// One admin action or refusal (see `store::audit`). Never updated or
+    /// deleted.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at_ms: i64,
+        /// `name@domain` of an administrator (or of who tried without the
+        /// role), or `operator`.
+        pub actor: String,
+        /// `area.verb`, e.g. `user.suspend`.
+        pub action: String,
+        /// What the action was on; empty if nothing.
+        pub target: String,
+        /// The caller's IP address; empty for the command line.
+        pub address: String,
+        pub succeeded: bool,
+        #[sea_orm(column_type = "Text")]
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod admin_session {
+    use sea_orm::entity::prelude::*;
+
+    /// An administrator's session (see `store::admin_sessions`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "admin_sessions")]
+    pub struct Model {
+        /// SHA-256 of the session's bearer token.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: Vec<u8>,
+        /// The administrator's `users.id`.
+        pub user_id: i64,
+        pub created_at_ms: i64,
+        /// Renewed by calls, at most once a minute.
+        pub last_used_at_ms: i64,
+        /// The absolute end: login plus `[admin] session_max_hours`.
+        pub expires_at_ms: i64,
+        /// The IP address the login came from.
+        pub address: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

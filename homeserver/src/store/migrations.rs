@@ -4,7 +4,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, big_integer_null, big_pk_auto, blob, blob_null, boolean, integer, small_integer,
-    string, string_null,
+    string, string_null, text,
 };
 
 /// All migrations, oldest first.
@@ -20,6 +20,9 @@ impl MigratorTrait for Migrator {
             Box::new(AddEnrolmentChallenges),
             Box::new(AddKeyPackageClaims),
             Box::new(AddBackgroundLeases),
+            Box::new(AdminCoreAuditLog),
+            Box::new(AdminCoreAdminRole),
+            Box::new(AdminCoreAdminSessions),
             Box::new(DepartureAddPendingDepartures),
         ]
     }
@@ -883,6 +886,171 @@ impl MigrationTrait for AddBackgroundLeases {
                     .col(string(BackgroundLeases::Name).primary_key())
                     .col(string(BackgroundLeases::Owner))
                     .col(big_integer(BackgroundLeases::ExpiresAtMs))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    AtMs,
+    Actor,
+    Action,
+    Target,
+    Address,
+    Succeeded,
+    Detail,
+}
+
+/// The audit log of administration: a row per admin action or refusal, from
+/// the admin API, the web console or `conclave-homeserver admin`. Appended
+/// to, never changed or deleted by the server; the id orders the entries
+/// (newest first when listed) and is the paging key. The index on the actor
+/// serves the console's "what did this admin do" filter; the time is the id's
+/// order, so it needs no index of its own.
+struct AdminCoreAuditLog;
+
+impl MigrationName for AdminCoreAuditLog {
+    fn name(&self) -> &str {
+        "m0008_admin_core_audit_log"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAuditLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .col(big_pk_auto(AuditLog::Id))
+                    .col(big_integer(AuditLog::AtMs))
+                    .col(string(AuditLog::Actor))
+                    .col(string(AuditLog::Action))
+                    .col(string(AuditLog::Target))
+                    .col(string(AuditLog::Address))
+                    .col(boolean(AuditLog::Succeeded))
+                    .col(text(AuditLog::Detail))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_log_by_actor")
+                    .table(AuditLog::Table)
+                    .col(AuditLog::Actor)
+                    .col(AuditLog::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UsersAdminRole {
+    #[sea_orm(iden = "users")]
+    Table,
+    IsAdmin,
+}
+
+/// The admin role: a flag on the account, false for every existing account;
+/// granted and revoked on the server's host (`conclave-homeserver admin grant`
+/// and `revoke`), never through an API.
+struct AdminCoreAdminRole;
+
+impl MigrationName for AdminCoreAdminRole {
+    fn name(&self) -> &str {
+        "m0008_admin_core_admin_role"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAdminRole {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(UsersAdminRole::Table)
+                    .add_column(boolean(UsersAdminRole::IsAdmin).default(false))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum AdminSessions {
+    Table,
+    TokenHash,
+    UserId,
+    CreatedAtMs,
+    LastUsedAtMs,
+    ExpiresAtMs,
+    Address,
+}
+
+#[derive(DeriveIden)]
+enum UsersOfAdminSessions {
+    #[sea_orm(iden = "users")]
+    Table,
+    Id,
+}
+
+/// Admin sessions: a row per login to the admin API or the console, keyed by
+/// the SHA-256 of its bearer token (the token itself is never stored). It
+/// ends when idle for `[admin] session_idle_minutes` (by `last_used_at_ms`),
+/// at `expires_at_ms` (login plus `[admin] session_max_hours`), on logout,
+/// and with its account's admin role; the janitor deletes the ended ones it
+/// finds by the index on the expiry.
+struct AdminCoreAdminSessions;
+
+impl MigrationName for AdminCoreAdminSessions {
+    fn name(&self) -> &str {
+        "m0008_admin_core_admin_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminCoreAdminSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(AdminSessions::Table)
+                    .col(blob(AdminSessions::TokenHash).primary_key())
+                    .col(big_integer(AdminSessions::UserId))
+                    .col(big_integer(AdminSessions::CreatedAtMs))
+                    .col(big_integer(AdminSessions::LastUsedAtMs))
+                    .col(big_integer(AdminSessions::ExpiresAtMs))
+                    .col(string(AdminSessions::Address))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(AdminSessions::Table, AdminSessions::UserId)
+                            .to(UsersOfAdminSessions::Table, UsersOfAdminSessions::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("admin_sessions_by_user")
+                    .table(AdminSessions::Table)
+                    .col(AdminSessions::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("admin_sessions_by_expiry")
+                    .table(AdminSessions::Table)
+                    .col(AdminSessions::ExpiresAtMs)
                     .to_owned(),
             )
             .await

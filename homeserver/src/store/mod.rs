@@ -11,6 +11,10 @@
 //! value is an error naming its row, never a silent 0.
 
 mod accounts;
+mod admin_overview;
+mod admin_roles;
+mod admin_sessions;
+mod audit;
 pub(crate) mod convert;
 mod departures;
 mod enrolment;
@@ -36,6 +40,10 @@ mod submissions;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use admin_overview::*;
+pub(crate) use admin_roles::*;
+pub(crate) use admin_sessions::*;
+pub(crate) use audit::*;
 pub(crate) use departures::*;
 pub(crate) use enrolment::*;
 pub(crate) use federation::*;

@@ -5,6 +5,10 @@
 //! # Layout
 //! - [`harness`]: servers, clients, registered devices, KeyPackage building.
 //! - [`accounts`]: register, login, whoami, devices, logout.
+//! - [`admin_api`]: `conclave.admin.v1` on the client port: admin sessions,
+//!   the overview, the audit log.
+//! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
+//!   audit log, as an operator runs them.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
@@ -61,6 +65,8 @@ macro_rules! on_both_databases {
 
 mod account_input;
 mod accounts;
+mod admin_api;
+mod admin_cli;
 mod attempt_limits;
 mod check_config;
 mod cluster;

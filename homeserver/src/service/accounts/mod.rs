@@ -143,7 +143,10 @@ pub(crate) fn identity_of(
 /// Passes `attempt` through the attempt limits (in-process or shared, the
 /// limiter decides), counting a refusal in `conclave_ratelimit_rejections_total`
 /// once, here, whichever implementation refused it.
-async fn admit_attempt(context: &Context, attempt: Attempt) -> Result<(), AttemptRefusal> {
+pub(crate) async fn admit_attempt(
+    context: &Context,
+    attempt: Attempt,
+) -> Result<(), AttemptRefusal> {
     let is_login = matches!(attempt, Attempt::Login { .. });
     context
         .attempt_limiter
