@@ -9,7 +9,7 @@
 
 use conclave_client::GroupId;
 use conclave_core::ids::CredentialIdentity;
-use conclave_test_support::{DatabaseChoice, TestNetwork};
+use conclave_test_support::{DatabaseChoice, StoredGroup, TestNetwork};
 
 use crate::harness::{User, assert_same_state, group_of};
 
@@ -28,6 +28,7 @@ async fn a_logged_out_member_is_removed_by_the_others(database: DatabaseChoice) 
     let group_id = group_of(&alice, "departures", &[&bob, &carol]).await;
     assert_same_state(&[&alice, &bob, &carol], &group_id, 3);
     let bobs_device = bob.identity();
+    let before = network.stored_group("a.example", group_id.as_bytes()).await;
 
     bob.client.logout().await.expect("bob logs out");
 
@@ -39,8 +40,7 @@ async fn a_logged_out_member_is_removed_by_the_others(database: DatabaseChoice) 
         [&alice, &carol],
     )
     .await;
-    let hub = network.stored_group("a.example", group_id.as_bytes()).await;
-    assert_eq!(hub.map(|group| group.member_devices), Some(2));
+    assert_notice_and_commit_only(&network, &group_id, before).await;
     assert_message_reaches(&alice, &carol, &group_id, "after bob").await;
 }
 
@@ -56,6 +56,8 @@ async fn a_departure_on_another_domain_reaches_the_hub_even_after_an_outage(
     let group_id = group_of(&alice, "departures", &[&carol, &bob]).await;
     assert_same_state(&[&alice, &bob, &carol], &group_id, 3);
     let bobs_device = bob.identity();
+    network.outbox_drained("a.example", "b.example").await;
+    let before = network.stored_group("a.example", group_id.as_bytes()).await;
 
     // The hub is down when bob's device goes: b.example keeps the departure
     // and tells the hub once it is back.
@@ -71,8 +73,7 @@ async fn a_departure_on_another_domain_reaches_the_hub_even_after_an_outage(
         [&alice, &carol],
     )
     .await;
-    let hub = network.stored_group("a.example", group_id.as_bytes()).await;
-    assert_eq!(hub.map(|group| group.member_devices), Some(2));
+    assert_notice_and_commit_only(&network, &group_id, before).await;
     // b.example's copy saw the commit that removed its last device.
     network.outbox_drained("a.example", "b.example").await;
     let copy = network.stored_group("b.example", group_id.as_bytes()).await;
@@ -117,6 +118,27 @@ async fn assert_removed_by_the_others(
     }
     let stored = network.stored_group(hub, group_id.as_bytes()).await;
     assert_eq!(stored.map(|group| group.epoch), Some(epoch_before + 1));
+}
+
+/// Since `before`, the hub's log grew by two entries, the departure notice and
+/// the one commit removing the device (nothing twice), and the group has two
+/// member devices left.
+async fn assert_notice_and_commit_only(
+    network: &TestNetwork,
+    group_id: &GroupId,
+    before: Option<StoredGroup>,
+) {
+    let before = before.expect("the hub hosts the group");
+    let after = network
+        .stored_group("a.example", group_id.as_bytes())
+        .await
+        .expect("the hub hosts the group");
+    assert_eq!(
+        after.last_seq,
+        before.last_seq + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.member_devices, 2);
 }
 
 /// `sender`'s message reaches `receiver`, in the epoch without the departed
