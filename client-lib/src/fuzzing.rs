@@ -129,6 +129,7 @@ mod seeds {
                     sender_user_id: sender_user_id.to_owned(),
                     sender_device_id: sender_device_id.to_owned(),
                     server_time: None,
+                    departure: None,
                 },
             )),
         }

@@ -47,6 +47,9 @@ pub(crate) enum Intent {
     Invite { users: Vec<String> },
     /// Remove every device of this user.
     Remove { user: String },
+    /// Remove these devices (credential identities) that departed their
+    /// domain: their departure notices asked the members to.
+    RemoveDevices { devices: Vec<String> },
     /// Replace this device's leaf keys.
     Rotate,
     /// Commit the proposals other members sent.
@@ -371,6 +374,30 @@ impl Client {
                     // A device whose leave proposal is pending goes with the
                     // proposal store, which every commit consumes; naming its leaf
                     // again would be a duplicate removal.
+                    let proposed = mls::leaves_proposed_for_removal(&group);
+                    let leaves: Vec<_> = leaves
+                        .iter()
+                        .map(|leaf| leaf.leaf_index)
+                        .filter(|leaf_index| !proposed.contains(leaf_index))
+                        .collect();
+                    if leaves.is_empty() {
+                        (SubmissionKind::Commit, Some(CommitKind::PendingProposals))
+                    } else {
+                        (SubmissionKind::Commit, Some(CommitKind::Remove(leaves)))
+                    }
+                }
+                Intent::RemoveDevices { devices: departed } => {
+                    refuse_if_leaving()?;
+                    let leaves: Vec<_> = members
+                        .iter()
+                        .filter(|member| departed.contains(&member.identity.to_string()))
+                        .collect();
+                    if leaves.is_empty() {
+                        return Ok(Prepared::Done);
+                    }
+                    devices = leaves.iter().map(|leaf| leaf.identity.clone()).collect();
+                    // As for Remove: a leaf with a pending removal proposal goes
+                    // with the proposal store.
                     let proposed = mls::leaves_proposed_for_removal(&group);
                     let leaves: Vec<_> = leaves
                         .iter()
@@ -761,6 +788,9 @@ mod tests {
             },
             Intent::Remove {
                 user: "bob@localhost".into(),
+            },
+            Intent::RemoveDevices {
+                devices: vec!["bob@localhost/00000000000000b1".into()],
             },
             Intent::Rotate,
             Intent::CommitProposals,

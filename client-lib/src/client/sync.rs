@@ -52,6 +52,8 @@ pub(crate) struct GroupEventData {
     pub(crate) sender_user_id: String,
     pub(crate) sender_device_id: String,
     pub(crate) server_time_ms: Option<i64>,
+    /// Set for a departure notice the hub wrote (then `message` is empty).
+    pub(crate) departure: Option<proto::DepartureNotice>,
 }
 
 impl From<proto::GroupEvent> for GroupEventData {
@@ -67,6 +69,7 @@ impl From<proto::GroupEvent> for GroupEventData {
                     .saturating_mul(1000)
                     .saturating_add(i64::from(time.nanos) / 1_000_000)
             }),
+            departure: event.departure,
         }
     }
 }
@@ -80,6 +83,8 @@ impl From<HeldEvent> for GroupEventData {
             sender_user_id: event.sender_user_id,
             sender_device_id: event.sender_device_id,
             server_time_ms: event.server_time_ms,
+            // Departure notices are never held (see `apply_group_event`).
+            departure: None,
         }
     }
 }
@@ -114,6 +119,8 @@ enum Duty {
     Rejoin,
     CommitProposals,
     ProposeLeaveAgain,
+    /// Commit the removal of these departed devices, still in the group.
+    RemoveDeparted(Vec<String>),
 }
 
 impl Client {
@@ -253,6 +260,19 @@ impl Client {
                     .run_intent(group_id, Intent::CommitProposals)
                     .await
                     .map(drop),
+                // Any member may do it; if another's commit wins the epoch,
+                // `run_intent` catches up and finds the leaves gone.
+                Duty::RemoveDeparted(devices) => {
+                    let result = self
+                        .run_intent(group_id, Intent::RemoveDevices { devices })
+                        .await;
+                    if result.is_ok() {
+                        self.state().transaction(|provider, connection| {
+                            forget_departed_leaves(provider, connection, group_id).map(drop)
+                        })?;
+                    }
+                    result.map(drop)
+                }
             };
             match result {
                 Ok(()) => {}
@@ -338,6 +358,10 @@ fn duty(
     if row.leaving_epoch.is_some_and(|leaving| epoch > leaving) {
         return Ok(Duty::ProposeLeaveAgain);
     }
+    let departed = departed_leaves(&group, connection, group_id)?;
+    if !departed.is_empty() && !mls::is_leaving(&group) {
+        return Ok(Duty::RemoveDeparted(departed));
+    }
     if mls::has_proposals_to_commit(&group) && !mls::is_leaving(&group) {
         return Ok(Duty::CommitProposals);
     }
@@ -403,6 +427,17 @@ fn apply_group_event(
         return Ok(());
     }
     outcome.events += 1;
+    if let Some(notice) = &event.departure {
+        // Only the hub writes these, and they carry no MLS message: nothing to
+        // hold or apply. A device still in this device's state of the group is
+        // noted, to commit its removal after the page; one already gone (or a
+        // group not usable now) needs nothing.
+        if row.status == GroupStatus::Active && !row.needs_rejoin {
+            note_departure(provider, connection, me, group_id, notice)?;
+        }
+        stored::advance_last_seq(connection, group_id, event.seq)?;
+        return Ok(());
+    }
     match row.status {
         GroupStatus::Active if !row.needs_rejoin => {
             if apply_message(provider, connection, me, event, outcome, false)? {
@@ -670,7 +705,77 @@ pub(crate) fn mark_removed(
     stored::set_needs_rejoin(connection, group_id, false)?;
     stored::delete_pending_for_group(connection, group_id)?;
     stored::delete_held_for_group(connection, group_id)?;
+    stored::forget_departures_for_group(connection, group_id)?;
     Ok(())
+}
+
+/// Notes the device a departure notice names if its leaf is in the group (and
+/// it is not this device, which could not remove itself by commit: a notice
+/// naming it means this state outlived its device).
+fn note_departure(
+    provider: &MlsProvider<'_>,
+    connection: &Connection,
+    me: &CredentialIdentity,
+    group_id: &[u8],
+    notice: &proto::DepartureNotice,
+) -> Result<(), ClientError> {
+    let group_hex = hex::encode(group_id);
+    let Ok(departed) = notice.credential_identity.parse::<CredentialIdentity>() else {
+        tracing::warn!(
+            group = group_hex,
+            identity = notice.credential_identity,
+            "a departure notice names no device; skipped"
+        );
+        return Ok(());
+    };
+    if &departed == me {
+        return Ok(());
+    }
+    let Some(group) = mls::load_group(provider, group_id)? else {
+        return Ok(());
+    };
+    if mls::members(&group)
+        .iter()
+        .any(|member| member.identity == departed)
+    {
+        tracing::info!(group = group_hex, departed = %departed, reason = notice.reason, "a member departed; committing its removal");
+        stored::note_departure(connection, group_id, &departed.to_string())?;
+    }
+    Ok(())
+}
+
+/// The departed devices noted for the group whose leaves are still in it;
+/// those gone (removed by any member's commit) are forgotten.
+fn departed_leaves(
+    group: &openmls::group::MlsGroup,
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<Vec<String>, ClientError> {
+    let members: Vec<String> = mls::members(group)
+        .into_iter()
+        .map(|member| member.identity.to_string())
+        .collect();
+    let mut remaining = Vec::new();
+    for identity in stored::departures(connection, group_id)? {
+        if members.contains(&identity) {
+            remaining.push(identity);
+        } else {
+            stored::forget_departure(connection, group_id, &identity)?;
+        }
+    }
+    Ok(remaining)
+}
+
+/// [`departed_leaves`] against the group's stored state.
+fn forget_departed_leaves(
+    provider: &MlsProvider<'_>,
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<Vec<String>, ClientError> {
+    match mls::load_group(provider, group_id)? {
+        Some(group) => departed_leaves(&group, connection, group_id),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn apply_inbox_event(

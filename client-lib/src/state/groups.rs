@@ -285,6 +285,58 @@ pub(crate) fn delete_group(connection: &Connection, group_id: &[u8]) -> Result<(
     connection.execute("DELETE FROM client_groups WHERE group_id = ?1", [group_id])?;
     delete_pending_for_group(connection, group_id)?;
     delete_held_for_group(connection, group_id)?;
+    forget_departures_for_group(connection, group_id)?;
+    Ok(())
+}
+
+/// Notes a departed device (its departure notice) whose leaf is still in the
+/// group, for this device to commit its removal.
+pub(crate) fn note_departure(
+    connection: &Connection,
+    group_id: &[u8],
+    identity: &str,
+) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO departed_members (group_id, identity) VALUES (?1, ?2)
+         ON CONFLICT (group_id, identity) DO NOTHING",
+        params![group_id, identity],
+    )?;
+    Ok(())
+}
+
+/// The departed devices noted for the group, in order.
+pub(crate) fn departures(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<Vec<String>, StateError> {
+    let mut statement = connection
+        .prepare("SELECT identity FROM departed_members WHERE group_id = ?1 ORDER BY identity")?;
+    Ok(statement
+        .query_map([group_id], |row| row.get(0))?
+        .collect::<Result<Vec<String>, _>>()?)
+}
+
+/// Forgets a departed device of the group (its leaf is gone).
+pub(crate) fn forget_departure(
+    connection: &Connection,
+    group_id: &[u8],
+    identity: &str,
+) -> Result<(), StateError> {
+    connection.execute(
+        "DELETE FROM departed_members WHERE group_id = ?1 AND identity = ?2",
+        params![group_id, identity],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn forget_departures_for_group(
+    connection: &Connection,
+    group_id: &[u8],
+) -> Result<(), StateError> {
+    connection.execute(
+        "DELETE FROM departed_members WHERE group_id = ?1",
+        [group_id],
+    )?;
     Ok(())
 }
 

@@ -104,6 +104,14 @@ const MIGRATIONS: &[&str] = &[
          -- Every inbox event up to and including this one is processed.
          seq INTEGER NOT NULL
      ) STRICT;",
+    // 3: devices whose departure notices this device read while their leaves
+    // were in its state of the group: it commits their removal.
+    "CREATE TABLE departed_members (
+         group_id BLOB NOT NULL,
+         -- The departed device's credential identity, name@domain/device_id.
+         identity TEXT NOT NULL,
+         PRIMARY KEY (group_id, identity)
+     ) STRICT;",
 ];
 
 /// Tables that survive a logout; every other table (the session and all of

@@ -8,6 +8,8 @@
 //!   or alice's device: PERMISSION_DENIED.
 //! - A caller without a client certificate, or with one of another CA: refused
 //!   at the TLS handshake (or UNAUTHENTICATED).
+//! - c.example announces departures of devices of other domains, or of its
+//!   own that are in no group there: PERMISSION_DENIED, NOT_FOUND.
 //! - c.example delivers events for itself, but forged ones (not MLS, or adding
 //!   a device of another domain): INVALID_ARGUMENT, before the follower looks
 //!   at whose group it is (`rogue_hub` makes the same attempts with well-formed
@@ -172,6 +174,47 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
         let request = delivery("c.example", group, event);
         let result = deliver(&network, "b.example", Some(&c), request).await;
         assert_refused(case, result, Code::InvalidArgument, fragment);
+    }
+
+    // (vi) Departures: c announces them for b's device, as b, for the hub's
+    // own device, and for a device of its own that is in no group of the hub.
+    let departure = |follower: &str, departed: String| proto::AnnounceDepartureRequest {
+        follower_domain: follower.to_owned(),
+        group_id: group_id.as_bytes().to_vec(),
+        credential_identity: departed,
+        reason: "forged".to_owned(),
+    };
+    for (case, request, code, fragment) in [
+        (
+            "c announces the departure of bob's device",
+            departure("c.example", bob.identity().to_string()),
+            Code::PermissionDenied,
+            format!("{} is not a device of c.example", bob.identity()),
+        ),
+        (
+            "c announces bob's departure as b.example",
+            departure("b.example", bob.identity().to_string()),
+            Code::PermissionDenied,
+            not_for("b.example"),
+        ),
+        (
+            "c announces the departure of alice's device",
+            departure("c.example", alice.identity().to_string()),
+            Code::PermissionDenied,
+            "is a device of this homeserver's own domain".to_owned(),
+        ),
+        (
+            "c announces the departure of a device of its own that is no member",
+            departure("c.example", "carol@c.example/0000000000000001".to_owned()),
+            Code::NotFound,
+            "is not hosted here or the device is no member of it".to_owned(),
+        ),
+    ] {
+        let result = call(&network, "a.example", Some(&c), |mut client| async move {
+            client.announce_departure(request).await
+        })
+        .await;
+        assert_refused(case, result, code, &fragment);
     }
 
     // Nothing was stored, and nothing reaches the members.

@@ -62,6 +62,10 @@
 //! - [`federation_metrics`]: a hub's and a follower's federation metrics
 //!   (calls, peer up, outbox backlog, certificate expiry) through the
 //!   follower's outage.
+//! - [`departures`]: a member's device logged out (deleted by its homeserver)
+//!   is removed by the remaining members' clients on their own, after the
+//!   hub's departure notice; across domains too, with the hub down when the
+//!   device goes.
 //! - [`federated_groups`]: one group with members on three domains:
 //!   invitations, ordered messages, removal, rotation.
 //! - [`rejoin`]: devices of a follower domain rejoining by external commit.
@@ -106,6 +110,7 @@ mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;
 mod container_image;
+mod departures;
 mod federated_groups;
 mod federation_metrics;
 mod federation_refusals;

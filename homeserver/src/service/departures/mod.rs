@@ -53,6 +53,7 @@ pub(crate) async fn announce(
         if keys.is_empty() {
             continue;
         }
+        let groups_before = noticed.len();
         for group in store::find_group_headers(&context.store, &keys).await? {
             match &group.hub_domain {
                 None => match notice::post_notice(context, &group.group_id, device, &reason).await?
@@ -78,7 +79,8 @@ pub(crate) async fn announce(
                 }
             }
         }
-        tracing::info!(device = %device, groups = noticed.len(), "announced a departure");
+        let groups = noticed.len() - groups_before;
+        tracing::info!(device = %device, groups, "announced a departure");
     }
     if queued {
         context.notifier.publish(&Topic::Outbox);
