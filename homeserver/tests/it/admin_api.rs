@@ -8,12 +8,18 @@ use crate::harness::{Api, assert_status, authorized, channel, with_authorization
 use conclave_proto::admin::v1 as admin;
 use conclave_proto::admin::v1::admin_session_service_client::AdminSessionServiceClient;
 use conclave_proto::admin::v1::audit_service_client::AuditServiceClient;
-use conclave_test_support::{DatabaseChoice, PASSWORD, TestHomeserver, TestOptions};
+use conclave_test_support::{
+    AdjustableClock, DatabaseChoice, PASSWORD, TestHomeserver, TestOptions,
+};
+use std::sync::Arc;
+use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
 
 on_both_databases!(
     sessions_overview_and_audit_log,
+    sessions_expire_and_logins_are_limited,
     the_admin_api_is_unimplemented_when_disabled,
 );
 
@@ -235,4 +241,85 @@ async fn the_admin_api_is_unimplemented_when_disabled(database: DatabaseChoice) 
         Code::Unimplemented,
         "",
     );
+}
+
+async fn sessions_expire_and_logins_are_limited(database: DatabaseChoice) {
+    let clock = Arc::new(AdjustableClock::default());
+    let options = TestOptions {
+        domain: "a.example".to_owned(),
+        ..TestOptions::on(database)
+    }
+    .clock(clock.clone())
+    .configure(|config| {
+        config.admin.session_idle_minutes = 5;
+        config.admin.session_max_hours = 1;
+        config.limits.auth_attempt_burst = 6;
+        config.limits.auth_attempts_per_minute = 1;
+    });
+    let server = TestHomeserver::start_with(options).await;
+    let channel = channel(&server).await;
+    let api = Api::new(channel.clone());
+    api.register("alice").await;
+    succeeded(
+        &admin_command(
+            "a.example",
+            &server.config().database.url,
+            &["grant", "alice"],
+        )
+        .await,
+    );
+    let mut sessions = AdminSessionServiceClient::new(channel);
+    let login_client = sessions.clone();
+    let login = async || {
+        login_client
+            .clone()
+            .login(login_request("alice", PASSWORD))
+            .await
+            .map(|session| session.into_inner().token)
+    };
+    let whoami = |token: &str| authorized(token, admin::AdminWhoAmIRequest {});
+
+    // Idle for the configured 5 minutes.
+    let idle = login().await.expect("a session");
+    clock.advance(Duration::from_secs(4 * 60));
+    sessions.who_am_i(whoami(&idle)).await.expect("still open");
+    clock.advance(Duration::from_secs(5 * 60));
+    assert_status(
+        sessions.who_am_i(whoami(&idle)).await,
+        Code::Unauthenticated,
+        "the admin session expired; log in again",
+    );
+
+    // Busy, but past its hour.
+    let busy = login().await.expect("a session");
+    for _ in 0..14 {
+        clock.advance(Duration::from_secs(4 * 60));
+        sessions.who_am_i(whoami(&busy)).await.expect("still open");
+    }
+    clock.advance(Duration::from_secs(4 * 60));
+    assert_status(
+        sessions.who_am_i(whoami(&busy)).await,
+        Code::Unauthenticated,
+        "the admin session expired; log in again",
+    );
+
+    // The client API's limits: the address's bucket (6 at once, then one a
+    // minute; full again after the hour above) is spent by these six.
+    for _ in 0..6 {
+        assert_status(
+            sessions.login(login_request("alice", "guess")).await,
+            Code::Unauthenticated,
+            "wrong username or password",
+        );
+    }
+    let refused = assert_status(
+        login().await,
+        Code::ResourceExhausted,
+        "too many register and login attempts from this address",
+    );
+    let retry_after = refused
+        .get_details_retry_info()
+        .and_then(|retry| retry.retry_delay)
+        .expect("a RetryInfo");
+    assert!(retry_after > Duration::ZERO, "{retry_after:?}");
 }

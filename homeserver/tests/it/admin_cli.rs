@@ -96,4 +96,58 @@ async fn grant_and_revoke_the_admin_role(database: DatabaseChoice) {
         granted,
         "{\"user_id\":\"alice@a.example\",\"admin\":true}\n"
     );
+
+    // Everything above is in the audit log, newest first, by the operator.
+    let listed = succeeded(&admin(url, &["audit", "list", "--json", "--action", "admin."]).await);
+    let entries: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect();
+    let summary: Vec<(&str, &str, bool)> = entries
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["actor"], "operator", "{entry}");
+            assert_eq!(entry["address"], "", "{entry}");
+            (
+                entry["action"].as_str().unwrap(),
+                entry["target"].as_str().unwrap(),
+                entry["succeeded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("admin.grant", "alice@a.example", true),
+            ("admin.revoke", "alice@a.example", false),
+            ("admin.revoke", "alice@a.example", true),
+            ("admin.grant", "alice@b.example", false),
+            ("admin.grant", "alice@a.example", false),
+            ("admin.grant", "alice@a.example", true),
+            ("admin.grant", "alice@a.example", false),
+        ]
+    );
+    let limited = succeeded(&admin(url, &["audit", "list", "--limit", "2"]).await);
+    assert_eq!(limited.lines().count(), 2, "{limited}");
+    assert!(
+        limited
+            .lines()
+            .next()
+            .unwrap()
+            .contains("operator  admin.grant alice@a.example  done: granted the admin role"),
+        "{limited}"
+    );
+    failed(&admin(url, &["audit", "list", "--limit", "0"]).await);
+
+    let exported = succeeded(&admin(url, &["audit", "export"]).await);
+    let actions: Vec<String> = exported
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            entry["action"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(actions.len(), 8, "{exported}");
+    assert_eq!(actions.first().map(String::as_str), Some("admin.grant"));
+    assert_eq!(actions.last().map(String::as_str), Some("audit.export"));
 }

@@ -107,3 +107,17 @@ pub(crate) fn caller_address<T>(request: &Request<T>) -> Option<IpAddr> {
         .map(|address| address.0)
         .or_else(|| request.remote_addr().map(|address| address.ip()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_names_its_browser_and_a_remote_caller_its_connection() {
+        let browser: IpAddr = "203.0.113.5".parse().unwrap();
+        let mut request = Request::new(());
+        assert_eq!(caller_address(&request), None);
+        request.extensions_mut().insert(CallerAddress(browser));
+        assert_eq!(caller_address(&request), Some(browser));
+    }
+}

@@ -95,3 +95,89 @@ fn describe_time(at_ms: i64) -> String {
         |at| at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::SystemClock;
+    use crate::service::admin::audit::record;
+    use crate::service::admin::tests::context_on;
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn an_export_reads_in_chunks_oldest_first_and_ends_where_it_began() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let context = context_on(&database, Arc::new(SystemClock)).await;
+        let operator = AdminCaller::operator();
+        for index in 0..(CHUNK_ENTRIES + 20) {
+            let action = if index % 2 == 0 {
+                "user.suspend"
+            } else {
+                "device.revoke"
+            };
+            record(
+                &context,
+                &operator,
+                action,
+                &format!("{index}"),
+                &Ok(String::new()),
+            )
+            .await
+            .unwrap();
+        }
+        let query = AuditQuery {
+            action_prefix: Some("user.".to_owned()),
+            ..AuditQuery::default()
+        };
+        let mut export = export_audit_log(&context, &operator, query).await.unwrap();
+        // Written after the export began: not in it.
+        record(
+            &context,
+            &operator,
+            "user.unsuspend",
+            "late",
+            &Ok(String::new()),
+        )
+        .await
+        .unwrap();
+        let mut targets = Vec::new();
+        let mut chunks = 0;
+        loop {
+            let chunk = export.next_chunk(&context).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks += 1;
+            targets.extend(chunk.into_iter().map(|entry| entry.target));
+        }
+        let expected: Vec<String> = (0..(CHUNK_ENTRIES + 20))
+            .filter(|index| index % 2 == 0)
+            .map(|index| index.to_string())
+            .collect();
+        assert_eq!(targets, expected);
+        assert_eq!(chunks, 1);
+        let everything = export_audit_log(&context, &operator, AuditQuery::default())
+            .await
+            .unwrap();
+        let mut everything = everything;
+        let first = everything.next_chunk(&context).await.unwrap();
+        assert_eq!(first.len(), usize::try_from(CHUNK_ENTRIES).unwrap());
+        let second = everything.next_chunk(&context).await.unwrap();
+        // 520 entries, the first export's record, the late one, this export's.
+        assert_eq!(second.len(), 23);
+        assert_eq!(second.last().unwrap().action, "audit.export");
+        assert_eq!(second.last().unwrap().detail, "every entry");
+        assert!(everything.next_chunk(&context).await.unwrap().is_empty());
+        let exports: Vec<_> = first
+            .iter()
+            .chain(&second)
+            .filter(|entry| entry.action == "audit.export")
+            .map(|entry| entry.detail.as_str())
+            .collect();
+        assert_eq!(
+            exports,
+            ["entries of actions starting with user.", "every entry"]
+        );
+    }
+}

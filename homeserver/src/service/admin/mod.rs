@@ -38,6 +38,8 @@ pub(crate) mod registration_token_view;
 pub(crate) mod revoke_registration_token;
 pub(crate) mod revoke_role;
 
+pub(crate) use authenticate::end_admin_sessions;
+
 use super::Context;
 use super::secrets::PasswordHashError;
 use crate::rules::account::parse_login_name;

@@ -1,9 +1,10 @@
 //! Taking the admin role away (`conclave-homeserver admin revoke USER`).
 
 use super::audit::audited;
-use super::authenticate::end_admin_sessions;
 use super::grant_role::target_name;
-use super::{AdminCaller, AdminError, find_local_user, parse_local_user, user_id};
+use super::{
+    AdminCaller, AdminError, end_admin_sessions, find_local_user, parse_local_user, user_id,
+};
 use crate::service::Context;
 use crate::store;
 use conclave_core::ids::UserId;
