@@ -144,7 +144,7 @@ pub(crate) async fn list_registration_tokens(
         query = query.filter(usable_at(now_ms));
     }
     if let Some(before_id) = before_id {
-        let before_id = i64::try_from(before_id).unwrap_or(i64::MAX);
+        let before_id = i64::try_from(before_id).unwrap_or(i64::MAX); // tidy: saturating (beyond every row: from the newest)
         query = query.filter(registration_token::Column::Id.lt(before_id));
     }
     query
