@@ -10,6 +10,8 @@
 //! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
 //!   audit log, as an operator runs them.
 //! - [`registration`]: the open, closed and token registration policies.
+//! - [`admin_groups_api`]: GroupAdminService and RegistrationTokenAdminService
+//!   through the client port, as an administrator.
 //! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
 //!   revoked token registers no one.
 //! - [`account_input`]: malformed account requests and bad credentials.
@@ -75,6 +77,7 @@ mod account_input;
 mod accounts;
 mod admin_api;
 mod admin_cli;
+mod admin_groups_api;
 mod admin_tokens;
 mod admin_suspension;
 mod admin_users_cli;
