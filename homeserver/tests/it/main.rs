@@ -9,6 +9,12 @@
 //!   the overview, the audit log.
 //! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
 //!   audit log, as an operator runs them.
+//! - [`admin_suspension`]: a suspended account's calls, logins and stream,
+//!   and a revoked device, with the operator's command acting.
+//! - [`admin_users_api`]: UserAdminService through the client port: the
+//!   actions, their refusals, streams and admin sessions ended.
+//! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
+//!   JSON lines, with their refusals.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
@@ -36,10 +42,6 @@
 //! - [`check_config`]: the binary's `check-config`: what it reports, that it
 //!   binds and creates nothing, that a start refuses what it refuses, and
 //!   `--connect`'s schema state, Redis PING and exit codes.
-//! - [`admin_suspension`]: a suspended account's calls, logins and stream,
-//!   and a revoked device, with the operator's command acting.
-//! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
-//!   JSON lines, with their refusals.
 //! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
 //!   database migrated by a newer release.
 //! - [`request_limits`]: repeated fields over their limits, and long input
@@ -72,6 +74,7 @@ mod accounts;
 mod admin_api;
 mod admin_cli;
 mod admin_suspension;
+mod admin_users_api;
 mod admin_users_cli;
 mod attempt_limits;
 mod check_config;
