@@ -11,10 +11,13 @@
 //! - [`mls`]: the cipher suite Conclave speaks and the crypto provider used for
 //!   verification.
 //! - [`key_package`]: the checks every uploaded or claimed KeyPackage must pass.
+//! - [`group_metadata`]: the group's name in its group context (extension
+//!   `0xf0c1`), written by clients and read by them and the hub.
 //! - [`enrolment`]: the transcript a device signs at enrolment to prove it holds
 //!   the private key of the signature key it enrols.
 
 pub mod enrolment;
+pub mod group_metadata;
 pub mod ids;
 pub mod key_package;
 pub mod mls;

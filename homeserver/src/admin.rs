@@ -3,9 +3,8 @@
 //! and what they read of it (federation status, a group's overview).
 
 use crate::config::Config;
-use crate::service::create_registration_token::{
-    NewRegistrationToken, create_registration_token as create,
-};
+use crate::service::admin::AdminCaller;
+use crate::service::admin::create_registration_token::create_registration_token as create;
 use crate::service::leases::outbox_lease;
 use crate::service::{Clock, Context};
 use crate::store::{Store, StoreError};
@@ -16,6 +15,38 @@ use std::sync::Arc;
 pub enum AdminError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The action was refused; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<crate::service::admin::AdminError> for AdminError {
+    fn from(error: crate::service::admin::AdminError) -> AdminError {
+        match error {
+            crate::service::admin::AdminError::Store(store) => AdminError::Store(store),
+            other => AdminError::Refused(other.to_string()),
+        }
+    }
+}
+
+/// A freshly made token; the secret is shown once and only its hash is kept.
+pub struct NewRegistrationToken {
+    pub token: String,
+    pub uses_allowed: u32,
+    /// Milliseconds since the Unix epoch; `None` never expires.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// By hand: the token must never reach a log or a panic message.
+impl std::fmt::Debug for NewRegistrationToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NewRegistrationToken")
+            .field("token", &"<redacted>")
+            .field("uses_allowed", &self.uses_allowed)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// Applies the migrations the database lacks and returns their names, oldest
@@ -30,8 +61,9 @@ pub async fn migrate(config: Config) -> Result<Vec<String>, AdminError> {
     Ok(applied?)
 }
 
-/// Makes a registration token good for `uses` registrations, expiring after
-/// `valid_for_days` days if given.
+/// Makes a registration token good for `uses` registrations (1 to
+/// 1,000,000), expiring after `valid_for_days` days (1 to 3650) if given: the
+/// admin API's use case, as the operator (audited as `operator`).
 pub async fn create_registration_token(
     config: Config,
     clock: Arc<dyn Clock>,
@@ -41,10 +73,20 @@ pub async fn create_registration_token(
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
     let context = Context::new(store.clone(), config, clock);
-    let valid_for_ms = valid_for_days.map(|days| i64::from(days) * 24 * 3600 * 1000);
-    let token = create(&context, uses, valid_for_ms).await?;
+    let created = create(
+        &context,
+        &AdminCaller::operator(),
+        uses,
+        valid_for_days.unwrap_or(0),
+    )
+    .await;
     store.close().await?;
-    Ok(token)
+    let created = created?;
+    Ok(NewRegistrationToken {
+        uses_allowed: created.registration_token.uses_allowed,
+        expires_at_ms: created.registration_token.expires_at_ms,
+        token: created.token,
+    })
 }
 
 /// One peer domain's federation delivery, as an operator sees it.
@@ -134,15 +176,32 @@ pub async fn group_overview(
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
     let group_id = crate::rules::ids::GroupId::from(mls_group_id);
-    let overview = match crate::store::find_group_header(&store, &group_id).await? {
-        Some(header) => Some(GroupOverview {
-            epoch: header.epoch.get(),
-            last_seq: header.last_seq.get(),
-            member_devices: crate::store::member_count(&store, header.key).await?,
-            hub_domain: header.hub_domain,
-        }),
-        None => None,
-    };
+    // The admin API's record of the group, which counts its current members.
+    let overview = crate::store::find_admin_group(&store, &group_id)
+        .await?
+        .map(|record| GroupOverview {
+            epoch: record.epoch.get(),
+            last_seq: record.last_seq.get(),
+            member_devices: record.member_devices,
+            hub_domain: record.hub_domain,
+        });
     store.close().await?;
     Ok(overview)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_is_debugged_without_its_secret() {
+        let token = NewRegistrationToken {
+            token: "token-4f2a9b".to_owned(),
+            uses_allowed: 5,
+            expires_at_ms: None,
+        };
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("token-4f2a9b"), "{shown}");
+        assert!(shown.contains("uses_allowed: 5"), "{shown}");
+    }
 }

@@ -14,7 +14,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::OpenMlsProvider as _;
 
 use super::config::create_config;
-use super::metadata::GroupMetadata;
+use super::metadata::{GroupMetadata, from_group_context};
 use super::{MlsError, credential_with_key};
 use crate::state::MlsProvider;
 
@@ -251,7 +251,7 @@ pub(crate) fn members(group: &MlsGroup) -> Vec<MemberLeaf> {
 
 /// The group's name and other metadata, from its context.
 pub(crate) fn metadata(group: &MlsGroup) -> GroupMetadata {
-    GroupMetadata::from_group_context(group.public_group().group_context())
+    from_group_context(group.public_group().group_context())
 }
 
 /// Whether this device's own proposal to leave is pending: then it must not

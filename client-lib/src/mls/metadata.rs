@@ -4,47 +4,23 @@
 //! by external commit (so does the GroupInfo they join from). The homeserver
 //! sees it too: it is public group state, like the member list.
 
-use openmls::prelude::{GroupContext, UnknownExtension};
-use serde::{Deserialize, Serialize};
+use openmls::prelude::GroupContext;
 
 /// The extension's type, from the private-use range (RFC 9420 §17.3); defined in
 /// `conclave-core`, whose key-package rules require every leaf to list it.
 pub(crate) use conclave_core::mls::GROUP_METADATA_EXTENSION_TYPE;
 
+/// The extension's content, encoded and decoded in `conclave-core` (the
+/// homeserver reads it too).
+pub(crate) use conclave_core::group_metadata::GroupMetadata;
+
 /// Longest group name, in characters.
 pub(crate) const MAX_GROUP_NAME_CHARS: usize = 64;
 
-/// What the extension holds: `{"v":1,"name":"..."}` in UTF-8 JSON, so that later
-/// fields (a topic, an avatar) can be added without a new extension type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct GroupMetadata {
-    /// Format version; readers accept any version and use the fields they know.
-    pub(crate) v: u32,
-    pub(crate) name: String,
-}
-
-impl GroupMetadata {
-    pub(crate) fn new(name: &str) -> GroupMetadata {
-        GroupMetadata {
-            v: 1,
-            name: name.to_owned(),
-        }
-    }
-
-    pub(crate) fn to_extension(&self) -> UnknownExtension {
-        // Serialising a struct of a number and a string cannot fail.
-        UnknownExtension(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    /// The metadata in a group context; an empty name if the extension is missing
-    /// or unreadable (a group made by another client), which is not an error.
-    pub(crate) fn from_group_context(group_context: &GroupContext) -> GroupMetadata {
-        group_context
-            .extensions()
-            .unknown(GROUP_METADATA_EXTENSION_TYPE)
-            .and_then(|extension| serde_json::from_slice(&extension.0).ok())
-            .unwrap_or_else(|| GroupMetadata::new(""))
-    }
+/// The metadata in a group context; an empty name if the extension is missing
+/// or unreadable (a group made by another client), which is not an error.
+pub(crate) fn from_group_context(group_context: &GroupContext) -> GroupMetadata {
+    GroupMetadata::in_group_context(group_context).unwrap_or_else(|| GroupMetadata::new(""))
 }
 
 /// Checks a group name given by the user: 1 to 64 characters, no control
@@ -82,15 +58,5 @@ mod tests {
         assert!(check_group_name("line\nbreak").is_err());
         assert!(check_group_name(&"x".repeat(65)).is_err());
         assert!(check_group_name(&"x".repeat(64)).is_ok());
-    }
-
-    #[test]
-    fn metadata_round_trips_and_tolerates_newer_versions() {
-        let metadata = GroupMetadata::new("team");
-        let bytes = metadata.to_extension().0;
-        assert_eq!(bytes, br#"{"v":1,"name":"team"}"#);
-        let newer: GroupMetadata =
-            serde_json::from_slice(br#"{"v":2,"name":"team","topic":"x"}"#).unwrap();
-        assert_eq!(newer.name, "team");
     }
 }

@@ -13,8 +13,13 @@
 //! `groups`, `federation`, `audit`).
 
 mod audit;
+mod groups;
 mod role;
+mod tokens;
 mod users;
+
+pub use groups::GroupsCommand;
+pub use tokens::TokensCommand;
 
 pub use audit::AuditCommand;
 pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
@@ -56,6 +61,12 @@ pub enum AdminCommand {
     Devices(DevicesCommand),
     /// Devices low on key packages, emptiest first.
     KeyStock(KeyStockArgs),
+    /// Registration tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Groups hosted here and this domain's copies of others': list, inspect.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
 
 /// Why an admin command failed.
@@ -111,6 +122,8 @@ pub async fn run(
         AdminCommand::KeyStock(arguments) => {
             users::run_key_stock(&context, arguments, &mut stdout).await
         }
+        AdminCommand::Tokens(command) => tokens::run(&context, &caller, command, &mut stdout).await,
+        AdminCommand::Groups(command) => groups::run(&context, command, &mut stdout).await,
     };
     store.close().await?;
     result

@@ -23,6 +23,8 @@
 //!   announce one, what a follower accepts.
 //! - `follower_batch`, `follower_mls`: what a follower accepts of a hub's batch,
 //!   and the MLS checks it can make on each event without the group's state.
+//! - `group_search`: an administrator's group search, the order groups are
+//!   listed in, and how far a cursor is behind a log.
 //! - `hub`: a hosted group's public MLS state and what the hub accepts into it.
 //! - `limits`: how many entries each repeated field of a request may carry.
 //! - `attempt_limits`: brute-force limits on Register and Login (a bucket per
@@ -42,6 +44,7 @@ pub(crate) mod enrolment;
 pub(crate) mod federation;
 pub(crate) mod follower_batch;
 pub(crate) mod follower_mls;
+pub(crate) mod group_search;
 pub(crate) mod hub;
 pub(crate) mod ids;
 pub(crate) mod key_package_claim;

@@ -33,9 +33,9 @@ pub(crate) enum RegistrationRefusal {
     /// The policy is `token` and the request carries none.
     #[error("this homeserver requires a registration token")]
     TokenMissing,
-    /// The token is unknown, expired or used up (one refusal for all three, as
-    /// the token's holder needs a new one in each case).
-    #[error("the registration token is unknown, expired or used up")]
+    /// The token is unknown, expired, used up or revoked (one refusal for all,
+    /// as the token's holder needs a new one in each case).
+    #[error("the registration token is unknown, expired, used up or revoked")]
     TokenRejected,
 }
 
@@ -61,18 +61,89 @@ pub(crate) struct RegistrationToken {
     pub(crate) uses_count: u32,
     /// Milliseconds since the Unix epoch; `None` never expires.
     pub(crate) expires_at_ms: Option<i64>,
+    /// When an administrator revoked it; `None` if not revoked.
+    pub(crate) revoked_at_ms: Option<i64>,
+}
+
+/// Where a token stands, as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TokenState {
+    /// It has a use left, has not expired and was not revoked.
+    Usable,
+    /// Every use is spent.
+    UsedUp,
+    /// Past its expiry.
+    Expired,
+    /// Revoked by an administrator (whatever else is true of it).
+    Revoked,
 }
 
 impl RegistrationToken {
-    /// True if the token has a use left and has not expired at `now_ms`. The
+    /// True if the token has a use left, has not expired at `now_ms` and was not
+    /// revoked. The
     /// store's conditional UPDATE that spends a use (`consume_registration_token`)
     /// states the same condition in SQL, so that concurrent registrations cannot
     /// overspend a token; a store test holds the two equal.
     pub(crate) fn is_usable(&self, now_ms: i64) -> bool {
-        self.uses_count < self.uses_allowed
-            && self
-                .expires_at_ms
-                .is_none_or(|expires_at_ms| expires_at_ms > now_ms)
+        self.state(now_ms) == TokenState::Usable
+    }
+
+    /// Where the token stands at `now_ms`: a revocation says the most (an
+    /// administrator's decision), then spent uses, then the expiry.
+    pub(crate) fn state(&self, now_ms: i64) -> TokenState {
+        if self.revoked_at_ms.is_some() {
+            TokenState::Revoked
+        } else if self.uses_count >= self.uses_allowed {
+            TokenState::UsedUp
+        } else if self
+            .expires_at_ms
+            .is_some_and(|expires_at_ms| expires_at_ms <= now_ms)
+        {
+            TokenState::Expired
+        } else {
+            TokenState::Usable
+        }
+    }
+
+    /// Registrations the token still allows at `now_ms` (0 unless usable).
+    pub(crate) fn uses_remaining(&self, now_ms: i64) -> u32 {
+        if self.is_usable(now_ms) {
+            self.uses_allowed - self.uses_count
+        } else {
+            0
+        }
+    }
+}
+
+/// Most registrations one token may allow.
+pub(crate) const MAX_TOKEN_USES: u32 = 1_000_000;
+/// Longest validity of a token, in days (ten years).
+pub(crate) const MAX_TOKEN_VALID_DAYS: u32 = 3650;
+
+/// Why a new token's terms are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenTermsError {
+    #[error("uses must be 1 to {MAX_TOKEN_USES}, not {0}")]
+    Uses(u32),
+    #[error("valid_for_days must be 1 to {MAX_TOKEN_VALID_DAYS}, or 0 for never, not {0}")]
+    ValidForDays(u32),
+}
+
+/// Checks a new token's terms: `uses` registrations, valid for
+/// `valid_for_days` days (0: never expires). Returns the validity in
+/// milliseconds (`None`: never expires).
+pub(crate) fn check_token_terms(
+    uses: u32,
+    valid_for_days: u32,
+) -> Result<Option<i64>, TokenTermsError> {
+    if !(1..=MAX_TOKEN_USES).contains(&uses) {
+        return Err(TokenTermsError::Uses(uses));
+    }
+    match valid_for_days {
+        0 => Ok(None),
+        days if days <= MAX_TOKEN_VALID_DAYS => Ok(Some(i64::from(days) * 24 * 3600 * 1000)),
+        days => Err(TokenTermsError::ValidForDays(days)),
     }
 }
 
@@ -97,6 +168,15 @@ pub(crate) mod cases {
             uses_allowed,
             uses_count,
             expires_at_ms,
+            revoked_at_ms: None,
+        }
+    }
+
+    /// The same token, revoked at `revoked_at_ms`.
+    fn revoked(token: RegistrationToken, revoked_at_ms: i64) -> RegistrationToken {
+        RegistrationToken {
+            revoked_at_ms: Some(revoked_at_ms),
+            ..token
         }
     }
 
@@ -116,6 +196,16 @@ pub(crate) mod cases {
             ),
             ("expired", token(1, 0, Some(NOW_MS - 1)), false),
             ("expired and used up", token(1, 1, Some(NOW_MS - 1)), false),
+            (
+                "revoked, unused",
+                revoked(token(5, 0, None), NOW_MS - 1),
+                false,
+            ),
+            (
+                "revoked, expires later",
+                revoked(token(5, 2, Some(NOW_MS + 1)), NOW_MS - 10),
+                false,
+            ),
         ]
     }
 }
@@ -144,6 +234,70 @@ mod tests {
         for (case, token, usable) in cases::usability() {
             assert_eq!(token.is_usable(cases::NOW_MS), usable, "{case}");
         }
+    }
+
+    #[test]
+    fn a_token_states_where_it_stands_and_its_remaining_uses() {
+        let at = cases::NOW_MS;
+        let token = |allowed, count, expires, revoked| RegistrationToken {
+            uses_allowed: allowed,
+            uses_count: count,
+            expires_at_ms: expires,
+            revoked_at_ms: revoked,
+        };
+        for (case, token, state, remaining) in [
+            ("fresh", token(5, 2, None, None), TokenState::Usable, 3),
+            ("used up", token(2, 2, None, None), TokenState::UsedUp, 0),
+            (
+                "expired",
+                token(2, 0, Some(at), None),
+                TokenState::Expired,
+                0,
+            ),
+            (
+                "used up and expired",
+                token(2, 2, Some(at - 1), None),
+                TokenState::UsedUp,
+                0,
+            ),
+            (
+                "revoked beats the rest",
+                token(2, 2, Some(at - 1), Some(at - 5)),
+                TokenState::Revoked,
+                0,
+            ),
+            (
+                "revoked",
+                token(9, 0, None, Some(at)),
+                TokenState::Revoked,
+                0,
+            ),
+        ] {
+            assert_eq!(token.state(at), state, "{case}");
+            assert_eq!(token.uses_remaining(at), remaining, "{case}");
+        }
+    }
+
+    #[test]
+    fn new_token_terms_are_checked() {
+        for (uses, days, expected) in [
+            (1, 0, Ok(None)),
+            (MAX_TOKEN_USES, 1, Ok(Some(86_400_000))),
+            (5, MAX_TOKEN_VALID_DAYS, Ok(Some(3650 * 86_400_000))),
+            (0, 0, Err(TokenTermsError::Uses(0))),
+            (
+                MAX_TOKEN_USES + 1,
+                0,
+                Err(TokenTermsError::Uses(MAX_TOKEN_USES + 1)),
+            ),
+            (1, 3651, Err(TokenTermsError::ValidForDays(3651))),
+        ] {
+            assert_eq!(check_token_terms(uses, days), expected, "{uses} {days}");
+        }
+        assert_eq!(
+            TokenTermsError::Uses(0).to_string(),
+            "uses must be 1 to 1000000, not 0"
+        );
     }
 
     #[test]

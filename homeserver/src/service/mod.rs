@@ -17,8 +17,8 @@
 //! - `key_packages`: upload, stock and claim of KeyPackages (local, forwarded to
 //!   other domains, and for peers).
 //! - `verify_credential`: the credential checks peers of other domains ask for.
-//! - `create_registration_token`, `secrets`: tokens an operator hands out,
-//!   access tokens and password hashes.
+//! - `secrets`: access tokens, registration tokens' secrets and password
+//!   hashes.
 //! - `groups/`: the hub: create, commit, propose, send, group info, list.
 //! - `routing`: a submission goes to the hub here or is relayed to the group's
 //!   hub; `remote_leaves`: other domains vouch for their devices' leaves.
@@ -36,7 +36,6 @@
 pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod attempt_limiter;
-pub(crate) mod create_registration_token;
 pub(crate) mod delivery;
 pub(crate) mod departures;
 pub(crate) mod follower;

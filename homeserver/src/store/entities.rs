@@ -92,6 +92,10 @@ pub(crate) mod registration_token {
         pub uses_count: i32,
         pub expires_at_ms: Option<i64>,
         pub created_at_ms: i64,
+        /// When an administrator revoked it; a revoked token registers no one.
+        pub revoked_at_ms: Option<i64>,
+        /// An administrator's user id, or `operator` (the command line).
+        pub created_by: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -160,6 +164,10 @@ pub(crate) mod group {
         pub hub_domain: Option<String>,
         /// At a follower: the group's member count as the hub last reported it.
         pub hub_member_count: Option<i64>,
+        /// When the newest event was stored (the creation, before any).
+        pub last_activity_at_ms: i64,
+        /// When the newest commit was stored; `None` before the first.
+        pub last_commit_at_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -481,6 +481,8 @@ pub(crate) async fn insert_follower_group(
         created_at_ms: Set(now_ms),
         hub_domain: Set(Some(hub_domain.to_owned())),
         hub_member_count: Set(None),
+        last_activity_at_ms: Set(now_ms),
+        last_commit_at_ms: Set(None),
         ..Default::default()
     };
     match model.insert(db.database()).await.map_err(StoreError::from) {
@@ -526,7 +528,9 @@ pub(crate) async fn followed_groups(
         .collect()
 }
 
-/// Saves a follower copy's position after applying events.
+/// Saves a follower copy's position after applying events (appended before,
+/// in the same transaction: the newest gives the copy's last activity, and its
+/// last commit when the epoch moves).
 pub(crate) async fn update_follower_group(
     db: &Transaction,
     group: GroupKey,
@@ -534,7 +538,7 @@ pub(crate) async fn update_follower_group(
     last_seq: Seq,
     hub_member_count: u64,
 ) -> Result<(), StoreError> {
-    group::Entity::update_many()
+    super::groups::with_activity(group::Entity::update_many(), group, epoch, last_seq)?
         .col_expr(
             group::Column::Epoch,
             Expr::value(super::convert::epoch_to_db(epoch)?),

@@ -50,6 +50,8 @@ pub(crate) async fn insert_group(
         state: Set(state),
         created_by: Set(created_by.to_owned()),
         created_at_ms: Set(now_ms),
+        last_activity_at_ms: Set(now_ms),
+        last_commit_at_ms: Set(None),
         ..Default::default()
     };
     match model.insert(db.database()).await.map_err(StoreError::from) {
@@ -204,6 +206,9 @@ pub(crate) async fn find_group_headers(
 }
 
 /// Saves a group's new epoch, newest sequence number and (when given) state.
+/// The event at `last_seq`, appended before in the same transaction, gives
+/// the group's last activity, and its last commit when the epoch moves (see
+/// [`with_activity`]).
 pub(crate) async fn update_group(
     db: &Transaction,
     key: GroupKey,
@@ -211,7 +216,8 @@ pub(crate) async fn update_group(
     last_seq: Seq,
     state: Option<Vec<u8>>,
 ) -> Result<(), StoreError> {
-    let mut update = group::Entity::update_many()
+    let update = with_activity(group::Entity::update_many(), key, epoch, last_seq)?;
+    let mut update = update
         .col_expr(group::Column::Epoch, Expr::value(epoch_to_db(epoch)?))
         .col_expr(group::Column::LastSeq, Expr::value(seq_to_db(last_seq)?));
     if let Some(state) = state {
@@ -222,6 +228,45 @@ pub(crate) async fn update_group(
         .exec(db.database())
         .await?;
     Ok(())
+}
+
+/// Sets a group's `last_activity_at_ms` (and, when `epoch` is not the stored
+/// one, `last_commit_at_ms`) to the time of its log entry at `last_seq`, read
+/// in the UPDATE itself: no caller passes a time, and the column stays what it
+/// was if there is no such entry. A primary-key lookup of the row just
+/// inserted, so an append costs no extra statement.
+pub(super) fn with_activity(
+    update: sea_orm::UpdateMany<group::Entity>,
+    key: GroupKey,
+    epoch: Epoch,
+    last_seq: Seq,
+) -> Result<sea_orm::UpdateMany<group::Entity>, StoreError> {
+    use super::entities::group_event;
+    use sea_orm::sea_query::{ExprTrait as _, Func, Query};
+    // Qualified: `groups` has a `created_at_ms` of its own.
+    let event_time = Query::select()
+        .column((group_event::Entity, group_event::Column::CreatedAtMs))
+        .from(group_event::Entity)
+        .and_where(Expr::col((group_event::Entity, group_event::Column::GroupId)).eq(key.row_id()))
+        .and_where(
+            Expr::col((group_event::Entity, group_event::Column::Seq)).eq(seq_to_db(last_seq)?),
+        )
+        .to_owned();
+    let activity = Func::coalesce([
+        Expr::from(event_time.clone()),
+        Expr::col(group::Column::LastActivityAtMs),
+    ]);
+    let commit_time = Expr::case(
+        Expr::col(group::Column::Epoch).ne(epoch_to_db(epoch)?),
+        Func::coalesce([
+            Expr::from(event_time),
+            Expr::col(group::Column::LastCommitAtMs),
+        ]),
+    )
+    .finally(Expr::col(group::Column::LastCommitAtMs));
+    Ok(update
+        .col_expr(group::Column::LastActivityAtMs, activity.into())
+        .col_expr(group::Column::LastCommitAtMs, commit_time.into()))
 }
 
 /// Records the commit that ended `epoch`; `Ok(false)` if that epoch has one.

@@ -25,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(AdminCoreAuditLog),
             Box::new(AdminCoreAdminRole),
             Box::new(AdminCoreAdminSessions),
+            Box::new(AdminGroupsAddGroupActivity),
+            Box::new(AdminGroupsAddTokenRevocation),
         ]
     }
 }
@@ -1153,5 +1155,103 @@ impl MigrationTrait for AdminCoreAdminSessions {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum GroupsActivity {
+    #[sea_orm(iden = "groups")]
+    Table,
+    LastActivityAtMs,
+    LastCommitAtMs,
+}
+
+/// When a group last grew and last changed epoch, for the admin API (groups
+/// listed most recently active first; the inspector's last commit). Kept on the
+/// group's row by the UPDATE that already moves `last_seq` (the new event's
+/// own time, read back in that statement), because the log cannot tell: the
+/// janitor prunes it, often whole. No index on the activity: a message's
+/// UPDATE of the row stays as cheap as before (on PostgreSQL, a heap-only
+/// update), and listing groups, rare, sorts them. Existing groups start from
+/// their newest event still in the log, else their creation.
+struct AdminGroupsAddGroupActivity;
+
+impl MigrationName for AdminGroupsAddGroupActivity {
+    fn name(&self) -> &str {
+        "m0008_admin_groups_add_group_activity"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminGroupsAddGroupActivity {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsActivity::Table)
+                    .add_column(big_integer(GroupsActivity::LastActivityAtMs).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsActivity::Table)
+                    .add_column(big_integer_null(GroupsActivity::LastCommitAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "UPDATE groups SET \
+                   last_activity_at_ms = COALESCE((SELECT MAX(e.created_at_ms) FROM group_events e WHERE e.group_id = groups.id), created_at_ms), \
+                   last_commit_at_ms = (SELECT MAX(e.created_at_ms) FROM group_events e WHERE e.group_id = groups.id AND e.kind = 1)",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum RegistrationTokensRevocation {
+    #[sea_orm(iden = "registration_tokens")]
+    Table,
+    RevokedAtMs,
+    CreatedBy,
+}
+
+/// Administrators revoke registration tokens (a revoked token registers no
+/// one), and each token records who made it: an administrator's user id, or
+/// `operator` for the command line, which made every token before this.
+struct AdminGroupsAddTokenRevocation;
+
+impl MigrationName for AdminGroupsAddTokenRevocation {
+    fn name(&self) -> &str {
+        "m0008_admin_groups_add_token_revocation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdminGroupsAddTokenRevocation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationTokensRevocation::Table)
+                    .add_column(big_integer_null(RegistrationTokensRevocation::RevokedAtMs))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RegistrationTokensRevocation::Table)
+                    .add_column(string(RegistrationTokensRevocation::CreatedBy).default("operator"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! value is an error naming its row, never a silent 0.
 
 mod accounts;
+mod admin_groups;
 mod admin_overview;
 mod admin_roles;
 mod admin_sessions;
@@ -41,6 +42,7 @@ mod user_admin;
 pub(crate) const SECRET_BEARING_LOG_TARGETS: &str = "sea_orm::driver::sqlx_postgres=debug";
 
 pub(crate) use accounts::*;
+pub(crate) use admin_groups::*;
 pub(crate) use admin_overview::*;
 pub(crate) use admin_roles::*;
 pub(crate) use admin_sessions::*;

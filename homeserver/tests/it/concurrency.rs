@@ -187,7 +187,7 @@ async fn concurrent_registrations_neither_overspend_nor_duplicate(database: Data
     // New users race for a single-use token: one gets it.
     let single_use = create_token(1).await;
     let results = race(single_use, false).await;
-    let spent = "the registration token is unknown, expired or used up";
+    let spent = "the registration token is unknown, expired, used up or revoked";
     assert_eq!(successes(results, Code::PermissionDenied, spent), 1);
 
     // Devices race for one username with a token good for two: one account is

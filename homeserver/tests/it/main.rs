@@ -16,6 +16,10 @@
 //! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
 //!   JSON lines, with their refusals.
 //! - [`registration`]: the open, closed and token registration policies.
+//! - [`admin_groups_api`]: GroupAdminService and RegistrationTokenAdminService
+//!   through the client port, as an administrator.
+//! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
+//!   revoked token registers no one.
 //! - [`account_input`]: malformed account requests and bad credentials.
 //! - [`attempt_limits`]: brute-force limits on Register and Login, per address
 //!   and per account and address.
@@ -73,7 +77,9 @@ mod account_input;
 mod accounts;
 mod admin_api;
 mod admin_cli;
+mod admin_groups_api;
 mod admin_suspension;
+mod admin_tokens;
 mod admin_users_api;
 mod admin_users_cli;
 mod attempt_limits;

@@ -70,7 +70,7 @@ async fn token_registration_spends_tokens_only_on_success(database: DatabaseChoi
     let single_use = create_token(&server, 1, None).await;
 
     let missing = "this homeserver requires a registration token";
-    let rejected = "the registration token is unknown, expired or used up";
+    let rejected = "the registration token is unknown, expired, used up or revoked";
     for (case, token, message) in [
         ("missing token", String::new(), missing),
         ("unknown token", "not-a-token".to_owned(), rejected),

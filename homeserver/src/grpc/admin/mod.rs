@@ -10,6 +10,8 @@
 //! its browser's address as a [`CallerAddress`] request extension.
 
 mod audit;
+mod groups;
+mod registration_tokens;
 mod session;
 mod users;
 
@@ -55,6 +57,8 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
+    use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
+    use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
     use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
@@ -68,6 +72,13 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
         )
         .add_service(
             UserAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            GroupAdminServiceServer::new(api.clone()).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            RegistrationTokenAdminServiceServer::new(api.clone())
+                .max_decoding_message_size(max_message_bytes),
         )
         .add_service(AuditServiceServer::new(api).max_decoding_message_size(max_message_bytes))
 }

@@ -82,10 +82,6 @@ pub(crate) struct HubGroup {
 }
 
 /// A member of the group: one device in one leaf.
-#[allow(
-    dead_code,
-    reason = "part of the hub API; the service does not list members yet"
-)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemberLeaf {
     pub(crate) leaf_index: u32,
@@ -115,10 +111,6 @@ impl HubGroup {
     }
 
     /// Every member device, by leaf index. Who receives what comes from here.
-    #[allow(
-        dead_code,
-        reason = "part of the hub API; the service does not list members yet"
-    )]
     pub(crate) fn members(&self) -> Vec<MemberLeaf> {
         self.public_group
             .members()
@@ -132,6 +124,21 @@ impl HubGroup {
                 })
             })
             .collect()
+    }
+
+    /// The group's cipher suite, as its RFC 9420 number.
+    pub(crate) fn cipher_suite(&self) -> u16 {
+        self.public_group.group_context().ciphersuite().into()
+    }
+
+    /// The group's name from its group context (Conclave's metadata extension,
+    /// `0xf0c1`); `None` if the extension is missing or unreadable (a group
+    /// made by another client).
+    pub(crate) fn name(&self) -> Option<String> {
+        conclave_core::group_metadata::GroupMetadata::in_group_context(
+            self.public_group.group_context(),
+        )
+        .map(|metadata| metadata.name)
     }
 
     /// The TLS-serialised ratchet tree of the current epoch (RFC 9420 §12.4.3.3), for

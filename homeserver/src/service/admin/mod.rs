@@ -17,15 +17,27 @@
 //! - `overview`: counts and warnings for the console's front page.
 //! - `users/`: accounts and devices (list, show, suspend, unsuspend,
 //!   deactivate, revoke a device, devices low on key packages).
+//! - `list_groups`, `inspect_group` (and `group_name`, a hosted group's name
+//!   from its public state): groups without any message content.
+//! - `create_registration_token`, `list_registration_tokens`,
+//!   `revoke_registration_token` (and `registration_token_view`, a token as
+//!   administrators see it).
 
 pub(crate) mod audit;
 pub(crate) mod authenticate;
+pub(crate) mod create_registration_token;
 pub(crate) mod export_audit_log;
 pub(crate) mod grant_role;
+pub(crate) mod group_name;
+pub(crate) mod inspect_group;
 pub(crate) mod list_audit_entries;
+pub(crate) mod list_groups;
+pub(crate) mod list_registration_tokens;
 pub(crate) mod login;
 pub(crate) mod overview;
 pub(crate) mod paging;
+pub(crate) mod registration_token_view;
+pub(crate) mod revoke_registration_token;
 pub(crate) mod revoke_role;
 pub(crate) mod users;
 

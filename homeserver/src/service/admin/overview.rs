@@ -67,3 +67,71 @@ pub(crate) async fn overview(context: &Context) -> Result<Overview, AdminError> 
         warnings: warnings(&facts, now_ms),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::admin_overview::Severity;
+    use crate::service::admin::tests::{ManualClock, add_user, context_on};
+    use crate::service::create_registration_token::create_registration_token;
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    #[tokio::test]
+    async fn the_overview_counts_and_warns() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let clock = ManualClock::starting_now();
+            let context = context_on(&database, clock.clone()).await;
+            let empty = overview(&context).await.unwrap();
+            assert_eq!(empty.counts.users, 0, "{choice:?}");
+            assert_eq!(empty.warnings, [], "{choice:?}");
+
+            add_user(&context, "alice", "alice's password").await;
+            add_user(&context, "bob", "bob's password").await;
+            create_registration_token(&context, 1, None).await.unwrap();
+            create_registration_token(&context, 3, Some(60_000))
+                .await
+                .unwrap();
+            clock.advance_ms(60_000);
+            store::record_peer_failure(
+                &context.store,
+                "b.example",
+                "connection refused",
+                context.now_ms(),
+            )
+            .await
+            .unwrap();
+            let now_s = context.now_ms() / 1000;
+            // The client API's certificate, as its loading records it, ends in 3 days.
+            let client_api = crate::metrics::ListenerLabels {
+                listener: "client_api",
+            };
+            context
+                .metrics
+                .tls_certificate_expiry
+                .get_or_create(&client_api)
+                .set(now_s + 3 * 86_400);
+
+            let seen = overview(&context).await.unwrap();
+            assert_eq!(seen.counts.users, 2, "{choice:?}");
+            assert_eq!(seen.counts.devices, 0, "{choice:?}");
+            // The second token expired.
+            assert_eq!(seen.counts.usable_registration_tokens, 1, "{choice:?}");
+            assert_eq!((seen.peers, seen.peers_failing), (0, 1), "{choice:?}");
+            let warnings: Vec<_> = seen
+                .warnings
+                .iter()
+                .map(|warning| (warning.severity, warning.page))
+                .collect();
+            assert_eq!(
+                warnings,
+                [
+                    (Severity::Critical, "/admin/federation"),
+                    (Severity::Warning, ""),
+                ],
+                "{choice:?}: {:?}",
+                seen.warnings
+            );
+        }
+    }
+}
