@@ -59,7 +59,11 @@ async fn an_accounts_groups_are_shown_by_name_where_hosted_and_left_on_revocatio
 
     let at_hub = admin_json(&network, "a.example", &["users", "show", "bob"]).await;
     let bob_device = bob.identity().device_id().to_string();
-    assert_eq!(at_hub["devices"][0]["device_id"], bob_device.as_str(), "{at_hub}");
+    assert_eq!(
+        at_hub["devices"][0]["device_id"],
+        bob_device.as_str(),
+        "{at_hub}"
+    );
     assert_eq!(at_hub["devices"][0]["groups"], 1, "{at_hub}");
     let group = &at_hub["groups"][0];
     assert_eq!(group["group_id"], group_hex.as_str(), "{at_hub}");
@@ -73,12 +77,25 @@ async fn an_accounts_groups_are_shown_by_name_where_hosted_and_left_on_revocatio
     assert_eq!(group["name"], "", "{at_follower}");
     assert_eq!(group["hub_domain"], "a.example", "{at_follower}");
 
-    let revoked = admin_json(&network, "a.example", &["devices", "revoke", "bob", &bob_device]).await;
+    let revoked = admin_json(
+        &network,
+        "a.example",
+        &["devices", "revoke", "bob", &bob_device],
+    )
+    .await;
     assert_eq!(revoked["groups_left"], 1, "{revoked}");
     let carol_device = carol.identity().device_id().to_string();
-    let revoked =
-        admin_json(&network, "b.example", &["devices", "revoke", "carol", &carol_device]).await;
+    let revoked = admin_json(
+        &network,
+        "b.example",
+        &["devices", "revoke", "carol", &carol_device],
+    )
+    .await;
     assert_eq!(revoked["groups_left"], 1, "{revoked}");
     let bob_now = admin_json(&network, "a.example", &["users", "show", "bob"]).await;
-    assert_eq!(bob_now["devices"].as_array().map(Vec::len), Some(0), "{bob_now}");
+    assert_eq!(
+        bob_now["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{bob_now}"
+    );
 }
