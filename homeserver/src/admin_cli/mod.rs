@@ -8,9 +8,8 @@
 //! # Layout
 //! One file per area: `role` (grant and revoke the admin role), `audit` (list
 //! and export the audit log), `users` (accounts, devices, key-package stock),
-//! `federation` (peers, the doctor, our own certificate), and one per
-//! area of the admin API as it comes (`users`, `devices`, `tokens`,
-//! `groups`, `federation`, `audit`).
+//! `tokens` (registration tokens), `groups` (list and inspect), `federation`
+//! (peers, the doctor, our own certificate).
 
 mod audit;
 mod groups;

@@ -415,3 +415,26 @@ pub(crate) async fn find_devices_with_accounts(
         .map(|(device, user)| Ok((device_record(device)?, user_record(user)?)))
         .collect()
 }
+
+/// The stored public state of each of the groups hosted here among
+/// `group_ids` (MLS group ids), in one statement; a follower's copy (which
+/// holds no state) is left out.
+pub(crate) async fn hosted_group_states(
+    db: &impl Connection,
+    group_ids: &[Vec<u8>],
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, StoreError> {
+    if group_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(group::Entity::find()
+        .select_only()
+        .column(group::Column::MlsGroupId)
+        .column(group::Column::State)
+        .filter(group::Column::MlsGroupId.is_in(group_ids.iter().cloned()))
+        .filter(group::Column::HubDomain.is_null())
+        .into_tuple::<(Vec<u8>, Vec<u8>)>()
+        .all(db.database())
+        .await?
+        .into_iter()
+        .collect())
+}

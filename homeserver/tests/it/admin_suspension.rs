@@ -6,13 +6,12 @@
 //! PostgreSQL (where other processes may write, so the server resyncs) the
 //! open Subscribe stream of a suspended device ends.
 
+use crate::admin_cli::{admin_command, succeeded};
 use crate::harness::{Api, authorized, channel, login_request, new_signer, start_with_api};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_test_support::{DatabaseChoice, TestHomeserver};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::Command;
 use tonic::Code;
 
 on_both_databases!(
@@ -23,23 +22,7 @@ on_both_databases!(
 /// domain; panics unless it succeeds.
 async fn admin(server: &TestHomeserver, arguments: &[&str]) {
     let config = server.config();
-    let output = Command::new(env!("CARGO_BIN_EXE_conclave-homeserver"))
-        .arg("admin")
-        .args(arguments)
-        .env_clear()
-        .env("CONCLAVE_DATABASE__URL", &config.database.url)
-        .env("CONCLAVE_DOMAIN", &config.domain)
-        .env("CONCLAVE_LOG__FILTER", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("running conclave-homeserver admin");
-    assert!(
-        output.status.success(),
-        "admin {arguments:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&admin_command(&config.domain, &config.database.url, arguments).await);
 }
 
 async fn who_am_i_code(api: &Api, token: &str) -> Result<(), (Code, String)> {

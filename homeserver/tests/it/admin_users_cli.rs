@@ -3,30 +3,18 @@
 //! as JSON lines with `--json`, refusals exit non-zero with the reason on
 //! stderr, and every action is in the audit log as `operator`.
 
+use crate::admin_cli::admin_command;
 use conclave_test_support::{DatabaseChoice, TestDatabase};
 use serde_json::Value;
-use std::process::{Output, Stdio};
-use tokio::process::Command;
+use std::process::Output;
 
 on_both_databases!(the_operator_administers_users_and_devices_from_the_command_line);
 
 const DEVICE: &str = "00000000000000b1";
 
-/// Runs `conclave-homeserver admin ARGS...` on `database_url`, configured by
-/// the environment only.
+/// `conclave-homeserver admin ARGS...` on `database_url`, for `a.example`.
 async fn admin(database_url: &str, arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conclave-homeserver"))
-        .arg("admin")
-        .args(arguments)
-        .env_clear()
-        .env("CONCLAVE_DATABASE__URL", database_url)
-        .env("CONCLAVE_DOMAIN", "a.example")
-        .env("CONCLAVE_LOG__FILTER", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("running conclave-homeserver admin")
+    admin_command("a.example", database_url, arguments).await
 }
 
 /// The JSON objects the command printed, one per line; panics if it failed.

@@ -44,6 +44,8 @@
 //!   `--connect`'s schema state, Redis PING and exit codes.
 //! - [`admin_suspension`]: a suspended account's calls, logins and stream,
 //!   and a revoked device, with the operator's command acting.
+//! - [`admin_users_api`]: UserAdminService through the client port: the
+//!   actions, their refusals, streams and admin sessions ended.
 //! - [`admin_users_cli`]: the binary's `admin users|devices|key-stock`, as
 //!   JSON lines, with their refusals.
 //! - [`migrate`]: the binary's `migrate`, concurrent runs, and the refusal of a
@@ -80,6 +82,7 @@ mod admin_cli;
 mod admin_groups_api;
 mod admin_tokens;
 mod admin_suspension;
+mod admin_users_api;
 mod admin_users_cli;
 mod admin_federation;
 mod attempt_limits;

@@ -83,6 +83,8 @@
 //!   nothing stored.
 //! - [`admin_groups`]: the group inspector (`conclave-homeserver admin groups`)
 //!   after a real chat over two domains: the hub's view and a follower's copy.
+//! - [`admin_users`]: an account's groups (`conclave-homeserver admin users
+//!   show`), named where hosted, and left when a device is revoked.
 //! - [`traces`]: one send from the `conclave` CLI is one trace across both
 //!   domains' homeserver processes, down to the recipient's stream, exported
 //!   over OTLP; JSON logs carry its ids.
@@ -100,6 +102,7 @@ macro_rules! on_both_databases {
 mod admin_console;
 mod browser_harness;
 mod admin_groups;
+mod admin_users;
 mod chart_deployment;
 mod cluster_commit_races;
 mod cluster_crash;

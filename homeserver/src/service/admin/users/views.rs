@@ -2,6 +2,7 @@
 //! the reads they share: a batch of devices with their stock and groups in a
 //! fixed number of statements, whatever the number of devices.
 
+use super::super::group_name::group_name;
 use super::super::{AdminError, parse_local_user, user_id};
 use crate::rules::account_state::AccountState;
 use crate::service::Context;
@@ -103,8 +104,8 @@ pub(super) async fn summary_of(
 }
 
 /// `devices` (each with its owner's username) with their stock and group
-/// counts, in their order, and the groups they are in: three statements in
-/// all.
+/// counts, in their order, and the groups they are in (named where hosted
+/// here): four statements in all.
 pub(super) async fn describe_devices(
     context: &Context,
     devices: Vec<(DeviceRecord, Username)>,
@@ -140,6 +141,21 @@ pub(super) async fn describe_devices(
             })
             .device_ids
             .push(membership.device_id.clone());
+    }
+    // Names only where this homeserver holds the group's public state: the
+    // groups it hosts (`group_name` reads the metadata extension).
+    let group_ids: Vec<Vec<u8>> = groups
+        .values()
+        .map(|group| group.group_id.clone())
+        .collect();
+    let states = store::hosted_group_states(&context.store, &group_ids).await?;
+    for group in groups.values_mut() {
+        if let Some(name) = states
+            .get(&group.group_id)
+            .and_then(|state| group_name(state))
+        {
+            group.name = name;
+        }
     }
     let summaries = devices
         .iter()
