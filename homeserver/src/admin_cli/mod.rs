@@ -12,8 +12,8 @@
 //! (peers, the doctor, our own certificate).
 
 mod audit;
-mod groups;
 mod federation;
+mod groups;
 mod role;
 mod tokens;
 
@@ -22,8 +22,8 @@ pub use tokens::TokensCommand;
 mod users;
 
 pub use audit::AuditCommand;
-pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 pub use federation::{FederationCommand, write_peers};
+pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};

@@ -9,6 +9,8 @@
 //!   the overview, the audit log.
 //! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
 //!   audit log, as an operator runs them.
+//! - [`admin_console`]: the admin web console over the real admin API: login,
+//!   the overview, the audit of the login; not mounted when the API is off.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`admin_groups_api`]: GroupAdminService and RegistrationTokenAdminService
 //!   through the client port, as an administrator.
@@ -79,12 +81,13 @@ mod account_input;
 mod accounts;
 mod admin_api;
 mod admin_cli;
+mod admin_console;
+mod admin_federation;
 mod admin_groups_api;
-mod admin_tokens;
 mod admin_suspension;
+mod admin_tokens;
 mod admin_users_api;
 mod admin_users_cli;
-mod admin_federation;
 mod attempt_limits;
 mod check_config;
 mod cluster;
