@@ -73,13 +73,8 @@ pub async fn create_registration_token(
     let store = Store::connect(&config.database.url, 1).await?;
     store.migrate().await?;
     let context = Context::new(store.clone(), config, clock);
-    let created = create(
-        &context,
-        &AdminCaller::operator(),
-        uses,
-        valid_for_days.unwrap_or(0),
-    )
-    .await;
+    let valid_for_days = valid_for_days.unwrap_or(crate::rules::registration::NEVER_EXPIRES);
+    let created = create(&context, &AdminCaller::operator(), uses, valid_for_days).await;
     store.close().await?;
     let created = created?;
     Ok(NewRegistrationToken {

@@ -93,7 +93,11 @@ fn id_prefix_range(hex_digits: &str) -> IdRange {
 fn to_bytes(nibbles: &[u8]) -> Vec<u8> {
     nibbles
         .chunks(2)
-        .map(|pair| (pair[0] << 4) | pair.get(1).copied().unwrap_or(0))
+        .map(|pair| {
+            pair.iter()
+                .zip([4, 0])
+                .fold(0, |byte, (nibble, shift)| byte | (nibble << shift))
+        })
         .collect()
 }
 

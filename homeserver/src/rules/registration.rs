@@ -121,6 +121,9 @@ pub(crate) const MAX_TOKEN_USES: u32 = 1_000_000;
 /// Longest validity of a token, in days (ten years).
 pub(crate) const MAX_TOKEN_VALID_DAYS: u32 = 3650;
 
+/// The `valid_for_days` of a token that never expires.
+pub(crate) const NEVER_EXPIRES: u32 = 0;
+
 /// Why a new token's terms are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TokenTermsError {
@@ -141,7 +144,7 @@ pub(crate) fn check_token_terms(
         return Err(TokenTermsError::Uses(uses));
     }
     match valid_for_days {
-        0 => Ok(None),
+        NEVER_EXPIRES => Ok(None),
         days if days <= MAX_TOKEN_VALID_DAYS => Ok(Some(i64::from(days) * 24 * 3600 * 1000)),
         days => Err(TokenTermsError::ValidForDays(days)),
     }

@@ -1,9 +1,8 @@
 //! The counts of the admin overview, each one `COUNT` (or a small aggregate)
 //! so that the console's front page stays cheap on a large domain.
 
-use super::entities::{device, group, registration_token, user};
+use super::entities::{device, group, user};
 use super::{Connection, StoreError};
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 /// The domain's counts that the database alone knows.
@@ -13,7 +12,8 @@ pub(crate) struct DomainCounts {
     pub(crate) devices: u64,
     pub(crate) hosted_groups: u64,
     pub(crate) followed_groups: u64,
-    /// Registration tokens with uses left that have not expired at `now_ms`.
+    /// Registration tokens with uses left, not expired at `now_ms` and not
+    /// revoked.
     pub(crate) usable_registration_tokens: u64,
 }
 
@@ -32,19 +32,8 @@ pub(crate) async fn domain_counts(
         .filter(group::Column::HubDomain.is_not_null())
         .count(connection)
         .await?;
-    // The condition of `consume_registration_token`.
-    let usable_registration_tokens = registration_token::Entity::find()
-        .filter(
-            Expr::col(registration_token::Column::UsesCount)
-                .lt(Expr::col(registration_token::Column::UsesAllowed)),
-        )
-        .filter(
-            registration_token::Column::ExpiresAtMs
-                .is_null()
-                .or(registration_token::Column::ExpiresAtMs.gt(now_ms)),
-        )
-        .count(connection)
-        .await?;
+    // Revoked tokens are not usable either (the store's one condition).
+    let usable_registration_tokens = super::count_usable_registration_tokens(db, now_ms).await?;
     Ok(DomainCounts {
         users,
         devices,

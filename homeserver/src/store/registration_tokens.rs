@@ -118,6 +118,18 @@ fn usable_at(now_ms: i64) -> Condition {
         .add(registration_token::Column::RevokedAtMs.is_null())
 }
 
+/// How many tokens are usable at `now_ms`.
+pub(crate) async fn count_usable_registration_tokens(
+    db: &impl Connection,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(registration_token::Entity::find()
+        .filter(usable_at(now_ms))
+        .count(db.database())
+        .await?)
+}
+
 /// Up to `limit` tokens, newest first, with ids below `before_id` if given;
 /// only those usable at `now_ms` unless `include_unusable`.
 pub(crate) async fn list_registration_tokens(
@@ -132,7 +144,7 @@ pub(crate) async fn list_registration_tokens(
         query = query.filter(usable_at(now_ms));
     }
     if let Some(before_id) = before_id {
-        let before_id = i64::try_from(before_id).unwrap_or(i64::MAX);
+        let before_id = i64::try_from(before_id).unwrap_or(i64::MAX); // tidy: saturating (beyond every row: from the newest)
         query = query.filter(registration_token::Column::Id.lt(before_id));
     }
     query

@@ -72,8 +72,10 @@ pub(crate) async fn overview(context: &Context) -> Result<Overview, AdminError> 
 mod tests {
     use super::*;
     use crate::rules::admin_overview::Severity;
+    use crate::service::admin::AdminCaller;
+    use crate::service::admin::create_registration_token::create_registration_token;
+    use crate::service::admin::revoke_registration_token::revoke_registration_token;
     use crate::service::admin::tests::{ManualClock, add_user, context_on};
-    use crate::service::create_registration_token::create_registration_token;
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
     #[tokio::test]
@@ -88,11 +90,20 @@ mod tests {
 
             add_user(&context, "alice", "alice's password").await;
             add_user(&context, "bob", "bob's password").await;
-            create_registration_token(&context, 1, None).await.unwrap();
-            create_registration_token(&context, 3, Some(60_000))
+            let operator = AdminCaller::operator();
+            create_registration_token(&context, &operator, 1, 0)
                 .await
                 .unwrap();
-            clock.advance_ms(60_000);
+            create_registration_token(&context, &operator, 3, 1)
+                .await
+                .unwrap();
+            let revoked = create_registration_token(&context, &operator, 2, 0)
+                .await
+                .unwrap();
+            revoke_registration_token(&context, &operator, revoked.registration_token.id)
+                .await
+                .unwrap();
+            clock.advance_ms(24 * 3600 * 1000);
             store::record_peer_failure(
                 &context.store,
                 "b.example",
@@ -115,7 +126,7 @@ mod tests {
             let seen = overview(&context).await.unwrap();
             assert_eq!(seen.counts.users, 2, "{choice:?}");
             assert_eq!(seen.counts.devices, 0, "{choice:?}");
-            // The second token expired.
+            // The second token expired, the third was revoked.
             assert_eq!(seen.counts.usable_registration_tokens, 1, "{choice:?}");
             assert_eq!((seen.peers, seen.peers_failing), (0, 1), "{choice:?}");
             let warnings: Vec<_> = seen
