@@ -58,9 +58,9 @@ impl AdminSessionService for AdminApi {
         let counts = overview.counts;
         Ok(Response::new(proto::Overview {
             domain: self.context.domain.to_string(),
-            active_users: counts.users,
-            suspended_users: 0,
-            deactivated_users: 0,
+            active_users: counts.active_users,
+            suspended_users: counts.suspended_users,
+            deactivated_users: counts.deactivated_users,
             devices: counts.devices,
             hosted_groups: counts.hosted_groups,
             followed_groups: counts.followed_groups,

@@ -75,6 +75,7 @@ mod tests {
     use crate::service::admin::AdminCaller;
     use crate::service::admin::create_registration_token::create_registration_token;
     use crate::service::admin::revoke_registration_token::revoke_registration_token;
+    use crate::service::admin::users::{deactivate_user, suspend_user};
     use crate::service::admin::tests::{ManualClock, add_user, context_on};
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
@@ -85,12 +86,17 @@ mod tests {
             let clock = ManualClock::starting_now();
             let context = context_on(&database, clock.clone()).await;
             let empty = overview(&context).await.unwrap();
-            assert_eq!(empty.counts.users, 0, "{choice:?}");
+            assert_eq!(empty.counts.active_users, 0, "{choice:?}");
             assert_eq!(empty.warnings, [], "{choice:?}");
 
             add_user(&context, "alice", "alice's password").await;
             add_user(&context, "bob", "bob's password").await;
+            add_user(&context, "carol", "carol's password").await;
+            add_user(&context, "dave", "dave's password").await;
             let operator = AdminCaller::operator();
+            suspend_user(&context, &operator, "carol", "").await.unwrap();
+            suspend_user(&context, &operator, "dave", "").await.unwrap();
+            deactivate_user(&context, &operator, "dave", "").await.unwrap();
             create_registration_token(&context, &operator, 1, 0)
                 .await
                 .unwrap();
@@ -124,7 +130,12 @@ mod tests {
                 .set(now_s + 3 * 86_400);
 
             let seen = overview(&context).await.unwrap();
-            assert_eq!(seen.counts.users, 2, "{choice:?}");
+            let users = &seen.counts;
+            assert_eq!(
+                (users.active_users, users.suspended_users, users.deactivated_users),
+                (2, 1, 1),
+                "a deactivated account counts once, as deactivated: {choice:?}"
+            );
             assert_eq!(seen.counts.devices, 0, "{choice:?}");
             // The second token expired, the third was revoked.
             assert_eq!(seen.counts.usable_registration_tokens, 1, "{choice:?}");
