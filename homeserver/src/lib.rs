@@ -333,6 +333,7 @@ async fn serve(
             .telemetry
             .metrics
             .then(|| context.metrics.clone()),
+        console: http::console(&context),
     };
     let http_task = tokio::spawn(http::serve(health, listeners.http, async move {
         let _ = http_stop.await;

@@ -13,8 +13,8 @@
 //! `groups`, `federation`, `audit`).
 
 mod audit;
-mod groups;
 mod federation;
+mod groups;
 mod role;
 mod tokens;
 
@@ -23,8 +23,8 @@ pub use tokens::TokensCommand;
 mod users;
 
 pub use audit::AuditCommand;
-pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 pub use federation::{FederationCommand, write_peers};
+pub use users::{DevicesCommand, KeyStockArgs, UsersCommand};
 
 use crate::config::Config;
 use crate::service::admin::{AdminCaller, AdminError};

@@ -7,16 +7,25 @@
 //! replica unready: it serves on, with wake-ups from polling the database. The
 //! endpoint keeps serving while the server shuts down, so that probes see the
 //! 503 until the end.
+//!
+//! When `[admin] enabled`, the admin web console (crate `conclave-admin-ui`)
+//! is nested under `/admin`, over the admin API called in-process
+//! ([`console`]); the listener passes each connection's address to it, for
+//! the audit log.
 
 use crate::cluster::RedisLink;
+use crate::grpc::admin::AdminApi;
 use crate::metrics::Metrics;
+use crate::service::Context;
 use crate::store::{Store, StoreError};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use conclave_admin_ui::ConsoleSettings;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,15 +41,43 @@ pub(crate) struct Health {
     pub(crate) stopping: watch::Receiver<bool>,
     /// What `/metrics` renders; `None` when metrics are off.
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// The admin console's routes (from [`console`]); `None` when
+    /// `[admin] enabled` is false, and `/admin` is then not found.
+    pub(crate) console: Option<Router>,
+}
+
+/// Where the admin console is mounted (the API's warnings name its pages
+/// under it).
+pub(crate) const CONSOLE_PATH: &str = "/admin";
+
+/// The admin console over this homeserver's admin API, or `None` when
+/// `[admin] enabled` is false.
+pub(crate) fn console(context: &Arc<Context>) -> Option<Router> {
+    let admin = &context.config.admin;
+    admin.enabled.then(|| {
+        let settings = ConsoleSettings {
+            secure_cookies: admin.behind_tls_proxy,
+            base_path: CONSOLE_PATH.to_owned(),
+        };
+        let api = AdminApi {
+            context: context.clone(),
+        };
+        conclave_admin_ui::router(Arc::new(api), settings)
+    })
 }
 
 pub(crate) fn router(health: Health) -> Router {
-    Router::new()
+    let console = health.console.clone();
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(TraceLayer::new_for_http())
-        .with_state(health)
+        .with_state(health);
+    let router = match console {
+        Some(console) => probes.nest(CONSOLE_PATH, console),
+        None => probes,
+    };
+    router.layer(TraceLayer::new_for_http())
 }
 
 /// `{"status":"ok","redis":"up"}`; `redis` is `"up"` or `"down"` in cluster
@@ -116,7 +153,9 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health))
+    // The console needs each request's peer address (for the audit log).
+    let service = router(health).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

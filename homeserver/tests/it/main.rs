@@ -9,6 +9,8 @@
 //!   the overview, the audit log.
 //! - [`admin_cli`]: the binary's `admin ...` commands: the admin role and the
 //!   audit log, as an operator runs them.
+//! - [`admin_console`]: the admin web console over the real admin API: login,
+//!   the overview, the audit of the login; not mounted when the API is off.
 //! - [`registration`]: the open, closed and token registration policies.
 //! - [`admin_tokens`]: `admin tokens create|list|revoke` as a process; a
 //!   revoked token registers no one.
@@ -75,10 +77,11 @@ mod account_input;
 mod accounts;
 mod admin_api;
 mod admin_cli;
-mod admin_tokens;
-mod admin_suspension;
-mod admin_users_cli;
+mod admin_console;
 mod admin_federation;
+mod admin_suspension;
+mod admin_tokens;
+mod admin_users_cli;
 mod attempt_limits;
 mod check_config;
 mod cluster;

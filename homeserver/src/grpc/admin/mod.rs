@@ -10,9 +10,9 @@
 //! its browser's address as a [`CallerAddress`] request extension.
 
 mod audit;
+mod federation;
 mod groups;
 mod registration_tokens;
-mod federation;
 mod session;
 mod users;
 
@@ -58,10 +58,10 @@ pub(crate) fn add_services<L>(router: Router<L>, context: &Arc<Context>) -> Rout
     }
     use conclave_proto::admin::v1::admin_session_service_server::AdminSessionServiceServer;
     use conclave_proto::admin::v1::audit_service_server::AuditServiceServer;
+    use conclave_proto::admin::v1::federation_admin_service_server::FederationAdminServiceServer;
     use conclave_proto::admin::v1::group_admin_service_server::GroupAdminServiceServer;
     use conclave_proto::admin::v1::registration_token_admin_service_server::RegistrationTokenAdminServiceServer;
     use conclave_proto::admin::v1::user_admin_service_server::UserAdminServiceServer;
-    use conclave_proto::admin::v1::federation_admin_service_server::FederationAdminServiceServer;
     let api = AdminApi {
         context: context.clone(),
     };
