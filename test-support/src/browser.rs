@@ -86,6 +86,8 @@ impl TestBrowser {
         let artifacts = artifacts_root().join(artifacts);
         std::fs::create_dir_all(&artifacts)
             .unwrap_or_else(|error| panic!("cannot make {}: {error}", artifacts.display()));
+        // A failure's screenshot of an earlier run would mislead.
+        let _ = std::fs::remove_file(artifacts.join("failure.png"));
         let mut config = BrowserConfig::builder()
             .chrome_executable(&executable)
             .new_headless_mode()

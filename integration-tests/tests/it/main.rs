@@ -100,9 +100,9 @@ macro_rules! on_both_databases {
 }
 
 mod admin_console;
-mod browser_harness;
 mod admin_groups;
 mod admin_users;
+mod browser_harness;
 mod chart_deployment;
 mod cluster_commit_races;
 mod cluster_crash;
