@@ -75,8 +75,8 @@ mod tests {
     use crate::service::admin::AdminCaller;
     use crate::service::admin::create_registration_token::create_registration_token;
     use crate::service::admin::revoke_registration_token::revoke_registration_token;
-    use crate::service::admin::users::{deactivate_user, suspend_user};
     use crate::service::admin::tests::{ManualClock, add_user, context_on};
+    use crate::service::admin::users::{deactivate_user, suspend_user};
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
     #[tokio::test]
@@ -94,9 +94,13 @@ mod tests {
             add_user(&context, "carol", "carol's password").await;
             add_user(&context, "dave", "dave's password").await;
             let operator = AdminCaller::operator();
-            suspend_user(&context, &operator, "carol", "").await.unwrap();
+            suspend_user(&context, &operator, "carol", "")
+                .await
+                .unwrap();
             suspend_user(&context, &operator, "dave", "").await.unwrap();
-            deactivate_user(&context, &operator, "dave", "").await.unwrap();
+            deactivate_user(&context, &operator, "dave", "")
+                .await
+                .unwrap();
             create_registration_token(&context, &operator, 1, 0)
                 .await
                 .unwrap();
@@ -132,7 +136,11 @@ mod tests {
             let seen = overview(&context).await.unwrap();
             let users = &seen.counts;
             assert_eq!(
-                (users.active_users, users.suspended_users, users.deactivated_users),
+                (
+                    users.active_users,
+                    users.suspended_users,
+                    users.deactivated_users
+                ),
                 (2, 1, 1),
                 "a deactivated account counts once, as deactivated: {choice:?}"
             );
