@@ -120,6 +120,7 @@ pub fn check(config: &Config, now: SystemTime) -> Preflight {
     check_federation(config, now, &mut findings);
     check_database_url(config, &mut findings);
     check_redis_url(config, &mut findings);
+    check_admin_console(config, &mut findings);
     Preflight { findings }
 }
 
@@ -469,6 +470,22 @@ impl CertificateFacts {
 /// The database URL as its driver reads it, shown by kind and host (or
 /// file) only: the URL may hold a password. Refused schemes are the
 /// configuration's own check's to report.
+/// The admin console on the HTTP listener: beyond loopback and not behind a
+/// TLS proxy, administrators' passwords and session cookies would cross the
+/// network in plaintext (a warning, not a refusal: a Kubernetes pod listens on
+/// all addresses and is reached by `kubectl port-forward`).
+fn check_admin_console(config: &Config, findings: &mut Vec<Finding>) {
+    let listen = config.http.listen;
+    if config.admin.enabled && !config.admin.behind_tls_proxy && !listen.ip().is_loopback() {
+        findings.push(Finding::warning(
+            "admin.behind_tls_proxy",
+            format!(
+                "the admin console (/admin) is served in plaintext on {listen}, beyond loopback: reach it only through an HTTPS proxy (then set [admin] behind_tls_proxy = true) or kubectl port-forward, restrict who reaches the port, or set [admin] enabled = false"
+            ),
+        ));
+    }
+}
+
 fn check_database_url(config: &Config, findings: &mut Vec<Finding>) {
     match crate::store::describe_database_url(&config.database.url) {
         Some(Ok(description)) => findings.push(Finding::ok("database.url", description)),
@@ -656,6 +673,46 @@ mod tests {
             ],
         );
         preflight.into_result().unwrap();
+    }
+
+    #[test]
+    fn a_console_in_plaintext_beyond_loopback_is_a_warning() {
+        let files = Files::new();
+        let database = (
+            Fine,
+            "database.url",
+            "sqlite at conclave-data/conclave.sqlite",
+        );
+        let open = "[http]\nlisten = '0.0.0.0:7480'\n";
+        check_findings(
+            &files,
+            open,
+            MADE_AT,
+            &[
+                (Fine, "client_api.listen", "without TLS (loopback only)"),
+                database,
+                (
+                    Warning,
+                    "admin.behind_tls_proxy",
+                    "served in plaintext on 0.0.0.0:7480, beyond loopback",
+                ),
+            ],
+        );
+        for quiet in [
+            format!("{open}[admin]\nbehind_tls_proxy = true\n"),
+            format!("{open}[admin]\nenabled = false\n"),
+            String::new(),
+        ] {
+            check_findings(
+                &files,
+                &quiet,
+                MADE_AT,
+                &[
+                    (Fine, "client_api.listen", "without TLS (loopback only)"),
+                    database,
+                ],
+            );
+        }
     }
 
     #[test]

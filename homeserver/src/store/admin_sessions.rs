@@ -5,6 +5,7 @@ use super::accounts::UserKey;
 use super::convert::to_parsed;
 use super::entities::{admin_session, user};
 use super::{Connection, StoreError};
+use crate::rules::account_state::AccountState;
 use conclave_core::ids::Username;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
@@ -27,6 +28,9 @@ pub(crate) struct AdminSessionRecord {
     pub(crate) username: Username,
     /// Whether the account still has the admin role.
     pub(crate) is_admin: bool,
+    /// Where the account stands: a session of a suspended or deactivated
+    /// account is no session, even one opened in a race with the suspension.
+    pub(crate) account_state: AccountState,
     pub(crate) created_at_ms: i64,
     pub(crate) last_used_at_ms: i64,
     pub(crate) expires_at_ms: i64,
@@ -73,6 +77,7 @@ pub(crate) async fn find_admin_session(
         user: UserKey(account.id),
         username: to_parsed(&account.username, &row, "username")?,
         is_admin: account.is_admin,
+        account_state: AccountState::from_times(account.suspended_at_ms, account.deactivated_at_ms),
         created_at_ms: session.created_at_ms,
         last_used_at_ms: session.last_used_at_ms,
         expires_at_ms: session.expires_at_ms,

@@ -2,7 +2,8 @@
 //! port, as the console calls it: an administrator's session lists, shows,
 //! suspends, unsuspends and deactivates accounts and revokes a device, with
 //! the refusals; a suspended device's open stream ends at once, its calls
-//! are refused, and a suspended administrator's sessions end.
+//! are refused, and a suspended administrator's sessions end. A device that
+//! logs out itself has its open stream end too.
 
 use crate::admin_cli::{admin_command, succeeded};
 use crate::harness::{Api, assert_status, authorized, channel};
@@ -10,6 +11,7 @@ use conclave_proto::admin::v1 as admin;
 use conclave_proto::admin::v1::admin_session_service_client::AdminSessionServiceClient;
 use conclave_proto::admin::v1::user_admin_service_client::UserAdminServiceClient;
 use conclave_proto::client::v1 as proto;
+use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_test_support::{DatabaseChoice, PASSWORD, TestHomeserver, TestOptions};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 on_both_databases!(an_administrator_acts_on_accounts_and_devices_through_the_api);
+on_both_databases!(a_logged_out_device_s_open_stream_ends_at_once);
 
 /// Logs `username` (an administrator) in; returns the session's token.
 async fn admin_login(channel: &Channel, username: &str) -> String {
@@ -272,4 +275,32 @@ async fn an_administrator_acts_on_accounts_and_devices_through_the_api(database:
         ["alice@a.example"],
         "bob's and carol's devices are gone"
     );
+}
+
+async fn a_logged_out_device_s_open_stream_ends_at_once(database: DatabaseChoice) {
+    let server = TestHomeserver::start_with(TestOptions::on(database)).await;
+    let channel = channel(&server).await;
+    let bob = Api::new(channel.clone()).register("bob").await;
+    let mut stream = DeliveryServiceClient::new(channel.clone())
+        .subscribe(authorized(&bob.token, proto::SubscribeRequest {}))
+        .await
+        .expect("subscribing")
+        .into_inner();
+    AccountServiceClient::new(channel.clone())
+        .logout(authorized(&bob.token, proto::LogoutRequest {}))
+        .await
+        .expect("logging out");
+    // On SQLite no resync runs: only the logout itself can end the stream.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the logged-out device's stream ends");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 }

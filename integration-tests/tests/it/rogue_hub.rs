@@ -10,7 +10,9 @@
 //!   a.example, not to c.example: INVALID_ARGUMENT;
 //! - (d) well-formed events of a group whose hub is a.example, or of a group
 //!   b.example hosts itself: FAILED_PRECONDITION;
-//! - (e) a commit adding a device b.example does not have: FAILED_PRECONDITION.
+//! - (e) a commit adding a device b.example does not have: FAILED_PRECONDITION;
+//! - (f) a departure notice for bob's device, which b.example did not delete:
+//!   INVALID_ARGUMENT (members' clients would remove it on the notice's word).
 //!
 //! The control: the same made-up group, adding a key package of bob's that
 //! b.example handed to c.example, is accepted (c may host a group and invite
@@ -182,6 +184,37 @@ async fn a_peer_cannot_invent_groups_at_a_follower(database: DatabaseChoice) {
         .await
         .expect("the group c.example hosts");
     assert_eq!(stored.hub_domain.as_deref(), Some("c.example"));
+
+    // (f) A hub cannot have bob's live device removed by its members' clients:
+    // a departure notice for a device of b.example that b.example did not
+    // delete is refused, and nothing is stored.
+    let lying_notice = proto::FederatedEvent {
+        seq: 2,
+        kind: proto::EventKind::Departure as i32,
+        epoch: 1,
+        sender: bob_identity.to_string(),
+        message: b"revoked by an administrator".to_vec(),
+        ..Default::default()
+    };
+    assert_refused(
+        "(f) a departure notice for a live device",
+        deliver(
+            &network,
+            "b.example",
+            Some(&c),
+            delivery(&controlled, lying_notice),
+        )
+        .await,
+        Code::InvalidArgument,
+        &format!(
+            "event 2: a departure notice for {bob_identity}, a device of this domain that has not departed"
+        ),
+    );
+    let after = network
+        .stored_group("b.example", controlled.as_bytes())
+        .await
+        .expect("the group c.example hosts");
+    assert_eq!(after.last_seq, stored.last_seq, "nothing stored");
 }
 
 fn unclaimed(device: &CredentialIdentity) -> String {

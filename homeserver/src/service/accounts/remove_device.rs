@@ -2,7 +2,7 @@
 //! it leaves its groups).
 
 use super::{AccountError, AuthenticatedDevice};
-use crate::service::{Context, InternalError, departures};
+use crate::service::{Context, InternalError, delivery, departures};
 use crate::store::{self, StoreError};
 use conclave_core::ids::{CredentialIdentity, DeviceId};
 
@@ -32,6 +32,9 @@ pub(super) async fn remove(
         return Err(AccountError::UnknownDevice(device_id.to_string()));
     }
     tracing::info!(user = %caller.user_id(), device = %device_id, by = %caller.device_id(), "device removed");
+    // Its open streams end now, on every replica: a stolen device its owner
+    // removes must not read on until a member commits its removal.
+    delivery::close_device_streams(context, device_id.as_str());
     let removed = CredentialIdentity::new(caller.user_id().clone(), device_id.clone());
     departures::announce(context, &[removed], reason)
         .await

@@ -3,6 +3,7 @@
 
 use super::audit::record;
 use super::{Actor, AdminCaller, AdminError, user_id};
+use crate::rules::account_state::AccountState;
 use crate::rules::admin_session::{SessionState, SessionTimes, idle_timeout_ms, session_state};
 use crate::service::{Context, secrets};
 use crate::store::{self, StoreError, UserKey};
@@ -21,7 +22,7 @@ pub(crate) struct AuthenticatedSession {
 /// What a call without a token is told.
 const MISSING_TOKEN: &str = "missing admin session token: log in with AdminSessionService.Login and send 'authorization: Bearer <token>'";
 /// What a call with a token of no session is told (never one, logged out, or
-/// ended with its account's role).
+/// ended with its account's role, suspension or deactivation).
 const UNKNOWN_SESSION: &str = "the admin session is unknown or ended; log in again";
 /// What a call of a session that ended by time is told.
 const EXPIRED_SESSION: &str = "the admin session expired; log in again";
@@ -39,7 +40,7 @@ pub(crate) async fn authenticate(
     let token_hash = secrets::hash_token(token);
     let session = store::find_admin_session(&context.store, &token_hash)
         .await?
-        .filter(|session| session.is_admin)
+        .filter(|session| session.is_admin && session.account_state == AccountState::Active)
         .ok_or_else(|| AdminError::Unauthenticated(UNKNOWN_SESSION.to_owned()))?;
     let now_ms = context.now_ms();
     let times = SessionTimes {
@@ -363,6 +364,34 @@ mod tests {
             authenticate(&context, Some(&fresh.token), address())
                 .await
                 .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_of_a_suspended_account_is_no_session() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let context = context_on(&database, ManualClock::starting_now()).await;
+            let alice = add_user(&context, "alice", "alice's password").await;
+            grant_role(&context, &AdminCaller::operator(), "alice")
+                .await
+                .unwrap();
+            let session = login(&context, address(), "alice", "alice's password".to_owned())
+                .await
+                .unwrap();
+            // The suspension's store step alone: as when it commits between a
+            // login's check of the account and the insert of its session, so
+            // that its ending of the account's sessions did not find this one.
+            assert!(
+                store::suspend_account(&context.store, alice.key, "a race", context.now_ms())
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                unauthenticated(authenticate(&context, Some(&session.token), address()).await),
+                UNKNOWN_SESSION,
+                "{choice:?}"
+            );
         }
     }
 }

@@ -138,6 +138,9 @@ pub(super) async fn apply_events(
         });
         last_seq = event.seq;
         epoch = epoch.max(event.epoch);
+        if event.kind == CheckedKind::Departure {
+            refuse_notice_for_a_live_device(context, &transaction, event).await?;
+        }
         if event.kind != CheckedKind::Commit {
             continue;
         }
@@ -266,6 +269,32 @@ async fn adds_local_devices(
         }
     }
     Ok(false)
+}
+
+/// A departure notice naming a device of this domain is true only once this
+/// domain deleted the device (and told the hub): members' clients remove the
+/// device on the notice's word, so a hub must not be able to have this
+/// domain's live devices removed by writing one of its own. The batch is
+/// refused (and the hub's outbox ends the group's delivery here).
+async fn refuse_notice_for_a_live_device(
+    context: &Context,
+    transaction: &Transaction,
+    event: &CheckedEvent,
+) -> Result<(), FollowerError> {
+    let Ok(departed) = event.sender.parse::<CredentialIdentity>() else {
+        // The batch's check parsed it already.
+        return Ok(());
+    };
+    if departed.user_id().domain() == &context.domain
+        && is_local_device(transaction, &departed).await?
+    {
+        return Err(InvalidBatch(format!(
+            "event {}: a departure notice for {departed}, a device of this domain that has not departed",
+            event.seq
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 async fn is_local_device(
