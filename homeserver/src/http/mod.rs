@@ -20,7 +20,7 @@ use crate::service::Context;
 use crate::store::{Store, StoreError};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::{IntoResponse as _, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use conclave_admin_ui::ConsoleSettings;
@@ -74,7 +74,14 @@ pub(crate) fn router(health: Health) -> Router {
         .route("/metrics", get(metrics))
         .with_state(health);
     let router = match console {
-        Some(console) => probes.nest(CONSOLE_PATH, console),
+        // `/admin/` as well as `/admin`: the address people type and the
+        // chart's NOTES give.
+        Some(console) => probes
+            .route(
+                &format!("{CONSOLE_PATH}/"),
+                get(|| async { Redirect::permanent(CONSOLE_PATH) }),
+            )
+            .nest(CONSOLE_PATH, console),
         None => probes,
     };
     router.layer(TraceLayer::new_for_http())

@@ -107,6 +107,14 @@ async fn an_administrator_logs_in_and_sees_the_overview(database: DatabaseChoice
     grant_admin(&server, "root").await;
     let http = server.http_address();
 
+    // The address as typed, with a slash, leads to the console.
+    let with_slash = exchange(http, "GET", "/admin/", None, None).await;
+    assert_eq!(with_slash.status, 308);
+    assert_eq!(with_slash.header("location"), Some("/admin"));
+    let console = exchange(http, "GET", "/admin", None, None).await;
+    assert_eq!(console.status, 303);
+    assert_eq!(console.header("location"), Some("/admin/login"));
+
     let login_page = exchange(http, "GET", "/admin/login", None, None).await;
     assert_eq!(login_page.status, 200);
     assert!(login_page.body.contains(r#"id="login-username""#));
