@@ -121,6 +121,8 @@ pub(crate) struct Context {
     pub(crate) calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// This server's Prometheus metrics (`/metrics`).
     pub(crate) metrics: Arc<Metrics>,
+    /// The parsed public state of hosted groups, kept between commits.
+    pub(crate) hub_states: Arc<groups::HubStates>,
 }
 
 impl Context {
@@ -152,6 +154,7 @@ impl Context {
             ),
             calls_in_flight: Arc::default(),
             metrics,
+            hub_states: Arc::default(),
         }
     }
 

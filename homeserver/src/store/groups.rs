@@ -301,3 +301,46 @@ pub(crate) async fn commit_seq(
         .map(|seq| to_seq(seq, group_row(key), "group_commits.seq"))
         .transpose()
 }
+
+/// The serialised public state of a group hosted here (read once its row is
+/// locked, and only when the hub has no exact copy of it in memory).
+pub(crate) async fn hosted_group_state(
+    db: &impl Connection,
+    key: GroupKey,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(group::Entity::find()
+        .select_only()
+        .column(group::Column::State)
+        .filter(group::Column::Id.eq(key.row_id()))
+        .filter(group::Column::HubDomain.is_null())
+        .into_tuple::<Vec<u8>>()
+        .one(db.database())
+        .await?)
+}
+
+/// True if a log entry in `(after, up_to]` changed the group's public state: a
+/// commit or a proposal (a range of the primary key, so only those entries
+/// are read).
+pub(crate) async fn state_changed_between(
+    db: &impl Connection,
+    key: GroupKey,
+    after: Seq,
+    up_to: Seq,
+) -> Result<bool, StoreError> {
+    use super::EventKind;
+    use super::entities::group_event;
+    let changes = group_event::Entity::find()
+        .select_only()
+        .column(group_event::Column::Seq)
+        .filter(group_event::Column::GroupId.eq(key.row_id()))
+        .filter(group_event::Column::Seq.gt(seq_to_db(after)?))
+        .filter(group_event::Column::Seq.lte(seq_to_db(up_to)?))
+        .filter(
+            group_event::Column::Kind.is_in([EventKind::Commit as i16, EventKind::Proposal as i16]),
+        )
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db.database())
+        .await?;
+    Ok(changes.is_some())
+}

@@ -38,6 +38,8 @@
 //! - [`commit_races`]: one commit per epoch, for a pair and for many at once;
 //!   concurrent retries of one submission.
 //! - [`group_input`]: refused submissions, idempotent retries, the size limit.
+//! - [`hub_state`]: the hub's in-memory group state: another replica's
+//!   commits and proposals are seen, refused commits leave it unchanged.
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
@@ -103,6 +105,7 @@ mod group_input;
 mod groups;
 mod groups_harness;
 mod harness;
+mod hub_state;
 mod key_package_input;
 mod key_packages;
 mod metrics;

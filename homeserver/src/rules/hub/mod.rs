@@ -4,7 +4,8 @@
 //! verification.
 //!
 //! The service layer, for each submission: locks the group's row, loads the state
-//! with [`HubGroup::from_state`], asks for a decision ([`HubGroup::check_commit`] and
+//! with [`HubGroup::from_state`] (for commits, unless it kept that exact state in
+//! memory, see [`reuse`]), asks for a decision ([`HubGroup::check_commit`] and
 //! friends), does the database lookups the decision calls for (are the new leaves
 //! registered devices, were the added key packages claimed), applies it
 //! ([`HubGroup::apply_commit`]), saves [`HubGroup::to_state`], appends to the log and
@@ -29,6 +30,7 @@
 //!   rules on them.
 //! - `welcome` and `group_info`: the checks on what travels with a commit.
 //! - `proposal`: proposals by reference.
+//! - `reuse`: when a state kept in memory may stand for the stored one.
 //! - `application`: application messages.
 
 mod application;
@@ -40,6 +42,7 @@ mod group_info;
 mod leaves;
 mod messages;
 mod proposal;
+mod reuse;
 mod state;
 mod storage;
 #[cfg(test)]
@@ -55,6 +58,7 @@ pub(crate) use commit_plan::{CommitPlan, check_group_size, check_proposal_room, 
 )]
 pub(crate) use error::CorruptState;
 pub(crate) use error::HubRejection;
+pub(crate) use reuse::{Reuse, StatePosition, reuse};
 // The decoding a follower shares with the hub (`rules::follower_mls`).
 pub(crate) use error::describe;
 pub(crate) use messages::{content_type_name, decode_message, decoding_error, wire_format_name};

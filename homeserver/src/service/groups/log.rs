@@ -39,13 +39,13 @@ pub(super) fn load_state(group: &HostedGroup) -> Result<HubGroup, GroupError> {
 /// ABORTED with the winner's position, so the device can fetch and merge it.
 pub(super) async fn lost_epoch(
     transaction: &Transaction,
-    group: &HostedGroup,
+    group: GroupKey,
     what: &'static str,
     message_epoch: u64,
     current_epoch: u64,
 ) -> Result<GroupError, GroupError> {
     let message_epoch = Epoch::new(message_epoch);
-    let winning_commit_seq = store::commit_seq(transaction, group.key, message_epoch)
+    let winning_commit_seq = store::commit_seq(transaction, group, message_epoch)
         .await?
         .unwrap_or_default();
     Ok(GroupError::CommitConflict {

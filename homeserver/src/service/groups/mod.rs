@@ -10,6 +10,8 @@
 //! - `submit_proposal`, `send_message`: entries that only grow the log.
 //! - `get_group_info`, `list_groups`: reads.
 //! - `log`: locking a hosted group, loading its state, appending to its log.
+//! - `state_cache`: each hosted group's parsed public state kept in memory
+//!   between commits, used only while it is exactly the stored one.
 
 mod commit_effects;
 mod create_group;
@@ -17,6 +19,7 @@ mod get_group_info;
 mod list_groups;
 mod log;
 mod send_message;
+mod state_cache;
 mod submit_commit;
 mod submit_proposal;
 
@@ -24,6 +27,7 @@ pub(crate) use create_group::{NewGroup, create};
 pub(crate) use get_group_info::group_info;
 pub(crate) use list_groups::list;
 pub(crate) use send_message::{NewMessage, send_message};
+pub(crate) use state_cache::HubStates;
 pub(crate) use submit_commit::{NewCommit, submit_commit};
 pub(crate) use submit_proposal::{NewProposal, submit_proposal};
 

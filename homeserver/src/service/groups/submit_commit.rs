@@ -7,17 +7,18 @@ use super::super::Context;
 use super::super::idempotency::{Outcome, Submission};
 use super::super::remote_leaves::{self, VouchedLeaves};
 use super::commit_effects::{apply_plan, check_local_leaves};
-use super::log::{
-    load_state, lock_hosted_group, lost_epoch, message_digest, wake_outbox_if_followed,
+use super::log::{lost_epoch, message_digest, wake_outbox_if_followed};
+use super::state_cache::{
+    TakenState, keep_committed, keep_unchanged, lock_hosted_header, take_state,
 };
 use super::{Accepted, GroupError};
 use crate::notify::Topic;
 use crate::rules::hub::{
-    CommitDecision, CommitSubmission, HubGroup, HubRejection, NewLeaf, check_group_size,
-    plan_commit,
+    CommitDecision, CommitSubmission, HubGroup, HubRejection, NewLeaf, StatePosition,
+    check_group_size, plan_commit,
 };
 use crate::rules::ids::{Epoch, GroupId};
-use crate::store::{self, EventKind, HostedGroup, NewEvent, Transaction};
+use crate::store::{self, EventKind, GroupHeader, NewEvent, Transaction};
 use conclave_core::ids::CredentialIdentity;
 
 pub(crate) struct NewCommit {
@@ -116,12 +117,62 @@ async fn try_commit(
     let transaction = context.store.begin().await?;
     // The idempotency check comes after the lock: a retry racing its original
     // then waits for it and finds its outcome, instead of being judged on its own.
-    let group = lock_hosted_group(&transaction, &request.group_id).await?;
+    let group = lock_hosted_header(&transaction, &request.group_id).await?;
     if let Some(previous) = submission.previous_outcome(&transaction).await? {
         return Ok(CommitAttempt::Accepted(previous?.into()));
     }
-    let hub_group = load_state(&group)?;
-    let decision = match hub_group.check_commit(&CommitSubmission {
+    let state = take_state(context, &transaction, &group).await?;
+    let judgement = judge(
+        context,
+        &transaction,
+        sender,
+        request,
+        vouched,
+        &group,
+        &state,
+    )
+    .await;
+    let decision = match judgement {
+        Ok(Judgement::Accept(decision)) => decision,
+        Ok(Judgement::AskRemoteDomains { added, changed }) => {
+            keep_unchanged(context, &group, state);
+            return Ok(CommitAttempt::AskRemoteDomains { added, changed });
+        }
+        Err(error) => {
+            keep_unchanged(context, &group, state);
+            return Err(error);
+        }
+    };
+    let judged = Judged {
+        group,
+        hub_group: state.group,
+        decision,
+    };
+    let accepted = accept(context, transaction, &submission, request, sender, judged).await?;
+    Ok(CommitAttempt::Accepted(accepted))
+}
+
+/// What the checks of one attempt concluded.
+enum Judgement {
+    Accept(CommitDecision),
+    AskRemoteDomains {
+        added: Vec<NewLeaf>,
+        changed: Vec<NewLeaf>,
+    },
+}
+
+/// Every check of a commit against the group's state and the database, changing
+/// neither.
+async fn judge(
+    context: &Context,
+    transaction: &Transaction,
+    sender: &CredentialIdentity,
+    request: &NewCommit,
+    vouched: &VouchedLeaves,
+    group: &GroupHeader,
+    state: &TakenState,
+) -> Result<Judgement, GroupError> {
+    let decision = match state.group.check_commit(&CommitSubmission {
         sender,
         commit: &request.commit,
         welcome: request.welcome.as_deref(),
@@ -134,7 +185,7 @@ async fn try_commit(
         }) => {
             let lost = "commit";
             return Err(
-                lost_epoch(&transaction, &group, lost, message_epoch, current_epoch).await?,
+                lost_epoch(transaction, group.key, lost, message_epoch, current_epoch).await?,
             );
         }
         Err(rejection) => return Err(rejection.into()),
@@ -153,23 +204,17 @@ async fn try_commit(
         unvouched(&decision.changed_leaves, false),
     );
     if !added.is_empty() || !changed.is_empty() {
-        return Ok(CommitAttempt::AskRemoteDomains { added, changed });
+        return Ok(Judgement::AskRemoteDomains { added, changed });
     }
-    check_local_leaves(context, &transaction, &decision).await?;
-    let members = store::member_count(&transaction, group.key).await?;
+    check_local_leaves(context, transaction, &decision).await?;
+    let members = store::member_count(transaction, group.key).await?;
     check_group_size(members, &decision, context.config.groups.max_members)?;
-    let judged = Judged {
-        group,
-        hub_group,
-        decision,
-    };
-    let accepted = accept(context, transaction, &submission, request, sender, judged).await?;
-    Ok(CommitAttempt::Accepted(accepted))
+    Ok(Judgement::Accept(decision))
 }
 
 /// A commit that passed every check, with the group it was judged against.
 struct Judged {
-    group: HostedGroup,
+    group: GroupHeader,
     hub_group: HubGroup,
     decision: CommitDecision,
 }
@@ -196,7 +241,7 @@ async fn accept(
         // The row lock makes this unreachable in practice; the primary key is the
         // guarantee if the lock is ever bypassed.
         let (lost, epoch) = ("commit", ended_epoch.get());
-        return Err(lost_epoch(&transaction, &group, lost, epoch, epoch).await?);
+        return Err(lost_epoch(&transaction, group.key, lost, epoch, epoch).await?);
     }
     let now_ms = context.now_ms();
     store::append_event(
@@ -224,8 +269,9 @@ async fn accept(
     );
     let new_epoch = Epoch::new(decision.new_epoch);
     hub_group.apply_commit(decision)?;
-    let state = Some(hub_group.to_state());
-    store::update_group(&transaction, group.key, new_epoch, seq, state).await?;
+    let state = hub_group.to_state();
+    let state_len = state.len();
+    store::update_group(&transaction, group.key, new_epoch, seq, Some(state)).await?;
     let ratchet_tree = (request.welcome.is_some()
         && (!plan.welcome_recipients.is_empty() || !plan.joined_domains.is_empty()))
     .then(|| hub_group.ratchet_tree());
@@ -238,6 +284,11 @@ async fn accept(
     };
     submission.record(&transaction, outcome, now_ms).await?;
     transaction.commit().await?;
+    let position = StatePosition {
+        epoch: new_epoch,
+        seq,
+    };
+    keep_committed(context, &group, position, hub_group, state_len);
     context.metrics.count_accepted(EventKind::Commit);
 
     context.notifier.publish(&Topic::Group(group.key));

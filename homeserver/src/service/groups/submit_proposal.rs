@@ -67,7 +67,7 @@ pub(crate) async fn submit_proposal(
         }) => {
             let lost = "proposal";
             return Err(
-                lost_epoch(&transaction, &group, lost, message_epoch, current_epoch).await?,
+                lost_epoch(&transaction, group.key, lost, message_epoch, current_epoch).await?,
             );
         }
         Err(rejection) => return Err(rejection.into()),

@@ -1,0 +1,102 @@
+//! The hub's parsed group state kept in memory between commits
+//! (`service/groups/state_cache.rs`): a commit or proposal accepted through
+//! another replica of the domain (same database) makes a replica read the
+//! stored state again, and refused commits leave the kept state as it was.
+//! Each step would be refused if a replica judged it against a state that is
+//! not the stored one.
+
+use crate::groups_harness::{Change, assert_in_sync, form_group, start_with_clients};
+use crate::harness::{assert_refused, channel};
+use conclave_test_support::DatabaseChoice;
+use tonic::Code;
+
+on_both_databases!(
+    commits_and_proposals_through_another_replica_are_seen,
+    refused_commits_leave_the_kept_state_as_it_was,
+);
+
+async fn commits_and_proposals_through_another_replica_are_seen(database: DatabaseChoice) {
+    let (first, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
+    form_group(&mut alice, &mut [&mut bob]).await;
+    // The first replica keeps the state of epoch 2 after this.
+    alice.commit(Change::SelfUpdate).await;
+    let second = first.start_replica(|_| {}).await;
+    bob.reconnect(&channel(&second).await);
+
+    // Bob commits epoch 2 through the second replica; Alice then commits epoch
+    // 3 through the first, whose kept state is of epoch 2.
+    bob.sync().await;
+    let through_second = bob.commit(Change::SelfUpdate).await;
+    assert_eq!(through_second.epoch, 3);
+    alice.sync().await;
+    let through_first = alice.commit(Change::SelfUpdate).await;
+    assert_eq!(through_first.epoch, 4);
+
+    // Within epoch 4: Bob's proposal lands through the second replica, and
+    // Alice's commit of it by reference through the first, which kept epoch 4
+    // without the proposal.
+    bob.sync().await;
+    let proposal = bob.propose_self_update();
+    let request = bob.proposal_request(proposal);
+    let proposed = bob
+        .try_submit_proposal(request)
+        .await
+        .expect("the proposal is accepted");
+    assert_eq!(proposed.epoch, 4);
+    alice.sync().await;
+    let covered = alice.commit(Change::PendingProposals).await;
+    assert_eq!(covered.epoch, 5);
+
+    // And an application message in between is no reason to read again, but
+    // the next commit is still judged right.
+    alice.send("between commits").await;
+    bob.sync().await;
+    let after_message = bob.commit(Change::SelfUpdate).await;
+    assert_eq!(after_message.epoch, 6);
+    alice.sync().await;
+    alice.commit(Change::SelfUpdate).await;
+    bob.sync().await;
+    assert_in_sync(&[&alice, &bob]).await;
+    second.stop().await;
+    first.stop().await;
+}
+
+async fn refused_commits_leave_the_kept_state_as_it_was(database: DatabaseChoice) {
+    let (_server, _, [mut alice, mut bob, carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
+    form_group(&mut alice, &mut [&mut bob]).await;
+
+    // Refused by the MLS checks: the GroupInfo is not the new epoch's.
+    let update = alice.stage(Change::SelfUpdate);
+    let mut request = alice.commit_request(&update);
+    let stale_info = alice
+        .try_group_info(&alice.group_id())
+        .await
+        .expect("reading the group info")
+        .group_info;
+    request.group_info = stale_info;
+    let refused = alice.try_submit_commit(request).await;
+    assert!(refused.is_err(), "a stale GroupInfo is refused");
+    alice.discard();
+
+    // Refused after the MLS checks, by the directory: a package never claimed.
+    let unclaimed = crate::groups_harness::key_package(&carol.fresh_key_package());
+    let add = alice.stage(Change::Add(vec![unclaimed]));
+    let request = alice.commit_request(&add);
+    assert_refused(
+        "an add of an unclaimed package",
+        alice.try_submit_commit(request).await,
+        Code::FailedPrecondition,
+        "was not claimed through the directory",
+    );
+    alice.discard();
+
+    // The next commits are judged against the state both refusals left.
+    let added = alice.invite(&["carol@localhost"]).await;
+    assert_eq!(added.epoch, 2);
+    bob.sync().await;
+    let update = bob.commit(Change::SelfUpdate).await;
+    assert_eq!(update.epoch, 3);
+    alice.sync().await;
+    assert_in_sync(&[&alice, &bob]).await;
+}
