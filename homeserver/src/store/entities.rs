@@ -299,9 +299,37 @@ pub(crate) mod inbox_event {
         pub seq: i64,
         pub group_id: i64,
         pub commit_seq: i64,
+        /// Empty when `shared_welcome`.
         pub welcome: Vec<u8>,
+        /// Empty when `shared_welcome`.
         pub ratchet_tree: Vec<u8>,
         pub created_at_ms: i64,
+        /// The Welcome and ratchet tree are the commit's, stored once in
+        /// `commit_welcomes` for every device it added here.
+        pub shared_welcome: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod commit_welcome {
+    use sea_orm::entity::prelude::*;
+
+    /// At the hub: the Welcome of a commit and the new epoch's ratchet tree,
+    /// once for all the devices of this domain it added (their inbox entries
+    /// say `shared_welcome`); deleted with the last such entry.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "commit_welcomes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub commit_seq: i64,
+        pub welcome: Vec<u8>,
+        pub ratchet_tree: Vec<u8>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -2,11 +2,13 @@
 //! the ratchet tree to join with), in order, deleted once acknowledged.
 
 use super::convert::{seq_to_db, to_seq};
-use super::entities::{inbox, inbox_event};
+use super::entities::{commit_welcome, inbox, inbox_event};
 use super::{Connection, StoreError, Transaction};
 use crate::rules::ids::{GroupKey, Seq};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// One entry of a device's inbox.
 #[derive(Debug, Clone)]
@@ -86,9 +88,93 @@ pub(crate) async fn append_inbox_event(
         welcome: Set(event.welcome.to_vec()),
         ratchet_tree: Set(event.ratchet_tree.to_vec()),
         created_at_ms: Set(event.now_ms),
+        shared_welcome: Set(false),
     })
     .exec_without_returning(db.database())
     .await?;
+    Ok(())
+}
+
+/// Rows per multi-row statement: far below both databases' limits on bound
+/// parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// One commit's Welcome for devices of this domain it added.
+pub(crate) struct SharedWelcome<'a> {
+    pub(crate) group: GroupKey,
+    pub(crate) commit_seq: Seq,
+    pub(crate) welcome: &'a [u8],
+    pub(crate) ratchet_tree: &'a [u8],
+    pub(crate) now_ms: i64,
+}
+
+/// Appends a commit's Welcome to the inbox of each of `device_ids` (distinct),
+/// storing the Welcome and ratchet tree once (`commit_welcomes`) and a small
+/// entry per device, with a few multi-row statements whatever their number.
+pub(crate) async fn append_shared_welcome(
+    db: &Transaction,
+    welcome: SharedWelcome<'_>,
+    device_ids: &[&str],
+) -> Result<(), StoreError> {
+    if device_ids.is_empty() {
+        return Ok(());
+    }
+    let commit_seq = seq_to_db(welcome.commit_seq)?;
+    commit_welcome::Entity::insert(commit_welcome::ActiveModel {
+        group_id: Set(welcome.group.row_id()),
+        commit_seq: Set(commit_seq),
+        welcome: Set(welcome.welcome.to_vec()),
+        ratchet_tree: Set(welcome.ratchet_tree.to_vec()),
+    })
+    .exec_without_returning(db.database())
+    .await?;
+    for chunk in device_ids.chunks(ROWS_PER_STATEMENT) {
+        inbox::Entity::insert_many(chunk.iter().map(|device_id| inbox::ActiveModel {
+            device_id: Set((*device_id).to_owned()),
+            last_seq: Set(0),
+            acked_seq: Set(0),
+        }))
+        .on_conflict(
+            OnConflict::column(inbox::Column::DeviceId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db.database())
+        .await?;
+        inbox::Entity::update_many()
+            .col_expr(
+                inbox::Column::LastSeq,
+                Expr::col(inbox::Column::LastSeq).add(1),
+            )
+            .filter(inbox::Column::DeviceId.is_in(chunk.iter().copied()))
+            .exec(db.database())
+            .await?;
+        let positions = inbox::Entity::find()
+            .filter(inbox::Column::DeviceId.is_in(chunk.iter().copied()))
+            .all(db.database())
+            .await?;
+        if positions.len() != chunk.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} inboxes vanished while written",
+                chunk.len() - positions.len(),
+                chunk.len()
+            )));
+        }
+        inbox_event::Entity::insert_many(positions.into_iter().map(|position| {
+            inbox_event::ActiveModel {
+                device_id: Set(position.device_id),
+                seq: Set(position.last_seq),
+                group_id: Set(welcome.group.row_id()),
+                commit_seq: Set(commit_seq),
+                welcome: Set(Vec::new()),
+                ratchet_tree: Set(Vec::new()),
+                created_at_ms: Set(welcome.now_ms),
+                shared_welcome: Set(true),
+            }
+        }))
+        .exec_without_returning(db.database())
+        .await?;
+    }
     Ok(())
 }
 
@@ -122,16 +208,40 @@ pub(crate) async fn inbox_events_after(
     after_seq: Seq,
     limit: u64,
 ) -> Result<Vec<InboxEvent>, StoreError> {
-    inbox_event::Entity::find()
+    let models = inbox_event::Entity::find()
         .filter(inbox_event::Column::DeviceId.eq(device_id))
         .filter(inbox_event::Column::Seq.gt(seq_to_db(after_seq)?))
         .order_by_asc(inbox_event::Column::Seq)
         .limit(limit)
         .all(db.database())
-        .await?
-        .into_iter()
-        .map(InboxEvent::try_from)
-        .collect()
+        .await?;
+    // A page holds few distinct commits: each shared Welcome is read once.
+    let mut shared: HashMap<(i64, i64), commit_welcome::Model> = HashMap::new();
+    let mut events = Vec::with_capacity(models.len());
+    for mut model in models {
+        if model.shared_welcome {
+            let key = (model.group_id, model.commit_seq);
+            let welcome = match shared.entry(key) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let found = commit_welcome::Entity::find_by_id(key)
+                        .one(db.database())
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "inbox of {} entry {}: the shared Welcome of commit {} is missing",
+                                model.device_id, model.seq, model.commit_seq
+                            ))
+                        })?;
+                    entry.insert(found)
+                }
+            };
+            model.welcome = welcome.welcome.clone();
+            model.ratchet_tree = welcome.ratchet_tree.clone();
+        }
+        events.push(InboxEvent::try_from(model)?);
+    }
+    Ok(events)
 }
 
 /// Moves the inbox cursor forward and deletes what it passed: an inbox entry is
@@ -148,10 +258,120 @@ pub(crate) async fn advance_inbox_cursor(
         .filter(inbox::Column::AckedSeq.lt(seq))
         .exec(db.database())
         .await?;
+    let shared = inbox_event::Entity::find()
+        .select_only()
+        .columns([inbox_event::Column::GroupId, inbox_event::Column::CommitSeq])
+        .filter(inbox_event::Column::DeviceId.eq(device_id))
+        .filter(inbox_event::Column::Seq.lte(seq))
+        .filter(inbox_event::Column::SharedWelcome.eq(true))
+        .into_tuple::<(i64, i64)>()
+        .all(db.database())
+        .await?;
     inbox_event::Entity::delete_many()
         .filter(inbox_event::Column::DeviceId.eq(device_id))
         .filter(inbox_event::Column::Seq.lte(seq))
         .exec(db.database())
         .await?;
+    for (group_id, commit_seq) in shared {
+        delete_unused_shared_welcome(db, group_id, commit_seq).await?;
+    }
     Ok(())
+}
+
+/// Deletes a commit's shared Welcome once no inbox entry points at it. (Two
+/// devices acknowledging the last two entries at once on PostgreSQL may each
+/// still see the other's: the row then stays, unused; nothing is lost.)
+async fn delete_unused_shared_welcome(
+    db: &Transaction,
+    group_id: i64,
+    commit_seq: i64,
+) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Query;
+    let still_used = Query::select()
+        .expr(Expr::val(1))
+        .from(inbox_event::Entity)
+        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::GroupId)).eq(group_id))
+        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::CommitSeq)).eq(commit_seq))
+        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::SharedWelcome)).eq(true))
+        .to_owned();
+    commit_welcome::Entity::delete_many()
+        .filter(commit_welcome::Column::GroupId.eq(group_id))
+        .filter(commit_welcome::Column::CommitSeq.eq(commit_seq))
+        .filter(Expr::exists(still_used).not())
+        .exec(db.database())
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::heads::tests::{insert_test_device, insert_test_group};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+    use sea_orm::PaginatorTrait;
+
+    const DEVICES: [&str; 3] = ["00000000000000e1", "00000000000000e2", "00000000000000e3"];
+
+    async fn shared_rows(store: &Store) -> u64 {
+        commit_welcome::Entity::find()
+            .count(store.database())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_shared_welcome_reaches_every_device_and_goes_with_the_last_ack() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let store = Store::connect(database.url(), 2).await.unwrap();
+            store.migrate().await.unwrap();
+            let group = insert_test_group(&store, 1, "d1").await;
+            for device in DEVICES {
+                insert_test_device(&store, device).await;
+            }
+            let transaction = store.begin().await.unwrap();
+            let welcome = SharedWelcome {
+                group: group.key,
+                commit_seq: Seq::new(4),
+                welcome: b"welcome",
+                ratchet_tree: b"tree",
+                now_ms: 9,
+            };
+            append_shared_welcome(&transaction, welcome, &DEVICES)
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+            assert_eq!(shared_rows(&store).await, 1, "{choice:?}: stored once");
+
+            for (index, device) in DEVICES.into_iter().enumerate() {
+                let events = inbox_events_after(&store, device, Seq::ZERO, 10)
+                    .await
+                    .unwrap();
+                assert_eq!(events.len(), 1, "{choice:?} {device}");
+                let event = &events[0];
+                assert_eq!(
+                    (
+                        event.seq,
+                        event.commit_seq,
+                        event.welcome.as_slice(),
+                        event.ratchet_tree.as_slice()
+                    ),
+                    (Seq::new(1), Seq::new(4), &b"welcome"[..], &b"tree"[..]),
+                    "{choice:?} {device}"
+                );
+                let transaction = store.begin().await.unwrap();
+                advance_inbox_cursor(&transaction, device, event.seq)
+                    .await
+                    .unwrap();
+                transaction.commit().await.unwrap();
+                let left = if index + 1 < DEVICES.len() { 1 } else { 0 };
+                assert_eq!(
+                    shared_rows(&store).await,
+                    left,
+                    "{choice:?}: after {device}'s ack"
+                );
+            }
+        }
+    }
 }

@@ -92,6 +92,51 @@ pub(crate) async fn upsert_member(
     Ok(())
 }
 
+/// Adds devices to a group (or re-adds removed ones), a few hundred rows per
+/// statement.
+pub(crate) async fn upsert_members(
+    db: &Transaction,
+    group: GroupKey,
+    members: &[NewMember<'_>],
+) -> Result<(), StoreError> {
+    // Far below both databases' limits on bound parameters (8 per row).
+    const ROWS_PER_STATEMENT: usize = 500;
+    for chunk in members.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|member| {
+                let joined_after_seq = seq_to_db(member.joined_after_seq)?;
+                Ok(group_member::ActiveModel {
+                    group_id: Set(group.row_id()),
+                    identity: Set(member.identity.to_owned()),
+                    user_id: Set(member.user_id.to_owned()),
+                    device_id: Set(member.device_id.to_owned()),
+                    joined_after_seq: Set(joined_after_seq),
+                    removed_at_seq: Set(None),
+                    acked_seq: Set(joined_after_seq),
+                    remote_domain: Set(member.remote_domain.map(str::to_owned)),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        group_member::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    group_member::Column::GroupId,
+                    group_member::Column::Identity,
+                ])
+                .update_columns([
+                    group_member::Column::JoinedAfterSeq,
+                    group_member::Column::RemovedAtSeq,
+                    group_member::Column::AckedSeq,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(db.database())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Marks a device removed by the commit at `seq`, its last event.
 pub(crate) async fn mark_removed(
     db: &Transaction,

@@ -8,7 +8,7 @@ use super::GroupError;
 use crate::rules::federation::{cursor_on_join, cursor_on_last_leave};
 use crate::rules::hub::{CommitDecision, CommitPlan, NewLeaf};
 use crate::rules::ids::{GroupKey, Seq};
-use crate::store::{self, MembershipChangeRecord, NewInboxEvent, NewMember, Transaction};
+use crate::store::{self, MembershipChangeRecord, NewMember, SharedWelcome, Transaction};
 use conclave_core::ids::CredentialIdentity;
 
 /// Writes the plan of the commit at `seq`. `welcome`: the submitted Welcome and
@@ -24,21 +24,24 @@ pub(super) async fn apply_plan(
     for identity in &plan.removed {
         store::mark_removed(transaction, group, &identity.to_string(), seq).await?;
     }
-    for identity in &plan.joined {
-        add_member(context, transaction, group, identity, seq).await?;
-    }
+    add_members(context, transaction, group, &plan.joined, seq).await?;
     if let Some((welcome, ratchet_tree)) = welcome {
-        for recipient in &plan.welcome_recipients {
-            let event = NewInboxEvent {
-                device_id: recipient.device_id().as_str(),
-                group,
-                commit_seq: seq,
-                welcome,
-                ratchet_tree,
-                now_ms: context.now_ms(),
-            };
-            store::append_inbox_event(transaction, event).await?;
-        }
+        // One copy of the Welcome and tree for every added device of this domain.
+        let mut recipients: Vec<&str> = plan
+            .welcome_recipients
+            .iter()
+            .map(|recipient| recipient.device_id().as_str())
+            .collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        let shared = SharedWelcome {
+            group,
+            commit_seq: seq,
+            welcome,
+            ratchet_tree,
+            now_ms: context.now_ms(),
+        };
+        store::append_shared_welcome(transaction, shared, &recipients).await?;
         if !plan.joined_domains.is_empty() {
             store::insert_remote_welcome(transaction, group, seq, welcome, ratchet_tree).await?;
         }
@@ -74,23 +77,38 @@ pub(super) async fn apply_plan(
     Ok(())
 }
 
-async fn add_member(
+/// The member rows of the devices a commit adds, with multi-row statements.
+async fn add_members(
     context: &Context,
     transaction: &Transaction,
     group: GroupKey,
-    identity: &CredentialIdentity,
+    joined: &[CredentialIdentity],
     joined_after_seq: Seq,
 ) -> Result<(), GroupError> {
-    let domain = identity.user_id().domain();
-    let remote_domain = (domain != &context.domain).then(|| domain.to_string());
-    let member = NewMember {
-        identity: &identity.to_string(),
-        user_id: &identity.user_id().to_string(),
-        device_id: identity.device_id().as_str(),
-        joined_after_seq,
-        remote_domain: remote_domain.as_deref(),
-    };
-    store::upsert_member(transaction, group, member).await?;
+    let names: Vec<(String, String, Option<String>)> = joined
+        .iter()
+        .map(|identity| {
+            let domain = identity.user_id().domain();
+            let remote_domain = (domain != &context.domain).then(|| domain.to_string());
+            (
+                identity.to_string(),
+                identity.user_id().to_string(),
+                remote_domain,
+            )
+        })
+        .collect();
+    let members: Vec<NewMember<'_>> = joined
+        .iter()
+        .zip(&names)
+        .map(|(identity, (name, user_id, remote_domain))| NewMember {
+            identity: name,
+            user_id,
+            device_id: identity.device_id().as_str(),
+            joined_after_seq,
+            remote_domain: remote_domain.as_deref(),
+        })
+        .collect();
+    store::upsert_members(transaction, group, &members).await?;
     Ok(())
 }
 
