@@ -65,6 +65,13 @@ struct Args {
     /// Only these parts (comma-separated; all when not given).
     #[arg(long, value_enum, value_delimiter = ',')]
     part: Vec<Part>,
+    /// Scaling: grow the group to these sizes only (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Scaling: only grow the group and time add-one commits (no message
+    /// writes, no fan-out).
+    #[arg(long)]
+    commits_only: bool,
 }
 
 /// The benchmark's parts, each on homeservers of its own.
@@ -226,7 +233,14 @@ async fn main() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     let databases = args.database.choices();
     let throughput = throughput_settings(args.quick);
-    let scaling = scaling_settings(args.quick);
+    let mut scaling = scaling_settings(args.quick);
+    if !args.sizes.is_empty() {
+        scaling.group_sizes = args.sizes.clone();
+    }
+    if args.commits_only {
+        scaling.fan_out_sizes.clear();
+        scaling.write_messages = 0;
+    }
     let federation = federation_settings(args.quick);
     let memory = memory_settings(args.quick);
     let cluster = cluster_settings(args.quick);
@@ -295,13 +309,24 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|part| part.to_possible_value())
         .map(|value| value.get_name().to_owned())
         .collect();
+    let sizes: Vec<String> = args.sizes.iter().map(usize::to_string).collect();
     println!(
-        "## conclave-bench{}{} ({} s)\n",
+        "## conclave-bench{}{}{}{} ({} s)\n",
         if args.quick { " --quick" } else { "" },
         if parts.is_empty() {
             String::new()
         } else {
             format!(" --part {}", parts.join(","))
+        },
+        if sizes.is_empty() {
+            String::new()
+        } else {
+            format!(" --sizes {}", sizes.join(","))
+        },
+        if args.commits_only {
+            " --commits-only"
+        } else {
+            ""
         },
         started.elapsed().as_secs()
     );

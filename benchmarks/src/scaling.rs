@@ -263,25 +263,27 @@ impl Scaling {
             results.builds.push(build);
             count_retries("growing the group", results);
 
-            let writes = self
-                .measure_writes(settings.write_messages)
-                .await
-                .with_context(|| format!("sending messages at {size}"))?;
-            eprintln!(
-                "  {} members: SendMessage p50 {:?}{}",
-                size,
-                writes.send.median(),
-                writes
-                    .writes
-                    .as_ref()
-                    .map(|w| format!(
-                        ", {:.2} rows/message",
-                        w.rows() as f64 / writes.messages as f64
-                    ))
-                    .unwrap_or_default()
-            );
-            results.writes.push(writes);
-            count_retries("sending messages", results);
+            if settings.write_messages > 0 {
+                let writes = self
+                    .measure_writes(settings.write_messages)
+                    .await
+                    .with_context(|| format!("sending messages at {size}"))?;
+                eprintln!(
+                    "  {} members: SendMessage p50 {:?}{}",
+                    size,
+                    writes.send.median(),
+                    writes
+                        .writes
+                        .as_ref()
+                        .map(|w| format!(
+                            ", {:.2} rows/message",
+                            w.rows() as f64 / writes.messages as f64
+                        ))
+                        .unwrap_or_default()
+                );
+                results.writes.push(writes);
+                count_retries("sending messages", results);
+            }
 
             if settings.fan_out_sizes.contains(&size) {
                 let fan_out = self
