@@ -3,8 +3,12 @@
 //!
 //! `conclave-homeserver.example.toml` at the repository root documents every key.
 //! Environment variables name a key by its path with `__` between levels:
-//! `CONCLAVE_DOMAIN`, `CONCLAVE_DATABASE__URL`, `CONCLAVE_CLIENT_API__LISTEN`.
+//! `CONCLAVE_DOMAIN`, `CONCLAVE_DATABASE__URL`, `CONCLAVE_CLIENT_API__LISTEN`;
+//! any other `CONCLAVE_*` variable is refused (but for the client's and the
+//! tests', [`NON_CONFIGURATION_VARIABLES`]), naming the nearest key.
 
+use crate::config_messages;
+pub use crate::config_messages::NON_CONFIGURATION_VARIABLES;
 use crate::rules::limits::{MAX_DELIVERED_EVENTS, MAX_MEMBERSHIP_CHANGES};
 use conclave_core::ids::Domain;
 use conclave_federation::peers::{PeerRegistry, PeerSettings};
@@ -572,12 +576,21 @@ impl Default for LogConfig {
 /// the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file is missing, unreadable, not TOML, or has unknown keys or bad types.
+    /// The file is missing, unreadable or not TOML, a key of the file or a
+    /// `CONCLAVE_*` variable is unknown, or a value has the wrong type: the
+    /// message names the file or variable, the key, what was wrong and what
+    /// is allowed.
     #[error("{0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
     /// A value has the right type but is not allowed.
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(config_messages::describe(&error, None))
+    }
 }
 
 /// The validation of one part of the configuration, on its own.
@@ -610,13 +623,13 @@ impl Config {
                     .required(true),
             );
         }
-        let environment = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(configuration_variables(std::env::vars())));
-        let config: Config = builder.add_source(environment).build()?.try_deserialize()?;
-        Ok(config)
+        let variables = configuration_variables(std::env::vars());
+        check_variables(&variables)?;
+        builder
+            .add_source(environment(variables))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| ConfigError::Load(config_messages::describe(&error, file)))
     }
 
     /// Parses TOML text as a configuration file, without the environment and
@@ -1170,41 +1183,52 @@ impl Config {
     }
 }
 
-/// Top-level keys of [`Config`], i.e. the sections an environment variable can name.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "DOMAIN",
-    "DATABASE",
-    "CLIENT_API",
-    "HTTP",
-    "REGISTRATION",
-    "KEY_PACKAGES",
-    "GROUPS",
-    "FEDERATION",
-    "TLS",
-    "LIMITS",
-    "SHUTDOWN",
-    "REDIS",
-    "LEASES",
-    "TELEMETRY",
-    "LOG",
-    "ADMIN",
-];
-
-/// The `CONCLAVE_*` variables that name a configuration key. Others with the same
-/// prefix (the `conclave` CLI's `CONCLAVE_PASSWORD`, `CONCLAVE_SERVER`, ...) may be
-/// set in the same shell and are not configuration errors.
+/// The `CONCLAVE_*` variables that are meant for the homeserver: all but
+/// [`NON_CONFIGURATION_VARIABLES`] (the client's, the tests' and the
+/// scripts'), each of which must name a configuration key.
 fn configuration_variables(
     variables: impl Iterator<Item = (String, String)>,
 ) -> std::collections::HashMap<String, String> {
     variables
         .filter(|(name, _)| {
-            name.strip_prefix("CONCLAVE_").is_some_and(|key| {
-                TOP_LEVEL_KEYS
-                    .iter()
-                    .any(|top| key == *top || key.starts_with(&format!("{top}__")))
-            })
+            name.starts_with(&format!("{ENV_PREFIX}_"))
+                && !NON_CONFIGURATION_VARIABLES.contains(&name.as_str())
         })
         .collect()
+}
+
+/// The `config` source reading `variables` as keys: `__` between levels.
+fn environment(variables: std::collections::HashMap<String, String>) -> config::Environment {
+    config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(variables))
+}
+
+/// Refuses a variable that names no configuration key (a typo would
+/// otherwise leave the setting at its default, silently), naming the
+/// nearest key. Each variable is read alone, by the same deserialisation as
+/// the whole configuration, so the configuration's own types decide what a
+/// key is; a value of the wrong type is left for the whole load to report.
+fn check_variables(
+    variables: &std::collections::HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    for name in names {
+        let alone = std::collections::HashMap::from([(name.clone(), variables[name].clone())]);
+        let result = config::Config::builder()
+            .add_source(environment(alone))
+            .build()
+            .and_then(config::Config::try_deserialize::<Config>);
+        if let Err(error) = result
+            && let Some(message) = config_messages::unknown_variable(name, &error)
+        {
+            return Err(ConfigError::Load(message));
+        }
+    }
+    Ok(())
 }
 
 /// Tells SQLite from PostgreSQL by the URL's scheme, or says why the URL is neither.
@@ -1268,7 +1292,10 @@ mod tests {
             ("domain = 'a.example'", None),
             ("domain = 'A.example'", Some("domain")),
             ("domain = ''", Some("domain")),
-            ("unknown_key = 1", Some("unknown field")),
+            (
+                "unknown_key = 1",
+                Some("`unknown_key` is not a configuration key at the top level"),
+            ),
             ("[database]\nurl = 'mysql://x'", Some("database.url")),
             ("[database]\nurl = 'postgres://root@127.0.0.1/test'", None),
             ("[database]\nmax_connections = 0", Some("max_connections")),
@@ -1419,7 +1446,9 @@ mod tests {
             ),
             (
                 "[federation.peers.'b.example']\nendpoint = 'https://b.example'\nport = 1",
-                Some("unknown field"),
+                Some(
+                    "`port` is not a configuration key in [federation.peers.b.example]; the keys there are endpoint, pinned_sha256",
+                ),
             ),
             (
                 "[federation]\nmax_message_bytes = 10",
@@ -1579,42 +1608,120 @@ mod tests {
             ("CONCLAVE_DATABASE__URL", "postgres://x/y"),
             ("CONCLAVE_PASSWORD", "secret"),
             ("CONCLAVE_SERVER", "http://127.0.0.1:7400"),
+            ("CONCLAVE_TEST_POSTGRES_URL", "postgres://x/y"),
             ("CONCLAVE_DOMAINS", "x"),
             ("HOME", "/root"),
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
-        let mut kept: Vec<String> = configuration_variables(variables.into_iter())
-            .into_keys()
-            .collect();
-        kept.sort();
-        assert_eq!(kept, ["CONCLAVE_DATABASE__URL", "CONCLAVE_DOMAIN"]);
+        let kept = configuration_variables(variables.into_iter());
+        let mut names: Vec<&String> = kept.keys().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "CONCLAVE_DATABASE__URL",
+                "CONCLAVE_DOMAIN",
+                "CONCLAVE_DOMAINS"
+            ]
+        );
+        let error = check_variables(&kept).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "environment variable CONCLAVE_DOMAINS names no configuration key; did you mean CONCLAVE_DOMAIN?"
+            ),
+            "{error}"
+        );
     }
 
-    /// Every top-level key of the configuration (each `[section]` of the
-    /// example file, which documents every key, and `domain`) can be set from
-    /// the environment: a section missing from `TOP_LEVEL_KEYS` would have its
-    /// `CONCLAVE_*` variables silently ignored.
+    /// Unknown variables are refused with the nearest key, at every level;
+    /// every section of the example file (which documents every key) can be
+    /// set from the environment.
     #[test]
-    fn every_section_can_be_set_from_the_environment() {
+    fn unknown_variables_are_refused_naming_the_nearest_key() {
+        let refusal = |name: &str, value: &str| {
+            let variables = std::collections::HashMap::from([(name.to_owned(), value.to_owned())]);
+            check_variables(&variables)
+                .err()
+                .map(|error| error.to_string())
+        };
+        let error = refusal("CONCLAVE_CLIENT_API__LISTN", "127.0.0.1:1").unwrap();
+        assert!(
+            error.contains("CONCLAVE_CLIENT_API__LISTN names no configuration key; did you mean CONCLAVE_CLIENT_API__LISTEN?"),
+            "{error}"
+        );
+        let error = refusal("CONCLAVE_REDIS_URL", "redis://x").unwrap();
+        assert!(
+            error.contains("did you mean CONCLAVE_REDIS__URL?"),
+            "{error}"
+        );
+        let error = refusal("CONCLAVE_LIMITS__NOTHING_LIKE_IT", "1").unwrap();
+        assert!(
+            error.contains("the variables there are CONCLAVE_LIMITS__"),
+            "{error}"
+        );
+        // A known key with a bad value is the whole load's to report.
+        assert_eq!(refusal("CONCLAVE_CLIENT_API__LISTEN", "nowhere"), None);
+        assert_eq!(
+            refusal("CONCLAVE_REDIS__URL", "redis://127.0.0.1:6379"),
+            None
+        );
+        assert_eq!(refusal("CONCLAVE_SHUTDOWN__DEADLINE_SECONDS", "5"), None);
+        assert_eq!(refusal("CONCLAVE_LEASES__TTL_MS", "9000"), None);
         let example = include_str!("../../conclave-homeserver.example.toml");
-        let mut sections: Vec<String> = example
+        for section in example
             .lines()
             .filter_map(|line| line.strip_prefix('[')?.strip_suffix(']'))
             .filter(|section| !section.contains('.'))
-            .map(str::to_ascii_uppercase)
-            .collect();
-        sections.push("DOMAIN".to_owned());
-        sections.sort();
-        let mut known: Vec<String> = TOP_LEVEL_KEYS.iter().map(|key| (*key).to_owned()).collect();
-        known.sort();
-        assert_eq!(sections, known);
-        let variables = [
-            ("CONCLAVE_REDIS__URL", "redis://127.0.0.1:6379"),
-            ("CONCLAVE_SHUTDOWN__DEADLINE_SECONDS", "5"),
-            ("CONCLAVE_LEASES__TTL_MS", "9000"),
-        ]
-        .map(|(name, value)| (name.to_owned(), value.to_owned()));
-        assert_eq!(configuration_variables(variables.into_iter()).len(), 3);
+        {
+            let name = format!("CONCLAVE_{}", section.to_ascii_uppercase());
+            let error =
+                refusal(&name, "1").map(|error| error.contains("names no configuration key"));
+            assert_ne!(error, Some(true), "{name}");
+        }
+    }
+
+    /// Errors name the file, the key, what was wrong and what is allowed.
+    #[test]
+    fn load_errors_say_where_what_and_what_is_allowed() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("conclave.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::parse(Some(&file)).unwrap_err().to_string()
+        };
+        let name = file.display().to_string();
+        let cases = [
+            (
+                "[client_api]\nlistn = '127.0.0.1:7400'",
+                "client_api.listn: `listn` is not a configuration key in [client_api] (did you mean `listen`?); the keys there are listen, ",
+            ),
+            (
+                "domian = 'a.example'",
+                "domian: `domian` is not a configuration key at the top level (did you mean `domain`?)",
+            ),
+            (
+                "[database]\nmax_connections = 'ten'",
+                "database.max_connections: string \"ten\" is not allowed; it must be a whole number",
+            ),
+            (
+                "[registration]\npolicy = 'opne'",
+                "registration.policy: `opne` is not allowed (did you mean `open`?); it must be one of open, token, closed",
+            ),
+            (
+                "[client_api]\nlisten = 'localhost'",
+                "client_api.listen: not a socket address; it must be IP:PORT",
+            ),
+            (
+                "domain = ",
+                "not valid TOML: line 1, column 10: string values must be quoted",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = load(text);
+            assert!(error.starts_with(&name), "{text:?}: {error}");
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(!error.contains('\n'), "{text:?}: {error}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! `conclave-test-support` crate, which is no part of this one).
 //!
 //! # Layout
-//! - [`config`]: the documented, validated configuration.
+//! - [`config`]: the documented, validated configuration; `config_messages`:
+//!   what a configuration that cannot be read is told as, and the check of
+//!   `CONCLAVE_*` variables.
 //! - `rules`: the homeserver's own pure rules (request shapes, registration,
 //!   upload batches, stock and claims, the hub's MLS validation).
 //! - `store`: sea-orm entities, migrations and queries; the only module that knows sea-orm.
@@ -40,6 +42,7 @@ pub mod admin_cli;
 pub mod check_config;
 mod cluster;
 pub mod config;
+mod config_messages;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
@@ -93,19 +96,28 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses named in the configuration.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let bind = |address: SocketAddr| async move {
+        let bind = |key: &'static str, address: SocketAddr| async move {
             TcpListener::bind(address).await.map_err(|error| {
-                std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+                let reason = if error.kind() == std::io::ErrorKind::AddrInUse {
+                    "the address is in use (another homeserver, or another program, listens there)"
+                        .to_owned()
+                } else {
+                    error.to_string()
+                };
+                std::io::Error::new(
+                    error.kind(),
+                    format!("cannot listen on {address} ({key}): {reason}"),
+                )
             })
         };
         let federation = if config.federation.enabled() {
-            Some(bind(config.federation.listen).await?)
+            Some(bind("federation.listen", config.federation.listen).await?)
         } else {
             None
         };
         Ok(Listeners {
-            client_api: bind(config.client_api.listen).await?,
-            http: bind(config.http.listen).await?,
+            client_api: bind("client_api.listen", config.client_api.listen).await?,
+            http: bind("http.listen", config.http.listen).await?,
             federation,
         })
     }

@@ -3,11 +3,11 @@
 //! [`conclave_homeserver::run`]. The only place `anyhow` appears.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use conclave_core::ids::Domain;
 use conclave_federation::dev_certs::{DevCertificate, DevCertificateAuthority};
 use conclave_homeserver::admin_cli::AdminCommand;
-use conclave_homeserver::config::Config;
+use conclave_homeserver::config::{Config, LogFormat};
 use conclave_homeserver::preflight::Severity;
 use conclave_homeserver::{Clock as _, Listeners, SystemClock};
 use std::net::IpAddr;
@@ -28,6 +28,11 @@ struct Cli {
     /// the embedded defaults apply; CONCLAVE_* environment variables override both.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// One-shot commands (all but `run`) log only warnings and errors, on
+    /// stderr, around their result on stdout; with --verbose they log at the
+    /// configured level (`log.filter`; `RUST_LOG` wins either way).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -85,6 +90,20 @@ enum Command {
         #[arg(long = "ip")]
         ip_addresses: Vec<IpAddr>,
     },
+    /// Print the shell completion script for SHELL on stdout (see README,
+    /// "Shell completions and manual pages"). Needs no configuration.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, or write one page per command
+    /// into a directory. Needs no configuration.
+    Man {
+        /// Write `conclave-homeserver.1` and a page per subcommand here
+        /// (created if missing) instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,7 +133,29 @@ enum RegistrationTokenCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "conclave-homeserver",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man { out }) => {
+            return match manual(out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("conclave-homeserver: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     if let Some(Command::DevCerts {
         out,
         domains,
@@ -132,7 +173,7 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { connect }) = &cli.command {
         return check_config(cli.config.as_deref(), *connect);
     }
-    let config = match Config::load(cli.config.as_deref()) {
+    let mut config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("conclave-homeserver: invalid configuration: {error}");
@@ -158,15 +199,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, None | Some(Command::Run));
+    // A one-shot command's answer is its output; its logs stay quiet unless
+    // asked for (`--verbose`, or `RUST_LOG`, which the filter reads first).
+    if !serving && !cli.verbose {
+        "warn".clone_into(&mut config.log.filter);
+    }
+    let colour = config.log.format == LogFormat::Human
+        && !json_requested(&matches)
+        && conclave_homeserver::telemetry::colour_allowed(&std::io::stderr());
     // Within the runtime: the OTLP exporter's channel is spawned on it.
-    let telemetry = match runtime.block_on(async { conclave_homeserver::telemetry::init(&config) })
-    {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("conclave-homeserver: {error}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
+    let telemetry =
+        match runtime.block_on(async { conclave_homeserver::telemetry::init(&config, colour) }) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("conclave-homeserver: {error}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        };
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => run(config).await,
@@ -182,14 +232,14 @@ fn main() -> ExitCode {
                     .await
                     .map_err(anyhow::Error::from)
             }
-            Command::DevCerts { .. } | Command::CheckConfig { .. } => {
+            Command::DevCerts { .. }
+            | Command::CheckConfig { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. } => {
                 unreachable!("handled before the configuration is loaded")
             }
         }
     });
-    if let Err(error) = &result {
-        tracing::error!("{error:#}");
-    }
     // After the server stopped, with the runtime still running (the exporter's
     // connection is on it): the last requests' spans leave before the exit.
     telemetry.shutdown();
@@ -198,6 +248,38 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("conclave-homeserver: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether the command line asks for JSON output (`--json` at any level of
+/// subcommands): the log lines around it then have no colour codes either.
+fn json_requested(matches: &ArgMatches) -> bool {
+    let here = matches
+        .try_get_one::<bool>("json")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false);
+    here || matches
+        .subcommand()
+        .is_some_and(|(_, sub_matches)| json_requested(sub_matches))
+}
+
+/// `man`: the page of `conclave-homeserver` on stdout, or every page (one per
+/// command, as `clap_mangen` names them) into `out`.
+fn manual(out: Option<&Path>) -> anyhow::Result<()> {
+    let command = Cli::command();
+    match out {
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout().lock())
+            .context("cannot write the manual page"),
+        Some(directory) => {
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("cannot create {}", directory.display()))?;
+            clap_mangen::generate_to(command, directory).with_context(|| {
+                format!("cannot write the manual pages into {}", directory.display())
+            })
         }
     }
 }

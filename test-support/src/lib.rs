@@ -11,6 +11,8 @@
 //! - [`chart`]: the Helm chart rendered offline, and the Python tools
 //!   (Helm, kubernetes-validate, hadolint) the chart and image tests run.
 //! - [`clock`]: a clock tests can move forward.
+//! - [`command_line`]: a binary's shell completions and manual pages, checked
+//!   with bash and groff.
 //! - [`cluster`]: replicas of one domain, each a process of the real
 //!   `conclave-homeserver` binary, on one PostgreSQL database and a private
 //!   Redis; killed, terminated and restarted one by one.
@@ -49,6 +51,7 @@ pub mod browser;
 pub mod chart;
 pub mod clock;
 pub mod cluster;
+pub mod command_line;
 pub mod container;
 pub mod database;
 pub mod fuzz_smoke;

@@ -528,3 +528,54 @@ async fn group_walkthrough() {
     let error = fail(&["--state", alice, "send", "nonesuch", "hello"], &[]).await;
     assert!(error.contains("no group \"nonesuch\""), "{error}");
 }
+
+/// Only `register` and `login` create a state directory; other commands, and
+/// enrolments bound to fail for want of a server, leave the disk as it was.
+#[tokio::test]
+async fn only_enrolment_creates_a_state_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("state");
+    let state = path(&missing);
+    let error = fail(&["--state", state, "whoami"], &[]).await;
+    assert_eq!(
+        error,
+        format!(
+            "error: not logged in: no device state in {state}; run `conclave register` or `conclave login` first"
+        )
+    );
+    for args in [
+        &["--state", state, "groups"][..],
+        &["--state", state, "keys", "status"],
+        &["--state", state, "logout"],
+        &["--state", state, "register", "dave"],
+        &["--state", state, "login", "dave"],
+        // A token may begin with `-`: it is still the option's value.
+        &[
+            "--state",
+            state,
+            "register",
+            "dave",
+            "--registration-token",
+            "-Ab",
+        ],
+    ] {
+        fail(args, &[]).await;
+        assert!(!missing.exists(), "{args:?} created {state}");
+    }
+
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    succeed(
+        &["--server", &url, "--state", state, "register", "dave"],
+        &[("CONCLAVE_PASSWORD", PASSWORD)],
+    )
+    .await;
+    assert!(missing.join(conclave_client::STATE_FILE_NAME).is_file());
+}
+
+#[test]
+fn completions_and_manual_pages_cover_every_subcommand() {
+    let binary = Path::new(env!("CARGO_BIN_EXE_conclave"));
+    conclave_test_support::command_line::check_completions(binary);
+    conclave_test_support::command_line::check_manual(binary, "conclave");
+}

@@ -11,11 +11,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// A fresh 256-bit secret from the OS RNG, as unpadded base64url (43 characters).
+/// A fresh 256-bit secret from the OS RNG, as unpadded base64url (43
+/// characters), never beginning with `-`.
 pub(crate) fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
-    URL_SAFE_NO_PAD.encode(bytes)
+    token_from_draws(random_bytes::<32>)
+}
+
+/// The first draw whose base64url text does not begin with `-`. Tokens are
+/// typed after options (`conclave register USER --registration-token TOKEN`),
+/// where a leading `-` would read as another option. One draw in 64 is
+/// redrawn, which leaves more than 255.97 bits of entropy.
+fn token_from_draws(mut draw: impl FnMut() -> [u8; 32]) -> String {
+    loop {
+        let token = URL_SAFE_NO_PAD.encode(draw());
+        if !token.starts_with('-') {
+            return token;
+        }
+    }
 }
 
 /// Eight random bytes from the OS RNG (for device ids).
@@ -248,6 +260,24 @@ mod tests {
         assert_eq!(hash_token(&first), hash_token(&first));
         assert_ne!(hash_token(&first), hash_token(&second));
         assert_eq!(hash_token(&first).len(), 32);
+    }
+
+    #[test]
+    fn tokens_never_begin_with_a_dash() {
+        // 0xf8 begins with the six bits 111110, base64url's `-`.
+        let mut draws = [[0xf8; 32], [0xf8; 32], [0x00; 32]].into_iter();
+        let token = token_from_draws(|| draws.next().unwrap());
+        assert!(URL_SAFE_NO_PAD.encode([0xf8; 32]).starts_with('-'));
+        assert_eq!(token, URL_SAFE_NO_PAD.encode([0x00; 32]));
+        assert_eq!(
+            draws.next(),
+            None,
+            "each refused draw is replaced by one more"
+        );
+        // Without the redraw, one token in 64 began with `-`.
+        for _ in 0..2000 {
+            assert!(!new_token().starts_with('-'));
+        }
     }
 
     #[tokio::test]

@@ -77,11 +77,19 @@ impl TelemetryGuard {
     }
 }
 
+/// Whether log lines to `stream` may have colour codes: only on a terminal,
+/// and not when `NO_COLOR` is set (to anything but the empty string; see
+/// no-color.org). Redirected to a file, they would be noise in it.
+pub fn colour_allowed(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
 /// Sets the process's `tracing` subscriber (logs and OpenTelemetry spans), the
-/// global tracer provider and the W3C trace context propagator. With a
+/// global tracer provider and the W3C trace context propagator. Human log
+/// lines have colour codes only if `colour` (see [`colour_allowed`]). With a
 /// collector configured, it must be called within a tokio runtime: the
 /// exporter's gRPC channel runs on it.
-pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(config: &Config, colour: bool) -> Result<TelemetryGuard, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter))
         .add_directive(
@@ -89,7 +97,9 @@ pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
                 .parse()
                 .expect("SECRET_BEARING_LOG_TARGETS is a valid directive"),
         );
-    let log_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let log_layer = match config.log.format {
         LogFormat::Human => log_layer.with_filter(filter).boxed(),
         // `.json()` first: it makes the span fields JSON too, which the

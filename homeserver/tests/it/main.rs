@@ -43,6 +43,9 @@
 //! - [`delivery`]: Subscribe's replay and live push, streams per device, removal,
 //!   offline catch-up.
 //! - [`crash`]: the binary killed under load, restarted, retries landing once.
+//! - [`command_line`]: the binary's completions and manual pages, one-shot
+//!   commands' quiet output, unknown variables and unreadable files refused
+//!   in one line, a port in use reported once.
 //! - [`check_config`]: the binary's `check-config`: what it reports, that it
 //!   binds and creates nothing, that a start refuses what it refuses, and
 //!   `--connect`'s schema state, Redis PING and exit codes.
@@ -94,6 +97,7 @@ mod attempt_limits;
 mod check_config;
 mod cluster;
 mod cluster_limits;
+mod command_line;
 mod commit_races;
 mod concurrency;
 mod connection_limits;

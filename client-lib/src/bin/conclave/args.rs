@@ -61,8 +61,9 @@ pub(crate) enum Command {
     Register {
         /// The new username (the part before @): lowercase letters, digits, '.', '_', '-'.
         user: Username,
-        /// Token from the homeserver's operator, if registration needs one.
-        #[arg(long, value_name = "T")]
+        /// Token from the homeserver's operator, if registration needs one
+        /// (`--registration-token=TOKEN` is safe whatever the token holds).
+        #[arg(long, value_name = "TOKEN", allow_hyphen_values = true)]
         registration_token: Option<String>,
         #[command(flatten)]
         device: DeviceArgs,
@@ -121,6 +122,20 @@ pub(crate) enum Command {
     Chat {
         /// The group: its name or its hex id.
         group: String,
+    },
+    /// Print the shell completion script for SHELL on stdout (see README,
+    /// "Shell completions and manual pages"). Touches no state.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, or write one page per command
+    /// into a directory. Touches no state.
+    Man {
+        /// Write `conclave.1` and a page per subcommand here (created if
+        /// missing) instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 

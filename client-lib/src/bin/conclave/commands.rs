@@ -17,8 +17,9 @@ const MAX_DEVICE_NAME_CHARS: usize = 64;
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
     let state_dir = state_dir(cli.state)?;
     let servers = cli.server;
-    let client = Client::open(&state_dir)?.with_server_endpoints(servers.clone());
     let explicit_server = servers.first().cloned();
+    refuse_without_state(&state_dir, &cli.command, explicit_server.is_some())?;
+    let client = Client::open(&state_dir)?.with_server_endpoints(servers.clone());
     match cli.command {
         Command::Register {
             user,
@@ -95,10 +96,36 @@ async fn run_with_session(
             count,
         } => messaging::listen(client, group.as_deref(), timeout, count, as_json).await?,
         Command::Chat { group } => messaging::chat(client, &group, as_json).await?,
-        Command::Register { .. } | Command::Login { .. } => {
-            bail!("internal error: enrolment commands are handled before this point")
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
+            bail!("internal error: this command is handled before this point")
         }
     })
+}
+
+/// Only `register` and `login` (with a server to enrol on) create a state
+/// directory: any other command, or one bound to fail, on a directory
+/// without state leaves the disk as it was.
+fn refuse_without_state(
+    state_dir: &Path,
+    command: &Command,
+    server_given: bool,
+) -> anyhow::Result<()> {
+    if state_dir.join(conclave_client::STATE_FILE_NAME).is_file() {
+        return Ok(());
+    }
+    match command {
+        Command::Register { .. } | Command::Login { .. } if server_given => Ok(()),
+        Command::Register { .. } | Command::Login { .. } => {
+            bail!("no server known: pass --server URL once")
+        }
+        _ => bail!(
+            "not logged in: no device state in {}; run `conclave register` or `conclave login` first",
+            state_dir.display()
+        ),
+    }
 }
 
 /// Refuses before asking for a password that would not be used (the library

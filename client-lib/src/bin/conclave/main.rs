@@ -15,21 +15,49 @@ mod output;
 mod password;
 mod telemetry;
 
+use std::io::IsTerminal as _;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use tracing::Instrument as _;
 
-use crate::args::Cli;
+use crate::args::{Cli, Command};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "conclave",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out } => {
+            return match manual(out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {}", one_line(&error));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // The subcommand's name only (a fixed set): never its arguments, which
     // hold message text and user names.
     let command = matches.subcommand_name().unwrap_or("").to_owned();
-    let telemetry = match telemetry::init(cli.verbose) {
+    // Colour codes only on a terminal, never around JSON or with NO_COLOR.
+    let colour = !cli.json
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let telemetry = match telemetry::init(cli.verbose, colour) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
@@ -48,6 +76,24 @@ async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `man`: the page of `conclave` on stdout, or every page (one per command,
+/// as `clap_mangen` names them) into `out`.
+fn manual(out: Option<&Path>) -> anyhow::Result<()> {
+    let command = Cli::command();
+    match out {
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout().lock())
+            .context("cannot write the manual page"),
+        Some(directory) => {
+            std::fs::create_dir_all(directory)
+                .with_context(|| format!("cannot create {}", directory.display()))?;
+            clap_mangen::generate_to(command, directory).with_context(|| {
+                format!("cannot write the manual pages into {}", directory.display())
+            })
         }
     }
 }

@@ -43,10 +43,10 @@ impl Telemetry {
     }
 }
 
-/// Sets the subscriber: log lines to stderr for `-v`/`-vv`, and spans to the
-/// collector when one is named. Must run on the tokio runtime (the exporter's
+/// Sets the subscriber: log lines to stderr for `-v`/`-vv` (with colour codes
+/// only if `colour`), and spans to the collector when one is named. Must run on the tokio runtime (the exporter's
 /// channel lives on it).
-pub(crate) fn init(verbose: u8) -> anyhow::Result<Telemetry> {
+pub(crate) fn init(verbose: u8, colour: bool) -> anyhow::Result<Telemetry> {
     let log_filter = match verbose {
         0 => None,
         1 => Some(
@@ -58,6 +58,7 @@ pub(crate) fn init(verbose: u8) -> anyhow::Result<Telemetry> {
     let log_layer = log_filter.map(|filter| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .with_filter(filter)
     });
     let exporting = ENDPOINT_VARIABLES
