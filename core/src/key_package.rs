@@ -62,8 +62,9 @@ pub struct VerifiedKeyPackage {
     pub not_before_unix_seconds: u64,
     /// End of the package's lifetime, in seconds since the Unix epoch; unusable from then.
     pub not_after_unix_seconds: u64,
-    /// Whether the package carries the last_resort extension (RFC 9420 §17.3 and
-    /// openmls's `LastResort`): it may be handed out again when no other package is left.
+    /// Whether the package carries the `last_resort_key_package` extension (0x000a,
+    /// draft-ietf-mls-extensions; openmls's `LastResort`): it may be handed out
+    /// again when no other package is left.
     pub last_resort: bool,
     /// The validated package, for callers who need more.
     pub key_package: KeyPackage,

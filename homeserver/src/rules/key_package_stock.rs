@@ -1,7 +1,8 @@
 //! A device's stock of KeyPackages, and which packages the directory handed out.
 //!
 //! A device keeps ordinary packages, each handed out once (RFC 9420 §16.8), and
-//! at most one last-resort package (§17.3), handed out only when no ordinary
+//! at most one last-resort package (marked with the `last_resort_key_package`
+//! extension of draft-ietf-mls-extensions), handed out only when no ordinary
 //! package is left and never used up. The store takes packages with one
 //! conditional statement per claim, so concurrent claims never get the same
 //! ordinary package; these rules say what its counts and records mean.

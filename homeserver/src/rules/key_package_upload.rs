@@ -65,9 +65,12 @@ pub(crate) enum UploadRejection {
         position: PackagePosition,
         reason: KeyPackageError,
     },
-    /// The package given as last resort lacks the last_resort extension.
+    /// The package given as last resort lacks the last-resort marker: the
+    /// `last_resort_key_package` KeyPackage extension (0x000a) of
+    /// draft-ietf-mls-extensions, in the IANA "MLS Extension Types" registry.
+    /// RFC 9420 defines no such marker (§16.8 only allows reusing a package).
     #[error(
-        "{0} lacks the last_resort extension (RFC 9420 §17.3) that a last-resort key package must carry"
+        "{0} lacks the last_resort_key_package extension (0x000a, draft-ietf-mls-extensions) that a last-resort key package must carry"
     )]
     NotLastResort(PackagePosition),
     /// The same package appears twice in the request, or is stored already.
@@ -400,7 +403,7 @@ mod tests {
                 vec![],
                 Some(p0.as_slice()),
                 Expect::Refused(
-                    "last_resort_key_package lacks the last_resort extension (RFC 9420 §17.3)",
+                    "last_resort_key_package lacks the last_resort_key_package extension (0x000a, draft-ietf-mls-extensions)",
                 ),
             ),
             (

@@ -131,7 +131,7 @@ async fn bad_uploads_store_nothing(database: DatabaseChoice) {
             vec![g0.clone()],
             Some(g1.clone()),
             invalid,
-            "last_resort_key_package lacks the last_resort extension".to_owned(),
+            "last_resort_key_package lacks the last_resort_key_package extension".to_owned(),
         ),
         (
             "garbage as last resort",

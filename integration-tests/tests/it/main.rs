@@ -85,6 +85,11 @@
 //!   after a real chat over two domains: the hub's view and a follower's copy.
 //! - [`admin_users`]: an account's groups (`conclave-homeserver admin users
 //!   show`), named where hosted, and left when a device is revoked.
+//! - [`conformance`]: a foreign client written from `docs/protocol.md` and
+//!   the `.proto` files alone ([`conformance_client`], on openmls, none of the
+//!   client library's code) registers, publishes key packages, joins, chats
+//!   with client-library users, commits and is removed; every documented
+//!   rejection it provokes must match the specification's error table.
 //! - [`traces`]: one send from the `conclave` CLI is one trace across both
 //!   domains' homeserver processes, down to the recipient's stream, exported
 //!   over OTLP; JSON logs carry its ids.
@@ -112,6 +117,8 @@ mod cluster_rolling_restart;
 mod cluster_smoke;
 mod cluster_wakeups;
 mod commit_races;
+mod conformance;
+mod conformance_client;
 mod container_image;
 mod departures;
 mod federated_groups;
