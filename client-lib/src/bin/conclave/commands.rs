@@ -17,7 +17,9 @@ const MAX_DEVICE_NAME_CHARS: usize = 64;
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
     let state_dir = state_dir(cli.state)?;
     let servers = cli.server;
-    let client = Client::open(&state_dir)?.with_server_endpoints(servers.clone());
+    let client = Client::open(&state_dir)?
+        .with_server_endpoints(servers.clone())
+        .with_ca_files(&cli.ca_file)?;
     let explicit_server = servers.first().cloned();
     match cli.command {
         Command::Register {
