@@ -1,12 +1,14 @@
 //! Reaching a homeserver: a gRPC channel over TLS (or plain HTTP/2 to loopback), the
 //! bearer-token interceptor, and the typed service clients built on them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::client::v1::account_service_client::AccountServiceClient;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_proto::client::v1::group_service_client::GroupServiceClient;
 use conclave_proto::client::v1::key_package_service_client::KeyPackageServiceClient;
+use rustls::pki_types::CertificateDer;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -15,6 +17,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use crate::call_tracing::TracedChannel;
 use crate::server_url::ServerUrl;
 use crate::session::AccessToken;
+use crate::trust::{CertificateRefusal, ExplainingVerifier};
 
 /// How long establishing a connection (TCP, TLS, HTTP/2) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +32,14 @@ pub enum ConnectError {
     /// TCP, TLS or HTTP/2 setup failed; `reason` is the whole cause chain on one line.
     #[error("cannot connect to {server_url}: {reason}")]
     Unreachable { server_url: String, reason: String },
+    /// The server's certificate was refused: not trusted, for another name,
+    /// expired. Trying again does not help; trusting its CA (or fixing the
+    /// server) does.
+    #[error("cannot connect to {server_url}: {refusal}")]
+    Certificate {
+        server_url: String,
+        refusal: CertificateRefusal,
+    },
     /// tonic refused the endpoint configuration (an internal mistake, not the user's).
     #[error("cannot set up a connection to {server_url}: {reason}")]
     Configuration { server_url: String, reason: String },
@@ -38,35 +49,48 @@ pub enum ConnectError {
 }
 
 /// Opens a channel to `server_url`, with TLS for `https://` verified against the
-/// Mozilla root store compiled into the binary (webpki-roots), so nothing depends on
-/// the system's certificate setup.
-/// Each call through the channel gets a span and sends its trace context
-/// (`crate::call_tracing`).
-pub(crate) async fn connect(server_url: &ServerUrl) -> Result<TracedChannel, ConnectError> {
-    let configuration = |error: tonic::transport::Error| ConnectError::Configuration {
+/// system's trust store plus `extra_roots` (the CA files the user named; see
+/// `crate::trust`). Each call through the channel gets a span and sends its
+/// trace context (`crate::call_tracing`).
+pub(crate) async fn connect(
+    server_url: &ServerUrl,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<TracedChannel, ConnectError> {
+    let configuration = |reason: String| ConnectError::Configuration {
         server_url: server_url.to_string(),
-        reason: error_chain(&error),
+        reason,
     };
     let mut endpoint = Endpoint::from(server_url.uri().clone())
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .user_agent(concat!("conclave-client/", env!("CARGO_PKG_VERSION")))
-        .map_err(configuration)?;
+        .map_err(|error| configuration(error_chain(&error)))?;
+    let mut verifier = None;
     if server_url.uses_tls() {
-        let tls = ClientTlsConfig::new()
-            .with_webpki_roots()
-            .domain_name(server_url.host());
-        endpoint = endpoint.tls_config(tls).map_err(configuration)?;
+        let explaining = Arc::new(ExplainingVerifier::new(extra_roots).map_err(configuration)?);
+        let tls = ClientTlsConfig::new().domain_name(server_url.host());
+        endpoint = endpoint
+            .tls_config_with_verifier(tls, explaining.clone())
+            .map_err(|error| configuration(error_chain(&error)))?;
+        verifier = Some(explaining);
     }
     tracing::debug!(%server_url, "connecting");
     endpoint
         .connect()
         .await
         .map(TracedChannel::new)
-        .map_err(|error| ConnectError::Unreachable {
-            server_url: server_url.to_string(),
-            reason: error_chain(&error),
-        })
+        .map_err(
+            |error| match verifier.and_then(|verifier| verifier.take_refusal()) {
+                Some(refusal) => ConnectError::Certificate {
+                    server_url: server_url.to_string(),
+                    refusal,
+                },
+                None => ConnectError::Unreachable {
+                    server_url: server_url.to_string(),
+                    reason: error_chain(&error),
+                },
+            },
+        )
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when there is a session.
@@ -172,7 +196,7 @@ mod tests {
             .unwrap()
             .port();
         let url: ServerUrl = format!("http://127.0.0.1:{port}").parse().unwrap();
-        let error = connect(&url).await.unwrap_err().to_string();
+        let error = connect(&url, &[]).await.unwrap_err().to_string();
         assert!(
             error.starts_with(&format!("cannot connect to {url}: ")),
             "{error}"

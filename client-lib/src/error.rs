@@ -13,6 +13,7 @@ use crate::connection::ConnectError;
 use crate::mls::MlsError;
 use crate::server_url::ServerUrlError;
 use crate::state::StateError;
+use crate::trust::CaFileError;
 
 /// Why a `Client` operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum ClientError {
     /// The homeserver could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A CA file to trust cannot be used.
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
     /// The homeserver answered a request with an error status.
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -93,6 +97,16 @@ pub enum ClientError {
     /// A commit kept losing the race for its epoch.
     #[error("gave up on group {group} after losing the race for {attempts} epochs in a row")]
     TooManyConflicts { group: String, attempts: u32 },
+    /// A message was stored, but the homeserver could not be reached to take
+    /// it: it is sent, once, by the next send, receive or listener catch-up.
+    /// Sending the text again would send it twice.
+    #[error(
+        "the message to {group} is kept but not sent yet ({source}); it is sent when the homeserver answers again"
+    )]
+    NotSentYet {
+        group: String,
+        source: Box<ClientError>,
+    },
     /// A test hook stopped the operation as a crash would.
     #[error("simulated crash ({0})")]
     SimulatedCrash(&'static str),
@@ -125,6 +139,13 @@ impl ClientError {
             _ => None,
         }
     }
+    /// Whether the same call may well succeed if made again later: the
+    /// homeserver could not be reached, or is busy or shutting down. Not for
+    /// [`ClientError::NotSentYet`], whose message must not be sent again.
+    pub fn is_transient(&self) -> bool {
+        crate::client::is_transient_error(self)
+    }
+
     /// How long to wait before trying again, when the homeserver said so: a
     /// Register or Login refused by its brute-force limits (RESOURCE_EXHAUSTED
     /// with a `google.rpc.RetryInfo`).

@@ -35,6 +35,9 @@
 //! - `call_tracing`: a span per gRPC call, its trace context sent along.
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
 //!   bearer-token interceptor.
+//! - `trust`: which server certificates are trusted (the system's trust store
+//!   plus the CA files given to [`Client::with_ca_files`]), and a refused one
+//!   explained in plain words ([`CertificateRefusal`]).
 //! - `endpoints`: the addresses of one homeserver (its replicas), the one in
 //!   use, and the jittered back-off before reconnecting to the next.
 //! - [`server_url`]: parsing a homeserver URL and the loopback rule for `http://`.
@@ -64,6 +67,7 @@ mod mls;
 pub mod server_url;
 pub mod session;
 mod state;
+mod trust;
 
 pub use client::{
     ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
@@ -77,3 +81,4 @@ pub use mls::{MessageBody, MlsError};
 pub use server_url::{ServerUrl, ServerUrlError};
 pub use session::Session;
 pub use state::{GroupStatus, STATE_FILE_NAME, StateError};
+pub use trust::{CaFileError, CertificateRefusal};

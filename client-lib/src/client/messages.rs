@@ -58,18 +58,36 @@ impl Client {
     /// Sends a text message to the group. Other members' pending proposals are
     /// committed first (MLS forbids sending while proposals are pending). The
     /// encrypted message is stored before it is sent, so after a crash it is
-    /// sent again, exactly once.
+    /// sent again, exactly once. Stored unsent submissions of the group go
+    /// first, keeping the order.
+    ///
+    /// When the homeserver cannot be reached: [`ClientError::NotSentYet`] if
+    /// the message was stored (it goes out with the next send, receive or
+    /// listener catch-up; do not send it again), otherwise a transient error
+    /// ([`ClientError::is_transient`]) and nothing of it was kept.
     pub async fn send(&self, group_id: &GroupId, text: &str) -> Result<SentMessage, ClientError> {
         let _operations = self.group_operations.lock().await;
         self.resume_pending(Some(group_id.as_bytes())).await?;
-        let completion = self
-            .run_intent(
+        let mut stored = false;
+        let completion = match self
+            .run_intent_tracked(
                 group_id.as_bytes(),
                 Intent::Text {
                     body: text.to_owned(),
                 },
+                &mut stored,
             )
-            .await?;
+            .await
+        {
+            Ok(completion) => completion,
+            Err(error) if stored && is_transient_error(&error) => {
+                return Err(ClientError::NotSentYet {
+                    group: self.display_name(group_id)?,
+                    source: Box::new(error),
+                });
+            }
+            Err(error) => return Err(error),
+        };
         let accepted = completion
             .accepted
             .ok_or_else(|| ClientError::InvalidResponse {
@@ -130,6 +148,7 @@ impl Client {
             buffered: Vec::new(),
             caught_up: false,
             failures: 0,
+            retry_at: None,
             interrupted: false,
             endpoint: None,
             on_connection: None,
@@ -181,6 +200,10 @@ pub struct Listener<'a> {
     caught_up: bool,
     /// Failed subscriptions in a row, for the reconnection backoff.
     failures: u32,
+    /// When the next attempt may be made, after a failure. Kept here rather
+    /// than in a sleeping future, so that a caller cancelling `next` (as a
+    /// `select!` does) neither cuts the back-off short nor restarts it.
+    retry_at: Option<tokio::time::Instant>,
     /// A connection was lost and no stream is open again yet.
     interrupted: bool,
     /// The homeserver's address the last network step used.
@@ -205,6 +228,10 @@ impl<'a> Listener<'a> {
     /// only as it is returned, and events are acknowledged only once stored.
     pub async fn next(&mut self) -> Result<ReceivedMessage, ClientError> {
         loop {
+            if let Some(retry_at) = self.retry_at {
+                tokio::time::sleep_until(retry_at).await;
+                self.retry_at = None;
+            }
             if let Some(message) = self.client.take_unread(self.group_id.as_ref())? {
                 return Ok(message);
             }
@@ -275,8 +302,8 @@ impl<'a> Listener<'a> {
         }
     }
 
-    /// After a passing failure, drops the stream and waits before catching up
-    /// and subscribing again (at the homeserver's next address if the
+    /// After a passing failure, drops the stream and sets the time to wait
+    /// until before catching up and subscribing again (at the homeserver's next address if the
     /// connection was lost); gives up on any other failure.
     async fn wait_after_failure(&mut self, error: ClientError) -> Result<(), ClientError> {
         if !is_transient_error(&error) {
@@ -300,7 +327,7 @@ impl<'a> Listener<'a> {
                 retry_in,
             });
         }
-        tokio::time::sleep(retry_in).await;
+        self.retry_at = Some(tokio::time::Instant::now() + retry_in);
         self.failures = self.failures.saturating_add(1);
         Ok(())
     }

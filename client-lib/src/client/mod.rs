@@ -10,15 +10,18 @@ mod rejoin;
 mod submit;
 mod sync;
 
+pub(crate) use submit::is_transient_error;
 pub(crate) use sync::{PageOutcome, apply_event};
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::call_tracing::TracedChannel;
+use crate::trust;
 use chrono::{DateTime, Utc};
+use rustls::pki_types::CertificateDer;
 
 pub use account::{Device, Enrolment, WhoAmI};
 pub use groups::{CommitOutcome, GroupId, GroupSummary, Member, MembershipChange};
@@ -60,6 +63,9 @@ pub struct Client {
     group_operations: tokio::sync::Mutex<()>,
     /// A test hook: stop the next submission at this point, as a crash would.
     fail_point: Mutex<Option<FailPoint>>,
+    /// CA certificates trusted for `https://` homeservers besides the
+    /// system's trust store ([`Client::with_ca_files`]).
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 /// Where a test can make the client stop as if it crashed. Not for production
@@ -85,7 +91,18 @@ impl Client {
             replenish_policy: ReplenishPolicy::default(),
             group_operations: tokio::sync::Mutex::new(()),
             fail_point: Mutex::new(None),
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the CA certificates in these PEM files for `https://`
+    /// homeservers, besides the system's trust store (as a private or
+    /// enterprise CA needs). Each file is read and checked now.
+    pub fn with_ca_files(mut self, paths: &[PathBuf]) -> Result<Client, ClientError> {
+        for path in paths {
+            self.extra_roots.extend(trust::read_ca_file(path)?);
+        }
+        Ok(self)
     }
 
     /// Replaces the policy [`Client::replenish_key_packages`] follows.
@@ -215,7 +232,7 @@ impl Client {
         if let Some(channel) = cached {
             return Ok(channel);
         }
-        let channel = connection::connect(server_url).await?;
+        let channel = connection::connect(server_url, &self.extra_roots).await?;
         *self.channel.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((server_url.clone(), channel.clone()));
         Ok(channel)

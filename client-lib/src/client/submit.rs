@@ -18,7 +18,7 @@ use tonic::Code;
 
 use super::key_packages::ClaimedKeyPackage;
 use super::{Client, FailPoint, call_with_status, now_ms};
-use crate::connection::group_client;
+use crate::connection::{ConnectError, group_client};
 use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
 use crate::mls::{self, CommitKind};
@@ -149,6 +149,19 @@ impl Client {
         group_id: &[u8],
         intent: Intent,
     ) -> Result<Completion, ClientError> {
+        self.run_intent_tracked(group_id, intent, &mut false).await
+    }
+
+    /// [`Client::run_intent`], telling through `stored` whether a submission
+    /// for the intent is stored when it returns: then a failure leaves it to
+    /// be resent by [`Client::resume_pending`], and running the intent again
+    /// would do it twice.
+    pub(crate) async fn run_intent_tracked(
+        &self,
+        group_id: &[u8],
+        intent: Intent,
+        stored: &mut bool,
+    ) -> Result<Completion, ClientError> {
         let mut lost_races = 0;
         // Claimed once, and reused when the commit has to be rebuilt.
         let mut claimed: Option<Vec<ClaimedKeyPackage>> = None;
@@ -185,7 +198,11 @@ impl Client {
                     });
                 }
             };
-            match self.send_and_apply(&submission).await? {
+            *stored = true;
+            let sent = self.send_and_apply(&submission).await?;
+            // Accepted, refused or lost: either way no longer stored.
+            *stored = false;
+            match sent {
                 Sent::Accepted(accepted) => {
                     return Ok(Completion {
                         accepted: Some(accepted),
@@ -744,8 +761,12 @@ pub(crate) fn is_transient(code: Code) -> bool {
 /// reached, or is busy), as opposed to refused.
 pub(crate) fn is_transient_error(error: &ClientError) -> bool {
     match error {
+        // A refused certificate stays refused until someone acts.
+        ClientError::Connect(ConnectError::Certificate { .. }) => false,
         ClientError::Connect(_) => true,
         ClientError::Rpc(rpc) => is_transient(rpc.code),
+        // NotSentYet among them: its message is stored, and sent again would
+        // be sent twice.
         _ => false,
     }
 }
@@ -755,6 +776,7 @@ pub(crate) fn is_transient_error(error: &ClientError) -> bool {
 /// homeserver may serve the same call.
 pub(crate) fn is_connection_lost(error: &ClientError) -> bool {
     match error {
+        ClientError::Connect(ConnectError::Certificate { .. }) => false,
         ClientError::Connect(_) => true,
         ClientError::Rpc(rpc) => matches!(
             rpc.code,

@@ -20,7 +20,11 @@ async fn conclave(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// [`conclave`] with `stdin` as its standard input (else none).
-async fn conclave_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+pub(crate) async fn conclave_with_stdin(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     use tokio::io::AsyncWriteExt;
     let home = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"));
@@ -55,7 +59,7 @@ async fn conclave_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<
 }
 
 /// Runs a command that must succeed, returning its stdout.
-async fn succeed(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) async fn succeed(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = conclave(args, env).await;
     assert!(
         output.status.success(),
@@ -66,7 +70,7 @@ async fn succeed(args: &[&str], env: &[(&str, &str)]) -> String {
 }
 
 /// Runs a command that must print JSON lines, one object each.
-async fn succeed_json_lines(args: &[&str]) -> Vec<Value> {
+pub(crate) async fn succeed_json_lines(args: &[&str]) -> Vec<Value> {
     let stdout = succeed(args, &[]).await;
     stdout
         .lines()
@@ -79,7 +83,7 @@ async fn succeed_json_lines(args: &[&str]) -> Vec<Value> {
 }
 
 /// Runs a command that must print exactly one JSON object.
-async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
+pub(crate) async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
     let stdout = succeed(args, env).await;
     assert_eq!(stdout.trim_end().lines().count(), 1, "one line: {stdout}");
     let value: Value = serde_json::from_str(&stdout).unwrap();
@@ -88,7 +92,7 @@ async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
 }
 
 /// Runs a command that must fail with one `error:` line and exit code 1.
-async fn fail(args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) async fn fail(args: &[&str], env: &[(&str, &str)]) -> String {
     let output = conclave(args, env).await;
     assert_eq!(output.status.code(), Some(1), "conclave {args:?}");
     assert!(output.stdout.is_empty(), "nothing on stdout");
@@ -98,7 +102,7 @@ async fn fail(args: &[&str], env: &[(&str, &str)]) -> String {
     stderr.trim_end().to_owned()
 }
 
-fn path(dir: &Path) -> &str {
+pub(crate) fn path(dir: &Path) -> &str {
     dir.to_str().unwrap()
 }
 

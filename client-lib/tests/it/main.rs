@@ -8,3 +8,4 @@ mod groups;
 mod library;
 mod recovery;
 mod support;
+mod tls;

@@ -39,6 +39,9 @@
 //! - [`cluster_wakeups`]: a message streamed from another replica than the
 //!   one it was sent through; delivery through a Redis outage and instant
 //!   again after it.
+//! - [`cluster_restart_chat`]: the homeserver's only process stopped and
+//!   started again during a CLI chat; lines typed meanwhile wait and go out in
+//!   order, the listener reconnects and shows each message once.
 //! - [`cluster_rolling_restart`]: every replica stopped (SIGTERM) and
 //!   restarted in turn while three users on different replicas chat; clients
 //!   know every replica's address and fail over.
@@ -113,6 +116,7 @@ mod cluster_commit_races;
 mod cluster_crash;
 mod cluster_limits;
 mod cluster_outbox;
+mod cluster_restart_chat;
 mod cluster_rolling_restart;
 mod cluster_smoke;
 mod cluster_wakeups;

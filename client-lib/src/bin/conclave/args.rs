@@ -38,6 +38,12 @@ pub(crate) struct Cli {
     )]
     pub(crate) server: Vec<ServerUrl>,
 
+    /// PEM file of a CA to trust for https:// homeservers, besides the
+    /// system's trust store (e.g. a private or enterprise CA). Repeatable. Not
+    /// remembered: give it to every command.
+    #[arg(long, global = true, env = "CONCLAVE_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Vec<PathBuf>,
+
     /// Directory of this device's state (keys, session). Default:
     /// ~/.local/share/conclave.
     #[arg(long, global = true, env = "CONCLAVE_STATE", value_name = "DIR")]

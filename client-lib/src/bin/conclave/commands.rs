@@ -19,7 +19,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
     let servers = cli.server;
     let explicit_server = servers.first().cloned();
     refuse_without_state(&state_dir, &cli.command, explicit_server.is_some())?;
-    let client = Client::open(&state_dir)?.with_server_endpoints(servers.clone());
+    let client = Client::open(&state_dir)?
+        .with_server_endpoints(servers.clone())
+        .with_ca_files(&cli.ca_file)?;
     match cli.command {
         Command::Register {
             user,

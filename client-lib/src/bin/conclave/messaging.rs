@@ -2,11 +2,12 @@
 //! GROUP argument (a name or a hex id), call the library, describe the result;
 //! and the `listen` and `chat` loops, which print as messages arrive.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use conclave_client::{Client, ConnectionNotice, GroupId};
+use conclave_client::{Client, ClientError, ConnectionNotice, GroupId};
 use tokio::sync::mpsc;
 
 use crate::args::GroupCommand;
@@ -100,31 +101,130 @@ pub(crate) async fn listen(
     Ok(Report::printed_already())
 }
 
+/// How long chat waits before trying again to hand over lines the homeserver
+/// did not take, unless the listener reports it back first.
+const RESEND_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Sends each line typed on stdin to the group and prints incoming messages,
-/// until stdin ends.
+/// until stdin ends and every line is sent. While the homeserver is away, lines
+/// wait (kept by the library, or here when it could not even store them) and
+/// go out in order once it answers again.
 pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow::Result<Report> {
     client.receive().await?;
     let group_id = client.find_group(group)?;
     let name = client.group(&group_id)?.name;
     let mut lines = stdin_lines();
+    let (back_sender, mut back) = mpsc::unbounded_channel();
     let mut listener = client
         .listen(Some(group_id.clone()))
-        .on_connection_change(tell_connection_change);
+        .on_connection_change(move |notice| {
+            let restored = matches!(notice, ConnectionNotice::Restored { .. });
+            tell_connection_change(notice);
+            if restored {
+                // The receiver lives as long as the chat; nothing to do if not.
+                let _ = back_sender.send(());
+            }
+        });
     if !as_json {
         eprintln!("chatting in {name}; type a line to send it, end with Ctrl-D");
     }
-    loop {
+    let mut outbox = Outbox::default();
+    let mut input_open = true;
+    while input_open || !outbox.is_empty() {
+        // `listener.next()` is dropped whenever another branch wins: that is
+        // safe (see `Listener::next`), and it must not hold the client's group
+        // lock while a line is sent.
         tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => send_line(client, &group_id, &line).await?,
-                None => break,
+            line = lines.recv(), if input_open => match line {
+                Some(line) => {
+                    outbox.push(&line);
+                    outbox.flush(client, &group_id).await?;
+                }
+                None => input_open = false,
             },
             message = listener.next() => {
                 println!("{}", group_output::message_line(&message?, as_json));
             }
+            Some(()) = back.recv() => outbox.flush(client, &group_id).await?,
+            () = tokio::time::sleep(RESEND_INTERVAL), if !outbox.is_empty() => {
+                outbox.flush(client, &group_id).await?;
+            }
         }
     }
     Ok(Report::printed_already())
+}
+
+/// The chat's lines not yet taken by the homeserver, in order.
+#[derive(Default)]
+struct Outbox {
+    /// Lines the library has not stored yet (it could not reach the
+    /// homeserver for what had to go first).
+    lines: VecDeque<String>,
+    /// Lines the library stored but could not send; it sends them before
+    /// anything else of the group.
+    kept: usize,
+    /// Whether the user was told that lines wait.
+    waiting: bool,
+}
+
+impl Outbox {
+    fn push(&mut self, line: &str) {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if !line.trim().is_empty() {
+            self.lines.push_back(line.to_owned());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.kept == 0
+    }
+
+    /// Hands the waiting lines to the library, in order, until one cannot be
+    /// sent for now.
+    async fn flush(&mut self, client: &Client, group_id: &GroupId) -> anyhow::Result<()> {
+        if self.kept > 0 && self.lines.is_empty() {
+            // Sends what the library kept (and fetches what is new, which the
+            // listener then shows).
+            match client.receive().await {
+                Ok(_) => self.kept = 0,
+                Err(error) if error.is_transient() => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        while let Some(line) = self.lines.front() {
+            match client.send(group_id, line).await {
+                // What the library kept went out first.
+                Ok(_) => {
+                    self.lines.pop_front();
+                    self.kept = 0;
+                }
+                Err(ClientError::NotSentYet { source, .. }) => {
+                    self.lines.pop_front();
+                    self.kept += 1;
+                    self.tell_waiting(&source);
+                    return Ok(());
+                }
+                Err(error) if error.is_transient() => {
+                    self.tell_waiting(&error);
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if self.is_empty() && std::mem::take(&mut self.waiting) {
+            eprintln!("the waiting messages are sent");
+        }
+        Ok(())
+    }
+
+    /// Says once per outage that lines wait, and why.
+    fn tell_waiting(&mut self, error: &ClientError) {
+        if !std::mem::replace(&mut self.waiting, true) {
+            eprintln!(
+                "not sent yet ({error}); your messages wait and go out in order when the homeserver is back"
+            );
+        }
+    }
 }
 
 /// One line on stderr when the listener loses its homeserver and when it is
@@ -136,20 +236,21 @@ fn tell_connection_change(notice: ConnectionNotice) {
             reason,
             next,
             retry_in,
+        } if next == server => eprintln!(
+            "connection to {server} lost ({reason}); reconnecting in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        ConnectionNotice::Lost {
+            server,
+            reason,
+            next,
+            retry_in,
         } => eprintln!(
             "connection to {server} lost ({reason}); reconnecting to {next} in {:.1} s",
             retry_in.as_secs_f64()
         ),
         ConnectionNotice::Restored { server } => eprintln!("reconnected to {server}"),
     }
-}
-
-async fn send_line(client: &Client, group_id: &GroupId, line: &str) -> anyhow::Result<()> {
-    let line = line.trim_end_matches(['\r', '\n']);
-    if !line.trim().is_empty() {
-        client.send(group_id, line).await?;
-    }
-    Ok(())
 }
 
 /// The lines of stdin, read on a thread of their own (reading a terminal blocks).
