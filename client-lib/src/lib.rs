@@ -67,13 +67,14 @@ mod state;
 
 pub use client::{
     ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
-    GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport,
-    ReceivedMessage, SentMessage, WhoAmI,
+    GroupId, GroupRef, GroupSummary, Listener, LoggedOut, Member, MembershipChange,
+    MembershipEvent, PublishOutcome, ReceiveReport, ReceivedMessage, SentMessage, TimelineEvent,
+    WhoAmI,
 };
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};
 pub use key_package_stock::{KeyPackageStock, ReplenishPolicy};
-pub use mls::{MessageBody, MlsError};
+pub use mls::{MembershipKind, MessageBody, MlsError};
 pub use server_url::{ServerUrl, ServerUrlError};
 pub use session::Session;
 pub use state::{GroupStatus, STATE_FILE_NAME, StateError};
