@@ -724,7 +724,9 @@ pub(crate) fn finish_rejoin(
 /// Stores the membership changes a commit at `seq` made, for listeners and the
 /// group's history. A removal of a device whose departure notice was read is
 /// shown as that device leaving, with the notice's reason. Changes this device
-/// made are stored read, and not at all when no history is kept.
+/// made to others are stored read (its user asked for them), and not at all
+/// when no history is kept; changes to this device itself (its own key
+/// rotation included) are for listeners to show.
 pub(crate) fn record_changes(
     connection: &Connection,
     me: &CredentialIdentity,
@@ -747,7 +749,8 @@ pub(crate) fn record_changes(
             reason = noted;
         }
         let own = by.as_ref() == Some(me);
-        if own && !keep_history {
+        let unread = !own || &change.subject == me;
+        if !unread && !keep_history {
             continue;
         }
         stored::insert_membership(
@@ -766,6 +769,7 @@ pub(crate) fn record_changes(
                 server_time_ms,
                 reason: &reason,
                 own,
+                unread,
             },
         )?;
     }

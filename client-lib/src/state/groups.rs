@@ -537,12 +537,14 @@ pub(crate) struct NewMembership<'a> {
     pub(crate) server_time_ms: Option<i64>,
     /// Why, in words (a departure notice's reason), or empty.
     pub(crate) reason: &'a str,
-    /// Made by this device: stored read.
+    /// Made by this device.
     pub(crate) own: bool,
+    /// For a listener to show.
+    pub(crate) unread: bool,
 }
 
-/// Stores a membership change, unread unless this device made it; one already
-/// stored at that position is left as it is.
+/// Stores a membership change; one already stored at that position is left
+/// as it is.
 pub(crate) fn insert_membership(
     connection: &Connection,
     change: &NewMembership<'_>,
@@ -564,7 +566,7 @@ pub(crate) fn insert_membership(
             change.reason,
             change.subject,
             change.own,
-            !change.own,
+            change.unread,
         ],
     )?;
     Ok(())

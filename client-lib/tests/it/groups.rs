@@ -372,6 +372,16 @@ async fn listener_shows_membership_changes_with_who() {
     let sent_at = message.sent_at.expect("the sender's clock");
     // Bob's clock is this machine's: it cannot be before the test asked.
     assert!(sent_at >= before_sending - chrono::Duration::seconds(1));
+    // This device's own rotation is shown to its listener too.
+    alice.client.rotate(&group_id).await.unwrap();
+    let rotated = within(60, "the own rotation", listener.next_event())
+        .await
+        .unwrap();
+    let TimelineEvent::Membership(rotated) = rotated else {
+        panic!("not a membership change: {rotated:?}");
+    };
+    assert_eq!(rotated.kind, MembershipKind::Rotated);
+    assert!(rotated.this_device && rotated.own, "{rotated:?}");
     drop(listener);
 
     let alice = alice.reopen();
@@ -386,7 +396,14 @@ async fn listener_shows_membership_changes_with_who() {
     // Alice's own invitation first (made here, so never unread).
     assert_eq!(
         kinds,
-        ["joined", "joined", "rotated", "left", "after carol"],
+        [
+            "joined",
+            "joined",
+            "rotated",
+            "left",
+            "after carol",
+            "rotated"
+        ],
         "{history:#?}"
     );
     assert_eq!(alice.client.unread_count(&group_id).unwrap(), 0);
