@@ -12,11 +12,13 @@
 //! everything: [`Client::create_group`], [`Client::invite`], [`Client::remove`],
 //! [`Client::leave`], [`Client::rotate`] and [`Client::send`] submit to it;
 //! [`Client::receive`] and [`Client::listen`] apply what it delivers, in log
-//! order. Every submission is stored with its intent and idempotency key before
-//! it is sent, so a crash is followed by a resend that the hub answers with the
-//! original result; a commit that loses its epoch to another member's is rebuilt
-//! for the next; a group whose local state is lost or diverged is rejoined by
-//! external commit.
+//! order, and keep each group's timeline: messages and the membership changes
+//! its commits make ([`Listener::next_event`], [`Client::history`]), as
+//! history unless [`Client::set_keeps_history`] turns it off. Every submission
+//! is stored with its intent and idempotency key before it is sent, so a crash
+//! is followed by a resend that the hub answers with the original result; a
+//! commit that loses its epoch to another member's is rebuilt for the next; a
+//! group whose local state is lost or diverged is rejoined by external commit.
 //!
 //! # Layout
 //! - [`client`]: [`Client`], one file per use case (account and devices, key
@@ -24,13 +26,13 @@
 //!   thin layer that moves bytes between the MLS core, the state and the server.
 //! - `mls`: the openmls core (signature keys, credentials, key packages, group
 //!   configuration and metadata, commits, proposals, application messages, what
-//!   incoming messages do to a group, the message envelope) with no network and
-//!   no clock.
+//!   incoming messages do to a group, the membership changes of a commit, the
+//!   message envelope) with no network and no clock.
 //! - [`key_package_stock`]: the server-side stock and the pure rule for when to
 //!   replenish it.
 //! - `state`: the SQLite file: schema migrations, settings, session, wipe, the
-//!   group bookkeeping (groups, pending submissions, messages, held events,
-//!   cursors), and the hand-written `OpenMlsProvider` (RustCrypto +
+//!   group bookkeeping (groups, pending submissions, the timeline of messages
+//!   and membership changes, held events, cursors), and the hand-written `OpenMlsProvider` (RustCrypto +
 //!   `SqliteStorageProvider`).
 //! - `call_tracing`: a span per gRPC call, its trace context sent along.
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
@@ -71,13 +73,14 @@ mod trust;
 
 pub use client::{
     ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
-    GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport,
-    ReceivedMessage, SentMessage, WhoAmI,
+    GroupId, GroupRef, GroupSummary, Listener, LoggedOut, Member, MembershipChange,
+    MembershipEvent, PublishOutcome, ReceiveReport, ReceivedMessage, SentMessage, TimelineEvent,
+    WhoAmI,
 };
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};
 pub use key_package_stock::{KeyPackageStock, ReplenishPolicy};
-pub use mls::{MessageBody, MlsError};
+pub use mls::{MembershipKind, MessageBody, MlsError};
 pub use server_url::{ServerUrl, ServerUrlError};
 pub use session::Session;
 pub use state::{GroupStatus, STATE_FILE_NAME, StateError};

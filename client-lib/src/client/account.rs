@@ -14,7 +14,10 @@ use crate::mls;
 use crate::server_url::ServerUrl;
 use crate::session::{AccessToken, Session};
 
+use super::groups::{GroupId, display};
 use super::key_packages::PublishOutcome;
+use crate::state::GroupStatus;
+use crate::state::groups as stored;
 
 /// A device just enrolled by register or login, and the key packages it published.
 #[derive(Debug, Clone)]
@@ -22,6 +25,25 @@ pub struct Enrolment {
     pub session: Session,
     /// What the automatic first publication did.
     pub key_packages: PublishOutcome,
+}
+
+/// What [`Client::logout`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedOut {
+    /// The session that ended.
+    pub session: Session,
+    /// The groups the device was a member of, by name then id: the homeserver
+    /// announced its departure in each, and their remaining members' clients
+    /// commit its removal.
+    pub groups: Vec<GroupRef>,
+}
+
+/// A group, named for a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub group_id: GroupId,
+    /// Its name, or its hex id if it has none.
+    pub name: String,
 }
 
 /// The homeserver's view of this device's session.
@@ -153,11 +175,26 @@ impl Client {
     /// its unclaimed key packages), then forgets the device locally: the session
     /// and all MLS state. The remembered server URL stays.
     ///
+    /// The homeserver announces the device's departure in each of its groups
+    /// (the report names them), and their remaining members' clients commit
+    /// its removal. The local history goes with the keys.
+    ///
     /// If the server no longer accepts the session (the device was removed from
     /// another one), the local state is forgotten all the same. If the server
     /// cannot be reached, nothing changes, so the logout can be retried.
-    pub async fn logout(&self) -> Result<Session, ClientError> {
+    pub async fn logout(&self) -> Result<LoggedOut, ClientError> {
         let (session, channel, auth) = self.authenticated().await?;
+        let groups = self
+            .state()
+            .read(|_, connection| stored::groups(connection))?;
+        let groups = groups
+            .iter()
+            .filter(|row| matches!(row.status, GroupStatus::Active | GroupStatus::Rejoining))
+            .map(|row| GroupRef {
+                group_id: GroupId::from_bytes(row.group_id.clone()),
+                name: display(row),
+            })
+            .collect();
         let result = call(
             "log out",
             account_client(channel, auth).logout(proto::LogoutRequest {}),
@@ -171,7 +208,7 @@ impl Client {
             Err(error) => return Err(error),
         }
         self.state().wipe_device()?;
-        Ok(session)
+        Ok(LoggedOut { session, groups })
     }
 
     /// Asks the homeserver who this device is, and checks it agrees with the
@@ -236,11 +273,38 @@ impl Client {
     /// Removes another device of the account: its session ends and its unclaimed
     /// key packages are deleted. This device is refused: use [`Client::logout`],
     /// which also forgets the local state.
-    pub async fn remove_device(&self, device_id: &DeviceId) -> Result<(), ClientError> {
+    ///
+    /// Returns the groups this device shares with the removed one (as far as
+    /// this device's state of them says): the homeserver announces the removed
+    /// device's departure in every group it was in, and the remaining members'
+    /// clients, this one included, commit its removal.
+    pub async fn remove_device(&self, device_id: &DeviceId) -> Result<Vec<GroupRef>, ClientError> {
         let (session, channel, auth) = self.authenticated().await?;
         if session.device_id() == device_id {
             return Err(ClientError::RemoveCurrentDevice(device_id.clone()));
         }
+        let removed = CredentialIdentity::new(session.user_id().clone(), device_id.clone());
+        let shared = self.state().read(|provider, connection| {
+            let mut shared = Vec::new();
+            for row in stored::groups(connection)? {
+                if row.status != GroupStatus::Active {
+                    continue;
+                }
+                let Some(group) = mls::load_group(provider, &row.group_id)? else {
+                    continue;
+                };
+                if mls::members(&group)
+                    .iter()
+                    .any(|member| member.identity == removed)
+                {
+                    shared.push(GroupRef {
+                        group_id: GroupId::from_bytes(row.group_id.clone()),
+                        name: display(&row),
+                    });
+                }
+            }
+            Ok::<_, ClientError>(shared)
+        })?;
         call(
             "remove device",
             account_client(channel, auth).remove_device(proto::RemoveDeviceRequest {
@@ -248,7 +312,7 @@ impl Client {
             }),
         )
         .await?;
-        Ok(())
+        Ok(shared)
     }
 
     fn refuse_if_logged_in(&self) -> Result<(), ClientError> {

@@ -68,6 +68,8 @@ pub struct GroupSummary {
     pub tree_hash: Option<Vec<u8>>,
     /// This device asked to leave and waits for another member to commit it.
     pub leaving: bool,
+    /// Messages and membership changes no listener has shown yet.
+    pub unread: u64,
 }
 
 /// A member device of a group.
@@ -391,6 +393,9 @@ impl Client {
             epoch_authenticator: None,
             tree_hash: None,
             leaving: false,
+            unread: self
+                .state()
+                .read(|_, connection| stored::unread_count(connection, &row.group_id))?,
         };
         if let Some(group) = group
             && row.status != GroupStatus::Removed

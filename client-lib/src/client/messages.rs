@@ -1,10 +1,12 @@
-//! Messages: sending text to a group, and receiving what members send, either
-//! from the local store (everything [`Client::receive`] stored) or live from a
-//! [`Listener`] on the hub's Subscribe stream.
+//! Messages and membership changes: sending text to a group, and receiving what
+//! members send and the changes their commits make (a group's timeline), either
+//! from the local store (everything [`Client::receive`] stored, kept as the
+//! group's history) or live from a [`Listener`] on the hub's Subscribe stream.
 //!
-//! Every received message is stored (with its log position) in the same
-//! transaction that advances the group past it, and marked read when a listener
-//! hands it out: after a crash, nothing is shown twice and nothing is lost.
+//! Every received message or change is stored (with its log position) in the
+//! same transaction that advances the group past it, and marked read when a
+//! listener hands it out (deleted then, if no history is kept): after a crash,
+//! nothing is shown twice and nothing is lost.
 
 use std::time::Duration;
 
@@ -14,14 +16,14 @@ use conclave_proto::client::v1 as proto;
 
 use super::groups::{GroupId, display};
 use super::submit::{Intent, is_connection_lost, is_transient_error};
-use super::{Client, call};
+use super::{Client, call, now_ms};
 use crate::connection::delivery_client;
 use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
-use crate::mls::{self, MessageBody};
+use crate::mls::{self, MembershipKind, MessageBody};
 use crate::server_url::ServerUrl;
 use crate::state::StateError;
-use crate::state::groups::{self as stored, StoredMessage};
+use crate::state::groups::{self as stored, StoredEntry};
 
 /// Events taken from the stream into one transaction, at most.
 const STREAM_PAGE: usize = 500;
@@ -39,9 +41,57 @@ pub struct ReceivedMessage {
     /// When the hub accepted it; `None` for this device's own messages (the hub
     /// does not report it back to the sender).
     pub server_time: Option<DateTime<Utc>>,
+    /// When the sender sent it, by the sender's clock (as its encrypted
+    /// envelope says: trust it as far as the sender's clock); `None` from
+    /// clients older than the field.
+    pub sent_at: Option<DateTime<Utc>>,
     pub body: MessageBody,
     /// Sent by this device.
     pub own: bool,
+}
+
+/// A change of a group's members, derived from a commit this device processed
+/// (or the Welcome that added it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipEvent {
+    pub group_id: GroupId,
+    /// The group's name (or its id, if it has none).
+    pub group_name: String,
+    /// Position in the group's log of the commit that made the change.
+    pub seq: u64,
+    pub kind: MembershipKind,
+    /// The device whose membership changed.
+    pub subject: CredentialIdentity,
+    /// Who made the change: who added or removed the subject, or the subject
+    /// itself for leaving and rotating; `None` when unknown (the Welcome that
+    /// added this device does not say who sent it).
+    pub by: Option<CredentialIdentity>,
+    /// Why, as the departed device's homeserver said (a logout, a device
+    /// removed); empty otherwise.
+    pub reason: String,
+    /// When the hub accepted the commit, if this device saw it.
+    pub server_time: Option<DateTime<Utc>>,
+    /// The change is about this device.
+    pub this_device: bool,
+    /// This device made it.
+    pub own: bool,
+}
+
+/// An entry of a group's timeline: a message, or a change of its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimelineEvent {
+    Message(ReceivedMessage),
+    Membership(MembershipEvent),
+}
+
+impl TimelineEvent {
+    /// Position in the group's log.
+    pub fn seq(&self) -> u64 {
+        match self {
+            TimelineEvent::Message(message) => message.seq,
+            TimelineEvent::Membership(event) => event.seq,
+        }
+    }
 }
 
 /// Where a sent message landed.
@@ -74,6 +124,7 @@ impl Client {
                 group_id.as_bytes(),
                 Intent::Text {
                     body: text.to_owned(),
+                    sent_at_ms: Some(now_ms()),
                 },
                 &mut stored,
             )
@@ -102,23 +153,43 @@ impl Client {
     }
 
     /// The oldest message from another member not yet handed out (of one group,
-    /// or of any), marked read as it is returned. Local only.
+    /// or of any), marked read as it is returned; membership changes before it
+    /// are passed over (marked read too). Local only.
     pub fn take_unread(
         &self,
         group_id: Option<&GroupId>,
     ) -> Result<Option<ReceivedMessage>, ClientError> {
+        loop {
+            match self.take_unread_event(group_id)? {
+                None => return Ok(None),
+                Some(TimelineEvent::Message(message)) => return Ok(Some(message)),
+                Some(TimelineEvent::Membership(_)) => {}
+            }
+        }
+    }
+
+    /// The oldest message or membership change not yet handed out (of one
+    /// group, or of any), marked read as it is returned (deleted, if no history
+    /// is kept). Local only.
+    pub fn take_unread_event(
+        &self,
+        group_id: Option<&GroupId>,
+    ) -> Result<Option<TimelineEvent>, ClientError> {
+        let me = self.session()?.map(|session| session.credential_identity);
         let stored = self.state().transaction(|_, connection| {
-            let Some(message) = stored::take_unread(connection, group_id.map(GroupId::as_bytes))?
+            let keep = crate::state::keeps_history(connection)?;
+            let Some(entry) =
+                stored::take_unread(connection, group_id.map(GroupId::as_bytes), keep)?
             else {
                 return Ok(None);
             };
-            let name = stored::group(connection, &message.group_id)?
+            let name = stored::group(connection, &entry.group_id)?
                 .map(|row| display(&row))
-                .unwrap_or_else(|| hex::encode(&message.group_id));
-            Ok::<_, StateError>(Some((message, name)))
+                .unwrap_or_else(|| hex::encode(&entry.group_id));
+            Ok::<_, StateError>(Some((entry, name)))
         })?;
         stored
-            .map(|(message, name)| to_received(message, name))
+            .map(|(entry, name)| to_event(entry, name, me.as_ref()))
             .transpose()
     }
 
@@ -130,13 +201,59 @@ impl Client {
         limit: usize,
     ) -> Result<Vec<ReceivedMessage>, ClientError> {
         let name = self.display_name(group_id)?;
-        let messages = self
-            .state()
-            .read(|_, connection| stored::messages(connection, group_id.as_bytes(), limit))?;
-        messages
+        let entries = self.state().read(|_, connection| {
+            stored::entries(connection, group_id.as_bytes(), usize::MAX, None)
+        })?;
+        let mut messages = entries
             .into_iter()
-            .map(|message| to_received(message, name.clone()))
+            .filter(|entry| !entry.membership)
+            .map(|entry| to_received(entry, name.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.drain(..messages.len().saturating_sub(limit));
+        Ok(messages)
+    }
+
+    /// The group's history: the newest `limit` messages and membership changes
+    /// before log position `before` (or the newest of all), in log order, read
+    /// or not, this device's own included. Reading it marks nothing read. Empty
+    /// when no history is kept, but for what no listener has shown yet. Local
+    /// only.
+    pub fn history(
+        &self,
+        group_id: &GroupId,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Vec<TimelineEvent>, ClientError> {
+        let name = self.display_name(group_id)?;
+        let me = self.session()?.map(|session| session.credential_identity);
+        let entries = self.state().read(|_, connection| {
+            stored::entries(connection, group_id.as_bytes(), limit, before)
+        })?;
+        entries
+            .into_iter()
+            .map(|entry| to_event(entry, name.clone(), me.as_ref()))
             .collect()
+    }
+
+    /// How many messages and membership changes of the group no listener has
+    /// shown yet. Local only.
+    pub fn unread_count(&self, group_id: &GroupId) -> Result<u64, ClientError> {
+        Ok(self
+            .state()
+            .read(|_, connection| stored::unread_count(connection, group_id.as_bytes()))?)
+    }
+
+    /// Whether shown messages are kept as history (the default).
+    pub fn keeps_history(&self) -> Result<bool, ClientError> {
+        Ok(self.state().keeps_history()?)
+    }
+
+    /// Keeps the history of shown messages from now on, or stops keeping it
+    /// and deletes what is kept (what no listener has shown yet stays until
+    /// shown). A setting of this state directory, surviving logout. Returns how
+    /// many stored entries were deleted.
+    pub fn set_keeps_history(&self, keep: bool) -> Result<usize, ClientError> {
+        Ok(self.state().set_keeps_history(keep)?)
     }
 
     /// A listener for messages from other members, of one group or of all.
@@ -224,16 +341,28 @@ impl<'a> Listener<'a> {
     }
 
     /// The next message, waiting as long as it takes (wrap it in a timeout to
-    /// bound the wait). Cancelling it loses nothing: a message is marked read
-    /// only as it is returned, and events are acknowledged only once stored.
+    /// bound the wait); membership changes are passed over (see
+    /// [`Listener::next_event`]). Cancelling it loses nothing: a message is
+    /// marked read only as it is returned, and events are acknowledged only
+    /// once stored.
     pub async fn next(&mut self) -> Result<ReceivedMessage, ClientError> {
+        loop {
+            if let TimelineEvent::Message(message) = self.next_event().await? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// The next message or membership change, as [`Listener::next`] does for
+    /// messages.
+    pub async fn next_event(&mut self) -> Result<TimelineEvent, ClientError> {
         loop {
             if let Some(retry_at) = self.retry_at {
                 tokio::time::sleep_until(retry_at).await;
                 self.retry_at = None;
             }
-            if let Some(message) = self.client.take_unread(self.group_id.as_ref())? {
-                return Ok(message);
+            if let Some(event) = self.client.take_unread_event(self.group_id.as_ref())? {
+                return Ok(event);
             }
             if !self.buffered.is_empty() {
                 // Applied from the buffer, which is emptied only once that
@@ -349,27 +478,68 @@ impl<'a> Listener<'a> {
     }
 }
 
-fn to_received(message: StoredMessage, group_name: String) -> Result<ReceivedMessage, ClientError> {
+fn to_event(
+    entry: StoredEntry,
+    group_name: String,
+    me: Option<&CredentialIdentity>,
+) -> Result<TimelineEvent, ClientError> {
+    if !entry.membership {
+        return to_received(entry, group_name).map(TimelineEvent::Message);
+    }
+    let corrupt = |what: &str| StateError::Corrupt(format!("stored membership change {what}"));
+    let kind = MembershipKind::parse(&entry.kind).ok_or_else(|| corrupt("kind"))?;
+    let subject: CredentialIdentity = entry
+        .subject
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| corrupt("subject"))?;
+    let by = if entry.sender_user_id.is_empty() {
+        None
+    } else {
+        Some(sender_identity(&entry)?)
+    };
+    Ok(TimelineEvent::Membership(MembershipEvent {
+        group_id: GroupId::from_bytes(entry.group_id),
+        group_name,
+        seq: entry.seq,
+        kind,
+        this_device: me == Some(&subject),
+        subject,
+        by,
+        reason: entry.body,
+        server_time: entry
+            .server_time_ms
+            .and_then(DateTime::from_timestamp_millis),
+        own: entry.own,
+    }))
+}
+
+fn sender_identity(entry: &StoredEntry) -> Result<CredentialIdentity, StateError> {
     let corrupt = |what: &str| StateError::Corrupt(format!("stored message sender {what}"));
-    let sender = CredentialIdentity::new(
-        message
+    Ok(CredentialIdentity::new(
+        entry
             .sender_user_id
             .parse()
             .map_err(|_| corrupt("user id"))?,
-        message
+        entry
             .sender_device_id
             .parse()
             .map_err(|_| corrupt("device id"))?,
-    );
+    ))
+}
+
+fn to_received(entry: StoredEntry, group_name: String) -> Result<ReceivedMessage, ClientError> {
     Ok(ReceivedMessage {
-        group_id: GroupId::from_bytes(message.group_id),
+        sender: sender_identity(&entry)?,
+        group_id: GroupId::from_bytes(entry.group_id),
         group_name,
-        seq: message.seq,
-        sender,
-        server_time: message
+        seq: entry.seq,
+        server_time: entry
             .server_time_ms
             .and_then(DateTime::from_timestamp_millis),
-        body: mls::from_stored(message.kind, message.body),
-        own: message.own,
+        sent_at: entry.sent_at_ms.and_then(DateTime::from_timestamp_millis),
+        body: mls::from_stored(entry.kind, entry.body),
+        own: entry.own,
     })
 }

@@ -23,10 +23,12 @@ use crate::trust;
 use chrono::{DateTime, Utc};
 use rustls::pki_types::CertificateDer;
 
-pub use account::{Device, Enrolment, WhoAmI};
+pub use account::{Device, Enrolment, GroupRef, LoggedOut, WhoAmI};
 pub use groups::{CommitOutcome, GroupId, GroupSummary, Member, MembershipChange};
 pub use key_packages::{ClaimedKeyPackage, PublishOutcome};
-pub use messages::{ConnectionNotice, Listener, ReceivedMessage, SentMessage};
+pub use messages::{
+    ConnectionNotice, Listener, MembershipEvent, ReceivedMessage, SentMessage, TimelineEvent,
+};
 pub use sync::ReceiveReport;
 
 use crate::connection::{self, BearerAuth, error_chain};

@@ -59,7 +59,13 @@ pub(crate) enum Intent {
     /// Join again by external commit.
     Rejoin,
     /// Send a text message.
-    Text { body: String },
+    Text {
+        body: String,
+        /// This device's clock when the user sent it (kept across resends and
+        /// lost races); absent in intents stored by older versions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_at_ms: Option<i64>,
+    },
 }
 
 impl Intent {
@@ -463,8 +469,8 @@ impl Client {
                     }
                     (mls::leave_proposal(&mut group, provider, &signer)?, None, None)
                 }
-                (None, Intent::Text { body }) => {
-                    let plaintext = mls::encode_text(body);
+                (None, Intent::Text { body, sent_at_ms }) => {
+                    let plaintext = mls::encode_text(body, sent_at_ms.unwrap_or_else(now_ms));
                     (mls::encrypt(&mut group, provider, &signer, &plaintext)?, None, None)
                 }
                 (None, _) => unreachable!("every other intent is a commit"),
@@ -629,7 +635,16 @@ impl Client {
                 }
                 SubmissionKind::Commit => {
                     if let Some(mut group) = mls::load_group(provider, group_id)? {
+                        let changes = mls::own_commit_changes(&group);
                         mls::merge_own_commit(&mut group, provider)?;
+                        super::sync::record_changes(
+                            connection,
+                            me,
+                            group_id,
+                            accepted.seq,
+                            None,
+                            &changes,
+                        )?;
                         super::sync::retry_held(provider, connection, me, group_id)?;
                     }
                 }
@@ -700,7 +715,9 @@ pub(crate) fn record_own_message(
     submission: &PendingSubmission,
     seq: u64,
 ) -> Result<(), ClientError> {
-    if let Intent::Text { body } = Intent::from_json(&submission.intent)? {
+    if let Intent::Text { body, sent_at_ms } = Intent::from_json(&submission.intent)?
+        && crate::state::keeps_history(connection)?
+    {
         stored::insert_message(
             connection,
             &stored::NewMessage {
@@ -709,6 +726,7 @@ pub(crate) fn record_own_message(
                 sender_user_id: &me.user_id().to_string(),
                 sender_device_id: me.device_id().as_str(),
                 server_time_ms: None,
+                sent_at_ms,
                 kind: "text",
                 body: &body,
                 own: true,
@@ -820,13 +838,26 @@ mod tests {
             Intent::Rejoin,
             Intent::Text {
                 body: "hello".into(),
+                sent_at_ms: Some(1_764_842_400_000),
             },
         ] {
             assert_eq!(Intent::from_json(&intent.to_json()).unwrap(), intent);
         }
         assert_eq!(
-            Intent::Text { body: "x".into() }.to_json(),
-            r#"{"intent":"text","body":"x"}"#
+            Intent::Text {
+                body: "x".into(),
+                sent_at_ms: Some(5)
+            }
+            .to_json(),
+            r#"{"intent":"text","body":"x","sent_at_ms":5}"#
+        );
+        // Stored by a version without the sending time.
+        assert_eq!(
+            Intent::from_json(r#"{"intent":"text","body":"x"}"#).unwrap(),
+            Intent::Text {
+                body: "x".into(),
+                sent_at_ms: None
+            }
         );
     }
 

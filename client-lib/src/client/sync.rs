@@ -21,9 +21,9 @@ use super::submit::{Intent, is_transient_error, record_own_message};
 use super::{Client, call, now_ms};
 use crate::connection::{DeliveryClient, delivery_client};
 use crate::error::ClientError;
-use crate::mls::{self, Incoming};
+use crate::mls::{self, Incoming, MembershipKind};
 use crate::session::Session;
-use crate::state::groups::{self as stored, GroupRow, HeldEvent, NewMessage};
+use crate::state::groups::{self as stored, GroupRow, HeldEvent, NewMembership, NewMessage};
 use crate::state::{GroupStatus, MlsProvider};
 
 /// Events asked for per Fetch (the hub's maximum).
@@ -386,7 +386,7 @@ pub(crate) fn apply_event(
         }
         Some(Event::InboxEvent(event)) => {
             outcome.inbox_ack = outcome.inbox_ack.max(event.seq);
-            apply_inbox_event(provider, connection, event, outcome)
+            apply_inbox_event(provider, connection, me, event, outcome)
         }
         None => Ok(()),
     }
@@ -531,8 +531,8 @@ fn apply_message_inner(
             {
                 tracing::warn!(group = group_hex, seq = event.seq, hub_says = %format!("{}/{}", event.sender_user_id, event.sender_device_id), signed_by = %sender, "the hub names another sender than the message's signature; showing the signer");
             }
-            let body = mls::decode_envelope(&plaintext);
-            let (kind, text) = mls::to_stored(&body);
+            let decoded = mls::decode_envelope(&plaintext);
+            let (kind, text) = mls::to_stored(&decoded.body);
             let inserted = stored::insert_message(
                 connection,
                 &NewMessage {
@@ -541,6 +541,7 @@ fn apply_message_inner(
                     sender_user_id: &sender.user_id().to_string(),
                     sender_device_id: sender.device_id().as_str(),
                     server_time_ms: event.server_time_ms,
+                    sent_at_ms: decoded.sent_at_ms,
                     kind,
                     body: text,
                     own: false,
@@ -567,17 +568,47 @@ fn apply_message_inner(
             }
         }
         Incoming::ProposalQueued => {}
-        Incoming::CommitMerged { removed_self: true } => {
+        Incoming::CommitMerged {
+            removed_self: true,
+            changes,
+        } => {
             tracing::info!(group = group_hex, "removed from the group");
+            record_changes(
+                connection,
+                me,
+                group_id,
+                event.seq,
+                event.server_time_ms,
+                &changes,
+            )?;
             mark_removed(provider, connection, group_id)?;
             outcome.removed.push(group_id.to_vec());
         }
         Incoming::CommitMerged {
             removed_self: false,
-        } => return Ok(Applied::Merged),
-        Incoming::OwnCommitMerged => {
+            changes,
+        } => {
+            record_changes(
+                connection,
+                me,
+                group_id,
+                event.seq,
+                event.server_time_ms,
+                &changes,
+            )?;
+            return Ok(Applied::Merged);
+        }
+        Incoming::OwnCommitMerged { changes } => {
             // Our commit, accepted while its answer was lost: merged now.
             stored::delete_pending_with_payload(connection, group_id, &event.message)?;
+            record_changes(
+                connection,
+                me,
+                group_id,
+                event.seq,
+                event.server_time_ms,
+                &changes,
+            )?;
             return Ok(Applied::Merged);
         }
         Incoming::FutureEpoch { epoch } => {
@@ -690,6 +721,61 @@ pub(crate) fn finish_rejoin(
     retry_held(provider, connection, me, group_id)
 }
 
+/// Stores the membership changes a commit at `seq` made, for listeners and the
+/// group's history. A removal of a device whose departure notice was read is
+/// shown as that device leaving, with the notice's reason. Changes this device
+/// made to others are stored read (its user asked for them), and not at all
+/// when no history is kept; changes to this device itself (its own key
+/// rotation included) are for listeners to show.
+pub(crate) fn record_changes(
+    connection: &Connection,
+    me: &CredentialIdentity,
+    group_id: &[u8],
+    seq: u64,
+    server_time_ms: Option<i64>,
+    changes: &[mls::Change],
+) -> Result<(), ClientError> {
+    let keep_history = crate::state::keeps_history(connection)?;
+    for (part, change) in changes.iter().enumerate() {
+        let subject = change.subject.to_string();
+        let mut kind = change.kind;
+        let mut by = change.by.clone();
+        let mut reason = String::new();
+        if kind == MembershipKind::Removed
+            && let Some(noted) = stored::departure_reason(connection, group_id, &subject)?
+        {
+            kind = MembershipKind::Left;
+            by = Some(change.subject.clone());
+            reason = noted;
+        }
+        let own = by.as_ref() == Some(me);
+        let unread = !own || &change.subject == me;
+        if !unread && !keep_history {
+            continue;
+        }
+        stored::insert_membership(
+            connection,
+            &NewMembership {
+                group_id,
+                seq,
+                part: u64::try_from(part).unwrap_or(u64::MAX),
+                kind: kind.as_str(),
+                subject: &subject,
+                by_user_id: &by
+                    .as_ref()
+                    .map(|by| by.user_id().to_string())
+                    .unwrap_or_default(),
+                by_device_id: by.as_ref().map_or("", |by| by.device_id().as_str()),
+                server_time_ms,
+                reason: &reason,
+                own,
+                unread,
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// This device is no longer in the group: forget its MLS state and anything
 /// still waiting for it, and keep the row (its messages stay readable).
 pub(crate) fn mark_removed(
@@ -739,7 +825,7 @@ fn note_departure(
         .any(|member| member.identity == departed)
     {
         tracing::info!(group = group_hex, departed = %departed, reason = notice.reason, "a member departed; committing its removal");
-        stored::note_departure(connection, group_id, &departed.to_string())?;
+        stored::note_departure(connection, group_id, &departed.to_string(), &notice.reason)?;
     }
     Ok(())
 }
@@ -781,6 +867,7 @@ fn forget_departed_leaves(
 fn apply_inbox_event(
     provider: &MlsProvider<'_>,
     connection: &Connection,
+    me: &CredentialIdentity,
     event: proto::InboxEvent,
     outcome: &mut PageOutcome,
 ) -> Result<(), ClientError> {
@@ -789,7 +876,7 @@ fn apply_inbox_event(
     }
     outcome.events += 1;
     if let Some(proto::inbox_event::Event::Welcome(welcome)) = event.event {
-        apply_welcome(provider, connection, welcome, outcome)?;
+        apply_welcome(provider, connection, me, welcome, outcome)?;
     }
     stored::advance_inbox_seq(connection, event.seq)?;
     Ok(())
@@ -801,6 +888,7 @@ fn apply_inbox_event(
 fn apply_welcome(
     provider: &MlsProvider<'_>,
     connection: &Connection,
+    me: &CredentialIdentity,
     welcome: proto::WelcomeEvent,
     outcome: &mut PageOutcome,
 ) -> Result<(), ClientError> {
@@ -857,6 +945,19 @@ fn apply_welcome(
             needs_rejoin: false,
         },
         now_ms(),
+    )?;
+    // Who added this device is not in the Welcome; the change is shown without.
+    record_changes(
+        connection,
+        me,
+        &group_id,
+        welcome.commit_seq,
+        None,
+        &[mls::Change {
+            kind: MembershipKind::Joined,
+            subject: me.clone(),
+            by: None,
+        }],
     )?;
     tracing::info!(group = hex::encode(&group_id), "joined a group");
     outcome.joined.push(group_id);

@@ -16,6 +16,7 @@ use openmls_traits::OpenMlsProvider as _;
 
 use super::config::{join_config, leaf_node_parameters};
 use super::group::OutgoingCommit;
+use super::membership::{Change, commit_changes};
 use super::{MlsError, credential_with_key};
 use crate::state::MlsProvider;
 
@@ -38,9 +39,11 @@ pub(crate) enum Incoming {
     CommitMerged {
         /// The commit removed this device: the group is no longer usable.
         removed_self: bool,
+        /// The membership changes it made.
+        changes: Vec<Change>,
     },
     /// This device's own commit, which was still pending here: merged now.
-    OwnCommitMerged,
+    OwnCommitMerged { changes: Vec<Change> },
     /// The message is for an epoch the group has not reached: a commit is missing.
     FutureEpoch { epoch: u64 },
     /// A proposal or commit for an epoch that has ended here (such as this
@@ -162,20 +165,37 @@ pub(crate) fn process_group_message(
         }
         ProcessedMessageContent::StagedCommitMessage(staged_commit) => {
             let removed_self = staged_commit.self_removed();
+            let changes = commit_changes(group, &staged_commit, sender.as_ref());
             group
                 .merge_staged_commit(provider, *staged_commit)
                 .map_err(|error| MlsError::group("merge a commit", error))?;
-            Ok(Incoming::CommitMerged { removed_self })
+            Ok(Incoming::CommitMerged {
+                removed_self,
+                changes,
+            })
         }
         ProcessedMessageContent::OwnPendingCommit => {
+            let changes = own_commit_changes(group);
             super::group::merge_own_commit(group, provider)?;
-            Ok(Incoming::OwnCommitMerged)
+            Ok(Incoming::OwnCommitMerged { changes })
         }
         ProcessedMessageContent::OwnPrivateMessage => Ok(Incoming::OwnApplication),
         ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
             unreadable("external join proposals are not used by conclave".to_owned())
         }
     }
+}
+
+/// The membership changes of this device's pending commit, if it has one
+/// (call it before merging).
+pub(crate) fn own_commit_changes(group: &MlsGroup) -> Vec<Change> {
+    let me = group
+        .own_leaf_node()
+        .and_then(|leaf| super::device_identity(leaf.credential()));
+    group
+        .pending_commit()
+        .map(|staged| commit_changes(group, staged, me.as_ref()))
+        .unwrap_or_default()
 }
 
 /// Joins a group from a Welcome and the ratchet tree the hub sent with it. The

@@ -12,6 +12,8 @@
 //! - `group`: creating a group, commits, proposals, application messages, members.
 //! - `incoming`: applying what the hub delivers; joining by Welcome or external
 //!   commit.
+//! - `membership`: the membership changes a commit makes (joined, left, removed,
+//!   rotated, rejoined), read before it is merged.
 
 mod config;
 mod envelope;
@@ -19,9 +21,11 @@ mod group;
 mod identity;
 mod incoming;
 mod key_packages;
+mod membership;
 mod metadata;
 
 pub use envelope::MessageBody;
+pub use membership::MembershipKind;
 
 pub(crate) use envelope::{decode as decode_envelope, encode_text, from_stored, to_stored};
 pub(crate) use group::{
@@ -31,12 +35,14 @@ pub(crate) use group::{
 };
 pub(crate) use identity::{credential_with_key, generate_signer, sign_enrolment};
 pub(crate) use incoming::{
-    Incoming, join_by_external_commit, join_from_welcome, message_epoch, process_group_message,
+    Incoming, join_by_external_commit, join_from_welcome, message_epoch, own_commit_changes,
+    process_group_message,
 };
 pub(crate) use key_packages::{
     KEY_PACKAGE_LIFETIME_SECONDS, build_key_packages, forget_key_packages,
     verify_claimed_key_package,
 };
+pub(crate) use membership::Change;
 pub(crate) use metadata::check_group_name;
 
 use conclave_core::ids::CredentialIdentity;

@@ -115,17 +115,26 @@ pub(crate) struct PendingSubmission {
     pub(crate) epoch: u64,
 }
 
-/// A message as stored: received, or sent by this device.
+/// An entry of a group's timeline as stored: a message (received, or sent by
+/// this device) or a membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredMessage {
+pub(crate) struct StoredEntry {
     pub(crate) id: i64,
     pub(crate) group_id: Vec<u8>,
     pub(crate) seq: u64,
+    /// A membership change, rather than a message.
+    pub(crate) membership: bool,
+    /// The message's sender, or who made the change (empty if unknown).
     pub(crate) sender_user_id: String,
     pub(crate) sender_device_id: String,
     pub(crate) server_time_ms: Option<i64>,
+    pub(crate) sent_at_ms: Option<i64>,
+    /// The envelope's type, or the membership change.
     pub(crate) kind: String,
+    /// The text, or the reason of a membership change.
     pub(crate) body: String,
+    /// The device a membership change is about.
+    pub(crate) subject: Option<String>,
     pub(crate) own: bool,
 }
 
@@ -289,19 +298,35 @@ pub(crate) fn delete_group(connection: &Connection, group_id: &[u8]) -> Result<(
     Ok(())
 }
 
-/// Notes a departed device (its departure notice) whose leaf is still in the
-/// group, for this device to commit its removal.
+/// Notes a departed device (its departure notice, and the reason it gives)
+/// whose leaf is still in the group, for this device to commit its removal.
 pub(crate) fn note_departure(
     connection: &Connection,
     group_id: &[u8],
     identity: &str,
+    reason: &str,
 ) -> Result<(), StateError> {
     connection.execute(
-        "INSERT INTO departed_members (group_id, identity) VALUES (?1, ?2)
+        "INSERT INTO departed_members (group_id, identity, reason) VALUES (?1, ?2, ?3)
          ON CONFLICT (group_id, identity) DO NOTHING",
-        params![group_id, identity],
+        params![group_id, identity, reason],
     )?;
     Ok(())
+}
+
+/// The reason given for a departed device of the group, if one was noted.
+pub(crate) fn departure_reason(
+    connection: &Connection,
+    group_id: &[u8],
+    identity: &str,
+) -> Result<Option<String>, StateError> {
+    Ok(connection
+        .query_row(
+            "SELECT reason FROM departed_members WHERE group_id = ?1 AND identity = ?2",
+            params![group_id, identity],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 /// The departed devices noted for the group, in order.
@@ -460,6 +485,8 @@ pub(crate) struct NewMessage<'a> {
     pub(crate) sender_user_id: &'a str,
     pub(crate) sender_device_id: &'a str,
     pub(crate) server_time_ms: Option<i64>,
+    /// The sender's clock at sending, as its envelope says.
+    pub(crate) sent_at_ms: Option<i64>,
     pub(crate) kind: &'a str,
     pub(crate) body: &'a str,
     pub(crate) own: bool,
@@ -473,15 +500,17 @@ pub(crate) fn insert_message(
 ) -> Result<bool, StateError> {
     let inserted = connection.execute(
         "INSERT INTO messages
-             (group_id, seq, sender_user_id, sender_device_id, server_time_ms, kind, body, own, unread)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (group_id, seq) DO NOTHING",
+             (group_id, seq, part, entry, sender_user_id, sender_device_id, server_time_ms,
+              sent_at_ms, kind, body, own, unread)
+         VALUES (?1, ?2, 0, 'message', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (group_id, seq, part) DO NOTHING",
         params![
             message.group_id,
             to_sql(message.seq),
             message.sender_user_id,
             message.sender_device_id,
             message.server_time_ms,
+            message.sent_at_ms,
             message.kind,
             message.body,
             message.own,
@@ -491,60 +520,140 @@ pub(crate) fn insert_message(
     Ok(inserted > 0)
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, group_id, seq, sender_user_id, sender_device_id, server_time_ms, kind, body, own";
+/// A membership change to store.
+pub(crate) struct NewMembership<'a> {
+    pub(crate) group_id: &'a [u8],
+    /// The log position of the commit (or Welcome) that made it.
+    pub(crate) seq: u64,
+    /// Its place among the changes of that commit, from 0.
+    pub(crate) part: u64,
+    /// joined, left, removed, rotated or rejoined.
+    pub(crate) kind: &'a str,
+    /// The device whose membership changed.
+    pub(crate) subject: &'a str,
+    /// Who made it, as user and device (empty if unknown).
+    pub(crate) by_user_id: &'a str,
+    pub(crate) by_device_id: &'a str,
+    pub(crate) server_time_ms: Option<i64>,
+    /// Why, in words (a departure notice's reason), or empty.
+    pub(crate) reason: &'a str,
+    /// Made by this device.
+    pub(crate) own: bool,
+    /// For a listener to show.
+    pub(crate) unread: bool,
+}
 
-fn stored_message(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
-    Ok(StoredMessage {
+/// Stores a membership change; one already stored at that position is left
+/// as it is.
+pub(crate) fn insert_membership(
+    connection: &Connection,
+    change: &NewMembership<'_>,
+) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO messages
+             (group_id, seq, part, entry, sender_user_id, sender_device_id, server_time_ms,
+              kind, body, subject, own, unread)
+         VALUES (?1, ?2, ?3, 'membership', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (group_id, seq, part) DO NOTHING",
+        params![
+            change.group_id,
+            to_sql(change.seq),
+            to_sql(change.part),
+            change.by_user_id,
+            change.by_device_id,
+            change.server_time_ms,
+            change.kind,
+            change.reason,
+            change.subject,
+            change.own,
+            change.unread,
+        ],
+    )?;
+    Ok(())
+}
+
+const ENTRY_COLUMNS: &str = "id, group_id, seq, entry, sender_user_id, sender_device_id, \
+     server_time_ms, sent_at_ms, kind, body, subject, own";
+
+fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
+    Ok(StoredEntry {
         id: row.get(0)?,
         group_id: row.get(1)?,
         seq: from_sql(row.get(2)?),
-        sender_user_id: row.get(3)?,
-        sender_device_id: row.get(4)?,
-        server_time_ms: row.get(5)?,
-        kind: row.get(6)?,
-        body: row.get(7)?,
-        own: row.get(8)?,
+        membership: row.get::<_, String>(3)? == "membership",
+        sender_user_id: row.get(4)?,
+        sender_device_id: row.get(5)?,
+        server_time_ms: row.get(6)?,
+        sent_at_ms: row.get(7)?,
+        kind: row.get(8)?,
+        body: row.get(9)?,
+        subject: row.get(10)?,
+        own: row.get(11)?,
     })
 }
 
-/// Takes the oldest unread message (of one group, or of any) and marks it read,
-/// in one statement pair inside the caller's transaction.
+/// Takes the oldest unread entry (of one group, or of any) and marks it read,
+/// or deletes it when `keep` is false (no history is kept), inside the
+/// caller's transaction.
 pub(crate) fn take_unread(
     connection: &Connection,
     group_id: Option<&[u8]>,
-) -> Result<Option<StoredMessage>, StateError> {
-    let message = connection
+    keep: bool,
+) -> Result<Option<StoredEntry>, StateError> {
+    let entry = connection
         .query_row(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
+                "SELECT {ENTRY_COLUMNS} FROM messages
                  WHERE unread = 1 AND (?1 IS NULL OR group_id = ?1) ORDER BY id LIMIT 1"
             ),
             [group_id],
-            stored_message,
+            stored_entry,
         )
         .optional()?;
-    if let Some(message) = &message {
-        connection.execute("UPDATE messages SET unread = 0 WHERE id = ?1", [message.id])?;
+    if let Some(entry) = &entry {
+        if keep {
+            connection.execute("UPDATE messages SET unread = 0 WHERE id = ?1", [entry.id])?;
+        } else {
+            connection.execute("DELETE FROM messages WHERE id = ?1", [entry.id])?;
+        }
     }
-    Ok(message)
+    Ok(entry)
 }
 
-/// The group's messages in log order, own ones included: the newest `limit`.
-pub(crate) fn messages(
+/// The group's timeline in log order, own entries included, read or not: the
+/// newest `limit` entries before log position `before` (all, if `None`).
+pub(crate) fn entries(
     connection: &Connection,
     group_id: &[u8],
     limit: usize,
-) -> Result<Vec<StoredMessage>, StateError> {
+    before: Option<u64>,
+) -> Result<Vec<StoredEntry>, StateError> {
     let mut statement = connection.prepare(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM
-             (SELECT * FROM messages WHERE group_id = ?1 ORDER BY seq DESC LIMIT ?2)
-         ORDER BY seq"
+        "SELECT {ENTRY_COLUMNS} FROM
+             (SELECT * FROM messages WHERE group_id = ?1 AND (?3 IS NULL OR seq < ?3)
+              ORDER BY seq DESC, part DESC LIMIT ?2)
+         ORDER BY seq, part"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     Ok(statement
-        .query_map(params![group_id, limit], stored_message)?
+        .query_map(params![group_id, limit, before.map(to_sql)], stored_entry)?
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// How many entries of the group no listener has shown yet.
+pub(crate) fn unread_count(connection: &Connection, group_id: &[u8]) -> Result<u64, StateError> {
+    let count: i64 = connection.query_row(
+        "SELECT COUNT(*) FROM messages WHERE group_id = ?1 AND unread = 1",
+        [group_id],
+        |row| row.get(0),
+    )?;
+    Ok(from_sql(count))
+}
+
+/// Deletes every entry already shown (history is no longer kept); unread ones
+/// stay until a listener takes them.
+pub(crate) fn forget_read_entries(connection: &Connection) -> Result<usize, StateError> {
+    Ok(connection.execute("DELETE FROM messages WHERE unread = 0", [])?)
 }
 
 pub(crate) fn hold_event(connection: &Connection, event: &HeldEvent) -> Result<(), StateError> {

@@ -35,6 +35,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Settings key of the remembered homeserver URL.
 const SERVER_URL_SETTING: &str = "server_url";
 
+/// Settings key of whether messages are kept once shown: `on` (the default)
+/// or `off`.
+const HISTORY_SETTING: &str = "history";
+
 /// What went wrong with the local state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -180,6 +184,29 @@ impl State {
         .transpose()
     }
 
+    /// Whether shown messages are kept as history (the default) or deleted.
+    pub(crate) fn keeps_history(&self) -> Result<bool, StateError> {
+        keeps_history(&self.connection)
+    }
+
+    /// Keeps history from now on, or stops keeping it and deletes what is kept
+    /// (messages not shown yet stay until a listener shows them). Returns how
+    /// many stored entries were deleted.
+    pub(crate) fn set_keeps_history(&mut self, keep: bool) -> Result<usize, StateError> {
+        self.transaction(|_, connection| {
+            connection.execute(
+                "INSERT INTO client_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![HISTORY_SETTING, if keep { "on" } else { "off" }],
+            )?;
+            if keep {
+                Ok(0)
+            } else {
+                groups::forget_read_entries(connection)
+            }
+        })
+    }
+
     /// The device's session, if it is logged in.
     pub(crate) fn session(&self) -> Result<Option<Session>, StateError> {
         let row = self
@@ -300,6 +327,22 @@ impl MlsProvider<'_> {
     /// helpers need.
     pub(crate) fn storage_provider(&self) -> &provider::MlsStorage<'_> {
         openmls_traits::OpenMlsProvider::storage(self)
+    }
+}
+
+/// Whether shown messages are kept as history (see [`State::keeps_history`]).
+pub(crate) fn keeps_history(connection: &Connection) -> Result<bool, StateError> {
+    let value: Option<String> = connection
+        .query_row(
+            "SELECT value FROM client_settings WHERE key = ?1",
+            [HISTORY_SETTING],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match value.as_deref() {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(StateError::Corrupt(format!("history setting {other:?}"))),
     }
 }
 

@@ -112,6 +112,48 @@ const MIGRATIONS: &[&str] = &[
          identity TEXT NOT NULL,
          PRIMARY KEY (group_id, identity)
      ) STRICT;",
+    // 4: the group's timeline: messages gain the sender's clock, and membership
+    // changes (joined, left, removed, rotated) are kept beside them, several per
+    // log entry (a commit adding two devices), so `messages` is rebuilt with a
+    // `part` in its key. Departure notices keep their reason.
+    "CREATE TABLE messages_v4 (
+         -- Order of arrival here, which is the order listen shows them in.
+         id               INTEGER PRIMARY KEY,
+         group_id         BLOB NOT NULL,
+         -- Position in the group's log at the hub.
+         seq              INTEGER NOT NULL,
+         -- Which of the entries made from that log entry: 0 for a message.
+         part             INTEGER NOT NULL,
+         -- message: an application message; membership: a change of members.
+         entry            TEXT NOT NULL CHECK (entry IN ('message', 'membership')),
+         -- The sender of a message; who made a membership change (empty if unknown).
+         sender_user_id   TEXT NOT NULL,
+         sender_device_id TEXT NOT NULL,
+         server_time_ms   INTEGER,
+         -- The sender's clock at sending, from the envelope (NULL from older clients).
+         sent_at_ms       INTEGER,
+         -- message: the envelope's type; membership: joined, left, removed,
+         -- rotated or rejoined.
+         kind             TEXT NOT NULL,
+         -- message: for text, the text; membership: why (a departure's reason), or empty.
+         body             TEXT NOT NULL,
+         -- membership: the device whose membership changed, name@domain/device_id.
+         subject          TEXT,
+         -- Sent (or made) by this device.
+         own              INTEGER NOT NULL,
+         -- Not yet handed to a listener.
+         unread           INTEGER NOT NULL,
+         UNIQUE (group_id, seq, part)
+     ) STRICT;
+     INSERT INTO messages_v4 (id, group_id, seq, part, entry, sender_user_id,
+                              sender_device_id, server_time_ms, kind, body, own, unread)
+         SELECT id, group_id, seq, 0, 'message', sender_user_id, sender_device_id,
+                server_time_ms, kind, body, own, unread
+         FROM messages;
+     DROP TABLE messages;
+     ALTER TABLE messages_v4 RENAME TO messages;
+     CREATE INDEX messages_unread ON messages (group_id, id) WHERE unread = 1;
+     ALTER TABLE departed_members ADD COLUMN reason TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Tables that survive a logout; every other table (the session and all of
@@ -120,6 +162,12 @@ pub(super) const KEPT_ON_WIPE: &[&str] = &["client_settings", "openmls_sqlite_st
 
 /// Brings the client's tables up to date inside one transaction.
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), StateError> {
+    migrate_to(connection, MIGRATIONS.len())
+}
+
+/// Brings the client's tables up to schema version `target` (tests start from
+/// an older version).
+fn migrate_to(connection: &mut Connection, target: usize) -> Result<(), StateError> {
     let transaction = connection.transaction()?;
     let current: usize = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if current > MIGRATIONS.len() {
@@ -128,11 +176,73 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StateError> {
             known: MIGRATIONS.len(),
         });
     }
-    for migration in &MIGRATIONS[current..] {
+    if current >= target {
+        return Ok(());
+    }
+    for migration in &MIGRATIONS[current..target] {
         transaction.execute_batch(migration)?;
     }
     // PRAGMA takes no bound parameters; the value is a number we produced.
-    transaction.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
+    transaction.execute_batch(&format!("PRAGMA user_version = {target}"))?;
     transaction.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state written by the previous version keeps its messages, unread
+    /// marks and departures, and gains the new columns.
+    #[test]
+    fn messages_survive_the_timeline_migration() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate_to(&mut connection, 3).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO messages (id, group_id, seq, sender_user_id, sender_device_id,
+                                       server_time_ms, kind, body, own, unread)
+                 VALUES (7, x'01', 5, 'bob@b.example', '00000000000000bb', 1000, 'text', 'hi', 0, 1),
+                        (8, x'01', 6, 'alice@a.example', '00000000000000aa', NULL, 'text', 'yo', 1, 0);
+                 INSERT INTO departed_members (group_id, identity)
+                 VALUES (x'01', 'carol@c.example/00000000000000cc');",
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        type Row = (i64, i64, i64, String, Option<i64>, String, bool);
+        let rows: Vec<Row> = connection
+            .prepare(
+                "SELECT id, seq, part, entry, sent_at_ms, body, unread FROM messages ORDER BY id",
+            )
+            .unwrap()
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (7, 5, 0, "message".to_owned(), None, "hi".to_owned(), true),
+                (8, 6, 0, "message".to_owned(), None, "yo".to_owned(), false),
+            ]
+        );
+        let reason: String = connection
+            .query_row("SELECT reason FROM departed_members", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(reason, "");
+        let version: usize = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
 }

@@ -83,6 +83,31 @@ pub(crate) async fn succeed_json_lines(args: &[&str]) -> Vec<Value> {
 }
 
 /// Runs a command that must print exactly one JSON object.
+/// The lines of `listen --json` split into membership changes and messages.
+fn split_membership(lines: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
+    lines
+        .into_iter()
+        .partition(|line| line["event"] == "membership")
+}
+
+/// `listen --count 1 --json`: the membership changes before the next message,
+/// and that message.
+async fn listen_for_one_json(state: &str) -> (Vec<Value>, Vec<Value>) {
+    split_membership(
+        succeed_json_lines(&[
+            "--state",
+            state,
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "60",
+            "--json",
+        ])
+        .await,
+    )
+}
+
 pub(crate) async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
     let stdout = succeed(args, env).await;
     assert_eq!(stdout.trim_end().lines().count(), 1, "one line: {stdout}");
@@ -393,6 +418,11 @@ async fn group_walkthrough() {
             "--json",
         ])
         .await;
+        // First the Welcome that added this device, then the messages.
+        let (changes, lines) = split_membership(lines);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0]["change"], "joined");
+        assert_eq!(changes[0]["this_device"], true);
         assert_eq!(lines.len(), 2);
         for (line, body) in lines.iter().zip(["hello team", "from stdin"]) {
             assert_eq!(line["group_id"], group_id.as_str());
@@ -401,6 +431,7 @@ async fn group_walkthrough() {
             assert_eq!(line["type"], "text");
             assert_eq!(line["body"], body);
             assert!(line["server_time"].is_string(), "{line}");
+            assert!(line["sent_at"].is_string(), "{line}");
         }
     }
 
@@ -582,4 +613,224 @@ fn completions_and_manual_pages_cover_every_subcommand() {
     let binary = Path::new(env!("CARGO_BIN_EXE_conclave"));
     conclave_test_support::command_line::check_completions(binary);
     conclave_test_support::command_line::check_manual(binary, "conclave");
+
+/// Membership changes through the CLI: a third and fourth member join, one
+/// leaves, one is removed, one logs out; the others' `listen --json` shows
+/// each with who did it, next to the messages with their senders' clocks;
+/// `groups` counts what is unread; `history` shows it all again from the local
+/// state, in a later process; `--no-history` keeps nothing once shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_history_and_leaving() {
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [alice, bob, carol, dave] = [0, 1, 2, 3].map(|index| path(dirs[index].path()));
+    for (state, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
+        succeed(
+            &["--server", &url, "--state", state, "register", name],
+            &password,
+        )
+        .await;
+    }
+    succeed(
+        &[
+            "--server",
+            &url,
+            "--state",
+            dave,
+            "register",
+            "dave",
+            "--no-history",
+        ],
+        &password,
+    )
+    .await;
+
+    succeed(&["--state", alice, "group", "create", "team"], &[]).await;
+    succeed(
+        &["--state", alice, "group", "invite", "team", "bob@localhost"],
+        &[],
+    )
+    .await;
+    // One commit adds two users.
+    succeed(
+        &[
+            "--state",
+            alice,
+            "group",
+            "invite",
+            "team",
+            "carol@localhost",
+            "dave@localhost",
+        ],
+        &[],
+    )
+    .await;
+    succeed(&["--state", alice, "send", "team", "hello all"], &[]).await;
+
+    let groups = succeed_json(&["--state", bob, "groups", "--json"], &[]).await;
+    assert_eq!(
+        groups["groups"][0]["unread"], 4,
+        "joined, two joined, a message: {groups}"
+    );
+    let (changes, messages) = listen_for_one_json(bob).await;
+    let described: Vec<(String, String, bool, Value)> = changes
+        .iter()
+        .map(|change| {
+            (
+                change["change"].as_str().unwrap().to_owned(),
+                change["member"].as_str().unwrap().to_owned(),
+                change["this_device"].as_bool().unwrap(),
+                change["by"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("joined".into(), "bob@localhost".into(), true, Value::Null),
+            (
+                "joined".into(),
+                "carol@localhost".into(),
+                false,
+                "alice@localhost".into()
+            ),
+            (
+                "joined".into(),
+                "dave@localhost".into(),
+                false,
+                "alice@localhost".into()
+            ),
+        ],
+        "{changes:?}"
+    );
+    assert_eq!(messages[0]["body"], "hello all");
+    assert!(messages[0]["sent_at"].is_string(), "{}", messages[0]);
+    let groups = succeed_json(&["--state", bob, "groups", "--json"], &[]).await;
+    assert_eq!(groups["groups"][0]["unread"], 0, "{groups}");
+    let text = succeed(&["--state", bob, "groups"], &[]).await;
+    assert!(text.contains("UNREAD"), "{text}");
+
+    // Dave keeps no history: once shown, nothing of the message stays on disk.
+    let (_, messages) = listen_for_one_json(dave).await;
+    assert_eq!(messages[0]["body"], "hello all");
+    let history = succeed_json(&["--state", dave, "history", "team", "--json"], &[]).await;
+    assert_eq!(history["entries"], serde_json::json!([]), "{history}");
+    for entry in std::fs::read_dir(dave).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(9).any(|window| window == b"hello all"),
+            "dave's state keeps the message"
+        );
+    }
+
+    // Carol leaves; alice removes dave (committing carol's leave first).
+    let left = succeed(&["--state", carol, "group", "leave", "team"], &[]).await;
+    assert!(left.contains("asked to leave team"), "{left}");
+    succeed(
+        &[
+            "--state",
+            alice,
+            "group",
+            "remove",
+            "team",
+            "dave@localhost",
+        ],
+        &[],
+    )
+    .await;
+    succeed(&["--state", alice, "send", "team", "after them"], &[]).await;
+    let (changes, messages) = listen_for_one_json(bob).await;
+    let described: Vec<(&str, &str, &Value)> = changes
+        .iter()
+        .map(|change| {
+            (
+                change["change"].as_str().unwrap(),
+                change["member"].as_str().unwrap(),
+                &change["by"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("left", "carol@localhost", &Value::from("carol@localhost")),
+            ("removed", "dave@localhost", &Value::from("alice@localhost")),
+        ],
+        "{changes:?}"
+    );
+    assert_eq!(messages[0]["body"], "after them");
+    let groups = succeed_json(&["--state", carol, "groups", "--json"], &[]).await;
+    assert_eq!(groups["groups"][0]["status"], "removed", "{groups}");
+
+    // Text lines: the change with who did it, the message with both clocks.
+    succeed(&["--state", bob, "send", "team", "bob is off"], &[]).await;
+    let logout = succeed_json(&["--state", bob, "logout", "--json"], &[]).await;
+    assert_eq!(logout["left_groups"][0]["name"], "team", "{logout}");
+    let text = succeed(
+        &[
+            "--state",
+            alice,
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "60",
+        ],
+        &[],
+    )
+    .await;
+    assert!(text.contains("(sent "), "{text}");
+    assert!(text.contains("bob@localhost: bob is off"), "{text}");
+    // Bob's departure: alice's client commits its removal; the change is shown
+    // as bob leaving, with his homeserver's reason.
+    succeed(&["--state", alice, "groups"], &[]).await;
+    let history = succeed(&["--state", alice, "history", "team"], &[]).await;
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|line| line.contains("[team] * bob@localhost/")
+                && line.ends_with(" left (logged out)")),
+        "{history}"
+    );
+    // Alice's own history, from a later process: her messages, the changes
+    // she made (read already) and the others'.
+    let history = succeed_json(&["--state", alice, "history", "team", "--json"], &[]).await;
+    let entries = history["entries"].as_array().unwrap();
+    let bodies: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| entry["body"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["hello all", "after them", "bob is off"],
+        "{history}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry["change"] == "removed" && entry["member"] == "dave@localhost"),
+        "{history}"
+    );
+    let seq = entries[entries.len() - 1]["seq"].as_u64().unwrap();
+    let page = succeed_json(
+        &[
+            "--state",
+            alice,
+            "history",
+            "team",
+            "--limit",
+            "1",
+            "--before",
+            &seq.to_string(),
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    let page = page["entries"].as_array().unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0]["seq"].as_u64().unwrap() < seq);
 }

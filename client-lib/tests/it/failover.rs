@@ -128,8 +128,15 @@ async fn two_replicas_and_a_group() -> (
         .invite(&group_id, &[user("bob@localhost"), user("carol@localhost")])
         .await
         .unwrap();
-    bob.client.receive().await.unwrap();
-    carol.client.receive().await.unwrap();
+    for device in [&bob, &carol] {
+        device.client.receive().await.unwrap();
+        // Their joining is shown now, so listeners see only messages after.
+        let joined = device.client.take_unread_event(None).unwrap();
+        assert!(
+            matches!(joined, Some(conclave_client::TimelineEvent::Membership(_))),
+            "{joined:?}"
+        );
+    }
     (first, second, [alice, bob, carol], group_id)
 }
 

@@ -293,3 +293,118 @@ async fn listener_streams_welcomes_and_messages() {
     assert_eq!(answer.sender, alice.identity());
     assert!(bob.client.take_unread(None).unwrap().is_none());
 }
+
+/// A live listener hands out membership changes between messages, with who
+/// made them: a member's key rotation, and a device that logged out (its
+/// removal, committed by the listening client itself, shown as it leaving
+/// with its homeserver's reason). The history holds them after the client is
+/// reopened; messages carry the sender's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_shows_membership_changes_with_who() {
+    use conclave_client::{MembershipKind, TimelineEvent};
+
+    let server = start_server(DatabaseChoice::Sqlite).await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
+    let group_id = alice.client.create_group("changes").await.unwrap().group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost"), user("carol@localhost")])
+        .await
+        .unwrap();
+    receive(&bob).await;
+    receive(&carol).await;
+    let carols_device = carol.identity();
+
+    let mut listener = alice.client.listen(Some(group_id.clone()));
+    bob.client.rotate(&group_id).await.unwrap();
+    let logged_out = carol.client.logout().await.unwrap();
+    assert_eq!(logged_out.groups.len(), 1);
+    assert_eq!(logged_out.groups[0].name, "changes");
+    let mut events = Vec::new();
+    within(60, "two changes", async {
+        while events.len() < 2 {
+            events.push(listener.next_event().await.unwrap());
+        }
+    })
+    .await;
+    let before_sending = chrono::Utc::now();
+    bob.client.send(&group_id, "after carol").await.unwrap();
+    events.push(
+        within(60, "the message", listener.next_event())
+            .await
+            .unwrap(),
+    );
+    let changes: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            TimelineEvent::Membership(change) => Some((
+                change.kind,
+                change.subject.clone(),
+                change.by.clone(),
+                change.reason.clone(),
+            )),
+            TimelineEvent::Message(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                MembershipKind::Rotated,
+                bob.identity(),
+                Some(bob.identity()),
+                String::new()
+            ),
+            (
+                MembershipKind::Left,
+                carols_device.clone(),
+                Some(carols_device.clone()),
+                "logged out".to_owned()
+            ),
+        ]
+    );
+    let Some(TimelineEvent::Message(message)) = events.last() else {
+        unreachable!("the loop ends at a message");
+    };
+    assert_eq!(message.body.text(), Some("after carol"));
+    let sent_at = message.sent_at.expect("the sender's clock");
+    // Bob's clock is this machine's: it cannot be before the test asked.
+    assert!(sent_at >= before_sending - chrono::Duration::seconds(1));
+    // This device's own rotation is shown to its listener too.
+    alice.client.rotate(&group_id).await.unwrap();
+    let rotated = within(60, "the own rotation", listener.next_event())
+        .await
+        .unwrap();
+    let TimelineEvent::Membership(rotated) = rotated else {
+        panic!("not a membership change: {rotated:?}");
+    };
+    assert_eq!(rotated.kind, MembershipKind::Rotated);
+    assert!(rotated.this_device && rotated.own, "{rotated:?}");
+    drop(listener);
+
+    let alice = alice.reopen();
+    let history = alice.client.history(&group_id, 100, None).unwrap();
+    let kinds: Vec<String> = history
+        .iter()
+        .map(|event| match event {
+            TimelineEvent::Membership(change) => change.kind.as_str().to_owned(),
+            TimelineEvent::Message(message) => message.body.text().unwrap().to_owned(),
+        })
+        .collect();
+    // Alice's own invitation first (made here, so never unread).
+    assert_eq!(
+        kinds,
+        [
+            "joined",
+            "joined",
+            "rotated",
+            "left",
+            "after carol",
+            "rotated"
+        ],
+        "{history:#?}"
+    );
+    assert_eq!(alice.client.unread_count(&group_id).unwrap(), 0);
+}

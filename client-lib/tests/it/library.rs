@@ -158,7 +158,8 @@ async fn logout_forgets_the_device_and_later_calls_fail_cleanly() {
     assert_eq!(bob_laptop.client.devices().await.unwrap().len(), 2);
 
     let ended = bob_phone.client.logout().await.unwrap();
-    assert_eq!(ended, phone.session);
+    assert_eq!(ended.session, phone.session);
+    assert_eq!(ended.groups, [], "in no group");
     let bob_phone = bob_phone.reopen();
     assert_eq!(bob_phone.client.session().unwrap(), None);
     assert_eq!(stored_key_packages(&bob_phone), 0, "private keys deleted");

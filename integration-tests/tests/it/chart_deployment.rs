@@ -324,21 +324,24 @@ async fn install_example(
 /// and end; panics unless it is `text` from `sender`.
 async fn expect_message(mut listen: tokio::process::Child, text: &str, sender: &str) {
     let stdout = listen.stdout.take().expect("listen's output is piped");
-    let line = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("reading listen's output");
-    let Some(line) = line else {
-        let output = listen.wait_with_output().await.expect("the listen command");
-        panic!(
-            "listen ended without a message ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let mut lines = BufReader::new(stdout).lines();
+    // Membership changes (this device joining) come before the message.
+    let message = loop {
+        let line = lines.next_line().await.expect("reading listen's output");
+        let Some(line) = line else {
+            let output = listen.wait_with_output().await.expect("the listen command");
+            panic!(
+                "listen ended without a message ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("listen printed no JSON ({error}): {line}"));
+        if event["event"] != "membership" {
+            break event;
+        }
     };
-    let message: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|error| panic!("listen printed no JSON ({error}): {line}"));
     assert_eq!(message["body"], json!(text), "{message}");
     assert_eq!(message["sender"], json!(sender), "{message}");
     let status = listen.wait().await.expect("waiting for listen");

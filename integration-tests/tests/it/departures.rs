@@ -7,7 +7,7 @@
 //! device on another domain than the hub, whose homeserver tells the hub
 //! (AnnounceDeparture) even when the hub was down at the time.
 
-use conclave_client::GroupId;
+use conclave_client::{GroupId, MembershipEvent, MembershipKind, TimelineEvent};
 use conclave_core::ids::CredentialIdentity;
 use conclave_test_support::{DatabaseChoice, StoredGroup, TestNetwork};
 
@@ -30,7 +30,9 @@ async fn a_logged_out_member_is_removed_by_the_others(database: DatabaseChoice) 
     let bobs_device = bob.identity();
     let before = network.stored_group("a.example", group_id.as_bytes()).await;
 
-    bob.client.logout().await.expect("bob logs out");
+    let logged_out = bob.client.logout().await.expect("bob logs out");
+    assert_eq!(logged_out.groups.len(), 1, "bob's report names the group");
+    assert_eq!(logged_out.groups[0].group_id, group_id);
 
     assert_removed_by_the_others(
         &network,
@@ -42,6 +44,7 @@ async fn a_logged_out_member_is_removed_by_the_others(database: DatabaseChoice) 
     .await;
     assert_notice_and_commit_only(&network, &group_id, before).await;
     assert_message_reaches(&alice, &carol, &group_id, "after bob").await;
+    assert_shown_as_leaving(&[&alice, &carol], &group_id, &bobs_device);
 }
 
 async fn a_departure_on_another_domain_reaches_the_hub_even_after_an_outage(
@@ -79,6 +82,33 @@ async fn a_departure_on_another_domain_reaches_the_hub_even_after_an_outage(
     let copy = network.stored_group("b.example", group_id.as_bytes()).await;
     assert_eq!(copy.map(|group| group.member_devices), Some(0));
     assert_message_reaches(&alice, &carol, &group_id, "after bob").await;
+    assert_shown_as_leaving(&[&alice, &carol], &group_id, &bobs_device);
+}
+
+/// Each member's history shows the departed device leaving, with the reason
+/// its homeserver gave, whichever member committed the removal.
+fn assert_shown_as_leaving(members: &[&User], group_id: &GroupId, departed: &CredentialIdentity) {
+    for member in members {
+        let history = member
+            .client
+            .history(group_id, usize::MAX, None)
+            .expect("the history");
+        let left: Vec<&MembershipEvent> = history
+            .iter()
+            .filter_map(|event| match event {
+                TimelineEvent::Membership(change)
+                    if &change.subject == departed && change.kind != MembershipKind::Joined =>
+                {
+                    Some(change)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left.len(), 1, "{history:#?}");
+        assert_eq!(left[0].kind, MembershipKind::Left);
+        assert_eq!(left[0].by.as_ref(), Some(departed));
+        assert_eq!(left[0].reason, "logged out");
+    }
 }
 
 /// The remaining `members` commit the removal of `departed` on their own (any

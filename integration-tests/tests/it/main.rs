@@ -71,6 +71,9 @@
 //!   device goes.
 //! - [`federated_groups`]: one group with members on three domains:
 //!   invitations, ordered messages, removal, rotation.
+//! - [`membership`]: the membership changes a member's client shows, across
+//!   three domains: two join in one commit, one leaves, one is removed, each
+//!   with who did it, then a message with its sender's clock.
 //! - [`rejoin`]: devices of a follower domain rejoining by external commit.
 //! - [`commit_races`]: members on different domains committing in the same
 //!   epoch.
@@ -132,6 +135,7 @@ mod federation_smoke;
 mod harness;
 mod helm_chart;
 mod log_hygiene;
+mod membership;
 mod observability;
 mod outages;
 mod outbox_leases;

@@ -16,7 +16,8 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 /// Conclave: end-to-end encrypted group messaging on MLS (RFC 9420).
 ///
 /// Every command prints human-readable text, or with --json one JSON object on
-/// stdout (listen and chat: one per message, as they arrive). Group and message
+/// stdout (listen and chat: one per message or membership change, as they
+/// arrive). Group and message
 /// commands first fetch what is new (invitations, messages, commits). GROUP is a
 /// group's name, as `groups` shows it, or its hex id. Errors are one line on
 /// stderr starting with "error:", with exit code 1 (2 for a malformed command
@@ -113,18 +114,21 @@ pub(crate) enum Command {
         /// The message. Read from stdin when absent or "-".
         text: Option<String>,
     },
-    /// Print messages as they arrive (with --json, one JSON object per line).
+    /// Print messages and membership changes (joined, left, removed, rotated)
+    /// as they arrive (with --json, one JSON object per line).
     Listen {
         /// Only this group's messages (name or hex id); default: all groups.
         group: Option<String>,
         /// Stop after this many seconds (an error if --count was not reached).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
-        /// Stop after this many messages.
+        /// Stop after this many messages (membership changes are shown but
+        /// not counted).
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Chat in a group: lines read from stdin are sent, incoming messages shown.
+    /// Chat in a group: lines read from stdin are sent, incoming messages and
+    /// membership changes shown.
     Chat {
         /// The group: its name or its hex id.
         group: String,
@@ -143,6 +147,34 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Show a group's history from the local state: messages (yours included)
+    /// and membership changes, oldest first. Local only; marks nothing read.
+    History {
+        /// The group: its name or its hex id.
+        group: String,
+        /// At most this many entries: the newest ones.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        /// Only entries before this position in the group's log (the "seq" of
+        /// --json), to page back.
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+    },
+    /// Show or change this device's settings.
+    Settings {
+        /// Keep messages in the local state after they are shown (on, the
+        /// default), or delete them once shown (off: also deletes what is kept).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        history: Option<bool>,
+    },
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".to_owned()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +248,10 @@ pub(crate) struct DeviceArgs {
     /// Name shown in your device list. Default: this machine's host name.
     #[arg(long, value_name = "N")]
     pub(crate) device_name: Option<String>,
+    /// Do not keep messages in the local state once shown (a setting of the
+    /// state directory; `settings --history on` turns it back on).
+    #[arg(long)]
+    pub(crate) no_history: bool,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +318,22 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["conclave", "send", "team"]).unwrap();
         assert!(matches!(cli.command, Command::Send { text: None, .. }));
+        let cli = Cli::try_parse_from(["conclave", "history", "team", "--before", "9"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::History {
+                limit: 50,
+                before: Some(9),
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["conclave", "settings", "--history", "off"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Settings {
+                history: Some(false)
+            }
+        ));
     }
 
     #[test]
@@ -319,6 +371,8 @@ mod tests {
             &["conclave", "group", "invite", "team"],
             &["conclave", "group", "remove", "team", "bob"],
             &["conclave", "listen", "--count", "many"],
+            &["conclave", "settings", "--history", "maybe"],
+            &["conclave", "history"],
         ] {
             let error = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{args:?}");

@@ -32,6 +32,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
             let server_url = server_for_enrolment(&client, explicit_server)?;
             refuse_if_logged_in(&client)?;
             let password = read_password(&password, Confirm::Twice)?;
+            choose_history(&client, &device)?;
             let enrolment = client
                 .register(
                     &server_url,
@@ -51,6 +52,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Report> {
             let server_url = server_for_enrolment(&client, explicit_server)?;
             refuse_if_logged_in(&client)?;
             let password = read_password(&password, Confirm::Once)?;
+            choose_history(&client, &device)?;
             let enrolment = client
                 .login(&server_url, &user, &password, &device_name(device))
                 .await?;
@@ -76,8 +78,8 @@ async fn run_with_session(
         Command::Devices {
             action: Some(DevicesCommand::Remove { device_id }),
         } => {
-            client.remove_device(&device_id).await?;
-            output::device_removed(device_id.as_str())
+            let shared = client.remove_device(&device_id).await?;
+            output::device_removed(device_id.as_str(), &shared)
         }
         Command::Keys { action } => match action {
             KeysCommand::Publish { count } => {
@@ -98,6 +100,20 @@ async fn run_with_session(
             count,
         } => messaging::listen(client, group.as_deref(), timeout, count, as_json).await?,
         Command::Chat { group } => messaging::chat(client, &group, as_json).await?,
+        Command::History {
+            group,
+            limit,
+            before,
+        } => messaging::history(client, &group, limit, before)?,
+        Command::Settings { history: None } => {
+            output::history_setting(client.keeps_history()?, None)
+        }
+        Command::Settings {
+            history: Some(keep),
+        } => {
+            let forgotten = client.set_keeps_history(keep)?;
+            output::history_setting(keep, Some(forgotten))
+        }
         Command::Register { .. }
         | Command::Login { .. }
         | Command::Completions { .. }
@@ -128,6 +144,15 @@ fn refuse_without_state(
             state_dir.display()
         ),
     }
+}
+
+/// `--no-history` at register or login: stop keeping history before the first
+/// message can arrive.
+fn choose_history(client: &Client, device: &DeviceArgs) -> anyhow::Result<()> {
+    if device.no_history {
+        client.set_keeps_history(false)?;
+    }
+    Ok(())
 }
 
 /// Refuses before asking for a password that would not be used (the library

@@ -1,11 +1,14 @@
 //! What the group and message commands print: a text for people and a JSON
-//! object for scripts, side by side as in `output`. A received message is one
-//! line either way, so `listen --json` prints JSON lines.
+//! object for scripts, side by side as in `output`. A received message or
+//! membership change is one line either way, so `listen --json` prints JSON
+//! lines.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use conclave_client::{
-    CommitOutcome, GroupId, GroupSummary, Member, MembershipChange, ReceivedMessage, SentMessage,
+    CommitOutcome, GroupId, GroupSummary, Member, MembershipChange, MembershipEvent,
+    MembershipKind, ReceivedMessage, SentMessage, TimelineEvent,
 };
+use conclave_core::ids::CredentialIdentity;
 use serde_json::{Value, json};
 
 use crate::output::Report;
@@ -80,13 +83,13 @@ pub(crate) fn groups(groups: &[GroupSummary]) -> Report {
         "no groups\n".to_owned()
     } else {
         format!(
-            "{:<32}  {:<20}  {:<9}  {:>5}  {:>7}\n",
-            "GROUP", "NAME", "STATUS", "EPOCH", "DEVICES"
+            "{:<32}  {:<20}  {:<9}  {:>5}  {:>7}  {:>6}\n",
+            "GROUP", "NAME", "STATUS", "EPOCH", "DEVICES", "UNREAD"
         )
     };
     for group in groups {
         text.push_str(&format!(
-            "{:<32}  {:<20}  {:<9}  {:>5}  {:>7}\n",
+            "{:<32}  {:<20}  {:<9}  {:>5}  {:>7}  {:>6}\n",
             group.group_id,
             group.name,
             status_text(group),
@@ -94,6 +97,7 @@ pub(crate) fn groups(groups: &[GroupSummary]) -> Report {
                 .epoch
                 .map_or("-".to_owned(), |epoch| epoch.to_string()),
             group.member_devices,
+            group.unread,
         ));
     }
     Report {
@@ -139,23 +143,42 @@ pub(crate) fn members(group: &GroupSummary, members: &[Member]) -> Report {
     }
 }
 
+/// One entry of a group's timeline (a message or a membership change) as one
+/// line.
+pub(crate) fn event_line(event: &TimelineEvent, as_json: bool) -> String {
+    match event {
+        TimelineEvent::Message(message) => message_line(message, as_json),
+        TimelineEvent::Membership(event) => membership_line(event, as_json),
+    }
+}
+
+/// A group's history, oldest first: one line per entry, or one JSON object
+/// with the entries.
+pub(crate) fn history(group_id: &GroupId, name: &str, events: &[TimelineEvent]) -> Report {
+    let text = if events.is_empty() {
+        format!("no history of {name}")
+    } else {
+        events
+            .iter()
+            .map(|event| event_line(event, false))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let entries: Vec<Value> = events.iter().map(event_json).collect();
+    Report {
+        text,
+        json: json!({
+            "group_id": group_id.to_string(),
+            "name": name,
+            "entries": entries,
+        }),
+    }
+}
+
 /// One received message as one line.
 pub(crate) fn message_line(message: &ReceivedMessage, as_json: bool) -> String {
-    let time = message
-        .server_time
-        .map(|time| time.to_rfc3339_opts(SecondsFormat::Millis, true));
     if as_json {
-        return json!({
-            "group_id": message.group_id.to_string(),
-            "group": message.group_name,
-            "seq": message.seq,
-            "sender": message.sender.user_id().to_string(),
-            "sender_device": message.sender.device_id().to_string(),
-            "server_time": time,
-            "type": message.body.kind(),
-            "body": message.body.text(),
-        })
-        .to_string();
+        return message_json(message).to_string();
     }
     let body = match message.body.text() {
         // One message, one line: a newline inside it is shown escaped.
@@ -165,15 +188,108 @@ pub(crate) fn message_line(message: &ReceivedMessage, as_json: bool) -> String {
             message.body.kind()
         ),
     };
-    let time = message
-        .server_time
-        .map(|time| time.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default();
     format!(
-        "{time} [{}] {}: {body}",
+        "{}[{}] {}: {body}",
+        times_text(message.server_time, message.sent_at),
         message.group_name,
         message.sender.user_id()
     )
+}
+
+/// One membership change as one line.
+pub(crate) fn membership_line(event: &MembershipEvent, as_json: bool) -> String {
+    if as_json {
+        return membership_json(event).to_string();
+    }
+    let subject = if event.this_device {
+        format!("{} (this device)", event.subject)
+    } else {
+        event.subject.to_string()
+    };
+    let by = event.by.as_ref().map(CredentialIdentity::to_string);
+    let mut change = match (event.kind, by) {
+        (MembershipKind::Joined, Some(by)) if event.by.as_ref() != Some(&event.subject) => {
+            format!("{subject} joined, added by {by}")
+        }
+        (MembershipKind::Joined, _) => format!("{subject} joined"),
+        (MembershipKind::Left, _) => format!("{subject} left"),
+        (MembershipKind::Removed, Some(by)) => format!("{subject} was removed by {by}"),
+        (MembershipKind::Removed, None) => format!("{subject} was removed"),
+        (MembershipKind::Rotated, _) => format!("{subject} replaced its keys"),
+        (MembershipKind::Rejoined, _) => format!("{subject} rejoined"),
+    };
+    if !event.reason.is_empty() {
+        change.push_str(&format!(" ({})", event.reason));
+    }
+    format!(
+        "{}[{}] * {change}",
+        times_text(event.server_time, None),
+        event.group_name
+    )
+}
+
+fn event_json(event: &TimelineEvent) -> Value {
+    match event {
+        TimelineEvent::Message(message) => message_json(message),
+        TimelineEvent::Membership(event) => membership_json(event),
+    }
+}
+
+fn message_json(message: &ReceivedMessage) -> Value {
+    json!({
+        "event": "message",
+        "group_id": message.group_id.to_string(),
+        "group": message.group_name,
+        "seq": message.seq,
+        "sender": message.sender.user_id().to_string(),
+        "sender_device": message.sender.device_id().to_string(),
+        "server_time": message.server_time.map(rfc3339),
+        "sent_at": message.sent_at.map(rfc3339),
+        "own": message.own,
+        "type": message.body.kind(),
+        "body": message.body.text(),
+    })
+}
+
+fn membership_json(event: &MembershipEvent) -> Value {
+    json!({
+        "event": "membership",
+        "group_id": event.group_id.to_string(),
+        "group": event.group_name,
+        "seq": event.seq,
+        "change": event.kind.as_str(),
+        "member": event.subject.user_id().to_string(),
+        "member_device": event.subject.device_id().to_string(),
+        "this_device": event.this_device,
+        "by": event.by.as_ref().map(|by| by.user_id().to_string()),
+        "by_device": event.by.as_ref().map(|by| by.device_id().to_string()),
+        "reason": event.reason,
+        "server_time": event.server_time.map(rfc3339),
+        "own": event.own,
+    })
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The server's time, then the sender's clock when it says something else:
+/// `2026-12-04 10:00:01 (sent 10:00:00) `, or empty when neither is known.
+fn times_text(server_time: Option<DateTime<Utc>>, sent_at: Option<DateTime<Utc>>) -> String {
+    const FULL: &str = "%Y-%m-%d %H:%M:%S";
+    match (server_time, sent_at) {
+        (Some(server), Some(sent)) if server.date_naive() == sent.date_naive() => format!(
+            "{} (sent {}) ",
+            server.format(FULL),
+            sent.format("%H:%M:%S")
+        ),
+        (Some(server), Some(sent)) => {
+            format!("{} (sent {}) ", server.format(FULL), sent.format(FULL))
+        }
+        (Some(server), None) => format!("{} ", server.format(FULL)),
+        (None, Some(sent)) => format!("(sent {}) ", sent.format(FULL)),
+        (None, None) => String::new(),
+    }
 }
 
 fn status_text(group: &GroupSummary) -> &'static str {
@@ -193,5 +309,6 @@ fn summary_json(group: &GroupSummary) -> Value {
         "member_devices": group.member_devices,
         "member_users": group.member_users,
         "leaving": group.leaving,
+        "unread": group.unread,
     })
 }

@@ -1,13 +1,14 @@
 //! The group and message commands: bring the device up to date, resolve the
 //! GROUP argument (a name or a hex id), call the library, describe the result;
-//! and the `listen` and `chat` loops, which print as messages arrive.
+//! `history`, from the local state; and the `listen` and `chat` loops, which
+//! print messages and membership changes as they arrive.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use conclave_client::{Client, ClientError, ConnectionNotice, GroupId};
+use conclave_client::{Client, ClientError, ConnectionNotice, GroupId, TimelineEvent};
 use tokio::sync::mpsc;
 
 use crate::args::GroupCommand;
@@ -65,8 +66,22 @@ pub(crate) async fn send(
     Ok(group_output::sent(&client.send(&group_id, &text).await?))
 }
 
-/// Prints messages as they arrive until `count` are printed or `timeout`
-/// seconds passed (an error if a count was asked for and not reached).
+/// A group's history from the local state (no network).
+pub(crate) fn history(
+    client: &Client,
+    group: &str,
+    limit: usize,
+    before: Option<u64>,
+) -> anyhow::Result<Report> {
+    let group_id = client.find_group(group)?;
+    let name = client.group(&group_id)?.name;
+    let events = client.history(&group_id, limit, before)?;
+    Ok(group_output::history(&group_id, &name, &events))
+}
+
+/// Prints messages and membership changes as they arrive until `count`
+/// messages are printed or `timeout` seconds passed (an error if a count was
+/// asked for and not reached).
 pub(crate) async fn listen(
     client: &Client,
     group: Option<&str>,
@@ -83,20 +98,24 @@ pub(crate) async fn listen(
         timeout.map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
     let mut printed = 0;
     while count.is_none_or(|count| printed < count) {
-        let message = match deadline {
-            None => listener.next().await?,
-            Some(deadline) => match tokio::time::timeout_at(deadline, listener.next()).await {
-                Ok(message) => message?,
-                Err(_) => match (count, timeout) {
-                    (Some(count), Some(seconds)) => bail!(
-                        "timed out after {seconds} seconds with {printed} of {count} messages"
-                    ),
-                    _ => break,
-                },
-            },
+        let event = match deadline {
+            None => listener.next_event().await?,
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, listener.next_event()).await {
+                    Ok(event) => event?,
+                    Err(_) => match (count, timeout) {
+                        (Some(count), Some(seconds)) => bail!(
+                            "timed out after {seconds} seconds with {printed} of {count} messages"
+                        ),
+                        _ => break,
+                    },
+                }
+            }
         };
-        println!("{}", group_output::message_line(&message, as_json));
-        printed += 1;
+        println!("{}", group_output::event_line(&event, as_json));
+        if matches!(event, TimelineEvent::Message(_)) {
+            printed += 1;
+        }
     }
     Ok(Report::printed_already())
 }
@@ -142,8 +161,8 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
                 }
                 None => input_open = false,
             },
-            message = listener.next() => {
-                println!("{}", group_output::message_line(&message?, as_json));
+            event = listener.next_event() => {
+                println!("{}", group_output::event_line(&event?, as_json));
             }
             Some(()) = back.recv() => outbox.flush(client, &group_id).await?,
             () = tokio::time::sleep(RESEND_INTERVAL), if !outbox.is_empty() => {

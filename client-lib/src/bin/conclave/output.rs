@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use conclave_client::{
-    ClaimedKeyPackage, Device, Enrolment, KeyPackageStock, PublishOutcome, Session, WhoAmI,
+    ClaimedKeyPackage, Device, Enrolment, GroupRef, KeyPackageStock, LoggedOut, PublishOutcome,
+    Session, WhoAmI,
 };
 use conclave_core::ids::UserId;
 use serde_json::{Value, json};
@@ -54,10 +55,20 @@ pub(crate) fn enrolment(verb: &str, enrolment: &Enrolment) -> Report {
     Report { text, json }
 }
 
-pub(crate) fn logout(session: &Session) -> Report {
+pub(crate) fn logout(logged_out: &LoggedOut) -> Report {
+    let session = &logged_out.session;
+    let left = if logged_out.groups.is_empty() {
+        "in no group".to_owned()
+    } else {
+        format!(
+            "left {}: {}; their other members' clients remove this device",
+            count_groups(logged_out.groups.len()),
+            group_names(&logged_out.groups)
+        )
+    };
     Report {
         text: format!(
-            "logged out {} (device {} removed, local keys deleted)",
+            "logged out {} (device {} removed, local keys and history deleted)\n{left}",
             session.user_id(),
             session.device_id()
         ),
@@ -65,8 +76,32 @@ pub(crate) fn logout(session: &Session) -> Report {
             "logged_out": true,
             "user_id": session.user_id().to_string(),
             "device_id": session.device_id().to_string(),
+            "left_groups": groups_json(&logged_out.groups),
         }),
     }
+}
+
+fn count_groups(count: usize) -> String {
+    if count == 1 {
+        "1 group".to_owned()
+    } else {
+        format!("{count} groups")
+    }
+}
+
+fn group_names(groups: &[GroupRef]) -> String {
+    groups
+        .iter()
+        .map(|group| group.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn groups_json(groups: &[GroupRef]) -> Value {
+    groups
+        .iter()
+        .map(|group| json!({ "group_id": group.group_id.to_string(), "name": group.name }))
+        .collect()
 }
 
 pub(crate) fn whoami(whoami: &WhoAmI) -> Report {
@@ -125,10 +160,37 @@ pub(crate) fn devices(devices: &[Device]) -> Report {
     }
 }
 
-pub(crate) fn device_removed(device_id: &str) -> Report {
+pub(crate) fn device_removed(device_id: &str, shared: &[GroupRef]) -> Report {
+    let groups = if shared.is_empty() {
+        "it shared no group with this device".to_owned()
+    } else {
+        format!(
+            "it leaves {} it shared with this device: {}; their members' clients remove it",
+            count_groups(shared.len()),
+            group_names(shared)
+        )
+    };
     Report {
-        text: format!("removed device {device_id}"),
-        json: json!({ "removed_device_id": device_id }),
+        text: format!("removed device {device_id}\n{groups}"),
+        json: json!({ "removed_device_id": device_id, "shared_groups": groups_json(shared) }),
+    }
+}
+
+pub(crate) fn history_setting(keep: bool, forgotten: Option<usize>) -> Report {
+    let mut text = format!(
+        "history: {}",
+        if keep {
+            "on (messages are kept in the local state after they are shown)"
+        } else {
+            "off (messages are deleted from the local state once shown)"
+        }
+    );
+    if let Some(forgotten) = forgotten.filter(|forgotten| *forgotten > 0) {
+        text.push_str(&format!("\ndeleted {forgotten} stored entries"));
+    }
+    Report {
+        text,
+        json: json!({ "history": keep, "deleted_entries": forgotten }),
     }
 }
 
