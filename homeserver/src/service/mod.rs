@@ -121,6 +121,8 @@ pub(crate) struct Context {
     pub(crate) calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// This server's Prometheus metrics (`/metrics`).
     pub(crate) metrics: Arc<Metrics>,
+    /// Application messages waiting for their group's next shared transaction.
+    pub(crate) message_batcher: groups::MessageBatcher,
 }
 
 impl Context {
@@ -152,6 +154,7 @@ impl Context {
             ),
             calls_in_flight: Arc::default(),
             metrics,
+            message_batcher: groups::MessageBatcher::default(),
         }
     }
 
