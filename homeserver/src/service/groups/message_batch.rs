@@ -56,11 +56,14 @@ pub(super) struct BatchEnvironment {
 
 type Reply = oneshot::Sender<Result<Accepted, GroupError>>;
 
+/// Each group's waiting messages, with where to send their outcomes.
+type Queues = Arc<Mutex<HashMap<GroupId, Vec<(PendingMessage, Reply)>>>>;
+
 /// The submissions waiting per group; a group has an entry exactly while its
 /// worker runs.
 #[derive(Default)]
 pub(crate) struct MessageBatcher {
-    queues: Arc<Mutex<HashMap<GroupId, Vec<(PendingMessage, Reply)>>>>,
+    queues: Queues,
 }
 
 impl MessageBatcher {
@@ -111,7 +114,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The one worker of a group's queue.
 struct Worker {
-    queues: Arc<Mutex<HashMap<GroupId, Vec<(PendingMessage, Reply)>>>>,
+    queues: Queues,
     group_id: GroupId,
 }
 
