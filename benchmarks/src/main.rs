@@ -110,11 +110,22 @@ impl DatabaseArg {
     }
 }
 
-fn throughput_settings(quick: bool) -> ThroughputSettings {
-    ThroughputSettings {
-        messages: if quick { 300 } else { 3000 },
-        sender_counts: vec![1, 10, 100],
-    }
+/// Benchmark 1's settings: 1, 10 and 100 senders in one group, then 100
+/// senders over 10 groups with one receiver in all.
+fn throughput_settings(quick: bool) -> Vec<ThroughputSettings> {
+    let messages = if quick { 300 } else { 3000 };
+    vec![
+        ThroughputSettings {
+            messages,
+            sender_counts: vec![1, 10, 100],
+            groups: 1,
+        },
+        ThroughputSettings {
+            messages,
+            sender_counts: vec![100],
+            groups: 10,
+        },
+    ]
 }
 
 fn cluster_settings(quick: bool) -> ClusterSettings {
@@ -123,6 +134,7 @@ fn cluster_settings(quick: bool) -> ClusterSettings {
         throughput: ThroughputSettings {
             messages: if quick { 300 } else { 3000 },
             sender_counts: vec![3, 30],
+            groups: 1,
         },
     }
 }
@@ -131,6 +143,7 @@ fn telemetry_settings(quick: bool) -> ThroughputSettings {
     ThroughputSettings {
         messages: if quick { 300 } else { 3000 },
         sender_counts: vec![10, 100],
+        groups: 1,
     }
 }
 
@@ -262,7 +275,9 @@ async fn main() -> anyhow::Result<()> {
             started,
             format!("throughput on {}", server::database_name(database)),
         );
-        throughput_runs.extend(throughput::run(database, &throughput).await?);
+        for settings in &throughput {
+            throughput_runs.extend(throughput::run(database, settings).await?);
+        }
     }
     let mut scaling_results = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Scaling)) {
@@ -331,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs()
     );
     if runs(Part::Throughput) {
-        println!("{}", throughput_table(&throughput_runs, &throughput));
+        println!("{}", throughput_table(&throughput_runs, &throughput[0]));
     }
     if runs(Part::Scaling) {
         println!("{}", fan_out_table(&scaling_results));
@@ -575,6 +590,7 @@ fn throughput_table(runs: &[ThroughputRun], settings: &ThroughputSettings) -> Ta
         vec![
             "Database",
             "Senders",
+            "Groups",
             "Messages/s",
             "p50 ms",
             "p99 ms",
@@ -587,6 +603,7 @@ fn throughput_table(runs: &[ThroughputRun], settings: &ThroughputSettings) -> Ta
         table.row(vec![
             server::database_name(run.database).to_owned(),
             run.senders.to_string(),
+            run.groups.to_string(),
             format!("{:.0}", run.messages_per_second()),
             ms(run.latencies.median()),
             ms(run.latencies.percentile(0.99)),

@@ -21,6 +21,7 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
+use std::collections::HashMap;
 use std::fmt::Debug;
 
 /// Epochs whose secrets a member keeps, as in the client library.
@@ -221,14 +222,7 @@ impl Member {
 
     /// The plaintext of another member's application message.
     pub(crate) fn decrypt(&mut self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let processed = self
-            .group
-            .process_message(&self.device.provider, protocol_message(message)?)
-            .map_err(failed("decrypt a message"))?;
-        match processed.into_content() {
-            ProcessedMessageContent::ApplicationMessage(message) => Ok(message.into_bytes()),
-            _ => Err(anyhow!("the message is not an application message")),
-        }
+        decrypt_in(&self.device, &mut self.group, message)
     }
 
     /// The TLS-serialised ratchet tree of the current epoch.
@@ -242,20 +236,70 @@ impl Member {
         welcome: &[u8],
         ratchet_tree: &[u8],
     ) -> anyhow::Result<Member> {
-        let MlsMessageBodyIn::Welcome(welcome) = decode(welcome)?.extract() else {
-            return Err(anyhow!("the welcome message is not a Welcome"));
-        };
-        let ratchet_tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
-            .context("the ratchet tree does not decode")?;
-        let group = StagedWelcome::new_from_welcome(
-            &device.provider,
-            &join_config(),
-            welcome,
-            Some(ratchet_tree),
-        )
-        .map_err(failed("process a Welcome"))?
-        .into_group(&device.provider)
-        .map_err(failed("join from a Welcome"))?;
+        let group = join_group(&device, welcome, ratchet_tree)?;
         Ok(Member { device, group })
+    }
+}
+
+/// Joins a group from a Welcome that used one of `device`'s key packages.
+fn join_group(device: &Device, welcome: &[u8], ratchet_tree: &[u8]) -> anyhow::Result<MlsGroup> {
+    let MlsMessageBodyIn::Welcome(welcome) = decode(welcome)?.extract() else {
+        return Err(anyhow!("the welcome message is not a Welcome"));
+    };
+    let ratchet_tree = RatchetTreeIn::tls_deserialize_exact(ratchet_tree)
+        .context("the ratchet tree does not decode")?;
+    StagedWelcome::new_from_welcome(
+        &device.provider,
+        &join_config(),
+        welcome,
+        Some(ratchet_tree),
+    )
+    .map_err(failed("process a Welcome"))?
+    .into_group(&device.provider)
+    .map_err(failed("join from a Welcome"))
+}
+
+/// The plaintext of an application message in `group`, as `device` reads it.
+fn decrypt_in(device: &Device, group: &mut MlsGroup, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let processed = group
+        .process_message(&device.provider, protocol_message(message)?)
+        .map_err(failed("decrypt a message"))?;
+    match processed.into_content() {
+        ProcessedMessageContent::ApplicationMessage(message) => Ok(message.into_bytes()),
+        _ => Err(anyhow!("the message is not an application message")),
+    }
+}
+
+/// One device's view of several groups: a receiver that is in all of them.
+pub(crate) struct MultiMember {
+    pub(crate) device: Device,
+    /// By MLS group id.
+    groups: HashMap<Vec<u8>, MlsGroup>,
+}
+
+impl MultiMember {
+    pub(crate) fn new(device: Device) -> MultiMember {
+        MultiMember {
+            device,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Joins one more group from a Welcome that used one of the device's key
+    /// packages.
+    pub(crate) fn join(&mut self, welcome: &[u8], ratchet_tree: &[u8]) -> anyhow::Result<()> {
+        let group = join_group(&self.device, welcome, ratchet_tree)?;
+        self.groups
+            .insert(group.group_id().as_slice().to_vec(), group);
+        Ok(())
+    }
+
+    /// The plaintext of another member's application message in `group_id`.
+    pub(crate) fn decrypt(&mut self, group_id: &[u8], message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let group = self
+            .groups
+            .get_mut(group_id)
+            .context("a message arrived for a group the receiver is not in")?;
+        decrypt_in(&self.device, group, message)
     }
 }

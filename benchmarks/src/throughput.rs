@@ -1,5 +1,6 @@
-//! Benchmark 1: application messages through one homeserver. One group holds a
-//! creator, up to 100 sender devices and one receiver device, each a real
+//! Benchmark 1: application messages through one homeserver. One group (or
+//! several: sender `i` is in group `i % groups`) holds a creator, up to 100
+//! sender devices and one receiver device that is in every group, each a real
 //! openmls member that joined from the Welcome. Each sender sends its share of
 //! the messages one after another (the next when the previous SendMessage
 //! returned), all senders at once; the receiver's Subscribe stream is read as it
@@ -13,7 +14,7 @@
 
 use crate::api::{self, Api};
 use crate::devices::enrol_user;
-use crate::mls::{self, Member};
+use crate::mls::{self, Member, MultiMember};
 use crate::report::Samples;
 use crate::server;
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -33,6 +34,9 @@ pub(crate) struct ThroughputSettings {
     pub(crate) messages: usize,
     /// Numbers of concurrent senders, one run each.
     pub(crate) sender_counts: Vec<usize>,
+    /// Groups the senders are spread over (at least 1); one receiver device is
+    /// in all of them and reads them on one stream.
+    pub(crate) groups: usize,
 }
 
 /// One run's figures.
@@ -40,6 +44,8 @@ pub(crate) struct ThroughputSettings {
 pub(crate) struct ThroughputRun {
     pub(crate) database: DatabaseChoice,
     pub(crate) senders: usize,
+    /// Groups the senders were spread over.
+    pub(crate) groups: usize,
     pub(crate) messages: usize,
     /// From the first send to the last arrival.
     pub(crate) elapsed: Duration,
@@ -61,6 +67,7 @@ impl ThroughputRun {
 
 /// A message as the receiver saw it.
 struct Arrival {
+    group_id: Vec<u8>,
     message: Vec<u8>,
     at: Instant,
 }
@@ -87,40 +94,66 @@ pub(crate) async fn measure(
     let url = urls.first().context("no homeserver to measure")?;
     let api = Api::connect(url).await?;
     let max_senders = settings.sender_counts.iter().copied().max().unwrap_or(1);
+    let group_count = settings.groups.max(1);
 
-    let creator_device = one_device(enrol_user(&api, "creator", 1).await?)?;
-    let new_group = mls::create_group(creator_device)?;
-    let mut creator = new_group.creator;
-    let group_id = api
-        .create_group(
-            &creator.device.session,
-            new_group.group_info,
-            new_group.ratchet_tree,
-        )
-        .await?;
-    let sender_devices = enrol_user(&api, "sender", max_senders).await?;
-    let receiver_device = one_device(enrol_user(&api, "receiver", 1).await?)?;
-    let mut claimed = api
-        .claim(&creator.device.session, &sender_devices[0].session.user_id)
-        .await?;
-    claimed.extend(
-        api.claim(&creator.device.session, &receiver_device.session.user_id)
-            .await?,
-    );
-    let commit = creator.commit_adds(mls::verified_key_packages(&claimed)?)?;
-    api.submit_commit(&creator.device.session, &group_id, &commit)
-        .await?;
-    creator.merge_own_commit()?;
-    let ratchet_tree = creator.ratchet_tree()?;
-    let welcome = commit
-        .welcome
-        .as_deref()
-        .context("the add commit has no Welcome")?;
-    let mut senders = sender_devices
-        .into_iter()
-        .map(|device| Member::join(device, welcome, &ratchet_tree))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut receiver = Member::join(receiver_device, welcome, &ratchet_tree)?;
+    let creator_devices = enrol_user(&api, "creator", group_count).await?;
+    let mut receiver = MultiMember::new(one_device(enrol_user(&api, "receiver", 1).await?)?);
+    let mut group_ids = Vec::with_capacity(group_count);
+    let mut creators = Vec::with_capacity(group_count);
+    let mut members_by_group = Vec::with_capacity(group_count);
+    for (group_index, creator_device) in creator_devices.into_iter().enumerate() {
+        let new_group = mls::create_group(creator_device)?;
+        let mut creator = new_group.creator;
+        let group_id = api
+            .create_group(
+                &creator.device.session,
+                new_group.group_info,
+                new_group.ratchet_tree,
+            )
+            .await?;
+        let senders_here = (group_index..max_senders).step_by(group_count).count();
+        let sender_devices =
+            enrol_user(&api, &format!("sender{group_index}"), senders_here.max(1)).await?;
+        if group_index > 0 {
+            // The receiver's enrolment uploaded one package, for the first group.
+            let key_package = receiver.device.key_package()?;
+            api.upload_key_package(&receiver.device.session, key_package)
+                .await?;
+        }
+        let mut claimed = api
+            .claim(&creator.device.session, &sender_devices[0].session.user_id)
+            .await?;
+        claimed.extend(
+            api.claim(&creator.device.session, &receiver.device.session.user_id)
+                .await?,
+        );
+        let commit = creator.commit_adds(mls::verified_key_packages(&claimed)?)?;
+        api.submit_commit(&creator.device.session, &group_id, &commit)
+            .await?;
+        creator.merge_own_commit()?;
+        let ratchet_tree = creator.ratchet_tree()?;
+        let welcome = commit
+            .welcome
+            .as_deref()
+            .context("the add commit has no Welcome")?;
+        let members = sender_devices
+            .into_iter()
+            .map(|device| Member::join(device, welcome, &ratchet_tree))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        receiver.join(welcome, &ratchet_tree)?;
+        members_by_group.push(members.into_iter());
+        group_ids.push(group_id);
+        creators.push(creator);
+    }
+    // Sender `i` is the next member of group `i % group_count`.
+    let mut senders = Vec::with_capacity(max_senders);
+    for index in 0..max_senders {
+        let group_index = index % group_count;
+        let member = members_by_group[group_index]
+            .next()
+            .context("a group has too few senders")?;
+        senders.push((member, group_index));
+    }
 
     let receiver_api = Api::connect(url).await?;
     let mut stream = receiver_api.subscribe(&receiver.device.session).await?;
@@ -130,6 +163,7 @@ pub(crate) async fn measure(
             let at = Instant::now();
             if let Some(Event::GroupEvent(event)) = event.event {
                 let arrival = Arrival {
+                    group_id: event.group_id,
                     message: event.message,
                     at,
                 };
@@ -141,8 +175,8 @@ pub(crate) async fn measure(
     });
 
     // A first message makes sure the receiver's stream is live before timing.
-    let warm_up = creator.encrypt(b"warm-up")?;
-    api.send_message(&creator.device.session, &group_id, warm_up.clone())
+    let warm_up = creators[0].encrypt(b"warm-up")?;
+    api.send_message(&creators[0].device.session, &group_ids[0], warm_up.clone())
         .await?;
     while next_arrival(&mut arrivals).await?.message != warm_up {}
 
@@ -158,15 +192,16 @@ pub(crate) async fn measure(
             settings.messages,
             &mut senders[..sender_count],
             &sender_apis,
-            &group_id,
+            &group_ids,
             &mut receiver,
             &mut arrivals,
         )
         .await
         .with_context(|| format!("the run with {sender_count} senders"))?;
         eprintln!(
-            "  {} senders: {:.0} messages/s, p50 {:?}, p99 {:?}",
+            "  {} senders over {} group(s): {:.0} messages/s, p50 {:?}, p99 {:?}",
             sender_count,
+            group_count,
             run.messages_per_second(),
             run.latencies.median(),
             run.latencies.percentile(0.99)
@@ -195,10 +230,10 @@ async fn next_arrival(arrivals: &mut mpsc::UnboundedReceiver<Arrival>) -> anyhow
 async fn run_once(
     database: DatabaseChoice,
     message_count: usize,
-    senders: &mut [Member],
+    senders: &mut [(Member, usize)],
     sender_apis: &[(Api, bool)],
-    group_id: &[u8],
-    receiver: &mut Member,
+    group_ids: &[Vec<u8>],
+    receiver: &mut MultiMember,
     arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
 ) -> anyhow::Result<ThroughputRun> {
     let sender_count = senders.len();
@@ -209,7 +244,7 @@ async fn run_once(
     let mut work: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); sender_count];
     for (index, plaintext) in plaintexts.iter().enumerate() {
         let sender = index % sender_count;
-        work[sender].push((index, senders[sender].encrypt(plaintext)?));
+        work[sender].push((index, senders[sender].0.encrypt(plaintext)?));
     }
     let encryption_per_message = encryption_started.elapsed() / message_count as u32;
     let index_of: HashMap<Vec<u8>, usize> = work
@@ -227,8 +262,8 @@ async fn run_once(
     {
         cross_replica.push(*other_replica);
         let api = api.clone();
-        let session = sender.device.session.clone();
-        let group_id = group_id.to_vec();
+        let session = sender.0.device.session.clone();
+        let group_id = group_ids[sender.1].clone();
         tasks.push(tokio::spawn(async move {
             let mut sent_at = Vec::with_capacity(messages.len());
             for (index, message) in messages {
@@ -262,7 +297,7 @@ async fn run_once(
         );
         received_at[index] = Some(arrival.at);
         last_arrival = arrival.at;
-        arrival_order.push((index, arrival.message));
+        arrival_order.push((index, arrival.group_id, arrival.message));
     }
     let elapsed = last_arrival - started;
 
@@ -280,8 +315,8 @@ async fn run_once(
     }
 
     // Outside the timed section: everything that arrived decrypts to what was sent.
-    for (index, message) in arrival_order {
-        let plaintext = receiver.decrypt(&message)?;
+    for (index, group_id, message) in arrival_order {
+        let plaintext = receiver.decrypt(&group_id, &message)?;
         ensure!(
             plaintext == plaintexts[index],
             "message {index} decrypted to something else"
@@ -291,6 +326,7 @@ async fn run_once(
     Ok(ThroughputRun {
         database,
         senders: sender_count,
+        groups: group_ids.len().min(sender_count),
         messages: message_count,
         elapsed,
         latencies: Samples::new(latencies),

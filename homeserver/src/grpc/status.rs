@@ -357,9 +357,9 @@ impl From<GroupError> for Status {
                 Code::FailedPrecondition
             }
             GroupError::HubRateLimited { .. } => Code::ResourceExhausted,
-            GroupError::RemoteCheckFailed { .. } | GroupError::HubUnavailable { .. } => {
-                Code::Unavailable
-            }
+            GroupError::RemoteCheckFailed { .. }
+            | GroupError::HubUnavailable { .. }
+            | GroupError::SubmissionInterrupted => Code::Unavailable,
             GroupError::RejectedByHub(rejected) => {
                 let message = rejected.message.clone();
                 return match &rejected.commit_conflict {

@@ -123,6 +123,8 @@ pub(crate) struct Context {
     pub(crate) metrics: Arc<Metrics>,
     /// The parsed public state of hosted groups, kept between commits.
     pub(crate) hub_states: Arc<groups::HubStates>,
+    /// Application messages waiting for their group's next shared transaction.
+    pub(crate) message_batcher: groups::MessageBatcher,
 }
 
 impl Context {
@@ -155,6 +157,7 @@ impl Context {
             calls_in_flight: Arc::default(),
             metrics,
             hub_states: Arc::default(),
+            message_batcher: groups::MessageBatcher::default(),
         }
     }
 

@@ -162,6 +162,33 @@ pub(crate) async fn find_event_by_digest(
     found.map(|seq| to_seq(seq, &row, "seq")).transpose()
 }
 
+/// The entries of the group's log whose messages have one of these SHA-256
+/// digests, as `(digest, seq)` (one statement for a batch of application
+/// messages, through the same unique index as [`find_event_by_digest`]).
+pub(crate) async fn find_events_by_digests(
+    db: &impl Connection,
+    group: GroupKey,
+    message_digests: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, Seq)>, StoreError> {
+    if message_digests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<(Option<Vec<u8>>, i64)> = group_event::Entity::find()
+        .select_only()
+        .columns([group_event::Column::MessageDigest, group_event::Column::Seq])
+        .filter(group_event::Column::GroupId.eq(group.row_id()))
+        .filter(group_event::Column::MessageDigest.is_in(message_digests.iter().cloned()))
+        .into_tuple()
+        .all(db.database())
+        .await?;
+    let row = format!("{} event with a message digest", group_row(group));
+    found
+        .into_iter()
+        .filter_map(|(digest, seq)| digest.map(|digest| (digest, seq)))
+        .map(|(digest, seq)| Ok((digest, to_seq(seq, &row, "seq")?)))
+        .collect()
+}
+
 /// How many log entries of `kind` the group has after `after_seq` (a range of
 /// the primary key, so only those entries are read).
 pub(crate) async fn count_events_after(

@@ -172,6 +172,28 @@ pub(crate) async fn find_member(
         .transpose()
 }
 
+/// The current members among `identities` (one statement for a batch of
+/// application messages; duplicates in `identities` are harmless).
+pub(crate) async fn current_members_among(
+    db: &impl Connection,
+    group: GroupKey,
+    identities: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    use sea_orm::QuerySelect;
+    if identities.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(group_member::Entity::find()
+        .select_only()
+        .column(group_member::Column::Identity)
+        .filter(group_member::Column::GroupId.eq(group.row_id()))
+        .filter(group_member::Column::Identity.is_in(identities.iter().copied()))
+        .filter(group_member::Column::RemovedAtSeq.is_null())
+        .into_tuple::<String>()
+        .all(db.database())
+        .await?)
+}
+
 /// True if some current member device of the group belongs to `user_id`.
 pub(crate) async fn user_is_member(
     db: &impl Connection,

@@ -34,8 +34,38 @@ pub(crate) async fn find_submission(
     else {
         return Ok(None);
     };
-    let row = format!("submission of {identity}");
-    Ok(Some(SubmissionRecord {
+    Ok(Some(to_record(model)?))
+}
+
+/// The recorded submissions among these `(identity, idempotency_key)` pairs
+/// (one statement for a batch; the pairs are matched exactly here, the
+/// statement narrows by each column's set).
+pub(crate) async fn find_submissions(
+    db: &impl Connection,
+    keys: &[(&str, &[u8])],
+) -> Result<Vec<SubmissionRecord>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let models = submission::Entity::find()
+        .filter(submission::Column::Identity.is_in(keys.iter().map(|(identity, _)| *identity)))
+        .filter(submission::Column::IdempotencyKey.is_in(keys.iter().map(|(_, key)| key.to_vec())))
+        .all(db.database())
+        .await?;
+    models
+        .into_iter()
+        .filter(|model| {
+            keys.iter().any(|(identity, key)| {
+                model.identity == *identity && model.idempotency_key.as_slice() == *key
+            })
+        })
+        .map(to_record)
+        .collect()
+}
+
+fn to_record(model: submission::Model) -> Result<SubmissionRecord, StoreError> {
+    let row = format!("submission of {}", model.identity);
+    Ok(SubmissionRecord {
         group: GroupKey::from_row(model.group_id),
         seq: to_seq(model.seq, &row, "seq")?,
         epoch: to_epoch(model.epoch, &row, "epoch")?,
@@ -43,7 +73,37 @@ pub(crate) async fn find_submission(
         idempotency_key: model.idempotency_key,
         request_hash: model.request_hash,
         created_at_ms: model.created_at_ms,
-    }))
+    })
+}
+
+/// Records several outcomes in one multi-row statement (a batch of
+/// application messages).
+pub(crate) async fn insert_submissions(
+    db: &Transaction,
+    records: Vec<SubmissionRecord>,
+) -> Result<(), StoreError> {
+    // Four short columns and two keys of at most 64 bytes each: 100 rows stay
+    // far below the statement sizes that stall (see `store::log`).
+    for chunk in records.chunks(100) {
+        let rows = chunk
+            .iter()
+            .map(|record| {
+                Ok(submission::ActiveModel {
+                    identity: Set(record.identity.clone()),
+                    idempotency_key: Set(record.idempotency_key.clone()),
+                    request_hash: Set(record.request_hash.clone()),
+                    group_id: Set(record.group.row_id()),
+                    seq: Set(seq_to_db(record.seq)?),
+                    epoch: Set(epoch_to_db(record.epoch)?),
+                    created_at_ms: Set(record.created_at_ms),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        submission::Entity::insert_many(rows)
+            .exec_without_returning(db.database())
+            .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn insert_submission(

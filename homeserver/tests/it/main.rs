@@ -37,6 +37,8 @@
 //! - [`groups`]: the hub's happy paths: invite, join, messages, acks, removal, rejoin.
 //! - [`commit_races`]: one commit per epoch, for a pair and for many at once;
 //!   concurrent retries of one submission.
+//! - [`message_batches`]: many messages to one group at once (group commit):
+//!   each its own seq or refusal, retries, no message poisoning another.
 //! - [`group_input`]: refused submissions, idempotent retries, the size limit.
 //! - [`hub_state`]: the hub's in-memory group state: another replica's
 //!   commits and proposals are seen, refused commits leave it unchanged.
@@ -112,6 +114,7 @@ mod harness;
 mod hub_state;
 mod key_package_input;
 mod key_packages;
+mod message_batches;
 mod metrics;
 mod migrate;
 mod operator_metrics;

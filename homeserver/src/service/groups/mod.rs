@@ -7,7 +7,8 @@
 //! - `create_group`: a group whose only member is its creator.
 //! - `submit_commit`: the one commit that ends an epoch; `commit_effects` writes
 //!   what the commit's plan decided (members, Welcomes, follower domains).
-//! - `submit_proposal`, `send_message`: entries that only grow the log.
+//! - `submit_proposal`, `send_message`: entries that only grow the log;
+//!   `message_batch`: concurrent messages to a group share one transaction.
 //! - `get_group_info`, `list_groups`: reads.
 //! - `log`: locking a hosted group, loading its state, appending to its log.
 //! - `state_cache`: each hosted group's parsed public state kept in memory
@@ -18,6 +19,7 @@ mod create_group;
 mod get_group_info;
 mod list_groups;
 mod log;
+mod message_batch;
 mod send_message;
 mod state_cache;
 mod submit_commit;
@@ -26,6 +28,7 @@ mod submit_proposal;
 pub(crate) use create_group::{NewGroup, create};
 pub(crate) use get_group_info::group_info;
 pub(crate) use list_groups::list;
+pub(crate) use message_batch::MessageBatcher;
 pub(crate) use send_message::{NewMessage, send_message};
 pub(crate) use state_cache::HubStates;
 pub(crate) use submit_commit::{NewCommit, submit_commit};
@@ -103,6 +106,12 @@ pub(crate) enum GroupError {
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]
     UnclaimedKeyPackage { identity: String },
+    /// The worker applying the submission's batch ended before answering;
+    /// whether it was stored is unknown until a retry with the same key.
+    #[error(
+        "the submission was interrupted before its outcome was known; retry with the same idempotency key"
+    )]
+    SubmissionInterrupted,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -1,15 +1,15 @@
 //! SendMessage: an application message from a current member. Costs a constant
-//! number of writes whatever the group's size (the log entry, the group's
-//! counter and the idempotency record); the group's (large) state is neither
-//! read nor written.
+//! number of writes whatever the group's size (the log entry and the
+//! idempotency record, plus one update of the group's `last_seq` per batch);
+//! the group's (large) state is neither read nor written. Concurrent messages
+//! to one group share a transaction (`message_batch`).
 
 use super::super::Context;
 use super::super::idempotency::Submission;
-use super::log::{LogAppend, append_and_commit};
+use super::message_batch::{BatchEnvironment, PendingMessage};
 use super::{Accepted, GroupError};
-use crate::rules::hub::{PastEpochWindow, check_application_message};
-use crate::rules::ids::{Epoch, GroupId};
-use crate::store::{self, EventKind, Hosting};
+use crate::rules::hub::PastEpochWindow;
+use crate::rules::ids::GroupId;
 use conclave_core::ids::CredentialIdentity;
 
 pub(crate) struct NewMessage {
@@ -30,45 +30,31 @@ pub(crate) async fn send_message(
         return Err(GroupError::MissingField("group_id"));
     }
     let identity = sender.to_string();
-    let submission = Submission::new(
+    let request_hash = Submission::new(
         &identity,
         &request.idempotency_key,
         "message",
         &[request.group_id.as_bytes(), &request.message],
-    )?;
-    let transaction = context.store.begin().await?;
-    let group = store::lock_group_header(&transaction, &request.group_id, Hosting::HostedHere)
-        .await?
-        .ok_or_else(|| GroupError::UnknownGroup(request.group_id.clone()))?;
-    // After the lock, for the reason given in `submit_proposal`.
-    if let Some(previous) = submission.previous_outcome(&transaction).await? {
-        return Ok(previous?.into());
-    }
-    let is_member = store::find_member(&transaction, group.key, &identity)
-        .await?
-        .is_some_and(|member| member.is_current());
-    if !is_member {
-        return Err(GroupError::NotAMember(request.group_id));
-    }
-    let message_epoch = check_application_message(
-        &request.message,
-        group.group_id.as_bytes(),
-        group.epoch.get(),
-        PastEpochWindow(context.config.groups.past_epoch_window),
-    )?;
-    append_and_commit(
-        context,
-        transaction,
-        &submission,
-        LogAppend {
-            group: group.key,
-            last_seq: group.last_seq,
-            group_epoch: group.epoch,
-            message_epoch: Epoch::new(message_epoch),
-            kind: EventKind::Application,
-            message: &request.message,
-            new_state: None,
-        },
-    )
-    .await
+    )?
+    .request_hash;
+    let pending = PendingMessage {
+        identity,
+        idempotency_key: request.idempotency_key,
+        request_hash,
+        message: request.message,
+        // Read here, in the request's span: the batch's worker runs outside it.
+        trace_parent: context.trace_parent_for_outbox(),
+    };
+    let environment = || BatchEnvironment {
+        store: context.store.clone(),
+        notifier: context.notifier.clone(),
+        metrics: context.metrics.clone(),
+        clock: context.clock.clone(),
+        past_epoch_window: PastEpochWindow(context.config.groups.past_epoch_window),
+        federation: context.federation.is_some(),
+    };
+    context
+        .message_batcher
+        .submit(environment, request.group_id, pending)
+        .await
 }
