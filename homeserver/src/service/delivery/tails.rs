@@ -48,6 +48,9 @@ const ATTEMPTS: usize = 3;
 #[derive(Default)]
 pub(crate) struct GroupTails {
     state: Mutex<State>,
+    /// Reads of the database for tails, so far.
+    #[cfg(test)]
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -210,6 +213,9 @@ impl GroupTails {
                 _ => return Ok(()),
             }
         };
+        #[cfg(test)]
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let events = store::events_after(database, group, end, None, REFRESH_EVENTS).await?;
         let complete = (events.len() as u64) < REFRESH_EVENTS;
         let mut state = self.lock();
@@ -460,6 +466,55 @@ mod tests {
             append(&store, group, 3).await.commit().await.unwrap();
             tails.expect_new_reader(group);
             assert_eq!(seqs(read(2).await.unwrap()), [3], "{choice:?}");
+        }
+    }
+
+    /// Streams subscribed to one group, woken by one message.
+    const SUBSCRIBERS: usize = 100;
+
+    #[tokio::test]
+    async fn one_read_of_the_database_serves_every_woken_stream() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let store = Store::connect(database.url(), 4).await.unwrap();
+            store.migrate().await.unwrap();
+            let group = insert_test_group(&store, 1, "d1").await.key;
+            let notifier = Arc::new(LocalNotifier::default());
+            let tails = Arc::new(GroupTails::default());
+            let wakers: Vec<Arc<Notify>> = (0..SUBSCRIBERS)
+                .map(|_| {
+                    let waker = Arc::new(Notify::new());
+                    notifier.register(Topic::Group(group), &waker);
+                    waker
+                })
+                .collect();
+            append(&store, group, 1).await.commit().await.unwrap();
+            notifier.publish(&Topic::Group(group));
+            let reads_before = tails.reads.load(std::sync::atomic::Ordering::Relaxed);
+            let mut streams = Vec::new();
+            for waker in wakers {
+                let (store, notifier, tails) = (store.clone(), notifier.clone(), tails.clone());
+                streams.push(tokio::spawn(async move {
+                    tokio::time::timeout(WAKE_DEADLINE, waker.notified())
+                        .await
+                        .expect("woken");
+                    tails
+                        .events_after(&store, notifier.as_ref(), group, Seq::ZERO, None, 100)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|event| event.seq.get())
+                        .collect::<Vec<u64>>()
+                }));
+            }
+            for stream in streams {
+                assert_eq!(stream.await.unwrap(), [1], "{choice:?}");
+            }
+            let reads = tails.reads.load(std::sync::atomic::Ordering::Relaxed) - reads_before;
+            assert_eq!(
+                reads, 1,
+                "{choice:?}: reads of the database for one wake-up"
+            );
         }
     }
 }
