@@ -163,6 +163,10 @@ impl Notifier for ClusterNotifier {
     fn registered_topics(&self) -> Vec<Topic> {
         self.local.registered_topics()
     }
+
+    fn wake_mark(&self, topic: &Topic) -> u64 {
+        self.local.wake_mark(topic)
+    }
 }
 
 /// Topics waiting to be sent: a set, so a topic published many times before

@@ -1,7 +1,9 @@
 //! Wake-ups: when a submission is stored, the subscribers it concerns are woken to
 //! read the database. A wake-up carries no data (the database is the source of
 //! truth), so a lost or duplicated wake-up delays or repeats a read and never loses
-//! or duplicates an event.
+//! or duplicates an event. Each topic's wake mark ([`Notifier::wake_mark`])
+//! tells a cache of the database (`service::delivery::tails`) whether a
+//! wake-up came since it read.
 //!
 //! # Layout
 //! - this file: [`Topic`], the [`Notifier`] trait and [`LocalNotifier`], the
@@ -49,6 +51,14 @@ pub(crate) trait Notifier: Send + Sync + 'static {
     fn wake_locally(&self, topic: &Topic);
     /// The topics someone in this process is registered for now.
     fn registered_topics(&self) -> Vec<Topic>;
+    /// A mark of `topic`'s wake-ups in this process: it grows with every
+    /// wake-up of the topic (local or from another replica), so a mark taken
+    /// before a read and found unchanged later says no wake-up came between.
+    /// While nobody is registered for the topic it is the process's newest
+    /// mark (as if just woken). The shared tail cache
+    /// (`service::delivery::tails`) tells by it whether its read is recent
+    /// enough for a woken stream.
+    fn wake_mark(&self, topic: &Topic) -> u64;
 }
 
 /// Wake-ups within this process: a map from topic to the subscribers' wakers.
@@ -56,7 +66,30 @@ pub(crate) trait Notifier: Send + Sync + 'static {
 /// dead entries are dropped as topics are published.
 #[derive(Default)]
 pub(crate) struct LocalNotifier {
-    wakers: Mutex<HashMap<Topic, Vec<Weak<Notify>>>>,
+    state: Mutex<LocalState>,
+}
+
+#[derive(Default)]
+struct LocalState {
+    topics: HashMap<Topic, Registered>,
+    /// Counts every wake-up in this process; see [`Notifier::wake_mark`].
+    wake_count: u64,
+}
+
+/// The subscribers of one topic.
+#[derive(Default)]
+struct Registered {
+    wakers: Vec<Weak<Notify>>,
+    /// The wake count at the topic's last wake-up (or when it was registered).
+    mark: u64,
+}
+
+impl LocalNotifier {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 impl Notifier for LocalNotifier {
@@ -65,55 +98,66 @@ impl Notifier for LocalNotifier {
     }
 
     fn wake_locally(&self, topic: &Topic) {
-        let mut wakers = self
-            .wakers
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let Some(registered) = wakers.get_mut(topic) else {
+        let mut state = self.lock();
+        // Every wake-up counts, heard by someone or not, so a mark taken while
+        // the topic had no subscriber still differs from one taken after.
+        state.wake_count += 1;
+        let mark = state.wake_count;
+        let Some(registered) = state.topics.get_mut(topic) else {
             return;
         };
+        registered.mark = mark;
         // `notify_one` stores a permit when the subscriber is busy, so a wake-up
         // that arrives while it reads the database is not lost.
-        registered.retain(|waker| match waker.upgrade() {
+        registered.wakers.retain(|waker| match waker.upgrade() {
             Some(waker) => {
                 waker.notify_one();
                 true
             }
             None => false,
         });
-        if registered.is_empty() {
-            wakers.remove(topic);
+        if registered.wakers.is_empty() {
+            state.topics.remove(topic);
         }
     }
 
     fn register(&self, topic: Topic, waker: &Arc<Notify>) {
-        let mut wakers = self
+        let mut state = self.lock();
+        let mark = state.wake_count;
+        let registered = state.topics.entry(topic).or_insert_with(|| Registered {
+            wakers: Vec::new(),
+            mark,
+        });
+        registered
             .wakers
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let registered = wakers.entry(topic).or_default();
-        registered.retain(|existing| existing.strong_count() > 0);
+            .retain(|existing| existing.strong_count() > 0);
         if !registered
+            .wakers
             .iter()
             .any(|existing| std::ptr::eq(existing.as_ptr(), Arc::as_ptr(waker)))
         {
-            registered.push(Arc::downgrade(waker));
+            registered.wakers.push(Arc::downgrade(waker));
         }
     }
 
     fn registered_topics(&self) -> Vec<Topic> {
-        let mut wakers = self
-            .wakers
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut state = self.lock();
         // Topics are otherwise pruned only as they are published; a quiet topic
         // whose subscribers left is dropped here, so the resync stops asking
         // the database about it.
-        wakers.retain(|_, registered| {
-            registered.retain(|waker| waker.strong_count() > 0);
-            !registered.is_empty()
+        state.topics.retain(|_, registered| {
+            registered.wakers.retain(|waker| waker.strong_count() > 0);
+            !registered.wakers.is_empty()
         });
-        wakers.keys().cloned().collect()
+        state.topics.keys().cloned().collect()
+    }
+
+    fn wake_mark(&self, topic: &Topic) -> u64 {
+        let state = self.lock();
+        state
+            .topics
+            .get(topic)
+            .map_or(state.wake_count, |registered| registered.mark)
     }
 }
 
@@ -188,13 +232,39 @@ mod tests {
     }
 
     #[test]
+    fn the_wake_mark_moves_with_every_wake_up_of_the_topic_only() {
+        let notifier = LocalNotifier::default();
+        let topic = Topic::Group(GroupKey::from_row(1));
+        let other = Topic::Group(GroupKey::from_row(2));
+        let waker = Arc::new(Notify::new());
+        // Nobody registered: a wake-up still moves the mark.
+        let unregistered = notifier.wake_mark(&topic);
+        notifier.publish(&topic);
+        assert!(notifier.wake_mark(&topic) > unregistered);
+        notifier.register(topic.clone(), &waker);
+        let registered = notifier.wake_mark(&topic);
+        // Another topic's wake-up leaves it as it is.
+        notifier.register(other.clone(), &waker);
+        notifier.publish(&other);
+        assert_eq!(notifier.wake_mark(&topic), registered);
+        notifier.wake_locally(&topic);
+        let woken = notifier.wake_mark(&topic);
+        assert!(woken > registered);
+        // Its subscribers gone, the mark never goes back.
+        drop(waker);
+        notifier.publish(&other);
+        assert!(notifier.registered_topics().is_empty());
+        assert!(notifier.wake_mark(&topic) >= woken);
+    }
+
+    #[test]
     fn dropped_subscribers_are_forgotten() {
         let notifier = LocalNotifier::default();
         let waker = Arc::new(Notify::new());
         notifier.register(Topic::Group(GroupKey::from_row(7)), &waker);
         drop(waker);
         notifier.publish(&Topic::Group(GroupKey::from_row(7)));
-        assert!(notifier.wakers.lock().unwrap().is_empty());
+        assert!(notifier.lock().topics.is_empty());
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub(crate) struct Context {
     pub(crate) challenge_key: tokio::sync::OnceCell<ChallengeKey>,
     /// The Subscribe streams open now, per device and per connection.
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
+    /// The newest events of the groups that streams read, shared by them.
+    pub(crate) group_tails: delivery::GroupTails,
     /// This replica's id and its leases on background work.
     pub(crate) leases: leases::Leases,
     /// Calls of both gRPC listeners being answered now (counted by grpc/),
@@ -154,6 +156,7 @@ impl Context {
                 stream_limits,
                 metrics.subscribe_streams.clone(),
             ),
+            group_tails: delivery::GroupTails::default(),
             calls_in_flight: Arc::default(),
             metrics,
             hub_states: Arc::default(),

@@ -1,13 +1,15 @@
 //! Delivery: Subscribe replays what lies after the device's cursors and then
 //! pushes new events as they are stored; a device's stream follows it into groups
-//! it is added to; streams carry only the device's own groups; and a device that
-//! was offline catches up on everything, in order, once.
+//! it is added to; streams carry only the device's own groups; a device that
+//! was offline catches up on everything, in order, once; and a busy group does
+//! not starve a device's quiet ones.
 
 use crate::groups_harness::{
     Change, Client, Received, form_group, group_seqs, start_with_clients, texts, welcomes,
 };
 use conclave_proto::client::v1 as proto;
 use conclave_test_support::{DatabaseChoice, TestHomeserver};
+use proto::delivery_event::Event;
 use std::time::Instant;
 use tonic::transport::Channel;
 
@@ -17,6 +19,7 @@ on_both_databases!(
     subscribers_receive_only_their_own_groups,
     a_removed_subscriber_receives_nothing_after_its_removal,
     an_offline_member_catches_up_on_a_thousand_messages,
+    a_busy_group_does_not_starve_a_quiet_one,
 );
 
 /// Messages sent while a subscriber does not read its stream, and their size:
@@ -29,6 +32,12 @@ const UNREAD_MESSAGE_BYTES: usize = 4096;
 const OFFLINE_MESSAGES: usize = 1000;
 /// Page size the offline member fetches with.
 const PAGE: u32 = 100;
+/// Groups of the device that reads a busy group and quiet ones.
+const GROUPS: usize = 10;
+/// Messages in the busy group: more than a page.
+const BUSY_MESSAGES: usize = 150;
+/// The server's page size for a stream (and for Fetch by default).
+const STREAM_PAGE: usize = 100;
 
 async fn subscribe_replays_then_pushes_and_resumes_from_the_cursor(database: DatabaseChoice) {
     let (_server, _, [mut alice, mut bob]) = start_with_clients(database, ["alice", "bob"]).await;
@@ -274,4 +283,76 @@ async fn an_offline_member_catches_up_on_a_thousand_messages(database: DatabaseC
             .map(|message| message.plaintext.as_slice()),
         Some(&b"one more"[..])
     );
+}
+
+/// Bob is in ten groups. The first (the first his pages used to be filled
+/// from) has more messages waiting than a page holds, and the last one
+/// message: that message is in Bob's first page, by Fetch and by stream, and
+/// the busy group fills the rest of the page, in order.
+async fn a_busy_group_does_not_starve_a_quiet_one(database: DatabaseChoice) {
+    let (_server, channel, [bob]) = start_with_clients(database, ["bob"]).await;
+    let mut creators = Vec::with_capacity(GROUPS);
+    for index in 0..GROUPS {
+        let mut creator = Client::register(&channel, &format!("creator{index}")).await;
+        creator.create_group().await;
+        // A key package of Bob's for each group.
+        bob.api
+            .upload(&bob.device, vec![bob.fresh_key_package()], None)
+            .await
+            .expect("uploading a key package");
+        creator.invite(&["bob@localhost"]).await;
+        creators.push(creator);
+    }
+    // Bob takes the Welcomes (and joins none: he only counts events).
+    let welcomes = bob.fetch(1000).await;
+    assert_eq!(welcomes.len(), GROUPS);
+    let inbox_seq = welcomes
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(Event::InboxEvent(inbox)) => Some(inbox.seq),
+            _ => None,
+        })
+        .max()
+        .expect("Welcomes");
+    let ack = proto::AckRequest {
+        groups: Vec::new(),
+        inbox_seq,
+    };
+    bob.try_ack(ack).await.expect("acknowledging the Welcomes");
+
+    let busy = creators[0].group_id();
+    let quiet = creators[GROUPS - 1].group_id();
+    for index in 0..BUSY_MESSAGES {
+        creators[0].send(&format!("busy {index}")).await;
+    }
+    creators[GROUPS - 1].send("quiet").await;
+
+    let page: Vec<proto::GroupEvent> = bob
+        .fetch(0)
+        .await
+        .into_iter()
+        .map(|event| match event.event {
+            Some(Event::GroupEvent(event)) => event,
+            other => panic!("a group event, not {other:?}"),
+        })
+        .collect();
+    let mut stream = bob.subscribe().await;
+    let mut streamed = Vec::with_capacity(STREAM_PAGE);
+    for _ in 0..STREAM_PAGE {
+        streamed.push(stream.next_group_event().await);
+    }
+    for (how, events) in [("fetched", page), ("streamed", streamed)] {
+        assert_eq!(events.len(), STREAM_PAGE, "{how}");
+        let from = |group_id: &[u8]| -> Vec<u64> {
+            events
+                .iter()
+                .filter(|event| event.group_id == group_id)
+                .map(|event| event.seq)
+                .collect()
+        };
+        // After the adding commit (seq 1): the quiet group's message is 2.
+        assert_eq!(from(&quiet), [2], "{how}: the quiet group's message");
+        let busy_seqs: Vec<u64> = (2..2 + STREAM_PAGE as u64 - 1).collect();
+        assert_eq!(from(&busy), busy_seqs, "{how}: the busy group in order");
+    }
 }

@@ -3,10 +3,9 @@
 
 use super::super::Context;
 use super::super::accounts::AuthenticatedDevice;
-use super::pages::{load_memberships, read_page};
+use super::pages::{LogSource, load_memberships, read_page};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, MAX_PAGE, Positions};
 use crate::store;
-use std::collections::HashMap;
 
 /// Up to `limit` events after the device's acknowledged cursors.
 pub(crate) async fn fetch(
@@ -21,12 +20,10 @@ pub(crate) async fn fetch(
     let device_id = device.device_id().as_str();
     let (memberships, group_ids) = load_memberships(context, device_id).await?;
     let inbox = store::inbox_position(&context.store, device_id).await?;
-    let mut positions = Positions {
-        inbox: inbox.acked_seq,
-        groups: HashMap::new(),
-    };
+    let mut positions = Positions::new(inbox.acked_seq);
     read_page(
         context,
+        LogSource::Database,
         device_id,
         &mut positions,
         &memberships,

@@ -5,7 +5,10 @@
 //! removed it (`rules::delivery`).
 //!
 //! # Layout
-//! - `pages`: reading one page of events after a device's positions.
+//! - `pages`: reading one page of events after a device's positions, shared
+//!   fairly among its groups.
+//! - `tails`: the shared cache of the newest events of the groups that streams
+//!   read, so a wake-up costs one read of a group's log, not one per stream.
 //! - `fetch`, `ack`, `subscribe`: the three RPCs.
 //! - `streams`: the Subscribe streams open now, within their limits per device
 //!   and per connection.
@@ -15,11 +18,13 @@ mod fetch;
 mod pages;
 mod streams;
 mod subscribe;
+mod tails;
 
 pub(crate) use ack::{Acks, ack};
 pub(crate) use fetch::fetch;
 pub(crate) use streams::{ConnectionKey, SubscribeStreams};
 pub(crate) use subscribe::{close_device_streams, open_stream, subscribe};
+pub(crate) use tails::GroupTails;
 
 use super::InternalError;
 use super::accounts::AccountError;
@@ -105,8 +110,26 @@ impl Delivery {
 }
 
 /// How far a device has been served, per group and in its inbox.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Positions {
     pub(super) inbox: Seq,
+    /// The inbox may hold events after `inbox`: it was not read to its end
+    /// since it was last woken.
+    pub(super) inbox_pending: bool,
     pub(super) groups: HashMap<GroupKey, Seq>,
+    /// Where the next page starts among the device's groups (it turns).
+    pub(super) next_first_group: usize,
+}
+
+impl Positions {
+    /// At the acknowledged inbox cursor; each group's position is its
+    /// acknowledged cursor until it is first read.
+    pub(super) fn new(inbox: Seq) -> Positions {
+        Positions {
+            inbox,
+            inbox_pending: true,
+            groups: HashMap::new(),
+            next_first_group: 0,
+        }
+    }
 }

@@ -17,7 +17,7 @@
 
 use super::super::Context;
 use super::super::accounts::{AccountError, AuthenticatedDevice};
-use super::pages::{load_memberships, read_page};
+use super::pages::{LogSource, load_memberships, read_page};
 use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
 use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
 use crate::metrics::RateLimit;
@@ -164,18 +164,17 @@ async fn stream_events(
     sender: &mpsc::Sender<Result<Delivery, DeliveryError>>,
 ) -> Result<(), DeliveryError> {
     let device_id = device.device_id().as_str();
-    let waker = Arc::new(Notify::new());
+    // Apart, so that a group's wake-up does not cost a read of the inbox.
+    let inbox_waker = Arc::new(Notify::new());
+    let groups_waker = Arc::new(Notify::new());
     // Registered before the first read, so nothing stored after the read is missed.
     context
         .notifier
-        .register(Topic::Inbox(device_id.to_owned()), &waker);
+        .register(Topic::Inbox(device_id.to_owned()), &inbox_waker);
     // Events stored from now on are live; those before, the catch-up.
     let opened_at_ms = context.now_ms();
     let inbox = store::inbox_position(&context.store, device_id).await?;
-    let mut positions = Positions {
-        inbox: inbox.acked_seq,
-        groups: HashMap::new(),
-    };
+    let mut positions = Positions::new(inbox.acked_seq);
     let mut memberships_stale = true;
     let mut memberships = Vec::new();
     let mut group_ids = HashMap::new();
@@ -185,12 +184,17 @@ async fn stream_events(
             for member in &memberships {
                 context
                     .notifier
-                    .register(Topic::Group(member.group), &waker);
+                    .register(Topic::Group(member.group), &groups_waker);
+                if !positions.groups.contains_key(&member.group) {
+                    // Read after registering: from here on, wake-ups tell.
+                    context.group_tails.expect_new_reader(member.group);
+                }
             }
             memberships_stale = false;
         }
         let page = read_page(
             context,
+            LogSource::Tails,
             device_id,
             &mut positions,
             &memberships,
@@ -200,7 +204,11 @@ async fn stream_events(
         .await?;
         if page.is_empty() {
             tokio::select! {
-                () = waker.notified() => {}
+                // First, so that when both were woken the inbox is read with
+                // the groups, not after another wait.
+                biased;
+                () = inbox_waker.notified() => positions.inbox_pending = true,
+                () = groups_waker.notified() => {}
                 () = sender.closed() => return Ok(()),
             }
             continue;
