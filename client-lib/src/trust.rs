@@ -411,14 +411,26 @@ mod tests {
             )
         );
 
-        let refusal = check(&[ca.clone()], &certificate, "chat.b.example", now).unwrap_err();
+        let refusal = check(
+            std::slice::from_ref(&ca),
+            &certificate,
+            "chat.b.example",
+            now,
+        )
+        .unwrap_err();
         assert_eq!(
             refusal.to_string(),
             "the certificate presented by chat.b.example is for chat.a.example, not chat.b.example"
         );
 
         let later = MADE_AT + VALIDITY_DAYS * 24 * 3600 + 3600;
-        let refusal = check(&[ca.clone()], &certificate, "chat.a.example", later).unwrap_err();
+        let refusal = check(
+            std::slice::from_ref(&ca),
+            &certificate,
+            "chat.a.example",
+            later,
+        )
+        .unwrap_err();
         assert!(
             matches!(refusal, CertificateRefusal::Expired { .. }),
             "{refusal}"

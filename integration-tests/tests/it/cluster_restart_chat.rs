@@ -5,7 +5,7 @@
 //! reconnects with back-off, resumes from its cursors and prints every message
 //! once, in order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -153,7 +153,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(home: &Path, state: &PathBuf, args: &[&str]) -> Running {
+    fn start(home: &Path, state: &Path, args: &[&str]) -> Running {
         let mut child = command(home, state, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

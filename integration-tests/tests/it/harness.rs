@@ -357,6 +357,11 @@ impl User {
         let what = format!("{} sending {text:?}", self.user_id);
         let first = within(&what, self.client.send(group_id, text)).await;
         if let Err(error) = first {
+            // Stored and not taken yet is what `receive` resends.
+            let error = match error {
+                ClientError::NotSentYet { source, .. } => *source,
+                error => error,
+            };
             assert_passing(&error, &what);
             on_failure();
             let (what, on_failure) = (&what, &on_failure);
