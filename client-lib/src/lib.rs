@@ -70,6 +70,7 @@ pub use client::{
     GroupId, GroupSummary, Listener, Member, MembershipChange, PublishOutcome, ReceiveReport,
     ReceivedMessage, SentMessage, WhoAmI,
 };
+pub use conclave_core::mls::CipherSuite;
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};
 pub use key_package_stock::{KeyPackageStock, ReplenishPolicy};

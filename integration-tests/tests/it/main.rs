@@ -124,6 +124,7 @@ mod log_hygiene;
 mod observability;
 mod outages;
 mod outbox_leases;
+mod pq_groups;
 mod rejoin;
 mod rogue_hub;
 mod tls_reload;

@@ -29,6 +29,7 @@ pub(crate) use submit_proposal::{NewProposal, submit_proposal};
 
 use super::InternalError;
 use super::idempotency::{IdempotencyError, Outcome};
+use crate::rules::cipher_suites::SuiteRefusal;
 use crate::rules::hub::HubRejection;
 use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::store::StoreError;
@@ -99,6 +100,10 @@ pub(crate) enum GroupError {
     /// An Add uses a key package that was not handed out by the directory.
     #[error("the key package added for {identity} was not claimed through the directory")]
     UnclaimedKeyPackage { identity: String },
+    /// The new group's cipher suite is not offered here, or not post-quantum
+    /// where new groups must be.
+    #[error(transparent)]
+    SuiteRefused(#[from] SuiteRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
