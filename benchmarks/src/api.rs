@@ -225,6 +225,7 @@ impl Api {
     ) -> anyhow::Result<Vec<proto::ClaimedKeyPackage>> {
         let message = proto::ClaimKeyPackagesRequest {
             user_id: user_id.to_owned(),
+            cipher_suite: 0,
         };
         let response = with_retries(|| {
             let (mut client, request) = (self.key_packages(), authorized(session, message.clone()));

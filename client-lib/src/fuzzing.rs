@@ -50,7 +50,14 @@ impl Fixture {
         let me: CredentialIdentity = MEMBER.parse().expect("a valid identity");
         let signer = mls::generate_signer()?;
         state.transaction(|provider, connection| {
-            mls::create_group_with_id(provider, &signer, &me, "fuzzing", Some(GROUP_ID))?;
+            mls::create_group_with_id(
+                provider,
+                &signer,
+                &me,
+                "fuzzing",
+                conclave_core::mls::CipherSuite::Classic,
+                Some(GROUP_ID),
+            )?;
             stored::put_group(
                 connection,
                 &GroupRow {
@@ -143,9 +150,15 @@ mod seeds {
         let bob_signer = mls::generate_signer().unwrap();
         state
             .transaction(|provider, _| {
-                let mut group =
-                    mls::create_group_with_id(provider, &signer, &me, "fuzzing", Some(GROUP_ID))?
-                        .group;
+                let mut group = mls::create_group_with_id(
+                    provider,
+                    &signer,
+                    &me,
+                    "fuzzing",
+                    conclave_core::mls::CipherSuite::Classic,
+                    Some(GROUP_ID),
+                )?
+                .group;
                 let message = mls::encrypt(&mut group, provider, &signer, b"seed")?;
                 let self_update =
                     mls::build_commit(&mut group, provider, &signer, CommitKind::SelfUpdate)?;
@@ -154,7 +167,15 @@ mod seeds {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_secs();
-                let batch = mls::build_key_packages(provider, &bob_signer, &bob, 1, false, 3600)?;
+                let batch = mls::build_key_packages(
+                    provider,
+                    &bob_signer,
+                    &bob,
+                    conclave_core::mls::CipherSuite::Classic,
+                    1,
+                    false,
+                    3600,
+                )?;
                 let bob_package =
                     mls::verify_claimed_key_package(&batch.ordinary[0], &bob, now).unwrap();
                 let add = mls::build_commit(

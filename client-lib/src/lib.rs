@@ -77,6 +77,7 @@ pub use client::{
     MembershipEvent, PublishOutcome, ReceiveReport, ReceivedMessage, SentMessage, TimelineEvent,
     WhoAmI,
 };
+pub use conclave_core::mls::CipherSuite;
 pub use connection::ConnectError;
 pub use error::{ClientError, RpcError};
 pub use key_package_stock::{KeyPackageStock, ReplenishPolicy};

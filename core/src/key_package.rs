@@ -13,7 +13,7 @@ use openmls::prelude::{
 use openmls::treesync::errors::LifetimeError;
 
 use crate::ids::{CredentialIdentity, IdError};
-use crate::mls::{CIPHERSUITE, GROUP_METADATA_EXTENSION_TYPE, verification_crypto};
+use crate::mls::{CipherSuite, GROUP_METADATA_EXTENSION_TYPE, verification_crypto};
 
 /// How far a package's `not_before` may lie ahead of the verifier's clock. Device
 /// clocks run a few minutes fast often enough that refusing them would lose uploads,
@@ -58,6 +58,8 @@ pub struct ExpectedOwner<'a> {
 pub struct VerifiedKeyPackage {
     /// The KeyPackageRef (RFC 9420 §5.2), by which Welcome messages name the package.
     pub hash_ref: Vec<u8>,
+    /// The package's cipher suite: only a group of this suite can add it.
+    pub cipher_suite: CipherSuite,
     /// Start of the package's lifetime, in seconds since the Unix epoch.
     pub not_before_unix_seconds: u64,
     /// End of the package's lifetime, in seconds since the Unix epoch; unusable from then.
@@ -92,10 +94,10 @@ pub enum KeyPackageError {
         /// The version number in the package.
         found: u16,
     },
-    /// The package is in a cipher suite other than [`CIPHERSUITE`].
+    /// The package is in a cipher suite Conclave does not speak (see
+    /// [`crate::mls::ALL_CIPHER_SUITES`]).
     #[error(
-        "key package uses cipher suite {found:#06x} but conclave accepts only {:#06x} ({CIPHERSUITE})",
-        u16::from(CIPHERSUITE)
+        "key package uses cipher suite {found:#06x} but conclave accepts only 0x0001 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) and 0x004f (MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519)"
     )]
     Ciphersuite {
         /// The cipher suite number in the package.
@@ -215,7 +217,7 @@ pub fn verify_key_package(
             trailing: rest.len(),
         });
     }
-    check_header(bytes)?;
+    let cipher_suite = check_header(bytes)?;
 
     let crypto = verification_crypto();
     let key_package = key_package_in
@@ -283,6 +285,7 @@ pub fn verify_key_package(
         .map_err(|error| KeyPackageError::Invalid(error.into()))?;
     Ok(VerifiedKeyPackage {
         hash_ref: hash_ref.as_slice().to_vec(),
+        cipher_suite,
         not_before_unix_seconds: not_before,
         not_after_unix_seconds: not_after,
         last_resort: key_package.last_resort(),
@@ -295,7 +298,7 @@ pub fn verify_key_package(
 /// it. `KeyPackageIn` does not expose these fields, but an RFC 9420 KeyPackage opens
 /// with them: `uint16 version; uint16 cipher_suite;`. Only called once the bytes have
 /// decoded as a whole KeyPackage, so they are at least four long.
-fn check_header(bytes: &[u8]) -> Result<(), KeyPackageError> {
+fn check_header(bytes: &[u8]) -> Result<CipherSuite, KeyPackageError> {
     let field = |at: usize| {
         bytes
             .get(at..at + 2)
@@ -306,10 +309,8 @@ fn check_header(bytes: &[u8]) -> Result<(), KeyPackageError> {
     if ProtocolVersion::from(version) != ProtocolVersion::Mls10 {
         return Err(KeyPackageError::ProtocolVersion { found: version });
     }
-    if ciphersuite != u16::from(CIPHERSUITE) {
-        return Err(KeyPackageError::Ciphersuite { found: ciphersuite });
-    }
-    Ok(())
+    CipherSuite::from_id(ciphersuite)
+        .map_err(|_| KeyPackageError::Ciphersuite { found: ciphersuite })
 }
 
 /// Sorts openmls's verdict into our variants. Its lifetime errors were measured with
@@ -349,6 +350,7 @@ mod tests {
     use openmls_traits::OpenMlsProvider as _;
 
     use super::*;
+    use crate::mls::CIPHERSUITE;
 
     const ALICE_AA: &str = "alice@a.example/00000000000000aa";
     const MAX_LIFETIME: u64 = 7 * 24 * 60 * 60;
@@ -657,9 +659,30 @@ mod tests {
         let owner = (ALICE_AA, built.signature_public_key.as_slice());
         let expect = refused(
             "key package uses cipher suite 0x0002 but conclave accepts only 0x0001 \
-             (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519)",
+             (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519) and 0x004f",
         );
         check("p-256", &built.bytes, owner, built.made_at(), expect);
+    }
+
+    #[test]
+    fn both_suites_are_accepted_and_reported() {
+        for suite in crate::mls::ALL_CIPHER_SUITES {
+            let built = Fixture {
+                ciphersuite: suite.ciphersuite(),
+                ..Fixture::device(ALICE_AA)
+            }
+            .build();
+            let owner = (ALICE_AA, built.signature_public_key.as_slice());
+            let verified = check(
+                suite.short_name(),
+                &built.bytes,
+                owner,
+                built.made_at(),
+                Expect::Accepted,
+            )
+            .unwrap();
+            assert_eq!(verified.cipher_suite, suite);
+        }
     }
 
     #[test]

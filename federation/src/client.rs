@@ -205,12 +205,15 @@ impl FederationClient {
             .ok_or_else(|| UnknownPeer(domain.clone()))
     }
 
-    /// Claims one KeyPackage per device of `user` from the user's homeserver, for
-    /// `requester`, a device of this homeserver.
+    /// Claims one KeyPackage of `cipher_suite` (its number on the wire, 0 for
+    /// classic) per device of `user` from the user's homeserver, for
+    /// `requester`, a device of this homeserver. A peer that predates suites
+    /// ignores the suite: the caller checks the packages' suite.
     pub async fn claim_key_packages(
         &self,
         requester: &CredentialIdentity,
         user: &UserId,
+        cipher_suite: u32,
     ) -> Result<Vec<RemoteKeyPackage>, CallError> {
         if requester.user_id().domain() != &self.own_domain {
             return Err(CallError::ForeignRequester {
@@ -223,6 +226,7 @@ impl FederationClient {
         let request = self.request(proto::ClaimKeyPackagesRequest {
             requester: requester.to_string(),
             user_id: user.to_string(),
+            cipher_suite,
         });
         let response = self
             .observe(

@@ -9,8 +9,10 @@
 
 use crate::config_messages;
 pub use crate::config_messages::NON_CONFIGURATION_VARIABLES;
+use crate::rules::cipher_suites::SuitePolicy;
 use crate::rules::limits::{MAX_DELIVERED_EVENTS, MAX_MEMBERSHIP_CHANGES};
 use conclave_core::ids::Domain;
+use conclave_core::mls::{ALL_CIPHER_SUITES, CipherSuite};
 use conclave_federation::peers::{PeerRegistry, PeerSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -152,6 +154,37 @@ pub struct GroupConfig {
     /// Events older than this many days may be pruned even if some device has
     /// not acknowledged them (it then rejoins by external commit).
     pub retention_days: u64,
+    /// The MLS cipher suites this homeserver offers, by short name: `classic`
+    /// (0x0001) and `pq` (0x004F, post-quantum). Its directory takes key packages,
+    /// and its hub new groups, of these suites only; peers learn them from
+    /// GetServerInfo. See docs/cipher-suites.md.
+    pub cipher_suites: Vec<String>,
+    /// Refuse to create new groups in a suite that is not post-quantum (groups
+    /// created before keep their suite). Needs `pq` among `cipher_suites`.
+    pub require_post_quantum: bool,
+}
+
+impl GroupConfig {
+    /// The offered suites, parsed (validation refused unknown names), in the
+    /// order Conclave lists them.
+    pub fn offered_cipher_suites(&self) -> Vec<CipherSuite> {
+        ALL_CIPHER_SUITES
+            .into_iter()
+            .filter(|suite| {
+                self.cipher_suites
+                    .iter()
+                    .any(|name| name == suite.short_name())
+            })
+            .collect()
+    }
+
+    /// The suite settings, as the rules take them.
+    pub(crate) fn suite_policy(&self) -> SuitePolicy {
+        SuitePolicy {
+            offered: self.offered_cipher_suites(),
+            require_post_quantum: self.require_post_quantum,
+        }
+    }
 }
 
 /// Federation with the homeservers of other domains (`conclave.federation.v1`),
@@ -496,6 +529,11 @@ impl Default for GroupConfig {
             past_epoch_window: 5,
             max_members: 10_000,
             retention_days: 30,
+            cipher_suites: ALL_CIPHER_SUITES
+                .iter()
+                .map(|suite| suite.short_name().to_owned())
+                .collect(),
+            require_post_quantum: false,
         }
     }
 }
@@ -800,6 +838,29 @@ impl Config {
             return invalid(
                 "groups.retention_days",
                 "must be between 1 and 3650".to_owned(),
+            );
+        }
+        if groups.cipher_suites.is_empty() {
+            return invalid(
+                "groups.cipher_suites",
+                "must name at least one suite: classic, pq".to_owned(),
+            );
+        }
+        for name in &groups.cipher_suites {
+            if let Err(error) = name.parse::<CipherSuite>() {
+                return invalid("groups.cipher_suites", error.to_string());
+            }
+        }
+        if groups.require_post_quantum
+            && !groups
+                .offered_cipher_suites()
+                .iter()
+                .any(|suite| suite.is_post_quantum())
+        {
+            return invalid(
+                "groups.require_post_quantum",
+                "is true but groups.cipher_suites offers no post-quantum suite: add \"pq\""
+                    .to_owned(),
             );
         }
         Ok(())
@@ -1406,6 +1467,20 @@ mod tests {
             ),
             ("[groups]\nmax_members = 1", Some("max_members")),
             ("[groups]\nretention_days = 0", Some("retention_days")),
+            ("[groups]\ncipher_suites = []", Some("groups.cipher_suites")),
+            (
+                "[groups]\ncipher_suites = ['classic', 'quantum']",
+                Some("unknown cipher suite \"quantum\""),
+            ),
+            ("[groups]\ncipher_suites = ['pq']", None),
+            (
+                "[groups]\ncipher_suites = ['classic']\nrequire_post_quantum = true",
+                Some("groups.require_post_quantum"),
+            ),
+            (
+                "[groups]\ncipher_suites = ['classic', 'pq']\nrequire_post_quantum = true",
+                None,
+            ),
             ("[leases]\nttl_ms = 3000\nrenew_interval_ms = 1000", None),
             (
                 "[leases]\nttl_ms = 2999\nrenew_interval_ms = 1000",

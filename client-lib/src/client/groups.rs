@@ -1,6 +1,7 @@
 //! Groups: create one, invite, remove, leave, rotate keys; and what this device
 //! knows of its groups and their members (from its own MLS state, no network).
 
+use conclave_core::mls::CipherSuite;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -70,6 +71,8 @@ pub struct GroupSummary {
     pub leaving: bool,
     /// Messages and membership changes no listener has shown yet.
     pub unread: u64,
+    /// The group's cipher suite, if this device holds the group's state.
+    pub cipher_suite: Option<CipherSuite>,
 }
 
 /// A member device of a group.
@@ -115,20 +118,33 @@ pub struct CommitOutcome {
 }
 
 impl Client {
-    /// Creates a group whose only member is this device and registers it at the
-    /// homeserver (its hub). `name` (1 to 64 characters) travels in the group's
-    /// context, so every member sees it.
+    /// Creates a group of the classic cipher suite; see
+    /// [`Client::create_group_in`].
+    pub async fn create_group(&self, name: &str) -> Result<GroupSummary, ClientError> {
+        self.create_group_in(name, CipherSuite::Classic).await
+    }
+
+    /// Creates a group of `suite` whose only member is this device and
+    /// registers it at the homeserver (its hub). `name` (1 to 64 characters)
+    /// travels in the group's context, so every member sees it. Only devices
+    /// with a key package of `suite` can be invited; a homeserver that does not
+    /// offer the suite, or requires post-quantum groups, refuses the group with
+    /// FAILED_PRECONDITION.
     ///
     /// If the homeserver cannot be reached, the group stays "creating" and its
     /// registration is retried by the next operation or [`Client::receive`].
-    pub async fn create_group(&self, name: &str) -> Result<GroupSummary, ClientError> {
+    pub async fn create_group_in(
+        &self,
+        name: &str,
+        suite: CipherSuite,
+    ) -> Result<GroupSummary, ClientError> {
         mls::check_group_name(name).map_err(ClientError::InvalidGroupName)?;
         let _operations = self.group_operations.lock().await;
         let session = self.require_session()?;
         let signer = self.state().signer(&session)?;
         let submission = self.state().transaction(|provider, connection| {
             let new_group =
-                mls::create_group(provider, &signer, &session.credential_identity, name)?;
+                mls::create_group(provider, &signer, &session.credential_identity, name, suite)?;
             let group_id = new_group.group.group_id().to_vec();
             stored::put_group(
                 connection,
@@ -396,6 +412,7 @@ impl Client {
             unread: self
                 .state()
                 .read(|_, connection| stored::unread_count(connection, &row.group_id))?,
+            cipher_suite: None,
         };
         if let Some(group) = group
             && row.status != GroupStatus::Removed
@@ -411,6 +428,7 @@ impl Client {
             summary.epoch_authenticator = Some(group.epoch_authenticator().as_slice().to_vec());
             summary.tree_hash = Some(group.public_group().group_context().tree_hash().to_vec());
             summary.leaving = row.leaving_epoch.is_some() || mls::is_leaving(&group);
+            summary.cipher_suite = mls::group_cipher_suite(&group);
         }
         Ok(summary)
     }

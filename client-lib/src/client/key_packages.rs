@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use conclave_core::ids::{CredentialIdentity, DeviceId, UserId};
+use conclave_core::mls::CipherSuite;
 use conclave_proto::client::v1 as proto;
 use openmls::prelude::KeyPackage;
 
@@ -49,10 +50,22 @@ pub struct ClaimedKeyPackage {
 }
 
 impl Client {
-    /// Builds and uploads `count` ordinary key packages and a new last-resort one
-    /// (which replaces the previous on the server). Their private keys stay in
-    /// the local state; those of a batch the server refused are deleted again.
+    /// Builds and uploads `count` ordinary key packages of the classic suite and
+    /// a new last-resort one (which replaces the previous on the server). Their
+    /// private keys stay in the local state; those of a batch the server refused
+    /// are deleted again.
     pub async fn publish_key_packages(&self, count: usize) -> Result<PublishOutcome, ClientError> {
+        self.publish_key_packages_in(CipherSuite::Classic, count)
+            .await
+    }
+
+    /// [`Client::publish_key_packages`] in `suite`; the outcome's stock is that
+    /// suite's.
+    pub async fn publish_key_packages_in(
+        &self,
+        suite: CipherSuite,
+        count: usize,
+    ) -> Result<PublishOutcome, ClientError> {
         let (session, channel, auth) = self.authenticated().await?;
         let signer = self.state().signer(&session)?;
         let mut client = key_package_client(channel, auth);
@@ -66,6 +79,7 @@ impl Client {
                     provider,
                     &signer,
                     &session.credential_identity,
+                    suite,
                     chunk,
                     with_last_resort,
                     mls::KEY_PACKAGE_LIFETIME_SECONDS,
@@ -94,9 +108,14 @@ impl Client {
                     return Err(error);
                 }
             };
-            tracing::debug!(chunk, with_last_resort, "uploaded key packages");
+            tracing::debug!(
+                chunk,
+                with_last_resort,
+                suite = suite.short_name(),
+                "uploaded key packages"
+            );
             if with_last_resort {
-                let stock = to_stock("publish key packages", reply.stock)?;
+                let stock = suite_stock("publish key packages", reply.stock, suite)?;
                 return Ok(PublishOutcome {
                     published: count,
                     published_last_resort: true,
@@ -106,42 +125,82 @@ impl Client {
         }
     }
 
-    /// The server's stock of this device's unclaimed key packages.
+    /// The server's stock of this device's unclaimed key packages of the
+    /// classic suite.
     pub async fn key_package_status(&self) -> Result<KeyPackageStock, ClientError> {
+        let reply = self.stock_reply().await?;
+        to_stock("get key package stock", Some(reply))
+    }
+
+    /// The server's stock of this device's unclaimed key packages in each
+    /// cipher suite the server offers (a server that predates suites offers the
+    /// classic one only).
+    pub async fn key_package_stocks(
+        &self,
+    ) -> Result<Vec<(CipherSuite, KeyPackageStock)>, ClientError> {
+        let reply = self.stock_reply().await?;
+        suite_stocks("get key package stock", &reply)
+    }
+
+    async fn stock_reply(&self) -> Result<proto::KeyPackageStock, ClientError> {
         let (_, channel, auth) = self.authenticated().await?;
-        let reply = call(
+        call(
             "get key package stock",
             key_package_client(channel, auth)
                 .get_key_package_stock(proto::GetKeyPackageStockRequest {}),
         )
-        .await?;
-        to_stock("get key package stock", Some(reply))
+        .await
     }
 
-    /// Publishes key packages if the server's stock is low, following the
+    /// Publishes key packages where the server's stock is low, following the
     /// client's [`ReplenishPolicy`](crate::ReplenishPolicy) (by default: below 10
-    /// left, fill up to 50). Runs after every register and login; call it again
-    /// whenever convenient, it costs one request when nothing is needed.
+    /// left, fill up to 50), in every cipher suite the server offers (this
+    /// library supports both of Conclave's). Runs after every register and
+    /// login; call it again whenever convenient, it costs one request when
+    /// nothing is needed. The outcome is the classic suite's (the first
+    /// offered one's on a server without it).
     pub async fn replenish_key_packages(&self) -> Result<PublishOutcome, ClientError> {
-        let stock = self.key_package_status().await?;
-        match self.replenish_policy.packages_to_publish(&stock) {
-            Some(count) => self.publish_key_packages(count).await,
-            None => Ok(PublishOutcome {
-                published: 0,
-                published_last_resort: false,
-                stock,
-            }),
+        let stocks = self.key_package_stocks().await?;
+        let mut first = None;
+        for (suite, stock) in stocks {
+            let outcome = match self.replenish_policy.packages_to_publish(&stock) {
+                Some(count) => self.publish_key_packages_in(suite, count).await?,
+                None => PublishOutcome {
+                    published: 0,
+                    published_last_resort: false,
+                    stock,
+                },
+            };
+            first.get_or_insert(outcome);
         }
+        first.ok_or_else(|| {
+            invalid_response(
+                "get key package stock",
+                "it offers no cipher suite this client supports",
+            )
+        })
     }
 
-    /// Claims one key package for every device of `user_id` (each ordinary package
-    /// is handed out once; a device with none left yields its last-resort one),
-    /// and verifies every package: it must be valid, in Conclave's cipher suite,
-    /// and carry the credential of the device it was claimed for. One bad package
-    /// fails the whole claim.
+    /// Claims one key package of the classic suite for every device of
+    /// `user_id`; see [`Client::claim_key_packages_in`].
     pub async fn claim_key_packages(
         &self,
         user_id: &UserId,
+    ) -> Result<Vec<ClaimedKeyPackage>, ClientError> {
+        self.claim_key_packages_in(user_id, CipherSuite::Classic)
+            .await
+    }
+
+    /// Claims one key package of `suite` for every device of `user_id` (each
+    /// ordinary package is handed out once; a device with none left yields its
+    /// last-resort one), and verifies every package: it must be valid, in
+    /// `suite`, and carry the credential of the device it was claimed for. One
+    /// bad package fails the whole claim. A device of the user with packages,
+    /// but none in `suite`, fails it too (FAILED_PRECONDITION, from the server).
+    pub async fn claim_key_packages_in(
+        &self,
+        user_id: &UserId,
+        suite: CipherSuite,
     ) -> Result<Vec<ClaimedKeyPackage>, ClientError> {
         const OPERATION: &str = "claim key packages";
         let (_, channel, auth) = self.authenticated().await?;
@@ -149,6 +208,7 @@ impl Client {
             OPERATION,
             key_package_client(channel, auth).claim_key_packages(proto::ClaimKeyPackagesRequest {
                 user_id: user_id.to_string(),
+                cipher_suite: suite.to_wire(),
             }),
         )
         .await?;
@@ -186,6 +246,15 @@ impl Client {
                         device_id: device_id.to_string(),
                         source,
                     })?;
+            if verified.cipher_suite != suite {
+                return Err(invalid_response(
+                    OPERATION,
+                    format!(
+                        "the package of device {device_id} is of cipher suite {} but {suite} was claimed",
+                        verified.cipher_suite
+                    ),
+                ));
+            }
             if entry.last_resort && !verified.last_resort {
                 return Err(invalid_response(
                     OPERATION,
@@ -223,6 +292,50 @@ fn upload_surely_refused(code: tonic::Code) -> bool {
             | Code::OutOfRange
             | Code::Unimplemented
     )
+}
+
+/// The stock of each suite the server lists and this library supports; the
+/// classic one alone from a server that lists none (it predates suites).
+fn suite_stocks(
+    operation: &'static str,
+    stock: &proto::KeyPackageStock,
+) -> Result<Vec<(CipherSuite, KeyPackageStock)>, ClientError> {
+    if stock.suites.is_empty() {
+        return Ok(vec![(
+            CipherSuite::Classic,
+            to_stock(operation, Some(stock.clone()))?,
+        )]);
+    }
+    Ok(stock
+        .suites
+        .iter()
+        .filter_map(|entry| {
+            // A suite this library does not know is one it cannot publish for.
+            let suite = CipherSuite::from_wire(entry.cipher_suite).ok()?;
+            Some((
+                suite,
+                KeyPackageStock {
+                    available: entry.available,
+                    has_last_resort: entry.has_last_resort,
+                    earliest_expiry: to_datetime(entry.earliest_expiry),
+                },
+            ))
+        })
+        .collect())
+}
+
+/// The stock of `suite` in an upload's answer.
+fn suite_stock(
+    operation: &'static str,
+    stock: Option<proto::KeyPackageStock>,
+    suite: CipherSuite,
+) -> Result<KeyPackageStock, ClientError> {
+    let stock = stock.ok_or_else(|| invalid_response(operation, "it has no stock"))?;
+    suite_stocks(operation, &stock)?
+        .into_iter()
+        .find(|(listed, _)| *listed == suite)
+        .map(|(_, stock)| stock)
+        .ok_or_else(|| invalid_response(operation, format!("its stock lacks cipher suite {suite}")))
 }
 
 fn to_stock(

@@ -9,6 +9,7 @@
 //! the winner fetched and merged, and the intent applied again to the new epoch.
 
 use conclave_core::ids::{CredentialIdentity, UserId};
+use conclave_core::mls::CipherSuite;
 use conclave_proto::client::v1 as proto;
 use openmls::prelude::OpenMlsRand as _;
 use openmls_traits::OpenMlsProvider as _;
@@ -308,10 +309,14 @@ impl Client {
     ) -> Result<Prepared, ClientError> {
         let session = self.require_session()?;
         let signer = self.state().signer(&session)?;
+        // Claimed in the group's suite; a group this device cannot load claims
+        // nothing yet: the transaction below has it rejoin first, and the next
+        // round claims.
         if let Intent::Invite { users } = intent
             && claimed.is_none()
+            && let Some(suite) = self.stored_group_suite(group_id)?
         {
-            *claimed = Some(self.claim_for_invitation(users).await?);
+            *claimed = Some(self.claim_for_invitation(users, suite).await?);
         }
         let claimed = claimed.as_deref().unwrap_or_default();
         let me = &session.credential_identity;
@@ -495,18 +500,27 @@ impl Client {
         })
     }
 
-    /// One key package per device of each user, verified. A user with none is
-    /// an error, unless it is this device's own user (whose other devices are
-    /// optional).
+    /// The cipher suite of the group as this device holds it, if it does.
+    fn stored_group_suite(&self, group_id: &[u8]) -> Result<Option<CipherSuite>, ClientError> {
+        let group = self
+            .state()
+            .read(|provider, _| mls::load_group(provider, group_id))?;
+        Ok(group.as_ref().and_then(mls::group_cipher_suite))
+    }
+
+    /// One key package of `suite` per device of each user, verified. A user
+    /// with none is an error, unless it is this device's own user (whose other
+    /// devices are optional).
     async fn claim_for_invitation(
         &self,
         users: &[String],
+        suite: CipherSuite,
     ) -> Result<Vec<ClaimedKeyPackage>, ClientError> {
         let session = self.require_session()?;
         let mut claimed = Vec::new();
         for user in users {
             let user: UserId = user.parse()?;
-            let packages = self.claim_key_packages(&user).await?;
+            let packages = self.claim_key_packages_in(&user, suite).await?;
             let others = packages
                 .iter()
                 .filter(|package| package.credential_identity != session.credential_identity)

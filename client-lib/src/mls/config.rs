@@ -1,7 +1,7 @@
 //! The MLS parameters of this device's groups: the capabilities every leaf it makes
 //! advertises, and how groups are created and joined.
 
-use conclave_core::mls::CIPHERSUITE;
+use conclave_core::mls::CipherSuite;
 use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, LeafNodeParameters,
     MlsGroupCreateConfig, MlsGroupJoinConfig, PURE_PLAINTEXT_WIRE_FORMAT_POLICY,
@@ -40,18 +40,21 @@ pub(crate) fn leaf_node_parameters() -> LeafNodeParameters {
         .build()
 }
 
-/// How this device creates a group. Handshakes go out as PublicMessages, which the
+/// How this device creates a group of `suite`. Handshakes go out as PublicMessages, which the
 /// hub requires so that it can validate them (application messages are always
 /// PrivateMessages); the ratchet tree is not put into GroupInfos and Welcomes,
 /// because the hub ships it separately.
-pub(crate) fn create_config(metadata: &GroupMetadata) -> Result<MlsGroupCreateConfig, MlsError> {
+pub(crate) fn create_config(
+    metadata: &GroupMetadata,
+    suite: CipherSuite,
+) -> Result<MlsGroupCreateConfig, MlsError> {
     let extensions = Extensions::<GroupContext>::single(Extension::Unknown(
         GROUP_METADATA_EXTENSION_TYPE,
         metadata.to_extension(),
     ))
     .map_err(|error| MlsError::group("create the group", error))?;
     Ok(MlsGroupCreateConfig::builder()
-        .ciphersuite(CIPHERSUITE)
+        .ciphersuite(suite.ciphersuite())
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .use_ratchet_tree_extension(false)

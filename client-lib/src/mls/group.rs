@@ -6,6 +6,7 @@
 //! fails, so a failed operation leaves nothing half written.
 
 use conclave_core::ids::CredentialIdentity;
+use conclave_core::mls::CipherSuite;
 use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::{
     GroupId, KeyPackage, LeafNodeIndex, MlsGroup, MlsMessageOut, Proposal, Sender,
@@ -61,15 +62,16 @@ pub(crate) struct MemberLeaf {
     pub(crate) identity: CredentialIdentity,
 }
 
-/// Creates a group whose only member is this device, named `name` in its
-/// metadata, and stages nothing: a new group needs no commit.
+/// Creates a group of `suite` whose only member is this device, named `name`
+/// in its metadata, and stages nothing: a new group needs no commit.
 pub(crate) fn create_group(
     provider: &MlsProvider<'_>,
     signer: &SignatureKeyPair,
     identity: &CredentialIdentity,
     name: &str,
+    suite: CipherSuite,
 ) -> Result<NewGroup, MlsError> {
-    create_group_with_id(provider, signer, identity, name, None)
+    create_group_with_id(provider, signer, identity, name, suite, None)
 }
 
 /// [`create_group`], under a chosen group id (`None`: a random one).
@@ -78,9 +80,10 @@ pub(crate) fn create_group_with_id(
     signer: &SignatureKeyPair,
     identity: &CredentialIdentity,
     name: &str,
+    suite: CipherSuite,
     group_id: Option<&[u8]>,
 ) -> Result<NewGroup, MlsError> {
-    let config = create_config(&GroupMetadata::new(name))?;
+    let config = create_config(&GroupMetadata::new(name), suite)?;
     let credential_with_key = credential_with_key(identity, signer);
     let group = match group_id {
         Some(group_id) => MlsGroup::new_with_group_id(
@@ -103,6 +106,12 @@ pub(crate) fn create_group_with_id(
         group_info,
         ratchet_tree,
     })
+}
+
+/// The cipher suite of a group this device holds (one of Conclave's: the hub
+/// registers no other).
+pub(crate) fn group_cipher_suite(group: &MlsGroup) -> Option<CipherSuite> {
+    CipherSuite::from_ciphersuite(group.ciphersuite()).ok()
 }
 
 /// The group stored under `group_id`, if this device has it.

@@ -4,7 +4,7 @@ use conclave_core::ids::CredentialIdentity;
 use conclave_core::key_package::{
     ExpectedOwner, KeyPackageError, KeyPackagePolicy, VerifiedKeyPackage, verify_key_package,
 };
-use conclave_core::mls::CIPHERSUITE;
+use conclave_core::mls::CipherSuite;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{KeyPackage, KeyPackageIn, KeyPackageRef, Lifetime};
 use openmls_basic_credential::SignatureKeyPair;
@@ -40,8 +40,8 @@ pub(crate) struct KeyPackageBatch {
     pub(crate) hash_refs: Vec<KeyPackageRef>,
 }
 
-/// Builds `count` ordinary packages for this device, and a last-resort package
-/// if `with_last_resort`.
+/// Builds `count` ordinary packages of `suite` for this device, and a
+/// last-resort package if `with_last_resort`.
 /// openmls writes each package's private keys into the provider's storage as it
 /// builds it, which is what lets this device open a Welcome for it later; run this
 /// inside a state transaction so the keys are stored in one commit.
@@ -49,6 +49,7 @@ pub(crate) fn build_key_packages(
     provider: &MlsProvider<'_>,
     signer: &SignatureKeyPair,
     identity: &CredentialIdentity,
+    suite: CipherSuite,
     count: usize,
     with_last_resort: bool,
     lifetime_seconds: u64,
@@ -61,7 +62,7 @@ pub(crate) fn build_key_packages(
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
-        let bundle = builder.build(CIPHERSUITE, provider, signer, credential.clone())?;
+        let bundle = builder.build(suite.ciphersuite(), provider, signer, credential.clone())?;
         let key_package = bundle.key_package();
         let hash_ref = key_package
             .hash_ref(provider.crypto())
@@ -102,7 +103,8 @@ pub(crate) fn forget_key_packages(
 }
 
 /// Checks a package claimed for the device named `identity`: it must decode, be
-/// signed by its own leaf key, be in Conclave's cipher suite, be currently valid,
+/// signed by its own leaf key, be in a cipher suite Conclave speaks (the caller
+/// checks it is the one claimed), be currently valid,
 /// and carry a BasicCredential naming exactly that device.
 ///
 /// The claim response does not carry the device's registered signature key, so
@@ -168,6 +170,7 @@ mod tests {
                     provider,
                     &signer,
                     &alice(),
+                    CipherSuite::Classic,
                     3,
                     true,
                     KEY_PACKAGE_LIFETIME_SECONDS,
@@ -218,6 +221,7 @@ mod tests {
                     provider,
                     &signer,
                     &alice(),
+                    CipherSuite::Classic,
                     0,
                     true,
                     KEY_PACKAGE_LIFETIME_SECONDS,

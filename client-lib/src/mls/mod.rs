@@ -30,8 +30,8 @@ pub use membership::MembershipKind;
 pub(crate) use envelope::{decode as decode_envelope, encode_text, from_stored, to_stored};
 pub(crate) use group::{
     CommitKind, build_commit, create_group, create_group_with_id, delete_group, discard_own_commit,
-    discard_own_leave, encrypt, has_proposals_to_commit, is_leaving, leave_proposal,
-    leaves_proposed_for_removal, load_group, members, merge_own_commit, metadata,
+    discard_own_leave, encrypt, group_cipher_suite, has_proposals_to_commit, is_leaving,
+    leave_proposal, leaves_proposed_for_removal, load_group, members, merge_own_commit, metadata,
 };
 pub(crate) use identity::{credential_with_key, generate_signer, sign_enrolment};
 pub(crate) use incoming::{

@@ -420,6 +420,7 @@ mod tests {
                     provider,
                     signer,
                     &session.credential_identity,
+                    conclave_core::mls::CipherSuite::Classic,
                     2,
                     true,
                     mls::KEY_PACKAGE_LIFETIME_SECONDS,

@@ -834,3 +834,55 @@ async fn membership_changes_history_and_leaving() {
     assert_eq!(page.len(), 1);
     assert!(page[0]["seq"].as_u64().unwrap() < seq);
 }
+
+/// A post-quantum group from the command line: `--help` names the suites,
+/// `--cipher-suite pq` makes one, an invitee joins it in that suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_quantum_group() {
+    let help = succeed(&["group", "create", "--help"], &[]).await;
+    assert!(help.contains("classic") && help.contains("pq"), "{help}");
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [alice, bob] = [0, 1].map(|index| path(dirs[index].path()));
+    for (state, name) in [(alice, "alice"), (bob, "bob")] {
+        succeed(
+            &["--server", &url, "--state", state, "register", name],
+            &password,
+        )
+        .await;
+    }
+    let created = succeed_json(
+        &[
+            "--state",
+            alice,
+            "group",
+            "create",
+            "quantum",
+            "--cipher-suite",
+            "pq",
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(created["cipher_suite"], "pq", "{created}");
+    succeed(
+        &[
+            "--state",
+            alice,
+            "group",
+            "invite",
+            "quantum",
+            "bob@localhost",
+        ],
+        &[],
+    )
+    .await;
+    let groups = succeed_json(&["--state", bob, "groups", "--json"], &[]).await;
+    let listed = groups["groups"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{groups}");
+    assert_eq!(listed[0]["cipher_suite"], "pq", "{groups}");
+    assert_eq!(listed[0]["member_devices"], 2, "{groups}");
+}

@@ -197,6 +197,7 @@ fn claim(fixture: &Fixture, request: proto::ClaimKeyPackagesRequest) -> Judged {
     }
     let checks = || -> Result<(), ClaimError> {
         let user_id: UserId = request.user_id.parse()?;
+        conclave_core::mls::CipherSuite::from_wire(request.cipher_suite)?;
         route_device_claim::<()>(&user_id, &fixture.own_domain, Reach::FederationOff)?;
         Ok(())
     };

@@ -86,6 +86,7 @@ fn claim_key_packages(fixture: &Fixture, request: proto::ClaimKeyPackagesRequest
     }
     let checks = || -> Result<(), ClaimError> {
         let user_id: UserId = request.user_id.parse()?;
+        conclave_core::mls::CipherSuite::from_wire(request.cipher_suite)?;
         check_peer_claim(&user_id, &fixture.own_domain)?;
         Ok(())
     };

@@ -344,6 +344,7 @@ fn make_seeds() -> Seeds {
                 client_selector(3, 0),
                 &client::ClaimKeyPackagesRequest {
                     user_id: "bob@localhost".to_owned(),
+                    cipher_suite: 0,
                 },
             ),
             true,
@@ -417,6 +418,7 @@ fn make_seeds() -> Seeds {
                 &federation::ClaimKeyPackagesRequest {
                     requester: "dave@b.example/00000000000000d1".to_owned(),
                     user_id: "bob@localhost".to_owned(),
+                    cipher_suite: 0x004f,
                 },
             ),
             true,

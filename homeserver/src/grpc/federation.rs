@@ -228,8 +228,13 @@ impl FederationApi {
         if message.user_id.is_empty() {
             return Err(missing_field("user_id"));
         }
-        let claimed =
-            key_packages::claim_for_peer(&self.context, &requester, &message.user_id).await?;
+        let claimed = key_packages::claim_for_peer(
+            &self.context,
+            &requester,
+            &message.user_id,
+            message.cipher_suite,
+        )
+        .await?;
         let key_packages = claimed
             .into_iter()
             .map(|claimed| proto::ClaimedKeyPackage {
@@ -435,6 +440,14 @@ impl FederationApi {
             protocol_version: conclave_federation::diagnosis::PROTOCOL_VERSION.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             server_time_unix_ms: self.context.now_ms(),
+            cipher_suites: self
+                .context
+                .config
+                .groups
+                .offered_cipher_suites()
+                .into_iter()
+                .map(|suite| suite.to_wire())
+                .collect(),
         }))
     }
 

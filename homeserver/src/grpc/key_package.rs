@@ -5,6 +5,7 @@ use super::status::missing_field;
 use super::timestamp;
 use crate::service::Context;
 use crate::service::key_packages::{self, KeyPackageStock};
+use conclave_core::mls::CipherSuite;
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::key_package_service_server::KeyPackageService;
 use std::sync::Arc;
@@ -14,11 +15,26 @@ pub(crate) struct KeyPackageApi {
     pub(crate) context: Arc<Context>,
 }
 
-fn stock_to_proto(stock: KeyPackageStock) -> proto::KeyPackageStock {
+/// The classic suite's stock in the fields that predate suites, and each
+/// offered suite's in `suites`.
+fn stock_to_proto(
+    classic: KeyPackageStock,
+    suites: Vec<(CipherSuite, KeyPackageStock)>,
+) -> proto::KeyPackageStock {
+    let count = |stock: &KeyPackageStock| u32::try_from(stock.available).unwrap_or(u32::MAX);
     proto::KeyPackageStock {
-        available: u32::try_from(stock.available).unwrap_or(u32::MAX),
-        has_last_resort: stock.has_last_resort,
-        earliest_expiry: stock.earliest_expiry_ms.map(timestamp),
+        available: count(&classic),
+        has_last_resort: classic.has_last_resort,
+        earliest_expiry: classic.earliest_expiry_ms.map(timestamp),
+        suites: suites
+            .into_iter()
+            .map(|(suite, stock)| proto::CipherSuiteStock {
+                cipher_suite: suite.to_wire(),
+                available: count(&stock),
+                has_last_resort: stock.has_last_resort,
+                earliest_expiry: stock.earliest_expiry_ms.map(timestamp),
+            })
+            .collect(),
     }
 }
 
@@ -30,7 +46,7 @@ impl KeyPackageService for KeyPackageApi {
     ) -> Result<Response<proto::UploadKeyPackagesResponse>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
         let request = request.into_inner();
-        let stock = key_packages::upload(
+        let (classic, suites) = key_packages::upload(
             &self.context,
             &device,
             request.key_packages,
@@ -38,7 +54,7 @@ impl KeyPackageService for KeyPackageApi {
         )
         .await?;
         Ok(Response::new(proto::UploadKeyPackagesResponse {
-            stock: Some(stock_to_proto(stock)),
+            stock: Some(stock_to_proto(classic, suites)),
         }))
     }
 
@@ -47,8 +63,8 @@ impl KeyPackageService for KeyPackageApi {
         request: Request<proto::GetKeyPackageStockRequest>,
     ) -> Result<Response<proto::KeyPackageStock>, Status> {
         let device = authenticate(&self.context, request.metadata()).await?;
-        let stock = key_packages::stock(&self.context, &device).await?;
-        Ok(Response::new(stock_to_proto(stock)))
+        let (classic, suites) = key_packages::stock(&self.context, &device).await?;
+        Ok(Response::new(stock_to_proto(classic, suites)))
     }
 
     async fn claim_key_packages(
@@ -56,11 +72,17 @@ impl KeyPackageService for KeyPackageApi {
         request: Request<proto::ClaimKeyPackagesRequest>,
     ) -> Result<Response<proto::ClaimKeyPackagesResponse>, Status> {
         let claimer = authenticate(&self.context, request.metadata()).await?;
-        let user_id = request.into_inner().user_id;
-        if user_id.is_empty() {
+        let request = request.into_inner();
+        if request.user_id.is_empty() {
             return Err(missing_field("user_id"));
         }
-        let claimed = key_packages::claim(&self.context, &claimer, &user_id).await?;
+        let claimed = key_packages::claim(
+            &self.context,
+            &claimer,
+            &request.user_id,
+            request.cipher_suite,
+        )
+        .await?;
         let key_packages = claimed
             .into_iter()
             .map(|claimed| proto::ClaimedKeyPackage {

@@ -87,9 +87,12 @@ impl From<UploadError> for Status {
 impl From<ClaimError> for Status {
     fn from(error: ClaimError) -> Status {
         let code = match &error {
-            ClaimError::InvalidUserId(_) => Code::InvalidArgument,
+            ClaimError::InvalidUserId(_) | ClaimError::UnknownSuite(_) => Code::InvalidArgument,
             ClaimError::UnknownUser(_) => Code::NotFound,
-            ClaimError::Refused(_) => Code::FailedPrecondition,
+            ClaimError::Refused(_)
+            | ClaimError::SuiteRefused(_)
+            | ClaimError::NoPackageInSuite { .. }
+            | ClaimError::PeerSuiteMismatch { .. } => Code::FailedPrecondition,
             ClaimError::RateLimited { .. } => Code::ResourceExhausted,
             ClaimError::Remote(remote) => return remote_status(remote),
             ClaimError::Store(store) => return store_status(store),
@@ -353,9 +356,9 @@ impl From<GroupError> for Status {
             GroupError::UnregisteredDevice { .. } | GroupError::UnclaimedKeyPackage { .. } => {
                 Code::FailedPrecondition
             }
-            GroupError::ForeignDevice { .. } | GroupError::HubNotAPeer { .. } => {
-                Code::FailedPrecondition
-            }
+            GroupError::ForeignDevice { .. }
+            | GroupError::HubNotAPeer { .. }
+            | GroupError::SuiteRefused(_) => Code::FailedPrecondition,
             GroupError::HubRateLimited { .. } => Code::ResourceExhausted,
             GroupError::RemoteCheckFailed { .. }
             | GroupError::HubUnavailable { .. }

@@ -180,9 +180,10 @@ pub(crate) fn check_batch(
                 .map_err(|reason| InvalidBatch(format!("event {seq}: message: {reason}")))?;
         let mut recipients = Vec::new();
         if let Some((welcome, ratchet_tree)) = &welcome {
-            recipients = welcome_recipients(welcome)
+            let suite;
+            (suite, recipients) = welcome_recipients(welcome)
                 .map_err(|reason| InvalidBatch(format!("event {seq}: welcome: {reason}")))?;
-            check_ratchet_tree(ratchet_tree, group_id.as_bytes())
+            check_ratchet_tree(ratchet_tree, group_id.as_bytes(), suite)
                 .map_err(|reason| InvalidBatch(format!("event {seq}: ratchet_tree: {reason}")))?;
         }
         // A device joins by a Welcome, or by an external commit of its own (which

@@ -12,7 +12,7 @@
 //! context, the confirmation tag, anything encrypted) stays with the members, as
 //! at the hub. A FederatedEvent carries no GroupInfo, so there is none to verify.
 
-use conclave_core::mls::{CIPHERSUITE, verification_crypto};
+use conclave_core::mls::{CipherSuite, verification_crypto};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{ContentType, GroupId, MlsMessageBodyIn, RatchetTreeIn, Sender};
 
@@ -106,20 +106,18 @@ pub(crate) fn check_message(
 
 /// Checks a Welcome (an MLSMessage) and returns the KeyPackageRefs of the
 /// packages it is addressed to (RFC 9420 §12.4.3.1, `new_member`).
-pub(crate) fn welcome_recipients(welcome: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn welcome_recipients(welcome: &[u8]) -> Result<(CipherSuite, Vec<Vec<u8>>), String> {
     let message =
         decode_message(welcome).map_err(|reason| format!("it is not an MLSMessage: {reason}"))?;
     let found = wire_format_name(message.wire_format());
     let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
         return Err(format!("the message carries a {found}, not a Welcome"));
     };
-    if welcome.ciphersuite() != CIPHERSUITE {
-        return Err(format!(
-            "it uses cipher suite {:#06x} but conclave uses only {:#06x}",
-            u16::from(welcome.ciphersuite()),
-            u16::from(CIPHERSUITE)
-        ));
-    }
+    // Any suite Conclave speaks: a Welcome for a device here must be addressed
+    // to a package this directory handed out, which it stored only in a suite
+    // it offers.
+    let suite = CipherSuite::from_ciphersuite(welcome.ciphersuite())
+        .map_err(|unknown| format!("it uses {unknown}"))?;
     let recipients: Vec<Vec<u8>> = welcome
         .secrets()
         .iter()
@@ -128,13 +126,17 @@ pub(crate) fn welcome_recipients(welcome: &[u8]) -> Result<Vec<Vec<u8>>, String>
     if recipients.is_empty() {
         return Err("it is addressed to no key package".to_owned());
     }
-    Ok(recipients)
+    Ok((suite, recipients))
 }
 
 /// Checks a TLS-serialised RatchetTree: it decodes, and openmls verifies it for
-/// `group_id` (every leaf's signature, parent hashes, unmerged leaves), as a
-/// device joining with it will.
-pub(crate) fn check_ratchet_tree(ratchet_tree: &[u8], group_id: &[u8]) -> Result<(), String> {
+/// `group_id` in `suite` (every leaf's signature, parent hashes, unmerged
+/// leaves), as a device joining with it will.
+pub(crate) fn check_ratchet_tree(
+    ratchet_tree: &[u8],
+    group_id: &[u8],
+    suite: CipherSuite,
+) -> Result<(), String> {
     // The `io::Read` decoder: the byte-slice one can panic on truncated input.
     let mut rest = ratchet_tree;
     let tree = RatchetTreeIn::tls_deserialize(&mut rest)
@@ -143,7 +145,7 @@ pub(crate) fn check_ratchet_tree(ratchet_tree: &[u8], group_id: &[u8]) -> Result
         return Err(format!("{} unexpected bytes follow it", rest.len()));
     }
     tree.into_verified(
-        CIPHERSUITE,
+        suite.ciphersuite(),
         &verification_crypto(),
         &GroupId::from_slice(group_id),
     )

@@ -5,6 +5,8 @@ use conclave_core::key_package::{
 };
 use std::collections::HashSet;
 
+use crate::rules::cipher_suites::{SuitePolicy, SuiteRefusal};
+
 const SECONDS_PER_DAY: u64 = 24 * 60 * 60;
 
 /// The policy packages are verified against at `now_ms` (milliseconds since the
@@ -76,6 +78,12 @@ pub(crate) enum UploadRejection {
     /// The same package appears twice in the request, or is stored already.
     #[error("{0} was already uploaded")]
     Duplicate(PackagePosition),
+    /// A package is of a cipher suite this homeserver does not offer.
+    #[error("{position} was rejected: {refusal}")]
+    SuiteNotOffered {
+        position: PackagePosition,
+        refusal: SuiteRefusal,
+    },
 }
 
 /// Verifies every package of an upload. `already_stored` tells whether a hash ref
@@ -131,24 +139,28 @@ pub(crate) fn verify_upload(
     })
 }
 
+/// Refuses the upload if any of its packages is of a suite `domain` does not
+/// offer.
+pub(crate) fn check_suites_offered(
+    upload: &VerifiedUpload,
+    policy: &SuitePolicy,
+    domain: &str,
+) -> Result<(), UploadRejection> {
+    for (position, package) in upload.positions() {
+        policy
+            .check_offered(domain, package.cipher_suite)
+            .map_err(|refusal| UploadRejection::SuiteNotOffered { position, refusal })?;
+    }
+    Ok(())
+}
+
 /// Refuses the upload if any of its packages is stored already.
 pub(crate) fn check_not_stored(
     upload: &VerifiedUpload,
     stored_hash_refs: &[Vec<u8>],
 ) -> Result<(), UploadRejection> {
     let stored: HashSet<&[u8]> = stored_hash_refs.iter().map(Vec::as_slice).collect();
-    let positions = upload
-        .ordinary
-        .iter()
-        .enumerate()
-        .map(|(index, package)| (PackagePosition::Ordinary(index), package))
-        .chain(
-            upload
-                .last_resort
-                .iter()
-                .map(|package| (PackagePosition::LastResort, package)),
-        );
-    for (position, package) in positions {
+    for (position, package) in upload.positions() {
         if stored.contains(package.hash_ref.as_slice()) {
             return Err(UploadRejection::Duplicate(position));
         }
@@ -157,6 +169,19 @@ pub(crate) fn check_not_stored(
 }
 
 impl VerifiedUpload {
+    /// Every package with its place in the request.
+    fn positions(&self) -> impl Iterator<Item = (PackagePosition, &VerifiedKeyPackage)> {
+        self.ordinary
+            .iter()
+            .enumerate()
+            .map(|(index, package)| (PackagePosition::Ordinary(index), package))
+            .chain(
+                self.last_resort
+                    .iter()
+                    .map(|package| (PackagePosition::LastResort, package)),
+            )
+    }
+
     /// Hash refs of every package in the upload.
     pub(crate) fn hash_refs(&self) -> Vec<Vec<u8>> {
         self.ordinary

@@ -9,6 +9,8 @@
 //!   which administrator actions apply to it.
 //! - `admin_overview`: the warnings of the admin overview.
 //! - `admin_session`: when an admin session ends, and when a call renews it.
+//! - `cipher_suites`: which MLS cipher suites this homeserver offers, and
+//!   whether new groups must be post-quantum.
 //! - `enrolment`: enrolment challenges and the proof of possession of the key a
 //!   device enrols.
 //! - `registration`: who may register (the policy) and whether a registration
@@ -40,6 +42,7 @@ pub(crate) mod account_state;
 pub(crate) mod admin_overview;
 pub(crate) mod admin_session;
 pub(crate) mod attempt_limits;
+pub(crate) mod cipher_suites;
 pub(crate) mod credential_check;
 pub(crate) mod delivery;
 pub(crate) mod departure;

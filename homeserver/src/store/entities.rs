@@ -119,9 +119,11 @@ pub(crate) mod key_package {
         pub hash_ref: Vec<u8>,
         /// The TLS-serialised KeyPackage exactly as uploaded.
         pub data: Vec<u8>,
-        /// A last-resort package is handed out when the stock is empty and never
-        /// consumed; a device has at most one.
+        /// A last-resort package is handed out when the stock (of its suite) is
+        /// empty and never consumed; a device has at most one per suite.
         pub last_resort: bool,
+        /// The package's MLS cipher suite, its RFC 9420 number (1 or 0x4f).
+        pub cipher_suite: i32,
         pub not_after_ms: i64,
         /// Set when an ordinary package is claimed; it is then never handed out again.
         pub claimed_at_ms: Option<i64>,

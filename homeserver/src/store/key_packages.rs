@@ -14,6 +14,8 @@ use sea_orm::{
 /// A verified KeyPackage ready to be stored.
 pub(crate) struct NewKeyPackage {
     pub(crate) hash_ref: Vec<u8>,
+    /// Its cipher suite's RFC 9420 number.
+    pub(crate) cipher_suite: u16,
     pub(crate) data: Vec<u8>,
     pub(crate) not_after_ms: i64,
 }
@@ -33,8 +35,9 @@ pub(crate) async fn existing_hash_refs(
     Ok(rows)
 }
 
-/// Stores ordinary packages, and replaces the device's last-resort package if one
-/// is given. Run it in the transaction that checked the batch.
+/// Stores ordinary packages, and replaces the device's last-resort package of
+/// the same suite if one is given. Run it in the transaction that checked the
+/// batch.
 pub(crate) async fn insert_key_packages(
     db: &impl Connection,
     device_id: &DeviceId,
@@ -42,9 +45,10 @@ pub(crate) async fn insert_key_packages(
     last_resort: Option<NewKeyPackage>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    if last_resort.is_some() {
+    if let Some(last_resort) = &last_resort {
         key_package::Entity::delete_many()
             .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
+            .filter(key_package::Column::CipherSuite.eq(i32::from(last_resort.cipher_suite)))
             .filter(key_package::Column::LastResort.eq(true))
             .exec(db.database())
             .await?;
@@ -58,6 +62,7 @@ pub(crate) async fn insert_key_packages(
             hash_ref: Set(package.hash_ref),
             data: Set(package.data),
             last_resort: Set(last_resort),
+            cipher_suite: Set(i32::from(package.cipher_suite)),
             not_after_ms: Set(package.not_after_ms),
             claimed_at_ms: Set(None),
             claimed_by: Set(None),
@@ -87,10 +92,12 @@ struct CountRow {
     earliest: Option<i64>,
 }
 
-/// Counts the device's unclaimed, unexpired packages of each kind, in one query.
+/// Counts the device's unclaimed, unexpired packages of `cipher_suite` (its
+/// RFC 9420 number) of each kind, in one query.
 pub(crate) async fn claimable_counts(
     db: &impl Connection,
     device_id: &DeviceId,
+    cipher_suite: u16,
     now_ms: i64,
 ) -> Result<ClaimableCounts, StoreError> {
     let rows = key_package::Entity::find()
@@ -99,6 +106,7 @@ pub(crate) async fn claimable_counts(
         .column_as(Expr::col(key_package::Column::Id).count(), "count")
         .column_as(Expr::col(key_package::Column::NotAfterMs).min(), "earliest")
         .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
+        .filter(key_package::Column::CipherSuite.eq(i32::from(cipher_suite)))
         .filter(key_package::Column::ClaimedAtMs.is_null())
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .group_by(key_package::Column::LastResort)
@@ -268,18 +276,21 @@ impl From<ClaimedRow> for ClaimedKeyPackage {
     }
 }
 
-/// Hands out the device's oldest unclaimed, unexpired ordinary package and marks
-/// it claimed, in one statement, so each package goes to exactly one claimer. On
+/// Hands out the device's oldest unclaimed, unexpired ordinary package of
+/// `cipher_suite` (its RFC 9420 number) and marks it claimed, in one statement, so each package goes to exactly one claimer. On
 /// PostgreSQL `FOR UPDATE SKIP LOCKED` lets concurrent claims take different rows
 /// instead of queueing on the same one and then finding it gone; SQLite runs one
 /// writer at a time, so the plain subquery is already atomic there. When the stock
-/// is empty, the device's last-resort package is returned without being consumed.
+/// is empty, the device's last-resort package of the suite is returned without
+/// being consumed.
 pub(crate) async fn claim_key_package(
     db: &impl Connection,
     device_id: &DeviceId,
     claimed_by: &CredentialIdentity,
+    cipher_suite: u16,
     now_ms: i64,
 ) -> Result<Option<ClaimedKeyPackage>, StoreError> {
+    let suite = i32::from(cipher_suite);
     let device_id = device_id.as_str();
     let claimer_domain = claimed_by.user_id().domain().as_str();
     let claimed_by = claimed_by.to_string();
@@ -289,7 +300,7 @@ pub(crate) async fn claim_key_package(
             sea_orm::DbBackend::Postgres,
             "UPDATE key_packages SET claimed_at_ms = $1, claimed_by = $2 \
              WHERE id = (SELECT id FROM key_packages \
-                         WHERE device_id = $3 AND last_resort = FALSE \
+                         WHERE device_id = $3 AND cipher_suite = $4 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > $1 \
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING data, last_resort, hash_ref, not_after_ms",
@@ -298,13 +309,18 @@ pub(crate) async fn claim_key_package(
             sea_orm::DbBackend::Sqlite,
             "UPDATE key_packages SET claimed_at_ms = ?1, claimed_by = ?2 \
              WHERE id = (SELECT id FROM key_packages \
-                         WHERE device_id = ?3 AND last_resort = FALSE \
+                         WHERE device_id = ?3 AND cipher_suite = ?4 AND last_resort = FALSE \
                            AND claimed_at_ms IS NULL AND not_after_ms > ?1 \
                          ORDER BY id LIMIT 1) \
              RETURNING data, last_resort, hash_ref, not_after_ms",
         ),
     };
-    let values: [Value; 3] = [now_ms.into(), claimed_by.as_str().into(), device_id.into()];
+    let values: [Value; 4] = [
+        now_ms.into(),
+        claimed_by.as_str().into(),
+        device_id.into(),
+        suite.into(),
+    ];
     let statement = Statement::from_sql_and_values(backend, sql, values);
     if let Some(claimed) = ClaimedRow::find_by_statement(statement)
         .one(db.database())
@@ -318,6 +334,7 @@ pub(crate) async fn claim_key_package(
     key_package::Entity::update_many()
         .col_expr(key_package::Column::ClaimedBy, Expr::value(claimed_by))
         .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::CipherSuite.eq(suite))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .exec(db.database())
@@ -329,6 +346,7 @@ pub(crate) async fn claim_key_package(
         .column(key_package::Column::HashRef)
         .column(key_package::Column::NotAfterMs)
         .filter(key_package::Column::DeviceId.eq(device_id))
+        .filter(key_package::Column::CipherSuite.eq(suite))
         .filter(key_package::Column::LastResort.eq(true))
         .filter(key_package::Column::NotAfterMs.gt(now_ms))
         .into_model::<ClaimedRow>()
@@ -338,6 +356,26 @@ pub(crate) async fn claim_key_package(
         record_claim(db, claimed, claimer_domain, device_id).await?;
     }
     Ok(last_resort.map(ClaimedKeyPackage::from))
+}
+
+/// Whether the device has any package a claim could take, in any suite: a
+/// device with none is left out of a claim, one with packages of other suites
+/// only is named in its refusal.
+pub(crate) async fn has_claimable_key_package(
+    db: &impl Connection,
+    device_id: &DeviceId,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let found = key_package::Entity::find()
+        .select_only()
+        .column(key_package::Column::Id)
+        .filter(key_package::Column::DeviceId.eq(device_id.as_str()))
+        .filter(key_package::Column::ClaimedAtMs.is_null())
+        .filter(key_package::Column::NotAfterMs.gt(now_ms))
+        .into_tuple::<i64>()
+        .one(db.database())
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Records that the directory handed a package to a device of
@@ -479,12 +517,107 @@ mod tests {
         assert!(insert_device(store, new_device).await.unwrap());
     }
 
+    const CLASSIC: u16 = 0x0001;
+    const POST_QUANTUM: u16 = 0x004f;
+
     fn package(hash_ref: &[u8], not_after_ms: i64) -> NewKeyPackage {
+        suite_package(hash_ref, not_after_ms, CLASSIC)
+    }
+
+    fn suite_package(hash_ref: &[u8], not_after_ms: i64, cipher_suite: u16) -> NewKeyPackage {
         NewKeyPackage {
             hash_ref: hash_ref.to_vec(),
+            cipher_suite,
             data: hash_ref.to_vec(),
             not_after_ms,
         }
+    }
+
+    #[tokio::test]
+    async fn claims_and_stock_go_by_cipher_suite() {
+        for choice in DatabaseChoice::ALL {
+            check_suites(choice).await;
+        }
+    }
+
+    async fn check_suites(choice: DatabaseChoice) {
+        let (_database, store, user) = store_with_bob(choice).await;
+        let device_id: DeviceId = "00000000000000b1".parse().unwrap();
+        add_device(&store, user, &device_id, b"key").await;
+        insert_key_packages(
+            &store,
+            &device_id,
+            vec![package(b"c1", 10_000)],
+            Some(package(b"c-last", 10_000)),
+            0,
+        )
+        .await
+        .unwrap();
+        insert_key_packages(
+            &store,
+            &device_id,
+            vec![
+                suite_package(b"pq1", 10_000, POST_QUANTUM),
+                suite_package(b"pq2", 10_000, POST_QUANTUM),
+            ],
+            Some(suite_package(b"pq-last", 10_000, POST_QUANTUM)),
+            0,
+        )
+        .await
+        .unwrap();
+        // A new last-resort package replaces only its own suite's.
+        insert_key_packages(
+            &store,
+            &device_id,
+            Vec::new(),
+            Some(suite_package(b"pq-last2", 10_000, POST_QUANTUM)),
+            0,
+        )
+        .await
+        .unwrap();
+        let counts = |suite| {
+            let store = &store;
+            let device_id = &device_id;
+            async move { claimable_counts(store, device_id, suite, 1).await.unwrap() }
+        };
+        assert_eq!(counts(CLASSIC).await.ordinary.count, 1, "{choice:?}");
+        assert_eq!(counts(CLASSIC).await.last_resort.count, 1, "{choice:?}");
+        assert_eq!(counts(POST_QUANTUM).await.ordinary.count, 2, "{choice:?}");
+        assert_eq!(
+            counts(POST_QUANTUM).await.last_resort.count,
+            1,
+            "{choice:?}"
+        );
+
+        let claimer: CredentialIdentity = "alice@a.example/00000000000000a1".parse().unwrap();
+        let claim = |suite| {
+            let store = &store;
+            let device_id = &device_id;
+            let claimer = &claimer;
+            async move {
+                claim_key_package(store, device_id, claimer, suite, 1)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .data
+            }
+        };
+        assert_eq!(claim(POST_QUANTUM).await, b"pq1", "{choice:?}");
+        assert_eq!(claim(POST_QUANTUM).await, b"pq2", "{choice:?}");
+        assert_eq!(claim(POST_QUANTUM).await, b"pq-last2", "{choice:?}");
+        assert_eq!(claim(CLASSIC).await, b"c1", "{choice:?}");
+        assert_eq!(claim(CLASSIC).await, b"c-last", "{choice:?}");
+        assert!(
+            has_claimable_key_package(&store, &device_id, 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !has_claimable_key_package(&store, &device_id, 10_000)
+                .await
+                .unwrap(),
+            "{choice:?}: all expired"
+        );
     }
 
     #[tokio::test]
@@ -540,7 +673,7 @@ mod tests {
         );
         assert_eq!(low(0).await, 0, "{choice:?}");
         let claimer: CredentialIdentity = "alice@a.example/00000000000000a1".parse().unwrap();
-        claim_key_package(&store, &stocked, &claimer, 5)
+        claim_key_package(&store, &stocked, &claimer, CLASSIC, 5)
             .await
             .unwrap()
             .unwrap();
@@ -602,7 +735,7 @@ mod tests {
             (&alice, LAST_RESORT),
             (&carol, LAST_RESORT),
         ] {
-            let claimed = claim_key_package(&store, &device_id, claimed_by, 1)
+            let claimed = claim_key_package(&store, &device_id, claimed_by, CLASSIC, 1)
                 .await
                 .unwrap()
                 .unwrap();

@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(AdminGroupsAddGroupActivity),
             Box::new(AdminGroupsAddTokenRevocation),
             Box::new(HubcommitSharedWelcomes),
+            Box::new(PqKeyPackageSuites),
         ]
     }
 }
@@ -1325,5 +1326,38 @@ impl MigrationTrait for HubcommitSharedWelcomes {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum KeyPackagesSuite {
+    #[sea_orm(iden = "key_packages")]
+    Table,
+    CipherSuite,
+}
+
+/// Key packages of more than one MLS cipher suite: each row records its suite
+/// (its RFC 9420 number; every package stored before is of suite 1), and claims
+/// and stock counts go by it. A device has one last-resort package per suite.
+struct PqKeyPackageSuites;
+
+impl MigrationName for PqKeyPackageSuites {
+    fn name(&self) -> &str {
+        "m0009_pq_key_package_suites"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PqKeyPackageSuites {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(KeyPackagesSuite::Table)
+                    .add_column(integer(KeyPackagesSuite::CipherSuite).default(1))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
     }
 }

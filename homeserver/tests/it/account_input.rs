@@ -310,6 +310,7 @@ async fn call_every_authenticated_rpc(
     };
     let claim = proto::ClaimKeyPackagesRequest {
         user_id: victim.user_id.clone(),
+        cipher_suite: 0,
     };
     let remove = proto::RemoveDeviceRequest {
         device_id: victim.device_id.clone(),

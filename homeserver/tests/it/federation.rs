@@ -289,6 +289,7 @@ fn claim_request(requester: &str) -> proto::ClaimKeyPackagesRequest {
     proto::ClaimKeyPackagesRequest {
         requester: requester.to_owned(),
         user_id: "bob@b.example".to_owned(),
+        cipher_suite: 0,
     }
 }
 
@@ -405,6 +406,7 @@ async fn peers_cannot_act_for_other_domains() {
             .claim_key_packages(proto::ClaimKeyPackagesRequest {
                 requester: "carol@c.example/0000000000000001".to_owned(),
                 user_id: "alice@a.example".to_owned(),
+                cipher_suite: 0,
             })
             .await;
         assert_refused(

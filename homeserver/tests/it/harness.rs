@@ -412,6 +412,7 @@ impl Api {
     ) -> Result<Vec<proto::ClaimedKeyPackage>, Status> {
         let message = proto::ClaimKeyPackagesRequest {
             user_id: user_id.to_owned(),
+            cipher_suite: 0,
         };
         let response = self
             .key_packages

@@ -53,6 +53,7 @@ async fn calls_for_other_domains_are_refused_and_store_nothing(database: Databas
     let claim = proto::ClaimKeyPackagesRequest {
         requester: "carol@c.example/0000000000000001".to_owned(),
         user_id: bob.user_id().to_string(),
+        cipher_suite: 0,
     };
     let claimed = call(&network, "b.example", Some(&c), |mut client| async move {
         client.claim_key_packages(claim).await

@@ -139,6 +139,7 @@ mod membership;
 mod observability;
 mod outages;
 mod outbox_leases;
+mod pq_groups;
 mod rejoin;
 mod rogue_hub;
 mod tls_reload;

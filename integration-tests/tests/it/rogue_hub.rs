@@ -242,6 +242,7 @@ async fn claim_key_package(
     let request = proto::ClaimKeyPackagesRequest {
         requester: requester.to_owned(),
         user_id: "bob@b.example".to_owned(),
+        cipher_suite: 0,
     };
     let claimed = call(
         network,

@@ -183,6 +183,10 @@ pub(crate) enum GroupCommand {
     Create {
         /// The group's name, shown to every member (1 to 64 characters).
         name: String,
+        /// The group's MLS cipher suite, for good: only devices with a key
+        /// package of it can join.
+        #[arg(long, value_enum, default_value_t = SuiteArg::Classic)]
+        cipher_suite: SuiteArg,
     },
     /// Add every device of each user to a group (your own user id adds your
     /// other devices).
@@ -376,6 +380,26 @@ mod tests {
         ] {
             let error = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+}
+
+/// The cipher suites `group create --cipher-suite` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SuiteArg {
+    /// 0x0001, MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 (RFC 9420's
+    /// mandatory suite).
+    Classic,
+    /// 0x004F, MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519: post-quantum
+    /// (hybrid ML-KEM-768 + X25519 key exchange).
+    Pq,
+}
+
+impl From<SuiteArg> for conclave_client::CipherSuite {
+    fn from(suite: SuiteArg) -> Self {
+        match suite {
+            SuiteArg::Classic => conclave_client::CipherSuite::Classic,
+            SuiteArg::Pq => conclave_client::CipherSuite::PostQuantum,
         }
     }
 }

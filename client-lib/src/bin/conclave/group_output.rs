@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 use crate::output::Report;
 
 pub(crate) fn created(group: &GroupSummary) -> Report {
+    let suite = group
+        .cipher_suite
+        .map(|suite| format!(", cipher suite {suite}"))
+        .unwrap_or_default();
     Report {
-        text: format!("created group {} ({})", group.name, group.group_id),
+        text: format!("created group {} ({}{suite})", group.name, group.group_id),
         json: summary_json(group),
     }
 }
@@ -310,5 +314,6 @@ fn summary_json(group: &GroupSummary) -> Value {
         "member_users": group.member_users,
         "leaving": group.leaving,
         "unread": group.unread,
+        "cipher_suite": group.cipher_suite.map(|suite| suite.short_name()),
     })
 }

@@ -18,7 +18,9 @@ use crate::output::Report;
 pub(crate) async fn group(client: &Client, action: GroupCommand) -> anyhow::Result<Report> {
     client.receive().await?;
     Ok(match action {
-        GroupCommand::Create { name } => group_output::created(&client.create_group(&name).await?),
+        GroupCommand::Create { name, cipher_suite } => {
+            group_output::created(&client.create_group_in(&name, cipher_suite.into()).await?)
+        }
         GroupCommand::Invite { group, users } => {
             let group_id = client.find_group(&group)?;
             group_output::invited(&group_id, &client.invite(&group_id, &users).await?)

@@ -1,7 +1,7 @@
 //! A new group at the hub, from its creator's GroupInfo and ratchet tree.
 
 use conclave_core::ids::CredentialIdentity;
-use conclave_core::mls::{CIPHERSUITE, verification_crypto};
+use conclave_core::mls::{CipherSuite, verification_crypto};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{MlsMessageBodyIn, ProposalStore, PublicGroup, RatchetTreeIn};
 
@@ -12,8 +12,8 @@ use super::storage::GroupStorage;
 
 impl HubGroup {
     /// Registers a group from the creator's GroupInfo (an MLSMessage) and
-    /// TLS-serialised ratchet tree. The GroupInfo must be for epoch 0 in Conclave's
-    /// cipher suite, carry the external_pub extension (so devices can rejoin by
+    /// TLS-serialised ratchet tree. The GroupInfo must be for epoch 0 in a cipher
+    /// suite Conclave speaks, carry the external_pub extension (so devices can rejoin by
     /// external commit from the start), and verify against the tree; the tree must
     /// hold exactly one member, the creator's calling device.
     pub(crate) fn create(
@@ -33,14 +33,10 @@ impl HubGroup {
                 "the group info message carries a {found}, not a GroupInfo"
             )));
         };
-        let ciphersuite = verifiable_group_info.ciphersuite();
-        if ciphersuite != CIPHERSUITE {
-            return Err(invalid(format!(
-                "the group uses cipher suite {:#06x} but conclave accepts only {:#06x} ({CIPHERSUITE})",
-                u16::from(ciphersuite),
-                u16::from(CIPHERSUITE)
-            )));
-        }
+        // Whether this homeserver offers the suite is the caller's question
+        // (`rules::cipher_suites`); here only whether Conclave speaks it at all.
+        CipherSuite::from_ciphersuite(verifiable_group_info.ciphersuite())
+            .map_err(|unknown| invalid(format!("the group uses {unknown}")))?;
         let epoch = verifiable_group_info.epoch().as_u64();
         if epoch != 0 {
             return Err(invalid(format!(

@@ -5,9 +5,10 @@ use super::super::accounts::AuthenticatedDevice;
 use super::super::idempotency::{Outcome, Submission};
 use super::super::{Context, InternalError};
 use super::GroupError;
-use crate::rules::hub::HubGroup;
+use crate::rules::hub::{HubGroup, HubRejection};
 use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::store::{self, NewMember};
+use conclave_core::mls::CipherSuite;
 
 pub(crate) struct NewGroup {
     pub(crate) idempotency_key: Vec<u8>,
@@ -31,6 +32,13 @@ pub(crate) async fn create(
         return Ok(created);
     }
     let hub_group = HubGroup::create(&request.group_info, &request.ratchet_tree, &device.identity)?;
+    let suite = CipherSuite::from_id(hub_group.cipher_suite())
+        .map_err(|unknown| HubRejection::InvalidCreation(format!("the group uses {unknown}")))?;
+    context
+        .config
+        .groups
+        .suite_policy()
+        .check_new_group(&context.domain.to_string(), suite)?;
     let group_id = GroupId::new(hub_group.group_id());
     let epoch = Epoch::new(hub_group.epoch());
     let now_ms = context.now_ms();

@@ -36,6 +36,7 @@ pub(crate) use submit_proposal::{NewProposal, submit_proposal};
 
 use super::InternalError;
 use super::idempotency::{IdempotencyError, Outcome};
+use crate::rules::cipher_suites::SuiteRefusal;
 use crate::rules::hub::HubRejection;
 use crate::rules::ids::{Epoch, GroupId, Seq};
 use crate::store::StoreError;
@@ -112,6 +113,10 @@ pub(crate) enum GroupError {
         "the submission was interrupted before its outcome was known; retry with the same idempotency key"
     )]
     SubmissionInterrupted,
+    /// The new group's cipher suite is not offered here, or not post-quantum
+    /// where new groups must be.
+    #[error(transparent)]
+    SuiteRefused(#[from] SuiteRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

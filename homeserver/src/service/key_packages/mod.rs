@@ -27,9 +27,11 @@ pub(crate) use crate::rules::key_package_stock::KeyPackageStock;
 
 use super::Context;
 use crate::metrics::RateLimit;
+use crate::rules::cipher_suites::SuiteRefusal;
 use crate::rules::key_package_claim::ClaimRefusal;
 use crate::store::{ClaimedKeyPackage, StoreError};
 use conclave_core::ids::{CredentialIdentity, IdError, UserId};
+use conclave_core::mls::{CipherSuite, UnknownCipherSuite};
 use conclave_federation::client::CallError;
 
 /// Why a claim of a user's KeyPackages failed.
@@ -47,6 +49,30 @@ pub(crate) enum ClaimError {
     /// The user's homeserver could not be reached, or refused.
     #[error(transparent)]
     Remote(#[from] CallError),
+    /// The claim names a cipher suite number Conclave does not speak.
+    #[error(transparent)]
+    UnknownSuite(#[from] UnknownCipherSuite),
+    /// This homeserver (or, for a forwarded claim, the user's) does not offer
+    /// the suite.
+    #[error(transparent)]
+    SuiteRefused(#[from] SuiteRefusal),
+    /// A device of the user has key packages, but none of the suite (its client
+    /// does not support it): the group cannot add it, so nothing is handed out.
+    #[error("{identity} has no key package for cipher suite {suite}")]
+    NoPackageInSuite {
+        identity: CredentialIdentity,
+        suite: CipherSuite,
+    },
+    /// A peer answered a claim for one suite with packages of another (a peer
+    /// that predates suites ignores the field and hands out classic ones).
+    #[error(
+        "{domain} does not offer cipher suite {suite}: it answered with a key package of {found}"
+    )]
+    PeerSuiteMismatch {
+        domain: String,
+        suite: CipherSuite,
+        found: String,
+    },
     /// The caller claims too often.
     #[error("too many key-package claims: at most {per_minute} per minute; retry later")]
     RateLimited { per_minute: u32 },

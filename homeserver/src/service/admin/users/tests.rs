@@ -63,6 +63,7 @@ async fn add_key_packages(context: &Context, device_id: &str, ordinary: u8) {
     let device_id: DeviceId = device_id.parse().unwrap();
     let package = |tag: u8| NewKeyPackage {
         hash_ref: [device_id.as_str().as_bytes(), &[tag]].concat(),
+        cipher_suite: 1,
         data: vec![tag],
         not_after_ms: context.now_ms() + 86_400_000,
     };
