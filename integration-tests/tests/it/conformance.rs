@@ -506,6 +506,12 @@ async fn a_group_made_by_a_foreign_client_serves_the_client_library(database: Da
     fox.receive().await;
     let received = fox.received.last().expect("alice's message");
     assert_eq!(received.envelope["body"], "hello from the library");
+    // The client library writes the sender's clock (docs/protocol.md, "Application messages").
+    assert!(
+        received.envelope["sent_at_ms"].as_u64().is_some(),
+        "{}",
+        received.envelope
+    );
     let sent = fox
         .send_text(&gid, "hello from elsewhere")
         .await
