@@ -354,6 +354,8 @@ impl ForeignClient {
     pub(crate) async fn claim(&self, user_id: &str) -> Result<Vec<KeyPackage>, Status> {
         let request = self.authorized(proto::ClaimKeyPackagesRequest {
             user_id: user_id.to_owned(),
+            // This client speaks the classic suite, 0x0001 (0 would mean the same).
+            cipher_suite: 1,
         });
         let claimed = self
             .key_packages_api()
