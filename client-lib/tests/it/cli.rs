@@ -613,6 +613,7 @@ fn completions_and_manual_pages_cover_every_subcommand() {
     let binary = Path::new(env!("CARGO_BIN_EXE_conclave"));
     conclave_test_support::command_line::check_completions(binary);
     conclave_test_support::command_line::check_manual(binary, "conclave");
+}
 
 /// Membership changes through the CLI: a third and fourth member join, one
 /// leaves, one is removed, one logs out; the others' `listen --json` shows
