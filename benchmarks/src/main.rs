@@ -172,7 +172,7 @@ fn scaling_settings(quick: bool) -> ScalingSettings {
             probe_commits: 3,
             write_messages: 50,
             fan_out_messages: 3,
-            streams_per_connection: 100,
+            streams_per_connection: 50,
         }
     } else {
         ScalingSettings {
@@ -182,7 +182,7 @@ fn scaling_settings(quick: bool) -> ScalingSettings {
             probe_commits: 5,
             write_messages: 200,
             fan_out_messages: 3,
-            streams_per_connection: 100,
+            streams_per_connection: 50,
         }
     }
 }

@@ -17,10 +17,13 @@ pub(crate) async fn start(database: DatabaseChoice) -> TestHomeserver {
 
 /// The limits every homeserver of the benchmark runs with, raised from the
 /// defaults: building a 10,000-member group claims key packages faster than a
-/// person would, and the default limit is exactly 10,000 members.
+/// person would, the default limit is exactly 10,000 members, and the fan-out
+/// multiplexes 50 Subscribe streams (of different devices) per HTTP/2
+/// connection where a real device opens one or two (default limit 8).
 pub(crate) fn raise_limits(config: &mut Config) {
     config.key_packages.claims_per_minute = 1_000_000;
     config.groups.max_members = 100_000;
+    config.limits.subscribe_streams_per_connection = 50;
 }
 
 /// Stops the server gracefully and drops its database. A server that does not

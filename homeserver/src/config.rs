@@ -1246,7 +1246,8 @@ impl Config {
 
 /// The `CONCLAVE_*` variables that are meant for the homeserver: all but
 /// [`NON_CONFIGURATION_VARIABLES`] (the client's, the tests' and the
-/// scripts'), each of which must name a configuration key.
+/// scripts') and Kubernetes's service links, each of which must name a
+/// configuration key.
 fn configuration_variables(
     variables: impl Iterator<Item = (String, String)>,
 ) -> std::collections::HashMap<String, String> {
@@ -1254,6 +1255,7 @@ fn configuration_variables(
         .filter(|(name, _)| {
             name.starts_with(&format!("{ENV_PREFIX}_"))
                 && !NON_CONFIGURATION_VARIABLES.contains(&name.as_str())
+                && !config_messages::is_kubernetes_service_link(name)
         })
         .collect()
 }

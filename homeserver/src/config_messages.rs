@@ -27,6 +27,34 @@ pub const NON_CONFIGURATION_VARIABLES: &[&str] = &[
     "CONCLAVE_RUST_SYSROOT",
 ];
 
+/// Whether `name` is one of the variables Kubernetes puts into every container
+/// for each Service of its namespace (its "service links"): a Service named
+/// `conclave` or `conclave-...` yields `CONCLAVE_SERVICE_HOST`,
+/// `CONCLAVE_SERVICE_PORT[_NAME]`, `CONCLAVE_PORT` and
+/// `CONCLAVE_PORT_7400_TCP[_PROTO|_PORT|_ADDR]`. They are not meant for the
+/// homeserver, and refusing them would stop a pod that merely shares a
+/// namespace with such a Service (the chart turns service links off, other
+/// manifests may not). No configuration key ends in `PORT` or contains
+/// `SERVICE_HOST` / `SERVICE_PORT`.
+pub(crate) fn is_kubernetes_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT")
+    {
+        return true;
+    }
+    // `..._PORT_<number>_<protocol>` and its `_PROTO`, `_PORT`, `_ADDR` forms.
+    let Some((_, after)) = name.rsplit_once("_PORT_") else {
+        return false;
+    };
+    let mut parts = after.split('_');
+    let number = parts.next().unwrap_or_default();
+    let protocol = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    !number.is_empty()
+        && number.bytes().all(|byte| byte.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && matches!(rest.as_slice(), [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+}
+
 /// Where a value came from, as the `config` crate names it for a value read
 /// from the environment.
 const ENVIRONMENT_ORIGIN: &str = "the environment";
@@ -301,6 +329,32 @@ pub(crate) fn unknown_variable(name: &str, error: &config::ConfigError) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_service_links_are_recognised() {
+        for name in [
+            "CONCLAVE_SERVICE_HOST",
+            "CONCLAVE_SERVICE_PORT",
+            "CONCLAVE_SERVICE_PORT_CLIENT",
+            "CONCLAVE_PORT",
+            "CONCLAVE_PORT_7400_TCP",
+            "CONCLAVE_PORT_7400_TCP_PROTO",
+            "CONCLAVE_PORT_7400_TCP_PORT",
+            "CONCLAVE_PORT_7400_TCP_ADDR",
+            "CONCLAVE_ADMIN_PORT_7480_UDP",
+        ] {
+            assert!(is_kubernetes_service_link(name), "{name}");
+        }
+        for name in [
+            "CONCLAVE_DOMAIN",
+            "CONCLAVE_CLIENT_API__LISTEN",
+            "CONCLAVE_PORT_X_TCP",
+            "CONCLAVE_PORT_7400_HTTP",
+            "CONCLAVE_PORT_7400_TCP_OTHER",
+        ] {
+            assert!(!is_kubernetes_service_link(name), "{name}");
+        }
+    }
 
     #[test]
     fn nearest_names_are_suggested() {

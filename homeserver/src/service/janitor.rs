@@ -67,6 +67,11 @@ async fn clean_up(context: &Context) {
         Ok(deleted) => tracing::info!(deleted, "deleted ended admin sessions"),
         Err(error) => tracing::warn!(%error, "could not delete ended admin sessions"),
     }
+    match store::delete_unused_shared_welcomes(store).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "deleted shared Welcomes no device needs"),
+        Err(error) => tracing::warn!(%error, "could not delete unused shared Welcomes"),
+    }
     if let Err(error) = store::prune_delivered_federation_records(store).await {
         tracing::warn!(%error, "could not prune delivered federation records");
     }

@@ -320,7 +320,9 @@ pub(crate) async fn hosted_group_state(
 
 /// True if a log entry in `(after, up_to]` changed the group's public state: a
 /// commit or a proposal (a range of the primary key, so only those entries
-/// are read).
+/// are read). Also true when an entry of the range is gone: pruning deletes
+/// entries every device acknowledged, and a pruned one may have been a
+/// proposal (sequence numbers have no gaps, so a missing one was pruned).
 pub(crate) async fn state_changed_between(
     db: &impl Connection,
     key: GroupKey,
@@ -329,6 +331,16 @@ pub(crate) async fn state_changed_between(
 ) -> Result<bool, StoreError> {
     use super::EventKind;
     use super::entities::group_event;
+    use sea_orm::PaginatorTrait;
+    let present = group_event::Entity::find()
+        .filter(group_event::Column::GroupId.eq(key.row_id()))
+        .filter(group_event::Column::Seq.gt(seq_to_db(after)?))
+        .filter(group_event::Column::Seq.lte(seq_to_db(up_to)?))
+        .count(db.database())
+        .await?;
+    if present < up_to.get().saturating_sub(after.get()) {
+        return Ok(true);
+    }
     let changes = group_event::Entity::find()
         .select_only()
         .column(group_event::Column::Seq)

@@ -224,15 +224,23 @@ pub(crate) async fn inbox_events_after(
             let welcome = match shared.entry(key) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    let found = commit_welcome::Entity::find_by_id(key)
+                    let Some(found) = commit_welcome::Entity::find_by_id(key)
                         .one(db.database())
                         .await?
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
+                    else {
+                        // Another call of this device (a Fetch beside its
+                        // stream) acknowledged this entry since the page was
+                        // read, and took the last use of the shared row with
+                        // it: the page ends here, the next read starts after
+                        // that acknowledgement.
+                        if inbox_entry_exists(db, device_id, model.seq).await? {
+                            return Err(StoreError::Corrupt(format!(
                                 "inbox of {} entry {}: the shared Welcome of commit {} is missing",
                                 model.device_id, model.seq, model.commit_seq
-                            ))
-                        })?;
+                            )));
+                        }
+                        break;
+                    };
                     entry.insert(found)
                 }
             };
@@ -242,6 +250,20 @@ pub(crate) async fn inbox_events_after(
         events.push(InboxEvent::try_from(model)?);
     }
     Ok(events)
+}
+
+async fn inbox_entry_exists(
+    db: &impl Connection,
+    device_id: &str,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(inbox_event::Entity::find()
+        .filter(inbox_event::Column::DeviceId.eq(device_id))
+        .filter(inbox_event::Column::Seq.eq(seq))
+        .count(db.database())
+        .await?
+        > 0)
 }
 
 /// Moves the inbox cursor forward and deletes what it passed: an inbox entry is
@@ -301,6 +323,34 @@ async fn delete_unused_shared_welcome(
         .exec(db.database())
         .await?;
     Ok(())
+}
+
+/// Deletes every shared Welcome no inbox entry points at any more: those whose
+/// last entries went with their devices (removed before acknowledging), and
+/// those two simultaneous acknowledgements both left (see
+/// [`delete_unused_shared_welcome`]). The janitor runs it; returns how many.
+/// A commit writes its shared Welcome and the entries pointing at it in one
+/// transaction, so a row never looks unused before its entries are visible.
+pub(crate) async fn delete_unused_shared_welcomes(db: &impl Connection) -> Result<u64, StoreError> {
+    use sea_orm::sea_query::Query;
+    let still_used = Query::select()
+        .expr(Expr::val(1))
+        .from(inbox_event::Entity)
+        .and_where(
+            Expr::col((inbox_event::Entity, inbox_event::Column::GroupId))
+                .equals((commit_welcome::Entity, commit_welcome::Column::GroupId)),
+        )
+        .and_where(
+            Expr::col((inbox_event::Entity, inbox_event::Column::CommitSeq))
+                .equals((commit_welcome::Entity, commit_welcome::Column::CommitSeq)),
+        )
+        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::SharedWelcome)).eq(true))
+        .to_owned();
+    let deleted = commit_welcome::Entity::delete_many()
+        .filter(Expr::exists(still_used).not())
+        .exec(db.database())
+        .await?;
+    Ok(deleted.rows_affected)
 }
 
 #[cfg(test)]
@@ -372,6 +422,41 @@ mod tests {
                     "{choice:?}: after {device}'s ack"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_janitor_deletes_shared_welcomes_whose_devices_went() {
+        for choice in DatabaseChoice::ALL {
+            let database = TestDatabase::create(choice).await;
+            let store = Store::connect(database.url(), 2).await.unwrap();
+            store.migrate().await.unwrap();
+            let group = insert_test_group(&store, 1, "d1").await;
+            for device in DEVICES {
+                insert_test_device(&store, device).await;
+            }
+            let transaction = store.begin().await.unwrap();
+            let welcome = SharedWelcome {
+                group: group.key,
+                commit_seq: Seq::new(4),
+                welcome: b"welcome",
+                ratchet_tree: b"tree",
+                now_ms: 9,
+            };
+            append_shared_welcome(&transaction, welcome, &DEVICES)
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+            assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 0);
+            assert_eq!(shared_rows(&store).await, 1, "{choice:?}: still needed");
+            // What removing the devices before they acknowledged does (the
+            // entries go with their device).
+            inbox_event::Entity::delete_many()
+                .exec(store.database())
+                .await
+                .unwrap();
+            assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 1);
+            assert_eq!(shared_rows(&store).await, 0, "{choice:?}: swept");
         }
     }
 }

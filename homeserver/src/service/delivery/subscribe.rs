@@ -191,6 +191,15 @@ async fn stream_events(
                 }
             }
             memberships_stale = false;
+            // A new membership came with a Welcome in the inbox, which must
+            // reach the device before the group's events: read the inbox in
+            // this page, whether or not its wake-up was taken yet.
+            positions.inbox_pending = true;
+        }
+        // A wake-up of the inbox while pages were full: read it now, not only
+        // once the groups run dry, so a busy group cannot hold a Welcome back.
+        if futures::FutureExt::now_or_never(inbox_waker.notified()).is_some() {
+            positions.inbox_pending = true;
         }
         let page = read_page(
             context,
