@@ -185,8 +185,7 @@ pub(crate) fn message_line(message: &ReceivedMessage, as_json: bool) -> String {
         return message_json(message).to_string();
     }
     let body = match message.body.text() {
-        // One message, one line: a newline inside it is shown escaped.
-        Some(text) => text.replace('\n', "\\n"),
+        Some(text) => one_line(text),
         None => format!(
             "[a {} message this conclave cannot show]",
             message.body.kind()
@@ -195,9 +194,26 @@ pub(crate) fn message_line(message: &ReceivedMessage, as_json: bool) -> String {
     format!(
         "{}[{}] {}: {body}",
         times_text(message.server_time, message.sent_at),
-        message.group_name,
+        one_line(&message.group_name),
         message.sender.user_id()
     )
+}
+
+/// Text a member or a hub wrote, made safe for one terminal line: a newline is
+/// shown as `\n`, and every other control character but a tab (an escape
+/// sequence could move the cursor or forge a line of its own) as `\u{..}`.
+fn one_line(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '\n' => shown.push_str("\\n"),
+            character if character.is_control() && character != '\t' => {
+                shown.push_str(&character.escape_unicode().to_string());
+            }
+            character => shown.push(character),
+        }
+    }
+    shown
 }
 
 /// One membership change as one line.
@@ -223,12 +239,12 @@ pub(crate) fn membership_line(event: &MembershipEvent, as_json: bool) -> String 
         (MembershipKind::Rejoined, _) => format!("{subject} rejoined"),
     };
     if !event.reason.is_empty() {
-        change.push_str(&format!(" ({})", event.reason));
+        change.push_str(&format!(" ({})", one_line(&event.reason)));
     }
     format!(
         "{}[{}] * {change}",
         times_text(event.server_time, None),
-        event.group_name
+        one_line(&event.group_name)
     )
 }
 
@@ -316,4 +332,17 @@ fn summary_json(group: &GroupSummary) -> Value {
         "unread": group.unread,
         "cipher_suite": group.cipher_suite.map(|suite| suite.short_name()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn what_others_wrote_stays_on_one_line_without_escape_sequences() {
+        assert_eq!(one_line("hi\nthere"), "hi\\nthere");
+        assert_eq!(one_line("plain, ünïcode"), "plain, ünïcode");
+        assert_eq!(one_line("\u{1b}[2Kfake"), "\\u{1b}[2Kfake");
+        assert_eq!(one_line("a\rb\tc"), "a\\u{d}b\tc");
+    }
 }
