@@ -21,6 +21,8 @@
 //!   replicas (PostgreSQL and Redis), with the wake-up latency across replicas.
 //! - `telemetry`: benchmark 9, benchmark 1 with metrics and tracing off, metrics
 //!   on, and both on with every span exported over OTLP.
+//! - `suites`: benchmark 10, the classic and post-quantum cipher suites'
+//!   key packages, commits and Welcomes on the client.
 //! - `memory`: benchmark 7, the process's memory after 1,000 registrations
 //!   (an Argon2id hash each).
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
@@ -37,6 +39,7 @@ mod postgres;
 mod report;
 mod scaling;
 mod server;
+mod suites;
 mod telemetry;
 mod throughput;
 
@@ -91,6 +94,9 @@ enum Part {
     /// Benchmark 9: benchmark 1 with metrics and tracing off, metrics on, and
     /// both on with every span exported (PostgreSQL only).
     Telemetry,
+    /// Benchmark 10: key packages, commits and Welcomes of the classic and
+    /// the post-quantum cipher suite, on the client (no server, no database).
+    Suites,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -315,6 +321,16 @@ async fn main() -> anyhow::Result<()> {
         );
         telemetry_results = Some(telemetry::run(tracing, &telemetry_settings(args.quick)).await?);
     }
+    let suite_repetitions = if args.quick { 5 } else { 50 };
+    let mut suite_runs = Vec::new();
+    if runs(Part::Suites) {
+        announce_phase(
+            &mut loads,
+            started,
+            "cipher suites on the client".to_owned(),
+        );
+        suite_runs = suites::run(suite_repetitions)?;
+    }
     loads.push(("end".to_owned(), load_average()));
     eprintln!("[{:>6.1} s] done", started.elapsed().as_secs_f64());
 
@@ -388,6 +404,9 @@ async fn main() -> anyhow::Result<()> {
                 println!("**{database}, federation: stopped early:** {failure}\n");
             }
         }
+    }
+    if runs(Part::Suites) {
+        println!("{}", suites::table(&suite_runs, suite_repetitions));
     }
     if runs(Part::Memory) {
         println!("{}", memory_table(&memory_runs, &memory));
