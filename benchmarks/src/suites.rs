@@ -154,7 +154,8 @@ fn run_suite(suite: CipherSuite, repetitions: usize) -> anyhow::Result<SuiteRun>
 }
 
 fn join_from_welcome(device: &Device, welcome: &[u8], ratchet_tree: &[u8]) -> anyhow::Result<()> {
-    let MlsMessageBodyIn::Welcome(welcome) = MlsMessageIn::tls_deserialize_exact(welcome)?.extract()
+    let MlsMessageBodyIn::Welcome(welcome) =
+        MlsMessageIn::tls_deserialize_exact(welcome)?.extract()
     else {
         return Err(anyhow!("the Welcome is not a Welcome"));
     };
@@ -163,15 +164,10 @@ fn join_from_welcome(device: &Device, welcome: &[u8], ratchet_tree: &[u8]) -> an
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
         .use_ratchet_tree_extension(false)
         .build();
-    StagedWelcome::new_from_welcome(
-        &device.provider,
-        &join_config,
-        welcome,
-        Some(ratchet_tree),
-    )
-    .map_err(failed("process a Welcome"))?
-    .into_group(&device.provider)
-    .map_err(failed("join from a Welcome"))?;
+    StagedWelcome::new_from_welcome(&device.provider, &join_config, welcome, Some(ratchet_tree))
+        .map_err(failed("process a Welcome"))?
+        .into_group(&device.provider)
+        .map_err(failed("join from a Welcome"))?;
     Ok(())
 }
 

@@ -161,6 +161,31 @@ async fn walkthrough() {
         "carol's message did not arrive across domains: {received}"
     );
 
+    // A post-quantum group across the two domains, from the command line
+    // (docs/cipher-suites.md): Carol's device published key packages of both
+    // suites at registration, and her homeserver hands out the pq one.
+    cli.run(
+        &alice,
+        &["group", "create", "quantum", "--cipher-suite", "pq"],
+    )
+    .await;
+    cli.run(&alice, &["group", "invite", "quantum", "carol@b.example"])
+        .await;
+    let quantum = secrets.add_message("alice's post-quantum message", "sealed for later");
+    cli.run(&alice, &["send", "quantum", &quantum]).await;
+    let received = cli.listen_for_one(&carol).await;
+    assert!(
+        received.contains(&quantum) && received.contains("[quantum]"),
+        "the post-quantum group's message did not arrive across domains: {received}"
+    );
+    let listed = cli.run(&carol, &["groups", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("groups --json");
+    let quantum_group = listed["groups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|group| group["name"] == "quantum"))
+        .unwrap_or_else(|| panic!("carol's groups: {listed}"));
+    assert_eq!(quantum_group["cipher_suite"], "pq", "{listed}");
+
     cli.run(&bob, &["groups"]).await;
     cli.run(&carol, &["group", "members", "team"]).await;
 
