@@ -311,8 +311,9 @@ async fn a_refused_upload_leaves_no_keys_behind() {
     )
     .await;
     let (alice, _) = register(&server, "alice", SMALL_STOCK).await;
-    // Two ordinary packages and the last-resort one.
-    assert_eq!(stored_key_packages(&alice), 3);
+    // Two ordinary packages and the last-resort one, in each of the two
+    // cipher suites the homeserver offers.
+    assert_eq!(stored_key_packages(&alice), 6);
 
     let error = alice.client.publish_key_packages(20).await.unwrap_err();
     assert_eq!(error.rpc_code(), Some(Code::InvalidArgument), "{error}");
@@ -322,14 +323,15 @@ async fn a_refused_upload_leaves_no_keys_behind() {
             .contains("key_packages has 20 entries, more than the limit of 10"),
         "{error}"
     );
-    assert_eq!(stored_key_packages(&alice), 3);
+    assert_eq!(stored_key_packages(&alice), 6);
     assert_eq!(
         alice.client.key_package_status().await.unwrap().available,
         2
     );
 
+    // Five more classic ones and a new last-resort one.
     alice.client.publish_key_packages(5).await.unwrap();
-    assert_eq!(stored_key_packages(&alice), 9);
+    assert_eq!(stored_key_packages(&alice), 12);
 }
 
 /// A login refused by the homeserver's brute-force limits carries the delay to
