@@ -181,19 +181,24 @@ impl Running {
         stdin.flush().await.unwrap();
     }
 
-    /// The body of the next message printed (as a JSON line).
+    /// The body of the next message printed (as a JSON line), past
+    /// membership lines.
     async fn next_message(&mut self) -> String {
         let what = format!("a message from {}", self.what);
-        let line = within(STEP, &what, self.stdout.recv()).await;
-        let line = line.unwrap_or_else(|| {
-            panic!(
-                "{} ended its output; its stderr:\n{}",
-                self.what,
-                self.stderr_seen.join("\n")
-            )
-        });
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-        value["body"].as_str().unwrap().to_owned()
+        loop {
+            let line = within(STEP, &what, self.stdout.recv()).await;
+            let line = line.unwrap_or_else(|| {
+                panic!(
+                    "{} ended its output; its stderr:\n{}",
+                    self.what,
+                    self.stderr_seen.join("\n")
+                )
+            });
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if value["event"] == "message" {
+                return value["body"].as_str().unwrap().to_owned();
+            }
+        }
     }
 
     /// Reads stderr until a line matches.
