@@ -139,5 +139,9 @@ async fn the_chat_walkthrough_runs_over_tls_with_a_private_ca() {
         .collect();
     let bodies: Vec<_> = messages.iter().map(|line| line["body"].clone()).collect();
     assert_eq!(bodies, ["hello over TLS", "second line"]);
-    assert!(messages.iter().all(|line| line["sender"] == "alice@localhost"));
+    assert!(
+        messages
+            .iter()
+            .all(|line| line["sender"] == "alice@localhost")
+    );
 }
