@@ -154,8 +154,11 @@ impl Drop for Worker {
 }
 
 /// Judges and writes one batch, one outcome per message in order. Should the
-/// batch's transaction fail as a whole (the database, not a message), each
-/// message is tried again alone, so no message's failure is another's.
+/// batch's transaction fail as a whole, each message is tried again alone, so
+/// no message's failure is another's; but once a message alone fails inside
+/// the server (the database is down, not the message), the rest are answered
+/// UNAVAILABLE at once (retry with the same key) instead of each waiting out
+/// the database's timeouts in turn.
 async fn apply(
     environment: &BatchEnvironment,
     group_id: &GroupId,
@@ -166,7 +169,12 @@ async fn apply(
         Err(error) if messages.len() == 1 => vec![Err(error)],
         Err(_) => {
             let mut outcomes = Vec::with_capacity(messages.len());
+            let mut server_failing = false;
             for message in messages {
+                if server_failing {
+                    outcomes.push(Err(GroupError::SubmissionInterrupted));
+                    continue;
+                }
                 let alone =
                     apply_in_one_transaction(environment, group_id, std::slice::from_ref(message))
                         .await
@@ -174,6 +182,8 @@ async fn apply(
                             outcomes.pop().ok_or(GroupError::SubmissionInterrupted)
                         })
                         .and_then(|outcome| outcome);
+                server_failing =
+                    matches!(alone, Err(GroupError::Store(_) | GroupError::Internal(_)));
                 outcomes.push(alone);
             }
             outcomes
