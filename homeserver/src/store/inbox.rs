@@ -370,28 +370,35 @@ mod tests {
             .unwrap()
     }
 
+    /// A fresh store where the commit at seq 4 of a group added `DEVICES`,
+    /// with one shared Welcome.
+    async fn store_with_a_shared_welcome(choice: DatabaseChoice) -> (TestDatabase, Store) {
+        let database = TestDatabase::create(choice).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let group = insert_test_group(&store, 1, "d1").await;
+        for device in DEVICES {
+            insert_test_device(&store, device).await;
+        }
+        let transaction = store.begin().await.unwrap();
+        let welcome = SharedWelcome {
+            group: group.key,
+            commit_seq: Seq::new(4),
+            welcome: b"welcome",
+            ratchet_tree: b"tree",
+            now_ms: 9,
+        };
+        append_shared_welcome(&transaction, welcome, &DEVICES)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        (database, store)
+    }
+
     #[tokio::test]
     async fn a_shared_welcome_reaches_every_device_and_goes_with_the_last_ack() {
         for choice in DatabaseChoice::ALL {
-            let database = TestDatabase::create(choice).await;
-            let store = Store::connect(database.url(), 2).await.unwrap();
-            store.migrate().await.unwrap();
-            let group = insert_test_group(&store, 1, "d1").await;
-            for device in DEVICES {
-                insert_test_device(&store, device).await;
-            }
-            let transaction = store.begin().await.unwrap();
-            let welcome = SharedWelcome {
-                group: group.key,
-                commit_seq: Seq::new(4),
-                welcome: b"welcome",
-                ratchet_tree: b"tree",
-                now_ms: 9,
-            };
-            append_shared_welcome(&transaction, welcome, &DEVICES)
-                .await
-                .unwrap();
-            transaction.commit().await.unwrap();
+            let (_database, store) = store_with_a_shared_welcome(choice).await;
             assert_eq!(shared_rows(&store).await, 1, "{choice:?}: stored once");
 
             for (index, device) in DEVICES.into_iter().enumerate() {
@@ -428,25 +435,7 @@ mod tests {
     #[tokio::test]
     async fn the_janitor_deletes_shared_welcomes_whose_devices_went() {
         for choice in DatabaseChoice::ALL {
-            let database = TestDatabase::create(choice).await;
-            let store = Store::connect(database.url(), 2).await.unwrap();
-            store.migrate().await.unwrap();
-            let group = insert_test_group(&store, 1, "d1").await;
-            for device in DEVICES {
-                insert_test_device(&store, device).await;
-            }
-            let transaction = store.begin().await.unwrap();
-            let welcome = SharedWelcome {
-                group: group.key,
-                commit_seq: Seq::new(4),
-                welcome: b"welcome",
-                ratchet_tree: b"tree",
-                now_ms: 9,
-            };
-            append_shared_welcome(&transaction, welcome, &DEVICES)
-                .await
-                .unwrap();
-            transaction.commit().await.unwrap();
+            let (_database, store) = store_with_a_shared_welcome(choice).await;
             assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 0);
             assert_eq!(shared_rows(&store).await, 1, "{choice:?}: still needed");
             // What removing the devices before they acknowledged does (the

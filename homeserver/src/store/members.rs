@@ -64,32 +64,7 @@ pub(crate) async fn upsert_member(
     group: GroupKey,
     member: NewMember<'_>,
 ) -> Result<(), StoreError> {
-    let joined_after_seq = seq_to_db(member.joined_after_seq)?;
-    group_member::Entity::insert(group_member::ActiveModel {
-        group_id: Set(group.row_id()),
-        identity: Set(member.identity.to_owned()),
-        user_id: Set(member.user_id.to_owned()),
-        device_id: Set(member.device_id.to_owned()),
-        joined_after_seq: Set(joined_after_seq),
-        removed_at_seq: Set(None),
-        acked_seq: Set(joined_after_seq),
-        remote_domain: Set(member.remote_domain.map(str::to_owned)),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            group_member::Column::GroupId,
-            group_member::Column::Identity,
-        ])
-        .update_columns([
-            group_member::Column::JoinedAfterSeq,
-            group_member::Column::RemovedAtSeq,
-            group_member::Column::AckedSeq,
-        ])
-        .to_owned(),
-    )
-    .exec_without_returning(db.database())
-    .await?;
-    Ok(())
+    upsert_members(db, group, &[member]).await
 }
 
 /// Adds devices to a group (or re-adds removed ones), a few hundred rows per
