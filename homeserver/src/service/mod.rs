@@ -127,6 +127,8 @@ pub(crate) struct Context {
     pub(crate) hub_states: Arc<groups::HubStates>,
     /// Application messages waiting for their group's next shared transaction.
     pub(crate) message_batcher: groups::MessageBatcher,
+    /// Recent callers' sessions, dropped when their device's access may end.
+    pub(crate) sessions: accounts::SessionCache,
 }
 
 impl Context {
@@ -161,6 +163,7 @@ impl Context {
             metrics,
             hub_states: Arc::default(),
             message_batcher: groups::MessageBatcher::default(),
+            sessions: accounts::SessionCache::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Authenticating a request: its bearer token names its device, and the
-//! device's account must be active.
+//! device's account must be active. Recent answers are cached
+//! (`session_cache`).
 
+use super::session_cache::{Session, SessionCache};
 use super::{AccountError, AuthenticatedDevice, identity_of};
 use crate::service::{Context, secrets};
 use crate::store;
@@ -11,27 +13,30 @@ pub(crate) const LAST_SEEN_GRANULARITY_MS: i64 = 60_000;
 /// Resolves a bearer token to its device, refusing the devices of a suspended
 /// account ([`AccountError::AccountSuspended`]).
 ///
-/// One read per call: the device and its account come in one statement (a
-/// join), which carries the device's stored `last_seen_at_ms`. Last seen is
-/// written only when that value is a minute old or more, so a device calling
-/// all the time costs one write a minute and every other call writes nothing.
-/// The value read is the shared truth (unlike a per-process map of "last
-/// written" times, which each replica would keep apart and which would need
-/// pruning), and it is already in hand, so the check costs nothing.
+/// No read for a session in the cache (`session_cache`); otherwise the device
+/// and its account come in one statement (a join), which carries the device's
+/// stored `last_seen_at_ms`. Last seen is written only when that value is a
+/// minute old or more, so a device calling all the time costs one write a
+/// minute and every other call writes nothing. The value read is the shared
+/// truth (unlike a per-process map of "last written" times, which each replica
+/// would keep apart and which would need pruning); the cache's copy is read at
+/// most a minute ago and updated with each write, so a device is written at
+/// most about once a minute per replica.
 pub(crate) async fn authenticate(
     context: &Context,
     access_token: Option<&str>,
 ) -> Result<AuthenticatedDevice, AccountError> {
     let access_token = access_token.ok_or(AccountError::MissingToken)?;
-    let (device, user) =
-        store::find_device_by_token_hash(&context.store, &secrets::hash_token(access_token))
-            .await?
-            .ok_or(AccountError::InvalidToken)?;
-    if !user.state.is_active() {
-        // A deactivated account has no devices left, so this is a suspension.
-        return Err(AccountError::AccountSuspended);
-    }
+    let token_hash = secrets::hash_token(access_token);
     let now_ms = context.now_ms();
+    let session = match context
+        .sessions
+        .get(context.notifier.as_ref(), &token_hash, now_ms)
+    {
+        Some(session) => session,
+        None => read_session(context, &token_hash, now_ms).await?,
+    };
+    let Session { device, user } = session;
     if is_last_seen_stale(device.last_seen_at_ms, now_ms) {
         store::touch_device(
             &context.store,
@@ -40,12 +45,43 @@ pub(crate) async fn authenticate(
             LAST_SEEN_GRANULARITY_MS,
         )
         .await?;
+        context.sessions.seen(&token_hash, now_ms);
     }
     Ok(AuthenticatedDevice {
         user: user.key,
         identity: identity_of(context, &user.username, &device.device_id),
         signature_public_key: device.signature_public_key,
     })
+}
+
+/// Reads the token's device and account, and caches them if the device may
+/// call (see `session_cache` for why twice).
+async fn read_session(
+    context: &Context,
+    token_hash: &[u8],
+    now_ms: i64,
+) -> Result<Session, AccountError> {
+    let session = find_active_session(context, token_hash).await?;
+    let watch = SessionCache::watch(context.notifier.as_ref(), session.device.device_id.as_str());
+    let session = find_active_session(context, token_hash).await?;
+    context
+        .sessions
+        .insert(token_hash.to_vec(), session.clone(), watch, now_ms);
+    Ok(session)
+}
+
+async fn find_active_session(
+    context: &Context,
+    token_hash: &[u8],
+) -> Result<Session, AccountError> {
+    let (device, user) = store::find_device_by_token_hash(&context.store, token_hash)
+        .await?
+        .ok_or(AccountError::InvalidToken)?;
+    if !user.state.is_active() {
+        // A deactivated account has no devices left, so this is a suspension.
+        return Err(AccountError::AccountSuspended);
+    }
+    Ok(Session { device, user })
 }
 
 /// True if a device last seen at `last_seen_at_ms` should be recorded as seen
@@ -57,6 +93,134 @@ fn is_last_seen_stale(last_seen_at_ms: i64, now_ms: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::Topic;
+    use crate::service::admin::tests::{ManualClock, add_user, context_on};
+    use crate::service::delivery::close_device_streams;
+    use crate::store::{NewDevice, Store, UserRecord};
+    use conclave_core::ids::DeviceId;
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    const DEVICE: &str = "0123456789abcdef";
+
+    /// Enrols `DEVICE` for `user`; returns its bearer token.
+    async fn add_device(context: &Context, user: &UserRecord) -> String {
+        let token = "token-of-the-laptop".to_owned();
+        let device_id: DeviceId = DEVICE.parse().unwrap();
+        let new_device = NewDevice {
+            device_id: &device_id,
+            user: user.key,
+            display_name: "laptop",
+            signature_public_key: &[7; 32],
+            access_token_hash: &secrets::hash_token(&token),
+            now_ms: context.now_ms(),
+        };
+        assert!(
+            store::insert_device(&context.store, new_device)
+                .await
+                .unwrap()
+        );
+        token
+    }
+
+    /// Deletes the device behind the server's back: no wake-up, so only a
+    /// read of the database can tell.
+    async fn delete_device_silently(context: &Context, user: &UserRecord) {
+        let device_id: DeviceId = DEVICE.parse().unwrap();
+        assert!(
+            store::delete_device(&context.store, user.key, &device_id)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// A cached session needs no read, and is dropped by its device's access
+    /// wake-up: the next call reads the database and is refused.
+    #[tokio::test]
+    async fn a_cached_session_ends_with_its_device_access_wake_up() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let context = context_on(&database, ManualClock::starting_now()).await;
+        let alice = add_user(&context, "alice", "alice's password").await;
+        let token = add_device(&context, &alice).await;
+        let device = authenticate(&context, Some(&token)).await.unwrap();
+        assert_eq!(device.device_id().as_str(), DEVICE);
+
+        delete_device_silently(&context, &alice).await;
+        // Served from the cache: the row is gone.
+        authenticate(&context, Some(&token)).await.unwrap();
+        // A wake-up for another device changes nothing.
+        context
+            .notifier
+            .publish(&Topic::DeviceAccess("fedcba9876543210".to_owned()));
+        authenticate(&context, Some(&token)).await.unwrap();
+
+        close_device_streams(&context, DEVICE);
+        let refused = authenticate(&context, Some(&token)).await;
+        assert!(
+            matches!(refused, Err(AccountError::InvalidToken)),
+            "{refused:?}"
+        );
+        // Refusals are not cached: the same answer from the database again.
+        let refused = authenticate(&context, Some(&token)).await;
+        assert!(
+            matches!(refused, Err(AccountError::InvalidToken)),
+            "{refused:?}"
+        );
+    }
+
+    /// Without a wake-up (a row changed outside the server), a cached session
+    /// is trusted for `MAX_AGE_MS` at most.
+    #[tokio::test]
+    async fn a_cached_session_expires() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let clock = ManualClock::starting_now();
+        let context = context_on(&database, clock.clone()).await;
+        let alice = add_user(&context, "alice", "alice's password").await;
+        let token = add_device(&context, &alice).await;
+        authenticate(&context, Some(&token)).await.unwrap();
+        delete_device_silently(&context, &alice).await;
+        clock.advance_ms(super::super::session_cache::MAX_AGE_MS - 1);
+        authenticate(&context, Some(&token)).await.unwrap();
+        clock.advance_ms(1);
+        let refused = authenticate(&context, Some(&token)).await;
+        assert!(
+            matches!(refused, Err(AccountError::InvalidToken)),
+            "{refused:?}"
+        );
+    }
+
+    /// Last seen is still written once a minute for a device served from the
+    /// cache, and the cache's copy follows the write.
+    #[tokio::test]
+    async fn last_seen_is_written_for_cached_sessions() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let clock = ManualClock::starting_now();
+        let context = context_on(&database, clock.clone()).await;
+        let alice = add_user(&context, "alice", "alice's password").await;
+        let token = add_device(&context, &alice).await;
+        let enrolled_at_ms = context.now_ms();
+        let last_seen = |store: Store| async move {
+            let (device, _) = store::find_device_by_token_hash(
+                &store,
+                &secrets::hash_token("token-of-the-laptop"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            device.last_seen_at_ms
+        };
+        // Cached half a minute after enrolment.
+        clock.advance_ms(30_000);
+        authenticate(&context, Some(&token)).await.unwrap();
+        // A minute after enrolment, from the cache: written.
+        clock.advance_ms(30_000);
+        authenticate(&context, Some(&token)).await.unwrap();
+        let seen_at_ms = enrolled_at_ms + 60_000;
+        assert_eq!(last_seen(context.store.clone()).await, seen_at_ms);
+        // Still from the cache, whose copy says seen 20 s ago: not written.
+        clock.advance_ms(20_000);
+        authenticate(&context, Some(&token)).await.unwrap();
+        assert_eq!(last_seen(context.store.clone()).await, seen_at_ms);
+    }
 
     #[test]
     fn last_seen_is_written_once_a_minute_at_most() {

@@ -9,9 +9,10 @@
 //!
 //! # Layout
 //! One use case per file: `begin_enrolment`, `register`, `login`, `logout`,
-//! `authenticate`, `list_devices`, `remove_device`; `enrolment` holds the steps
-//! register and login share (the proof of possession, and binding the device). This module holds what they share: the error, the authenticated device,
-//! the session.
+//! `authenticate` (with `session_cache`), `list_devices`, `remove_device`;
+//! `enrolment` holds the steps register and login share (the proof of
+//! possession, and binding the device). This module holds what they share: the
+//! error, the authenticated device, the session.
 
 mod authenticate;
 mod begin_enrolment;
@@ -21,6 +22,7 @@ mod login;
 mod logout;
 mod register;
 mod remove_device;
+mod session_cache;
 
 pub(crate) use authenticate::authenticate;
 pub(crate) use begin_enrolment::begin_enrolment;
@@ -29,6 +31,7 @@ pub(crate) use login::{Login, login};
 pub(crate) use logout::logout;
 pub(crate) use register::{Registration, register};
 pub(crate) use remove_device::remove_device;
+pub(crate) use session_cache::SessionCache;
 
 use super::Context;
 use super::secrets::PasswordHashError;

@@ -677,3 +677,42 @@ async fn a_stream_on_another_replica_ends_when_that_replica_learns_of_the_suspen
         "{end:?}"
     );
 }
+
+/// Two replicas on one database whose wake-ups do not reach each other: the
+/// other replica's cached session of a revoked device is refused from its
+/// next resync on, which finds the device gone and wakes its access topic.
+#[tokio::test]
+async fn a_session_cached_on_another_replica_ends_when_that_replica_learns_of_the_revocation() {
+    let database = TestDatabase::create(DatabaseChoice::Postgres).await;
+    let acting = context_on(&database, ManualClock::at(START_MS)).await;
+    let other_store = Store::connect(database.url(), 2).await.unwrap();
+    let other = Context::new(
+        other_store,
+        acting.config.clone(),
+        ManualClock::at(START_MS),
+    );
+    let bob = add_user(&acting, "bob", "bob's password").await;
+    let token = add_device(&acting, &bob, D1).await;
+    authenticate(&other, Some(&token)).await.unwrap();
+
+    revoke_device(&acting, &AdminCaller::operator(), "bob", D1)
+        .await
+        .unwrap();
+    let refused = authenticate(&acting, Some(&token)).await;
+    assert!(
+        matches!(refused, Err(AccountError::InvalidToken)),
+        "{refused:?}"
+    );
+    // The other replica heard nothing yet: its cache still answers.
+    authenticate(&other, Some(&token)).await.unwrap();
+
+    let mut last_heads = std::collections::HashMap::new();
+    crate::service::resync::resync_once(&other, &mut last_heads)
+        .await
+        .unwrap();
+    let refused = authenticate(&other, Some(&token)).await;
+    assert!(
+        matches!(refused, Err(AccountError::InvalidToken)),
+        "{refused:?}"
+    );
+}
