@@ -94,32 +94,25 @@ fn is_last_seen_stale(last_seen_at_ms: i64, now_ms: i64) -> bool {
 mod tests {
     use super::*;
     use crate::notify::Topic;
-    use crate::service::admin::tests::{ManualClock, add_user, context_on};
+    use crate::service::admin::tests::{ManualClock, add_device, add_user, context_on};
     use crate::service::delivery::close_device_streams;
-    use crate::store::{NewDevice, Store, UserRecord};
+    use crate::store::{Store, UserRecord};
     use conclave_core::ids::DeviceId;
     use conclave_test_support::{DatabaseChoice, TestDatabase};
+    use std::sync::Arc;
 
     const DEVICE: &str = "0123456789abcdef";
 
-    /// Enrols `DEVICE` for `user`; returns its bearer token.
-    async fn add_device(context: &Context, user: &UserRecord) -> String {
-        let token = "token-of-the-laptop".to_owned();
-        let device_id: DeviceId = DEVICE.parse().unwrap();
-        let new_device = NewDevice {
-            device_id: &device_id,
-            user: user.key,
-            display_name: "laptop",
-            signature_public_key: &[7; 32],
-            access_token_hash: &secrets::hash_token(&token),
-            now_ms: context.now_ms(),
-        };
-        assert!(
-            store::insert_device(&context.store, new_device)
-                .await
-                .unwrap()
-        );
-        token
+    /// A context on `database` with a hand-moved clock, and alice with
+    /// `DEVICE`, whose bearer token comes last.
+    async fn alice_with_a_device(
+        database: &TestDatabase,
+    ) -> (Context, Arc<ManualClock>, UserRecord, String) {
+        let clock = ManualClock::starting_now();
+        let context = context_on(database, clock.clone()).await;
+        let alice = add_user(&context, "alice", "alice's password").await;
+        let token = add_device(&context, &alice, DEVICE).await;
+        (context, clock, alice, token)
     }
 
     /// Deletes the device behind the server's back: no wake-up, so only a
@@ -138,9 +131,7 @@ mod tests {
     #[tokio::test]
     async fn a_cached_session_ends_with_its_device_access_wake_up() {
         let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
-        let context = context_on(&database, ManualClock::starting_now()).await;
-        let alice = add_user(&context, "alice", "alice's password").await;
-        let token = add_device(&context, &alice).await;
+        let (context, _, alice, token) = alice_with_a_device(&database).await;
         let device = authenticate(&context, Some(&token)).await.unwrap();
         assert_eq!(device.device_id().as_str(), DEVICE);
 
@@ -172,10 +163,7 @@ mod tests {
     #[tokio::test]
     async fn a_cached_session_expires() {
         let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
-        let clock = ManualClock::starting_now();
-        let context = context_on(&database, clock.clone()).await;
-        let alice = add_user(&context, "alice", "alice's password").await;
-        let token = add_device(&context, &alice).await;
+        let (context, clock, alice, token) = alice_with_a_device(&database).await;
         authenticate(&context, Some(&token)).await.unwrap();
         delete_device_silently(&context, &alice).await;
         clock.advance_ms(super::super::session_cache::MAX_AGE_MS - 1);
@@ -193,15 +181,12 @@ mod tests {
     #[tokio::test]
     async fn last_seen_is_written_for_cached_sessions() {
         let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
-        let clock = ManualClock::starting_now();
-        let context = context_on(&database, clock.clone()).await;
-        let alice = add_user(&context, "alice", "alice's password").await;
-        let token = add_device(&context, &alice).await;
+        let (context, clock, _, token) = alice_with_a_device(&database).await;
         let enrolled_at_ms = context.now_ms();
         let last_seen = |store: Store| async move {
             let (device, _) = store::find_device_by_token_hash(
                 &store,
-                &secrets::hash_token("token-of-the-laptop"),
+                &secrets::hash_token(&format!("token-{DEVICE}")),
             )
             .await
             .unwrap()

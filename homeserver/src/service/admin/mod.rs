@@ -241,6 +241,30 @@ pub(crate) mod tests {
             .expect("a new username")
     }
 
+    /// Enrols device `device_id` of `user` with the bearer token `token-<id>`.
+    pub(crate) async fn add_device(
+        context: &Context,
+        user: &store::UserRecord,
+        device_id: &str,
+    ) -> String {
+        let token = format!("token-{device_id}");
+        let device_id: conclave_core::ids::DeviceId = device_id.parse().unwrap();
+        let new_device = store::NewDevice {
+            device_id: &device_id,
+            user: user.key,
+            display_name: "laptop",
+            signature_public_key: device_id.as_str().as_bytes(),
+            access_token_hash: &crate::service::secrets::hash_token(&token),
+            now_ms: context.now_ms(),
+        };
+        assert!(
+            store::insert_device(&context.store, new_device)
+                .await
+                .unwrap()
+        );
+        token
+    }
+
     /// The caller acting as the administrator `user`, from `address`.
     pub(crate) fn admin_caller(context: &Context, user: &UserRecord, address: &str) -> AdminCaller {
         AdminCaller {

@@ -5,10 +5,10 @@
 use super::*;
 use crate::rules::account_state::AccountState;
 use crate::service::accounts::{AccountError, authenticate};
-use crate::service::admin::tests::{add_user, admin_caller, context_on};
+use crate::service::admin::tests::{add_device, add_user, admin_caller, context_on};
 use crate::service::delivery::{self, DeliveryError};
-use crate::service::{Clock, Context, secrets};
-use crate::store::{self, AuditQuery, NewDevice, NewKeyPackage, NewMember, Store};
+use crate::service::{Clock, Context};
+use crate::store::{self, AuditQuery, NewKeyPackage, NewMember, Store};
 use conclave_core::ids::{DeviceId, Username};
 use conclave_test_support::{DatabaseChoice, TestDatabase};
 use std::sync::Arc;
@@ -37,26 +37,6 @@ impl Clock for ManualClock {
 }
 
 const START_MS: i64 = 1_800_000_000_000;
-
-/// Enrols device `device_id` of `user` with the bearer token `token-<id>`.
-async fn add_device(context: &Context, user: &store::UserRecord, device_id: &str) -> String {
-    let token = format!("token-{device_id}");
-    let device_id: DeviceId = device_id.parse().unwrap();
-    let new_device = NewDevice {
-        device_id: &device_id,
-        user: user.key,
-        display_name: "laptop",
-        signature_public_key: device_id.as_str().as_bytes(),
-        access_token_hash: &secrets::hash_token(&token),
-        now_ms: context.now_ms(),
-    };
-    assert!(
-        store::insert_device(&context.store, new_device)
-            .await
-            .unwrap()
-    );
-    token
-}
 
 /// Stores `ordinary` ordinary packages and a last-resort one for `device_id`.
 async fn add_key_packages(context: &Context, device_id: &str, ordinary: u8) {
