@@ -19,6 +19,13 @@ use crate::output::Report;
 
 pub(crate) async fn group(client: &Client, action: GroupCommand) -> anyhow::Result<Report> {
     receive(client).await?;
+    let report = group_action(client, action).await;
+    // The operation resent the group's kept submissions first.
+    tell_refused(&client.take_refused_submissions(None)?, None);
+    report
+}
+
+async fn group_action(client: &Client, action: GroupCommand) -> anyhow::Result<Report> {
     Ok(match action {
         GroupCommand::Create { name, cipher_suite } => {
             group_output::created(&client.create_group_in(&name, cipher_suite.into()).await?)
@@ -95,7 +102,10 @@ pub(crate) async fn send(
     }
     receive(client).await?;
     let group_id = client.find_group(group)?;
-    Ok(group_output::sent(&client.send(&group_id, &text).await?))
+    let sent = client.send(&group_id, &text).await;
+    // Sending resent the group's kept submissions first.
+    tell_refused(&client.take_refused_submissions(None)?, None);
+    Ok(group_output::sent(&sent?))
 }
 
 /// A group's history from the local state (no network).
