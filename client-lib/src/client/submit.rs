@@ -5,8 +5,12 @@
 //! with the same key and bytes until the hub answers, so a crash between
 //! sending and applying ends with the hub's original answer and nothing written
 //! twice. An accepted submission is applied (a commit merged) and forgotten in
-//! one transaction. A commit that lost its epoch to another member's is undone,
-//! the winner fetched and merged, and the intent applied again to the new epoch.
+//! one transaction. A submission that lost its epoch to another member's commit
+//! is undone but stays stored, flagged, while the winner is fetched and merged;
+//! the intent applied again to the new epoch replaces it in one transaction, so
+//! a failure in between (the homeserver gone again, a crash) loses nothing. A
+//! stored submission refused when nobody waits for it any more is kept as a
+//! refusal until the application is told.
 
 use conclave_core::ids::{CredentialIdentity, UserId};
 use conclave_core::mls::CipherSuite;
