@@ -98,7 +98,9 @@ pub enum ClientError {
     #[error("gave up on group {group} after losing the race for {attempts} epochs in a row")]
     TooManyConflicts { group: String, attempts: u32 },
     /// A message was stored, but the homeserver could not be reached to take
-    /// it: it is sent, once, by the next send, receive or listener catch-up.
+    /// it: it is sent, once, by the next send, receive or listener catch-up
+    /// (or, if the homeserver refuses it then, reported once by
+    /// [`Client::take_refused_submissions`](crate::Client::take_refused_submissions)).
     /// Sending the text again would send it twice.
     #[error(
         "the message to {group} is kept but not sent yet ({source}); it is sent when the homeserver answers again"

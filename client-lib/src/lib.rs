@@ -74,8 +74,8 @@ mod trust;
 pub use client::{
     ClaimedKeyPackage, Client, CommitOutcome, ConnectionNotice, Device, Enrolment, FailPoint,
     GroupId, GroupRef, GroupSummary, Listener, LoggedOut, Member, MembershipChange,
-    MembershipEvent, PublishOutcome, ReceiveReport, ReceivedMessage, SentMessage, TimelineEvent,
-    WhoAmI,
+    MembershipEvent, PublishOutcome, ReceiveReport, ReceivedMessage, RefusedSubmission,
+    SentMessage, TimelineEvent, WhoAmI,
 };
 pub use conclave_core::mls::CipherSuite;
 pub use connection::ConnectError;

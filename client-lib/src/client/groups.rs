@@ -168,6 +168,7 @@ impl Client {
                 welcome: None,
                 extra: Some(new_group.ratchet_tree),
                 epoch: 0,
+                lost_race: false,
             };
             submission.id = stored::insert_pending(connection, &submission, now_ms())?;
             Ok::<_, ClientError>(submission)

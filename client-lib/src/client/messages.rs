@@ -114,7 +114,13 @@ impl Client {
     /// When the homeserver cannot be reached: [`ClientError::NotSentYet`] if
     /// the message was stored (it goes out with the next send, receive or
     /// listener catch-up; do not send it again), otherwise a transient error
-    /// ([`ClientError::is_transient`]) and nothing of it was kept.
+    /// ([`ClientError::is_transient`]) and nothing of it was kept. A message
+    /// that loses the race for its epoch stays stored until it is rebuilt for
+    /// the next, so a failure in between keeps it too (`NotSentYet`). A kept
+    /// message the homeserver refuses later is reported once, by
+    /// [`Client::take_refused_submissions`] or in a [`ReceiveReport`].
+    ///
+    /// [`ReceiveReport`]: super::ReceiveReport
     pub async fn send(&self, group_id: &GroupId, text: &str) -> Result<SentMessage, ClientError> {
         let _operations = self.group_operations.lock().await;
         self.resume_pending(Some(group_id.as_bytes())).await?;
@@ -380,7 +386,7 @@ impl<'a> Listener<'a> {
             }
             if !self.caught_up {
                 self.endpoint = self.client.server_endpoint()?;
-                match self.client.receive().await {
+                match self.client.receive_keeping_refusals().await {
                     Ok(_) => {
                         self.caught_up = true;
                         self.restored()?;

@@ -29,6 +29,7 @@ pub use key_packages::{ClaimedKeyPackage, PublishOutcome};
 pub use messages::{
     ConnectionNotice, Listener, MembershipEvent, ReceivedMessage, SentMessage, TimelineEvent,
 };
+pub use submit::RefusedSubmission;
 pub use sync::ReceiveReport;
 
 use crate::connection::{self, BearerAuth, error_chain};
@@ -79,6 +80,9 @@ pub enum FailPoint {
     BeforeSend,
     /// After the hub accepted a submission, before it is applied here.
     AfterAccepted,
+    /// After a submission lost the race for its epoch and was rolled back
+    /// here, before catching up with the winner and rebuilding it.
+    AfterLostRace,
 }
 
 impl Client {
@@ -206,6 +210,7 @@ impl Client {
             return Err(ClientError::SimulatedCrash(match here {
                 FailPoint::BeforeSend => "before send",
                 FailPoint::AfterAccepted => "after the hub accepted",
+                FailPoint::AfterLostRace => "after losing the race for an epoch",
             }));
         }
         Ok(())

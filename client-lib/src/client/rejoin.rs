@@ -109,6 +109,7 @@ impl Client {
                     welcome: None,
                     extra: Some(commit.group_info),
                     epoch: reply.epoch,
+                    lost_race: false,
                 };
                 submission.id = stored::insert_pending(connection, &submission, now_ms())?;
                 Ok(submission)

@@ -5,8 +5,12 @@
 //! with the same key and bytes until the hub answers, so a crash between
 //! sending and applying ends with the hub's original answer and nothing written
 //! twice. An accepted submission is applied (a commit merged) and forgotten in
-//! one transaction. A commit that lost its epoch to another member's is undone,
-//! the winner fetched and merged, and the intent applied again to the new epoch.
+//! one transaction. A submission that lost its epoch to another member's commit
+//! is undone but stays stored, flagged, while the winner is fetched and merged;
+//! the intent applied again to the new epoch replaces it in one transaction, so
+//! a failure in between (the homeserver gone again, a crash) loses nothing. A
+//! stored submission refused when nobody waits for it any more is kept as a
+//! refusal until the application is told.
 
 use conclave_core::ids::{CredentialIdentity, UserId};
 use conclave_core::mls::CipherSuite;
@@ -17,6 +21,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
+use super::groups::GroupId;
 use super::key_packages::ClaimedKeyPackage;
 use super::{Client, FailPoint, call_with_status, now_ms};
 use crate::connection::{ConnectError, group_client};
@@ -81,6 +86,46 @@ impl Intent {
     }
 }
 
+/// A stored submission that was not made after all, told to the application
+/// once ([`Client::take_refused_submissions`], [`ReceiveReport::refused`]):
+/// resent or rebuilt after its caller had moved on (a message kept with
+/// [`ClientError::NotSentYet`]), the homeserver refused it for good, or it
+/// could no longer be made (this device was removed from the group).
+///
+/// [`ReceiveReport::refused`]: super::ReceiveReport::refused
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedSubmission {
+    pub group_id: GroupId,
+    /// The group's name (or its id, if it has none or is gone).
+    pub group_name: String,
+    /// What it was to do, in a few words ("send a message", "invite
+    /// bob@example.org").
+    pub action: String,
+    /// For a message, its text.
+    pub text: Option<String>,
+    /// Why, as the homeserver (or this device) said.
+    pub reason: String,
+}
+
+impl Intent {
+    /// The intent in a few words, for the user.
+    fn describe(&self) -> String {
+        match self {
+            Intent::Create => "create the group".to_owned(),
+            Intent::Invite { users } => format!("invite {}", users.join(", ")),
+            Intent::Remove { user } => format!("remove {user}"),
+            Intent::RemoveDevices { devices } => {
+                format!("remove departed devices {}", devices.join(", "))
+            }
+            Intent::Rotate => "rotate this device's keys".to_owned(),
+            Intent::CommitProposals => "commit other members' proposals".to_owned(),
+            Intent::Leave => "leave the group".to_owned(),
+            Intent::Rejoin => "rejoin the group".to_owned(),
+            Intent::Text { .. } => "send a message".to_owned(),
+        }
+    }
+}
+
 /// Where the hub put an accepted submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Accepted {
@@ -99,6 +144,31 @@ pub(crate) enum Sent {
     LostRace { winning_seq: u64 },
     /// Refused for good: undone here.
     Refused(ClientError),
+}
+
+/// Who hears of the final refusal of a stored submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalNotice {
+    /// The caller that asked for it, which waits for the answer: it gets the
+    /// error.
+    Returned,
+    /// Nobody waits (it is resent or rebuilt later): the refusal is kept, in
+    /// the transaction that forgets the submission, for
+    /// [`Client::take_refused_submissions`].
+    Kept,
+}
+
+/// Why a submission is undone.
+#[derive(Clone, Copy)]
+enum Undo<'a> {
+    /// Its epoch ended before it landed.
+    LostRace,
+    /// The hub refused it for good.
+    Refused {
+        code: Code,
+        error: &'a ClientError,
+        notice: RefusalNotice,
+    },
 }
 
 /// How one sending failed, before anything is applied.
@@ -149,6 +219,43 @@ pub(crate) fn idempotency_key(provider: &MlsProvider<'_>) -> Result<Vec<u8>, Cli
 }
 
 impl Client {
+    /// Takes the stored submissions (of one group, or of all) that were not
+    /// made after all, oldest first: each is handed out once. A message kept
+    /// by [`Client::send`] ([`ClientError::NotSentYet`]) is either delivered
+    /// or, once, here. Local only.
+    pub fn take_refused_submissions(
+        &self,
+        group_id: Option<&GroupId>,
+    ) -> Result<Vec<RefusedSubmission>, ClientError> {
+        let rows = self.state().transaction(|_, connection| {
+            let rows = stored::take_refused(connection, group_id.map(GroupId::as_bytes))?;
+            rows.into_iter()
+                .map(|row| {
+                    let group_name = stored::group(connection, &row.group_id)?
+                        .map(|group| super::groups::display(&group))
+                        .unwrap_or_else(|| hex::encode(&row.group_id));
+                    Ok((row, group_name))
+                })
+                .collect::<Result<Vec<_>, StateError>>()
+        })?;
+        rows.into_iter()
+            .map(|(row, group_name)| {
+                let intent = Intent::from_json(&row.intent)?;
+                let text = match &intent {
+                    Intent::Text { body, .. } => Some(body.clone()),
+                    _ => None,
+                };
+                Ok(RefusedSubmission {
+                    group_id: GroupId::from_bytes(row.group_id),
+                    group_name,
+                    action: intent.describe(),
+                    text,
+                    reason: row.reason,
+                })
+            })
+            .collect()
+    }
+
     /// Runs an intent until the hub accepted a submission for it, or it holds
     /// already, or it fails. Callers hold `group_operations`.
     pub(crate) async fn run_intent(
@@ -161,14 +268,34 @@ impl Client {
 
     /// [`Client::run_intent`], telling through `stored` whether a submission
     /// for the intent is stored when it returns: then a failure leaves it to
-    /// be resent by [`Client::resume_pending`], and running the intent again
-    /// would do it twice.
+    /// be resent (or, after a lost race, rebuilt) by [`Client::resume_pending`],
+    /// and running the intent again would do it twice.
     pub(crate) async fn run_intent_tracked(
         &self,
         group_id: &[u8],
         intent: Intent,
         stored: &mut bool,
     ) -> Result<Completion, ClientError> {
+        self.run_intent_replacing(group_id, intent, None, RefusalNotice::Returned, stored)
+            .await
+    }
+
+    /// Runs an intent; with `replacing`, one whose stored submission lost its
+    /// race (the group caught up past it), which the rebuild replaces in the
+    /// transaction that stores it. A submission that loses its race stays
+    /// stored, flagged, until then: whatever fails in between (the catch-up, the
+    /// rebuild) leaves the intent for [`Client::resume_pending`]. Only a final
+    /// failure of the intent itself (the hub refused it, or it can no longer be
+    /// made) forgets it, telling `notice`.
+    async fn run_intent_replacing(
+        &self,
+        group_id: &[u8],
+        intent: Intent,
+        mut replacing: Option<PendingSubmission>,
+        notice: RefusalNotice,
+        stored: &mut bool,
+    ) -> Result<Completion, ClientError> {
+        *stored = replacing.is_some();
         let mut lost_races = 0;
         // Claimed once, and reused when the commit has to be rebuilt.
         let mut claimed: Option<Vec<ClaimedKeyPackage>> = None;
@@ -176,12 +303,23 @@ impl Client {
         // keeps failing from looping forever.
         let mut detours = 0;
         loop {
-            let (submission, devices) = match self.prepare(group_id, &intent, &mut claimed).await? {
+            let prepared = match self
+                .prepare(group_id, &intent, &mut claimed, replacing.as_ref())
+                .await
+            {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
+                }
+            };
+            let (submission, devices) = match prepared {
                 Prepared::Submission {
                     submission,
                     devices,
                 } => (submission, devices),
                 Prepared::Done => {
+                    // Forgotten with the flagged submission, if any.
+                    *stored = false;
                     return Ok(Completion {
                         accepted: None,
                         lost_races,
@@ -199,26 +337,33 @@ impl Client {
                     continue;
                 }
                 Prepared::CommitProposalsFirst | Prepared::RejoinFirst => {
-                    return Err(ClientError::TooManyConflicts {
+                    let error = ClientError::TooManyConflicts {
                         group: hex::encode(group_id),
                         attempts: detours,
-                    });
+                    };
+                    return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
                 }
             };
             *stored = true;
-            let sent = self.send_and_apply(&submission).await?;
-            // Accepted, refused or lost: either way no longer stored.
-            *stored = false;
-            match sent {
+            match self.send_and_apply_noting(&submission, notice).await? {
                 Sent::Accepted(accepted) => {
+                    *stored = false;
                     return Ok(Completion {
                         accepted: Some(accepted),
                         lost_races,
                         devices,
                     });
                 }
-                Sent::Refused(error) => return Err(error),
+                Sent::Refused(error) => {
+                    *stored = false;
+                    return Err(error);
+                }
                 Sent::LostRace { winning_seq } => {
+                    // Still stored, flagged: the rebuild replaces it.
+                    replacing = Some(PendingSubmission {
+                        lost_race: true,
+                        ..submission
+                    });
                     lost_races += 1;
                     tracing::debug!(
                         group = hex::encode(group_id),
@@ -227,10 +372,11 @@ impl Client {
                         "lost the race for an epoch; catching up"
                     );
                     if lost_races >= MAX_LOST_RACES {
-                        return Err(ClientError::TooManyConflicts {
+                        let error = ClientError::TooManyConflicts {
                             group: hex::encode(group_id),
                             attempts: lost_races,
-                        });
+                        };
+                        return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
                     }
                     self.catch_up(group_id, winning_seq).await?;
                 }
@@ -238,31 +384,101 @@ impl Client {
         }
     }
 
+    /// The intent of `replacing`, a submission that lost its race, failed to be
+    /// rebuilt with `error`. A final failure forgets it (keeping the refusal
+    /// for the application if `notice` says so); any other keeps it to be
+    /// rebuilt later. Returns the error to pass on.
+    fn fail_intent(
+        &self,
+        replacing: Option<&PendingSubmission>,
+        error: ClientError,
+        notice: RefusalNotice,
+        stored: &mut bool,
+    ) -> Result<ClientError, ClientError> {
+        let Some(replaced) = replacing else {
+            return Ok(error);
+        };
+        if keeps_intent(&error) {
+            return Ok(error);
+        }
+        self.state().transaction(|_, connection| {
+            if stored::delete_pending(connection, replaced)? && notice == RefusalNotice::Kept {
+                stored::insert_refused(
+                    connection,
+                    &replaced.group_id,
+                    &replaced.intent,
+                    &error.to_string(),
+                    now_ms(),
+                )?;
+            }
+            Ok::<_, ClientError>(())
+        })?;
+        *stored = false;
+        Ok(error)
+    }
+
     /// Sends every stored submission (of one group, or all) that has no answer
-    /// yet, applies the answers, and re-runs the intents of those that lost
-    /// their race. Callers hold `group_operations`.
+    /// yet, applies the answers, and rebuilds the intents of those that lost
+    /// their race (now or before a failure or a restart), in the order they
+    /// were stored. A final refusal is kept for
+    /// [`Client::take_refused_submissions`], and the next submission handled.
+    /// Callers hold `group_operations`.
     pub(crate) async fn resume_pending(&self, group_id: Option<&[u8]>) -> Result<(), ClientError> {
-        let pending = self
-            .state()
-            .read(|_, connection| stored::pending_submissions(connection, group_id))?;
-        for submission in pending {
-            tracing::info!(group = hex::encode(&submission.group_id), kind = ?submission.kind, "resuming a submission");
+        // Read again after each one: catching up may forget others (a removal
+        // from their group, an echo of one that was accepted).
+        let mut last_id = 0;
+        while let Some(submission) = self.next_pending(group_id, last_id)? {
+            last_id = submission.id;
+            tracing::info!(group = hex::encode(&submission.group_id), kind = ?submission.kind, lost_race = submission.lost_race, "resuming a submission");
             let intent = Intent::from_json(&submission.intent)?;
-            match self.send_and_apply(&submission).await? {
-                Sent::Accepted(_) => {}
-                Sent::Refused(error) => {
-                    tracing::warn!(group = hex::encode(&submission.group_id), %error, "a stored submission was refused");
+            let group_id = submission.group_id.as_slice();
+            if submission.lost_race {
+                self.catch_up(group_id, 0).await?;
+            } else {
+                match self
+                    .send_and_apply_noting(&submission, RefusalNotice::Kept)
+                    .await?
+                {
+                    Sent::Accepted(_) => continue,
+                    Sent::Refused(error) => {
+                        tracing::warn!(group = hex::encode(group_id), %error, "a stored submission was refused");
+                        continue;
+                    }
+                    Sent::LostRace { winning_seq } => {
+                        self.catch_up(group_id, winning_seq).await?;
+                    }
                 }
-                Sent::LostRace { winning_seq } => {
-                    self.catch_up(&submission.group_id, winning_seq).await?;
-                    match intent {
-                        Intent::Create => {}
-                        Intent::Rejoin => {
-                            self.rejoin_locked(&submission.group_id).await?;
+            }
+            match intent {
+                // Forgotten when undone: the creation cannot be redone, and a
+                // rejoin's need is kept as the group's `needs_rejoin`.
+                Intent::Create => {}
+                Intent::Rejoin => {
+                    self.rejoin_locked(group_id).await?;
+                }
+                intent => {
+                    let replaced = PendingSubmission {
+                        lost_race: true,
+                        ..submission
+                    };
+                    let result = self
+                        .run_intent_replacing(
+                            &replaced.group_id,
+                            intent,
+                            Some(replaced.clone()),
+                            RefusalNotice::Kept,
+                            &mut false,
+                        )
+                        .await;
+                    if let Err(error) = result {
+                        let kept = self.state().read(|_, connection| {
+                            stored::pending_id_exists(connection, replaced.id)
+                        })?;
+                        // Still stored: it must go before anything after it.
+                        if kept {
+                            return Err(error);
                         }
-                        intent => {
-                            self.run_intent(&submission.group_id, intent).await?;
-                        }
+                        tracing::warn!(group = hex::encode(&replaced.group_id), %error, "a stored intent could not be carried out");
                     }
                 }
             }
@@ -270,11 +486,34 @@ impl Client {
         Ok(())
     }
 
-    /// Sends a stored submission and applies the hub's answer. `Err` means it is
-    /// still stored (no answer, or a local failure) and will be resent.
+    /// The first stored submission (of one group, or of all) after row `after`.
+    fn next_pending(
+        &self,
+        group_id: Option<&[u8]>,
+        after: i64,
+    ) -> Result<Option<PendingSubmission>, ClientError> {
+        let pending = self
+            .state()
+            .read(|_, connection| stored::pending_submissions(connection, group_id))?;
+        Ok(pending.into_iter().find(|submission| submission.id > after))
+    }
+
+    /// Sends a stored submission and applies the hub's answer; a final refusal
+    /// is returned to the caller. `Err` means it is still stored (no answer, or
+    /// a local failure) and will be resent.
     pub(crate) async fn send_and_apply(
         &self,
         submission: &PendingSubmission,
+    ) -> Result<Sent, ClientError> {
+        self.send_and_apply_noting(submission, RefusalNotice::Returned)
+            .await
+    }
+
+    /// [`Client::send_and_apply`], telling `notice` of a final refusal.
+    async fn send_and_apply_noting(
+        &self,
+        submission: &PendingSubmission,
+        notice: RefusalNotice,
     ) -> Result<Sent, ClientError> {
         self.check_fail_point(FailPoint::BeforeSend)?;
         match self.send_pending_failing_over(submission).await {
@@ -284,15 +523,24 @@ impl Client {
                 Ok(Sent::Accepted(accepted))
             }
             Err(SendFailure::Conflict { winning_seq }) => {
-                self.undo(submission, None)?;
+                self.undo(submission, Undo::LostRace)?;
+                self.check_fail_point(FailPoint::AfterLostRace)?;
                 Ok(Sent::LostRace { winning_seq })
             }
             Err(SendFailure::Stale) => {
-                self.undo(submission, None)?;
+                self.undo(submission, Undo::LostRace)?;
+                self.check_fail_point(FailPoint::AfterLostRace)?;
                 Ok(Sent::LostRace { winning_seq: 0 })
             }
             Err(SendFailure::Refused(error, code)) => {
-                self.undo(submission, Some(code))?;
+                self.undo(
+                    submission,
+                    Undo::Refused {
+                        code,
+                        error: &error,
+                        notice,
+                    },
+                )?;
                 Ok(Sent::Refused(error))
             }
             Err(SendFailure::Unavailable(error)) => Err(error),
@@ -300,12 +548,15 @@ impl Client {
     }
 
     /// Builds the next submission for an intent against the group as it is now,
-    /// and stores it.
+    /// and stores it; in place of `replacing` (a submission of the intent that
+    /// lost its race), which is forgotten in the same transaction, as it is
+    /// when the intent turns out to hold already.
     async fn prepare(
         &self,
         group_id: &[u8],
         intent: &Intent,
         claimed: &mut Option<Vec<ClaimedKeyPackage>>,
+        replacing: Option<&PendingSubmission>,
     ) -> Result<Prepared, ClientError> {
         let session = self.require_session()?;
         let signer = self.state().signer(&session)?;
@@ -320,7 +571,7 @@ impl Client {
         }
         let claimed = claimed.as_deref().unwrap_or_default();
         let me = &session.credential_identity;
-        self.state().transaction(|provider, connection| {
+        let build = |provider: &MlsProvider<'_>, connection: &rusqlite::Connection| {
             let group_name = |row: &stored::GroupRow| super::groups::display(row);
             let row = stored::group(connection, group_id)?
                 .ok_or_else(|| ClientError::UnknownGroup(hex::encode(group_id)))?;
@@ -472,11 +723,19 @@ impl Client {
                         // A stale proposal of an earlier attempt: replace it.
                         mls::discard_own_leave(&mut group, provider)?;
                     }
-                    (mls::leave_proposal(&mut group, provider, &signer)?, None, None)
+                    (
+                        mls::leave_proposal(&mut group, provider, &signer)?,
+                        None,
+                        None,
+                    )
                 }
                 (None, Intent::Text { body, sent_at_ms }) => {
                     let plaintext = mls::encode_text(body, sent_at_ms.unwrap_or_else(now_ms));
-                    (mls::encrypt(&mut group, provider, &signer, &plaintext)?, None, None)
+                    (
+                        mls::encrypt(&mut group, provider, &signer, &plaintext)?,
+                        None,
+                        None,
+                    )
                 }
                 (None, _) => unreachable!("every other intent is a commit"),
             };
@@ -490,6 +749,7 @@ impl Client {
                 welcome,
                 extra,
                 epoch,
+                lost_race: false,
             };
             submission.id = stored::insert_pending(connection, &submission, now_ms())?;
             tracing::debug!(group = hex::encode(group_id), ?kind, epoch, me = %me, "stored a submission");
@@ -497,6 +757,31 @@ impl Client {
                 submission,
                 devices,
             })
+        };
+        self.state().transaction(|provider, connection| {
+            if let Some(replaced) = replacing
+                && !stored::pending_exists(connection, replaced)?
+            {
+                // Finished meanwhile by another process on this state (the
+                // only other writer of its row): nothing is left to do.
+                return Ok(Prepared::Done);
+            }
+            let mut prepared = build(provider, connection)?;
+            if let Some(replaced) = replacing {
+                match &mut prepared {
+                    Prepared::Submission { submission, .. } => {
+                        // The rebuild takes the replaced one's place in line.
+                        stored::replace_pending(connection, replaced, submission.id)?;
+                        submission.id = replaced.id;
+                    }
+                    Prepared::Done => {
+                        stored::delete_pending(connection, replaced)?;
+                    }
+                    // Kept until the detour is made and the intent rebuilt.
+                    Prepared::CommitProposalsFirst | Prepared::RejoinFirst => {}
+                }
+            }
+            Ok(prepared)
         })
     }
 
@@ -637,7 +922,7 @@ impl Client {
         let intent = Intent::from_json(&submission.intent)?;
         let group_id = submission.group_id.as_slice();
         self.state().transaction(|provider, connection| {
-            if !stored::delete_pending(connection, submission.id)? {
+            if !stored::delete_pending(connection, submission)? {
                 return Ok(());
             }
             match submission.kind {
@@ -674,18 +959,40 @@ impl Client {
     }
 
     /// Undoes a submission the hub did not take: drops the pending commit (or
-    /// proposal, or the provisional group) and the stored submission. `refusal`
-    /// is the code of a final refusal; `None` for a lost race.
-    fn undo(
-        &self,
-        submission: &PendingSubmission,
-        refusal: Option<Code>,
-    ) -> Result<(), ClientError> {
+    /// proposal, or the provisional group). A refused submission is forgotten
+    /// (its refusal kept if `notice` says so); one that lost its race is kept,
+    /// flagged, for its intent to be rebuilt, except a creation (nothing to
+    /// redo) and a rejoin (whose need is kept as the group's `needs_rejoin`).
+    fn undo(&self, submission: &PendingSubmission, undo: Undo<'_>) -> Result<(), ClientError> {
         let intent = Intent::from_json(&submission.intent)?;
         let group_id = submission.group_id.as_slice();
+        let refusal = match undo {
+            Undo::LostRace => None,
+            Undo::Refused { code, .. } => Some(code),
+        };
         self.state().transaction(|provider, connection| {
-            if !stored::delete_pending(connection, submission.id)? {
+            let kept = refusal.is_none() && !matches!(intent, Intent::Create | Intent::Rejoin);
+            let found = if kept {
+                stored::mark_lost_race(connection, submission)?
+            } else {
+                stored::delete_pending(connection, submission)?
+            };
+            if !found {
                 return Ok(());
+            }
+            if let Undo::Refused {
+                error,
+                notice: RefusalNotice::Kept,
+                ..
+            } = undo
+            {
+                stored::insert_refused(
+                    connection,
+                    group_id,
+                    &submission.intent,
+                    &error.to_string(),
+                    now_ms(),
+                )?;
             }
             let group = mls::load_group(provider, group_id)?;
             match (submission.kind, group) {
@@ -787,6 +1094,20 @@ pub(crate) fn is_transient(code: Code) -> bool {
             | Code::Unknown
             | Code::ResourceExhausted
     )
+}
+
+/// Whether an intent that lost its race is kept, to be rebuilt later, after
+/// failing with `error`: unless the failure is its own (the hub refused it, or
+/// it can no longer be made, say because this device left the group).
+fn keeps_intent(error: &ClientError) -> bool {
+    is_transient_error(error)
+        || matches!(
+            error,
+            ClientError::State(_)
+                | ClientError::Connect(_)
+                | ClientError::NotLoggedIn
+                | ClientError::SimulatedCrash(_)
+        )
 }
 
 /// Whether a failed operation is worth retrying as it is (the server was not

@@ -42,6 +42,10 @@ pub struct ReceiveReport {
     pub removed: Vec<GroupId>,
     /// Groups rejoined by external commit after their state was lost or diverged.
     pub rejoined: Vec<GroupId>,
+    /// Stored submissions (a message kept by [`Client::send`], say) that were
+    /// not made after all, this time or earlier, not yet told: taken as by
+    /// [`Client::take_refused_submissions`].
+    pub refused: Vec<super::RefusedSubmission>,
 }
 
 /// One group event as delivered.
@@ -128,8 +132,17 @@ impl Client {
     /// answer yet, applies every event waiting at the hub (Welcomes, commits,
     /// proposals, messages) in order, acknowledges them, then commits other
     /// members' pending proposals and repairs groups whose state is lost or
-    /// diverged. New messages are stored unread for [`Client::listen`].
+    /// diverged. New messages are stored unread for [`Client::listen`]; stored
+    /// submissions that were not made after all are in the report (once).
     pub async fn receive(&self) -> Result<ReceiveReport, ClientError> {
+        let mut report = self.receive_keeping_refusals().await?;
+        report.refused = self.take_refused_submissions(None)?;
+        Ok(report)
+    }
+
+    /// [`Client::receive`], leaving refusals for the application to take: a
+    /// listener catching up has nobody to tell them to.
+    pub(crate) async fn receive_keeping_refusals(&self) -> Result<ReceiveReport, ClientError> {
         let _operations = self.group_operations.lock().await;
         self.receive_locked().await
     }
@@ -332,7 +345,8 @@ fn duty(
         // passing reason): try again.
         GroupStatus::Rejoining => {
             let pending = stored::pending_submissions(connection, Some(group_id))?;
-            return Ok(if pending.is_empty() {
+            // One that lost its race waits for the group to be back.
+            return Ok(if pending.iter().all(|submission| submission.lost_race) {
                 Duty::Rejoin
             } else {
                 Duty::None
@@ -777,7 +791,8 @@ pub(crate) fn record_changes(
 }
 
 /// This device is no longer in the group: forget its MLS state and anything
-/// still waiting for it, and keep the row (its messages stay readable).
+/// still waiting for it, and keep the row (its messages stay readable). Its
+/// stored submissions are kept as refusals, for the application to tell.
 pub(crate) fn mark_removed(
     provider: &MlsProvider<'_>,
     connection: &Connection,
@@ -785,6 +800,15 @@ pub(crate) fn mark_removed(
 ) -> Result<(), ClientError> {
     if let Some(mut group) = mls::load_group(provider, group_id)? {
         mls::delete_group(provider, &mut group)?;
+    }
+    for submission in stored::pending_submissions(connection, Some(group_id))? {
+        stored::insert_refused(
+            connection,
+            group_id,
+            &submission.intent,
+            "this device is no longer a member of the group",
+            now_ms(),
+        )?;
     }
     stored::set_status(connection, group_id, GroupStatus::Removed)?;
     stored::set_leaving_epoch(connection, group_id, None)?;

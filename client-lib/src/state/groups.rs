@@ -113,6 +113,20 @@ pub(crate) struct PendingSubmission {
     pub(crate) extra: Option<Vec<u8>>,
     /// The group's epoch when it was built.
     pub(crate) epoch: u64,
+    /// Its epoch ended before it landed and this device's side of it is rolled
+    /// back: the payload is stale and never sent again; the intent is rebuilt
+    /// for the current epoch, replacing it.
+    pub(crate) lost_race: bool,
+}
+
+/// A stored submission refused after its caller had moved on (resent later, or
+/// rebuilt after a lost race), kept until the application is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefusedRow {
+    pub(crate) group_id: Vec<u8>,
+    /// The intent as JSON.
+    pub(crate) intent: String,
+    pub(crate) reason: String,
 }
 
 /// An entry of a group's timeline as stored: a message (received, or sent by
@@ -373,8 +387,9 @@ pub(crate) fn insert_pending(
 ) -> Result<i64, StateError> {
     connection.execute(
         "INSERT INTO pending_submissions
-             (group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch,
+              created_at_ms, lost_race)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             submission.group_id,
             submission.kind.as_str(),
@@ -385,9 +400,63 @@ pub(crate) fn insert_pending(
             submission.extra,
             to_sql(submission.epoch),
             now_ms,
+            submission.lost_race,
         ],
     )?;
     Ok(connection.last_insert_rowid())
+}
+
+/// Forgets `replaced` (a submission that lost its race) and gives its row id
+/// to `replacement`, the rebuild of its intent stored as row
+/// `replacement_id`: the rebuild takes its place in the order of the group's
+/// submissions. False (and nothing changed) if `replaced` is gone already.
+pub(crate) fn replace_pending(
+    connection: &Connection,
+    replaced: &PendingSubmission,
+    replacement_id: i64,
+) -> Result<bool, StateError> {
+    if !delete_pending(connection, replaced)? {
+        return Ok(false);
+    }
+    connection.execute(
+        "UPDATE pending_submissions SET id = ?1 WHERE id = ?2",
+        [replaced.id, replacement_id],
+    )?;
+    Ok(true)
+}
+
+/// Flags a submission as having lost the race for its epoch; false if it was
+/// gone already.
+pub(crate) fn mark_lost_race(
+    connection: &Connection,
+    submission: &PendingSubmission,
+) -> Result<bool, StateError> {
+    Ok(connection.execute(
+        "UPDATE pending_submissions SET lost_race = 1 WHERE id = ?1 AND idempotency_key = ?2",
+        params![submission.id, submission.idempotency_key],
+    )? > 0)
+}
+
+/// Whether a submission is stored as row `id` (the one given, or the rebuild
+/// that replaced it).
+pub(crate) fn pending_id_exists(connection: &Connection, id: i64) -> Result<bool, StateError> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pending_submissions WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )?)
+}
+
+/// Whether a submission is still stored.
+pub(crate) fn pending_exists(
+    connection: &Connection,
+    submission: &PendingSubmission,
+) -> Result<bool, StateError> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pending_submissions WHERE id = ?1 AND idempotency_key = ?2)",
+        params![submission.id, submission.idempotency_key],
+        |row| row.get(0),
+    )?)
 }
 
 /// Pending submissions, oldest first; of one group, or of all.
@@ -396,7 +465,8 @@ pub(crate) fn pending_submissions(
     group_id: Option<&[u8]>,
 ) -> Result<Vec<PendingSubmission>, StateError> {
     let mut statement = connection.prepare(
-        "SELECT id, group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch
+        "SELECT id, group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch,
+                lost_race
          FROM pending_submissions WHERE ?1 IS NULL OR group_id = ?1 ORDER BY id",
     )?;
     let rows = statement
@@ -411,12 +481,24 @@ pub(crate) fn pending_submissions(
                 row.get::<_, Option<Vec<u8>>>(6)?,
                 row.get::<_, Option<Vec<u8>>>(7)?,
                 row.get::<_, i64>(8)?,
+                row.get::<_, bool>(9)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
         .map(
-            |(id, group_id, kind, intent, idempotency_key, payload, welcome, extra, epoch)| {
+            |(
+                id,
+                group_id,
+                kind,
+                intent,
+                idempotency_key,
+                payload,
+                welcome,
+                extra,
+                epoch,
+                lost_race,
+            )| {
                 Ok(PendingSubmission {
                     id,
                     group_id,
@@ -427,6 +509,7 @@ pub(crate) fn pending_submissions(
                     welcome,
                     extra,
                     epoch: from_sql(epoch),
+                    lost_race,
                 })
             },
         )
@@ -434,9 +517,16 @@ pub(crate) fn pending_submissions(
 }
 
 /// Deletes a pending submission; false if it was gone already (another process
-/// completed it).
-pub(crate) fn delete_pending(connection: &Connection, id: i64) -> Result<bool, StateError> {
-    Ok(connection.execute("DELETE FROM pending_submissions WHERE id = ?1", [id])? > 0)
+/// completed it). Matched by its idempotency key too, because a rebuild after
+/// a lost race takes over the row id of the submission it replaces.
+pub(crate) fn delete_pending(
+    connection: &Connection,
+    submission: &PendingSubmission,
+) -> Result<bool, StateError> {
+    Ok(connection.execute(
+        "DELETE FROM pending_submissions WHERE id = ?1 AND idempotency_key = ?2",
+        params![submission.id, submission.idempotency_key],
+    )? > 0)
 }
 
 /// Deletes the pending submission that carries exactly `payload` (its echo came
@@ -446,11 +536,12 @@ pub(crate) fn delete_pending_with_payload(
     group_id: &[u8],
     payload: &[u8],
 ) -> Result<Option<PendingSubmission>, StateError> {
+    // One that lost its race was refused by the hub, so never echoed.
     let found = pending_submissions(connection, Some(group_id))?
         .into_iter()
-        .find(|submission| submission.payload == payload);
+        .find(|submission| !submission.lost_race && submission.payload == payload);
     if let Some(submission) = &found {
-        delete_pending(connection, submission.id)?;
+        delete_pending(connection, submission)?;
     }
     Ok(found)
 }
@@ -466,16 +557,59 @@ pub(crate) fn delete_pending_for_group(
     Ok(())
 }
 
-/// Whether a commit of this device for the group awaits the hub's answer.
+/// Whether a commit of this device for the group awaits the hub's answer (one
+/// that lost its race awaits nothing: it is rolled back).
 pub(crate) fn has_pending_commit(
     connection: &Connection,
     group_id: &[u8],
 ) -> Result<bool, StateError> {
     Ok(connection.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pending_submissions WHERE group_id = ?1 AND kind = 'commit')",
+        "SELECT EXISTS (SELECT 1 FROM pending_submissions
+                        WHERE group_id = ?1 AND kind = 'commit' AND lost_race = 0)",
         [group_id],
         |row| row.get(0),
     )?)
+}
+
+/// Keeps the refusal of a stored submission for the application to be told.
+pub(crate) fn insert_refused(
+    connection: &Connection,
+    group_id: &[u8],
+    intent: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StateError> {
+    connection.execute(
+        "INSERT INTO refused_submissions (group_id, intent, reason, refused_at_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![group_id, intent, reason, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Takes the kept refusals (of one group, or of all), oldest first.
+pub(crate) fn take_refused(
+    connection: &Connection,
+    group_id: Option<&[u8]>,
+) -> Result<Vec<RefusedRow>, StateError> {
+    let rows = connection
+        .prepare(
+            "SELECT group_id, intent, reason FROM refused_submissions
+             WHERE ?1 IS NULL OR group_id = ?1 ORDER BY id",
+        )?
+        .query_map([group_id], |row| {
+            Ok(RefusedRow {
+                group_id: row.get(0)?,
+                intent: row.get(1)?,
+                reason: row.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    connection.execute(
+        "DELETE FROM refused_submissions WHERE ?1 IS NULL OR group_id = ?1",
+        [group_id],
+    )?;
+    Ok(rows)
 }
 
 /// A message to store.

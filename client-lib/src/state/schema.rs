@@ -154,6 +154,26 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages_v4 RENAME TO messages;
      CREATE INDEX messages_unread ON messages (group_id, id) WHERE unread = 1;
      ALTER TABLE departed_members ADD COLUMN reason TEXT NOT NULL DEFAULT '';",
+    // 5: a submission that lost the race for its epoch is kept, flagged, until
+    // its intent is rebuilt for the current epoch (the rebuild replaces it in
+    // one transaction), so a failure in between loses nothing; and stored
+    // submissions refused after their caller moved on are kept until the
+    // application is told.
+    "ALTER TABLE pending_submissions ADD COLUMN
+         -- 1: the payload is stale (its epoch ended before it landed, and this
+         -- device's state of it is rolled back): never send it; catch up and
+         -- rebuild the intent for the current epoch.
+         lost_race INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE refused_submissions (
+         -- Order of refusal.
+         id            INTEGER PRIMARY KEY,
+         group_id      BLOB NOT NULL,
+         -- The intent of the refused submission (JSON, as in pending_submissions).
+         intent        TEXT NOT NULL,
+         -- Why, in words: the homeserver's refusal, or why it could not be rebuilt.
+         reason        TEXT NOT NULL,
+         refused_at_ms INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// Tables that survive a logout; every other table (the session and all of
@@ -192,7 +212,58 @@ fn migrate_to(connection: &mut Connection, target: usize) -> Result<(), StateErr
 mod tests {
     use super::*;
 
-    /// A state written by the previous version keeps its messages, unread
+    /// A state written by version 4 keeps its stored submissions, in order,
+    /// none of them flagged as having lost its race, and gains the table of
+    /// refusals.
+    #[test]
+    fn pending_submissions_survive_the_lost_race_migration() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate_to(&mut connection, 4).unwrap();
+        connection
+            .execute_batch(
+                r#"INSERT INTO pending_submissions (id, group_id, kind, intent, idempotency_key,
+                                                    payload, welcome, extra, epoch, created_at_ms)
+                 VALUES (3, x'01', 'message', '{"intent":"text","body":"one"}', x'0a', x'aa',
+                         NULL, NULL, 4, 1000),
+                        (5, x'01', 'commit', '{"intent":"rotate"}', x'0b', x'bb',
+                         NULL, x'cc', 4, 1001);"#,
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        let rows: Vec<(i64, String, Vec<u8>, bool)> = connection
+            .prepare("SELECT id, intent, payload, lost_race FROM pending_submissions ORDER BY id")
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (
+                    3,
+                    r#"{"intent":"text","body":"one"}"#.to_owned(),
+                    vec![0xaa],
+                    false
+                ),
+                (5, r#"{"intent":"rotate"}"#.to_owned(), vec![0xbb], false),
+            ]
+        );
+        let refused: i64 = connection
+            .query_row("SELECT count(*) FROM refused_submissions", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(refused, 0);
+        let version: usize = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
+
+    /// A state written by version 3 keeps its messages, unread
     /// marks and departures, and gains the new columns.
     #[test]
     fn messages_survive_the_timeline_migration() {

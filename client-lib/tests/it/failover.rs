@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use conclave_client::ConnectionNotice;
-use conclave_test_support::DatabaseChoice;
+use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver};
 use tokio::sync::mpsc;
 
 use crate::support::{
@@ -240,4 +240,114 @@ async fn conclave_listen_and_chat_survive_a_replica_going_away() {
             "{name}: {stderr}"
         );
     }
+}
+
+/// Reads `lines` until one matches, within 90 seconds; every line read is
+/// added to `seen` (for failure messages and later checks).
+async fn read_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    seen: &mut Vec<String>,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) {
+    let found = within(90, what, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let hit = matches(&line);
+            seen.push(line);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(found, "{what}: the output ended first: {seen:?}");
+}
+
+/// Bob's `conclave chat` keeps a line typed while his replica is away; before
+/// it is back, Alice removes him from the group through the other replica. The
+/// kept line is refused when it goes out: the chat says so, with its text, and
+/// does not claim the waiting lines were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclave_chat_tells_of_a_kept_line_that_is_refused() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let first = start_server(DatabaseChoice::Postgres).await;
+    let second = first.start_replica(|_| {}).await;
+    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&second, "bob", GROUP_STOCK).await;
+    let group_id = alice.client.create_group("kept").await.unwrap().group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost")])
+        .await
+        .unwrap();
+    bob.client.receive().await.unwrap();
+
+    let mut chat = spawn_conclave(
+        bob.state_dir.path(),
+        &second.client_url(),
+        &["chat", "kept"],
+    );
+    let mut input = chat.stdin.take().unwrap();
+    let mut errors = BufReader::new(chat.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    read_until(&mut errors, &mut seen, "the chat starting", |line| {
+        line.starts_with("chatting in kept")
+    })
+    .await;
+    let mut alice_listener = alice.client.listen(Some(group_id.clone()));
+    input.write_all(b"before\n").await.unwrap();
+    let before = within(90, "alice receiving bob's line", alice_listener.next())
+        .await
+        .unwrap();
+    assert_eq!(before.body.text(), Some("before"));
+    drop(alice_listener);
+
+    let config = second.config().clone();
+    let database = second.stop().await;
+    input.write_all(b"during\n").await.unwrap();
+    read_until(
+        &mut errors,
+        &mut seen,
+        "the chat keeping the line",
+        |line| line.starts_with("not sent yet ("),
+    )
+    .await;
+    alice
+        .client
+        .remove(&group_id, &user("bob@localhost"))
+        .await
+        .unwrap();
+    let _second = TestHomeserver::start_on(
+        config,
+        database,
+        std::sync::Arc::new(AdjustableClock::default()),
+    )
+    .await;
+    read_until(
+        &mut errors,
+        &mut seen,
+        "the chat telling of the refusal",
+        |line| line.starts_with("not sent: during: "),
+    )
+    .await;
+    drop(input);
+    let status = within(90, "the chat ending", chat.wait()).await.unwrap();
+    while let Some(line) = errors.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    assert!(status.success(), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|line| line.contains("waiting messages are sent")),
+        "{seen:?}"
+    );
+
+    alice.client.receive().await.unwrap();
+    let texts: Vec<String> = take_all_unread(&alice)
+        .into_iter()
+        .filter_map(|message| message.body.text().map(str::to_owned))
+        .collect();
+    assert!(!texts.contains(&"during".to_owned()), "{texts:?}");
 }

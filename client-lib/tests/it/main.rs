@@ -5,6 +5,7 @@ mod cli;
 mod failover;
 mod fuzz_smoke;
 mod groups;
+mod kept_intents;
 mod library;
 mod recovery;
 mod support;

@@ -8,7 +8,9 @@ use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use conclave_client::{Client, ClientError, ConnectionNotice, GroupId, TimelineEvent};
+use conclave_client::{
+    Client, ClientError, ConnectionNotice, GroupId, RefusedSubmission, TimelineEvent,
+};
 use tokio::sync::mpsc;
 
 use crate::args::GroupCommand;
@@ -16,7 +18,14 @@ use crate::group_output;
 use crate::output::Report;
 
 pub(crate) async fn group(client: &Client, action: GroupCommand) -> anyhow::Result<Report> {
-    client.receive().await?;
+    receive(client).await?;
+    let report = group_action(client, action).await;
+    // The operation resent the group's kept submissions first.
+    tell_refused(&client.take_refused_submissions(None)?, None);
+    report
+}
+
+async fn group_action(client: &Client, action: GroupCommand) -> anyhow::Result<Report> {
     Ok(match action {
         GroupCommand::Create { name, cipher_suite } => {
             group_output::created(&client.create_group_in(&name, cipher_suite.into()).await?)
@@ -46,8 +55,36 @@ pub(crate) async fn group(client: &Client, action: GroupCommand) -> anyhow::Resu
     })
 }
 
+/// Brings the device up to date, telling on stderr of kept submissions that
+/// were not made after all (a message `chat` or `send` kept while the
+/// homeserver was away, refused since).
+async fn receive(client: &Client) -> Result<(), ClientError> {
+    let report = client.receive().await?;
+    tell_refused(&report.refused, None);
+    Ok(())
+}
+
+/// One stderr line per kept submission that was not made: for a message, its
+/// text and why (the group named unless it is the chat's own).
+fn tell_refused(refused: &[RefusedSubmission], chat_group: Option<&GroupId>) {
+    for refusal in refused {
+        let RefusedSubmission {
+            group_id,
+            group_name,
+            action,
+            text,
+            reason,
+        } = refusal;
+        match text {
+            Some(text) if chat_group == Some(group_id) => eprintln!("not sent: {text}: {reason}"),
+            Some(text) => eprintln!("not sent to {group_name}: {text}: {reason}"),
+            None => eprintln!("not done in {group_name}: {action}: {reason}"),
+        }
+    }
+}
+
 pub(crate) async fn groups(client: &Client) -> anyhow::Result<Report> {
-    client.receive().await?;
+    receive(client).await?;
     Ok(group_output::groups(&client.groups()?))
 }
 
@@ -63,9 +100,12 @@ pub(crate) async fn send(
     if text.is_empty() {
         bail!("the message is empty");
     }
-    client.receive().await?;
+    receive(client).await?;
     let group_id = client.find_group(group)?;
-    Ok(group_output::sent(&client.send(&group_id, &text).await?))
+    let sent = client.send(&group_id, &text).await;
+    // Sending resent the group's kept submissions first.
+    tell_refused(&client.take_refused_submissions(None)?, None);
+    Ok(group_output::sent(&sent?))
 }
 
 /// A group's history from the local state (no network).
@@ -91,7 +131,7 @@ pub(crate) async fn listen(
     count: Option<u64>,
     as_json: bool,
 ) -> anyhow::Result<Report> {
-    client.receive().await?;
+    receive(client).await?;
     let group_id = group.map(|group| client.find_group(group)).transpose()?;
     let mut listener = client
         .listen(group_id)
@@ -131,7 +171,7 @@ const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 /// wait (kept by the library, or here when it could not even store them) and
 /// go out in order once it answers again.
 pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow::Result<Report> {
-    client.receive().await?;
+    receive(client).await?;
     let group_id = client.find_group(group)?;
     let name = client.group(&group_id)?.name;
     let mut lines = stdin_lines();
@@ -150,8 +190,13 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
         eprintln!("chatting in {name}; type a line to send it, end with Ctrl-D");
     }
     let mut outbox = Outbox::default();
+    // One timer for the whole chat, not a sleep made anew each round: incoming
+    // events end rounds often, and would otherwise put the resend off forever.
+    let mut resend = tokio::time::interval(RESEND_INTERVAL);
+    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut input_open = true;
     while input_open || !outbox.is_empty() {
+        let was_empty = outbox.is_empty();
         // `listener.next()` is dropped whenever another branch wins: that is
         // safe (see `Listener::next`), and it must not hold the client's group
         // lock while a line is sent.
@@ -167,9 +212,14 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
                 println!("{}", group_output::event_line(&event?, as_json));
             }
             Some(()) = back.recv() => outbox.flush(client, &group_id).await?,
-            () = tokio::time::sleep(RESEND_INTERVAL), if !outbox.is_empty() => {
+            _ = resend.tick(), if !outbox.is_empty() => {
                 outbox.flush(client, &group_id).await?;
             }
+        }
+        if was_empty && !outbox.is_empty() {
+            // Lines started waiting: the first resend is a full interval away
+            // (not at once for a tick missed while nothing waited).
+            resend.reset();
         }
     }
     Ok(Report::printed_already())
@@ -182,10 +232,14 @@ struct Outbox {
     /// homeserver for what had to go first).
     lines: VecDeque<String>,
     /// Lines the library stored but could not send; it sends them before
-    /// anything else of the group.
+    /// anything else of the group (or tells of their refusal).
     kept: usize,
     /// Whether the user was told that lines wait.
     waiting: bool,
+    /// Lines that waited since the user was told.
+    waited: usize,
+    /// Of those, lines the library reported as refused.
+    refused: usize,
 }
 
 impl Outbox {
@@ -193,6 +247,9 @@ impl Outbox {
         let line = line.trim_end_matches(['\r', '\n']);
         if !line.trim().is_empty() {
             self.lines.push_back(line.to_owned());
+            if self.waiting {
+                self.waited += 1;
+            }
         }
     }
 
@@ -201,20 +258,41 @@ impl Outbox {
     }
 
     /// Hands the waiting lines to the library, in order, until one cannot be
-    /// sent for now.
+    /// sent for now; tells of kept lines refused meanwhile, and, when no line
+    /// waits any more, that the others are sent.
     async fn flush(&mut self, client: &Client, group_id: &GroupId) -> anyhow::Result<()> {
+        self.hand_over(client, group_id).await?;
+        let refused = client.take_refused_submissions(Some(group_id))?;
+        self.note_refused(&refused, group_id);
+        if self.is_empty() && std::mem::take(&mut self.waiting) {
+            let sent = self.waited.saturating_sub(self.refused);
+            if self.refused == 0 {
+                eprintln!("the waiting messages are sent");
+            } else if sent > 0 {
+                eprintln!("the other waiting messages are sent");
+            }
+            self.waited = 0;
+            self.refused = 0;
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&mut self, client: &Client, group_id: &GroupId) -> anyhow::Result<()> {
         if self.kept > 0 && self.lines.is_empty() {
             // Sends what the library kept (and fetches what is new, which the
             // listener then shows).
             match client.receive().await {
-                Ok(_) => self.kept = 0,
+                Ok(report) => {
+                    self.kept = 0;
+                    self.note_refused(&report.refused, group_id);
+                }
                 Err(error) if error.is_transient() => return Ok(()),
                 Err(error) => return Err(error.into()),
             }
         }
         while let Some(line) = self.lines.front() {
             match client.send(group_id, line).await {
-                // What the library kept went out first.
+                // What the library kept went out (or was refused) first.
                 Ok(_) => {
                     self.lines.pop_front();
                     self.kept = 0;
@@ -232,15 +310,24 @@ impl Outbox {
                 Err(error) => return Err(error.into()),
             }
         }
-        if self.is_empty() && std::mem::take(&mut self.waiting) {
-            eprintln!("the waiting messages are sent");
-        }
         Ok(())
+    }
+
+    /// Tells of refused kept lines (and anything else refused), counting this
+    /// chat's lines among them.
+    fn note_refused(&mut self, refused: &[RefusedSubmission], group_id: &GroupId) {
+        tell_refused(refused, Some(group_id));
+        self.refused += refused
+            .iter()
+            .filter(|refusal| &refusal.group_id == group_id && refusal.text.is_some())
+            .count();
     }
 
     /// Says once per outage that lines wait, and why.
     fn tell_waiting(&mut self, error: &ClientError) {
         if !std::mem::replace(&mut self.waiting, true) {
+            self.waited = self.kept + self.lines.len();
+            self.refused = 0;
             eprintln!(
                 "not sent yet ({error}); your messages wait and go out in order when the homeserver is back"
             );

@@ -1,0 +1,217 @@
+//! Intents kept across failures: a message that lost the race for its epoch
+//! stays stored until it is rebuilt, whatever fails in between (the homeserver
+//! going away, a restart), and a kept message the homeserver refuses later is
+//! reported, once, instead of vanishing.
+
+use std::sync::Arc;
+
+use conclave_client::{ClientError, FailPoint, GroupId, RefusedSubmission};
+use conclave_core::ids::UserId;
+use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
+
+use crate::support::{GROUP_STOCK, TestDevice, register, take_all_unread, within};
+
+fn user(id: &str) -> UserId {
+    id.parse().unwrap()
+}
+
+/// A homeserver that takes application messages of the current epoch only,
+/// so that any commit makes a message built before it lose its race.
+async fn strict_server() -> TestHomeserver {
+    conclave_test_support::init_logging();
+    TestHomeserver::start_with(
+        TestOptions::on(DatabaseChoice::Sqlite)
+            .configure(|config| config.groups.past_epoch_window = 0),
+    )
+    .await
+}
+
+/// A group of the given users, created by the first, everyone joined.
+async fn group_of(devices: &[&TestDevice], users: &[&str], name: &str) -> GroupId {
+    let group_id = devices[0].client.create_group(name).await.unwrap().group_id;
+    let users: Vec<UserId> = users.iter().map(|name| user(name)).collect();
+    devices[0].client.invite(&group_id, &users).await.unwrap();
+    for device in &devices[1..] {
+        let report = within(60, "joining", device.client.receive())
+            .await
+            .unwrap();
+        assert_eq!(report.joined, vec![group_id.clone()]);
+    }
+    group_id
+}
+
+fn texts_of(device: &TestDevice) -> Vec<String> {
+    take_all_unread(device)
+        .into_iter()
+        .map(|message| message.body.text().unwrap().to_owned())
+        .collect()
+}
+
+fn own_history(device: &TestDevice, group_id: &GroupId) -> Vec<String> {
+    device
+        .client
+        .messages(group_id, 20)
+        .unwrap()
+        .into_iter()
+        .filter(|message| message.own)
+        .map(|message| message.body.text().unwrap().to_owned())
+        .collect()
+}
+
+fn refused_texts(refused: &[RefusedSubmission]) -> Vec<String> {
+    refused
+        .iter()
+        .map(|refusal| refusal.text.clone().unwrap_or_default())
+        .collect()
+}
+
+/// Alice's message loses its race to Bob's commit; before she can catch up,
+/// her client stops (as a crash would) and the homeserver goes away, so the
+/// catch-up fails, after the restart too. The message is kept: once the
+/// homeserver is back it is rebuilt for the new epoch and delivered exactly
+/// once, before the message she sends next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_lost_its_race_survives_the_homeserver_going_away() {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let group_id = group_of(&[&alice, &bob], &["bob@localhost"], "kept").await;
+    alice.client.send(&group_id, "one").await.unwrap();
+    bob.client.rotate(&group_id).await.unwrap();
+
+    // Built for the epoch Bob's commit ended: refused as stale, rolled back.
+    alice.client.set_fail_point(Some(FailPoint::AfterLostRace));
+    match alice.client.send(&group_id, "two").await {
+        Err(ClientError::SimulatedCrash(_)) => {}
+        other => panic!("expected a simulated crash after the lost race, got {other:?}"),
+    }
+    let alice = alice.reopen();
+    let config = server.config().clone();
+    let database = server.stop().await;
+
+    // The catch-up before the rebuild cannot reach the homeserver: nothing
+    // is sent, and the line typed now is not stored (it would overtake).
+    for attempt in 0..2 {
+        let error = alice.client.send(&group_id, "three").await.unwrap_err();
+        assert!(error.is_transient(), "attempt {attempt}: {error}");
+        let error = alice.client.receive().await.unwrap_err();
+        assert!(error.is_transient(), "attempt {attempt}: {error}");
+    }
+    assert!(
+        alice
+            .client
+            .take_refused_submissions(None)
+            .unwrap()
+            .is_empty()
+    );
+
+    // On the same database and address; the clock is the system's (no offset).
+    let server =
+        TestHomeserver::start_on(config, database, Arc::new(AdjustableClock::default())).await;
+    let sent = within(60, "sending after the homeserver is back", async {
+        alice.client.send(&group_id, "three").await
+    })
+    .await
+    .unwrap();
+    assert_eq!(sent.epoch, 2, "sent in the epoch of Bob's commit");
+    within(60, "bob receiving", bob.client.receive())
+        .await
+        .unwrap();
+    assert_eq!(texts_of(&bob), ["one", "two", "three"]);
+    assert_eq!(own_history(&alice, &group_id), ["one", "two", "three"]);
+
+    // Nothing is left to send twice, now or after another restart.
+    let alice = alice.reopen();
+    let report = within(60, "alice receiving", alice.client.receive())
+        .await
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    within(60, "bob receiving again", bob.client.receive())
+        .await
+        .unwrap();
+    assert!(texts_of(&bob).is_empty());
+    assert_eq!(own_history(&alice, &group_id), ["one", "two", "three"]);
+    drop(server);
+}
+
+/// A message stored but not sent (its sender stopped first) whose sender is
+/// removed from the group before it goes out: it is reported as refused,
+/// once, to [`Client::receive`] or, for a sender that moved on to the next
+/// message, by `take_refused_submissions`; the others never see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_kept_message_is_reported_once() {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
+    let with_bob = group_of(&[&alice, &bob], &["bob@localhost"], "with bob").await;
+    let with_carol = group_of(&[&alice, &carol], &["carol@localhost"], "with carol").await;
+
+    for (group_id, text) in [(&with_bob, "hello bob"), (&with_carol, "hello carol")] {
+        alice.client.set_fail_point(Some(FailPoint::BeforeSend));
+        match alice.client.send(group_id, text).await {
+            Err(ClientError::SimulatedCrash(_)) => {}
+            other => panic!("expected a simulated crash before sending, got {other:?}"),
+        }
+    }
+    let alice = alice.reopen();
+    bob.client
+        .remove(&with_bob, &user("alice@localhost"))
+        .await
+        .unwrap();
+    carol
+        .client
+        .remove(&with_carol, &user("alice@localhost"))
+        .await
+        .unwrap();
+
+    // Sending the next message resends the kept one first, which is refused.
+    let error = alice
+        .client
+        .send(&with_carol, "hello again")
+        .await
+        .unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    let refused = alice
+        .client
+        .take_refused_submissions(Some(&with_carol))
+        .unwrap();
+    assert_eq!(refused_texts(&refused), ["hello carol"], "{refused:?}");
+    assert_eq!(refused[0].group_id, with_carol);
+    assert_eq!(refused[0].group_name, "with carol");
+    assert_eq!(refused[0].action, "send a message");
+    assert!(!refused[0].reason.is_empty());
+    assert!(
+        alice
+            .client
+            .take_refused_submissions(Some(&with_carol))
+            .unwrap()
+            .is_empty(),
+        "told once"
+    );
+
+    // Receiving resends the other, refused too, and says so in its report.
+    let report = within(60, "alice receiving", alice.client.receive())
+        .await
+        .unwrap();
+    assert_eq!(refused_texts(&report.refused), ["hello bob"], "{report:?}");
+    assert_eq!(report.refused[0].group_id, with_bob);
+    assert!(
+        alice
+            .client
+            .take_refused_submissions(None)
+            .unwrap()
+            .is_empty()
+    );
+    let report = within(60, "alice receiving again", alice.client.receive())
+        .await
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+
+    for device in [&bob, &carol] {
+        within(60, "receiving", device.client.receive())
+            .await
+            .unwrap();
+        assert!(texts_of(device).is_empty());
+    }
+}
