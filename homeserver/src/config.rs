@@ -378,9 +378,10 @@ pub struct RedisConfig {
     /// the same prefix.
     pub key_prefix: String,
     /// How often, in milliseconds, live delivery and background work re-read
-    /// the database without a wake-up, on PostgreSQL (with or without `url`):
-    /// the longest a lost wake-up, a Redis outage, or replicas run without
-    /// Redis can delay delivery.
+    /// the database without a wake-up (with or without `url`): the longest a
+    /// lost wake-up, a Redis outage, or replicas run without Redis can delay
+    /// delivery, and the longest a change made by another process (a replica,
+    /// the `admin` commands) leaves a revoked or suspended device calling.
     pub poll_interval_ms: u64,
 }
 

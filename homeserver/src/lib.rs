@@ -356,14 +356,11 @@ async fn serve(
     let notifier_task = cluster_notifier.map(|(notifier, link, pushes)| {
         tokio::spawn(notifier.run(link, pushes, std::future::pending()))
     });
-    // The bound on a lost wake-up's delay, wherever another process may write
-    // the database: in a cluster, and on PostgreSQL even without `[redis]`
-    // (replicas started without it still deliver, within the interval). On
-    // SQLite this process is the only writer, every wake-up is in-process and
-    // none is lost.
-    let shared_database =
-        config::database_kind(&context.config.database.url) == Ok(config::DatabaseKind::Postgres);
-    let resync_task = (context.redis.is_some() || shared_database).then(|| {
+    // The bound on a lost wake-up's delay: in a cluster, on PostgreSQL even
+    // without `[redis]` (replicas started without it still deliver, within the
+    // interval), and on SQLite for the `conclave-homeserver admin` commands,
+    // another process whose revocations and suspensions wake nobody here.
+    let resync_task = Some({
         let interval = Duration::from_millis(context.config.redis.poll_interval_ms);
         tokio::spawn(service::resync::run(context.clone(), interval, stopped()))
     });

@@ -15,7 +15,12 @@
 //! is its own query for pending work. The streams of devices whose access
 //! ended (`Topic::DeviceAccess`: revoked, or the account suspended or
 //! deactivated) are woken when one statement finds them, so a stream on a
-//! replica that missed the wake-up still ends within an interval.
+//! replica that missed the wake-up still ends within an interval, and so does
+//! a cached session (`accounts::session_cache`).
+//!
+//! On SQLite too: the `conclave-homeserver admin` commands are another process
+//! writing the database (revoking, suspending, deactivating), and their
+//! wake-ups reach nobody.
 
 use super::Context;
 use crate::notify::Topic;
@@ -66,6 +71,8 @@ pub(crate) async fn resync_once(
     context: &Context,
     last_heads: &mut HashMap<Topic, Seq>,
 ) -> Result<usize, StoreError> {
+    // Idle devices' cached sessions go first, so they are not asked about.
+    context.sessions.forget_expired(context.now_ms());
     let topics = context.notifier.registered_topics();
     let mut groups = Vec::new();
     let mut devices = Vec::new();

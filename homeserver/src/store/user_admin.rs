@@ -164,7 +164,7 @@ pub(crate) async fn devices_without_access(
     if device_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let allowed: Vec<String> = device::Entity::find()
+    let allowed: std::collections::HashSet<String> = device::Entity::find()
         .select_only()
         .column(device::Column::Id)
         .inner_join(user::Entity)
@@ -173,10 +173,12 @@ pub(crate) async fn devices_without_access(
         .filter(user::Column::DeactivatedAtMs.is_null())
         .into_tuple::<String>()
         .all(db.database())
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
     Ok(device_ids
         .iter()
-        .filter(|id| !allowed.contains(id))
+        .filter(|id| !allowed.contains(*id))
         .cloned()
         .collect())
 }

@@ -290,7 +290,7 @@ async fn a_logged_out_device_s_open_stream_ends_at_once(database: DatabaseChoice
         .logout(authorized(&bob.token, proto::LogoutRequest {}))
         .await
         .expect("logging out");
-    // On SQLite no resync runs: only the logout itself can end the stream.
+    // At once, not at the next resync: the logout itself ends the stream.
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match stream.message().await {

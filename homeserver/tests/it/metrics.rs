@@ -377,7 +377,7 @@ async fn a_shutdown_closes_streams_and_counts_them_unavailable() {
         let mut stream = alice.subscribe().await;
         wait_for(address, "the stream counted open", open_streams, 1.0).await;
 
-        let lock = TableLock::take(&database_url, "devices").await;
+        let lock = TableLock::take(&database_url, "group_members").await;
         let call = hold_a_call(alice, &lock).await;
         let stopped = tokio::spawn(server.stop());
         let status = stream.end().await.expect("the stream ended with a status");

@@ -4,9 +4,10 @@
 //! "reconnect"), lets a call in progress finish, and returns within
 //! `shutdown.deadline_seconds`, cutting short what is still running then.
 //!
-//! The call in progress is held by a lock the test takes on the `devices`
-//! table (every authenticated call reads it), which is what PostgreSQL lets a
-//! test see: `pg_locks` shows when the call waits there, so the shutdown
+//! The call in progress (ListGroups) is held by a lock the test takes on the
+//! `group_members` table, which it reads (not `devices`: the session cache
+//! answers authentication without it, and the resync reads it), which is
+//! what PostgreSQL lets a test see: `pg_locks` shows when the call waits there, so the shutdown
 //! begins only once the call is inside the server. So these run on PostgreSQL
 //! only; SQLite serves a single process, with nothing to hand over.
 
@@ -72,7 +73,7 @@ async fn a_shutdown_ends_streams_for_reconnection_and_finishes_calls_in_progress
         let alice = Client::register(&channel, "alice").await;
         let mut stream = alice.subscribe().await;
 
-        let lock = TableLock::take(&database_url, "devices").await;
+        let lock = TableLock::take(&database_url, "group_members").await;
         let call = hold_a_call(alice, &lock).await;
         let stopped = tokio::spawn(server.stop());
 
@@ -111,7 +112,7 @@ async fn past_the_deadline_the_server_stops_anyway() {
         let channel = channel(&server).await;
         let alice = Client::register(&channel, "alice").await;
 
-        let lock = TableLock::take(&database_url, "devices").await;
+        let lock = TableLock::take(&database_url, "group_members").await;
         let call = hold_a_call(alice, &lock).await;
         // The call never gets its lock while the server stops: it is cut.
         let database = within(

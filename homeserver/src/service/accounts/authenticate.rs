@@ -36,7 +36,11 @@ pub(crate) async fn authenticate(
         Some(session) => session,
         None => read_session(context, &token_hash, now_ms).await?,
     };
-    let Session { device, user } = session;
+    let Session {
+        device,
+        user,
+        username,
+    } = session;
     if is_last_seen_stale(device.last_seen_at_ms, now_ms) {
         store::touch_device(
             &context.store,
@@ -48,8 +52,8 @@ pub(crate) async fn authenticate(
         context.sessions.seen(&token_hash, now_ms);
     }
     Ok(AuthenticatedDevice {
-        user: user.key,
-        identity: identity_of(context, &user.username, &device.device_id),
+        user,
+        identity: identity_of(context, &username, &device.device_id),
         signature_public_key: device.signature_public_key,
     })
 }
@@ -81,7 +85,11 @@ async fn find_active_session(
         // A deactivated account has no devices left, so this is a suspension.
         return Err(AccountError::AccountSuspended);
     }
-    Ok(Session { device, user })
+    Ok(Session {
+        device,
+        user: user.key,
+        username: user.username,
+    })
 }
 
 /// True if a device last seen at `last_seen_at_ms` should be recorded as seen
@@ -174,6 +182,26 @@ mod tests {
             matches!(refused, Err(AccountError::InvalidToken)),
             "{refused:?}"
         );
+    }
+
+    /// The resync drops expired sessions first, so an idle device's access
+    /// topic stops being registered (and asked about every interval).
+    #[tokio::test]
+    async fn the_resync_forgets_expired_sessions() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let (context, clock, _, token) = alice_with_a_device(&database).await;
+        authenticate(&context, Some(&token)).await.unwrap();
+        let access = Topic::DeviceAccess(DEVICE.to_owned());
+        let mut last_heads = std::collections::HashMap::new();
+        crate::service::resync::resync_once(&context, &mut last_heads)
+            .await
+            .unwrap();
+        assert!(context.notifier.registered_topics().contains(&access));
+        clock.advance_ms(super::super::session_cache::MAX_AGE_MS);
+        crate::service::resync::resync_once(&context, &mut last_heads)
+            .await
+            .unwrap();
+        assert!(!context.notifier.registered_topics().contains(&access));
     }
 
     /// Last seen is still written once a minute for a device served from the

@@ -15,13 +15,16 @@
 //! came after a change the second read sees. Filling is rare: once per device
 //! and [`MAX_AGE_MS`]. A wake-up lost with Redis is found by the replica's
 //! resync, which asks the database about every registered device
-//! (`service::resync`). The only cached answer is "this token is an active
+//! (`service::resync`; it runs on every server, since even on SQLite the
+//! `conclave-homeserver admin` commands are another process changing devices
+//! and accounts, whose wake-ups reach nobody). The only cached answer is "this token is an active
 //! device's": refusals are never cached, so a new or restored session is seen
 //! at once. Entries also expire after [`MAX_AGE_MS`], which bounds what a change
 //! made outside the server (an operator editing rows) leaves cached.
 
 use crate::notify::{Notifier, Topic};
-use crate::store::{DeviceRecord, UserRecord};
+use crate::store::{DeviceRecord, UserKey};
+use conclave_core::ids::Username;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -30,14 +33,19 @@ use tokio::sync::Notify;
 pub(crate) const MAX_AGE_MS: i64 = 60_000;
 
 /// Most sessions kept: about 0.5 KB each with the notifier's registration, so
-/// at most a few megabytes however many devices call.
+/// at most a few megabytes however many devices call. When more devices than
+/// this call within a minute, a miss scans the entries for the oldest: a cost
+/// paid only on a miss, which reads the database anyway.
 const CAPACITY: usize = 10_000;
 
-/// A device and its account as read from the database for a token.
+/// A device and its account as read from the database for a token: only
+/// what a call needs (no password hash, no admin role, which admin calls
+/// read afresh).
 #[derive(Clone)]
 pub(crate) struct Session {
     pub(crate) device: DeviceRecord,
-    pub(crate) user: UserRecord,
+    pub(crate) user: UserKey,
+    pub(crate) username: Username,
 }
 
 /// Token hash to session, for active devices only.
@@ -124,6 +132,13 @@ impl SessionCache {
                 cached_at_ms: now_ms,
             },
         );
+    }
+
+    /// Drops the expired entries, and with them their registrations: the
+    /// resync asks the database about every registered device, so idle
+    /// devices must not stay registered. Called by each resync.
+    pub(crate) fn forget_expired(&self, now_ms: i64) {
+        self.lock().retain(|_, entry| !is_expired(entry, now_ms));
     }
 
     /// Notes that the device's `last_seen_at_ms` was written, so the cached

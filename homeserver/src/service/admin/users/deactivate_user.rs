@@ -66,10 +66,12 @@ async fn deactivate(
     store::delete_devices_of_user(&transaction, account.user.key).await?;
     transaction.commit().await?;
 
-    let sessions = end_admin_sessions(context, account.user.key).await?;
+    // Nothing that can fail before the wake-ups that end the devices'
+    // streams and cached sessions.
     for device_id in &device_ids {
         close_device_streams(context, device_id.as_str());
     }
+    let sessions = end_admin_sessions(context, account.user.key).await?;
     let identities: Vec<_> = device_ids
         .iter()
         .map(|device_id| identity_of(context, &account.user.username, device_id))

@@ -37,6 +37,10 @@ async fn suspend(
     let account = find_account(context, user).await?;
     let is_own = is_own_account(caller, account.user.key);
     check_suspend(account.user.state, is_own)?;
+    // Read before: nothing that can fail may come between the commit and the
+    // wake-ups that end the devices' streams and cached sessions (a suspended
+    // account gains no devices meanwhile: its logins are refused).
+    let devices = store::list_devices(&context.store, account.user.key).await?;
     if !store::suspend_account(&context.store, account.user.key, reason, context.now_ms()).await? {
         return Err(state_changed_meanwhile(context, &account, |state| {
             check_suspend(state, is_own)
@@ -45,11 +49,11 @@ async fn suspend(
     }
     // After the commit, so that a stream re-checking its device sees the
     // suspension.
-    let sessions = end_admin_sessions(context, account.user.key).await?;
     let mut streams = 0;
-    for device in store::list_devices(&context.store, account.user.key).await? {
+    for device in &devices {
         streams += close_device_streams(context, device.device_id.as_str());
     }
+    let sessions = end_admin_sessions(context, account.user.key).await?;
     let mut detail =
         format!("suspended; {sessions} admin sessions ended, {streams} streams closed here");
     if !reason.is_empty() {
