@@ -215,9 +215,13 @@ impl Client {
 
     /// The group's history: the newest `limit` messages and membership changes
     /// before log position `before` (or the newest of all), in log order, read
-    /// or not, this device's own included. Reading it marks nothing read. Empty
-    /// when no history is kept, but for what no listener has shown yet. Local
-    /// only.
+    /// or not, this device's own included. A page never splits a log entry:
+    /// when the oldest log position on it made several entries (a commit
+    /// adding two devices), all of them are on it, even past `limit`, so the
+    /// first entry's [`TimelineEvent::seq`] is the `before` of the next older
+    /// page, and paging until an empty page sees every entry once. Reading it
+    /// marks nothing read. Empty when no history is kept, but for what no
+    /// listener has shown yet. Local only.
     pub fn history(
         &self,
         group_id: &GroupId,

@@ -815,6 +815,8 @@ async fn membership_changes_history_and_leaving() {
             .any(|entry| entry["change"] == "removed" && entry["member"] == "dave@localhost"),
         "{history}"
     );
+    // The next older page starts before the oldest entry shown.
+    assert_eq!(history["next_before"], entries[0]["seq"], "{history}");
     let seq = entries[entries.len() - 1]["seq"].as_u64().unwrap();
     let page = succeed_json(
         &[
@@ -831,9 +833,10 @@ async fn membership_changes_history_and_leaving() {
         &[],
     )
     .await;
-    let page = page["entries"].as_array().unwrap();
-    assert_eq!(page.len(), 1);
-    assert!(page[0]["seq"].as_u64().unwrap() < seq);
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{page}");
+    assert!(entries[0]["seq"].as_u64().unwrap() < seq);
+    assert_eq!(page["next_before"], entries[0]["seq"], "{page}");
 }
 
 /// A post-quantum group from the command line: `--help` names the suites,

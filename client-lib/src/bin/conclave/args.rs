@@ -149,14 +149,22 @@ pub(crate) enum Command {
     },
     /// Show a group's history from the local state: messages (yours included)
     /// and membership changes, oldest first. Local only; marks nothing read.
+    ///
+    /// To page back, pass the "seq" of the first (oldest) entry shown as the
+    /// next --before (--json gives it as "next_before"), until a page is
+    /// empty: pages never split a log position, so nothing is skipped or
+    /// shown twice.
     History {
         /// The group: its name or its hex id.
         group: String,
-        /// At most this many entries: the newest ones.
+        /// At most this many entries: the newest ones. A page holds every entry
+        /// of its oldest log position (a commit adding several devices makes
+        /// one entry per device), so it can hold a few more.
         #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
-        /// Only entries before this position in the group's log (the "seq" of
-        /// --json), to page back.
+        /// Only entries before this position in the group's log, to page back:
+        /// the "next_before" of the previous page's --json (its oldest entry's
+        /// "seq").
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
     },
