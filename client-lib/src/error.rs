@@ -101,7 +101,7 @@ pub enum ClientError {
     /// it: it is sent, once, by the next send, receive or listener catch-up.
     /// Sending the text again would send it twice.
     #[error(
-        "the message to {group} is kept but not sent yet ({source}); it is sent when the homeserver answers again"
+        "the message to {group} is kept but not sent yet ({source}); it goes out with this device's next send, receive or listen"
     )]
     NotSentYet {
         group: String,

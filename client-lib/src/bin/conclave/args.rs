@@ -19,9 +19,13 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 /// stdout (listen and chat: one per message or membership change, as they
 /// arrive). Group and message
 /// commands first fetch what is new (invitations, messages, commits). GROUP is a
-/// group's name, as `groups` shows it, or its hex id. Errors are one line on
-/// stderr starting with "error:", with exit code 1 (2 for a malformed command
-/// line).
+/// group's name, as `groups` shows it, or its hex id.
+///
+/// Exit status: 0 done; 1 failed, with one line on stderr starting with
+/// "error:"; 2 a malformed command line; 75 (send) the homeserver could not be
+/// reached, but the message is kept and goes out with this device's next send,
+/// groups, listen, chat or group command: do not send it again (one line on
+/// stderr says so).
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version)]
 pub(crate) struct Cli {
