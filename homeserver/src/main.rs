@@ -265,7 +265,7 @@ fn main() -> ExitCode {
 /// failure twice would read as two.
 fn report_serving_failure(error: &anyhow::Error, log_format: LogFormat) {
     let chain = error_chain(error);
-    tracing::error!(error = %chain, "the homeserver stopped");
+    tracing::error!(error = %chain, "serving failed");
     let logged_as_text = log_format == LogFormat::Human && tracing::enabled!(tracing::Level::ERROR);
     if !logged_as_text {
         eprintln!("conclave-homeserver: {chain}");

@@ -169,7 +169,7 @@ fn a_port_in_use_is_reported_once() {
     assert!(mentions[0].contains(" ERROR "), "{stderr}");
     assert!(
         mentions[0].ends_with(&format!(
-            "the homeserver stopped error=cannot listen on {taken_address} (client_api.listen): the address is in use (another homeserver, or another program, listens there)"
+            "serving failed error=cannot listen on {taken_address} (client_api.listen): the address is in use (another homeserver, or another program, listens there)"
         )),
         "{stderr}"
     );
@@ -207,10 +207,7 @@ fn a_fatal_error_while_serving_is_one_json_log_event() {
         .filter(|event| event["level"] == "ERROR")
         .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert_eq!(
-        errors[0]["fields"]["message"], "the homeserver stopped",
-        "{stderr}"
-    );
+    assert_eq!(errors[0]["fields"]["message"], "serving failed", "{stderr}");
     let chain = errors[0]["fields"]["error"].as_str().unwrap();
     assert!(
         chain.starts_with("homeserver failed: database error: "),
