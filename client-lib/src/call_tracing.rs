@@ -6,33 +6,64 @@
 //! Without an OpenTelemetry layer in the process's subscriber (the default for
 //! library users, and the `conclave` CLI without `OTEL_EXPORTER_OTLP_ENDPOINT`)
 //! spans carry no trace context and nothing is added to requests.
+//!
+//! The channel also keeps the TLS verifier of its connections
+//! ([`RefusalWatch`]): tonic reconnects inside the channel, and a call whose
+//! reconnection was refused for the server's certificate fails with the
+//! verifier's plain-words reason instead of a bare transport error.
 
 use conclave_federation::trace_context::{inject_headers, rpc_service_and_method};
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::body::Body;
-use tonic::codegen::Service;
+use tonic::codegen::{Service, StdError};
 use tonic::transport::Channel;
 use tracing::Instrument as _;
-use tracing::instrument::Instrumented;
+
+use crate::connection::RefusalWatch;
 
 /// A [`Channel`] that makes a span per call and sends its trace context. It
 /// takes the place of the channel under the bearer-token interceptor.
 #[derive(Debug, Clone)]
-pub(crate) struct TracedChannel(Channel);
+pub(crate) struct TracedChannel {
+    channel: Channel,
+    /// For `https://`: explains a certificate refused when the channel
+    /// reconnects.
+    refusals: Option<RefusalWatch>,
+}
 
 impl TracedChannel {
-    pub(crate) fn new(channel: Channel) -> Self {
-        TracedChannel(channel)
+    pub(crate) fn new(channel: Channel, refusals: Option<RefusalWatch>) -> Self {
+        TracedChannel { channel, refusals }
+    }
+
+    /// A failure of the channel, as the error of the call: the refused
+    /// certificate's explanation if a reconnection was refused for it.
+    fn explain(refusals: Option<&RefusalWatch>, error: tonic::transport::Error) -> StdError {
+        match refusals.and_then(RefusalWatch::refused) {
+            Some(refused) => Box::new(refused),
+            None => Box::new(error),
+        }
     }
 }
 
+type ResponseFuture = Pin<
+    Box<
+        dyn Future<Output = Result<<Channel as Service<http::Request<Body>>>::Response, StdError>>
+            + Send,
+    >,
+>;
+
 impl Service<http::Request<Body>> for TracedChannel {
     type Response = <Channel as Service<http::Request<Body>>>::Response;
-    type Error = <Channel as Service<http::Request<Body>>>::Error;
-    type Future = Instrumented<<Channel as Service<http::Request<Body>>>::Future>;
+    type Error = StdError;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(context)
+        self.channel
+            .poll_ready(context)
+            .map_err(|error| Self::explain(self.refusals.as_ref(), error))
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
@@ -49,7 +80,13 @@ impl Service<http::Request<Body>> for TracedChannel {
             otel.kind = "client",
         );
         span.in_scope(|| inject_headers(request.headers_mut()));
-        self.0.call(request).instrument(span)
+        let response = self.channel.call(request).instrument(span);
+        let refusals = self.refusals.clone();
+        Box::pin(async move {
+            response
+                .await
+                .map_err(|error| Self::explain(refusals.as_ref(), error))
+        })
     }
 }
 
@@ -102,7 +139,7 @@ mod tests {
         let outer_trace_id = outer.context().span().span_context().trace_id();
         let mut client =
             conclave_proto::client::v1::account_service_client::AccountServiceClient::new(
-                TracedChannel::new(channel),
+                TracedChannel::new(channel, None),
             );
         let status = client
             .begin_enrolment(conclave_proto::client::v1::BeginEnrolmentRequest {})

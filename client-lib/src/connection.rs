@@ -75,22 +75,74 @@ pub(crate) async fn connect(
         verifier = Some(explaining);
     }
     tracing::debug!(%server_url, "connecting");
-    endpoint
-        .connect()
-        .await
-        .map(TracedChannel::new)
-        .map_err(
-            |error| match verifier.and_then(|verifier| verifier.take_refusal()) {
-                Some(refusal) => ConnectError::Certificate {
-                    server_url: server_url.to_string(),
-                    refusal,
-                },
-                None => ConnectError::Unreachable {
-                    server_url: server_url.to_string(),
-                    reason: error_chain(&error),
-                },
+    let refusals = verifier.map(|verifier| RefusalWatch {
+        server_url: server_url.to_string(),
+        verifier,
+    });
+    match endpoint.connect().await {
+        Ok(channel) => Ok(TracedChannel::new(channel, refusals)),
+        Err(error) => Err(match refusals.as_ref().and_then(RefusalWatch::refused) {
+            Some(refused) => refused.into(),
+            None => ConnectError::Unreachable {
+                server_url: server_url.to_string(),
+                reason: error_chain(&error),
             },
-        )
+        }),
+    }
+}
+
+/// The TLS verifier of a channel's connections, with the address they go to:
+/// tonic reconnects inside the channel, and this explains a certificate the
+/// verifier refused there, as it does at the first connection.
+#[derive(Debug, Clone)]
+pub(crate) struct RefusalWatch {
+    server_url: String,
+    verifier: Arc<ExplainingVerifier>,
+}
+
+impl RefusalWatch {
+    /// The certificate refused since the last look, if one was.
+    pub(crate) fn refused(&self) -> Option<RefusedCertificate> {
+        self.verifier
+            .take_refusal()
+            .map(|refusal| RefusedCertificate {
+                server_url: self.server_url.clone(),
+                refusal,
+            })
+    }
+}
+
+/// A connection refused for the server's certificate: the error of a call
+/// whose channel could not reconnect for it, found again in the call's status
+/// by [`refused_certificate`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot connect to {server_url}: {refusal}")]
+pub(crate) struct RefusedCertificate {
+    server_url: String,
+    refusal: CertificateRefusal,
+}
+
+impl From<RefusedCertificate> for ConnectError {
+    fn from(refused: RefusedCertificate) -> Self {
+        ConnectError::Certificate {
+            server_url: refused.server_url,
+            refusal: refused.refusal,
+        }
+    }
+}
+
+/// The certificate refusal a failed call's status carries (its channel
+/// reconnected and the server's certificate was refused), as the error the
+/// first connection would have given.
+pub(crate) fn refused_certificate(status: &tonic::Status) -> Option<ConnectError> {
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RefusedCertificate>() {
+            return Some(refused.clone().into());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when there is a session.

@@ -103,7 +103,7 @@ pub enum ClientError {
     /// [`Client::take_refused_submissions`](crate::Client::take_refused_submissions)).
     /// Sending the text again would send it twice.
     #[error(
-        "the message to {group} is kept but not sent yet ({source}); it is sent when the homeserver answers again"
+        "the message to {group} is kept but not sent yet ({source}); it goes out with this device's next send, receive or listen"
     )]
     NotSentYet {
         group: String,

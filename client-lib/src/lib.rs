@@ -34,7 +34,8 @@
 //!   group bookkeeping (groups, pending submissions, the timeline of messages
 //!   and membership changes, held events, cursors), and the hand-written `OpenMlsProvider` (RustCrypto +
 //!   `SqliteStorageProvider`).
-//! - `call_tracing`: a span per gRPC call, its trace context sent along.
+//! - `call_tracing`: a span per gRPC call, its trace context sent along; a
+//!   certificate refused when the channel reconnects, explained.
 //! - `connection`: gRPC channels (TLS, or plain HTTP/2 to loopback only) and the
 //!   bearer-token interceptor.
 //! - `trust`: which server certificates are trusted (the system's trust store

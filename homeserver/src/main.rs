@@ -209,6 +209,7 @@ fn main() -> ExitCode {
         && !json_requested(&matches)
         && conclave_homeserver::telemetry::colour_allowed(&std::io::stderr());
     // Within the runtime: the OTLP exporter's channel is spawned on it.
+    let log_format = config.log.format;
     let telemetry =
         match runtime.block_on(async { conclave_homeserver::telemetry::init(&config, colour) }) {
             Ok(telemetry) => telemetry,
@@ -240,16 +241,53 @@ fn main() -> ExitCode {
             }
         }
     });
+    if serving && let Err(error) = &result {
+        report_serving_failure(error, log_format);
+    }
     // After the server stopped, with the runtime still running (the exporter's
     // connection is on it): the last requests' spans leave before the exit.
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("conclave-homeserver: {error:#}");
+            // A one-shot command's error is its answer, like its output.
+            if !serving {
+                eprintln!("conclave-homeserver: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Why serving stopped, once as an ERROR event with the error's whole chain
+/// (a JSON log collector reads only the log), and as a plain line on stderr
+/// unless the log already wrote it there as text: on a terminal the same
+/// failure twice would read as two.
+fn report_serving_failure(error: &anyhow::Error, log_format: LogFormat) {
+    let chain = error_chain(error);
+    tracing::error!(error = %chain, "serving failed");
+    let logged_as_text = log_format == LogFormat::Human && tracing::enabled!(tracing::Level::ERROR);
+    if !logged_as_text {
+        eprintln!("conclave-homeserver: {chain}");
+    }
+}
+
+/// The error and its causes joined by ": ". Errors that name their source in
+/// their own message are common (sqlx's, through sea-orm's), so a cause whose
+/// text is already there is skipped rather than repeated.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut chain = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if chain.contains(&text) {
+            continue;
+        }
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&text);
+    }
+    chain
 }
 
 /// Whether the command line asks for JSON output (`--json` at any level of

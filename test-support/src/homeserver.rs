@@ -257,6 +257,27 @@ impl TestHomeserver {
         stored_group(&self.config, mls_group_id).await
     }
 
+    /// Stops the server gracefully and starts it again on the same ports and
+    /// database (with the system clock), its configuration changed by `change`
+    /// (e.g. another TLS certificate): what a client connected to it sees as a
+    /// restart.
+    pub async fn restart_with(self, change: impl FnOnce(&mut Config)) -> TestHomeserver {
+        let mut config = self.config.clone();
+        let client_address = self.client_address;
+        let database = self.stop().await;
+        change(&mut config);
+        let server = TestHomeserver::start_again(config, database).await;
+        assert_eq!(server.client_address(), client_address, "the same port");
+        server
+    }
+
+    /// Starts a stopped server again with its configuration (its ports
+    /// included) and the database [`TestHomeserver::stop`] handed back, with
+    /// the system clock.
+    pub async fn start_again(config: Config, database: TestDatabase) -> TestHomeserver {
+        TestHomeserver::start_on(config, database, Arc::new(SystemClock)).await
+    }
+
     /// Stops the server gracefully and hands back its database, e.g. to restart.
     pub async fn stop(mut self) -> TestDatabase {
         if let Some(shutdown) = self.shutdown.take() {

@@ -17,7 +17,7 @@ use conclave_proto::client::v1 as proto;
 use super::groups::{GroupId, display};
 use super::submit::{Intent, is_connection_lost, is_transient_error};
 use super::{Client, call, now_ms};
-use crate::connection::delivery_client;
+use crate::connection::{ConnectError, delivery_client, refused_certificate};
 use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
 use crate::mls::{self, MembershipKind, MessageBody};
@@ -221,9 +221,13 @@ impl Client {
 
     /// The group's history: the newest `limit` messages and membership changes
     /// before log position `before` (or the newest of all), in log order, read
-    /// or not, this device's own included. Reading it marks nothing read. Empty
-    /// when no history is kept, but for what no listener has shown yet. Local
-    /// only.
+    /// or not, this device's own included. A page never splits a log entry:
+    /// when the oldest log position on it made several entries (a commit
+    /// adding two devices), all of them are on it, even past `limit`, so the
+    /// first entry's [`TimelineEvent::seq`] is the `before` of the next older
+    /// page, and paging until an empty page sees every entry once. Reading it
+    /// marks nothing read. Empty when no history is kept, but for what no
+    /// listener has shown yet. Local only.
     pub fn history(
         &self,
         group_id: &GroupId,
@@ -273,6 +277,7 @@ impl Client {
             failures: 0,
             retry_at: None,
             interrupted: false,
+            connected_before: false,
             endpoint: None,
             on_connection: None,
         }
@@ -329,6 +334,10 @@ pub struct Listener<'a> {
     retry_at: Option<tokio::time::Instant>,
     /// A connection was lost and no stream is open again yet.
     interrupted: bool,
+    /// The homeserver answered once: a certificate refused from then on is a
+    /// lost connection (told, and tried again, in case the server's operator
+    /// puts a trusted one back), not a refusal to start with.
+    connected_before: bool,
     /// The homeserver's address the last network step used.
     endpoint: Option<ServerUrl>,
     /// Told of lost and restored connections.
@@ -389,6 +398,7 @@ impl<'a> Listener<'a> {
                 match self.client.receive_keeping_refusals().await {
                     Ok(_) => {
                         self.caught_up = true;
+                        self.connected_before = true;
                         self.restored()?;
                     }
                     Err(error) => self.wait_after_failure(error).await?,
@@ -430,8 +440,11 @@ impl<'a> Listener<'a> {
                     self.caught_up = false;
                 }
                 Err(status) => {
-                    let error = RpcError::from_status("subscribe", &status);
-                    self.wait_after_failure(error.into()).await?;
+                    let error = match refused_certificate(&status) {
+                        Some(refused) => refused.into(),
+                        None => RpcError::from_status("subscribe", &status).into(),
+                    };
+                    self.wait_after_failure(error).await?;
                 }
             }
         }
@@ -439,9 +452,15 @@ impl<'a> Listener<'a> {
 
     /// After a passing failure, drops the stream and sets the time to wait
     /// until before catching up and subscribing again (at the homeserver's next address if the
-    /// connection was lost); gives up on any other failure.
+    /// connection was lost, or its certificate refused after the listener was
+    /// connected once); gives up on any other failure.
     async fn wait_after_failure(&mut self, error: ClientError) -> Result<(), ClientError> {
-        if !is_transient_error(&error) {
+        let refused_since = self.connected_before
+            && matches!(
+                error,
+                ClientError::Connect(ConnectError::Certificate { .. })
+            );
+        if !is_transient_error(&error) && !refused_since {
             return Err(error);
         }
         self.stream = None;
@@ -450,7 +469,7 @@ impl<'a> Listener<'a> {
         tracing::debug!(%error, failures = self.failures, ?retry_in, "subscription failed; retrying");
         // The address the failed step used: the client may have moved on
         // already (a send noticed first), and must not move again.
-        if is_connection_lost(&error)
+        if (is_connection_lost(&error) || refused_since)
             && let Some(server) = self.endpoint.clone()
         {
             let next = self.client.fail_over(&server)?;

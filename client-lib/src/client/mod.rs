@@ -32,7 +32,7 @@ pub use messages::{
 pub use submit::RefusedSubmission;
 pub use sync::ReceiveReport;
 
-use crate::connection::{self, BearerAuth, error_chain};
+use crate::connection::{self, BearerAuth, error_chain, refused_certificate};
 use crate::endpoints::Endpoints;
 use crate::error::{ClientError, RpcError};
 use crate::key_package_stock::ReplenishPolicy;
@@ -267,7 +267,17 @@ async fn call<T>(
 ) -> Result<T, ClientError> {
     call_with_status(operation, request)
         .await
-        .map_err(|(error, _)| error.into())
+        .map_err(call_error)
+}
+
+/// A failed call as the client's error: a certificate refused when the
+/// channel reconnected in the words a first connection's refusal has (which
+/// name, which issuer), anything else as the homeserver's refusal.
+fn call_error((error, status): (RpcError, Option<tonic::Status>)) -> ClientError {
+    match status.as_ref().and_then(refused_certificate) {
+        Some(refused) => refused.into(),
+        None => error.into(),
+    }
 }
 
 /// Like [`call`], but a refusal also comes back as the status itself, whose

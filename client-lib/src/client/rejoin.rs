@@ -9,7 +9,7 @@ use tonic::Code;
 
 use super::groups::{CommitOutcome, GroupId};
 use super::submit::{Completion, Intent, Sent, idempotency_key};
-use super::{Client, call_with_status, now_ms};
+use super::{Client, call_error, call_with_status, now_ms};
 use crate::connection::group_client;
 use crate::error::ClientError;
 use crate::mls;
@@ -64,7 +64,7 @@ impl Client {
                     })?;
                     return Err(error.into());
                 }
-                Err((error, _)) => return Err(error.into()),
+                Err(failure) => return Err(call_error(failure)),
             };
             let submission = self.state().transaction(|provider, connection| {
                 if let Some(mut old) = mls::load_group(provider, group_id)? {

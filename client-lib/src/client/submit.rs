@@ -24,7 +24,7 @@ use tonic::Code;
 use super::groups::GroupId;
 use super::key_packages::ClaimedKeyPackage;
 use super::{Client, FailPoint, call_with_status, now_ms};
-use crate::connection::{ConnectError, group_client};
+use crate::connection::{ConnectError, group_client, refused_certificate};
 use crate::endpoints::{random_unit, reconnect_delay};
 use crate::error::{ClientError, RpcError};
 use crate::mls::{self, CommitKind};
@@ -1068,6 +1068,10 @@ fn accepted(reply: proto::SubmitResponse) -> Accepted {
 /// ended (FAILED_PRECONDITION for a proposal or message), a passing failure worth
 /// a resend, or a final refusal.
 fn classify(kind: SubmissionKind, error: RpcError, status: Option<&tonic::Status>) -> SendFailure {
+    // Not sent: kept, to be sent once the certificate is trusted again.
+    if let Some(refused) = status.and_then(refused_certificate) {
+        return SendFailure::Unavailable(refused.into());
+    }
     match error.code {
         Code::Aborted => SendFailure::Conflict {
             winning_seq: status

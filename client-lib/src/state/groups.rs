@@ -755,17 +755,27 @@ pub(crate) fn take_unread(
 }
 
 /// The group's timeline in log order, own entries included, read or not: the
-/// newest `limit` entries before log position `before` (all, if `None`).
+/// newest `limit` entries before log position `before` (all, if `None`), and
+/// every other part of the oldest log entry among them. One log entry can make
+/// several timeline entries (a commit adding two devices), and paging goes by
+/// log position, so a page that split a log entry would lose its older parts
+/// to the next page's `before`: a page holds whole log entries, even past
+/// `limit`.
 pub(crate) fn entries(
     connection: &Connection,
     group_id: &[u8],
     limit: usize,
     before: Option<u64>,
 ) -> Result<Vec<StoredEntry>, StateError> {
+    // The oldest log position among the newest `limit` entries; NULL when
+    // there are none (or `limit` is 0), which selects nothing.
     let mut statement = connection.prepare(&format!(
-        "SELECT {ENTRY_COLUMNS} FROM
-             (SELECT * FROM messages WHERE group_id = ?1 AND (?3 IS NULL OR seq < ?3)
-              ORDER BY seq DESC, part DESC LIMIT ?2)
+        "SELECT {ENTRY_COLUMNS} FROM messages
+         WHERE group_id = ?1 AND (?3 IS NULL OR seq < ?3)
+           AND seq >= (SELECT MIN(seq) FROM
+                         (SELECT seq FROM messages
+                          WHERE group_id = ?1 AND (?3 IS NULL OR seq < ?3)
+                          ORDER BY seq DESC, part DESC LIMIT ?2))
          ORDER BY seq, part"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -815,6 +815,8 @@ async fn membership_changes_history_and_leaving() {
             .any(|entry| entry["change"] == "removed" && entry["member"] == "dave@localhost"),
         "{history}"
     );
+    // The next older page starts before the oldest entry shown.
+    assert_eq!(history["next_before"], entries[0]["seq"], "{history}");
     let seq = entries[entries.len() - 1]["seq"].as_u64().unwrap();
     let page = succeed_json(
         &[
@@ -831,9 +833,10 @@ async fn membership_changes_history_and_leaving() {
         &[],
     )
     .await;
-    let page = page["entries"].as_array().unwrap();
-    assert_eq!(page.len(), 1);
-    assert!(page[0]["seq"].as_u64().unwrap() < seq);
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{page}");
+    assert!(entries[0]["seq"].as_u64().unwrap() < seq);
+    assert_eq!(page["next_before"], entries[0]["seq"], "{page}");
 }
 
 /// A post-quantum group from the command line: `--help` names the suites,
@@ -886,4 +889,79 @@ async fn post_quantum_group() {
     assert_eq!(listed.len(), 1, "{groups}");
     assert_eq!(listed[0]["cipher_suite"], "pq", "{groups}");
     assert_eq!(listed[0]["member_devices"], 2, "{groups}");
+}
+
+/// `send` while the homeserver is away: the message is kept (exit status 75,
+/// one stderr line saying so, nothing on stdout), and goes out once, with the
+/// sender's next command after the homeserver is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_kept_but_not_sent_exits_with_75() {
+    let server = TestHomeserver::start().await;
+    let url = server.client_url();
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [alice, bob] = [0, 1].map(|index| path(dirs[index].path()));
+    for (state, name) in [(alice, "alice"), (bob, "bob")] {
+        succeed(
+            &["--server", &url, "--state", state, "register", name],
+            &password,
+        )
+        .await;
+    }
+    succeed(&["--state", alice, "group", "create", "team"], &[]).await;
+    succeed(
+        &["--state", alice, "group", "invite", "team", "bob@localhost"],
+        &[],
+    )
+    .await;
+    succeed(&["--state", bob, "groups"], &[]).await;
+
+    let config = server.config().clone();
+    let database = server.stop().await;
+    let output = conclave(&["--state", alice, "send", "team", "while away"], &[]).await;
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing on stdout");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.starts_with("not sent yet: the message to team is kept and goes out with"),
+        "{stderr:?}"
+    );
+    // Nothing is kept of a message to a group this device does not know (it
+    // may be an invitation not fetched yet): a failure, which names the
+    // homeserver's absence rather than the group.
+    let unknown = fail(&["--state", alice, "send", "nowhere", "lost"], &[]).await;
+    assert!(
+        unknown.starts_with(&format!("error: cannot connect to {url}")),
+        "{unknown}"
+    );
+
+    let _server = TestHomeserver::start_again(config, database).await;
+    succeed(&["--state", alice, "send", "team", "after return"], &[]).await;
+    let (_, messages) = split_membership(
+        succeed_json_lines(&[
+            "--state",
+            bob,
+            "listen",
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+            "--json",
+        ])
+        .await,
+    );
+    let bodies: Vec<&str> = messages
+        .iter()
+        .map(|message| message["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["while away", "after return"]);
+    let history = succeed_json(&["--state", bob, "history", "team", "--json"], &[]).await;
+    let bodies: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["while away", "after return"], "sent once");
 }

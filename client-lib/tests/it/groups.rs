@@ -408,3 +408,61 @@ async fn listener_shows_membership_changes_with_who() {
     );
     assert_eq!(alice.client.unread_count(&group_id).unwrap(), 0);
 }
+
+/// Paging the history back one entry at a time sees every entry once, though a
+/// commit adding two devices makes two entries at one log position: the page
+/// that reaches that position takes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_never_split_a_log_position() {
+    use conclave_client::TimelineEvent;
+
+    let server = start_server(DatabaseChoice::Sqlite).await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob1, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (bob2, _) = login(&server, "bob", GROUP_STOCK).await;
+    let group_id = alice.client.create_group("pages").await.unwrap().group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost")])
+        .await
+        .unwrap();
+    alice.client.send(&group_id, "after bob").await.unwrap();
+
+    let whole = alice.client.history(&group_id, 100, None).unwrap();
+    let joined: Vec<_> = whole
+        .iter()
+        .filter_map(|event| match event {
+            TimelineEvent::Membership(change) => Some((change.seq, change.subject.clone())),
+            TimelineEvent::Message(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        joined
+            .iter()
+            .map(|(_, subject)| subject)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([&bob1.identity(), &bob2.identity()]),
+        "{whole:#?}"
+    );
+    assert_eq!(
+        joined[0].0, joined[1].0,
+        "one commit added both: {whole:#?}"
+    );
+    assert_eq!(whole.len(), 3, "{whole:#?}");
+
+    let mut paged = Vec::new();
+    let mut page_sizes = Vec::new();
+    let mut before = None;
+    loop {
+        let page = alice.client.history(&group_id, 1, before).unwrap();
+        let Some(oldest) = page.first() else {
+            break;
+        };
+        before = Some(oldest.seq());
+        page_sizes.push(page.len());
+        paged.splice(0..0, page);
+    }
+    assert_eq!(paged, whole);
+    // The message alone, then both additions past the limit of one.
+    assert_eq!(page_sizes, [1, 2]);
+}

@@ -1,11 +1,14 @@
 //! The `conclave` CLI against a homeserver that serves its client API over
 //! TLS with a certificate of a private CA: refused in plain words until the CA
 //! is given (`--ca-file` or `CONCLAVE_CA_FILE`), then the chat walkthrough.
+//! The library once connected: a certificate of another CA after a restart is
+//! refused in the same words, by calls and by a running listener.
 
+use conclave_client::{CertificateRefusal, Client, ClientError, ConnectError, ConnectionNotice};
 use conclave_test_support::{TestHomeserver, TestOptions, TestPki};
 
 use crate::cli::{conclave_with_stdin, fail, path, succeed, succeed_json, succeed_json_lines};
-use crate::support::PASSWORD;
+use crate::support::{GROUP_STOCK, PASSWORD, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_walkthrough_runs_over_tls_with_a_private_ca() {
@@ -144,4 +147,114 @@ async fn the_chat_walkthrough_runs_over_tls_with_a_private_ca() {
             .iter()
             .all(|line| line["sender"] == "alice@localhost")
     );
+}
+
+/// The common name of a test CA, as a refusal names the issuer.
+fn ca_name(pki: &TestPki) -> String {
+    let pem = pki.ca_pem();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let certificate = pem.parse_x509().unwrap();
+    certificate
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|name| name.as_str().ok())
+        .unwrap()
+        .to_owned()
+}
+
+/// A client connected once to a homeserver it trusts, which then restarts on
+/// the same port with a certificate of a CA the client does not trust (tonic
+/// reconnects inside the channel): the running listener tells the lost
+/// connection in plain words (which name, which issuer) and keeps trying, and
+/// the next call fails with the same words, as a first connection would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_refused_on_reconnecting_is_explained() {
+    let pki = TestPki::new();
+    let issued = pki.issue("localhost");
+    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
+    let server = TestHomeserver::start_with(TestOptions::default().configure(move |config| {
+        config.client_api.tls_certificate = Some(certificate);
+        config.client_api.tls_private_key = Some(private_key);
+    }))
+    .await;
+    let url = format!("https://localhost:{}", server.client_address().port())
+        .parse()
+        .unwrap();
+    let device = |state: &tempfile::TempDir| {
+        Client::open(state.path())
+            .unwrap()
+            .with_replenish_policy(GROUP_STOCK)
+            .with_ca_files(&[pki.trust_roots().to_owned()])
+            .unwrap()
+    };
+    let (alice_state, bob_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (device(&alice_state), device(&bob_state));
+    alice
+        .register(&url, "alice", PASSWORD, None, "laptop")
+        .await
+        .unwrap();
+    bob.register(&url, "bob", PASSWORD, None, "laptop")
+        .await
+        .unwrap();
+    let group_id = alice.create_group("team").await.unwrap().group_id;
+    alice
+        .invite(&group_id, &["bob@localhost".parse().unwrap()])
+        .await
+        .unwrap();
+    bob.receive().await.unwrap();
+
+    // Alice's listener is connected once it hands out Bob's message.
+    let (notices, mut noticed) = tokio::sync::mpsc::unbounded_channel();
+    let mut listener = alice
+        .listen(Some(group_id.clone()))
+        .on_connection_change(move |notice| {
+            let _ = notices.send(notice);
+        });
+    bob.send(&group_id, "before the restart").await.unwrap();
+    let message = within(60, "bob's message", listener.next()).await.unwrap();
+    assert_eq!(message.body.text(), Some("before the restart"));
+
+    let untrusted = TestPki::new();
+    let replacement = untrusted.issue("localhost");
+    let restarting = tokio::spawn(server.restart_with(move |config| {
+        config.client_api.tls_certificate = Some(replacement.certificate.clone());
+        config.client_api.tls_private_key = Some(replacement.private_key.clone());
+    }));
+    let issuer = ca_name(&untrusted);
+    let refused_words = format!(
+        "the certificate of localhost (issued by {issuer}) is not trusted: pass --ca-file with that CA"
+    );
+    // The first notices may be of the restart itself (the stream ends, the
+    // port is closed for a moment); the listener goes on until the refusal.
+    within(60, "a notice of the refused certificate", async {
+        loop {
+            tokio::select! {
+                event = listener.next_event() => panic!("the listener stopped waiting: {event:?}"),
+                notice = noticed.recv() => {
+                    if let Some(ConnectionNotice::Lost { reason, .. }) = notice
+                        && reason.contains(&refused_words)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    drop(listener);
+    let _server = restarting.await.unwrap();
+
+    let error = within(60, "a call", alice.receive()).await.unwrap_err();
+    let ClientError::Connect(ConnectError::Certificate { refusal, .. }) = &error else {
+        panic!("not a certificate refusal: {error:?}");
+    };
+    assert_eq!(
+        refusal,
+        &CertificateRefusal::UntrustedIssuer {
+            server: "localhost".to_owned(),
+            issuer,
+        }
+    );
+    assert!(error.to_string().contains(&refused_words), "{error}");
 }

@@ -163,12 +163,64 @@ fn a_port_in_use_is_reported_once() {
         .lines()
         .filter(|line| line.contains(&taken_address))
         .collect();
-    assert_eq!(
-        mentions,
-        [format!(
-            "conclave-homeserver: cannot listen on {taken_address} (client_api.listen): the address is in use (another homeserver, or another program, listens there)"
-        )],
+    // Human logs on stderr: the ERROR event is the one line (no plain line
+    // repeating it).
+    assert_eq!(mentions.len(), 1, "{stderr}");
+    assert!(mentions[0].contains(" ERROR "), "{stderr}");
+    assert!(
+        mentions[0].ends_with(&format!(
+            "serving failed error=cannot listen on {taken_address} (client_api.listen): the address is in use (another homeserver, or another program, listens there)"
+        )),
         "{stderr}"
     );
     drop(taken);
+}
+
+/// Serving that fails once logging is set up (here: the database cannot be
+/// opened) is logged as one JSON ERROR event with the error's whole chain, for
+/// log collectors that read only the log, and said once more in a plain line,
+/// for a person reading JSON logs on a terminal.
+#[test]
+fn a_fatal_error_while_serving_is_one_json_log_event() {
+    // A file where the database's directory should be: it cannot be created.
+    let directory = tempfile::tempdir().unwrap();
+    let not_a_directory = directory.path().join("file");
+    std::fs::write(&not_a_directory, "").unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        not_a_directory.join("conclave.sqlite").display()
+    );
+    let refused = homeserver(
+        &["run"],
+        &[
+            ("CONCLAVE_DATABASE__URL", url.as_str()),
+            ("CONCLAVE_CLIENT_API__LISTEN", "127.0.0.1:0"),
+            ("CONCLAVE_HTTP__LISTEN", "127.0.0.1:0"),
+            ("CONCLAVE_LOG__FORMAT", "json"),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = text(&refused.stderr);
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(errors[0]["fields"]["message"], "serving failed", "{stderr}");
+    let chain = errors[0]["fields"]["error"].as_str().unwrap();
+    assert!(
+        chain.starts_with("homeserver failed: database error: "),
+        "{stderr}"
+    );
+    let cause = format!(
+        "cannot create the database directory {}",
+        not_a_directory.display()
+    );
+    assert_eq!(chain.matches(&cause).count(), 1, "each cause once: {chain}");
+    let plain: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("conclave-homeserver: "))
+        .collect();
+    assert_eq!(plain, [format!("conclave-homeserver: {chain}")], "{stderr}");
 }

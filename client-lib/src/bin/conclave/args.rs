@@ -19,9 +19,13 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 /// stdout (listen and chat: one per message or membership change, as they
 /// arrive). Group and message
 /// commands first fetch what is new (invitations, messages, commits). GROUP is a
-/// group's name, as `groups` shows it, or its hex id. Errors are one line on
-/// stderr starting with "error:", with exit code 1 (2 for a malformed command
-/// line).
+/// group's name, as `groups` shows it, or its hex id.
+///
+/// Exit status: 0 done; 1 failed, with one line on stderr starting with
+/// "error:"; 2 a malformed command line; 75 (send) the homeserver could not be
+/// reached, but the message is kept and goes out with this device's next send,
+/// groups, listen, chat or group command: do not send it again (one line on
+/// stderr says so).
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version)]
 pub(crate) struct Cli {
@@ -149,14 +153,22 @@ pub(crate) enum Command {
     },
     /// Show a group's history from the local state: messages (yours included)
     /// and membership changes, oldest first. Local only; marks nothing read.
+    ///
+    /// To page back, pass the "seq" of the first (oldest) entry shown as the
+    /// next --before (--json gives it as "next_before"), until a page is
+    /// empty: pages never split a log position, so nothing is skipped or
+    /// shown twice.
     History {
         /// The group: its name or its hex id.
         group: String,
-        /// At most this many entries: the newest ones.
+        /// At most this many entries: the newest ones. A page holds every entry
+        /// of its oldest log position (a commit adding several devices makes
+        /// one entry per device), so it can hold a few more.
         #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
-        /// Only entries before this position in the group's log (the "seq" of
-        /// --json), to page back.
+        /// Only entries before this position in the group's log, to page back:
+        /// the "next_before" of the previous page's --json (its oldest entry's
+        /// "seq").
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
     },

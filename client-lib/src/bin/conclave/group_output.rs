@@ -157,7 +157,9 @@ pub(crate) fn event_line(event: &TimelineEvent, as_json: bool) -> String {
 }
 
 /// A group's history, oldest first: one line per entry, or one JSON object
-/// with the entries.
+/// with the entries and the `--before` of the next older page (the oldest
+/// entry's log position: a page holds whole log positions; null when the page
+/// is empty, as there is nothing older).
 pub(crate) fn history(group_id: &GroupId, name: &str, events: &[TimelineEvent]) -> Report {
     let text = if events.is_empty() {
         format!("no history of {name}")
@@ -175,6 +177,7 @@ pub(crate) fn history(group_id: &GroupId, name: &str, events: &[TimelineEvent]) 
             "group_id": group_id.to_string(),
             "name": name,
             "entries": entries,
+            "next_before": events.first().map(TimelineEvent::seq),
         }),
     }
 }

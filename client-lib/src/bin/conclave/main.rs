@@ -3,7 +3,8 @@
 //!
 //! Output goes to stdout (text, or one JSON object with `--json`; JSON lines for
 //! `listen` and `chat`); errors are one `error: ...` line on stderr with exit
-//! code 1; clap's usage errors exit with 2.
+//! code 1; clap's usage errors exit with 2; a message kept but not sent yet
+//! (`ClientError::NotSentYet`) is one line saying so, with exit code 75.
 //! Logs go to stderr only with `-v`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set,
 //! the command's spans go to that OTLP collector (`telemetry`).
 
@@ -21,9 +22,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
+use conclave_client::ClientError;
 use tracing::Instrument as _;
 
 use crate::args::{Cli, Command};
+
+/// Exit status of a message kept but not sent yet: sysexits.h's EX_TEMPFAIL,
+/// so that a script tells "try later" from "failed" and does not send the
+/// message again (it would go out twice).
+const EXIT_NOT_SENT_YET: u8 = 75;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -73,11 +80,27 @@ async fn main() -> ExitCode {
             report.print(as_json);
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("error: {}", one_line(&error));
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<ClientError>() {
+            Some(ClientError::NotSentYet { group, source }) => {
+                eprintln!("{}", not_sent_yet_line(group, source));
+                ExitCode::from(EXIT_NOT_SENT_YET)
+            }
+            _ => {
+                eprintln!("error: {}", one_line(&error));
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The one stderr line of a message kept but not sent yet. In the CLI's own
+/// words rather than the library's: the commands that send it are named.
+fn not_sent_yet_line(group: &str, cause: &ClientError) -> String {
+    let line = format!(
+        "not sent yet: the message to {group} is kept and goes out with this device's next \
+         send, groups, listen, chat or group command ({cause})"
+    );
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `man`: the page of `conclave` on stdout, or every page (one per command,

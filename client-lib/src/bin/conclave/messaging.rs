@@ -100,8 +100,21 @@ pub(crate) async fn send(
     if text.is_empty() {
         bail!("the message is empty");
     }
-    receive(client).await?;
-    let group_id = client.find_group(group)?;
+    // Fetching first spares the message a lost race for its epoch, but the
+    // homeserver being away does not stop it: the library keeps it
+    // (`ClientError::NotSentYet`, exit status 75) and rebuilds it for the
+    // group's epoch of the day it goes out.
+    let fetch_failure = match receive(client).await {
+        Ok(()) => None,
+        Err(error) if error.is_transient() => Some(error),
+        Err(error) => return Err(error.into()),
+    };
+    let group_id = match client.find_group(group) {
+        Ok(group_id) => group_id,
+        // The group may be an invitation the failed fetch would have brought:
+        // its error is the one to tell.
+        Err(unknown) => return Err(fetch_failure.unwrap_or(unknown).into()),
+    };
     let sent = client.send(&group_id, &text).await;
     // Sending resent the group's kept submissions first.
     tell_refused(&client.take_refused_submissions(None)?, None);
