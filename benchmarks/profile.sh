@@ -16,9 +16,11 @@
 #   NAME.log          the benchmark's output
 # and, in $PROFILE_DATA (default /tmp), NAME.perf.data and the folded stacks
 # NAME-homeserver.folded, NAME-clients.folded (large; not committed).
+# RENDER_ONLY=1 skips the build and the recording and renders the existing
+# NAME.perf.data and NAME.log again.
 #
 # Needs root (or kernel.perf_event_paranoid <= -1) for system-wide sampling,
-# perf, and inferno (`cargo install inferno`). Samples every CPU at 999 Hz
+# perf, and inferno (`cargo install inferno`). Samples every CPU at 499 Hz
 # (cpu-clock: no hardware counters needed) with DWARF call stacks, but only
 # while the benchmark runs SECTION (it turns perf on and off through
 # `--perf-control`), so set-up and other runs are left out.
@@ -37,27 +39,38 @@ case $section in
     *) echo "unknown section $section" >&2; exit 2 ;;
 esac
 
-# The release build with line tables (Cargo.toml, [profile.profiling]).
-(cd "$root" && cargo build --profile profiling -p conclave-benchmarks)
-bench=$target/profiling/conclave-bench
+# Stacks deeper than the copied bytes are cut short (the flame graph then shows
+# them under "[unknown]"); more bytes, more data: about
+# frequency x CPUs x stack bytes per second of the section.
+frequency=${PERF_FREQUENCY:-499}
+stack_bytes=${PERF_STACK_BYTES:-32768}
 
 mkdir -p "$output"
-fifos=$(mktemp -d)
-trap 'rm -rf "$fifos"' EXIT
-mkfifo "$fifos/control" "$fifos/ack"
-# Held open read-write here, so that neither perf nor the benchmark blocks
-# opening them.
-exec {control_fd}<>"$fifos/control" {ack_fd}<>"$fifos/ack"
-
 data=$data_directory/$name.perf.data
 log=$output/$name.log
-perf record -a -e cpu-clock -F 999 -g --call-graph dwarf,16384 -D -1 \
-    --control "fd:$control_fd,$ack_fd" -o "$data" -- \
-    "$bench" "${part[@]}" --database postgres --server-process \
-    --perf-control "$fifos" --perf-section "$section" 2>&1 | tee "$log"
+# RENDER_ONLY=1: summarise and draw again from the recorded data and log.
+if [[ ${RENDER_ONLY:-0} != 1 ]]; then
+    # The release build with line tables (Cargo.toml, [profile.profiling]).
+    (cd "$root" && cargo build --profile profiling -p conclave-benchmarks)
+    bench=$target/profiling/conclave-bench
+
+    fifos=$(mktemp -d)
+    trap 'rm -rf "$fifos"' EXIT
+    mkfifo "$fifos/control" "$fifos/ack"
+    # Held open read-write here, so that neither perf nor the benchmark blocks
+    # opening them.
+    exec {control_fd}<>"$fifos/control" {ack_fd}<>"$fifos/ack"
+
+    perf record -a -e cpu-clock -F "$frequency" -g --call-graph "dwarf,$stack_bytes" -D -1 \
+        --control "fd:$control_fd,$ack_fd" -o "$data" -- \
+        "$bench" "${part[@]}" --database postgres --server-process \
+        --perf-control "$fifos" --perf-section "$section" 2>&1 | tee "$log"
+fi
 
 bench_pid=$(sed -n 's/.*perf: benchmark in process \([0-9]*\).*/\1/p' "$log" | head -n 1)
-server_pid=$(sed -n 's/.*homeserver in process \([0-9]*\) at.*/\1/p' "$log" | tail -n 1)
+# The homeserver started last before the section began (each run or part
+# starts its own).
+server_pid=$(awk '/homeserver in process/ { pid = $4 } /perf: recording/ { print pid; exit }' "$log")
 [[ -n $server_pid ]] || { echo "no homeserver process in $log" >&2; exit 1; }
 
 # Folded stacks (one line per distinct stack: frames joined by ";", then the
@@ -126,11 +139,11 @@ top_frames() {
     fi
 } > "$output/$name-summary.txt"
 
-# Frames narrower than 0.2% of the width are left out: the SVGs stay small.
-inferno-flamegraph --title "homeserver, $section" --minwidth 0.2% \
+# Frames narrower than 2 pixels (of 1,200) are left out: the SVGs stay small.
+inferno-flamegraph --title "homeserver, $section" --minwidth 2 \
     < "$data_directory/$name-homeserver.folded" > "$output/$name-homeserver.svg"
 if [[ -n $bench_pid ]]; then
-    inferno-flamegraph --title "benchmark clients, $section" --minwidth 0.2% \
+    inferno-flamegraph --title "benchmark clients, $section" --minwidth 2 \
         < "$data_directory/$name-clients.folded" > "$output/$name-clients.svg"
 fi
 echo "wrote $output/$name-summary.txt and flame graphs; perf data in $data"

@@ -62,8 +62,10 @@ const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A homeserver under test, in this process or in a child process.
 pub(crate) enum Homeserver {
-    InProcess(TestHomeserver),
-    OwnProcess(ChildHomeserver),
+    // Both boxed: a TestHomeserver (with its configuration) is four times the
+    // size of the child's handle, itself a few hundred bytes.
+    InProcess(Box<TestHomeserver>),
+    OwnProcess(Box<ChildHomeserver>),
 }
 
 /// A homeserver in a child process: the benchmark binary run with `--serve`,
@@ -81,8 +83,10 @@ impl Homeserver {
         placement: Placement,
     ) -> anyhow::Result<Homeserver> {
         match placement {
-            Placement::InProcess => Ok(Homeserver::InProcess(start(database).await)),
-            Placement::OwnProcess => Ok(Homeserver::OwnProcess(start_child(database).await?)),
+            Placement::InProcess => Ok(Homeserver::InProcess(Box::new(start(database).await))),
+            Placement::OwnProcess => Ok(Homeserver::OwnProcess(Box::new(
+                start_child(database).await?,
+            ))),
         }
     }
 
@@ -111,8 +115,8 @@ impl Homeserver {
 
     pub(crate) async fn stop(self) {
         match self {
-            Homeserver::InProcess(server) => stop(server).await,
-            Homeserver::OwnProcess(child) => stop_child(child).await,
+            Homeserver::InProcess(server) => stop(*server).await,
+            Homeserver::OwnProcess(child) => stop_child(*child).await,
         }
     }
 }
