@@ -79,7 +79,7 @@ async fn run_cluster(
         .chain(&others)
         .map(TestHomeserver::client_url)
         .collect();
-    let runs = throughput::measure(DatabaseChoice::Postgres, &urls, settings).await;
+    let runs = throughput::measure(DatabaseChoice::Postgres, &urls, settings, None).await;
     for other in others {
         server::stop(other).await;
     }

@@ -24,7 +24,8 @@
 //! - `suites`: benchmark 10, the classic and post-quantum cipher suites'
 //!   key packages, commits and Welcomes on the client.
 //! - `memory`: benchmark 7, the process's memory after 1,000 registrations
-//!   (an Argon2id hash each).
+//!   (an Argon2id hash each), and another process's memory (table 11).
+//! - `perf`: turning a `perf record` on for one section alone.
 //! - `postgres`: PostgreSQL's row counters and a query-size diagnostic.
 //! - `report`: percentiles and Markdown tables.
 
@@ -35,6 +36,7 @@ mod federation;
 mod memory;
 mod milestones;
 mod mls;
+mod perf;
 mod postgres;
 mod report;
 mod scaling;
@@ -75,6 +77,23 @@ struct Args {
     /// writes, no fan-out).
     #[arg(long)]
     commits_only: bool,
+    /// Throughput and scaling: run the homeserver in a child process of its
+    /// own (this binary with `--serve`), so that its memory is measured apart
+    /// from the clients' (table 11).
+    #[arg(long)]
+    server_process: bool,
+    /// Profiling (`benchmarks/profile.sh`): the directory holding the FIFOs
+    /// `control` and `ack` of a `perf record --control`.
+    #[arg(long, requires = "perf_section")]
+    perf_control: Option<std::path::PathBuf>,
+    /// Profiling: the one section recorded, `throughput:SENDERS:GROUPS` or
+    /// `commits:SIZE`.
+    #[arg(long, requires = "perf_control")]
+    perf_section: Option<String>,
+    /// Internal: run only a homeserver on a fresh database of this kind, for a
+    /// parent benchmark run with `--server-process`; stops when stdin closes.
+    #[arg(long, value_enum, hide = true)]
+    serve: Option<DatabaseArg>,
 }
 
 /// The benchmark's parts, each on homeservers of its own.
@@ -240,6 +259,23 @@ fn load_average() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(database) = args.serve {
+        init_logging(None);
+        let database = match database {
+            DatabaseArg::Sqlite => DatabaseChoice::Sqlite,
+            DatabaseArg::Postgres => DatabaseChoice::Postgres,
+            DatabaseArg::Both => anyhow::bail!("--serve takes one database: sqlite or postgres"),
+        };
+        return server::serve(database).await;
+    }
+    if let (Some(directory), Some(section)) = (&args.perf_control, &args.perf_section) {
+        perf::configure(directory.clone(), section.clone());
+    }
+    let placement = if args.server_process {
+        server::Placement::OwnProcess
+    } else {
+        server::Placement::InProcess
+    };
     let runs = |part: Part| args.part.is_empty() || args.part.contains(&part);
     // Before the subscriber is set: its OpenTelemetry layer exports to it.
     let tracing = if runs(Part::Telemetry) {
@@ -282,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
             format!("throughput on {}", server::database_name(database)),
         );
         for settings in &throughput {
-            throughput_runs.extend(throughput::run(database, settings).await?);
+            throughput_runs.extend(throughput::run(database, settings, placement).await?);
         }
     }
     let mut scaling_results = Vec::new();
@@ -292,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
             started,
             format!("growing group on {}", server::database_name(database)),
         );
-        scaling_results.push(scaling::run(database, &scaling).await?);
+        scaling_results.push(scaling::run(database, &scaling, placement).await?);
     }
     let mut federation_results = Vec::new();
     for &database in databases.iter().filter(|_| runs(Part::Federation)) {
@@ -342,7 +378,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let sizes: Vec<String> = args.sizes.iter().map(usize::to_string).collect();
     println!(
-        "## conclave-bench{}{}{}{} ({} s)\n",
+        "## conclave-bench{}{}{}{}{} ({} s)\n",
         if args.quick { " --quick" } else { "" },
         if parts.is_empty() {
             String::new()
@@ -356,6 +392,11 @@ async fn main() -> anyhow::Result<()> {
         },
         if args.commits_only {
             " --commits-only"
+        } else {
+            ""
+        },
+        if args.server_process {
+            " --server-process"
         } else {
             ""
         },
@@ -410,6 +451,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if runs(Part::Memory) {
         println!("{}", memory_table(&memory_runs, &memory));
+    }
+    if args.server_process && (runs(Part::Throughput) || runs(Part::Scaling)) {
+        println!(
+            "{}",
+            server_memory_table(&throughput_runs, &scaling_results)
+        );
     }
     if runs(Part::Cluster) {
         println!("{}", cluster_table(&cluster_runs, &cluster));
@@ -596,6 +643,88 @@ fn memory_table(runs: &[MemoryRun], settings: &MemorySettings) -> Table {
                 settings.registrations as f64 / run.elapsed.as_secs_f64()
             ),
         ]);
+    }
+    table
+}
+
+/// Table 11: the homeserver's own process's memory (`--server-process`),
+/// during each throughput run and around each fan-out, and the bytes it
+/// holds per open idle stream.
+fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResults]) -> Table {
+    let mut table = Table::new(
+        "11. The homeserver's memory, in its own process (VmRSS and VmHWM of /proc/PID/status; \
+         the peak is reset before each row's phase)"
+            .to_owned(),
+        vec![
+            "Database",
+            "Phase",
+            "RSS before MB",
+            "peak RSS MB",
+            "RSS after MB",
+            "streams just opened: RSS MB",
+            "bytes per idle stream",
+        ],
+    );
+    let megabytes = |bytes: u64| format!("{:.1}", bytes as f64 / 1e6);
+    for run in throughput_runs {
+        let Some(memory) = run.server_memory else {
+            continue;
+        };
+        table.row(vec![
+            server::database_name(run.database).to_owned(),
+            format!(
+                "throughput: {} senders, {} group(s), {} messages",
+                run.senders,
+                run.groups,
+                count(run.messages as u64)
+            ),
+            megabytes(memory.before),
+            megabytes(memory.peak),
+            megabytes(memory.after),
+            "-".to_owned(),
+            "-".to_owned(),
+        ]);
+    }
+    for results in scaling {
+        let database = server::database_name(results.database);
+        for fan_out in &results.fan_outs {
+            let Some(memory) = fan_out.server_memory else {
+                continue;
+            };
+            table.row(vec![
+                database.to_owned(),
+                format!(
+                    "fan-out: {} streams open and idle (\"after\"), then {} messages",
+                    count(fan_out.subscribers as u64),
+                    fan_out.timed.len() + 1
+                ),
+                megabytes(memory.before),
+                megabytes(memory.peak),
+                megabytes(memory.idle),
+                format!(
+                    "{:.1} ({:.0} per stream)",
+                    memory.opened as f64 / 1e6,
+                    memory.opened.saturating_sub(memory.before) as f64
+                        / fan_out.subscribers.max(1) as f64
+                ),
+                format!("{:.0}", memory.bytes_per_stream(fan_out.subscribers)),
+            ]);
+        }
+        if let Some((started, peak)) = results.server_memory {
+            let largest = results.builds.last().map_or(0, |build| build.size);
+            table.row(vec![
+                database.to_owned(),
+                format!(
+                    "the whole scaling part (group grown to {})",
+                    count(largest as u64)
+                ),
+                megabytes(started),
+                megabytes(peak),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+            ]);
+        }
     }
     table
 }

@@ -70,11 +70,49 @@ pub(crate) async fn run(
 
 /// A `kB` line of `/proc/self/status`, in bytes.
 fn status_bytes(field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    process_status_bytes("self", field)
+}
+
+/// A `kB` line of `/proc/PROCESS/status`, in bytes.
+fn process_status_bytes(process: &str, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{process}/status");
+    let status = std::fs::read_to_string(&path)?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
         .map(|kilobytes| kilobytes * 1024)
-        .ok_or_else(|| anyhow::anyhow!("/proc/self/status has no {field} in kB"))
+        .ok_or_else(|| anyhow::anyhow!("{path} has no {field} in kB"))
+}
+
+/// Another process's memory (the homeserver's, with `--server-process`), as
+/// the kernel counts it: resident pages, and the peak since the process began
+/// or since [`ProcessMemory::reset_peak`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessMemory {
+    pid: u32,
+}
+
+impl ProcessMemory {
+    pub(crate) fn of(pid: u32) -> ProcessMemory {
+        ProcessMemory { pid }
+    }
+
+    /// Resident set size now (`VmRSS`), in bytes.
+    pub(crate) fn resident(self) -> anyhow::Result<u64> {
+        process_status_bytes(&self.pid.to_string(), "VmRSS")
+    }
+
+    /// Peak resident set size (`VmHWM`), in bytes.
+    pub(crate) fn peak(self) -> anyhow::Result<u64> {
+        process_status_bytes(&self.pid.to_string(), "VmHWM")
+    }
+
+    /// Starts the peak afresh from the current resident set size (writing 5
+    /// to `clear_refs`, see proc(5)), so that [`ProcessMemory::peak`] is the
+    /// peak of what follows alone.
+    pub(crate) fn reset_peak(self) -> anyhow::Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.pid);
+        std::fs::write(&path, "5").map_err(|error| anyhow::anyhow!("writing {path}: {error}"))
+    }
 }

@@ -21,10 +21,12 @@
 
 use crate::api::{self, Api, Session};
 use crate::devices::enrol_user;
+use crate::memory::ProcessMemory;
 use crate::mls::{self, Member};
+use crate::perf;
 use crate::postgres::{DatabaseProbe, Writes};
 use crate::report::Samples;
-use crate::server;
+use crate::server::{Homeserver, Placement};
 use anyhow::{Context as _, anyhow, bail, ensure};
 use conclave_proto::client::v1::delivery_event::Event;
 use conclave_test_support::DatabaseChoice;
@@ -105,6 +107,33 @@ pub(crate) struct FanOutStep {
     /// The warm-up message: the first delivery to freshly opened streams.
     pub(crate) warm_up: Deliveries,
     pub(crate) timed: Vec<Deliveries>,
+    /// With the homeserver in its own process (`--server-process`).
+    pub(crate) server_memory: Option<StreamMemory>,
+}
+
+/// The homeserver's process's memory around a fan-out, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamMemory {
+    /// Resident before the subscribers connected.
+    pub(crate) before: u64,
+    /// Resident when every Subscribe call had returned, before any message.
+    pub(crate) opened: u64,
+    /// Resident with every stream open and idle: after the warm-up message
+    /// reached them all and their reads after it settled, before the first
+    /// timed message.
+    pub(crate) idle: u64,
+    /// Peak resident from before the subscribers connected to the last timed
+    /// delivery.
+    pub(crate) peak: u64,
+}
+
+impl StreamMemory {
+    /// What the server holds per open idle stream: the growth from no stream
+    /// to every stream open, over the streams (their HTTP/2 connections, 50
+    /// streams each here, included).
+    pub(crate) fn bytes_per_stream(&self, streams: usize) -> f64 {
+        self.idle.saturating_sub(self.before) as f64 / streams.max(1) as f64
+    }
 }
 
 /// When one message reached the subscribers, from just before SendMessage.
@@ -127,6 +156,9 @@ pub(crate) struct ScalingResults {
     pub(crate) retries: Vec<(String, u64)>,
     /// Set when a step failed: the results above are those that finished.
     pub(crate) failure: Option<String>,
+    /// With the homeserver in its own process: its resident set size once
+    /// started, and its peak over the whole part.
+    pub(crate) server_memory: Option<(u64, u64)>,
 }
 
 /// The group and everyone in it.
@@ -144,24 +176,33 @@ struct Scaling {
     users: usize,
     /// PostgreSQL only.
     probe: Option<DatabaseProbe>,
+    /// The homeserver's own process, with `--server-process`.
+    server_process: Option<ProcessMemory>,
+    /// The highest of its peaks before each reset (each fan-out starts its
+    /// own), so that the part's peak is known at the end.
+    earlier_peak: u64,
 }
 
 pub(crate) async fn run(
     database: DatabaseChoice,
     settings: &ScalingSettings,
+    placement: Placement,
 ) -> anyhow::Result<ScalingResults> {
-    let server = server::start(database).await;
+    let server = Homeserver::start(database, placement).await?;
+    let server_process = server.own_process();
+    let started_resident = match server_process {
+        Some(process) => Some(process.resident()?),
+        None => None,
+    };
     let probe = match database {
-        DatabaseChoice::Postgres => {
-            Some(DatabaseProbe::connect(&server.config().database.url).await?)
-        }
+        DatabaseChoice::Postgres => Some(DatabaseProbe::connect(&server.database_url()).await?),
         DatabaseChoice::Sqlite => None,
     };
     let round_trips = match &probe {
         Some(probe) => probe.round_trips().await?,
         None => Vec::new(),
     };
-    let mut scaling = Scaling::start(server.client_url(), probe).await?;
+    let mut scaling = Scaling::start(server.client_url(), probe, server_process).await?;
     let mut results = ScalingResults {
         database,
         builds: Vec::new(),
@@ -171,6 +212,7 @@ pub(crate) async fn run(
         round_trips,
         retries: Vec::new(),
         failure: None,
+        server_memory: None,
     };
     if let Err(error) = scaling.run(settings, &mut results).await {
         eprintln!("  failed: {error:#}");
@@ -179,14 +221,22 @@ pub(crate) async fn run(
     if let Some(probe) = scaling.probe.take() {
         probe.close().await?;
     }
+    let earlier_peak = scaling.earlier_peak;
     drop(scaling);
-    server::stop(server).await;
+    if let (Some(process), Some(started)) = (server_process, started_resident) {
+        results.server_memory = Some((started, process.peak()?.max(earlier_peak)));
+    }
+    server.stop().await;
     Ok(results)
 }
 
 impl Scaling {
     /// The creator makes the group and adds the observer.
-    async fn start(url: String, probe: Option<DatabaseProbe>) -> anyhow::Result<Scaling> {
+    async fn start(
+        url: String,
+        probe: Option<DatabaseProbe>,
+        server_process: Option<ProcessMemory>,
+    ) -> anyhow::Result<Scaling> {
         let api = Api::connect(&url).await?;
         let creator_device = enrol_user(&api, "creator", 1)
             .await?
@@ -228,6 +278,8 @@ impl Scaling {
             last_seq: accepted.seq,
             users: 0,
             probe,
+            server_process,
+            earlier_peak: 0,
         })
     }
 
@@ -421,6 +473,7 @@ impl Scaling {
         let key_packages = mls::verified_key_packages(&claimed)?;
         let (mut build, mut submit, mut process) = (Vec::new(), Vec::new(), Vec::new());
         let (mut commit_bytes, mut welcome_bytes) = (0, 0);
+        let window = perf::window(perf::Section::Commits { size })?;
         for key_package in key_packages {
             let started = Instant::now();
             let commit = self.creator.commit_adds(vec![key_package])?;
@@ -439,6 +492,7 @@ impl Scaling {
             commit_bytes = commit.commit.len();
             welcome_bytes = commit.welcome.as_ref().map_or(0, Vec::len);
         }
+        drop(window);
         self.members
             .extend(devices.into_iter().map(|device| device.session));
         Ok(CommitStep {
@@ -455,6 +509,14 @@ impl Scaling {
     /// opens a stream, and receives a warm-up message and then the timed ones.
     async fn fan_out(&mut self, settings: &ScalingSettings) -> anyhow::Result<FanOutStep> {
         let subscribers = self.members.len();
+        let memory_before = match self.server_process {
+            Some(process) => {
+                self.earlier_peak = self.earlier_peak.max(process.peak()?);
+                process.reset_peak()?;
+                Some(process.resident()?)
+            }
+            None => None,
+        };
         let connection_count = subscribers.div_ceil(settings.streams_per_connection);
         let mut connections = Vec::with_capacity(connection_count);
         for _ in 0..connection_count {
@@ -482,6 +544,10 @@ impl Scaling {
             .try_collect::<Vec<_>>()
             .await?;
         let open = opened.elapsed();
+        let opened_resident = match self.server_process {
+            Some(process) => Some(process.resident()?),
+            None => None,
+        };
         let (arrival_sender, mut arrivals) = mpsc::unbounded_channel::<(u64, Instant)>();
         let tasks: Vec<JoinHandle<()>> = streams
             .into_iter()
@@ -505,28 +571,49 @@ impl Scaling {
             let warm_up = self.deliver_to_all(subscribers, &mut arrivals).await?;
             let mut timed = Vec::with_capacity(settings.fan_out_messages);
             let mut previous = warm_up.arrivals.max();
+            let mut idle_resident = None;
             for _ in 0..settings.fan_out_messages {
                 // After yielding an event, each subscriber reads the database once
                 // more before it waits; a message sent meanwhile would queue behind
                 // those reads. Letting them finish measures a message to an idle
                 // group. They take about as long as the delivery did.
                 tokio::time::sleep(previous * 2 + SETTLE_MARGIN).await;
+                if idle_resident.is_none()
+                    && let Some(process) = self.server_process
+                {
+                    idle_resident = Some(process.resident()?);
+                }
                 let deliveries = self.deliver_to_all(subscribers, &mut arrivals).await?;
                 previous = deliveries.arrivals.max();
                 timed.push(deliveries);
             }
-            anyhow::Ok((warm_up, timed))
+            anyhow::Ok((warm_up, timed, idle_resident))
         }
         .await;
         for task in tasks {
             task.abort();
         }
-        let (warm_up, timed) = result?;
+        let (warm_up, timed, idle_resident) = result?;
+        let server_memory = match (
+            self.server_process,
+            memory_before,
+            opened_resident,
+            idle_resident,
+        ) {
+            (Some(process), Some(before), Some(opened), Some(idle)) => Some(StreamMemory {
+                before,
+                opened,
+                idle,
+                peak: process.peak()?,
+            }),
+            _ => None,
+        };
         Ok(FanOutStep {
             subscribers,
             open,
             warm_up,
             timed,
+            server_memory,
         })
     }
 

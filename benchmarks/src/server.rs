@@ -1,8 +1,10 @@
 //! The homeserver under test: `conclave_test_support`'s in-process server on
 //! 127.0.0.1, on a fresh database, with the limits that would get in
 //! the benchmark's way raised and everything else at its defaults (notably a
-//! pool of 10 database connections).
+//! pool of 10 database connections). With `--server-process`, benchmarks 1 to 4
+//! run it in a child process instead (see [`Placement`]).
 
+use crate::memory::ProcessMemory;
 use conclave_homeserver::config::Config;
 use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
 use std::time::Duration;
@@ -43,4 +45,164 @@ pub(crate) fn database_name(database: DatabaseChoice) -> &'static str {
         DatabaseChoice::Sqlite => "SQLite",
         DatabaseChoice::Postgres => "PostgreSQL",
     }
+}
+
+/// Where the homeserver of a part runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// In the benchmark's process, beside its clients (the default).
+    InProcess,
+    /// In a child process of its own (this binary again, `--serve`), so that
+    /// its memory and CPU can be told apart from the clients'.
+    OwnProcess,
+}
+
+/// How long a child homeserver may take to create its database and listen.
+const CHILD_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A homeserver under test, in this process or in a child process.
+pub(crate) enum Homeserver {
+    // Both boxed: a TestHomeserver (with its configuration) is four times the
+    // size of the child's handle, itself a few hundred bytes.
+    InProcess(Box<TestHomeserver>),
+    OwnProcess(Box<ChildHomeserver>),
+}
+
+/// A homeserver in a child process: the benchmark binary run with `--serve`,
+/// which answers with its client URL and database URL on stdout and stops
+/// gracefully (dropping its database) when its stdin closes.
+pub(crate) struct ChildHomeserver {
+    child: tokio::process::Child,
+    client_url: String,
+    database_url: String,
+}
+
+impl Homeserver {
+    pub(crate) async fn start(
+        database: DatabaseChoice,
+        placement: Placement,
+    ) -> anyhow::Result<Homeserver> {
+        match placement {
+            Placement::InProcess => Ok(Homeserver::InProcess(Box::new(start(database).await))),
+            Placement::OwnProcess => Ok(Homeserver::OwnProcess(Box::new(
+                start_child(database).await?,
+            ))),
+        }
+    }
+
+    pub(crate) fn client_url(&self) -> String {
+        match self {
+            Homeserver::InProcess(server) => server.client_url(),
+            Homeserver::OwnProcess(child) => child.client_url.clone(),
+        }
+    }
+
+    pub(crate) fn database_url(&self) -> String {
+        match self {
+            Homeserver::InProcess(server) => server.config().database.url.clone(),
+            Homeserver::OwnProcess(child) => child.database_url.clone(),
+        }
+    }
+
+    /// The homeserver's own process, when it has one: in this process its
+    /// memory cannot be told apart from the clients'.
+    pub(crate) fn own_process(&self) -> Option<ProcessMemory> {
+        match self {
+            Homeserver::InProcess(_) => None,
+            Homeserver::OwnProcess(child) => child.child.id().map(ProcessMemory::of),
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        match self {
+            Homeserver::InProcess(server) => stop(*server).await,
+            Homeserver::OwnProcess(child) => stop_child(*child).await,
+        }
+    }
+}
+
+async fn start_child(database: DatabaseChoice) -> anyhow::Result<ChildHomeserver> {
+    use anyhow::Context as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let executable = std::env::current_exe().context("finding the benchmark's executable")?;
+    let mut child = tokio::process::Command::new(executable)
+        .args(["--serve", serve_argument(database)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the homeserver's process")?;
+    let stdout = child.stdout.take().context("the child has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let client_url = next_line(&mut lines).await?;
+    let database_url = next_line(&mut lines).await?;
+    eprintln!(
+        "  homeserver in process {} at {client_url}",
+        child.id().unwrap_or_default()
+    );
+    Ok(ChildHomeserver {
+        child,
+        client_url,
+        database_url,
+    })
+}
+
+/// The next line the child writes on stdout, within [`CHILD_START_TIMEOUT`].
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    tokio::time::timeout(CHILD_START_TIMEOUT, lines.next_line())
+        .await
+        .context("the homeserver's process did not say where it listens in time")?
+        .context("reading the homeserver's process's stdout")?
+        .context("the homeserver's process exited before it listened")
+}
+
+/// Closing the child's stdin asks it to stop; one that does not stop in time
+/// is killed (its database is then left behind).
+async fn stop_child(mut child: ChildHomeserver) {
+    drop(child.child.stdin.take());
+    match tokio::time::timeout(STOP_TIMEOUT, child.child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => eprintln!("  the homeserver's process ended with {status}"),
+        Ok(Err(error)) => eprintln!("  waiting for the homeserver's process: {error}"),
+        Err(_) => {
+            eprintln!("  the homeserver's process did not stop within {STOP_TIMEOUT:?}; killed it");
+            let _ = child.child.kill().await;
+        }
+    }
+}
+
+/// The value of `--serve` that starts a homeserver on this kind of database.
+fn serve_argument(database: DatabaseChoice) -> &'static str {
+    match database {
+        DatabaseChoice::Sqlite => "sqlite",
+        DatabaseChoice::Postgres => "postgres",
+    }
+}
+
+/// The child's side (`--serve`): starts the homeserver, says where it listens
+/// and which database it uses (one line each on stdout), and runs until stdin
+/// closes (the parent stopped it, or died).
+pub(crate) async fn serve(database: DatabaseChoice) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let server = start(database).await;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", server.client_url())?;
+        writeln!(stdout, "{}", server.config().database.url)?;
+        stdout.flush()?;
+    }
+    // Nothing is ever written to stdin: this returns when it is closed. A
+    // blocking read on a thread of its own (tokio's stdin is not enabled in
+    // this workspace).
+    tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        std::io::stdin().lock().read_to_end(&mut Vec::new())
+    })
+    .await??;
+    stop(server).await;
+    Ok(())
 }

@@ -145,8 +145,13 @@ pub(crate) async fn run(
         )
         .await;
         TRACING_ON.store(setup.traces(), Ordering::Relaxed);
-        let measured =
-            throughput::measure(DatabaseChoice::Postgres, &[server.client_url()], settings).await;
+        let measured = throughput::measure(
+            DatabaseChoice::Postgres,
+            &[server.client_url()],
+            settings,
+            None,
+        )
+        .await;
         TRACING_ON.store(false, Ordering::Relaxed);
         server::stop(server).await;
         runs.push(SetupRuns {

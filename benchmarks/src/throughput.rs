@@ -14,9 +14,11 @@
 
 use crate::api::{self, Api};
 use crate::devices::enrol_user;
+use crate::memory::ProcessMemory;
 use crate::mls::{self, Member, MultiMember};
+use crate::perf;
 use crate::report::Samples;
-use crate::server;
+use crate::server::{Homeserver, Placement};
 use anyhow::{Context as _, anyhow, bail, ensure};
 use conclave_proto::client::v1::delivery_event::Event;
 use conclave_test_support::DatabaseChoice;
@@ -55,8 +57,23 @@ pub(crate) struct ThroughputRun {
     pub(crate) cross_replica_latencies: Samples,
     /// Encryption time per message, spent before the timed section.
     pub(crate) encryption_per_message: Duration,
+    /// With the homeserver in its own process (`--server-process`): its
+    /// memory during the run.
+    pub(crate) server_memory: Option<ServerMemory>,
     /// Calls answered UNAVAILABLE and retried during the run.
     pub(crate) retries: u64,
+}
+
+/// The homeserver's process's memory during one run, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerMemory {
+    /// Resident before the run's first message.
+    pub(crate) before: u64,
+    /// Peak resident during the run (from the start of its encryption to the
+    /// last arrival and decryption).
+    pub(crate) peak: u64,
+    /// Resident after the run.
+    pub(crate) after: u64,
 }
 
 impl ThroughputRun {
@@ -75,21 +92,30 @@ struct Arrival {
 pub(crate) async fn run(
     database: DatabaseChoice,
     settings: &ThroughputSettings,
+    placement: Placement,
 ) -> anyhow::Result<Vec<ThroughputRun>> {
-    let server = server::start(database).await;
-    let runs = measure(database, &[server.client_url()], settings).await;
-    server::stop(server).await;
+    let server = Homeserver::start(database, placement).await?;
+    let runs = measure(
+        database,
+        &[server.client_url()],
+        settings,
+        server.own_process(),
+    )
+    .await;
+    server.stop().await;
     runs
 }
 
 /// The runs of `settings` against the replicas of one domain at `urls` (one
 /// homeserver: one URL). The receiver and the group's setup use the first;
 /// sender `i` sends through replica `i % urls.len()`, each over its own
-/// connection.
+/// connection. `server_process`: the homeserver's own process, whose memory
+/// each run then records.
 pub(crate) async fn measure(
     database: DatabaseChoice,
     urls: &[String],
     settings: &ThroughputSettings,
+    server_process: Option<ProcessMemory>,
 ) -> anyhow::Result<Vec<ThroughputRun>> {
     let url = urls.first().context("no homeserver to measure")?;
     let api = Api::connect(url).await?;
@@ -187,7 +213,14 @@ pub(crate) async fn measure(
     }
     let mut runs = Vec::new();
     for &sender_count in &settings.sender_counts {
-        let run = run_once(
+        let before = match server_process {
+            Some(process) => {
+                process.reset_peak()?;
+                Some(process.resident()?)
+            }
+            None => None,
+        };
+        let mut run = run_once(
             database,
             settings.messages,
             &mut senders[..sender_count],
@@ -198,6 +231,13 @@ pub(crate) async fn measure(
         )
         .await
         .with_context(|| format!("the run with {sender_count} senders"))?;
+        if let (Some(process), Some(before)) = (server_process, before) {
+            run.server_memory = Some(ServerMemory {
+                before,
+                peak: process.peak()?,
+                after: process.resident()?,
+            });
+        }
         eprintln!(
             "  {} senders over {} group(s): {:.0} messages/s, p50 {:?}, p99 {:?}",
             sender_count,
@@ -254,6 +294,12 @@ async fn run_once(
         .collect();
 
     let retries_before = api::retries();
+    // Profiled (benchmarks/profile.sh): the timed section alone, without the
+    // encryption before it and the decryption after it.
+    let window = perf::window(perf::Section::Throughput {
+        senders: sender_count,
+        groups: group_ids.len(),
+    })?;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(sender_count);
     let mut cross_replica = Vec::with_capacity(sender_count);
@@ -300,6 +346,7 @@ async fn run_once(
         arrival_order.push((index, arrival.group_id, arrival.message));
     }
     let elapsed = last_arrival - started;
+    drop(window);
 
     let mut latencies = Vec::with_capacity(message_count);
     let mut cross_replica_latencies = Vec::new();
@@ -332,6 +379,7 @@ async fn run_once(
         latencies: Samples::new(latencies),
         cross_replica_latencies: Samples::new(cross_replica_latencies),
         encryption_per_message,
+        server_memory: None,
         retries: api::retries() - retries_before,
     })
 }
