@@ -129,7 +129,12 @@ fn random_bytes_8() -> [u8; 8] {
 /// Creates an empty PostgreSQL database and returns its URL. `admin_url` names
 /// any database on the server, e.g. `postgres`.
 async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbErr> {
-    let (base, _) = admin_url
+    // Options after `?` (say `sslmode=disable`) apply to the new database too.
+    let (path, options) = match admin_url.split_once('?') {
+        Some((path, options)) => (path, format!("?{options}")),
+        None => (admin_url, String::new()),
+    };
+    let (base, _) = path
         .rsplit_once('/')
         .ok_or_else(|| DbErr::Custom(format!("{admin_url} does not end in /DATABASE")))?;
     let admin = Database::connect(admin_url).await?;
@@ -137,7 +142,7 @@ async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String,
         .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
         .await?;
     admin.close().await?;
-    Ok(format!("{base}/{name}"))
+    Ok(format!("{base}/{name}{options}"))
 }
 
 /// Drops a database made by [`create_postgres_database`], closing its connections.
