@@ -456,3 +456,43 @@ fn read_stdin_message() -> anyhow::Result<String> {
         .unwrap_or(&text);
     Ok(trimmed.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(group_id: &GroupId, text: &str) -> RefusedSubmission {
+        RefusedSubmission {
+            group_id: group_id.clone(),
+            group_name: "team".to_owned(),
+            action: "send a message".to_owned(),
+            text: Some(text.to_owned()),
+            reason: "refused".to_owned(),
+        }
+    }
+
+    /// Only refusals of this chat's waiting lines count against them: one of a
+    /// message kept before the chat started (or of another group) is told but
+    /// does not make the chat's sent lines look refused.
+    #[test]
+    fn refusals_count_only_the_chats_own_waiting_lines() {
+        let chat_group = GroupId::from_bytes(vec![1; 16]);
+        let other_group = GroupId::from_bytes(vec![2; 16]);
+        let mut outbox = Outbox {
+            lines: VecDeque::from(["typed while waiting".to_owned()]),
+            kept: vec!["kept by the chat".to_owned()],
+            ..Outbox::default()
+        };
+        outbox.tell_waiting(&ClientError::NotLoggedIn);
+        outbox.note_refused(
+            &[
+                refusal(&chat_group, "kept by an earlier send"),
+                refusal(&other_group, "kept by the chat"),
+                refusal(&chat_group, "kept by the chat"),
+            ],
+            &chat_group,
+        );
+        assert_eq!(outbox.refused, 1);
+        assert_eq!(outbox.waited, ["typed while waiting"]);
+    }
+}
