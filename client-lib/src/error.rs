@@ -97,9 +97,11 @@ pub enum ClientError {
     /// A commit kept losing the race for its epoch.
     #[error("gave up on group {group} after losing the race for {attempts} epochs in a row")]
     TooManyConflicts { group: String, attempts: u32 },
-    /// A message was stored, but the homeserver could not be reached to take
-    /// it: it is sent, once, by the next send, receive or listener catch-up
-    /// (or, if the homeserver refuses it then, reported once by
+    /// A message was stored but could not be sent now (`source` says why: the
+    /// homeserver could not be reached, its certificate was refused, catching
+    /// up with the group failed): it stays stored and is sent, once, by the
+    /// next send, receive or listener catch-up (or, if the homeserver refuses
+    /// it then, reported once by
     /// [`Client::take_refused_submissions`](crate::Client::take_refused_submissions)).
     /// Sending the text again would send it twice.
     #[error(
@@ -108,6 +110,17 @@ pub enum ClientError {
     NotSentYet {
         group: String,
         source: Box<ClientError>,
+    },
+    /// A stored submission was forgotten before it could be made, its
+    /// refusal kept by the step that forgot it (this device was removed from
+    /// the group while catching up, say): told to the caller that waited for
+    /// it, instead of by [`Client::take_refused_submissions`](crate::Client::take_refused_submissions).
+    #[error("could not {action} in {group}: {reason}")]
+    NotDone {
+        group: String,
+        /// What it was to do, in a few words ("send a message").
+        action: String,
+        reason: String,
     },
     /// A test hook stopped the operation as a crash would.
     #[error("simulated crash ({0})")]

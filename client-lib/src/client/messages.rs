@@ -98,10 +98,16 @@ impl TimelineEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
     pub group_id: GroupId,
-    /// Position in the group's log.
+    /// Position in the group's log (with `by_another_process`: the group's
+    /// last position this device has processed, at or after the message's).
     pub seq: u64,
-    /// The group's epoch when the hub took it.
+    /// The group's epoch when the hub took it (with `by_another_process`: this
+    /// device's epoch of the group, at or after it).
     pub epoch: u64,
+    /// The message lost the race for its epoch, and another process on this
+    /// device's state sent it while this one caught up: it went out once, but
+    /// this call does not know where.
+    pub by_another_process: bool,
 }
 
 impl Client {
@@ -111,40 +117,74 @@ impl Client {
     /// sent again, exactly once. Stored unsent submissions of the group go
     /// first, keeping the order.
     ///
-    /// When the homeserver cannot be reached: [`ClientError::NotSentYet`] if
-    /// the message was stored (it goes out with the next send, receive or
-    /// listener catch-up; do not send it again), otherwise a transient error
-    /// ([`ClientError::is_transient`]) and nothing of it was kept. A message
-    /// that loses the race for its epoch stays stored until it is rebuilt for
-    /// the next, so a failure in between keeps it too (`NotSentYet`). A kept
-    /// message the homeserver refuses later is reported once, by
-    /// [`Client::take_refused_submissions`] or in a [`ReceiveReport`].
+    /// A failure is [`ClientError::NotSentYet`] whenever the message is still
+    /// stored afterwards, whatever the cause (the homeserver unreachable, its
+    /// certificate refused, a failed catch-up after a lost race): it goes out
+    /// with the next send, receive or listener catch-up; do not send it again.
+    /// Any other error means nothing of it is kept. A message that loses the
+    /// race for its epoch stays stored until it is rebuilt for the next, so a
+    /// failure in between keeps it too. A kept message the homeserver refuses
+    /// later is reported once, by [`Client::take_refused_submissions`] or in a
+    /// [`ReceiveReport`]; one forgotten while this call caught up (this device
+    /// removed from the group) is this call's error ([`ClientError::NotDone`]),
+    /// and only that.
     ///
     /// [`ReceiveReport`]: super::ReceiveReport
     pub async fn send(&self, group_id: &GroupId, text: &str) -> Result<SentMessage, ClientError> {
         let _operations = self.group_operations.lock().await;
         self.resume_pending(Some(group_id.as_bytes())).await?;
-        let mut stored = false;
+        let intent = Intent::Text {
+            body: text.to_owned(),
+            sent_at_ms: Some(now_ms()),
+        };
+        let intent_json = intent.to_json();
+        let mut stored_row = None;
         let completion = match self
-            .run_intent_tracked(
-                group_id.as_bytes(),
-                Intent::Text {
-                    body: text.to_owned(),
-                    sent_at_ms: Some(now_ms()),
-                },
-                &mut stored,
-            )
+            .run_intent_tracked(group_id.as_bytes(), intent, &mut stored_row)
             .await
         {
             Ok(completion) => completion,
-            Err(error) if stored && is_transient_error(&error) => {
-                return Err(ClientError::NotSentYet {
-                    group: self.display_name(group_id)?,
-                    source: Box::new(error),
-                });
+            // A crash tells its caller nothing; the test hook's error stands
+            // for that.
+            Err(error @ ClientError::SimulatedCrash(_)) => return Err(error),
+            Err(error) => {
+                // Whatever the error, the database says whether the message
+                // waits to be sent: the failure may have left it stored (the
+                // homeserver away, its certificate refused, the catch-up after
+                // a lost race failed), or forgotten it (a removal from the
+                // group, or a final refusal).
+                let kept = match stored_row {
+                    Some(row_id) => self.state().read(|_, connection| {
+                        stored::pending_intent_exists(connection, row_id, &intent_json)
+                    })?,
+                    None => false,
+                };
+                if kept {
+                    return Err(ClientError::NotSentYet {
+                        group: self.display_name(group_id)?,
+                        source: Box::new(error),
+                    });
+                }
+                return Err(error);
             }
-            Err(error) => return Err(error),
         };
+        if completion.made_elsewhere {
+            // Another process on this state sent it while this one caught up
+            // after a lost race: sent, at a position this device has reached.
+            let (seq, epoch) = self.state().read(|provider, connection| {
+                let seq =
+                    stored::group(connection, group_id.as_bytes())?.map_or(0, |row| row.last_seq);
+                let epoch = mls::load_group(provider, group_id.as_bytes())?
+                    .map_or(0, |group| group.epoch().as_u64());
+                Ok::<_, ClientError>((seq, epoch))
+            })?;
+            return Ok(SentMessage {
+                group_id: group_id.clone(),
+                seq,
+                epoch,
+                by_another_process: true,
+            });
+        }
         let accepted = completion
             .accepted
             .ok_or_else(|| ClientError::InvalidResponse {
@@ -155,6 +195,7 @@ impl Client {
             group_id: group_id.clone(),
             seq: accepted.seq,
             epoch: accepted.epoch,
+            by_another_process: false,
         })
     }
 

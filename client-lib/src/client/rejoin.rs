@@ -125,6 +125,7 @@ impl Client {
                         accepted: Some(accepted),
                         lost_races,
                         devices: Vec::new(),
+                        made_elsewhere: false,
                     });
                 }
                 Sent::Refused(error) => return Err(error),

@@ -190,6 +190,9 @@ pub(crate) struct Completion {
     pub(crate) lost_races: u32,
     /// The devices added or removed.
     pub(crate) devices: Vec<CredentialIdentity>,
+    /// The submission being rebuilt was made by another process on this
+    /// state meanwhile (its row is gone, and no refusal of it is kept).
+    pub(crate) made_elsewhere: bool,
 }
 
 /// The next step towards an intent, decided against the group's current state.
@@ -201,6 +204,10 @@ enum Prepared {
     },
     /// The intent holds already (say, another member added the invitees).
     Done,
+    /// The submission to be rebuilt is no longer stored: forgotten with a
+    /// refusal kept (this device was removed from the group meanwhile), or made
+    /// by another process on this state.
+    Gone,
     /// Other members' proposals must be committed first: openmls refuses to
     /// encrypt while proposals are pending.
     CommitProposalsFirst,
@@ -263,20 +270,23 @@ impl Client {
         group_id: &[u8],
         intent: Intent,
     ) -> Result<Completion, ClientError> {
-        self.run_intent_tracked(group_id, intent, &mut false).await
+        self.run_intent_tracked(group_id, intent, &mut None).await
     }
 
-    /// [`Client::run_intent`], telling through `stored` whether a submission
-    /// for the intent is stored when it returns: then a failure leaves it to
-    /// be resent (or, after a lost race, rebuilt) by [`Client::resume_pending`],
-    /// and running the intent again would do it twice.
+    /// [`Client::run_intent`], telling through `stored_row` the row id of the
+    /// last submission stored for the intent (a rebuild keeps the row id of the
+    /// submission it replaces). Whether that row still holds the intent after a
+    /// failure says whether it is left to be resent (or, after a lost race,
+    /// rebuilt) by [`Client::resume_pending`], so that running the intent again
+    /// would do it twice: only the database knows, as a catch-up on the way may
+    /// have forgotten it (a removal from the group).
     pub(crate) async fn run_intent_tracked(
         &self,
         group_id: &[u8],
         intent: Intent,
-        stored: &mut bool,
+        stored_row: &mut Option<i64>,
     ) -> Result<Completion, ClientError> {
-        self.run_intent_replacing(group_id, intent, None, RefusalNotice::Returned, stored)
+        self.run_intent_replacing(group_id, intent, None, RefusalNotice::Returned, stored_row)
             .await
     }
 
@@ -286,16 +296,18 @@ impl Client {
     /// stored, flagged, until then: whatever fails in between (the catch-up, the
     /// rebuild) leaves the intent for [`Client::resume_pending`]. Only a final
     /// failure of the intent itself (the hub refused it, or it can no longer be
-    /// made) forgets it, telling `notice`.
+    /// made) forgets it, telling `notice`: every failure on the way, the
+    /// catch-up's and the detours' included, goes through
+    /// [`Client::fail_intent`].
     async fn run_intent_replacing(
         &self,
         group_id: &[u8],
         intent: Intent,
         mut replacing: Option<PendingSubmission>,
         notice: RefusalNotice,
-        stored: &mut bool,
+        stored_row: &mut Option<i64>,
     ) -> Result<Completion, ClientError> {
-        *stored = replacing.is_some();
+        *stored_row = replacing.as_ref().map(|replaced| replaced.id);
         let mut lost_races = 0;
         // Claimed once, and reused when the commit has to be rebuilt.
         let mut claimed: Option<Vec<ClaimedKeyPackage>> = None;
@@ -309,7 +321,7 @@ impl Client {
             {
                 Ok(prepared) => prepared,
                 Err(error) => {
-                    return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
+                    return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
                 }
             };
             let (submission, devices) = match prepared {
@@ -319,21 +331,44 @@ impl Client {
                 } => (submission, devices),
                 Prepared::Done => {
                     // Forgotten with the flagged submission, if any.
-                    *stored = false;
                     return Ok(Completion {
                         accepted: None,
                         lost_races,
                         devices: Vec::new(),
+                        made_elsewhere: false,
+                    });
+                }
+                Prepared::Gone => {
+                    // Forgotten by this process's own catch-up, which kept a
+                    // refusal for whoever waits: the caller waits, so it is
+                    // told by the error, and only by it.
+                    if let Some(replaced) = replacing.as_ref()
+                        && notice == RefusalNotice::Returned
+                        && let Some(error) = self.take_refusal_of(replaced)?
+                    {
+                        return Err(error);
+                    }
+                    return Ok(Completion {
+                        accepted: None,
+                        lost_races,
+                        devices: Vec::new(),
+                        made_elsewhere: true,
                     });
                 }
                 Prepared::CommitProposalsFirst if detours < 8 => {
                     detours += 1;
-                    Box::pin(self.run_intent(group_id, Intent::CommitProposals)).await?;
+                    if let Err(error) =
+                        Box::pin(self.run_intent(group_id, Intent::CommitProposals)).await
+                    {
+                        return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
+                    }
                     continue;
                 }
                 Prepared::RejoinFirst if detours < 8 => {
                     detours += 1;
-                    Box::pin(self.rejoin_locked(group_id)).await?;
+                    if let Err(error) = Box::pin(self.rejoin_locked(group_id)).await {
+                        return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
+                    }
                     continue;
                 }
                 Prepared::CommitProposalsFirst | Prepared::RejoinFirst => {
@@ -341,21 +376,20 @@ impl Client {
                         group: hex::encode(group_id),
                         attempts: detours,
                     };
-                    return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
+                    return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
                 }
             };
-            *stored = true;
+            *stored_row = Some(submission.id);
             match self.send_and_apply_noting(&submission, notice).await? {
                 Sent::Accepted(accepted) => {
-                    *stored = false;
                     return Ok(Completion {
                         accepted: Some(accepted),
                         lost_races,
                         devices,
+                        made_elsewhere: false,
                     });
                 }
                 Sent::Refused(error) => {
-                    *stored = false;
                     return Err(error);
                 }
                 Sent::LostRace { winning_seq } => {
@@ -376,9 +410,11 @@ impl Client {
                             group: hex::encode(group_id),
                             attempts: lost_races,
                         };
-                        return Err(self.fail_intent(replacing.as_ref(), error, notice, stored)?);
+                        return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
                     }
-                    self.catch_up(group_id, winning_seq).await?;
+                    if let Err(error) = self.catch_up(group_id, winning_seq).await {
+                        return Err(self.fail_intent(replacing.as_ref(), error, notice)?);
+                    }
                 }
             }
         }
@@ -387,17 +423,32 @@ impl Client {
     /// The intent of `replacing`, a submission that lost its race, failed to be
     /// rebuilt with `error`. A final failure forgets it (keeping the refusal
     /// for the application if `notice` says so); any other keeps it to be
-    /// rebuilt later. Returns the error to pass on.
+    /// rebuilt later. If it is gone already (this device was removed from the
+    /// group while catching up, which kept a refusal of it) and the caller
+    /// waits, the kept refusal is the error, taken so that it is told once.
+    /// Returns the error to pass on.
     fn fail_intent(
         &self,
         replacing: Option<&PendingSubmission>,
         error: ClientError,
         notice: RefusalNotice,
-        stored: &mut bool,
     ) -> Result<ClientError, ClientError> {
         let Some(replaced) = replacing else {
             return Ok(error);
         };
+        // A simulated crash leaves the state as it is, as a crash would.
+        if matches!(error, ClientError::SimulatedCrash(_)) {
+            return Ok(error);
+        }
+        let present = self
+            .state()
+            .read(|_, connection| stored::pending_exists(connection, replaced))?;
+        if !present {
+            return Ok(match notice {
+                RefusalNotice::Returned => self.take_refusal_of(replaced)?.unwrap_or(error),
+                RefusalNotice::Kept => error,
+            });
+        }
         if keeps_intent(&error) {
             return Ok(error);
         }
@@ -413,8 +464,34 @@ impl Client {
             }
             Ok::<_, ClientError>(())
         })?;
-        *stored = false;
         Ok(error)
+    }
+
+    /// Takes the kept refusal of `forgotten` (a submission no longer stored),
+    /// if there is one, as the error to give the caller that waits for it.
+    fn take_refusal_of(
+        &self,
+        forgotten: &PendingSubmission,
+    ) -> Result<Option<ClientError>, ClientError> {
+        let taken = self.state().transaction(|_, connection| {
+            let Some(reason) =
+                stored::take_refused_of(connection, &forgotten.group_id, &forgotten.intent)?
+            else {
+                return Ok(None);
+            };
+            let group = stored::group(connection, &forgotten.group_id)?
+                .map(|row| super::groups::display(&row))
+                .unwrap_or_else(|| hex::encode(&forgotten.group_id));
+            Ok::<_, StateError>(Some((group, reason)))
+        })?;
+        let Some((group, reason)) = taken else {
+            return Ok(None);
+        };
+        Ok(Some(ClientError::NotDone {
+            group,
+            action: Intent::from_json(&forgotten.intent)?.describe(),
+            reason,
+        }))
     }
 
     /// Sends every stored submission (of one group, or all) that has no answer
@@ -422,68 +499,87 @@ impl Client {
     /// their race (now or before a failure or a restart), in the order they
     /// were stored. A final refusal is kept for
     /// [`Client::take_refused_submissions`], and the next submission handled.
-    /// Callers hold `group_operations`.
+    /// A submission that stays stored after a failure stops its group (what
+    /// follows it must not overtake it), not the others: they are handled,
+    /// and the first such failure returned at the end. Callers hold
+    /// `group_operations`.
     pub(crate) async fn resume_pending(&self, group_id: Option<&[u8]>) -> Result<(), ClientError> {
+        let mut first_error = None;
+        let mut stopped_groups: Vec<Vec<u8>> = Vec::new();
         // Read again after each one: catching up may forget others (a removal
         // from their group, an echo of one that was accepted).
         let mut last_id = 0;
         while let Some(submission) = self.next_pending(group_id, last_id)? {
             last_id = submission.id;
-            tracing::info!(group = hex::encode(&submission.group_id), kind = ?submission.kind, lost_race = submission.lost_race, "resuming a submission");
-            let intent = Intent::from_json(&submission.intent)?;
-            let group_id = submission.group_id.as_slice();
-            if submission.lost_race {
-                self.catch_up(group_id, 0).await?;
-            } else {
-                match self
-                    .send_and_apply_noting(&submission, RefusalNotice::Kept)
-                    .await?
-                {
-                    Sent::Accepted(_) => continue,
-                    Sent::Refused(error) => {
-                        tracing::warn!(group = hex::encode(group_id), %error, "a stored submission was refused");
-                        continue;
-                    }
-                    Sent::LostRace { winning_seq } => {
-                        self.catch_up(group_id, winning_seq).await?;
-                    }
-                }
+            if stopped_groups.contains(&submission.group_id) {
+                continue;
             }
-            match intent {
-                // Forgotten when undone: the creation cannot be redone, and a
-                // rejoin's need is kept as the group's `needs_rejoin`.
-                Intent::Create => {}
-                Intent::Rejoin => {
-                    self.rejoin_locked(group_id).await?;
-                }
-                intent => {
-                    let replaced = PendingSubmission {
-                        lost_race: true,
-                        ..submission
-                    };
-                    let result = self
-                        .run_intent_replacing(
-                            &replaced.group_id,
-                            intent,
-                            Some(replaced.clone()),
-                            RefusalNotice::Kept,
-                            &mut false,
-                        )
-                        .await;
-                    if let Err(error) = result {
-                        let kept = self.state().read(|_, connection| {
-                            stored::pending_id_exists(connection, replaced.id)
-                        })?;
-                        // Still stored: it must go before anything after it.
-                        if kept {
-                            return Err(error);
-                        }
-                        tracing::warn!(group = hex::encode(&replaced.group_id), %error, "a stored intent could not be carried out");
-                    }
-                }
+            tracing::info!(group = hex::encode(&submission.group_id), kind = ?submission.kind, lost_race = submission.lost_race, "resuming a submission");
+            let group_id = submission.group_id.clone();
+            let Err(error) = self.resume_one(submission).await else {
+                continue;
+            };
+            if matches!(error, ClientError::SimulatedCrash(_)) {
+                return Err(error);
+            }
+            // A rebuild keeps the row id of the submission it replaces.
+            let kept = self
+                .state()
+                .read(|_, connection| stored::pending_id_exists(connection, last_id))?;
+            if kept {
+                tracing::warn!(group = hex::encode(&group_id), %error, "a stored submission is kept for later; the group's next ones wait");
+                stopped_groups.push(group_id);
+                first_error.get_or_insert(error);
+            } else {
+                tracing::warn!(group = hex::encode(&group_id), %error, "a stored intent could not be carried out");
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Resumes one stored submission: sends it (unless it lost its race
+    /// before), and after a lost race catches up and rebuilds its intent.
+    async fn resume_one(&self, submission: PendingSubmission) -> Result<(), ClientError> {
+        let intent = Intent::from_json(&submission.intent)?;
+        let group_id = submission.group_id.clone();
+        let winning_seq = if submission.lost_race {
+            0
+        } else {
+            match self
+                .send_and_apply_noting(&submission, RefusalNotice::Kept)
+                .await?
+            {
+                Sent::Accepted(_) => return Ok(()),
+                Sent::Refused(error) => {
+                    tracing::warn!(group = hex::encode(&group_id), %error, "a stored submission was refused");
+                    return Ok(());
+                }
+                Sent::LostRace { winning_seq } => winning_seq,
+            }
+        };
+        let replaced = PendingSubmission {
+            lost_race: true,
+            ..submission
+        };
+        if let Err(error) = self.catch_up(&group_id, winning_seq).await {
+            return Err(self.fail_intent(Some(&replaced), error, RefusalNotice::Kept)?);
+        }
+        match intent {
+            // Forgotten when undone: the creation cannot be redone, and a
+            // rejoin's need is kept as the group's `needs_rejoin`.
+            Intent::Create => Ok(()),
+            Intent::Rejoin => self.rejoin_locked(&group_id).await.map(drop),
+            intent => self
+                .run_intent_replacing(
+                    &group_id,
+                    intent,
+                    Some(replaced),
+                    RefusalNotice::Kept,
+                    &mut None,
+                )
+                .await
+                .map(drop),
+        }
     }
 
     /// The first stored submission (of one group, or of all) after row `after`.
@@ -762,9 +858,9 @@ impl Client {
             if let Some(replaced) = replacing
                 && !stored::pending_exists(connection, replaced)?
             {
-                // Finished meanwhile by another process on this state (the
-                // only other writer of its row): nothing is left to do.
-                return Ok(Prepared::Done);
+                // Forgotten by a catch-up (with a refusal kept), or finished
+                // meanwhile by another process on this state.
+                return Ok(Prepared::Gone);
             }
             let mut prepared = build(provider, connection)?;
             if let Some(replaced) = replacing {
@@ -778,7 +874,7 @@ impl Client {
                         stored::delete_pending(connection, replaced)?;
                     }
                     // Kept until the detour is made and the intent rebuilt.
-                    Prepared::CommitProposalsFirst | Prepared::RejoinFirst => {}
+                    Prepared::CommitProposalsFirst | Prepared::RejoinFirst | Prepared::Gone => {}
                 }
             }
             Ok(prepared)

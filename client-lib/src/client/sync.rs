@@ -149,11 +149,23 @@ impl Client {
 
     pub(crate) async fn receive_locked(&self) -> Result<ReceiveReport, ClientError> {
         let mut report = ReceiveReport::default();
-        self.resume_pending(None).await?;
+        // A submission kept after a failure stops its own group only: the
+        // events of every group are still fetched (they may well be what the
+        // kept one waits for), unless the homeserver is out of reach anyway.
+        let resumed = self.resume_pending(None).await;
+        if let Err(error) = &resumed
+            && (is_transient_error(error)
+                || matches!(
+                    error,
+                    ClientError::Connect(_) | ClientError::SimulatedCrash(_)
+                ))
+        {
+            return resumed.map(|()| report);
+        }
         self.fetch_pages(&mut report, None).await?;
         self.after_events(&mut report).await?;
         self.replenish_after_joining(&report).await;
-        Ok(report)
+        resumed.map(|()| report)
     }
 
     /// Fetches and applies events until the group has processed `until_seq` (0:
@@ -955,6 +967,17 @@ fn apply_welcome(
             joined = hex::encode(&group_id),
             "the welcome is for another group than the hub said"
         );
+    }
+    // Submissions kept for the old state of the group cannot be made any more:
+    // their refusals are kept, for the application to tell.
+    for submission in stored::pending_submissions(connection, Some(&group_id))? {
+        stored::insert_refused(
+            connection,
+            &group_id,
+            &submission.intent,
+            "this device was added to the group again, which replaced its state of the group",
+            now_ms(),
+        )?;
     }
     stored::delete_pending_for_group(connection, &group_id)?;
     stored::delete_held_for_group(connection, &group_id)?;

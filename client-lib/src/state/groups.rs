@@ -447,6 +447,20 @@ pub(crate) fn pending_id_exists(connection: &Connection, id: i64) -> Result<bool
     )?)
 }
 
+/// Whether row `id` holds a submission of exactly this intent (JSON): the
+/// one stored for it, or the rebuild that replaced it after a lost race.
+pub(crate) fn pending_intent_exists(
+    connection: &Connection,
+    id: i64,
+    intent: &str,
+) -> Result<bool, StateError> {
+    Ok(connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pending_submissions WHERE id = ?1 AND intent = ?2)",
+        params![id, intent],
+        |row| row.get(0),
+    )?)
+}
+
 /// Whether a submission is still stored.
 pub(crate) fn pending_exists(
     connection: &Connection,
@@ -585,6 +599,28 @@ pub(crate) fn insert_refused(
         params![group_id, intent, reason, now_ms],
     )?;
     Ok(())
+}
+
+/// Takes the oldest kept refusal of a submission of this intent (JSON) in the
+/// group, if there is one: its reason.
+pub(crate) fn take_refused_of(
+    connection: &Connection,
+    group_id: &[u8],
+    intent: &str,
+) -> Result<Option<String>, StateError> {
+    let found = connection
+        .query_row(
+            "SELECT id, reason FROM refused_submissions
+             WHERE group_id = ?1 AND intent = ?2 ORDER BY id LIMIT 1",
+            params![group_id, intent],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    let Some((id, reason)) = found else {
+        return Ok(None);
+    };
+    connection.execute("DELETE FROM refused_submissions WHERE id = ?1", [id])?;
+    Ok(Some(reason))
 }
 
 /// Takes the kept refusals (of one group, or of all), oldest first.

@@ -924,9 +924,12 @@ async fn a_message_kept_but_not_sent_exits_with_75() {
     assert!(output.stdout.is_empty(), "nothing on stdout");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     assert!(
-        stderr.starts_with("not sent yet: the message to team is kept and goes out with"),
-        "{stderr:?}"
+        stderr.starts_with(&format!(
+            "not sent yet: the message to team is kept, because cannot connect to {url}"
+        )),
+        "why it is not sent: {stderr:?}"
     );
+    assert!(stderr.contains("(do not send it again)"), "{stderr:?}");
     // Nothing is kept of a message to a group this device does not know (it
     // may be an invitation not fetched yet): a failure, which names the
     // homeserver's absence rather than the group.

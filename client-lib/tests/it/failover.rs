@@ -351,3 +351,74 @@ async fn conclave_chat_tells_of_a_kept_line_that_is_refused() {
         .collect();
     assert!(!texts.contains(&"during".to_owned()), "{texts:?}");
 }
+
+/// As above, but Bob types a second line while the first waits: it cannot be
+/// stored before the first goes out. When the chat ends on the refusal (Bob is
+/// no longer a member, which waiting does not cure), it names both lines: the
+/// kept one as refused, the other as not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conclave_chat_ending_on_an_error_names_the_lines_not_sent() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let first = start_server(DatabaseChoice::Postgres).await;
+    let second = first.start_replica(|_| {}).await;
+    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&second, "bob", GROUP_STOCK).await;
+    let group_id = alice.client.create_group("kept").await.unwrap().group_id;
+    alice
+        .client
+        .invite(&group_id, &[user("bob@localhost")])
+        .await
+        .unwrap();
+    bob.client.receive().await.unwrap();
+
+    let mut chat = spawn_conclave(
+        bob.state_dir.path(),
+        &second.client_url(),
+        &["chat", "kept"],
+    );
+    let mut input = chat.stdin.take().unwrap();
+    let mut errors = BufReader::new(chat.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    read_until(&mut errors, &mut seen, "the chat starting", |line| {
+        line.starts_with("chatting in kept")
+    })
+    .await;
+
+    let config = second.config().clone();
+    let database = second.stop().await;
+    input.write_all(b"first\n").await.unwrap();
+    read_until(
+        &mut errors,
+        &mut seen,
+        "the chat keeping the line",
+        |line| line.starts_with("not sent yet ("),
+    )
+    .await;
+    input.write_all(b"second\n").await.unwrap();
+    alice
+        .client
+        .remove(&group_id, &user("bob@localhost"))
+        .await
+        .unwrap();
+    let _second = TestHomeserver::start_on(
+        config,
+        database,
+        std::sync::Arc::new(AdjustableClock::default()),
+    )
+    .await;
+    let status = within(90, "the chat ending", chat.wait()).await.unwrap();
+    while let Some(line) = errors.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    assert!(!status.success(), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|line| line.starts_with("not sent: first: ")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|line| line == "not sent: second"),
+        "{seen:?}"
+    );
+    drop(input);
+}

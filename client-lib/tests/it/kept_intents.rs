@@ -9,7 +9,7 @@ use conclave_client::{ClientError, FailPoint, GroupId, RefusedSubmission};
 use conclave_core::ids::UserId;
 use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
 
-use crate::support::{GROUP_STOCK, TestDevice, register, take_all_unread, within};
+use crate::support::{GROUP_STOCK, Reopen as _, TestDevice, register, take_all_unread, within};
 
 fn user(id: &str) -> UserId {
     id.parse().unwrap()
@@ -214,4 +214,104 @@ async fn a_refused_kept_message_is_reported_once() {
             .unwrap();
         assert!(texts_of(device).is_empty());
     }
+}
+
+/// Alice's rotation loses its race to Bob's commit removing her; catching up
+/// with that commit forgets the kept submission and keeps its refusal. The
+/// rotation's caller waits for the answer, so it is told by the error (why it
+/// was not done), and only by it: nothing is reported again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_found_while_catching_up_is_told_once() {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let group_id = group_of(&[&alice, &bob], &["bob@localhost"], "gone").await;
+    bob.client
+        .remove(&group_id, &user("alice@localhost"))
+        .await
+        .unwrap();
+
+    let error = within(60, "alice rotating", alice.client.rotate(&group_id))
+        .await
+        .unwrap_err();
+    let ClientError::NotDone {
+        group,
+        action,
+        reason,
+    } = &error
+    else {
+        panic!("expected the kept refusal as the error, got {error:?}");
+    };
+    assert_eq!(group, "gone");
+    assert_eq!(action, "rotate this device's keys");
+    assert!(reason.contains("no longer a member"), "{reason}");
+    assert!(
+        alice
+            .client
+            .take_refused_submissions(None)
+            .unwrap()
+            .is_empty(),
+        "told once, by the error"
+    );
+    let report = within(60, "alice receiving", alice.client.receive())
+        .await
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+}
+
+/// A kept submission this version cannot carry out (its intent was stored by
+/// a newer version, say) stops its own group only: receiving still fetches
+/// every other group's events (and says what failed), and the group's own
+/// next messages wait behind it rather than overtake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_submission_that_keeps_failing_stops_only_its_group() {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
+    let stuck = group_of(&[&alice, &bob], &["bob@localhost"], "stuck").await;
+    let flowing = group_of(&[&alice, &carol], &["carol@localhost"], "flowing").await;
+
+    let state_dir = alice.close();
+    let connection =
+        rusqlite::Connection::open(state_dir.path().join(conclave_client::STATE_FILE_NAME))
+            .unwrap();
+    connection
+        .execute(
+            "INSERT INTO pending_submissions (group_id, kind, intent, idempotency_key, payload,
+                 epoch, created_at_ms, lost_race)
+             VALUES (?1, 'message', '{\"intent\":\"from_a_newer_version\"}', X'00112233',
+                     X'00', 1, 0, 1)",
+            [stuck.as_bytes()],
+        )
+        .unwrap();
+    drop(connection);
+    let alice = state_dir.open();
+
+    carol.client.send(&flowing, "to alice").await.unwrap();
+    let error = within(60, "alice receiving", alice.client.receive())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("from_a_newer_version"),
+        "{error}"
+    );
+    assert_eq!(
+        texts_of(&alice),
+        ["to alice"],
+        "the other group's events came"
+    );
+    let error = within(60, "alice sending", alice.client.send(&stuck, "later"))
+        .await
+        .unwrap_err();
+    assert!(!matches!(error, ClientError::NotSentYet { .. }), "{error}");
+    within(60, "bob receiving", bob.client.receive())
+        .await
+        .unwrap();
+    assert!(texts_of(&bob).is_empty(), "nothing overtook the kept one");
+    alice.client.send(&flowing, "from alice").await.unwrap();
+    within(60, "carol receiving", carol.client.receive())
+        .await
+        .unwrap();
+    assert_eq!(texts_of(&carol), ["from alice"]);
 }

@@ -258,3 +258,87 @@ async fn a_certificate_refused_on_reconnecting_is_explained() {
     );
     assert!(error.to_string().contains(&refused_words), "{error}");
 }
+
+/// A client connected once; its homeserver restarts with a certificate of a
+/// CA the client does not trust. A message sent then is stored before the
+/// refusal, so the error says it is kept (`NotSentYet`, with the refusal as
+/// its cause): sending it again would send it twice. Once the certificate is
+/// trusted again, the next receive sends it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_before_a_certificate_refusal_is_kept() {
+    let pki = TestPki::new();
+    let issued = pki.issue("localhost");
+    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
+    let server = TestHomeserver::start_with(TestOptions::default().configure(move |config| {
+        config.client_api.tls_certificate = Some(certificate);
+        config.client_api.tls_private_key = Some(private_key);
+    }))
+    .await;
+    let url = format!("https://localhost:{}", server.client_address().port())
+        .parse()
+        .unwrap();
+    let device = |state: &tempfile::TempDir| {
+        Client::open(state.path())
+            .unwrap()
+            .with_replenish_policy(GROUP_STOCK)
+            .with_ca_files(&[pki.trust_roots().to_owned()])
+            .unwrap()
+    };
+    let (alice_state, bob_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (device(&alice_state), device(&bob_state));
+    alice
+        .register(&url, "alice", PASSWORD, None, "laptop")
+        .await
+        .unwrap();
+    bob.register(&url, "bob", PASSWORD, None, "laptop")
+        .await
+        .unwrap();
+    let group_id = alice.create_group("team").await.unwrap().group_id;
+    alice
+        .invite(&group_id, &["bob@localhost".parse().unwrap()])
+        .await
+        .unwrap();
+    bob.receive().await.unwrap();
+    alice.send(&group_id, "before").await.unwrap();
+
+    // Kept to the end: the certificate's files live in its directory.
+    let untrusted_pki = TestPki::new();
+    let untrusted = untrusted_pki.issue("localhost");
+    let server = server
+        .restart_with(move |config| {
+            config.client_api.tls_certificate = Some(untrusted.certificate.clone());
+            config.client_api.tls_private_key = Some(untrusted.private_key.clone());
+        })
+        .await;
+    let error = within(60, "sending", alice.send(&group_id, "while refused"))
+        .await
+        .unwrap_err();
+    let ClientError::NotSentYet { group, source } = &error else {
+        panic!("expected the message kept, got {error:?}");
+    };
+    assert_eq!(group, "team");
+    assert!(
+        matches!(
+            source.as_ref(),
+            ClientError::Connect(ConnectError::Certificate { .. })
+        ),
+        "{source:?}"
+    );
+
+    let _server = server
+        .restart_with(move |config| {
+            config.client_api.tls_certificate = Some(issued.certificate.clone());
+            config.client_api.tls_private_key = Some(issued.private_key.clone());
+        })
+        .await;
+    let report = within(60, "alice receiving", alice.receive())
+        .await
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    within(60, "bob receiving", bob.receive()).await.unwrap();
+    let mut texts = Vec::new();
+    while let Some(message) = bob.take_unread(None).unwrap() {
+        texts.push(message.body.text().unwrap().to_owned());
+    }
+    assert_eq!(texts, ["before", "while refused"], "sent once");
+}

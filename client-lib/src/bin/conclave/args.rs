@@ -22,10 +22,11 @@ const DEFAULT_PUBLISH_COUNT: u16 = 50;
 /// group's name, as `groups` shows it, or its hex id.
 ///
 /// Exit status: 0 done; 1 failed, with one line on stderr starting with
-/// "error:"; 2 a malformed command line; 75 (send) the homeserver could not be
-/// reached, but the message is kept and goes out with this device's next send,
-/// groups, listen, chat or group command: do not send it again (one line on
-/// stderr says so).
+/// "error:"; 2 a malformed command line; 75 (send) the message could not be
+/// sent now (the homeserver unreachable, its certificate refused, ...), but it
+/// is kept and goes out with this device's next send, groups, listen, chat or
+/// group command that gets through: do not send it again (one line on stderr
+/// says so, and why).
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version)]
 pub(crate) struct Cli {

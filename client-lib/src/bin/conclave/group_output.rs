@@ -71,7 +71,20 @@ pub(crate) fn rotated(group_id: &GroupId, outcome: &CommitOutcome) -> Report {
     }
 }
 
+/// A sent message: where it landed, or (sent by another process on this
+/// state) no position, which this process does not know.
 pub(crate) fn sent(sent: &SentMessage) -> Report {
+    if sent.by_another_process {
+        return Report {
+            text: "sent, by another conclave process on this device's state".to_owned(),
+            json: json!({
+                "group_id": sent.group_id.to_string(),
+                "seq": null,
+                "epoch": null,
+                "by_another_process": true,
+            }),
+        };
+    }
     Report {
         text: format!("sent (#{} in the group's log)", sent.seq),
         json: json!({

@@ -94,11 +94,13 @@ async fn main() -> ExitCode {
 }
 
 /// The one stderr line of a message kept but not sent yet. In the CLI's own
-/// words rather than the library's: the commands that send it are named.
+/// words rather than the library's: why it is not sent (the homeserver away,
+/// its certificate refused, ...), and the commands that send it.
 fn not_sent_yet_line(group: &str, cause: &ClientError) -> String {
     let line = format!(
-        "not sent yet: the message to {group} is kept and goes out with this device's next \
-         send, groups, listen, chat or group command ({cause})"
+        "not sent yet: the message to {group} is kept, because {cause}; it goes out with this \
+         device's next send, groups, listen, chat or group command that gets through (do not \
+         send it again)"
     );
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -203,6 +203,38 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
         eprintln!("chatting in {name}; type a line to send it, end with Ctrl-D");
     }
     let mut outbox = Outbox::default();
+    let chatted = chat_rounds(
+        client,
+        &group_id,
+        as_json,
+        &mut lines,
+        &mut listener,
+        &mut back,
+        &mut outbox,
+    )
+    .await;
+    if let Err(error) = chatted {
+        // The chat ends on an error no wait cures: no line goes unmentioned.
+        if let Ok(refused) = client.take_refused_submissions(Some(&group_id)) {
+            outbox.note_refused(&refused, &group_id);
+        }
+        outbox.tell_unsent();
+        return Err(error);
+    }
+    Ok(Report::printed_already())
+}
+
+/// The chat until stdin ends and every line is sent, or an error no wait
+/// cures.
+async fn chat_rounds(
+    client: &Client,
+    group_id: &GroupId,
+    as_json: bool,
+    lines: &mut mpsc::Receiver<String>,
+    listener: &mut conclave_client::Listener<'_>,
+    back: &mut mpsc::UnboundedReceiver<()>,
+    outbox: &mut Outbox,
+) -> anyhow::Result<()> {
     // One timer for the whole chat, not a sleep made anew each round: incoming
     // events end rounds often, and would otherwise put the resend off forever.
     let mut resend = tokio::time::interval(RESEND_INTERVAL);
@@ -217,16 +249,16 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
             line = lines.recv(), if input_open => match line {
                 Some(line) => {
                     outbox.push(&line);
-                    outbox.flush(client, &group_id).await?;
+                    outbox.flush(client, group_id).await?;
                 }
                 None => input_open = false,
             },
             event = listener.next_event() => {
                 println!("{}", group_output::event_line(&event?, as_json));
             }
-            Some(()) = back.recv() => outbox.flush(client, &group_id).await?,
+            Some(()) = back.recv() => outbox.flush(client, group_id).await?,
             _ = resend.tick(), if !outbox.is_empty() => {
-                outbox.flush(client, &group_id).await?;
+                outbox.flush(client, group_id).await?;
             }
         }
         if was_empty && !outbox.is_empty() {
@@ -235,7 +267,7 @@ pub(crate) async fn chat(client: &Client, group: &str, as_json: bool) -> anyhow:
             resend.reset();
         }
     }
-    Ok(Report::printed_already())
+    Ok(())
 }
 
 /// The chat's lines not yet taken by the homeserver, in order.
@@ -246,12 +278,13 @@ struct Outbox {
     lines: VecDeque<String>,
     /// Lines the library stored but could not send; it sends them before
     /// anything else of the group (or tells of their refusal).
-    kept: usize,
+    kept: Vec<String>,
     /// Whether the user was told that lines wait.
     waiting: bool,
-    /// Lines that waited since the user was told.
-    waited: usize,
-    /// Of those, lines the library reported as refused.
+    /// Lines of this chat that waited since the user was told, but for those
+    /// reported as refused.
+    waited: Vec<String>,
+    /// Lines of `waited` the library reported as refused.
     refused: usize,
 }
 
@@ -261,13 +294,13 @@ impl Outbox {
         if !line.trim().is_empty() {
             self.lines.push_back(line.to_owned());
             if self.waiting {
-                self.waited += 1;
+                self.waited.push(line.to_owned());
             }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.kept == 0
+        self.lines.is_empty() && self.kept.is_empty()
     }
 
     /// Hands the waiting lines to the library, in order, until one cannot be
@@ -278,25 +311,24 @@ impl Outbox {
         let refused = client.take_refused_submissions(Some(group_id))?;
         self.note_refused(&refused, group_id);
         if self.is_empty() && std::mem::take(&mut self.waiting) {
-            let sent = self.waited.saturating_sub(self.refused);
             if self.refused == 0 {
                 eprintln!("the waiting messages are sent");
-            } else if sent > 0 {
+            } else if !self.waited.is_empty() {
                 eprintln!("the other waiting messages are sent");
             }
-            self.waited = 0;
+            self.waited.clear();
             self.refused = 0;
         }
         Ok(())
     }
 
     async fn hand_over(&mut self, client: &Client, group_id: &GroupId) -> anyhow::Result<()> {
-        if self.kept > 0 && self.lines.is_empty() {
+        if !self.kept.is_empty() && self.lines.is_empty() {
             // Sends what the library kept (and fetches what is new, which the
             // listener then shows).
             match client.receive().await {
                 Ok(report) => {
-                    self.kept = 0;
+                    self.kept.clear();
                     self.note_refused(&report.refused, group_id);
                 }
                 Err(error) if error.is_transient() => return Ok(()),
@@ -308,11 +340,12 @@ impl Outbox {
                 // What the library kept went out (or was refused) first.
                 Ok(_) => {
                     self.lines.pop_front();
-                    self.kept = 0;
+                    self.kept.clear();
                 }
                 Err(ClientError::NotSentYet { source, .. }) => {
-                    self.lines.pop_front();
-                    self.kept += 1;
+                    if let Some(line) = self.lines.pop_front() {
+                        self.kept.push(line);
+                    }
                     self.tell_waiting(&source);
                     return Ok(());
                 }
@@ -326,23 +359,46 @@ impl Outbox {
         Ok(())
     }
 
-    /// Tells of refused kept lines (and anything else refused), counting this
-    /// chat's lines among them.
+    /// Tells of refused kept lines (and anything else refused), counting
+    /// those of this chat's waiting lines: a refusal of a message kept before
+    /// the chat started (by `send`, or an earlier chat) is told, not counted.
     fn note_refused(&mut self, refused: &[RefusedSubmission], group_id: &GroupId) {
         tell_refused(refused, Some(group_id));
-        self.refused += refused
-            .iter()
-            .filter(|refusal| &refusal.group_id == group_id && refusal.text.is_some())
-            .count();
+        for refusal in refused {
+            if &refusal.group_id != group_id {
+                continue;
+            }
+            let Some(text) = &refusal.text else {
+                continue;
+            };
+            if let Some(index) = self.waited.iter().position(|line| line == text) {
+                self.waited.remove(index);
+                self.refused += 1;
+            }
+        }
     }
 
     /// Says once per outage that lines wait, and why.
     fn tell_waiting(&mut self, error: &ClientError) {
         if !std::mem::replace(&mut self.waiting, true) {
-            self.waited = self.kept + self.lines.len();
+            self.waited = self.kept.iter().chain(&self.lines).cloned().collect();
             self.refused = 0;
             eprintln!(
-                "not sent yet ({error}); your messages wait and go out in order when the homeserver is back"
+                "not sent yet ({error}); your messages wait and go out in order once sending gets through"
+            );
+        }
+    }
+
+    /// Names, as the chat ends on an error, each line that did not go out:
+    /// those never stored are lost with the chat, those the library kept go
+    /// out with this device's next command that gets through.
+    fn tell_unsent(&self) {
+        for line in &self.lines {
+            eprintln!("not sent: {line}");
+        }
+        for line in &self.kept {
+            eprintln!(
+                "not sent yet, kept (it goes out with the next send, groups, listen, chat or group command): {line}"
             );
         }
     }
@@ -399,4 +455,44 @@ fn read_stdin_message() -> anyhow::Result<String> {
         .map(|text| text.strip_suffix('\r').unwrap_or(text))
         .unwrap_or(&text);
     Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(group_id: &GroupId, text: &str) -> RefusedSubmission {
+        RefusedSubmission {
+            group_id: group_id.clone(),
+            group_name: "team".to_owned(),
+            action: "send a message".to_owned(),
+            text: Some(text.to_owned()),
+            reason: "refused".to_owned(),
+        }
+    }
+
+    /// Only refusals of this chat's waiting lines count against them: one of a
+    /// message kept before the chat started (or of another group) is told but
+    /// does not make the chat's sent lines look refused.
+    #[test]
+    fn refusals_count_only_the_chats_own_waiting_lines() {
+        let chat_group = GroupId::from_bytes(vec![1; 16]);
+        let other_group = GroupId::from_bytes(vec![2; 16]);
+        let mut outbox = Outbox {
+            lines: VecDeque::from(["typed while waiting".to_owned()]),
+            kept: vec!["kept by the chat".to_owned()],
+            ..Outbox::default()
+        };
+        outbox.tell_waiting(&ClientError::NotLoggedIn);
+        outbox.note_refused(
+            &[
+                refusal(&chat_group, "kept by an earlier send"),
+                refusal(&other_group, "kept by the chat"),
+                refusal(&chat_group, "kept by the chat"),
+            ],
+            &chat_group,
+        );
+        assert_eq!(outbox.refused, 1);
+        assert_eq!(outbox.waited, ["typed while waiting"]);
+    }
 }
