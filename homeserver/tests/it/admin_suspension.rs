@@ -7,7 +7,9 @@
 //! token is refused; the open Subscribe stream of a suspended device ends.
 
 use crate::admin_cli::{admin_command, succeeded};
-use crate::harness::{Api, authorized, channel, login_request, new_signer, start_with_api};
+use crate::harness::{
+    Api, authorized, channel, end_status, login_request, new_signer, start_with_api,
+};
 use conclave_proto::client::v1 as proto;
 use conclave_proto::client::v1::delivery_service_client::DeliveryServiceClient;
 use conclave_test_support::{DatabaseChoice, TestHomeserver};
@@ -73,17 +75,12 @@ async fn a_suspended_account_is_refused_until_it_is_unsuspended_and_a_revoked_de
     assert_eq!((login.code(), login.message().to_owned()), suspended);
     // The server hears of it at its next resync (no Redis between the
     // two processes): the stream ends, with the same refusal.
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the stream ended without a status"),
-                Err(status) => return status,
-            }
-        }
-    })
-    .await
-    .expect("the suspended device's stream ends");
+    let ended = end_status(
+        &mut stream,
+        Duration::from_secs(20),
+        "the suspended device's stream ends",
+    )
+    .await;
     assert_eq!((ended.code(), ended.message().to_owned()), suspended);
 
     let bob_user_id = format!("bob@{}", server.config().domain);

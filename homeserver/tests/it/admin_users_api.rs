@@ -6,7 +6,7 @@
 //! logs out itself has its open stream end too.
 
 use crate::admin_cli::{admin_command, succeeded};
-use crate::harness::{Api, assert_status, authorized, channel};
+use crate::harness::{Api, assert_status, authorized, channel, end_status};
 use conclave_proto::admin::v1 as admin;
 use conclave_proto::admin::v1::admin_session_service_client::AdminSessionServiceClient;
 use conclave_proto::admin::v1::user_admin_service_client::UserAdminServiceClient;
@@ -130,17 +130,12 @@ async fn an_administrator_acts_on_accounts_and_devices_through_the_api(database:
     assert_eq!(suspended.state_reason, "spam");
     assert!(suspended.state_changed_at.is_some());
     // This replica closes the stream itself: at once, however the database is shared.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the stream ended without a status"),
-                Err(status) => return status,
-            }
-        }
-    })
-    .await
-    .expect("the suspended device's stream ends");
+    let ended = end_status(
+        &mut stream,
+        Duration::from_secs(10),
+        "the suspended device's stream ends",
+    )
+    .await;
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert_eq!(ended.message(), "this account is suspended");
     assert_status(
@@ -291,16 +286,11 @@ async fn a_logged_out_device_s_open_stream_ends_at_once(database: DatabaseChoice
         .await
         .expect("logging out");
     // At once, not at the next resync: the logout itself ends the stream.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the stream ended without a status"),
-                Err(status) => return status,
-            }
-        }
-    })
-    .await
-    .expect("the logged-out device's stream ends");
+    let ended = end_status(
+        &mut stream,
+        Duration::from_secs(10),
+        "the logged-out device's stream ends",
+    )
+    .await;
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 }

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 
 /// Longest a whole test may take; a hang fails instead of blocking the run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -191,6 +191,27 @@ pub(crate) fn assert_refused<T: std::fmt::Debug>(
         status.message()
     );
     status
+}
+
+/// The status an open stream ends with, reading past whatever it still
+/// delivers. Fails the test with `expectation` unless it ends within
+/// `deadline`, and if it ends without a status.
+pub(crate) async fn end_status<T>(
+    stream: &mut Streaming<T>,
+    deadline: Duration,
+    expectation: &str,
+) -> Status {
+    tokio::time::timeout(deadline, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{expectation}"))
 }
 
 impl Api {
