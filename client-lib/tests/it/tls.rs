@@ -4,8 +4,11 @@
 //! The library once connected: a certificate of another CA after a restart is
 //! refused in the same words, by calls and by a running listener.
 
-use conclave_client::{CertificateRefusal, Client, ClientError, ConnectError, ConnectionNotice};
-use conclave_test_support::{TestHomeserver, TestOptions, TestPki};
+use conclave_client::{
+    CertificateRefusal, Client, ClientError, ConnectError, ConnectionNotice, GroupId,
+};
+use conclave_test_support::{IssuedCertificate, TestHomeserver, TestOptions, TestPki};
+use tempfile::TempDir;
 
 use crate::cli::{conclave_with_stdin, fail, path, succeed, succeed_json, succeed_json_lines};
 use crate::support::{GROUP_STOCK, PASSWORD, within};
@@ -13,13 +16,7 @@ use crate::support::{GROUP_STOCK, PASSWORD, within};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_walkthrough_runs_over_tls_with_a_private_ca() {
     let pki = TestPki::new();
-    let issued = pki.issue("localhost");
-    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
-    let server = TestHomeserver::start_with(TestOptions::default().configure(move |config| {
-        config.client_api.tls_certificate = Some(certificate);
-        config.client_api.tls_private_key = Some(private_key);
-    }))
-    .await;
+    let server = start_serving(&pki.issue("localhost")).await;
     let port = server.client_address().port();
     let url = format!("https://localhost:{port}");
     let ca_file = pki.trust_roots().to_str().unwrap().to_owned();
@@ -163,6 +160,83 @@ fn ca_name(pki: &TestPki) -> String {
         .to_owned()
 }
 
+/// A homeserver serving its client API over TLS with `issued`.
+async fn start_serving(issued: &IssuedCertificate) -> TestHomeserver {
+    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
+    TestHomeserver::start_with(TestOptions::default().configure(move |config| {
+        config.client_api.tls_certificate = Some(certificate);
+        config.client_api.tls_private_key = Some(private_key);
+    }))
+    .await
+}
+
+/// `server` restarted on the same port and database, serving `issued`.
+async fn restart_serving(server: TestHomeserver, issued: &IssuedCertificate) -> TestHomeserver {
+    server
+        .restart_with(|config| {
+            config.client_api.tls_certificate = Some(issued.certificate.clone());
+            config.client_api.tls_private_key = Some(issued.private_key.clone());
+        })
+        .await
+}
+
+/// Alice and Bob, each on a device that trusts a test CA, in a group "team"
+/// on a homeserver serving its client API with a certificate of that CA.
+struct TeamOverTls {
+    server: TestHomeserver,
+    /// The homeserver's certificate, to serve again after a restart.
+    issued: IssuedCertificate,
+    alice: Client,
+    bob: Client,
+    group_id: GroupId,
+    /// Kept to the end: the devices' states live in these directories.
+    _state_dirs: [TempDir; 2],
+    /// Kept to the end: the CA's and the certificate's files live in its
+    /// directory.
+    _pki: TestPki,
+}
+
+impl TeamOverTls {
+    async fn start() -> TeamOverTls {
+        let pki = TestPki::new();
+        let issued = pki.issue("localhost");
+        let server = start_serving(&issued).await;
+        let url = format!("https://localhost:{}", server.client_address().port())
+            .parse()
+            .unwrap();
+        let state_dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let [alice, bob] = state_dirs.each_ref().map(|state_dir| {
+            Client::open(state_dir.path())
+                .unwrap()
+                .with_replenish_policy(GROUP_STOCK)
+                .with_ca_files(&[pki.trust_roots().to_owned()])
+                .unwrap()
+        });
+        alice
+            .register(&url, "alice", PASSWORD, None, "laptop")
+            .await
+            .unwrap();
+        bob.register(&url, "bob", PASSWORD, None, "laptop")
+            .await
+            .unwrap();
+        let group_id = alice.create_group("team").await.unwrap().group_id;
+        alice
+            .invite(&group_id, &["bob@localhost".parse().unwrap()])
+            .await
+            .unwrap();
+        bob.receive().await.unwrap();
+        TeamOverTls {
+            server,
+            issued,
+            alice,
+            bob,
+            group_id,
+            _state_dirs: state_dirs,
+            _pki: pki,
+        }
+    }
+}
+
 /// A client connected once to a homeserver it trusts, which then restarts on
 /// the same port with a certificate of a CA the client does not trust (tonic
 /// reconnects inside the channel): the running listener tells the lost
@@ -170,57 +244,27 @@ fn ca_name(pki: &TestPki) -> String {
 /// the next call fails with the same words, as a first connection would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_refused_on_reconnecting_is_explained() {
-    let pki = TestPki::new();
-    let issued = pki.issue("localhost");
-    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
-    let server = TestHomeserver::start_with(TestOptions::default().configure(move |config| {
-        config.client_api.tls_certificate = Some(certificate);
-        config.client_api.tls_private_key = Some(private_key);
-    }))
-    .await;
-    let url = format!("https://localhost:{}", server.client_address().port())
-        .parse()
-        .unwrap();
-    let device = |state: &tempfile::TempDir| {
-        Client::open(state.path())
-            .unwrap()
-            .with_replenish_policy(GROUP_STOCK)
-            .with_ca_files(&[pki.trust_roots().to_owned()])
-            .unwrap()
-    };
-    let (alice_state, bob_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (alice, bob) = (device(&alice_state), device(&bob_state));
-    alice
-        .register(&url, "alice", PASSWORD, None, "laptop")
-        .await
-        .unwrap();
-    bob.register(&url, "bob", PASSWORD, None, "laptop")
-        .await
-        .unwrap();
-    let group_id = alice.create_group("team").await.unwrap().group_id;
-    alice
-        .invite(&group_id, &["bob@localhost".parse().unwrap()])
-        .await
-        .unwrap();
-    bob.receive().await.unwrap();
+    let team = TeamOverTls::start().await;
 
     // Alice's listener is connected once it hands out Bob's message.
     let (notices, mut noticed) = tokio::sync::mpsc::unbounded_channel();
-    let mut listener = alice
-        .listen(Some(group_id.clone()))
+    let mut listener = team
+        .alice
+        .listen(Some(team.group_id.clone()))
         .on_connection_change(move |notice| {
             let _ = notices.send(notice);
         });
-    bob.send(&group_id, "before the restart").await.unwrap();
+    team.bob
+        .send(&team.group_id, "before the restart")
+        .await
+        .unwrap();
     let message = within(60, "bob's message", listener.next()).await.unwrap();
     assert_eq!(message.body.text(), Some("before the restart"));
 
     let untrusted = TestPki::new();
     let replacement = untrusted.issue("localhost");
-    let restarting = tokio::spawn(server.restart_with(move |config| {
-        config.client_api.tls_certificate = Some(replacement.certificate.clone());
-        config.client_api.tls_private_key = Some(replacement.private_key.clone());
-    }));
+    let server = team.server;
+    let restarting = tokio::spawn(async move { restart_serving(server, &replacement).await });
     let issuer = ca_name(&untrusted);
     let refused_words = format!(
         "the certificate of localhost (issued by {issuer}) is not trusted: pass --ca-file with that CA"
@@ -245,7 +289,9 @@ async fn a_certificate_refused_on_reconnecting_is_explained() {
     drop(listener);
     let _server = restarting.await.unwrap();
 
-    let error = within(60, "a call", alice.receive()).await.unwrap_err();
+    let error = within(60, "a call", team.alice.receive())
+        .await
+        .unwrap_err();
     let ClientError::Connect(ConnectError::Certificate { refusal, .. }) = &error else {
         panic!("not a certificate refusal: {error:?}");
     };
@@ -266,53 +312,20 @@ async fn a_certificate_refused_on_reconnecting_is_explained() {
 /// trusted again, the next receive sends it, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_stored_before_a_certificate_refusal_is_kept() {
-    let pki = TestPki::new();
-    let issued = pki.issue("localhost");
-    let (certificate, private_key) = (issued.certificate.clone(), issued.private_key.clone());
-    let server = TestHomeserver::start_with(TestOptions::default().configure(move |config| {
-        config.client_api.tls_certificate = Some(certificate);
-        config.client_api.tls_private_key = Some(private_key);
-    }))
-    .await;
-    let url = format!("https://localhost:{}", server.client_address().port())
-        .parse()
-        .unwrap();
-    let device = |state: &tempfile::TempDir| {
-        Client::open(state.path())
-            .unwrap()
-            .with_replenish_policy(GROUP_STOCK)
-            .with_ca_files(&[pki.trust_roots().to_owned()])
-            .unwrap()
-    };
-    let (alice_state, bob_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (alice, bob) = (device(&alice_state), device(&bob_state));
-    alice
-        .register(&url, "alice", PASSWORD, None, "laptop")
-        .await
-        .unwrap();
-    bob.register(&url, "bob", PASSWORD, None, "laptop")
-        .await
-        .unwrap();
-    let group_id = alice.create_group("team").await.unwrap().group_id;
-    alice
-        .invite(&group_id, &["bob@localhost".parse().unwrap()])
-        .await
-        .unwrap();
-    bob.receive().await.unwrap();
-    alice.send(&group_id, "before").await.unwrap();
+    let team = TeamOverTls::start().await;
+    team.alice.send(&team.group_id, "before").await.unwrap();
 
     // Kept to the end: the certificate's files live in its directory.
     let untrusted_pki = TestPki::new();
     let untrusted = untrusted_pki.issue("localhost");
-    let server = server
-        .restart_with(move |config| {
-            config.client_api.tls_certificate = Some(untrusted.certificate.clone());
-            config.client_api.tls_private_key = Some(untrusted.private_key.clone());
-        })
-        .await;
-    let error = within(60, "sending", alice.send(&group_id, "while refused"))
-        .await
-        .unwrap_err();
+    let server = restart_serving(team.server, &untrusted).await;
+    let error = within(
+        60,
+        "sending",
+        team.alice.send(&team.group_id, "while refused"),
+    )
+    .await
+    .unwrap_err();
     let ClientError::NotSentYet { group, source } = &error else {
         panic!("expected the message kept, got {error:?}");
     };
@@ -325,19 +338,16 @@ async fn a_message_stored_before_a_certificate_refusal_is_kept() {
         "{source:?}"
     );
 
-    let _server = server
-        .restart_with(move |config| {
-            config.client_api.tls_certificate = Some(issued.certificate.clone());
-            config.client_api.tls_private_key = Some(issued.private_key.clone());
-        })
-        .await;
-    let report = within(60, "alice receiving", alice.receive())
+    let _server = restart_serving(server, &team.issued).await;
+    let report = within(60, "alice receiving", team.alice.receive())
         .await
         .unwrap();
     assert!(report.refused.is_empty(), "{report:?}");
-    within(60, "bob receiving", bob.receive()).await.unwrap();
+    within(60, "bob receiving", team.bob.receive())
+        .await
+        .unwrap();
     let mut texts = Vec::new();
-    while let Some(message) = bob.take_unread(None).unwrap() {
+    while let Some(message) = team.bob.take_unread(None).unwrap() {
         texts.push(message.body.text().unwrap().to_owned());
     }
     assert_eq!(texts, ["before", "while refused"], "sent once");
