@@ -3,10 +3,12 @@
 //! through the other, and a sender whose replica is gone sends through the
 //! other, with nothing lost or shown twice.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use conclave_client::ConnectionNotice;
+use conclave_client::{ConnectionNotice, GroupId};
 use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::sync::mpsc;
 
 use crate::support::{
@@ -167,7 +169,7 @@ fn spawn_conclave(
 /// they use shuts down, and say so on stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conclave_listen_and_chat_survive_a_replica_going_away() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    use tokio::io::AsyncReadExt as _;
     let (first, second, [alice, bob, carol], group_id) = two_replicas_and_a_group().await;
     let servers = format!("{},{}", server_url(&first), server_url(&second));
     alice.client.send(&group_id, "one").await.unwrap();
@@ -264,78 +266,165 @@ async fn read_until(
     assert!(found, "{what}: the output ended first: {seen:?}");
 }
 
+/// A running `conclave chat`, its input and what it wrote to stderr.
+struct Chat {
+    process: tokio::process::Child,
+    /// The chat's standard input: `None` once closed, which ends the chat.
+    input: Option<tokio::process::ChildStdin>,
+    errors: Lines<BufReader<tokio::process::ChildStderr>>,
+    /// Every line of the chat's stderr read so far.
+    seen: Vec<String>,
+}
+
+impl Chat {
+    /// Starts `conclave chat GROUP` on `state_dir` through `server`; returns
+    /// once the chat says it is chatting.
+    async fn start(state_dir: &std::path::Path, server: &str, group: &str) -> Chat {
+        let mut process = spawn_conclave(state_dir, server, &["chat", group]);
+        let mut chat = Chat {
+            input: process.stdin.take(),
+            errors: BufReader::new(process.stderr.take().unwrap()).lines(),
+            process,
+            seen: Vec::new(),
+        };
+        chat.read_until("the chat starting", |line| {
+            line.starts_with(&format!("chatting in {group}"))
+        })
+        .await;
+        chat
+    }
+
+    /// Types `line` into the chat.
+    async fn type_line(&mut self, line: &str) {
+        let input = self.input.as_mut().expect("the chat's input is open");
+        input
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// Reads stderr until a line matches (see [`read_until`]).
+    async fn read_until(&mut self, what: &str, matches: impl Fn(&str) -> bool) {
+        read_until(&mut self.errors, &mut self.seen, what, matches).await;
+    }
+
+    /// Waits for the chat to end, then reads the rest of its stderr.
+    async fn wait(&mut self) -> std::process::ExitStatus {
+        let status = within(90, "the chat ending", self.process.wait())
+            .await
+            .unwrap();
+        while let Some(line) = self.errors.next_line().await.unwrap() {
+            self.seen.push(line);
+        }
+        status
+    }
+}
+
+/// Alice, on the first of two replicas, and Bob, on the second, in a group
+/// "kept"; Bob's `conclave chat` in it runs through the second replica.
+struct KeptChat {
+    /// Kept to the end: Alice's replica.
+    _first: TestHomeserver,
+    /// `None` while [`KeptChat::stop_and_keep_a_line`] has it stopped.
+    second: Option<TestHomeserver>,
+    alice: TestDevice,
+    /// Kept to the end: the chat runs on Bob's state directory.
+    _bob: TestDevice,
+    group_id: GroupId,
+    chat: Chat,
+}
+
+impl KeptChat {
+    /// Starts the replicas, the group and the chat; returns once the chat
+    /// says it is chatting.
+    async fn start() -> KeptChat {
+        let first = start_server(DatabaseChoice::Postgres).await;
+        let second = first.start_replica(|_| {}).await;
+        let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
+        let (bob, _) = register(&second, "bob", GROUP_STOCK).await;
+        let group_id = alice.client.create_group("kept").await.unwrap().group_id;
+        alice
+            .client
+            .invite(&group_id, &[user("bob@localhost")])
+            .await
+            .unwrap();
+        bob.client.receive().await.unwrap();
+        let chat = Chat::start(bob.state_dir.path(), &second.client_url(), "kept").await;
+        KeptChat {
+            _first: first,
+            second: Some(second),
+            alice,
+            _bob: bob,
+            group_id,
+            chat,
+        }
+    }
+
+    /// Stops Bob's replica, types `line` and waits until the chat says it
+    /// keeps the line. Awaiting what it returns starts the replica again, on
+    /// the same config and database.
+    async fn stop_and_keep_a_line(&mut self, line: &str) -> StoppedReplica {
+        let second = self.second.take().expect("the second replica runs");
+        let config = second.config().clone();
+        let database = second.stop().await;
+        self.chat.type_line(line).await;
+        self.chat
+            .read_until("the chat keeping the line", |line| {
+                line.starts_with("not sent yet (")
+            })
+            .await;
+        Box::pin(TestHomeserver::start_on(
+            config,
+            database,
+            Arc::new(AdjustableClock::default()),
+        ))
+    }
+
+    /// Alice removes Bob through the first replica while his is away; then
+    /// his replica starts again.
+    async fn remove_bob_and_restart(&mut self, restart: StoppedReplica) {
+        self.alice
+            .client
+            .remove(&self.group_id, &user("bob@localhost"))
+            .await
+            .unwrap();
+        self.second = Some(restart.await);
+    }
+}
+
+/// A replica stopped by [`KeptChat::stop_and_keep_a_line`]: awaiting it
+/// starts the replica again.
+type StoppedReplica = std::pin::Pin<Box<dyn Future<Output = TestHomeserver>>>;
+
 /// Bob's `conclave chat` keeps a line typed while his replica is away; before
 /// it is back, Alice removes him from the group through the other replica. The
 /// kept line is refused when it goes out: the chat says so, with its text, and
 /// does not claim the waiting lines were sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conclave_chat_tells_of_a_kept_line_that_is_refused() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-    let first = start_server(DatabaseChoice::Postgres).await;
-    let second = first.start_replica(|_| {}).await;
-    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&second, "bob", GROUP_STOCK).await;
-    let group_id = alice.client.create_group("kept").await.unwrap().group_id;
-    alice
+    let mut kept_chat = KeptChat::start().await;
+    let mut alice_listener = kept_chat
+        .alice
         .client
-        .invite(&group_id, &[user("bob@localhost")])
-        .await
-        .unwrap();
-    bob.client.receive().await.unwrap();
-
-    let mut chat = spawn_conclave(
-        bob.state_dir.path(),
-        &second.client_url(),
-        &["chat", "kept"],
-    );
-    let mut input = chat.stdin.take().unwrap();
-    let mut errors = BufReader::new(chat.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    read_until(&mut errors, &mut seen, "the chat starting", |line| {
-        line.starts_with("chatting in kept")
-    })
-    .await;
-    let mut alice_listener = alice.client.listen(Some(group_id.clone()));
-    input.write_all(b"before\n").await.unwrap();
+        .listen(Some(kept_chat.group_id.clone()));
+    kept_chat.chat.type_line("before").await;
     let before = within(90, "alice receiving bob's line", alice_listener.next())
         .await
         .unwrap();
     assert_eq!(before.body.text(), Some("before"));
     drop(alice_listener);
 
-    let config = second.config().clone();
-    let database = second.stop().await;
-    input.write_all(b"during\n").await.unwrap();
-    read_until(
-        &mut errors,
-        &mut seen,
-        "the chat keeping the line",
-        |line| line.starts_with("not sent yet ("),
-    )
-    .await;
-    alice
-        .client
-        .remove(&group_id, &user("bob@localhost"))
-        .await
-        .unwrap();
-    let _second = TestHomeserver::start_on(
-        config,
-        database,
-        std::sync::Arc::new(AdjustableClock::default()),
-    )
-    .await;
-    read_until(
-        &mut errors,
-        &mut seen,
-        "the chat telling of the refusal",
-        |line| line.starts_with("not sent: during: "),
-    )
-    .await;
-    drop(input);
-    let status = within(90, "the chat ending", chat.wait()).await.unwrap();
-    while let Some(line) = errors.next_line().await.unwrap() {
-        seen.push(line);
-    }
+    let restart = kept_chat.stop_and_keep_a_line("during").await;
+    kept_chat.remove_bob_and_restart(restart).await;
+    kept_chat
+        .chat
+        .read_until("the chat telling of the refusal", |line| {
+            line.starts_with("not sent: during: ")
+        })
+        .await;
+    kept_chat.chat.input = None;
+    let status = kept_chat.chat.wait().await;
+    let seen = &kept_chat.chat.seen;
     assert!(status.success(), "{seen:?}");
     assert!(
         !seen
@@ -344,8 +433,9 @@ async fn conclave_chat_tells_of_a_kept_line_that_is_refused() {
         "{seen:?}"
     );
 
+    let alice = &kept_chat.alice;
     alice.client.receive().await.unwrap();
-    let texts: Vec<String> = take_all_unread(&alice)
+    let texts: Vec<String> = take_all_unread(alice)
         .into_iter()
         .filter_map(|message| message.body.text().map(str::to_owned))
         .collect();
@@ -358,58 +448,13 @@ async fn conclave_chat_tells_of_a_kept_line_that_is_refused() {
 /// kept one as refused, the other as not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conclave_chat_ending_on_an_error_names_the_lines_not_sent() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-    let first = start_server(DatabaseChoice::Postgres).await;
-    let second = first.start_replica(|_| {}).await;
-    let (alice, _) = register(&first, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&second, "bob", GROUP_STOCK).await;
-    let group_id = alice.client.create_group("kept").await.unwrap().group_id;
-    alice
-        .client
-        .invite(&group_id, &[user("bob@localhost")])
-        .await
-        .unwrap();
-    bob.client.receive().await.unwrap();
+    let mut kept_chat = KeptChat::start().await;
 
-    let mut chat = spawn_conclave(
-        bob.state_dir.path(),
-        &second.client_url(),
-        &["chat", "kept"],
-    );
-    let mut input = chat.stdin.take().unwrap();
-    let mut errors = BufReader::new(chat.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    read_until(&mut errors, &mut seen, "the chat starting", |line| {
-        line.starts_with("chatting in kept")
-    })
-    .await;
-
-    let config = second.config().clone();
-    let database = second.stop().await;
-    input.write_all(b"first\n").await.unwrap();
-    read_until(
-        &mut errors,
-        &mut seen,
-        "the chat keeping the line",
-        |line| line.starts_with("not sent yet ("),
-    )
-    .await;
-    input.write_all(b"second\n").await.unwrap();
-    alice
-        .client
-        .remove(&group_id, &user("bob@localhost"))
-        .await
-        .unwrap();
-    let _second = TestHomeserver::start_on(
-        config,
-        database,
-        std::sync::Arc::new(AdjustableClock::default()),
-    )
-    .await;
-    let status = within(90, "the chat ending", chat.wait()).await.unwrap();
-    while let Some(line) = errors.next_line().await.unwrap() {
-        seen.push(line);
-    }
+    let restart = kept_chat.stop_and_keep_a_line("first").await;
+    kept_chat.chat.type_line("second").await;
+    kept_chat.remove_bob_and_restart(restart).await;
+    let status = kept_chat.chat.wait().await;
+    let seen = &kept_chat.chat.seen;
     assert!(!status.success(), "{seen:?}");
     assert!(
         seen.iter()
@@ -420,5 +465,4 @@ async fn conclave_chat_ending_on_an_error_names_the_lines_not_sent() {
         seen.iter().any(|line| line == "not sent: second"),
         "{seen:?}"
     );
-    drop(input);
 }
