@@ -90,22 +90,48 @@ fn split_membership(lines: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
         .partition(|line| line["event"] == "membership")
 }
 
+/// `listen --count COUNT --json` on `state`, waiting up to 60 seconds: every
+/// line it printed.
+async fn listen_json(state: &str, count: &str) -> Vec<Value> {
+    succeed_json_lines(&[
+        "--state",
+        state,
+        "listen",
+        "--count",
+        count,
+        "--timeout",
+        "60",
+        "--json",
+    ])
+    .await
+}
+
 /// `listen --count 1 --json`: the membership changes before the next message,
 /// and that message.
 async fn listen_for_one_json(state: &str) -> (Vec<Value>, Vec<Value>) {
-    split_membership(
-        succeed_json_lines(&[
-            "--state",
-            state,
-            "listen",
-            "--count",
-            "1",
-            "--timeout",
-            "60",
-            "--json",
-        ])
-        .await,
-    )
+    split_membership(listen_json(state, "1").await)
+}
+
+/// Registers each `(state directory, username)` at `url`.
+async fn register_each(url: &str, users: &[(&str, &str)]) {
+    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
+    for (state, name) in users {
+        succeed(
+            &["--server", url, "--state", state, "register", name],
+            &password,
+        )
+        .await;
+    }
+}
+
+/// The bodies of the messages among the entries of `history --json`.
+fn history_bodies(history: &Value) -> Vec<&str> {
+    history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["body"].as_str())
+        .collect()
 }
 
 pub(crate) async fn succeed_json(args: &[&str], env: &[(&str, &str)]) -> Value {
@@ -336,16 +362,9 @@ async fn usage_errors_exit_with_code_2() {
 async fn group_walkthrough() {
     let server = TestHomeserver::start().await;
     let url = server.client_url();
-    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let [alice, bob, carol] = [0, 1, 2].map(|index| path(dirs[index].path()));
-    for (state, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
-        succeed(
-            &["--server", &url, "--state", state, "register", name],
-            &password,
-        )
-        .await;
-    }
+    register_each(&url, &[(alice, "alice"), (bob, "bob"), (carol, "carol")]).await;
 
     let created = succeed_json(
         &["--state", alice, "group", "create", "team", "--json"],
@@ -407,17 +426,7 @@ async fn group_walkthrough() {
     );
 
     for state in [bob, carol] {
-        let lines = succeed_json_lines(&[
-            "--state",
-            state,
-            "listen",
-            "--count",
-            "2",
-            "--timeout",
-            "60",
-            "--json",
-        ])
-        .await;
+        let lines = listen_json(state, "2").await;
         // First the Welcome that added this device, then the messages.
         let (changes, lines) = split_membership(lines);
         assert_eq!(changes.len(), 1, "{changes:?}");
@@ -483,17 +492,7 @@ async fn group_walkthrough() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines = succeed_json_lines(&[
-        "--state",
-        bob,
-        "listen",
-        "--count",
-        "2",
-        "--timeout",
-        "60",
-        "--json",
-    ])
-    .await;
+    let lines = listen_json(bob, "2").await;
     let bodies: Vec<&str> = lines
         .iter()
         .map(|line| line["body"].as_str().unwrap())
@@ -627,13 +626,7 @@ async fn membership_changes_history_and_leaving() {
     let password = [("CONCLAVE_PASSWORD", PASSWORD)];
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let [alice, bob, carol, dave] = [0, 1, 2, 3].map(|index| path(dirs[index].path()));
-    for (state, name) in [(alice, "alice"), (bob, "bob"), (carol, "carol")] {
-        succeed(
-            &["--server", &url, "--state", state, "register", name],
-            &password,
-        )
-        .await;
-    }
+    register_each(&url, &[(alice, "alice"), (bob, "bob"), (carol, "carol")]).await;
     succeed(
         &[
             "--server",
@@ -800,12 +793,8 @@ async fn membership_changes_history_and_leaving() {
     // she made (read already) and the others'.
     let history = succeed_json(&["--state", alice, "history", "team", "--json"], &[]).await;
     let entries = history["entries"].as_array().unwrap();
-    let bodies: Vec<&str> = entries
-        .iter()
-        .filter_map(|entry| entry["body"].as_str())
-        .collect();
     assert_eq!(
-        bodies,
+        history_bodies(&history),
         ["hello all", "after them", "bob is off"],
         "{history}"
     );
@@ -847,16 +836,9 @@ async fn post_quantum_group() {
     assert!(help.contains("classic") && help.contains("pq"), "{help}");
     let server = TestHomeserver::start().await;
     let url = server.client_url();
-    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let [alice, bob] = [0, 1].map(|index| path(dirs[index].path()));
-    for (state, name) in [(alice, "alice"), (bob, "bob")] {
-        succeed(
-            &["--server", &url, "--state", state, "register", name],
-            &password,
-        )
-        .await;
-    }
+    register_each(&url, &[(alice, "alice"), (bob, "bob")]).await;
     let created = succeed_json(
         &[
             "--state",
@@ -898,16 +880,9 @@ async fn post_quantum_group() {
 async fn a_message_kept_but_not_sent_exits_with_75() {
     let server = TestHomeserver::start().await;
     let url = server.client_url();
-    let password = [("CONCLAVE_PASSWORD", PASSWORD)];
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let [alice, bob] = [0, 1].map(|index| path(dirs[index].path()));
-    for (state, name) in [(alice, "alice"), (bob, "bob")] {
-        succeed(
-            &["--server", &url, "--state", state, "register", name],
-            &password,
-        )
-        .await;
-    }
+    register_each(&url, &[(alice, "alice"), (bob, "bob")]).await;
     succeed(&["--state", alice, "group", "create", "team"], &[]).await;
     succeed(
         &["--state", alice, "group", "invite", "team", "bob@localhost"],
@@ -941,30 +916,16 @@ async fn a_message_kept_but_not_sent_exits_with_75() {
 
     let _server = TestHomeserver::start_again(config, database).await;
     succeed(&["--state", alice, "send", "team", "after return"], &[]).await;
-    let (_, messages) = split_membership(
-        succeed_json_lines(&[
-            "--state",
-            bob,
-            "listen",
-            "--count",
-            "2",
-            "--timeout",
-            "60",
-            "--json",
-        ])
-        .await,
-    );
+    let (_, messages) = split_membership(listen_json(bob, "2").await);
     let bodies: Vec<&str> = messages
         .iter()
         .map(|message| message["body"].as_str().unwrap())
         .collect();
     assert_eq!(bodies, ["while away", "after return"]);
     let history = succeed_json(&["--state", bob, "history", "team", "--json"], &[]).await;
-    let bodies: Vec<&str> = history["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|entry| entry["body"].as_str())
-        .collect();
-    assert_eq!(bodies, ["while away", "after return"], "sent once");
+    assert_eq!(
+        history_bodies(&history),
+        ["while away", "after return"],
+        "sent once"
+    );
 }
