@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use conclave_client::{ClientError, FailPoint, GroupId, RefusedSubmission};
+use conclave_client::{ClientError, FailPoint, GroupId, ReceiveReport, RefusedSubmission};
 use conclave_core::ids::UserId;
 use conclave_test_support::{AdjustableClock, DatabaseChoice, TestHomeserver, TestOptions};
 
@@ -32,12 +32,59 @@ async fn group_of(devices: &[&TestDevice], users: &[&str], name: &str) -> GroupI
     let users: Vec<UserId> = users.iter().map(|name| user(name)).collect();
     devices[0].client.invite(&group_id, &users).await.unwrap();
     for device in &devices[1..] {
-        let report = within(60, "joining", device.client.receive())
-            .await
-            .unwrap();
+        let report = receive(device, "joining").await;
         assert_eq!(report.joined, vec![group_id.clone()]);
     }
     group_id
+}
+
+/// A strict homeserver with Alice and Bob registered and in a group `name`
+/// that Alice created.
+async fn alice_and_bob_in(name: &str) -> (TestHomeserver, TestDevice, TestDevice, GroupId) {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let group_id = group_of(&[&alice, &bob], &["bob@localhost"], name).await;
+    (server, alice, bob, group_id)
+}
+
+/// A strict homeserver with Alice, Bob and Carol registered; Alice created
+/// two groups, `with_bob` with Bob and `with_carol` with Carol.
+async fn alice_with_bob_and_with_carol(
+    with_bob: &str,
+    with_carol: &str,
+) -> (TestHomeserver, [TestDevice; 3], [GroupId; 2]) {
+    let server = strict_server().await;
+    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
+    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
+    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
+    let bob_group = group_of(&[&alice, &bob], &["bob@localhost"], with_bob).await;
+    let carol_group = group_of(&[&alice, &carol], &["carol@localhost"], with_carol).await;
+    (server, [alice, bob, carol], [bob_group, carol_group])
+}
+
+/// `device` receives, within 60 seconds (`what` names the wait).
+async fn receive(device: &TestDevice, what: &str) -> ReceiveReport {
+    within(60, what, device.client.receive()).await.unwrap()
+}
+
+/// `device` receives, within 60 seconds, and is told of no refusal.
+async fn receive_with_no_refusal(device: &TestDevice, what: &str) {
+    let report = receive(device, what).await;
+    assert!(report.refused.is_empty(), "{report:?}");
+}
+
+/// Asserts that `device` has no refusal left to take, of `group` or (`None`)
+/// of any group; `why` says why there should be none.
+fn assert_no_refusal_left(device: &TestDevice, group: Option<&GroupId>, why: &str) {
+    assert!(
+        device
+            .client
+            .take_refused_submissions(group)
+            .unwrap()
+            .is_empty(),
+        "{why}"
+    );
 }
 
 fn texts_of(device: &TestDevice) -> Vec<String> {
@@ -72,10 +119,7 @@ fn refused_texts(refused: &[RefusedSubmission]) -> Vec<String> {
 /// once, before the message she sends next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_lost_its_race_survives_the_homeserver_going_away() {
-    let server = strict_server().await;
-    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
-    let group_id = group_of(&[&alice, &bob], &["bob@localhost"], "kept").await;
+    let (server, alice, bob, group_id) = alice_and_bob_in("kept").await;
     alice.client.send(&group_id, "one").await.unwrap();
     bob.client.rotate(&group_id).await.unwrap();
 
@@ -97,13 +141,7 @@ async fn a_message_that_lost_its_race_survives_the_homeserver_going_away() {
         let error = alice.client.receive().await.unwrap_err();
         assert!(error.is_transient(), "attempt {attempt}: {error}");
     }
-    assert!(
-        alice
-            .client
-            .take_refused_submissions(None)
-            .unwrap()
-            .is_empty()
-    );
+    assert_no_refusal_left(&alice, None, "nothing was sent to refuse");
 
     // On the same database and address; the clock is the system's (no offset).
     let server =
@@ -114,21 +152,14 @@ async fn a_message_that_lost_its_race_survives_the_homeserver_going_away() {
     .await
     .unwrap();
     assert_eq!(sent.epoch, 2, "sent in the epoch of Bob's commit");
-    within(60, "bob receiving", bob.client.receive())
-        .await
-        .unwrap();
+    receive(&bob, "bob receiving").await;
     assert_eq!(texts_of(&bob), ["one", "two", "three"]);
     assert_eq!(own_history(&alice, &group_id), ["one", "two", "three"]);
 
     // Nothing is left to send twice, now or after another restart.
     let alice = alice.reopen();
-    let report = within(60, "alice receiving", alice.client.receive())
-        .await
-        .unwrap();
-    assert!(report.refused.is_empty(), "{report:?}");
-    within(60, "bob receiving again", bob.client.receive())
-        .await
-        .unwrap();
+    receive_with_no_refusal(&alice, "alice receiving").await;
+    receive(&bob, "bob receiving again").await;
     assert!(texts_of(&bob).is_empty());
     assert_eq!(own_history(&alice, &group_id), ["one", "two", "three"]);
     drop(server);
@@ -140,12 +171,8 @@ async fn a_message_that_lost_its_race_survives_the_homeserver_going_away() {
 /// message, by `take_refused_submissions`; the others never see it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_kept_message_is_reported_once() {
-    let server = strict_server().await;
-    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
-    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
-    let with_bob = group_of(&[&alice, &bob], &["bob@localhost"], "with bob").await;
-    let with_carol = group_of(&[&alice, &carol], &["carol@localhost"], "with carol").await;
+    let (_server, [alice, bob, carol], [with_bob, with_carol]) =
+        alice_with_bob_and_with_carol("with bob", "with carol").await;
 
     for (group_id, text) in [(&with_bob, "hello bob"), (&with_carol, "hello carol")] {
         alice.client.set_fail_point(Some(FailPoint::BeforeSend));
@@ -181,37 +208,17 @@ async fn a_refused_kept_message_is_reported_once() {
     assert_eq!(refused[0].group_name, "with carol");
     assert_eq!(refused[0].action, "send a message");
     assert!(!refused[0].reason.is_empty());
-    assert!(
-        alice
-            .client
-            .take_refused_submissions(Some(&with_carol))
-            .unwrap()
-            .is_empty(),
-        "told once"
-    );
+    assert_no_refusal_left(&alice, Some(&with_carol), "told once");
 
     // Receiving resends the other, refused too, and says so in its report.
-    let report = within(60, "alice receiving", alice.client.receive())
-        .await
-        .unwrap();
+    let report = receive(&alice, "alice receiving").await;
     assert_eq!(refused_texts(&report.refused), ["hello bob"], "{report:?}");
     assert_eq!(report.refused[0].group_id, with_bob);
-    assert!(
-        alice
-            .client
-            .take_refused_submissions(None)
-            .unwrap()
-            .is_empty()
-    );
-    let report = within(60, "alice receiving again", alice.client.receive())
-        .await
-        .unwrap();
-    assert!(report.refused.is_empty(), "{report:?}");
+    assert_no_refusal_left(&alice, None, "told once, by the report");
+    receive_with_no_refusal(&alice, "alice receiving again").await;
 
     for device in [&bob, &carol] {
-        within(60, "receiving", device.client.receive())
-            .await
-            .unwrap();
+        receive(device, "receiving").await;
         assert!(texts_of(device).is_empty());
     }
 }
@@ -222,10 +229,7 @@ async fn a_refused_kept_message_is_reported_once() {
 /// was not done), and only by it: nothing is reported again later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_found_while_catching_up_is_told_once() {
-    let server = strict_server().await;
-    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
-    let group_id = group_of(&[&alice, &bob], &["bob@localhost"], "gone").await;
+    let (_server, alice, bob, group_id) = alice_and_bob_in("gone").await;
     bob.client
         .remove(&group_id, &user("alice@localhost"))
         .await
@@ -245,18 +249,8 @@ async fn a_removal_found_while_catching_up_is_told_once() {
     assert_eq!(group, "gone");
     assert_eq!(action, "rotate this device's keys");
     assert!(reason.contains("no longer a member"), "{reason}");
-    assert!(
-        alice
-            .client
-            .take_refused_submissions(None)
-            .unwrap()
-            .is_empty(),
-        "told once, by the error"
-    );
-    let report = within(60, "alice receiving", alice.client.receive())
-        .await
-        .unwrap();
-    assert!(report.refused.is_empty(), "{report:?}");
+    assert_no_refusal_left(&alice, None, "told once, by the error");
+    receive_with_no_refusal(&alice, "alice receiving").await;
 }
 
 /// A kept submission this version cannot carry out (its intent was stored by
@@ -265,12 +259,8 @@ async fn a_removal_found_while_catching_up_is_told_once() {
 /// next messages wait behind it rather than overtake it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_submission_that_keeps_failing_stops_only_its_group() {
-    let server = strict_server().await;
-    let (alice, _) = register(&server, "alice", GROUP_STOCK).await;
-    let (bob, _) = register(&server, "bob", GROUP_STOCK).await;
-    let (carol, _) = register(&server, "carol", GROUP_STOCK).await;
-    let stuck = group_of(&[&alice, &bob], &["bob@localhost"], "stuck").await;
-    let flowing = group_of(&[&alice, &carol], &["carol@localhost"], "flowing").await;
+    let (_server, [alice, bob, carol], [stuck, flowing]) =
+        alice_with_bob_and_with_carol("stuck", "flowing").await;
 
     let state_dir = alice.close();
     let connection =
@@ -305,13 +295,9 @@ async fn a_kept_submission_that_keeps_failing_stops_only_its_group() {
         .await
         .unwrap_err();
     assert!(!matches!(error, ClientError::NotSentYet { .. }), "{error}");
-    within(60, "bob receiving", bob.client.receive())
-        .await
-        .unwrap();
+    receive(&bob, "bob receiving").await;
     assert!(texts_of(&bob).is_empty(), "nothing overtook the kept one");
     alice.client.send(&flowing, "from alice").await.unwrap();
-    within(60, "carol receiving", carol.client.receive())
-        .await
-        .unwrap();
+    receive(&carol, "carol receiving").await;
     assert_eq!(texts_of(&carol), ["from alice"]);
 }
