@@ -94,7 +94,7 @@ impl DeliveryService for DeliveryApi {
             sender,
         ));
         let stream = ReceiverStream::new(receiver)
-            .map(|item| item.map(delivery_to_proto).map_err(Status::from));
+            .map(|item| (*item).map(delivery_to_proto).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

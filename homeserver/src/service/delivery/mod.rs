@@ -44,6 +44,12 @@ pub(crate) const DEFAULT_PAGE: u64 = 100;
 /// and nobody else does.
 pub(crate) const SUBSCRIBER_BUFFER: usize = 64;
 
+/// What a Subscribe stream's task hands to the gRPC response: boxed, because
+/// tokio's channel allocates its first block of 32 slots when it is made, so
+/// every open stream, idle or not, pays 32 slots (32 x 112 bytes unboxed, 32
+/// x 8 boxed: 3.3 KB less per stream).
+pub(crate) type StreamItem = Box<Result<Delivery, DeliveryError>>;
+
 /// Why a delivery request failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeliveryError {

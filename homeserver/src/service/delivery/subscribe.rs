@@ -19,7 +19,7 @@ use super::super::Context;
 use super::super::accounts::{AccountError, AuthenticatedDevice};
 use super::pages::{LogSource, load_memberships, read_page};
 use super::streams::{ConnectionKey, StreamEnd, StreamSlot};
-use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions};
+use super::{DEFAULT_PAGE, Delivery, DeliveryError, Positions, StreamItem};
 use crate::metrics::RateLimit;
 use crate::notify::Topic;
 use crate::rules::account_state::AccountState;
@@ -82,7 +82,7 @@ pub(crate) async fn subscribe(
     context: Arc<Context>,
     device: AuthenticatedDevice,
     mut slot: StreamSlot,
-    sender: mpsc::Sender<Result<Delivery, DeliveryError>>,
+    sender: mpsc::Sender<StreamItem>,
 ) {
     let result = tokio::select! {
         result = stream_events(&context, &device, &sender) => result,
@@ -109,12 +109,12 @@ pub(crate) async fn subscribe(
             // Not waited for: a consumer whose buffer is full may be the dead
             // stream this one replaced (or hold up a shutdown), and its task
             // should end now. Such a stream ends without a status.
-            let _ = sender.try_send(Err(error));
+            let _ = sender.try_send(Box::new(Err(error)));
             return;
         }
     };
     if let Err(error) = result {
-        let _ = sender.send(Err(error)).await;
+        let _ = sender.send(Box::new(Err(error))).await;
     }
 }
 
@@ -161,7 +161,7 @@ async fn access_refusal(
 async fn stream_events(
     context: &Context,
     device: &AuthenticatedDevice,
-    sender: &mpsc::Sender<Result<Delivery, DeliveryError>>,
+    sender: &mpsc::Sender<StreamItem>,
 ) -> Result<(), DeliveryError> {
     let device_id = device.device_id().as_str();
     // Apart, so that a group's wake-up does not cost a read of the inbox.
@@ -231,7 +231,12 @@ async fn stream_events(
             memberships_stale |= changes_memberships;
             let accepted_at_ms = delivery.accepted_at_ms();
             let span = stream_delivery_span(&delivery);
-            if sender.send(Ok(delivery)).instrument(span).await.is_err() {
+            if sender
+                .send(Box::new(Ok(delivery)))
+                .instrument(span)
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
             if accepted_at_ms >= opened_at_ms {

@@ -549,7 +549,7 @@ async fn devices_low_on_key_packages_are_listed_emptiest_first_a_page_at_a_time(
 async fn open_stream(
     context: &Arc<Context>,
     token: &str,
-) -> tokio::sync::mpsc::Receiver<Result<delivery::Delivery, DeliveryError>> {
+) -> tokio::sync::mpsc::Receiver<delivery::StreamItem> {
     let device = authenticate(context, Some(token)).await.unwrap();
     let slot = delivery::open_stream(context, &device, None).unwrap();
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
@@ -559,11 +559,11 @@ async fn open_stream(
 
 /// The stream's last item, an error, then its end; within a deadline.
 async fn stream_end(
-    receiver: &mut tokio::sync::mpsc::Receiver<Result<delivery::Delivery, DeliveryError>>,
+    receiver: &mut tokio::sync::mpsc::Receiver<delivery::StreamItem>,
 ) -> DeliveryError {
     let ending = async {
         loop {
-            match receiver.recv().await {
+            match receiver.recv().await.map(|item| *item) {
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => {
                     assert!(
