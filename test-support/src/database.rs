@@ -155,8 +155,9 @@ async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbErr
     Ok(())
 }
 
-/// A PostgreSQL table locked by the test (ACCESS EXCLUSIVE, in a transaction
-/// of its own), so that every statement of the homeserver touching it waits:
+/// A PostgreSQL table (or some of its rows) locked by the test (in a
+/// transaction of its own), so that every statement of the homeserver touching
+/// it waits:
 /// a call held in flight for as long as the test wants. Released by
 /// [`TableLock::release`] (or when dropped, with its connection).
 pub struct TableLock {
@@ -182,13 +183,39 @@ impl TableLock {
         }
     }
 
+    /// Locks the rows that `select_for_update` (a `SELECT ... FOR UPDATE`)
+    /// selects in the PostgreSQL database at `url`: a row-level hold, as a
+    /// transaction of the homeserver holds a group's row while it applies a
+    /// commit.
+    pub async fn rows(url: &str, select_for_update: &str) -> TableLock {
+        use sea_orm::TransactionTrait as _;
+        let connection = Database::connect(url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to {url}: {error}"));
+        let transaction = connection.begin().await.expect("beginning a transaction");
+        let locked = transaction
+            .execute_unprepared(select_for_update)
+            .await
+            .unwrap_or_else(|error| panic!("{select_for_update}: {error}"));
+        assert!(
+            locked.rows_affected() > 0,
+            "{select_for_update} locked no row"
+        );
+        TableLock {
+            connection,
+            transaction,
+        }
+    }
+
     /// How many sessions on this database wait for a lock now (the test's
     /// callers blocked on this one, once they reached the database).
     pub async fn waiters(&self) -> i64 {
         let statement = sea_orm::Statement::from_string(
             sea_orm::DatabaseBackend::Postgres,
-            "SELECT count(*) AS waiting FROM pg_locks l JOIN pg_database d ON l.database = d.oid \
-             WHERE NOT l.granted AND d.datname = current_database()",
+            // Sessions, not lock rows: a session waiting for a row waits on
+            // the holder's transaction id, a lock without a database.
+            "SELECT count(*) AS waiting FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
         );
         self.connection
             .query_one_raw(statement)

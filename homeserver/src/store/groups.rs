@@ -163,6 +163,37 @@ pub(crate) async fn lock_group_header(
         .transpose()
 }
 
+/// Loads the light parts of those of these groups hosted here whose rows no
+/// other transaction holds, and locks them until this transaction ends (`FOR
+/// UPDATE SKIP LOCKED`, in the rows' order). A group whose row is held
+/// elsewhere (a commit being applied, another replica's batch) is left out as
+/// if unknown, and the caller takes it alone with [`lock_group_header`], which
+/// waits. Never waiting is what lets one transaction hold several groups' rows
+/// without deadlocking with another that holds some of them. On SQLite the
+/// IMMEDIATE transaction already holds the whole database, so every group
+/// hosted here is found.
+pub(crate) async fn lock_unheld_hosted_group_headers(
+    db: &Transaction,
+    group_ids: &[GroupId],
+) -> Result<Vec<GroupHeader>, StoreError> {
+    use sea_orm::QueryOrder;
+    use sea_orm::sea_query::{LockBehavior, LockType};
+    if group_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    header_columns(group::Entity::find())
+        .filter(group::Column::MlsGroupId.is_in(group_ids.iter().map(|id| id.as_bytes().to_vec())))
+        .filter(group::Column::HubDomain.is_null())
+        .order_by_asc(group::Column::Id)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_model::<HeaderRow>()
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(GroupHeader::try_from)
+        .collect()
+}
+
 /// The light part of a group, without locking.
 pub(crate) async fn find_group_header(
     db: &impl Connection,

@@ -6,6 +6,7 @@ use super::entities::group_event;
 use super::{Connection, StoreError, Transaction};
 use crate::rules::ids::{Epoch, GroupKey, Seq};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use std::collections::{HashMap, HashSet};
 
 /// What a log entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,31 +163,45 @@ pub(crate) async fn find_event_by_digest(
     found.map(|seq| to_seq(seq, &row, "seq")).transpose()
 }
 
-/// The entries of the group's log whose messages have one of these SHA-256
-/// digests, as `(digest, seq)` (one statement for a batch of application
-/// messages, through the same unique index as [`find_event_by_digest`]).
+/// The log entries whose messages have these SHA-256 digests in these groups,
+/// as `(group, digest) -> seq` (one statement for a batch of application
+/// messages to several groups, through the same unique index as
+/// [`find_event_by_digest`]; the statement narrows by each column's set, the
+/// pairs are matched here).
 pub(crate) async fn find_events_by_digests(
     db: &impl Connection,
-    group: GroupKey,
-    message_digests: &[Vec<u8>],
-) -> Result<Vec<(Vec<u8>, Seq)>, StoreError> {
-    if message_digests.is_empty() {
-        return Ok(Vec::new());
+    pairs: &[(GroupKey, &[u8])],
+) -> Result<HashMap<(GroupKey, Vec<u8>), Seq>, StoreError> {
+    if pairs.is_empty() {
+        return Ok(HashMap::new());
     }
-    let found: Vec<(Option<Vec<u8>>, i64)> = group_event::Entity::find()
+    let found: Vec<(i64, Option<Vec<u8>>, i64)> = group_event::Entity::find()
         .select_only()
-        .columns([group_event::Column::MessageDigest, group_event::Column::Seq])
-        .filter(group_event::Column::GroupId.eq(group.row_id()))
-        .filter(group_event::Column::MessageDigest.is_in(message_digests.iter().cloned()))
+        .columns([
+            group_event::Column::GroupId,
+            group_event::Column::MessageDigest,
+            group_event::Column::Seq,
+        ])
+        .filter(group_event::Column::GroupId.is_in(pairs.iter().map(|(group, _)| group.row_id())))
+        .filter(
+            group_event::Column::MessageDigest
+                .is_in(pairs.iter().map(|(_, digest)| digest.to_vec())),
+        )
         .into_tuple()
         .all(db.database())
         .await?;
-    let row = format!("{} event with a message digest", group_row(group));
-    found
-        .into_iter()
-        .filter_map(|(digest, seq)| digest.map(|digest| (digest, seq)))
-        .map(|(digest, seq)| Ok((digest, to_seq(seq, &row, "seq")?)))
-        .collect()
+    let wanted: HashSet<(GroupKey, &[u8])> = pairs.iter().copied().collect();
+    let mut logged = HashMap::new();
+    for (group, digest, seq) in found {
+        let group = GroupKey::from_row(group);
+        let Some(digest) = digest else { continue };
+        if !wanted.contains(&(group, digest.as_slice())) {
+            continue;
+        }
+        let row = format!("{} event with a message digest", group_row(group));
+        logged.insert((group, digest), to_seq(seq, &row, "seq")?);
+    }
+    Ok(logged)
 }
 
 /// How many log entries of `kind` the group has after `after_seq` (a range of

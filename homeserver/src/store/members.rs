@@ -7,6 +7,7 @@ use super::{Connection, StoreError, Transaction};
 use crate::rules::ids::{GroupKey, Seq};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set};
+use std::collections::HashSet;
 
 /// A device's membership of a group, current or past.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,26 +148,36 @@ pub(crate) async fn find_member(
         .transpose()
 }
 
-/// The current members among `identities` (one statement for a batch of
-/// application messages; duplicates in `identities` are harmless).
+/// Which of these `(group, identity)` pairs are current members (one
+/// statement for a batch of application messages to several groups; the
+/// statement narrows by each column's set, the pairs are matched here;
+/// duplicates are harmless).
 pub(crate) async fn current_members_among(
     db: &impl Connection,
-    group: GroupKey,
-    identities: &[&str],
-) -> Result<Vec<String>, StoreError> {
+    pairs: &[(GroupKey, &str)],
+) -> Result<HashSet<(GroupKey, String)>, StoreError> {
     use sea_orm::QuerySelect;
-    if identities.is_empty() {
-        return Ok(Vec::new());
+    if pairs.is_empty() {
+        return Ok(HashSet::new());
     }
-    Ok(group_member::Entity::find()
+    let found: Vec<(i64, String)> = group_member::Entity::find()
         .select_only()
-        .column(group_member::Column::Identity)
-        .filter(group_member::Column::GroupId.eq(group.row_id()))
-        .filter(group_member::Column::Identity.is_in(identities.iter().copied()))
+        .columns([
+            group_member::Column::GroupId,
+            group_member::Column::Identity,
+        ])
+        .filter(group_member::Column::GroupId.is_in(pairs.iter().map(|(group, _)| group.row_id())))
+        .filter(group_member::Column::Identity.is_in(pairs.iter().map(|(_, identity)| *identity)))
         .filter(group_member::Column::RemovedAtSeq.is_null())
-        .into_tuple::<String>()
+        .into_tuple()
         .all(db.database())
-        .await?)
+        .await?;
+    let wanted: HashSet<(GroupKey, &str)> = pairs.iter().copied().collect();
+    Ok(found
+        .into_iter()
+        .map(|(group, identity)| (GroupKey::from_row(group), identity))
+        .filter(|(group, identity)| wanted.contains(&(*group, identity.as_str())))
+        .collect())
 }
 
 /// True if some current member device of the group belongs to `user_id`.

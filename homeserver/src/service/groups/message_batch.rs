@@ -1,26 +1,28 @@
-//! Group commit for application messages: the SendMessage submissions to one
-//! hosted group that wait at the same time are judged and written in one
-//! transaction (one lock of the group's row, one statement per check for all
-//! of them, multi-row inserts, one update of the group's `last_seq`, one
-//! commit and fsync), and each caller is answered after that commit.
+//! Group commit for application messages: the SendMessage submissions that
+//! wait at the same time, to any of the groups hosted here, are judged and
+//! written in one transaction (one statement per kind of check for all of
+//! them, multi-row inserts, one update of each group's `last_seq`, one commit
+//! and fsync), and each caller is answered after that commit.
 //!
-//! One worker task per group with submissions waiting, in this process: the
-//! first submission to an idle group starts it; it takes everything waiting
-//! (up to [`MAX_BATCH`]) as one batch, and the next batch is whatever arrived
-//! meanwhile, so a lone sender waits for nothing and concurrent senders share
-//! fsyncs. Replicas of a cluster each batch their own submissions; the group's
-//! row lock orders their transactions as it orders single ones.
+//! Batches are taken by at most [`LANES`] tasks ("lanes") at once, in this
+//! process. The first submission when a lane is free starts one; a lane takes
+//! what is waiting (up to [`MAX_BATCH`] messages, groups oldest first) as one
+//! batch, and its next batch is whatever arrived meanwhile, so a lone sender
+//! waits for nothing and concurrent senders share fsyncs, in one group or in
+//! many. A group is in one batch at a time, so its messages are judged in
+//! the order of its batches.
+//!
+//! How a batch is judged and written: `write_message_batch`.
 
-use super::log::message_digest;
+use super::write_message_batch::write_batch;
 use super::{Accepted, GroupError};
 use crate::metrics::Metrics;
-use crate::notify::{Notifier, Topic};
-use crate::rules::hub::{PastEpochWindow, check_application_message};
-use crate::rules::ids::{Epoch, GroupId, GroupKey, Seq};
+use crate::notify::Notifier;
+use crate::rules::hub::PastEpochWindow;
+use crate::rules::ids::GroupId;
 use crate::service::Clock;
-use crate::service::idempotency::IdempotencyError;
-use crate::store::{self, EventKind, Hosting, NewEvent, Store, StoreError, SubmissionRecord};
-use std::collections::{HashMap, HashSet};
+use crate::store::Store;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -37,6 +39,9 @@ pub(super) struct PendingMessage {
     /// SHA-256 of the request (`idempotency::Submission::request_hash`).
     pub(super) request_hash: Vec<u8>,
     pub(super) message: Vec<u8>,
+    /// SHA-256 of the message (`log::message_digest`), what replays are
+    /// found by.
+    pub(super) digest: Vec<u8>,
     /// W3C `traceparent` of the submitting request, kept for the outbox.
     pub(super) trace_parent: Option<String>,
 }
@@ -56,14 +61,30 @@ pub(super) struct BatchEnvironment {
 
 type Reply = oneshot::Sender<Result<Accepted, GroupError>>;
 
-/// Each group's waiting messages, with where to send their outcomes.
-type Queues = Arc<Mutex<HashMap<GroupId, Vec<(PendingMessage, Reply)>>>>;
+/// Most batches being written at once: two, so one batch's messages gather
+/// while the other's transaction commits, and a lane waiting for a group held
+/// by a long commit leaves the other lane to everyone else.
+const LANES: usize = 2;
 
-/// The submissions waiting per group; a group has an entry exactly while its
-/// worker runs.
+/// What waits to be written, and who writes it.
+#[derive(Default)]
+struct Queues {
+    /// Each group's waiting messages, with where to send their outcomes.
+    waiting: HashMap<GroupId, Vec<(PendingMessage, Reply)>>,
+    /// The groups with waiting messages that no batch holds, in the order
+    /// batches take them (oldest first).
+    ready: VecDeque<GroupId>,
+    /// The groups of the batches being written; their messages that arrive
+    /// meanwhile wait for the next batch.
+    in_batch: HashSet<GroupId>,
+    /// Lanes running.
+    lanes: usize,
+}
+
+/// The submissions waiting, for every hosted group of this process.
 #[derive(Default)]
 pub(crate) struct MessageBatcher {
-    queues: Queues,
+    queues: Arc<Mutex<Queues>>,
 }
 
 impl MessageBatcher {
@@ -75,27 +96,29 @@ impl MessageBatcher {
         message: PendingMessage,
     ) -> Result<Accepted, GroupError> {
         let (reply, outcome) = oneshot::channel();
-        let start_worker = {
+        let start_lane = {
             let mut queues = lock(&self.queues);
-            match queues.get_mut(&group_id) {
-                Some(waiting) => {
-                    waiting.push((message, reply));
-                    false
-                }
-                None => {
-                    queues.insert(group_id.clone(), vec![(message, reply)]);
-                    true
-                }
+            let waiting = queues.waiting.entry(group_id.clone()).or_default();
+            let was_empty = waiting.is_empty();
+            waiting.push((message, reply));
+            if was_empty && !queues.in_batch.contains(&group_id) {
+                queues.ready.push_back(group_id);
             }
+            let start = queues.lanes < LANES && !queues.ready.is_empty();
+            if start {
+                queues.lanes += 1;
+            }
+            start
         };
-        if start_worker {
-            let worker = Worker {
+        if start_lane {
+            let lane = Lane {
                 queues: self.queues.clone(),
-                group_id: group_id.clone(),
+                holding: Vec::new(),
+                finished: false,
             };
-            tokio::spawn(worker.run(environment()));
+            tokio::spawn(lane.run(environment()));
         }
-        // The sender side is dropped unanswered only if the worker died (a
+        // The sender side is dropped unanswered only if the lane died (a
         // panic): whether the batch committed is unknown, and a retry with the
         // same idempotency key finds out.
         outcome
@@ -105,270 +128,109 @@ impl MessageBatcher {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map is consistent at every await-free step; a panic elsewhere while
-    // holding it cannot leave it half-changed.
+    // The queues are consistent at every await-free step; a panic elsewhere
+    // while holding them cannot leave them half-changed.
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The one worker of a group's queue.
-struct Worker {
-    queues: Queues,
+/// One group's part of a batch.
+struct GroupBatch {
     group_id: GroupId,
+    messages: Vec<PendingMessage>,
+    replies: Vec<Reply>,
 }
 
-impl Worker {
-    async fn run(self, environment: BatchEnvironment) {
+/// One of the tasks that take batches and write them.
+struct Lane {
+    queues: Arc<Mutex<Queues>>,
+    /// The groups of the batch being written.
+    holding: Vec<GroupId>,
+    /// Ended by finding nothing to do: nothing for `Drop` to undo.
+    finished: bool,
+}
+
+impl Lane {
+    async fn run(mut self, environment: BatchEnvironment) {
         loop {
             let batch = {
                 let mut queues = lock(&self.queues);
-                let Some(waiting) = queues.get_mut(&self.group_id) else {
-                    return;
-                };
-                if waiting.is_empty() {
-                    queues.remove(&self.group_id);
+                let batch = take_batch(&mut queues);
+                if batch.is_empty() {
+                    queues.lanes -= 1;
+                    self.finished = true;
                     return;
                 }
-                let take = waiting.len().min(MAX_BATCH);
-                waiting.drain(..take).collect::<Vec<_>>()
+                self.holding = batch.iter().map(|part| part.group_id.clone()).collect();
+                batch
             };
-            let (messages, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let outcomes = apply(&environment, &self.group_id, &messages).await;
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                // A caller that went away no longer waits; its message stands.
-                let _ = reply.send(outcome);
+            let (groups, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|part| ((part.group_id, part.messages), part.replies))
+                .unzip();
+            let outcomes = write_batch(&environment, &groups).await;
+            for (replies, outcomes) in replies.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that went away no longer waits; its message stands.
+                    let _ = reply.send(outcome);
+                }
             }
+            release(&mut lock(&self.queues), &mut self.holding);
         }
     }
 }
 
-impl Drop for Worker {
-    /// A worker that ends by a panic gives its queue up (its waiting callers
-    /// get UNAVAILABLE), so the group's next submission starts a new worker.
+impl Drop for Lane {
+    /// A lane that ends otherwise than by finding nothing to do (a panic, or
+    /// the runtime shutting down) gives its groups back, so their waiting
+    /// messages go in the next batch; the callers of the batch it was writing
+    /// get UNAVAILABLE. The next submission starts a lane in its place.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            lock(&self.queues).remove(&self.group_id);
+        if self.finished {
+            return;
         }
+        let mut queues = lock(&self.queues);
+        release(&mut queues, &mut self.holding);
+        queues.lanes -= 1;
     }
 }
 
-/// Judges and writes one batch, one outcome per message in order. Should the
-/// batch's transaction fail as a whole, each message is tried again alone, so
-/// no message's failure is another's; but once a message alone fails inside
-/// the server (the database is down, not the message), the rest are answered
-/// UNAVAILABLE at once (retry with the same key) instead of each waiting out
-/// the database's timeouts in turn.
-async fn apply(
-    environment: &BatchEnvironment,
-    group_id: &GroupId,
-    messages: &[PendingMessage],
-) -> Vec<Result<Accepted, GroupError>> {
-    match apply_in_one_transaction(environment, group_id, messages).await {
-        Ok(outcomes) => outcomes,
-        Err(error) if messages.len() == 1 => vec![Err(error)],
-        Err(_) => {
-            let mut outcomes = Vec::with_capacity(messages.len());
-            let mut server_failing = false;
-            for message in messages {
-                if server_failing {
-                    outcomes.push(Err(GroupError::SubmissionInterrupted));
-                    continue;
-                }
-                let alone =
-                    apply_in_one_transaction(environment, group_id, std::slice::from_ref(message))
-                        .await
-                        .and_then(|mut outcomes| {
-                            outcomes.pop().ok_or(GroupError::SubmissionInterrupted)
-                        })
-                        .and_then(|outcome| outcome);
-                server_failing =
-                    matches!(alone, Err(GroupError::Store(_) | GroupError::Internal(_)));
-                outcomes.push(alone);
-            }
-            outcomes
-        }
-    }
-}
-
-/// A message of the batch, judged.
-enum Verdict {
-    /// Answered without a write (an earlier outcome, or a rejection).
-    Answered(Result<Accepted, GroupError>),
-    /// To be appended at this position.
-    Append(Seq),
-}
-
-/// One transaction for the whole batch; `Err` only for what fails the batch
-/// as a whole (the group is unknown to every message alike, or the database).
-async fn apply_in_one_transaction(
-    environment: &BatchEnvironment,
-    group_id: &GroupId,
-    messages: &[PendingMessage],
-) -> Result<Vec<Result<Accepted, GroupError>>, GroupError> {
-    let transaction = environment.store.begin().await?;
-    let Some(group) = store::lock_group_header(&transaction, group_id, Hosting::HostedHere).await?
-    else {
-        return Ok(messages
-            .iter()
-            .map(|_| Err(GroupError::UnknownGroup(group_id.clone())))
-            .collect());
-    };
-    // Every look-up after the lock (see `submit_proposal`), each one statement
-    // for the whole batch.
-    let keys: Vec<(&str, &[u8])> = messages
-        .iter()
-        .map(|message| {
-            (
-                message.identity.as_str(),
-                message.idempotency_key.as_slice(),
-            )
-        })
-        .collect();
-    let mut recorded: HashMap<(String, Vec<u8>), (Vec<u8>, Accepted)> =
-        store::find_submissions(&transaction, &keys)
-            .await?
-            .into_iter()
-            .map(|record| {
-                let accepted = Accepted {
-                    seq: record.seq,
-                    epoch: record.epoch,
-                };
-                (
-                    (record.identity, record.idempotency_key),
-                    (record.request_hash, accepted),
-                )
-            })
-            .collect();
-    let identities: Vec<&str> = messages
-        .iter()
-        .map(|message| message.identity.as_str())
-        .collect();
-    let members: HashSet<String> =
-        store::current_members_among(&transaction, group.key, &identities)
-            .await?
-            .into_iter()
-            .collect();
-    let digests: Vec<Vec<u8>> = messages
-        .iter()
-        .map(|message| message_digest(&message.message))
-        .collect();
-    let mut logged: HashMap<Vec<u8>, Seq> =
-        store::find_events_by_digests(&transaction, group.key, &digests)
-            .await?
-            .into_iter()
-            .collect();
-
-    let now_ms = environment.clock.now_ms();
-    let mut last_seq = group.last_seq;
-    let mut verdicts = Vec::with_capacity(messages.len());
-    let mut events = Vec::new();
-    let mut records = Vec::new();
-    for (message, digest) in messages.iter().zip(&digests) {
-        // The same order of checks as a submission alone: idempotency first (a
-        // retry gets its first outcome, also one accepted earlier in this
-        // batch), then membership, the message, and replays.
-        let key = (message.identity.clone(), message.idempotency_key.clone());
-        if let Some((request_hash, accepted)) = recorded.get(&key) {
-            let answer = if *request_hash == message.request_hash {
-                Ok(*accepted)
-            } else {
-                Err(IdempotencyError::ReusedWithDifferentBody.into())
-            };
-            verdicts.push(Verdict::Answered(answer));
-            continue;
-        }
-        if !members.contains(&message.identity) {
-            verdicts.push(Verdict::Answered(Err(GroupError::NotAMember(
-                group.group_id.clone(),
-            ))));
-            continue;
-        }
-        let message_epoch = match check_application_message(
-            &message.message,
-            group.group_id.as_bytes(),
-            group.epoch.get(),
-            environment.past_epoch_window,
-        ) {
-            Ok(epoch) => Epoch::new(epoch),
-            Err(rejection) => {
-                verdicts.push(Verdict::Answered(Err(rejection.into())));
-                continue;
-            }
+/// Takes what is waiting, groups oldest first, up to [`MAX_BATCH`] messages
+/// (a group's remainder waits for its next batch).
+fn take_batch(queues: &mut Queues) -> Vec<GroupBatch> {
+    let mut batch = Vec::new();
+    let mut room = MAX_BATCH;
+    while room > 0 {
+        let Some(group_id) = queues.ready.pop_front() else {
+            break;
         };
-        if let Some(&seq) = logged.get(digest) {
-            verdicts.push(Verdict::Answered(Err(GroupError::Replayed { seq })));
+        let Some(waiting) = queues.waiting.get_mut(&group_id) else {
             continue;
-        }
-        let seq = last_seq.next();
-        last_seq = seq;
-        logged.insert(digest.clone(), seq);
-        let accepted = Accepted {
-            seq,
-            epoch: group.epoch,
         };
-        recorded.insert(key, (message.request_hash.clone(), accepted));
-        events.push(NewEvent {
-            group: group.key,
-            seq,
-            kind: EventKind::Application,
-            epoch: message_epoch,
-            sender_identity: &message.identity,
-            message: &message.message,
-            now_ms,
-            trace_parent: message.trace_parent.clone(),
-            message_digest: Some(digest.clone()),
+        let take = waiting.len().min(room);
+        room -= take;
+        let (messages, replies) = waiting.drain(..take).unzip();
+        queues.in_batch.insert(group_id.clone());
+        batch.push(GroupBatch {
+            group_id,
+            messages,
+            replies,
         });
-        records.push(SubmissionRecord {
-            identity: message.identity.clone(),
-            idempotency_key: message.idempotency_key.clone(),
-            request_hash: message.request_hash.clone(),
-            group: group.key,
-            seq,
-            epoch: group.epoch,
-            created_at_ms: now_ms,
-        });
-        verdicts.push(Verdict::Append(seq));
     }
+    batch
+}
 
-    let appended = events.len();
-    if appended > 0 {
-        store::append_events(&transaction, events).await?;
-        store::insert_submissions(&transaction, records).await?;
-        store::update_group(&transaction, group.key, group.epoch, last_seq, None).await?;
-        transaction.commit().await?;
-        for _ in 0..appended {
-            environment.metrics.count_accepted(EventKind::Application);
+/// Ends `holding`'s groups' batch: those with messages waiting are ready for
+/// the next one.
+fn release(queues: &mut Queues, holding: &mut Vec<GroupId>) {
+    for group_id in holding.drain(..) {
+        queues.in_batch.remove(&group_id);
+        match queues.waiting.get(&group_id) {
+            Some(waiting) if !waiting.is_empty() => queues.ready.push_back(group_id),
+            _ => {
+                queues.waiting.remove(&group_id);
+            }
         }
-        environment.notifier.publish(&Topic::Group(group.key));
-        wake_outbox_if_followed(environment, group.key).await;
     }
-    Ok(verdicts
-        .into_iter()
-        .map(|verdict| match verdict {
-            Verdict::Answered(answer) => answer,
-            Verdict::Append(seq) => Ok(Accepted {
-                seq,
-                epoch: group.epoch,
-            }),
-        })
-        .collect())
-}
-
-/// Wakes the federation outbox if the group has follower domains. After the
-/// commit, so a failure here must not turn accepted messages into errors: the
-/// outbox's own poll delivers them a little later.
-async fn wake_outbox_if_followed(environment: &BatchEnvironment, group: GroupKey) {
-    if !environment.federation {
-        return;
-    }
-    match store::has_followers(&environment.store, group).await {
-        Ok(true) => environment.notifier.publish(&Topic::Outbox),
-        Ok(false) => {}
-        Err(error) => log_lost_wake_up(&error),
-    }
-}
-
-fn log_lost_wake_up(error: &StoreError) {
-    tracing::warn!(%error, "could not look up a group's followers to wake the outbox; its poll will send the new messages");
 }

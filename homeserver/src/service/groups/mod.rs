@@ -8,7 +8,8 @@
 //! - `submit_commit`: the one commit that ends an epoch; `commit_effects` writes
 //!   what the commit's plan decided (members, Welcomes, follower domains).
 //! - `submit_proposal`, `send_message`: entries that only grow the log;
-//!   `message_batch`: concurrent messages to a group share one transaction.
+//!   `message_batch`: concurrent messages share one transaction
+//!   (`write_message_batch`).
 //! - `get_group_info`, `list_groups`: reads.
 //! - `log`: locking a hosted group, loading its state, appending to its log.
 //! - `state_cache`: each hosted group's parsed public state kept in memory
@@ -24,6 +25,7 @@ mod send_message;
 mod state_cache;
 mod submit_commit;
 mod submit_proposal;
+mod write_message_batch;
 
 pub(crate) use create_group::{NewGroup, create};
 pub(crate) use get_group_info::group_info;

@@ -2,10 +2,11 @@
 //! number of writes whatever the group's size (the log entry and the
 //! idempotency record, plus one update of the group's `last_seq` per batch);
 //! the group's (large) state is neither read nor written. Concurrent messages
-//! to one group share a transaction (`message_batch`).
+//! share a transaction (`message_batch`).
 
 use super::super::Context;
 use super::super::idempotency::Submission;
+use super::log::message_digest;
 use super::message_batch::{BatchEnvironment, PendingMessage};
 use super::{Accepted, GroupError};
 use crate::rules::hub::PastEpochWindow;
@@ -41,6 +42,8 @@ pub(crate) async fn send_message(
         identity,
         idempotency_key: request.idempotency_key,
         request_hash,
+        // Here, in the caller's task, rather than in the batch's.
+        digest: message_digest(&request.message),
         message: request.message,
         // Read here, in the request's span: the batch's worker runs outside it.
         trace_parent: context.trace_parent_for_outbox(),
