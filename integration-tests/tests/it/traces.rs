@@ -97,7 +97,20 @@ async fn traced_send() {
         subscribing.notified().await;
         send_with_cli(&alice, &group_id.to_string(), &receiver).await;
     };
-    let (message, ()) = tokio::join!(carol_receives, alice_sends);
+    // Bounded apart from the test, so a message that never arrives says so,
+    // with what both homeservers logged.
+    let Ok((message, ())) = tokio::time::timeout(DELIVERY_TIMEOUT, async {
+        tokio::join!(carol_receives, alice_sends)
+    })
+    .await
+    else {
+        panic!(
+            "carol's listener did not get alice's message within {DELIVERY_TIMEOUT:?}\n\
+             a.example's log ends:\n{}\nb.example's log ends:\n{}",
+            a_example.log_tail(0),
+            b_example.log_tail(0)
+        );
+    };
     assert_eq!(logged(&message).2, TEXT);
 
     let trace = receiver

@@ -13,6 +13,7 @@ use crate::rules::hub::PastEpochWindow;
 use crate::rules::ids::GroupId;
 use conclave_core::ids::CredentialIdentity;
 
+#[derive(Clone)]
 pub(crate) struct NewMessage {
     pub(crate) idempotency_key: Vec<u8>,
     pub(crate) group_id: GroupId,
