@@ -61,7 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let all_descriptors = protox::compile(all_files, ["proto"])?;
     // Messages that carry a password or token get a `Debug` of their own that
     // leaves the secret out (src/redacted.rs), so none can reach a log.
+    // Every service encodes with src/codec.rs (smaller buffers per call).
     tonic_prost_build::configure()
+        .codec_path("crate::codec::ConclaveCodec")
         .skip_debug(REDACTED_MESSAGES.iter().copied())
         .compile_fds(all_descriptors)?;
     Ok(())

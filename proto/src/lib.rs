@@ -37,6 +37,7 @@ pub mod admin {
     pub struct CallerAddress(pub std::net::IpAddr);
 }
 
+pub mod codec;
 mod redacted;
 
 pub mod federation {
