@@ -194,6 +194,27 @@ pub(crate) async fn lock_unheld_hosted_group_headers(
         .collect()
 }
 
+/// Which of these groups are hosted here (no lock: what a batch that could
+/// not lock some of them asks, to tell a row held elsewhere from no row).
+pub(crate) async fn hosted_group_ids(
+    db: &impl Connection,
+    group_ids: &[GroupId],
+) -> Result<std::collections::HashSet<GroupId>, StoreError> {
+    use sea_orm::QuerySelect;
+    if group_ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let found: Vec<Vec<u8>> = group::Entity::find()
+        .select_only()
+        .column(group::Column::MlsGroupId)
+        .filter(group::Column::MlsGroupId.is_in(group_ids.iter().map(|id| id.as_bytes().to_vec())))
+        .filter(group::Column::HubDomain.is_null())
+        .into_tuple()
+        .all(db.database())
+        .await?;
+    Ok(found.into_iter().map(GroupId::new).collect())
+}
+
 /// The light part of a group, without locking.
 pub(crate) async fn find_group_header(
     db: &impl Connection,

@@ -14,7 +14,7 @@
 //!
 //! How a batch is judged and written: `write_message_batch`.
 
-use super::write_message_batch::write_batch;
+use super::write_message_batch::{Outcomes, Together, write_group_alone, write_together};
 use super::{Accepted, GroupError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -119,8 +119,8 @@ impl MessageBatcher {
             tokio::spawn(lane.run(environment()));
         }
         // The sender side is dropped unanswered only if the lane died (a
-        // panic): whether the batch committed is unknown, and a retry with the
-        // same idempotency key finds out.
+        // panic, see `Drop for Lane`): whether the batch committed is unknown,
+        // and a retry with the same idempotency key finds out.
         outcome
             .await
             .unwrap_or(Err(GroupError::SubmissionInterrupted))
@@ -165,34 +165,76 @@ impl Lane {
                 self.holding = batch.iter().map(|part| part.group_id.clone()).collect();
                 batch
             };
-            let (groups, replies): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .map(|part| ((part.group_id, part.messages), part.replies))
-                .unzip();
-            let outcomes = write_batch(&environment, &groups).await;
-            for (replies, outcomes) in replies.into_iter().zip(outcomes) {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that went away no longer waits; its message stands.
-                    let _ = reply.send(outcome);
-                }
-            }
-            release(&mut lock(&self.queues), &mut self.holding);
+            self.write(&environment, batch).await;
         }
+    }
+
+    /// Writes one batch: what the shared transaction judged is answered and
+    /// given back at once, then each group it left (held elsewhere) is taken
+    /// alone, in turn.
+    async fn write(&mut self, environment: &BatchEnvironment, batch: Vec<GroupBatch>) {
+        let groups: Vec<(&GroupId, &[PendingMessage])> = batch
+            .iter()
+            .map(|part| (&part.group_id, part.messages.as_slice()))
+            .collect();
+        let together = write_together(environment, &groups).await;
+        let mut left = Vec::new();
+        for (part, together) in batch.into_iter().zip(together) {
+            match together {
+                Together::Done(outcomes) => self.answer(part.group_id, part.replies, outcomes),
+                Together::Alone(failed) => left.push((part, failed)),
+            }
+        }
+        let mut server_failing = false;
+        for (part, failed) in left {
+            let outcomes = if server_failing {
+                part.messages
+                    .iter()
+                    .map(|_| Err(GroupError::SubmissionInterrupted))
+                    .collect()
+            } else {
+                let alone =
+                    write_group_alone(environment, &part.group_id, &part.messages, failed).await;
+                server_failing = alone.server_failing;
+                alone.outcomes
+            };
+            self.answer(part.group_id, part.replies, outcomes);
+        }
+    }
+
+    /// Answers a group's callers and gives the group back for its next batch.
+    fn answer(&mut self, group_id: GroupId, replies: Vec<Reply>, outcomes: Outcomes) {
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // A caller that went away no longer waits; its message stands.
+            let _ = reply.send(outcome);
+        }
+        self.holding.retain(|held| *held != group_id);
+        release(&mut lock(&self.queues), [group_id]);
     }
 }
 
 impl Drop for Lane {
     /// A lane that ends otherwise than by finding nothing to do (a panic, or
-    /// the runtime shutting down) gives its groups back, so their waiting
-    /// messages go in the next batch; the callers of the batch it was writing
-    /// get UNAVAILABLE. The next submission starts a lane in its place.
+    /// the runtime shutting down) answers UNAVAILABLE (retry with the same
+    /// key: whether the batch committed is unknown) to the callers of the
+    /// groups it held, those waiting included, and, when no lane is left, to
+    /// every caller waiting: none would take them. The next submission starts
+    /// a lane again.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
         let mut queues = lock(&self.queues);
-        release(&mut queues, &mut self.holding);
         queues.lanes -= 1;
+        for group_id in self.holding.drain(..) {
+            queues.in_batch.remove(&group_id);
+            // Dropping the replies answers their callers.
+            queues.waiting.remove(&group_id);
+        }
+        if queues.lanes == 0 {
+            queues.waiting.clear();
+            queues.ready.clear();
+        }
     }
 }
 
@@ -221,10 +263,10 @@ fn take_batch(queues: &mut Queues) -> Vec<GroupBatch> {
     batch
 }
 
-/// Ends `holding`'s groups' batch: those with messages waiting are ready for
-/// the next one.
-fn release(queues: &mut Queues, holding: &mut Vec<GroupId>) {
-    for group_id in holding.drain(..) {
+/// Ends these groups' batch: those with messages waiting are ready for the
+/// next one.
+fn release(queues: &mut Queues, group_ids: impl IntoIterator<Item = GroupId>) {
+    for group_id in group_ids {
         queues.in_batch.remove(&group_id);
         match queues.waiting.get(&group_id) {
             Some(waiting) if !waiting.is_empty() => queues.ready.push_back(group_id),

@@ -6,9 +6,12 @@
 //!
 //! The batch locks its groups' rows without waiting (`FOR UPDATE SKIP
 //! LOCKED`): a group whose row another transaction holds (a commit being
-//! applied, another replica's batch) is taken alone after the rest, waiting
-//! for the lock as a single submission would; so a slow commit in one group
-//! never holds up another group's messages, and two batches cannot deadlock.
+//! applied, another replica's batch, or on PostgreSQL any transaction adding
+//! rows that refer to the group, which holds `FOR KEY SHARE` on it) is left to
+//! a transaction of its own, which waits for the lock as a single submission
+//! would, after the rest are answered; so a slow commit in one group never
+//! holds up another group's messages, and two batches cannot deadlock. A
+//! group not hosted here is answered at once.
 
 use super::message_batch::{BatchEnvironment, PendingMessage};
 use super::{Accepted, GroupError};
@@ -22,61 +25,62 @@ use std::collections::{HashMap, HashSet};
 /// One group's outcomes, one per message in order.
 pub(super) type Outcomes = Vec<Result<Accepted, GroupError>>;
 
-/// Judges and writes one batch: outcomes per group, per message, in order.
-/// The groups whose rows this transaction could not lock (held elsewhere, or
-/// not hosted here) are then taken alone. Should the batch's transaction fail
-/// as a whole, each group is tried alone, so no group's failure is another's.
-pub(super) async fn write_batch(
+/// What the batch's shared transaction made of one group's messages.
+pub(super) enum Together {
+    /// Judged (and the accepted ones committed), or refused as a group not
+    /// hosted here.
+    Done(Outcomes),
+    /// Left for a transaction of the group's own ([`write_group_alone`]): its
+    /// row was held elsewhere, or the shared transaction failed (`Some` when
+    /// it was this group's alone, so it is not tried whole again).
+    Alone(Option<GroupError>),
+}
+
+/// Judges and writes what it can of one batch in one transaction: one
+/// [`Together`] per group, in order. The caller answers the groups done at
+/// once and then takes the others alone, so a group held by a long commit
+/// holds up no other group's answers.
+pub(super) async fn write_together(
     environment: &BatchEnvironment,
-    groups: &[(GroupId, Vec<PendingMessage>)],
-) -> Vec<Outcomes> {
-    let groups: Vec<(&GroupId, &[PendingMessage])> = groups
-        .iter()
-        .map(|(group_id, messages)| (group_id, messages.as_slice()))
-        .collect();
-    let (judged, failed) =
-        match apply_in_one_transaction(environment, &groups, Locking::SkipHeld).await {
-            Ok(judged) => (judged, None),
-            Err(error) => (groups.iter().map(|_| None).collect(), Some(error)),
-        };
-    // A batch of one group that failed as a whole is not tried whole again.
-    let mut failed = failed.filter(|_| groups.len() == 1);
-    let mut server_failing = false;
-    let mut outcomes = Vec::with_capacity(groups.len());
-    for (&(group_id, messages), judged) in groups.iter().zip(judged) {
-        match judged {
-            Some(judged) => outcomes.push(judged),
-            None if server_failing => outcomes.push(
-                messages
-                    .iter()
-                    .map(|_| Err(GroupError::SubmissionInterrupted))
-                    .collect(),
-            ),
-            None => {
-                let alone = apply_group_alone(environment, group_id, messages, failed.take()).await;
-                server_failing = alone.server_failing;
-                outcomes.push(alone.outcomes);
-            }
-        }
+    groups: &[(&GroupId, &[PendingMessage])],
+) -> Vec<Together> {
+    match apply_in_one_transaction(environment, groups, Locking::SkipHeld).await {
+        Ok(judged) => judged
+            .into_iter()
+            .zip(groups)
+            .map(|(judged, &(group_id, messages))| match judged {
+                Judged::Outcomes(outcomes) => Together::Done(outcomes),
+                Judged::NotHostedHere => Together::Done(unknown(group_id, messages.len())),
+                Judged::Held => Together::Alone(None),
+            })
+            .collect(),
+        // Tried whole again alone only if the batch held other groups too.
+        Err(error) if groups.len() == 1 => vec![Together::Alone(Some(error))],
+        Err(_) => groups.iter().map(|_| Together::Alone(None)).collect(),
     }
-    outcomes
+}
+
+fn unknown(group_id: &GroupId, count: usize) -> Outcomes {
+    (0..count)
+        .map(|_| Err(GroupError::UnknownGroup(group_id.clone())))
+        .collect()
 }
 
 /// A group's batch taken alone, and whether the database failed it.
-struct AloneOutcomes {
-    outcomes: Outcomes,
+pub(super) struct AloneOutcomes {
+    pub(super) outcomes: Outcomes,
     /// A message alone failed inside the server (the database is down, not
-    /// the message).
-    server_failing: bool,
+    /// the message): the caller answers the groups after it UNAVAILABLE at
+    /// once instead of each waiting out the database's timeouts in turn.
+    pub(super) server_failing: bool,
 }
 
 /// One group's messages in a transaction of their own, waiting for the
 /// group's lock (unless such a transaction just failed: `failed`). Should that
 /// fail as a whole, each message is tried again alone, so no message's failure
 /// is another's; but once a message alone fails inside the server, the rest
-/// are answered UNAVAILABLE at once (retry with the same key) instead of each
-/// waiting out the database's timeouts in turn.
-async fn apply_group_alone(
+/// are answered UNAVAILABLE at once (retry with the same key).
+pub(super) async fn write_group_alone(
     environment: &BatchEnvironment,
     group_id: &GroupId,
     messages: &[PendingMessage],
@@ -125,14 +129,13 @@ async fn apply_group_alone(
     }
 }
 
-/// The outcomes of a transaction of one group's `count` messages: the group
-/// is unknown here if the transaction did not find it.
-fn judged_alone(group_id: &GroupId, count: usize, mut judged: Vec<Option<Outcomes>>) -> Outcomes {
-    judged.pop().flatten().unwrap_or_else(|| {
-        (0..count)
-            .map(|_| Err(GroupError::UnknownGroup(group_id.clone())))
-            .collect()
-    })
+/// The outcomes of a transaction of one group's `count` messages.
+fn judged_alone(group_id: &GroupId, count: usize, mut judged: Vec<Judged>) -> Outcomes {
+    match judged.pop() {
+        Some(Judged::Outcomes(outcomes)) => outcomes,
+        // A waiting lock finds every group hosted here.
+        Some(Judged::NotHostedHere | Judged::Held) | None => unknown(group_id, count),
+    }
 }
 
 fn is_server_failure(error: &GroupError) -> bool {
@@ -169,15 +172,23 @@ struct Found {
     logged: HashMap<(GroupKey, Vec<u8>), Seq>,
 }
 
-/// One transaction for the batch: per group, its outcomes, or `None` for a
-/// group whose row it did not lock (not hosted here, or held elsewhere with
-/// [`Locking::SkipHeld`]). `Err` only for what fails the batch as a whole
-/// (the database).
+/// What one transaction made of one group's messages.
+enum Judged {
+    Outcomes(Outcomes),
+    /// No group of that id is hosted here (unknown, or a follower's copy).
+    NotHostedHere,
+    /// Hosted here, but its row was held by another transaction
+    /// ([`Locking::SkipHeld`] only).
+    Held,
+}
+
+/// One transaction for the batch: what it made of each group. `Err` only for
+/// what fails the batch as a whole (the database).
 async fn apply_in_one_transaction(
     environment: &BatchEnvironment,
     groups: &[(&GroupId, &[PendingMessage])],
     locking: Locking,
-) -> Result<Vec<Option<Outcomes>>, GroupError> {
+) -> Result<Vec<Judged>, GroupError> {
     let transaction = environment.store.begin().await?;
     let headers = match locking {
         Locking::Wait => {
@@ -201,12 +212,33 @@ async fn apply_in_one_transaction(
         .into_iter()
         .map(|header| (header.group_id.clone(), header))
         .collect();
+    let group_ids: Vec<&GroupId> = groups.iter().map(|&(group_id, _)| group_id).collect();
     let groups: Vec<(Option<GroupHeader>, &[PendingMessage])> = groups
         .iter()
         .map(|&(group_id, messages)| (locked.remove(group_id), messages))
         .collect();
+    // Told apart only when some group was not locked (rare): held elsewhere,
+    // or not hosted here at all (answered now, not taken alone).
+    let unlocked: Vec<GroupId> = groups
+        .iter()
+        .zip(&group_ids)
+        .filter(|((header, _), _)| header.is_none())
+        .map(|(_, group_id)| (*group_id).clone())
+        .collect();
+    let hosted_but_held = if unlocked.is_empty() || locking == Locking::Wait {
+        HashSet::new()
+    } else {
+        store::hosted_group_ids(&transaction, &unlocked).await?
+    };
+    let not_locked = |group_id: &GroupId| {
+        if hosted_but_held.contains(group_id) {
+            Judged::Held
+        } else {
+            Judged::NotHostedHere
+        }
+    };
     if groups.iter().all(|(header, _)| header.is_none()) {
-        return Ok(groups.iter().map(|_| None).collect());
+        return Ok(group_ids.into_iter().map(not_locked).collect());
     }
     // Every look-up after the locks (see `submit_proposal`).
     let mut found = look_up(&transaction, &groups).await?;
@@ -216,9 +248,9 @@ async fn apply_in_one_transaction(
     let mut events = Vec::new();
     let mut records = Vec::new();
     let mut moved = Vec::new();
-    for (header, messages) in &groups {
+    for ((header, messages), group_id) in groups.iter().zip(group_ids) {
         let Some(group) = header else {
-            judged.push(None);
+            judged.push(not_locked(group_id));
             continue;
         };
         let mut last_seq = group.last_seq;
@@ -253,7 +285,7 @@ async fn apply_in_one_transaction(
         if last_seq != group.last_seq {
             moved.push((group.key, group.epoch, last_seq));
         }
-        judged.push(Some(
+        judged.push(Judged::Outcomes(
             verdicts
                 .into_iter()
                 .map(|verdict| match verdict {
