@@ -100,8 +100,10 @@ pub(crate) async fn append_events(
 ) -> Result<(), StoreError> {
     // Statements stay small: few rows each (far below the databases' limits on
     // bound parameters, 9 per row, whatever a batch's length), and at most about
-    // 12 KB, below the sizes at which PostgreSQL statements stall
-    // on Nagle's algorithm (BENCHMARKS.md, finding 2). A larger message goes alone.
+    // 12 KB, a limit set when sqlx 0.9.0's connections lacked TCP_NODELAY and
+    // larger PostgreSQL statements stalled 40 ms (BENCHMARKS.md, finding 2;
+    // fixed in sqlx 0.9.1, the limit not re-measured since). A larger message
+    // goes alone.
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
     for event in events {

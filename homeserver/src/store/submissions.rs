@@ -83,7 +83,7 @@ pub(crate) async fn insert_submissions(
     records: Vec<SubmissionRecord>,
 ) -> Result<(), StoreError> {
     // Four short columns and two keys of at most 64 bytes each: 100 rows stay
-    // far below the statement sizes that stall (see `store::log`).
+    // small statements (see `store::log`).
     for chunk in records.chunks(100) {
         let rows = chunk
             .iter()
