@@ -140,6 +140,7 @@ impl Context {
         let attempt_policy = config.limits.attempt_policy();
         let claim_rate = claim_rate(&config);
         let metrics = Arc::new(Metrics::new());
+        let message_batcher = groups::MessageBatcher::new(&store);
         Context {
             leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,
@@ -162,7 +163,7 @@ impl Context {
             calls_in_flight: Arc::default(),
             metrics,
             hub_states: Arc::default(),
-            message_batcher: groups::MessageBatcher::default(),
+            message_batcher,
             sessions: accounts::SessionCache::default(),
         }
     }

@@ -284,6 +284,13 @@ impl Store {
         ))
     }
 
+    /// Whether the database takes one writing transaction at a time (SQLite:
+    /// a second waits in its busy handler, which sleeps in steps of up to
+    /// 100 ms), so that writers gain nothing by running side by side.
+    pub(crate) fn writes_one_at_a_time(&self) -> bool {
+        self.connection.get_database_backend() == sea_orm::DbBackend::Sqlite
+    }
+
     /// The pool's connections at this moment (for the metrics; the numbers
     /// move as requests take and return connections).
     pub(crate) fn pool_connections(&self) -> PoolConnections {

@@ -5,7 +5,7 @@
 //! and fsync), and each caller is answered after that commit.
 //!
 //! Batches are taken by at most [`LANES`] tasks ("lanes") at once, in this
-//! process. The first submission when a lane is free starts one; a lane takes
+//! process (one on SQLite). The first submission when a lane is free starts one; a lane takes
 //! what is waiting (up to [`MAX_BATCH`] messages, groups oldest first) as one
 //! batch, and its next batch is whatever arrived meanwhile, so a lone sender
 //! waits for nothing and concurrent senders share fsyncs, in one group or in
@@ -63,7 +63,10 @@ type Reply = oneshot::Sender<Result<Accepted, GroupError>>;
 
 /// Most batches being written at once: two, so one batch's messages gather
 /// while the other's transaction commits, and a lane waiting for a group held
-/// by a long commit leaves the other lane to everyone else.
+/// by a long commit leaves the other lane to everyone else. One on a database
+/// that writes one transaction at a time (SQLite): a second lane would only
+/// wait for the first in the database's busy handler, which sleeps in steps
+/// of up to 100 ms.
 const LANES: usize = 2;
 
 /// What waits to be written, and who writes it.
@@ -79,15 +82,30 @@ struct Queues {
     in_batch: HashSet<GroupId>,
     /// Lanes running.
     lanes: usize,
+    /// Most lanes running at once.
+    max_lanes: usize,
 }
 
 /// The submissions waiting, for every hosted group of this process.
-#[derive(Default)]
 pub(crate) struct MessageBatcher {
     queues: Arc<Mutex<Queues>>,
 }
 
 impl MessageBatcher {
+    pub(crate) fn new(store: &Store) -> MessageBatcher {
+        let max_lanes = if store.writes_one_at_a_time() {
+            1
+        } else {
+            LANES
+        };
+        MessageBatcher {
+            queues: Arc::new(Mutex::new(Queues {
+                max_lanes,
+                ..Queues::default()
+            })),
+        }
+    }
+
     /// Queues `message` for `group_id`'s next batch and waits for its outcome.
     pub(super) async fn submit(
         &self,
@@ -104,7 +122,7 @@ impl MessageBatcher {
             if was_empty && !queues.in_batch.contains(&group_id) {
                 queues.ready.push_back(group_id);
             }
-            let start = queues.lanes < LANES && !queues.ready.is_empty();
+            let start = queues.lanes < queues.max_lanes && !queues.ready.is_empty();
             if start {
                 queues.lanes += 1;
             }
