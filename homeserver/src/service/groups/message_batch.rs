@@ -129,12 +129,7 @@ impl MessageBatcher {
             start
         };
         if start_lane {
-            let lane = Lane {
-                queues: self.queues.clone(),
-                holding: Vec::new(),
-                finished: false,
-            };
-            tokio::spawn(lane.run(environment()));
+            Lane::start(self.queues.clone(), environment());
         }
         // The sender side is dropped unanswered only if the lane died (a
         // panic, see `Drop for Lane`): whether the batch committed is unknown,
@@ -170,6 +165,16 @@ struct Lane {
 }
 
 impl Lane {
+    /// Runs a lane already counted in `lanes`.
+    fn start(queues: Arc<Mutex<Queues>>, environment: BatchEnvironment) {
+        let lane = Lane {
+            queues,
+            holding: Vec::new(),
+            finished: false,
+        };
+        tokio::spawn(lane.run(environment));
+    }
+
     async fn run(mut self, environment: BatchEnvironment) {
         loop {
             let batch = {
@@ -199,7 +204,9 @@ impl Lane {
         let mut left = Vec::new();
         for (part, together) in batch.into_iter().zip(together) {
             match together {
-                Together::Done(outcomes) => self.answer(part.group_id, part.replies, outcomes),
+                Together::Done(outcomes) => {
+                    self.answer(environment, part.group_id, part.replies, outcomes);
+                }
                 Together::Alone(failed) => left.push((part, failed)),
             }
         }
@@ -216,18 +223,38 @@ impl Lane {
                 server_failing = alone.server_failing;
                 alone.outcomes
             };
-            self.answer(part.group_id, part.replies, outcomes);
+            self.answer(environment, part.group_id, part.replies, outcomes);
         }
     }
 
-    /// Answers a group's callers and gives the group back for its next batch.
-    fn answer(&mut self, group_id: GroupId, replies: Vec<Reply>, outcomes: Outcomes) {
+    /// Answers a group's callers and gives the group back for its next
+    /// batch. Messages that came for it meanwhile are ready now, and no
+    /// submission may come to start a lane for them while this one waits for
+    /// a held group: a free lane starts here.
+    fn answer(
+        &mut self,
+        environment: &BatchEnvironment,
+        group_id: GroupId,
+        replies: Vec<Reply>,
+        outcomes: Outcomes,
+    ) {
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that went away no longer waits; its message stands.
             let _ = reply.send(outcome);
         }
         self.holding.retain(|held| *held != group_id);
-        release(&mut lock(&self.queues), [group_id]);
+        let start_lane = {
+            let mut queues = lock(&self.queues);
+            release(&mut queues, [group_id]);
+            let start = queues.lanes < queues.max_lanes && !queues.ready.is_empty();
+            if start {
+                queues.lanes += 1;
+            }
+            start
+        };
+        if start_lane {
+            Lane::start(self.queues.clone(), environment.clone());
+        }
     }
 }
 

@@ -44,7 +44,14 @@ pub(super) async fn write_together(
     environment: &BatchEnvironment,
     groups: &[(&GroupId, &[PendingMessage])],
 ) -> Vec<Together> {
-    match apply_in_one_transaction(environment, groups, Locking::SkipHeld).await {
+    // One group's row is waited for at once: alone it cannot deadlock, and a
+    // transaction that skipped it would only be followed by one that waits.
+    let locking = if groups.len() == 1 {
+        Locking::Wait
+    } else {
+        Locking::SkipHeld
+    };
+    match apply_in_one_transaction(environment, groups, locking).await {
         Ok(judged) => judged
             .into_iter()
             .zip(groups)
