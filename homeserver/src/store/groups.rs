@@ -134,6 +134,33 @@ fn header_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<gro
     ])
 }
 
+/// The one group header `query` (narrowed by [`header_columns`]) finds.
+async fn one_header(
+    db: &impl Connection,
+    query: sea_orm::Select<group::Entity>,
+) -> Result<Option<GroupHeader>, StoreError> {
+    query
+        .into_model::<HeaderRow>()
+        .one(db.database())
+        .await?
+        .map(GroupHeader::try_from)
+        .transpose()
+}
+
+/// Every group header `query` (narrowed by [`header_columns`]) finds.
+async fn all_headers(
+    db: &impl Connection,
+    query: sea_orm::Select<group::Entity>,
+) -> Result<Vec<GroupHeader>, StoreError> {
+    query
+        .into_model::<HeaderRow>()
+        .all(db.database())
+        .await?
+        .into_iter()
+        .map(GroupHeader::try_from)
+        .collect()
+}
+
 /// Which groups a header lookup may find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hosting {
@@ -154,13 +181,7 @@ pub(crate) async fn lock_group_header(
     if hosting == Hosting::HostedHere {
         query = query.filter(group::Column::HubDomain.is_null());
     }
-    query
-        .lock_exclusive()
-        .into_model::<HeaderRow>()
-        .one(db.database())
-        .await?
-        .map(GroupHeader::try_from)
-        .transpose()
+    one_header(db, query.lock_exclusive()).await
 }
 
 /// Loads the light parts of those of these groups hosted here whose rows no
@@ -181,17 +202,12 @@ pub(crate) async fn lock_unheld_hosted_group_headers(
     if group_ids.is_empty() {
         return Ok(Vec::new());
     }
-    header_columns(group::Entity::find())
+    let query = header_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.is_in(group_ids.iter().map(|id| id.as_bytes().to_vec())))
         .filter(group::Column::HubDomain.is_null())
         .order_by_asc(group::Column::Id)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .into_model::<HeaderRow>()
-        .all(db.database())
-        .await?
-        .into_iter()
-        .map(GroupHeader::try_from)
-        .collect()
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    all_headers(db, query).await
 }
 
 /// Which of these groups are hosted here (no lock: what a batch that could
@@ -220,13 +236,9 @@ pub(crate) async fn find_group_header(
     db: &impl Connection,
     group_id: &GroupId,
 ) -> Result<Option<GroupHeader>, StoreError> {
-    header_columns(group::Entity::find())
-        .filter(group::Column::MlsGroupId.eq(group_id.as_bytes().to_vec()))
-        .into_model::<HeaderRow>()
-        .one(db.database())
-        .await?
-        .map(GroupHeader::try_from)
-        .transpose()
+    let query = header_columns(group::Entity::find())
+        .filter(group::Column::MlsGroupId.eq(group_id.as_bytes().to_vec()));
+    one_header(db, query).await
 }
 
 /// A group hosted here, with its state.
@@ -247,14 +259,9 @@ pub(crate) async fn find_group_headers(
     db: &impl Connection,
     keys: &[GroupKey],
 ) -> Result<Vec<GroupHeader>, StoreError> {
-    header_columns(group::Entity::find())
-        .filter(group::Column::Id.is_in(keys.iter().map(|key| key.row_id())))
-        .into_model::<HeaderRow>()
-        .all(db.database())
-        .await?
-        .into_iter()
-        .map(GroupHeader::try_from)
-        .collect()
+    let query = header_columns(group::Entity::find())
+        .filter(group::Column::Id.is_in(keys.iter().map(|key| key.row_id())));
+    all_headers(db, query).await
 }
 
 /// Saves a group's new epoch, newest sequence number and (when given) state.

@@ -123,6 +123,15 @@ mod tests {
         (context, clock, alice, token)
     }
 
+    /// The server refuses `token` as no session's.
+    async fn assert_token_refused(context: &Context, token: &str) {
+        let refused = authenticate(context, Some(token)).await;
+        assert!(
+            matches!(refused, Err(AccountError::InvalidToken)),
+            "{refused:?}"
+        );
+    }
+
     /// Deletes the device behind the server's back: no wake-up, so only a
     /// read of the database can tell.
     async fn delete_device_silently(context: &Context, user: &UserRecord) {
@@ -153,17 +162,9 @@ mod tests {
         authenticate(&context, Some(&token)).await.unwrap();
 
         close_device_streams(&context, DEVICE);
-        let refused = authenticate(&context, Some(&token)).await;
-        assert!(
-            matches!(refused, Err(AccountError::InvalidToken)),
-            "{refused:?}"
-        );
+        assert_token_refused(&context, &token).await;
         // Refusals are not cached: the same answer from the database again.
-        let refused = authenticate(&context, Some(&token)).await;
-        assert!(
-            matches!(refused, Err(AccountError::InvalidToken)),
-            "{refused:?}"
-        );
+        assert_token_refused(&context, &token).await;
     }
 
     /// Without a wake-up (a row changed outside the server), a cached session
@@ -177,11 +178,7 @@ mod tests {
         clock.advance_ms(super::super::session_cache::MAX_AGE_MS - 1);
         authenticate(&context, Some(&token)).await.unwrap();
         clock.advance_ms(1);
-        let refused = authenticate(&context, Some(&token)).await;
-        assert!(
-            matches!(refused, Err(AccountError::InvalidToken)),
-            "{refused:?}"
-        );
+        assert_token_refused(&context, &token).await;
     }
 
     /// The resync drops expired sessions first, so an idle device's access
