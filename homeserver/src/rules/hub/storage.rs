@@ -3,8 +3,10 @@
 //! openmls's own `MemoryStorage` would do, but it unwraps when a stored value does not
 //! decode, and these values come back from the database: a damaged row must be an
 //! error, not a panic. So this is a small `PublicStorageProvider` of our own, with one
-//! slot per part of the state. Values are kept as openmls serialises them (JSON, the
-//! format its storage traits are built for).
+//! slot per part of the state. Values are kept in postcard, a compact binary form of
+//! serde: openmls's storage traits hand over serde values, and JSON (what openmls's
+//! own providers write) spells every byte of the tree as a decimal number, several
+//! times the size and the time to write (BENCHMARKS.md, "a compact state").
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -13,7 +15,7 @@ use openmls_traits::storage::{CURRENT_VERSION, traits};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// One group's public state, each part as openmls's JSON. The group id openmls passes
+/// One group's public state, each part in postcard. The group id openmls passes
 /// to every method is not stored: one `GroupStorage` holds one group.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct StoredParts {
@@ -32,7 +34,7 @@ pub(super) struct GroupStorage(Mutex<StoredParts>);
 
 /// A part of the state that does not encode or decode.
 #[derive(Debug, thiserror::Error)]
-#[error("the {part} does not {direction} as JSON: {reason}")]
+#[error("the {part} does not {direction}: {reason}")]
 pub(super) struct GroupStorageError {
     part: &'static str,
     direction: &'static str,
@@ -44,9 +46,9 @@ impl GroupStorage {
         GroupStorage(Mutex::new(parts))
     }
 
-    /// A copy of everything stored, for saving.
-    pub(super) fn parts(&self) -> StoredParts {
-        self.lock().clone()
+    /// Everything stored, for saving; the lock is held while the guard lives.
+    pub(super) fn parts(&self) -> MutexGuard<'_, StoredParts> {
+        self.lock()
     }
 
     fn lock(&self) -> MutexGuard<'_, StoredParts> {
@@ -58,8 +60,11 @@ impl GroupStorage {
     }
 }
 
-fn encode(part: &'static str, value: &impl Serialize) -> Result<Vec<u8>, GroupStorageError> {
-    serde_json::to_vec(value).map_err(|error| GroupStorageError {
+pub(super) fn encode(
+    part: &'static str,
+    value: &impl Serialize,
+) -> Result<Vec<u8>, GroupStorageError> {
+    postcard::to_stdvec(value).map_err(|error| GroupStorageError {
         part,
         direction: "encode",
         reason: error.to_string(),
@@ -67,7 +72,7 @@ fn encode(part: &'static str, value: &impl Serialize) -> Result<Vec<u8>, GroupSt
 }
 
 fn decode<T: DeserializeOwned>(part: &'static str, bytes: &[u8]) -> Result<T, GroupStorageError> {
-    serde_json::from_slice(bytes).map_err(|error| GroupStorageError {
+    postcard::from_bytes(bytes).map_err(|error| GroupStorageError {
         part,
         direction: "decode",
         reason: error.to_string(),
@@ -81,12 +86,12 @@ fn decode_slot<T: DeserializeOwned>(
     slot.as_deref().map(|bytes| decode(part, bytes)).transpose()
 }
 
-const TREE: &str = "ratchet tree";
-const CONTEXT: &str = "group context";
-const INTERIM: &str = "interim transcript hash";
-const CONFIRMATION: &str = "confirmation tag";
-const PROPOSAL: &str = "queued proposal";
-const PROPOSAL_REF: &str = "proposal reference";
+pub(super) const TREE: &str = "ratchet tree";
+pub(super) const CONTEXT: &str = "group context";
+pub(super) const INTERIM: &str = "interim transcript hash";
+pub(super) const CONFIRMATION: &str = "confirmation tag";
+pub(super) const PROPOSAL: &str = "queued proposal";
+pub(super) const PROPOSAL_REF: &str = "proposal reference";
 
 impl PublicStorageProvider<CURRENT_VERSION> for GroupStorage {
     type PublicError = GroupStorageError;

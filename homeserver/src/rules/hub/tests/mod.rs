@@ -713,23 +713,24 @@ fn corrupt_states_are_refused() {
     let fixture = GroupFixture::with_members(2);
     let state = fixture.hub.to_state();
     let mut other_format = state.clone();
-    other_format[0] = 2;
-    // The tree's JSON starts after the format byte, the group id, the group info and
+    other_format[0] = 3;
+    // The tree starts after the format byte, the group id, the group info and
     // the tree's presence byte and length.
     let tree_at = 1 + 4 + fixture.hub.group_id().len() + 4 + fixture.hub.group_info().len() + 1 + 4;
     let mut damaged_tree = state.clone();
-    damaged_tree[tree_at] = b'x';
+    // Continuation bytes only: a length no postcard reader accepts.
+    damaged_tree[tree_at..tree_at + 16].fill(0xff);
     let mut bad_presence = state.clone();
     bad_presence[tree_at - 5] = 7;
     let long = [state.as_slice(), &[0]].concat();
 
     let mut rows: Vec<(String, Vec<u8>, &str)> = vec![
         ("empty".into(), Vec::new(), "it ends early"),
-        ("other format".into(), other_format, "it is in format 2"),
+        ("other format".into(), other_format, "it is in format 3"),
         (
             "damaged tree".into(),
             damaged_tree,
-            "openmls cannot read it: the ratchet tree does not decode as JSON",
+            "openmls cannot read it: the ratchet tree does not decode",
         ),
         (
             "bad presence byte".into(),
@@ -760,6 +761,44 @@ fn corrupt_states_are_refused() {
             }
         }
     }
+}
+
+#[test]
+fn a_state_an_earlier_homeserver_saved_as_json_still_loads() {
+    let mut fixture = GroupFixture::with_members(3);
+    fixture.advance(1);
+    let key_package = fixture.invite(Device::new(DAVE));
+    let dave = fixture.invited(DAVE).added_leaf(&key_package);
+    let Member { device, group } = &mut fixture.members[1];
+    let (proposal, _) = group
+        .propose_add_member(&device.provider, &device.signer, &key_package)
+        .unwrap();
+    let proposal = bytes(&proposal);
+    fixture.hub.add_proposal(&identity(BOB), &proposal).unwrap();
+
+    let json = fixture.hub.to_json_state();
+    assert_eq!(json[0], 1, "format 1");
+    let state = fixture.hub.to_state();
+    assert!(
+        state.len() * 2 < json.len(),
+        "postcard ({} bytes) is less than half of JSON ({} bytes)",
+        state.len(),
+        json.len()
+    );
+    let restored = HubGroup::from_state(&json).unwrap();
+    assert!(
+        restored.to_state() == state,
+        "a JSON state loads as the same group, saved as format 2"
+    );
+
+    // The restored group, pending proposal included, goes on.
+    fixture.hub = restored;
+    deliver_proposal(&mut fixture, 1, &proposal);
+    let commit = fixture.commit(0, Change::PendingProposals);
+    let decision = fixture.hub.check_commit(&commit.submission()).unwrap();
+    assert_eq!(decision.added, vec![dave]);
+    fixture.apply(decision, &commit);
+    assert_eq!(fixture.hub.members().len(), 4);
 }
 
 #[test]
