@@ -41,6 +41,13 @@ mod postgres;
 mod report;
 mod scaling;
 mod server;
+
+/// The system's allocator, as `conclave-homeserver` uses, with a count of the
+/// bytes allocated and not yet freed: the live heap a `--serve` child reports
+/// (table 11), which the resident set size cannot tell apart from what the
+/// allocator keeps of freed memory.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 mod suites;
 mod telemetry;
 mod throughput;
@@ -91,7 +98,8 @@ struct Args {
     #[arg(long, requires = "perf_control")]
     perf_section: Option<String>,
     /// Internal: run only a homeserver on a fresh database of this kind, for a
-    /// parent benchmark run with `--server-process`; stops when stdin closes.
+    /// parent benchmark run with `--server-process`; answers the parent's
+    /// live-heap requests on stdin, and stops when stdin closes.
     #[arg(long, value_enum, hide = true)]
     serve: Option<DatabaseArg>,
 }
@@ -663,6 +671,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
             "RSS after MB",
             "streams just opened: RSS MB",
             "bytes per idle stream",
+            "live heap bytes per idle stream",
         ],
     );
     let megabytes = |bytes: u64| format!("{:.1}", bytes as f64 / 1e6);
@@ -681,6 +690,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
             megabytes(memory.before),
             megabytes(memory.peak),
             megabytes(memory.after),
+            "-".to_owned(),
             "-".to_owned(),
             "-".to_owned(),
         ]);
@@ -708,6 +718,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
                         / fan_out.subscribers.max(1) as f64
                 ),
                 format!("{:.0}", memory.bytes_per_stream(fan_out.subscribers)),
+                format!("{:.0}", memory.live_bytes_per_stream(fan_out.subscribers)),
             ]);
         }
         if let Some((started, peak)) = results.server_memory {
@@ -720,6 +731,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
                 ),
                 megabytes(started),
                 megabytes(peak),
+                "-".to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),

@@ -116,3 +116,54 @@ impl ProcessMemory {
         std::fs::write(&path, "5").map_err(|error| anyhow::anyhow!("writing {path}: {error}"))
     }
 }
+
+/// What a `--serve` child is asked on its stdin for its live heap, which it
+/// answers with one line on its stdout: the bytes allocated and not freed.
+pub(crate) const HEAP_REQUEST: &str = "live-heap";
+
+/// The live heap of a `--serve` child, asked over its stdin and stdout. The
+/// child stops when its stdin closes ([`HeapProbe::close`]).
+pub(crate) struct HeapProbe {
+    pipe: tokio::sync::Mutex<Option<ChildPipe>>,
+}
+
+type ChildPipe = (
+    tokio::process::ChildStdin,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+);
+
+impl HeapProbe {
+    pub(crate) fn new(
+        stdin: tokio::process::ChildStdin,
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> HeapProbe {
+        HeapProbe {
+            pipe: tokio::sync::Mutex::new(Some((stdin, lines))),
+        }
+    }
+
+    /// Bytes the child's allocator has handed out and not had back.
+    pub(crate) async fn live_bytes(&self) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
+        use tokio::io::AsyncWriteExt as _;
+        let mut pipe = self.pipe.lock().await;
+        let (stdin, lines) = pipe.as_mut().context("the child's stdin is closed")?;
+        stdin
+            .write_all(format!("{HEAP_REQUEST}\n").as_bytes())
+            .await?;
+        stdin.flush().await?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .context("the child did not report its heap in time")??
+            .context("the child closed its stdout")?;
+        answer
+            .trim()
+            .parse()
+            .with_context(|| format!("the child's heap report {answer:?} is not a number"))
+    }
+
+    /// Closes the child's stdin, which asks it to stop.
+    pub(crate) async fn close(&self) {
+        self.pipe.lock().await.take();
+    }
+}

@@ -21,7 +21,7 @@
 
 use crate::api::{self, Api, Session};
 use crate::devices::enrol_user;
-use crate::memory::ProcessMemory;
+use crate::memory::{HeapProbe, ProcessMemory};
 use crate::mls::{self, Member};
 use crate::perf;
 use crate::postgres::{DatabaseProbe, Writes};
@@ -32,6 +32,7 @@ use conclave_proto::client::v1::delivery_event::Event;
 use conclave_test_support::DatabaseChoice;
 use futures::{StreamExt as _, TryStreamExt as _};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -125,6 +126,10 @@ pub(crate) struct StreamMemory {
     /// Peak resident from before the subscribers connected to the last timed
     /// delivery.
     pub(crate) peak: u64,
+    /// Live heap (bytes allocated and not freed) before the subscribers
+    /// connected, and with every stream open and idle.
+    pub(crate) live_heap_before: u64,
+    pub(crate) live_heap_idle: u64,
 }
 
 impl StreamMemory {
@@ -133,6 +138,13 @@ impl StreamMemory {
     /// streams each here, included).
     pub(crate) fn bytes_per_stream(&self, streams: usize) -> f64 {
         self.idle.saturating_sub(self.before) as f64 / streams.max(1) as f64
+    }
+
+    /// The live heap the server holds per open idle stream, the same way:
+    /// what the streams keep allocated, without what the allocator keeps of
+    /// memory freed since (the warm-up's reads, for one).
+    pub(crate) fn live_bytes_per_stream(&self, streams: usize) -> f64 {
+        self.live_heap_idle.saturating_sub(self.live_heap_before) as f64 / streams.max(1) as f64
     }
 }
 
@@ -176,6 +188,8 @@ struct Scaling {
     users: usize,
     /// PostgreSQL only.
     probe: Option<DatabaseProbe>,
+    /// With `--server-process`: the homeserver's live heap.
+    heap: Option<Arc<HeapProbe>>,
     /// The homeserver's own process, with `--server-process`.
     server_process: Option<ProcessMemory>,
     /// The highest of its peaks before each reset (each fan-out starts its
@@ -202,7 +216,13 @@ pub(crate) async fn run(
         Some(probe) => probe.round_trips().await?,
         None => Vec::new(),
     };
-    let mut scaling = Scaling::start(server.client_url(), probe, server_process).await?;
+    let mut scaling = Scaling::start(
+        server.client_url(),
+        probe,
+        server_process,
+        server.heap_probe(),
+    )
+    .await?;
     let mut results = ScalingResults {
         database,
         builds: Vec::new(),
@@ -236,6 +256,7 @@ impl Scaling {
         url: String,
         probe: Option<DatabaseProbe>,
         server_process: Option<ProcessMemory>,
+        heap: Option<Arc<HeapProbe>>,
     ) -> anyhow::Result<Scaling> {
         let api = Api::connect(&url).await?;
         let creator_device = enrol_user(&api, "creator", 1)
@@ -279,6 +300,7 @@ impl Scaling {
             users: 0,
             probe,
             server_process,
+            heap,
             earlier_peak: 0,
         })
     }
@@ -517,6 +539,10 @@ impl Scaling {
             }
             None => None,
         };
+        let heap_before = match &self.heap {
+            Some(heap) => Some(heap.live_bytes().await?),
+            None => None,
+        };
         let connection_count = subscribers.div_ceil(settings.streams_per_connection);
         let mut connections = Vec::with_capacity(connection_count);
         for _ in 0..connection_count {
@@ -572,6 +598,7 @@ impl Scaling {
             let mut timed = Vec::with_capacity(settings.fan_out_messages);
             let mut previous = warm_up.arrivals.max();
             let mut idle_resident = None;
+            let mut idle_heap = None;
             for _ in 0..settings.fan_out_messages {
                 // After yielding an event, each subscriber reads the database once
                 // more before it waits; a message sent meanwhile would queue behind
@@ -582,29 +609,43 @@ impl Scaling {
                     && let Some(process) = self.server_process
                 {
                     idle_resident = Some(process.resident()?);
+                    if let Some(heap) = &self.heap {
+                        idle_heap = Some(heap.live_bytes().await?);
+                    }
                 }
                 let deliveries = self.deliver_to_all(subscribers, &mut arrivals).await?;
                 previous = deliveries.arrivals.max();
                 timed.push(deliveries);
             }
-            anyhow::Ok((warm_up, timed, idle_resident))
+            anyhow::Ok((warm_up, timed, idle_resident, idle_heap))
         }
         .await;
         for task in tasks {
             task.abort();
         }
-        let (warm_up, timed, idle_resident) = result?;
+        let (warm_up, timed, idle_resident, idle_heap) = result?;
         let server_memory = match (
             self.server_process,
             memory_before,
             opened_resident,
             idle_resident,
+            heap_before,
+            idle_heap,
         ) {
-            (Some(process), Some(before), Some(opened), Some(idle)) => Some(StreamMemory {
+            (
+                Some(process),
+                Some(before),
+                Some(opened),
+                Some(idle),
+                Some(live_heap_before),
+                Some(live_heap_idle),
+            ) => Some(StreamMemory {
                 before,
                 opened,
                 idle,
                 peak: process.peak()?,
+                live_heap_before,
+                live_heap_idle,
             }),
             _ => None,
         };

@@ -4,9 +4,10 @@
 //! pool of 10 database connections). With `--server-process`, benchmarks 1 to 4
 //! run it in a child process instead (see [`Placement`]).
 
-use crate::memory::ProcessMemory;
+use crate::memory::{HEAP_REQUEST, HeapProbe, ProcessMemory};
 use conclave_homeserver::config::Config;
 use conclave_test_support::{DatabaseChoice, TestHomeserver, TestOptions};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a graceful stop may take.
@@ -75,6 +76,8 @@ pub(crate) struct ChildHomeserver {
     child: tokio::process::Child,
     client_url: String,
     database_url: String,
+    /// Holds the child's stdin and stdout.
+    heap: Arc<HeapProbe>,
 }
 
 impl Homeserver {
@@ -113,6 +116,14 @@ impl Homeserver {
         }
     }
 
+    /// The live heap of the homeserver's own process, when it has one.
+    pub(crate) fn heap_probe(&self) -> Option<Arc<HeapProbe>> {
+        match self {
+            Homeserver::InProcess(_) => None,
+            Homeserver::OwnProcess(child) => Some(child.heap.clone()),
+        }
+    }
+
     pub(crate) async fn stop(self) {
         match self {
             Homeserver::InProcess(server) => stop(*server).await,
@@ -137,6 +148,7 @@ async fn start_child(database: DatabaseChoice) -> anyhow::Result<ChildHomeserver
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let client_url = next_line(&mut lines).await?;
     let database_url = next_line(&mut lines).await?;
+    let stdin = child.stdin.take().context("the child has no stdin")?;
     eprintln!(
         "  homeserver in process {} at {client_url}",
         child.id().unwrap_or_default()
@@ -145,6 +157,7 @@ async fn start_child(database: DatabaseChoice) -> anyhow::Result<ChildHomeserver
         child,
         client_url,
         database_url,
+        heap: Arc::new(HeapProbe::new(stdin, lines)),
     })
 }
 
@@ -163,7 +176,7 @@ async fn next_line(
 /// Closing the child's stdin asks it to stop; one that does not stop in time
 /// is killed (its database is then left behind).
 async fn stop_child(mut child: ChildHomeserver) {
-    drop(child.child.stdin.take());
+    child.heap.close().await;
     match tokio::time::timeout(STOP_TIMEOUT, child.child.wait()).await {
         Ok(Ok(status)) if status.success() => {}
         Ok(Ok(status)) => eprintln!("  the homeserver's process ended with {status}"),
@@ -195,12 +208,19 @@ pub(crate) async fn serve(database: DatabaseChoice) -> anyhow::Result<()> {
         writeln!(stdout, "{}", server.config().database.url)?;
         stdout.flush()?;
     }
-    // Nothing is ever written to stdin: this returns when it is closed. A
-    // blocking read on a thread of its own (tokio's stdin is not enabled in
-    // this workspace).
-    tokio::task::spawn_blocking(|| {
-        use std::io::Read as _;
-        std::io::stdin().lock().read_to_end(&mut Vec::new())
+    // The parent asks for the live heap on stdin; this returns when stdin
+    // closes. Blocking reads on a thread of their own (tokio's stdin is not
+    // enabled in this workspace).
+    tokio::task::spawn_blocking(|| -> anyhow::Result<()> {
+        use std::io::BufRead as _;
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            anyhow::ensure!(line == HEAP_REQUEST, "unknown request {line:?} on stdin");
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", crate::ALLOCATOR.allocated())?;
+            stdout.flush()?;
+        }
+        Ok(())
     })
     .await??;
     stop(server).await;

@@ -1,18 +1,21 @@
-//! The gRPC codec of every Conclave API: prost's encoding, with a first
-//! encoding buffer of 1 KiB instead of tonic's 8 KiB.
+//! The gRPC codec of every Conclave API: prost's encoding, with first
+//! encoding and decoding buffers of 256 bytes instead of tonic's 8 KiB.
 //!
 //! Why: a response stream keeps its encoding buffer for as long as it is
 //! open, and a homeserver holds one Subscribe stream per connected device, so
 //! tonic's 8 KiB was most of an idle stream's cost (BENCHMARKS.md, "memory per
-//! stream"). Nearly every message Conclave sends fits in 1 KiB; a larger one
-//! grows the buffer as it would have grown the 8 KiB one.
+//! stream" and "live heap per idle stream"). A buffer grows to the message
+//! it encodes, and an idle stream keeps about the size of the last event it
+//! sent (a few hundred bytes for a text message) rather than the first
+//! buffer's; the few extra reallocations of a larger message cost far less
+//! than its encoding.
 
 use std::marker::PhantomData;
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// First size of a call's encoding and decoding buffers.
-const BUFFER_SIZE: usize = 1024;
+const BUFFER_SIZE: usize = 256;
 /// How much encoded data a stream gathers before handing it to the transport
 /// (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;

@@ -13,8 +13,8 @@
 //! the next save writes format 2.
 
 use openmls::group::InterimTranscriptHash;
-use openmls::prelude::{ConfirmationTag, GroupContext, GroupId, PublicGroup, QueuedProposal};
 use openmls::prelude::hash_ref::ProposalRef;
+use openmls::prelude::{ConfirmationTag, GroupContext, GroupId, PublicGroup, QueuedProposal};
 use openmls::treesync::TreeSync;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,8 +23,7 @@ use super::HubGroup;
 use super::error::CorruptState;
 use super::messages::device_identity;
 use super::storage::{
-    CONFIRMATION, CONTEXT, GroupStorage, INTERIM, PROPOSAL, PROPOSAL_REF, StoredParts, TREE,
-    encode,
+    CONFIRMATION, CONTEXT, GroupStorage, INTERIM, PROPOSAL, PROPOSAL_REF, StoredParts, TREE, encode,
 };
 
 /// Version of the blob layout this homeserver writes.

@@ -100,7 +100,7 @@ pub(crate) async fn subscribe(
                 StreamEnd::ServerStopping => DeliveryError::ServerStopping,
                 // The registry does not say why: the database does, as the
                 // device's next call would be told.
-                StreamEnd::AccessEnded => match access_refusal(&context, &device).await {
+                StreamEnd::AccessEnded => match Box::pin(access_refusal(&context, &device)).await {
                     Ok(Some(refusal)) => refusal.into(),
                     Ok(None) => DeliveryError::StreamClosed,
                     Err(error) => error.into(),
@@ -129,7 +129,8 @@ async fn access_ended(context: &Context, device: &AuthenticatedDevice) -> Accoun
         &waker,
     );
     loop {
-        match access_refusal(context, device).await {
+        // Boxed, as every read here: see `an_idle_stream_s_task_stays_small`.
+        match Box::pin(access_refusal(context, device)).await {
             Ok(Some(refusal)) => return refusal,
             Ok(None) => {}
             // The stream's own reads fail alike and end it; this one waits
@@ -173,14 +174,14 @@ async fn stream_events(
         .register(Topic::Inbox(device_id.to_owned()), &inbox_waker);
     // Events stored from now on are live; those before, the catch-up.
     let opened_at_ms = context.now_ms();
-    let inbox = store::inbox_position(&context.store, device_id).await?;
+    let inbox = Box::pin(store::inbox_position(&context.store, device_id)).await?;
     let mut positions = Positions::new(inbox.acked_seq);
     let mut memberships_stale = true;
     let mut memberships = Vec::new();
     let mut group_ids = HashMap::new();
     loop {
         if memberships_stale {
-            (memberships, group_ids) = load_memberships(context, device_id).await?;
+            (memberships, group_ids) = Box::pin(load_memberships(context, device_id)).await?;
             for member in &memberships {
                 context
                     .notifier
@@ -201,7 +202,7 @@ async fn stream_events(
         if futures::FutureExt::now_or_never(inbox_waker.notified()).is_some() {
             positions.inbox_pending = true;
         }
-        let page = read_page(
+        let page = Box::pin(read_page(
             context,
             LogSource::Tails,
             device_id,
@@ -209,7 +210,7 @@ async fn stream_events(
             &memberships,
             &group_ids,
             DEFAULT_PAGE,
-        )
+        ))
         .await?;
         if page.is_empty() {
             tokio::select! {
@@ -281,4 +282,41 @@ fn stream_delivery_span(delivery: &Delivery) -> tracing::Span {
     conclave_federation::trace_context::continue_traces(&span, [trace_parent]);
     conclave_federation::trace_context::record_trace_id(&span);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::SystemClock;
+    use crate::service::accounts::authenticate;
+    use crate::service::admin::tests::{add_device, add_user, context_on};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    /// Most bytes an idle stream's task may hold. The task is its future,
+    /// boxed by `tokio::spawn` at its largest size for as long as the stream
+    /// is open, however long it waits: a database read awaited in place
+    /// would keep its whole state in every idle stream (this future was
+    /// 4,952 bytes so in a release build), so the reads are boxed and live
+    /// only while they run (1,320 bytes in a debug build, which tests use).
+    /// With the rest of a stream (its channel, its share of an HTTP/2
+    /// connection, its codec buffer), the goal is 8 KiB per idle stream
+    /// (BENCHMARKS.md, "Issue 15: live heap per idle stream").
+    const MAX_TASK_BYTES: usize = 1536;
+
+    #[tokio::test]
+    async fn an_idle_stream_s_task_stays_small() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let context = Arc::new(context_on(&database, Arc::new(SystemClock)).await);
+        let bob = add_user(&context, "bob", "bob's password").await;
+        let token = add_device(&context, &bob, "00000000000000d1").await;
+        let device = authenticate(&context, Some(&token)).await.unwrap();
+        let slot = open_stream(&context, &device, None).unwrap();
+        let (sender, _receiver) = mpsc::channel(1);
+        let task = subscribe(context.clone(), device, slot, sender);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= MAX_TASK_BYTES,
+            "a stream's task holds {size} bytes, more than {MAX_TASK_BYTES}"
+        );
+    }
 }
