@@ -17,8 +17,9 @@ const HUB_GROUP: &[u8] = include_bytes!("hub_group.bin");
 pub(super) const OWN_DOMAIN: &str = "localhost";
 
 pub(super) struct Fixture {
-    /// The group as the hub stores it, to load a copy that may change.
-    state: &'static [u8],
+    /// The group as this hub stores it, to load a copy that may change
+    /// (the file may hold an older format, converted once here).
+    state: Vec<u8>,
     /// The group, for checks that change nothing.
     pub(super) hub: HubGroup,
     /// Its members, in leaf order.
@@ -51,7 +52,7 @@ impl Fixture {
         let hub = HubGroup::from_state(state)
             .unwrap_or_else(|error| panic!("fuzzing/hub_group.bin does not load: {error}"));
         Fixture {
-            state,
+            state: hub.to_state(),
             members: hub.members(),
             hub,
             now_ms: made_at_ms + 60_000,
@@ -62,7 +63,7 @@ impl Fixture {
 
     /// A copy of the group that a decision may be applied to.
     pub(super) fn fresh_copy(&self) -> HubGroup {
-        HubGroup::from_state(self.state).expect("the fixture loaded once already")
+        HubGroup::from_state(&self.state).expect("the fixture loaded once already")
     }
 
     /// The member an input's selector byte names as the calling device.

@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(AdminGroupsAddTokenRevocation),
             Box::new(HubcommitSharedWelcomes),
             Box::new(PqKeyPackageSuites),
+            Box::new(HubStateFormat2),
         ]
     }
 }
@@ -1358,6 +1359,29 @@ impl MigrationTrait for PqKeyPackageSuites {
                     .to_owned(),
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// No change to the schema: from here on the hub writes group states in
+/// format 2 (`rules::hub::state`: openmls's parts in postcard, not JSON),
+/// which earlier releases cannot read. Recorded as a migration so that an
+/// earlier release refuses to start on such a database (as on any schema a
+/// newer release migrated) instead of failing on each group it cannot read.
+/// Format 1 states are converted as they are next written, not here: replicas
+/// of the earlier release still running during a rolling update keep reading
+/// the groups nobody committed to since.
+struct HubStateFormat2;
+
+impl MigrationName for HubStateFormat2 {
+    fn name(&self) -> &str {
+        "m0010_hub_state_format_2"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HubStateFormat2 {
+    async fn up(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Ok(())
     }
 }

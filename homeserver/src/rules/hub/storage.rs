@@ -72,11 +72,18 @@ pub(super) fn encode(
 }
 
 fn decode<T: DeserializeOwned>(part: &'static str, bytes: &[u8]) -> Result<T, GroupStorageError> {
-    postcard::from_bytes(bytes).map_err(|error| GroupStorageError {
+    let refused = |reason: String| GroupStorageError {
         part,
         direction: "decode",
-        reason: error.to_string(),
-    })
+        reason,
+    };
+    // postcard reads a value's prefix: what follows it means a damaged part.
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|error| refused(error.to_string()))?;
+    if !rest.is_empty() {
+        return Err(refused(format!("{} bytes follow the value", rest.len())));
+    }
+    Ok(value)
 }
 
 fn decode_slot<T: DeserializeOwned>(

@@ -19,9 +19,12 @@ use crate::rules::hub::{HubGroup, Reuse, StatePosition, reuse};
 use crate::rules::ids::{GroupId, GroupKey};
 use crate::store::{self, GroupHeader, Hosting, Transaction};
 
-/// About how many bytes of serialised state the cache keeps (the parsed form
-/// takes a few times that). The least recently used groups go first.
-const BUDGET_BYTES: usize = 256 << 20;
+/// About how many bytes of serialised state the cache keeps; the least
+/// recently used groups go first. Each kept group is its parsed openmls
+/// state and its serialised parts, about four times its compact serialised
+/// size in all (an estimate from openmls's tree, not a measurement), so this
+/// is about 256 MB of memory.
+const BUDGET_BYTES: usize = 64 << 20;
 
 /// Parsed states of hosted groups, by group row.
 pub(crate) struct HubStates {

@@ -720,6 +720,11 @@ fn corrupt_states_are_refused() {
     let mut damaged_tree = state.clone();
     // Continuation bytes only: a length no postcard reader accepts.
     damaged_tree[tree_at..tree_at + 16].fill(0xff);
+    // A tree followed by one byte more, its length counting it.
+    let mut tree_with_more = state.clone();
+    let tree_length = u32::from_be_bytes(state[tree_at - 4..tree_at].try_into().unwrap());
+    tree_with_more[tree_at - 4..tree_at].copy_from_slice(&(tree_length + 1).to_be_bytes());
+    tree_with_more.insert(tree_at + tree_length as usize, 0);
     let mut bad_presence = state.clone();
     bad_presence[tree_at - 5] = 7;
     let long = [state.as_slice(), &[0]].concat();
@@ -731,6 +736,11 @@ fn corrupt_states_are_refused() {
             "damaged tree".into(),
             damaged_tree,
             "openmls cannot read it: the ratchet tree does not decode",
+        ),
+        (
+            "a tree with a byte more".into(),
+            tree_with_more,
+            "the ratchet tree does not decode: 1 bytes follow the value",
         ),
         (
             "bad presence byte".into(),
@@ -761,6 +771,57 @@ fn corrupt_states_are_refused() {
             }
         }
     }
+}
+
+/// A group's state as the homeserver before format 2 wrote it (JSON parts):
+/// the fuzzing fixture, after its 8-byte timestamp (`fuzzing::seeds`).
+const FORMAT_1_STATE: &[u8] = include_bytes!("../../../fuzzing/hub_group.bin");
+/// The same group in format 2, as `FORMAT_1_STATE` converted gave it when
+/// format 2 was made. Written again with `CONCLAVE_WRITE_GOLDEN_STATE=1` only
+/// for a deliberate change of the format (and its number).
+const FORMAT_2_STATE: &[u8] = include_bytes!("state_format_2.bin");
+
+/// postcard writes what serde hands it without names (an enum variant is its
+/// position), so an openmls upgrade that reorders or adds fields or variants
+/// of the stored types would silently read stored states as something else.
+/// The format 1 state (JSON, by name) converted must give exactly the bytes
+/// format 2 gave when it was made, and load as the same group.
+#[test]
+fn stored_states_of_both_formats_load_as_they_did() {
+    let json = &FORMAT_1_STATE[8..];
+    assert_eq!(json[0], 1, "the fixture is format 1");
+    let from_json = HubGroup::from_state(json).unwrap();
+    let converted = from_json.to_state();
+    if std::env::var_os("CONCLAVE_WRITE_GOLDEN_STATE").is_some() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/rules/hub/tests/state_format_2.bin");
+        std::fs::write(path, &converted).unwrap();
+    }
+    assert!(
+        converted == FORMAT_2_STATE,
+        "the format 1 state converts to other bytes than format 2 gave: openmls's \
+         stored types changed, and states stored before would not read back"
+    );
+    let from_postcard = HubGroup::from_state(FORMAT_2_STATE).unwrap();
+    for group in [&from_json, &from_postcard] {
+        assert_eq!(group.epoch(), 1);
+        assert_eq!(
+            group.cipher_suite(),
+            1,
+            "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"
+        );
+        let members: Vec<String> = group
+            .members()
+            .iter()
+            .map(|member| member.identity.user_id().to_string())
+            .collect();
+        assert_eq!(
+            members,
+            ["alice@localhost", "bob@localhost", "carol@localhost"]
+        );
+    }
+    assert_eq!(from_postcard.ratchet_tree(), from_json.ratchet_tree());
+    assert_eq!(from_postcard.group_info(), from_json.group_info());
 }
 
 #[test]
