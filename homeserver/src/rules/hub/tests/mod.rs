@@ -824,10 +824,9 @@ fn stored_states_of_both_formats_load_as_they_did() {
     assert_eq!(from_postcard.group_info(), from_json.group_info());
 }
 
-#[test]
-fn a_state_an_earlier_homeserver_saved_as_json_still_loads() {
-    let mut fixture = GroupFixture::with_members(3);
-    fixture.advance(1);
+/// Bob (member 1) proposes adding Dave by reference, and the hub accepts the
+/// proposal: its bytes, and the leaf Dave's commit will add.
+fn bob_proposes_adding_dave(fixture: &mut GroupFixture) -> (Vec<u8>, NewLeaf) {
     let key_package = fixture.invite(Device::new(DAVE));
     let dave = fixture.invited(DAVE).added_leaf(&key_package);
     let Member { device, group } = &mut fixture.members[1];
@@ -836,6 +835,14 @@ fn a_state_an_earlier_homeserver_saved_as_json_still_loads() {
         .unwrap();
     let proposal = bytes(&proposal);
     fixture.hub.add_proposal(&identity(BOB), &proposal).unwrap();
+    (proposal, dave)
+}
+
+#[test]
+fn a_state_an_earlier_homeserver_saved_as_json_still_loads() {
+    let mut fixture = GroupFixture::with_members(3);
+    fixture.advance(1);
+    let (proposal, dave) = bob_proposes_adding_dave(&mut fixture);
 
     let json = fixture.hub.to_json_state();
     assert_eq!(json[0], 1, "format 1");
@@ -867,14 +874,7 @@ fn proposals_by_reference_are_kept_until_a_commit_covers_them() {
     let mut fixture = GroupFixture::with_members(3);
 
     // Bob proposes adding Dave; the hub keeps the proposal across a save and load.
-    let key_package = fixture.invite(Device::new(DAVE));
-    let dave = fixture.invited(DAVE).added_leaf(&key_package);
-    let Member { device, group } = &mut fixture.members[1];
-    let (proposal, _) = group
-        .propose_add_member(&device.provider, &device.signer, &key_package)
-        .unwrap();
-    let proposal = bytes(&proposal);
-    fixture.hub.add_proposal(&identity(BOB), &proposal).unwrap();
+    let (proposal, dave) = bob_proposes_adding_dave(&mut fixture);
     fixture.hub = HubGroup::from_state(&fixture.hub.to_state()).unwrap();
     assert_eq!(fixture.hub.storage.parts().proposals.len(), 1);
 
