@@ -30,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(HubcommitSharedWelcomes),
             Box::new(PqKeyPackageSuites),
             Box::new(HubStateFormat2),
+            Box::new(HubUncompressedBlobs),
         ]
     }
 }
@@ -1382,6 +1383,43 @@ impl MigrationName for HubStateFormat2 {
 #[async_trait::async_trait]
 impl MigrationTrait for HubStateFormat2 {
     async fn up(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Ok(())
+    }
+}
+
+/// On PostgreSQL, the group state and a commit's Welcome and ratchet tree are
+/// stored out of line without compression (`STORAGE EXTERNAL`). They are
+/// mostly keys, signatures and ciphertext: PostgreSQL's default compression
+/// (pglz) worked through each value on every commit only to store it
+/// uncompressed (a 1,000-member group's 210 KB state: 4.5 ms per UPDATE with
+/// pglz, 1.7 ms without), about a quarter of the hub's time per commit. Only
+/// the column's setting changes; rows written before stay as they are, so the
+/// migration is instant. SQLite does not compress and has nothing to change.
+struct HubUncompressedBlobs;
+
+impl MigrationName for HubUncompressedBlobs {
+    fn name(&self) -> &str {
+        "m0011_hub_uncompressed_blobs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for HubUncompressedBlobs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared("ALTER TABLE groups ALTER COLUMN state SET STORAGE EXTERNAL")
+            .await?;
+        connection
+            .execute_unprepared(
+                "ALTER TABLE commit_welcomes \
+                   ALTER COLUMN welcome SET STORAGE EXTERNAL, \
+                   ALTER COLUMN ratchet_tree SET STORAGE EXTERNAL",
+            )
+            .await?;
         Ok(())
     }
 }

@@ -193,4 +193,45 @@ mod tests {
         first.close().await.unwrap();
         second.close().await.unwrap();
     }
+
+    /// The hub's large values are keys, signatures and ciphertext: compressing
+    /// them on every commit cost time and saved nothing (m0011).
+    #[tokio::test]
+    async fn hub_blobs_are_stored_uncompressed_on_postgres() {
+        let database = TestDatabase::create(DatabaseChoice::Postgres).await;
+        let store = Store::connect(database.url(), 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let rows = store
+            .connection
+            .query_all_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT c.relname || '.' || a.attname AS col, a.attstorage::text AS storage \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 WHERE (c.relname, a.attname) IN \
+                   (('groups', 'state'), ('commit_welcomes', 'welcome'), ('commit_welcomes', 'ratchet_tree')) \
+                 ORDER BY 1",
+            ))
+            .await
+            .unwrap();
+        let storage: Vec<(String, String)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.try_get::<String>("", "col").unwrap(),
+                    row.try_get::<String>("", "storage").unwrap(),
+                )
+            })
+            .collect();
+        // 'e': EXTERNAL, out of line and never compressed.
+        let external = |col: &str| (col.to_owned(), "e".to_owned());
+        assert_eq!(
+            storage,
+            [
+                external("commit_welcomes.ratchet_tree"),
+                external("commit_welcomes.welcome"),
+                external("groups.state"),
+            ]
+        );
+        store.close().await.unwrap();
+    }
 }
