@@ -116,6 +116,8 @@ pub(crate) struct Context {
     pub(crate) subscribe_streams: delivery::SubscribeStreams,
     /// The newest events of the groups that streams read, shared by them.
     pub(crate) group_tails: delivery::GroupTails,
+    /// The streams' database reads, as many at once as the pool has connections.
+    pub(crate) stream_reads: delivery::StreamReads,
     /// This replica's id and its leases on background work.
     pub(crate) leases: leases::Leases,
     /// Calls of both gRPC listeners being answered now (counted by grpc/),
@@ -141,6 +143,7 @@ impl Context {
         let claim_rate = claim_rate(&config);
         let metrics = Arc::new(Metrics::new());
         let message_batcher = groups::MessageBatcher::new(&store);
+        let stream_reads = delivery::StreamReads::new(config.database.max_connections as usize);
         Context {
             leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,
@@ -160,6 +163,7 @@ impl Context {
                 metrics.subscribe_streams.clone(),
             ),
             group_tails: delivery::GroupTails::default(),
+            stream_reads,
             calls_in_flight: Arc::default(),
             metrics,
             hub_states: Arc::default(),

@@ -12,16 +12,19 @@
 //! - `fetch`, `ack`, `subscribe`: the three RPCs.
 //! - `streams`: the Subscribe streams open now, within their limits per device
 //!   and per connection.
+//! - `stream_reads`: the streams' database reads, a few at a time.
 
 mod ack;
 mod fetch;
 mod pages;
+mod stream_reads;
 mod streams;
 mod subscribe;
 mod tails;
 
 pub(crate) use ack::{Acks, ack};
 pub(crate) use fetch::fetch;
+pub(crate) use stream_reads::StreamReads;
 pub(crate) use streams::{ConnectionKey, SubscribeStreams};
 pub(crate) use subscribe::{close_device_streams, open_stream, subscribe};
 pub(crate) use tails::GroupTails;

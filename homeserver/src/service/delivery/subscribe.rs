@@ -100,7 +100,7 @@ pub(crate) async fn subscribe(
                 StreamEnd::ServerStopping => DeliveryError::ServerStopping,
                 // The registry does not say why: the database does, as the
                 // device's next call would be told.
-                StreamEnd::AccessEnded => match Box::pin(access_refusal(&context, &device)).await {
+                StreamEnd::AccessEnded => match context.stream_reads.read(|| access_refusal(&context, &device)).await {
                     Ok(Some(refusal)) => refusal.into(),
                     Ok(None) => DeliveryError::StreamClosed,
                     Err(error) => error.into(),
@@ -129,8 +129,13 @@ async fn access_ended(context: &Context, device: &AuthenticatedDevice) -> Accoun
         &waker,
     );
     loop {
-        // Boxed, as every read here: see `an_idle_stream_s_task_stays_small`.
-        match Box::pin(access_refusal(context, device)).await {
+        // Every read here waits for its turn and is boxed: see
+        // `stream_reads` and `an_idle_stream_s_task_stays_small`.
+        match context
+            .stream_reads
+            .read(|| access_refusal(context, device))
+            .await
+        {
             Ok(Some(refusal)) => return refusal,
             Ok(None) => {}
             // The stream's own reads fail alike and end it; this one waits
@@ -174,14 +179,20 @@ async fn stream_events(
         .register(Topic::Inbox(device_id.to_owned()), &inbox_waker);
     // Events stored from now on are live; those before, the catch-up.
     let opened_at_ms = context.now_ms();
-    let inbox = Box::pin(store::inbox_position(&context.store, device_id)).await?;
+    let inbox = context
+        .stream_reads
+        .read(|| store::inbox_position(&context.store, device_id))
+        .await?;
     let mut positions = Positions::new(inbox.acked_seq);
     let mut memberships_stale = true;
     let mut memberships = Vec::new();
     let mut group_ids = HashMap::new();
     loop {
         if memberships_stale {
-            (memberships, group_ids) = Box::pin(load_memberships(context, device_id)).await?;
+            (memberships, group_ids) = context
+                .stream_reads
+                .read(|| load_memberships(context, device_id))
+                .await?;
             for member in &memberships {
                 context
                     .notifier
@@ -202,16 +213,20 @@ async fn stream_events(
         if futures::FutureExt::now_or_never(inbox_waker.notified()).is_some() {
             positions.inbox_pending = true;
         }
-        let page = Box::pin(read_page(
-            context,
-            LogSource::Tails,
-            device_id,
-            &mut positions,
-            &memberships,
-            &group_ids,
-            DEFAULT_PAGE,
-        ))
-        .await?;
+        let page = context
+            .stream_reads
+            .read(|| {
+                read_page(
+                    context,
+                    LogSource::Tails,
+                    device_id,
+                    &mut positions,
+                    &memberships,
+                    &group_ids,
+                    DEFAULT_PAGE,
+                )
+            })
+            .await?;
         if page.is_empty() {
             tokio::select! {
                 // First, so that when both were woken the inbox is read with
