@@ -234,16 +234,11 @@ async fn find_device_of_user(
     device_id: &str,
     username: &str,
 ) -> Result<Option<device::Model>, StoreError> {
-    let Some(device) = device::Entity::find_by_id(device_id.to_owned())
+    // One statement: the hub checks each new leaf of a commit under the
+    // group's lock.
+    Ok(device::Entity::find_by_id(device_id.to_owned())
+        .inner_join(user::Entity)
+        .filter(user::Column::Username.eq(username))
         .one(db.database())
-        .await?
-    else {
-        return Ok(None);
-    };
-    let user = user::Entity::find_by_id(device.user_id)
-        .one(db.database())
-        .await?;
-    Ok(user
-        .is_some_and(|user| user.username == username)
-        .then_some(device))
+        .await?)
 }

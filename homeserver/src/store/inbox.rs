@@ -53,33 +53,11 @@ pub(crate) async fn append_inbox_event(
     event: NewInboxEvent<'_>,
 ) -> Result<(), StoreError> {
     let device_id = event.device_id;
-    inbox::Entity::insert(inbox::ActiveModel {
-        device_id: Set(device_id.to_owned()),
-        last_seq: Set(0),
-        acked_seq: Set(0),
-    })
-    .on_conflict(
-        OnConflict::column(inbox::Column::DeviceId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db.database())
-    .await?;
-    inbox::Entity::update_many()
-        .col_expr(
-            inbox::Column::LastSeq,
-            Expr::col(inbox::Column::LastSeq).add(1),
-        )
-        .filter(inbox::Column::DeviceId.eq(device_id))
-        .exec(db.database())
-        .await?;
-    let seq = inbox::Entity::find_by_id(device_id.to_owned())
-        .one(db.database())
+    let seq = take_next_positions(db, &[device_id])
         .await?
-        .map(|row| row.last_seq)
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("the inbox of {device_id} vanished while written"))
-        })?;
+        .first()
+        .map(|position| position.last_seq)
+        .ok_or_else(|| StoreError::Corrupt(format!("the inbox of {device_id} was not written")))?;
     inbox_event::Entity::insert(inbox_event::ActiveModel {
         device_id: Set(device_id.to_owned()),
         seq: Set(seq),
@@ -93,6 +71,32 @@ pub(crate) async fn append_inbox_event(
     .exec_without_returning(db.database())
     .await?;
     Ok(())
+}
+
+/// Takes the next position of each inbox of `device_ids` (distinct), making
+/// the inboxes that do not exist yet, in one statement; returns the inboxes
+/// as they are now.
+async fn take_next_positions(
+    db: &Transaction,
+    device_ids: &[&str],
+) -> Result<Vec<inbox::Model>, StoreError> {
+    Ok(
+        inbox::Entity::insert_many(device_ids.iter().map(|device_id| inbox::ActiveModel {
+            device_id: Set((*device_id).to_owned()),
+            last_seq: Set(1),
+            acked_seq: Set(0),
+        }))
+        .on_conflict(
+            OnConflict::column(inbox::Column::DeviceId)
+                .value(
+                    inbox::Column::LastSeq,
+                    Expr::col((inbox::Entity, inbox::Column::LastSeq)).add(1),
+                )
+                .to_owned(),
+        )
+        .exec_with_returning(db.database())
+        .await?,
+    )
 }
 
 /// Rows per multi-row statement: far below both databases' limits on bound
@@ -129,33 +133,10 @@ pub(crate) async fn append_shared_welcome(
     .exec_without_returning(db.database())
     .await?;
     for chunk in device_ids.chunks(ROWS_PER_STATEMENT) {
-        inbox::Entity::insert_many(chunk.iter().map(|device_id| inbox::ActiveModel {
-            device_id: Set((*device_id).to_owned()),
-            last_seq: Set(0),
-            acked_seq: Set(0),
-        }))
-        .on_conflict(
-            OnConflict::column(inbox::Column::DeviceId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(db.database())
-        .await?;
-        inbox::Entity::update_many()
-            .col_expr(
-                inbox::Column::LastSeq,
-                Expr::col(inbox::Column::LastSeq).add(1),
-            )
-            .filter(inbox::Column::DeviceId.is_in(chunk.iter().copied()))
-            .exec(db.database())
-            .await?;
-        let positions = inbox::Entity::find()
-            .filter(inbox::Column::DeviceId.is_in(chunk.iter().copied()))
-            .all(db.database())
-            .await?;
+        let positions = take_next_positions(db, chunk).await?;
         if positions.len() != chunk.len() {
             return Err(StoreError::Corrupt(format!(
-                "{} of {} inboxes vanished while written",
+                "{} of {} inboxes were not written",
                 chunk.len() - positions.len(),
                 chunk.len()
             )));
