@@ -143,7 +143,11 @@ impl Context {
         let claim_rate = claim_rate(&config);
         let metrics = Arc::new(Metrics::new());
         let message_batcher = groups::MessageBatcher::new(&store);
-        let stream_reads = delivery::StreamReads::new(config.database.max_connections as usize);
+        // As many as the pool really has: tests make small pools whatever
+        // the configuration says.
+        let pool_size = store.pool_connections().max;
+        let stream_reads =
+            delivery::StreamReads::new(usize::try_from(pool_size).unwrap_or(usize::MAX)); // tidy: saturating (a pool of u32 connections)
         Context {
             leases: leases::Leases::new(store.clone(), clock.clone(), &config.leases),
             store,

@@ -80,6 +80,16 @@ async fn take_next_positions(
     db: &Transaction,
     device_ids: &[&str],
 ) -> Result<Vec<inbox::Model>, StoreError> {
+    // PostgreSQL refuses an upsert that touches a row twice; SQLite would
+    // take two positions of one inbox for one Welcome.
+    debug_assert!(
+        device_ids
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == device_ids.len(),
+        "the devices of one upsert must be distinct"
+    );
     Ok(
         inbox::Entity::insert_many(device_ids.iter().map(|device_id| inbox::ActiveModel {
             device_id: Set((*device_id).to_owned()),

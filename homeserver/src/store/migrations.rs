@@ -1387,14 +1387,20 @@ impl MigrationTrait for HubStateFormat2 {
     }
 }
 
-/// On PostgreSQL, the group state and a commit's Welcome and ratchet tree are
-/// stored out of line without compression (`STORAGE EXTERNAL`). They are
-/// mostly keys, signatures and ciphertext: PostgreSQL's default compression
-/// (pglz) worked through each value on every commit only to store it
-/// uncompressed (a 1,000-member group's 210 KB state: 4.5 ms per UPDATE with
-/// pglz, 1.7 ms without), about a quarter of the hub's time per commit. Only
-/// the column's setting changes; rows written before stay as they are, so the
-/// migration is instant. SQLite does not compress and has nothing to change.
+/// On PostgreSQL, the hub's group states and the Welcomes and ratchet trees
+/// of commits (shared by this domain's devices, queued for follower domains,
+/// and a follower's copies in its devices' inboxes) are stored out of line
+/// without compression (`STORAGE EXTERNAL`). They are keys, signatures and
+/// ciphertext: PostgreSQL's default compression (pglz) worked through each
+/// value on every commit only to store it as it was (a 1,000-member group's
+/// 210 KB state: 4.5 ms per UPDATE with pglz, 1.7 ms without), about a
+/// quarter of the hub's time per commit. Only the columns' setting changes;
+/// rows written before stay as they are. SQLite does not compress.
+///
+/// `ALTER TABLE` takes each table's exclusive lock: waiting behind a long
+/// transaction of a replica still serving, it would hold up every call that
+/// touches the table after it. So it gives up after a few seconds instead,
+/// and the homeserver's start fails with the reason, to be started again.
 struct HubUncompressedBlobs;
 
 impl MigrationName for HubUncompressedBlobs {
@@ -1403,6 +1409,17 @@ impl MigrationName for HubUncompressedBlobs {
     }
 }
 
+/// The columns m0011 stores without compression.
+pub(crate) const UNCOMPRESSED_BLOBS: [(&str, &str); 7] = [
+    ("commit_welcomes", "ratchet_tree"),
+    ("commit_welcomes", "welcome"),
+    ("groups", "state"),
+    ("inbox_events", "ratchet_tree"),
+    ("inbox_events", "welcome"),
+    ("remote_welcomes", "ratchet_tree"),
+    ("remote_welcomes", "welcome"),
+];
+
 #[async_trait::async_trait]
 impl MigrationTrait for HubUncompressedBlobs {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -1410,15 +1427,19 @@ impl MigrationTrait for HubUncompressedBlobs {
             return Ok(());
         }
         let connection = manager.get_connection();
+        // The migrations run in one transaction (`schema::migrate`).
         connection
-            .execute_unprepared("ALTER TABLE groups ALTER COLUMN state SET STORAGE EXTERNAL")
+            .execute_unprepared("SET LOCAL lock_timeout = '5s'")
             .await?;
+        for (table, column) in UNCOMPRESSED_BLOBS {
+            connection
+                .execute_unprepared(&format!(
+                    "ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL"
+                ))
+                .await?;
+        }
         connection
-            .execute_unprepared(
-                "ALTER TABLE commit_welcomes \
-                   ALTER COLUMN welcome SET STORAGE EXTERNAL, \
-                   ALTER COLUMN ratchet_tree SET STORAGE EXTERNAL",
-            )
+            .execute_unprepared("SET LOCAL lock_timeout TO DEFAULT")
             .await?;
         Ok(())
     }

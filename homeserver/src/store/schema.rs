@@ -111,6 +111,7 @@ pub(super) async fn is_current(connection: &DatabaseConnection) -> Result<bool, 
 mod tests {
     use super::*;
     use crate::store::Store;
+    use crate::store::migrations::UNCOMPRESSED_BLOBS;
     use conclave_test_support::{DatabaseChoice, TestDatabase, on_both_databases};
 
     async fn record_unknown_migration(store: &Store, name: &str) {
@@ -205,33 +206,34 @@ mod tests {
             .connection
             .query_all_raw(Statement::from_string(
                 DatabaseBackend::Postgres,
-                "SELECT c.relname || '.' || a.attname AS col, a.attstorage::text AS storage \
+                "SELECT c.relname::text AS table_name, a.attname::text AS column_name, \
+                   a.attstorage::text AS storage \
                  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-                 WHERE (c.relname, a.attname) IN \
-                   (('groups', 'state'), ('commit_welcomes', 'welcome'), ('commit_welcomes', 'ratchet_tree')) \
-                 ORDER BY 1",
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+                   AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND format_type(a.atttypid, a.atttypmod) = 'bytea' \
+                   AND a.attstorage = 'e' \
+                 ORDER BY 1, 2",
             ))
             .await
             .unwrap();
-        let storage: Vec<(String, String)> = rows
+        let external: Vec<(String, String)> = rows
             .iter()
             .map(|row| {
                 (
-                    row.try_get::<String>("", "col").unwrap(),
-                    row.try_get::<String>("", "storage").unwrap(),
+                    row.try_get::<String>("", "table_name").unwrap(),
+                    row.try_get::<String>("", "column_name").unwrap(),
                 )
             })
             .collect();
-        // 'e': EXTERNAL, out of line and never compressed.
-        let external = |col: &str| (col.to_owned(), "e".to_owned());
-        assert_eq!(
-            storage,
-            [
-                external("commit_welcomes.ratchet_tree"),
-                external("commit_welcomes.welcome"),
-                external("groups.state"),
-            ]
-        );
+        // 'e': EXTERNAL, out of line and never compressed; every other bytea
+        // column keeps PostgreSQL's default.
+        let expected: Vec<(String, String)> = UNCOMPRESSED_BLOBS
+            .iter()
+            .map(|(table, column)| ((*table).to_owned(), (*column).to_owned()))
+            .collect();
+        assert_eq!(external, expected);
         store.close().await.unwrap();
     }
 }

@@ -50,24 +50,30 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// However many streams read at once, no more than the pool's size run.
+    /// However many streams read at once, no more reads than the pool's size
+    /// are made, let alone run: the others wait with no read's state.
     #[tokio::test]
-    async fn no_more_reads_run_at_once_than_there_are_turns() {
+    async fn no_more_reads_are_made_at_once_than_there_are_turns() {
         let reads = StreamReads::new(3);
+        let made = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let (release, released) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..20 {
-            let (reads, running, most) = (reads.clone(), running.clone(), most.clone());
+            let (reads, made) = (reads.clone(), made.clone());
+            let (running, most) = (running.clone(), most.clone());
             let mut released = released.clone();
             tasks.push(tokio::spawn(async move {
                 reads
-                    .read(|| async {
-                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        released.wait_for(|released| *released).await.unwrap();
-                        running.fetch_sub(1, Ordering::SeqCst);
+                    .read(|| {
+                        made.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            released.wait_for(|released| *released).await.unwrap();
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        }
                     })
                     .await;
             }));
@@ -81,11 +87,17 @@ mod tests {
         .await
         .expect("three reads should start");
         assert_eq!(reads.turns.available_permits(), 0);
+        // Let every waiting task poll again: still no fourth read is made.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 3);
         release.send(true).unwrap();
         for task in tasks {
             task.await.unwrap();
         }
         assert_eq!(most.load(Ordering::SeqCst), 3);
+        assert_eq!(made.load(Ordering::SeqCst), 20);
         assert_eq!(reads.turns.available_permits(), 3);
     }
 }

@@ -213,6 +213,11 @@ async fn stream_events(
         if futures::FutureExt::now_or_never(inbox_waker.notified()).is_some() {
             positions.inbox_pending = true;
         }
+        // A stream whose client left reads nothing more: it would only
+        // take a turn from the living ones (many at once after a deploy).
+        if sender.is_closed() {
+            return Ok(());
+        }
         let page = context
             .stream_reads
             .read(|| {
@@ -311,8 +316,9 @@ mod tests {
     /// boxed by `tokio::spawn` at its largest size for as long as the stream
     /// is open, however long it waits: a database read awaited in place
     /// would keep its whole state in every idle stream (this future was
-    /// 4,952 bytes so in a release build), so the reads are boxed and live
-    /// only while they run (1,320 bytes in a debug build, which tests use).
+    /// 4,952 bytes so in a release build), so the reads are made when their
+    /// turn comes, boxed, and live only while they run (`stream_reads`;
+    /// 1,408 bytes in a debug build, which tests use).
     /// With the rest of a stream (its channel, its share of an HTTP/2
     /// connection, its codec buffer), the goal is 8 KiB per idle stream
     /// (BENCHMARKS.md, "Issue 15: live heap per idle stream").
