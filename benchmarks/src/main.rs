@@ -667,6 +667,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
             "Database",
             "Phase",
             "RSS before MB",
+            "live heap before MB",
             "peak RSS MB",
             "RSS after MB",
             "streams just opened: RSS MB",
@@ -688,6 +689,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
                 count(run.messages as u64)
             ),
             megabytes(memory.before),
+            "-".to_owned(),
             megabytes(memory.peak),
             megabytes(memory.after),
             "-".to_owned(),
@@ -709,6 +711,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
                     fan_out.timed.len() + 1
                 ),
                 megabytes(memory.before),
+                megabytes(memory.live_heap_before),
                 megabytes(memory.peak),
                 megabytes(memory.idle),
                 format!(
@@ -730,6 +733,7 @@ fn server_memory_table(throughput_runs: &[ThroughputRun], scaling: &[ScalingResu
                     count(largest as u64)
                 ),
                 megabytes(started),
+                "-".to_owned(),
                 megabytes(peak),
                 "-".to_owned(),
                 "-".to_owned(),
