@@ -22,6 +22,7 @@ on_both_databases!(
     replayed_messages_are_refused,
     oversize_requests_are_refused,
     proposals_per_epoch_are_bounded,
+    groups_are_bounded_in_size,
 );
 
 /// Asserts that a refusal changed nothing: `owner` (a synced member) lists the
@@ -798,4 +799,37 @@ async fn proposals_per_epoch_are_bounded(database: DatabaseChoice) {
         "the group already has 100 proposals waiting for a commit in this epoch",
     );
     assert_unchanged(&alice, &before, &[]).await;
+}
+
+/// A group holds at most `groups.max_members` devices, counted in the tree as
+/// the commit would leave it: an Add past the limit is refused, and the room a
+/// Remove makes can be filled again.
+async fn groups_are_bounded_in_size(database: DatabaseChoice) {
+    let server = TestHomeserver::start_with(
+        TestOptions::on(database).configure(|config| config.groups.max_members = 2),
+    )
+    .await;
+    let channel = channel(&server).await;
+    let mut alice = Client::register(&channel, "alice").await;
+    let mut bob = Client::register(&channel, "bob").await;
+    let mut carol = Client::register(&channel, "carol").await;
+    form_group(&mut alice, &mut [&mut bob]).await;
+    let before = alice.summary().await;
+
+    let carol_user = carol.device.user_id.clone();
+    let key_packages = alice.claim(&[carol_user.as_str()]).await;
+    assert_refused(
+        "an Add past the limit",
+        alice.try_commit(Change::Add(key_packages)).await,
+        Code::ResourceExhausted,
+        "the group would have 3 members, more than the limit of 2",
+    );
+    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+
+    let bob_leaf = alice.leaf_of(bob.identity());
+    alice.commit(Change::Remove(vec![bob_leaf])).await;
+    alice.invite(&[carol_user.as_str()]).await;
+    carol.sync().await;
+    assert!(carol.group.is_some(), "carol joined in the room bob left");
+    assert_eq!(alice.summary().await.member_count, 2);
 }

@@ -130,6 +130,11 @@ impl HubGroup {
             .collect()
     }
 
+    /// How many member devices the tree holds (its non-blank leaves).
+    pub(crate) fn member_count(&self) -> u64 {
+        self.public_group.treesync().full_leaves().count() as u64
+    }
+
     /// The group's cipher suite, as its RFC 9420 number.
     pub(crate) fn cipher_suite(&self) -> u16 {
         self.public_group.group_context().ciphersuite().into()

@@ -447,6 +447,7 @@ impl GroupFixture {
             .iter()
             .map(|m| m.device.identity.clone())
             .collect();
+        assert_eq!(self.hub.member_count(), hub_members.len() as u64);
         hub_members.sort();
         client_members.sort();
         assert_eq!(hub_members, client_members);
