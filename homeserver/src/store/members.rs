@@ -202,7 +202,7 @@ pub(crate) async fn memberships_of_device(
     db: &impl Connection,
     device_id: &str,
 ) -> Result<Vec<Membership>, StoreError> {
-    group_member::Entity::find()
+    let mut memberships: Vec<Membership> = group_member::Entity::find()
         .filter(group_member::Column::DeviceId.eq(device_id))
         .filter(group_member::Column::RemoteDomain.is_null())
         .filter(
@@ -218,7 +218,11 @@ pub(crate) async fn memberships_of_device(
         .await?
         .into_iter()
         .map(Membership::try_from)
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // A subscribe stream keeps this list while it is open. Collected in place,
+    // it would keep the rows' larger allocation: 512 bytes for one membership.
+    memberships.shrink_to_fit();
+    Ok(memberships)
 }
 
 /// The groups of which a device of this domain is a current member, hosted
@@ -266,4 +270,43 @@ pub(crate) async fn advance_member_cursor(
         .exec(db.database())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::ids::{Epoch, GroupId};
+    use crate::store::{Store, insert_group};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+
+    /// A Subscribe stream keeps its device's memberships for as long as it is
+    /// open, so the list holds them and no more (collected in place from the
+    /// rows, one membership kept 512 bytes).
+    #[tokio::test]
+    async fn a_device_s_memberships_take_no_more_room_than_they_need() {
+        let database = TestDatabase::create(DatabaseChoice::Sqlite).await;
+        let store = Store::connect(database.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let db = store.begin().await.unwrap();
+        let group_id = GroupId::from(&b"group"[..]);
+        let group = insert_group(&db, &group_id, Epoch::new(0), Vec::new(), "creator", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let member = NewMember {
+            identity: "alice@localhost/00000000000000a1",
+            user_id: "alice@localhost",
+            device_id: "00000000000000a1",
+            joined_after_seq: Seq::ZERO,
+            remote_domain: None,
+        };
+        upsert_member(&db, group.key, member).await.unwrap();
+        db.commit().await.unwrap();
+
+        let memberships = memberships_of_device(&store, "00000000000000a1")
+            .await
+            .unwrap();
+        assert_eq!(memberships.len(), 1);
+        assert_eq!(memberships.capacity(), 1, "the list keeps spare room");
+    }
 }
