@@ -260,8 +260,11 @@ pub(super) fn submit_commit(
             welcome: request.welcome.as_deref(),
             group_info: &request.group_info,
         })?;
-        let members = fixture.members.len() as u64;
-        check_group_size(members, &decision, config.groups.max_members)?;
+        check_group_size(
+            fixture.hub.member_count(),
+            &decision,
+            config.groups.max_members,
+        )?;
         plan_commit(
             &decision,
             caller,

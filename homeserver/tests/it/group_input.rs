@@ -803,33 +803,37 @@ async fn proposals_per_epoch_are_bounded(database: DatabaseChoice) {
 
 /// A group holds at most `groups.max_members` devices, counted in the tree as
 /// the commit would leave it: an Add past the limit is refused, and the room a
-/// Remove makes can be filled again.
+/// Remove makes, a blank leaf in the middle of the tree, can be filled again.
 async fn groups_are_bounded_in_size(database: DatabaseChoice) {
     let server = TestHomeserver::start_with(
-        TestOptions::on(database).configure(|config| config.groups.max_members = 2),
+        TestOptions::on(database).configure(|config| config.groups.max_members = 3),
     )
     .await;
     let channel = channel(&server).await;
     let mut alice = Client::register(&channel, "alice").await;
     let mut bob = Client::register(&channel, "bob").await;
     let mut carol = Client::register(&channel, "carol").await;
-    form_group(&mut alice, &mut [&mut bob]).await;
+    let mut dave = Client::register(&channel, "dave").await;
+    form_group(&mut alice, &mut [&mut bob, &mut carol]).await;
     let before = alice.summary().await;
 
-    let carol_user = carol.device.user_id.clone();
-    let key_packages = alice.claim(&[carol_user.as_str()]).await;
+    let dave_user = dave.device.user_id.clone();
+    let key_packages = alice.claim(&[dave_user.as_str()]).await;
     assert_refused(
         "an Add past the limit",
         alice.try_commit(Change::Add(key_packages)).await,
         Code::ResourceExhausted,
-        "the group would have 3 members, more than the limit of 2",
+        "the group would have 4 members, more than the limit of 3",
     );
-    assert_unchanged(&alice, &before, &[&bob, &carol]).await;
+    assert_unchanged(&alice, &before, &[&bob, &carol, &dave]).await;
 
+    // Bob's leaf is between alice's and carol's: removed, it stays a blank
+    // leaf, which is no member.
     let bob_leaf = alice.leaf_of(bob.identity());
+    assert!(bob_leaf.u32() < alice.leaf_of(carol.identity()).u32());
     alice.commit(Change::Remove(vec![bob_leaf])).await;
-    alice.invite(&[carol_user.as_str()]).await;
-    carol.sync().await;
-    assert!(carol.group.is_some(), "carol joined in the room bob left");
-    assert_eq!(alice.summary().await.member_count, 2);
+    alice.invite(&[dave_user.as_str()]).await;
+    dave.sync().await;
+    assert!(dave.group.is_some(), "dave joined in the room bob left");
+    assert_eq!(alice.summary().await.member_count, 3);
 }
