@@ -8,7 +8,10 @@ use super::{Connection, StoreError};
 use crate::rules::account_state::AccountState;
 use conclave_core::ids::{DeviceId, Username};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use std::collections::HashMap;
 
 /// A user's row, as its devices refer to it. Only the store makes one, from a
 /// row it read or wrote.
@@ -216,6 +219,49 @@ pub(crate) async fn device_has_key(
     Ok(find_device_of_user(db, device_id, username)
         .await?
         .is_some_and(|device| device.signature_public_key == signature_public_key))
+}
+
+/// Most device ids per statement of [`device_keys`].
+const IDS_PER_STATEMENT: usize = 500;
+
+/// A registered device's user and signature key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeviceKey {
+    pub(crate) username: String,
+    pub(crate) signature_public_key: Vec<u8>,
+}
+
+/// The user and signature key of each of these devices that is registered, by
+/// device id: one statement per 500 ids, so that a commit adding a thousand
+/// devices checks them in two statements rather than a thousand.
+pub(crate) async fn device_keys(
+    db: &impl Connection,
+    device_ids: &[&str],
+) -> Result<HashMap<String, DeviceKey>, StoreError> {
+    let mut keys = HashMap::with_capacity(device_ids.len());
+    for chunk in device_ids.chunks(IDS_PER_STATEMENT) {
+        let rows: Vec<(String, String, Vec<u8>)> = device::Entity::find()
+            .inner_join(user::Entity)
+            .select_only()
+            .column(device::Column::Id)
+            .column(user::Column::Username)
+            .column(device::Column::SignaturePublicKey)
+            .filter(device::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db.database())
+            .await?;
+        keys.extend(
+            rows.into_iter()
+                .map(|(device_id, username, signature_public_key)| {
+                    let key = DeviceKey {
+                        username,
+                        signature_public_key,
+                    };
+                    (device_id, key)
+                }),
+        );
+    }
+    Ok(keys)
 }
 
 /// True if `device_id` is a current device of user `username`.

@@ -10,6 +10,7 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, Set, Statement, Value,
 };
+use std::collections::HashSet;
 
 /// A verified KeyPackage ready to be stored.
 pub(crate) struct NewKeyPackage {
@@ -480,10 +481,49 @@ pub(crate) async fn key_package_was_claimed(
         .is_some_and(was_handed_out))
 }
 
+/// Most key packages per statement of [`handed_out_key_packages`].
+const REFS_PER_STATEMENT: usize = 500;
+
+/// Which of these key packages, each named by its hash ref and its device, the
+/// directory handed out (see [`was_handed_out`]): one statement per 500, so
+/// that a commit adding a thousand devices checks their packages in two.
+pub(crate) async fn handed_out_key_packages(
+    db: &impl Connection,
+    packages: &[(&[u8], &str)],
+) -> Result<HashSet<(Vec<u8>, String)>, StoreError> {
+    let wanted: HashSet<(&[u8], &str)> = packages.iter().copied().collect();
+    let mut handed_out = HashSet::with_capacity(packages.len());
+    for chunk in packages.chunks(REFS_PER_STATEMENT) {
+        let rows = key_package::Entity::find()
+            .filter(
+                key_package::Column::HashRef
+                    .is_in(chunk.iter().map(|(hash_ref, _)| hash_ref.to_vec())),
+            )
+            .all(db.database())
+            .await?;
+        for package in rows {
+            let record = ClaimRecord {
+                last_resort: package.last_resort,
+                taken: package.claimed_at_ms.is_some(),
+                claimer_recorded: package.claimed_by.is_some(),
+            };
+            // A hash ref is unique, but the Add must name the package's own device.
+            if wanted.contains(&(package.hash_ref.as_slice(), package.device_id.as_str()))
+                && was_handed_out(record)
+            {
+                handed_out.insert((package.hash_ref, package.device_id));
+            }
+        }
+    }
+    Ok(handed_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewDevice, Store, UserKey, insert_device, insert_user, touch_device};
+    use crate::store::{
+        NewDevice, Store, UserKey, device_keys, insert_device, insert_user, touch_device,
+    };
     use conclave_core::ids::Username;
     use conclave_test_support::{DatabaseChoice, TestDatabase};
 
@@ -618,6 +658,83 @@ mod tests {
                 .unwrap(),
             "{choice:?}: all expired"
         );
+    }
+
+    /// What the hub checks of a commit's new leaves, in two statements: each
+    /// device's user and key, and which of the named packages were handed out
+    /// to be used by an Add of their own device.
+    #[tokio::test]
+    async fn a_commit_s_devices_and_packages_are_checked_together() {
+        for choice in DatabaseChoice::ALL {
+            check_devices_and_packages(choice).await;
+        }
+    }
+
+    async fn check_devices_and_packages(choice: DatabaseChoice) {
+        let (_database, store, user) = store_with_bob(choice).await;
+        let phone: DeviceId = "00000000000000b1".parse().unwrap();
+        let laptop: DeviceId = "00000000000000b2".parse().unwrap();
+        add_device(&store, user, &phone, b"phone key").await;
+        add_device(&store, user, &laptop, b"laptop key").await;
+        for device_id in [&phone, &laptop] {
+            let refs = [b"1".as_slice(), b"2".as_slice()].map(|n| {
+                let mut hash_ref = device_id.as_str().as_bytes().to_vec();
+                hash_ref.extend_from_slice(n);
+                hash_ref
+            });
+            insert_key_packages(
+                &store,
+                device_id,
+                refs.iter()
+                    .map(|hash_ref| package(hash_ref, 10_000))
+                    .collect(),
+                None,
+                0,
+            )
+            .await
+            .unwrap();
+        }
+        let claimer: CredentialIdentity = "alice@a.example/00000000000000a1".parse().unwrap();
+        for device_id in [&phone, &laptop] {
+            claim_key_package(&store, device_id, &claimer, CLASSIC, 1)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        let keys = device_keys(
+            &store,
+            &[phone.as_str(), laptop.as_str(), "00000000000000b9"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(keys.len(), 2, "{choice:?}: an unknown device has no key");
+        assert_eq!(keys[phone.as_str()].username, "bob", "{choice:?}");
+        assert_eq!(
+            keys[laptop.as_str()].signature_public_key,
+            b"laptop key",
+            "{choice:?}"
+        );
+
+        let phone_1 = [phone.as_str().as_bytes(), b"1"].concat();
+        let phone_2 = [phone.as_str().as_bytes(), b"2"].concat();
+        let laptop_1 = [laptop.as_str().as_bytes(), b"1"].concat();
+        let handed_out = handed_out_key_packages(
+            &store,
+            &[
+                (&phone_1, phone.as_str()),
+                (&phone_2, phone.as_str()),
+                (&laptop_1, phone.as_str()),
+                (b"unknown", laptop.as_str()),
+            ],
+        )
+        .await
+        .unwrap();
+        // The first package of each device was claimed; the laptop's is named
+        // here with the phone, which an Add must not do.
+        let expected: HashSet<(Vec<u8>, String)> =
+            HashSet::from([(phone_1.clone(), phone.as_str().to_owned())]);
+        assert_eq!(handed_out, expected, "{choice:?}");
     }
 
     #[tokio::test]
