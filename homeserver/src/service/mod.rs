@@ -127,6 +127,8 @@ pub(crate) struct Context {
     pub(crate) metrics: Arc<Metrics>,
     /// The parsed public state of hosted groups, kept between commits.
     pub(crate) hub_states: Arc<groups::HubStates>,
+    /// The ratchet trees of recent Welcomes, exported once per commit.
+    pub(crate) welcome_trees: Arc<delivery::WelcomeTrees>,
     /// Application messages waiting for their group's next shared transaction.
     pub(crate) message_batcher: groups::MessageBatcher,
     /// Recent callers' sessions, dropped when their device's access may end.
@@ -171,6 +173,7 @@ impl Context {
             calls_in_flight: Arc::default(),
             metrics,
             hub_states: Arc::default(),
+            welcome_trees: Arc::default(),
             message_batcher,
             sessions: accounts::SessionCache::default(),
         }

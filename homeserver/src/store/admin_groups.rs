@@ -86,11 +86,11 @@ fn admin_group_query() -> sea_orm::Select<group::Entity> {
             group::Column::Epoch,
             group::Column::LastSeq,
             group::Column::HubDomain,
-            group::Column::State,
             group::Column::CreatedAtMs,
             group::Column::LastActivityAtMs,
             group::Column::LastCommitAtMs,
         ])
+        .expr_as(super::groups::current_state(), "state")
         .expr_as(
             Expr::cust(
                 "(SELECT COUNT(*) FROM group_members m \

@@ -156,8 +156,14 @@ pub(crate) mod group {
         /// Sequence number of the newest event in the group's log (0: none yet).
         pub last_seq: i64,
         /// The serialised public group state (`rules::hub::HubGroup::to_state`);
-        /// empty for a follower's copy.
+        /// empty for a follower's copy, and while `state_welcome_seq` says
+        /// where it is.
         pub state: Vec<u8>,
+        /// Set when the commit at this sequence number added devices of this
+        /// domain and no submission changed the state since: the state is then
+        /// that commit's `commit_welcomes.state`, written once for the group
+        /// and for its Welcome's ratchet tree.
+        pub state_welcome_seq: Option<i64>,
         /// Credential identity of the creating device (at a follower: the sender
         /// of the first event it received).
         pub created_by: String,
@@ -322,7 +328,8 @@ pub(crate) mod commit_welcome {
 
     /// At the hub: the Welcome of a commit and the new epoch's ratchet tree,
     /// once for all the devices of this domain it added (their inbox entries
-    /// say `shared_welcome`); deleted with the last such entry.
+    /// say `shared_welcome`); deleted with the last such entry, unless it
+    /// still holds the group's state (`groups.state_welcome_seq`).
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "commit_welcomes")]
     pub struct Model {
@@ -331,7 +338,11 @@ pub(crate) mod commit_welcome {
         #[sea_orm(primary_key, auto_increment = false)]
         pub commit_seq: i64,
         pub welcome: Vec<u8>,
+        /// Empty when `state` is set (rows written since m0012).
         pub ratchet_tree: Vec<u8>,
+        /// The group's public state after the commit, which the ratchet tree
+        /// is exported from when the Welcome is read.
+        pub state: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -617,9 +617,15 @@ mod tests {
             };
             append_event(&db, event).await.unwrap();
         }
-        update_group(&db, group.key, Epoch::new(0), Seq::new(length), None)
-            .await
-            .unwrap();
+        update_group(
+            &db,
+            group.key,
+            Epoch::new(0),
+            Seq::new(length),
+            crate::store::NewState::Unchanged,
+        )
+        .await
+        .unwrap();
         db.commit().await.unwrap();
         group.key
     }

@@ -18,20 +18,77 @@ pub(crate) struct HostedGroup {
     pub(crate) last_seq: Seq,
     /// The serialised public group state (`rules::hub::HubGroup::to_state`).
     pub(crate) state: Vec<u8>,
+    /// The commit whose Welcome row holds the state (see [`NewState`]).
+    pub(crate) state_welcome_seq: Option<Seq>,
+}
+
+/// A hosted group's row, its state read wherever it is ([`current_state`]).
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+struct HostedRow {
+    id: i64,
+    mls_group_id: Vec<u8>,
+    epoch: i64,
+    last_seq: i64,
+    state: Vec<u8>,
+    state_welcome_seq: Option<i64>,
+}
+
+impl TryFrom<HostedRow> for HostedGroup {
+    type Error = StoreError;
+    fn try_from(row: HostedRow) -> Result<HostedGroup, StoreError> {
+        let name = group_row(GroupKey::from_row(row.id));
+        Ok(HostedGroup {
+            key: GroupKey::from_row(row.id),
+            epoch: to_epoch(row.epoch, &name, "epoch")?,
+            last_seq: to_seq(row.last_seq, &name, "last_seq")?,
+            group_id: GroupId::new(row.mls_group_id),
+            state: row.state,
+            state_welcome_seq: row
+                .state_welcome_seq
+                .map(|seq| to_seq(seq, &name, "state_welcome_seq"))
+                .transpose()?,
+        })
+    }
 }
 
 impl TryFrom<group::Model> for HostedGroup {
     type Error = StoreError;
     fn try_from(model: group::Model) -> Result<HostedGroup, StoreError> {
-        let row = group_row(GroupKey::from_row(model.id));
-        Ok(HostedGroup {
-            key: GroupKey::from_row(model.id),
-            epoch: to_epoch(model.epoch, &row, "epoch")?,
-            last_seq: to_seq(model.last_seq, &row, "last_seq")?,
-            group_id: GroupId::new(model.mls_group_id),
+        HostedGroup::try_from(HostedRow {
+            id: model.id,
+            mls_group_id: model.mls_group_id,
+            epoch: model.epoch,
+            last_seq: model.last_seq,
             state: model.state,
+            state_welcome_seq: model.state_welcome_seq,
         })
     }
+}
+
+/// A hosted group's current state, wherever it is stored: the Welcome row of
+/// the commit `state_welcome_seq` names, or else the group's own row.
+pub(super) fn current_state() -> sea_orm::sea_query::SimpleExpr {
+    Expr::cust(
+        "COALESCE((SELECT w.state FROM commit_welcomes w \
+           WHERE w.group_id = groups.id AND w.commit_seq = groups.state_welcome_seq), \
+         groups.state)",
+    )
+}
+
+/// Narrows a query on groups to a hosted group's columns, its state read
+/// wherever it is.
+fn hosted_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<group::Entity> {
+    select
+        .select_only()
+        .columns([
+            group::Column::Id,
+            group::Column::MlsGroupId,
+            group::Column::Epoch,
+            group::Column::LastSeq,
+            group::Column::StateWelcomeSeq,
+        ])
+        .expr_as(current_state(), "state")
+        .filter(group::Column::HubDomain.is_null())
 }
 
 /// Inserts a group hosted here; `Ok(None)` if its MLS group id is taken.
@@ -69,10 +126,10 @@ pub(crate) async fn lock_group(
     db: &Transaction,
     group_id: &GroupId,
 ) -> Result<Option<HostedGroup>, StoreError> {
-    group::Entity::find()
+    hosted_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.eq(group_id.as_bytes().to_vec()))
-        .filter(group::Column::HubDomain.is_null())
         .lock_exclusive()
+        .into_model::<HostedRow>()
         .one(db.database())
         .await?
         .map(HostedGroup::try_from)
@@ -91,6 +148,9 @@ pub(crate) struct GroupHeader {
     pub(crate) hub_domain: Option<String>,
     /// At a follower: the group's member count as the hub last reported it.
     pub(crate) hub_member_count: Option<u64>,
+    /// At the hub: the commit whose Welcome row holds the state (see
+    /// [`NewState`]).
+    pub(crate) state_welcome_seq: Option<Seq>,
 }
 
 #[derive(Debug, Clone, sea_orm::FromQueryResult)]
@@ -101,6 +161,7 @@ struct HeaderRow {
     last_seq: i64,
     hub_domain: Option<String>,
     hub_member_count: Option<i64>,
+    state_welcome_seq: Option<i64>,
 }
 
 impl TryFrom<HeaderRow> for GroupHeader {
@@ -118,6 +179,10 @@ impl TryFrom<HeaderRow> for GroupHeader {
                 .hub_member_count
                 .map(|count| to_u64(count, &name, "hub_member_count"))
                 .transpose()?,
+            state_welcome_seq: row
+                .state_welcome_seq
+                .map(|seq| to_seq(seq, &name, "state_welcome_seq"))
+                .transpose()?,
         })
     }
 }
@@ -131,6 +196,7 @@ fn header_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<gro
         group::Column::LastSeq,
         group::Column::HubDomain,
         group::Column::HubMemberCount,
+        group::Column::StateWelcomeSeq,
     ])
 }
 
@@ -246,9 +312,9 @@ pub(crate) async fn find_hosted_group(
     db: &impl Connection,
     group_id: &GroupId,
 ) -> Result<Option<HostedGroup>, StoreError> {
-    group::Entity::find()
+    hosted_columns(group::Entity::find())
         .filter(group::Column::MlsGroupId.eq(group_id.as_bytes().to_vec()))
-        .filter(group::Column::HubDomain.is_null())
+        .into_model::<HostedRow>()
         .one(db.database())
         .await?
         .map(HostedGroup::try_from)
@@ -264,23 +330,52 @@ pub(crate) async fn find_group_headers(
     all_headers(db, query).await
 }
 
-/// Saves a group's new epoch, newest sequence number and (when given) state.
-/// The event at `last_seq`, appended before in the same transaction, gives
-/// the group's last activity, and its last commit when the epoch moves (see
-/// [`with_activity`]).
+/// Where a submission leaves a hosted group's state.
+#[derive(Debug)]
+pub(crate) enum NewState {
+    /// Where it was: the submission did not change it.
+    Unchanged,
+    /// In the group's row.
+    InRow(Vec<u8>),
+    /// In the Welcome row of the commit at this sequence number
+    /// (`commit_welcomes.state`, written by the same transaction): a commit
+    /// that adds devices of this domain stores the state once, for the group
+    /// and for its Welcome's ratchet tree, instead of twice. The group's row
+    /// then holds no copy.
+    BesideWelcome(Seq),
+}
+
+/// Saves a group's new epoch, newest sequence number and state (see
+/// [`NewState`]). The event at `last_seq`, appended before in the same
+/// transaction, gives the group's last activity, and its last commit when the
+/// epoch moves (see [`with_activity`]). When the state moves off a Welcome
+/// row, the caller releases that row ([`super::release_state_holder`]).
 pub(crate) async fn update_group(
     db: &Transaction,
     key: GroupKey,
     epoch: Epoch,
     last_seq: Seq,
-    state: Option<Vec<u8>>,
+    state: NewState,
 ) -> Result<(), StoreError> {
     let update = with_activity(group::Entity::update_many(), key, epoch, last_seq)?;
     let mut update = update
         .col_expr(group::Column::Epoch, Expr::value(epoch_to_db(epoch)?))
         .col_expr(group::Column::LastSeq, Expr::value(seq_to_db(last_seq)?));
-    if let Some(state) = state {
-        update = update.col_expr(group::Column::State, Expr::value(state));
+    match state {
+        NewState::Unchanged => {}
+        NewState::InRow(state) => {
+            update = update
+                .col_expr(group::Column::State, Expr::value(state))
+                .col_expr(group::Column::StateWelcomeSeq, Expr::value(None::<i64>));
+        }
+        NewState::BesideWelcome(commit_seq) => {
+            update = update
+                .col_expr(group::Column::State, Expr::value(Vec::<u8>::new()))
+                .col_expr(
+                    group::Column::StateWelcomeSeq,
+                    Expr::value(seq_to_db(commit_seq)?),
+                );
+        }
     }
     update
         .filter(group::Column::Id.eq(key.row_id()))
@@ -369,7 +464,7 @@ pub(crate) async fn hosted_group_state(
 ) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(group::Entity::find()
         .select_only()
-        .column(group::Column::State)
+        .expr(current_state())
         .filter(group::Column::Id.eq(key.row_id()))
         .filter(group::Column::HubDomain.is_null())
         .into_tuple::<Vec<u8>>()

@@ -119,9 +119,15 @@ pub(crate) mod tests {
             let second = insert_test_group(&store, 2, "d1").await;
             insert_test_device(&store, D2).await;
             let transaction = store.begin().await.unwrap();
-            update_group(&transaction, second.key, Epoch::new(1), Seq::new(7), None)
-                .await
-                .unwrap();
+            update_group(
+                &transaction,
+                second.key,
+                Epoch::new(1),
+                Seq::new(7),
+                crate::store::NewState::Unchanged,
+            )
+            .await
+            .unwrap();
             for _ in 0..3 {
                 append_inbox_event(
                     &transaction,

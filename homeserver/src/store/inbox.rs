@@ -18,7 +18,12 @@ pub(crate) struct InboxEvent {
     /// The commit whose Welcome this is.
     pub(crate) commit_seq: Seq,
     pub(crate) welcome: Vec<u8>,
+    /// Empty while `tree_state` is set.
     pub(crate) ratchet_tree: Vec<u8>,
+    /// The hub's state of the group after the commit, which the ratchet tree
+    /// is to be exported from (a Welcome shared since m0012); the service
+    /// does so before the event is delivered.
+    pub(crate) tree_state: Option<Vec<u8>>,
     pub(crate) created_at_ms: i64,
 }
 
@@ -32,6 +37,7 @@ impl TryFrom<inbox_event::Model> for InboxEvent {
             commit_seq: to_seq(model.commit_seq, &row, "commit_seq")?,
             welcome: model.welcome,
             ratchet_tree: model.ratchet_tree,
+            tree_state: None,
             created_at_ms: model.created_at_ms,
         })
     }
@@ -118,13 +124,17 @@ pub(crate) struct SharedWelcome<'a> {
     pub(crate) group: GroupKey,
     pub(crate) commit_seq: Seq,
     pub(crate) welcome: &'a [u8],
-    pub(crate) ratchet_tree: &'a [u8],
+    /// The group's state after the commit: the Welcome's ratchet tree is
+    /// exported from it when read, and it is the group's state too
+    /// (`NewState::BesideWelcome`).
+    pub(crate) state: &'a [u8],
     pub(crate) now_ms: i64,
 }
 
 /// Appends a commit's Welcome to the inbox of each of `device_ids` (distinct),
-/// storing the Welcome and ratchet tree once (`commit_welcomes`) and a small
-/// entry per device, with a few multi-row statements whatever their number.
+/// storing the Welcome and the group's state once (`commit_welcomes`) and a
+/// small entry per device, with a few multi-row statements whatever their
+/// number.
 pub(crate) async fn append_shared_welcome(
     db: &Transaction,
     welcome: SharedWelcome<'_>,
@@ -138,7 +148,8 @@ pub(crate) async fn append_shared_welcome(
         group_id: Set(welcome.group.row_id()),
         commit_seq: Set(commit_seq),
         welcome: Set(welcome.welcome.to_vec()),
-        ratchet_tree: Set(welcome.ratchet_tree.to_vec()),
+        ratchet_tree: Set(Vec::new()),
+        state: Set(Some(welcome.state.to_vec())),
     })
     .exec_without_returning(db.database())
     .await?;
@@ -237,6 +248,11 @@ pub(crate) async fn inbox_events_after(
             };
             model.welcome = welcome.welcome.clone();
             model.ratchet_tree = welcome.ratchet_tree.clone();
+            let tree_state = welcome.state.clone();
+            let mut event = InboxEvent::try_from(model)?;
+            event.tree_state = tree_state;
+            events.push(event);
+            continue;
         }
         events.push(InboxEvent::try_from(model)?);
     }
@@ -291,9 +307,10 @@ pub(crate) async fn advance_inbox_cursor(
     Ok(())
 }
 
-/// Deletes a commit's shared Welcome once no inbox entry points at it. (Two
-/// devices acknowledging the last two entries at once on PostgreSQL may each
-/// still see the other's: the row then stays, unused; nothing is lost.)
+/// Deletes a commit's shared Welcome once no inbox entry points at it and it
+/// does not hold its group's state. (Two devices acknowledging the last two
+/// entries at once on PostgreSQL may each still see the other's: the row then
+/// stays, unused, for the janitor; nothing is lost.)
 async fn delete_unused_shared_welcome(
     db: &Transaction,
     group_id: i64,
@@ -311,15 +328,46 @@ async fn delete_unused_shared_welcome(
         .filter(commit_welcome::Column::GroupId.eq(group_id))
         .filter(commit_welcome::Column::CommitSeq.eq(commit_seq))
         .filter(Expr::exists(still_used).not())
+        .filter(Expr::exists(holds_group_state()).not())
         .exec(db.database())
         .await?;
     Ok(())
 }
 
-/// Deletes every shared Welcome no inbox entry points at any more: those whose
-/// last entries went with their devices (removed before acknowledging), and
-/// those two simultaneous acknowledgements both left (see
-/// [`delete_unused_shared_welcome`]). The janitor runs it; returns how many.
+/// Correlated with a `commit_welcomes` row: its group's state is in it.
+fn holds_group_state() -> sea_orm::sea_query::SelectStatement {
+    use super::entities::group;
+    use sea_orm::sea_query::Query;
+    Query::select()
+        .expr(Expr::val(1))
+        .from(group::Entity)
+        .and_where(
+            Expr::col((group::Entity, group::Column::Id))
+                .equals((commit_welcome::Entity, commit_welcome::Column::GroupId)),
+        )
+        .and_where(
+            Expr::col((group::Entity, group::Column::StateWelcomeSeq))
+                .equals((commit_welcome::Entity, commit_welcome::Column::CommitSeq)),
+        )
+        .to_owned()
+}
+
+/// After a submission moved a group's state off the Welcome row of the commit
+/// at `commit_seq` ([`super::NewState`]), in the same transaction: deletes that
+/// row if no inbox entry points at it any more either.
+pub(crate) async fn release_state_holder(
+    db: &Transaction,
+    group: GroupKey,
+    commit_seq: Seq,
+) -> Result<(), StoreError> {
+    delete_unused_shared_welcome(db, group.row_id(), seq_to_db(commit_seq)?).await
+}
+
+/// Deletes every shared Welcome no inbox entry points at any more and that does
+/// not hold its group's state: those whose last entries went with their
+/// devices (removed before acknowledging), and those two simultaneous
+/// acknowledgements both left (see [`delete_unused_shared_welcome`]). The
+/// janitor runs it; returns how many.
 /// A commit writes its shared Welcome and the entries pointing at it in one
 /// transaction, so a row never looks unused before its entries are visible.
 pub(crate) async fn delete_unused_shared_welcomes(db: &impl Connection) -> Result<u64, StoreError> {
@@ -339,6 +387,7 @@ pub(crate) async fn delete_unused_shared_welcomes(db: &impl Connection) -> Resul
         .to_owned();
     let deleted = commit_welcome::Entity::delete_many()
         .filter(Expr::exists(still_used).not())
+        .filter(Expr::exists(holds_group_state()).not())
         .exec(db.database())
         .await?;
     Ok(deleted.rows_affected)
@@ -376,7 +425,7 @@ mod tests {
             group: group.key,
             commit_seq: Seq::new(4),
             welcome: b"welcome",
-            ratchet_tree: b"tree",
+            state: b"state",
             now_ms: 9,
         };
         append_shared_welcome(&transaction, welcome, &DEVICES)
@@ -403,9 +452,16 @@ mod tests {
                         event.seq,
                         event.commit_seq,
                         event.welcome.as_slice(),
-                        event.ratchet_tree.as_slice()
+                        event.ratchet_tree.as_slice(),
+                        event.tree_state.as_deref()
                     ),
-                    (Seq::new(1), Seq::new(4), &b"welcome"[..], &b"tree"[..]),
+                    (
+                        Seq::new(1),
+                        Seq::new(4),
+                        &b"welcome"[..],
+                        &b""[..],
+                        Some(&b"state"[..])
+                    ),
                     "{choice:?} {device}"
                 );
                 let transaction = store.begin().await.unwrap();
@@ -437,6 +493,133 @@ mod tests {
                 .unwrap();
             assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 1);
             assert_eq!(shared_rows(&store).await, 0, "{choice:?}: swept");
+        }
+    }
+
+    /// Marks the shared Welcome of `store_with_a_shared_welcome` as holding
+    /// its group's state, as a commit adding devices here does.
+    async fn make_it_hold_the_group_s_state(store: &Store) -> GroupKey {
+        use crate::rules::ids::Epoch;
+        use crate::store::{NewState, update_group};
+        let group = commit_welcome::Entity::find()
+            .one(store.database())
+            .await
+            .unwrap()
+            .unwrap()
+            .group_id;
+        let group = GroupKey::from_row(group);
+        let transaction = store.begin().await.unwrap();
+        let state = NewState::BesideWelcome(Seq::new(4));
+        update_group(&transaction, group, Epoch::new(2), Seq::new(4), state)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        group
+    }
+
+    async fn ack_everything(store: &Store) {
+        for device in DEVICES {
+            let transaction = store.begin().await.unwrap();
+            advance_inbox_cursor(&transaction, device, Seq::new(1))
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_welcome_holding_the_group_s_state_stays_until_the_state_moves() {
+        use crate::rules::ids::Epoch;
+        use crate::store::{NewState, hosted_group_state, update_group};
+        for choice in DatabaseChoice::ALL {
+            let (_database, store) = store_with_a_shared_welcome(choice).await;
+            let group = make_it_hold_the_group_s_state(&store).await;
+            assert_eq!(
+                hosted_group_state(&store, group).await.unwrap().as_deref(),
+                Some(&b"state"[..]),
+                "{choice:?}: the group's state is read from the Welcome's row"
+            );
+            ack_everything(&store).await;
+            assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 0);
+            assert_eq!(shared_rows(&store).await, 1, "{choice:?}: holds the state");
+
+            let transaction = store.begin().await.unwrap();
+            let state = NewState::InRow(b"next state".to_vec());
+            update_group(&transaction, group, Epoch::new(3), Seq::new(5), state)
+                .await
+                .unwrap();
+            release_state_holder(&transaction, group, Seq::new(4))
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+            assert_eq!(shared_rows(&store).await, 0, "{choice:?}: released");
+            assert_eq!(
+                hosted_group_state(&store, group).await.unwrap().as_deref(),
+                Some(&b"next state"[..]),
+                "{choice:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn releasing_a_state_holder_keeps_it_for_the_devices_still_to_read_it() {
+        use crate::rules::ids::Epoch;
+        use crate::store::{NewState, update_group};
+        for choice in DatabaseChoice::ALL {
+            let (_database, store) = store_with_a_shared_welcome(choice).await;
+            let group = make_it_hold_the_group_s_state(&store).await;
+            let transaction = store.begin().await.unwrap();
+            let state = NewState::InRow(b"next state".to_vec());
+            update_group(&transaction, group, Epoch::new(3), Seq::new(5), state)
+                .await
+                .unwrap();
+            release_state_holder(&transaction, group, Seq::new(4))
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+            assert_eq!(shared_rows(&store).await, 1, "{choice:?}: still to be read");
+            let events = inbox_events_after(&store, DEVICES[0], Seq::ZERO, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                events[0].tree_state.as_deref(),
+                Some(&b"state"[..]),
+                "{choice:?}: the state of the Welcome's epoch, not the group's newest"
+            );
+            ack_everything(&store).await;
+            assert_eq!(
+                shared_rows(&store).await,
+                0,
+                "{choice:?}: gone with the last ack"
+            );
+        }
+    }
+
+    /// Rows written before m0012 carry the ratchet tree itself.
+    #[tokio::test]
+    async fn a_shared_welcome_stored_with_its_tree_is_read_as_it_was() {
+        for choice in DatabaseChoice::ALL {
+            let (_database, store) = store_with_a_shared_welcome(choice).await;
+            commit_welcome::Entity::update_many()
+                .col_expr(
+                    commit_welcome::Column::RatchetTree,
+                    Expr::value(b"tree".to_vec()),
+                )
+                .col_expr(commit_welcome::Column::State, Expr::value(None::<Vec<u8>>))
+                .exec(store.database())
+                .await
+                .unwrap();
+            let events = inbox_events_after(&store, DEVICES[1], Seq::ZERO, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    events[0].ratchet_tree.as_slice(),
+                    events[0].tree_state.as_deref()
+                ),
+                (&b"tree"[..], None),
+                "{choice:?}"
+            );
         }
     }
 }

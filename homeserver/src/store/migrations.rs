@@ -31,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(PqKeyPackageSuites),
             Box::new(HubStateFormat2),
             Box::new(HubUncompressedBlobs),
+            Box::new(HubStateBesideWelcome),
         ]
     }
 }
@@ -1432,6 +1433,81 @@ impl MigrationTrait for HubUncompressedBlobs {
             .execute_unprepared("SET LOCAL lock_timeout = '5s'")
             .await?;
         for (table, column) in UNCOMPRESSED_BLOBS {
+            connection
+                .execute_unprepared(&format!(
+                    "ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL"
+                ))
+                .await?;
+        }
+        connection
+            .execute_unprepared("SET LOCAL lock_timeout TO DEFAULT")
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum CommitWelcomesState {
+    #[sea_orm(iden = "commit_welcomes")]
+    Table,
+    State,
+}
+
+#[derive(DeriveIden)]
+enum GroupsStateWelcome {
+    #[sea_orm(iden = "groups")]
+    Table,
+    StateWelcomeSeq,
+}
+
+/// A commit that adds devices of this domain stores the group's new state
+/// once, in its Welcome's row (`commit_welcomes.state`), and the group's row
+/// says where it is (`groups.state_welcome_seq`) instead of holding a second
+/// copy; the Welcome's ratchet tree is exported from that state when it is
+/// read, instead of being written beside it. At 1,000 members the state and
+/// the tree are about 210 KB each, so an add commit writes one of them
+/// instead of both. Rows written before keep their ratchet tree and have no
+/// state. Earlier releases read the group's own `state` column only, so this
+/// migration also makes them refuse to start on the database.
+struct HubStateBesideWelcome;
+
+impl MigrationName for HubStateBesideWelcome {
+    fn name(&self) -> &str {
+        "m0012_hub_state_beside_welcome"
+    }
+}
+
+/// The column m0012 stores without compression, as m0011 its columns.
+pub(crate) const UNCOMPRESSED_BLOBS_M0012: [(&str, &str); 1] = [("commit_welcomes", "state")];
+
+#[async_trait::async_trait]
+impl MigrationTrait for HubStateBesideWelcome {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(CommitWelcomesState::Table)
+                    .add_column(blob_null(CommitWelcomesState::State))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(GroupsStateWelcome::Table)
+                    .add_column(big_integer_null(GroupsStateWelcome::StateWelcomeSeq))
+                    .to_owned(),
+            )
+            .await?;
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        // As in m0011: give up rather than hold up every call behind the lock.
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared("SET LOCAL lock_timeout = '5s'")
+            .await?;
+        for (table, column) in UNCOMPRESSED_BLOBS_M0012 {
             connection
                 .execute_unprepared(&format!(
                     "ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL"

@@ -126,7 +126,7 @@ mod tests {
             group.key,
             Epoch::new(0),
             Seq::new(LOG_LENGTH as u64),
-            None,
+            crate::store::NewState::Unchanged,
         )
         .await
         .unwrap();

@@ -431,7 +431,7 @@ pub(crate) async fn hosted_group_states(
     Ok(group::Entity::find()
         .select_only()
         .column(group::Column::MlsGroupId)
-        .column(group::Column::State)
+        .expr(super::groups::current_state())
         .filter(group::Column::MlsGroupId.is_in(group_ids.iter().cloned()))
         .filter(group::Column::HubDomain.is_null())
         .into_tuple::<(Vec<u8>, Vec<u8>)>()

@@ -3,7 +3,8 @@
 //! another replica of the domain (same database) makes a replica read the
 //! stored state again, and refused commits leave the kept state as it was.
 //! Each step would be refused if a replica judged it against a state that is
-//! not the stored one.
+//! not the stored one. A commit adding devices here stores the state with its
+//! Welcome; the replicas and the joining device read it from there.
 
 use crate::groups_harness::{Change, assert_in_sync, form_group, start_with_clients};
 use crate::harness::{assert_refused, channel};
@@ -13,6 +14,7 @@ use tonic::Code;
 on_both_databases!(
     commits_and_proposals_through_another_replica_are_seen,
     refused_commits_leave_the_kept_state_as_it_was,
+    a_state_stored_with_a_welcome_serves_the_group_and_the_joiner,
 );
 
 async fn commits_and_proposals_through_another_replica_are_seen(database: DatabaseChoice) {
@@ -57,6 +59,50 @@ async fn commits_and_proposals_through_another_replica_are_seen(database: Databa
     alice.commit(Change::SelfUpdate).await;
     bob.sync().await;
     assert_in_sync(&[&alice, &bob]).await;
+    second.stop().await;
+    first.stop().await;
+}
+
+/// A commit adding devices here stores the group's state once, with its
+/// Welcome (`NewState::BesideWelcome`): another replica judges the next
+/// commits against it, and a device that reads its Welcome after the group
+/// moved on still gets the tree of the Welcome's epoch.
+async fn a_state_stored_with_a_welcome_serves_the_group_and_the_joiner(database: DatabaseChoice) {
+    let (first, _, [mut alice, mut bob, mut carol]) =
+        start_with_clients(database, ["alice", "bob", "carol"]).await;
+    form_group(&mut alice, &mut [&mut bob]).await;
+    let second = first.start_replica(|_| {}).await;
+    bob.reconnect(&channel(&second).await);
+    // The second replica never saw the group: it reads the state stored with
+    // Bob's Welcome.
+    let through_second = bob.commit(Change::SelfUpdate).await;
+    assert_eq!(through_second.epoch, 2);
+
+    alice.sync().await;
+    let carol_id = carol.device.user_id.clone();
+    let added = alice.invite(&[carol_id.as_str()]).await;
+    assert_eq!(added.epoch, 3);
+    // Two commits through the second replica before Carol reads her Welcome:
+    // a proposal, then a commit, each moving the state on.
+    bob.sync().await;
+    let proposal = bob.propose_self_update();
+    let request = bob.proposal_request(proposal);
+    bob.try_submit_proposal(request)
+        .await
+        .expect("the proposal is accepted");
+    let moved_on = bob.commit(Change::PendingProposals).await;
+    assert_eq!(moved_on.epoch, 4);
+
+    carol.reconnect(&channel(&second).await);
+    carol.sync().await;
+    assert!(carol.group.is_some(), "carol joined at epoch 3");
+    alice.sync().await;
+    assert_in_sync(&[&alice, &bob, &carol]).await;
+    let last = carol.commit(Change::SelfUpdate).await;
+    assert_eq!(last.epoch, 5);
+    alice.sync().await;
+    bob.sync().await;
+    assert_in_sync(&[&alice, &bob, &carol]).await;
     second.stop().await;
     first.stop().await;
 }

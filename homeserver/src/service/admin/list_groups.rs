@@ -165,9 +165,15 @@ mod tests {
             )
             .await
             .unwrap();
-            store::update_group(&transaction, cd.key, Epoch::new(1), Seq::new(1), None)
-                .await
-                .unwrap();
+            store::update_group(
+                &transaction,
+                cd.key,
+                Epoch::new(1),
+                Seq::new(1),
+                store::NewState::Unchanged,
+            )
+            .await
+            .unwrap();
             // bob's device is in ab01, and was in cd.
             for (group, removed) in [(ab01.key, false), (cd.key, true)] {
                 let member = NewMember {

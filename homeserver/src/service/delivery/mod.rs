@@ -13,6 +13,8 @@
 //! - `streams`: the Subscribe streams open now, within their limits per device
 //!   and per connection.
 //! - `stream_reads`: the streams' database reads, a few at a time.
+//! - `welcome_trees`: the ratchet trees of recent Welcomes, exported from the
+//!   group's state stored with them, once per commit.
 
 mod ack;
 mod fetch;
@@ -21,6 +23,7 @@ mod stream_reads;
 mod streams;
 mod subscribe;
 mod tails;
+mod welcome_trees;
 
 pub(crate) use ack::{Acks, ack};
 pub(crate) use fetch::fetch;
@@ -28,6 +31,7 @@ pub(crate) use stream_reads::StreamReads;
 pub(crate) use streams::{ConnectionKey, SubscribeStreams};
 pub(crate) use subscribe::{close_device_streams, open_stream, subscribe};
 pub(crate) use tails::GroupTails;
+pub(crate) use welcome_trees::WelcomeTrees;
 
 use super::InternalError;
 use super::accounts::AccountError;

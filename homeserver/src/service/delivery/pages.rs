@@ -47,8 +47,20 @@ pub(super) async fn read_page(
             store::inbox_events_after(connection, device_id, positions.inbox, limit).await?;
         // A full page may have more behind it.
         positions.inbox_pending = events.len() as u64 == limit;
-        for event in events {
+        for mut event in events {
             positions.inbox = event.seq;
+            if let Some(state) = event.tree_state.take() {
+                event.ratchet_tree = context
+                    .welcome_trees
+                    .ratchet_tree(event.group, event.commit_seq, &state)
+                    .map_err(|error| {
+                        StoreError::Corrupt(format!(
+                            "the state stored with the Welcome of commit {} of group row {}: {error}",
+                            event.commit_seq,
+                            event.group.row_id()
+                        ))
+                    })?;
+            }
             let group_id = store::find_group_headers(connection, &[event.group])
                 .await?
                 .pop()

@@ -66,7 +66,14 @@ pub(super) async fn post_notice(
         },
     )
     .await?;
-    store::update_group(&transaction, group.key, group.epoch, seq, None).await?;
+    store::update_group(
+        &transaction,
+        group.key,
+        group.epoch,
+        seq,
+        store::NewState::Unchanged,
+    )
+    .await?;
     transaction.commit().await?;
     context.metrics.count_accepted(EventKind::Departure);
     context.notifier.publish(&Topic::Group(group.key));

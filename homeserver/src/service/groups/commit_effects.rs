@@ -11,22 +11,32 @@ use crate::rules::ids::{GroupKey, Seq};
 use crate::store::{self, MembershipChangeRecord, NewMember, SharedWelcome, Transaction};
 use conclave_core::ids::CredentialIdentity;
 
-/// Writes the plan of the commit at `seq`. `welcome`: the submitted Welcome and
-/// the new epoch's ratchet tree, when the commit came with one.
+/// The submitted Welcome of a commit, as its plan stores it.
+pub(super) struct PlannedWelcomes<'a> {
+    /// For the devices of this domain it adds: the Welcome and the group's
+    /// new state, which their ratchet tree is exported from when read (and
+    /// which the group's row points at: `NewState::BesideWelcome`).
+    pub(super) shared: Option<(&'a [u8], &'a [u8])>,
+    /// For follower domains it adds devices of: the Welcome and the new
+    /// epoch's ratchet tree itself.
+    pub(super) remote: Option<(&'a [u8], &'a [u8])>,
+}
+
+/// Writes the plan of the commit at `seq`, with its Welcome if it came with one.
 pub(super) async fn apply_plan(
     context: &Context,
     transaction: &Transaction,
     group: GroupKey,
     seq: Seq,
     plan: &CommitPlan,
-    welcome: Option<(&[u8], &[u8])>,
+    welcomes: PlannedWelcomes<'_>,
 ) -> Result<(), GroupError> {
     for identity in &plan.removed {
         store::mark_removed(transaction, group, &identity.to_string(), seq).await?;
     }
     add_members(context, transaction, group, &plan.joined, seq).await?;
-    if let Some((welcome, ratchet_tree)) = welcome {
-        // One copy of the Welcome and tree for every added device of this domain.
+    if let Some((welcome, state)) = welcomes.shared {
+        // One copy of the Welcome and state for every added device of this domain.
         let mut recipients: Vec<&str> = plan
             .welcome_recipients
             .iter()
@@ -38,13 +48,13 @@ pub(super) async fn apply_plan(
             group,
             commit_seq: seq,
             welcome,
-            ratchet_tree,
+            state,
             now_ms: context.now_ms(),
         };
         store::append_shared_welcome(transaction, shared, &recipients).await?;
-        if !plan.joined_domains.is_empty() {
-            store::insert_remote_welcome(transaction, group, seq, welcome, ratchet_tree).await?;
-        }
+    }
+    if let Some((welcome, ratchet_tree)) = welcomes.remote {
+        store::insert_remote_welcome(transaction, group, seq, welcome, ratchet_tree).await?;
     }
     for (identity, added) in &plan.follower_changes {
         let change = MembershipChangeRecord {

@@ -9,7 +9,7 @@ use super::{Accepted, GroupError};
 use crate::notify::Topic;
 use crate::rules::hub::HubGroup;
 use crate::rules::ids::{Epoch, GroupId, GroupKey, Seq};
-use crate::store::{self, EventKind, HostedGroup, NewEvent, Transaction};
+use crate::store::{self, EventKind, HostedGroup, NewEvent, NewState, Transaction};
 use sha2::{Digest, Sha256};
 
 /// Locks a group hosted here for the rest of the transaction.
@@ -86,6 +86,8 @@ pub(super) async fn check_not_replayed(
 /// checks passed.
 pub(super) struct LogAppend<'a> {
     pub(super) group: GroupKey,
+    /// The commit whose Welcome row holds the group's state, if one does.
+    pub(super) state_welcome_seq: Option<Seq>,
     pub(super) last_seq: Seq,
     pub(super) group_epoch: Epoch,
     /// The epoch the message was sent in (application messages may be a little
@@ -124,14 +126,21 @@ pub(super) async fn append_and_commit(
         },
     )
     .await?;
+    let state_changed = append.new_state.is_some();
+    let new_state = append
+        .new_state
+        .map_or(NewState::Unchanged, NewState::InRow);
     store::update_group(
         &transaction,
         append.group,
         append.group_epoch,
         seq,
-        append.new_state,
+        new_state,
     )
     .await?;
+    if let Some(previous) = append.state_welcome_seq.filter(|_| state_changed) {
+        store::release_state_holder(&transaction, append.group, previous).await?;
+    }
     let outcome = Outcome {
         group: append.group,
         seq,

@@ -78,6 +78,7 @@ pub(crate) async fn submit_proposal(
         &submission,
         LogAppend {
             group: group.key,
+            state_welcome_seq: group.state_welcome_seq,
             last_seq: group.last_seq,
             group_epoch: group.epoch,
             message_epoch: group.epoch,

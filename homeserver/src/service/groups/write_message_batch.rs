@@ -311,7 +311,14 @@ async fn apply_in_one_transaction(
         store::append_events(&transaction, events).await?;
         store::insert_submissions(&transaction, records).await?;
         for (key, epoch, last_seq) in &moved {
-            store::update_group(&transaction, *key, *epoch, *last_seq, None).await?;
+            store::update_group(
+                &transaction,
+                *key,
+                *epoch,
+                *last_seq,
+                store::NewState::Unchanged,
+            )
+            .await?;
         }
         transaction.commit().await?;
         for _ in 0..appended {

@@ -1,0 +1,142 @@
+//! The ratchet trees of recent Welcomes. A commit that adds devices of this
+//! domain stores the group's new state once, in its Welcome's row
+//! (`store::SharedWelcome`), instead of the state and the ratchet tree beside
+//! it; the tree is exported from that state when a device reads its Welcome.
+//! All the devices a commit adds read the same tree, usually within seconds
+//! of each other, so one export is kept for the others: the newest trees, up
+//! to a budget of bytes, the oldest going first. A commit's state never
+//! changes, so a kept tree is never stale.
+
+use crate::rules::hub::{CorruptState, HubGroup};
+use crate::rules::ids::{GroupKey, Seq};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+/// Bytes of trees kept: the trees of about 140 recent commits to groups of
+/// 1,000 members (about 227 KB each), or 14 to groups of 10,000.
+const BUDGET_BYTES: usize = 32 << 20;
+
+pub(crate) struct WelcomeTrees {
+    kept: Mutex<Kept>,
+    budget_bytes: usize,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Oldest first.
+    trees: VecDeque<KeptTree>,
+    /// Sum of the trees' lengths.
+    bytes: usize,
+}
+
+struct KeptTree {
+    group: GroupKey,
+    commit_seq: Seq,
+    tree: Arc<Vec<u8>>,
+}
+
+impl Default for WelcomeTrees {
+    fn default() -> Self {
+        WelcomeTrees::with_budget(BUDGET_BYTES)
+    }
+}
+
+impl WelcomeTrees {
+    fn with_budget(budget_bytes: usize) -> WelcomeTrees {
+        WelcomeTrees {
+            kept: Mutex::default(),
+            budget_bytes,
+        }
+    }
+
+    /// The ratchet tree of the Welcome of the commit at `commit_seq` in
+    /// `group`, whose state after the commit is `state`.
+    pub(crate) fn ratchet_tree(
+        &self,
+        group: GroupKey,
+        commit_seq: Seq,
+        state: &[u8],
+    ) -> Result<Vec<u8>, CorruptState> {
+        if let Some(tree) = self.find(group, commit_seq) {
+            return Ok(tree.as_ref().clone());
+        }
+        // Decoded outside the lock: at 10,000 members this takes tens of
+        // milliseconds. Two readers missing at once both export; one is kept.
+        let tree = HubGroup::from_state(state)?.ratchet_tree();
+        self.keep(group, commit_seq, Arc::new(tree.clone()));
+        Ok(tree)
+    }
+
+    fn find(&self, group: GroupKey, commit_seq: Seq) -> Option<Arc<Vec<u8>>> {
+        self.lock()
+            .trees
+            .iter()
+            .find(|kept| kept.group == group && kept.commit_seq == commit_seq)
+            .map(|kept| kept.tree.clone())
+    }
+
+    fn keep(&self, group: GroupKey, commit_seq: Seq, tree: Arc<Vec<u8>>) {
+        if tree.len() > self.budget_bytes {
+            return;
+        }
+        let mut kept = self.lock();
+        if kept
+            .trees
+            .iter()
+            .any(|kept| kept.group == group && kept.commit_seq == commit_seq)
+        {
+            return;
+        }
+        while kept.bytes + tree.len() > self.budget_bytes {
+            let Some(oldest) = kept.trees.pop_front() else {
+                break;
+            };
+            kept.bytes -= oldest.tree.len();
+        }
+        kept.bytes += tree.len();
+        kept.trees.push_back(KeptTree {
+            group,
+            commit_seq,
+            tree,
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // A panic while holding the lock leaves the list whole: every change
+        // to it is a push or pop with its byte count.
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::hub::tests::fixture::GroupFixture;
+
+    #[test]
+    fn a_tree_is_exported_once_per_commit_and_kept_within_the_budget() {
+        let fixture = GroupFixture::with_members(3);
+        let state = fixture.hub.to_state();
+        let expected = fixture.hub.ratchet_tree();
+        let trees = WelcomeTrees::with_budget(2 * expected.len());
+        let group = GroupKey::from_row(1);
+        for commit_seq in [1, 2, 3] {
+            let tree = trees.ratchet_tree(group, Seq::new(commit_seq), &state);
+            assert_eq!(tree.unwrap(), expected);
+        }
+        // Room for two: the oldest went.
+        assert!(trees.find(group, Seq::new(1)).is_none());
+        assert!(trees.find(group, Seq::new(2)).is_some());
+        assert!(trees.find(group, Seq::new(3)).is_some());
+        assert_eq!(trees.lock().bytes, 2 * expected.len());
+        // A kept tree is not exported again: a state that does not decode is
+        // not even looked at.
+        let kept = trees.ratchet_tree(group, Seq::new(3), b"not a state");
+        assert_eq!(kept.unwrap(), expected);
+        let missing = trees.ratchet_tree(group, Seq::new(4), b"not a state");
+        assert!(missing.is_err());
+        assert!(trees.find(group, Seq::new(4)).is_none());
+    }
+}
