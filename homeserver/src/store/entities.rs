@@ -161,7 +161,7 @@ pub(crate) mod group {
         pub state: Vec<u8>,
         /// Set when the commit at this sequence number added devices of this
         /// domain and no submission changed the state since: the state is then
-        /// that commit's `commit_welcomes.state`, written once for the group
+        /// that commit's `welcome_states.state`, written once for the group
         /// and for its Welcome's ratchet tree.
         pub state_welcome_seq: Option<i64>,
         /// Credential identity of the creating device (at a follower: the sender
@@ -312,8 +312,9 @@ pub(crate) mod inbox_event {
         /// Empty when `shared_welcome`.
         pub ratchet_tree: Vec<u8>,
         pub created_at_ms: i64,
-        /// The Welcome and ratchet tree are the commit's, stored once in
-        /// `commit_welcomes` for every device it added here.
+        /// The Welcome is the commit's, stored once for every device it added
+        /// here: in `welcome_states` (or, written before m0012, with its
+        /// ratchet tree in `commit_welcomes`).
         pub shared_welcome: bool,
     }
 
@@ -326,10 +327,12 @@ pub(crate) mod inbox_event {
 pub(crate) mod commit_welcome {
     use sea_orm::entity::prelude::*;
 
-    /// At the hub: the Welcome of a commit and the new epoch's ratchet tree,
-    /// once for all the devices of this domain it added (their inbox entries
-    /// say `shared_welcome`); deleted with the last such entry, unless it
-    /// still holds the group's state (`groups.state_welcome_seq`).
+    /// At the hub, before m0012: the Welcome of a commit and the new epoch's
+    /// ratchet tree, once for all the devices of this domain it added (their
+    /// inbox entries say `shared_welcome`); deleted with the last such entry.
+    /// Since m0012 such Welcomes go to `welcome_states`; rows written before,
+    /// or by an earlier release still running during a rolling update, are
+    /// read here.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "commit_welcomes")]
     pub struct Model {
@@ -338,11 +341,33 @@ pub(crate) mod commit_welcome {
         #[sea_orm(primary_key, auto_increment = false)]
         pub commit_seq: i64,
         pub welcome: Vec<u8>,
-        /// Empty when `state` is set (rows written since m0012).
         pub ratchet_tree: Vec<u8>,
-        /// The group's public state after the commit, which the ratchet tree
-        /// is exported from when the Welcome is read.
-        pub state: Option<Vec<u8>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod welcome_state {
+    use sea_orm::entity::prelude::*;
+
+    /// At the hub: the Welcome of a commit, once for all the devices of this
+    /// domain it added (their inbox entries say `shared_welcome`), with the
+    /// group's public state after the commit, which their ratchet tree is
+    /// exported from when they read it. The state is also the group's own
+    /// while `groups.state_welcome_seq` names the commit. Deleted once no
+    /// inbox entry points at it and it is not the group's state.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "welcome_states")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub commit_seq: i64,
+        pub welcome: Vec<u8>,
+        pub state: Vec<u8>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -66,17 +66,19 @@ impl TryFrom<group::Model> for HostedGroup {
 }
 
 /// A hosted group's current state, wherever it is stored: the Welcome row of
-/// the commit `state_welcome_seq` names, or else the group's own row.
+/// the commit `state_welcome_seq` names (`welcome_states`), or else the
+/// group's own row.
 pub(super) fn current_state() -> sea_orm::sea_query::SimpleExpr {
     Expr::cust(
-        "COALESCE((SELECT w.state FROM commit_welcomes w \
+        "COALESCE((SELECT w.state FROM welcome_states w \
            WHERE w.group_id = groups.id AND w.commit_seq = groups.state_welcome_seq), \
          groups.state)",
     )
 }
 
 /// Narrows a query on groups to a hosted group's columns, its state read
-/// wherever it is.
+/// wherever it is (in one statement: not for a row to lock, see
+/// [`lock_group`]).
 fn hosted_columns(select: sea_orm::Select<group::Entity>) -> sea_orm::Select<group::Entity> {
     select
         .select_only()
@@ -122,18 +124,30 @@ pub(crate) async fn insert_group(
 /// UPDATE` on PostgreSQL; on SQLite the IMMEDIATE transaction already holds the
 /// write lock), so submissions to one group are applied one at a time, on every
 /// replica.
+///
+/// The state is read by a second statement, once the lock is held: on
+/// PostgreSQL a statement that waited for the lock sees the row's newest
+/// version, but its subqueries still read from before the wait, and would
+/// miss the Welcome row holding the state that the commit it waited for wrote
+/// ([`current_state`]).
 pub(crate) async fn lock_group(
     db: &Transaction,
     group_id: &GroupId,
 ) -> Result<Option<HostedGroup>, StoreError> {
-    hosted_columns(group::Entity::find())
-        .filter(group::Column::MlsGroupId.eq(group_id.as_bytes().to_vec()))
-        .lock_exclusive()
-        .into_model::<HostedRow>()
-        .one(db.database())
-        .await?
-        .map(HostedGroup::try_from)
-        .transpose()
+    let Some(header) = lock_group_header(db, group_id, Hosting::HostedHere).await? else {
+        return Ok(None);
+    };
+    let state = hosted_group_state(db, header.key).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!("{}: locked, then not found", group_row(header.key)))
+    })?;
+    Ok(Some(HostedGroup {
+        key: header.key,
+        group_id: header.group_id,
+        epoch: header.epoch,
+        last_seq: header.last_seq,
+        state,
+        state_welcome_seq: header.state_welcome_seq,
+    }))
 }
 
 /// A group's row without its (possibly large) state: a group hosted here, or a
@@ -509,4 +523,88 @@ pub(crate) async fn state_changed_between(
         .one(db.database())
         .await?;
     Ok(changes.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::heads::tests::insert_test_device;
+    use crate::store::{SharedWelcome, Store, append_shared_welcome};
+    use conclave_test_support::{DatabaseChoice, TestDatabase};
+    use sea_orm::{ConnectionTrait as _, Statement};
+    use std::time::Duration;
+
+    /// How many sessions on the store's database wait for a lock now.
+    async fn lock_waiters(store: &Store) -> i64 {
+        store
+            .database()
+            .query_one_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "waiting")
+            .unwrap()
+    }
+
+    /// A submission that waited for the group's row while a commit adding a
+    /// device stored the state with its Welcome reads that state, not the
+    /// empty row it left behind (PostgreSQL, where a statement that waited for
+    /// a lock reads other tables as they were before the wait).
+    #[tokio::test]
+    async fn a_lock_that_waited_for_an_add_commit_reads_the_state_it_stored() {
+        let database = TestDatabase::create(DatabaseChoice::Postgres).await;
+        let store = Store::connect(database.url(), 3).await.unwrap();
+        store.migrate().await.unwrap();
+        let group_id = GroupId::new(vec![7]);
+        let group = insert_group(&store, &group_id, Epoch::new(0), b"first".to_vec(), "d1", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let device = "00000000000000f1";
+        insert_test_device(&store, device).await;
+
+        let commit = store.begin().await.unwrap();
+        lock_group(&commit, &group_id).await.unwrap().unwrap();
+        let new_state = NewState::BesideWelcome(Seq::new(1));
+        update_group(&commit, group.key, Epoch::new(1), Seq::new(1), new_state)
+            .await
+            .unwrap();
+        let welcome = SharedWelcome {
+            group: group.key,
+            commit_seq: Seq::new(1),
+            welcome: b"welcome",
+            state: b"second",
+            now_ms: 0,
+        };
+        append_shared_welcome(&commit, welcome, &[device])
+            .await
+            .unwrap();
+
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            let group_id = group_id.clone();
+            async move {
+                let transaction = store.begin().await.unwrap();
+                lock_group(&transaction, &group_id).await.unwrap().unwrap()
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while lock_waiters(&store).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second lock never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        commit.commit().await.unwrap();
+        let locked = waiting.await.unwrap();
+        assert_eq!(
+            (locked.state.as_slice(), locked.state_welcome_seq),
+            (&b"second"[..], Some(Seq::new(1)))
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! the ratchet tree to join with), in order, deleted once acknowledged.
 
 use super::convert::{seq_to_db, to_seq};
-use super::entities::{commit_welcome, inbox, inbox_event};
+use super::entities::{commit_welcome, inbox, inbox_event, welcome_state};
 use super::{Connection, StoreError, Transaction};
 use crate::rules::ids::{GroupKey, Seq};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -21,8 +21,8 @@ pub(crate) struct InboxEvent {
     /// Empty while `tree_state` is set.
     pub(crate) ratchet_tree: Vec<u8>,
     /// The hub's state of the group after the commit, which the ratchet tree
-    /// is to be exported from (a Welcome shared since m0012); the service
-    /// does so before the event is delivered.
+    /// is to be exported from (a Welcome shared since m0012, `welcome_states`);
+    /// the service does so before the event is delivered.
     pub(crate) tree_state: Option<Vec<u8>>,
     pub(crate) created_at_ms: i64,
 }
@@ -132,7 +132,7 @@ pub(crate) struct SharedWelcome<'a> {
 }
 
 /// Appends a commit's Welcome to the inbox of each of `device_ids` (distinct),
-/// storing the Welcome and the group's state once (`commit_welcomes`) and a
+/// storing the Welcome and the group's state once (`welcome_states`) and a
 /// small entry per device, with a few multi-row statements whatever their
 /// number.
 pub(crate) async fn append_shared_welcome(
@@ -144,12 +144,11 @@ pub(crate) async fn append_shared_welcome(
         return Ok(());
     }
     let commit_seq = seq_to_db(welcome.commit_seq)?;
-    commit_welcome::Entity::insert(commit_welcome::ActiveModel {
+    welcome_state::Entity::insert(welcome_state::ActiveModel {
         group_id: Set(welcome.group.row_id()),
         commit_seq: Set(commit_seq),
         welcome: Set(welcome.welcome.to_vec()),
-        ratchet_tree: Set(Vec::new()),
-        state: Set(Some(welcome.state.to_vec())),
+        state: Set(welcome.state.to_vec()),
     })
     .exec_without_returning(db.database())
     .await?;
@@ -218,45 +217,86 @@ pub(crate) async fn inbox_events_after(
         .all(db.database())
         .await?;
     // A page holds few distinct commits: each shared Welcome is read once.
-    let mut shared: HashMap<(i64, i64), commit_welcome::Model> = HashMap::new();
+    let mut shared: HashMap<(i64, i64), SharedRow> = HashMap::new();
     let mut events = Vec::with_capacity(models.len());
     for mut model in models {
-        if model.shared_welcome {
-            let key = (model.group_id, model.commit_seq);
-            let welcome = match shared.entry(key) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => {
-                    let Some(found) = commit_welcome::Entity::find_by_id(key)
-                        .one(db.database())
-                        .await?
-                    else {
-                        // Another call of this device (a Fetch beside its
-                        // stream) acknowledged this entry since the page was
-                        // read, and took the last use of the shared row with
-                        // it: the page ends here, the next read starts after
-                        // that acknowledgement.
-                        if inbox_entry_exists(db, device_id, model.seq).await? {
-                            return Err(StoreError::Corrupt(format!(
-                                "inbox of {} entry {}: the shared Welcome of commit {} is missing",
-                                model.device_id, model.seq, model.commit_seq
-                            )));
-                        }
-                        break;
-                    };
-                    entry.insert(found)
-                }
-            };
-            model.welcome = welcome.welcome.clone();
-            model.ratchet_tree = welcome.ratchet_tree.clone();
-            let tree_state = welcome.state.clone();
-            let mut event = InboxEvent::try_from(model)?;
-            event.tree_state = tree_state;
-            events.push(event);
+        if !model.shared_welcome {
+            events.push(InboxEvent::try_from(model)?);
             continue;
         }
-        events.push(InboxEvent::try_from(model)?);
+        let key = (model.group_id, model.commit_seq);
+        let row = match shared.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let Some(found) = find_shared_welcome(db, key).await? else {
+                    // Another call of this device (a Fetch beside its stream)
+                    // acknowledged this entry since the page was read, and
+                    // took the last use of the shared row with it: the page
+                    // ends here, the next read starts after that
+                    // acknowledgement.
+                    if inbox_entry_exists(db, device_id, model.seq).await? {
+                        return Err(StoreError::Corrupt(format!(
+                            "inbox of {} entry {}: the shared Welcome of commit {} is missing",
+                            model.device_id, model.seq, model.commit_seq
+                        )));
+                    }
+                    break;
+                };
+                entry.insert(found)
+            }
+        };
+        let tree_state = match row {
+            SharedRow::WithState { welcome, state } => {
+                model.welcome = welcome.clone();
+                Some(state.clone())
+            }
+            SharedRow::WithTree {
+                welcome,
+                ratchet_tree,
+            } => {
+                model.welcome = welcome.clone();
+                model.ratchet_tree = ratchet_tree.clone();
+                None
+            }
+        };
+        let mut event = InboxEvent::try_from(model)?;
+        event.tree_state = tree_state;
+        events.push(event);
     }
     Ok(events)
+}
+
+/// A commit's Welcome shared by the devices it added here.
+enum SharedRow {
+    /// Since m0012 (`welcome_states`).
+    WithState { welcome: Vec<u8>, state: Vec<u8> },
+    /// Before m0012, or written by an earlier release (`commit_welcomes`).
+    WithTree {
+        welcome: Vec<u8>,
+        ratchet_tree: Vec<u8>,
+    },
+}
+
+async fn find_shared_welcome(
+    db: &impl Connection,
+    key: (i64, i64),
+) -> Result<Option<SharedRow>, StoreError> {
+    if let Some(row) = welcome_state::Entity::find_by_id(key)
+        .one(db.database())
+        .await?
+    {
+        return Ok(Some(SharedRow::WithState {
+            welcome: row.welcome,
+            state: row.state,
+        }));
+    }
+    Ok(commit_welcome::Entity::find_by_id(key)
+        .one(db.database())
+        .await?
+        .map(|row| SharedRow::WithTree {
+            welcome: row.welcome,
+            ratchet_tree: row.ratchet_tree,
+        }))
 }
 
 async fn inbox_entry_exists(
@@ -316,25 +356,45 @@ async fn delete_unused_shared_welcome(
     group_id: i64,
     commit_seq: i64,
 ) -> Result<(), StoreError> {
-    use sea_orm::sea_query::Query;
-    let still_used = Query::select()
-        .expr(Expr::val(1))
-        .from(inbox_event::Entity)
-        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::GroupId)).eq(group_id))
-        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::CommitSeq)).eq(commit_seq))
-        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::SharedWelcome)).eq(true))
-        .to_owned();
+    welcome_state::Entity::delete_many()
+        .filter(welcome_state::Column::GroupId.eq(group_id))
+        .filter(welcome_state::Column::CommitSeq.eq(commit_seq))
+        .filter(Expr::exists(entries_pointing_at(welcome_state::Entity)).not())
+        .filter(Expr::exists(holds_group_state()).not())
+        .exec(db.database())
+        .await?;
     commit_welcome::Entity::delete_many()
         .filter(commit_welcome::Column::GroupId.eq(group_id))
         .filter(commit_welcome::Column::CommitSeq.eq(commit_seq))
-        .filter(Expr::exists(still_used).not())
-        .filter(Expr::exists(holds_group_state()).not())
+        .filter(Expr::exists(entries_pointing_at(commit_welcome::Entity)).not())
         .exec(db.database())
         .await?;
     Ok(())
 }
 
-/// Correlated with a `commit_welcomes` row: its group's state is in it.
+/// Correlated with a row of `table` (`welcome_states` or `commit_welcomes`,
+/// both keyed by `group_id` and `commit_seq`): the inbox entries sharing it.
+fn entries_pointing_at<T>(table: T) -> sea_orm::sea_query::SelectStatement
+where
+    T: sea_orm::sea_query::Iden + Copy + 'static,
+{
+    use sea_orm::sea_query::{Alias, Query};
+    Query::select()
+        .expr(Expr::val(1))
+        .from(inbox_event::Entity)
+        .and_where(
+            Expr::col((inbox_event::Entity, inbox_event::Column::GroupId))
+                .equals((table, Alias::new("group_id"))),
+        )
+        .and_where(
+            Expr::col((inbox_event::Entity, inbox_event::Column::CommitSeq))
+                .equals((table, Alias::new("commit_seq"))),
+        )
+        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::SharedWelcome)).eq(true))
+        .to_owned()
+}
+
+/// Correlated with a `welcome_states` row: its group's state is in it.
 fn holds_group_state() -> sea_orm::sea_query::SelectStatement {
     use super::entities::group;
     use sea_orm::sea_query::Query;
@@ -343,11 +403,11 @@ fn holds_group_state() -> sea_orm::sea_query::SelectStatement {
         .from(group::Entity)
         .and_where(
             Expr::col((group::Entity, group::Column::Id))
-                .equals((commit_welcome::Entity, commit_welcome::Column::GroupId)),
+                .equals((welcome_state::Entity, welcome_state::Column::GroupId)),
         )
         .and_where(
             Expr::col((group::Entity, group::Column::StateWelcomeSeq))
-                .equals((commit_welcome::Entity, commit_welcome::Column::CommitSeq)),
+                .equals((welcome_state::Entity, welcome_state::Column::CommitSeq)),
         )
         .to_owned()
 }
@@ -371,26 +431,16 @@ pub(crate) async fn release_state_holder(
 /// A commit writes its shared Welcome and the entries pointing at it in one
 /// transaction, so a row never looks unused before its entries are visible.
 pub(crate) async fn delete_unused_shared_welcomes(db: &impl Connection) -> Result<u64, StoreError> {
-    use sea_orm::sea_query::Query;
-    let still_used = Query::select()
-        .expr(Expr::val(1))
-        .from(inbox_event::Entity)
-        .and_where(
-            Expr::col((inbox_event::Entity, inbox_event::Column::GroupId))
-                .equals((commit_welcome::Entity, commit_welcome::Column::GroupId)),
-        )
-        .and_where(
-            Expr::col((inbox_event::Entity, inbox_event::Column::CommitSeq))
-                .equals((commit_welcome::Entity, commit_welcome::Column::CommitSeq)),
-        )
-        .and_where(Expr::col((inbox_event::Entity, inbox_event::Column::SharedWelcome)).eq(true))
-        .to_owned();
-    let deleted = commit_welcome::Entity::delete_many()
-        .filter(Expr::exists(still_used).not())
+    let with_state = welcome_state::Entity::delete_many()
+        .filter(Expr::exists(entries_pointing_at(welcome_state::Entity)).not())
         .filter(Expr::exists(holds_group_state()).not())
         .exec(db.database())
         .await?;
-    Ok(deleted.rows_affected)
+    let with_tree = commit_welcome::Entity::delete_many()
+        .filter(Expr::exists(entries_pointing_at(commit_welcome::Entity)).not())
+        .exec(db.database())
+        .await?;
+    Ok(with_state.rows_affected + with_tree.rows_affected)
 }
 
 #[cfg(test)]
@@ -404,10 +454,15 @@ mod tests {
     const DEVICES: [&str; 3] = ["00000000000000e1", "00000000000000e2", "00000000000000e3"];
 
     async fn shared_rows(store: &Store) -> u64 {
-        commit_welcome::Entity::find()
+        let with_state = welcome_state::Entity::find()
             .count(store.database())
             .await
-            .unwrap()
+            .unwrap();
+        let with_tree = commit_welcome::Entity::find()
+            .count(store.database())
+            .await
+            .unwrap();
+        with_state + with_tree
     }
 
     /// A fresh store where the commit at seq 4 of a group added `DEVICES`,
@@ -501,7 +556,7 @@ mod tests {
     async fn make_it_hold_the_group_s_state(store: &Store) -> GroupKey {
         use crate::rules::ids::Epoch;
         use crate::store::{NewState, update_group};
-        let group = commit_welcome::Entity::find()
+        let group = welcome_state::Entity::find()
             .one(store.database())
             .await
             .unwrap()
@@ -595,30 +650,47 @@ mod tests {
         }
     }
 
-    /// Rows written before m0012 carry the ratchet tree itself.
+    /// Rows written before m0012, or by an earlier release during a rolling
+    /// update, carry the ratchet tree itself, in `commit_welcomes`.
     #[tokio::test]
-    async fn a_shared_welcome_stored_with_its_tree_is_read_as_it_was() {
+    async fn a_shared_welcome_stored_with_its_tree_is_read_and_deleted_as_it_was() {
         for choice in DatabaseChoice::ALL {
             let (_database, store) = store_with_a_shared_welcome(choice).await;
-            commit_welcome::Entity::update_many()
-                .col_expr(
-                    commit_welcome::Column::RatchetTree,
-                    Expr::value(b"tree".to_vec()),
-                )
-                .col_expr(commit_welcome::Column::State, Expr::value(None::<Vec<u8>>))
+            let row = welcome_state::Entity::find()
+                .one(store.database())
+                .await
+                .unwrap()
+                .unwrap();
+            welcome_state::Entity::delete_many()
                 .exec(store.database())
                 .await
                 .unwrap();
+            commit_welcome::Entity::insert(commit_welcome::ActiveModel {
+                group_id: Set(row.group_id),
+                commit_seq: Set(row.commit_seq),
+                welcome: Set(b"old welcome".to_vec()),
+                ratchet_tree: Set(b"tree".to_vec()),
+            })
+            .exec_without_returning(store.database())
+            .await
+            .unwrap();
             let events = inbox_events_after(&store, DEVICES[1], Seq::ZERO, 10)
                 .await
                 .unwrap();
             assert_eq!(
                 (
+                    events[0].welcome.as_slice(),
                     events[0].ratchet_tree.as_slice(),
                     events[0].tree_state.as_deref()
                 ),
-                (&b"tree"[..], None),
+                (&b"old welcome"[..], &b"tree"[..], None),
                 "{choice:?}"
+            );
+            ack_everything(&store).await;
+            assert_eq!(
+                shared_rows(&store).await,
+                0,
+                "{choice:?}: gone with the last ack"
             );
         }
     }

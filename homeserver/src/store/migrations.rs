@@ -1447,9 +1447,11 @@ impl MigrationTrait for HubUncompressedBlobs {
 }
 
 #[derive(DeriveIden)]
-enum CommitWelcomesState {
-    #[sea_orm(iden = "commit_welcomes")]
+enum WelcomeStates {
     Table,
+    GroupId,
+    CommitSeq,
+    Welcome,
     State,
 }
 
@@ -1460,15 +1462,21 @@ enum GroupsStateWelcome {
     StateWelcomeSeq,
 }
 
-/// A commit that adds devices of this domain stores the group's new state
-/// once, in its Welcome's row (`commit_welcomes.state`), and the group's row
-/// says where it is (`groups.state_welcome_seq`) instead of holding a second
-/// copy; the Welcome's ratchet tree is exported from that state when it is
-/// read, instead of being written beside it. At 1,000 members the state and
-/// the tree are about 210 KB each, so an add commit writes one of them
-/// instead of both. Rows written before keep their ratchet tree and have no
-/// state. Earlier releases read the group's own `state` column only, so this
-/// migration also makes them refuse to start on the database.
+/// A commit that adds devices of this domain stores its Welcome once for them
+/// with the group's new state (`welcome_states`), and the group's row names
+/// that commit (`groups.state_welcome_seq`) instead of holding a second copy
+/// of the state; the Welcome's ratchet tree is exported from the state when
+/// it is read, instead of being written beside it. At 1,000 members the state
+/// and the tree are about 210 KB each, so an add commit writes one of them
+/// instead of both.
+///
+/// A new table rather than a column of `commit_welcomes`, for an earlier
+/// release still running during a rolling update: it never sees these rows,
+/// so it cannot delete one that holds a group's state, nor hand out a Welcome
+/// without its tree. It answers INTERNAL instead (a device's inbox names a
+/// Welcome it cannot find; a group whose row holds no state), until it is
+/// replaced; and, as any newer schema, it refuses to start. The rows it
+/// writes to `commit_welcomes` meanwhile are read by this release.
 struct HubStateBesideWelcome;
 
 impl MigrationName for HubStateBesideWelcome {
@@ -1477,17 +1485,35 @@ impl MigrationName for HubStateBesideWelcome {
     }
 }
 
-/// The column m0012 stores without compression, as m0011 its columns.
-pub(crate) const UNCOMPRESSED_BLOBS_M0012: [(&str, &str); 1] = [("commit_welcomes", "state")];
+/// The columns m0012 stores without compression, as m0011 its columns.
+pub(crate) const UNCOMPRESSED_BLOBS_M0012: [(&str, &str); 2] =
+    [("welcome_states", "state"), ("welcome_states", "welcome")];
 
 #[async_trait::async_trait]
 impl MigrationTrait for HubStateBesideWelcome {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let postgres = manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+        let connection = manager.get_connection();
+        // As in m0011: altering `groups` takes its exclusive lock; give up
+        // rather than hold up every call behind it.
+        if postgres {
+            connection
+                .execute_unprepared("SET LOCAL lock_timeout = '5s'")
+                .await?;
+        }
         manager
-            .alter_table(
-                Table::alter()
-                    .table(CommitWelcomesState::Table)
-                    .add_column(blob_null(CommitWelcomesState::State))
+            .create_table(
+                Table::create()
+                    .table(WelcomeStates::Table)
+                    .col(big_integer(WelcomeStates::GroupId))
+                    .col(big_integer(WelcomeStates::CommitSeq))
+                    .col(blob(WelcomeStates::Welcome))
+                    .col(blob(WelcomeStates::State))
+                    .primary_key(
+                        Index::create()
+                            .col(WelcomeStates::GroupId)
+                            .col(WelcomeStates::CommitSeq),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -1499,14 +1525,9 @@ impl MigrationTrait for HubStateBesideWelcome {
                     .to_owned(),
             )
             .await?;
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        if !postgres {
             return Ok(());
         }
-        // As in m0011: give up rather than hold up every call behind the lock.
-        let connection = manager.get_connection();
-        connection
-            .execute_unprepared("SET LOCAL lock_timeout = '5s'")
-            .await?;
         for (table, column) in UNCOMPRESSED_BLOBS_M0012 {
             connection
                 .execute_unprepared(&format!(

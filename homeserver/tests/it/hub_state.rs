@@ -71,19 +71,30 @@ async fn a_state_stored_with_a_welcome_serves_the_group_and_the_joiner(database:
     let (first, _, [mut alice, mut bob, mut carol]) =
         start_with_clients(database, ["alice", "bob", "carol"]).await;
     form_group(&mut alice, &mut [&mut bob]).await;
+    let url = first.config().database.url.clone();
+    assert_eq!(
+        where_the_state_is(&url).await,
+        (0, Some(1)),
+        "the group's row holds no copy of the state: the Welcome of commit 1 does"
+    );
     let second = first.start_replica(|_| {}).await;
     bob.reconnect(&channel(&second).await);
     // The second replica never saw the group: it reads the state stored with
     // Bob's Welcome.
     let through_second = bob.commit(Change::SelfUpdate).await;
     assert_eq!(through_second.epoch, 2);
+    let (row_state_bytes, welcome_seq) = where_the_state_is(&url).await;
+    assert!(
+        row_state_bytes > 0 && welcome_seq.is_none(),
+        "a commit without a Welcome stores the state in the group's row"
+    );
 
     alice.sync().await;
     let carol_id = carol.device.user_id.clone();
     let added = alice.invite(&[carol_id.as_str()]).await;
     assert_eq!(added.epoch, 3);
-    // Two commits through the second replica before Carol reads her Welcome:
-    // a proposal, then a commit, each moving the state on.
+    // A proposal and a commit through the second replica before Carol reads
+    // her Welcome, each moving the state on.
     bob.sync().await;
     let proposal = bob.propose_self_update();
     let request = bob.proposal_request(proposal);
@@ -105,6 +116,29 @@ async fn a_state_stored_with_a_welcome_serves_the_group_and_the_joiner(database:
     assert_in_sync(&[&alice, &bob, &carol]).await;
     second.stop().await;
     first.stop().await;
+}
+
+/// The length of the state in the group's row, and the commit whose Welcome
+/// row holds the state instead, if any (the test's one group).
+async fn where_the_state_is(url: &str) -> (i64, Option<i64>) {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let connection = sea_orm::Database::connect(url)
+        .await
+        .expect("connecting to the test database");
+    let row = connection
+        .query_one_raw(Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT CAST(length(state) AS BIGINT) AS row_state_bytes, state_welcome_seq FROM groups",
+        ))
+        .await
+        .expect("reading the group's row")
+        .expect("one group");
+    let found = (
+        row.try_get::<i64>("", "row_state_bytes").unwrap(),
+        row.try_get::<Option<i64>>("", "state_welcome_seq").unwrap(),
+    );
+    connection.close().await.expect("closing");
+    found
 }
 
 async fn refused_commits_leave_the_kept_state_as_it_was(database: DatabaseChoice) {

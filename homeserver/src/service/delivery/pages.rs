@@ -52,7 +52,8 @@ pub(super) async fn read_page(
             if let Some(state) = event.tree_state.take() {
                 event.ratchet_tree = context
                     .welcome_trees
-                    .ratchet_tree(event.group, event.commit_seq, &state)
+                    .ratchet_tree(event.group, event.commit_seq, state)
+                    .await
                     .map_err(|error| {
                         StoreError::Corrupt(format!(
                             "the state stored with the Welcome of commit {} of group row {}: {error}",

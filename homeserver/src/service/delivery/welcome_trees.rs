@@ -3,9 +3,11 @@
 //! (`store::SharedWelcome`), instead of the state and the ratchet tree beside
 //! it; the tree is exported from that state when a device reads its Welcome.
 //! All the devices a commit adds read the same tree, usually within seconds
-//! of each other, so one export is kept for the others: the newest trees, up
-//! to a budget of bytes, the oldest going first. A commit's state never
-//! changes, so a kept tree is never stale.
+//! of each other, so each replica exports it once and keeps it for the
+//! others: the newest trees, up to a budget of bytes, the oldest going first.
+//! The state a commit stored never changes, so a kept tree is never stale
+//! (as long as the database is not replaced by another under a running
+//! server, which the hub's own state cache does not allow for either).
 
 use crate::rules::hub::{CorruptState, HubGroup};
 use crate::rules::ids::{GroupKey, Seq};
@@ -51,18 +53,23 @@ impl WelcomeTrees {
 
     /// The ratchet tree of the Welcome of the commit at `commit_seq` in
     /// `group`, whose state after the commit is `state`.
-    pub(crate) fn ratchet_tree(
+    pub(crate) async fn ratchet_tree(
         &self,
         group: GroupKey,
         commit_seq: Seq,
-        state: &[u8],
+        state: Vec<u8>,
     ) -> Result<Vec<u8>, CorruptState> {
         if let Some(tree) = self.find(group, commit_seq) {
             return Ok(tree.as_ref().clone());
         }
-        // Decoded outside the lock: at 10,000 members this takes tens of
-        // milliseconds. Two readers missing at once both export; one is kept.
-        let tree = HubGroup::from_state(state)?.ratchet_tree();
+        // At 10,000 members decoding takes tens of milliseconds: off the
+        // runtime's threads, and outside the lock. Two readers missing at
+        // once both export; one is kept.
+        let tree = tokio::task::spawn_blocking(move || {
+            HubGroup::from_state(&state).map(|group| group.ratchet_tree())
+        })
+        .await
+        .map_err(|error| CorruptState(format!("exporting its ratchet tree failed: {error}")))??;
         self.keep(group, commit_seq, Arc::new(tree.clone()));
         Ok(tree)
     }
@@ -115,16 +122,16 @@ mod tests {
     use super::*;
     use crate::rules::hub::tests::fixture::GroupFixture;
 
-    #[test]
-    fn a_tree_is_exported_once_per_commit_and_kept_within_the_budget() {
+    #[tokio::test]
+    async fn a_tree_is_exported_once_per_commit_and_kept_within_the_budget() {
         let fixture = GroupFixture::with_members(3);
         let state = fixture.hub.to_state();
         let expected = fixture.hub.ratchet_tree();
         let trees = WelcomeTrees::with_budget(2 * expected.len());
         let group = GroupKey::from_row(1);
         for commit_seq in [1, 2, 3] {
-            let tree = trees.ratchet_tree(group, Seq::new(commit_seq), &state);
-            assert_eq!(tree.unwrap(), expected);
+            let tree = trees.ratchet_tree(group, Seq::new(commit_seq), state.clone());
+            assert_eq!(tree.await.unwrap(), expected);
         }
         // Room for two: the oldest went.
         assert!(trees.find(group, Seq::new(1)).is_none());
@@ -133,10 +140,16 @@ mod tests {
         assert_eq!(trees.lock().bytes, 2 * expected.len());
         // A kept tree is not exported again: a state that does not decode is
         // not even looked at.
-        let kept = trees.ratchet_tree(group, Seq::new(3), b"not a state");
-        assert_eq!(kept.unwrap(), expected);
-        let missing = trees.ratchet_tree(group, Seq::new(4), b"not a state");
-        assert!(missing.is_err());
+        let not_a_state = b"not a state".to_vec();
+        let kept = trees.ratchet_tree(group, Seq::new(3), not_a_state.clone());
+        assert_eq!(kept.await.unwrap(), expected);
+        // Keyed by group too: the same commit number of another group is not
+        // this tree.
+        let other_group = GroupKey::from_row(2);
+        let other = trees.ratchet_tree(other_group, Seq::new(3), not_a_state.clone());
+        assert!(other.await.is_err());
+        let missing = trees.ratchet_tree(group, Seq::new(4), not_a_state);
+        assert!(missing.await.is_err());
         assert!(trees.find(group, Seq::new(4)).is_none());
     }
 }

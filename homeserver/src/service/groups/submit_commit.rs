@@ -268,7 +268,8 @@ async fn accept(
     let state_len = state.len();
     // A commit adding devices here stores the new state once, in its
     // Welcome's row, which their ratchet tree is exported from when they read
-    // it: at 1,000 members that is one 210 KB write instead of two.
+    // it: at 1,000 members that is one 210 KB write instead of two (and no
+    // tree to export here).
     let welcome = request.welcome.as_deref();
     let shared_welcome = welcome.filter(|_| !plan.welcome_recipients.is_empty());
     let (new_state, welcome_state) = match shared_welcome {
