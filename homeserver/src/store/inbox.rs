@@ -572,6 +572,23 @@ mod tests {
         group
     }
 
+    /// What the next submission to the group does after
+    /// [`make_it_hold_the_group_s_state`]: stores the state in the group's
+    /// row and releases the Welcome's.
+    async fn move_the_state_on(store: &Store, group: GroupKey) {
+        use crate::rules::ids::Epoch;
+        use crate::store::{NewState, update_group};
+        let transaction = store.begin().await.unwrap();
+        let state = NewState::InRow(b"next state".to_vec());
+        update_group(&transaction, group, Epoch::new(3), Seq::new(5), state)
+            .await
+            .unwrap();
+        release_state_holder(&transaction, group, Seq::new(4))
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+    }
+
     async fn ack_everything(store: &Store) {
         for device in DEVICES {
             let transaction = store.begin().await.unwrap();
@@ -584,8 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shared_welcome_holding_the_group_s_state_stays_until_the_state_moves() {
-        use crate::rules::ids::Epoch;
-        use crate::store::{NewState, hosted_group_state, update_group};
+        use crate::store::hosted_group_state;
         for choice in DatabaseChoice::ALL {
             let (_database, store) = store_with_a_shared_welcome(choice).await;
             let group = make_it_hold_the_group_s_state(&store).await;
@@ -598,15 +614,7 @@ mod tests {
             assert_eq!(delete_unused_shared_welcomes(&store).await.unwrap(), 0);
             assert_eq!(shared_rows(&store).await, 1, "{choice:?}: holds the state");
 
-            let transaction = store.begin().await.unwrap();
-            let state = NewState::InRow(b"next state".to_vec());
-            update_group(&transaction, group, Epoch::new(3), Seq::new(5), state)
-                .await
-                .unwrap();
-            release_state_holder(&transaction, group, Seq::new(4))
-                .await
-                .unwrap();
-            transaction.commit().await.unwrap();
+            move_the_state_on(&store, group).await;
             assert_eq!(shared_rows(&store).await, 0, "{choice:?}: released");
             assert_eq!(
                 hosted_group_state(&store, group).await.unwrap().as_deref(),
@@ -618,20 +626,10 @@ mod tests {
 
     #[tokio::test]
     async fn releasing_a_state_holder_keeps_it_for_the_devices_still_to_read_it() {
-        use crate::rules::ids::Epoch;
-        use crate::store::{NewState, update_group};
         for choice in DatabaseChoice::ALL {
             let (_database, store) = store_with_a_shared_welcome(choice).await;
             let group = make_it_hold_the_group_s_state(&store).await;
-            let transaction = store.begin().await.unwrap();
-            let state = NewState::InRow(b"next state".to_vec());
-            update_group(&transaction, group, Epoch::new(3), Seq::new(5), state)
-                .await
-                .unwrap();
-            release_state_holder(&transaction, group, Seq::new(4))
-                .await
-                .unwrap();
-            transaction.commit().await.unwrap();
+            move_the_state_on(&store, group).await;
             assert_eq!(shared_rows(&store).await, 1, "{choice:?}: still to be read");
             let events = inbox_events_after(&store, DEVICES[0], Seq::ZERO, 10)
                 .await
