@@ -14,9 +14,11 @@ use crate::rules::ids::{GroupKey, Seq};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-/// Bytes of trees kept: the trees of about 140 recent commits to groups of
-/// 1,000 members (about 227 KB each), or 14 to groups of 10,000.
-const BUDGET_BYTES: usize = 32 << 20;
+/// Bytes of trees kept: the trees of about 35 recent commits to groups of
+/// 1,000 members (about 227 KB each), or 3 to groups of 10,000. The devices a
+/// commit adds read its tree at about the same time, so a few suffice; more
+/// would stay in memory long after their devices joined.
+const BUDGET_BYTES: usize = 8 << 20;
 
 pub(crate) struct WelcomeTrees {
     kept: Mutex<Kept>,
