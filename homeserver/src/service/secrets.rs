@@ -91,16 +91,51 @@ fn default_argon2() -> Argon2<'static> {
 /// Each Argon2id hash needs 19 MiB of working memory. Allocated afresh per hash,
 /// by many requests at once, glibc's allocator kept it (RSS reached about 1.65 GB
 /// after 1,000 registrations). So the number of hashes in flight is bounded by a
-/// semaphore sized to the cores, and each slot keeps its working memory: a hash
-/// takes a buffer from the pool and puts it back, and the pool never holds more
-/// buffers than there are slots. Clones share the slots and buffers.
+/// semaphore sized to the cores, and each slot keeps its working memory while it
+/// is in use: a hash takes a buffer from the pool and puts it back, and the pool
+/// never holds more buffers than there are slots. A buffer idle for
+/// [`IDLE_BUFFER_LIFETIME`] goes back to the system ([`BUFFER_CAPACITY_BLOCKS`]
+/// makes sure glibc returns it), so a burst of registrations or logins reuses
+/// the slots' memory, and a quiet server holds none. Clones share the slots and
+/// buffers.
 #[derive(Clone)]
 pub(crate) struct PasswordHasher {
     slots: Arc<Semaphore>,
     /// Number of slots (the semaphore's initial permits), for messages.
     slot_count: usize,
-    /// Working memory of idle slots, each `Params::default().block_count()` blocks.
-    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Working memory of idle slots.
+    idle: Arc<Mutex<IdleBuffers>>,
+    /// [`IDLE_BUFFER_LIFETIME`], shorter in tests.
+    idle_lifetime: Duration,
+}
+
+/// How long an idle slot keeps its working memory: through the gaps of a burst
+/// of registrations or logins (each hash takes tens of milliseconds), not for
+/// good. Allocating it again costs a few milliseconds of page faults.
+const IDLE_BUFFER_LIFETIME: Duration = Duration::from_secs(10);
+
+/// Room allocated for each working-memory buffer, in blocks: just over 32 MiB,
+/// of which a hash with the default parameters uses (and so touches, and counts
+/// in RSS) its 19 MiB. glibc serves an allocation above 32 MiB (its
+/// `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit systems) with a mapping of its own and
+/// unmaps it when freed, always; a smaller one, once a block of its size was
+/// freed, comes from its heaps and may stay there when freed (mallopt(3),
+/// `M_MMAP_THRESHOLD`: the threshold rises to the size of each freed mapped
+/// block up to that maximum).
+const BUFFER_CAPACITY_BLOCKS: usize = (32 << 20) / Block::SIZE + 1;
+
+#[derive(Default)]
+struct IdleBuffers {
+    /// Each with when it was put back.
+    buffers: Vec<(Vec<Block>, tokio::time::Instant)>,
+    /// A task will free the buffers that stay idle
+    /// ([`PasswordHasher::free_idle_later`]).
+    sweeping: bool,
+}
+
+fn lock(idle: &Mutex<IdleBuffers>) -> std::sync::MutexGuard<'_, IdleBuffers> {
+    // Every change leaves the list whole.
+    idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl PasswordHasher {
@@ -114,7 +149,8 @@ impl PasswordHasher {
         PasswordHasher {
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
-            buffers: Arc::new(Mutex::new(Vec::new())),
+            idle: Arc::default(),
+            idle_lifetime: IDLE_BUFFER_LIFETIME,
         }
     }
 
@@ -132,10 +168,11 @@ impl PasswordHasher {
                 waited_seconds: MAX_SLOT_WAIT.as_secs(),
             })?
             .expect("the hashing semaphore is never closed");
-        let buffers = self.buffers.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = buffers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut buffer = pooled.unwrap_or_default();
+        let idle = self.idle.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let pooled = lock(&idle).buffers.pop().map(|(buffer, _)| buffer);
+            let mut buffer =
+                pooled.unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY_BLOCKS.max(blocks)));
             if buffer.len() < blocks {
                 buffer.resize(blocks, Block::default());
             }
@@ -143,15 +180,53 @@ impl PasswordHasher {
             // Only buffers of the default size go back: a stored hash with larger
             // parameters must not grow the pool for good.
             if buffer.len() == Params::DEFAULT_M_COST as usize {
-                buffers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(buffer);
+                let now = tokio::time::Instant::now();
+                lock(&idle).buffers.push((buffer, now));
             }
             drop(permit);
             result
         })
-        .await?
+        .await?;
+        self.free_idle_later();
+        result
+    }
+
+    /// Makes sure a task frees each pooled buffer once it has been idle for
+    /// `idle_lifetime`: one task at a time, while the pool holds any.
+    fn free_idle_later(&self) {
+        {
+            let mut idle = lock(&self.idle);
+            if idle.sweeping || idle.buffers.is_empty() {
+                return;
+            }
+            idle.sweeping = true;
+        }
+        let (idle, lifetime) = (self.idle.clone(), self.idle_lifetime);
+        tokio::spawn(async move {
+            loop {
+                let wake_at = {
+                    let mut idle = lock(&idle);
+                    let oldest = idle.buffers.iter().map(|(_, put_back)| *put_back).min();
+                    let Some(oldest) = oldest else {
+                        idle.sweeping = false;
+                        return;
+                    };
+                    oldest + lifetime
+                };
+                tokio::time::sleep_until(wake_at).await;
+                let now = tokio::time::Instant::now();
+                let expired: Vec<_> = {
+                    let mut idle = lock(&idle);
+                    let (expired, kept) = std::mem::take(&mut idle.buffers)
+                        .into_iter()
+                        .partition(|(_, put_back)| now >= *put_back + lifetime);
+                    idle.buffers = kept;
+                    expired
+                };
+                // Freed outside the lock.
+                drop(expired);
+            }
+        });
     }
 
     /// Hashes a password with Argon2id (default parameters, random salt) into a
@@ -344,7 +419,7 @@ mod tests {
                     .unwrap()
             );
         }
-        assert!(hasher.buffers.lock().unwrap().len() <= 2);
+        assert!(lock(&hasher.idle).buffers.len() <= 2);
     }
 
     /// More hashes than slots, all at once: each waits its turn and succeeds, and
@@ -365,7 +440,42 @@ mod tests {
                     .unwrap()
             );
         }
-        assert_eq!(hasher.buffers.lock().unwrap().len(), 2);
+        assert_eq!(lock(&hasher.idle).buffers.len(), 2);
         assert_eq!(hasher.slots.available_permits(), 2);
+    }
+
+    /// An idle slot's working memory goes back to the system after its
+    /// lifetime (shortened here), allocated so that glibc does return it.
+    #[tokio::test]
+    async fn idle_slots_give_their_working_memory_back() {
+        let lifetime = Duration::from_secs(2);
+        let hasher = PasswordHasher {
+            idle_lifetime: lifetime,
+            ..PasswordHasher::with_slots(1)
+        };
+        let started = tokio::time::Instant::now();
+        hasher.hash_password("password".to_owned()).await.unwrap();
+        {
+            let idle = lock(&hasher.idle);
+            assert_eq!((idle.buffers.len(), idle.sweeping), (1, true));
+            let capacity_bytes = idle.buffers[0].0.capacity() * Block::SIZE;
+            assert!(
+                capacity_bytes > 32 << 20,
+                "{capacity_bytes} bytes: glibc may keep an allocation of 32 MiB or less"
+            );
+        }
+        let deadline = started + Duration::from_secs(30);
+        while !lock(&hasher.idle).buffers.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "never freed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(started.elapsed() >= lifetime, "freed before its lifetime");
+        while lock(&hasher.idle).sweeping {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the task never ended"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
