@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 /// A fresh 256-bit secret from the OS RNG, as unpadded base64url (43
@@ -94,10 +95,10 @@ fn default_argon2() -> Argon2<'static> {
 /// semaphore sized to the cores, and each slot keeps its working memory while it
 /// is in use: a hash takes a buffer from the pool and puts it back, and the pool
 /// never holds more buffers than there are slots. A buffer idle for
-/// [`IDLE_BUFFER_LIFETIME`] goes back to the system ([`BUFFER_CAPACITY_BLOCKS`]
-/// makes sure glibc returns it), so a burst of registrations or logins reuses
-/// the slots' memory, and a quiet server holds none. Clones share the slots and
-/// buffers.
+/// [`IDLE_BUFFER_LIFETIME`] is freed, allocated so that glibc gives it back to
+/// the system ([`BUFFER_CAPACITY_BLOCKS`]), so a burst of registrations or
+/// logins reuses the slots' memory, and a quiet server holds none. Clones
+/// share the slots and buffers.
 #[derive(Clone)]
 pub(crate) struct PasswordHasher {
     slots: Arc<Semaphore>,
@@ -116,20 +117,20 @@ const IDLE_BUFFER_LIFETIME: Duration = Duration::from_secs(10);
 
 /// Room allocated for each working-memory buffer, in blocks: just over 32 MiB,
 /// of which a hash with the default parameters uses (and so touches, and counts
-/// in RSS) its 19 MiB. glibc serves an allocation above 32 MiB (its
-/// `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit systems) with a mapping of its own and
-/// unmaps it when freed, always; a smaller one, once a block of its size was
-/// freed, comes from its heaps and may stay there when freed (mallopt(3),
-/// `M_MMAP_THRESHOLD`: the threshold rises to the size of each freed mapped
-/// block up to that maximum).
+/// in RSS) its 19 MiB. When glibc has no free room that large in its heap, it
+/// serves an allocation above 32 MiB (its `DEFAULT_MMAP_THRESHOLD_MAX` on
+/// 64-bit systems) with a mapping of its own and unmaps it when it is freed. A
+/// smaller one, once a mapped block of its size was freed, comes from its heap
+/// and may stay there when freed (mallopt(3), `M_MMAP_THRESHOLD`: the threshold
+/// rises to the size of each freed mapped block up to that maximum). Measured:
+/// BENCHMARKS.md, "Argon2id memory given back when idle".
 const BUFFER_CAPACITY_BLOCKS: usize = (32 << 20) / Block::SIZE + 1;
 
 #[derive(Default)]
 struct IdleBuffers {
     /// Each with when it was put back.
     buffers: Vec<(Vec<Block>, tokio::time::Instant)>,
-    /// A task will free the buffers that stay idle
-    /// ([`PasswordHasher::free_idle_later`]).
+    /// A task will free the buffers that stay idle ([`free_idle_later`]).
     sweeping: bool,
 }
 
@@ -168,8 +169,11 @@ impl PasswordHasher {
                 waited_seconds: MAX_SLOT_WAIT.as_secs(),
             })?
             .expect("the hashing semaphore is never closed");
-        let idle = self.idle.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let (idle, lifetime) = (self.idle.clone(), self.idle_lifetime);
+        // The buffer is put back, and its release arranged, by the blocking
+        // task itself: it runs to its end even if this call is cancelled.
+        let runtime = Handle::current();
+        tokio::task::spawn_blocking(move || {
             let pooled = lock(&idle).buffers.pop().map(|(buffer, _)| buffer);
             let mut buffer =
                 pooled.unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY_BLOCKS.max(blocks)));
@@ -182,51 +186,12 @@ impl PasswordHasher {
             if buffer.len() == Params::DEFAULT_M_COST as usize {
                 let now = tokio::time::Instant::now();
                 lock(&idle).buffers.push((buffer, now));
+                free_idle_later(&idle, lifetime, &runtime);
             }
             drop(permit);
             result
         })
-        .await?;
-        self.free_idle_later();
-        result
-    }
-
-    /// Makes sure a task frees each pooled buffer once it has been idle for
-    /// `idle_lifetime`: one task at a time, while the pool holds any.
-    fn free_idle_later(&self) {
-        {
-            let mut idle = lock(&self.idle);
-            if idle.sweeping || idle.buffers.is_empty() {
-                return;
-            }
-            idle.sweeping = true;
-        }
-        let (idle, lifetime) = (self.idle.clone(), self.idle_lifetime);
-        tokio::spawn(async move {
-            loop {
-                let wake_at = {
-                    let mut idle = lock(&idle);
-                    let oldest = idle.buffers.iter().map(|(_, put_back)| *put_back).min();
-                    let Some(oldest) = oldest else {
-                        idle.sweeping = false;
-                        return;
-                    };
-                    oldest + lifetime
-                };
-                tokio::time::sleep_until(wake_at).await;
-                let now = tokio::time::Instant::now();
-                let expired: Vec<_> = {
-                    let mut idle = lock(&idle);
-                    let (expired, kept) = std::mem::take(&mut idle.buffers)
-                        .into_iter()
-                        .partition(|(_, put_back)| now >= *put_back + lifetime);
-                    idle.buffers = kept;
-                    expired
-                };
-                // Freed outside the lock.
-                drop(expired);
-            }
-        });
+        .await?
     }
 
     /// Hashes a password with Argon2id (default parameters, random salt) into a
@@ -317,6 +282,44 @@ impl PasswordHasher {
             .await?;
         Ok(known_user && matches)
     }
+}
+
+/// Makes sure a task frees each pooled buffer once it has been idle for
+/// `lifetime`: one task at a time, while the pool holds any.
+fn free_idle_later(idle: &Arc<Mutex<IdleBuffers>>, lifetime: Duration, runtime: &Handle) {
+    {
+        let mut idle = lock(idle);
+        if idle.sweeping || idle.buffers.is_empty() {
+            return;
+        }
+        idle.sweeping = true;
+    }
+    let idle = idle.clone();
+    runtime.spawn(async move {
+        loop {
+            let wake_at = {
+                let mut idle = lock(&idle);
+                let oldest = idle.buffers.iter().map(|(_, put_back)| *put_back).min();
+                let Some(oldest) = oldest else {
+                    idle.sweeping = false;
+                    return;
+                };
+                oldest + lifetime
+            };
+            tokio::time::sleep_until(wake_at).await;
+            let now = tokio::time::Instant::now();
+            let expired: Vec<_> = {
+                let mut idle = lock(&idle);
+                let (expired, kept) = std::mem::take(&mut idle.buffers)
+                    .into_iter()
+                    .partition(|(_, put_back)| now >= *put_back + lifetime);
+                idle.buffers = kept;
+                expired
+            };
+            // Freed outside the lock.
+            drop(expired);
+        }
+    });
 }
 
 /// An Argon2id hash (default parameters) of a random password nobody knows.
@@ -426,7 +429,11 @@ mod tests {
     /// the pool holds no more buffers than slots.
     #[tokio::test]
     async fn concurrent_hashes_share_the_slots() {
-        let hasher = PasswordHasher::with_slots(2);
+        // Idle buffers are kept through the test, however slow the machine.
+        let hasher = PasswordHasher {
+            idle_lifetime: Duration::from_secs(3600),
+            ..PasswordHasher::with_slots(2)
+        };
         let hashes = futures::future::join_all(
             (0..6).map(|index| hasher.hash_password(format!("password {index}"))),
         )
@@ -444,8 +451,9 @@ mod tests {
         assert_eq!(hasher.slots.available_permits(), 2);
     }
 
-    /// An idle slot's working memory goes back to the system after its
-    /// lifetime (shortened here), allocated so that glibc does return it.
+    /// An idle slot's working memory is freed after its lifetime (shortened
+    /// here), allocated above glibc's largest mapping threshold. (That glibc
+    /// then unmaps it is measured in BENCHMARKS.md, not here.)
     #[tokio::test]
     async fn idle_slots_give_their_working_memory_back() {
         let lifetime = Duration::from_secs(2);
@@ -477,5 +485,38 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+    }
+
+    /// A call cancelled while its hash runs (a client gone, a deadline): the
+    /// hash finishes, and its buffer is still freed once idle.
+    #[tokio::test]
+    async fn a_cancelled_hash_s_working_memory_is_freed_too() {
+        let hasher = PasswordHasher {
+            idle_lifetime: Duration::from_secs(5),
+            ..PasswordHasher::with_slots(1)
+        };
+        let hashing = hasher.hash_password("password".to_owned());
+        let cancelled = tokio::time::timeout(Duration::from_millis(1), hashing).await;
+        assert!(
+            cancelled.is_err(),
+            "the call was cancelled before its hash ended"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let idle = hasher.idle.clone();
+        let wait_until = |done: fn(&IdleBuffers) -> bool, what: &'static str| {
+            let idle = idle.clone();
+            async move {
+                while !done(&lock(&idle)) {
+                    assert!(tokio::time::Instant::now() < deadline, "{what}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        wait_until(|idle| idle.buffers.len() == 1, "the hash never ended").await;
+        wait_until(
+            |idle| idle.buffers.is_empty() && !idle.sweeping,
+            "the buffer was never freed",
+        )
+        .await;
     }
 }

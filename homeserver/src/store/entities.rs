@@ -313,8 +313,9 @@ pub(crate) mod inbox_event {
         pub ratchet_tree: Vec<u8>,
         pub created_at_ms: i64,
         /// The Welcome is the commit's, stored once for every device it added
-        /// here: in `welcome_states` (or, written before m0012, with its
-        /// ratchet tree in `commit_welcomes`).
+        /// here: in `welcome_states` (or, written before m0012 or by an earlier
+        /// release during a rolling update, with its ratchet tree in
+        /// `commit_welcomes`).
         pub shared_welcome: bool,
     }
 

@@ -352,7 +352,7 @@ pub(crate) enum NewState {
     /// In the group's row.
     InRow(Vec<u8>),
     /// In the Welcome row of the commit at this sequence number
-    /// (`commit_welcomes.state`, written by the same transaction): a commit
+    /// (`welcome_states.state`, written by the same transaction): a commit
     /// that adds devices of this domain stores the state once, for the group
     /// and for its Welcome's ratchet tree, instead of twice. The group's row
     /// then holds no copy.

@@ -53,14 +53,7 @@ pub(super) async fn read_page(
                 event.ratchet_tree = context
                     .welcome_trees
                     .ratchet_tree(event.group, event.commit_seq, state)
-                    .await
-                    .map_err(|error| {
-                        StoreError::Corrupt(format!(
-                            "the state stored with the Welcome of commit {} of group row {}: {error}",
-                            event.commit_seq,
-                            event.group.row_id()
-                        ))
-                    })?;
+                    .await?;
             }
             let group_id = store::find_group_headers(connection, &[event.group])
                 .await?

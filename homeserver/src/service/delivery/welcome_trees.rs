@@ -5,12 +5,16 @@
 //! All the devices a commit adds read the same tree, usually within seconds
 //! of each other, so each replica exports it once and keeps it for the
 //! others: the newest trees, up to a budget of bytes, the oldest going first.
+//! Exports run one at a time, so readers missing the same tree at once wait
+//! for the first one's instead of each decoding the state.
 //! The state a commit stored never changes, so a kept tree is never stale
 //! (as long as the database is not replaced by another under a running
 //! server, which the hub's own state cache does not allow for either).
 
-use crate::rules::hub::{CorruptState, HubGroup};
+use super::DeliveryError;
+use crate::rules::hub::HubGroup;
 use crate::rules::ids::{GroupKey, Seq};
+use crate::service::InternalError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +27,8 @@ const BUDGET_BYTES: usize = 8 << 20;
 pub(crate) struct WelcomeTrees {
     kept: Mutex<Kept>,
     budget_bytes: usize,
+    /// Held while a tree is exported.
+    exporting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -50,6 +56,7 @@ impl WelcomeTrees {
         WelcomeTrees {
             kept: Mutex::default(),
             budget_bytes,
+            exporting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -60,18 +67,34 @@ impl WelcomeTrees {
         group: GroupKey,
         commit_seq: Seq,
         state: Vec<u8>,
-    ) -> Result<Vec<u8>, CorruptState> {
+    ) -> Result<Vec<u8>, DeliveryError> {
+        if let Some(tree) = self.find(group, commit_seq) {
+            return Ok(tree.as_ref().clone());
+        }
+        let _exporting = self.exporting.lock().await;
+        // Another reader may have exported it while this one waited.
         if let Some(tree) = self.find(group, commit_seq) {
             return Ok(tree.as_ref().clone());
         }
         // At 10,000 members decoding takes tens of milliseconds: off the
-        // runtime's threads, and outside the lock. Two readers missing at
-        // once both export; one is kept.
-        let tree = tokio::task::spawn_blocking(move || {
+        // runtime's threads.
+        let exported = tokio::task::spawn_blocking(move || {
             HubGroup::from_state(&state).map(|group| group.ratchet_tree())
         })
-        .await
-        .map_err(|error| CorruptState(format!("exporting its ratchet tree failed: {error}")))??;
+        .await;
+        let tree = match exported {
+            Ok(Ok(tree)) => tree,
+            Ok(Err(corrupt)) => {
+                return Err(DeliveryError::Internal(InternalError::Corrupt(format!(
+                    "the state stored with the Welcome of commit {commit_seq} of group row {}: {corrupt}",
+                    group.row_id()
+                ))));
+            }
+            // A bug: the same as if it had panicked here.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Blocking tasks are cancelled only when the runtime shuts down.
+            Err(_) => return Err(DeliveryError::ServerStopping),
+        };
         self.keep(group, commit_seq, Arc::new(tree.clone()));
         Ok(tree)
     }
@@ -150,8 +173,18 @@ mod tests {
         let other_group = GroupKey::from_row(2);
         let other = trees.ratchet_tree(other_group, Seq::new(3), not_a_state.clone());
         assert!(other.await.is_err());
-        let missing = trees.ratchet_tree(group, Seq::new(4), not_a_state);
+        let missing = trees.ratchet_tree(group, Seq::new(4), not_a_state.clone());
         assert!(missing.await.is_err());
         assert!(trees.find(group, Seq::new(4)).is_none());
+
+        // Two readers missing the same tree at once: the second waits for the
+        // first one's export and does not decode its own copy of the state (a
+        // state that does not decode shows it).
+        let (first, second) = tokio::join!(
+            trees.ratchet_tree(group, Seq::new(5), state.clone()),
+            trees.ratchet_tree(group, Seq::new(5), not_a_state),
+        );
+        assert_eq!(first.unwrap(), expected);
+        assert_eq!(second.unwrap(), expected);
     }
 }
