@@ -356,17 +356,27 @@ async fn delete_unused_shared_welcome(
     group_id: i64,
     commit_seq: i64,
 ) -> Result<(), StoreError> {
+    delete_unused_welcome_state(db, group_id, commit_seq).await?;
+    commit_welcome::Entity::delete_many()
+        .filter(commit_welcome::Column::GroupId.eq(group_id))
+        .filter(commit_welcome::Column::CommitSeq.eq(commit_seq))
+        .filter(Expr::exists(entries_pointing_at(commit_welcome::Entity)).not())
+        .exec(db.database())
+        .await?;
+    Ok(())
+}
+
+/// [`delete_unused_shared_welcome`] in `welcome_states` only.
+async fn delete_unused_welcome_state(
+    db: &Transaction,
+    group_id: i64,
+    commit_seq: i64,
+) -> Result<(), StoreError> {
     welcome_state::Entity::delete_many()
         .filter(welcome_state::Column::GroupId.eq(group_id))
         .filter(welcome_state::Column::CommitSeq.eq(commit_seq))
         .filter(Expr::exists(entries_pointing_at(welcome_state::Entity)).not())
         .filter(Expr::exists(holds_group_state()).not())
-        .exec(db.database())
-        .await?;
-    commit_welcome::Entity::delete_many()
-        .filter(commit_welcome::Column::GroupId.eq(group_id))
-        .filter(commit_welcome::Column::CommitSeq.eq(commit_seq))
-        .filter(Expr::exists(entries_pointing_at(commit_welcome::Entity)).not())
         .exec(db.database())
         .await?;
     Ok(())
@@ -420,7 +430,8 @@ pub(crate) async fn release_state_holder(
     group: GroupKey,
     commit_seq: Seq,
 ) -> Result<(), StoreError> {
-    delete_unused_shared_welcome(db, group.row_id(), seq_to_db(commit_seq)?).await
+    // The group's row only ever names a `welcome_states` row.
+    delete_unused_welcome_state(db, group.row_id(), seq_to_db(commit_seq)?).await
 }
 
 /// Deletes every shared Welcome no inbox entry points at any more and that does
